@@ -1,0 +1,157 @@
+//! The Lua configuration: evaluating a site script, validating it, and the normalised `Config`.
+//!
+//! The public contract is the Lua API (`server{}`, `fastcgi "name" {}`, `route(fn)`, `include`),
+//! documented in README.md. Everything here turns that script into plain Rust values; errors are
+//! collected (not stopped at the first one) and carry `file:line`.
+
+mod error;
+mod lua_api;
+mod print;
+mod validate;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use print::print;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The embedded default configuration, used when no `-c` is given.
+pub const DEFAULT_CONFIG: &str = include_str!("../../lua/default.lua");
+/// The name the embedded default configuration reports in messages.
+pub const DEFAULT_CONFIG_NAME: &str = "<default>/default.lua";
+
+/// One address the server listens on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ListenAddr {
+    /// A TCP address (`127.0.0.1:8080`, `[::1]:8080`, `*:8080` = `0.0.0.0:8080`).
+    Tcp(SocketAddr),
+    /// A Unix stream socket path (`unix:/run/site.sock`), absolute after normalisation.
+    Unix(PathBuf),
+}
+
+/// Where the error log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// The process's standard error.
+    Stderr,
+    /// A file, opened for append and reopened on SIGHUP.
+    File(PathBuf),
+}
+
+/// Resource limits (`server { limits = {...} }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections per worker; at the limit a worker stops accepting until a slot frees.
+    pub connections: usize,
+    /// Largest request head (request line plus headers) in bytes; larger → 431.
+    pub header_bytes: usize,
+    /// Requests served on one keep-alive connection before it is closed.
+    pub keepalive_requests: u64,
+    /// Largest request body in bytes; larger → 413.
+    pub body_bytes: u64,
+}
+
+/// Timeouts (`server { timeouts = {...} }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Time allowed to receive a whole request head (slowloris protection), and body idle time.
+    pub read_idle: Duration,
+    /// Time a response may make no progress because the client does not read.
+    pub write_idle: Duration,
+    /// Time an idle keep-alive connection is kept open.
+    pub keepalive_idle: Duration,
+    /// Time in-flight requests get to finish on a graceful stop before workers are killed.
+    pub graceful: Duration,
+}
+
+/// A FastCGI backend definition (`fastcgi "name" {...}`), validated but not yet served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FastcgiDef {
+    /// The backend's name, unique in the config.
+    pub name: String,
+    /// Where it was defined, for messages.
+    pub defined_at: String,
+    /// argv of the program the watcher spawns (`spawn`), if any.
+    pub spawn: Option<Vec<String>>,
+    /// How many processes to spawn (`procs`, default 1).
+    pub procs: usize,
+    /// Where spawned processes listen (`socket`).
+    pub socket: Option<ListenAddr>,
+    /// External addresses (`address`).
+    pub address: Vec<ListenAddr>,
+    /// Environment of spawned processes (`env`).
+    pub env: BTreeMap<String, String>,
+    /// Path suffixes routed here (`extensions`).
+    pub extensions: Vec<String>,
+    /// URL prefix mounted here (`prefix`).
+    pub prefix: Option<String>,
+    /// Whether the script must exist under the root (`check_local`, default true).
+    pub check_local: bool,
+    /// Whether backend connections are reused (`keepalive`, default true).
+    pub keepalive: bool,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Time allowed between bytes from the backend.
+    pub read_timeout: Duration,
+    /// How long a backend that refused a connection is left out.
+    pub disable_time: Duration,
+}
+
+/// The normalised configuration: every path absolute, every default filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The main config file (absolute), or `DEFAULT_CONFIG_NAME` for the embedded default.
+    pub file: PathBuf,
+    /// Addresses to listen on, at least one, no duplicates.
+    pub listen: Vec<ListenAddr>,
+    /// Number of worker processes, at least 1.
+    pub workers: usize,
+    /// Document root, an existing directory (absolute).
+    pub root: PathBuf,
+    /// Index file names tried for a directory.
+    pub index: Vec<String>,
+    /// Value of the Server header.
+    pub server_name: String,
+    /// MIME overrides: lowercased suffix with its dot (".webp") → type.
+    pub mime: BTreeMap<String, String>,
+    /// Error log target.
+    pub error_log: LogTarget,
+    /// Access log file (combined format), or None when disabled.
+    pub access_log: Option<PathBuf>,
+    /// Pid file written by the watcher and removed on exit.
+    pub pid_file: Option<PathBuf>,
+    /// Whether to detach into the background.
+    pub daemon: bool,
+    /// Limits.
+    pub limits: Limits,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// FastCGI backends.
+    pub fastcgi: Vec<FastcgiDef>,
+    /// Whether a `route(fn)` was given.
+    pub has_route: bool,
+}
+
+/// A loaded configuration together with the Lua state that evaluated it.
+///
+/// The state is kept because workers inherit it by fork to run the route function.
+pub struct Loaded {
+    /// The normalised configuration.
+    pub config: Config,
+    /// The Lua state the script ran in.
+    pub lua: mlua::Lua,
+    /// The route function, stored in the state's registry.
+    pub route: Option<mlua::RegistryKey>,
+}
+
+/// Evaluates the config file at `path` and validates it.
+pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
+    lua_api::load_file(path)
+}
+
+/// Evaluates the embedded default configuration, relative to the current directory.
+pub fn load_default() -> Result<Loaded, ConfigErrors> {
+    lua_api::load_source(DEFAULT_CONFIG, Path::new(DEFAULT_CONFIG_NAME))
+}

@@ -1,0 +1,11 @@
+//! luahttpd: a lighttpd-style web server whose configuration is Lua.
+//!
+//! The binary (`src/main.rs`) is only the command line; everything else lives here so that it
+//! can be unit-tested. ARCHITECTURE.md maps the modules.
+
+pub mod config;
+pub mod http;
+pub mod log;
+pub mod static_files;
+pub mod watcher;
+pub mod worker;

@@ -1,0 +1,2 @@
+//! Static files.
+pub mod mime;
