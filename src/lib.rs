@@ -6,6 +6,7 @@
 pub mod config;
 pub mod http;
 pub mod log;
+pub mod reply;
 pub mod static_files;
 pub mod watcher;
 pub mod worker;

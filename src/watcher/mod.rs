@@ -1,1 +1,406 @@
-//! Watcher.
+//! The watcher: binds the listeners, forks the workers, and supervises them.
+//!
+//! It is single-threaded and never blocks in wait(): SIGCHLD and every other signal arrive
+//! through a signalfd in its mio loop. No thread exists when it forks, so a child may run any
+//! code after fork (the Lua state and config are inherited as they are).
+
+mod daemon;
+mod listeners;
+mod pidfile;
+mod signals;
+
+use crate::config::{Config, Loaded};
+use crate::log::{AccessLog, ErrorLog, LogFile};
+use crate::static_files::Site;
+use crate::worker::{self, WorkerSetup};
+use daemon::Readiness;
+use listeners::Bound;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use pidfile::PidFile;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+const SIGNAL: Token = Token(0);
+/// A worker that dies sooner than this after its start counts as crashing.
+const CRASH_WINDOW: Duration = Duration::from_secs(2);
+/// The longest wait before respawning a worker that keeps crashing.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long workers get to exit after an immediate stop before they are killed.
+const FAST_STOP: Duration = Duration::from_secs(5);
+
+/// How the server is to run, from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `--daemon` (or `daemon = true` in the config).
+    pub daemon: bool,
+}
+
+#[derive(Debug)]
+struct WorkerSlot {
+    pid: Option<Pid>,
+    started: Instant,
+    crashes: u32,
+    respawn_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Graceful stop: workers finish in-flight requests until the deadline.
+    Draining(Instant),
+    /// Immediate stop: workers were told to exit at once.
+    Stopping(Instant),
+}
+
+struct Watcher {
+    loaded: Loaded,
+    poll: Poll,
+    signals: SignalFd,
+    bound: Vec<Bound>,
+    error_log: ErrorLog,
+    access_log: Option<LogFile>,
+    slots: Vec<WorkerSlot>,
+    phase: Phase,
+    pid_file: Option<PidFile>,
+}
+
+/// Runs the server described by `loaded` until it is stopped; returns the exit code.
+pub fn serve(loaded: Loaded, opts: RunOptions) -> i32 {
+    let mut readiness = if opts.daemon || loaded.config.daemon {
+        match daemon::detach() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("luahttpd: {e}");
+                return 1;
+            }
+        }
+    } else {
+        Readiness::none()
+    };
+    let mut watcher = match Watcher::start(loaded) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("luahttpd: {e}");
+            readiness.failed(&e);
+            return 1;
+        }
+    };
+    readiness.ready();
+    let code = watcher.run();
+    watcher.cleanup();
+    code
+}
+
+impl Watcher {
+    fn start(loaded: Loaded) -> Result<Watcher, String> {
+        let config = &loaded.config;
+        let signals = signals::install().map_err(|e| format!("signals: {e}"))?;
+        let error_log =
+            ErrorLog::open(&config.error_log).map_err(|e| format!("error log: {e}"))?;
+        let access_log = match &config.access_log {
+            Some(p) => Some(LogFile::open(p).map_err(|e| format!("access log: {e}"))?),
+            None => None,
+        };
+        // Open the root once here so a problem is reported at start, not by every worker.
+        Site::new(config).map_err(|e| format!("root {}: {e}", config.root.display()))?;
+        let bound = listeners::bind_all(&config.listen)?;
+        let pid_file = match &config.pid_file {
+            Some(p) => Some(PidFile::create(p)?),
+            None => None,
+        };
+        let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+        poll.registry()
+            .register(
+                &mut SourceFd(&signals.as_raw_fd()),
+                SIGNAL,
+                Interest::READABLE,
+            )
+            .map_err(|e| format!("poll: {e}"))?;
+        let now = Instant::now();
+        let slots = (0..config.workers)
+            .map(|_| WorkerSlot {
+                pid: None,
+                started: now,
+                crashes: 0,
+                respawn_at: Some(now),
+            })
+            .collect();
+        let mut w = Watcher {
+            loaded,
+            poll,
+            signals,
+            bound,
+            error_log,
+            access_log,
+            slots,
+            phase: Phase::Running,
+            pid_file,
+        };
+        for b in &w.bound {
+            tracing::info!("listening on {}", b.bound_addr());
+        }
+        for i in 0..w.slots.len() {
+            w.spawn(i)?;
+        }
+        tracing::info!(
+            "luahttpd {} started: pid {}, {} workers, root {}",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id(),
+            w.slots.len(),
+            w.loaded.config.root.display()
+        );
+        Ok(w)
+    }
+
+    fn config(&self) -> &Config {
+        &self.loaded.config
+    }
+
+    /// Forks the worker for slot `i`.
+    fn spawn(&mut self, i: usize) -> Result<(), String> {
+        let watcher_pid = nix::unistd::getpid();
+        // SAFETY: the watcher never starts a thread, so the child is a complete copy of a
+        // single-threaded process and may run any code.
+        match unsafe { fork() } {
+            Ok(ForkResult::Parent { child }) => {
+                let slot = &mut self.slots[i];
+                slot.pid = Some(child);
+                slot.started = Instant::now();
+                slot.respawn_at = None;
+                Ok(())
+            }
+            Ok(ForkResult::Child) => {
+                let code = self.become_worker(watcher_pid);
+                std::process::exit(code);
+            }
+            Err(e) => Err(format!("fork: {e}")),
+        }
+    }
+
+    /// The child side of `spawn`: never returns to the watcher's loop.
+    fn become_worker(&mut self, watcher_pid: Pid) -> i32 {
+        // Die with the watcher, whatever kills it; SIGTERM is an immediate stop.
+        // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches no memory.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+        }
+        if nix::unistd::getppid() != watcher_pid {
+            return 0;
+        }
+        // The watcher's epoll and signalfd are of no use here.
+        let _ = nix::unistd::close(self.poll.as_raw_fd());
+        let _ = nix::unistd::close(self.signals.as_raw_fd());
+        let bound = std::mem::take(&mut self.bound);
+        let listeners = match bound.into_iter().map(Bound::into_listener).collect() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("worker: listeners: {e}");
+                return 1;
+            }
+        };
+        let site = match Site::new(&self.loaded.config) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("worker: root: {e}");
+                return 1;
+            }
+        };
+        let access_log = self.access_log.take().map(AccessLog::new);
+        worker::run(WorkerSetup {
+            config: &self.loaded.config,
+            listeners,
+            error_log: &self.error_log,
+            access_log,
+            site,
+        })
+    }
+
+    fn run(&mut self) -> i32 {
+        let mut events = Events::with_capacity(16);
+        loop {
+            let now = Instant::now();
+            let timeout = self.next_wakeup().map(|t| t.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    tracing::error!("poll: {e}");
+                    return 1;
+                }
+            }
+            if events.iter().any(|e| e.token() == SIGNAL) {
+                self.on_signals();
+            }
+            self.reap();
+            let now = Instant::now();
+            match self.phase {
+                Phase::Running => self.respawn_due(now),
+                Phase::Draining(deadline) | Phase::Stopping(deadline) => {
+                    if self.live_workers() == 0 {
+                        tracing::info!("all workers have exited; stopping");
+                        return 0;
+                    }
+                    if now >= deadline {
+                        tracing::warn!("workers still running at the deadline; killing them");
+                        self.signal_workers(Signal::SIGKILL);
+                        // Keep reaping until they are gone.
+                        self.phase = Phase::Stopping(now + FAST_STOP);
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Running => self.slots.iter().filter_map(|s| s.respawn_at).min(),
+            Phase::Draining(d) | Phase::Stopping(d) => Some(d),
+        }
+    }
+
+    fn live_workers(&self) -> usize {
+        self.slots.iter().filter(|s| s.pid.is_some()).count()
+    }
+
+    fn on_signals(&mut self) {
+        loop {
+            let sig = match self.signals.read_signal() {
+                Ok(Some(info)) => Signal::try_from(info.ssi_signo as i32),
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!("signalfd: {e}");
+                    return;
+                }
+            };
+            match (sig, self.phase) {
+                (Ok(Signal::SIGCHLD), _) => {}
+                (Ok(Signal::SIGINT), Phase::Running) | (Ok(Signal::SIGQUIT), Phase::Running) => {
+                    self.graceful_stop()
+                }
+                (Ok(Signal::SIGINT), _) | (Ok(Signal::SIGTERM), _) => self.fast_stop(),
+                (Ok(Signal::SIGHUP), _) => self.reopen_logs(),
+                (Ok(Signal::SIGUSR1), _) => {
+                    tracing::warn!("SIGUSR1 (reload) is not supported yet; ignored")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn graceful_stop(&mut self) {
+        let grace = self.config().timeouts.graceful;
+        tracing::info!(
+            "graceful stop: workers finish in-flight requests (at most {:?})",
+            grace
+        );
+        self.phase = Phase::Draining(Instant::now() + grace);
+        // Close our copies of the listeners: once the workers close theirs, new connections
+        // are refused instead of waiting in a queue nobody will serve.
+        self.close_listeners();
+        self.signal_workers(Signal::SIGQUIT);
+    }
+
+    fn fast_stop(&mut self) {
+        if matches!(self.phase, Phase::Stopping(_)) {
+            return;
+        }
+        tracing::info!("immediate stop");
+        self.phase = Phase::Stopping(Instant::now() + FAST_STOP);
+        self.close_listeners();
+        self.signal_workers(Signal::SIGTERM);
+    }
+
+    fn close_listeners(&mut self) {
+        listeners::unlink_unix(&self.bound);
+        self.bound.clear();
+    }
+
+    fn signal_workers(&self, sig: Signal) {
+        for pid in self.slots.iter().filter_map(|s| s.pid) {
+            let _ = kill(pid, sig);
+        }
+    }
+
+    fn reopen_logs(&mut self) {
+        tracing::info!("reopening log files");
+        if let Err(e) = self.error_log.reopen() {
+            tracing::error!("reopen error log: {e}");
+        }
+        if let Some(a) = &self.access_log {
+            if let Err(e) = a.reopen() {
+                tracing::error!("reopen access log: {e}");
+            }
+        }
+        self.signal_workers(Signal::SIGHUP);
+    }
+
+    /// Collects every exited child without blocking.
+    fn reap(&mut self) {
+        loop {
+            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(s) => s,
+            };
+            let Some(pid) = status.pid() else { continue };
+            let Some(i) = self.slots.iter().position(|s| s.pid == Some(pid)) else {
+                continue;
+            };
+            let now = Instant::now();
+            let slot = &mut self.slots[i];
+            slot.pid = None;
+            if self.phase != Phase::Running {
+                continue;
+            }
+            let lived = now.duration_since(slot.started);
+            if lived < CRASH_WINDOW {
+                slot.crashes += 1;
+            } else {
+                slot.crashes = 0;
+            }
+            let delay = if slot.crashes == 0 {
+                Duration::ZERO
+            } else {
+                (Duration::from_millis(100) * 2u32.saturating_pow(slot.crashes.min(10)))
+                    .min(MAX_BACKOFF)
+            };
+            slot.respawn_at = Some(now + delay);
+            tracing::warn!(
+                "worker {} (pid {}) {}; respawning in {:?}",
+                i,
+                pid,
+                describe_exit(&status),
+                delay
+            );
+        }
+    }
+
+    fn respawn_due(&mut self, now: Instant) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].respawn_at.is_some_and(|t| t <= now) {
+                if let Err(e) = self.spawn(i) {
+                    tracing::error!("respawn worker {i}: {e}");
+                    self.slots[i].respawn_at = Some(now + Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    fn cleanup(&mut self) {
+        listeners::unlink_unix(&self.bound);
+        if let Some(p) = &self.pid_file {
+            p.remove();
+        }
+    }
+}
+
+fn describe_exit(status: &WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exited with status {code}"),
+        WaitStatus::Signaled(_, sig, _) => format!("was killed by {sig}"),
+        other => format!("stopped ({other:?})"),
+    }
+}

@@ -1,1 +1,327 @@
-//! Worker.
+//! A worker process: one mio loop over the inherited listeners, its client connections and a
+//! signalfd. See `conn.rs` for a connection's life.
+
+mod conn;
+mod net;
+mod out;
+pub mod timers;
+
+pub use net::Listener;
+
+use crate::config::Config;
+use crate::http::date::DateCache;
+use crate::log::{AccessLog, ErrorLog};
+use crate::static_files::Site;
+use conn::{Conn, Ctx, Verdict};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::{SfdFlags, SigSet, SignalFd};
+use slab::Slab;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant, SystemTime};
+use timers::Timers;
+
+/// How long a closing connection's unread input is drained before the final close.
+const LINGER: Duration = Duration::from_secs(2);
+/// How long accepting pauses when the process runs out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+const SIGNAL: Token = Token(usize::MAX - 1);
+/// Listener i has token LISTENER_BASE + i; connections have their slab key.
+const LISTENER_BASE: usize = usize::MAX / 2;
+
+/// What a worker is handed by the watcher after fork.
+pub struct WorkerSetup<'a> {
+    /// The configuration.
+    pub config: &'a Config,
+    /// The listening sockets, in the config's order.
+    pub listeners: Vec<Listener>,
+    /// The error log (inherited; reopened on SIGHUP).
+    pub error_log: &'a ErrorLog,
+    /// The access log (inherited; reopened on SIGHUP).
+    pub access_log: Option<AccessLog>,
+    /// The document root.
+    pub site: Site,
+}
+
+/// Why accepting is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accepting {
+    Yes,
+    /// At `limits.connections`: resumes when a connection closes.
+    Full,
+    /// Out of descriptors: resumes at this time.
+    Backoff(Instant),
+    /// Draining: never again.
+    Stopped,
+}
+
+struct Worker<'a> {
+    config: &'a Config,
+    poll: Poll,
+    listeners: Vec<Listener>,
+    conns: Slab<Conn>,
+    timers: Timers,
+    date: DateCache,
+    site: Site,
+    error_log: &'a ErrorLog,
+    access: Option<AccessLog>,
+    accepting: Accepting,
+    draining: bool,
+    signals: SignalFd,
+}
+
+/// Runs a worker until it is told to stop; returns the exit code.
+pub fn run(setup: WorkerSetup<'_>) -> i32 {
+    match Worker::new(setup) {
+        Ok(mut w) => w.run(),
+        Err(e) => {
+            tracing::error!("worker start-up failed: {e}");
+            1
+        }
+    }
+}
+
+impl<'a> Worker<'a> {
+    fn new(setup: WorkerSetup<'a>) -> io::Result<Worker<'a>> {
+        let poll = Poll::new()?;
+        let mut mask = SigSet::empty();
+        for s in [
+            Signal::SIGINT,
+            Signal::SIGQUIT,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+        ] {
+            mask.add(s);
+        }
+        // The watcher blocked these before forking; the mask is inherited.
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        poll.registry().register(
+            &mut SourceFd(&signals.as_raw_fd()),
+            SIGNAL,
+            Interest::READABLE,
+        )?;
+        let mut listeners = setup.listeners;
+        for (i, l) in listeners.iter_mut().enumerate() {
+            l.register(poll.registry(), Token(LISTENER_BASE + i))?;
+        }
+        let t = &setup.config.timeouts;
+        Ok(Worker {
+            config: setup.config,
+            poll,
+            listeners,
+            conns: Slab::with_capacity(1024),
+            timers: Timers::new(t.read_idle, t.write_idle, t.keepalive_idle, LINGER),
+            date: DateCache::new(),
+            site: setup.site,
+            error_log: setup.error_log,
+            access: setup.access_log,
+            accepting: Accepting::Yes,
+            draining: false,
+            signals,
+        })
+    }
+
+    fn run(&mut self) -> i32 {
+        let mut events = Events::with_capacity(1024);
+        let mut last_flush = Instant::now();
+        loop {
+            let now = Instant::now();
+            let mut timeout = Duration::from_secs(1);
+            if let Some(d) = self.timers.next_deadline() {
+                timeout = timeout.min(d.saturating_duration_since(now));
+            }
+            if let Accepting::Backoff(at) = self.accepting {
+                timeout = timeout.min(at.saturating_duration_since(now));
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!("poll: {e}");
+                    return 1;
+                }
+            }
+            let now = Instant::now();
+            self.date.refresh(SystemTime::now());
+            for event in events.iter() {
+                match event.token() {
+                    SIGNAL => {
+                        if let Some(code) = self.on_signals() {
+                            return code;
+                        }
+                    }
+                    Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
+                    Token(key) => {
+                        let readable = event.is_readable() || event.is_read_closed();
+                        let writable = event.is_writable() || event.is_write_closed();
+                        self.on_conn(key, now, |c, ctx| c.ready(ctx, readable, writable));
+                    }
+                }
+            }
+            self.expire_timers(now);
+            if let Accepting::Backoff(at) = self.accepting {
+                if now >= at {
+                    self.resume_accepting();
+                }
+            }
+            if now.duration_since(last_flush) >= Duration::from_secs(1) {
+                if let Some(a) = &mut self.access {
+                    a.flush();
+                }
+                last_flush = now;
+            }
+            if self.draining && self.conns.is_empty() {
+                return self.exit(0);
+            }
+        }
+    }
+
+    /// Runs `f` on the connection at `key` and closes it if it says so.
+    fn on_conn(&mut self, key: usize, now: Instant, f: impl FnOnce(&mut Conn, &mut Ctx<'_>) -> Verdict) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut ctx = Ctx {
+            site: &self.site,
+            limits: &self.config.limits,
+            server_name: &self.config.server_name,
+            date: &self.date,
+            timers: &mut self.timers,
+            access: self.access.as_mut(),
+            draining: self.draining,
+            now,
+            token: key,
+        };
+        if f(conn, &mut ctx) == Verdict::Close {
+            conn.abort(&mut ctx);
+            self.close(key);
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        let mut conn = self.conns.remove(key);
+        conn.stream_mut().deregister(self.poll.registry());
+        drop(conn);
+        if self.accepting == Accepting::Full {
+            self.resume_accepting();
+        }
+    }
+
+    fn accept(&mut self, index: usize, now: Instant) {
+        while self.accepting == Accepting::Yes {
+            if self.conns.len() >= self.config.limits.connections {
+                self.pause_accepting(Accepting::Full);
+                return;
+            }
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    let conn = entry.insert(Conn::new(stream, peer, now));
+                    if let Err(e) = conn.stream_mut().register(self.poll.registry(), Token(key)) {
+                        tracing::error!("register connection: {e}");
+                        self.conns.remove(key);
+                        continue;
+                    }
+                    // Data often arrives with the connection: try at once, as if readable.
+                    self.on_conn(key, now, |c, ctx| c.ready(ctx, true, true));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the pending connection stays queued and
+                    // the listener would report it again at once; pause instead of spinning.
+                    tracing::warn!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    self.pause_accepting(Accepting::Backoff(now + ACCEPT_BACKOFF));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn pause_accepting(&mut self, why: Accepting) {
+        for l in &mut self.listeners {
+            let _ = l.deregister(self.poll.registry());
+        }
+        self.accepting = why;
+    }
+
+    fn resume_accepting(&mut self) {
+        if self.draining {
+            return;
+        }
+        // Registering again reports connections already queued (the events are edge-triggered,
+        // so a mere flag change would not).
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            let _ = l.register(self.poll.registry(), Token(LISTENER_BASE + i));
+        }
+        self.accepting = Accepting::Yes;
+    }
+
+    fn expire_timers(&mut self, now: Instant) {
+        while let Some((key, gen)) = self.timers.pop_expired(now) {
+            let live = self.conns.get(key).map(|c| c.timer.is(gen)).unwrap_or(false);
+            if live {
+                tracing::debug!(conn = key, "timeout");
+                self.on_conn(key, now, |_, _| Verdict::Close);
+            }
+        }
+    }
+
+    /// Handles queued signals; Some(code) when the worker must exit now.
+    fn on_signals(&mut self) -> Option<i32> {
+        loop {
+            match self.signals.read_signal() {
+                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGINT) | Ok(Signal::SIGQUIT) if !self.draining => self.drain(),
+                    Ok(Signal::SIGINT) | Ok(Signal::SIGQUIT) | Ok(Signal::SIGTERM) => {
+                        return Some(self.exit(0))
+                    }
+                    Ok(Signal::SIGHUP) => self.reopen_logs(),
+                    _ => {}
+                },
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::error!("signalfd: {e}");
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        self.draining = true;
+        self.pause_accepting(Accepting::Stopped);
+        // Dropping our copies of the listeners: once every process has, the kernel refuses
+        // new connections instead of queueing them for nobody.
+        self.listeners.clear();
+        let now = Instant::now();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.on_conn(key, now, |c, _| c.drain());
+        }
+    }
+
+    fn reopen_logs(&mut self) {
+        if let Err(e) = self.error_log.reopen() {
+            tracing::error!("reopen error log: {e}");
+        }
+        if let Some(a) = &mut self.access {
+            if let Err(e) = a.reopen() {
+                tracing::error!("reopen access log: {e}");
+            }
+        }
+    }
+
+    fn exit(&mut self, code: i32) -> i32 {
+        if let Some(a) = &mut self.access {
+            a.flush();
+        }
+        code
+    }
+}

@@ -1,0 +1,99 @@
+//! What a handler answers: a status, its own header lines, and a body the worker can send
+//! without holding large files in memory.
+
+use crate::http::range::ByteRange;
+use std::fs::File;
+
+/// The body of a reply.
+#[derive(Debug, Default)]
+pub enum Body {
+    /// No body (Content-Length: 0, or none at all for 204/304).
+    #[default]
+    Empty,
+    /// A small body held in memory.
+    Bytes(Vec<u8>),
+    /// A range of an open file, sent with sendfile.
+    File {
+        /// The open file.
+        file: File,
+        /// Where the range starts.
+        offset: u64,
+        /// How many bytes.
+        len: u64,
+    },
+    /// Several ranges of one file as multipart/byteranges.
+    Multipart {
+        /// The open file.
+        file: File,
+        /// Each part's head and its range.
+        parts: Vec<(Vec<u8>, ByteRange)>,
+        /// The closing boundary.
+        trailer: Vec<u8>,
+    },
+}
+
+impl Body {
+    /// The body's length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Empty => 0,
+            Body::Bytes(b) => b.len() as u64,
+            Body::File { len, .. } => *len,
+            Body::Multipart { parts, trailer, .. } => {
+                parts
+                    .iter()
+                    .map(|(h, r)| h.len() as u64 + (r.end - r.start + 1))
+                    .sum::<u64>()
+                    + trailer.len() as u64
+            }
+        }
+    }
+
+    /// Whether the body has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A handler's answer. The worker adds Date, Server, Content-Length and Connection.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// Header lines already formatted, each ending in CRLF.
+    pub headers: Vec<u8>,
+    /// The body (dropped by the worker for HEAD, keeping its length).
+    pub body: Body,
+}
+
+impl Reply {
+    /// A reply with no headers yet.
+    pub fn new(status: u16, body: Body) -> Self {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    /// Appends a header line; the caller guarantees no CR, LF or NUL in either part.
+    pub fn header(&mut self, name: &str, value: &str) -> &mut Self {
+        self.headers.extend_from_slice(name.as_bytes());
+        self.headers.extend_from_slice(b": ");
+        self.headers.extend_from_slice(value.as_bytes());
+        self.headers.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// A short HTML error page for `status`.
+    pub fn error(status: u16) -> Self {
+        let reason = crate::http::status::reason(status);
+        let body = format!(
+            "<!DOCTYPE html>\n<html><head><title>{status} {reason}</title></head>\
+             <body><h1>{status} {reason}</h1></body></html>\n"
+        );
+        let mut r = Reply::new(status, Body::Bytes(body.into_bytes()));
+        r.header("Content-Type", "text/html; charset=utf-8");
+        r
+    }
+}

@@ -1,0 +1,476 @@
+//! One client connection: the HTTP/1.1 state machine.
+//!
+//! ```text
+//!            ┌────────────── keep-alive, next request ──────────────┐
+//!            ▼                                                      │
+//! accept → Head ── head parsed → Responding ── output sent, body ───┤
+//!            │                     │            discarded           │
+//!            │ bad head            │ write error                    │ close wanted
+//!            ▼                     ▼                                ▼
+//!         Responding (close) ──→ closed  ◀── EOF or timeout ── Linger (shutdown(WR),
+//!                                                              read and drop input)
+//! ```
+//!
+//! Every event is edge-triggered: reads and writes go on until the kernel says EAGAIN, and the
+//! `readable`/`writable` hints remember whether it has said so since the last event.
+
+use super::net::{Peer, Stream};
+use super::out::{Flush, Out};
+use super::timers::{Kind, Slot, Timers};
+use crate::config::Limits;
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::date::DateCache;
+use crate::http::request::{self, BodyFraming, Method, Request, RequestError, Version};
+use crate::http::status;
+use crate::log::{push_escaped, AccessLog};
+use crate::reply::{Body, Reply};
+use crate::static_files::{self, Site};
+use std::io::Write as _;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Instant;
+
+/// A body we do not want is read and dropped up to this size; a larger one closes the
+/// connection after the response instead (and lingering close drops what still arrives).
+const DISCARD_MAX: u64 = 64 * 1024;
+/// Bytes read per read call.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What the worker should do with a connection after an event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep it.
+    Open,
+    /// Close it now.
+    Close,
+}
+
+/// Everything a connection needs from its worker while it handles an event.
+pub struct Ctx<'a> {
+    /// The static site.
+    pub site: &'a Site,
+    /// Limits.
+    pub limits: &'a Limits,
+    /// The Server header value.
+    pub server_name: &'a str,
+    /// The cached Date.
+    pub date: &'a DateCache,
+    /// The worker's timer queues.
+    pub timers: &'a mut Timers,
+    /// The access log, when enabled.
+    pub access: Option<&'a mut AccessLog>,
+    /// Whether the worker is draining (graceful stop).
+    pub draining: bool,
+    /// The time of this loop iteration.
+    pub now: Instant,
+    /// This connection's token.
+    pub token: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// A response is being sent and/or an unwanted body is being dropped.
+    Responding,
+    /// Output is done and the write side shut; input is dropped until EOF or timeout.
+    Linger,
+}
+
+enum Discard {
+    Length(u64),
+    Chunked(ChunkedDecoder, u64),
+}
+
+/// A client connection.
+pub struct Conn {
+    stream: Stream,
+    peer: Peer,
+    rbuf: Vec<u8>,
+    rpos: usize,
+    readable: bool,
+    writable: bool,
+    read_eof: bool,
+    state: State,
+    discard: Option<Discard>,
+    out: Out,
+    served: u64,
+    close_after: bool,
+    /// The connection's timeout.
+    pub timer: Slot,
+    /// The access log line of the response in flight: text before the byte count, and after.
+    log_line: Vec<u8>,
+    log_split: usize,
+}
+
+impl Conn {
+    /// A freshly accepted connection.
+    pub fn new(stream: Stream, peer: Peer, now: Instant) -> Conn {
+        Conn {
+            stream,
+            peer,
+            rbuf: Vec::new(),
+            rpos: 0,
+            readable: true,
+            writable: true,
+            read_eof: false,
+            state: State::Head,
+            discard: None,
+            out: Out::default(),
+            served: 0,
+            close_after: false,
+            timer: Slot::new(now),
+            log_line: Vec::new(),
+            log_split: 0,
+        }
+    }
+
+    /// The socket, for registration.
+    pub fn stream_mut(&mut self) -> &mut Stream {
+        &mut self.stream
+    }
+
+    /// Whether the connection waits for a request with nothing buffered (safe to close on a
+    /// graceful stop).
+    pub fn is_idle(&self) -> bool {
+        self.state == State::Head && self.rpos == self.rbuf.len() && !self.out.pending()
+    }
+
+    /// Handles readiness and runs the state machine as far as it goes.
+    pub fn ready(&mut self, ctx: &mut Ctx<'_>, readable: bool, writable: bool) -> Verdict {
+        self.readable |= readable;
+        self.writable |= writable;
+        self.run(ctx)
+    }
+
+    /// On a graceful stop: idle connections close at once, busy ones after their response.
+    pub fn drain(&mut self) -> Verdict {
+        if self.is_idle() {
+            return Verdict::Close;
+        }
+        self.close_after = true;
+        Verdict::Open
+    }
+
+    /// Flushes the pending access log entry of a response cut short.
+    pub fn abort(&mut self, ctx: &mut Ctx<'_>) {
+        if self.state == State::Responding {
+            self.log_done(ctx);
+        }
+    }
+
+    fn run(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        loop {
+            let mut progress = false;
+
+            if self.out.pending() && self.writable {
+                let fd = borrow_fd(&self.stream);
+                match self.out.flush(fd) {
+                    Ok(Flush::Done) => progress = true,
+                    Ok(Flush::Blocked) => {
+                        self.writable = false;
+                        ctx.timers
+                            .arm(&mut self.timer, Kind::Write, ctx.token, ctx.now);
+                    }
+                    Err(_) => return Verdict::Close,
+                }
+            }
+
+            if self.state == State::Responding && !self.out.pending() {
+                if self.discard.is_none() {
+                    self.log_done(ctx);
+                    progress = true;
+                    if self.close_after || ctx.draining {
+                        self.state = State::Linger;
+                        self.stream.shutdown_write();
+                        ctx.timers
+                            .arm(&mut self.timer, Kind::Linger, ctx.token, ctx.now);
+                    } else {
+                        self.state = State::Head;
+                        let kind = if self.rpos < self.rbuf.len() {
+                            Kind::Read
+                        } else {
+                            Kind::KeepAlive
+                        };
+                        ctx.timers.arm(&mut self.timer, kind, ctx.token, ctx.now);
+                    }
+                } else {
+                    ctx.timers
+                        .arm_once(&mut self.timer, Kind::Read, ctx.token, ctx.now);
+                }
+            }
+
+            if self.readable && !self.read_eof && self.wants_input(ctx.limits) {
+                match self.fill() {
+                    Ok(0) => {
+                        self.read_eof = true;
+                        progress = true;
+                    }
+                    Ok(_) => {
+                        progress = true;
+                        if self.discard.is_some() {
+                            ctx.timers.arm(&mut self.timer, Kind::Read, ctx.token, ctx.now);
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        self.readable = false
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return Verdict::Close,
+                }
+            }
+
+            match self.state {
+                State::Linger => {
+                    self.rbuf.clear();
+                    self.rpos = 0;
+                    if self.read_eof {
+                        return Verdict::Close;
+                    }
+                }
+                State::Responding => {
+                    if self.discard.is_some() {
+                        match self.feed_discard() {
+                            Ok(true) => progress = true,
+                            Ok(false) => {
+                                if self.read_eof {
+                                    // The client stopped sending mid-body: finish the
+                                    // response, then close.
+                                    self.discard = None;
+                                    self.close_after = true;
+                                    progress = true;
+                                }
+                            }
+                            Err(()) => {
+                                self.discard = None;
+                                self.close_after = true;
+                                progress = true;
+                            }
+                        }
+                    }
+                }
+                State::Head => {
+                    if self.rpos < self.rbuf.len() {
+                        match request::parse(&self.rbuf[self.rpos..], ctx.limits.header_bytes) {
+                            Ok(Some(req)) => {
+                                self.respond(ctx, req);
+                                progress = true;
+                            }
+                            Ok(None) => {
+                                if self.read_eof {
+                                    return Verdict::Close;
+                                }
+                                ctx.timers
+                                    .arm_once(&mut self.timer, Kind::Read, ctx.token, ctx.now);
+                            }
+                            Err(e) => {
+                                self.refuse(ctx, e);
+                                progress = true;
+                            }
+                        }
+                    } else if self.read_eof {
+                        return Verdict::Close;
+                    }
+                }
+            }
+
+            if !progress {
+                return Verdict::Open;
+            }
+        }
+    }
+
+    fn wants_input(&self, limits: &Limits) -> bool {
+        let buffered = self.rbuf.len() - self.rpos;
+        match self.state {
+            State::Head => buffered < limits.header_bytes + 1,
+            // Read ahead (pipelined requests, a body to drop) but never without bound.
+            State::Responding => self.discard.is_some() || buffered < limits.header_bytes,
+            State::Linger => true,
+        }
+    }
+
+    fn fill(&mut self) -> std::io::Result<usize> {
+        if self.rpos == self.rbuf.len() {
+            self.rbuf.clear();
+            self.rpos = 0;
+        } else if self.rpos > 0 && self.rpos >= self.rbuf.len() / 2 {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+        }
+        let len = self.rbuf.len();
+        self.rbuf.resize(len + READ_CHUNK, 0);
+        let r = self.stream.read(&mut self.rbuf[len..]);
+        let n = *r.as_ref().unwrap_or(&0);
+        self.rbuf.truncate(len + n);
+        r
+    }
+
+    /// Drops body bytes from the buffer. Ok(true): made progress.
+    fn feed_discard(&mut self) -> Result<bool, ()> {
+        let input = &self.rbuf[self.rpos..];
+        if input.is_empty() {
+            return Ok(false);
+        }
+        let Some(d) = &mut self.discard else {
+            return Ok(false);
+        };
+        let (consumed, done) = match d {
+            Discard::Length(left) => {
+                let n = (*left).min(input.len() as u64);
+                *left -= n;
+                (n as usize, *left == 0)
+            }
+            Discard::Chunked(dec, seen) => {
+                let mut total = 0u64;
+                let p = dec
+                    .decode(input, &mut |chunk| total += chunk.len() as u64)
+                    .map_err(|_| ())?;
+                *seen += total;
+                if *seen > DISCARD_MAX {
+                    return Err(());
+                }
+                (p.consumed, p.done)
+            }
+        };
+        self.rpos += consumed;
+        if done {
+            self.discard = None;
+        }
+        Ok(consumed > 0 || done)
+    }
+
+    fn respond(&mut self, ctx: &mut Ctx<'_>, req: Request) {
+        self.rpos += req.head_len;
+        self.served += 1;
+        let mut close = !req.keep_alive
+            || self.close_after
+            || ctx.draining
+            || self.served >= ctx.limits.keepalive_requests;
+        match req.body {
+            BodyFraming::None => {}
+            // After a final response to `Expect: 100-continue` the client may or may not send
+            // the body; only closing keeps the framing of what follows certain.
+            _ if req.expect_continue => close = true,
+            BodyFraming::Length(n) if n <= DISCARD_MAX => self.discard = Some(Discard::Length(n)),
+            BodyFraming::Length(_) => close = true,
+            BodyFraming::Chunked => {
+                self.discard = Some(Discard::Chunked(ChunkedDecoder::new(), 0))
+            }
+        }
+        let reply = static_files::serve(&req, ctx.site);
+        if ctx.access.is_some() {
+            self.log_start(ctx, Some(&req), reply.status);
+        }
+        self.send_reply(ctx, req.method == Method::Head, req.version, reply, close);
+    }
+
+    fn refuse(&mut self, ctx: &mut Ctx<'_>, e: RequestError) {
+        tracing::debug!(client = %self.peer.ip, status = e.status, "bad request: {}", e.reason);
+        if ctx.access.is_some() {
+            self.log_start(ctx, None, e.status);
+        }
+        // Whatever follows a refused head cannot be framed with confidence: always close.
+        self.rpos = self.rbuf.len();
+        let reply = Reply::error(e.status);
+        self.send_reply(ctx, false, Version::Http11, reply, true);
+    }
+
+    fn send_reply(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        head_only: bool,
+        version: Version,
+        reply: Reply,
+        close: bool,
+    ) {
+        let buf = self.out.start();
+        let _ = write!(
+            buf,
+            "HTTP/1.1 {} {}\r\nDate: {}\r\nServer: {}\r\n",
+            reply.status,
+            status::reason(reply.status),
+            ctx.date.http(),
+            ctx.server_name
+        );
+        buf.extend_from_slice(&reply.headers);
+        let no_body = status::forbids_body(reply.status);
+        if !no_body {
+            let _ = write!(buf, "Content-Length: {}\r\n", reply.body.len());
+        }
+        if close {
+            buf.extend_from_slice(b"Connection: close\r\n");
+        } else if version == Version::Http10 {
+            buf.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        buf.extend_from_slice(b"\r\n");
+        let body = if head_only || no_body {
+            Body::Empty
+        } else {
+            reply.body
+        };
+        self.out.set_body(body);
+        self.close_after = close;
+        self.state = State::Responding;
+    }
+
+    fn log_start(&mut self, ctx: &Ctx<'_>, req: Option<&Request>, status: u16) {
+        let line = &mut self.log_line;
+        line.clear();
+        let _ = write!(line, "{} - - [{}] \"", self.peer.ip, ctx.date.clf());
+        match req {
+            Some(r) => {
+                line.extend_from_slice(r.method.as_str().as_bytes());
+                line.push(b' ');
+                push_escaped(line, r.target.as_bytes());
+                line.push(b' ');
+                line.extend_from_slice(r.version.as_str().as_bytes());
+            }
+            None => {
+                // The refused head's first line, as far as it goes, so attacks show in logs.
+                let raw = &self.rbuf[self.rpos..];
+                let end = memchr::memchr2(b'\r', b'\n', raw)
+                    .unwrap_or(raw.len())
+                    .min(512);
+                push_escaped(line, &raw[..end]);
+            }
+        }
+        let _ = write!(line, "\" {status} ");
+        self.log_split = line.len();
+        line.extend_from_slice(b" \"");
+        let header = |name| req.and_then(|r| r.header(name));
+        match header("referer") {
+            Some(v) => push_escaped(line, v),
+            None => line.push(b'-'),
+        }
+        line.extend_from_slice(b"\" \"");
+        match header("user-agent") {
+            Some(v) => push_escaped(line, v),
+            None => line.push(b'-'),
+        }
+        line.extend_from_slice(b"\"\n");
+    }
+
+    fn log_done(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(access) = ctx.access.as_deref_mut() else {
+            return;
+        };
+        if self.log_line.is_empty() {
+            return;
+        }
+        let out = access.line();
+        out.extend_from_slice(&self.log_line[..self.log_split]);
+        if self.out.body_sent == 0 {
+            out.push(b'-');
+        } else {
+            let _ = write!(out, "{}", self.out.body_sent);
+        }
+        out.extend_from_slice(&self.log_line[self.log_split..]);
+        access.line_done();
+        self.log_line.clear();
+    }
+}
+
+fn borrow_fd(stream: &Stream) -> BorrowedFd<'_> {
+    // SAFETY: the descriptor belongs to `stream`, which the returned borrow cannot outlive.
+    unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }
+}

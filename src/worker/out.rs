@@ -1,0 +1,147 @@
+//! A response on its way out: head bytes, then file ranges with sendfile and in-memory parts.
+
+use crate::reply::Body;
+use nix::errno::Errno;
+use nix::sys::socket::{send, MsgFlags};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+/// The largest sendfile call, so one fast client cannot monopolise the worker's loop.
+const SENDFILE_CHUNK: usize = 1 << 20;
+
+enum Part {
+    Bytes(Vec<u8>),
+    Range { offset: u64, len: u64 },
+}
+
+/// What a flush achieved.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flush {
+    /// Everything queued has been sent.
+    Done,
+    /// The socket is full; wait for a writable event.
+    Blocked,
+}
+
+/// The output queue of one connection (reused across its requests).
+#[derive(Default)]
+pub struct Out {
+    buf: Vec<u8>,
+    pos: usize,
+    file: Option<File>,
+    offset: u64,
+    left: u64,
+    parts: VecDeque<Part>,
+    /// Body bytes sent for the current response (for the access log).
+    pub body_sent: u64,
+    head_len: usize,
+}
+
+impl Out {
+    /// Whether anything is still queued.
+    pub fn pending(&self) -> bool {
+        self.pos < self.buf.len() || self.left > 0 || !self.parts.is_empty()
+    }
+
+    /// The head buffer to write a new response head into (cleared).
+    pub fn start(&mut self) -> &mut Vec<u8> {
+        self.buf.clear();
+        self.pos = 0;
+        self.file = None;
+        self.left = 0;
+        self.parts.clear();
+        self.body_sent = 0;
+        &mut self.buf
+    }
+
+    /// Queues `body` after the head written since `start`.
+    pub fn set_body(&mut self, body: Body) {
+        self.head_len = self.buf.len();
+        match body {
+            Body::Empty => {}
+            Body::Bytes(b) => self.buf.extend_from_slice(&b),
+            Body::File { file, offset, len } => {
+                self.file = Some(file);
+                self.offset = offset;
+                self.left = len;
+            }
+            Body::Multipart {
+                file,
+                parts,
+                trailer,
+            } => {
+                self.file = Some(file);
+                for (head, r) in parts {
+                    self.parts.push_back(Part::Bytes(head));
+                    self.parts.push_back(Part::Range {
+                        offset: r.start,
+                        len: r.end - r.start + 1,
+                    });
+                }
+                self.parts.push_back(Part::Bytes(trailer));
+            }
+        }
+    }
+
+    /// Sends as much as the socket takes.
+    pub fn flush(&mut self, sock: BorrowedFd<'_>) -> Result<Flush, Errno> {
+        loop {
+            if self.pos < self.buf.len() {
+                let more = self.left > 0 || !self.parts.is_empty();
+                // MSG_MORE lets the kernel put the head and the start of the file in one
+                // segment; the sendfile that follows ends the cork.
+                let flags = if more {
+                    MsgFlags::MSG_NOSIGNAL | MsgFlags::from_bits_retain(libc::MSG_MORE)
+                } else {
+                    MsgFlags::MSG_NOSIGNAL
+                };
+                match send(sock.as_raw_fd(), &self.buf[self.pos..], flags) {
+                    Ok(n) => {
+                        let body_start = self.head_len.max(self.pos);
+                        self.pos += n;
+                        if self.pos > body_start {
+                            self.body_sent += (self.pos - body_start) as u64;
+                        }
+                    }
+                    Err(Errno::EAGAIN) => return Ok(Flush::Blocked),
+                    Err(Errno::EINTR) => {}
+                    Err(e) => return Err(e),
+                }
+            } else if self.left > 0 {
+                let Some(file) = &self.file else {
+                    return Err(Errno::EBADF);
+                };
+                let mut off = self.offset as i64;
+                let count = self.left.min(SENDFILE_CHUNK as u64) as usize;
+                match nix::sys::sendfile::sendfile(sock, file.as_fd(), Some(&mut off), count) {
+                    // The file shrank under us: the client must see the truncation.
+                    Ok(0) => return Err(Errno::EIO),
+                    Ok(n) => {
+                        self.offset += n as u64;
+                        self.left -= n as u64;
+                        self.body_sent += n as u64;
+                    }
+                    Err(Errno::EAGAIN) => return Ok(Flush::Blocked),
+                    Err(Errno::EINTR) => {}
+                    Err(e) => return Err(e),
+                }
+            } else if let Some(part) = self.parts.pop_front() {
+                match part {
+                    Part::Bytes(b) => {
+                        self.buf = b;
+                        self.pos = 0;
+                        self.head_len = 0;
+                    }
+                    Part::Range { offset, len } => {
+                        self.offset = offset;
+                        self.left = len;
+                    }
+                }
+            } else {
+                self.file = None;
+                return Ok(Flush::Done);
+            }
+        }
+    }
+}
