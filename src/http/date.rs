@@ -232,7 +232,12 @@ mod tests {
         while secs < 4_400_000_000 {
             let http = format(at(secs)); // "Sun, 06 Nov 1994 12:00:00 GMT"
             let clf = format_clf(at(secs)); // "06/Nov/1994:12:00:00 +0000"
-            let want = format!("{}/{}/{}:12:00:00 +0000", &http[5..7], &http[8..11], &http[12..16]);
+            let want = format!(
+                "{}/{}/{}:12:00:00 +0000",
+                &http[5..7],
+                &http[8..11],
+                &http[12..16]
+            );
             assert_eq!(clf, want);
             secs += 86_400;
         }
