@@ -121,8 +121,9 @@ impl<'a> EntityTag<'a> {
         rest.is_empty().then_some(tag)
     }
 
-    /// The server's own tag; a malformed one is taken as a strong tag compared bytewise.
-    fn own(etag: &'a str) -> Self {
+    /// The tag of a representation ([`Validators::etag`]); a malformed one is taken as a
+    /// strong tag compared bytewise.
+    pub fn own(etag: &'a str) -> Self {
         EntityTag::parse(etag.as_bytes()).unwrap_or(EntityTag {
             weak: false,
             opaque: etag.as_bytes(),
