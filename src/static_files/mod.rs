@@ -112,14 +112,12 @@ fn file_reply(req: &Request, file: File, st: &FileStat, content_type: &str) -> R
                     len: br.end - br.start + 1,
                 },
             );
-            r.header("Content-Type", content_type).header(
-                "Content-Range",
-                &format!("bytes {}-{}/{}", br.start, br.end, size),
-            );
+            r.header("Content-Type", content_type)
+                .header("Content-Range", &range::content_range(br, size));
             r
         }
         RangeDecision::Partial(ranges) => {
-            let boundary = boundary(st, SystemTime::now());
+            let boundary = range::boundary(boundary_seed(st));
             let m = range::multipart(&ranges, content_type, size, &boundary);
             let mut r = Reply::new(
                 206,
@@ -134,7 +132,7 @@ fn file_reply(req: &Request, file: File, st: &FileStat, content_type: &str) -> R
         }
         RangeDecision::Unsatisfiable => {
             let mut r = Reply::error(416);
-            r.header("Content-Range", &format!("bytes */{size}"));
+            r.header("Content-Range", &range::unsatisfied_content_range(size));
             r
         }
     };
@@ -144,13 +142,13 @@ fn file_reply(req: &Request, file: File, st: &FileStat, content_type: &str) -> R
     r
 }
 
-/// A multipart boundary that cannot occur in the file's parts by accident in practice.
-fn boundary(st: &FileStat, now: SystemTime) -> String {
-    let nanos = now
+/// A seed that differs per file and per response, so boundaries are not predictable.
+fn boundary_seed(st: &FileStat) -> u64 {
+    let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
+        .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    format!("luahttpd-{:x}-{:x}", st.st_ino, nanos)
+    nanos ^ st.st_ino.rotate_left(32)
 }
 
 impl Site {
