@@ -362,7 +362,12 @@ mod tests {
     fn both(input: &[u8]) -> Result<(Vec<u8>, usize, bool), ChunkError> {
         let a = whole(input);
         let b = bytewise(input);
-        assert_eq!(a, b, "whole vs bytewise differ for {:?}", String::from_utf8_lossy(input));
+        assert_eq!(
+            a,
+            b,
+            "whole vs bytewise differ for {:?}",
+            String::from_utf8_lossy(input)
+        );
         a
     }
 
@@ -394,12 +399,25 @@ mod tests {
         assert_eq!(p.consumed, 13);
         assert!(d.is_done());
         let p = d.decode(&input[13..], &mut |_| {}).unwrap();
-        assert_eq!(p, Progress { consumed: 0, done: true });
+        assert_eq!(
+            p,
+            Progress {
+                consumed: 0,
+                done: true
+            }
+        );
     }
 
     #[test]
     fn incomplete_is_not_done() {
-        for input in [&b"3\r\nab"[..], b"3\r\nabc\r\n", b"0\r\n", b"0\r\n\r", b"0\r\nX: y\r\n", b"1"] {
+        for input in [
+            &b"3\r\nab"[..],
+            b"3\r\nabc\r\n",
+            b"0\r\n",
+            b"0\r\n\r",
+            b"0\r\nX: y\r\n",
+            b"1",
+        ] {
             let (_, consumed, done) = both(input).unwrap();
             assert_eq!(consumed, input.len());
             assert!(!done);
@@ -431,9 +449,18 @@ mod tests {
 
     #[test]
     fn bad_extensions() {
-        assert_eq!(both(b"3;foo\x01\r\nabc\r\n0\r\n\r\n"), Err(ChunkError::BadTrailer));
-        assert_eq!(both(b"3;a=\"x\rb\"\r\nabc\r\n"), Err(ChunkError::BadTrailer));
-        assert_eq!(both(b"3;a=\"x\x7f\"\r\nabc\r\n"), Err(ChunkError::BadTrailer));
+        assert_eq!(
+            both(b"3;foo\x01\r\nabc\r\n0\r\n\r\n"),
+            Err(ChunkError::BadTrailer)
+        );
+        assert_eq!(
+            both(b"3;a=\"x\rb\"\r\nabc\r\n"),
+            Err(ChunkError::BadTrailer)
+        );
+        assert_eq!(
+            both(b"3;a=\"x\x7f\"\r\nabc\r\n"),
+            Err(ChunkError::BadTrailer)
+        );
         assert_eq!(both(b"3;a=@\r\nabc\r\n"), Err(ChunkError::BadTrailer));
         assert_eq!(both(b"3 x\r\nabc\r\n"), Err(ChunkError::BadSize));
         let mut long = b"1;".to_vec();
@@ -455,7 +482,10 @@ mod tests {
         // 17 digits.
         assert_eq!(both(b"10000000000000000\r\n"), Err(ChunkError::BadSize));
         // 16 digits are fine (the body is just not complete).
-        assert_eq!(both(b"ffffffffffffffff\r\nab").unwrap(), (b"ab".to_vec(), 20, false));
+        assert_eq!(
+            both(b"ffffffffffffffff\r\nab").unwrap(),
+            (b"ab".to_vec(), 20, false)
+        );
     }
 
     #[test]
@@ -486,7 +516,10 @@ mod tests {
     fn bad_trailers() {
         assert_eq!(both(b"0\r\nA : b\r\n\r\n"), Err(ChunkError::BadTrailer));
         assert_eq!(both(b"0\r\n: b\r\n\r\n"), Err(ChunkError::BadTrailer));
-        assert_eq!(both(b"0\r\nA: b\r\n c\r\n\r\n"), Err(ChunkError::BadTrailer));
+        assert_eq!(
+            both(b"0\r\nA: b\r\n c\r\n\r\n"),
+            Err(ChunkError::BadTrailer)
+        );
         assert_eq!(both(b"0\r\nA: b\x00\r\n\r\n"), Err(ChunkError::BadTrailer));
         assert_eq!(both(b"0\r\nA: b\x7f\r\n\r\n"), Err(ChunkError::BadTrailer));
         assert_eq!(both(b"0\r\nA(: b\r\n\r\n"), Err(ChunkError::BadTrailer));
@@ -500,7 +533,8 @@ mod tests {
 
     #[test]
     fn random_splits_match_whole() {
-        let body = b"4\r\nWiki\r\n5;x=\"y\"\r\npedia\r\n10\r\n0123456789abcdef\r\n0\r\nT: v\r\n\r\nrest";
+        let body =
+            b"4\r\nWiki\r\n5;x=\"y\"\r\npedia\r\n10\r\n0123456789abcdef\r\n0\r\nT: v\r\n\r\nrest";
         let mut seed = 0x1234_5678_9abc_def0u64;
         for _ in 0..500 {
             let mut d = ChunkedDecoder::new();
@@ -509,7 +543,9 @@ mod tests {
             while pos < body.len() && !d.is_done() {
                 let n = (xorshift(&mut seed) % 7 + 1) as usize;
                 let end = (pos + n).min(body.len());
-                let p = d.decode(&body[pos..end], &mut |b| data.extend_from_slice(b)).unwrap();
+                let p = d
+                    .decode(&body[pos..end], &mut |b| data.extend_from_slice(b))
+                    .unwrap();
                 if p.consumed < end - pos {
                     assert!(p.done);
                 }

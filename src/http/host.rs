@@ -38,6 +38,8 @@ fn parse_port(rest: &[u8]) -> Result<Option<u16>, ()> {
 /// An empty value gives `("", None)`: RFC 9112 §3.2 allows an empty Host when the target URI
 /// has no authority, and the caller decides whether that applies. An empty host before a port
 /// (`:80`) is refused.
+// The `()` error is the given interface: every failure means the same 400.
+#[allow(clippy::result_unit_err)]
 pub fn parse(value: &[u8]) -> Result<(String, Option<u16>), ()> {
     if value.is_empty() {
         return Ok((String::new(), None));
@@ -78,7 +80,9 @@ pub fn parse(value: &[u8]) -> Result<(String, Option<u16>), ()> {
     }
     let port = parse_port(&value[end..])?;
     // Only ASCII bytes were accepted above.
-    let host = std::str::from_utf8(name).map_err(|_| ())?.to_ascii_lowercase();
+    let host = std::str::from_utf8(name)
+        .map_err(|_| ())?
+        .to_ascii_lowercase();
     Ok((host, port))
 }
 
