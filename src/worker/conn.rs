@@ -369,10 +369,17 @@ impl Conn {
         if ctx.access.is_some() {
             self.log_start(ctx, None, e.status);
         }
-        // Whatever follows a refused head cannot be framed with confidence: always close.
-        self.rpos = self.rbuf.len();
+        // A refused head keeps the connection only when the parser could frame it whole (no
+        // body); otherwise what follows cannot be framed with confidence.
+        let close = e.close || self.close_after || ctx.draining;
+        if close {
+            self.rpos = self.rbuf.len();
+        } else {
+            self.rpos += e.head_len;
+            self.served += 1;
+        }
         let reply = Reply::error(e.status);
-        self.send_reply(ctx, false, Version::Http11, reply, true);
+        self.send_reply(ctx, false, Version::Http11, reply, close);
     }
 
     fn send_reply(
