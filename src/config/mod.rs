@@ -5,8 +5,11 @@
 //! collected (not stopped at the first one) and carry `file:line`.
 
 mod error;
+mod listen;
 mod lua_api;
 mod print;
+mod site;
+mod suggest;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
