@@ -424,9 +424,7 @@ fn expand(dir: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
         }
         return Ok(vec![path]);
     }
-    let full = if rel.is_absolute() {
-        pattern.to_string()
-    } else if dir.as_os_str().is_empty() {
+    let full = if rel.is_absolute() || dir.as_os_str().is_empty() {
         pattern.to_string()
     } else {
         // The folder is literal text: escape it so a '[' in a folder name is not a wildcard.

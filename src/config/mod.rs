@@ -10,6 +10,8 @@ mod lua_api;
 mod print;
 mod site;
 mod suggest;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
