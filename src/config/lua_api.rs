@@ -4,6 +4,11 @@
 //! `fastcgi`, `route`, `include`, `exists`, `read_file`) are Rust functions that record what
 //! they were given in an `Eval` shared by all of them. Each call is validated when it is made,
 //! so that problems found before a Lua error stops the script are still reported.
+//!
+//! Relative paths (root, logs, pid file, Unix sockets, `exists`, `read_file`) resolve against
+//! the main config file's folder, also inside included files, so a `conf.d/` snippet can be moved
+//! without its paths changing meaning. Only `include` patterns are relative to the including
+//! file's folder, as that is where its neighbours are.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -707,3 +707,58 @@ fn print_notes_the_route() {
     assert!(text.contains("-- route("), "{text}");
     assert!(text.contains("  workers = 2,"), "{text}");
 }
+
+#[test]
+fn odd_calls_are_reported_not_panicking() {
+    let dir = TempDir::new();
+    // A helper called through pcall still reports the config line, not the C function.
+    let errs = errors(
+        &dir,
+        "server { root = 'www' }\n\nlocal ok = pcall(fastcgi 'x', {})\n",
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("site.lua:3: fastcgi 'x': needs spawn"),
+        "{errs:?}"
+    );
+    // A table passed through a variable: the call line.
+    let errs = errors(
+        &dir,
+        "local t = {\n  root = 'www',\n  workers = 0,\n}\nserver(t)\n",
+    );
+    assert_eq!(errs, vec!["site.lua:5: workers must be at least 1, got 0"]);
+    // Errors that are not strings, and chunks with names of their own.
+    let errs = errors(&dir, "error({})\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    let errs = errors(
+        &dir,
+        "server { root = 'www' }\nload(\"x = (\", \"=inline\")()\n",
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    let errs = errors(
+        &dir,
+        "server { root = 'www' }\nassert(load(\"server{}\", \"=inline\"))()\n",
+    );
+    assert_eq!(
+        errs,
+        vec!["inline:1: server{} given twice, first at site.lua:1"]
+    );
+    let errs = errors(&dir, "server()\n");
+    assert_eq!(errs, vec!["site.lua:1: server{} expects a table, got nil"]);
+    let errs = errors(&dir, "exists(1)\n");
+    assert_eq!(
+        errs,
+        vec!["site.lua:1: exists expects a path string, got integer"]
+    );
+    let errs = errors(&dir, "include(nil)\n");
+    assert_eq!(
+        errs,
+        vec!["site.lua:1: include expects a file pattern, got nil"]
+    );
+    let errs = errors(&dir, "include 'conf.d/[*.lua'\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("site.lua:1: include 'conf.d/[*.lua': bad pattern"),
+        "{errs:?}"
+    );
+}
