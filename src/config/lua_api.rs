@@ -1,5 +1,512 @@
-//! TODO
-use super::{ConfigErrors, Loaded};
-use std::path::Path;
-pub(super) fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> { let _ = path; todo!() }
-pub(super) fn load_source(src: &str, name: &Path) -> Result<Loaded, ConfigErrors> { let _ = (src, name); todo!() }
+//! Evaluating a config script: the globals it may call and turning the result into a `Config`.
+//!
+//! The script is real Lua with the full standard library. The config-time helpers (`server`,
+//! `fastcgi`, `route`, `include`, `exists`, `read_file`) are Rust functions that record what
+//! they were given in an `Eval` shared by all of them. Each call is validated when it is made,
+//! so that problems found before a Lua error stops the script are still reported.
+//!
+//! Relative paths (root, logs, pid file, Unix sockets, `exists`, `read_file`) resolve against
+//! the main config file's folder, also inside included files, so a `conf.d/` snippet can be moved
+//! without its paths changing meaning. Only `include` patterns are relative to the including
+//! file's folder, as that is where its neighbours are.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use mlua::{Function, Lua, Value};
+
+use super::site::Site;
+use super::{validate, Config, ConfigError, ConfigErrors, FastcgiDef, Loaded};
+
+/// How deep `include` may nest; deeper is almost surely a file including itself.
+const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// A file whose text we keep: for finding key lines, and its folder for `include`.
+struct Source {
+    text: Rc<str>,
+    /// The folder `include` patterns in this file are relative to (as the user named it, so
+    /// that included files are named the same way in messages).
+    dir: PathBuf,
+}
+
+/// Everything the script has declared so far.
+struct Eval {
+    /// The main file as the user named it: where errors without a position go.
+    main: String,
+    /// The main config file as it goes into `Config.file`.
+    config_file: PathBuf,
+    /// Folder relative paths in the config resolve against (absolute).
+    base: PathBuf,
+    /// Texts of the main file and of every included file, by chunk name.
+    sources: HashMap<String, Source>,
+    /// Current `include` nesting.
+    depth: usize,
+    server: Option<(Config, String)>,
+    fastcgi: Vec<FastcgiDef>,
+    route: Option<(Function, String)>,
+    errors: Vec<ConfigError>,
+    /// Set once loading finished: the helpers then refuse to run (e.g. from a route function).
+    done: bool,
+}
+
+type Shared = Rc<RefCell<Eval>>;
+
+/// Reads and evaluates the config file at `path` (named in messages as given).
+pub(super) fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
+    let name = path.display().to_string();
+    let fail = |message: String| {
+        ConfigErrors(vec![ConfigError {
+            file: name.clone(),
+            line: None,
+            message,
+        }])
+    };
+    let src =
+        std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read config: {e}")))?;
+    let abs = path
+        .canonicalize()
+        .map_err(|e| fail(format!("cannot resolve config path: {e}")))?;
+    let base = abs
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    run(&src, name, abs, base, dir)
+}
+
+/// Evaluates `src` as if it were the file `name`; relative paths resolve against the current
+/// directory (this is how the embedded default config is loaded).
+pub(super) fn load_source(src: &str, name: &Path) -> Result<Loaded, ConfigErrors> {
+    let display = name.display().to_string();
+    let base = std::env::current_dir().map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: display.clone(),
+            line: None,
+            message: format!("cannot read the current directory: {e}"),
+        }])
+    })?;
+    run(src, display, name.to_path_buf(), base, PathBuf::new())
+}
+
+fn run(
+    src: &str,
+    name: String,
+    config_file: PathBuf,
+    base: PathBuf,
+    dir: PathBuf,
+) -> Result<Loaded, ConfigErrors> {
+    let text: Rc<str> = Rc::from(src);
+    let mut sources = HashMap::new();
+    sources.insert(
+        name.clone(),
+        Source {
+            text: text.clone(),
+            dir,
+        },
+    );
+    let state: Shared = Rc::new(RefCell::new(Eval {
+        main: name.clone(),
+        config_file,
+        base,
+        sources,
+        depth: 0,
+        server: None,
+        fastcgi: Vec::new(),
+        route: None,
+        errors: Vec::new(),
+        done: false,
+    }));
+    let lua = Lua::new();
+    let result =
+        install(&lua, &state).and_then(|()| lua.load(&*text).set_name(format!("@{name}")).exec());
+    if let Err(e) = result {
+        let err = lua_error(&e, &state.borrow());
+        let mut st = state.borrow_mut();
+        st.done = true;
+        st.errors.push(err);
+        return Err(ConfigErrors(std::mem::take(&mut st.errors)));
+    }
+    let mut st = state.borrow_mut();
+    st.done = true;
+    let server = st.server.take();
+    let route = st.route.take();
+    let fastcgi = std::mem::take(&mut st.fastcgi);
+    let mut errors = std::mem::take(&mut st.errors);
+    let main = st.main.clone();
+    drop(st);
+    let Some((mut config, _)) = server else {
+        errors.push(ConfigError {
+            file: main,
+            line: None,
+            message: "no server{} block".into(),
+        });
+        return Err(ConfigErrors(errors));
+    };
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    config.fastcgi = fastcgi;
+    config.has_route = route.is_some();
+    let route = match route {
+        Some((f, at)) => match lua.create_registry_value(f) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                let message = format!("cannot keep the route function given at {at}: {e}");
+                return Err(ConfigErrors(vec![ConfigError {
+                    file: main,
+                    line: None,
+                    message,
+                }]));
+            }
+        },
+        None => None,
+    };
+    Ok(Loaded { config, lua, route })
+}
+
+/// The file and line of the Lua code calling the current Rust function: the first stack level
+/// with a known line (skipping C functions such as `pcall`).
+fn caller(lua: &Lua) -> (Option<String>, Option<u32>) {
+    for level in 1..64 {
+        let Some(d) = lua.inspect_stack(level) else {
+            break;
+        };
+        let line = d.curr_line();
+        if line > 0 {
+            let src = d.source();
+            let file = match src.source.as_deref() {
+                Some(s) if s.starts_with('@') || s.starts_with('=') => Some(s[1..].to_string()),
+                _ => src.short_src.as_deref().map(str::to_string),
+            };
+            return (file, u32::try_from(line).ok());
+        }
+    }
+    (None, None)
+}
+
+/// The call site of the current helper call, with the text of its file for key lines.
+fn site(lua: &Lua, st: &Eval) -> Site {
+    let (file, line) = caller(lua);
+    let file = file.unwrap_or_else(|| st.main.clone());
+    let text = st.sources.get(&file).map(|s| s.text.clone());
+    Site { file, line, text }
+}
+
+/// A Lua error positioned at the caller, like `error(msg, 2)` would be.
+fn error_here(lua: &Lua, msg: impl std::fmt::Display) -> mlua::Error {
+    let (file, line) = caller(lua);
+    let pos = match (file, line) {
+        (Some(f), Some(l)) => format!("{f}:{l}: "),
+        (Some(f), None) => format!("{f}: "),
+        _ => String::new(),
+    };
+    mlua::Error::RuntimeError(format!("{pos}{msg}"))
+}
+
+fn not_while_serving(lua: &Lua, what: &str) -> mlua::Error {
+    error_here(
+        lua,
+        format!("{what} can only be used while the config file loads"),
+    )
+}
+
+/// Defines the config-time globals.
+fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
+    let g = lua.globals();
+
+    let st = state.clone();
+    g.set(
+        "server",
+        lua.create_function(move |lua, v: Value| {
+            let (site, base, file, first) = {
+                let s = st.borrow();
+                if s.done {
+                    return Err(not_while_serving(lua, "server{}"));
+                }
+                let first = s.server.as_ref().map(|(_, at)| at.clone());
+                (site(lua, &s), s.base.clone(), s.config_file.clone(), first)
+            };
+            if let Some(first) = first {
+                let e = site.error(format!("server{{}} given twice, first at {first}"));
+                st.borrow_mut().errors.push(e);
+                return Ok(());
+            }
+            let (config, errors) = validate::server(&v, &site, &base, &file);
+            let mut s = st.borrow_mut();
+            s.errors.extend(errors);
+            s.server = Some((config, site.position()));
+            Ok(())
+        })?,
+    )?;
+
+    let st = state.clone();
+    g.set(
+        "fastcgi",
+        lua.create_function(move |lua, name: Value| {
+            if st.borrow().done {
+                return Err(not_while_serving(lua, "fastcgi"));
+            }
+            let name = match &name {
+                Value::String(s) => s.to_str().map(|s| s.to_string()).ok(),
+                _ => None,
+            };
+            let name = name.filter(|n| validate::is_backend_name(n));
+            if name.is_none() {
+                let s = st.borrow();
+                let e = site(lua, &s).error(
+                    "fastcgi needs a name of letters, digits, '_', '-' or '.': fastcgi \"php\" { ... }",
+                );
+                drop(s);
+                st.borrow_mut().errors.push(e);
+            }
+            let st = st.clone();
+            lua.create_function(move |lua, v: Value| {
+                let Some(name) = &name else { return Ok(()) };
+                let (site, base, first) = {
+                    let s = st.borrow();
+                    if s.done {
+                        return Err(not_while_serving(lua, "fastcgi"));
+                    }
+                    let first = s.fastcgi.iter().find(|d| &d.name == name).map(|d| d.defined_at.clone());
+                    (site(lua, &s), s.base.clone(), first)
+                };
+                if let Some(first) = first {
+                    let e = site.error(format!("fastcgi '{name}' defined twice, first at {first}"));
+                    st.borrow_mut().errors.push(e);
+                    return Ok(());
+                }
+                let (def, errors) = validate::fastcgi(name, &v, &site, &base);
+                let mut s = st.borrow_mut();
+                s.errors.extend(errors);
+                s.fastcgi.push(def);
+                Ok(())
+            })
+        })?,
+    )?;
+
+    let st = state.clone();
+    g.set(
+        "route",
+        lua.create_function(move |lua, v: Value| {
+            let (site, first) = {
+                let s = st.borrow();
+                if s.done {
+                    return Err(not_while_serving(lua, "route"));
+                }
+                (site(lua, &s), s.route.as_ref().map(|(_, at)| at.clone()))
+            };
+            let mut s = st.borrow_mut();
+            match (v, first) {
+                (_, Some(first)) => s
+                    .errors
+                    .push(site.error(format!("route given twice, first at {first}"))),
+                (Value::Function(f), None) => s.route = Some((f, site.position())),
+                (other, None) => s.errors.push(site.error(format!(
+                    "route expects a function, got {}",
+                    other.type_name()
+                ))),
+            }
+            Ok(())
+        })?,
+    )?;
+
+    let st = state.clone();
+    g.set(
+        "include",
+        lua.create_function(move |lua, v: Value| include(lua, &st, v))?,
+    )?;
+
+    let st = state.clone();
+    g.set(
+        "exists",
+        lua.create_function(move |lua, v: Value| {
+            let p = path_arg(lua, "exists", &v)?;
+            let abs = super::listen::resolve(&st.borrow().base, &p);
+            Ok(abs.symlink_metadata().is_ok())
+        })?,
+    )?;
+
+    let st = state.clone();
+    g.set(
+        "read_file",
+        lua.create_function(move |lua, v: Value| {
+            let p = path_arg(lua, "read_file", &v)?;
+            let abs = super::listen::resolve(&st.borrow().base, &p);
+            match std::fs::read(&abs) {
+                Ok(bytes) => Ok((Some(lua.create_string(bytes)?), None)),
+                Err(e) => Ok((None, Some(format!("{}: {e}", abs.display())))),
+            }
+        })?,
+    )?;
+    Ok(())
+}
+
+/// The path argument of `exists`/`read_file`; a wrong type is a programming error, so a Lua error.
+fn path_arg(lua: &Lua, what: &str, v: &Value) -> mlua::Result<String> {
+    match v {
+        Value::String(s) => Ok(s.to_str()?.to_string()),
+        other => Err(error_here(
+            lua,
+            format!("{what} expects a path string, got {}", other.type_name()),
+        )),
+    }
+}
+
+/// `include "conf.d/*.lua"`: evaluates each matching file, in name order, in this same state.
+fn include(lua: &Lua, st: &Shared, v: Value) -> mlua::Result<()> {
+    let pattern = match &v {
+        Value::String(s) => s.to_str()?.to_string(),
+        other => {
+            return Err(error_here(
+                lua,
+                format!("include expects a file pattern, got {}", other.type_name()),
+            ))
+        }
+    };
+    let (file, _) = caller(lua);
+    let dir = {
+        let s = st.borrow();
+        if s.done {
+            return Err(not_while_serving(lua, "include"));
+        }
+        if s.depth >= MAX_INCLUDE_DEPTH {
+            return Err(error_here(
+                lua,
+                format!("include '{pattern}' nested more than {MAX_INCLUDE_DEPTH} deep; does a file include itself?"),
+            ));
+        }
+        let from = file.as_deref().and_then(|f| s.sources.get(f));
+        let from = from.or_else(|| s.sources.get(&s.main));
+        from.map(|src| src.dir.clone()).unwrap_or_default()
+    };
+    let files = expand(&dir, &pattern)
+        .map_err(|msg| error_here(lua, format!("include '{pattern}': {msg}")))?;
+    for path in files {
+        let name = path.display().to_string();
+        let text: Rc<str> = match std::fs::read_to_string(&path) {
+            Ok(t) => Rc::from(t),
+            Err(e) => {
+                return Err(error_here(
+                    lua,
+                    format!("include '{pattern}': cannot read {name}: {e}"),
+                ))
+            }
+        };
+        let sub_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        {
+            let mut s = st.borrow_mut();
+            s.sources.insert(
+                name.clone(),
+                Source {
+                    text: text.clone(),
+                    dir: sub_dir,
+                },
+            );
+            s.depth += 1;
+        }
+        let result = lua.load(&*text).set_name(format!("@{name}")).exec();
+        st.borrow_mut().depth -= 1;
+        result?;
+    }
+    Ok(())
+}
+
+/// The files an include pattern names, relative to `dir`. A pattern with wildcards may match
+/// nothing (an empty conf.d is normal); a literal path must exist.
+fn expand(dir: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
+    let wild = pattern.contains(['*', '?', '[']);
+    let rel = Path::new(pattern);
+    if !wild {
+        let path = if rel.is_absolute() {
+            rel.to_path_buf()
+        } else {
+            dir.join(rel)
+        };
+        if !path.exists() {
+            return Err(format!("no such file ({})", path.display()));
+        }
+        return Ok(vec![path]);
+    }
+    let full = if rel.is_absolute() || dir.as_os_str().is_empty() {
+        pattern.to_string()
+    } else {
+        // The folder is literal text: escape it so a '[' in a folder name is not a wildcard.
+        format!(
+            "{}/{pattern}",
+            glob::Pattern::escape(&dir.to_string_lossy())
+        )
+    };
+    let paths = glob::glob(&full).map_err(|e| format!("bad pattern: {e}"))?;
+    let mut out = Vec::new();
+    for p in paths {
+        match p {
+            Ok(p) if p.is_file() => out.push(p),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+/// The text of a Lua error, without mlua's wrapping ("runtime error: ", callback layers) and
+/// without the stack traceback.
+fn lua_error_text(e: &mlua::Error) -> String {
+    let text = match e {
+        mlua::Error::CallbackError { cause, .. } => return lua_error_text(cause),
+        mlua::Error::WithContext { cause, .. } => return lua_error_text(cause),
+        mlua::Error::RuntimeError(m) => m.clone(),
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        mlua::Error::MemoryError(m) => format!("out of memory: {m}"),
+        other => other.to_string(),
+    };
+    match text.find("\nstack traceback:") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+/// Turns a Lua error into `file:line: message`, recognising the position Lua put in front.
+fn lua_error(e: &mlua::Error, st: &Eval) -> ConfigError {
+    let text = lua_error_text(e);
+    // Known file names first: a name may itself contain ':'.
+    let mut names: Vec<&str> = st.sources.keys().map(String::as_str).collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    for n in names {
+        if let Some(rest) = text.strip_prefix(n).and_then(|r| r.strip_prefix(':')) {
+            if let Some((line, msg)) = split_line(rest) {
+                return ConfigError {
+                    file: n.to_string(),
+                    line: Some(line),
+                    message: msg.to_string(),
+                };
+            }
+        }
+    }
+    // Any other `chunk:line: message` (e.g. from load() with a chunk name of its own).
+    for (i, _) in text.match_indices(':') {
+        if let Some((line, msg)) = split_line(&text[i + 1..]) {
+            if i > 0 {
+                return ConfigError {
+                    file: text[..i].to_string(),
+                    line: Some(line),
+                    message: msg.to_string(),
+                };
+            }
+        }
+    }
+    ConfigError {
+        file: st.main.clone(),
+        line: None,
+        message: text,
+    }
+}
+
+/// `"12: message"` → `(12, "message")`.
+fn split_line(s: &str) -> Option<(u32, &str)> {
+    let end = s.find(|c: char| !c.is_ascii_digit())?;
+    let line = s[..end].parse().ok()?;
+    let msg = s[end..].strip_prefix(": ")?;
+    Some((line, msg))
+}

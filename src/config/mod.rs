@@ -5,8 +5,13 @@
 //! collected (not stopped at the first one) and carry `file:line`.
 
 mod error;
+mod listen;
 mod lua_api;
 mod print;
+mod site;
+mod suggest;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};

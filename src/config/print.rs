@@ -1,4 +1,201 @@
-//! TODO
-use super::Config;
+//! `luahttpd -p`: the normalised config printed back as Lua.
+//!
+//! Every default is written out and every path is absolute, so the output shows what the server
+//! will really do, and loading it again gives the same `Config` (except for where things were
+//! defined, and the route: a Lua function cannot be printed, so it is noted in a comment).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use super::listen;
+use super::{Config, FastcgiDef, ListenAddr, LogTarget};
+
 /// Prints the normalised config as Lua that `-c` would accept again.
-pub fn print(config: &Config) -> String { let _ = config; todo!() }
+pub fn print(config: &Config) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "-- luahttpd configuration, normalised from {}",
+        config.file.display()
+    );
+    o.push_str("server {\n");
+    field(&mut o, "listen", &list(config.listen.iter().map(addr)));
+    field(&mut o, "workers", &config.workers.to_string());
+    field(&mut o, "root", &path(&config.root));
+    field(
+        &mut o,
+        "index",
+        &list(config.index.iter().map(|s| lua_string(s))),
+    );
+    field(&mut o, "server_name", &lua_string(&config.server_name));
+    field(&mut o, "mime", &map(config.mime.iter()));
+    let error_log = match &config.error_log {
+        LogTarget::Stderr => lua_string("stderr"),
+        LogTarget::File(p) => path(p),
+    };
+    field(&mut o, "error_log", &error_log);
+    let access_log = config
+        .access_log
+        .as_deref()
+        .map_or_else(|| "false".to_string(), path);
+    field(&mut o, "access_log", &access_log);
+    if let Some(p) = &config.pid_file {
+        field(&mut o, "pid_file", &path(p));
+    }
+    field(&mut o, "daemon", &config.daemon.to_string());
+    let l = &config.limits;
+    field(
+        &mut o,
+        "limits",
+        &format!(
+            "{{ connections = {}, header_bytes = {}, keepalive_requests = {}, body_bytes = {} }}",
+            l.connections, l.header_bytes, l.keepalive_requests, l.body_bytes
+        ),
+    );
+    let t = &config.timeouts;
+    field(
+        &mut o,
+        "timeouts",
+        &format!(
+            "{{ read_idle = {}, write_idle = {}, keepalive_idle = {}, graceful = {} }}",
+            seconds(t.read_idle),
+            seconds(t.write_idle),
+            seconds(t.keepalive_idle),
+            seconds(t.graceful)
+        ),
+    );
+    o.push_str("}\n");
+    for def in &config.fastcgi {
+        o.push('\n');
+        fastcgi(&mut o, def);
+    }
+    if config.has_route {
+        o.push_str("\n-- route(function(req) ... end) is set in the original config; a Lua function cannot be printed.\n");
+    }
+    o
+}
+
+fn fastcgi(o: &mut String, d: &FastcgiDef) {
+    let _ = writeln!(o, "-- defined at {}", d.defined_at.replace('\n', " "));
+    let _ = writeln!(o, "fastcgi {} {{", lua_string(&d.name));
+    if let Some(argv) = &d.spawn {
+        field(o, "spawn", &list(argv.iter().map(|s| lua_string(s))));
+        field(o, "procs", &d.procs.to_string());
+    }
+    if let Some(s) = &d.socket {
+        field(o, "socket", &addr(s));
+    }
+    if !d.address.is_empty() {
+        field(o, "address", &list(d.address.iter().map(addr)));
+    }
+    if !d.env.is_empty() {
+        field(o, "env", &map(d.env.iter()));
+    }
+    if !d.extensions.is_empty() {
+        field(
+            o,
+            "extensions",
+            &list(d.extensions.iter().map(|s| lua_string(s))),
+        );
+    }
+    if let Some(p) = &d.prefix {
+        field(o, "prefix", &lua_string(p));
+    }
+    field(o, "check_local", &d.check_local.to_string());
+    field(o, "keepalive", &d.keepalive.to_string());
+    field(o, "connect_timeout", &seconds(d.connect_timeout));
+    field(o, "read_timeout", &seconds(d.read_timeout));
+    field(o, "disable_time", &seconds(d.disable_time));
+    o.push_str("}\n");
+}
+
+fn field(o: &mut String, key: &str, value: &str) {
+    let _ = writeln!(o, "  {key} = {value},");
+}
+
+fn list(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.collect();
+    if items.is_empty() {
+        "{}".to_string()
+    } else {
+        format!("{{ {} }}", items.join(", "))
+    }
+}
+
+fn map<'a>(items: impl Iterator<Item = (&'a String, &'a String)>) -> String {
+    list(items.map(|(k, v)| format!("[{}] = {}", lua_string(k), lua_string(v))))
+}
+
+fn addr(a: &ListenAddr) -> String {
+    lua_string(&listen::format(a))
+}
+
+fn path(p: &Path) -> String {
+    lua_string(&p.to_string_lossy())
+}
+
+/// Seconds written exactly: whole seconds as an integer, else the decimal with nanosecond
+/// digits (trailing zeros dropped), which Lua reads back to the same `Duration`.
+fn seconds(d: Duration) -> String {
+    let nanos = d.subsec_nanos();
+    if nanos == 0 {
+        return d.as_secs().to_string();
+    }
+    let frac = format!("{nanos:09}");
+    format!("{}.{}", d.as_secs(), frac.trim_end_matches('0'))
+}
+
+/// A Lua string literal for `s`: printable ASCII and UTF-8 as-is, everything else escaped.
+/// Decimal escapes are always three digits so a following digit cannot join them.
+pub(super) fn lua_string(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(o, "\\{:03}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lua_strings() {
+        assert_eq!(lua_string("a\"b\\c\nd\u{1}9"), "\"a\\\"b\\\\c\\nd\\0019\"");
+        assert_eq!(lua_string("é"), "\"é\"");
+    }
+
+    #[test]
+    fn seconds_are_exact() {
+        assert_eq!(seconds(Duration::from_secs(30)), "30");
+        assert_eq!(seconds(Duration::from_millis(2500)), "2.5");
+        assert_eq!(seconds(Duration::from_nanos(1)), "0.000000001");
+    }
+
+    #[test]
+    fn strings_read_back_in_lua() {
+        let lua = mlua::Lua::new();
+        for s in [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "nl\nx",
+            "\u{1}2\u{7f}",
+            "ünï",
+        ] {
+            let back: String = lua.load(lua_string(s)).eval().expect("valid Lua string");
+            assert_eq!(back, s);
+        }
+    }
+}

@@ -1,1 +1,908 @@
-//! TODO
+//! Validation of the tables given to `server{}` and `fastcgi "name" {}`.
+//!
+//! Each function checks a whole table and returns the normalised value together with every
+//! problem found (not just the first), each placed at the line of the key it is about. Where a
+//! value is wrong the default stands in, so later checks still run; the caller only builds a
+//! `Config` when no problem was found at all.
+//!
+//! Only raw table access is used (`pairs` is `lua_next`, `raw_get`), so no metamethod, and so no
+//! user code, runs during validation.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mlua::{Table, Value};
+
+use super::listen::{self, resolve};
+use super::site::Site;
+use super::suggest::did_you_mean;
+use super::{Config, ConfigError, FastcgiDef, Limits, ListenAddr, LogTarget, Timeouts};
+
+/// Keys of `server{}`.
+pub(super) const SERVER_KEYS: &[&str] = &[
+    "listen",
+    "workers",
+    "root",
+    "index",
+    "server_name",
+    "mime",
+    "error_log",
+    "access_log",
+    "pid_file",
+    "daemon",
+    "limits",
+    "timeouts",
+];
+/// Keys of `server { limits = {...} }`.
+const LIMIT_KEYS: &[&str] = &[
+    "connections",
+    "header_bytes",
+    "keepalive_requests",
+    "body_bytes",
+];
+/// Keys of `server { timeouts = {...} }`.
+const TIMEOUT_KEYS: &[&str] = &["read_idle", "write_idle", "keepalive_idle", "graceful"];
+/// Keys of `fastcgi "name" {...}`.
+pub(super) const FASTCGI_KEYS: &[&str] = &[
+    "spawn",
+    "procs",
+    "socket",
+    "env",
+    "extensions",
+    "prefix",
+    "address",
+    "check_local",
+    "keepalive",
+    "connect_timeout",
+    "read_timeout",
+    "disable_time",
+];
+
+/// Most worker processes; more is surely a typo (each worker serves thousands of connections).
+const MAX_WORKERS: i64 = 1024;
+/// Most spawned processes per FastCGI backend.
+const MAX_PROCS: i64 = 1024;
+/// Longest timeout accepted, one day: a longer idle time is a mistake, not a policy.
+const MAX_SECONDS: f64 = 86_400.0;
+
+/// The address used when `server{}` has no `listen`.
+pub(super) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// The defaults of `limits`.
+pub(super) fn default_limits() -> Limits {
+    Limits {
+        connections: 10_000,
+        header_bytes: 8192,
+        keepalive_requests: 1000,
+        body_bytes: 16 * 1024 * 1024,
+    }
+}
+
+/// The defaults of `timeouts`.
+pub(super) fn default_timeouts() -> Timeouts {
+    Timeouts {
+        read_idle: Duration::from_secs(60),
+        write_idle: Duration::from_secs(360),
+        keepalive_idle: Duration::from_secs(5),
+        graceful: Duration::from_secs(30),
+    }
+}
+
+/// Collects the problems of one call, prefixing each message (e.g. "fastcgi 'php': ").
+struct Report<'a> {
+    site: &'a Site,
+    prefix: String,
+    errors: Vec<ConfigError>,
+}
+
+impl Report<'_> {
+    fn at(&mut self, path: &[&str], msg: impl std::fmt::Display) {
+        let e = self.site.error_at(path, format!("{}{msg}", self.prefix));
+        self.errors.push(e);
+    }
+
+    fn at_value(&mut self, path: &[&str], value: &str, msg: impl std::fmt::Display) {
+        let e = self
+            .site
+            .error_at_value(path, value, format!("{}{msg}", self.prefix));
+        self.errors.push(e);
+    }
+
+    fn at_call(&mut self, msg: impl std::fmt::Display) {
+        let e = self.site.error(format!("{}{msg}", self.prefix));
+        self.errors.push(e);
+    }
+
+    /// The problems in line order, so messages read top to bottom like the file.
+    fn finish(mut self) -> Vec<ConfigError> {
+        self.errors.sort_by_key(|e| e.line);
+        self.errors
+    }
+}
+
+/// The dotted name of a key, for messages ("limits.connections").
+fn name(path: &[&str]) -> String {
+    path.join(".")
+}
+
+/// How a wrong value is described after "got": numbers by value, others by type.
+fn got(v: &Value) -> String {
+    match v {
+        Value::Integer(i) => i.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Boolean(b) => format!("boolean {b}"),
+        other => other.type_name().to_string(),
+    }
+}
+
+/// A Lua table read as a record: its string keys and values, unknown keys already reported.
+/// `None` (with a problem reported) when `v` is not a table.
+fn record(
+    rep: &mut Report,
+    path: &[&str],
+    v: &Value,
+    known: &[&str],
+    what: &str,
+) -> Option<BTreeMap<String, Value>> {
+    let Value::Table(t) = v else {
+        if path.is_empty() {
+            rep.at_call(format!("{what} expects a table, got {}", got(v)));
+        } else {
+            rep.at(
+                path,
+                format!("{} must be a table, got {}", name(path), got(v)),
+            );
+        }
+        return None;
+    };
+    let mut fields = BTreeMap::new();
+    for pair in t.pairs::<Value, Value>() {
+        let (k, val) = match pair {
+            Ok(kv) => kv,
+            Err(e) => {
+                rep.at(path, format!("cannot read {what}: {e}"));
+                break;
+            }
+        };
+        let key = match &k {
+            Value::String(s) => s.to_str().map(|s| s.to_string()).ok(),
+            _ => None,
+        };
+        let Some(key) = key else {
+            rep.at(
+                path,
+                format!(
+                    "{what} has an entry without a name ([{}]); write name = value",
+                    got(&k)
+                ),
+            );
+            continue;
+        };
+        if !known.contains(&key.as_str()) {
+            let mut p = path.to_vec();
+            p.push(&key);
+            let hint = match did_you_mean(&key, known) {
+                Some(s) => format!("; did you mean '{s}'?"),
+                None => format!(" (known keys: {})", known.join(", ")),
+            };
+            rep.at(&p, format!("unknown key '{key}' in {what}{hint}"));
+            continue;
+        }
+        fields.insert(key, val);
+    }
+    Some(fields)
+}
+
+/// An integer in `min..=max`. Floats with an integral value (`1e6`) are accepted.
+fn integer(rep: &mut Report, path: &[&str], v: &Value, min: i64, max: i64) -> Option<i64> {
+    let i = match v {
+        Value::Integer(i) => *i,
+        // The range check keeps the cast exact; i64::MAX as f64 rounds up, hence `<`.
+        Value::Number(n) if n.fract() == 0.0 && *n >= i64::MIN as f64 && *n < i64::MAX as f64 => {
+            *n as i64
+        }
+        other => {
+            rep.at(
+                path,
+                format!("{} must be an integer, got {}", name(path), got(other)),
+            );
+            return None;
+        }
+    };
+    if i < min {
+        rep.at(
+            path,
+            format!("{} must be at least {min}, got {i}", name(path)),
+        );
+        return None;
+    }
+    if i > max {
+        rep.at(
+            path,
+            format!("{} must be at most {max}, got {i}", name(path)),
+        );
+        return None;
+    }
+    Some(i)
+}
+
+/// A number of seconds, > 0 (or >= 0 with `allow_zero`), at most a day; fractions allowed.
+fn seconds(rep: &mut Report, path: &[&str], v: &Value, allow_zero: bool) -> Option<Duration> {
+    let s = match v {
+        Value::Integer(i) => *i as f64,
+        Value::Number(n) => *n,
+        other => {
+            rep.at(
+                path,
+                format!(
+                    "{} must be a number of seconds, got {}",
+                    name(path),
+                    got(other)
+                ),
+            );
+            return None;
+        }
+    };
+    let low_ok = if allow_zero { s >= 0.0 } else { s > 0.0 };
+    if !s.is_finite() || !low_ok || s > MAX_SECONDS {
+        let low = if allow_zero { ">= 0" } else { "> 0" };
+        rep.at(
+            path,
+            format!(
+                "{} must be a number of seconds {low} and at most {MAX_SECONDS}, got {s}",
+                name(path)
+            ),
+        );
+        return None;
+    }
+    Duration::try_from_secs_f64(s).ok()
+}
+
+fn boolean(rep: &mut Report, path: &[&str], v: &Value) -> Option<bool> {
+    match v {
+        Value::Boolean(b) => Some(*b),
+        other => {
+            rep.at(
+                path,
+                format!("{} must be true or false, got {}", name(path), got(other)),
+            );
+            None
+        }
+    }
+}
+
+/// A Lua string as UTF-8 text.
+fn string(rep: &mut Report, path: &[&str], v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => match s.to_str() {
+            Ok(s) => Some(s.to_string()),
+            Err(_) => {
+                rep.at(path, format!("{} must be valid UTF-8", name(path)));
+                None
+            }
+        },
+        other => {
+            rep.at(
+                path,
+                format!("{} must be a string, got {}", name(path), got(other)),
+            );
+            None
+        }
+    }
+}
+
+/// One string, or a list (sequence) of strings.
+fn string_list(rep: &mut Report, path: &[&str], v: &Value) -> Option<Vec<String>> {
+    let t: &Table = match v {
+        Value::String(_) => return string(rep, path, v).map(|s| vec![s]),
+        Value::Table(t) => t,
+        other => {
+            rep.at(
+                path,
+                format!(
+                    "{} must be a string or a list of strings, got {}",
+                    name(path),
+                    got(other)
+                ),
+            );
+            return None;
+        }
+    };
+    let len = t.raw_len();
+    if t.pairs::<Value, Value>().count() != len {
+        rep.at(
+            path,
+            format!(
+                "{} must be a list of strings (it has named keys or holes)",
+                name(path)
+            ),
+        );
+        return None;
+    }
+    let mut out = Vec::with_capacity(len);
+    let mut ok = true;
+    for i in 1..=len {
+        let item = t.raw_get::<Value>(i).unwrap_or(Value::Nil);
+        match &item {
+            Value::String(s) => match s.to_str() {
+                Ok(s) => out.push(s.to_string()),
+                Err(_) => {
+                    rep.at(path, format!("{} item {i} must be valid UTF-8", name(path)));
+                    ok = false;
+                }
+            },
+            other => {
+                rep.at(
+                    path,
+                    format!(
+                        "{} item {i} must be a string, got {}",
+                        name(path),
+                        got(other)
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// A non-empty path string without NUL, made absolute against `base`.
+fn path_value(rep: &mut Report, path: &[&str], v: &Value, base: &Path) -> Option<PathBuf> {
+    let s = string(rep, path, v)?;
+    if s.is_empty() || s.contains('\0') {
+        rep.at(
+            path,
+            format!("{} must be a non-empty path without NUL bytes", name(path)),
+        );
+        return None;
+    }
+    Some(resolve(base, &s))
+}
+
+/// Addresses from one string or a list, each parsed, duplicates reported.
+fn addresses(rep: &mut Report, path: &[&str], v: &Value, base: &Path) -> Vec<ListenAddr> {
+    let mut out: Vec<ListenAddr> = Vec::new();
+    for s in string_list(rep, path, v).unwrap_or_default() {
+        match listen::parse(&s, base) {
+            Ok(a) if out.contains(&a) => {
+                rep.at_value(
+                    path,
+                    &s,
+                    format!("{} address '{s}' given twice", name(path)),
+                );
+            }
+            Ok(a) => out.push(a),
+            Err(msg) => rep.at_value(path, &s, format!("{}: {msg}", name(path))),
+        }
+    }
+    out
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+/// Validates the table given to `server{}`. `file` is the main config file; `base` the folder
+/// relative paths are resolved against. The returned `Config` has no FastCGI backends or route
+/// yet; the caller adds them.
+pub(super) fn server(
+    v: &Value,
+    site: &Site,
+    base: &Path,
+    file: &Path,
+) -> (Config, Vec<ConfigError>) {
+    let mut cfg = Config {
+        file: file.to_path_buf(),
+        listen: Vec::new(),
+        workers: 2,
+        root: PathBuf::new(),
+        index: vec!["index.html".to_string()],
+        server_name: "luahttpd".to_string(),
+        mime: BTreeMap::new(),
+        error_log: LogTarget::Stderr,
+        access_log: None,
+        pid_file: None,
+        daemon: false,
+        limits: default_limits(),
+        timeouts: default_timeouts(),
+        fastcgi: Vec::new(),
+        has_route: false,
+    };
+    let mut rep = Report {
+        site,
+        prefix: String::new(),
+        errors: Vec::new(),
+    };
+    let Some(fields) = record(&mut rep, &[], v, SERVER_KEYS, "server{}") else {
+        return (cfg, rep.finish());
+    };
+    let r = &mut rep;
+
+    match fields.get("listen") {
+        Some(v) => {
+            cfg.listen = addresses(r, &["listen"], v, base);
+            if matches!(v, Value::Table(t) if t.raw_len() == 0) {
+                r.at(&["listen"], "listen must name at least one address");
+            }
+        }
+        None => {
+            cfg.listen = listen::parse(DEFAULT_LISTEN, base).into_iter().collect();
+        }
+    }
+    if let Some(v) = fields.get("workers") {
+        if let Some(n) = integer(r, &["workers"], v, 1, MAX_WORKERS) {
+            cfg.workers = n as usize;
+        }
+    }
+    match fields.get("root") {
+        Some(v) => {
+            if let Some(root) = root_dir(r, v, base) {
+                cfg.root = root;
+            }
+        }
+        None => r.at_call("server{} needs root (the document root directory)"),
+    }
+    if let Some(v) = fields.get("index") {
+        if let Some(list) = string_list(r, &["index"], v) {
+            for n in &list {
+                if n.is_empty() || n.contains('/') || n.contains('\0') {
+                    r.at_value(
+                        &["index"],
+                        n,
+                        format!("index names are file names without '/', got '{n}'"),
+                    );
+                }
+            }
+            cfg.index = list;
+        }
+    }
+    if let Some(v) = fields.get("server_name") {
+        if let Some(s) = string(r, &["server_name"], v) {
+            if has_control(&s) {
+                r.at(
+                    &["server_name"],
+                    "server_name must not contain control characters",
+                );
+            }
+            cfg.server_name = s;
+        }
+    }
+    if let Some(v) = fields.get("mime") {
+        cfg.mime = mime(r, v);
+    }
+    if let Some(v) = fields.get("error_log") {
+        if let Some(s) = string(r, &["error_log"], v) {
+            if s == "stderr" {
+                cfg.error_log = LogTarget::Stderr;
+            } else if let Some(p) = path_value(r, &["error_log"], v, base) {
+                cfg.error_log = LogTarget::File(p);
+            }
+        }
+    }
+    match fields.get("access_log") {
+        None | Some(Value::Boolean(false)) => {}
+        Some(v @ Value::String(_)) => cfg.access_log = path_value(r, &["access_log"], v, base),
+        Some(other) => r.at(
+            &["access_log"],
+            format!("access_log must be a path or false, got {}", got(other)),
+        ),
+    }
+    match fields.get("pid_file") {
+        None | Some(Value::Boolean(false)) => {}
+        Some(v) => cfg.pid_file = path_value(r, &["pid_file"], v, base),
+    }
+    if let Some(v) = fields.get("daemon") {
+        if let Some(b) = boolean(r, &["daemon"], v) {
+            cfg.daemon = b;
+        }
+    }
+    if let Some(v) = fields.get("limits") {
+        cfg.limits = limits(r, v);
+    }
+    if let Some(v) = fields.get("timeouts") {
+        cfg.timeouts = timeouts(r, v);
+    }
+    (cfg, rep.finish())
+}
+
+/// The document root: must exist and be a directory; canonicalised so that the safe-open
+/// beneath it compares against the real path.
+fn root_dir(r: &mut Report, v: &Value, base: &Path) -> Option<PathBuf> {
+    let given = string(r, &["root"], v)?;
+    let abs = path_value(r, &["root"], v, base)?;
+    match abs.canonicalize() {
+        Ok(p) if p.is_dir() => Some(p),
+        Ok(_) => {
+            r.at(
+                &["root"],
+                format!("root '{given}' is not a directory ({})", abs.display()),
+            );
+            None
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            r.at(
+                &["root"],
+                format!("root '{given}' does not exist ({})", abs.display()),
+            );
+            None
+        }
+        Err(e) => {
+            r.at(
+                &["root"],
+                format!("root '{given}' cannot be used ({}): {e}", abs.display()),
+            );
+            None
+        }
+    }
+}
+
+/// `mime = { [".webp"] = "image/webp" }`: suffixes lowercased, values checked for header safety.
+fn mime(r: &mut Report, v: &Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Value::Table(t) = v else {
+        r.at(
+            &["mime"],
+            format!(
+                "mime must be a table of [\".ext\"] = \"type\", got {}",
+                got(v)
+            ),
+        );
+        return out;
+    };
+    for pair in t.pairs::<Value, Value>() {
+        let Ok((k, val)) = pair else { continue };
+        let key = match &k {
+            Value::String(s) => s.to_str().map(|s| s.to_string()).ok(),
+            _ => None,
+        };
+        let Some(key) = key else {
+            r.at(
+                &["mime"],
+                format!("mime keys must be suffixes like \".webp\", got {}", got(&k)),
+            );
+            continue;
+        };
+        let path = ["mime", key.as_str()];
+        if key.len() < 2 || !key.starts_with('.') || key.contains('/') || has_control(&key) {
+            r.at(
+                &path,
+                format!("mime key '{key}' must be a suffix starting with '.', like \".webp\""),
+            );
+            continue;
+        }
+        let Some(ty) = string(r, &path, &val) else {
+            continue;
+        };
+        if ty.is_empty() || has_control(&ty) {
+            r.at(
+                &path,
+                format!("mime type for '{key}' must be non-empty, without control characters"),
+            );
+            continue;
+        }
+        let lower = key.to_ascii_lowercase();
+        if out.insert(lower.clone(), ty).is_some() {
+            r.at(
+                &path,
+                format!("mime suffix '{lower}' given twice (suffixes are not case-sensitive)"),
+            );
+        }
+    }
+    out
+}
+
+fn limits(r: &mut Report, v: &Value) -> Limits {
+    let mut l = default_limits();
+    let Some(f) = record(r, &["limits"], v, LIMIT_KEYS, "limits") else {
+        return l;
+    };
+    // Bounds: a worker needs at least one connection; a request head must fit a request line
+    // and a few headers, and more than 1 MiB of head is an attack, not a request.
+    if let Some(v) = f.get("connections") {
+        if let Some(n) = integer(r, &["limits", "connections"], v, 1, 10_000_000) {
+            l.connections = n as usize;
+        }
+    }
+    if let Some(v) = f.get("header_bytes") {
+        if let Some(n) = integer(r, &["limits", "header_bytes"], v, 1024, 1024 * 1024) {
+            l.header_bytes = n as usize;
+        }
+    }
+    if let Some(v) = f.get("keepalive_requests") {
+        if let Some(n) = integer(r, &["limits", "keepalive_requests"], v, 1, i64::MAX) {
+            l.keepalive_requests = n as u64;
+        }
+    }
+    if let Some(v) = f.get("body_bytes") {
+        if let Some(n) = integer(r, &["limits", "body_bytes"], v, 0, i64::MAX) {
+            l.body_bytes = n as u64;
+        }
+    }
+    l
+}
+
+fn timeouts(r: &mut Report, v: &Value) -> Timeouts {
+    let mut t = default_timeouts();
+    let Some(f) = record(r, &["timeouts"], v, TIMEOUT_KEYS, "timeouts") else {
+        return t;
+    };
+    let slots: [(&str, &mut Duration); 4] = [
+        ("read_idle", &mut t.read_idle),
+        ("write_idle", &mut t.write_idle),
+        ("keepalive_idle", &mut t.keepalive_idle),
+        ("graceful", &mut t.graceful),
+    ];
+    for (key, slot) in slots {
+        if let Some(v) = f.get(key) {
+            if let Some(d) = seconds(r, &["timeouts", key], v, false) {
+                *slot = d;
+            }
+        }
+    }
+    t
+}
+
+/// Whether `name` is acceptable as a backend name: routes and the admin REPL refer to it.
+pub(super) fn is_backend_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Validates the table given to `fastcgi "name" {...}`.
+pub(super) fn fastcgi(
+    name: &str,
+    v: &Value,
+    site: &Site,
+    base: &Path,
+) -> (FastcgiDef, Vec<ConfigError>) {
+    let mut def = FastcgiDef {
+        name: name.to_string(),
+        defined_at: site.position(),
+        spawn: None,
+        procs: 1,
+        socket: None,
+        address: Vec::new(),
+        env: BTreeMap::new(),
+        extensions: Vec::new(),
+        prefix: None,
+        check_local: true,
+        keepalive: true,
+        connect_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(30),
+        disable_time: Duration::from_secs(1),
+    };
+    let mut rep = Report {
+        site,
+        prefix: format!("fastcgi '{name}': "),
+        errors: Vec::new(),
+    };
+    let what = format!("fastcgi '{name}'");
+    let Some(f) = record(&mut rep, &[], v, FASTCGI_KEYS, &what) else {
+        return (def, rep.finish());
+    };
+    let r = &mut rep;
+
+    if let Some(v) = f.get("spawn") {
+        def.spawn = spawn(r, v, base);
+    }
+    if let Some(v) = f.get("procs") {
+        if let Some(n) = integer(r, &["procs"], v, 1, MAX_PROCS) {
+            def.procs = n as usize;
+        }
+    }
+    if let Some(v) = f.get("socket") {
+        if let Some(s) = string(r, &["socket"], v) {
+            match listen::parse(&s, base) {
+                Ok(a) => def.socket = Some(a),
+                Err(msg) => r.at(&["socket"], format!("socket: {msg}")),
+            }
+        }
+    }
+    if let Some(v) = f.get("env") {
+        def.env = env(r, v);
+    }
+    if let Some(v) = f.get("extensions") {
+        for e in string_list(r, &["extensions"], v).unwrap_or_default() {
+            if e.len() < 2 || !e.starts_with('.') || e.contains('/') {
+                r.at_value(
+                    &["extensions"],
+                    &e,
+                    format!("extensions must start with '.', like \".php\", got '{e}'"),
+                );
+            } else {
+                def.extensions.push(e);
+            }
+        }
+    }
+    if let Some(v) = f.get("prefix") {
+        if let Some(p) = string(r, &["prefix"], v) {
+            if !p.starts_with('/') || has_control(&p) {
+                r.at(
+                    &["prefix"],
+                    format!("prefix must be a URL path starting with '/', got '{p}'"),
+                );
+            } else {
+                def.prefix = Some(p);
+            }
+        }
+    }
+    if let Some(v) = f.get("address") {
+        def.address = addresses(r, &["address"], v, base);
+    }
+    if let Some(v) = f.get("check_local") {
+        if let Some(b) = boolean(r, &["check_local"], v) {
+            def.check_local = b;
+        }
+    }
+    if let Some(v) = f.get("keepalive") {
+        if let Some(b) = boolean(r, &["keepalive"], v) {
+            def.keepalive = b;
+        }
+    }
+    if let Some(v) = f.get("connect_timeout") {
+        if let Some(d) = seconds(r, &["connect_timeout"], v, false) {
+            def.connect_timeout = d;
+        }
+    }
+    if let Some(v) = f.get("read_timeout") {
+        if let Some(d) = seconds(r, &["read_timeout"], v, false) {
+            def.read_timeout = d;
+        }
+    }
+    if let Some(v) = f.get("disable_time") {
+        // Zero is allowed: retry a refusing backend at once.
+        if let Some(d) = seconds(r, &["disable_time"], v, true) {
+            def.disable_time = d;
+        }
+    }
+
+    // Where the requests go: a program we start, or an address someone else serves.
+    let has_spawn = f.contains_key("spawn");
+    let has_address = f.contains_key("address");
+    match (has_spawn, has_address) {
+        (false, false) => r.at_call(
+            "needs spawn (a program for the server to start) or address (a running backend)",
+        ),
+        (true, true) => r.at(&["address"], "give spawn or address, not both"),
+        (true, false) if !f.contains_key("socket") => r.at(
+            &["spawn"],
+            "spawn needs socket, the address the spawned processes listen on",
+        ),
+        _ => {}
+    }
+    if f.contains_key("socket") && !has_spawn {
+        r.at(
+            &["socket"],
+            "socket only applies with spawn (use address for a running backend)",
+        );
+    }
+    if f.contains_key("procs") && !has_spawn {
+        r.at(&["procs"], "procs only applies with spawn");
+    }
+    (def, rep.finish())
+}
+
+/// `spawn`: a command line (split on whitespace) or an argv list. The program must exist and be
+/// executable; it is made absolute (searched in PATH when it has no '/') because the watcher
+/// execs it without a PATH search, after privileges may have changed.
+fn spawn(r: &mut Report, v: &Value, base: &Path) -> Option<Vec<String>> {
+    let mut argv = match v {
+        Value::String(_) => string(r, &["spawn"], v)?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>(),
+        Value::Table(_) => string_list(r, &["spawn"], v)?,
+        other => {
+            r.at(
+                &["spawn"],
+                format!(
+                    "spawn must be a command string or a list of strings, got {}",
+                    got(other)
+                ),
+            );
+            return None;
+        }
+    };
+    let Some(prog) = argv.first() else {
+        r.at(&["spawn"], "spawn must name a program");
+        return None;
+    };
+    if argv.iter().any(|a| a.contains('\0')) {
+        r.at(&["spawn"], "spawn arguments must not contain NUL bytes");
+        return None;
+    }
+    let found = if prog.contains('/') {
+        Some(resolve(base, prog))
+    } else {
+        search_path(prog)
+    };
+    let Some(path) = found else {
+        r.at(
+            &["spawn"],
+            format!("spawn program '{prog}' not found in PATH"),
+        );
+        return None;
+    };
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+        Ok(_) => {
+            r.at(
+                &["spawn"],
+                format!("spawn program {} is not an executable file", path.display()),
+            );
+            return None;
+        }
+        Err(e) => {
+            r.at(&["spawn"], format!("spawn program {}: {e}", path.display()));
+            return None;
+        }
+    }
+    argv[0] = path.to_string_lossy().into_owned();
+    Some(argv)
+}
+
+/// The first executable file named `prog` in the PATH directories.
+fn search_path(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(prog))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// `env = { NAME = "value" }`; numbers are accepted as values and kept as their text.
+fn env(r: &mut Report, v: &Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Value::Table(t) = v else {
+        r.at(
+            &["env"],
+            format!("env must be a table of NAME = \"value\", got {}", got(v)),
+        );
+        return out;
+    };
+    for pair in t.pairs::<Value, Value>() {
+        let Ok((k, val)) = pair else { continue };
+        let key = match &k {
+            Value::String(s) => s.to_str().map(|s| s.to_string()).ok(),
+            _ => None,
+        };
+        let Some(key) = key else {
+            r.at(
+                &["env"],
+                format!("env keys must be variable names, got {}", got(&k)),
+            );
+            continue;
+        };
+        let path = ["env", key.as_str()];
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            r.at(
+                &path,
+                format!("env name '{key}' must be non-empty, without '=' or NUL"),
+            );
+            continue;
+        }
+        let value = match &val {
+            Value::Integer(i) => i.to_string(),
+            Value::Number(n) => n.to_string(),
+            _ => match string(r, &path, &val) {
+                Some(s) => s,
+                None => continue,
+            },
+        };
+        if value.contains('\0') {
+            r.at(
+                &path,
+                format!("env value of '{key}' must not contain NUL bytes"),
+            );
+            continue;
+        }
+        out.insert(key, value);
+    }
+    out
+}
