@@ -39,12 +39,7 @@ fn main() -> ExitCode {
         print!("{}", config::print(&loaded.config));
         return ExitCode::SUCCESS;
     }
-    let code = watcher::serve(
-        loaded,
-        RunOptions {
-            daemon: cli.daemon,
-        },
-    );
+    let code = watcher::serve(loaded, RunOptions { daemon: cli.daemon });
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 

@@ -10,7 +10,9 @@ const UNIX_PATH_MAX: usize = 107;
 
 /// Parses `127.0.0.1:8080`, `[::1]:8080`, `*:8080` (all IPv4 addresses) or `unix:/path` (a
 /// relative path is taken relative to `base`). The error is a sentence about `s`.
-pub(super) fn parse(s: &str, base: &Path) -> Result<ListenAddr, String> {
+/// `ephemeral` allows port 0 (a listener whose port the kernel picks and the start-up log
+/// reports, which tests use); a backend address needs a real port.
+pub(super) fn parse(s: &str, base: &Path, ephemeral: bool) -> Result<ListenAddr, String> {
     if let Some(path) = s.strip_prefix("unix:") {
         if path.is_empty() {
             return Err(format!("address '{s}' has an empty socket path"));
@@ -36,7 +38,7 @@ pub(super) fn parse(s: &str, base: &Path) -> Result<ListenAddr, String> {
         }
         None => s.parse::<SocketAddr>().map_err(|_| bad())?,
     };
-    if addr.port() == 0 {
+    if addr.port() == 0 && !ephemeral {
         return Err(format!(
             "address '{s}' has port 0; the port must be 1 to 65535"
         ));
@@ -74,17 +76,27 @@ mod tests {
     }
 
     #[test]
+    fn port_zero_only_for_listeners() {
+        let base = Path::new("/srv");
+        assert_eq!(parse("127.0.0.1:0", base, true), Ok(tcp("127.0.0.1:0")));
+        assert!(parse("127.0.0.1:0", base, false).is_err());
+    }
+
+    #[test]
     fn parses_the_forms() {
         let base = Path::new("/etc/site");
-        assert_eq!(parse("127.0.0.1:8080", base), Ok(tcp("127.0.0.1:8080")));
-        assert_eq!(parse("[::1]:8080", base), Ok(tcp("[::1]:8080")));
-        assert_eq!(parse("*:80", base), Ok(tcp("0.0.0.0:80")));
         assert_eq!(
-            parse("unix:/run/a.sock", base),
+            parse("127.0.0.1:8080", base, false),
+            Ok(tcp("127.0.0.1:8080"))
+        );
+        assert_eq!(parse("[::1]:8080", base, false), Ok(tcp("[::1]:8080")));
+        assert_eq!(parse("*:80", base, false), Ok(tcp("0.0.0.0:80")));
+        assert_eq!(
+            parse("unix:/run/a.sock", base, false),
             Ok(ListenAddr::Unix("/run/a.sock".into()))
         );
         assert_eq!(
-            parse("unix:run/./a.sock", base),
+            parse("unix:run/./a.sock", base, false),
             Ok(ListenAddr::Unix("/etc/site/run/a.sock".into()))
         );
     }
@@ -102,17 +114,17 @@ mod tests {
             "unix:",
             "",
         ] {
-            assert!(parse(bad, base).is_err(), "{bad} should be rejected");
+            assert!(parse(bad, base, false).is_err(), "{bad} should be rejected");
         }
         let long = format!("unix:/{}", "x".repeat(200));
-        assert!(parse(&long, base).is_err());
+        assert!(parse(&long, base, false).is_err());
     }
 
     #[test]
     fn format_round_trips() {
         for s in ["127.0.0.1:8080", "[::1]:443", "unix:/run/x.sock"] {
-            let a = parse(s, Path::new("/")).expect("valid");
-            assert_eq!(parse(&format(&a), Path::new("/")), Ok(a));
+            let a = parse(s, Path::new("/"), false).expect("valid");
+            assert_eq!(parse(&format(&a), Path::new("/"), false), Ok(a));
         }
     }
 }

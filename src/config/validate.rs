@@ -366,7 +366,7 @@ fn path_value(rep: &mut Report, path: &[&str], v: &Value, base: &Path) -> Option
 fn addresses(rep: &mut Report, path: &[&str], v: &Value, base: &Path) -> Vec<ListenAddr> {
     let mut out: Vec<ListenAddr> = Vec::new();
     for s in string_list(rep, path, v).unwrap_or_default() {
-        match listen::parse(&s, base) {
+        match listen::parse(&s, base, true) {
             Ok(a) if out.contains(&a) => {
                 rep.at_value(
                     path,
@@ -429,7 +429,9 @@ pub(super) fn server(
             }
         }
         None => {
-            cfg.listen = listen::parse(DEFAULT_LISTEN, base).into_iter().collect();
+            cfg.listen = listen::parse(DEFAULT_LISTEN, base, false)
+                .into_iter()
+                .collect();
         }
     }
     if let Some(v) = fields.get("workers") {
@@ -697,7 +699,7 @@ pub(super) fn fastcgi(
     }
     if let Some(v) = f.get("socket") {
         if let Some(s) = string(r, &["socket"], v) {
-            match listen::parse(&s, base) {
+            match listen::parse(&s, base, false) {
                 Ok(a) => def.socket = Some(a),
                 Err(msg) => r.at(&["socket"], format!("socket: {msg}")),
             }

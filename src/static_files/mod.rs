@@ -83,7 +83,8 @@ fn file_reply(req: &Request, file: File, st: &FileStat, content_type: &str) -> R
     match conditional::evaluate(req, &v) {
         Precondition::NotModified => {
             let mut r = Reply::new(304, Body::Empty);
-            r.header("ETag", &etag).header("Last-Modified", &last_modified);
+            r.header("ETag", &etag)
+                .header("Last-Modified", &last_modified);
             return r;
         }
         Precondition::Failed => return Reply::error(412),

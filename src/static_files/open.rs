@@ -155,10 +155,16 @@ mod tests {
         assert!(matches!(root.lookup("/a.txt/x", &index), Lookup::NotFound));
         assert!(matches!(root.lookup("/out", &index), Lookup::Forbidden));
         assert!(matches!(root.lookup("/abs", &index), Lookup::Forbidden));
-        assert!(matches!(root.lookup("/../secret", &index), Lookup::Forbidden));
+        assert!(matches!(
+            root.lookup("/../secret", &index),
+            Lookup::Forbidden
+        ));
         assert!(matches!(root.lookup("/dir", &index), Lookup::AddSlash));
         assert!(matches!(root.lookup("/dir/", &index), Lookup::Forbidden));
-        assert!(matches!(root.lookup("/withindex/", &index), Lookup::File(..)));
+        assert!(matches!(
+            root.lookup("/withindex/", &index),
+            Lookup::File(..)
+        ));
         assert!(matches!(root.lookup("/", &index), Lookup::Forbidden));
         fs::remove_dir_all(base).unwrap();
     }

@@ -4,8 +4,8 @@ use crate::config::ListenAddr;
 use crate::worker::Listener;
 use nix::errno::Errno;
 use nix::sys::socket::{
-    bind, connect, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag,
-    SockType, SockaddrIn, SockaddrIn6, UnixAddr,
+    bind, connect, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
+    SockaddrIn, SockaddrIn6, UnixAddr,
 };
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -48,9 +48,8 @@ impl Bound {
         if let ListenAddr::Unix(p) = &self.addr {
             return format!("unix:{}", p.display());
         }
-        let name = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(
-            self.fd.as_raw_fd(),
-        );
+        let name =
+            nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(self.fd.as_raw_fd());
         match name {
             Ok(s) => {
                 if let Some(v4) = s.as_sockaddr_in() {

@@ -101,8 +101,7 @@ impl Watcher {
     fn start(loaded: Loaded) -> Result<Watcher, String> {
         let config = &loaded.config;
         let signals = signals::install().map_err(|e| format!("signals: {e}"))?;
-        let error_log =
-            ErrorLog::open(&config.error_log).map_err(|e| format!("error log: {e}"))?;
+        let error_log = ErrorLog::open(&config.error_log).map_err(|e| format!("error log: {e}"))?;
         let access_log = match &config.access_log {
             Some(p) => Some(LogFile::open(p).map_err(|e| format!("access log: {e}"))?),
             None => None,

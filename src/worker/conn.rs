@@ -208,12 +208,11 @@ impl Conn {
                     Ok(_) => {
                         progress = true;
                         if self.discard.is_some() {
-                            ctx.timers.arm(&mut self.timer, Kind::Read, ctx.token, ctx.now);
+                            ctx.timers
+                                .arm(&mut self.timer, Kind::Read, ctx.token, ctx.now);
                         }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        self.readable = false
-                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.readable = false,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(_) => return Verdict::Close,
                 }
@@ -259,8 +258,12 @@ impl Conn {
                                 if self.read_eof {
                                     return Verdict::Close;
                                 }
-                                ctx.timers
-                                    .arm_once(&mut self.timer, Kind::Read, ctx.token, ctx.now);
+                                ctx.timers.arm_once(
+                                    &mut self.timer,
+                                    Kind::Read,
+                                    ctx.token,
+                                    ctx.now,
+                                );
                             }
                             Err(e) => {
                                 self.refuse(ctx, e);
@@ -353,9 +356,7 @@ impl Conn {
             _ if req.expect_continue => close = true,
             BodyFraming::Length(n) if n <= DISCARD_MAX => self.discard = Some(Discard::Length(n)),
             BodyFraming::Length(_) => close = true,
-            BodyFraming::Chunked => {
-                self.discard = Some(Discard::Chunked(ChunkedDecoder::new(), 0))
-            }
+            BodyFraming::Chunked => self.discard = Some(Discard::Chunked(ChunkedDecoder::new(), 0)),
         }
         let reply = static_files::serve(&req, ctx.site);
         if ctx.access.is_some() {

@@ -178,7 +178,12 @@ impl<'a> Worker<'a> {
     }
 
     /// Runs `f` on the connection at `key` and closes it if it says so.
-    fn on_conn(&mut self, key: usize, now: Instant, f: impl FnOnce(&mut Conn, &mut Ctx<'_>) -> Verdict) {
+    fn on_conn(
+        &mut self,
+        key: usize,
+        now: Instant,
+        f: impl FnOnce(&mut Conn, &mut Ctx<'_>) -> Verdict,
+    ) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -265,7 +270,11 @@ impl<'a> Worker<'a> {
 
     fn expire_timers(&mut self, now: Instant) {
         while let Some((key, gen)) = self.timers.pop_expired(now) {
-            let live = self.conns.get(key).map(|c| c.timer.is(gen)).unwrap_or(false);
+            let live = self
+                .conns
+                .get(key)
+                .map(|c| c.timer.is(gen))
+                .unwrap_or(false);
             if live {
                 tracing::debug!(conn = key, "timeout");
                 self.on_conn(key, now, |_, _| Verdict::Close);
