@@ -96,6 +96,13 @@ impl ErrorLog {
     }
 }
 
+impl Drop for ErrorLog {
+    fn drop(&mut self) {
+        // The file closes with us: later events (a start-up error) go to stderr.
+        ERROR_LOG_FD.store(2, Ordering::Relaxed);
+    }
+}
+
 /// Writes tracing events to the error log descriptor, one write per event.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ErrorLogWriter;

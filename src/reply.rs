@@ -3,6 +3,7 @@
 
 use crate::http::range::ByteRange;
 use std::fs::File;
+use std::rc::Rc;
 
 /// The body of a reply.
 #[derive(Debug, Default)]
@@ -12,10 +13,19 @@ pub enum Body {
     Empty,
     /// A small body held in memory.
     Bytes(Vec<u8>),
+    /// A part of bytes shared with a cache.
+    Shared {
+        /// The bytes.
+        bytes: Rc<[u8]>,
+        /// Where the part starts.
+        offset: usize,
+        /// How many bytes.
+        len: usize,
+    },
     /// A range of an open file, sent with sendfile.
     File {
         /// The open file.
-        file: File,
+        file: Rc<File>,
         /// Where the range starts.
         offset: u64,
         /// How many bytes.
@@ -24,7 +34,7 @@ pub enum Body {
     /// Several ranges of one file as multipart/byteranges.
     Multipart {
         /// The open file.
-        file: File,
+        file: Rc<File>,
         /// Each part's head and its range.
         parts: Vec<(Vec<u8>, ByteRange)>,
         /// The closing boundary.
@@ -38,6 +48,7 @@ impl Body {
         match self {
             Body::Empty => 0,
             Body::Bytes(b) => b.len() as u64,
+            Body::Shared { len, .. } => *len as u64,
             Body::File { len, .. } => *len,
             Body::Multipart { parts, trailer, .. } => {
                 parts

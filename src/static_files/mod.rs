@@ -1,18 +1,17 @@
 //! Static files: safe lookup beneath the root, validators, conditionals and ranges.
 
+pub mod cache;
 pub mod mime;
 pub mod open;
 
 use crate::http::conditional::{self, Precondition, Validators};
-use crate::http::range::{self, RangeDecision};
+use crate::http::range::{self, ByteRange, RangeDecision};
 use crate::http::request::{Method, Request};
 use crate::reply::{Body, Reply};
+use cache::{CachedFile, FileCache, Found};
 use mime::MimeTable;
-use nix::sys::stat::FileStat;
-use open::{Lookup, Root};
-use std::fmt::Write;
-use std::fs::File;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use open::Root;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// What a worker needs to serve static files for one site.
 #[derive(Debug)]
@@ -23,21 +22,35 @@ pub struct Site {
     pub index: Vec<String>,
     /// Suffix → Content-Type.
     pub mime: MimeTable,
+    /// Open files and validators, trusted for a second.
+    pub cache: FileCache,
 }
 
 const ALLOW: &str = "GET, HEAD, OPTIONS";
 
+impl Site {
+    /// Opens the configured root and builds the MIME table.
+    pub fn new(config: &crate::config::Config) -> std::io::Result<Site> {
+        Ok(Site {
+            root: Root::open(&config.root)?,
+            index: config.index.clone(),
+            mime: MimeTable::new(&config.mime),
+            cache: FileCache::default(),
+        })
+    }
+}
+
 /// Answers `req` from the files beneath the site's root.
-pub fn serve(req: &Request, site: &Site) -> Reply {
+pub fn serve(req: &Request, site: &mut Site, now: Instant) -> Reply {
     if req.method == Method::Options {
         let mut r = Reply::new(204, Body::Empty);
         r.header("Allow", ALLOW);
         return r;
     }
-    match site.root.lookup(&req.path, &site.index) {
-        Lookup::NotFound => Reply::error(404),
-        Lookup::Forbidden => Reply::error(403),
-        Lookup::AddSlash => {
+    match site.cache.lookup(&site.root, &req.path, &site.index, now) {
+        Found::NotFound => Reply::error(404),
+        Found::Forbidden => Reply::error(403),
+        Found::AddSlash => {
             let mut location = String::with_capacity(req.raw_path.len() + 2);
             location.push_str(&req.raw_path);
             location.push('/');
@@ -49,81 +62,60 @@ pub fn serve(req: &Request, site: &Site) -> Reply {
             r.header("Location", &location);
             r
         }
-        Lookup::File(file, st, index_pos) => {
+        Found::File(f) => {
             if !matches!(req.method, Method::Get | Method::Head) {
                 let mut r = Reply::error(405);
                 r.header("Allow", ALLOW);
                 return r;
             }
             // For a directory, the index file's own name decides the Content-Type.
-            let name = match index_pos.and_then(|i| site.index.get(i)) {
+            let name = match f.index_pos.and_then(|i| site.index.get(i)) {
                 Some(index_name) => index_name.as_str(),
                 None => req.path.as_str(),
             };
-            file_reply(req, file, &st, site.mime.lookup(name))
+            file_reply(req, &f, site.mime.lookup(name))
         }
     }
 }
 
-fn file_reply(req: &Request, file: File, st: &FileStat, content_type: &str) -> Reply {
-    let size = st.st_size.max(0) as u64;
-    let mtime = UNIX_EPOCH + Duration::from_secs(st.st_mtime.max(0) as u64);
-    let mut etag = String::with_capacity(40);
-    // Inode, size and nanosecond mtime: a strong validator that changes with any rewrite.
-    let _ = write!(
-        etag,
-        "\"{:x}-{:x}-{:x}.{:x}\"",
-        st.st_ino, size, st.st_mtime, st.st_mtime_nsec
-    );
+fn file_reply(req: &Request, f: &CachedFile, content_type: &str) -> Reply {
     let v = Validators {
-        etag: &etag,
-        last_modified: mtime,
+        etag: &f.etag,
+        last_modified: f.mtime,
     };
-    let last_modified = crate::http::date::format(mtime);
     match conditional::evaluate(req, &v) {
         Precondition::NotModified => {
             let mut r = Reply::new(304, Body::Empty);
-            r.header("ETag", &etag)
-                .header("Last-Modified", &last_modified);
+            r.header("ETag", &f.etag)
+                .header("Last-Modified", &f.last_modified);
             return r;
         }
         Precondition::Failed => return Reply::error(412),
         Precondition::Proceed => {}
     }
-    let mut r = match range::evaluate(req, size, &v) {
+    let mut r = match range::evaluate(req, f.size, &v) {
         RangeDecision::Full => {
-            let mut r = Reply::new(
-                200,
-                Body::File {
-                    file,
-                    offset: 0,
-                    len: size,
-                },
-            );
+            let whole = ByteRange {
+                start: 0,
+                end: f.size.saturating_sub(1),
+            };
+            let mut r = Reply::new(200, part(f, whole, f.size));
             r.header("Content-Type", content_type);
             r
         }
         RangeDecision::Partial(ranges) if ranges.len() == 1 => {
-            let br = ranges[0];
-            let mut r = Reply::new(
-                206,
-                Body::File {
-                    file,
-                    offset: br.start,
-                    len: br.end - br.start + 1,
-                },
-            );
+            let mut r = Reply::new(206, part(f, ranges[0], ranges[0].end - ranges[0].start + 1));
             r.header("Content-Type", content_type)
-                .header("Content-Range", &range::content_range(br, size));
+                .header("Content-Range", &range::content_range(ranges[0], f.size));
             r
         }
         RangeDecision::Partial(ranges) => {
-            let boundary = range::boundary(boundary_seed(st));
-            let m = range::multipart(&ranges, content_type, size, &boundary);
+            let boundary = range::boundary(boundary_seed(f));
+            let m = range::multipart(&ranges, content_type, f.size, &boundary);
             let mut r = Reply::new(
                 206,
                 Body::Multipart {
-                    file,
+                    file: f.file.clone(),
                     parts: m.parts,
                     trailer: m.trailer,
                 },
@@ -133,32 +125,41 @@ fn file_reply(req: &Request, file: File, st: &FileStat, content_type: &str) -> R
         }
         RangeDecision::Unsatisfiable => {
             let mut r = Reply::error(416);
-            r.header("Content-Range", &range::unsatisfied_content_range(size));
+            r.header("Content-Range", &range::unsatisfied_content_range(f.size));
             r
         }
     };
-    r.header("ETag", &etag)
-        .header("Last-Modified", &last_modified)
+    r.header("ETag", &f.etag)
+        .header("Last-Modified", &f.last_modified)
         .header("Accept-Ranges", "bytes");
     r
 }
 
+/// The body for one range (`len` bytes from `r.start`; 0 for an empty file): from memory for
+/// a small cached file, else with sendfile from the descriptor.
+fn part(f: &CachedFile, r: ByteRange, len: u64) -> Body {
+    if len == 0 {
+        return Body::Empty;
+    }
+    match &f.bytes {
+        Some(bytes) => Body::Shared {
+            bytes: bytes.clone(),
+            offset: r.start as usize,
+            len: len as usize,
+        },
+        None => Body::File {
+            file: f.file.clone(),
+            offset: r.start,
+            len,
+        },
+    }
+}
+
 /// A seed that differs per file and per response, so boundaries are not predictable.
-fn boundary_seed(st: &FileStat) -> u64 {
+fn boundary_seed(f: &CachedFile) -> u64 {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    nanos ^ st.st_ino.rotate_left(32)
-}
-
-impl Site {
-    /// Opens the configured root and builds the MIME table.
-    pub fn new(config: &crate::config::Config) -> std::io::Result<Site> {
-        Ok(Site {
-            root: Root::open(&config.root)?,
-            index: config.index.clone(),
-            mime: MimeTable::new(&config.mime),
-        })
-    }
+    nanos ^ f.size.rotate_left(32) ^ (f.etag.len() as u64)
 }

@@ -14,6 +14,7 @@
 //! Every event is edge-triggered: reads and writes go on until the kernel says EAGAIN, and the
 //! `readable`/`writable` hints remember whether it has said so since the last event.
 
+use super::inbuf::{Filled, InBuf};
 use super::net::{Peer, Stream};
 use super::out::{Flush, Out};
 use super::timers::{Kind, Slot, Timers};
@@ -32,8 +33,8 @@ use std::time::Instant;
 /// A body we do not want is read and dropped up to this size; a larger one closes the
 /// connection after the response instead (and lingering close drops what still arrives).
 const DISCARD_MAX: u64 = 64 * 1024;
-/// Bytes read per read call.
-const READ_CHUNK: usize = 16 * 1024;
+/// Input buffered beyond a full head: room for a pipelined request or body bytes to drop.
+const READ_AHEAD: usize = 16 * 1024;
 
 /// What the worker should do with a connection after an event.
 #[derive(Debug, PartialEq, Eq)]
@@ -47,7 +48,7 @@ pub enum Verdict {
 /// Everything a connection needs from its worker while it handles an event.
 pub struct Ctx<'a> {
     /// The static site.
-    pub site: &'a Site,
+    pub site: &'a mut Site,
     /// Limits.
     pub limits: &'a Limits,
     /// The Server header value.
@@ -85,8 +86,7 @@ enum Discard {
 pub struct Conn {
     stream: Stream,
     peer: Peer,
-    rbuf: Vec<u8>,
-    rpos: usize,
+    input: InBuf,
     readable: bool,
     writable: bool,
     read_eof: bool,
@@ -108,8 +108,7 @@ impl Conn {
         Conn {
             stream,
             peer,
-            rbuf: Vec::new(),
-            rpos: 0,
+            input: InBuf::default(),
             readable: true,
             writable: true,
             read_eof: false,
@@ -132,7 +131,7 @@ impl Conn {
     /// Whether the connection waits for a request with nothing buffered (safe to close on a
     /// graceful stop).
     pub fn is_idle(&self) -> bool {
-        self.state == State::Head && self.rpos == self.rbuf.len() && !self.out.pending()
+        self.state == State::Head && self.input.is_empty() && !self.out.pending()
     }
 
     /// Handles readiness and runs the state machine as far as it goes.
@@ -186,7 +185,7 @@ impl Conn {
                             .arm(&mut self.timer, Kind::Linger, ctx.token, ctx.now);
                     } else {
                         self.state = State::Head;
-                        let kind = if self.rpos < self.rbuf.len() {
+                        let kind = if !self.input.is_empty() {
                             Kind::Read
                         } else {
                             Kind::KeepAlive
@@ -200,12 +199,14 @@ impl Conn {
             }
 
             if self.readable && !self.read_eof && self.wants_input(ctx.limits) {
-                match self.fill() {
-                    Ok(0) => {
+                let max = ctx.limits.header_bytes + READ_AHEAD;
+                match self.input.read_from(&mut self.stream, max) {
+                    Ok(Filled::Eof) => {
                         self.read_eof = true;
                         progress = true;
                     }
-                    Ok(_) => {
+                    Ok(Filled::Data { drained }) => {
+                        self.readable = !drained;
                         progress = true;
                         if self.discard.is_some() {
                             ctx.timers
@@ -220,8 +221,7 @@ impl Conn {
 
             match self.state {
                 State::Linger => {
-                    self.rbuf.clear();
-                    self.rpos = 0;
+                    self.input.clear();
                     if self.read_eof {
                         return Verdict::Close;
                     }
@@ -248,8 +248,8 @@ impl Conn {
                     }
                 }
                 State::Head => {
-                    if self.rpos < self.rbuf.len() {
-                        match request::parse(&self.rbuf[self.rpos..], ctx.limits.header_bytes) {
+                    if !self.input.is_empty() {
+                        match request::parse(self.input.data(), ctx.limits.header_bytes) {
                             Ok(Some(req)) => {
                                 self.respond(ctx, req);
                                 progress = true;
@@ -283,34 +283,18 @@ impl Conn {
     }
 
     fn wants_input(&self, limits: &Limits) -> bool {
-        let buffered = self.rbuf.len() - self.rpos;
+        let buffered = self.input.len();
         match self.state {
-            State::Head => buffered < limits.header_bytes + 1,
+            State::Head => buffered <= limits.header_bytes,
             // Read ahead (pipelined requests, a body to drop) but never without bound.
             State::Responding => self.discard.is_some() || buffered < limits.header_bytes,
             State::Linger => true,
         }
     }
 
-    fn fill(&mut self) -> std::io::Result<usize> {
-        if self.rpos == self.rbuf.len() {
-            self.rbuf.clear();
-            self.rpos = 0;
-        } else if self.rpos > 0 && self.rpos >= self.rbuf.len() / 2 {
-            self.rbuf.drain(..self.rpos);
-            self.rpos = 0;
-        }
-        let len = self.rbuf.len();
-        self.rbuf.resize(len + READ_CHUNK, 0);
-        let r = self.stream.read(&mut self.rbuf[len..]);
-        let n = *r.as_ref().unwrap_or(&0);
-        self.rbuf.truncate(len + n);
-        r
-    }
-
     /// Drops body bytes from the buffer. Ok(true): made progress.
     fn feed_discard(&mut self) -> Result<bool, ()> {
-        let input = &self.rbuf[self.rpos..];
+        let input = self.input.data();
         if input.is_empty() {
             return Ok(false);
         }
@@ -335,7 +319,7 @@ impl Conn {
                 (p.consumed, p.done)
             }
         };
-        self.rpos += consumed;
+        self.input.consume(consumed);
         if done {
             self.discard = None;
         }
@@ -343,7 +327,7 @@ impl Conn {
     }
 
     fn respond(&mut self, ctx: &mut Ctx<'_>, req: Request) {
-        self.rpos += req.head_len;
+        self.input.consume(req.head_len);
         self.served += 1;
         let mut close = !req.keep_alive
             || self.close_after
@@ -358,7 +342,7 @@ impl Conn {
             BodyFraming::Length(_) => close = true,
             BodyFraming::Chunked => self.discard = Some(Discard::Chunked(ChunkedDecoder::new(), 0)),
         }
-        let reply = static_files::serve(&req, ctx.site);
+        let reply = static_files::serve(&req, ctx.site, ctx.now);
         if ctx.access.is_some() {
             self.log_start(ctx, Some(&req), reply.status);
         }
@@ -374,9 +358,9 @@ impl Conn {
         // body); otherwise what follows cannot be framed with confidence.
         let close = e.close || self.close_after || ctx.draining;
         if close {
-            self.rpos = self.rbuf.len();
+            self.input.clear();
         } else {
-            self.rpos += e.head_len;
+            self.input.consume(e.head_len);
             self.served += 1;
         }
         let reply = Reply::error(e.status);
@@ -435,7 +419,7 @@ impl Conn {
             }
             None => {
                 // The refused head's first line, as far as it goes, so attacks show in logs.
-                let raw = &self.rbuf[self.rpos..];
+                let raw = self.input.data();
                 let end = memchr::memchr2(b'\r', b'\n', raw)
                     .unwrap_or(raw.len())
                     .min(512);

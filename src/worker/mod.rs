@@ -2,6 +2,7 @@
 //! signalfd. See `conn.rs` for a connection's life.
 
 mod conn;
+mod inbuf;
 mod net;
 mod out;
 pub mod timers;
@@ -188,7 +189,7 @@ impl<'a> Worker<'a> {
             return;
         };
         let mut ctx = Ctx {
-            site: &self.site,
+            site: &mut self.site,
             limits: &self.config.limits,
             server_name: &self.config.server_name,
             date: &self.date,

@@ -6,6 +6,7 @@ use nix::sys::socket::{send, MsgFlags};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::rc::Rc;
 
 /// The largest sendfile call, so one fast client cannot monopolise the worker's loop.
 const SENDFILE_CHUNK: usize = 1 << 20;
@@ -29,7 +30,7 @@ pub enum Flush {
 pub struct Out {
     buf: Vec<u8>,
     pos: usize,
-    file: Option<File>,
+    file: Option<Rc<File>>,
     offset: u64,
     left: u64,
     parts: VecDeque<Part>,
@@ -61,6 +62,9 @@ impl Out {
         match body {
             Body::Empty => {}
             Body::Bytes(b) => self.buf.extend_from_slice(&b),
+            Body::Shared { bytes, offset, len } => {
+                self.buf.extend_from_slice(&bytes[offset..offset + len])
+            }
             Body::File { file, offset, len } => {
                 self.file = Some(file);
                 self.offset = offset;
@@ -114,7 +118,12 @@ impl Out {
                 };
                 let mut off = self.offset as i64;
                 let count = self.left.min(SENDFILE_CHUNK as u64) as usize;
-                match nix::sys::sendfile::sendfile(sock, file.as_fd(), Some(&mut off), count) {
+                match nix::sys::sendfile::sendfile(
+                    sock,
+                    file.as_ref().as_fd(),
+                    Some(&mut off),
+                    count,
+                ) {
                     // The file shrank under us: the client must see the truncation.
                     Ok(0) => return Err(Errno::EIO),
                     Ok(n) => {

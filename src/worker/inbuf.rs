@@ -1,0 +1,88 @@
+//! A connection's input buffer: allocated (zeroed) once, then read into in place, so a read
+//! never pays for clearing memory it is about to overwrite.
+
+use super::net::Stream;
+use std::io;
+
+/// First size of a connection's buffer; it grows by doubling when a head needs more.
+const INITIAL: usize = 16 * 1024;
+
+/// Unconsumed input bytes live in `buf[start..end]`.
+#[derive(Debug, Default)]
+pub struct InBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// What one read achieved.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Filled {
+    /// The peer closed its sending side.
+    Eof,
+    /// Bytes arrived; `drained` when the read came back short, which means the socket had no
+    /// more (an edge-triggered poll reports any later arrival as a new event).
+    Data { drained: bool },
+}
+
+impl InBuf {
+    /// The unconsumed bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// How many bytes are unconsumed.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether nothing is unconsumed.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Marks `n` bytes as consumed.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Drops everything unconsumed.
+    pub fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Reads once from `stream`, making room first (moving unconsumed bytes to the front, or
+    /// growing the buffer up to `max` bytes).
+    pub fn read_from(&mut self, stream: &mut Stream, max: usize) -> io::Result<Filled> {
+        if self.buf.is_empty() {
+            self.buf = vec![0; INITIAL.min(max.max(1024))];
+        }
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.buf.len() < max {
+                let new_len = (self.buf.len() * 2).min(max);
+                self.buf.resize(new_len, 0);
+            }
+        }
+        let room = &mut self.buf[self.end..];
+        if room.is_empty() {
+            // Full at the limit: the caller decides (431, or stop reading ahead).
+            return Ok(Filled::Data { drained: false });
+        }
+        let want = room.len();
+        let n = stream.read(room)?;
+        if n == 0 {
+            return Ok(Filled::Eof);
+        }
+        self.end += n;
+        Ok(Filled::Data { drained: n < want })
+    }
+}
