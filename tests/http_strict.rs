@@ -707,3 +707,106 @@ fn request_split_across_writes() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"file a\n");
 }
+
+#[test]
+fn pipelined_request_after_connection_close_is_not_answered() {
+    let s = server();
+    let mut c = s.connect();
+    let mut data = b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec();
+    data.extend_from_slice(&get("/b.txt"));
+    c.send(&data);
+    let r = c.response(false);
+    assert_eq!(r.body, b"file a\n");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(
+        c.try_response(false).is_none(),
+        "second request was answered"
+    );
+}
+
+/// A refused HTTP/1.0 keep-alive request that the server keeps open must say so, as every
+/// other HTTP/1.0 keep-alive response does; otherwise it must close.
+#[test]
+fn http10_keep_alive_refused_request_announces_connection() {
+    let s = server();
+    for bad in [
+        &b"GET /%zz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"[..],
+        b"GET /a.txt HTTP/1.0\r\nHost: a:x\r\nConnection: keep-alive\r\n\r\n",
+        b"GET /a.txt HTTP/1.0\r\nExpect: foo\r\nConnection: keep-alive\r\n\r\n",
+    ] {
+        let mut c = s.connect();
+        c.send(bad);
+        let r = c.response(false);
+        assert!(r.status == 400 || r.status == 417, "{}", r.status);
+        match r.header("connection") {
+            Some("keep-alive") => {
+                c.send(b"GET /a.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+                let r = c.response(false);
+                assert_eq!(r.status, 200);
+                assert_eq!(r.body, b"file a\n");
+            }
+            Some("close") => assert!(c.closed()),
+            other => panic!(
+                "{:?}: HTTP/1.0 keep-alive response has Connection: {other:?}, \
+                 neither keep-alive nor close",
+                String::from_utf8_lossy(bad)
+            ),
+        }
+    }
+}
+
+/// A refused HEAD request (parsed whole, so the connection stays open) must not carry a
+/// body: the client reads no body after a HEAD response, so the body's bytes would be taken
+/// for the start of the next response.
+#[test]
+fn refused_head_request_has_no_body() {
+    let s = server();
+    for bad in [
+        &b"HEAD /%zz HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"HEAD /a.txt HTTP/1.1\r\nHost: a:x\r\n\r\n",
+        b"HEAD /a.txt HTTP/1.1\r\n\r\n",
+        b"HEAD /a.txt HTTP/1.1\r\nHost: x\r\nExpect: foo\r\n\r\n",
+    ] {
+        let mut c = s.connect();
+        let mut data = bad.to_vec();
+        data.extend_from_slice(&get("/b.txt"));
+        c.send(&data);
+        let r = c.response(true);
+        assert!(r.status == 400 || r.status == 417, "{}", r.status);
+        if r.header("connection") == Some("close") {
+            // Closing is also fine: then nothing else may follow.
+            assert!(c.try_response(false).is_none_or(|r| r.body.is_empty()));
+            continue;
+        }
+        let next = c.try_response(false);
+        assert!(
+            next.as_ref()
+                .is_some_and(|n| n.status == 200 && n.body == b"file b, longer\n"),
+            "{:?}: the response after the refused HEAD does not parse (HEAD response \
+             carried a body?): {next:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
+/// limits.keepalive_requests bounds the requests on a connection; refused requests that keep
+/// the connection count too.
+#[test]
+fn keepalive_requests_limit_counts_refused_requests() {
+    let s = Server::start("workers = 1, limits = { keepalive_requests = 2 }", FILES);
+    let mut c = s.connect();
+    let bad = b"GET /a.txt HTTP/1.1\r\nHost: a:x\r\n\r\n";
+    c.send(bad);
+    let r = c.response(false);
+    assert_eq!(r.status, 400);
+    assert_ne!(r.header("connection"), Some("close"));
+    c.send(bad);
+    let r = c.response(false);
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.header("connection"),
+        Some("close"),
+        "second response on a connection limited to 2 requests must close it"
+    );
+    assert!(c.closed());
+}
