@@ -41,7 +41,7 @@ KEEP_TMP=${KEEP_TMP:-0}
 WORKERS=2
 KEEPALIVE_REQUESTS=1000
 MAX_CONNECTIONS=10000
-IDLE_TIMEOUT=30
+IDLE_TIMEOUT=5   # keep-alive idle seconds: luahttpd's default, lighttpd's default
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "compare.sh: error: $*"; exit 1; }
