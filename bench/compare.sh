@@ -215,6 +215,10 @@ events {
 http {
   access_log off;
   sendfile on;
+  # luahttpd keeps open files for a second and lighttpd has its stat cache;
+  # give nginx the same kind of cache.
+  open_file_cache max=1000 inactive=20s;
+  open_file_cache_valid 1s;
   keepalive_requests $KEEPALIVE_REQUESTS;
   keepalive_timeout ${IDLE_TIMEOUT}s;
   client_body_temp_path $dir/tmp/client_body;
