@@ -166,6 +166,12 @@ pub struct RequestError {
     /// When `close` is false: the length of the refused head in the input, to discard before
     /// reading the next request (such a request never has a body). 0 when `close` is true.
     pub head_len: usize,
+    /// Whether the refused request was HEAD, so the error response has no body (known only
+    /// when `close` is false; otherwise false).
+    pub head_method: bool,
+    /// The refused request's version when `close` is false (HTTP/1.1 otherwise), so that an
+    /// HTTP/1.0 keep-alive connection is told it stays open.
+    pub version: Version,
 }
 
 impl RequestError {
@@ -176,6 +182,8 @@ impl RequestError {
             close: true,
             reason,
             head_len: 0,
+            head_method: false,
+            version: Version::Http11,
         }
     }
 }
@@ -315,6 +323,8 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Request>, RequestErro
             close,
             reason,
             head_len: if close { 0 } else { head_len },
+            head_method: !close && method == Method::Head,
+            version: if close { Version::Http11 } else { version },
         }
     };
 

@@ -20,11 +20,17 @@ impl Readiness {
         Readiness { fd: None }
     }
 
+    /// The pipe's descriptor, which forked workers must close.
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.fd.as_ref().map(|f| f.as_raw_fd())
+    }
+
     /// Tells the launcher the server runs.
     pub fn ready(&mut self) {
         if let Some(fd) = self.fd.take() {
             let mut f = std::fs::File::from(fd);
-            let _ = f.write_all(b"OK");
+            let _ = f.write_all(b"OK\n");
         }
     }
 
@@ -32,7 +38,8 @@ impl Readiness {
     pub fn failed(&mut self, message: &str) {
         if let Some(fd) = self.fd.take() {
             let mut f = std::fs::File::from(fd);
-            let _ = f.write_all(message.as_bytes());
+            let line = format!("{}\n", message.replace('\n', " "));
+            let _ = f.write_all(line.as_bytes());
         }
     }
 }
@@ -45,8 +52,9 @@ pub fn detach() -> Result<Readiness, String> {
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Parent { .. } => {
             drop(wr);
-            let mut msg = String::new();
-            let _ = std::fs::File::from(rd).read_to_string(&mut msg);
+            // One line answers; workers forked meanwhile may hold the write end open, so
+            // waiting for end-of-file could wait for ever.
+            let mut msg = read_line(std::fs::File::from(rd));
             if msg == "OK" {
                 std::process::exit(0);
             }
@@ -69,6 +77,18 @@ pub fn detach() -> Result<Readiness, String> {
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
     redirect_stdio().map_err(|e| format!("/dev/null: {e}"))?;
     Ok(Readiness { fd: Some(wr) })
+}
+
+fn read_line(mut f: std::fs::File) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while let Ok(1) = f.read(&mut byte) {
+        if byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).into_owned()
 }
 
 fn redirect_stdio() -> std::io::Result<()> {

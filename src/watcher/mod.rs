@@ -22,7 +22,7 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use pidfile::PidFile;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 const SIGNAL: Token = Token(0);
@@ -67,6 +67,8 @@ struct Watcher {
     slots: Vec<WorkerSlot>,
     phase: Phase,
     pid_file: Option<PidFile>,
+    /// The daemon's readiness pipe, open while start-up runs; workers close their copy.
+    readiness_fd: Option<RawFd>,
 }
 
 /// Runs the server described by `loaded` until it is stopped; returns the exit code.
@@ -82,7 +84,7 @@ pub fn serve(loaded: Loaded, opts: RunOptions) -> i32 {
     } else {
         Readiness::none()
     };
-    let mut watcher = match Watcher::start(loaded) {
+    let mut watcher = match Watcher::start(loaded, readiness.raw_fd()) {
         Ok(w) => w,
         Err(e) => {
             tracing::error!("{e}");
@@ -92,13 +94,15 @@ pub fn serve(loaded: Loaded, opts: RunOptions) -> i32 {
         }
     };
     readiness.ready();
+    // Closed now: respawned workers must not close whatever reuses the number.
+    watcher.readiness_fd = None;
     let code = watcher.run();
     watcher.cleanup();
     code
 }
 
 impl Watcher {
-    fn start(loaded: Loaded) -> Result<Watcher, String> {
+    fn start(loaded: Loaded, readiness_fd: Option<RawFd>) -> Result<Watcher, String> {
         let config = &loaded.config;
         let signals = signals::install().map_err(|e| format!("signals: {e}"))?;
         let error_log = ErrorLog::open(&config.error_log).map_err(|e| format!("error log: {e}"))?;
@@ -140,6 +144,7 @@ impl Watcher {
             slots,
             phase: Phase::Running,
             pid_file,
+            readiness_fd,
         };
         for b in &w.bound {
             tracing::info!("listening on {}", b.bound_addr());
@@ -195,6 +200,9 @@ impl Watcher {
         // The watcher's epoll and signalfd are of no use here.
         let _ = nix::unistd::close(self.poll.as_raw_fd());
         let _ = nix::unistd::close(self.signals.as_raw_fd());
+        if let Some(fd) = self.readiness_fd {
+            let _ = nix::unistd::close(fd);
+        }
         let bound = std::mem::take(&mut self.bound);
         let listeners = match bound.into_iter().map(Bound::into_listener).collect() {
             Ok(l) => l,

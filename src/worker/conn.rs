@@ -356,15 +356,16 @@ impl Conn {
         }
         // A refused head keeps the connection only when the parser could frame it whole (no
         // body); otherwise what follows cannot be framed with confidence.
-        let close = e.close || self.close_after || ctx.draining;
+        let mut close = e.close || self.close_after || ctx.draining;
         if close {
             self.input.clear();
         } else {
             self.input.consume(e.head_len);
             self.served += 1;
+            close = self.served >= ctx.limits.keepalive_requests;
         }
         let reply = Reply::error(e.status);
-        self.send_reply(ctx, false, Version::Http11, reply, close);
+        self.send_reply(ctx, e.head_method, e.version, reply, close);
     }
 
     fn send_reply(

@@ -1,0 +1,248 @@
+//! The process model: respawn, graceful and immediate stops, log reopening, timeouts.
+
+mod common;
+
+use common::{Client, Server};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+fn alive(pid: i32) -> bool {
+    // A zombie still has /proc/PID; read its state.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.contains(") Z "),
+        Err(_) => false,
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn killed_worker_is_respawned_and_requests_keep_succeeding() {
+    let s = Server::start("workers = 2", &[("a.txt", b"hello")]);
+    let before = s.worker_pids();
+    assert_eq!(before.len(), 2, "two workers: {before:?}");
+    std::process::Command::new("kill")
+        .args(["-9", &before[0].to_string()])
+        .status()
+        .unwrap();
+    wait_for("a new worker", Duration::from_secs(5), || {
+        let now = s.worker_pids();
+        now.len() == 2 && !now.contains(&before[0])
+    });
+    for _ in 0..50 {
+        let r = s.get("/a.txt");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"hello");
+    }
+    assert!(s.log_text().contains("was killed by SIGKILL"), "{}", s.log_text());
+}
+
+#[test]
+fn sigint_lets_a_slow_download_finish_byte_exact_then_exits() {
+    let data: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut s = Server::start("workers = 1", &[("big.bin", &data)]);
+    let mut c = s.connect();
+    c.send(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    // Read the head and a little of the body, then stop the server mid-download.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while got.len() < 256 * 1024 {
+        let n = c.stream.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    s.signal(2);
+    // A new connection is refused or closed once the listeners are gone.
+    std::thread::sleep(Duration::from_millis(200));
+    // Keep reading slowly until the server closes.
+    loop {
+        let n = c.stream.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let head_end = common::find(&got, b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&got[..head_end]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("Connection: close") || head.contains("Content-Length"));
+    assert_eq!(got.len() - head_end, data.len(), "whole body received");
+    assert!(got[head_end..] == data[..], "body is byte-exact");
+    let st = s.wait_exit(Duration::from_secs(10)).expect("server exits after the drain");
+    assert!(st.success(), "{st:?}");
+}
+
+#[test]
+fn graceful_stop_closes_idle_keepalive_connections_and_refuses_new_ones() {
+    let mut s = Server::start("workers = 1", &[("a.txt", b"a")]);
+    let mut idle = s.connect();
+    idle.send(b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(idle.response(false).status, 200);
+    let addr = s.addr.clone();
+    s.signal(3); // SIGQUIT
+    assert!(idle.closed(), "idle keep-alive connection is closed");
+    let st = s.wait_exit(Duration::from_secs(5)).expect("exits");
+    assert!(st.success());
+    assert!(std::net::TcpStream::connect(&addr).is_err(), "nothing listens any more");
+}
+
+#[test]
+fn second_sigint_stops_at_once() {
+    let data = vec![b'x'; 8 * 1024 * 1024];
+    let mut s = Server::start("workers = 1, timeouts = { graceful = 30 }", &[("big", &data)]);
+    let mut c = s.connect();
+    c.send(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut buf = [0u8; 1024];
+    c.stream.read(&mut buf).unwrap();
+    // The client stops reading: the download cannot finish by itself.
+    s.signal(2);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(s.child.try_wait().unwrap().is_none(), "still draining");
+    s.signal(2);
+    let st = s.wait_exit(Duration::from_secs(5)).expect("second SIGINT stops it");
+    assert!(st.success());
+}
+
+#[test]
+fn sigterm_stops_at_once_and_workers_die_with_the_watcher() {
+    let mut s = Server::start("workers = 2", &[]);
+    let workers = s.worker_pids();
+    s.signal(15);
+    s.wait_exit(Duration::from_secs(5)).expect("exits");
+    wait_for("workers gone", Duration::from_secs(5), || {
+        workers.iter().all(|&p| !alive(p))
+    });
+
+    let s = Server::start("workers = 2", &[]);
+    let workers = s.worker_pids();
+    std::process::Command::new("kill")
+        .args(["-9", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    wait_for("orphaned workers exit", Duration::from_secs(5), || {
+        workers.iter().all(|&p| !alive(p))
+    });
+}
+
+#[test]
+fn sighup_reopens_the_access_log_after_a_rename() {
+    let s = Server::start(r#"workers = 2, access_log = "access.log""#, &[("a", b"a")]);
+    let log = s.dir.path().join("access.log");
+    assert_eq!(s.get("/a?first").status, 200);
+    wait_for("first line", Duration::from_secs(3), || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("/a?first")
+    });
+    let rotated = s.dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    s.signal(1);
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..4 {
+        assert_eq!(s.get("/a?second").status, 200);
+    }
+    wait_for("second line in the new file", Duration::from_secs(3), || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("/a?second")
+    });
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("/a?first") && !old.contains("/a?second"), "{old}");
+}
+
+#[test]
+fn slowloris_is_cut_off_while_others_are_served() {
+    let s = Server::start("workers = 1, timeouts = { read_idle = 1 }", &[("a", b"a")]);
+    let mut slow = s.connect();
+    slow.send(b"GET /a HTTP/1.1\r\n");
+    let start = Instant::now();
+    // Trickle header bytes: the whole head must still arrive within read_idle.
+    let mut cut = false;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(100));
+        if slow.stream.write_all(b"X-a: b\r\n").is_err() {
+            cut = true;
+            break;
+        }
+        assert_eq!(s.get("/a").status, 200, "others are served meanwhile");
+        let mut b = [0u8; 1];
+        slow.stream.set_nonblocking(true).unwrap();
+        let r = slow.stream.read(&mut b);
+        slow.stream.set_nonblocking(false).unwrap();
+        if matches!(r, Ok(0)) || matches!(&r, Err(e) if e.kind() != std::io::ErrorKind::WouldBlock) {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "slow client was not cut off");
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(2500), "cut off after {took:?}");
+}
+
+#[test]
+fn idle_keepalive_connection_is_closed_after_keepalive_idle() {
+    let s = Server::start("workers = 1, timeouts = { keepalive_idle = 1 }", &[("a", b"a")]);
+    let mut c = s.connect();
+    c.send(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.response(false).status, 200);
+    let start = Instant::now();
+    assert!(c.closed());
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(700) && took < Duration::from_secs(3), "{took:?}");
+}
+
+#[test]
+fn client_that_stops_reading_is_cut_off_after_write_idle() {
+    let data = vec![b'y'; 32 * 1024 * 1024];
+    let s = Server::start("workers = 1, timeouts = { write_idle = 1 }", &[("big", &data)]);
+    let mut c = s.connect();
+    c.send(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(2500));
+    // Now read everything the kernel buffered: the server must have given up.
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    c.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    loop {
+        match c.stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+    }
+    assert!(total < data.len(), "the stalled download was cut off ({total} bytes)");
+    assert_eq!(s.get("/big").status, 200, "the worker still serves");
+}
+
+#[test]
+fn at_the_connection_limit_new_clients_wait_for_a_free_slot() {
+    let s = Server::start(
+        "workers = 1, limits = { connections = 2 }, timeouts = { keepalive_idle = 30 }",
+        &[("a", b"a")],
+    );
+    let mut a = s.connect();
+    let mut b = s.connect();
+    for c in [&mut a, &mut b] {
+        c.send(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(c.response(false).status, 200);
+    }
+    // The third connects (kernel backlog) but is not served while both slots are held.
+    let mut third = Client::connect(&s.addr);
+    third.send(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n");
+    third
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(third.stream.read(&mut buf).is_err(), "served beyond the limit");
+    drop(a);
+    third
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(third.response(false).status, 200);
+}
