@@ -64,7 +64,7 @@ fn open_append(path: &Path) -> io::Result<OwnedFd> {
         OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_CLOEXEC,
         Mode::from_bits_truncate(0o644),
     )
-    .map_err(|e| io::Error::new(io::ErrorKind::Other, format!("{}: {e}", path.display())))?;
+    .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
     // SAFETY: open just returned this descriptor and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

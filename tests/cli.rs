@@ -19,7 +19,10 @@ fn run(args: &[&str]) -> (i32, String, String) {
 fn test_flag_accepts_a_good_config() {
     let dir = TempDir::new("cli");
     std::fs::create_dir_all(dir.path().join("www")).unwrap();
-    let conf = dir.write("site.lua", b"server { listen = '127.0.0.1:8080', root = 'www' }\n");
+    let conf = dir.write(
+        "site.lua",
+        b"server { listen = '127.0.0.1:8080', root = 'www' }\n",
+    );
     let (code, out, err) = run(&["-t", "-c", conf.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "Syntax OK");
@@ -36,9 +39,15 @@ fn test_flag_reports_every_problem_with_file_and_line() {
     assert_eq!(code, 1);
     assert!(!out.contains("Syntax OK"));
     let name = conf.to_str().unwrap();
-    for (line, what) in [(2, "nonsense"), (3, "workers"), (4, "missing"), (5, "did you mean 'workers'")] {
+    for (line, what) in [
+        (2, "nonsense"),
+        (3, "workers"),
+        (4, "missing"),
+        (5, "did you mean 'workers'"),
+    ] {
         assert!(
-            err.lines().any(|l| l.starts_with(&format!("{name}:{line}:")) && l.contains(what)),
+            err.lines()
+                .any(|l| l.starts_with(&format!("{name}:{line}:")) && l.contains(what)),
             "no {name}:{line}: … {what} in:\n{err}"
         );
     }
@@ -64,7 +73,10 @@ fn missing_config_file_is_an_error() {
 fn print_flag_prints_a_config_that_checks_again() {
     let dir = TempDir::new("cli");
     std::fs::create_dir_all(dir.path().join("www")).unwrap();
-    let conf = dir.write("site.lua", b"server { listen = '127.0.0.1:8080', root = 'www', workers = 3 }\n");
+    let conf = dir.write(
+        "site.lua",
+        b"server { listen = '127.0.0.1:8080', root = 'www', workers = 3 }\n",
+    );
     let (code, out, err) = run(&["-p", "-c", conf.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("workers = 3"), "{out}");
@@ -129,7 +141,10 @@ fn daemon_starts_writes_its_pid_file_and_stops_cleanly() {
     // The daemon is not our child and has its own session.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     assert!(stat.contains("luahttpd"), "{stat}");
-    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while pid_path.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(25));
@@ -146,11 +161,15 @@ fn daemon_that_cannot_start_says_why_and_exits_nonzero() {
     std::fs::create_dir_all(dir.path().join("www")).unwrap();
     let conf = dir.write(
         "site.lua",
-        format!("server {{ listen = '127.0.0.1:{port}', root = 'www', daemon = true }}\n").as_bytes(),
+        format!("server {{ listen = '127.0.0.1:{port}', root = 'www', daemon = true }}\n")
+            .as_bytes(),
     );
     let (code, _, err) = run(&["-c", conf.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(err.contains(&port.to_string()) && err.contains("in use"), "{err}");
+    assert!(
+        err.contains(&port.to_string()) && err.contains("in use"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -181,11 +200,15 @@ fn unix_socket_listener_serves_and_is_removed_on_exit() {
     );
     let mut s = Server::start_config(dir, &config);
     let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    c.write_all(b"GET /u.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    c.write_all(b"GET /u.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut out = Vec::new();
     c.read_to_end(&mut out).unwrap();
     let text = String::from_utf8_lossy(&out);
-    assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("over unix"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("over unix"),
+        "{text}"
+    );
     s.signal(15);
     s.wait_exit(Duration::from_secs(5)).expect("exit");
     assert!(!sock.exists(), "socket file removed");

@@ -20,12 +20,8 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!(
-            "luahttpd-it-{}-{}-{}",
-            tag,
-            std::process::id(),
-            n
-        ));
+        let p =
+            std::env::temp_dir().join(format!("luahttpd-it-{}-{}-{}", tag, std::process::id(), n));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).expect("create temp dir");
         TempDir(p)
@@ -126,7 +122,9 @@ impl Server {
         while Instant::now() < deadline {
             if let Ok(mut c) = TcpStream::connect(&self.addr) {
                 let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-                if c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_ok() {
+                if c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .is_ok()
+                {
                     let mut buf = [0u8; 16];
                     if matches!(c.read(&mut buf), Ok(n) if n > 0) {
                         return;
@@ -207,7 +205,9 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -249,8 +249,12 @@ impl Client {
 
     /// Reads one response; `head_request` = the request was HEAD (no body follows).
     pub fn response(&mut self, head_request: bool) -> Response {
-        self.try_response(head_request)
-            .unwrap_or_else(|| panic!("no complete response; got {:?}", String::from_utf8_lossy(&self.buf)))
+        self.try_response(head_request).unwrap_or_else(|| {
+            panic!(
+                "no complete response; got {:?}",
+                String::from_utf8_lossy(&self.buf)
+            )
+        })
     }
 
     pub fn try_response(&mut self, head_request: bool) -> Option<Response> {
