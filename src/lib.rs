@@ -4,6 +4,7 @@
 //! can be unit-tested. ARCHITECTURE.md maps the modules.
 
 pub mod config;
+pub mod fastcgi;
 pub mod http;
 pub mod log;
 pub mod reply;

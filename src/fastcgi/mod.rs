@@ -1,0 +1,7 @@
+//! FastCGI: the record codec, CGI params, the CGI response head, spawning backends the
+//! lighttpd way, and the worker-side client.
+
+pub mod cgi_head;
+pub mod params;
+pub mod record;
+pub mod spawn;
