@@ -95,6 +95,10 @@ pub struct Conn {
     out: Out,
     served: u64,
     close_after: bool,
+    /// Whether the client may still send input we will not read (an unread body, a refused
+    /// head): closing must then drain first, or the kernel resets the connection and the client
+    /// may lose the end of the response.
+    linger: bool,
     /// The connection's timeout.
     pub timer: Slot,
     /// The access log line of the response in flight: text before the byte count, and after.
@@ -117,6 +121,7 @@ impl Conn {
             out: Out::default(),
             served: 0,
             close_after: false,
+            linger: false,
             timer: Slot::new(now),
             log_line: Vec::new(),
             log_split: 0,
@@ -179,6 +184,9 @@ impl Conn {
                     self.log_done(ctx);
                     progress = true;
                     if self.close_after || ctx.draining {
+                        if !self.linger && self.input.is_empty() {
+                            return Verdict::Close;
+                        }
                         self.state = State::Linger;
                         self.stream.shutdown_write();
                         ctx.timers
@@ -236,12 +244,14 @@ impl Conn {
                                     // response, then close.
                                     self.discard = None;
                                     self.close_after = true;
+                                    self.linger = true;
                                     progress = true;
                                 }
                             }
                             Err(()) => {
                                 self.discard = None;
                                 self.close_after = true;
+                                self.linger = true;
                                 progress = true;
                             }
                         }
@@ -337,9 +347,15 @@ impl Conn {
             BodyFraming::None => {}
             // After a final response to `Expect: 100-continue` the client may or may not send
             // the body; only closing keeps the framing of what follows certain.
-            _ if req.expect_continue => close = true,
+            _ if req.expect_continue => {
+                close = true;
+                self.linger = true;
+            }
             BodyFraming::Length(n) if n <= DISCARD_MAX => self.discard = Some(Discard::Length(n)),
-            BodyFraming::Length(_) => close = true,
+            BodyFraming::Length(_) => {
+                close = true;
+                self.linger = true;
+            }
             BodyFraming::Chunked => self.discard = Some(Discard::Chunked(ChunkedDecoder::new(), 0)),
         }
         let reply = static_files::serve(&req, ctx.site, ctx.now);
@@ -359,6 +375,7 @@ impl Conn {
         let mut close = e.close || self.close_after || ctx.draining;
         if close {
             self.input.clear();
+            self.linger = true;
         } else {
             self.input.consume(e.head_len);
             self.served += 1;

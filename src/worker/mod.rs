@@ -206,9 +206,8 @@ impl<'a> Worker<'a> {
     }
 
     fn close(&mut self, key: usize) {
-        let mut conn = self.conns.remove(key);
-        conn.stream_mut().deregister(self.poll.registry());
-        drop(conn);
+        // Closing the socket removes it from the epoll set; no deregister call needed.
+        drop(self.conns.remove(key));
         if self.accepting == Accepting::Full {
             self.resume_accepting();
         }
