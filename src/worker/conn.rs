@@ -173,7 +173,7 @@ impl Conn {
                     Ok(Flush::Blocked) => {
                         self.writable = false;
                         ctx.timers
-                            .arm(&mut self.timer, Kind::Write, ctx.token, ctx.now);
+                            .arm(&mut self.timer, Kind::WRITE, ctx.token, ctx.now);
                     }
                     Err(_) => return Verdict::Close,
                 }
@@ -190,19 +190,19 @@ impl Conn {
                         self.state = State::Linger;
                         self.stream.shutdown_write();
                         ctx.timers
-                            .arm(&mut self.timer, Kind::Linger, ctx.token, ctx.now);
+                            .arm(&mut self.timer, Kind::LINGER, ctx.token, ctx.now);
                     } else {
                         self.state = State::Head;
                         let kind = if !self.input.is_empty() {
-                            Kind::Read
+                            Kind::READ
                         } else {
-                            Kind::KeepAlive
+                            Kind::KEEPALIVE
                         };
                         ctx.timers.arm(&mut self.timer, kind, ctx.token, ctx.now);
                     }
                 } else {
                     ctx.timers
-                        .arm_once(&mut self.timer, Kind::Read, ctx.token, ctx.now);
+                        .arm_once(&mut self.timer, Kind::READ, ctx.token, ctx.now);
                 }
             }
 
@@ -218,7 +218,7 @@ impl Conn {
                         progress = true;
                         if self.discard.is_some() {
                             ctx.timers
-                                .arm(&mut self.timer, Kind::Read, ctx.token, ctx.now);
+                                .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.readable = false,
@@ -270,7 +270,7 @@ impl Conn {
                                 }
                                 ctx.timers.arm_once(
                                     &mut self.timer,
-                                    Kind::Read,
+                                    Kind::READ,
                                     ctx.token,
                                     ctx.now,
                                 );

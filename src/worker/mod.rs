@@ -109,12 +109,18 @@ impl<'a> Worker<'a> {
             l.register(poll.registry(), Token(LISTENER_BASE + i))?;
         }
         let t = &setup.config.timeouts;
+        let backend_timeouts: Vec<_> = setup
+            .config
+            .fastcgi
+            .iter()
+            .map(|d| (d.connect_timeout, d.read_timeout))
+            .collect();
         Ok(Worker {
             config: setup.config,
             poll,
             listeners,
             conns: Slab::with_capacity(1024),
-            timers: Timers::new(t.read_idle, t.write_idle, t.keepalive_idle, LINGER),
+            timers: Timers::new(t.read_idle, t.write_idle, t.keepalive_idle, LINGER, &backend_timeouts),
             date: DateCache::new(),
             site: setup.site,
             error_log: setup.error_log,

@@ -113,14 +113,6 @@ impl Stream {
             Stream::Unix(s) => s.register(registry, token, interest),
         }
     }
-
-    /// Deregisters before close.
-    pub fn deregister(&mut self, registry: &Registry) {
-        let _ = match self {
-            Stream::Tcp(s) => registry.deregister(s),
-            Stream::Unix(s) => registry.deregister(s),
-        };
-    }
 }
 
 impl AsRawFd for Stream {

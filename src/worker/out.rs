@@ -36,7 +36,8 @@ pub struct Out {
     parts: VecDeque<Part>,
     /// Body bytes sent for the current response (for the access log).
     pub body_sent: u64,
-    head_len: usize,
+    /// Head bytes at the front of `buf[pos..]` not yet sent (not counted as body).
+    head_left: usize,
 }
 
 impl Out {
@@ -45,10 +46,14 @@ impl Out {
         self.pos < self.buf.len() || self.left > 0 || !self.parts.is_empty()
     }
 
-    /// The head buffer to write a new response head into (cleared).
+    /// The head buffer to write a new response head into (cleared, unless an interim response
+    /// is still queued in front of it).
     pub fn start(&mut self) -> &mut Vec<u8> {
-        self.buf.clear();
-        self.pos = 0;
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+            self.head_left = 0;
+        }
         self.file = None;
         self.left = 0;
         self.parts.clear();
@@ -56,9 +61,38 @@ impl Out {
         &mut self.buf
     }
 
+    /// Bytes queued in memory and not yet sent.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Queues head bytes (a head written with `start` is counted by `set_body`; this is for
+    /// an interim `100 Continue` or a head that follows one).
+    pub fn push_head(&mut self, bytes: &[u8]) {
+        self.compact();
+        self.buf.extend_from_slice(bytes);
+        self.head_left += bytes.len();
+    }
+
+    /// Queues streamed body bytes.
+    pub fn push_body(&mut self, bytes: &[u8]) {
+        self.compact();
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn compact(&mut self) {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos >= 64 * 1024 && self.pos * 2 >= self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+    }
+
     /// Queues `body` after the head written since `start`.
     pub fn set_body(&mut self, body: Body) {
-        self.head_len = self.buf.len();
+        self.head_left = self.buf.len() - self.pos;
         match body {
             Body::Empty => {}
             Body::Bytes(b) => self.buf.extend_from_slice(&b),
@@ -102,11 +136,10 @@ impl Out {
                 };
                 match send(sock.as_raw_fd(), &self.buf[self.pos..], flags) {
                     Ok(n) => {
-                        let body_start = self.head_len.max(self.pos);
                         self.pos += n;
-                        if self.pos > body_start {
-                            self.body_sent += (self.pos - body_start) as u64;
-                        }
+                        let head = n.min(self.head_left);
+                        self.head_left -= head;
+                        self.body_sent += (n - head) as u64;
                     }
                     Err(Errno::EAGAIN) => return Ok(Flush::Blocked),
                     Err(Errno::EINTR) => {}
@@ -140,7 +173,7 @@ impl Out {
                     Part::Bytes(b) => {
                         self.buf = b;
                         self.pos = 0;
-                        self.head_len = 0;
+                        self.head_left = 0;
                     }
                     Part::Range { offset, len } => {
                         self.offset = offset;

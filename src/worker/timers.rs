@@ -11,20 +11,32 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// The kinds of timeout, each with its own queue.
+/// A kind of timeout, each with its own queue and duration: the four fixed kinds, then two per
+/// FastCGI backend (connect and read), whose durations the config sets per backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Receiving a request head (from its first wait) or body bytes.
-    Read = 0,
-    /// A response that makes no progress because the client does not read.
-    Write = 1,
-    /// An idle keep-alive connection.
-    KeepAlive = 2,
-    /// A closing connection whose unread input is drained before the final close.
-    Linger = 3,
-}
+pub struct Kind(usize);
 
-const KINDS: usize = 4;
+impl Kind {
+    /// Receiving a request head (from its first wait) or body bytes.
+    pub const READ: Kind = Kind(0);
+    /// A response that makes no progress because the client does not read.
+    pub const WRITE: Kind = Kind(1);
+    /// An idle keep-alive connection.
+    pub const KEEPALIVE: Kind = Kind(2);
+    /// A closing connection whose unread input is drained before the final close.
+    pub const LINGER: Kind = Kind(3);
+    const FIXED: usize = 4;
+
+    /// Connecting to FastCGI backend `b` (its index in the config).
+    pub fn backend_connect(b: usize) -> Kind {
+        Kind(Self::FIXED + 2 * b)
+    }
+
+    /// Waiting for bytes from FastCGI backend `b`.
+    pub fn backend_read(b: usize) -> Kind {
+        Kind(Self::FIXED + 2 * b + 1)
+    }
+}
 
 /// A connection's handle on its current timeout.
 #[derive(Debug, Clone, Copy)]
@@ -60,19 +72,33 @@ struct Entry {
 /// The timer queues of one worker.
 #[derive(Debug)]
 pub struct Timers {
-    queues: [VecDeque<Entry>; KINDS],
-    durations: [Duration; KINDS],
-    granularity: [Duration; KINDS],
+    queues: Vec<VecDeque<Entry>>,
+    durations: Vec<Duration>,
+    granularity: Vec<Duration>,
     next_gen: u64,
 }
 
 impl Timers {
-    /// Queues for the given durations (read, write, keep-alive, linger).
-    pub fn new(read: Duration, write: Duration, keepalive: Duration, linger: Duration) -> Timers {
-        let durations = [read, write, keepalive, linger];
-        let granularity = durations.map(|d| (d / 8).min(Duration::from_secs(1)));
+    /// Queues for the given durations (read, write, keep-alive, linger), and the connect and
+    /// read timeouts of each backend in config order.
+    pub fn new(
+        read: Duration,
+        write: Duration,
+        keepalive: Duration,
+        linger: Duration,
+        backends: &[(Duration, Duration)],
+    ) -> Timers {
+        let mut durations = vec![read, write, keepalive, linger];
+        for (connect, read) in backends {
+            durations.push(*connect);
+            durations.push(*read);
+        }
+        let granularity = durations
+            .iter()
+            .map(|d| (*d / 8).min(Duration::from_secs(1)))
+            .collect();
         Timers {
-            queues: Default::default(),
+            queues: vec![VecDeque::new(); durations.len()],
             durations,
             granularity,
             next_gen: 1,
@@ -81,7 +107,7 @@ impl Timers {
 
     /// Arms `kind` for the connection at `token`, replacing whatever it had armed.
     pub fn arm(&mut self, slot: &mut Slot, kind: Kind, token: usize, now: Instant) {
-        let k = kind as usize;
+        let k = kind.0;
         let deadline = now + self.durations[k];
         if slot.kind == Some(kind) && deadline < slot.queued + self.granularity[k] {
             return;
@@ -150,7 +176,7 @@ mod tests {
 
     fn timers() -> Timers {
         let s = Duration::from_secs(1);
-        Timers::new(s * 8, s * 16, s * 4, s * 2)
+        Timers::new(s * 8, s * 16, s * 4, s * 2, &[])
     }
 
     #[test]
@@ -159,10 +185,10 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Slot::new(t0);
         let mut b = Slot::new(t0);
-        t.arm(&mut a, Kind::Read, 1, t0);
-        t.arm(&mut b, Kind::Read, 2, t0 + Duration::from_secs(1));
+        t.arm(&mut a, Kind::READ, 1, t0);
+        t.arm(&mut b, Kind::READ, 2, t0 + Duration::from_secs(1));
         // Re-armed far enough later: a new entry, the old one goes stale.
-        t.arm(&mut a, Kind::Read, 1, t0 + Duration::from_secs(3));
+        t.arm(&mut a, Kind::READ, 1, t0 + Duration::from_secs(3));
         assert_eq!(t.next_deadline(), Some(t0 + Duration::from_secs(8)));
         let (tok, gen) = t.pop_expired(t0 + Duration::from_secs(8)).unwrap();
         assert_eq!(tok, 1);
@@ -181,11 +207,11 @@ mod tests {
         let mut t = timers();
         let t0 = Instant::now();
         let mut a = Slot::new(t0);
-        t.arm(&mut a, Kind::Write, 1, t0);
-        t.arm(&mut a, Kind::Write, 1, t0 + Duration::from_millis(500));
-        assert_eq!(t.queues[Kind::Write as usize].len(), 1);
-        t.arm(&mut a, Kind::Write, 1, t0 + Duration::from_millis(1500));
-        assert_eq!(t.queues[Kind::Write as usize].len(), 2);
+        t.arm(&mut a, Kind::WRITE, 1, t0);
+        t.arm(&mut a, Kind::WRITE, 1, t0 + Duration::from_millis(500));
+        assert_eq!(t.queues[Kind::WRITE.0].len(), 1);
+        t.arm(&mut a, Kind::WRITE, 1, t0 + Duration::from_millis(1500));
+        assert_eq!(t.queues[Kind::WRITE.0].len(), 2);
     }
 
     #[test]
@@ -193,8 +219,8 @@ mod tests {
         let mut t = timers();
         let t0 = Instant::now();
         let mut a = Slot::new(t0);
-        t.arm(&mut a, Kind::KeepAlive, 1, t0);
-        t.arm(&mut a, Kind::Read, 1, t0);
+        t.arm(&mut a, Kind::KEEPALIVE, 1, t0);
+        t.arm(&mut a, Kind::READ, 1, t0);
         let (_, gen) = t.pop_expired(t0 + Duration::from_secs(4)).unwrap();
         assert!(!a.is(gen));
         t.disarm(&mut a);
