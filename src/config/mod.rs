@@ -160,3 +160,13 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
 pub fn load_default() -> Result<Loaded, ConfigErrors> {
     lua_api::load_source(DEFAULT_CONFIG, Path::new(DEFAULT_CONFIG_NAME))
 }
+
+/// A config from Lua source evaluated relative to the current directory (for unit tests of
+/// other modules).
+#[cfg(test)]
+pub fn load_source_for_tests(src: &str) -> Config {
+    match lua_api::load_source(src, Path::new("test.lua")) {
+        Ok(l) => l.config,
+        Err(e) => panic!("{e}"),
+    }
+}

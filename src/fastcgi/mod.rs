@@ -3,5 +3,7 @@
 
 pub mod cgi_head;
 pub mod params;
+pub mod pool;
 pub mod record;
+pub mod rules;
 pub mod spawn;

@@ -3,7 +3,7 @@
 
 mod conn;
 mod inbuf;
-mod net;
+pub mod net;
 mod out;
 pub mod timers;
 
