@@ -189,7 +189,7 @@ mod tests {
         // Mixed line ends.
         let h = ok(b"A: 1\r\nB: 2\n\r\n");
         assert_eq!(hdrs(&h), "A: 1\r\nB: 2\r\n");
-        assert_eq!(h.head_len, 14);
+        assert_eq!(h.head_len, 13);
     }
 
     #[test]
