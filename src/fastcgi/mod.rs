@@ -5,3 +5,6 @@ pub mod cgi_head;
 pub mod params;
 pub mod record;
 pub mod spawn;
+pub mod spawn_backends;
+#[cfg(test)]
+mod spawn_tests;
