@@ -417,11 +417,12 @@ fn child_exec(plan: &ChildPlan) -> ! {
             libc::_exit(127)
         }
     };
-    // SAFETY (whole block): every call is a plain system call wrapper listed as
-    // async-signal-safe (sigaction, sigprocmask, prctl, getppid, dup2, close, syscall(2) for
-    // close_range, execve, _exit); the pointers passed point at this frame's locals or at the
-    // NULL-terminated arrays of the ExecImage, which the parent built before fork and which
-    // stay valid in the child's copy of the address space.
+    // SAFETY (whole block): every call is a system call, raw through syscall(2)
+    // (rt_sigaction, rt_sigprocmask, close_range) or through a wrapper POSIX lists as
+    // async-signal-safe (prctl, getppid, dup2, close, execve, write, _exit); nothing allocates
+    // or locks. The pointers passed point at this frame's locals, sized for what the kernel
+    // reads, or at the NULL-terminated arrays of the ExecImage, which the parent built before
+    // fork and which stay valid in the child's copy of the address space.
     unsafe {
         // Default dispositions for every signal: a signal ignored here would stay ignored
         // after exec (the watcher ignores SIGPIPE; whoever started us may ignore others).

@@ -6,6 +6,19 @@
 //! workers' rule: a process that lived longer than `CRASH_WINDOW` is replaced at once (php-cgi
 //! exits on purpose after PHP_FCGI_MAX_REQUESTS), one that dies sooner is replaced after an
 //! exponential back-off from 100 ms up to `MAX_BACKOFF`.
+//!
+//! Wiring into the watcher (src/watcher/mod.rs):
+//! - `Backends::start(&config.fastcgi)` after `signals::install()` and the listeners, before
+//!   the first worker is forked: backends are up before a request can need them, and workers
+//!   inherit no backend descriptor (the parent keeps none). An `Err` is a start-up failure.
+//! - In `reap()`, for every pid that is not a worker: `backends.on_exit(pid, &status, now)`.
+//!   (Exec failures are reaped inside `spawn_proc`, so the watcher never sees those pids.)
+//! - `next_wakeup()` also considers `backends.next_respawn()`; the loop calls
+//!   `backends.respawn_due(now)` in every phase, draining included: in-flight PHP requests
+//!   still need php-cgi replaced when it exits after PHP_FCGI_MAX_REQUESTS.
+//! - Graceful stop: stop the backends only once the workers are gone (`stop()`, then wait for
+//!   `live() == 0` with a deadline, then `signal(SIGKILL)`); immediate stop: `stop()` along
+//!   with the workers. At exit: `cleanup()`.
 
 use super::spawn::{describe, proc_addrs, spawn_proc, SpawnOutcome};
 use crate::config::{FastcgiDef, ListenAddr};
