@@ -7,3 +7,6 @@ pub mod pool;
 pub mod record;
 pub mod rules;
 pub mod spawn;
+pub mod spawn_backends;
+#[cfg(test)]
+mod spawn_tests;

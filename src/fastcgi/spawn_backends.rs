@@ -1,0 +1,462 @@
+//! `Backends`: the watcher's supervisor of spawned FastCGI processes.
+//!
+//! The watcher owns one `Backends`. It starts every process of every `spawn` backend before
+//! the workers are forked, hands it each reaped pid (`on_exit`), wakes up at `next_respawn`
+//! and calls `respawn_due`, and on shutdown calls `stop` then `cleanup`. Respawns follow the
+//! workers' rule: a process that lived longer than `CRASH_WINDOW` is replaced at once (php-cgi
+//! exits on purpose after PHP_FCGI_MAX_REQUESTS), one that dies sooner is replaced after an
+//! exponential back-off from 100 ms up to `MAX_BACKOFF`.
+//!
+//! Wiring into the watcher (src/watcher/mod.rs):
+//! - `Backends::start(&config.fastcgi)` after `signals::install()` and the listeners, before
+//!   the first worker is forked: backends are up before a request can need them, and workers
+//!   inherit no backend descriptor (the parent keeps none). An `Err` is a start-up failure.
+//! - In `reap()`, for every pid that is not a worker: `backends.on_exit(pid, &status, now)`.
+//!   (Exec failures are reaped inside `spawn_proc`, so the watcher never sees those pids.)
+//! - `next_wakeup()` also considers `backends.next_respawn()`; the loop calls
+//!   `backends.respawn_due(now)` in every phase, draining included: in-flight PHP requests
+//!   still need php-cgi replaced when it exits after PHP_FCGI_MAX_REQUESTS.
+//! - Graceful stop: stop the backends only once the workers are gone (`stop()`, then wait for
+//!   `live() == 0` with a deadline, then `signal(SIGKILL)`); immediate stop: `stop()` along
+//!   with the workers. At exit: `cleanup()`.
+
+use super::spawn::{describe, proc_addrs, spawn_proc, SpawnOutcome};
+use crate::config::{FastcgiDef, ListenAddr};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+use std::time::{Duration, Instant};
+
+/// A process that exits sooner than this after its start counts as crashing.
+pub const CRASH_WINDOW: Duration = Duration::from_secs(2);
+/// The first back-off after a crash.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait before respawning a process that keeps crashing.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The respawn rule, as a pure function: given how long the process lived and how many times
+/// in a row it had crashed before, returns the new crash count and the delay before the
+/// respawn (zero after a long life; 100 ms, 200 ms, 400 ms … capped at 10 s after crashes).
+pub fn backoff(lived: Duration, crashes: u32) -> (u32, Duration) {
+    if lived > CRASH_WINDOW {
+        return (0, Duration::ZERO);
+    }
+    let crashes = crashes.saturating_add(1);
+    // 100 ms · 2^(crashes-1); 2^7 · 100 ms is already past the cap.
+    let delay = MIN_BACKOFF
+        .saturating_mul(1u32 << (crashes - 1).min(7))
+        .min(MAX_BACKOFF);
+    (crashes, delay)
+}
+
+#[derive(Debug)]
+struct Proc {
+    addr: ListenAddr,
+    pid: Option<Pid>,
+    /// Something else answered at the address: used, never spawned or respawned by us.
+    external: bool,
+    /// We bound a Unix socket file at `addr` (removed by `cleanup`).
+    owns_socket: bool,
+    started: Instant,
+    crashes: u32,
+    respawn_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Backend {
+    def: FastcgiDef,
+    /// Empty for `address` backends.
+    procs: Vec<Proc>,
+}
+
+/// Every FastCGI backend of the config and the processes spawned for them.
+#[derive(Debug, Default)]
+pub struct Backends {
+    backends: Vec<Backend>,
+    stopping: bool,
+}
+
+impl Backends {
+    /// Spawns every process of every backend that has `spawn` (after probing each address:
+    /// one that already answers is used as it is). On the first failure the processes already
+    /// started are killed and reaped, their socket files removed, and the error returned.
+    pub fn start(defs: &[FastcgiDef]) -> Result<Backends, String> {
+        let mut all = Backends::default();
+        let now = Instant::now();
+        for def in defs {
+            let mut backend = Backend {
+                def: def.clone(),
+                procs: Vec::new(),
+            };
+            if def.spawn.is_some() {
+                let addrs = match proc_addrs(def) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        all.abort();
+                        return Err(e);
+                    }
+                };
+                for (i, addr) in addrs.into_iter().enumerate() {
+                    let mut p = Proc {
+                        addr,
+                        pid: None,
+                        external: false,
+                        owns_socket: false,
+                        started: now,
+                        crashes: 0,
+                        respawn_at: None,
+                    };
+                    match spawn_proc(def, i, &p.addr) {
+                        Ok(outcome) => p.started_as(outcome, now),
+                        Err(e) => {
+                            backend.procs.push(p);
+                            all.backends.push(backend);
+                            all.abort();
+                            return Err(e.to_string());
+                        }
+                    }
+                    backend.procs.push(p);
+                }
+            }
+            all.backends.push(backend);
+        }
+        for b in &all.backends {
+            let spawned: Vec<String> = b
+                .procs
+                .iter()
+                .filter_map(|p| {
+                    p.pid
+                        .map(|pid| format!("{} (pid {pid})", describe(&p.addr)))
+                })
+                .collect();
+            if !spawned.is_empty() {
+                tracing::info!("fastcgi '{}': spawned {}", b.def.name, spawned.join(", "));
+            }
+        }
+        Ok(all)
+    }
+
+    /// Handles a reaped child. Returns true if `pid` was one of our processes (the watcher
+    /// then knows it is not a worker); schedules its respawn unless stopping.
+    pub fn on_exit(&mut self, pid: Pid, status: &WaitStatus, now: Instant) -> bool {
+        let stopping = self.stopping;
+        for b in &mut self.backends {
+            let Some((i, p)) = b
+                .procs
+                .iter_mut()
+                .enumerate()
+                .find(|(_, p)| p.pid == Some(pid))
+            else {
+                continue;
+            };
+            p.pid = None;
+            if stopping {
+                tracing::info!(
+                    "fastcgi '{}' proc {i} (pid {pid}) {}",
+                    b.def.name,
+                    describe_exit(status)
+                );
+                return true;
+            }
+            let lived = now.saturating_duration_since(p.started);
+            let (crashes, delay) = backoff(lived, p.crashes);
+            p.crashes = crashes;
+            p.respawn_at = Some(now + delay);
+            tracing::warn!(
+                "fastcgi '{}' proc {i} (pid {pid}) {} after {:.1?}; respawning {}",
+                b.def.name,
+                describe_exit(status),
+                lived,
+                if delay.is_zero() {
+                    "now".to_string()
+                } else {
+                    format!("in {delay:?}")
+                }
+            );
+            return true;
+        }
+        false
+    }
+
+    /// When `respawn_due` next has work, if ever.
+    pub fn next_respawn(&self) -> Option<Instant> {
+        if self.stopping {
+            return None;
+        }
+        self.procs().filter_map(|p| p.respawn_at).min()
+    }
+
+    /// Respawns every process whose time has come. A failure is logged and retried with the
+    /// back-off.
+    pub fn respawn_due(&mut self, now: Instant) {
+        if self.stopping {
+            return;
+        }
+        for b in &mut self.backends {
+            for (i, p) in b.procs.iter_mut().enumerate() {
+                if p.respawn_at.is_none_or(|t| t > now) {
+                    continue;
+                }
+                p.respawn_at = None;
+                match spawn_proc(&b.def, i, &p.addr) {
+                    Ok(outcome) => {
+                        if outcome == SpawnOutcome::External {
+                            tracing::warn!(
+                                "fastcgi '{}' proc {i}: another process now serves {}; \
+                                 it is no longer supervised",
+                                b.def.name,
+                                describe(&p.addr)
+                            );
+                        }
+                        p.started_as(outcome, now);
+                    }
+                    Err(e) => {
+                        let (crashes, delay) = backoff(Duration::ZERO, p.crashes);
+                        p.crashes = crashes;
+                        p.respawn_at = Some(now + delay);
+                        tracing::error!("{e}; retrying in {delay:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops supervising: no more respawns, SIGTERM to every process (php-cgi passes it on to
+    /// its own children). Reap them as usual (`on_exit`), then call `cleanup`.
+    pub fn stop(&mut self) {
+        self.stopping = true;
+        self.signal(Signal::SIGTERM);
+    }
+
+    /// Sends `sig` to every live process (e.g. SIGKILL to what is left after a deadline).
+    pub fn signal(&self, sig: Signal) {
+        for pid in self.procs().filter_map(|p| p.pid) {
+            let _ = kill(pid, sig);
+        }
+    }
+
+    /// How many spawned processes are running (not yet reaped).
+    pub fn live(&self) -> usize {
+        self.procs().filter(|p| p.pid.is_some()).count()
+    }
+
+    /// The pids of the running processes.
+    pub fn pids(&self) -> Vec<Pid> {
+        self.procs().filter_map(|p| p.pid).collect()
+    }
+
+    /// Removes the Unix socket files bound for our processes (at exit, after `stop`).
+    pub fn cleanup(&mut self) {
+        for b in &mut self.backends {
+            for p in &mut b.procs {
+                if let (true, ListenAddr::Unix(path)) = (p.owns_socket, &p.addr) {
+                    let _ = std::fs::remove_file(path);
+                    p.owns_socket = false;
+                }
+            }
+        }
+    }
+
+    /// Where workers connect for backend `name`: the process addresses of a spawned backend,
+    /// the configured `address` list otherwise; empty for an unknown name.
+    pub fn addresses(&self, name: &str) -> Vec<ListenAddr> {
+        let Some(b) = self.backends.iter().find(|b| b.def.name == name) else {
+            return Vec::new();
+        };
+        if b.def.spawn.is_some() {
+            b.procs.iter().map(|p| p.addr.clone()).collect()
+        } else {
+            b.def.address.clone()
+        }
+    }
+
+    fn procs(&self) -> impl Iterator<Item = &Proc> {
+        self.backends.iter().flat_map(|b| b.procs.iter())
+    }
+
+    /// Start-up failed: kill and reap what was started, remove its socket files.
+    fn abort(&mut self) {
+        self.stopping = true;
+        self.signal(Signal::SIGKILL);
+        for b in &mut self.backends {
+            for p in &mut b.procs {
+                if let Some(pid) = p.pid.take() {
+                    let _ = nix::sys::wait::waitpid(pid, None);
+                }
+            }
+        }
+        self.cleanup();
+    }
+}
+
+impl Proc {
+    fn started_as(&mut self, outcome: SpawnOutcome, now: Instant) {
+        self.started = now;
+        match outcome {
+            SpawnOutcome::External => {
+                self.external = true;
+                self.pid = None;
+            }
+            SpawnOutcome::Spawned { pid } => {
+                self.external = false;
+                self.pid = Some(pid);
+                self.owns_socket = matches!(self.addr, ListenAddr::Unix(_));
+            }
+        }
+    }
+}
+
+fn describe_exit(status: &WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exited with status {code}"),
+        WaitStatus::Signaled(_, sig, core) => {
+            format!(
+                "was killed by {sig}{}",
+                if *core { " (core dumped)" } else { "" }
+            )
+        }
+        other => format!("changed state ({other:?})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn backoff_is_immediate_after_a_long_life() {
+        assert_eq!(backoff(Duration::from_secs(3), 5), (0, Duration::ZERO));
+        assert_eq!(backoff(Duration::from_secs(3600), 0), (0, Duration::ZERO));
+    }
+
+    #[test]
+    fn backoff_doubles_from_100ms_to_10s() {
+        let mut crashes = 0;
+        let mut delays = Vec::new();
+        for _ in 0..10 {
+            let (c, d) = backoff(Duration::from_millis(50), crashes);
+            crashes = c;
+            delays.push(d.as_millis());
+        }
+        assert_eq!(
+            delays,
+            [100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000, 10000]
+        );
+        assert_eq!(crashes, 10);
+        // Exactly the window still counts as a crash; the count never overflows.
+        assert_eq!(backoff(CRASH_WINDOW, 0).0, 1);
+        assert_eq!(backoff(Duration::ZERO, u32::MAX), (u32::MAX, MAX_BACKOFF));
+    }
+
+    fn def(name: &str) -> FastcgiDef {
+        FastcgiDef {
+            name: name.to_string(),
+            defined_at: "test:1".to_string(),
+            spawn: Some(vec!["/bin/true".to_string()]),
+            procs: 2,
+            socket: Some(ListenAddr::Unix("/nonexistent/php.sock".into())),
+            address: Vec::new(),
+            env: BTreeMap::new(),
+            extensions: vec![".php".to_string()],
+            prefix: None,
+            check_local: true,
+            keepalive: true,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            disable_time: Duration::from_secs(1),
+        }
+    }
+
+    /// A supervisor with fake pids, for the scheduling logic without processes.
+    fn fake(start: Instant) -> Backends {
+        let d = def("php");
+        let procs = proc_addrs(&d)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, addr)| Proc {
+                addr,
+                pid: Some(Pid::from_raw(2_000_000_000 + i as i32)),
+                external: false,
+                owns_socket: false,
+                started: start,
+                crashes: 0,
+                respawn_at: None,
+            })
+            .collect();
+        let mut ext = def("remote");
+        ext.spawn = None;
+        ext.socket = None;
+        ext.address = vec![ListenAddr::Tcp("10.0.0.1:9000".parse().unwrap())];
+        Backends {
+            backends: vec![
+                Backend { def: d, procs },
+                Backend {
+                    def: ext,
+                    procs: Vec::new(),
+                },
+            ],
+            stopping: false,
+        }
+    }
+
+    #[test]
+    fn exits_are_scheduled_for_respawn() {
+        let t0 = Instant::now();
+        let mut b = fake(t0);
+        assert_eq!(b.live(), 2);
+        assert_eq!(b.next_respawn(), None);
+        let p0 = Pid::from_raw(2_000_000_000);
+        let p1 = Pid::from_raw(2_000_000_001);
+        // Not ours.
+        assert!(!b.on_exit(
+            Pid::from_raw(12345),
+            &WaitStatus::Exited(Pid::from_raw(12345), 0),
+            t0
+        ));
+        // A crash 1 s after start: 100 ms back-off.
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(b.on_exit(p0, &WaitStatus::Exited(p0, 255), t1));
+        assert_eq!(b.live(), 1);
+        assert_eq!(b.next_respawn(), Some(t1 + Duration::from_millis(100)));
+        // A planned exit after a long life: respawn at once, which comes first.
+        let t2 = t0 + Duration::from_secs(60);
+        assert!(b.on_exit(p1, &WaitStatus::Signaled(p1, Signal::SIGTERM, false), t2));
+        assert_eq!(b.live(), 0);
+        assert_eq!(b.next_respawn(), Some(t1 + Duration::from_millis(100)));
+        assert_eq!(b.backends[0].procs[1].respawn_at, Some(t2));
+        // The same pid again is no longer ours.
+        assert!(!b.on_exit(p0, &WaitStatus::Exited(p0, 0), t2));
+    }
+
+    #[test]
+    fn no_respawn_while_stopping() {
+        let t0 = Instant::now();
+        let mut b = fake(t0);
+        b.stopping = true;
+        let p0 = Pid::from_raw(2_000_000_000);
+        assert!(b.on_exit(p0, &WaitStatus::Exited(p0, 0), t0));
+        assert_eq!(b.next_respawn(), None);
+        assert_eq!(b.backends[0].procs[0].respawn_at, None);
+        b.respawn_due(t0 + Duration::from_secs(100));
+        assert_eq!(b.live(), 1);
+    }
+
+    #[test]
+    fn addresses_for_workers() {
+        let b = fake(Instant::now());
+        assert_eq!(
+            b.addresses("php"),
+            vec![
+                ListenAddr::Unix("/nonexistent/php.sock-0".into()),
+                ListenAddr::Unix("/nonexistent/php.sock-1".into()),
+            ]
+        );
+        assert_eq!(
+            b.addresses("remote"),
+            vec![ListenAddr::Tcp("10.0.0.1:9000".parse().unwrap())]
+        );
+        assert!(b.addresses("nope").is_empty());
+    }
+}
