@@ -8,7 +8,7 @@
 
 use thiserror::Error;
 
-use super::record;
+use super::record::{self, Pairs};
 use crate::http::request::Request;
 
 /// What [`build`] needs besides the request itself.
@@ -90,9 +90,9 @@ struct HttpVar<'r> {
 }
 
 /// Every param as (name, value), standard ones first, extra ones replacing or appended.
-fn collect(input: &ParamsInput) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ParamsError> {
+fn collect(input: &ParamsInput) -> Result<Pairs, ParamsError> {
     let req = input.req;
-    let mut list: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(32);
+    let mut list: Pairs = Vec::with_capacity(32);
     let mut set = |name: &str, value: &[u8]| list.push((name.as_bytes().to_vec(), value.to_vec()));
 
     set("GATEWAY_INTERFACE", b"CGI/1.1");
@@ -234,9 +234,9 @@ mod tests {
     }
 
     /// Builds and decodes back into (ordered list, map).
-    fn run(
-        inp: &ParamsInput,
-    ) -> Result<(Vec<(String, String)>, HashMap<String, String>), ParamsError> {
+    type Decoded = (Vec<(String, String)>, HashMap<String, String>);
+
+    fn run(inp: &ParamsInput) -> Result<Decoded, ParamsError> {
         let mut out = Vec::new();
         build(inp, &mut out, 3)?;
         let mut content = Vec::new();
