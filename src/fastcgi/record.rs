@@ -274,8 +274,11 @@ pub fn encode_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) -> Result<(), R
     Ok(())
 }
 
+/// Owned name-value pairs, in stream order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Decodes a complete name-value pair stream (the concatenated content of a PARAMS stream).
-pub fn decode_params(mut buf: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RecordError> {
+pub fn decode_params(mut buf: &[u8]) -> Result<Pairs, RecordError> {
     fn len(buf: &mut &[u8]) -> Result<usize, RecordError> {
         let b: &[u8] = buf;
         match b.first() {
@@ -522,7 +525,7 @@ mod tests {
         header(&mut v, rtype, id, content.len() as u16);
         v[6] = padding;
         v.extend_from_slice(content);
-        v.extend(std::iter::repeat(0xAA).take(padding as usize));
+        v.extend(std::iter::repeat_n(0xAA, padding as usize));
         v
     }
 
@@ -682,7 +685,7 @@ mod tests {
         // A cheap deterministic generator: every byte pattern family gets exercised.
         let mut x: u32 = 12345;
         for _ in 0..2000 {
-            let mut buf = vec![0u8; 64];
+            let mut buf = [0u8; 64];
             for b in buf.iter_mut() {
                 x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
                 *b = (x >> 16) as u8;
