@@ -52,6 +52,16 @@ pub struct Conn {
     pub reused: bool,
 }
 
+/// The addresses workers connect to for a definition: its spawned procs' sockets, or its
+/// configured addresses.
+pub fn upstream_addrs(def: &FastcgiDef) -> Vec<ListenAddr> {
+    if def.spawn.is_some() {
+        crate::fastcgi::spawn::proc_addrs(def).unwrap_or_default()
+    } else {
+        def.address.clone()
+    }
+}
+
 impl Pool {
     /// The backends of `config`, with the addresses `addrs` gives for each definition (the
     /// proc sockets of a spawned backend, or its configured addresses).

@@ -64,7 +64,11 @@ fn match_extension(config: &Config, path: &str) -> Option<Target> {
     for end in ends {
         let script = &path[..end];
         for (b, def) in config.fastcgi.iter().enumerate() {
-            if def.extensions.iter().any(|e| ends_with_ignore_case(script, e)) {
+            if def
+                .extensions
+                .iter()
+                .any(|e| ends_with_ignore_case(script, e))
+            {
                 let rest = &path[end..];
                 return Some(Target {
                     backend: b,

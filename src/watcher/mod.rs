@@ -10,6 +10,7 @@ mod pidfile;
 mod signals;
 
 use crate::config::{Config, Loaded};
+use crate::fastcgi::spawn::{backoff, Backends};
 use crate::log::{AccessLog, ErrorLog, LogFile};
 use crate::static_files::Site;
 use crate::worker::{self, WorkerSetup};
@@ -26,10 +27,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 const SIGNAL: Token = Token(0);
-/// A worker that dies sooner than this after its start counts as crashing.
-const CRASH_WINDOW: Duration = Duration::from_secs(2);
-/// The longest wait before respawning a worker that keeps crashing.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How long workers get to exit after an immediate stop before they are killed.
 const FAST_STOP: Duration = Duration::from_secs(5);
 
@@ -69,6 +66,10 @@ struct Watcher {
     pid_file: Option<PidFile>,
     /// The daemon's readiness pipe, open while start-up runs; workers close their copy.
     readiness_fd: Option<RawFd>,
+    /// Spawned FastCGI processes.
+    backends: Backends,
+    /// When the backends were told to stop (after the workers drained).
+    backends_stopping: Option<Instant>,
 }
 
 /// Runs the server described by `loaded` until it is stopped; returns the exit code.
@@ -113,9 +114,15 @@ impl Watcher {
         // Open the root once here so a problem is reported at start, not by every worker.
         Site::new(config).map_err(|e| format!("root {}: {e}", config.root.display()))?;
         let bound = listeners::bind_all(&config.listen)?;
-        let pid_file = match &config.pid_file {
-            Some(p) => Some(PidFile::create(p)?),
-            None => None,
+        // Backends first: up before a request can need them, and no worker inherits theirs.
+        let mut backends = Backends::start(&config.fastcgi)?;
+        let pid_file = match config.pid_file.as_deref().map(PidFile::create).transpose() {
+            Ok(p) => p,
+            Err(e) => {
+                backends.stop();
+                backends.cleanup();
+                return Err(e);
+            }
         };
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
         poll.registry()
@@ -145,12 +152,15 @@ impl Watcher {
             phase: Phase::Running,
             pid_file,
             readiness_fd,
+            backends,
+            backends_stopping: None,
         };
-        for b in &w.bound {
-            tracing::info!("listening on {}", b.bound_addr());
-        }
         for i in 0..w.slots.len() {
             w.spawn(i)?;
+        }
+        // Logged once every worker runs: scripts and tests take this line as "ready".
+        for b in &w.bound {
+            tracing::info!("listening on {}", b.bound_addr());
         }
         tracing::info!(
             "luahttpd {} started: pid {}, {} workers, root {}",
@@ -244,14 +254,32 @@ impl Watcher {
             }
             self.reap();
             let now = Instant::now();
+            // php-cgi exits on purpose after PHP_FCGI_MAX_REQUESTS, draining or not.
+            if self.backends_stopping.is_none() {
+                self.backends.respawn_due(now);
+            }
             match self.phase {
                 Phase::Running => self.respawn_due(now),
                 Phase::Draining(deadline) | Phase::Stopping(deadline) => {
                     if self.live_workers() == 0 {
-                        tracing::info!("all workers have exited; stopping");
-                        return 0;
-                    }
-                    if now >= deadline {
+                        // Backends go only after the workers that use them have drained.
+                        match self.backends_stopping {
+                            None if self.backends.live() > 0 => {
+                                self.backends.stop();
+                                self.backends_stopping = Some(now + FAST_STOP);
+                            }
+                            Some(t) if self.backends.live() > 0 && now >= t => {
+                                tracing::warn!("FastCGI processes still running; killing them");
+                                self.backends.signal(Signal::SIGKILL);
+                                self.backends_stopping = Some(now + FAST_STOP);
+                            }
+                            _ if self.backends.live() == 0 => {
+                                tracing::info!("all workers have exited; stopping");
+                                return 0;
+                            }
+                            _ => {}
+                        }
+                    } else if now >= deadline {
                         tracing::warn!("workers still running at the deadline; killing them");
                         self.signal_workers(Signal::SIGKILL);
                         // Keep reaping until they are gone.
@@ -263,10 +291,14 @@ impl Watcher {
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
-        match self.phase {
+        let own = match self.phase {
             Phase::Running => self.slots.iter().filter_map(|s| s.respawn_at).min(),
             Phase::Draining(d) | Phase::Stopping(d) => Some(d),
-        }
+        };
+        [own, self.backends.next_respawn(), self.backends_stopping]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn live_workers(&self) -> usize {
@@ -316,6 +348,8 @@ impl Watcher {
             return;
         }
         tracing::info!("immediate stop");
+        self.backends.stop();
+        self.backends_stopping = Some(Instant::now() + FAST_STOP);
         self.phase = Phase::Stopping(Instant::now() + FAST_STOP);
         self.close_listeners();
         self.signal_workers(Signal::SIGTERM);
@@ -354,6 +388,7 @@ impl Watcher {
             };
             let Some(pid) = status.pid() else { continue };
             let Some(i) = self.slots.iter().position(|s| s.pid == Some(pid)) else {
+                self.backends.on_exit(pid, &status, Instant::now());
                 continue;
             };
             let now = Instant::now();
@@ -362,18 +397,8 @@ impl Watcher {
             if self.phase != Phase::Running {
                 continue;
             }
-            let lived = now.duration_since(slot.started);
-            if lived < CRASH_WINDOW {
-                slot.crashes += 1;
-            } else {
-                slot.crashes = 0;
-            }
-            let delay = if slot.crashes == 0 {
-                Duration::ZERO
-            } else {
-                (Duration::from_millis(100) * 2u32.saturating_pow(slot.crashes.min(10)))
-                    .min(MAX_BACKOFF)
-            };
+            let (crashes, delay) = backoff(now.duration_since(slot.started), slot.crashes);
+            slot.crashes = crashes;
             slot.respawn_at = Some(now + delay);
             tracing::warn!(
                 "worker {} (pid {}) {}; respawning in {:?}",
@@ -398,6 +423,7 @@ impl Watcher {
 
     fn cleanup(&mut self) {
         listeners::unlink_unix(&self.bound);
+        self.backends.cleanup();
         if let Some(p) = &self.pid_file {
             p.remove();
         }

@@ -14,18 +14,24 @@
 //! Every event is edge-triggered: reads and writes go on until the kernel says EAGAIN, and the
 //! `readable`/`writable` hints remember whether it has said so since the last event.
 
+use super::fcgi::{Env, Exchange, Facts, RequestBody, StderrLimit, Step};
 use super::inbuf::{Filled, InBuf};
 use super::net::{Peer, Stream};
 use super::out::{Flush, Out};
 use super::timers::{Kind, Slot, Timers};
-use crate::config::Limits;
+use super::BACKEND_BASE;
+use crate::config::{Config, Limits};
+use crate::fastcgi::pool::Pool;
+use crate::fastcgi::rules::{self, Target};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::date::DateCache;
 use crate::http::request::{self, BodyFraming, Method, Request, RequestError, Version};
 use crate::http::status;
 use crate::log::{push_escaped, AccessLog};
 use crate::reply::{Body, Reply};
+use crate::static_files::open::Lookup;
 use crate::static_files::{self, Site};
+use mio::{Registry, Token};
 use std::io::Write as _;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Instant;
@@ -65,6 +71,30 @@ pub struct Ctx<'a> {
     pub now: Instant,
     /// This connection's token.
     pub token: usize,
+    /// The configuration.
+    pub config: &'a Config,
+    /// The FastCGI backends.
+    pub pool: &'a mut Pool,
+    /// The poll registry (for backend sockets).
+    pub registry: &'a Registry,
+    /// The rate limit on backend STDERR lines.
+    pub stderr: &'a mut StderrLimit,
+}
+
+impl Ctx<'_> {
+    fn env(&mut self) -> Env<'_> {
+        Env {
+            pool: self.pool,
+            timers: self.timers,
+            registry: self.registry,
+            token: Token(BACKEND_BASE + self.token),
+            key: self.token,
+            now: self.now,
+            stderr: self.stderr,
+            date: self.date.http(),
+            server_name: self.server_name,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +122,7 @@ pub struct Conn {
     read_eof: bool,
     state: State,
     discard: Option<Discard>,
+    fcgi: Option<Box<Exchange>>,
     out: Out,
     served: u64,
     close_after: bool,
@@ -118,6 +149,7 @@ impl Conn {
             read_eof: false,
             state: State::Head,
             discard: None,
+            fcgi: None,
             out: Out::default(),
             served: 0,
             close_after: false,
@@ -155,10 +187,87 @@ impl Conn {
         Verdict::Open
     }
 
-    /// Flushes the pending access log entry of a response cut short.
+    /// Lets go of a backend and flushes the pending access log entry of a response cut
+    /// short, before the connection closes.
     pub fn abort(&mut self, ctx: &mut Ctx<'_>) {
+        if let Some(mut x) = self.fcgi.take() {
+            if self.log_line.is_empty() && ctx.access.is_some() {
+                let status = x.status.unwrap_or(499);
+                self.log_start(ctx, Some(x.request()), status);
+            }
+            x.cancel(&mut ctx.env());
+        }
         if self.state == State::Responding {
             self.log_done(ctx);
+        }
+    }
+
+    /// Records readiness of the backend socket and runs the state machine.
+    pub fn backend_ready(&mut self, ctx: &mut Ctx<'_>, readable: bool, writable: bool) -> Verdict {
+        if let Some(x) = &mut self.fcgi {
+            x.backend_ready(readable, writable);
+        }
+        self.run(ctx)
+    }
+
+    /// Whether `gen` is the live backend timeout of this connection.
+    pub fn backend_timer_is(&self, gen: u64) -> bool {
+        self.fcgi.as_ref().is_some_and(|x| x.timer.is(gen))
+    }
+
+    /// The backend timeout fired.
+    pub fn backend_timeout(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        let Some(x) = &mut self.fcgi else {
+            return Verdict::Open;
+        };
+        let step = x.timed_out(&mut ctx.env());
+        if self.on_step(ctx, step) == Verdict::Close {
+            return Verdict::Close;
+        }
+        self.run(ctx)
+    }
+
+    /// Acts on what driving the exchange gave.
+    fn on_step(&mut self, ctx: &mut Ctx<'_>, step: Step) -> Verdict {
+        match step {
+            Step::Idle | Step::Progress => Verdict::Open,
+            Step::Done => {
+                if let Some(x) = self.fcgi.take() {
+                    self.close_after |= x.close_client;
+                    if ctx.access.is_some() {
+                        self.log_start(ctx, Some(x.request()), x.status.unwrap_or(200));
+                    }
+                }
+                Verdict::Open
+            }
+            Step::Fail(status) => {
+                if let Some(mut x) = self.fcgi.take() {
+                    x.cancel(&mut ctx.env());
+                    let close = self.close_after || !x.request().keep_alive || x.body_pending();
+                    if x.body_pending() {
+                        self.linger = true;
+                    }
+                    if ctx.access.is_some() {
+                        self.log_start(ctx, Some(x.request()), status);
+                    }
+                    let head_only = x.request().method == Method::Head;
+                    let version = x.request().version;
+                    self.send_reply(ctx, head_only, version, Reply::error(status), close);
+                }
+                Verdict::Open
+            }
+            Step::Abort => {
+                // The head went out: send what arrived, then close, which shows the client the
+                // truncation (a short Content-Length body, or no last chunk).
+                if let Some(mut x) = self.fcgi.take() {
+                    x.cancel(&mut ctx.env());
+                    if ctx.access.is_some() {
+                        self.log_start(ctx, Some(x.request()), x.status.unwrap_or(502));
+                    }
+                }
+                self.close_after = true;
+                Verdict::Open
+            }
         }
     }
 
@@ -179,7 +288,21 @@ impl Conn {
                 }
             }
 
-            if self.state == State::Responding && !self.out.pending() {
+            if let Some(x) = &mut self.fcgi {
+                let step = x.drive(&mut self.input, &mut self.out, &mut ctx.env());
+                if step != Step::Idle {
+                    progress = true;
+                }
+                if self.on_step(ctx, step) == Verdict::Close {
+                    return Verdict::Close;
+                }
+                if self.read_eof && self.fcgi.as_ref().is_some_and(|x| x.body_pending()) {
+                    // The client went away mid-body: the backend connection closes with it.
+                    return Verdict::Close;
+                }
+            }
+
+            if self.state == State::Responding && !self.out.pending() && self.fcgi.is_none() {
                 if self.discard.is_none() {
                     self.log_done(ctx);
                     progress = true;
@@ -297,7 +420,11 @@ impl Conn {
         match self.state {
             State::Head => buffered <= limits.header_bytes,
             // Read ahead (pipelined requests, a body to drop) but never without bound.
-            State::Responding => self.discard.is_some() || buffered < limits.header_bytes,
+            State::Responding => {
+                self.discard.is_some()
+                    || self.fcgi.as_ref().is_some_and(|x| x.wants_client_input())
+                    || buffered < limits.header_bytes
+            }
             State::Linger => true,
         }
     }
@@ -343,6 +470,16 @@ impl Conn {
             || self.close_after
             || ctx.draining
             || self.served >= ctx.limits.keepalive_requests;
+        if !ctx.config.fastcgi.is_empty() {
+            let site = &*ctx.site;
+            let target = rules::match_path(ctx.config, &req.path, &site.index, |p| {
+                matches!(site.root.lookup(p, &[]), Lookup::File(..))
+            });
+            if let Some(t) = target {
+                self.start_fastcgi(ctx, req, t, close);
+                return;
+            }
+        }
         match req.body {
             BodyFraming::None => {}
             // After a final response to `Expect: 100-continue` the client may or may not send
@@ -363,6 +500,85 @@ impl Conn {
             self.log_start(ctx, Some(&req), reply.status);
         }
         self.send_reply(ctx, req.method == Method::Head, req.version, reply, close);
+    }
+
+    /// Hands the request to a FastCGI backend (or answers 404/411/413 first).
+    fn start_fastcgi(&mut self, ctx: &mut Ctx<'_>, req: Request, t: Target, close: bool) {
+        let refuse = |status: u16| Some(status);
+        let mut early = None;
+        if t.check_local && !matches!(ctx.site.root.lookup(&t.script_name, &[]), Lookup::File(..)) {
+            early = refuse(404);
+        }
+        let body = match req.body {
+            BodyFraming::None => {
+                let needs_length = matches!(req.method, Method::Post | Method::Put | Method::Patch)
+                    && req.header("content-length").is_none();
+                if needs_length && early.is_none() {
+                    early = refuse(411);
+                }
+                RequestBody::None
+            }
+            BodyFraming::Length(n) => {
+                if n > ctx.limits.body_bytes && early.is_none() {
+                    early = refuse(413);
+                }
+                RequestBody::Length(n)
+            }
+            BodyFraming::Chunked => RequestBody::Chunked {
+                limit: ctx.limits.body_bytes,
+            },
+        };
+        if let Some(status) = early {
+            // The body (if any) is not read: close, after draining what the client sends.
+            let has_body = req.body != BodyFraming::None;
+            if has_body {
+                self.linger = true;
+            }
+            if ctx.access.is_some() {
+                self.log_start(ctx, Some(&req), status);
+            }
+            let head_only = req.method == Method::Head;
+            self.send_reply(
+                ctx,
+                head_only,
+                req.version,
+                Reply::error(status),
+                close || has_body,
+            );
+            return;
+        }
+        if req.expect_continue && req.body != BodyFraming::None {
+            self.out.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        let script_filename = ctx
+            .config
+            .root
+            .join(t.script_name.trim_start_matches('/'))
+            .to_string_lossy()
+            .into_owned();
+        let facts = Facts {
+            script_name: t.script_name,
+            path_info: t.path_info,
+            script_filename,
+            document_root: ctx.config.root.to_string_lossy().into_owned(),
+            server_addr: self.stream.local(),
+            remote: (self.peer.ip.clone(), self.peer.port),
+            server_software: ctx.server_name.to_string(),
+            extra: Vec::new(),
+            req,
+        };
+        match Exchange::new(facts, t.backend, body, !close, ctx.now) {
+            Ok(x) => {
+                self.fcgi = Some(Box::new(x));
+                self.state = State::Responding;
+                self.close_after = close;
+            }
+            Err(e) => {
+                tracing::error!("fastcgi: cannot start an exchange: {e}");
+                self.linger = true;
+                self.send_reply(ctx, false, Version::Http11, Reply::error(500), true);
+            }
+        }
     }
 
     fn refuse(&mut self, ctx: &mut Ctx<'_>, e: RequestError) {

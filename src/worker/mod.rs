@@ -2,6 +2,7 @@
 //! signalfd. See `conn.rs` for a connection's life.
 
 mod conn;
+mod fcgi;
 mod inbuf;
 pub mod net;
 mod out;
@@ -10,10 +11,12 @@ pub mod timers;
 pub use net::Listener;
 
 use crate::config::Config;
+use crate::fastcgi::pool::Pool;
 use crate::http::date::DateCache;
 use crate::log::{AccessLog, ErrorLog};
 use crate::static_files::Site;
 use conn::{Conn, Ctx, Verdict};
+use fcgi::StderrLimit;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
@@ -30,8 +33,10 @@ const LINGER: Duration = Duration::from_secs(2);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 const SIGNAL: Token = Token(usize::MAX - 1);
-/// Listener i has token LISTENER_BASE + i; connections have their slab key.
+/// Listener i has token LISTENER_BASE + i; connections have their slab key, and the backend
+/// socket of connection k has BACKEND_BASE + k.
 const LISTENER_BASE: usize = usize::MAX / 2;
+const BACKEND_BASE: usize = usize::MAX / 4;
 
 /// What a worker is handed by the watcher after fork.
 pub struct WorkerSetup<'a> {
@@ -72,6 +77,8 @@ struct Worker<'a> {
     accepting: Accepting,
     draining: bool,
     signals: SignalFd,
+    pool: Pool,
+    stderr: StderrLimit,
 }
 
 /// Runs a worker until it is told to stop; returns the exit code.
@@ -120,7 +127,13 @@ impl<'a> Worker<'a> {
             poll,
             listeners,
             conns: Slab::with_capacity(1024),
-            timers: Timers::new(t.read_idle, t.write_idle, t.keepalive_idle, LINGER, &backend_timeouts),
+            timers: Timers::new(
+                t.read_idle,
+                t.write_idle,
+                t.keepalive_idle,
+                LINGER,
+                &backend_timeouts,
+            ),
             date: DateCache::new(),
             site: setup.site,
             error_log: setup.error_log,
@@ -128,6 +141,8 @@ impl<'a> Worker<'a> {
             accepting: Accepting::Yes,
             draining: false,
             signals,
+            pool: Pool::new(setup.config, crate::fastcgi::pool::upstream_addrs),
+            stderr: StderrLimit::default(),
         })
     }
 
@@ -159,6 +174,13 @@ impl<'a> Worker<'a> {
                         }
                     }
                     Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
+                    Token(t) if t >= BACKEND_BASE => {
+                        let readable = event.is_readable() || event.is_read_closed();
+                        let writable = event.is_writable() || event.is_write_closed();
+                        self.on_conn(t - BACKEND_BASE, now, |c, ctx| {
+                            c.backend_ready(ctx, readable, writable)
+                        });
+                    }
                     Token(key) => {
                         let readable = event.is_readable() || event.is_read_closed();
                         let writable = event.is_writable() || event.is_write_closed();
@@ -204,6 +226,10 @@ impl<'a> Worker<'a> {
             draining: self.draining,
             now,
             token: key,
+            config: self.config,
+            pool: &mut self.pool,
+            registry: self.poll.registry(),
+            stderr: &mut self.stderr,
         };
         if f(conn, &mut ctx) == Verdict::Close {
             conn.abort(&mut ctx);
@@ -276,14 +302,14 @@ impl<'a> Worker<'a> {
 
     fn expire_timers(&mut self, now: Instant) {
         while let Some((key, gen)) = self.timers.pop_expired(now) {
-            let live = self
-                .conns
-                .get(key)
-                .map(|c| c.timer.is(gen))
-                .unwrap_or(false);
-            if live {
+            let Some(conn) = self.conns.get(key) else {
+                continue;
+            };
+            if conn.timer.is(gen) {
                 tracing::debug!(conn = key, "timeout");
                 self.on_conn(key, now, |_, _| Verdict::Close);
+            } else if conn.backend_timer_is(gen) {
+                self.on_conn(key, now, |c, ctx| c.backend_timeout(ctx));
             }
         }
     }

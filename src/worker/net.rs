@@ -115,6 +115,36 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Writes from `buf`.
+    pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use std::io::Write;
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    /// Stops events (before an idle backend connection is pooled).
+    pub fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => registry.deregister(s),
+            Stream::Unix(s) => registry.deregister(s),
+        }
+    }
+
+    /// The local address (SERVER_ADDR, SERVER_PORT); ("unix", 0) for Unix sockets.
+    pub fn local(&self) -> (String, u16) {
+        match self {
+            Stream::Tcp(s) => match s.local_addr() {
+                Ok(a) => (peer_of(a).ip, a.port()),
+                Err(_) => (String::new(), 0),
+            },
+            Stream::Unix(_) => ("unix".to_string(), 0),
+        }
+    }
+}
+
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
         match self {

@@ -1,0 +1,903 @@
+//! One request's exchange with a FastCGI backend, driven by its client connection.
+//!
+//! ```text
+//! Spooling (chunked body → temporary file, to learn CONTENT_LENGTH)
+//!    → Connecting → Exchanging: PARAMS, STDIN (streamed from the client, or the spool)
+//!                    ↘ STDOUT: CGI head → client head; body → client (chunked on 1.1
+//!                      without Content-Length, close-delimited on 1.0), with backpressure
+//!    → END_REQUEST → the connection goes back to the pool (FCGI_KEEP_CONN) → done
+//! ```
+//!
+//! Failures before anything reached the client become 502/503/504; a refused connect
+//! disables that address for `disable_time` and tries another; a kept connection that turns
+//! out stale is retried once on a fresh one. After the response head went out, a failure can
+//! only close the client connection, which makes the truncation visible.
+
+use super::inbuf::InBuf;
+use super::net::Stream;
+use super::out::Out;
+use super::timers::{Kind, Slot, Timers};
+use crate::fastcgi::cgi_head::{self, CgiHead};
+use crate::fastcgi::params::{self, ParamsInput};
+use crate::fastcgi::pool::Pool;
+use crate::fastcgi::record::{self, Decoder, Event};
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::request::{Method, Request, Version};
+use mio::{Registry, Token};
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::time::Instant;
+
+/// The request id used on every backend connection (one request per connection at a time).
+const REQUEST_ID: u16 = 1;
+/// Stop reading the client's body while this much is queued for the backend.
+const TO_BACKEND_MAX: usize = 64 * 1024;
+/// Stop reading the backend while this much is queued for the client.
+const TO_CLIENT_MAX: usize = 256 * 1024;
+/// Bytes read from the backend per read call.
+const BACKEND_READ: usize = 32 * 1024;
+/// STDERR lines logged per worker and second, beyond which they are counted only.
+const STDERR_LINES_PER_SECOND: u32 = 20;
+
+/// What the exchange needs from its connection and worker.
+pub struct Env<'a> {
+    /// The backends.
+    pub pool: &'a mut Pool,
+    /// The worker's timers.
+    pub timers: &'a mut Timers,
+    /// To register backend sockets.
+    pub registry: &'a Registry,
+    /// The token backend events for this connection carry.
+    pub token: Token,
+    /// The connection's slab key (timer entries).
+    pub key: usize,
+    /// Now.
+    pub now: Instant,
+    /// STDERR rate limit state of the worker.
+    pub stderr: &'a mut StderrLimit,
+    /// The Date header value.
+    pub date: &'a str,
+    /// The Server header value.
+    pub server_name: &'a str,
+}
+
+/// The worker-wide rate limit on backend STDERR lines in the error log.
+#[derive(Debug, Default)]
+pub struct StderrLimit {
+    second: u64,
+    lines: u32,
+    suppressed: u64,
+}
+
+impl StderrLimit {
+    fn log(&mut self, backend: &str, data: &[u8]) {
+        let sec = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if sec != self.second {
+            if self.suppressed > 0 {
+                tracing::warn!(
+                    "fastcgi: {} STDERR lines not logged (rate limit)",
+                    self.suppressed
+                );
+            }
+            self.second = sec;
+            self.lines = 0;
+            self.suppressed = 0;
+        }
+        for line in String::from_utf8_lossy(data).lines() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            if self.lines < STDERR_LINES_PER_SECOND {
+                self.lines += 1;
+                tracing::warn!("fastcgi '{backend}' stderr: {}", line.trim_end());
+            } else {
+                self.suppressed += 1;
+            }
+        }
+    }
+}
+
+/// What the caller learns from driving the exchange.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Waiting for events.
+    Idle,
+    /// Something moved; drive again.
+    Progress,
+    /// The whole response is queued in the client's output; the exchange is over.
+    Done,
+    /// Failed before the response head: answer with this status.
+    Fail(u16),
+    /// Failed after the head went out: close the client connection.
+    Abort,
+}
+
+/// How the request body reaches the backend.
+enum BodyIn {
+    /// No body, or all of it sent.
+    None,
+    /// This many bytes still to read from the client and forward.
+    Length(u64),
+    /// A chunked body being written to a spool file (CONTENT_LENGTH must be known first).
+    Spooling {
+        decoder: ChunkedDecoder,
+        file: File,
+        len: u64,
+        limit: u64,
+    },
+    /// A spooled body of this length, sent from the file.
+    Spooled { file: File, left: u64 },
+}
+
+/// How the response body is framed to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    Close,
+    /// No body (HEAD, 204, 304): backend bytes are dropped.
+    None,
+}
+
+/// Facts about the request the params and the response need.
+pub struct Facts {
+    /// The request.
+    pub req: Request,
+    /// SCRIPT_NAME.
+    pub script_name: String,
+    /// PATH_INFO.
+    pub path_info: Option<String>,
+    /// SCRIPT_FILENAME.
+    pub script_filename: String,
+    /// DOCUMENT_ROOT.
+    pub document_root: String,
+    /// SERVER_ADDR and SERVER_PORT.
+    pub server_addr: (String, u16),
+    /// REMOTE_ADDR and REMOTE_PORT.
+    pub remote: (String, u16),
+    /// SERVER_SOFTWARE and the Server header.
+    pub server_software: String,
+    /// Extra params (from a route decision).
+    pub extra: Vec<(String, String)>,
+}
+
+/// One request's exchange with a backend.
+pub struct Exchange {
+    facts: Facts,
+    backend: usize,
+    upstream: Option<usize>,
+    tried: Vec<usize>,
+    stale_retry_used: bool,
+    sock: Option<Stream>,
+    connecting: bool,
+    reused: bool,
+    readable: bool,
+    writable: bool,
+    to_backend: Vec<u8>,
+    to_pos: usize,
+    /// The PARAMS records (and BEGIN_REQUEST), kept to replay on a retry.
+    preamble: Vec<u8>,
+    body: BodyIn,
+    /// Whether body bytes were taken from the client's stream (then a retry is impossible,
+    /// unless the body was spooled).
+    body_consumed: bool,
+    stdin_ended: bool,
+    decoder: Decoder,
+    rbuf: Vec<u8>,
+    head_buf: Vec<u8>,
+    head_sent: bool,
+    framing: Framing,
+    head_only: bool,
+    /// Response status, once the head is known.
+    pub status: Option<u16>,
+    /// Whether the client connection must close after this response.
+    pub close_client: bool,
+    /// The backend-side timeout (connect, then read).
+    pub timer: Slot,
+    keepalive_client: bool,
+    version: Version,
+}
+
+impl Exchange {
+    /// Starts an exchange; `body_left` is the Content-Length body still to come, or
+    /// `chunked` with the spool limit for a chunked body.
+    pub fn new(
+        facts: Facts,
+        backend: usize,
+        body: RequestBody,
+        keepalive_client: bool,
+        now: Instant,
+    ) -> io::Result<Exchange> {
+        let body = match body {
+            RequestBody::None => BodyIn::None,
+            RequestBody::Length(n) => BodyIn::Length(n),
+            RequestBody::Chunked { limit } => BodyIn::Spooling {
+                decoder: ChunkedDecoder::new(),
+                file: spool_file()?,
+                len: 0,
+                limit,
+            },
+        };
+        let head_only = facts.req.method == Method::Head;
+        let version = facts.req.version;
+        Ok(Exchange {
+            facts,
+            backend,
+            upstream: None,
+            tried: Vec::new(),
+            stale_retry_used: false,
+            sock: None,
+            connecting: false,
+            reused: false,
+            readable: false,
+            writable: false,
+            to_backend: Vec::new(),
+            to_pos: 0,
+            preamble: Vec::new(),
+            body,
+            body_consumed: false,
+            stdin_ended: false,
+            decoder: Decoder::new(REQUEST_ID),
+            rbuf: Vec::new(),
+            head_buf: Vec::new(),
+            head_sent: false,
+            framing: Framing::None,
+            head_only,
+            status: None,
+            close_client: false,
+            timer: Slot::new(now),
+            keepalive_client,
+            version,
+        })
+    }
+
+    /// The request (for the access log).
+    pub fn request(&self) -> &Request {
+        &self.facts.req
+    }
+
+    /// Whether the client's body is still being read.
+    pub fn wants_client_input(&self) -> bool {
+        match &self.body {
+            BodyIn::Length(n) => *n > 0 && self.to_backend.len() - self.to_pos < TO_BACKEND_MAX,
+            BodyIn::Spooling { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Records readiness of the backend socket.
+    pub fn backend_ready(&mut self, readable: bool, writable: bool) {
+        self.readable |= readable;
+        self.writable |= writable;
+    }
+
+    /// Whether body bytes may still arrive from the client (then the connection cannot be
+    /// reused after an error answer).
+    pub fn body_pending(&self) -> bool {
+        matches!(self.body, BodyIn::Length(_) | BodyIn::Spooling { .. })
+    }
+
+    /// The backend-side timeout fired.
+    pub fn timed_out(&mut self, env: &mut Env<'_>) -> Step {
+        let connecting = self.connecting;
+        tracing::warn!(
+            "fastcgi '{}': {} timed out",
+            self.backend_name(env),
+            if connecting { "connect" } else { "read" }
+        );
+        self.finish_upstream(env, true);
+        if self.head_sent {
+            Step::Abort
+        } else {
+            Step::Fail(504)
+        }
+    }
+
+    /// Moves bytes as far as possible between client, exchange and backend.
+    pub fn drive(&mut self, input: &mut InBuf, out: &mut Out, env: &mut Env<'_>) -> Step {
+        let mut progress = false;
+        // The client's body first: a spool must complete before anything is sent.
+        match self.take_body(input) {
+            Ok(true) => progress = true,
+            Ok(false) => {}
+            Err(status) => return Step::Fail(status),
+        }
+        if matches!(self.body, BodyIn::Spooling { .. }) {
+            return if progress { Step::Progress } else { Step::Idle };
+        }
+        if self.sock.is_none() && self.status.is_none() {
+            match self.start(env) {
+                Ok(()) => progress = true,
+                Err(status) => return Step::Fail(status),
+            }
+        }
+        if self.connecting {
+            if !self.writable {
+                return if progress { Step::Progress } else { Step::Idle };
+            }
+            match self.sock.as_ref().map(connect_result) {
+                Some(Ok(())) => {
+                    self.connecting = false;
+                    env.timers.arm(
+                        &mut self.timer,
+                        Kind::backend_read(self.backend),
+                        env.key,
+                        env.now,
+                    );
+                }
+                Some(Err(e)) => return self.connect_failed(e, env),
+                None => return Step::Fail(502),
+            }
+        }
+        match self.write_backend() {
+            Ok(true) => progress = true,
+            Ok(false) => {}
+            Err(e) => return self.io_failed(e, env),
+        }
+        match self.read_backend(out, env) {
+            Ok(ReadOutcome::Progress) => progress = true,
+            Ok(ReadOutcome::Idle) => {}
+            Ok(ReadOutcome::Done) => return Step::Done,
+            Ok(ReadOutcome::Eof) => return self.eof(env),
+            Err(status) => {
+                self.finish_upstream(env, true);
+                return if self.head_sent {
+                    Step::Abort
+                } else {
+                    Step::Fail(status)
+                };
+            }
+        }
+        if progress {
+            Step::Progress
+        } else {
+            Step::Idle
+        }
+    }
+
+    fn backend_name(&self, env: &Env<'_>) -> String {
+        env.pool
+            .backends
+            .get(self.backend)
+            .map(|b| b.name.clone())
+            .unwrap_or_default()
+    }
+
+    /// Takes body bytes from the client: into STDIN records, or into the spool.
+    fn take_body(&mut self, input: &mut InBuf) -> Result<bool, u16> {
+        match &mut self.body {
+            BodyIn::Length(left) => {
+                let room = TO_BACKEND_MAX.saturating_sub(self.to_backend.len() - self.to_pos);
+                let n = (*left).min(input.len() as u64).min(room as u64) as usize;
+                if n == 0 {
+                    return Ok(false);
+                }
+                compact(&mut self.to_backend, &mut self.to_pos);
+                record::stdin(&mut self.to_backend, REQUEST_ID, &input.data()[..n]);
+                input.consume(n);
+                *left -= n as u64;
+                self.body_consumed = true;
+                if *left == 0 {
+                    record::stdin_end(&mut self.to_backend, REQUEST_ID);
+                    self.stdin_ended = true;
+                    self.body = BodyIn::None;
+                }
+                Ok(true)
+            }
+            BodyIn::Spooling {
+                decoder,
+                file,
+                len,
+                limit,
+            } => {
+                if input.is_empty() {
+                    return Ok(false);
+                }
+                let mut write_err = None;
+                let mut total = *len;
+                let p = decoder
+                    .decode(input.data(), &mut |chunk| {
+                        total += chunk.len() as u64;
+                        if total <= *limit && write_err.is_none() {
+                            if let Err(e) = file.write_all(chunk) {
+                                write_err = Some(e);
+                            }
+                        }
+                    })
+                    .map_err(|_| 400u16)?;
+                input.consume(p.consumed);
+                *len = total;
+                if total > *limit {
+                    return Err(413);
+                }
+                if let Some(e) = write_err {
+                    tracing::error!("spooling a request body: {e}");
+                    return Err(500);
+                }
+                if p.done {
+                    if let BodyIn::Spooling { mut file, len, .. } =
+                        std::mem::replace(&mut self.body, BodyIn::None)
+                    {
+                        file.rewind().map_err(|_| 500u16)?;
+                        self.body = BodyIn::Spooled { file, left: len };
+                    }
+                }
+                Ok(p.consumed > 0)
+            }
+            BodyIn::Spooled { file, left } => {
+                let room = TO_BACKEND_MAX.saturating_sub(self.to_backend.len() - self.to_pos);
+                if room == 0 || self.sock.is_none() || self.connecting {
+                    return Ok(false);
+                }
+                let n = (*left).min(room as u64).min(32 * 1024) as usize;
+                let mut chunk = vec![0u8; n];
+                file.read_exact(&mut chunk).map_err(|_| 500u16)?;
+                compact(&mut self.to_backend, &mut self.to_pos);
+                record::stdin(&mut self.to_backend, REQUEST_ID, &chunk);
+                *left -= n as u64;
+                if *left == 0 {
+                    record::stdin_end(&mut self.to_backend, REQUEST_ID);
+                    self.stdin_ended = true;
+                    self.body = BodyIn::None;
+                }
+                Ok(n > 0)
+            }
+            BodyIn::None => Ok(false),
+        }
+    }
+
+    /// Picks an upstream and connects; builds the params on the first attempt.
+    fn start(&mut self, env: &mut Env<'_>) -> Result<(), u16> {
+        if self.preamble.is_empty() {
+            self.build_preamble(env)?;
+        }
+        loop {
+            let Some(u) = env.pool.pick(self.backend, env.now, &self.tried) else {
+                tracing::warn!("fastcgi '{}': no address available", self.backend_name(env));
+                return Err(503);
+            };
+            self.tried.push(u);
+            match env.pool.connect(self.backend, u) {
+                Ok(c) => {
+                    let mut stream = c.stream;
+                    if let Err(e) = stream.register(env.registry, env.token) {
+                        tracing::error!("register backend socket: {e}");
+                        return Err(500);
+                    }
+                    env.pool.begin(self.backend, u);
+                    self.upstream = Some(u);
+                    self.reused = c.reused;
+                    self.connecting = !c.reused;
+                    self.readable = c.reused;
+                    self.writable = c.reused;
+                    self.sock = Some(stream);
+                    self.to_backend.clear();
+                    self.to_pos = 0;
+                    self.to_backend.extend_from_slice(&self.preamble);
+                    self.decoder = Decoder::new(REQUEST_ID);
+                    let kind = if self.connecting {
+                        Kind::backend_connect(self.backend)
+                    } else {
+                        Kind::backend_read(self.backend)
+                    };
+                    env.timers.arm(&mut self.timer, kind, env.key, env.now);
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "fastcgi '{}': connect to address {u}: {e}; disabled for a while",
+                        self.backend_name(env)
+                    );
+                    env.pool.disable(self.backend, u, env.now);
+                }
+            }
+        }
+    }
+
+    fn build_preamble(&mut self, env: &mut Env<'_>) -> Result<(), u16> {
+        let f = &self.facts;
+        let content_length = match &self.body {
+            BodyIn::None => None,
+            BodyIn::Length(n) => Some(*n),
+            BodyIn::Spooled { left, .. } => Some(*left),
+            BodyIn::Spooling { len, .. } => Some(*len),
+        };
+        let host = f
+            .req
+            .host
+            .clone()
+            .unwrap_or_else(|| f.server_addr.0.clone());
+        let input = ParamsInput {
+            req: &f.req,
+            script_name: &f.script_name,
+            path_info: f.path_info.as_deref(),
+            script_filename: &f.script_filename,
+            document_root: &f.document_root,
+            server_name: &host,
+            server_addr: &f.server_addr.0,
+            server_port: f.server_addr.1,
+            remote_addr: &f.remote.0,
+            remote_port: f.remote.1,
+            https: false,
+            content_length,
+            server_software: &f.server_software,
+            extra: &f.extra,
+        };
+        let keep = env
+            .pool
+            .backends
+            .get(self.backend)
+            .is_some_and(|b| b.keepalive);
+        let mut pre = Vec::with_capacity(1024);
+        record::begin_request(&mut pre, REQUEST_ID, keep);
+        params::build(&input, &mut pre, REQUEST_ID).map_err(|e| {
+            tracing::info!("fastcgi params refused: {e:?}");
+            400u16
+        })?;
+        if content_length.is_none() {
+            record::stdin_end(&mut pre, REQUEST_ID);
+            self.stdin_ended = true;
+        }
+        self.preamble = pre;
+        Ok(())
+    }
+
+    fn write_backend(&mut self) -> io::Result<bool> {
+        let Some(sock) = &mut self.sock else {
+            return Ok(false);
+        };
+        let mut progress = false;
+        while self.writable && self.to_pos < self.to_backend.len() {
+            match sock.write(&self.to_backend[self.to_pos..]) {
+                Ok(n) => {
+                    self.to_pos += n;
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(progress)
+    }
+
+    fn read_backend(&mut self, out: &mut Out, env: &mut Env<'_>) -> Result<ReadOutcome, u16> {
+        let mut progress = false;
+        loop {
+            if !self.readable || self.sock.is_none() || self.connecting {
+                break;
+            }
+            if !self.head_only && out.buffered() >= TO_CLIENT_MAX {
+                break;
+            }
+            self.rbuf.resize(BACKEND_READ, 0);
+            let Some(sock) = &mut self.sock else { break };
+            let n = match sock.read(&mut self.rbuf) {
+                Ok(0) => return Ok(ReadOutcome::Eof),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Ok(ReadOutcome::Eof),
+            };
+            progress = true;
+            env.timers.arm(
+                &mut self.timer,
+                Kind::backend_read(self.backend),
+                env.key,
+                env.now,
+            );
+            let data = std::mem::take(&mut self.rbuf);
+            let r = self.consume_records(&data[..n], out, env);
+            self.rbuf = data;
+            if r? {
+                return Ok(ReadOutcome::Done);
+            }
+        }
+        Ok(if progress {
+            ReadOutcome::Progress
+        } else {
+            ReadOutcome::Idle
+        })
+    }
+
+    /// Decodes records; Ok(true) at END_REQUEST.
+    fn consume_records(
+        &mut self,
+        mut data: &[u8],
+        out: &mut Out,
+        env: &mut Env<'_>,
+    ) -> Result<bool, u16> {
+        while !data.is_empty() {
+            let (used, event) = self.decoder.decode(data).map_err(|e| {
+                tracing::warn!("fastcgi '{}': bad record: {e:?}", self.backend_name(env));
+                502u16
+            })?;
+            data = &data[used..];
+            match event {
+                Some(Event::Stdout(bytes)) => self.stdout(bytes, out, env)?,
+                Some(Event::Stderr(bytes)) => {
+                    let name = self.backend_name(env);
+                    env.stderr.log(&name, bytes);
+                }
+                Some(Event::End { .. }) => {
+                    if !self.head_sent {
+                        tracing::warn!(
+                            "fastcgi '{}': request ended without a response head",
+                            self.backend_name(env)
+                        );
+                        self.finish_upstream(env, true);
+                        return Err(502);
+                    }
+                    self.end_body(out);
+                    // Anything after END_REQUEST on this connection would be a protocol
+                    // error; only a clean end keeps the connection.
+                    let clean = data.is_empty() && self.to_pos == self.to_backend.len();
+                    self.release_upstream(env, clean);
+                    return Ok(true);
+                }
+                None => {
+                    if used == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    fn stdout(&mut self, bytes: &[u8], out: &mut Out, env: &Env<'_>) -> Result<(), u16> {
+        if self.head_sent {
+            self.body_bytes(bytes, out);
+            return Ok(());
+        }
+        self.head_buf.extend_from_slice(bytes);
+        match cgi_head::parse(&self.head_buf) {
+            Ok(None) => Ok(()),
+            Ok(Some(head)) => {
+                let rest = self
+                    .head_buf
+                    .split_off(head.head_len.min(self.head_buf.len()));
+                self.send_head(&head, out, env);
+                self.head_buf = Vec::new();
+                self.body_bytes(&rest, out);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!("fastcgi: bad response head: {e:?}");
+                Err(502)
+            }
+        }
+    }
+
+    fn send_head(&mut self, head: &CgiHead, out: &mut Out, env: &Env<'_>) {
+        let no_body = crate::http::status::forbids_body(head.status);
+        self.framing = if self.head_only || no_body {
+            Framing::None
+        } else if let Some(n) = head.content_length {
+            Framing::Length(n)
+        } else if self.version == Version::Http11 {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        };
+        if self.framing == Framing::Close {
+            self.close_client = true;
+        }
+        self.status = Some(head.status);
+        self.head_sent = true;
+        let mut h = Vec::with_capacity(256 + head.headers.len());
+        let _ = write!(
+            h,
+            "HTTP/1.1 {} {}\r\n",
+            head.status,
+            crate::http::status::reason(head.status)
+        );
+        let _ = write!(h, "Date: {}\r\nServer: {}\r\n", env.date, env.server_name);
+        h.extend_from_slice(&head.headers);
+        match (self.framing, head.content_length) {
+            (Framing::Length(n), _) => {
+                let _ = write!(h, "Content-Length: {n}\r\n");
+            }
+            (Framing::Chunked, _) => h.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+            (Framing::None, Some(n)) if self.head_only => {
+                let _ = write!(h, "Content-Length: {n}\r\n");
+            }
+            _ => {}
+        }
+        if self.close_client || !self.keepalive_client {
+            self.close_client = true;
+            h.extend_from_slice(b"Connection: close\r\n");
+        } else if self.version == Version::Http10 {
+            h.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        h.extend_from_slice(b"\r\n");
+        out.start();
+        out.push_head(&h);
+    }
+
+    fn body_bytes(&mut self, bytes: &[u8], out: &mut Out) {
+        if bytes.is_empty() {
+            return;
+        }
+        match &mut self.framing {
+            Framing::None => {}
+            Framing::Close => out.push_body(bytes),
+            Framing::Chunked => {
+                let mut size = Vec::with_capacity(12);
+                let _ = write!(size, "{:x}\r\n", bytes.len());
+                out.push_body(&size);
+                out.push_body(bytes);
+                out.push_body(b"\r\n");
+            }
+            Framing::Length(left) => {
+                // More than announced: send what was announced, then close.
+                let n = (*left).min(bytes.len() as u64) as usize;
+                out.push_body(&bytes[..n]);
+                *left -= n as u64;
+                if n < bytes.len() {
+                    self.close_client = true;
+                }
+            }
+        }
+    }
+
+    fn end_body(&mut self, out: &mut Out) {
+        match self.framing {
+            Framing::Chunked => out.push_body(b"0\r\n\r\n"),
+            // Fewer bytes than announced: only closing shows the client the truncation.
+            Framing::Length(left) if left > 0 => self.close_client = true,
+            _ => {}
+        }
+    }
+
+    /// The backend closed its connection.
+    fn eof(&mut self, env: &mut Env<'_>) -> Step {
+        let stale = self.reused && !self.head_sent && self.head_buf.is_empty();
+        let replayable = !self.body_consumed;
+        self.finish_upstream(env, !stale);
+        if stale && replayable && !self.stale_retry_used {
+            // A kept connection the backend had closed: once more on a fresh one.
+            self.stale_retry_used = true;
+            self.tried.pop();
+            return Step::Progress;
+        }
+        tracing::warn!(
+            "fastcgi '{}': backend closed the connection {}",
+            self.backend_name(env),
+            if self.head_sent {
+                "mid-response"
+            } else {
+                "before the response head"
+            }
+        );
+        if self.head_sent {
+            Step::Abort
+        } else {
+            Step::Fail(502)
+        }
+    }
+
+    fn connect_failed(&mut self, e: io::Error, env: &mut Env<'_>) -> Step {
+        tracing::warn!(
+            "fastcgi '{}': connect: {e}; address disabled for a while",
+            self.backend_name(env)
+        );
+        if let Some(u) = self.upstream {
+            env.pool.disable(self.backend, u, env.now);
+        }
+        self.finish_upstream(env, true);
+        // Nothing was sent: another address may take it.
+        Step::Progress
+    }
+
+    fn io_failed(&mut self, e: io::Error, env: &mut Env<'_>) -> Step {
+        if self.reused && !self.head_sent && !self.body_consumed && !self.stale_retry_used {
+            self.stale_retry_used = true;
+            self.finish_upstream(env, false);
+            self.tried.pop();
+            return Step::Progress;
+        }
+        tracing::warn!("fastcgi '{}': {e}", self.backend_name(env));
+        self.finish_upstream(env, true);
+        if self.head_sent {
+            Step::Abort
+        } else {
+            Step::Fail(502)
+        }
+    }
+
+    /// Drops the backend connection (after a failure, or before a retry).
+    fn finish_upstream(&mut self, env: &mut Env<'_>, failed: bool) {
+        if let Some(u) = self.upstream.take() {
+            env.pool.end(self.backend, u, failed);
+        }
+        self.sock = None;
+        self.connecting = false;
+        self.readable = false;
+        self.writable = false;
+        env.timers.disarm(&mut self.timer);
+    }
+
+    /// Ends the request on its upstream, keeping the connection when it ended cleanly.
+    fn release_upstream(&mut self, env: &mut Env<'_>, clean: bool) {
+        if let Some(u) = self.upstream.take() {
+            env.pool.end(self.backend, u, false);
+            if let Some(mut sock) = self.sock.take() {
+                if clean && self.stdin_ended {
+                    let _ = sock.deregister(env.registry);
+                    env.pool.release(self.backend, u, sock);
+                }
+            }
+        }
+        env.timers.disarm(&mut self.timer);
+    }
+
+    /// On client disconnect or worker exit: let go of the backend.
+    pub fn cancel(&mut self, env: &mut Env<'_>) {
+        self.finish_upstream(env, false);
+    }
+}
+
+/// The request body, as the connection knows it when the exchange starts.
+#[derive(Debug, Clone, Copy)]
+pub enum RequestBody {
+    /// None.
+    None,
+    /// Content-Length.
+    Length(u64),
+    /// Chunked, spooled up to `limit` bytes.
+    Chunked {
+        /// limits.body_bytes.
+        limit: u64,
+    },
+}
+
+enum ReadOutcome {
+    Idle,
+    Progress,
+    Done,
+    Eof,
+}
+
+fn compact(buf: &mut Vec<u8>, pos: &mut usize) {
+    if *pos == buf.len() {
+        buf.clear();
+        *pos = 0;
+    } else if *pos > 0 && *pos * 2 >= buf.len() {
+        buf.drain(..*pos);
+        *pos = 0;
+    }
+}
+
+fn connect_result(sock: &Stream) -> io::Result<()> {
+    let err = match sock {
+        Stream::Tcp(s) => s.take_error()?,
+        Stream::Unix(s) => s.take_error()?,
+    };
+    if let Some(e) = err {
+        return Err(e);
+    }
+    // Writable without error can still mean "not yet" on some kernels: peer_addr settles it.
+    match sock {
+        Stream::Tcp(s) => s.peer_addr().map(|_| ()),
+        Stream::Unix(_) => Ok(()),
+    }
+}
+
+/// An unnamed temporary file for a chunked request body: it never has a name to leak, and
+/// the kernel frees it when the exchange drops it.
+fn spool_file() -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(std::env::temp_dir())
+}
