@@ -14,7 +14,7 @@ server {
 fastcgi "php" {
   spawn = os.getenv("PHP_CGI") or "/usr/bin/php-cgi",
   procs = 4,                          -- php-cgi processes, each serving one request at a time
-  socket = "/tmp/luahttpd-php.sock",  -- proc i listens on /tmp/luahttpd-php.sock-i
+  socket = "unix:/tmp/luahttpd-php.sock",  -- proc i listens on /tmp/luahttpd-php.sock-i
   env = {
     PHP_FCGI_CHILDREN = "0",          -- no PHP-side process manager: luahttpd supervises
     PHP_FCGI_MAX_REQUESTS = "500",    -- a proc exits after 500 requests; luahttpd respawns it

@@ -76,12 +76,21 @@ pub struct ErrorLog {
 }
 
 impl ErrorLog {
-    /// Opens the configured target and points the tracing writer at it.
-    pub fn open(target: &LogTarget) -> io::Result<ErrorLog> {
-        let file = match target {
+    /// Opens the configured target and points the tracing writer at it. With `as_stderr`
+    /// (a daemon, whose stderr is /dev/null) the file also becomes descriptor 2, so whatever
+    /// writes to stderr, a FastCGI process or a panic, lands in the error log too, and a
+    /// reopen moves descriptor 2 along.
+    pub fn open(target: &LogTarget, as_stderr: bool) -> io::Result<ErrorLog> {
+        let mut file = match target {
             LogTarget::Stderr => None,
             LogTarget::File(p) => Some(LogFile::open(p)?),
         };
+        if let (Some(f), true) = (&mut file, as_stderr) {
+            nix::unistd::dup2(f.fd.as_raw_fd(), 2)?;
+            // SAFETY: descriptor 2 now refers to the log file and this LogFile owns it from
+            // here on (the old descriptor closes when the replaced OwnedFd drops).
+            f.fd = unsafe { OwnedFd::from_raw_fd(2) };
+        }
         let fd = file.as_ref().map(LogFile::raw_fd).unwrap_or(2);
         ERROR_LOG_FD.store(fd, Ordering::Relaxed);
         Ok(ErrorLog { file })

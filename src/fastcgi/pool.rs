@@ -3,6 +3,7 @@
 
 use crate::config::{Config, FastcgiDef, ListenAddr};
 use crate::worker::net::Stream;
+use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,8 @@ pub struct Upstream {
     pub errors: u64,
     /// Left out until then after a refused connection.
     pub disabled_until: Option<Instant>,
+    /// Most requests in flight at once from this worker (None: no limit).
+    pub capacity: Option<u32>,
     idle: Vec<Stream>,
 }
 
@@ -35,6 +38,8 @@ pub struct Backend {
     /// Whether connections are kept for reuse (FCGI_KEEP_CONN).
     pub keepalive: bool,
     disable_time: Duration,
+    /// Connections (slab keys) waiting for an upstream with room.
+    waiting: VecDeque<usize>,
 }
 
 /// Every backend of the config, in config order.
@@ -42,6 +47,17 @@ pub struct Backend {
 pub struct Pool {
     /// The backends.
     pub backends: Vec<Backend>,
+    /// Waiting connections to wake because an upstream got room.
+    wake: Vec<usize>,
+}
+
+/// Why no upstream was picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoUpstream {
+    /// Every address is disabled or was tried: 503.
+    Unavailable,
+    /// Every usable address is busy: wait for one (`wait`).
+    Busy,
 }
 
 /// A connection to an upstream: fresh (connecting) or reused (idle until now).
@@ -63,16 +79,34 @@ pub fn upstream_addrs(def: &FastcgiDef) -> Vec<ListenAddr> {
 }
 
 impl Pool {
-    /// The backends of `config`, with the addresses `addrs` gives for each definition (the
-    /// proc sockets of a spawned backend, or its configured addresses).
-    pub fn new(config: &Config, addrs: impl Fn(&FastcgiDef) -> Vec<ListenAddr>) -> Pool {
-        Pool {
-            backends: config
-                .fastcgi
-                .iter()
-                .map(|d| Backend {
+    /// The backends of `config` as worker `worker` of `workers` uses them.
+    ///
+    /// A spawned process (php-cgi with PHP_FCGI_CHILDREN=0) serves one connection at a time
+    /// and, with FCGI_KEEP_CONN, waits on that connection for its next request. So each
+    /// worker gets its own share of the processes (process i belongs to worker i % workers)
+    /// and holds at most one connection to each, kept open between requests; a request
+    /// finding all of them busy waits for one. With fewer processes than workers they are
+    /// shared, one request at a time each, and connections are not kept (a kept idle
+    /// connection would block the other workers). External addresses take any number of
+    /// connections.
+    pub fn new(config: &Config, worker: usize, workers: usize) -> Pool {
+        let workers = workers.max(1);
+        let backends = config
+            .fastcgi
+            .iter()
+            .map(|d| {
+                let all = upstream_addrs(d);
+                let spawned = d.spawn.is_some();
+                let partition = spawned && all.len() >= workers;
+                let addrs: Vec<ListenAddr> = all
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| !partition || i % workers == worker % workers)
+                    .map(|(_, a)| a)
+                    .collect();
+                Backend {
                     name: d.name.clone(),
-                    upstreams: addrs(d)
+                    upstreams: addrs
                         .into_iter()
                         .map(|addr| Upstream {
                             addr,
@@ -80,13 +114,19 @@ impl Pool {
                             total: 0,
                             errors: 0,
                             disabled_until: None,
+                            capacity: spawned.then_some(1),
                             idle: Vec::new(),
                         })
                         .collect(),
-                    keepalive: d.keepalive,
+                    keepalive: d.keepalive && (!spawned || partition),
                     disable_time: d.disable_time,
-                })
-                .collect(),
+                    waiting: VecDeque::new(),
+                }
+            })
+            .collect();
+        Pool {
+            backends,
+            wake: Vec::new(),
         }
     }
 
@@ -95,11 +135,12 @@ impl Pool {
         self.backends.iter().position(|b| b.name == name)
     }
 
-    /// The enabled upstream of backend `b` with the fewest requests in flight, skipping those
-    /// in `exclude` (already tried for this request).
-    pub fn pick(&mut self, b: usize, now: Instant, exclude: &[usize]) -> Option<usize> {
-        let backend = self.backends.get_mut(b)?;
+    /// The enabled upstream of backend `b` with room and the fewest requests in flight,
+    /// skipping those in `exclude` (already tried for this request).
+    pub fn pick(&mut self, b: usize, now: Instant, exclude: &[usize]) -> Result<usize, NoUpstream> {
+        let backend = self.backends.get_mut(b).ok_or(NoUpstream::Unavailable)?;
         let mut best: Option<(usize, u32)> = None;
+        let mut busy = false;
         for (i, u) in backend.upstreams.iter_mut().enumerate() {
             if exclude.contains(&i) {
                 continue;
@@ -110,11 +151,40 @@ impl Pool {
                 }
                 u.disabled_until = None;
             }
+            if u.capacity.is_some_and(|c| u.active >= c) {
+                busy = true;
+                continue;
+            }
             if best.is_none_or(|(_, a)| u.active < a) {
                 best = Some((i, u.active));
             }
         }
-        best.map(|(i, _)| i)
+        match best {
+            Some((i, _)) => Ok(i),
+            None if busy => Err(NoUpstream::Busy),
+            None => Err(NoUpstream::Unavailable),
+        }
+    }
+
+    /// Queues connection `key` until an upstream of backend `b` has room.
+    pub fn wait(&mut self, b: usize, key: usize) {
+        if let Some(backend) = self.backends.get_mut(b) {
+            if !backend.waiting.contains(&key) {
+                backend.waiting.push_back(key);
+            }
+        }
+    }
+
+    /// Forgets a waiting connection (it went away or timed out).
+    pub fn unwait(&mut self, b: usize, key: usize) {
+        if let Some(backend) = self.backends.get_mut(b) {
+            backend.waiting.retain(|&k| k != key);
+        }
+    }
+
+    /// The waiting connections to run again because an upstream got room.
+    pub fn take_wakeups(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.wake)
     }
 
     /// A connection to upstream `u` of backend `b`: an idle one that is still open, else a
@@ -155,13 +225,17 @@ impl Pool {
         }
     }
 
-    /// Counts a request ending on upstream `u`; `failed` counts an error.
+    /// Counts a request ending on upstream `u`; `failed` counts an error. A connection
+    /// waiting for room is woken.
     pub fn end(&mut self, b: usize, u: usize, failed: bool) {
         if let Some(up) = self.upstream(b, u) {
             up.active = up.active.saturating_sub(1);
             if failed {
                 up.errors += 1;
             }
+        }
+        if let Some(key) = self.backends.get_mut(b).and_then(|x| x.waiting.pop_front()) {
+            self.wake.push(key);
         }
     }
 

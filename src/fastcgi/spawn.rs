@@ -137,13 +137,19 @@ pub fn answers(addr: &ListenAddr) -> bool {
 /// Starts process `index` of the spawned backend `def`, listening on `addr` (one of
 /// `proc_addrs(def)`), unless something already answers there.
 ///
+/// `kept` holds the process's listening socket across respawns: the first start creates it,
+/// later starts hand the same socket to the new process. Connections made while a process is
+/// being replaced (php-cgi exits on purpose after PHP_FCGI_MAX_REQUESTS) then wait in its
+/// listen queue instead of being refused.
+///
 /// Blocks only until the child has exec'd (or failed to). The child's pid must later be reaped
 /// by the caller (the watcher's waitpid loop) and passed to `Backends::on_exit`. On an exec
-/// failure the child is reaped here and a Unix socket file created for it is removed.
+/// failure the child is reaped here, the socket dropped and a Unix socket file removed.
 pub fn spawn_proc(
     def: &FastcgiDef,
     index: usize,
     addr: &ListenAddr,
+    kept: &mut Option<OwnedFd>,
 ) -> Result<SpawnOutcome, SpawnError> {
     let fail = |reason: String| SpawnError {
         backend: def.name.clone(),
@@ -154,7 +160,7 @@ pub fn spawn_proc(
         Some(a) if !a.is_empty() => a,
         _ => return Err(fail("no program to spawn".to_string())),
     };
-    if answers(addr) {
+    if kept.is_none() && answers(addr) {
         tracing::info!(
             "fastcgi '{}' proc {}: something already answers on {}; using it, not spawning",
             def.name,
@@ -165,13 +171,21 @@ pub fn spawn_proc(
     }
     // Everything the child needs is allocated now: after fork it may not allocate.
     let exec = ExecImage::new(argv, &def.env).map_err(&fail)?;
-    let listener = create_listener(addr)
-        .map_err(|e| fail(format!("cannot listen on {}: {e}", describe(addr))))?;
-    let result = fork_exec(&exec, listener).map_err(|e| match e {
+    if kept.is_none() {
+        let fd = create_listener(addr)
+            .and_then(|fd| above_stdio(fd).map_err(|e| e.desc().to_string()))
+            .map_err(|e| fail(format!("cannot listen on {}: {e}", describe(addr))))?;
+        *kept = Some(fd);
+    }
+    let Some(listener) = kept.as_ref() else {
+        return Err(fail("no listening socket".to_string()));
+    };
+    let result = fork_exec(&exec, listener.as_raw_fd()).map_err(|e| match e {
         ForkError::Setup(what) => fail(what),
         ForkError::Child { stage, errno } => fail(stage.describe(&argv[0], errno)),
     });
     if result.is_err() {
+        *kept = None;
         if let ListenAddr::Unix(p) = addr {
             let _ = std::fs::remove_file(p);
         }
@@ -332,9 +346,8 @@ struct ChildPlan<'a> {
     max_fd: libc::c_int,
 }
 
-fn fork_exec(exec: &ExecImage, listener: OwnedFd) -> Result<Pid, ForkError> {
+fn fork_exec(exec: &ExecImage, listen_fd: RawFd) -> Result<Pid, ForkError> {
     let setup = |what: &str, e: &dyn std::fmt::Display| ForkError::Setup(format!("{what}: {e}"));
-    let listener = above_stdio(listener).map_err(|e| setup("socket", &e))?;
     let devnull: OwnedFd = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -350,7 +363,7 @@ fn fork_exec(exec: &ExecImage, listener: OwnedFd) -> Result<Pid, ForkError> {
         .unwrap_or(65536);
     let plan = ChildPlan {
         exec,
-        listen_fd: listener.as_raw_fd(),
+        listen_fd,
         devnull_fd: devnull.as_raw_fd(),
         err_fd: err_w.as_raw_fd(),
         parent: std::process::id() as libc::pid_t,
@@ -364,9 +377,8 @@ fn fork_exec(exec: &ExecImage, listener: OwnedFd) -> Result<Pid, ForkError> {
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => return Err(setup("fork", &e)),
     };
-    // The child holds the socket now; our copy goes. Our copy of the pipe's write end must go
-    // too, or the read below would never see end of file.
-    drop(listener);
+    // The caller keeps its listening socket for the next respawn. Our copy of the pipe's
+    // write end must go, or the read below would never see end of file.
     drop(devnull);
     drop(err_w);
     let mut buf = [0u8; 5];

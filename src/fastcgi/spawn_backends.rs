@@ -25,6 +25,7 @@ use crate::config::{FastcgiDef, ListenAddr};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 /// A process that exits sooner than this after its start counts as crashing.
@@ -57,6 +58,8 @@ struct Proc {
     external: bool,
     /// We bound a Unix socket file at `addr` (removed by `cleanup`).
     owns_socket: bool,
+    /// The listening socket, kept across respawns (see `spawn_proc`).
+    listener: Option<OwnedFd>,
     started: Instant,
     crashes: u32,
     respawn_at: Option<Instant>,
@@ -102,11 +105,12 @@ impl Backends {
                         pid: None,
                         external: false,
                         owns_socket: false,
+                        listener: None,
                         started: now,
                         crashes: 0,
                         respawn_at: None,
                     };
-                    match spawn_proc(def, i, &p.addr) {
+                    match spawn_proc(def, i, &p.addr, &mut p.listener) {
                         Ok(outcome) => p.started_as(outcome, now),
                         Err(e) => {
                             backend.procs.push(p);
@@ -159,10 +163,16 @@ impl Backends {
                 return true;
             }
             let lived = now.saturating_duration_since(p.started);
-            let (crashes, delay) = backoff(lived, p.crashes);
+            // php-cgi exits with 0 on purpose after PHP_FCGI_MAX_REQUESTS, however soon under
+            // load: only an abnormal exit counts as a crash.
+            let (crashes, delay) = if matches!(status, WaitStatus::Exited(_, 0)) {
+                (0, Duration::ZERO)
+            } else {
+                backoff(lived, p.crashes)
+            };
             p.crashes = crashes;
             p.respawn_at = Some(now + delay);
-            tracing::warn!(
+            let message = format!(
                 "fastcgi '{}' proc {i} (pid {pid}) {} after {:.1?}; respawning {}",
                 b.def.name,
                 describe_exit(status),
@@ -173,6 +183,12 @@ impl Backends {
                     format!("in {delay:?}")
                 }
             );
+            // A clean exit is php-cgi's PHP_FCGI_MAX_REQUESTS at work, not a problem.
+            if crashes == 0 {
+                tracing::info!("{message}");
+            } else {
+                tracing::warn!("{message}");
+            }
             return true;
         }
         false
@@ -198,7 +214,7 @@ impl Backends {
                     continue;
                 }
                 p.respawn_at = None;
-                match spawn_proc(&b.def, i, &p.addr) {
+                match spawn_proc(&b.def, i, &p.addr, &mut p.listener) {
                     Ok(outcome) => {
                         if outcome == SpawnOutcome::External {
                             tracing::warn!(
@@ -245,10 +261,20 @@ impl Backends {
         self.procs().filter_map(|p| p.pid).collect()
     }
 
+    /// Closes the kept listening sockets in a forked worker, which must not hold them.
+    pub fn close_in_child(&mut self) {
+        for b in &mut self.backends {
+            for p in &mut b.procs {
+                p.listener = None;
+            }
+        }
+    }
+
     /// Removes the Unix socket files bound for our processes (at exit, after `stop`).
     pub fn cleanup(&mut self) {
         for b in &mut self.backends {
             for p in &mut b.procs {
+                p.listener = None;
                 if let (true, ListenAddr::Unix(path)) = (p.owns_socket, &p.addr) {
                     let _ = std::fs::remove_file(path);
                     p.owns_socket = false;
@@ -380,6 +406,7 @@ mod tests {
                 pid: Some(Pid::from_raw(2_000_000_000 + i as i32)),
                 external: false,
                 owns_socket: false,
+                listener: None,
                 started: start,
                 crashes: 0,
                 respawn_at: None,

@@ -132,7 +132,7 @@ fn child_gets_socket_on_fd0_clean_fds_env_and_signals() {
     let mut usr2 = nix::sys::signal::SigSet::empty();
     usr2.add(Signal::SIGUSR2);
     usr2.thread_block().expect("block");
-    let outcome = spawn_proc(&d, 0, &addr);
+    let outcome = spawn_proc(&d, 0, &addr, &mut None);
     usr2.thread_unblock().expect("unblock");
     let _ = nix::unistd::close(bait);
     let pid = match outcome {
@@ -213,7 +213,7 @@ fn shell_child_sees_the_same_contract() {
         .expect("port")
         .port();
     let addr = ListenAddr::Tcp(format!("127.0.0.1:{port}").parse().expect("addr"));
-    let pid = match spawn_proc(&d, 0, &addr) {
+    let pid = match spawn_proc(&d, 0, &addr, &mut None) {
         Ok(SpawnOutcome::Spawned { pid }) => pid,
         other => panic!("expected a spawned child, got {other:?}"),
     };
@@ -256,7 +256,8 @@ fn exec_failures_are_reported_in_words() {
 
     let missing = dir.0.join("no-such-php-cgi");
     let missing = missing.to_str().expect("utf-8");
-    let e = spawn_proc(&def(&[missing], sock.clone(), &[]), 0, &addr).expect_err("missing");
+    let e =
+        spawn_proc(&def(&[missing], sock.clone(), &[]), 0, &addr, &mut None).expect_err("missing");
     assert_eq!(
         e.to_string(),
         format!("fastcgi 'php' proc 0: cannot execute {missing}: No such file or directory")
@@ -267,7 +268,7 @@ fn exec_failures_are_reported_in_words() {
     let plain = dir.0.join("not-executable");
     std::fs::write(&plain, "#!/bin/sh\n").expect("write");
     let plain = plain.to_str().expect("utf-8");
-    let e = spawn_proc(&def(&[plain], sock, &[]), 0, &addr).expect_err("not executable");
+    let e = spawn_proc(&def(&[plain], sock, &[]), 0, &addr, &mut None).expect_err("not executable");
     // As root, a file without any x bit still fails with EACCES.
     assert_eq!(
         e.to_string(),
@@ -285,7 +286,7 @@ fn something_already_answering_is_used() {
         ListenAddr::Unix(dir.0.join("php.sock")),
         &[],
     );
-    let r = spawn_proc(&d, 0, &ListenAddr::Unix(path.clone()));
+    let r = spawn_proc(&d, 0, &ListenAddr::Unix(path.clone()), &mut None);
     assert_eq!(r, Ok(SpawnOutcome::External));
     assert!(path.exists(), "the other server's socket stays");
 }
@@ -301,7 +302,7 @@ fn stale_socket_is_replaced_but_other_files_are_not() {
         ListenAddr::Unix(dir.0.join("php.sock")),
         &[],
     );
-    let pid = match spawn_proc(&d, 0, &ListenAddr::Unix(path.clone())) {
+    let pid = match spawn_proc(&d, 0, &ListenAddr::Unix(path.clone()), &mut None) {
         Ok(SpawnOutcome::Spawned { pid }) => pid,
         other => panic!("expected a spawned child, got {other:?}"),
     };
@@ -311,7 +312,8 @@ fn stale_socket_is_replaced_but_other_files_are_not() {
 
     let file = dir.0.join("php.sock-1");
     std::fs::write(&file, "data").expect("write");
-    let e = spawn_proc(&d, 1, &ListenAddr::Unix(file.clone())).expect_err("not a socket");
+    let e =
+        spawn_proc(&d, 1, &ListenAddr::Unix(file.clone()), &mut None).expect_err("not a socket");
     assert!(e.to_string().contains("exists and is not a socket"), "{e}");
     assert_eq!(std::fs::read(&file).expect("kept"), b"data");
 }

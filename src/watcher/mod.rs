@@ -106,7 +106,8 @@ impl Watcher {
     fn start(loaded: Loaded, readiness_fd: Option<RawFd>) -> Result<Watcher, String> {
         let config = &loaded.config;
         let signals = signals::install().map_err(|e| format!("signals: {e}"))?;
-        let error_log = ErrorLog::open(&config.error_log).map_err(|e| format!("error log: {e}"))?;
+        let error_log = ErrorLog::open(&config.error_log, readiness_fd.is_some())
+            .map_err(|e| format!("error log: {e}"))?;
         let access_log = match &config.access_log {
             Some(p) => Some(LogFile::open(p).map_err(|e| format!("access log: {e}"))?),
             None => None,
@@ -190,7 +191,7 @@ impl Watcher {
                 Ok(())
             }
             Ok(ForkResult::Child) => {
-                let code = self.become_worker(watcher_pid);
+                let code = self.become_worker(watcher_pid, i);
                 std::process::exit(code);
             }
             Err(e) => Err(format!("fork: {e}")),
@@ -198,7 +199,7 @@ impl Watcher {
     }
 
     /// The child side of `spawn`: never returns to the watcher's loop.
-    fn become_worker(&mut self, watcher_pid: Pid) -> i32 {
+    fn become_worker(&mut self, watcher_pid: Pid, index: usize) -> i32 {
         // Die with the watcher, whatever kills it; SIGTERM is an immediate stop.
         // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches no memory.
         unsafe {
@@ -213,6 +214,7 @@ impl Watcher {
         if let Some(fd) = self.readiness_fd {
             let _ = nix::unistd::close(fd);
         }
+        self.backends.close_in_child();
         let bound = std::mem::take(&mut self.bound);
         let listeners = match bound.into_iter().map(Bound::into_listener).collect() {
             Ok(l) => l,
@@ -235,6 +237,7 @@ impl Watcher {
             error_log: &self.error_log,
             access_log,
             site,
+            index,
         })
     }
 

@@ -19,7 +19,7 @@ use super::out::Out;
 use super::timers::{Kind, Slot, Timers};
 use crate::fastcgi::cgi_head::{self, CgiHead};
 use crate::fastcgi::params::{self, ParamsInput};
-use crate::fastcgi::pool::Pool;
+use crate::fastcgi::pool::{NoUpstream, Pool};
 use crate::fastcgi::record::{self, Decoder, Event};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Method, Request, Version};
@@ -199,6 +199,8 @@ pub struct Exchange {
     pub timer: Slot,
     keepalive_client: bool,
     version: Version,
+    /// Queued in the pool until an upstream has room.
+    waiting: bool,
 }
 
 impl Exchange {
@@ -251,6 +253,7 @@ impl Exchange {
             timer: Slot::new(now),
             keepalive_client,
             version,
+            waiting: false,
         })
     }
 
@@ -282,12 +285,14 @@ impl Exchange {
 
     /// The backend-side timeout fired.
     pub fn timed_out(&mut self, env: &mut Env<'_>) -> Step {
-        let connecting = self.connecting;
-        tracing::warn!(
-            "fastcgi '{}': {} timed out",
-            self.backend_name(env),
-            if connecting { "connect" } else { "read" }
-        );
+        let what = if self.waiting {
+            "waiting for a free process"
+        } else if self.connecting {
+            "connect"
+        } else {
+            "read"
+        };
+        tracing::warn!("fastcgi '{}': {what} timed out", self.backend_name(env));
         self.finish_upstream(env, true);
         if self.head_sent {
             Step::Abort
@@ -310,6 +315,9 @@ impl Exchange {
         }
         if self.sock.is_none() && self.status.is_none() {
             match self.start(env) {
+                Ok(()) if self.waiting => {
+                    return if progress { Step::Progress } else { Step::Idle };
+                }
                 Ok(()) => progress = true,
                 Err(status) => return Step::Fail(status),
             }
@@ -455,13 +463,30 @@ impl Exchange {
             self.build_preamble(env)?;
         }
         loop {
-            let Some(u) = env.pool.pick(self.backend, env.now, &self.tried) else {
-                tracing::warn!("fastcgi '{}': no address available", self.backend_name(env));
-                return Err(503);
+            let u = match env.pool.pick(self.backend, env.now, &self.tried) {
+                Ok(u) => u,
+                Err(NoUpstream::Busy) => {
+                    // Every process is serving: queue until one is free (bounded by the
+                    // backend's read timeout).
+                    env.pool.wait(self.backend, env.key);
+                    self.waiting = true;
+                    env.timers.arm_once(
+                        &mut self.timer,
+                        Kind::backend_read(self.backend),
+                        env.key,
+                        env.now,
+                    );
+                    return Ok(());
+                }
+                Err(NoUpstream::Unavailable) => {
+                    tracing::warn!("fastcgi '{}': no address available", self.backend_name(env));
+                    return Err(503);
+                }
             };
             self.tried.push(u);
             match env.pool.connect(self.backend, u) {
                 Ok(c) => {
+                    self.waiting = false;
                     let mut stream = c.stream;
                     if let Err(e) = stream.register(env.registry, env.token) {
                         tracing::error!("register backend socket: {e}");
@@ -814,6 +839,10 @@ impl Exchange {
 
     /// Drops the backend connection (after a failure, or before a retry).
     fn finish_upstream(&mut self, env: &mut Env<'_>, failed: bool) {
+        if self.waiting {
+            env.pool.unwait(self.backend, env.key);
+            self.waiting = false;
+        }
         if let Some(u) = self.upstream.take() {
             env.pool.end(self.backend, u, failed);
         }

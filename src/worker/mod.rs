@@ -50,6 +50,8 @@ pub struct WorkerSetup<'a> {
     pub access_log: Option<AccessLog>,
     /// The document root.
     pub site: Site,
+    /// This worker's slot (0-based), which decides its share of spawned FastCGI processes.
+    pub index: usize,
 }
 
 /// Why accepting is paused.
@@ -141,7 +143,7 @@ impl<'a> Worker<'a> {
             accepting: Accepting::Yes,
             draining: false,
             signals,
-            pool: Pool::new(setup.config, crate::fastcgi::pool::upstream_addrs),
+            pool: Pool::new(setup.config, setup.index, setup.config.workers),
             stderr: StderrLimit::default(),
         })
     }
@@ -206,8 +208,20 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Runs `f` on the connection at `key` and closes it if it says so.
+    /// Runs `f` on the connection at `key`, closes it if it says so, then runs whatever that
+    /// freed up.
     fn on_conn(
+        &mut self,
+        key: usize,
+        now: Instant,
+        f: impl FnOnce(&mut Conn, &mut Ctx<'_>) -> Verdict,
+    ) {
+        self.with_conn(key, now, f);
+        self.wake_waiters(now);
+    }
+
+    /// Runs `f` on the connection at `key` and closes it if it says so.
+    fn with_conn(
         &mut self,
         key: usize,
         now: Instant,
@@ -234,6 +248,19 @@ impl<'a> Worker<'a> {
         if f(conn, &mut ctx) == Verdict::Close {
             conn.abort(&mut ctx);
             self.close(key);
+        }
+    }
+
+    /// Runs the connections that waited for a busy FastCGI process and may go on now.
+    fn wake_waiters(&mut self, now: Instant) {
+        loop {
+            let waiters = self.pool.take_wakeups();
+            if waiters.is_empty() {
+                return;
+            }
+            for key in waiters {
+                self.with_conn(key, now, |c, ctx| c.ready(ctx, false, false));
+            }
         }
     }
 
