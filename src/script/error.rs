@@ -55,7 +55,7 @@ impl fmt::Display for RouteError {
             let frames: Vec<&str> = tb
                 .lines()
                 .map(str::trim)
-                .filter(|l| !l.is_empty() && *l != "stack traceback:")
+                .filter(|l| !l.is_empty() && *l != "stack traceback:" && !l.starts_with("__mlua"))
                 .collect();
             if !frames.is_empty() {
                 write!(f, " (traceback: {})", frames.join(" <- "))?;
@@ -81,7 +81,12 @@ impl RouteError {
         let (text, traceback) = flatten(e);
         let (text, tb2) = split_traceback(&text);
         let traceback = traceback.or(tb2);
-        let (location, message) = split_location(&text);
+        let (mut location, message) = split_location(&text);
+        if location.is_none() {
+            // Errors raised by Rust (req fields, decisions) carry no position: take the first
+            // Lua frame of the traceback.
+            location = traceback.as_deref().and_then(first_lua_frame);
+        }
         RouteError {
             kind,
             location,
@@ -141,4 +146,12 @@ pub(super) fn split_location(text: &str) -> (Option<String>, String) {
         }
     }
     (None, text.to_string())
+}
+
+/// `file:line` of the first frame of a traceback that is Lua code of the config.
+fn first_lua_frame(tb: &str) -> Option<String> {
+    tb.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('[') && !l.starts_with("__mlua") && !l.starts_with('('))
+        .find_map(|l| split_location(l).0)
 }

@@ -4,7 +4,7 @@
 -- their _ENV, so they see the sandbox from now on. Values a config captured in upvalues before
 -- this ran (e.g. `local io = io`) stay reachable to that code: the config is trusted, requests
 -- are not.
-local G, tripped, log, decisions = ...
+local G, tripped, log, decisions, is_c_function = ...
 
 local error, pairs, next, rawget, type, tostring, select = error, pairs, next, rawget, type, tostring, select
 local raw_pcall, raw_xpcall, raw_setmetatable, raw_collectgarbage = pcall, xpcall, setmetatable, collectgarbage
@@ -73,6 +73,25 @@ for k, v in pairs(decisions) do keep[k] = v end
 local smt = getmetatable("")
 smt.__index = string_copy
 smt.__metatable = false
+
+-- Globals the config defined itself (Lua functions, tables, strings, …) stay; the standard
+-- library and every C function (the config helpers: server, include, read_file, …) go.
+local builtin = {}
+for _, k in pairs({ "assert", "collectgarbage", "dofile", "error", "getmetatable", "ipairs",
+                    "load", "loadfile", "loadstring", "next", "pairs", "pcall", "print",
+                    "rawequal", "rawget", "rawlen", "rawset", "require", "select",
+                    "setmetatable", "tonumber", "tostring", "type", "xpcall", "warn", "unpack",
+                    "_G", "_VERSION", "coroutine", "debug", "io", "math", "os", "package",
+                    "string", "table", "utf8", "bit32" }) do
+  builtin[k] = true
+end
+for k in pairs(decisions) do builtin[k] = true end
+for k, v in next, G do
+  if keep[k] == nil and not builtin[k]
+     and not (type(v) == "function" and is_c_function(v)) then
+    keep[k] = v
+  end
+end
 
 local names = {}
 for k in next, G do names[#names + 1] = k end

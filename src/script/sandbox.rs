@@ -49,8 +49,9 @@ pub fn prepare_sandbox(lua: &Lua) -> mlua::Result<()> {
         Ok(())
     })?;
     let decisions = constructors(lua)?;
+    let is_c_function = lua.create_function(|_, f: mlua::Function| Ok(f.info().what == "C"))?;
     lua.load(SANDBOX_LUA)
         .set_name("=luahttpd sandbox")
-        .call::<()>((g, tripped, log, decisions))?;
+        .call::<()>((g, tripped, log, decisions, is_c_function))?;
     lua.set_named_registry_value(MARK, true)
 }
