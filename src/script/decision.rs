@@ -197,7 +197,10 @@ fn static_(lua: &Lua, opts: Value) -> mlua::Result<DecisionValue> {
     Ok(DecisionValue(Decision::Static { root, headers }))
 }
 
-fn redirect(lua: &Lua, (status, location, hdrs): (Value, Value, Value)) -> mlua::Result<DecisionValue> {
+fn redirect(
+    lua: &Lua,
+    (status, location, hdrs): (Value, Value, Value),
+) -> mlua::Result<DecisionValue> {
     let what = "redirect";
     let status = status_arg(lua, what, status, None)?;
     if !matches!(status, 301 | 302 | 303 | 307 | 308) {
@@ -238,7 +241,11 @@ fn respond(lua: &Lua, (status, body, hdrs): (Value, Value, Value)) -> mlua::Resu
         }
     };
     if !body.is_empty() && matches!(status, 204 | 304) {
-        return Err(fail(lua, what, format!("status {status} cannot have a body")));
+        return Err(fail(
+            lua,
+            what,
+            format!("status {status} cannot have a body"),
+        ));
     }
     let headers = header_list(lua, what, hdrs)?;
     Ok(DecisionValue(Decision::Respond {
@@ -309,9 +316,10 @@ fn unknown_field(lua: &Lua, what: &str, k: &Value) -> mlua::Error {
 /// A string (numbers are turned into text) without NUL.
 fn text(lua: &Lua, what: &str, field: &str, v: Value) -> mlua::Result<String> {
     let s = match &v {
-        Value::String(s) => s.to_str().map(|s| s.to_string()).map_err(|_| {
-            fail(lua, what, format!("{field} must be valid UTF-8"))
-        })?,
+        Value::String(s) => s
+            .to_str()
+            .map(|s| s.to_string())
+            .map_err(|_| fail(lua, what, format!("{field} must be valid UTF-8")))?,
         Value::Integer(_) | Value::Number(_) => v.to_string()?,
         other => {
             return Err(fail(
@@ -388,7 +396,10 @@ fn header_list(lua: &Lua, what: &str, v: Value) -> mlua::Result<Vec<(String, Str
                 format!("header name {name:?} is not a token"),
             ));
         }
-        if RESERVED_HEADERS.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+        if RESERVED_HEADERS
+            .iter()
+            .any(|r| name.eq_ignore_ascii_case(r))
+        {
             return Err(fail(
                 lua,
                 what,

@@ -152,6 +152,11 @@ pub(super) fn split_location(text: &str) -> (Option<String>, String) {
 fn first_lua_frame(tb: &str) -> Option<String> {
     tb.lines()
         .map(str::trim)
-        .filter(|l| !l.starts_with('[') && !l.starts_with("__mlua") && !l.starts_with('('))
+        .filter(|l| {
+            !l.starts_with('[')
+                && !l.starts_with("__mlua")
+                && !l.starts_with("luahttpd ")
+                && !l.starts_with('(')
+        })
         .find_map(|l| split_location(l).0)
 }

@@ -63,7 +63,8 @@ impl Budget {
     pub(super) fn start(&self, limits: &RouterLimits) {
         self.used.set(0);
         self.max.set(limits.instructions);
-        self.deadline.set(Instant::now().checked_add(limits.deadline));
+        self.deadline
+            .set(Instant::now().checked_add(limits.deadline));
         self.tripped.set(None);
         self.at.borrow_mut().take();
         self.active.set(true);

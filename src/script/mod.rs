@@ -34,12 +34,12 @@ pub use sandbox::prepare_sandbox;
 use std::collections::HashSet;
 use std::rc::Rc;
 
-use mlua::{AnyUserData, Function, Lua, RegistryKey, Value};
+use mlua::{Function, Lua, RegistryKey, Value};
 
 use crate::http::request::Request;
 use decision::DecisionUd;
 use limits::{Budget, Trip};
-use req::{Current, HeadersUd, ReqUd};
+use req::Current;
 
 /// What a route call sees of a request and its connection.
 #[derive(Debug, Clone, Copy)]
@@ -65,8 +65,8 @@ pub(super) struct BackendNames(pub(super) HashSet<String>);
 /// two for the same state.
 pub struct Router {
     lua: Lua,
+    /// The route function wrapped by `req.lua`: takes no argument.
     func: Function,
-    req: AnyUserData,
     current: Rc<Current>,
     budget: Rc<Budget>,
     backends: HashSet<String>,
@@ -93,20 +93,13 @@ impl Router {
         lua.set_app_data(BackendNames(backends.clone()));
         prepare_sandbox(lua)?;
         let current = Rc::new(Current::new());
-        let headers = lua.create_userdata(HeadersUd {
-            cur: current.clone(),
-        })?;
-        let req = lua.create_userdata(ReqUd {
-            cur: current.clone(),
-            headers,
-        })?;
+        let func = req::wrap(lua, &current, func)?;
         lua.gc_collect()?;
         lua.set_memory_limit(limits.memory)?;
         let budget = limits::install(lua);
         Ok(Router {
             lua: lua.clone(),
             func,
-            req,
             current,
             budget,
             backends,
@@ -126,7 +119,7 @@ impl Router {
         let result = {
             let _entered = self.current.enter(req);
             self.budget.start(&self.limits);
-            let r = self.func.call::<Value>(&self.req);
+            let r = self.func.call::<Value>(());
             let trip = self.budget.finish();
             (r, trip)
         };

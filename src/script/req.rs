@@ -1,16 +1,16 @@
 //! The read-only `req` object a route function receives.
 //!
-//! Cost matters (every request pays it), so nothing is copied up front: one `req` userdata and
-//! one `req.headers` userdata are created per `Router` and reused by every call. During a call
-//! they point at the current [`RouteRequest`]; each field is computed when it is read. Reading
-//! `req` after its call returned (e.g. from an upvalue in a later call) sees the request of that
-//! later call; outside any call it is an error.
+//! Cost matters (every request pays it), so nothing is copied up front: `req` and `req.headers`
+//! are two empty Lua tables made once per `Router` (see `req.lua`). Each call gives them fresh
+//! caches; a field is computed from the current [`RouteRequest`] by Rust on its first read in
+//! the call and is a plain table read after that. A `req` kept in an upvalue and read in a later
+//! call sees that later call's request; reading an uncached field outside any call is an error.
 
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
-use mlua::{AnyUserData, Lua, MetaMethod, UserData, UserDataMethods, Value};
+use mlua::{Function, Lua, Value};
 
 use super::{args, RouteRequest};
 
@@ -45,7 +45,7 @@ impl Current {
     pub(super) fn enter<'c>(&'c self, req: &'c RouteRequest<'_>) -> Entered<'c> {
         let prev = self.ptr.get();
         // Only the lifetime parameter changes; `with` never lets the `'static` escape.
-        let p = req as *const RouteRequest<'_> as *const RouteRequest<'static>;
+        let p: *const RouteRequest<'static> = (req as *const RouteRequest<'_>).cast();
         self.ptr.set(p);
         Entered {
             cur: self,
@@ -71,19 +71,59 @@ impl Current {
     }
 }
 
-/// `req`.
-pub(super) struct ReqUd {
-    pub(super) cur: Rc<Current>,
-    pub(super) headers: AnyUserData,
-}
+const REQ_LUA: &str = include_str!("req.lua");
 
-/// `req.headers`.
-pub(super) struct HeadersUd {
-    pub(super) cur: Rc<Current>,
-}
-
-fn read_only(what: &str) -> mlua::Error {
-    mlua::Error::RuntimeError(format!("{what} is read-only"))
+/// Wraps the route function: the returned function takes no argument, builds the call's `req`
+/// view and calls `route(req)`.
+pub(super) fn wrap(lua: &Lua, cur: &Rc<Current>, route: Function) -> mlua::Result<Function> {
+    let c = cur.clone();
+    let fetch = lua.create_function(move |lua, key: Value| {
+        let Value::String(key) = key else {
+            return Ok((Value::Nil, None));
+        };
+        let key = key.as_bytes();
+        c.with(|r| field(lua, r, &key))
+    })?;
+    let c = cur.clone();
+    let header = lua.create_function(move |lua, key: Value| {
+        let Value::String(key) = key else {
+            return Ok(Value::Nil);
+        };
+        let key = key.as_bytes();
+        c.with(|r| header(lua, r, &key))
+    })?;
+    let c = cur.clone();
+    let arg = lua.create_function(move |lua, name: mlua::String| {
+        c.with(|r| {
+            let Some(q) = r.req.query.as_deref() else {
+                return Ok(Value::Nil);
+            };
+            match args::arg(q, &name.as_bytes()) {
+                Some(v) => lua.create_string(v).map(Value::String),
+                None => Ok(Value::Nil),
+            }
+        })
+    })?;
+    let c = cur.clone();
+    let header_pairs = lua.create_function(move |lua, ()| {
+        let t = lua.create_table()?;
+        c.with(|r| {
+            for (n, v) in r.req.headers() {
+                let name = lua.create_string(n.to_ascii_lowercase())?;
+                let value = match t.raw_get::<Option<mlua::String>>(&name)? {
+                    Some(prev) => lua.create_string([&prev.as_bytes()[..], b", ", v].concat())?,
+                    None => lua.create_string(v)?,
+                };
+                t.raw_set(name, value)?;
+            }
+            Ok(())
+        })?;
+        let next: Function = lua.globals().raw_get("next")?;
+        Ok((next, t, Value::Nil))
+    })?;
+    lua.load(REQ_LUA)
+        .set_name("=luahttpd req")
+        .call((fetch, header, arg, header_pairs, route))
 }
 
 fn opt_str(lua: &Lua, s: Option<&str>) -> mlua::Result<Value> {
@@ -93,107 +133,50 @@ fn opt_str(lua: &Lua, s: Option<&str>) -> mlua::Result<Value> {
     }
 }
 
-impl UserData for ReqUd {
-    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("arg", |lua, this, name: mlua::String| {
-            this.cur.with(|r| {
-                let Some(q) = r.req.query.as_deref() else {
-                    return Ok(Value::Nil);
-                };
-                match args::arg(q, &name.as_bytes()) {
-                    Some(v) => lua.create_string(v).map(Value::String),
-                    None => Ok(Value::Nil),
-                }
-            })
-        });
-        methods.add_meta_method(MetaMethod::Index, |lua, this, key: Value| {
-            let Value::String(key) = key else {
-                return Ok(Value::Nil);
-            };
-            let key = key.as_bytes();
-            this.cur.with(|r| {
-                let q = r.req;
-                Ok(match &*key {
-                    b"path" => Value::String(lua.create_string(&q.path)?),
-                    b"method" => Value::String(lua.create_string(q.method.as_str())?),
-                    b"host" => opt_str(lua, q.host.as_deref())?,
-                    b"headers" => Value::UserData(this.headers.clone()),
-                    b"query" => opt_str(lua, q.query.as_deref())?,
-                    b"raw_path" => Value::String(lua.create_string(&q.raw_path)?),
-                    b"uri" => Value::String(lua.create_string(&q.target)?),
-                    b"version" => Value::String(lua.create_string(q.version.as_str())?),
-                    b"scheme" => Value::String(lua.create_string(r.scheme)?),
-                    b"remote_addr" => Value::String(lua.create_string(r.remote_addr)?),
-                    b"remote_port" => Value::Integer(i64::from(r.remote_port)),
-                    b"listener" => Value::String(lua.create_string(r.listener)?),
-                    other => {
-                        return Err(mlua::Error::RuntimeError(format!(
-                            "req has no field '{}' (fields: method, path, raw_path, query, uri, \
-                             version, host, scheme, remote_addr, remote_port, listener, headers, \
-                             arg)",
-                            String::from_utf8_lossy(other)
-                        )))
-                    }
-                })
-            })
-        });
-        methods.add_meta_method(MetaMethod::NewIndex, |_, _, _: mlua::MultiValue| {
-            Err::<(), _>(read_only("req"))
-        });
-        methods.add_meta_method(MetaMethod::ToString, |_, this, ()| {
-            this.cur
-                .with(|r| Ok(format!("req: {} {}", r.req.method.as_str(), r.req.target)))
-        });
-    }
+/// `req.<key>`, or (nil, message) for a field that does not exist.
+fn field(lua: &Lua, r: &RouteRequest<'_>, key: &[u8]) -> mlua::Result<(Value, Option<String>)> {
+    let q = r.req;
+    let v = match key {
+        b"path" => Value::String(lua.create_string(&q.path)?),
+        b"method" => Value::String(lua.create_string(q.method.as_str())?),
+        b"host" => opt_str(lua, q.host.as_deref())?,
+        b"query" => opt_str(lua, q.query.as_deref())?,
+        b"raw_path" => Value::String(lua.create_string(&q.raw_path)?),
+        b"uri" => Value::String(lua.create_string(&q.target)?),
+        b"version" => Value::String(lua.create_string(q.version.as_str())?),
+        b"scheme" => Value::String(lua.create_string(r.scheme)?),
+        b"remote_addr" => Value::String(lua.create_string(r.remote_addr)?),
+        b"remote_port" => Value::Integer(i64::from(r.remote_port)),
+        b"listener" => Value::String(lua.create_string(r.listener)?),
+        other => {
+            let msg = format!(
+                "req has no field '{}' (fields: method, path, raw_path, query, uri, version, \
+                 host, scheme, remote_addr, remote_port, listener, headers, arg)",
+                String::from_utf8_lossy(other)
+            );
+            return Ok((Value::Nil, Some(msg)));
+        }
+    };
+    Ok((v, None))
 }
 
-impl UserData for HeadersUd {
-    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_meta_method(MetaMethod::Index, |lua, this, key: Value| {
-            let Value::String(key) = key else {
-                return Ok(Value::Nil);
-            };
-            let key = key.as_bytes();
-            this.cur.with(|r| {
-                let mut found = r
-                    .req
-                    .headers()
-                    .filter(|(n, _)| n.eq_ignore_ascii_case(&key))
-                    .map(|(_, v)| v);
-                let Some(first) = found.next() else {
-                    return Ok(Value::Nil);
-                };
-                let Some(second) = found.next() else {
-                    return lua.create_string(first).map(Value::String);
-                };
-                let mut joined = [first, b", ", second].concat();
-                for v in found {
-                    joined.extend_from_slice(b", ");
-                    joined.extend_from_slice(v);
-                }
-                lua.create_string(joined).map(Value::String)
-            })
-        });
-        methods.add_meta_method(MetaMethod::NewIndex, |_, _, _: mlua::MultiValue| {
-            Err::<(), _>(read_only("req.headers"))
-        });
-        // pairs(req.headers): lowercased names, repeated headers joined, like indexing.
-        methods.add_meta_method(MetaMethod::Pairs, |lua, this, ()| {
-            let t = lua.create_table()?;
-            this.cur.with(|r| {
-                for (n, v) in r.req.headers() {
-                    let name = lua.create_string(n.to_ascii_lowercase())?;
-                    let value = match t.raw_get::<Option<mlua::String>>(&name)? {
-                        Some(prev) => lua.create_string([&prev.as_bytes()[..], b", ", v].concat())?,
-                        None => lua.create_string(v)?,
-                    };
-                    t.raw_set(name, value)?;
-                }
-                Ok(())
-            })?;
-            let next: mlua::Function = lua.globals().raw_get("next")?;
-            Ok((next, t, Value::Nil))
-        });
-        methods.add_meta_method(MetaMethod::ToString, |_, _, ()| Ok("req.headers"));
+/// `req.headers[key]`: case-insensitive, repeated headers joined with ", ".
+fn header(lua: &Lua, r: &RouteRequest<'_>, key: &[u8]) -> mlua::Result<Value> {
+    let mut found = r
+        .req
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v);
+    let Some(first) = found.next() else {
+        return Ok(Value::Nil);
+    };
+    let Some(second) = found.next() else {
+        return lua.create_string(first).map(Value::String);
+    };
+    let mut joined = [first, b", ", second].concat();
+    for v in found {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(v);
     }
+    lua.create_string(joined).map(Value::String)
 }
