@@ -8,6 +8,7 @@ pub mod fastcgi;
 pub mod http;
 pub mod log;
 pub mod reply;
+pub mod script;
 pub mod static_files;
 pub mod watcher;
 pub mod worker;

@@ -1,0 +1,138 @@
+//! Per-call limits: an instruction budget and a wall-clock deadline, both enforced by one count
+//! hook, plus the state's memory limit (set by the `Router`).
+//!
+//! The hook fires every [`HOOK_EVERY`] VM instructions. Between route calls it does nothing.
+//! Once a limit has tripped, every later hook call fails again and the sandbox's `pcall` and
+//! `xpcall` re-raise instead of catching, so a route function cannot swallow the stop.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use mlua::{HookTriggers, Lua, VmState};
+
+/// VM instructions between two hook calls: the budget's granularity.
+pub const HOOK_EVERY: u32 = 1000;
+
+/// Limits applied to every route call (and, for memory, to the whole worker state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouterLimits {
+    /// VM instructions one call may execute (counted in steps of [`HOOK_EVERY`]).
+    pub instructions: u64,
+    /// Wall-clock time one call may take, checked every [`HOOK_EVERY`] instructions.
+    pub deadline: Duration,
+    /// Bytes the whole Lua state may hold (`Lua::set_memory_limit`).
+    pub memory: usize,
+}
+
+impl Default for RouterLimits {
+    fn default() -> Self {
+        RouterLimits {
+            instructions: 1_000_000,
+            deadline: Duration::from_millis(50),
+            memory: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Which limit stopped a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Trip {
+    Instructions,
+    Deadline,
+}
+
+/// The hook's view of the current call.
+#[derive(Default)]
+pub(super) struct Budget {
+    active: Cell<bool>,
+    used: Cell<u64>,
+    max: Cell<u64>,
+    deadline: Cell<Option<Instant>>,
+    tripped: Cell<Option<Trip>>,
+    /// `file:line` where the limit tripped.
+    at: RefCell<Option<String>>,
+}
+
+/// The app-data handle through which the sandbox's `pcall` sees whether a limit tripped.
+#[derive(Clone)]
+pub(super) struct SharedBudget(pub(super) Rc<Budget>);
+
+impl Budget {
+    /// Starts a call with these limits.
+    pub(super) fn start(&self, limits: &RouterLimits) {
+        self.used.set(0);
+        self.max.set(limits.instructions);
+        self.deadline
+            .set(Instant::now().checked_add(limits.deadline));
+        self.tripped.set(None);
+        self.at.borrow_mut().take();
+        self.active.set(true);
+    }
+
+    /// Ends the current call; returns the limit that stopped it, if any, and where.
+    pub(super) fn finish(&self) -> Option<(Trip, Option<String>)> {
+        self.active.set(false);
+        self.tripped
+            .take()
+            .map(|t| (t, self.at.borrow_mut().take()))
+    }
+
+    /// Whether a limit tripped during the current call.
+    pub(super) fn is_tripped(&self) -> bool {
+        self.active.get() && self.tripped.get().is_some()
+    }
+
+    fn check(&self, debug: &mlua::Debug) -> mlua::Result<VmState> {
+        if !self.active.get() {
+            return Ok(VmState::Continue);
+        }
+        if let Some(t) = self.tripped.get() {
+            return Err(stop(t));
+        }
+        let used = self.used.get().saturating_add(u64::from(HOOK_EVERY));
+        self.used.set(used);
+        let trip = if used > self.max.get() {
+            Trip::Instructions
+        } else if self.deadline.get().is_some_and(|d| Instant::now() >= d) {
+            Trip::Deadline
+        } else {
+            return Ok(VmState::Continue);
+        };
+        self.tripped.set(Some(trip));
+        let line = debug.curr_line();
+        let src = debug.source();
+        let file = src
+            .source
+            .as_deref()
+            .and_then(|s| s.strip_prefix('@'))
+            .map(str::to_string)
+            .or_else(|| src.short_src.as_deref().map(str::to_string));
+        *self.at.borrow_mut() = match file {
+            Some(f) if line > 0 => Some(format!("{f}:{line}")),
+            Some(f) => Some(f),
+            None => None,
+        };
+        Err(stop(trip))
+    }
+}
+
+fn stop(t: Trip) -> mlua::Error {
+    mlua::Error::RuntimeError(match t {
+        Trip::Instructions => "instruction budget exceeded".into(),
+        Trip::Deadline => "deadline exceeded".into(),
+    })
+}
+
+/// Installs the count hook on `lua` (replacing any other hook) and publishes the budget as app
+/// data for the sandbox's `pcall`.
+pub(super) fn install(lua: &Lua) -> Rc<Budget> {
+    let budget = Rc::new(Budget::default());
+    let b = budget.clone();
+    lua.set_hook(
+        HookTriggers::new().every_nth_instruction(HOOK_EVERY),
+        move |_lua, debug| b.check(&debug),
+    );
+    lua.set_app_data(SharedBudget(budget.clone()));
+    budget
+}

@@ -1,0 +1,208 @@
+//! The per-request Lua routing sandbox: the `req` object, decisions, limits.
+//!
+//! A worker builds one [`Router`] from the config state it inherited by fork and calls
+//! [`Router::route`] for each request. The route function runs in the config's Lua state, with
+//! the globals replaced by a sandbox ([`prepare_sandbox`]), under an instruction budget, a
+//! wall-clock deadline and a memory limit ([`RouterLimits`]). Any failure is a [`RouteError`];
+//! the caller answers 500 and logs it with the request.
+//!
+//! Per-worker state is possible on purpose through upvalues: a `local hits = 0` defined in the
+//! config and incremented by the route function lives as long as the worker (each worker has
+//! its own copy after fork). Globals cannot be assigned inside route, so nothing is shared
+//! between requests by accident.
+//!
+//! Limits the hook cannot enforce: a single C function call runs to its end. `string.rep` is
+//! bounded by the memory limit. Lua pattern matching (`find`, `match`, `gmatch`, `gsub`) is not
+//! interrupted: its time depends on the pattern (chosen by the trusted config) and the subject.
+//! Subjects taken from the request are bounded by `limits.header_bytes`, but a pattern with
+//! several unanchored `.-`/`.*` costs O(n^k) on them; keep patterns anchored and simple.
+
+mod args;
+mod decision;
+mod error;
+mod limits;
+mod req;
+mod sandbox;
+#[cfg(test)]
+mod tests;
+
+pub use decision::{fastcgi_decision, install_decisions, Decision, DecisionValue};
+pub use error::{RouteError, RouteErrorKind};
+pub use limits::{RouterLimits, HOOK_EVERY};
+pub use sandbox::prepare_sandbox;
+
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use mlua::{Function, Lua, RegistryKey, Value};
+
+use crate::http::request::Request;
+use decision::DecisionUd;
+use limits::{Budget, Trip};
+use req::Current;
+
+/// What a route call sees of a request and its connection.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteRequest<'a> {
+    /// The parsed request head.
+    pub req: &'a Request,
+    /// The client address as text (`req.remote_addr`).
+    pub remote_addr: &'a str,
+    /// The client port (`req.remote_port`; 0 for Unix sockets).
+    pub remote_port: u16,
+    /// The listen address the request came in on, as text (`req.listener`).
+    pub listener: &'a str,
+    /// `"http"` (`req.scheme`).
+    pub scheme: &'a str,
+}
+
+/// The FastCGI backend names of the config, published to the decision constructors.
+pub(super) struct BackendNames(pub(super) HashSet<String>);
+
+/// Runs the config's route function for each request, in one worker.
+///
+/// Build one per worker, after fork. It owns the state's hook and memory limit: do not build
+/// two for the same state.
+pub struct Router {
+    lua: Lua,
+    /// The route function wrapped by `req.lua`: takes no argument.
+    func: Function,
+    current: Rc<Current>,
+    budget: Rc<Budget>,
+    backends: HashSet<String>,
+    limits: RouterLimits,
+}
+
+impl Router {
+    /// Prepares `lua` (the config state, inherited by fork) for serving: installs the sandbox
+    /// (see [`prepare_sandbox`]; a no-op when already done), the limits hook and the memory
+    /// limit, and the reusable `req` object. `route` is the key `config::Loaded::route` holds;
+    /// `backends` are the names of the config's FastCGI backends.
+    pub fn new<I, S>(
+        lua: &Lua,
+        route: &RegistryKey,
+        backends: I,
+        limits: RouterLimits,
+    ) -> mlua::Result<Router>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let func: Function = lua.registry_value(route)?;
+        let backends: HashSet<String> = backends.into_iter().map(Into::into).collect();
+        lua.set_app_data(BackendNames(backends.clone()));
+        prepare_sandbox(lua)?;
+        let current = Rc::new(Current::new());
+        let func = req::wrap(lua, &current, func)?;
+        lua.gc_collect()?;
+        lua.set_memory_limit(limits.memory)?;
+        let budget = limits::install(lua);
+        Ok(Router {
+            lua: lua.clone(),
+            func,
+            current,
+            budget,
+            backends,
+            limits,
+        })
+    }
+
+    /// The limits this router applies.
+    pub fn limits(&self) -> RouterLimits {
+        self.limits
+    }
+
+    /// Calls the route function for `req` and turns its result into a [`Decision`]
+    /// (`FallThrough` when it returned nil). Any failure — a Lua error, a limit, a bad
+    /// decision — is an `Err`; the state stays usable for the next call.
+    pub fn route(&mut self, req: &RouteRequest<'_>) -> Result<Decision, RouteError> {
+        let result = {
+            let _entered = self.current.enter(req);
+            self.budget.start(&self.limits);
+            let r = self.func.call::<Value>(());
+            let trip = self.budget.finish();
+            (r, trip)
+        };
+        match result {
+            (_, Some((trip, at))) => {
+                let (kind, what) = match trip {
+                    Trip::Instructions => (
+                        RouteErrorKind::Instructions,
+                        format!(
+                            "the route function ran more than {} VM instructions",
+                            self.limits.instructions
+                        ),
+                    ),
+                    Trip::Deadline => (
+                        RouteErrorKind::Deadline,
+                        format!(
+                            "the route function ran longer than {} ms",
+                            self.limits.deadline.as_millis()
+                        ),
+                    ),
+                };
+                let mut e = match result.0 {
+                    Err(lua_err) => RouteError::from_lua(kind, &lua_err),
+                    Ok(_) => RouteError::new(kind, None, String::new()),
+                };
+                e.message = what;
+                e.location = at.or(e.location);
+                Err(e)
+            }
+            (Err(e), None) => {
+                let kind = if is_memory(&e) {
+                    // Free what the failed call left behind before the next request needs it.
+                    let _ = self.lua.gc_collect();
+                    RouteErrorKind::Memory
+                } else {
+                    RouteErrorKind::Lua
+                };
+                let mut err = RouteError::from_lua(kind, &e);
+                if kind == RouteErrorKind::Memory {
+                    err.message = format!(
+                        "the Lua state reached its memory limit of {} bytes",
+                        self.limits.memory
+                    );
+                }
+                Err(err)
+            }
+            (Ok(v), None) => self.decision(v),
+        }
+    }
+
+    fn decision(&self, v: Value) -> Result<Decision, RouteError> {
+        let bad = |m: String| Err(RouteError::new(RouteErrorKind::BadDecision, None, m));
+        let ud = match v {
+            Value::Nil => return Ok(Decision::FallThrough),
+            Value::UserData(ud) => ud,
+            other => {
+                return bad(format!(
+                    "the route function returned a {}; return a decision (static, fastcgi, \
+                     redirect, respond, deny) or nil",
+                    other.type_name()
+                ))
+            }
+        };
+        let d = match ud.borrow::<DecisionUd>() {
+            Ok(d) => d.0.clone(),
+            Err(_) => {
+                return bad("the route function returned a userdata that is not a decision".into())
+            }
+        };
+        if let Decision::FastCgi { backend, .. } = &d {
+            if !self.backends.contains(backend) {
+                return bad(format!("fastcgi: unknown backend '{backend}'"));
+            }
+        }
+        Ok(d)
+    }
+}
+
+fn is_memory(e: &mlua::Error) -> bool {
+    match e {
+        mlua::Error::MemoryError(_) => true,
+        mlua::Error::CallbackError { cause, .. } => is_memory(cause),
+        mlua::Error::WithContext { cause, .. } => is_memory(cause),
+        _ => false,
+    }
+}

@@ -1,0 +1,57 @@
+//! The request-time sandbox: which globals a route function can reach.
+//!
+//! See [`prepare_sandbox`]. The Lua side is `sandbox.lua`, embedded.
+
+use mlua::{Lua, Value};
+
+use super::decision::constructors;
+use super::limits::SharedBudget;
+
+const SANDBOX_LUA: &str = include_str!("sandbox.lua");
+/// Registry key marking a state already sandboxed.
+const MARK: &str = "luahttpd.script.sandboxed";
+
+/// Replaces the globals of the config state `lua` with the request-time sandbox, in place.
+///
+/// Inside route only these remain: the base functions `assert error ipairs next pairs rawequal
+/// rawget rawlen rawset select tonumber tostring type getmetatable setmetatable pcall xpcall`,
+/// `print` (to the error log at info level), `collectgarbage("count")`, read-only `string`
+/// (without `dump`), `table`, `math`, `utf8`, `os` with only `time clock date getenv`, and the
+/// decisions `static fastcgi redirect respond deny`. Gone: `io`, `debug`, `package`, `require`,
+/// `load`, `loadfile`, `dofile`, `coroutine`, the rest of `os`, and the config helpers
+/// (`server`, `include`, `exists`, `read_file`, …). Assigning an undeclared global is an error;
+/// reading one gives nil. `setmetatable` refuses `__gc` (finalizers run outside the limits),
+/// and `pcall`/`xpcall` do not catch a stop by the instruction budget or the deadline.
+///
+/// Functions defined by the config keep the globals table as their `_ENV`, so they see the
+/// sandbox; values the config captured in upvalues before (`local io = io`) stay reachable to
+/// that code — the config is trusted, requests are not.
+///
+/// Where to call it: [`super::Router::new`] calls it, so a worker building its `Router` after
+/// fork needs nothing else. The watcher may call it once before forking instead (the work is
+/// then shared copy-on-write by all workers), but only when it no longer needs the state for
+/// config-time work. Calling it again is a no-op.
+pub fn prepare_sandbox(lua: &Lua) -> mlua::Result<()> {
+    if lua
+        .named_registry_value::<Value>(MARK)
+        .is_ok_and(|v| !v.is_nil())
+    {
+        return Ok(());
+    }
+    let g = lua.globals();
+    let tripped = lua.create_function(|lua, ()| {
+        Ok(lua
+            .app_data_ref::<SharedBudget>()
+            .is_some_and(|b| b.0.is_tripped()))
+    })?;
+    let log = lua.create_function(|_, s: mlua::String| {
+        tracing::info!(target: "luahttpd::route", "{}", s.to_string_lossy());
+        Ok(())
+    })?;
+    let decisions = constructors(lua)?;
+    let is_c_function = lua.create_function(|_, f: mlua::Function| Ok(f.info().what == "C"))?;
+    lua.load(SANDBOX_LUA)
+        .set_name("=luahttpd sandbox")
+        .call::<()>((g, tripped, log, decisions, is_c_function))?;
+    lua.set_named_registry_value(MARK, true)
+}
