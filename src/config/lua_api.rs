@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use mlua::{Function, Lua, Value};
+use mlua::{Function, IntoLua, Lua, Value};
 
 use super::site::Site;
 use super::{validate, Config, ConfigError, ConfigErrors, FastcgiDef, Loaded};
@@ -215,6 +215,9 @@ fn not_while_serving(lua: &Lua, what: &str) -> mlua::Error {
 /// Defines the config-time globals.
 fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
     let g = lua.globals();
+    // static{}, redirect(), respond(), deny(): a config may build decisions once, at config
+    // time, and return them from route (fastcgi(name, opts) is handled below).
+    crate::script::install_decisions(lua, false)?;
 
     let st = state.clone();
     g.set(
@@ -244,7 +247,12 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
     let st = state.clone();
     g.set(
         "fastcgi",
-        lua.create_function(move |lua, name: Value| {
+        lua.create_function(move |lua, (name, opts): (Value, Option<Value>)| {
+            // fastcgi("app", {...}) with two arguments is the routing decision, which a config
+            // may build once and return from its route function; fastcgi "app" {...} defines.
+            if let Some(opts) = opts {
+                return crate::script::fastcgi_decision(lua, name, opts)?.into_lua(lua);
+            }
             if st.borrow().done {
                 return Err(not_while_serving(lua, "fastcgi"));
             }
@@ -282,7 +290,8 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
                 s.errors.extend(errors);
                 s.fastcgi.push(def);
                 Ok(())
-            })
+            })?
+            .into_lua(lua)
         })?,
     )?;
 

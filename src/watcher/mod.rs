@@ -12,6 +12,7 @@ mod signals;
 use crate::config::{Config, Loaded};
 use crate::fastcgi::spawn::{backoff, Backends};
 use crate::log::{AccessLog, ErrorLog, LogFile};
+use crate::script::{Router, RouterLimits};
 use crate::static_files::Site;
 use crate::worker::{self, WorkerSetup};
 use daemon::Readiness;
@@ -231,6 +232,19 @@ impl Watcher {
             }
         };
         let access_log = self.access_log.take().map(AccessLog::new);
+        let router = match &self.loaded.route {
+            Some(key) => {
+                let names = self.loaded.config.fastcgi.iter().map(|d| d.name.clone());
+                match Router::new(&self.loaded.lua, key, names, RouterLimits::default()) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::error!("worker: route function: {e}");
+                        return 1;
+                    }
+                }
+            }
+            None => None,
+        };
         worker::run(WorkerSetup {
             config: &self.loaded.config,
             listeners,
@@ -238,6 +252,7 @@ impl Watcher {
             access_log,
             site,
             index,
+            router,
         })
     }
 

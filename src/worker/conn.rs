@@ -29,6 +29,7 @@ use crate::http::request::{self, BodyFraming, Method, Request, RequestError, Ver
 use crate::http::status;
 use crate::log::{push_escaped, AccessLog};
 use crate::reply::{Body, Reply};
+use crate::script::{Decision, RouteRequest, Router};
 use crate::static_files::open::Lookup;
 use crate::static_files::{self, Site};
 use mio::{Registry, Token};
@@ -79,6 +80,62 @@ pub struct Ctx<'a> {
     pub registry: &'a Registry,
     /// The rate limit on backend STDERR lines.
     pub stderr: &'a mut StderrLimit,
+    /// The route function, when the config has one.
+    pub router: Option<&'a mut Router>,
+    /// Each listener's address as text (`req.listener`).
+    pub listener_names: &'a [String],
+    /// Document roots chosen by route decisions.
+    pub other_sites: &'a mut OtherSites,
+}
+
+/// Where `decide` sends a request.
+enum Routed {
+    FastCgi(Target, FcgiExtra),
+    Reply(Reply),
+}
+
+/// What a route decision adds to a FastCGI request.
+#[derive(Default)]
+struct FcgiExtra {
+    script_filename: Option<String>,
+    params: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+}
+
+fn add_headers(reply: &mut Reply, headers: &[(String, String)]) {
+    for (name, value) in headers {
+        reply.header(name, value);
+    }
+}
+
+fn escape_log(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    push_escaped(&mut out, bytes);
+    out
+}
+
+/// Sites for the document roots that `static{ root = ... }` decisions name, opened on first use.
+#[derive(Default)]
+pub struct OtherSites {
+    sites: std::collections::HashMap<std::path::PathBuf, Site>,
+}
+
+impl OtherSites {
+    /// The site for `root` (index files and MIME types as the main site's).
+    fn site(&mut self, root: &std::path::Path, main: &Site) -> std::io::Result<&mut Site> {
+        if !self.sites.contains_key(root) {
+            let site = Site {
+                root: crate::static_files::open::Root::open(root)?,
+                index: main.index.clone(),
+                mime: main.mime.clone(),
+                cache: Default::default(),
+            };
+            self.sites.insert(root.to_path_buf(), site);
+        }
+        self.sites
+            .get_mut(root)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+    }
 }
 
 impl Ctx<'_> {
@@ -116,6 +173,7 @@ enum Discard {
 pub struct Conn {
     stream: Stream,
     peer: Peer,
+    listener: usize,
     input: InBuf,
     readable: bool,
     writable: bool,
@@ -139,10 +197,11 @@ pub struct Conn {
 
 impl Conn {
     /// A freshly accepted connection.
-    pub fn new(stream: Stream, peer: Peer, now: Instant) -> Conn {
+    pub fn new(stream: Stream, peer: Peer, listener: usize, now: Instant) -> Conn {
         Conn {
             stream,
             peer,
+            listener,
             input: InBuf::default(),
             readable: true,
             writable: true,
@@ -470,16 +529,13 @@ impl Conn {
             || self.close_after
             || ctx.draining
             || self.served >= ctx.limits.keepalive_requests;
-        if !ctx.config.fastcgi.is_empty() {
-            let site = &*ctx.site;
-            let target = rules::match_path(ctx.config, &req.path, &site.index, |p| {
-                matches!(site.root.lookup(p, &[]), Lookup::File(..))
-            });
-            if let Some(t) = target {
-                self.start_fastcgi(ctx, req, t, close);
+        let reply = match self.decide(ctx, &req) {
+            Routed::FastCgi(target, extra) => {
+                self.start_fastcgi(ctx, req, target, close, extra);
                 return;
             }
-        }
+            Routed::Reply(reply) => reply,
+        };
         match req.body {
             BodyFraming::None => {}
             // After a final response to `Expect: 100-continue` the client may or may not send
@@ -495,15 +551,141 @@ impl Conn {
             }
             BodyFraming::Chunked => self.discard = Some(Discard::Chunked(ChunkedDecoder::new(), 0)),
         }
-        let reply = static_files::serve(&req, ctx.site, ctx.now);
         if ctx.access.is_some() {
             self.log_start(ctx, Some(&req), reply.status);
         }
         self.send_reply(ctx, req.method == Method::Head, req.version, reply, close);
     }
 
+    /// Where a request goes: the route function's decision, else the default rules (a
+    /// FastCGI prefix or extension, else a static file).
+    fn decide(&mut self, ctx: &mut Ctx<'_>, req: &Request) -> Routed {
+        let decision = match ctx.router.as_deref_mut() {
+            Some(router) => {
+                let rr = RouteRequest {
+                    req,
+                    remote_addr: &self.peer.ip,
+                    remote_port: self.peer.port,
+                    listener: ctx
+                        .listener_names
+                        .get(self.listener)
+                        .map_or("", String::as_str),
+                    scheme: "http",
+                };
+                match router.route(&rr) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::error!(
+                            "{e}; request: {} {} from {}:{}",
+                            req.method.as_str(),
+                            String::from_utf8_lossy(&escape_log(req.target.as_bytes())),
+                            self.peer.ip,
+                            self.peer.port
+                        );
+                        return Routed::Reply(Reply::error(500));
+                    }
+                }
+            }
+            None => Decision::FallThrough,
+        };
+        match decision {
+            Decision::FallThrough => {}
+            Decision::Static { root, headers } => {
+                let mut reply = match root {
+                    None => static_files::serve(req, ctx.site, ctx.now),
+                    Some(root) => match ctx.other_sites.site(&root, ctx.site) {
+                        Ok(site) => static_files::serve(req, site, ctx.now),
+                        Err(e) => {
+                            tracing::error!("route: static root {}: {e}", root.display());
+                            Reply::error(500)
+                        }
+                    },
+                };
+                add_headers(&mut reply, &headers);
+                return Routed::Reply(reply);
+            }
+            Decision::FastCgi {
+                backend,
+                script,
+                path_info,
+                params,
+                headers,
+            } => {
+                let Some(b) = ctx.pool.index_of(&backend) else {
+                    return Routed::Reply(Reply::error(500));
+                };
+                // SCRIPT_NAME is the path without the PATH_INFO the route chose.
+                let script_name = match &path_info {
+                    Some(pi) if req.path.ends_with(pi.as_str()) => {
+                        req.path[..req.path.len() - pi.len()].to_string()
+                    }
+                    _ => req.path.clone(),
+                };
+                let target = Target {
+                    backend: b,
+                    script_name,
+                    path_info,
+                    check_local: false,
+                };
+                let extra = FcgiExtra {
+                    script_filename: script,
+                    params,
+                    headers,
+                };
+                return Routed::FastCgi(target, extra);
+            }
+            Decision::Redirect {
+                status,
+                location,
+                headers,
+            } => {
+                let mut reply = Reply::error(status);
+                reply.header("Location", &location);
+                add_headers(&mut reply, &headers);
+                return Routed::Reply(reply);
+            }
+            Decision::Respond {
+                status,
+                body,
+                headers,
+            } => {
+                let mut reply = Reply::new(status, Body::Bytes(body));
+                if !headers
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+                {
+                    reply.header("Content-Type", "text/plain; charset=utf-8");
+                }
+                add_headers(&mut reply, &headers);
+                return Routed::Reply(reply);
+            }
+            Decision::Deny { status, headers } => {
+                let mut reply = Reply::error(status);
+                add_headers(&mut reply, &headers);
+                return Routed::Reply(reply);
+            }
+        }
+        if !ctx.config.fastcgi.is_empty() {
+            let site = &*ctx.site;
+            let target = rules::match_path(ctx.config, &req.path, &site.index, |p| {
+                matches!(site.root.lookup(p, &[]), Lookup::File(..))
+            });
+            if let Some(t) = target {
+                return Routed::FastCgi(t, FcgiExtra::default());
+            }
+        }
+        Routed::Reply(static_files::serve(req, ctx.site, ctx.now))
+    }
+
     /// Hands the request to a FastCGI backend (or answers 404/411/413 first).
-    fn start_fastcgi(&mut self, ctx: &mut Ctx<'_>, req: Request, t: Target, close: bool) {
+    fn start_fastcgi(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: Request,
+        t: Target,
+        close: bool,
+        extra: FcgiExtra,
+    ) {
         let refuse = |status: u16| Some(status);
         let mut early = None;
         if t.check_local && !matches!(ctx.site.root.lookup(&t.script_name, &[]), Lookup::File(..)) {
@@ -550,12 +732,17 @@ impl Conn {
         if req.expect_continue && req.body != BodyFraming::None {
             self.out.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        let script_filename = ctx
-            .config
-            .root
-            .join(t.script_name.trim_start_matches('/'))
-            .to_string_lossy()
-            .into_owned();
+        let script_filename = extra.script_filename.unwrap_or_else(|| {
+            ctx.config
+                .root
+                .join(t.script_name.trim_start_matches('/'))
+                .to_string_lossy()
+                .into_owned()
+        });
+        let mut extra_headers = Vec::new();
+        for (name, value) in &extra.headers {
+            let _ = write!(extra_headers, "{name}: {value}\r\n");
+        }
         let facts = Facts {
             script_name: t.script_name,
             path_info: t.path_info,
@@ -564,7 +751,8 @@ impl Conn {
             server_addr: self.stream.local(),
             remote: (self.peer.ip.clone(), self.peer.port),
             server_software: ctx.server_name.to_string(),
-            extra: Vec::new(),
+            extra: extra.params,
+            extra_headers,
             req,
         };
         match Exchange::new(facts, t.backend, body, !close, ctx.now) {

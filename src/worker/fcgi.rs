@@ -162,6 +162,8 @@ pub struct Facts {
     pub server_software: String,
     /// Extra params (from a route decision).
     pub extra: Vec<(String, String)>,
+    /// Extra response header lines (from a route decision), each ending in CRLF.
+    pub extra_headers: Vec<u8>,
 }
 
 /// One request's exchange with a backend.
@@ -725,6 +727,7 @@ impl Exchange {
         );
         let _ = write!(h, "Date: {}\r\nServer: {}\r\n", env.date, env.server_name);
         h.extend_from_slice(&head.headers);
+        h.extend_from_slice(&self.facts.extra_headers);
         match (self.framing, head.content_length) {
             (Framing::Length(n), _) => {
                 let _ = write!(h, "Content-Length: {n}\r\n");

@@ -14,8 +14,9 @@ use crate::config::Config;
 use crate::fastcgi::pool::Pool;
 use crate::http::date::DateCache;
 use crate::log::{AccessLog, ErrorLog};
+use crate::script::Router;
 use crate::static_files::Site;
-use conn::{Conn, Ctx, Verdict};
+use conn::{Conn, Ctx, OtherSites, Verdict};
 use fcgi::StderrLimit;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -52,6 +53,15 @@ pub struct WorkerSetup<'a> {
     pub site: Site,
     /// This worker's slot (0-based), which decides its share of spawned FastCGI processes.
     pub index: usize,
+    /// The route function, prepared for this worker.
+    pub router: Option<Router>,
+}
+
+fn listen_name(a: &crate::config::ListenAddr) -> String {
+    match a {
+        crate::config::ListenAddr::Tcp(s) => s.to_string(),
+        crate::config::ListenAddr::Unix(p) => format!("unix:{}", p.display()),
+    }
 }
 
 /// Why accepting is paused.
@@ -81,6 +91,9 @@ struct Worker<'a> {
     signals: SignalFd,
     pool: Pool,
     stderr: StderrLimit,
+    router: Option<Router>,
+    listener_names: Vec<String>,
+    other_sites: OtherSites,
 }
 
 /// Runs a worker until it is told to stop; returns the exit code.
@@ -145,6 +158,9 @@ impl<'a> Worker<'a> {
             signals,
             pool: Pool::new(setup.config, setup.index, setup.config.workers),
             stderr: StderrLimit::default(),
+            router: setup.router,
+            listener_names: setup.config.listen.iter().map(listen_name).collect(),
+            other_sites: OtherSites::default(),
         })
     }
 
@@ -244,6 +260,9 @@ impl<'a> Worker<'a> {
             pool: &mut self.pool,
             registry: self.poll.registry(),
             stderr: &mut self.stderr,
+            router: self.router.as_mut(),
+            listener_names: &self.listener_names,
+            other_sites: &mut self.other_sites,
         };
         if f(conn, &mut ctx) == Verdict::Close {
             conn.abort(&mut ctx);
@@ -285,7 +304,7 @@ impl<'a> Worker<'a> {
                 Ok((stream, peer)) => {
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
-                    let conn = entry.insert(Conn::new(stream, peer, now));
+                    let conn = entry.insert(Conn::new(stream, peer, index, now));
                     if let Err(e) = conn.stream_mut().register(self.poll.registry(), Token(key)) {
                         tracing::error!("register connection: {e}");
                         self.conns.remove(key);
