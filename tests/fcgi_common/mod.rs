@@ -168,7 +168,7 @@ fn children_running(pid: i32, exe: &str) -> Vec<i32> {
         .filter(|c| {
             std::fs::read_link(format!("/proc/{c}/exe")).is_ok_and(|p| {
                 // A rebuilt binary shows as "path (deleted)"; compare the prefix.
-                p == want || p.to_string_lossy().starts_with(&*want.to_string_lossy())
+                p == want || p.to_string_lossy() == format!("{} (deleted)", want.display())
             })
         })
         .collect()
@@ -244,7 +244,11 @@ pub fn chunked(data: &[u8], sizes: &[usize]) -> Vec<u8> {
 
 /// The pattern the backend's `huge` mode sends: "0123456789" repeated.
 pub fn check_pattern(body: &[u8]) -> Result<(), usize> {
-    match body.iter().enumerate().find(|(i, &b)| b != b'0' + (i % 10) as u8) {
+    match body
+        .iter()
+        .enumerate()
+        .find(|(i, &b)| b != b'0' + (i % 10) as u8)
+    {
         Some((i, _)) => Err(i),
         None => Ok(()),
     }
