@@ -263,6 +263,9 @@ pub enum Framing {
     Close,
 }
 
+/// Header fields as (name, value), in order.
+pub type Headers = Vec<(String, String)>;
+
 /// A response with its body decoded.
 #[derive(Debug, Clone)]
 pub struct Resp {
@@ -327,7 +330,7 @@ impl Conn {
     }
 
     /// Reads one response head; None if the connection ends first.
-    pub fn head(&mut self) -> Option<(u16, String, Vec<(String, String)>)> {
+    pub fn head(&mut self) -> Option<(u16, String, Headers)> {
         let end = loop {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i + 4;
