@@ -689,3 +689,64 @@ fn keepalive_to_the_backend_reuses_one_connection() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(socket_fds(backend[0]), 2, "one kept connection");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Connection handling around an exchange
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let f = start_default();
+    let mut c = Conn::connect(f.addr());
+    c.send(
+        b"GET /t.php?mode=slowhead&ms=200 HTTP/1.1\r\nHost: test\r\n\r\n\
+          GET /t.php?mode=status&code=201 HTTP/1.1\r\nHost: test\r\n\r\n\
+          GET /t.php?mode=split HTTP/1.1\r\nHost: test\r\n\r\n",
+    );
+    let a = c.response(false);
+    let b = c.response(false);
+    let d = c.response(false);
+    assert_eq!((a.status, a.text().as_str()), (200, "slow\n"));
+    assert_eq!((b.status, b.text().as_str()), (201, "status 201\n"));
+    assert_eq!((d.status, d.text().as_str()), (200, "split\n"));
+}
+
+#[test]
+fn client_leaving_mid_response_does_not_hurt_the_worker() {
+    let f = start_default();
+    let worker = f.workers();
+    for _ in 0..3 {
+        let mut c = Conn::connect(f.addr());
+        c.send(b"GET /t.php?mode=huge&bytes=50000000 HTTP/1.1\r\nHost: test\r\n\r\n");
+        let (status, _, _) = c.head().expect("head");
+        assert_eq!(status, 200);
+        drop(c);
+    }
+    for _ in 0..5 {
+        let r = f.get("/t.php?mode=split");
+        assert_eq!((r.status, r.text().as_str()), (200, "split\n"));
+    }
+    assert_eq!(f.workers(), worker, "same worker");
+}
+
+#[test]
+fn expect_100_continue_over_the_limit_gets_413_without_100() {
+    let f = Fcgi::start(Opts {
+        server_extra: "limits = { body_bytes = 1024 }",
+        ..Opts::default()
+    });
+    let mut c = Conn::connect(f.addr());
+    c.send(
+        b"POST /t.php?mode=sha256 HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\n\
+          Content-Length: 5000\r\n\r\n",
+    );
+    let r = c.response(false);
+    assert_eq!(r.status, 413, "{}", r.status_line);
+    // A missing script: 404, no 100 either.
+    let mut c = Conn::connect(f.addr());
+    c.send(
+        b"POST /nope.php?mode=sha256 HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\n\
+          Content-Length: 10\r\n\r\n",
+    );
+    let r = c.response(false);
+    assert_eq!(r.status, 404, "{}", r.status_line);
+}
