@@ -1022,13 +1022,129 @@ fn check_flag_accepts_a_good_route() {
     assert_eq!(out.trim(), "Syntax OK");
 }
 
+/// Runs `luahttpd -t -c <example>` from the source tree with `env` added.
+fn check_example(example: &str, env: &[(&str, &str)], remove: &[&str]) -> (i32, String, String) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let path = format!("{root}/{example}");
+    let mut cmd = Command::new(bin());
+    cmd.args(["-t", "-c", &path]).current_dir(root);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    for k in remove {
+        cmd.env_remove(k);
+    }
+    let out = cmd.output().expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn check_flag_accepts_the_bundled_routing_examples() {
     let root = env!("CARGO_MANIFEST_DIR");
-    for example in ["examples/routing.lua", "examples/appliance.lua"] {
-        let path = format!("{root}/{example}");
-        let (code, out, err) = run_cli(&["-t", "-c", &path]);
-        assert_eq!(code, 0, "{example}: {out}{err}");
-        assert_eq!(out.trim(), "Syntax OK", "{example}");
+    let examples = format!("{root}/examples");
+    let runs: [(&str, Vec<(&str, &str)>, Vec<&str>); 5] = [
+        // routing.lua finds its folder from EXAMPLES_DIR, or from $PWD in the source tree.
+        (
+            "examples/routing.lua",
+            vec![("EXAMPLES_DIR", &examples)],
+            vec![],
+        ),
+        (
+            "examples/routing.lua",
+            vec![("PWD", root)],
+            vec!["EXAMPLES_DIR"],
+        ),
+        // Without php-cgi the FastCGI parts are left out.
+        (
+            "examples/routing.lua",
+            vec![
+                ("EXAMPLES_DIR", &examples),
+                ("PHP_CGI", "/nonexistent/php-cgi"),
+            ],
+            vec![],
+        ),
+        ("examples/appliance.lua", vec![], vec!["LISTEN"]),
+        (
+            "examples/appliance.lua",
+            vec![
+                ("LISTEN", "127.0.0.1:8080 [::1]:8080"),
+                ("PHP_CGI", "/nonexistent/php-cgi"),
+            ],
+            vec![],
+        ),
+    ];
+    for (example, env, remove) in &runs {
+        let (code, out, err) = check_example(example, env, remove);
+        assert_eq!(code, 0, "{example} {env:?}: {out}{err}");
+        assert_eq!(out.trim(), "Syntax OK", "{example} {env:?}");
     }
+}
+
+#[test]
+fn routing_example_without_its_folder_is_refused_by_the_check() {
+    // No EXAMPLES_DIR and a $PWD that is not the source tree: a clear error, not a bad root.
+    let (code, _, err) = check_example("examples/routing.lua", &[("PWD", "/")], &["EXAMPLES_DIR"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("set EXAMPLES_DIR"), "{err}");
+}
+
+#[test]
+fn appliance_example_shows_the_maintenance_page_while_the_flag_exists() {
+    // The example itself, included from a config that fakes its environment (os.getenv is
+    // the example's only input); its relative paths then resolve in this temporary folder.
+    let dir = site(&[("index.html", b"home\n"), ("x.php", b"<?php echo 1;")]);
+    dir.write("maintenance/index.html", b"<h1>maintenance</h1>\n");
+    let flag = dir.path().join("flag");
+    let example = format!("{}/examples/appliance.lua", env!("CARGO_MANIFEST_DIR"));
+    let text = r#"
+local fake = { LISTEN = "127.0.0.1:0", WORKERS = "1", PHP_CGI = "/nonexistent/php-cgi",
+               MAINTENANCE_FLAG = "@FLAG@" }
+local real_getenv = os.getenv
+os.getenv = function(k) return fake[k] or real_getenv(k) end
+include "@EXAMPLE@"
+"#
+    .replace("@FLAG@", flag.to_str().unwrap())
+    .replace("@EXAMPLE@", &example);
+    let s = Server::start_config(dir, &text);
+
+    let r = get(&s, "/");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "home\n");
+    // Without PHP, PHP sources are never served as files.
+    let r = get(&s, "/x.php");
+    assert_eq!(r.status, 404);
+
+    std::fs::write(&flag, b"").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let r = loop {
+        let r = get(&s, "/");
+        if r.status != 200 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(r.status, 503);
+    assert_eq!(r.text(), "<h1>maintenance</h1>\n");
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(r.header("retry-after"), Some("120"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let r = get(&s, "/health");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "ok\n");
+
+    std::fs::remove_file(&flag).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let r = loop {
+        let r = get(&s, "/");
+        if r.status != 503 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "home\n");
 }
