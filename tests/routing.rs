@@ -530,6 +530,73 @@ end)
     assert_eq!(r.status, 404);
 }
 
+/// A response must not carry two of a field defined as a single value (RFC 9110 §5.3):
+/// headers a route adds should replace the server's, or be refused (500), never duplicate.
+#[test]
+fn route_headers_never_duplicate_single_value_fields() {
+    let rest = r#"
+route(function(req)
+  local p = req.path
+  if p == "/date" then return respond(200, "x", { date = "Mon, 01 Jan 2001 00:00:00 GMT" }) end
+  if p == "/server" then return respond(200, "x", { server = "other" }) end
+  if p == "/location" then return redirect(302, "/a", { location = "/b" }) end
+  if p == "/static-type" then
+    return static { headers = { ["content-type"] = "application/x-custom" } }
+  end
+  if p == "/deny-type" then return deny(403, { ["content-type"] = "text/plain" }) end
+end)
+"#;
+    let s = start(site(&[("static-type", b"s")]), rest);
+    let mut problems = Vec::new();
+    for (path, field) in [
+        ("/date", "date"),
+        ("/server", "server"),
+        ("/location", "location"),
+        ("/static-type", "content-type"),
+        ("/deny-type", "content-type"),
+    ] {
+        let r = get(&s, path);
+        let values: Vec<_> = r
+            .header_list
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(field))
+            .map(|(_, v)| v.clone())
+            .collect();
+        if r.status != 500 && values.len() != 1 {
+            problems.push(format!("{path}: {} {field} fields {values:?}", r.status));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn req_headers_can_be_listed_and_print_goes_to_the_error_log() {
+    let rest = r#"
+route(function(req)
+  if req.path == "/pairs" then
+    local t = {}
+    for k, v in pairs(req.headers) do t[#t + 1] = k .. "=" .. v end
+    table.sort(t)
+    return respond(200, table.concat(t, "\n") .. "\n")
+  end
+  if req.path == "/print" then
+    print("hello from route", 42, nil)
+    return respond(200, "printed\n")
+  end
+end)
+"#;
+    let s = start(site(&[]), rest);
+    let r = raw(
+        &s.addr,
+        b"GET /pairs HTTP/1.1\r\nHost: h.test\r\nX-A: 1\r\nx-a: 2\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "connection=close\nhost=h.test\nx-a=1, 2\n");
+    let r = get(&s, "/print");
+    assert_eq!(r.text(), "printed\n");
+    wait_log_line(&s, &["INFO", "hello from route\t42\tnil"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // req
 // ---------------------------------------------------------------------------------------------
@@ -899,7 +966,7 @@ fn assigning_a_global_or_a_library_field_is_500() {
     assert_500(&get(&s, "/lib"));
     wait_log_line(&s, &["/lib", "libraries are read-only"]);
     assert_ok(&s);
-    // string.upper still works after the refused assignment.
+    // Finalizers would run outside the limits: refused.
     assert_500(&get(&s, "/gc"));
     wait_log_line(&s, &["/gc", "__gc is not available"]);
     assert_ok(&s);
