@@ -1109,11 +1109,14 @@ fn check_example(example: &str, env: &[(&str, &str)], remove: &[&str]) -> (i32, 
     )
 }
 
+/// One `-t` run of an example: its path, variables to set, variables to remove.
+type ExampleRun<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+
 #[test]
 fn check_flag_accepts_the_bundled_routing_examples() {
     let root = env!("CARGO_MANIFEST_DIR");
     let examples = format!("{root}/examples");
-    let runs: [(&str, Vec<(&str, &str)>, Vec<&str>); 5] = [
+    let runs: [ExampleRun; 5] = [
         // routing.lua finds its folder from EXAMPLES_DIR, or from $PWD in the source tree.
         (
             "examples/routing.lua",
