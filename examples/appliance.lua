@@ -1,0 +1,89 @@
+-- A device-style configuration: everything that differs between boxes comes from the
+-- environment, optional parts switch on only when what they need is installed, and a
+-- maintenance page takes over while a flag file exists.
+--
+--   luahttpd -t -c examples/appliance.lua
+--   LISTEN="127.0.0.1:8080 [::1]:8080" luahttpd -c examples/appliance.lua
+--
+--   LISTEN            listen addresses, separated by spaces (default 127.0.0.1:8080)
+--   WORKERS           worker processes (default 2)
+--   PHP_CGI           the php-cgi binary (default /usr/bin/php-cgi); PHP is on only if it exists
+--   WWW_ROOT          the document root (default php-www with PHP, else www; relative to here)
+--   MAINTENANCE_FLAG  the flag file (default /tmp/luahttpd-maintenance; on a device,
+--                     something like /run/luahttpd/maintenance)
+--
+-- Try it:
+--   curl -i http://127.0.0.1:8080/                the site (PHP's index.php, or the welcome page)
+--   curl -i http://127.0.0.1:8080/health          200 "ok", also during maintenance
+--   touch /tmp/luahttpd-maintenance               within a second, every other path answers
+--   curl -i http://127.0.0.1:8080/                503 with the maintenance page and Retry-After
+--   rm /tmp/luahttpd-maintenance                  and the site is back within a second
+
+-- Listen addresses: "a b c" → { "a", "b", "c" }.
+local listen = {}
+for addr in (os.getenv("LISTEN") or "127.0.0.1:8080"):gmatch("%S+") do
+  listen[#listen + 1] = addr
+end
+
+-- PHP only when its binary is installed (luahttpd -t refuses a spawn program that is missing).
+local php_cgi = os.getenv("PHP_CGI") or "/usr/bin/php-cgi"
+local have_php = exists(php_cgi)
+
+server {
+  listen = listen,
+  workers = tonumber(os.getenv("WORKERS") or "2"),
+  root = os.getenv("WWW_ROOT") or (have_php and "php-www" or "www"),
+  index = have_php and { "index.php", "index.html" } or { "index.html" },
+  error_log = "stderr",
+}
+
+if have_php then
+  fastcgi "php" {
+    spawn = php_cgi,
+    procs = 2,
+    socket = "unix:/tmp/luahttpd-appliance.sock",
+    env = { PHP_FCGI_CHILDREN = "0", PHP_FCGI_MAX_REQUESTS = "500" },
+    extensions = { ".php" },
+  }
+end
+
+-- The maintenance answer is built once, here: the page is read at config time (read_file is
+-- a config-time helper, relative to this file's folder), so serving it costs no file access.
+local page = read_file("maintenance/index.html")
+  or "<!DOCTYPE html><title>Maintenance</title><h1>Down for maintenance</h1>\n"
+local maintenance = respond(503, page, {
+  ["content-type"] = "text/html; charset=utf-8",
+  ["retry-after"] = "120",
+  ["cache-control"] = "no-store",
+})
+local healthy = respond(200, "ok\n", { ["cache-control"] = "no-store" })
+local no_php = deny(404)
+
+-- Is the flag there? The route sandbox has no io (and the config helpers such as exists()
+-- refuse to run while serving), so a request cannot look at a file by itself. What a config
+-- captured in a local before route() stays usable from its own route function: the config
+-- is trusted code. io.open is captured here and called at most once a second per worker, so
+-- a busy server does one open() per second, and the flag applies within a second.
+-- (Without this, the alternative is deciding at config time with exists(flag), which takes a
+-- restart to change: luahttpd has no reload yet.)
+local flag = os.getenv("MAINTENANCE_FLAG") or "/tmp/luahttpd-maintenance"
+local io_open, os_time = io.open, os.time
+local checked_at, flag_up = nil, false
+local function in_maintenance()
+  local now = os_time()
+  if now ~= checked_at then
+    checked_at = now
+    local f = io_open(flag, "r")
+    flag_up = f ~= nil
+    if f then f:close() end
+  end
+  return flag_up
+end
+
+route(function(req)
+  if req.path == "/health" then return healthy end
+  if in_maintenance() then return maintenance end
+  -- Without PHP, never serve PHP sources as plain files.
+  if not have_php and req.path:find("%.php$") then return no_php end
+  return nil   -- the default rules: .php to php-cgi, the rest static files
+end)
