@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Compare luahttpd with lighttpd and nginx serving the same static files.
+# Compare luahttpd with lighttpd and nginx serving the same static files and
+# the same PHP script through php-cgi over FastCGI.
 #
 # Every server is started by this script, in the foreground, as the current
 # user, on a loopback port, with config files written into a temporary
@@ -11,7 +12,14 @@
 #   CONNECTIONS=50    wrk connections (-c)
 #   THREADS=1         wrk threads (-t)
 #   SERVERS="luahttpd lighttpd nginx"   servers to run (any subset)
-#   SCENARIOS="1k_keepalive 1k_close 1m_keepalive"   scenarios to run
+#   SCENARIOS="1k_keepalive 1k_close 1m_keepalive php_hello"   scenarios to run
+#   PHP_PROCS=4       php-cgi processes per server (php_hello)
+#   PHP_CONNECTIONS=16   wrk connections (-c) for php_hello
+#   PHP_MAX_REQUESTS=100000   PHP_FCGI_MAX_REQUESTS of every php-cgi process
+#   PHP_CGI=...       php-cgi binary (default: php-cgi found in PATH)
+#   LUAHTTPD_PHP_KEEPALIVE=1  luahttpd keeps FastCGI connections (keepalive = true)
+#   NGINX_PHP_KEEPALIVE=0     1: nginx upstream keepalive + fastcgi_keep_conn
+#                             (stalls with one-request-at-a-time php-cgi; see README)
 #   BASE_PORT=18080   first port tried; the next free ones are used
 #   WARMUP=1          seconds of warm-up per server before measuring (0: none)
 #   START_TIMEOUT=20  seconds to wait for a server to answer
@@ -31,7 +39,13 @@ DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 SERVERS=${SERVERS:-"luahttpd lighttpd nginx"}
-SCENARIOS=${SCENARIOS:-"1k_keepalive 1k_close 1m_keepalive"}
+SCENARIOS=${SCENARIOS:-"1k_keepalive 1k_close 1m_keepalive php_hello"}
+PHP_PROCS=${PHP_PROCS:-4}
+PHP_CONNECTIONS=${PHP_CONNECTIONS:-16}
+PHP_MAX_REQUESTS=${PHP_MAX_REQUESTS:-100000}
+PHP_CGI=${PHP_CGI:-}
+LUAHTTPD_PHP_KEEPALIVE=${LUAHTTPD_PHP_KEEPALIVE:-1}
+NGINX_PHP_KEEPALIVE=${NGINX_PHP_KEEPALIVE:-0}
 BASE_PORT=${BASE_PORT:-18080}
 WARMUP=${WARMUP:-1}
 START_TIMEOUT=${START_TIMEOUT:-20}
@@ -60,6 +74,12 @@ case $DURATION in
 esac
 [[ $DURATION_S =~ ^[1-9][0-9]*$ ]] || die "DURATION must look like 5, 5s or 1m (got '$DURATION')"
 (( CONNECTIONS >= THREADS )) || die "CONNECTIONS must be >= THREADS"
+[[ $PHP_PROCS =~ ^[1-9][0-9]*$ ]] || die "PHP_PROCS must be a positive integer"
+[[ $PHP_CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "PHP_CONNECTIONS must be a positive integer"
+[[ $PHP_MAX_REQUESTS =~ ^[1-9][0-9]*$ ]] || die "PHP_MAX_REQUESTS must be a positive integer"
+(( PHP_CONNECTIONS >= THREADS )) || die "PHP_CONNECTIONS must be >= THREADS"
+[[ $LUAHTTPD_PHP_KEEPALIVE =~ ^[01]$ ]] || die "LUAHTTPD_PHP_KEEPALIVE must be 0 or 1"
+[[ $NGINX_PHP_KEEPALIVE =~ ^[01]$ ]] || die "NGINX_PHP_KEEPALIVE must be 0 or 1"
 
 read -r -a SERVER_LIST <<<"$SERVERS"
 read -r -a SCENARIO_LIST <<<"$SCENARIOS"
@@ -74,8 +94,9 @@ has_server() { local s; for s in "${SERVER_LIST[@]}"; do [[ $s == "$1" ]] && ret
 #   SC_TITLE    label for the table
 #   SC_PATH     URL path to request
 #   SC_HEADERS  array of extra wrk arguments (e.g. -H 'Connection: close')
+#   SC_CONNS    wrk connections (-c) for this scenario
 #
-# To add a scenario (e.g. php-cgi over FastCGI, or a Lua route function):
+# To add a scenario (e.g. a Lua route function):
 #   1. add a scenario_NAME function here;
 #   2. extend the config writers below (write_conf_luahttpd / _lighttpd /
 #      _nginx -- see the "more scenarios" comments in each) so that every
@@ -85,13 +106,20 @@ has_server() { local s; for s in "${SERVER_LIST[@]}"; do [[ $s == "$1" ]] && ret
 #      kills it, and wait for it like the servers;
 #   4. add NAME to the default SCENARIOS list above.
 
-scenario_1k_keepalive() { SC_TITLE="1 KiB keep-alive";   SC_PATH=/1k.bin; SC_HEADERS=(); }
-scenario_1k_close()     { SC_TITLE="1 KiB conn-close";   SC_PATH=/1k.bin; SC_HEADERS=(-H "Connection: close"); }
-scenario_1m_keepalive() { SC_TITLE="1 MiB keep-alive";   SC_PATH=/1m.bin; SC_HEADERS=(); }
+scenario_1k_keepalive() { SC_TITLE="1 KiB keep-alive";   SC_PATH=/1k.bin; SC_HEADERS=(); SC_CONNS=$CONNECTIONS; }
+scenario_1k_close()     { SC_TITLE="1 KiB conn-close";   SC_PATH=/1k.bin; SC_HEADERS=(-H "Connection: close"); SC_CONNS=$CONNECTIONS; }
+scenario_1m_keepalive() { SC_TITLE="1 MiB keep-alive";   SC_PATH=/1m.bin; SC_HEADERS=(); SC_CONNS=$CONNECTIONS; }
+# PHP hello world through FastCGI to PHP_PROCS php-cgi processes per server,
+# each serving one request at a time (PHP_FCGI_CHILDREN=0).
+scenario_php_hello()    { SC_TITLE="PHP hello FastCGI";  SC_PATH=/hello.php; SC_HEADERS=(); SC_CONNS=$PHP_CONNECTIONS; }
 
 for sc in "${SCENARIO_LIST[@]}"; do
   declare -F "scenario_$sc" >/dev/null || die "unknown scenario '$sc'"
 done
+has_scenario() { local sc; for sc in "${SCENARIO_LIST[@]}"; do [[ $sc == "$1" ]] && return 0; done; return 1; }
+# The PHP set-up (php-cgi processes, FastCGI config) only when php_hello runs.
+WITH_PHP=0
+has_scenario php_hello && WITH_PHP=1
 
 # ---------------------------------------------------------------------------
 # Packages
@@ -102,6 +130,9 @@ ensure_packages() {
   command -v nginx >/dev/null || missing+=(nginx)
   command -v lighttpd >/dev/null || missing+=(lighttpd)
   command -v curl >/dev/null || missing+=(curl)
+  if (( WITH_PHP )) && [[ -z $PHP_CGI ]]; then
+    command -v php-cgi >/dev/null || missing+=(php-cgi)
+  fi
   (( ${#missing[@]} == 0 )) && return 0
   if (( EUID != 0 )); then
     command -v sudo >/dev/null || die "missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root"
@@ -177,8 +208,24 @@ alloc_port() {
 # Config writers. Each writes its files under $TMP/<server>/.
 
 write_conf_luahttpd() {
-  local dir=$TMP/luahttpd port=$1
+  local dir=$TMP/luahttpd port=$1 php="" keep=false
+  (( LUAHTTPD_PHP_KEEPALIVE )) && keep=true
   mkdir -p "$dir"
+  if (( WITH_PHP )); then
+    # luahttpd spawns and supervises the php-cgi processes itself; proc i
+    # listens on php.sock-i.
+    php=$(cat <<EOF
+fastcgi "php" {
+  spawn = "$PHP_CGI",
+  procs = $PHP_PROCS,
+  socket = "unix:$dir/php.sock",
+  env = { PHP_FCGI_CHILDREN = "0", PHP_FCGI_MAX_REQUESTS = "$PHP_MAX_REQUESTS" },
+  extensions = { ".php" },
+  keepalive = $keep,
+}
+EOF
+)
+  fi
   cat >"$dir/site.lua" <<EOF
 server {
   listen = "127.0.0.1:$port",
@@ -188,14 +235,60 @@ server {
   access_log = false,
   error_log = "$dir/error.log",
   limits = { keepalive_requests = $KEEPALIVE_REQUESTS, connections = $MAX_CONNECTIONS },
-  -- more scenarios: routes (FastCGI, Lua functions) go here
+  -- more scenarios: routes (Lua functions) go here
 }
+$php
 EOF
 }
 
 write_conf_nginx() {
-  local dir=$TMP/nginx port=$1 user_line=""
+  local dir=$TMP/nginx port=$1 user_line="" upstream="" php_location="" keep_conn="off" i
   mkdir -p "$dir/logs" "$dir/tmp"
+  if (( WITH_PHP )); then
+    # nginx cannot spawn FastCGI processes: start_helpers starts PHP_PROCS
+    # php-cgi processes on $TMP/php-nginx/php.sock-i.
+    upstream="upstream php {"$'\n'
+    for ((i = 0; i < PHP_PROCS; i++)); do
+      upstream+="    server unix:$TMP/php-nginx/php.sock-$i;"$'\n'
+    done
+    # Upstream keep-alive is off by default: a php-cgi process with
+    # PHP_FCGI_CHILDREN=0 serves one connection at a time and, with
+    # FCGI_KEEP_CONN, waits on it for the next request, while nginx opens
+    # further connections to it that sit in its listen queue (stalls).
+    if (( NGINX_PHP_KEEPALIVE )); then
+      upstream+="    keepalive 8;"$'\n'
+      keep_conn=on
+    fi
+    upstream+="  }"
+    php_location=$(cat <<'EOF'
+location ~ \.php$ {
+      try_files $uri =404;
+      fastcgi_pass php;
+      fastcgi_keep_conn @KEEP_CONN@;
+      fastcgi_param SCRIPT_FILENAME   $document_root$fastcgi_script_name;
+      fastcgi_param QUERY_STRING      $query_string;
+      fastcgi_param REQUEST_METHOD    $request_method;
+      fastcgi_param CONTENT_TYPE      $content_type;
+      fastcgi_param CONTENT_LENGTH    $content_length;
+      fastcgi_param SCRIPT_NAME       $fastcgi_script_name;
+      fastcgi_param REQUEST_URI       $request_uri;
+      fastcgi_param DOCUMENT_URI      $document_uri;
+      fastcgi_param DOCUMENT_ROOT     $document_root;
+      fastcgi_param SERVER_PROTOCOL   $server_protocol;
+      fastcgi_param REQUEST_SCHEME    $scheme;
+      fastcgi_param GATEWAY_INTERFACE CGI/1.1;
+      fastcgi_param SERVER_SOFTWARE   nginx/$nginx_version;
+      fastcgi_param REMOTE_ADDR       $remote_addr;
+      fastcgi_param REMOTE_PORT       $remote_port;
+      fastcgi_param SERVER_ADDR       $server_addr;
+      fastcgi_param SERVER_PORT       $server_port;
+      fastcgi_param SERVER_NAME       $server_name;
+      fastcgi_param REDIRECT_STATUS   200;
+    }
+EOF
+)
+    php_location=${php_location//@KEEP_CONN@/$keep_conn}
+  fi
   # As root, nginx would switch its workers to 'nobody', who cannot read the
   # temporary directory; keep them running as the current user.
   if (( EUID == 0 )); then user_line="user $(id -un) $(id -gn);"; fi
@@ -231,20 +324,36 @@ http {
     application/octet-stream bin;
   }
   default_type application/octet-stream;
+  $upstream
 
   server {
     listen 127.0.0.1:$port;
     root $WWW;
     index index.html;
-    # more scenarios: location blocks (fastcgi_pass, ...) go here
+    # more scenarios: location blocks go here
+    $php_location
   }
 }
 EOF
 }
 
 write_conf_lighttpd() {
-  local dir=$TMP/lighttpd port=$1 backend=$2
+  local dir=$TMP/lighttpd port=$1 backend=$2 php=""
   mkdir -p "$dir"
+  if (( WITH_PHP )); then
+    # lighttpd spawns the php-cgi processes itself (php.sock-0, -1, ...).
+    php=$(cat <<EOF
+server.modules += ( "mod_fastcgi" )
+fastcgi.server = ( ".php" => ( "php" => (
+  "bin-path" => "$PHP_CGI",
+  "socket" => "$dir/php.sock",
+  "max-procs" => $PHP_PROCS,
+  "bin-environment" => ( "PHP_FCGI_CHILDREN" => "0", "PHP_FCGI_MAX_REQUESTS" => "$PHP_MAX_REQUESTS" ),
+  "bin-copy-environment" => ( "PATH" ),
+) ) )
+EOF
+)
+  fi
   cat >"$dir/lighttpd.conf" <<EOF
 server.document-root = "$WWW"
 server.bind = "127.0.0.1"
@@ -261,7 +370,8 @@ server.max-connections = $MAX_CONNECTIONS
 index-file.names = ( "index.html" )
 mimetype.assign = ( ".html" => "text/html", ".bin" => "application/octet-stream" )
 # no mod_accesslog: access logging is off
-# more scenarios: server.modules += ( "mod_fastcgi" ) and fastcgi.server go here
+# more scenarios go here
+$php
 EOF
 }
 
@@ -360,23 +470,87 @@ start_lighttpd() {
 }
 LIGHTTPD_BACKEND="sendfile"
 
-# To add helper processes for later scenarios (php-cgi, ...), start them here.
-start_helpers() { :; }
+# Helper processes, started before the servers. php_hello: nginx cannot spawn
+# FastCGI processes, so PHP_PROCS php-cgi processes are started here for it
+# (one session each, so the exit trap kills them), with the same environment
+# luahttpd and lighttpd give the processes they spawn.
+start_helpers() {
+  local i dir deadline
+  if (( WITH_PHP )) && has_server nginx; then
+    dir=$TMP/php-nginx
+    mkdir -p "$dir"
+    for ((i = 0; i < PHP_PROCS; i++)); do
+      start_bg "$dir/php-cgi-$i.log" env -i PATH="$PATH" \
+        PHP_FCGI_CHILDREN=0 PHP_FCGI_MAX_REQUESTS="$PHP_MAX_REQUESTS" \
+        "$PHP_CGI" -b "$dir/php.sock-$i"
+      PHP_HELPER_PIDS+=("$LAST_PID")
+    done
+    deadline=$((SECONDS + START_TIMEOUT))
+    for ((i = 0; i < PHP_PROCS; i++)); do
+      until [[ -S $dir/php.sock-$i ]]; do
+        if ! kill -0 "${PHP_HELPER_PIDS[$i]}" 2>/dev/null || (( SECONDS >= deadline )); then
+          log "compare.sh: php-cgi for nginx did not listen on $dir/php.sock-$i"
+          tail -n 20 "$dir/php-cgi-$i.log" >&2 || true
+          exit 1
+        fi
+        sleep 0.1
+      done
+    done
+  fi
+}
+PHP_HELPER_PIDS=()
+
+# check_php NAME: the server must answer /hello.php with exactly "Hello, world!\n".
+# Retried until START_TIMEOUT: the php-cgi processes may still be starting.
+check_php() {
+  local name=$1 deadline=$((SECONDS + START_TIMEOUT)) f
+  f=$TMP/check.$name.php
+  while :; do
+    if curl -sf --max-time 10 -o "$f" "http://127.0.0.1:${PORT[$name]}/hello.php" \
+      && cmp -s "$f" "$TMP/hello.expected"; then
+      rm -f "$f"
+      return 0
+    fi
+    if (( SECONDS >= deadline )); then
+      if [[ -f $f ]]; then
+        log "got: $(od -An -c "$f" | head -n 3)"
+      fi
+      server_failed "$name" "did not answer /hello.php with exactly 'Hello, world!\\n'"
+    fi
+    sleep 0.2
+  done
+}
 
 # ---------------------------------------------------------------------------
 # Measuring
 
-declare -A RESULTS NON2XX SOCKERR
+declare -A RESULTS NON2XX SOCKERR STUCK
 WRK_RUN=0
+
+# php_queued NAME: connections waiting in the listen queues of NAME's php-cgi
+# processes (0 if ss is missing). Checked after a php_hello run, when wrk has
+# closed its connections: anything still queued there is a request the server
+# sent to a php-cgi process that will not accept it (it waits on another,
+# kept-alive connection). wrk never sees such requests -- they just hang --
+# so this is the only trace of them.
+php_queued() {
+  local prefix
+  case $1 in
+    nginx) prefix=$TMP/php-nginx/php.sock- ;;
+    *) prefix=$TMP/$1/php.sock- ;;
+  esac
+  command -v ss >/dev/null || { echo 0; return; }
+  ss -xlH 2>/dev/null | awk -v p="$prefix" 'index($5, p) == 1 {q += $3} END {print q + 0}'
+}
 
 # run_wrk NAME SCENARIO: one wrk run; prints requests/s and records errors.
 run_wrk() {
-  local name=$1 sc=$2 out rps non2xx sock rc=0
+  local name=$1 sc=$2 out rps non2xx sock stuck=0 rc=0
   "scenario_$sc"
   WRK_RUN=$((WRK_RUN + 1))
   out=$TMP/wrk/$WRK_RUN.$name.$sc.txt
   timeout $((DURATION_S + 30)) \
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION_S}s" "${SC_HEADERS[@]}" \
+    wrk -t"$THREADS" -c"$SC_CONNS" -d"${DURATION_S}s" "${SC_HEADERS[@]}" \
     "http://127.0.0.1:${PORT[$name]}$SC_PATH" >"$out" 2>&1 || rc=$?
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
   non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
@@ -386,12 +560,19 @@ run_wrk() {
     log "wrk failed against $name ($sc), exit $rc:"; cat "$out" >&2
     rps=0; sock=$((sock + 1))
   fi
+  if [[ $sc == php_hello ]]; then
+    sleep 0.5
+    stuck=$(php_queued "$name")
+  fi
   NON2XX[$name]=$(( ${NON2XX[$name]:-0} + non2xx ))
   SOCKERR[$name]=$(( ${SOCKERR[$name]:-0} + sock ))
+  STUCK[$name]=$(( ${STUCK[$name]:-0} + stuck ))
   RUN_RPS=$rps
   RUN_NOTE=""
+  grep -q '^ *0 requests in' "$out" && RUN_NOTE+="  NO REQUEST COMPLETED"
   (( non2xx > 0 )) && RUN_NOTE+="  non-2xx/3xx: $non2xx"
   (( sock > 0 )) && RUN_NOTE+="  socket errors: $(grep 'Socket errors' "$out" | sed 's/^ *Socket errors: //')"
+  (( stuck > 0 )) && RUN_NOTE+="  connections left in php-cgi listen queues: $stuck"
   kill -0 "${PID[$name]}" 2>/dev/null || server_failed "$name" "died during the $sc run"
   return 0
 }
@@ -414,6 +595,11 @@ order_for_round() {
 # Main
 
 ensure_packages
+if (( WITH_PHP )); then
+  PHP_CGI=${PHP_CGI:-$(command -v php-cgi || true)}
+  [[ -n $PHP_CGI && -x $PHP_CGI ]] || die "php-cgi not found (set PHP_CGI or install php-cgi)"
+  PHP_CGI=$(readlink -f "$PHP_CGI")
+fi
 has_server luahttpd && build_luahttpd
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -425,18 +611,30 @@ mkdir -p "$WWW" "$TMP/wrk"
 head -c 1024 /dev/urandom >"$WWW/1k.bin"
 head -c $((1024 * 1024)) /dev/urandom >"$WWW/1m.bin"
 printf '<!doctype html><title>bench</title>\n' >"$WWW/index.html"
+printf '<?php echo "Hello, world!\\n";\n' >"$WWW/hello.php"
+printf 'Hello, world!\n' >"$TMP/hello.expected"
 
 start_helpers
 for s in "${SERVER_LIST[@]}"; do "start_$s"; done
-for s in "${SERVER_LIST[@]}"; do wait_ready "$s"; check_content "$s"; done
+for s in "${SERVER_LIST[@]}"; do
+  wait_ready "$s"; check_content "$s"
+  if (( WITH_PHP )); then check_php "$s"; fi
+done
 
 echo "servers: $(for s in "${SERVER_LIST[@]}"; do printf '%s=127.0.0.1:%s ' "$s" "${PORT[$s]}"; done)"
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION_S}s, $ROUNDS round(s), scenarios: ${SCENARIO_LIST[*]}"
+if (( WITH_PHP )); then
+  echo "php_hello: wrk -c$PHP_CONNECTIONS, $PHP_PROCS php-cgi processes per server ($PHP_CGI, PHP_FCGI_CHILDREN=0, PHP_FCGI_MAX_REQUESTS=$PHP_MAX_REQUESTS)"
+fi
 
 if (( WARMUP > 0 )); then
   for s in "${SERVER_LIST[@]}"; do
     timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
       "http://127.0.0.1:${PORT[$s]}/1k.bin" >/dev/null 2>&1 || true
+    if (( WITH_PHP )); then
+      timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$PHP_CONNECTIONS" -d"${WARMUP}s" \
+        "http://127.0.0.1:${PORT[$s]}/hello.php" >/dev/null 2>&1 || true
+    fi
   done
 fi
 
@@ -465,7 +663,9 @@ echo "wrk       $( (wrk -v 2>&1 || true) | head -n 1)"
 echo "cpus      $(nproc), load average before the runs: $LOAD_AT_START (anything else running skews the figures)"
 
 echo
-echo "== median requests/s over $ROUNDS round(s) (wrk -t$THREADS -c$CONNECTIONS -d${DURATION_S}s); ratios > 1 mean luahttpd is faster"
+php_note=""
+(( WITH_PHP )) && php_note=", php_hello -c$PHP_CONNECTIONS"
+echo "== median requests/s over $ROUNDS round(s) (wrk -t$THREADS -c$CONNECTIONS -d${DURATION_S}s$php_note); ratios > 1 mean luahttpd is faster"
 header=$(printf '%-18s' "scenario")
 for s in "${SERVER_LIST[@]}"; do header+=$(printf ' %10s' "$s"); done
 if has_server luahttpd; then
@@ -493,12 +693,31 @@ echo
 echo "== errors (all runs)"
 bad=0
 for s in "${SERVER_LIST[@]}"; do
-  printf '%-9s non-2xx/3xx responses: %s, socket errors: %s\n' "$s" "${NON2XX[$s]:-0}" "${SOCKERR[$s]:-0}"
-  if (( ${NON2XX[$s]:-0} > 0 || ${SOCKERR[$s]:-0} > 0 )); then bad=1; fi
+  line=$(printf '%-9s non-2xx/3xx responses: %s, socket errors: %s' "$s" "${NON2XX[$s]:-0}" "${SOCKERR[$s]:-0}")
+  (( WITH_PHP )) && line+=", connections left in php-cgi listen queues: ${STUCK[$s]:-0}"
+  echo "$line"
+  if (( ${NON2XX[$s]:-0} > 0 || ${SOCKERR[$s]:-0} > 0 || ${STUCK[$s]:-0} > 0 )); then bad=1; fi
 done
+for k in "${!RESULTS[@]}"; do
+  # a run in which no request completed at all
+  [[ " ${RESULTS[$k]} " == *" 0.00 "* || " ${RESULTS[$k]} " == *" 0 "* ]] && bad=1
+done
+
+echo
+echo "== warnings and errors in the servers' error logs (last 5 shown)"
+for s in "${SERVER_LIST[@]}"; do
+  f=${ERRLOG[$s]}
+  n=$(grep -ciE 'warn|error|crit|alert|emerg|fail' "$f" 2>/dev/null || true)
+  printf '%-9s %s line(s)\n' "$s" "${n:-0}"
+  if (( ${n:-0} > 0 )); then
+    grep -iE 'warn|error|crit|alert|emerg|fail' "$f" | tail -n 5 | sed 's/^/    /'
+  fi
+done
+
 if (( bad )); then
   echo
-  echo "WARNING: some server returned non-2xx/3xx responses or had socket errors;"
+  echo "WARNING: some server returned non-2xx/3xx responses, had socket errors,"
+  echo "WARNING: left requests stuck or completed none in a run;"
   echo "WARNING: its figures are not comparable. Rerun with KEEP_TMP=1 and look at"
   echo "WARNING: the wrk output and server logs in the temporary directory."
 fi
