@@ -57,7 +57,10 @@ impl FakeServer {
                     }
                     while let Ok(request) = protocol::read_frame(&mut conn) {
                         if let Ok(chunk) = protocol::parse_request(&request) {
-                            seen.lock().expect("lock").push(chunk);
+                            seen.lock().expect("lock").push(chunk.clone());
+                            if chunk == "hangup()" {
+                                return; // closes without an answer
+                            }
                         }
                         let answer = protocol::answer(&lua, &request);
                         if conn.write_all(&protocol::encode_response(&answer)).is_err() {
@@ -207,6 +210,27 @@ fn piped_stdin_runs_chunks_in_turn() {
             "boom()"
         ]
     );
+}
+
+#[test]
+fn lost_connection_is_reported_and_the_next_chunk_reconnects() {
+    let srv = FakeServer::start("repl-lost");
+    let out = repl(&srv.socket, &["-e", "hangup()"], "");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {}: connection closed by the peer\n",
+            srv.socket.display()
+        )
+    );
+    let out = repl(&srv.socket, &[], "hangup()\nhelp()\n");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("lost: connection closed by the peer"),
+        "{out:?}"
+    );
+    assert_eq!(text(&out.stdout), "status() workers() ...\n");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 /// The main prompt.
 pub const PROMPT: &str = "luahttpd> ";
-/// The prompt for the continuation lines of an incomplete chunk (as wide as [`PROMPT`]).
+/// The prompt for the continuation lines of an incomplete chunk.
 pub const CONTINUATION_PROMPT: &str = "      ...> ";
 /// How long to wait for the server's hello after connecting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);

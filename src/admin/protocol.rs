@@ -64,6 +64,14 @@
 //! order on the wire (`serde_json` with `preserve_order`), so the client shows columns in the
 //! order the server chose.
 //!
+//! # What the client shows
+//!
+//! The REPL prints an array of objects as a table whose columns are the keys in the order
+//! received, so functions that list things (`workers()`, `backends()`) should return sequences
+//! of tables; [`lua_to_json`] puts `slot`, `name`, `pid`, `generation`, `state` first. An
+//! object prints as `key  value` lines, a string as itself, `null` as `nil`. `luahttpd repl
+//! SOCKET -e CHUNK --json` prints the value exactly as received, for scripts.
+//!
 //! # Server loop sketch
 //!
 //! ```text
