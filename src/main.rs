@@ -1,6 +1,8 @@
-//! The `luahttpd` command line: serve, check (`-t`) or print (`-p`) a configuration.
+//! The `luahttpd` command line: serve, check (`-t`) or print (`-p`) a configuration, or talk
+//! to a running server's admin socket (`repl`).
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use luahttpd::admin::client::{self as repl, ReplOptions};
 use luahttpd::config::{self, Loaded};
 use luahttpd::watcher::{self, RunOptions};
 use std::path::PathBuf;
@@ -8,7 +10,12 @@ use std::process::ExitCode;
 
 /// A lighttpd-style web server whose configuration and routing are Lua.
 #[derive(Debug, Parser)]
-#[command(name = "luahttpd", version, about)]
+#[command(
+    name = "luahttpd",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     /// The site's Lua configuration (without it: the embedded default, lua/default.lua).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
@@ -22,10 +29,34 @@ struct Cli {
     /// Detach into the background once the server runs (like `daemon = true`).
     #[arg(short = 'd', long = "daemon")]
     daemon: bool,
+    /// A subcommand instead of serving.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Talk to a running server through its admin socket: Lua chunks evaluated by the watcher.
+    Repl {
+        /// The admin socket (the config's admin socket path).
+        #[arg(value_name = "SOCKET")]
+        socket: PathBuf,
+        /// Run this one chunk, print its value and exit (1 if it failed).
+        #[arg(short = 'e', long = "eval", value_name = "CHUNK")]
+        eval: Option<String>,
+        /// Print values as raw JSON, one line each, for scripts.
+        #[arg(long = "json")]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Repl { socket, eval, json }) = cli.command {
+        let code = repl::run(&ReplOptions { socket, eval, json });
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
     luahttpd::log::init_tracing();
     let loaded = match load(&cli) {
         Ok(l) => l,

@@ -1,3 +1,6 @@
 //! Administration: the shared scoreboard, the admin socket (watcher side), and the REPL client.
 
+pub mod client;
+pub mod format;
+pub mod protocol;
 pub mod scoreboard;
