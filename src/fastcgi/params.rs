@@ -168,10 +168,12 @@ fn request_uri(req: &Request) -> String {
 fn http_vars(req: &Request) -> Result<Vec<HttpVar<'_>>, ParamsError> {
     let mut vars: Vec<HttpVar<'_>> = Vec::new();
     for (name, value) in req.headers() {
-        // Content-Type and Content-Length have their own variables; Proxy is httpoxy.
+        // Content-Type and Content-Length have their own variables; Proxy is httpoxy; the
+        // body reaches the backend decoded, so the client's Transfer-Encoding would mislead.
         if name.eq_ignore_ascii_case(b"content-type")
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"proxy")
+            || name.eq_ignore_ascii_case(b"transfer-encoding")
         {
             continue;
         }

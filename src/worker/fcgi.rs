@@ -203,6 +203,8 @@ pub struct Exchange {
     version: Version,
     /// Queued in the pool until an upstream has room.
     waiting: bool,
+    /// CONTENT_LENGTH: the body's length (for a chunked body, known once it is spooled).
+    content_length: Option<u64>,
 }
 
 impl Exchange {
@@ -215,6 +217,10 @@ impl Exchange {
         keepalive_client: bool,
         now: Instant,
     ) -> io::Result<Exchange> {
+        let content_length = match body {
+            RequestBody::Length(n) => Some(n),
+            _ => None,
+        };
         let body = match body {
             RequestBody::None => BodyIn::None,
             RequestBody::Length(n) => BodyIn::Length(n),
@@ -256,6 +262,7 @@ impl Exchange {
             keepalive_client,
             version,
             waiting: false,
+            content_length,
         })
     }
 
@@ -380,6 +387,11 @@ impl Exchange {
     fn take_body(&mut self, input: &mut InBuf) -> Result<bool, u16> {
         match &mut self.body {
             BodyIn::Length(left) => {
+                // Body records follow the params: nothing is taken before the connection and
+                // its preamble exist.
+                if self.sock.is_none() || self.connecting {
+                    return Ok(false);
+                }
                 let room = TO_BACKEND_MAX.saturating_sub(self.to_backend.len() - self.to_pos);
                 let n = (*left).min(input.len() as u64).min(room as u64) as usize;
                 if n == 0 {
@@ -432,6 +444,7 @@ impl Exchange {
                         std::mem::replace(&mut self.body, BodyIn::None)
                     {
                         file.rewind().map_err(|_| 500u16)?;
+                        self.content_length = Some(len);
                         self.body = BodyIn::Spooled { file, left: len };
                     }
                 }
@@ -443,6 +456,8 @@ impl Exchange {
                     return Ok(false);
                 }
                 let n = (*left).min(room as u64).min(32 * 1024) as usize;
+                // Sent records cannot be replayed on another connection.
+                self.body_consumed = true;
                 let mut chunk = vec![0u8; n];
                 file.read_exact(&mut chunk).map_err(|_| 500u16)?;
                 compact(&mut self.to_backend, &mut self.to_pos);
@@ -526,12 +541,7 @@ impl Exchange {
 
     fn build_preamble(&mut self, env: &mut Env<'_>) -> Result<(), u16> {
         let f = &self.facts;
-        let content_length = match &self.body {
-            BodyIn::None => None,
-            BodyIn::Length(n) => Some(*n),
-            BodyIn::Spooled { left, .. } => Some(*left),
-            BodyIn::Spooling { len, .. } => Some(*len),
-        };
+        let content_length = self.content_length;
         let host = f
             .req
             .host
