@@ -28,7 +28,7 @@ use crate::http::date::DateCache;
 use crate::http::request::{self, BodyFraming, Method, Request, RequestError, Version};
 use crate::http::status;
 use crate::log::{push_escaped, AccessLog};
-use crate::reply::{Body, Reply};
+use crate::reply::{has_header_line, Body, Reply};
 use crate::script::{Decision, RouteRequest, Router};
 use crate::static_files::open::Lookup;
 use crate::static_files::{self, Site};
@@ -102,9 +102,18 @@ struct FcgiExtra {
     headers: Vec<(String, String)>,
 }
 
+/// Adds a decision's headers: each name replaces the handler's lines of that name, and
+/// repeated names in the decision (a list value, e.g. several Set-Cookie) all go out.
 fn add_headers(reply: &mut Reply, headers: &[(String, String)]) {
-    for (name, value) in headers {
-        reply.header(name, value);
+    for (i, (name, value)) in headers.iter().enumerate() {
+        let repeated = headers[..i]
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name));
+        if repeated {
+            reply.header(name, value);
+        } else {
+            reply.set_header(name, value);
+        }
     }
 }
 
@@ -800,12 +809,17 @@ impl Conn {
         let buf = self.out.start();
         let _ = write!(
             buf,
-            "HTTP/1.1 {} {}\r\nDate: {}\r\nServer: {}\r\n",
+            "HTTP/1.1 {} {}\r\n",
             reply.status,
-            status::reason(reply.status),
-            ctx.date.http(),
-            ctx.server_name
+            status::reason(reply.status)
         );
+        let own = |name| reply.own_date_server && has_header_line(&reply.headers, name);
+        if !own("date") {
+            let _ = write!(buf, "Date: {}\r\n", ctx.date.http());
+        }
+        if !own("server") {
+            let _ = write!(buf, "Server: {}\r\n", ctx.server_name);
+        }
         buf.extend_from_slice(&reply.headers);
         let no_body = status::forbids_body(reply.status);
         if !no_body {

@@ -735,9 +735,27 @@ impl Exchange {
             head.status,
             crate::http::status::reason(head.status)
         );
-        let _ = write!(h, "Date: {}\r\nServer: {}\r\n", env.date, env.server_name);
-        h.extend_from_slice(&head.headers);
-        h.extend_from_slice(&self.facts.extra_headers);
+        let extra = &self.facts.extra_headers;
+        if !crate::reply::has_header_line(extra, "date") {
+            let _ = write!(h, "Date: {}\r\n", env.date);
+        }
+        if !crate::reply::has_header_line(extra, "server") {
+            let _ = write!(h, "Server: {}\r\n", env.server_name);
+        }
+        if self.facts.extra_headers.is_empty() {
+            h.extend_from_slice(&head.headers);
+        } else {
+            // A route decision's headers replace the backend's of the same name.
+            let mut backend = head.headers.clone();
+            for line in self.facts.extra_headers.split(|&b| b == b'\n') {
+                if let Some(colon) = line.iter().position(|&b| b == b':') {
+                    let name = String::from_utf8_lossy(&line[..colon]).into_owned();
+                    crate::reply::remove_header_lines(&mut backend, &name);
+                }
+            }
+            h.extend_from_slice(&backend);
+            h.extend_from_slice(&self.facts.extra_headers);
+        }
         match (self.framing, head.content_length) {
             (Framing::Length(n), _) => {
                 let _ = write!(h, "Content-Length: {n}\r\n");

@@ -57,13 +57,6 @@ pub struct WorkerSetup<'a> {
     pub router: Option<Router>,
 }
 
-fn listen_name(a: &crate::config::ListenAddr) -> String {
-    match a {
-        crate::config::ListenAddr::Tcp(s) => s.to_string(),
-        crate::config::ListenAddr::Unix(p) => format!("unix:{}", p.display()),
-    }
-}
-
 /// Why accepting is paused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Accepting {
@@ -127,6 +120,7 @@ impl<'a> Worker<'a> {
             Interest::READABLE,
         )?;
         let mut listeners = setup.listeners;
+        let listener_names = listeners.iter().map(Listener::name).collect();
         for (i, l) in listeners.iter_mut().enumerate() {
             l.register(poll.registry(), Token(LISTENER_BASE + i))?;
         }
@@ -159,7 +153,7 @@ impl<'a> Worker<'a> {
             pool: Pool::new(setup.config, setup.index, setup.config.workers),
             stderr: StderrLimit::default(),
             router: setup.router,
-            listener_names: setup.config.listen.iter().map(listen_name).collect(),
+            listener_names,
             other_sites: OtherSites::default(),
         })
     }

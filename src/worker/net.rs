@@ -63,6 +63,20 @@ impl Listener {
             Listener::Unix(l) => registry.deregister(l),
         }
     }
+
+    /// The address as bound (the kernel's port when the config said 0), as text.
+    pub fn name(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            Listener::Unix(l) => match l.local_addr() {
+                Ok(a) => match a.as_pathname() {
+                    Some(p) => format!("unix:{}", p.display()),
+                    None => "unix:".to_string(),
+                },
+                Err(_) => "unix:".to_string(),
+            },
+        }
+    }
 }
 
 fn peer_of(addr: SocketAddr) -> Peer {
