@@ -127,6 +127,8 @@ pub struct Config {
     pub access_log: Option<PathBuf>,
     /// Pid file written by the watcher and removed on exit.
     pub pid_file: Option<PathBuf>,
+    /// The admin socket (`admin = "run/admin.sock"`), off when None.
+    pub admin: Option<PathBuf>,
     /// Whether to detach into the background.
     pub daemon: bool,
     /// Limits.

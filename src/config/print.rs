@@ -43,6 +43,9 @@ pub fn print(config: &Config) -> String {
     if let Some(p) = &config.pid_file {
         field(&mut o, "pid_file", &path(p));
     }
+    if let Some(p) = &config.admin {
+        field(&mut o, "admin", &path(p));
+    }
     field(&mut o, "daemon", &config.daemon.to_string());
     let l = &config.limits;
     field(

@@ -31,6 +31,7 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "error_log",
     "access_log",
     "pid_file",
+    "admin",
     "daemon",
     "limits",
     "timeouts",
@@ -405,6 +406,7 @@ pub(super) fn server(
         error_log: LogTarget::Stderr,
         access_log: None,
         pid_file: None,
+        admin: None,
         daemon: false,
         limits: default_limits(),
         timeouts: default_timeouts(),
@@ -495,6 +497,21 @@ pub(super) fn server(
     match fields.get("pid_file") {
         None | Some(Value::Boolean(false)) => {}
         Some(v) => cfg.pid_file = path_value(r, &["pid_file"], v, base),
+    }
+    match fields.get("admin") {
+        None | Some(Value::Boolean(false)) => {}
+        Some(v) => {
+            cfg.admin = path_value(r, &["admin"], v, base);
+            if let Some(p) = &cfg.admin {
+                // sun_path holds 108 bytes with its NUL.
+                if p.as_os_str().len() > 107 {
+                    r.at(
+                        &["admin"],
+                        format!("admin socket path {} is longer than 107 bytes", p.display()),
+                    );
+                }
+            }
+        }
     }
     if let Some(v) = fields.get("daemon") {
         if let Some(b) = boolean(r, &["daemon"], v) {

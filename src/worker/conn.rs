@@ -404,6 +404,8 @@ impl Conn {
                         self.read_eof = true;
                         progress = true;
                     }
+                    // Nothing read: whoever consumes the buffer makes the progress.
+                    Ok(Filled::Full) => {}
                     Ok(Filled::Data { drained }) => {
                         self.readable = !drained;
                         progress = true;

@@ -23,6 +23,8 @@ pub enum Filled {
     /// Bytes arrived; `drained` when the read came back short, which means the socket had no
     /// more (an edge-triggered poll reports any later arrival as a new event).
     Data { drained: bool },
+    /// The buffer is full at its limit: nothing was read (the socket may still have data).
+    Full,
 }
 
 impl InBuf {
@@ -75,7 +77,7 @@ impl InBuf {
         let room = &mut self.buf[self.end..];
         if room.is_empty() {
             // Full at the limit: the caller decides (431, or stop reading ahead).
-            return Ok(Filled::Data { drained: false });
+            return Ok(Filled::Full);
         }
         let want = room.len();
         let n = stream.read(room)?;
