@@ -4,3 +4,4 @@ pub mod client;
 pub mod format;
 pub mod protocol;
 pub mod scoreboard;
+pub mod server;

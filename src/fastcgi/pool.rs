@@ -1,10 +1,12 @@
 //! A worker's view of its FastCGI backends: addresses, balancing by least active requests,
 //! addresses left out for a while after they refused, and idle kept-alive connections.
 
+use crate::admin::scoreboard::{ProcIndex, ProcSlot, Scoreboard};
 use crate::config::{Config, FastcgiDef, ListenAddr};
 use crate::worker::net::Stream;
 use std::collections::VecDeque;
 use std::io;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Idle connections kept per address.
@@ -25,6 +27,8 @@ pub struct Upstream {
     pub disabled_until: Option<Instant>,
     /// Most requests in flight at once from this worker (None: no limit).
     pub capacity: Option<u32>,
+    /// The scoreboard's proc slot for this address, shared by every worker.
+    slot: Option<usize>,
     idle: Vec<Stream>,
 }
 
@@ -43,12 +47,33 @@ pub struct Backend {
 }
 
 /// Every backend of the config, in config order.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Pool {
     /// The backends.
     pub backends: Vec<Backend>,
     /// Waiting connections to wake because an upstream got room.
     wake: Vec<usize>,
+    /// Where the per-address counters are published for the admin REPL.
+    board: Option<Rc<Scoreboard>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("backends", &self.backends)
+            .finish()
+    }
+}
+
+/// The scoreboard's proc slot layout for a config: one slot per address of every backend, in
+/// config order.
+pub fn proc_index(config: &Config) -> ProcIndex {
+    let counts: Vec<usize> = config
+        .fastcgi
+        .iter()
+        .map(|d| upstream_addrs(d).len())
+        .collect();
+    ProcIndex::new(&counts)
 }
 
 /// Why no upstream was picked.
@@ -89,26 +114,33 @@ impl Pool {
     /// shared, one request at a time each, and connections are not kept (a kept idle
     /// connection would block the other workers). External addresses take any number of
     /// connections.
-    pub fn new(config: &Config, worker: usize, workers: usize) -> Pool {
+    pub fn new(
+        config: &Config,
+        worker: usize,
+        workers: usize,
+        board: Option<Rc<Scoreboard>>,
+    ) -> Pool {
+        let index = proc_index(config);
         let workers = workers.max(1);
         let backends = config
             .fastcgi
             .iter()
-            .map(|d| {
+            .enumerate()
+            .map(|(b, d)| {
                 let all = upstream_addrs(d);
                 let spawned = d.spawn.is_some();
                 let partition = spawned && all.len() >= workers;
-                let addrs: Vec<ListenAddr> = all
+                let addrs: Vec<(usize, ListenAddr)> = all
                     .into_iter()
                     .enumerate()
                     .filter(|(i, _)| !partition || i % workers == worker % workers)
-                    .map(|(_, a)| a)
                     .collect();
                 Backend {
                     name: d.name.clone(),
                     upstreams: addrs
                         .into_iter()
-                        .map(|addr| Upstream {
+                        .map(|(u, addr)| Upstream {
+                            slot: index.index(b, u),
                             addr,
                             active: 0,
                             total: 0,
@@ -127,6 +159,7 @@ impl Pool {
         Pool {
             backends,
             wake: Vec::new(),
+            board,
         }
     }
 
@@ -223,6 +256,14 @@ impl Pool {
             up.active += 1;
             up.total += 1;
         }
+        if let Some(p) = self.proc_slot(b, u) {
+            p.request_started();
+        }
+    }
+
+    fn proc_slot(&self, b: usize, u: usize) -> Option<&ProcSlot> {
+        let i = self.backends.get(b)?.upstreams.get(u)?.slot?;
+        self.board.as_ref()?.proc(i)
     }
 
     /// Counts a request ending on upstream `u`; `failed` counts an error. A connection
@@ -232,6 +273,12 @@ impl Pool {
             up.active = up.active.saturating_sub(1);
             if failed {
                 up.errors += 1;
+            }
+        }
+        if let Some(p) = self.proc_slot(b, u) {
+            p.request_finished();
+            if failed {
+                p.error();
             }
         }
         if let Some(key) = self.backends.get_mut(b).and_then(|x| x.waiting.pop_front()) {
@@ -248,6 +295,11 @@ impl Pool {
         if let Some(up) = backend.upstreams.get_mut(u) {
             up.disabled_until = Some(until);
             up.idle.clear();
+        }
+        if let Some(p) = self.proc_slot(b, u) {
+            let ms = crate::admin::scoreboard::now_ms()
+                + until.saturating_duration_since(now).as_millis() as u64;
+            p.disable_until(ms);
         }
     }
 

@@ -296,6 +296,16 @@ impl Backends {
         }
     }
 
+    /// For each process of backend `name`: its pid (None while it is down, or when something
+    /// else serves the address) and whether it is external.
+    pub fn proc_states(&self, name: &str) -> Vec<(Option<Pid>, bool)> {
+        self.backends
+            .iter()
+            .find(|b| b.def.name == name)
+            .map(|b| b.procs.iter().map(|p| (p.pid, p.external)).collect())
+            .unwrap_or_default()
+    }
+
     fn procs(&self) -> impl Iterator<Item = &Proc> {
         self.backends.iter().flat_map(|b| b.procs.iter())
     }

@@ -9,7 +9,7 @@ use nix::sys::socket::{
 };
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The listen queue length asked for (the kernel caps it at net.core.somaxconn).
 const BACKLOG: i32 = 4096;
@@ -127,7 +127,7 @@ fn err(e: Errno) -> String {
 }
 
 /// A socket file left by a previous run is replaced only if nobody answers on it.
-fn remove_stale_socket(path: &PathBuf) -> Result<(), String> {
+pub(crate) fn remove_stale_socket(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::FileTypeExt;
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,

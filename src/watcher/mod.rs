@@ -6,10 +6,16 @@
 
 mod daemon;
 mod listeners;
+pub(crate) use listeners::remove_stale_socket;
+mod admin_view;
 mod pidfile;
+mod reload;
 mod signals;
 
+use crate::admin::scoreboard::{now_ms, Scoreboard, Totals};
+use crate::admin::server::{self as admin, AdminServer};
 use crate::config::{Config, Loaded};
+use crate::fastcgi::pool;
 use crate::fastcgi::spawn::{backoff, Backends};
 use crate::log::{AccessLog, ErrorLog, LogFile};
 use crate::script::{Router, RouterLimits};
@@ -25,6 +31,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use pidfile::PidFile;
 use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 const SIGNAL: Token = Token(0);
@@ -44,6 +51,17 @@ struct WorkerSlot {
     started: Instant,
     crashes: u32,
     respawn_at: Option<Instant>,
+    /// The generation (1, then one more per reload) this worker belongs to.
+    generation: u32,
+    /// Its slot in the shared scoreboard.
+    board_slot: usize,
+    /// How often this slot's worker was respawned.
+    respawns: u32,
+}
+
+/// Worker slots in the scoreboard: room for a generation starting while the old one drains.
+fn board_capacity(workers: usize) -> usize {
+    (workers * 2).max(16)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +89,22 @@ struct Watcher {
     backends: Backends,
     /// When the backends were told to stop (after the workers drained).
     backends_stopping: Option<Instant>,
+    /// The shared scoreboard.
+    board: Rc<Scoreboard>,
+    /// Counters of workers that have exited.
+    retired: Totals,
+    /// The current generation.
+    generation: u32,
+    /// Workers of older generations, draining after a reload (never respawned).
+    old: Vec<WorkerSlot>,
+    /// A reload whose new generation has not been confirmed running yet.
+    pending_reload: Option<reload::Pending>,
+    /// The outcome of the last reload: when, and the error if it failed.
+    last_reload: Option<(std::time::SystemTime, Result<(), String>)>,
+    /// The admin socket, when configured.
+    admin: Option<AdminServer>,
+    /// When the watcher started.
+    started_at: Instant,
 }
 
 /// Runs the server described by `loaded` until it is stopped; returns the exit code.
@@ -135,14 +169,26 @@ impl Watcher {
             )
             .map_err(|e| format!("poll: {e}"))?;
         let now = Instant::now();
+        let board = Scoreboard::new(
+            board_capacity(config.workers),
+            pool::proc_index(config).total(),
+        )
+        .map_err(|e| format!("scoreboard: {e}"))?;
         let slots = (0..config.workers)
-            .map(|_| WorkerSlot {
+            .map(|i| WorkerSlot {
                 pid: None,
                 started: now,
                 crashes: 0,
                 respawn_at: Some(now),
+                generation: 1,
+                board_slot: i,
+                respawns: 0,
             })
             .collect();
+        let admin = match &config.admin {
+            Some(path) => Some(AdminServer::bind(path, poll.registry())?),
+            None => None,
+        };
         let mut w = Watcher {
             loaded,
             poll,
@@ -156,6 +202,14 @@ impl Watcher {
             readiness_fd,
             backends,
             backends_stopping: None,
+            board: Rc::new(board),
+            retired: Totals::default(),
+            generation: 1,
+            old: Vec::new(),
+            pending_reload: None,
+            last_reload: None,
+            admin,
+            started_at: now,
         };
         for i in 0..w.slots.len() {
             w.spawn(i)?;
@@ -181,6 +235,10 @@ impl Watcher {
     /// Forks the worker for slot `i`.
     fn spawn(&mut self, i: usize) -> Result<(), String> {
         let watcher_pid = nix::unistd::getpid();
+        // Claimed before the fork, so that the slot reads "starting" until the worker runs.
+        if let Some(s) = self.board.worker(self.slots[i].board_slot) {
+            s.claim(0, self.slots[i].generation, now_ms());
+        }
         // SAFETY: the watcher never starts a thread, so the child is a complete copy of a
         // single-threaded process and may run any code.
         match unsafe { fork() } {
@@ -214,6 +272,11 @@ impl Watcher {
         let _ = nix::unistd::close(self.signals.as_raw_fd());
         if let Some(fd) = self.readiness_fd {
             let _ = nix::unistd::close(fd);
+        }
+        if let Some(admin) = &self.admin {
+            for fd in admin.raw_fds() {
+                let _ = nix::unistd::close(fd);
+            }
         }
         self.backends.close_in_child();
         let bound = std::mem::take(&mut self.bound);
@@ -253,6 +316,11 @@ impl Watcher {
             site,
             index,
             router,
+            board: Some((
+                self.board.clone(),
+                self.slots[index].board_slot,
+                self.slots[index].generation,
+            )),
         })
     }
 
@@ -267,10 +335,25 @@ impl Watcher {
                     return 1;
                 }
             }
-            if events.iter().any(|e| e.token() == SIGNAL) {
-                self.on_signals();
+            for event in events.iter() {
+                match event.token() {
+                    SIGNAL => self.on_signals(),
+                    admin::LISTENER => {
+                        if let Some(a) = &mut self.admin {
+                            a.accept(self.poll.registry());
+                        }
+                    }
+                    Token(t) if t >= admin::CLIENT_BASE => {
+                        self.on_admin_client(t - admin::CLIENT_BASE)
+                    }
+                    _ => {}
+                }
             }
             self.reap();
+            if let Some(a) = &mut self.admin {
+                a.expire(Instant::now());
+            }
+            self.check_reload(Instant::now());
             let now = Instant::now();
             // php-cgi exits on purpose after PHP_FCGI_MAX_REQUESTS, draining or not.
             if self.backends_stopping.is_none() {
@@ -313,14 +396,31 @@ impl Watcher {
             Phase::Running => self.slots.iter().filter_map(|s| s.respawn_at).min(),
             Phase::Draining(d) | Phase::Stopping(d) => Some(d),
         };
-        [own, self.backends.next_respawn(), self.backends_stopping]
-            .into_iter()
-            .flatten()
-            .min()
+        // Admin clients' idle time and a reload's confirmation are checked by polling.
+        let poll_soon = if self.pending_reload.is_some() {
+            Some(Instant::now() + Duration::from_millis(50))
+        } else if self.admin.as_ref().is_some_and(AdminServer::has_clients) {
+            Some(Instant::now() + Duration::from_secs(1))
+        } else {
+            None
+        };
+        [
+            own,
+            self.backends.next_respawn(),
+            self.backends_stopping,
+            poll_soon,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn live_workers(&self) -> usize {
-        self.slots.iter().filter(|s| s.pid.is_some()).count()
+        self.slots
+            .iter()
+            .chain(&self.old)
+            .filter(|s| s.pid.is_some())
+            .count()
     }
 
     fn on_signals(&mut self) {
@@ -340,8 +440,11 @@ impl Watcher {
                 }
                 (Ok(Signal::SIGINT), _) | (Ok(Signal::SIGTERM), _) => self.fast_stop(),
                 (Ok(Signal::SIGHUP), _) => self.reopen_logs(),
-                (Ok(Signal::SIGUSR1), _) => {
-                    tracing::warn!("SIGUSR1 (reload) is not supported yet; ignored")
+                (Ok(Signal::SIGUSR1), Phase::Running) => {
+                    let result = self.reload_from_file();
+                    if let Err(e) = result {
+                        tracing::error!("{e}");
+                    }
                 }
                 _ => {}
             }
@@ -350,6 +453,11 @@ impl Watcher {
 
     fn graceful_stop(&mut self) {
         let grace = self.config().timeouts.graceful;
+        self.graceful_stop_within(grace);
+    }
+
+    fn graceful_stop_within(&mut self, grace: Duration) {
+        self.abort_reload();
         tracing::info!(
             "graceful stop: workers finish in-flight requests (at most {:?})",
             grace
@@ -366,6 +474,7 @@ impl Watcher {
             return;
         }
         tracing::info!("immediate stop");
+        self.abort_reload();
         self.backends.stop();
         self.backends_stopping = Some(Instant::now() + FAST_STOP);
         self.phase = Phase::Stopping(Instant::now() + FAST_STOP);
@@ -379,7 +488,7 @@ impl Watcher {
     }
 
     fn signal_workers(&self, sig: Signal) {
-        for pid in self.slots.iter().filter_map(|s| s.pid) {
+        for pid in self.slots.iter().chain(&self.old).filter_map(|s| s.pid) {
             let _ = kill(pid, sig);
         }
     }
@@ -405,16 +514,32 @@ impl Watcher {
                 Ok(s) => s,
             };
             let Some(pid) = status.pid() else { continue };
+            if let Some(j) = self.old.iter().position(|s| s.pid == Some(pid)) {
+                // A worker of an older generation has drained: its slot is free again.
+                let old = self.old.remove(j);
+                self.board
+                    .retire(old.board_slot, &mut self.retired, now_ms());
+                tracing::info!(
+                    "worker of generation {} (pid {pid}) {}",
+                    old.generation,
+                    describe_exit(&status)
+                );
+                continue;
+            }
             let Some(i) = self.slots.iter().position(|s| s.pid == Some(pid)) else {
                 self.backends.on_exit(pid, &status, Instant::now());
                 continue;
             };
             let now = Instant::now();
+            self.board
+                .retire(self.slots[i].board_slot, &mut self.retired, now_ms());
             let slot = &mut self.slots[i];
             slot.pid = None;
             if self.phase != Phase::Running {
                 continue;
             }
+            self.retired.respawns += 1;
+            slot.respawns += 1;
             let (crashes, delay) = backoff(now.duration_since(slot.started), slot.crashes);
             slot.crashes = crashes;
             slot.respawn_at = Some(now + delay);
@@ -441,6 +566,9 @@ impl Watcher {
 
     fn cleanup(&mut self) {
         listeners::unlink_unix(&self.bound);
+        if let Some(a) = &self.admin {
+            a.cleanup();
+        }
         self.backends.cleanup();
         if let Some(p) = &self.pid_file {
             p.remove();

@@ -20,6 +20,7 @@ use super::net::{Peer, Stream};
 use super::out::{Flush, Out};
 use super::timers::{Kind, Slot, Timers};
 use super::BACKEND_BASE;
+use crate::admin::scoreboard::{State as WorkerState, WorkerSlot};
 use crate::config::{Config, Limits};
 use crate::fastcgi::pool::Pool;
 use crate::fastcgi::rules::{self, Target};
@@ -86,6 +87,10 @@ pub struct Ctx<'a> {
     pub listener_names: &'a [String],
     /// Document roots chosen by route decisions.
     pub other_sites: &'a mut OtherSites,
+    /// This worker's scoreboard slot.
+    pub slot: Option<&'a WorkerSlot>,
+    /// Wall-clock time of this loop iteration, in unix milliseconds.
+    pub now_ms: u64,
 }
 
 /// Where `decide` sends a request.
@@ -193,6 +198,8 @@ pub struct Conn {
     out: Out,
     served: u64,
     close_after: bool,
+    /// Bytes of the request in flight (head and announced body), for the scoreboard.
+    bytes_in: u64,
     /// Whether the client may still send input we will not read (an unread body, a refused
     /// head): closing must then drain first, or the kernel resets the connection and the client
     /// may lose the end of the response.
@@ -221,6 +228,7 @@ impl Conn {
             out: Out::default(),
             served: 0,
             close_after: false,
+            bytes_in: 0,
             linger: false,
             timer: Slot::new(now),
             log_line: Vec::new(),
@@ -246,12 +254,16 @@ impl Conn {
         self.run(ctx)
     }
 
-    /// On a graceful stop: idle connections close at once, busy ones after their response.
-    pub fn drain(&mut self) -> Verdict {
-        if self.is_idle() {
-            return Verdict::Close;
-        }
+    /// On a graceful stop or a reload: every connection closes after its next response, which
+    /// says `Connection: close`. An idle one is not closed at once, because its client may be
+    /// sending a request right now (wrk and browsers send the next request the moment a
+    /// response ends); it gets the linger time to do so, then closes.
+    pub fn drain(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
         self.close_after = true;
+        if self.is_idle() {
+            ctx.timers
+                .arm(&mut self.timer, Kind::LINGER, ctx.token, ctx.now);
+        }
         Verdict::Open
     }
 
@@ -267,6 +279,16 @@ impl Conn {
         }
         if self.state == State::Responding {
             self.log_done(ctx);
+        }
+    }
+
+    /// What the connection is doing, for the scoreboard.
+    pub fn activity(&self) -> WorkerState {
+        match self.state {
+            State::Head if self.input.is_empty() => WorkerState::KeepAlive,
+            State::Head => WorkerState::Reading,
+            State::Responding if self.fcgi.is_some() => WorkerState::WaitingBackend,
+            State::Responding | State::Linger => WorkerState::Writing,
         }
     }
 
@@ -373,6 +395,9 @@ impl Conn {
             if self.state == State::Responding && !self.out.pending() && self.fcgi.is_none() {
                 if self.discard.is_none() {
                     self.log_done(ctx);
+                    if let Some(slot) = ctx.slot {
+                        slot.request_done(self.bytes_in, self.out.body_sent);
+                    }
                     progress = true;
                     if self.close_after || ctx.draining {
                         if !self.linger && self.input.is_empty() {
@@ -536,6 +561,21 @@ impl Conn {
     fn respond(&mut self, ctx: &mut Ctx<'_>, req: Request) {
         self.input.consume(req.head_len);
         self.served += 1;
+        self.bytes_in = req.head_len as u64
+            + match req.body {
+                BodyFraming::Length(n) => n,
+                _ => 0,
+            };
+        if let Some(slot) = ctx.slot {
+            let host = req.host.as_deref().unwrap_or("");
+            slot.request_started(
+                req.method.as_str(),
+                host,
+                &req.path,
+                &self.peer.ip,
+                ctx.now_ms,
+            );
+        }
         let mut close = !req.keep_alive
             || self.close_after
             || ctx.draining

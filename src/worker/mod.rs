@@ -10,6 +10,7 @@ pub mod timers;
 
 pub use net::Listener;
 
+use crate::admin::scoreboard::{now_ms, Scoreboard, State as WorkerState, WorkerSlot};
 use crate::config::Config;
 use crate::fastcgi::pool::Pool;
 use crate::http::date::DateCache;
@@ -25,6 +26,7 @@ use nix::sys::signalfd::{SfdFlags, SigSet, SignalFd};
 use slab::Slab;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 use timers::Timers;
 
@@ -55,6 +57,8 @@ pub struct WorkerSetup<'a> {
     pub index: usize,
     /// The route function, prepared for this worker.
     pub router: Option<Router>,
+    /// The shared scoreboard, its slot for this worker, and the worker's generation.
+    pub board: Option<(Rc<Scoreboard>, usize, u32)>,
 }
 
 /// Why accepting is paused.
@@ -87,6 +91,8 @@ struct Worker<'a> {
     router: Option<Router>,
     listener_names: Vec<String>,
     other_sites: OtherSites,
+    board: Option<(Rc<Scoreboard>, usize)>,
+    now_ms: u64,
 }
 
 /// Runs a worker until it is told to stop; returns the exit code.
@@ -150,11 +156,25 @@ impl<'a> Worker<'a> {
             accepting: Accepting::Yes,
             draining: false,
             signals,
-            pool: Pool::new(setup.config, setup.index, setup.config.workers),
+            pool: Pool::new(
+                setup.config,
+                setup.index,
+                setup.config.workers,
+                setup.board.as_ref().map(|(b, _, _)| b.clone()),
+            ),
             stderr: StderrLimit::default(),
             router: setup.router,
             listener_names,
             other_sites: OtherSites::default(),
+            board: setup.board.map(|(b, slot, generation)| {
+                if let Some(s) = b.worker(slot) {
+                    s.claim(std::process::id(), generation, now_ms());
+                    // Set up and about to poll: this is what a reload waits for.
+                    s.set_state(WorkerState::Idle);
+                }
+                (b, slot)
+            }),
+            now_ms: now_ms(),
         })
     }
 
@@ -177,7 +197,14 @@ impl<'a> Worker<'a> {
                 }
             }
             let now = Instant::now();
-            self.date.refresh(SystemTime::now());
+            let wall = SystemTime::now();
+            self.date.refresh(wall);
+            self.now_ms = wall
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            if let Some(slot) = self.slot() {
+                slot.heartbeat(self.now_ms);
+            }
             for event in events.iter() {
                 match event.token() {
                     SIGNAL => {
@@ -214,6 +241,13 @@ impl<'a> Worker<'a> {
             }
             if self.draining && self.conns.is_empty() {
                 return self.exit(0);
+            }
+            if let Some(slot) = self.slot() {
+                if self.draining {
+                    slot.set_state(WorkerState::Draining);
+                } else if self.conns.is_empty() {
+                    slot.set_state(WorkerState::Idle);
+                }
             }
         }
     }
@@ -254,6 +288,8 @@ impl<'a> Worker<'a> {
             pool: &mut self.pool,
             registry: self.poll.registry(),
             stderr: &mut self.stderr,
+            slot: self.board.as_ref().and_then(|(b, i)| b.worker(*i)),
+            now_ms: self.now_ms,
             router: self.router.as_mut(),
             listener_names: &self.listener_names,
             other_sites: &mut self.other_sites,
@@ -261,6 +297,8 @@ impl<'a> Worker<'a> {
         if f(conn, &mut ctx) == Verdict::Close {
             conn.abort(&mut ctx);
             self.close(key);
+        } else if let Some(slot) = ctx.slot {
+            slot.set_state(conn.activity());
         }
     }
 
@@ -280,6 +318,9 @@ impl<'a> Worker<'a> {
     fn close(&mut self, key: usize) {
         // Closing the socket removes it from the epoll set; no deregister call needed.
         drop(self.conns.remove(key));
+        if let Some(slot) = self.slot() {
+            slot.conn_closed();
+        }
         if self.accepting == Accepting::Full {
             self.resume_accepting();
         }
@@ -299,6 +340,11 @@ impl<'a> Worker<'a> {
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     let conn = entry.insert(Conn::new(stream, peer, index, now));
+                    if let Some((b, i)) = &self.board {
+                        if let Some(slot) = b.worker(*i) {
+                            slot.conn_opened();
+                        }
+                    }
                     if let Err(e) = conn.stream_mut().register(self.poll.registry(), Token(key)) {
                         tracing::error!("register connection: {e}");
                         self.conns.remove(key);
@@ -384,7 +430,7 @@ impl<'a> Worker<'a> {
         let now = Instant::now();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            self.on_conn(key, now, |c, _| c.drain());
+            self.on_conn(key, now, |c, ctx| c.drain(ctx));
         }
     }
 
@@ -403,6 +449,13 @@ impl<'a> Worker<'a> {
         if let Some(a) = &mut self.access {
             a.flush();
         }
+        if let Some(slot) = self.slot() {
+            slot.exited();
+        }
         code
+    }
+
+    fn slot(&self) -> Option<&WorkerSlot> {
+        self.board.as_ref().and_then(|(b, i)| b.worker(*i))
     }
 }

@@ -1,0 +1,232 @@
+//! Graceful reload (SIGUSR1 or `reload()` in the REPL).
+//!
+//! The config file is evaluated again in a fresh Lua state and validated; on error the running
+//! generation goes on and the failure is reported (and shown by `status()`). On success:
+//! listeners whose address is unchanged are kept as they are (never re-bound, so no connection
+//! is refused), new ones are bound, removed ones are closed once the old workers drain; the new
+//! generation is forked from the new state; once every new worker runs (its scoreboard slot left
+//! "starting"), the old generation is told to drain. If the new generation does not come up
+//! within `CONFIRM`, it is stopped and the old one goes on as if nothing happened.
+
+use super::{listeners, Watcher, WorkerSlot};
+use crate::admin::scoreboard::State;
+use crate::config::{FastcgiDef, Loaded};
+use crate::log::LogFile;
+use nix::sys::signal::{kill, Signal};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long a new generation gets to come up.
+const CONFIRM: Duration = Duration::from_secs(10);
+
+/// A reload whose new generation is starting.
+pub(super) struct Pending {
+    started: Instant,
+    /// The configuration the old generation runs, to go back to.
+    old_loaded: Loaded,
+    old_slots: usize,
+}
+
+impl Watcher {
+    /// Reloads from the config file the server was started with.
+    pub(super) fn reload_from_file(&mut self) -> Result<(), String> {
+        let file = self.config().file.clone();
+        let loaded = if file.as_os_str() == crate::config::DEFAULT_CONFIG_NAME {
+            crate::config::load_default()
+        } else {
+            crate::config::load_file(&file)
+        };
+        match loaded {
+            Ok(l) => self.start_reload(l),
+            Err(errors) => {
+                let text = format!("reload failed, the running configuration stays:\n{errors}");
+                self.last_reload = Some((SystemTime::now(), Err(errors.to_string())));
+                Err(text)
+            }
+        }
+    }
+
+    /// Starts the new generation for a loaded and validated configuration.
+    pub(super) fn start_reload(&mut self, loaded: Loaded) -> Result<(), String> {
+        let result = self.try_start_reload(loaded);
+        if let Err(e) = &result {
+            self.last_reload = Some((SystemTime::now(), Err(e.clone())));
+        }
+        result
+    }
+
+    fn try_start_reload(&mut self, loaded: Loaded) -> Result<(), String> {
+        if self.pending_reload.is_some() {
+            return Err("reload: a reload is already in progress".to_string());
+        }
+        let new = &loaded.config;
+        if !same_backends(&new.fastcgi, &self.config().fastcgi) {
+            return Err(
+                "reload: the FastCGI backends changed; restart the server to apply that"
+                    .to_string(),
+            );
+        }
+        for (what, changed) in [
+            ("admin", new.admin != self.config().admin),
+            ("pid_file", new.pid_file != self.config().pid_file),
+            ("daemon", new.daemon != self.config().daemon),
+            ("error_log", new.error_log != self.config().error_log),
+        ] {
+            if changed {
+                tracing::warn!("reload: '{what}' changed; it takes effect on the next restart");
+            }
+        }
+        // Scoreboard slots for the new generation: any not held by a live worker.
+        let used: Vec<usize> = self
+            .slots
+            .iter()
+            .chain(&self.old)
+            .map(|s| s.board_slot)
+            .collect();
+        let free: Vec<usize> = (0..self.board.worker_capacity())
+            .filter(|i| !used.contains(i))
+            .take(new.workers)
+            .collect();
+        if free.len() < new.workers {
+            return Err(format!(
+                "reload: no room for {} more workers while the old ones drain; try again later",
+                new.workers
+            ));
+        }
+        // Bind new addresses first: a failure leaves everything as it was.
+        let mut fresh = Vec::new();
+        for addr in &new.listen {
+            if !self.bound.iter().any(|b| &b.addr == addr) {
+                fresh.extend(listeners::bind_all(std::slice::from_ref(addr))?);
+            }
+        }
+        let access_log = if new.access_log != self.config().access_log {
+            match &new.access_log {
+                Some(p) => Some(LogFile::open(p).map_err(|e| format!("reload: access log: {e}"))?),
+                None => None,
+            }
+        } else {
+            self.access_log.take()
+        };
+        let mut kept = Vec::new();
+        let mut old_bound = std::mem::take(&mut self.bound);
+        for addr in &new.listen {
+            if let Some(pos) = old_bound.iter().position(|b| &b.addr == addr) {
+                kept.push(old_bound.remove(pos));
+            } else if let Some(pos) = fresh.iter().position(|b| &b.addr == addr) {
+                kept.push(fresh.remove(pos));
+            }
+        }
+        // Addresses no longer listed: the old workers keep their copies until they drain.
+        listeners::unlink_unix(&old_bound);
+        drop(old_bound);
+        self.bound = kept;
+        self.access_log = access_log;
+
+        let now = Instant::now();
+        self.generation += 1;
+        let old_slots = self.slots.len();
+        let old_generation: Vec<WorkerSlot> = std::mem::take(&mut self.slots);
+        self.old.extend(old_generation);
+        let old_loaded = std::mem::replace(&mut self.loaded, loaded);
+        self.slots = free
+            .into_iter()
+            .map(|board_slot| WorkerSlot {
+                pid: None,
+                started: now,
+                crashes: 0,
+                respawn_at: None,
+                generation: self.generation,
+                board_slot,
+                respawns: 0,
+            })
+            .collect();
+        self.pending_reload = Some(Pending {
+            started: now,
+            old_loaded,
+            old_slots,
+        });
+        for i in 0..self.slots.len() {
+            if let Err(e) = self.spawn(i) {
+                tracing::error!("reload: {e}");
+                self.slots[i].respawn_at = Some(now + Duration::from_secs(1));
+            }
+        }
+        tracing::info!(
+            "reload: generation {} starting ({} workers)",
+            self.generation,
+            self.slots.len()
+        );
+        Ok(())
+    }
+
+    /// Once the new generation runs, the old one drains; if it does not come up, it goes.
+    pub(super) fn check_reload(&mut self, now: Instant) {
+        let Some(p) = &self.pending_reload else {
+            return;
+        };
+        let running = self.slots.iter().all(|s| {
+            s.pid.is_some()
+                && self
+                    .board
+                    .worker(s.board_slot)
+                    .is_some_and(|w| !matches!(w.state(), State::Starting | State::Empty))
+        });
+        if running {
+            let old: Vec<_> = self.old.iter().filter_map(|s| s.pid).collect();
+            for pid in &old {
+                let _ = kill(*pid, Signal::SIGQUIT);
+            }
+            tracing::info!(
+                "reload: generation {} runs; {} old workers drain",
+                self.generation,
+                old.len()
+            );
+            self.pending_reload = None;
+            self.last_reload = Some((SystemTime::now(), Ok(())));
+        } else if now.duration_since(p.started) > CONFIRM {
+            self.revert_reload();
+        }
+    }
+
+    /// The new generation did not come up: stop it and go on with the old one.
+    fn revert_reload(&mut self) {
+        let Some(p) = self.pending_reload.take() else {
+            return;
+        };
+        tracing::error!(
+            "reload: generation {} did not come up within {CONFIRM:?}; keeping generation {}",
+            self.generation,
+            self.generation - 1
+        );
+        let failed: Vec<WorkerSlot> = std::mem::take(&mut self.slots);
+        for s in &failed {
+            if let Some(pid) = s.pid {
+                let _ = kill(pid, Signal::SIGTERM);
+            }
+        }
+        let split = self.old.len().saturating_sub(p.old_slots);
+        self.slots = self.old.split_off(split);
+        self.old.extend(failed);
+        self.loaded = p.old_loaded;
+        self.generation -= 1;
+        self.last_reload = Some((
+            SystemTime::now(),
+            Err("the new generation did not come up".to_string()),
+        ));
+    }
+
+    /// A stop during a reload: every worker, old and new, is stopped with the rest.
+    pub(super) fn abort_reload(&mut self) {
+        self.pending_reload = None;
+    }
+}
+
+/// Backend definitions compared without where they were written.
+fn same_backends(a: &[FastcgiDef], b: &[FastcgiDef]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            let mut x = x.clone();
+            x.defined_at = y.defined_at.clone();
+            &x == y
+        })
+}
