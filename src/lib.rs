@@ -10,6 +10,7 @@ pub mod http;
 pub mod log;
 pub mod reply;
 pub mod script;
+pub mod sockets;
 pub mod static_files;
 pub mod watcher;
 pub mod worker;

@@ -95,7 +95,7 @@ impl AdminServer {
     /// Creates the socket with mode 0600 (under a tight umask, so it never exists with wider
     /// permissions), replacing a stale one only if nobody answers on it.
     pub fn bind(path: &Path, registry: &Registry) -> Result<AdminServer, String> {
-        crate::watcher::remove_stale_socket(path)?;
+        crate::sockets::remove_stale_socket(path)?;
         let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
         let bound = UnixListener::bind(path);
         nix::sys::stat::umask(old);

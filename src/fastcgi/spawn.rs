@@ -18,15 +18,11 @@
 
 use crate::config::{FastcgiDef, ListenAddr};
 use nix::errno::Errno;
-use nix::sys::socket::{
-    bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
-    SockaddrIn, SockaddrIn6, UnixAddr,
-};
 use nix::unistd::{fork, ForkResult, Pid};
 use std::ffi::{CString, OsString};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use super::spawn_backends::{backoff, Backends, CRASH_WINDOW, MAX_BACKOFF};
@@ -237,57 +233,9 @@ impl ExecImage {
 }
 
 /// Creates the listening socket for a backend process (close-on-exec; the child moves it to
-/// fd 0, which clears the flag there). A Unix socket file nobody answers on is replaced; any
-/// other file at the path is an error.
+/// fd 0, which clears the flag there).
 pub fn create_listener(addr: &ListenAddr) -> Result<OwnedFd, String> {
-    let flags = SockFlag::SOCK_CLOEXEC;
-    let fd = match addr {
-        ListenAddr::Tcp(SocketAddr::V4(a)) => {
-            let fd = socket(AddressFamily::Inet, SockType::Stream, flags, None).map_err(err)?;
-            setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(err)?;
-            bind(fd.as_raw_fd(), &SockaddrIn::from(*a)).map_err(err)?;
-            fd
-        }
-        ListenAddr::Tcp(SocketAddr::V6(a)) => {
-            let fd = socket(AddressFamily::Inet6, SockType::Stream, flags, None).map_err(err)?;
-            setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(err)?;
-            setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(err)?;
-            bind(fd.as_raw_fd(), &SockaddrIn6::from(*a)).map_err(err)?;
-            fd
-        }
-        ListenAddr::Unix(path) => {
-            remove_stale_socket(path)?;
-            let ua = UnixAddr::new(path.as_path()).map_err(|e| match e {
-                Errno::ENAMETOOLONG => "the socket path is too long".to_string(),
-                e => err(e),
-            })?;
-            let fd = socket(AddressFamily::Unix, SockType::Stream, flags, None).map_err(err)?;
-            bind(fd.as_raw_fd(), &ua).map_err(err)?;
-            fd
-        }
-    };
-    let backlog = Backlog::new(LISTEN_BACKLOG).unwrap_or(Backlog::MAXCONN);
-    listen(&fd, backlog).map_err(err)?;
-    Ok(fd)
-}
-
-fn err(e: Errno) -> String {
-    e.desc().to_string()
-}
-
-fn remove_stale_socket(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::FileTypeExt;
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(_) => return Ok(()),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(format!("{} exists and is not a socket", path.display()));
-    }
-    if answers(&ListenAddr::Unix(path.to_path_buf())) {
-        return Err(format!("{} is in use by another process", path.display()));
-    }
-    std::fs::remove_file(path).map_err(|e| format!("cannot remove stale {}: {e}", path.display()))
+    crate::sockets::listen_on(addr, LISTEN_BACKLOG)
 }
 
 /// The step of the child's set-up that failed, sent through the error pipe with the errno.

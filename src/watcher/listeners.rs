@@ -2,14 +2,7 @@
 
 use crate::config::ListenAddr;
 use crate::worker::Listener;
-use nix::errno::Errno;
-use nix::sys::socket::{
-    bind, connect, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
-    SockaddrIn, SockaddrIn6, UnixAddr,
-};
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
 
 /// The listen queue length asked for (the kernel caps it at net.core.somaxconn).
 const BACKLOG: i32 = 4096;
@@ -90,69 +83,8 @@ fn describe(a: &ListenAddr) -> String {
 }
 
 fn bind_one(addr: &ListenAddr) -> Result<Bound, String> {
-    let flags = SockFlag::SOCK_CLOEXEC;
-    let fd = match addr {
-        ListenAddr::Tcp(SocketAddr::V4(a)) => {
-            let fd = socket(AddressFamily::Inet, SockType::Stream, flags, None).map_err(err)?;
-            setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(err)?;
-            bind(fd.as_raw_fd(), &SockaddrIn::from(*a)).map_err(err)?;
-            fd
-        }
-        ListenAddr::Tcp(SocketAddr::V6(a)) => {
-            let fd = socket(AddressFamily::Inet6, SockType::Stream, flags, None).map_err(err)?;
-            setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(err)?;
-            // [::]:80 means IPv6 only, so that 0.0.0.0:80 can be listed beside it.
-            setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(err)?;
-            bind(fd.as_raw_fd(), &SockaddrIn6::from(*a)).map_err(err)?;
-            fd
-        }
-        ListenAddr::Unix(path) => {
-            remove_stale_socket(path)?;
-            let fd = socket(AddressFamily::Unix, SockType::Stream, flags, None).map_err(err)?;
-            let ua = UnixAddr::new(path.as_path()).map_err(err)?;
-            bind(fd.as_raw_fd(), &ua).map_err(err)?;
-            fd
-        }
-    };
-    let backlog = Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN);
-    listen(&fd, backlog).map_err(err)?;
     Ok(Bound {
         addr: addr.clone(),
-        fd,
+        fd: crate::sockets::listen_on(addr, BACKLOG)?,
     })
-}
-
-fn err(e: Errno) -> String {
-    e.desc().to_string()
-}
-
-/// A socket file left by a previous run is replaced only if nobody answers on it.
-pub(crate) fn remove_stale_socket(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::FileTypeExt;
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(_) => return Ok(()),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(format!("{} exists and is not a socket", path.display()));
-    }
-    if answers(path) {
-        return Err(format!("{} is in use by a running server", path.display()));
-    }
-    std::fs::remove_file(path).map_err(|e| e.to_string())
-}
-
-fn answers(path: &Path) -> bool {
-    let Ok(fd) = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    ) else {
-        return false;
-    };
-    match UnixAddr::new(path) {
-        Ok(ua) => connect(fd.as_raw_fd(), &ua).is_ok(),
-        Err(_) => false,
-    }
 }

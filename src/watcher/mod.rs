@@ -4,10 +4,9 @@
 //! through a signalfd in its mio loop. No thread exists when it forks, so a child may run any
 //! code after fork (the Lua state and config are inherited as they are).
 
+mod admin_view;
 mod daemon;
 mod listeners;
-pub(crate) use listeners::remove_stale_socket;
-mod admin_view;
 mod pidfile;
 mod reload;
 mod signals;
