@@ -313,13 +313,32 @@ fn admin_lua(state: &Rc<RefCell<AdminState>>) -> mlua::Result<Lua> {
             let mut timeout = None;
             let mut now = false;
             if let Some(t) = &opts {
-                if let Some(secs) = t.get::<Option<f64>>("timeout")? {
-                    if !(secs.is_finite() && secs >= 0.0) {
-                        return Err(mlua::Error::runtime("shutdown: timeout must be >= 0"));
+                // Strict: a misspelled key or a wrong type must not turn into a default stop.
+                for pair in t.pairs::<Value, Value>() {
+                    let (k, v) = pair?;
+                    match (k.to_string()?.as_str(), v) {
+                        ("timeout", Value::Integer(n)) if n >= 0 => {
+                            timeout = Some(Duration::from_secs(n as u64))
+                        }
+                        ("timeout", Value::Number(x)) if x.is_finite() && x >= 0.0 => {
+                            timeout = Some(Duration::from_secs_f64(x))
+                        }
+                        ("timeout", _) => {
+                            return Err(mlua::Error::runtime(
+                                "shutdown: timeout must be a number of seconds >= 0",
+                            ))
+                        }
+                        ("now", Value::Boolean(b)) => now = b,
+                        ("now", _) => {
+                            return Err(mlua::Error::runtime("shutdown: now must be true or false"))
+                        }
+                        (other, _) => {
+                            return Err(mlua::Error::runtime(format!(
+                                "shutdown: unknown option '{other}' (timeout, now)"
+                            )))
+                        }
                     }
-                    timeout = Some(Duration::from_secs_f64(secs));
                 }
-                now = t.get::<Option<bool>>("now")?.unwrap_or(false);
             }
             let mut s = st.borrow_mut();
             s.commands.push(Command::Shutdown { timeout, now });

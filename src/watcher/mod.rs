@@ -149,16 +149,6 @@ impl Watcher {
         // Open the root once here so a problem is reported at start, not by every worker.
         Site::new(config).map_err(|e| format!("root {}: {e}", config.root.display()))?;
         let bound = listeners::bind_all(&config.listen)?;
-        // Backends first: up before a request can need them, and no worker inherits theirs.
-        let mut backends = Backends::start(&config.fastcgi)?;
-        let pid_file = match config.pid_file.as_deref().map(PidFile::create).transpose() {
-            Ok(p) => p,
-            Err(e) => {
-                backends.stop();
-                backends.cleanup();
-                return Err(e);
-            }
-        };
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
         poll.registry()
             .register(
@@ -167,6 +157,33 @@ impl Watcher {
                 Interest::READABLE,
             )
             .map_err(|e| format!("poll: {e}"))?;
+        // Everything that can fail without leaving anything behind comes before the backends
+        // and the pid file, which a failure must undo.
+        let admin = match &config.admin {
+            Some(path) => Some(AdminServer::bind(path, poll.registry())?),
+            None => None,
+        };
+        // Backends first: up before a request can need them, and no worker inherits theirs.
+        let mut backends = match Backends::start(&config.fastcgi) {
+            Ok(b) => b,
+            Err(e) => {
+                if let Some(a) = &admin {
+                    a.cleanup();
+                }
+                return Err(e);
+            }
+        };
+        let pid_file = match config.pid_file.as_deref().map(PidFile::create).transpose() {
+            Ok(p) => p,
+            Err(e) => {
+                backends.stop();
+                backends.cleanup();
+                if let Some(a) = &admin {
+                    a.cleanup();
+                }
+                return Err(e);
+            }
+        };
         let now = Instant::now();
         let board = Scoreboard::new(
             board_capacity(config.workers),
@@ -184,10 +201,6 @@ impl Watcher {
                 respawns: 0,
             })
             .collect();
-        let admin = match &config.admin {
-            Some(path) => Some(AdminServer::bind(path, poll.registry())?),
-            None => None,
-        };
         let mut w = Watcher {
             loaded,
             poll,
@@ -211,7 +224,13 @@ impl Watcher {
             started_at: now,
         };
         for i in 0..w.slots.len() {
-            w.spawn(i)?;
+            if let Err(e) = w.spawn(i) {
+                // Undo the start: workers already forked, backends, pid file, sockets.
+                w.signal_workers(Signal::SIGKILL);
+                w.backends.stop();
+                w.cleanup();
+                return Err(e);
+            }
         }
         // Logged once every worker runs: scripts and tests take this line as "ready".
         for b in &w.bound {
@@ -258,10 +277,12 @@ impl Watcher {
 
     /// The child side of `spawn`: never returns to the watcher's loop.
     fn become_worker(&mut self, watcher_pid: Pid, index: usize) -> i32 {
-        // Die with the watcher, whatever kills it; SIGTERM is an immediate stop.
+        // Die with the watcher, whatever kills it. SIGKILL, not SIGTERM: a worker that is
+        // wedged (busy in a loop, never back in poll) would never read a SIGTERM from its
+        // signalfd, and an orphaned worker must not outlive the server.
         // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches no memory.
         unsafe {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         }
         if nix::unistd::getppid() != watcher_pid {
             return 0;
