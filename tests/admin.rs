@@ -62,7 +62,9 @@ fn socket_is_mode_0600_owned_by_us_and_removed_on_exit() {
     assert_eq!(names, FUNCTIONS);
     drop(a);
     s.signal(2);
-    let st = s.wait_exit(Duration::from_secs(10)).expect("exits on SIGINT");
+    let st = s
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits on SIGINT");
     assert!(st.success(), "{st:?}");
     assert!(
         std::fs::symlink_metadata(&path).is_err(),
@@ -106,10 +108,7 @@ fn live_socket_makes_the_server_refuse_to_start() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = text(&out.stderr);
     assert!(
-        err.contains(&format!(
-            "{} is in use by a running server",
-            path.display()
-        )),
+        err.contains(&format!("{} is in use by a running server", path.display())),
         "{err}"
     );
     // The other server's socket is untouched and still answers.
@@ -207,7 +206,9 @@ fn status_reports_the_watcher_and_counts_requests_exactly() {
         .collect();
     assert_eq!(listeners, [s.addr.as_str()], "{st}");
 
-    let before = st["totals"]["requests"].as_u64().expect("requests");
+    // The harness's readiness probe is the only request so far.
+    let before = admin_common::settled_requests(&path);
+    assert_eq!(before, 1, "{st}");
     const N: u64 = 25;
     let mut c = s.connect();
     for i in 0..N {
@@ -220,9 +221,11 @@ fn status_reports_the_watcher_and_counts_requests_exactly() {
     }
     drop(c);
     // The count is published once a response is sent: allow a moment, then it must be exact.
-    wait_for("totals.requests to grow by N", Duration::from_secs(3), || {
-        admin.ok("status()")["totals"]["requests"].as_u64() >= Some(before + N)
-    });
+    wait_for(
+        "totals.requests to grow by N",
+        Duration::from_secs(3),
+        || admin.ok("status()")["totals"]["requests"].as_u64() >= Some(before + N),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let after = admin.ok("status()");
     assert_eq!(
@@ -550,7 +553,11 @@ fn reload_keeps_the_old_config_on_error_and_applies_a_good_one() {
     assert_eq!(server_header(&s), "first");
 
     // Broken: a syntax error on line 3.
-    std::fs::write(&site_lua, format!("{}\n-- two\nthis is not lua\n", good("broken"))).unwrap();
+    std::fs::write(
+        &site_lua,
+        format!("{}-- two\nthis is not lua\n", good("broken")),
+    )
+    .unwrap();
     let mut admin = Admin::connect(&path);
     let err = admin.eval("reload()").expect_err("reload of a broken file");
     assert!(err.contains("site.lua:3"), "{err}");
@@ -613,6 +620,8 @@ struct LoadStats {
     ok: u64,
     connections: u64,
     failures: Vec<String>,
+    /// The `Server` headers seen, in the order first seen.
+    servers: Vec<String>,
 }
 
 /// Requests `/a.txt` until `stop`; with `keepalive` on one connection until the server says
@@ -654,13 +663,16 @@ fn load_thread(
             .map_err(|e| format!("write: {e}"))
             .and_then(|_| read_response(stream, buf));
         match outcome {
-            Ok((status, body, close)) if status == 200 && body == b"hello" => {
+            Ok((status, body, close, server)) if status == 200 && body == b"hello" => {
                 st.ok += 1;
+                if !st.servers.contains(&server) {
+                    st.servers.push(server);
+                }
                 if close || !keepalive {
                     conn = None;
                 }
             }
-            Ok((status, body, _)) => {
+            Ok((status, body, _, _)) => {
                 st.failures.push(format!(
                     "{:?}: request {n} on connection {}: status {status}, body {:?}",
                     start.elapsed(),
@@ -682,11 +694,11 @@ fn load_thread(
     st
 }
 
-/// One response with a Content-Length body: (status, body, Connection: close).
+/// One response with a Content-Length body: (status, body, Connection: close, Server).
 fn read_response(
     s: &mut std::net::TcpStream,
     buf: &mut Vec<u8>,
-) -> Result<(u16, Vec<u8>, bool), String> {
+) -> Result<(u16, Vec<u8>, bool, String), String> {
     let mut tmp = [0u8; 16 * 1024];
     let mut fill = |s: &mut std::net::TcpStream, buf: &mut Vec<u8>| match s.read(&mut tmp) {
         Ok(0) => Err(format!(
@@ -713,10 +725,13 @@ fn read_response(
         .ok_or_else(|| format!("bad status line: {head:?}"))?;
     let mut len = None;
     let mut close = false;
+    let mut server = String::new();
     for line in head.split("\r\n").skip(1) {
         if let Some((k, v)) = line.split_once(':') {
             let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase());
-            if k == "content-length" {
+            if k == "server" {
+                server = v;
+            } else if k == "content-length" {
                 len = v.parse::<usize>().ok();
             } else if k == "connection" && v == "close" {
                 close = true;
@@ -732,7 +747,7 @@ fn read_response(
     if close && !buf.is_empty() {
         return Err("bytes after a Connection: close response".into());
     }
-    Ok((status, body, close))
+    Ok((status, body, close, server))
 }
 
 #[test]
@@ -740,11 +755,19 @@ fn reload_under_continuous_load_loses_nothing() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let dir = site("admin-load", &[("a.txt", b"hello")]);
-    let conf = |name: &str| config_text(&format!("workers = 2, server_name = \"{name}\""), "");
+    // No keep-alive request limit: keep-alive clients reconnect only because of the reloads.
+    let conf = |name: &str| {
+        config_text(
+            &format!(
+                "workers = 2, server_name = \"{name}\", limits = {{ keepalive_requests = 1000000 }}"
+            ),
+            "",
+        )
+    };
     let s = Server::start_config(dir, &conf("g1"));
     let path = sock(&s);
     let site_lua = s.dir.path().join("site.lua");
-    let requests_before = total_requests(&path);
+    let requests_before = admin_common::settled_requests(&path);
 
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
@@ -777,10 +800,11 @@ fn reload_under_continuous_load_loses_nothing() {
         .flat_map(|(i, s)| s.failures.iter().map(move |f| format!("thread {i}: {f}")))
         .collect();
     let summary = format!(
-        "{ok} requests ok in {elapsed:?}; reloads at {reload_times:?}; per thread {:?}",
+        "{ok} requests ok in {elapsed:?}; reloads at {reload_times:?}; \
+         per thread (ok, connections, failures, servers) {:?}",
         stats
             .iter()
-            .map(|s| (s.ok, s.connections, s.failures.len()))
+            .map(|s| (s.ok, s.connections, s.failures.len(), &s.servers))
             .collect::<Vec<_>>()
     );
     assert!(
@@ -791,11 +815,21 @@ fn reload_under_continuous_load_loses_nothing() {
         s.log_text()
     );
     for (i, st) in stats.iter().take(4).enumerate() {
+        // Each reload drains the generation the connection is on: at least one reconnect each.
         assert!(
-            st.connections >= 2,
-            "keep-alive thread {i} never had to reconnect; did the reloads happen? {summary}"
+            st.connections >= 4,
+            "keep-alive thread {i} did not reconnect after every reload: {summary}"
+        );
+        assert_eq!(
+            (st.servers.first(), st.servers.last()),
+            (Some(&"g1".to_string()), Some(&"g4".to_string())),
+            "thread {i} crossed every reload: {summary}"
         );
     }
+    let mut fresh = stats[4].servers.clone();
+    fresh.sort();
+    assert_eq!(fresh, ["g1", "g2", "g3", "g4"], "{summary}");
+    eprintln!("{summary}");
     assert!(ok > 200, "too little load to mean anything: {summary}");
     assert_eq!(server_header(&s), "g4");
 
@@ -813,6 +847,33 @@ fn reload_under_continuous_load_loses_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     got = total_requests(&path);
     assert_eq!(got, expected, "{summary}");
+}
+
+#[test]
+fn idle_keepalive_connection_gets_its_next_answer_after_a_reload() {
+    let dir = site("admin-idle", &[("a.txt", b"hello")]);
+    let conf = |name: &str| config_text(&format!("workers = 1, server_name = \"{name}\""), "");
+    let s = Server::start_config(dir, &conf("old"));
+    let path = sock(&s);
+    let mut c = s.connect();
+    c.send(b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.response(false);
+    assert_eq!((r.status, r.header("server")), (200, Some("old")));
+    std::fs::write(s.dir.path().join("site.lua"), conf("new")).unwrap();
+    assert_eq!(eval_ok(&path, "reload()")["ok"], true);
+    wait_reloaded(&path, 2);
+    // Idle for less than the linger time: the request is still answered, by the old
+    // generation, with Connection: close.
+    std::thread::sleep(Duration::from_millis(500));
+    c.send(b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c
+        .try_response(false)
+        .expect("the idle keep-alive connection was closed without an answer");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("server"), Some("old"));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.closed());
+    assert_eq!(server_header(&s), "new");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -837,11 +898,15 @@ fn reopen_logs_reopens_the_access_log_after_a_rename() {
     for _ in 0..4 {
         assert_eq!(s.get("/a?second").status, 200);
     }
-    wait_for("second line in the new file", Duration::from_secs(3), || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("/a?second")
-    });
+    wait_for(
+        "second line in the new file",
+        Duration::from_secs(3),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("/a?second")
+        },
+    );
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert!(
         old.contains("/a?first") && !old.contains("/a?second"),
@@ -871,7 +936,9 @@ fn config_and_help() {
     let err = admin.eval("io.open('/etc/passwd')").expect_err("no io");
     assert!(err.starts_with("repl:1:"), "{err}");
     assert_eq!(admin.ok("1 + 1"), 2);
-    let err = admin.eval("while true do end").expect_err("instruction limit");
+    let err = admin
+        .eval("while true do end")
+        .expect_err("instruction limit");
     assert!(err.contains("instruction limit"), "{err}");
     assert_eq!(admin.ok("status().generation"), 1);
 }
@@ -977,7 +1044,10 @@ fn one_connection_serves_many_requests_and_bad_requests_keep_it() {
     let answer = luahttpd::admin::protocol::read_frame(&mut admin.stream).unwrap();
     assert_eq!(answer["ok"], false, "{answer}");
     assert!(
-        answer["error"].as_str().unwrap_or("").starts_with("bad request"),
+        answer["error"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("bad request"),
         "{answer}"
     );
     assert_eq!(admin.ok("status().state"), "running");

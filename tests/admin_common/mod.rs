@@ -14,7 +14,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The `server { ... }` fields every admin test server gets.
-pub const ADMIN_BASE: &str = r#"listen = "127.0.0.1:0", root = "www", error_log = "stderr", admin = "admin.sock""#;
+pub const ADMIN_BASE: &str =
+    r#"listen = "127.0.0.1:0", root = "www", error_log = "stderr", admin = "admin.sock""#;
 
 /// The config text for `server { ADMIN_BASE, <server_extra> }` followed by `rest`.
 pub fn config_text(server_extra: &str, rest: &str) -> String {
@@ -51,8 +52,8 @@ pub struct Admin {
 
 impl Admin {
     pub fn connect(path: &Path) -> Admin {
-        let mut stream = UnixStream::connect(path)
-            .unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+        let mut stream =
+            UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
@@ -99,6 +100,22 @@ pub fn total_requests(path: &Path) -> u64 {
     status(path)["totals"]["requests"]
         .as_u64()
         .expect("totals.requests")
+}
+
+/// `totals.requests` once the harness's readiness probe (one request) is counted and the
+/// value holds still for 200 ms.
+pub fn settled_requests(path: &Path) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut last = total_requests(path);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = total_requests(path);
+        if now >= 1 && now == last {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "totals.requests never settled");
+        last = now;
+    }
 }
 
 /// Polls `f` every 20 ms until it holds; panics with `what` (and the last `describe`) after
