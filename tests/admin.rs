@@ -128,7 +128,20 @@ fn refused_start_leaves_no_pid_file_and_no_backend_sockets() {
     dir.write("site.lua", config.as_bytes());
     let out = refused_start(dir.path());
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(text(&out.stderr).contains("is in use by a running server"));
+    let err = text(&out.stderr);
+    assert!(err.contains("is in use by a running server"), "{err}");
+    // The backend it had spawned does not outlive it.
+    let backend: i32 = err
+        .split("(pid ")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no spawned backend pid in:\n{err}"));
+    wait_for(
+        "the spawned backend to exit",
+        Duration::from_secs(3),
+        || !alive(backend),
+    );
     let left: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())
@@ -606,6 +619,79 @@ fn reload_keeps_the_old_config_on_error_and_applies_a_good_one() {
     });
     assert_eq!(status(&path)["generation"], 3);
     assert_eq!(server_header(&s), "third");
+}
+
+#[test]
+fn a_second_reload_while_one_is_starting_is_refused() {
+    let dir = site("admin-reload2", &[("a.txt", b"hello")]);
+    let s = Server::start_config(dir, &config_text("workers = 2", ""));
+    let path = sock(&s);
+    let mut admin = Admin::connect(&path);
+    assert_eq!(admin.ok("reload()")["ok"], true);
+    let err = admin.eval("reload()").expect_err("second reload");
+    assert!(err.contains("a reload is already in progress"), "{err}");
+    let st = wait_reloaded(&path, 2);
+    assert_eq!(st["generation"], 2, "{st}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status(&path)["generation"], 2, "only one reload happened");
+    // Once settled, the next one is accepted.
+    assert_eq!(admin.ok("reload()")["ok"], true);
+    wait_reloaded(&path, 3);
+    assert_eq!(s.get("/a.txt").status, 200);
+}
+
+#[test]
+fn reload_changes_the_number_of_workers() {
+    let dir = site("admin-reload-n", &[("a.txt", b"hello")]);
+    let s = Server::start_config(dir, &config_text("workers = 2", ""));
+    let path = sock(&s);
+    std::fs::write(
+        s.dir.path().join("site.lua"),
+        config_text("workers = 3", ""),
+    )
+    .unwrap();
+    assert_eq!(eval_ok(&path, "reload()")["ok"], true);
+    wait_reloaded(&path, 2);
+    let mut rows = Vec::new();
+    wait_for(
+        "three workers of generation 2",
+        Duration::from_secs(5),
+        || {
+            rows = workers(&path);
+            rows.len() == 3 && rows.iter().all(|w| w["generation"] == 2)
+        },
+    );
+    let mut listed: Vec<i32> = rows
+        .iter()
+        .map(|w| w["pid"].as_i64().unwrap() as i32)
+        .collect();
+    listed.sort();
+    let mut real = s.worker_pids();
+    real.sort();
+    assert_eq!(listed, real, "{rows:?}");
+    let st = status(&path);
+    assert_eq!(
+        (st["workers"].clone(), st["live_workers"].clone()),
+        (3.into(), 3.into()),
+        "{st}"
+    );
+    assert_eq!(s.get("/a.txt").status, 200);
+}
+
+#[test]
+fn bad_shutdown_arguments_are_errors_and_stop_nothing() {
+    let s = start("workers = 1", &[]);
+    let path = sock(&s);
+    let mut admin = Admin::connect(&path);
+    for chunk in ["shutdown{timeout=-1}", "shutdown{timeout=0/0}"] {
+        let err = admin
+            .eval(chunk)
+            .expect_err(&format!("{chunk} must be refused"));
+        assert!(err.contains("timeout must be >= 0"), "{chunk}: {err}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(admin.ok("status().state"), "running");
+    assert_eq!(s.get("/").status, 403);
 }
 
 fn config_contains(path: &std::path::Path, needle: &str) -> bool {
