@@ -10,7 +10,7 @@ use admin_common::{
     wait_for, workers, Admin,
 };
 use common::{Client, Server};
-use luahttpd::admin::protocol::FUNCTIONS;
+use luahttpd::admin::protocol::{eval_request, read_frame, FUNCTIONS};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -627,9 +627,18 @@ fn a_second_reload_while_one_is_starting_is_refused() {
     let s = Server::start_config(dir, &config_text("workers = 2", ""));
     let path = sock(&s);
     let mut admin = Admin::connect(&path);
-    assert_eq!(admin.ok("reload()")["ok"], true);
-    let err = admin.eval("reload()").expect_err("second reload");
-    assert!(err.contains("a reload is already in progress"), "{err}");
+    // Both requests in one write, so that the second is evaluated before the first reload
+    // can possibly have completed (a new generation may come up within a millisecond).
+    let mut both = luahttpd::admin::protocol::encode_frame(&eval_request("reload()")).unwrap();
+    both.extend(luahttpd::admin::protocol::encode_frame(&eval_request("reload()")).unwrap());
+    admin.stream.write_all(&both).unwrap();
+    let first = read_frame(&mut admin.stream).unwrap();
+    let second = read_frame(&mut admin.stream).unwrap();
+    assert_eq!(first["ok"], true, "{first}");
+    assert_eq!(first["value"]["ok"], true, "{first}");
+    assert_eq!(second["ok"], false, "{second}");
+    let err = second["error"].as_str().unwrap_or("");
+    assert!(err.contains("a reload is already in progress"), "{second}");
     let st = wait_reloaded(&path, 2);
     assert_eq!(st["generation"], 2, "{st}");
     std::thread::sleep(Duration::from_millis(300));
