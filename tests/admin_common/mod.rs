@@ -1,0 +1,357 @@
+//! Helpers for the admin socket tests: a server with `admin = "admin.sock"`, a protocol-level
+//! admin client, the `luahttpd repl` command line with a deadline, polling, and a
+//! pseudo-terminal driver for the interactive client.
+#![allow(dead_code)]
+
+use crate::common::{Server, TempDir};
+use luahttpd::admin::protocol::{eval_request, parse_response, read_frame, write_frame};
+use serde_json::Value;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `server { ... }` fields every admin test server gets.
+pub const ADMIN_BASE: &str =
+    r#"listen = "127.0.0.1:0", root = "www", error_log = "stderr", admin = "admin.sock""#;
+
+/// The config text for `server { ADMIN_BASE, <server_extra> }` followed by `rest`.
+pub fn config_text(server_extra: &str, rest: &str) -> String {
+    let sep = if server_extra.is_empty() { "" } else { ", " };
+    format!("server {{ {ADMIN_BASE}{sep}{server_extra} }}\n{rest}")
+}
+
+/// A temp dir with `www/` and the given files under it.
+pub fn site(tag: &str, files: &[(&str, &[u8])]) -> TempDir {
+    let dir = TempDir::new(tag);
+    std::fs::create_dir_all(dir.path().join("www")).expect("mkdir www");
+    for (name, data) in files {
+        dir.write(&format!("www/{name}"), data);
+    }
+    dir
+}
+
+/// Starts a server with an admin socket: `server { ADMIN_BASE, <server_extra> }`.
+pub fn start(server_extra: &str, files: &[(&str, &[u8])]) -> Server {
+    let dir = site("admin", files);
+    Server::start_config(dir, &config_text(server_extra, ""))
+}
+
+/// The admin socket of a server started by [`start`].
+pub fn sock(s: &Server) -> PathBuf {
+    s.dir.path().join("admin.sock")
+}
+
+/// A protocol-level admin client (blocking, with a read timeout).
+pub struct Admin {
+    pub stream: UnixStream,
+    pub hello: Value,
+}
+
+impl Admin {
+    pub fn connect(path: &Path) -> Admin {
+        let mut stream =
+            UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let hello = read_frame(&mut stream).expect("hello frame");
+        Admin { stream, hello }
+    }
+
+    /// Sends one chunk; the value or the error message.
+    pub fn eval(&mut self, chunk: &str) -> Result<Value, String> {
+        write_frame(&mut self.stream, &eval_request(chunk))
+            .unwrap_or_else(|e| panic!("send {chunk:?}: {e}"));
+        let answer =
+            read_frame(&mut self.stream).unwrap_or_else(|e| panic!("answer to {chunk:?}: {e}"));
+        parse_response(&answer).unwrap_or_else(|e| panic!("answer to {chunk:?}: {e}"))
+    }
+
+    /// Sends one chunk that must succeed.
+    pub fn ok(&mut self, chunk: &str) -> Value {
+        self.eval(chunk)
+            .unwrap_or_else(|e| panic!("{chunk:?} failed: {e}"))
+    }
+}
+
+/// One chunk on a fresh connection; must succeed.
+pub fn eval_ok(path: &Path, chunk: &str) -> Value {
+    Admin::connect(path).ok(chunk)
+}
+
+/// `status()`.
+pub fn status(path: &Path) -> Value {
+    eval_ok(path, "status()")
+}
+
+/// `workers()` rows.
+pub fn workers(path: &Path) -> Vec<Value> {
+    match eval_ok(path, "workers()") {
+        Value::Array(a) => a,
+        other => panic!("workers() is not an array: {other}"),
+    }
+}
+
+/// `status().totals.requests`.
+pub fn total_requests(path: &Path) -> u64 {
+    status(path)["totals"]["requests"]
+        .as_u64()
+        .expect("totals.requests")
+}
+
+/// `totals.requests` once the harness's readiness probe (one request) is counted and the
+/// value holds still for 200 ms.
+pub fn settled_requests(path: &Path) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut last = total_requests(path);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = total_requests(path);
+        if now >= 1 && now == last {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "totals.requests never settled");
+        last = now;
+    }
+}
+
+/// Polls `f` every 20 ms until it holds; panics with `what` (and the last `describe`) after
+/// `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for a child with a deadline; kills it if the deadline passes.
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("output");
+                panic!("child did not finish in time: {out:?}");
+            }
+        }
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// `luahttpd repl SOCKET <args>` with no input; at most 15 s.
+pub fn repl(socket: &Path, args: &[&str]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_luahttpd"))
+        .arg("repl")
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn luahttpd repl");
+    wait_output(child, Duration::from_secs(15))
+}
+
+/// `luahttpd repl SOCKET <args>` run as uid/gid 65534 (nobody); at most 15 s.
+pub fn repl_as_nobody(socket: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_luahttpd"));
+    cmd.arg("repl")
+        .arg(socket)
+        .args(args)
+        .env("HOME", "/nonexistent")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe system calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawn luahttpd repl as nobody");
+    wait_output(child, Duration::from_secs(15))
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn count(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A pseudo-terminal (as in tests/repl.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// The master side of a pty with the child on its slave; answers cursor-position queries.
+pub struct Pty {
+    master: OwnedFd,
+    pub child: Child,
+    out: Vec<u8>,
+    seen: usize,
+    answered: usize,
+}
+
+impl Pty {
+    pub fn spawn(args: &[&std::ffi::OsStr], env: &[(&str, &Path)]) -> Pty {
+        let ws = nix::pty::Winsize {
+            ws_row: 24,
+            ws_col: 120,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(&ws, None).expect("openpty");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_luahttpd"));
+        cmd.args(args)
+            .env("TERM", "xterm")
+            .stdin(Stdio::from(pty.slave.try_clone().expect("dup")))
+            .stdout(Stdio::from(pty.slave.try_clone().expect("dup")))
+            .stderr(Stdio::from(pty.slave.try_clone().expect("dup")));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn on pty");
+        drop(pty.slave);
+        let flags = nix::fcntl::fcntl(pty.master.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+            .expect("getfl");
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(pty.master.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))
+            .expect("setfl");
+        Pty {
+            master: pty.master,
+            child,
+            out: Vec::new(),
+            seen: 0,
+            answered: 0,
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        nix::unistd::write(&self.master, bytes).expect("write to pty");
+    }
+
+    /// Reads what is available (waiting up to `wait`); false at end of output.
+    fn pump(&mut self, wait: Duration) -> bool {
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&self.master),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ms = wait.as_millis().min(1000) as u16;
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+        let mut buf = [0u8; 4096];
+        let alive = loop {
+            match nix::unistd::read(self.master.as_raw_fd(), &mut buf) {
+                Ok(0) => break false,
+                Ok(n) => self.out.extend_from_slice(&buf[..n]),
+                Err(nix::errno::Errno::EAGAIN) => break true,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => break false,
+            }
+        };
+        let queries = count(&self.out, b"\x1b[6n");
+        while self.answered < queries {
+            self.answered += 1;
+            self.send(b"\x1b[1;1R");
+        }
+        alive
+    }
+
+    /// Waits until `needle` appears after what earlier calls consumed; returns the text up to
+    /// and including it.
+    pub fn expect(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(i) = find(&self.out[self.seen..], needle.as_bytes()) {
+                let end = self.seen + i + needle.len();
+                let got = text(&self.out[self.seen..end]);
+                self.seen = end;
+                return got;
+            }
+            if Instant::now() > deadline || !self.pump(Duration::from_millis(100)) {
+                let _ = self.child.kill();
+                panic!(
+                    "did not see {needle:?}; the terminal showed:\n{:?}",
+                    text(&self.out[self.seen..])
+                );
+            }
+        }
+    }
+
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.pump(Duration::from_millis(20));
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.code(),
+                Ok(None) if Instant::now() < deadline => {}
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!("repl did not exit; terminal:\n{:?}", text(&self.out));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Removes ANSI escape sequences (CSI) and carriage returns.
+pub fn plain(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if c != '\r' {
+            out.push(c);
+        }
+    }
+    out
+}
