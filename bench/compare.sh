@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Compare luahttpd with lighttpd and nginx serving the same static files and
-# the same PHP script through php-cgi over FastCGI.
+# Compare luahttpd with lighttpd and nginx serving the same static files, the
+# same PHP script through php-cgi over FastCGI, and the same static file behind
+# a small Lua routing function (luahttpd route(), lighttpd mod_magnet, nginx
+# lua module).
 #
 # Every server is started by this script, in the foreground, as the current
 # user, on a loopback port, with config files written into a temporary
@@ -12,7 +14,7 @@
 #   CONNECTIONS=50    wrk connections (-c)
 #   THREADS=1         wrk threads (-t)
 #   SERVERS="luahttpd lighttpd nginx"   servers to run (any subset)
-#   SCENARIOS="1k_keepalive 1k_close 1m_keepalive php_hello"   scenarios to run
+#   SCENARIOS="1k_keepalive route_1k 1k_close 1m_keepalive php_hello"   scenarios to run
 #   PHP_PROCS=4       php-cgi processes per server (php_hello)
 #   PHP_CONNECTIONS=16   wrk connections (-c) for php_hello
 #   PHP_MAX_REQUESTS=100000   PHP_FCGI_MAX_REQUESTS of every php-cgi process
@@ -39,7 +41,7 @@ DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 SERVERS=${SERVERS:-"luahttpd lighttpd nginx"}
-SCENARIOS=${SCENARIOS:-"1k_keepalive 1k_close 1m_keepalive php_hello"}
+SCENARIOS=${SCENARIOS:-"1k_keepalive route_1k 1k_close 1m_keepalive php_hello"}
 PHP_PROCS=${PHP_PROCS:-4}
 PHP_CONNECTIONS=${PHP_CONNECTIONS:-16}
 PHP_MAX_REQUESTS=${PHP_MAX_REQUESTS:-100000}
@@ -96,11 +98,13 @@ has_server() { local s; for s in "${SERVER_LIST[@]}"; do [[ $s == "$1" ]] && ret
 #   SC_HEADERS  array of extra wrk arguments (e.g. -H 'Connection: close')
 #   SC_CONNS    wrk connections (-c) for this scenario
 #
-# To add a scenario (e.g. a Lua route function):
+# To add a scenario:
 #   1. add a scenario_NAME function here;
 #   2. extend the config writers below (write_conf_luahttpd / _lighttpd /
-#      _nginx -- see the "more scenarios" comments in each) so that every
-#      server answers SC_PATH the same way;
+#      _nginx) so that every server answers SC_PATH the same way; if the
+#      scenario needs each server configured differently for all requests,
+#      give it its own instances as route_1k does (instance_of, a config
+#      variant, the start-up loop in Main);
 #   3. if the scenario needs a helper process (a php-cgi FastCGI pool, say),
 #      start it from a start_helpers function with start_bg so the exit trap
 #      kills it, and wait for it like the servers;
@@ -112,6 +116,13 @@ scenario_1m_keepalive() { SC_TITLE="1 MiB keep-alive";   SC_PATH=/1m.bin; SC_HEA
 # PHP hello world through FastCGI to PHP_PROCS php-cgi processes per server,
 # each serving one request at a time (PHP_FCGI_CHILDREN=0).
 scenario_php_hello()    { SC_TITLE="PHP hello FastCGI";  SC_PATH=/hello.php; SC_HEADERS=(); SC_CONNS=$PHP_CONNECTIONS; }
+# 1k_keepalive again, but every request first goes through a Lua function that
+# makes three string tests that all miss (path prefix /api/, path /health,
+# host old.example) and then falls through to the static file. It is served by
+# a second instance of each server (port and config of its own, "NAME-route"),
+# since a luahttpd route() applies to every request of its config; see
+# write_route_* below.
+scenario_route_1k()     { SC_TITLE="1 KiB Lua route";    SC_PATH=/1k.bin; SC_HEADERS=(); SC_CONNS=$CONNECTIONS; }
 
 for sc in "${SCENARIO_LIST[@]}"; do
   declare -F "scenario_$sc" >/dev/null || die "unknown scenario '$sc'"
@@ -120,6 +131,12 @@ has_scenario() { local sc; for sc in "${SCENARIO_LIST[@]}"; do [[ $sc == "$1" ]]
 # The PHP set-up (php-cgi processes, FastCGI config) only when php_hello runs.
 WITH_PHP=0
 has_scenario php_hello && WITH_PHP=1
+# The route instances only when route_1k runs.
+WITH_ROUTE=0
+has_scenario route_1k && WITH_ROUTE=1
+
+# instance_of NAME SCENARIO: the server instance a scenario runs against.
+instance_of() { if [[ $2 == route_1k ]]; then INST=$1-route; else INST=$1; fi; }
 
 # ---------------------------------------------------------------------------
 # Packages
@@ -133,16 +150,50 @@ ensure_packages() {
   if (( WITH_PHP )) && [[ -z $PHP_CGI ]]; then
     command -v php-cgi >/dev/null || missing+=(php-cgi)
   fi
-  (( ${#missing[@]} == 0 )) && return 0
+  if (( ${#missing[@]} > 0 )); then
+    if (( EUID != 0 )); then
+      command -v sudo >/dev/null || die "missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root"
+      sudo=(sudo)
+    fi
+    log "installing ${missing[*]} from Debian"
+    # Note: on a host with an init system, Debian's maintainer scripts may start
+    # the packages' system services; this script never uses or touches them.
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  fi
+  ensure_lua_modules
+}
+
+# The Lua modules route_1k uses for lighttpd (mod_magnet, in Debian's
+# lighttpd-modules-lua) and nginx (libnginx-mod-http-lua). Best effort: if they
+# cannot be installed, that server's route instance runs its plain config and
+# its route_1k/1k_keepalive ratio is reported as n/a (see route_support_*).
+LIGHTTPD_MODDIR=${LIGHTTPD_MODDIR:-/usr/lib/lighttpd}
+nginx_moddir() {
+  local d
+  d=$(nginx -V 2>&1 | tr ' ' '\n' | sed -n 's/^--modules-path=//p' | head -n 1)
+  echo "${d:-/usr/lib/nginx/modules}"
+}
+ensure_lua_modules() {
+  local want=() sudo=() pkg
+  (( WITH_ROUTE )) || return 0
+  if has_server lighttpd && [[ ! -e $LIGHTTPD_MODDIR/mod_magnet.so ]]; then
+    want+=(lighttpd-modules-lua)
+  fi
+  if has_server nginx && [[ ! -e $(nginx_moddir)/ngx_http_lua_module.so ]]; then
+    want+=(libnginx-mod-http-lua)
+  fi
+  (( ${#want[@]} > 0 )) || return 0
+  command -v apt-get >/dev/null || { log "no apt-get: cannot install ${want[*]}"; return 0; }
   if (( EUID != 0 )); then
-    command -v sudo >/dev/null || die "missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root"
+    command -v sudo >/dev/null || { log "not root and no sudo: cannot install ${want[*]}"; return 0; }
     sudo=(sudo)
   fi
-  log "installing ${missing[*]} from Debian"
-  # Note: on a host with an init system, Debian's maintainer scripts may start
-  # the packages' system services; this script never uses or touches them.
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  for pkg in "${want[@]}"; do
+    log "installing $pkg from Debian (for route_1k)"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$pkg" >&2 \
+      || log "could not install $pkg: route_1k runs the plain config there (ratio n/a)"
+  done
 }
 
 # ---------------------------------------------------------------------------
@@ -205,13 +256,74 @@ alloc_port() {
 }
 
 # ---------------------------------------------------------------------------
-# Config writers. Each writes its files under $TMP/<server>/.
+# Lua routing (route_1k). The same function for the three servers: three
+# string tests on the request that all miss for GET /1k.bin, then nothing is
+# decided and the request goes on to the static file.
+#   1. the path starts with /api/  -> 200 "api"
+#   2. the path is /health         -> 200 "ok\n"
+#   3. the host is old.example     -> 301 to https://new.example<uri>
+# check_route makes sure each branch answers, so the function really runs.
+
+# route_support_NAME: can NAME run a Lua route here? Sets ROUTE_OK[NAME]=1, or
+# 0 and ROUTE_WHY[NAME] (then its route instance runs the plain config).
+declare -A ROUTE_OK ROUTE_WHY
+route_support_luahttpd() { ROUTE_OK[luahttpd]=1; }
+route_support_lighttpd() {
+  if [[ -e $LIGHTTPD_MODDIR/mod_magnet.so ]]; then
+    ROUTE_OK[lighttpd]=1
+  else
+    ROUTE_OK[lighttpd]=0
+    ROUTE_WHY[lighttpd]="no mod_magnet ($LIGHTTPD_MODDIR/mod_magnet.so; Debian: lighttpd-modules-lua)"
+  fi
+}
+NGINX_LUA_MODULES=()
+route_support_nginx() {
+  local d
+  d=$(nginx_moddir)
+  if [[ -e $d/ngx_http_lua_module.so ]]; then
+    ROUTE_OK[nginx]=1
+    # the lua module needs the NDK module loaded first (Debian builds both
+    # as dynamic modules)
+    NGINX_LUA_MODULES=()
+    [[ -e $d/ndk_http_module.so ]] && NGINX_LUA_MODULES+=("$d/ndk_http_module.so")
+    NGINX_LUA_MODULES+=("$d/ngx_http_lua_module.so")
+  else
+    ROUTE_OK[nginx]=0
+    ROUTE_WHY[nginx]="no lua module ($d/ngx_http_lua_module.so; Debian: libnginx-mod-http-lua)"
+  fi
+}
+
+route_how() {
+  case $1 in
+    luahttpd) echo "route(function(req) ... end)" ;;
+    lighttpd) echo "mod_magnet, magnet.attract-raw-url-to" ;;
+    nginx) echo "lua module, rewrite_by_lua_block" ;;
+  esac
+}
+
+# ---------------------------------------------------------------------------
+# Config writers: write_conf_NAME INSTANCE PORT VARIANT [...] writes the files
+# of one instance under $TMP/<instance>/. VARIANT is "plain" (every scenario
+# but route_1k; with the PHP set-up when php_hello runs) or "route" (static
+# files behind the Lua route function, no PHP).
 
 write_conf_luahttpd() {
-  local dir=$TMP/luahttpd port=$1 php="" keep=false
+  local inst=$1 port=$2 variant=$3 php="" keep=false route=""
+  local dir=$TMP/$inst
   (( LUAHTTPD_PHP_KEEPALIVE )) && keep=true
   mkdir -p "$dir"
-  if (( WITH_PHP )); then
+  if [[ $variant == route ]]; then
+    route=$(cat <<'EOF'
+route(function(req)
+  local p = req.path
+  if p:find("^/api/") then return respond(200, "api") end
+  if p == "/health" then return respond(200, "ok\n") end
+  if req.host == "old.example" then return redirect(301, "https://new.example" .. req.uri) end
+end)
+EOF
+)
+  fi
+  if (( WITH_PHP )) && [[ $variant == plain ]]; then
     # luahttpd spawns and supervises the php-cgi processes itself; proc i
     # listens on php.sock-i.
     php=$(cat <<EOF
@@ -235,16 +347,33 @@ server {
   access_log = false,
   error_log = "$dir/error.log",
   limits = { keepalive_requests = $KEEPALIVE_REQUESTS, connections = $MAX_CONNECTIONS },
-  -- more scenarios: routes (Lua functions) go here
 }
 $php
+$route
 EOF
 }
 
 write_conf_nginx() {
-  local dir=$TMP/nginx port=$1 user_line="" upstream="" php_location="" keep_conn="off" i
+  local inst=$1 port=$2 variant=$3 user_line="" upstream="" php_location="" keep_conn="off" i
+  local dir=$TMP/$inst modules="" route=""
   mkdir -p "$dir/logs" "$dir/tmp"
-  if (( WITH_PHP )); then
+  if [[ $variant == route ]] && (( ${ROUTE_OK[nginx]:-0} )); then
+    for i in "${NGINX_LUA_MODULES[@]}"; do modules+="load_module $i;"$'\n'; done
+    # rewrite phase: before nginx maps the URI to a file, like a luahttpd route
+    # and lighttpd's magnet.attract-raw-url-to
+    route=$(cat <<'EOF'
+rewrite_by_lua_block {
+      local p = ngx.var.uri
+      if p:find("^/api/") then ngx.print("api") return ngx.exit(200) end
+      if p == "/health" then ngx.print("ok\n") return ngx.exit(200) end
+      if ngx.var.host == "old.example" then
+        return ngx.redirect("https://new.example" .. ngx.var.request_uri, 301)
+      end
+    }
+EOF
+)
+  fi
+  if (( WITH_PHP )) && [[ $variant == plain ]]; then
     # nginx cannot spawn FastCGI processes: start_helpers starts PHP_PROCS
     # php-cgi processes on $TMP/php-nginx/php.sock-i.
     upstream="upstream php {"$'\n'
@@ -293,7 +422,7 @@ EOF
   # temporary directory; keep them running as the current user.
   if (( EUID == 0 )); then user_line="user $(id -un) $(id -gn);"; fi
   cat >"$dir/nginx.conf" <<EOF
-$user_line
+$modules$user_line
 daemon off;
 master_process on;
 worker_processes $WORKERS;
@@ -330,7 +459,7 @@ http {
     listen 127.0.0.1:$port;
     root $WWW;
     index index.html;
-    # more scenarios: location blocks go here
+    $route
     $php_location
   }
 }
@@ -338,9 +467,26 @@ EOF
 }
 
 write_conf_lighttpd() {
-  local dir=$TMP/lighttpd port=$1 backend=$2 php=""
+  local inst=$1 port=$2 variant=$3 backend=$4 php="" route=""
+  local dir=$TMP/$inst
   mkdir -p "$dir"
-  if (( WITH_PHP )); then
+  if [[ $variant == route ]] && (( ${ROUTE_OK[lighttpd]:-0} )); then
+    # attract-raw-url-to: the earliest hook, before the URL is mapped to a
+    # file (like a luahttpd route). mod_magnet keeps the compiled script.
+    cat >"$dir/route.lua" <<'EOF'
+local r = lighty.r
+local p = r.req_attr["uri.path"]
+if p:find("^/api/") then r.resp_body:set({ "api" }) return 200 end
+if p == "/health" then r.resp_body:set({ "ok\n" }) return 200 end
+if r.req_attr["uri.authority"] == "old.example" then
+  r.resp_header["Location"] = "https://new.example" .. r.req_attr["request.uri"]
+  return 301
+end
+return 0
+EOF
+    route=$(printf 'server.modules += ( "mod_magnet" )\nmagnet.attract-raw-url-to = ( "%s" )' "$dir/route.lua")
+  fi
+  if (( WITH_PHP )) && [[ $variant == plain ]]; then
     # lighttpd spawns the php-cgi processes itself (php.sock-0, -1, ...).
     php=$(cat <<EOF
 server.modules += ( "mod_fastcgi" )
@@ -370,7 +516,7 @@ server.max-connections = $MAX_CONNECTIONS
 index-file.names = ( "index.html" )
 mimetype.assign = ( ".html" => "text/html", ".bin" => "application/octet-stream" )
 # no mod_accesslog: access logging is off
-# more scenarios go here
+$route
 $php
 EOF
 }
@@ -432,41 +578,50 @@ build_luahttpd() {
   [[ -x $LUAHTTPD_BIN ]] || die "built binary not found at $LUAHTTPD_BIN"
 }
 
+# start_NAME INSTANCE VARIANT: start one instance of NAME (INSTANCE is NAME
+# for the plain config, NAME-route for the route one; see write_conf_*).
 start_luahttpd() {
-  alloc_port; PORT[luahttpd]=$ALLOCATED_PORT
-  write_conf_luahttpd "${PORT[luahttpd]}"
-  ERRLOG[luahttpd]=$TMP/luahttpd/error.log
-  OUTLOG[luahttpd]=$TMP/luahttpd/stdout.log
-  start_bg "${OUTLOG[luahttpd]}" "$LUAHTTPD_BIN" -c "$TMP/luahttpd/site.lua"
-  PID[luahttpd]=$LAST_PID
+  local inst=$1 variant=$2
+  alloc_port; PORT[$inst]=$ALLOCATED_PORT
+  write_conf_luahttpd "$inst" "${PORT[$inst]}" "$variant"
+  ERRLOG[$inst]=$TMP/$inst/error.log
+  OUTLOG[$inst]=$TMP/$inst/stdout.log
+  start_bg "${OUTLOG[$inst]}" "$LUAHTTPD_BIN" -c "$TMP/$inst/site.lua"
+  PID[$inst]=$LAST_PID
 }
 
 start_nginx() {
-  alloc_port; PORT[nginx]=$ALLOCATED_PORT
-  write_conf_nginx "${PORT[nginx]}"
-  ERRLOG[nginx]=$TMP/nginx/error.log
-  OUTLOG[nginx]=$TMP/nginx/stdout.log
+  local inst=$1 variant=$2
+  alloc_port; PORT[$inst]=$ALLOCATED_PORT
+  write_conf_nginx "$inst" "${PORT[$inst]}" "$variant"
+  ERRLOG[$inst]=$TMP/$inst/error.log
+  OUTLOG[$inst]=$TMP/$inst/stdout.log
   # -e: early error log before the config is read (instead of /var/log/nginx)
-  nginx -t -q -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" \
-    >"${OUTLOG[nginx]}" 2>&1 || server_failed nginx "rejected its config"
-  start_bg "${OUTLOG[nginx]}" nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf"
-  PID[nginx]=$LAST_PID
+  nginx -t -q -p "$TMP/$inst" -e "$TMP/$inst/error.log" -c "$TMP/$inst/nginx.conf" \
+    >"${OUTLOG[$inst]}" 2>&1 || server_failed "$inst" "rejected its config"
+  start_bg "${OUTLOG[$inst]}" nginx -p "$TMP/$inst" -e "$TMP/$inst/error.log" -c "$TMP/$inst/nginx.conf"
+  PID[$inst]=$LAST_PID
 }
 
 start_lighttpd() {
-  alloc_port; PORT[lighttpd]=$ALLOCATED_PORT
-  ERRLOG[lighttpd]=$TMP/lighttpd/error.log
-  OUTLOG[lighttpd]=$TMP/lighttpd/stdout.log
-  write_conf_lighttpd "${PORT[lighttpd]}" 'server.network-backend = "sendfile"'
-  if ! lighttpd -tt -f "$TMP/lighttpd/lighttpd.conf" >"${OUTLOG[lighttpd]}" 2>&1; then
-    log "lighttpd does not accept server.network-backend = \"sendfile\"; using its default backend"
-    LIGHTTPD_BACKEND="default"
-    write_conf_lighttpd "${PORT[lighttpd]}" ''
-    lighttpd -tt -f "$TMP/lighttpd/lighttpd.conf" >"${OUTLOG[lighttpd]}" 2>&1 \
-      || server_failed lighttpd "rejected its config"
+  local inst=$1 variant=$2
+  alloc_port; PORT[$inst]=$ALLOCATED_PORT
+  ERRLOG[$inst]=$TMP/$inst/error.log
+  OUTLOG[$inst]=$TMP/$inst/stdout.log
+  if [[ $LIGHTTPD_BACKEND == sendfile ]]; then
+    write_conf_lighttpd "$inst" "${PORT[$inst]}" "$variant" 'server.network-backend = "sendfile"'
+    if ! lighttpd -tt -f "$TMP/$inst/lighttpd.conf" >"${OUTLOG[$inst]}" 2>&1; then
+      log "lighttpd does not accept server.network-backend = \"sendfile\"; using its default backend"
+      LIGHTTPD_BACKEND="default"
+    fi
   fi
-  start_bg "${OUTLOG[lighttpd]}" lighttpd -D -f "$TMP/lighttpd/lighttpd.conf"
-  PID[lighttpd]=$LAST_PID
+  if [[ $LIGHTTPD_BACKEND != sendfile ]]; then
+    write_conf_lighttpd "$inst" "${PORT[$inst]}" "$variant" ''
+    lighttpd -tt -f "$TMP/$inst/lighttpd.conf" >"${OUTLOG[$inst]}" 2>&1 \
+      || server_failed "$inst" "rejected its config"
+  fi
+  start_bg "${OUTLOG[$inst]}" lighttpd -D -f "$TMP/$inst/lighttpd.conf"
+  PID[$inst]=$LAST_PID
 }
 LIGHTTPD_BACKEND="sendfile"
 
@@ -521,6 +676,21 @@ check_php() {
   done
 }
 
+# check_route NAME: NAME's route instance must take each branch of the route
+# function (so the Lua code really runs on every request), and fall through
+# to the static file otherwise (check_content).
+check_route() {
+  local name=$1 inst=$1-route got url
+  url="http://127.0.0.1:${PORT[$inst]}"
+  got=$(curl -s --max-time 10 "$url/api/x") || true
+  [[ $got == api ]] || server_failed "$inst" "did not answer /api/x with 'api' from the route (got '${got:0:60}')"
+  got=$(curl -s --max-time 10 "$url/health") || true
+  [[ $got == ok ]] || server_failed "$inst" "did not answer /health with 'ok' from the route (got '${got:0:60}')"
+  got=$(curl -s --max-time 10 -o /dev/null -w '%{http_code} %{redirect_url}' -H "Host: old.example" "$url/a?b=1") || true
+  [[ $got == "301 https://new.example/a?b=1" ]] \
+    || server_failed "$inst" "did not redirect Host: old.example from the route (got '$got')"
+}
+
 # ---------------------------------------------------------------------------
 # Measuring
 
@@ -545,13 +715,14 @@ php_queued() {
 
 # run_wrk NAME SCENARIO: one wrk run; prints requests/s and records errors.
 run_wrk() {
-  local name=$1 sc=$2 out rps non2xx sock stuck=0 rc=0
+  local name=$1 sc=$2 out rps non2xx sock stuck=0 rc=0 INST
+  instance_of "$name" "$sc"
   "scenario_$sc"
   WRK_RUN=$((WRK_RUN + 1))
   out=$TMP/wrk/$WRK_RUN.$name.$sc.txt
   timeout $((DURATION_S + 30)) \
     wrk -t"$THREADS" -c"$SC_CONNS" -d"${DURATION_S}s" "${SC_HEADERS[@]}" \
-    "http://127.0.0.1:${PORT[$name]}$SC_PATH" >"$out" 2>&1 || rc=$?
+    "http://127.0.0.1:${PORT[$INST]}$SC_PATH" >"$out" 2>&1 || rc=$?
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
   non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
   sock=$(awk '/Socket errors:/ {gsub(",", ""); print $4 + $6 + $8 + $10}' "$out")
@@ -573,7 +744,7 @@ run_wrk() {
   (( non2xx > 0 )) && RUN_NOTE+="  non-2xx/3xx: $non2xx"
   (( sock > 0 )) && RUN_NOTE+="  socket errors: $(grep 'Socket errors' "$out" | sed 's/^ *Socket errors: //')"
   (( stuck > 0 )) && RUN_NOTE+="  connections left in php-cgi listen queues: $stuck"
-  kill -0 "${PID[$name]}" 2>/dev/null || server_failed "$name" "died during the $sc run"
+  kill -0 "${PID[$INST]}" 2>/dev/null || server_failed "$INST" "died during the $sc run"
   return 0
 }
 
@@ -614,23 +785,53 @@ printf '<!doctype html><title>bench</title>\n' >"$WWW/index.html"
 printf '<?php echo "Hello, world!\\n";\n' >"$WWW/hello.php"
 printf 'Hello, world!\n' >"$TMP/hello.expected"
 
-start_helpers
-for s in "${SERVER_LIST[@]}"; do "start_$s"; done
+# INSTANCES: every server instance started (NAME, and NAME-route for route_1k).
+INSTANCES=()
 for s in "${SERVER_LIST[@]}"; do
-  wait_ready "$s"; check_content "$s"
-  if (( WITH_PHP )); then check_php "$s"; fi
+  INSTANCES+=("$s")
+  if (( WITH_ROUTE )); then
+    "route_support_$s"
+    INSTANCES+=("$s-route")
+  fi
 done
 
-echo "servers: $(for s in "${SERVER_LIST[@]}"; do printf '%s=127.0.0.1:%s ' "$s" "${PORT[$s]}"; done)"
+start_helpers
+for s in "${SERVER_LIST[@]}"; do
+  "start_$s" "$s" plain
+  if (( WITH_ROUTE )); then "start_$s" "$s-route" route; fi
+done
+for i in "${INSTANCES[@]}"; do
+  wait_ready "$i"; check_content "$i"
+  if [[ $i == *-route ]]; then
+    if (( ${ROUTE_OK[${i%-route}]} )); then check_route "${i%-route}"; fi
+  elif (( WITH_PHP )); then
+    check_php "$i"
+  fi
+done
+
+echo "servers: $(for i in "${INSTANCES[@]}"; do printf '%s=127.0.0.1:%s ' "$i" "${PORT[$i]}"; done)"
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION_S}s, $ROUNDS round(s), scenarios: ${SCENARIO_LIST[*]}"
 if (( WITH_PHP )); then
   echo "php_hello: wrk -c$PHP_CONNECTIONS, $PHP_PROCS php-cgi processes per server ($PHP_CGI, PHP_FCGI_CHILDREN=0, PHP_FCGI_MAX_REQUESTS=$PHP_MAX_REQUESTS)"
+fi
+if (( WITH_ROUTE )); then
+  for s in "${SERVER_LIST[@]}"; do
+    if (( ${ROUTE_OK[$s]} )); then
+      echo "route_1k: $s-route runs the Lua route function ($(route_how "$s"))"
+    else
+      echo "route_1k: $s-route runs the PLAIN config: ${ROUTE_WHY[$s]}"
+    fi
+  done
 fi
 
 if (( WARMUP > 0 )); then
   for s in "${SERVER_LIST[@]}"; do
     timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
       "http://127.0.0.1:${PORT[$s]}/1k.bin" >/dev/null 2>&1 || true
+    if (( WITH_ROUTE )); then
+      timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
+        "http://127.0.0.1:${PORT[$s-route]}/1k.bin" >/dev/null 2>&1 || true
+    fi
     if (( WITH_PHP )); then
       timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$PHP_CONNECTIONS" -d"${WARMUP}s" \
         "http://127.0.0.1:${PORT[$s]}/hello.php" >/dev/null 2>&1 || true
@@ -649,6 +850,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
 done
 
+LOAD_AT_END=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
+
 # ---------------------------------------------------------------------------
 # Report
 
@@ -660,7 +863,7 @@ fi
 has_server lighttpd && echo "lighttpd  $(lighttpd -v 2>&1 | head -n 1) (network backend: $LIGHTTPD_BACKEND)"
 has_server nginx && echo "nginx     $(nginx -v 2>&1 | head -n 1)"
 echo "wrk       $( (wrk -v 2>&1 || true) | head -n 1)"
-echo "cpus      $(nproc), load average before the runs: $LOAD_AT_START (anything else running skews the figures)"
+echo "cpus      $(nproc), load average before the runs: $LOAD_AT_START, after: $LOAD_AT_END (anything else running skews the figures)"
 
 echo
 php_note=""
@@ -673,13 +876,18 @@ if has_server luahttpd; then
   has_server nginx && header+=$(printf ' %14s' "luahttpd/nginx")
 fi
 echo "$header"
+declare -A MEDIAN
+plain_route=0
 for sc in "${SCENARIO_LIST[@]}"; do
   "scenario_$sc"
   declare -A MED=()
   line=$(printf '%-18s' "$SC_TITLE")
   for s in "${SERVER_LIST[@]}"; do
     MED[$s]=$(median <<<"${RESULTS[$sc|$s]}")
-    line+=$(printf ' %10s' "${MED[$s]}")
+    MEDIAN[$sc|$s]=${MED[$s]}
+    mark=""
+    if [[ $sc == route_1k ]] && (( ! ${ROUTE_OK[$s]:-1} )); then mark="*"; plain_route=1; fi
+    line+=$(printf ' %10s' "${MED[$s]}$mark")
   done
   if has_server luahttpd; then
     has_server lighttpd && line+=$(printf ' %17s' "$(ratio "${MED[luahttpd]}" "${MED[lighttpd]}")")
@@ -688,6 +896,22 @@ for sc in "${SCENARIO_LIST[@]}"; do
   echo "$line"
   unset MED
 done
+(( plain_route )) && echo "* ran its plain config: no Lua module (see below)"
+
+if (( WITH_ROUTE )); then
+  echo
+  echo "== Lua routing cost: route_1k / 1k_keepalive of the same server in this run (1.00: free; luahttpd aims at >= 0.90)"
+  for s in "${SERVER_LIST[@]}"; do
+    if ! has_scenario 1k_keepalive; then
+      r="-"; why="1k_keepalive was not run"
+    elif (( ${ROUTE_OK[$s]} )); then
+      r=$(ratio "${MEDIAN[route_1k|$s]}" "${MEDIAN[1k_keepalive|$s]}"); why=$(route_how "$s")
+    else
+      r="n/a"; why="${ROUTE_WHY[$s]}: route_1k ran the plain config"
+    fi
+    printf '%-9s %5s   %s\n' "$s" "$r" "$why"
+  done
+fi
 
 echo
 echo "== errors (all runs)"
@@ -705,10 +929,10 @@ done
 
 echo
 echo "== warnings and errors in the servers' error logs (last 5 shown)"
-for s in "${SERVER_LIST[@]}"; do
-  f=${ERRLOG[$s]}
+for i in "${INSTANCES[@]}"; do
+  f=${ERRLOG[$i]}
   n=$(grep -ciE 'warn|error|crit|alert|emerg|fail' "$f" 2>/dev/null || true)
-  printf '%-9s %s line(s)\n' "$s" "${n:-0}"
+  printf '%-14s %s line(s)\n' "$i" "${n:-0}"
   if (( ${n:-0} > 0 )); then
     grep -iE 'warn|error|crit|alert|emerg|fail' "$f" | tail -n 5 | sed 's/^/    /'
   fi
