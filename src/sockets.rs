@@ -61,7 +61,7 @@ pub fn remove_stale_socket(path: &Path) -> Result<(), String> {
         return Err(format!("{} exists and is not a socket", path.display()));
     }
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(format!("{} is in use by another process", path.display()));
+        return Err(format!("{} is in use by a running server", path.display()));
     }
     std::fs::remove_file(path).map_err(|e| format!("cannot remove stale {}: {e}", path.display()))
 }
