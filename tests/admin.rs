@@ -1169,3 +1169,40 @@ fn one_connection_serves_many_requests_and_bad_requests_keep_it() {
     c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(c.response(false).status, 403);
 }
+
+#[test]
+fn a_chunk_cannot_escape_the_instruction_limit_with_pcall() {
+    let s = start("workers = 1", &[]);
+    let path = sock(&s);
+    let mut admin = Admin::connect(&path);
+    let t0 = std::time::Instant::now();
+    let err = admin
+        .eval("while true do pcall(function() while true do end end) end")
+        .expect_err("the limit must end the chunk");
+    assert!(err.contains("instruction limit"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // The watcher is still supervising and answering.
+    assert_eq!(admin.ok("status().state"), "running");
+    let err = admin
+        .eval("return string.rep('x', 1024 * 1024 * 1024)")
+        .expect_err("the memory limit must refuse a 1 GiB string");
+    assert!(!err.is_empty());
+    assert_eq!(admin.ok("status().state"), "running");
+}
+
+#[test]
+fn reload_is_refused_while_the_server_stops() {
+    let s = start("workers = 1", &[]);
+    let path = sock(&s);
+    let mut admin = Admin::connect(&path);
+    // A request still arriving keeps the draining worker, and so the server, alive.
+    let mut busy = std::net::TcpStream::connect(&s.addr).unwrap();
+    std::io::Write::write_all(&mut busy, b"GET / HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    admin.ok("shutdown{timeout = 5}");
+    let err = admin
+        .eval("reload()")
+        .expect_err("no reload while stopping");
+    assert!(err.contains("stopping"), "{err}");
+    assert_eq!(admin.ok("status().generation"), 1);
+}

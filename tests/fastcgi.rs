@@ -750,3 +750,106 @@ fn expect_100_continue_over_the_limit_gets_413_without_100() {
     let r = c.response(false);
     assert_eq!(r.status, 404, "{}", r.status_line);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Regressions found in review
+
+#[test]
+fn unread_body_after_an_early_answer_is_never_a_second_request() {
+    let f = start_default();
+    let smuggled = b"GET /t.php?mode=pid&smuggled=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut req = format!(
+        "POST /t.php?mode=early HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        smuggled.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(smuggled);
+    req.extend_from_slice(b"GET /t.php?mode=params&real=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut c = Conn::connect(f.addr());
+    c.send(&req);
+    let r = c.response(false);
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = c.response(false);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.params().get("QUERY_STRING").map(String::as_str),
+        Some("mode=params&real=1")
+    );
+    let modes: Vec<String> = f.backend_requests().into_iter().map(|(m, _)| m).collect();
+    assert_eq!(
+        modes,
+        ["early", "params"],
+        "the body was taken for a request"
+    );
+}
+
+#[test]
+fn a_slow_backend_on_a_reused_connection_outlives_keepalive_idle() {
+    let f = Fcgi::start(Opts {
+        server_extra: "timeouts = { keepalive_idle = 1 }",
+        ..Opts::default()
+    });
+    let mut c = Conn::connect(f.addr());
+    c.send(b"GET /t.php?mode=pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response(false).status, 200);
+    c.send(b"GET /t.php?mode=slowhead&ms=2500 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response(false);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "slow\n");
+}
+
+#[test]
+fn a_stalled_chunked_upload_is_cut_after_read_idle() {
+    let f = Fcgi::start(Opts {
+        server_extra: "timeouts = { read_idle = 1 }",
+        ..Opts::default()
+    });
+    let mut c = Conn::connect(f.addr());
+    c.send(
+        b"POST /t.php?mode=sha256 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+    );
+    let t0 = Instant::now();
+    assert!(
+        c.closed_within(Duration::from_secs(4)),
+        "the stalled upload was not cut"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn a_slow_but_moving_upload_is_not_a_backend_timeout() {
+    let f = Fcgi::start(Opts {
+        fcgi_extra: "read_timeout = 1",
+        ..Opts::default()
+    });
+    let body = body_bytes(30_000);
+    let mut c = Conn::connect(f.addr());
+    c.send(
+        format!(
+            "POST /t.php?mode=sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    // 6 pieces, 400 ms apart: 2.4 s in all, longer than read_timeout, but never idle for it.
+    for piece in body.chunks(5_000) {
+        std::thread::sleep(Duration::from_millis(400));
+        c.send(piece);
+    }
+    let r = c.response(false);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains(&sha256_hex(&body)), "{}", r.text());
+}
+
+#[test]
+fn an_interim_status_from_the_backend_is_a_502() {
+    let f = start_default();
+    let mut c = Conn::connect(f.addr());
+    c.send(b"GET /t.php?mode=status&code=100 HTTP/1.1\r\nHost: x\r\n\r\nGET /t.php?mode=pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response(false).status, 502);
+    assert_eq!(c.response(false).status, 200);
+}

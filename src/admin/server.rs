@@ -27,6 +27,8 @@ const IDLE: Duration = Duration::from_secs(300);
 const MAX_OUT: usize = 8 << 20;
 /// Lua instructions a chunk may run.
 const INSTRUCTIONS: u64 = 10_000_000;
+/// Memory of the admin Lua state.
+const MEMORY: usize = 64 << 20;
 
 /// What an admin function asked the watcher to do once the chunk has run.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +73,8 @@ pub struct AdminState {
     pub reloaded: Option<crate::config::Loaded>,
     /// Whether a reload is under way (a second one is refused until it settles).
     pub reload_in_progress: bool,
+    /// Whether the server is stopping (a reload is refused).
+    pub stopping: bool,
 }
 
 struct Client {
@@ -268,7 +272,15 @@ fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
 fn admin_lua(state: &Rc<RefCell<AdminState>>) -> mlua::Result<Lua> {
     let lua = Lua::new();
     let g = lua.globals();
-    for name in ["io", "dofile", "loadfile", "require", "package", "debug"] {
+    for name in [
+        "io",
+        "dofile",
+        "loadfile",
+        "require",
+        "package",
+        "debug",
+        "coroutine",
+    ] {
         g.set(name, Value::Nil)?;
     }
     if let Ok(os) = g.get::<mlua::Table>("os") {
@@ -360,6 +372,9 @@ fn admin_lua(state: &Rc<RefCell<AdminState>>) -> mlua::Result<Lua> {
         lua.create_function(move |lua, ()| {
             let file = {
                 let s = st.borrow();
+                if s.stopping {
+                    return Err(mlua::Error::runtime("reload: the server is stopping"));
+                }
                 if s.reload_in_progress || s.reloaded.is_some() {
                     return Err(mlua::Error::runtime(
                         "reload: a reload is already in progress",
@@ -401,19 +416,44 @@ fn admin_lua(state: &Rc<RefCell<AdminState>>) -> mlua::Result<Lua> {
         })?,
     )?;
     g.set("help", lua.create_function(|_, ()| Ok(HELP))?)?;
-    // Bound every chunk: the watcher runs it in its own loop.
+    // Bound every chunk: the watcher runs it in its own loop. Once over the limit every later
+    // check fails too, so a pcall cannot catch the error and start over; the count is reset
+    // only when the next chunk starts.
     lua.set_hook(
         HookTriggers::new().every_nth_instruction(10_000),
         move |lua, _| {
             let n = lua.app_data_ref::<u64>().map_or(0, |c| *c) + 10_000;
+            lua.set_app_data(n);
             if n > INSTRUCTIONS {
-                lua.set_app_data(0u64);
                 return Err(mlua::Error::runtime("instruction limit reached"));
             }
-            lua.set_app_data(n);
             Ok(VmState::Continue)
         },
     );
+    // string.rep and big tables must not exhaust the watcher's memory.
+    lua.set_memory_limit(MEMORY)?;
+    // A stop by the instruction limit must not be caught by pcall/xpcall (nor by a coroutine,
+    // which is why coroutine is gone): the wrappers pass it on.
+    g.set(
+        "__tripped",
+        lua.create_function(|lua, ()| {
+            Ok(lua.app_data_ref::<u64>().is_some_and(|c| *c > INSTRUCTIONS))
+        })?,
+    )?;
+    lua.load(
+        r#"
+        local raw_pcall, raw_xpcall, tripped = pcall, xpcall, __tripped
+        __tripped = nil
+        local function pass(ok, ...)
+          if not ok and tripped() then error((...), 0) end
+          return ok, ...
+        end
+        pcall = function(f, ...) return pass(raw_pcall(f, ...)) end
+        xpcall = function(f, h, ...) return pass(raw_xpcall(f, h, ...)) end
+        "#,
+    )
+    .set_name("=admin")
+    .exec()?;
     drop(g);
     Ok(lua)
 }

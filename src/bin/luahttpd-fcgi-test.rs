@@ -454,6 +454,18 @@ fn respond(
         c.wr.shutdown();
         return Ok(Ok(Flow::Closed));
     }
+    if mode == "early" {
+        // Answers without reading the body (as many apps do for a 401), then closes: the
+        // server must not take the unread body for the next request.
+        let mut out = Vec::new();
+        let head = b"Status: 401\r\nContent-Type: text/plain\r\n\r\nearly\n";
+        record::stdout(&mut out, id, head);
+        record::header(&mut out, record::STDOUT, id, 0);
+        record::end_request(&mut out, id, 0, record::REQUEST_COMPLETE);
+        c.send(&out)?;
+        c.wr.shutdown();
+        return Ok(Ok(Flow::Closed));
+    }
     if mode == "slowhead" {
         let ms = q("ms").and_then(|v| v.parse().ok()).unwrap_or(1000);
         std::thread::sleep(Duration::from_millis(ms));

@@ -129,7 +129,9 @@ fn parse_status(value: &[u8]) -> Result<u16, HeadError> {
         return Err(BAD);
     }
     let n = code.iter().fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
-    if n < 100 {
+    // 1xx is interim and cannot end a CGI response: forwarding it as the final status would
+    // pair every later pipelined response with the wrong request.
+    if !(200..=599).contains(&n) {
         return Err(BAD);
     }
     Ok(n)
@@ -207,10 +209,14 @@ mod tests {
     fn status_rules() {
         assert_eq!(ok(b"Status: 404\r\n\r\n").status, 404);
         assert_eq!(ok(b"status:201 Created\n\n").status, 201);
-        assert_eq!(ok(b"Status: 999\n\n").status, 999);
-        assert_eq!(ok(b"Status: 100\n\n").status, 100);
+        assert_eq!(ok(b"Status: 599\n\n").status, 599);
         for bad in [
-            &b"Status: abc\n\n"[..],
+            // Interim or out of range: a CGI response ends with a final status.
+            &b"Status: 100\n\n"[..],
+            b"Status: 199\n\n",
+            b"Status: 600\n\n",
+            b"Status: 999\n\n",
+            b"Status: abc\n\n",
             b"Status: 99\n\n",
             b"Status: 099\n\n",
             b"Status: 4044\n\n",

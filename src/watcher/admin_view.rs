@@ -30,6 +30,7 @@ impl Watcher {
                         self.graceful_stop_within(grace);
                     }
                 }
+                Command::Reload if self.phase != Phase::Running => {}
                 Command::Reload => {
                     if let Some(loaded) = reloaded.take() {
                         if let Err(e) = self.start_reload(loaded) {
@@ -148,5 +149,6 @@ impl Watcher {
         st.live_workers = self.live_workers();
         st.graceful = config.timeouts.graceful;
         st.reload_in_progress = self.pending_reload.is_some();
+        st.stopping = self.phase != Phase::Running;
     }
 }

@@ -8,9 +8,10 @@
 //! "starting"), the old generation is told to drain. If the new generation does not come up
 //! within `CONFIRM`, it is stopped and the old one goes on as if nothing happened.
 
-use super::{listeners, Watcher, WorkerSlot};
+use super::listeners::{self, Bound};
+use super::{Watcher, WorkerSlot};
 use crate::admin::scoreboard::State;
-use crate::config::{FastcgiDef, Loaded};
+use crate::config::{FastcgiDef, ListenAddr, Loaded};
 use crate::log::LogFile;
 use nix::sys::signal::{kill, Signal};
 use std::time::{Duration, Instant, SystemTime};
@@ -18,12 +19,19 @@ use std::time::{Duration, Instant, SystemTime};
 /// How long a new generation gets to come up.
 const CONFIRM: Duration = Duration::from_secs(10);
 
-/// A reload whose new generation is starting.
+/// A reload whose new generation is starting: everything needed to finish it, or to go back.
 pub(super) struct Pending {
     started: Instant,
     /// The configuration the old generation runs, to go back to.
     old_loaded: Loaded,
-    old_slots: usize,
+    /// The scoreboard slots of the old generation's workers.
+    old_board_slots: Vec<usize>,
+    /// Listeners the new config dropped: closed (and unlinked) only once it runs.
+    removed: Vec<Bound>,
+    /// Listeners the new config added: dropped if it does not come up.
+    added: Vec<ListenAddr>,
+    /// The old access log, when the new config changed it.
+    old_access_log: Option<Option<LogFile>>,
 }
 
 impl Watcher {
@@ -99,14 +107,16 @@ impl Watcher {
                 fresh.extend(listeners::bind_all(std::slice::from_ref(addr))?);
             }
         }
-        let access_log = if new.access_log != self.config().access_log {
+        let access_changed = new.access_log != self.config().access_log;
+        let new_access = if access_changed {
             match &new.access_log {
                 Some(p) => Some(LogFile::open(p).map_err(|e| format!("reload: access log: {e}"))?),
                 None => None,
             }
         } else {
-            self.access_log.take()
+            None
         };
+        let added: Vec<ListenAddr> = fresh.iter().map(|b| b.addr.clone()).collect();
         let mut kept = Vec::new();
         let mut old_bound = std::mem::take(&mut self.bound);
         for addr in &new.listen {
@@ -116,15 +126,18 @@ impl Watcher {
                 kept.push(fresh.remove(pos));
             }
         }
-        // Addresses no longer listed: the old workers keep their copies until they drain.
-        listeners::unlink_unix(&old_bound);
-        drop(old_bound);
+        // Addresses no longer listed stay open until the new generation runs.
+        let removed = old_bound;
         self.bound = kept;
-        self.access_log = access_log;
+        let old_access_log = if access_changed {
+            Some(std::mem::replace(&mut self.access_log, new_access))
+        } else {
+            None
+        };
 
         let now = Instant::now();
         self.generation += 1;
-        let old_slots = self.slots.len();
+        let old_board_slots = self.slots.iter().map(|s| s.board_slot).collect();
         let old_generation: Vec<WorkerSlot> = std::mem::take(&mut self.slots);
         self.old.extend(old_generation);
         let old_loaded = std::mem::replace(&mut self.loaded, loaded);
@@ -143,7 +156,10 @@ impl Watcher {
         self.pending_reload = Some(Pending {
             started: now,
             old_loaded,
-            old_slots,
+            old_board_slots,
+            removed,
+            added,
+            old_access_log,
         });
         for i in 0..self.slots.len() {
             if let Err(e) = self.spawn(i) {
@@ -172,6 +188,10 @@ impl Watcher {
                     .is_some_and(|w| !matches!(w.state(), State::Starting | State::Empty))
         });
         if running {
+            if let Some(p) = self.pending_reload.take() {
+                // The old workers keep their own copies until they drain.
+                listeners::unlink_unix(&p.removed);
+            }
             let old: Vec<_> = self.old.iter().filter_map(|s| s.pid).collect();
             for pid in &old {
                 let _ = kill(*pid, Signal::SIGQUIT);
@@ -181,7 +201,6 @@ impl Watcher {
                 self.generation,
                 old.len()
             );
-            self.pending_reload = None;
             self.last_reload = Some((SystemTime::now(), Ok(())));
         } else if now.duration_since(p.started) > CONFIRM {
             self.revert_reload();
@@ -204,11 +223,37 @@ impl Watcher {
                 let _ = kill(pid, Signal::SIGTERM);
             }
         }
-        let split = self.old.len().saturating_sub(p.old_slots);
-        self.slots = self.old.split_off(split);
+        self.generation -= 1;
+        // The old generation's workers come back; one that exited meanwhile is respawned.
+        let now = Instant::now();
+        for board_slot in p.old_board_slots {
+            match self.old.iter().position(|s| s.board_slot == board_slot) {
+                Some(i) => self.slots.push(self.old.remove(i)),
+                None => self.slots.push(WorkerSlot {
+                    pid: None,
+                    started: now,
+                    crashes: 0,
+                    respawn_at: Some(now),
+                    generation: self.generation,
+                    board_slot,
+                    respawns: 0,
+                }),
+            }
+        }
         self.old.extend(failed);
         self.loaded = p.old_loaded;
-        self.generation -= 1;
+        self.bound.retain(|b| !p.added.contains(&b.addr));
+        self.bound.extend(p.removed);
+        let order = &self.loaded.config.listen;
+        self.bound.sort_by_key(|b| {
+            order
+                .iter()
+                .position(|a| a == &b.addr)
+                .unwrap_or(usize::MAX)
+        });
+        if let Some(log) = p.old_access_log {
+            self.access_log = log;
+        }
         self.last_reload = Some((
             SystemTime::now(),
             Err("the new generation did not come up".to_string()),

@@ -200,6 +200,8 @@ pub struct Conn {
     close_after: bool,
     /// Bytes of the request in flight (head and announced body), for the scoreboard.
     bytes_in: u64,
+    /// Whether the scoreboard was told a request started that it has not seen finish.
+    in_request: bool,
     /// Whether the client may still send input we will not read (an unread body, a refused
     /// head): closing must then drain first, or the kernel resets the connection and the client
     /// may lose the end of the response.
@@ -229,6 +231,7 @@ impl Conn {
             served: 0,
             close_after: false,
             bytes_in: 0,
+            in_request: false,
             linger: false,
             timer: Slot::new(now),
             log_line: Vec::new(),
@@ -267,9 +270,19 @@ impl Conn {
         Verdict::Open
     }
 
+    /// Counts the request in flight as done in the scoreboard (once).
+    fn request_finished(&mut self, ctx: &Ctx<'_>) {
+        if std::mem::take(&mut self.in_request) {
+            if let Some(slot) = ctx.slot {
+                slot.request_done(self.bytes_in, self.out.body_sent);
+            }
+        }
+    }
+
     /// Lets go of a backend and flushes the pending access log entry of a response cut
     /// short, before the connection closes.
     pub fn abort(&mut self, ctx: &mut Ctx<'_>) {
+        self.request_finished(ctx);
         if let Some(mut x) = self.fcgi.take() {
             if self.log_line.is_empty() && ctx.access.is_some() {
                 let status = x.status.unwrap_or(499);
@@ -324,6 +337,20 @@ impl Conn {
             Step::Done => {
                 if let Some(x) = self.fcgi.take() {
                     self.close_after |= x.close_client;
+                    // The backend answered before reading the whole body: what is left of it
+                    // must never be taken for the next request.
+                    match x.body_left() {
+                        Some(0) | None => {}
+                        Some(n) if n <= DISCARD_MAX => self.discard = Some(Discard::Length(n)),
+                        Some(_) => {
+                            self.close_after = true;
+                            self.linger = true;
+                        }
+                    }
+                    if x.body_pending() && x.body_left().is_none() {
+                        self.close_after = true;
+                        self.linger = true;
+                    }
                     if ctx.access.is_some() {
                         self.log_start(ctx, Some(x.request()), x.status.unwrap_or(200));
                     }
@@ -390,14 +417,18 @@ impl Conn {
                     // The client went away mid-body: the backend connection closes with it.
                     return Verdict::Close;
                 }
+                // While the client's body is awaited the read timeout runs (armed on each
+                // read); otherwise only the backend's timeouts and the write timeout apply.
+                let awaiting = self.fcgi.as_ref().is_some_and(|x| x.wants_client_input());
+                if !awaiting && matches!(self.timer.kind(), Some(Kind::READ | Kind::KEEPALIVE)) {
+                    ctx.timers.disarm(&mut self.timer);
+                }
             }
 
             if self.state == State::Responding && !self.out.pending() && self.fcgi.is_none() {
                 if self.discard.is_none() {
                     self.log_done(ctx);
-                    if let Some(slot) = ctx.slot {
-                        slot.request_done(self.bytes_in, self.out.body_sent);
-                    }
+                    self.request_finished(ctx);
                     progress = true;
                     if self.close_after || ctx.draining {
                         if !self.linger && self.input.is_empty() {
@@ -434,7 +465,9 @@ impl Conn {
                     Ok(Filled::Data { drained }) => {
                         self.readable = !drained;
                         progress = true;
-                        if self.discard.is_some() {
+                        let body = self.discard.is_some()
+                            || self.fcgi.as_ref().is_some_and(|x| x.wants_client_input());
+                        if body {
                             ctx.timers
                                 .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
                         }
@@ -566,6 +599,7 @@ impl Conn {
                 BodyFraming::Length(n) => n,
                 _ => 0,
             };
+        self.in_request = true;
         if let Some(slot) = ctx.slot {
             let host = req.host.as_deref().unwrap_or("");
             slot.request_started(
@@ -806,6 +840,13 @@ impl Conn {
             extra_headers,
             req,
         };
+        // The keep-alive or head timeout of this connection does not bound the exchange: the
+        // read timeout does while the body arrives, the backend's timeouts do after.
+        ctx.timers.disarm(&mut self.timer);
+        if !matches!(body, RequestBody::None) {
+            ctx.timers
+                .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
+        }
         match Exchange::new(facts, t.backend, body, !close, ctx.now) {
             Ok(x) => {
                 self.fcgi = Some(Box::new(x));
@@ -821,6 +862,11 @@ impl Conn {
     }
 
     fn refuse(&mut self, ctx: &mut Ctx<'_>, e: RequestError) {
+        self.in_request = true;
+        self.bytes_in = self.input.len() as u64;
+        if let Some(slot) = ctx.slot {
+            slot.request_started("-", "", "(refused)", &self.peer.ip, ctx.now_ms);
+        }
         tracing::debug!(client = %self.peer.ip, status = e.status, "bad request: {}", e.reason);
         if ctx.access.is_some() {
             self.log_start(ctx, None, e.status);

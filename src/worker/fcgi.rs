@@ -286,6 +286,14 @@ impl Exchange {
         self.writable |= writable;
     }
 
+    /// The Content-Length body bytes not yet taken from the client (None for other bodies).
+    pub fn body_left(&self) -> Option<u64> {
+        match self.body {
+            BodyIn::Length(n) => Some(n),
+            _ => None,
+        }
+    }
+
     /// Whether body bytes may still arrive from the client (then the connection cannot be
     /// reused after an error answer).
     pub fn body_pending(&self) -> bool {
@@ -350,7 +358,17 @@ impl Exchange {
             }
         }
         match self.write_backend() {
-            Ok(true) => progress = true,
+            Ok(true) => {
+                progress = true;
+                // An upload moving to a backend that waits for the end of STDIN is progress
+                // too: the read timeout counts from the last byte in either direction.
+                env.timers.arm(
+                    &mut self.timer,
+                    Kind::backend_read(self.backend),
+                    env.key,
+                    env.now,
+                );
+            }
             Ok(false) => {}
             Err(e) => return self.io_failed(e, env),
         }
@@ -503,7 +521,10 @@ impl Exchange {
             self.tried.push(u);
             match env.pool.connect(self.backend, u) {
                 Ok(c) => {
-                    self.waiting = false;
+                    if self.waiting {
+                        env.pool.unwait(self.backend, env.key);
+                        self.waiting = false;
+                    }
                     let mut stream = c.stream;
                     if let Err(e) = stream.register(env.registry, env.token) {
                         tracing::error!("register backend socket: {e}");
