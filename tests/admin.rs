@@ -1206,3 +1206,83 @@ fn reload_is_refused_while_the_server_stops() {
     assert!(err.contains("stopping"), "{err}");
     assert_eq!(admin.ok("status().generation"), 1);
 }
+
+/// The pids of backend `name` as backends() shows them.
+fn backend_pids(path: &std::path::Path, name: &str) -> Vec<i64> {
+    match eval_ok(path, "backends()") {
+        Value::Array(rows) => rows
+            .iter()
+            .filter(|r| r["name"] == name)
+            .filter_map(|r| r["pid"].as_i64())
+            .collect(),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn reload_replaces_changed_backends_after_the_old_workers_drain() {
+    let dir = site("admin-fcgi-reload", &[("t.php", b""), ("u.phx", b"")]);
+    let root = dir.path().to_path_buf();
+    let block = |env: &str| {
+        format!(
+            "fastcgi \"t\" {{ spawn = \"{}\", procs = 1, socket = \"unix:{}/t.sock\", \
+             extensions = {{ \".php\" }}, env = {{ V = \"{env}\" }} }}\n",
+            env!("CARGO_BIN_EXE_luahttpd-fcgi-test"),
+            root.display()
+        )
+    };
+    let s = Server::start_config(dir, &config_text("workers = 1", &block("1")));
+    let path = sock(&s);
+    let get = |target: &str| {
+        common::raw(
+            &s.addr,
+            format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    assert_eq!(get("/t.php?mode=pid").status, 200);
+    let before = backend_pids(&path, "t");
+    assert_eq!(before.len(), 1);
+
+    // A changed environment and a new backend.
+    let extra = format!(
+        "fastcgi \"u\" {{ spawn = \"{}\", procs = 1, socket = \"unix:{}/u.sock\", \
+         extensions = {{ \".phx\" }} }}\n",
+        env!("CARGO_BIN_EXE_luahttpd-fcgi-test"),
+        root.display()
+    );
+    std::fs::write(
+        root.join("site.lua"),
+        config_text("workers = 1", &(block("2") + &extra)),
+    )
+    .unwrap();
+    eval_ok(&path, "reload()");
+    wait_for("the new backend to serve", Duration::from_secs(5), || {
+        get("/u.phx?mode=pid").status == 200
+    });
+    wait_for(
+        "t restarted with its new definition",
+        Duration::from_secs(5),
+        || {
+            let now = backend_pids(&path, "t");
+            now.len() == 1 && now != before
+        },
+    );
+    assert_eq!(get("/t.php?mode=pid").status, 200);
+    let u = backend_pids(&path, "u");
+    assert_eq!(u.len(), 1);
+
+    // Dropping a backend stops its processes once the old workers drained.
+    std::fs::write(
+        root.join("site.lua"),
+        config_text("workers = 1", &block("2")),
+    )
+    .unwrap();
+    eval_ok(&path, "reload()");
+    wait_for("u to stop", Duration::from_secs(5), || !alive(u[0] as i32));
+    assert!(backend_pids(&path, "u").is_empty());
+    assert_eq!(get("/t.php?mode=pid").status, 200);
+    // No backend takes .phx any more: it is the plain (empty) file.
+    let r = get("/u.phx?mode=pid");
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty(), "{:?}", r.text());
+}

@@ -63,6 +63,8 @@ struct Proc {
     started: Instant,
     crashes: u32,
     respawn_at: Option<Instant>,
+    /// Stopped on purpose to restart with a new definition: respawned at once.
+    restarting: bool,
 }
 
 #[derive(Debug)]
@@ -70,6 +72,12 @@ struct Backend {
     def: FastcgiDef,
     /// Empty for `address` backends.
     procs: Vec<Proc>,
+    /// After a reload: the definition that replaces `def` once the old workers drained.
+    replace_with: Option<FastcgiDef>,
+    /// After a reload that dropped it: stopped once the old workers drained, never respawned.
+    retired: bool,
+    /// Started for a reload that is not confirmed yet (stopped if it is reverted).
+    provisional: bool,
 }
 
 /// Every FastCGI backend of the config and the processes spawned for them.
@@ -79,65 +87,185 @@ pub struct Backends {
     stopping: bool,
 }
 
+/// Two definitions that differ only in where they were written.
+fn same_def(a: &FastcgiDef, b: &FastcgiDef) -> bool {
+    let mut a = a.clone();
+    a.defined_at = b.defined_at.clone();
+    &a == b
+}
+
 impl Backends {
     /// Spawns every process of every backend that has `spawn` (after probing each address:
     /// one that already answers is used as it is). On the first failure the processes already
     /// started are killed and reaped, their socket files removed, and the error returned.
     pub fn start(defs: &[FastcgiDef]) -> Result<Backends, String> {
         let mut all = Backends::default();
-        let now = Instant::now();
         for def in defs {
-            let mut backend = Backend {
-                def: def.clone(),
-                procs: Vec::new(),
-            };
-            if def.spawn.is_some() {
-                let addrs = match proc_addrs(def) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        all.abort();
-                        return Err(e);
-                    }
-                };
-                for (i, addr) in addrs.into_iter().enumerate() {
-                    let mut p = Proc {
-                        addr,
-                        pid: None,
-                        external: false,
-                        owns_socket: false,
-                        listener: None,
-                        started: now,
-                        crashes: 0,
-                        respawn_at: None,
-                    };
-                    match spawn_proc(def, i, &p.addr, &mut p.listener) {
-                        Ok(outcome) => p.started_as(outcome, now),
-                        Err(e) => {
-                            backend.procs.push(p);
-                            all.backends.push(backend);
-                            all.abort();
-                            return Err(e.to_string());
-                        }
-                    }
-                    backend.procs.push(p);
-                }
-            }
-            all.backends.push(backend);
-        }
-        for b in &all.backends {
-            let spawned: Vec<String> = b
-                .procs
-                .iter()
-                .filter_map(|p| {
-                    p.pid
-                        .map(|pid| format!("{} (pid {pid})", describe(&p.addr)))
-                })
-                .collect();
-            if !spawned.is_empty() {
-                tracing::info!("fastcgi '{}': spawned {}", b.def.name, spawned.join(", "));
+            if let Err(e) = all.add(def, false) {
+                all.abort();
+                return Err(e);
             }
         }
         Ok(all)
+    }
+
+    /// Starts one backend's processes and adds it. On failure the processes it started are
+    /// left in the list (as a backend) so that `abort` or `revert_reload` collects them.
+    fn add(&mut self, def: &FastcgiDef, provisional: bool) -> Result<(), String> {
+        let now = Instant::now();
+        let mut backend = Backend {
+            def: def.clone(),
+            procs: Vec::new(),
+            replace_with: None,
+            retired: false,
+            provisional,
+        };
+        let mut result = Ok(());
+        if def.spawn.is_some() {
+            let addrs = proc_addrs(def)?;
+            for (i, addr) in addrs.into_iter().enumerate() {
+                let mut p = Proc {
+                    addr,
+                    pid: None,
+                    external: false,
+                    owns_socket: false,
+                    listener: None,
+                    started: now,
+                    crashes: 0,
+                    respawn_at: None,
+                    restarting: false,
+                };
+                match spawn_proc(def, i, &p.addr, &mut p.listener) {
+                    Ok(outcome) => p.started_as(outcome, now),
+                    Err(e) => {
+                        backend.procs.push(p);
+                        result = Err(e.to_string());
+                        break;
+                    }
+                }
+                backend.procs.push(p);
+            }
+        }
+        let spawned: Vec<String> = backend
+            .procs
+            .iter()
+            .filter_map(|p| {
+                p.pid
+                    .map(|pid| format!("{} (pid {pid})", describe(&p.addr)))
+            })
+            .collect();
+        if !spawned.is_empty() && result.is_ok() {
+            tracing::info!("fastcgi '{}': spawned {}", def.name, spawned.join(", "));
+        }
+        self.backends.push(backend);
+        result
+    }
+
+    /// Prepares the backends for a reloaded configuration: new backends start now (the new
+    /// workers need them); a changed definition at the same addresses replaces the old one
+    /// once the old workers drained (its processes are then restarted with it, on the sockets
+    /// they keep, so nothing is refused); a dropped backend stops then. A backend whose
+    /// addresses changed cannot be swapped under running workers: that reload is refused.
+    pub fn prepare_reload(&mut self, defs: &[FastcgiDef]) -> Result<(), String> {
+        for def in defs {
+            let Some(old) = self
+                .backends
+                .iter()
+                .find(|b| b.def.name == def.name && !b.retired)
+            else {
+                continue;
+            };
+            if same_def(&old.def, def) {
+                continue;
+            }
+            let addrs = |d: &FastcgiDef| {
+                if d.spawn.is_some() {
+                    proc_addrs(d).unwrap_or_default()
+                } else {
+                    d.address.clone()
+                }
+            };
+            if addrs(&old.def) != addrs(def) || old.def.spawn.is_some() != def.spawn.is_some() {
+                return Err(format!(
+                    "reload: fastcgi '{}' changed its addresses or processes; restart to apply",
+                    def.name
+                ));
+            }
+        }
+        for def in defs {
+            if !self
+                .backends
+                .iter()
+                .any(|b| b.def.name == def.name && !b.retired)
+            {
+                if let Err(e) = self.add(def, true) {
+                    self.revert_reload();
+                    return Err(format!("reload: {e}"));
+                }
+            }
+        }
+        for b in &mut self.backends {
+            if b.provisional {
+                continue;
+            }
+            match defs.iter().find(|d| d.name == b.def.name) {
+                None => b.retired = true,
+                Some(d) if !same_def(&b.def, d) => b.replace_with = Some(d.clone()),
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The reload was confirmed and the old workers drained: replacements and retirements
+    /// take effect.
+    pub fn finish_reload(&mut self) {
+        for b in &mut self.backends {
+            b.provisional = false;
+            if let Some(def) = b.replace_with.take() {
+                tracing::info!(
+                    "fastcgi '{}': restarting its processes with the new definition",
+                    def.name
+                );
+                b.def = def;
+                for p in &mut b.procs {
+                    if let Some(pid) = p.pid {
+                        p.restarting = true;
+                        let _ = kill(pid, Signal::SIGTERM);
+                    }
+                }
+            }
+            if b.retired {
+                tracing::info!(
+                    "fastcgi '{}': no longer configured; stopping it",
+                    b.def.name
+                );
+                for p in &mut b.procs {
+                    p.respawn_at = None;
+                    if let Some(pid) = p.pid {
+                        let _ = kill(pid, Signal::SIGTERM);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The reload was reverted: backends it started stop, nothing is replaced or retired.
+    pub fn revert_reload(&mut self) {
+        for b in &mut self.backends {
+            b.replace_with = None;
+            b.retired = false;
+            if b.provisional {
+                b.retired = true;
+                b.provisional = false;
+                for p in &mut b.procs {
+                    p.respawn_at = None;
+                    if let Some(pid) = p.pid {
+                        let _ = kill(pid, Signal::SIGTERM);
+                    }
+                }
+            }
+        }
     }
 
     /// Handles a reaped child. Returns true if `pid` was one of our processes (the watcher
@@ -154,7 +282,7 @@ impl Backends {
                 continue;
             };
             p.pid = None;
-            if stopping {
+            if stopping || b.retired {
                 tracing::info!(
                     "fastcgi '{}' proc {i} (pid {pid}) {}",
                     b.def.name,
@@ -164,8 +292,9 @@ impl Backends {
             }
             let lived = now.saturating_duration_since(p.started);
             // php-cgi exits with 0 on purpose after PHP_FCGI_MAX_REQUESTS, however soon under
-            // load: only an abnormal exit counts as a crash.
-            let (crashes, delay) = if matches!(status, WaitStatus::Exited(_, 0)) {
+            // load, and a restart for a reload is ours: only an abnormal exit counts as a crash.
+            let intended = std::mem::take(&mut p.restarting);
+            let (crashes, delay) = if intended || matches!(status, WaitStatus::Exited(_, 0)) {
                 (0, Duration::ZERO)
             } else {
                 backoff(lived, p.crashes)
@@ -286,7 +415,11 @@ impl Backends {
     /// Where workers connect for backend `name`: the process addresses of a spawned backend,
     /// the configured `address` list otherwise; empty for an unknown name.
     pub fn addresses(&self, name: &str) -> Vec<ListenAddr> {
-        let Some(b) = self.backends.iter().find(|b| b.def.name == name) else {
+        let Some(b) = self
+            .backends
+            .iter()
+            .find(|b| b.def.name == name && !b.retired)
+        else {
             return Vec::new();
         };
         if b.def.spawn.is_some() {
@@ -301,7 +434,7 @@ impl Backends {
     pub fn proc_states(&self, name: &str) -> Vec<(Option<Pid>, bool)> {
         self.backends
             .iter()
-            .find(|b| b.def.name == name)
+            .find(|b| b.def.name == name && !b.retired)
             .map(|b| b.procs.iter().map(|p| (p.pid, p.external)).collect())
             .unwrap_or_default()
     }
@@ -420,6 +553,7 @@ mod tests {
                 started: start,
                 crashes: 0,
                 respawn_at: None,
+                restarting: false,
             })
             .collect();
         let mut ext = def("remote");
@@ -428,10 +562,19 @@ mod tests {
         ext.address = vec![ListenAddr::Tcp("10.0.0.1:9000".parse().unwrap())];
         Backends {
             backends: vec![
-                Backend { def: d, procs },
+                Backend {
+                    def: d,
+                    procs,
+                    replace_with: None,
+                    retired: false,
+                    provisional: false,
+                },
                 Backend {
                     def: ext,
                     procs: Vec::new(),
+                    replace_with: None,
+                    retired: false,
+                    provisional: false,
                 },
             ],
             stopping: false,

@@ -104,6 +104,8 @@ struct Watcher {
     admin: Option<AdminServer>,
     /// When the watcher started.
     started_at: Instant,
+    /// A confirmed reload changed FastCGI backends: apply once the old generation is gone.
+    backends_after_drain: bool,
 }
 
 /// Runs the server described by `loaded` until it is stopped; returns the exit code.
@@ -222,6 +224,7 @@ impl Watcher {
             last_reload: None,
             admin,
             started_at: now,
+            backends_after_drain: false,
         };
         for i in 0..w.slots.len() {
             if let Err(e) = w.spawn(i) {
@@ -370,6 +373,7 @@ impl Watcher {
                 }
             }
             self.reap();
+            self.finish_backends_if_drained();
             if let Some(a) = &mut self.admin {
                 a.expire(Instant::now());
             }

@@ -32,6 +32,8 @@ pub(super) struct Pending {
     added: Vec<ListenAddr>,
     /// The old access log, when the new config changed it.
     old_access_log: Option<Option<LogFile>>,
+    /// Whether FastCGI definitions changed (applied once the old workers drained).
+    backends_changed: bool,
 }
 
 impl Watcher {
@@ -67,12 +69,6 @@ impl Watcher {
             return Err("reload: a reload is already in progress".to_string());
         }
         let new = &loaded.config;
-        if !same_backends(&new.fastcgi, &self.config().fastcgi) {
-            return Err(
-                "reload: the FastCGI backends changed; restart the server to apply that"
-                    .to_string(),
-            );
-        }
         for (what, changed) in [
             ("admin", new.admin != self.config().admin),
             ("pid_file", new.pid_file != self.config().pid_file),
@@ -106,6 +102,11 @@ impl Watcher {
             if !self.bound.iter().any(|b| &b.addr == addr) {
                 fresh.extend(listeners::bind_all(std::slice::from_ref(addr))?);
             }
+        }
+        // New backends start now; changed ones are replaced once the old workers drained.
+        let backends_changed = !same_backends(&new.fastcgi, &self.config().fastcgi);
+        if backends_changed {
+            self.backends.prepare_reload(&new.fastcgi)?;
         }
         let access_changed = new.access_log != self.config().access_log;
         let new_access = if access_changed {
@@ -160,6 +161,7 @@ impl Watcher {
             removed,
             added,
             old_access_log,
+            backends_changed,
         });
         for i in 0..self.slots.len() {
             if let Err(e) = self.spawn(i) {
@@ -191,6 +193,7 @@ impl Watcher {
             if let Some(p) = self.pending_reload.take() {
                 // The old workers keep their own copies until they drain.
                 listeners::unlink_unix(&p.removed);
+                self.backends_after_drain |= p.backends_changed;
             }
             let old: Vec<_> = self.old.iter().filter_map(|s| s.pid).collect();
             for pid in &old {
@@ -242,6 +245,9 @@ impl Watcher {
         }
         self.old.extend(failed);
         self.loaded = p.old_loaded;
+        if p.backends_changed {
+            self.backends.revert_reload();
+        }
         self.bound.retain(|b| !p.added.contains(&b.addr));
         self.bound.extend(p.removed);
         let order = &self.loaded.config.listen;
@@ -263,6 +269,14 @@ impl Watcher {
     /// A stop during a reload: every worker, old and new, is stopped with the rest.
     pub(super) fn abort_reload(&mut self) {
         self.pending_reload = None;
+    }
+
+    /// Backend changes of a reload wait until no worker of an older generation uses them.
+    pub(super) fn finish_backends_if_drained(&mut self) {
+        if self.backends_after_drain && self.old.is_empty() {
+            self.backends_after_drain = false;
+            self.backends.finish_reload();
+        }
     }
 }
 
