@@ -2,6 +2,8 @@
 //! config and document root in a temporary directory, and speaks raw HTTP to it.
 #![allow(dead_code)]
 
+pub mod pty;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
