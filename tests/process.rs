@@ -291,3 +291,61 @@ fn at_the_connection_limit_new_clients_wait_for_a_free_slot() {
         .unwrap();
     assert_eq!(third.response(false).status, 200);
 }
+
+/// CPU time (user + system, in clock ticks) a process has used.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
+}
+
+#[test]
+fn running_out_of_descriptors_never_spins_and_recovers() {
+    use std::os::unix::process::CommandExt;
+    let dir = common::TempDir::new("emfile");
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    dir.write("www/a", b"a");
+    let config = format!(
+        "server {{ {}, workers = 1 }}\n",
+        common::BASE.replace("workers = 2, ", "")
+    );
+    let s = Server::start_with(dir, &config, |cmd| {
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 48,
+                    rlim_max: 48,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let worker = s.worker_pids()[0];
+    // Far more connections than the worker has descriptors for.
+    let held: Vec<_> = (0..120)
+        .filter_map(|_| std::net::TcpStream::connect(&s.addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(worker);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(worker) - before;
+    // A spinning loop would use about 200 ticks in 2 s.
+    assert!(
+        used < 40,
+        "worker used {used} ticks in 2 s while out of descriptors"
+    );
+    assert!(s.log_text().contains("pausing accepts"), "{}", s.log_text());
+    drop(held);
+    wait_for("requests served again", Duration::from_secs(10), || {
+        let mut c = Client::connect(&s.addr);
+        c.send(b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        c.try_response(false).is_some_and(|r| r.status == 200)
+    });
+}

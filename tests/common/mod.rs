@@ -76,15 +76,20 @@ impl Server {
 
     /// Starts with a whole config text written to site.lua in `dir`.
     pub fn start_config(dir: TempDir, config: &str) -> Server {
+        Server::start_with(dir, config, |_| {})
+    }
+
+    /// As `start_config`, with a last say on the command (limits, environment).
+    pub fn start_with(dir: TempDir, config: &str, prepare: impl FnOnce(&mut Command)) -> Server {
         let conf = dir.write("site.lua", config.as_bytes());
-        let mut child = Command::new(bin())
-            .arg("-c")
+        let mut cmd = Command::new(bin());
+        cmd.arg("-c")
             .arg(&conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn luahttpd");
+            .stderr(Stdio::piped());
+        prepare(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn luahttpd");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
