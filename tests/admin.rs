@@ -9,7 +9,7 @@ use admin_common::{
     config_text, eval_ok, repl, repl_as_nobody, site, sock, start, status, text, total_requests,
     wait_for, workers, Admin,
 };
-use common::{Client, Server};
+use common::{alive, Client, Server};
 use luahttpd::admin::protocol::{eval_request, read_frame, FUNCTIONS};
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -17,13 +17,6 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.contains(") Z "),
-        Err(_) => false,
-    }
-}
 
 fn kill9(pid: i32) {
     let st = Command::new("kill")
@@ -992,34 +985,9 @@ fn idle_keepalive_connection_gets_its_next_answer_after_a_reload() {
 fn reopen_logs_reopens_the_access_log_after_a_rename() {
     let s = start(r#"workers = 2, access_log = "access.log""#, &[("a", b"a")]);
     let path = sock(&s);
-    let log = s.dir.path().join("access.log");
-    assert_eq!(s.get("/a?first").status, 200);
-    wait_for("first line", Duration::from_secs(3), || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("/a?first")
+    common::assert_access_log_reopens(&s, || {
+        assert_eq!(eval_ok(&path, "reopen_logs()"), Value::Bool(true));
     });
-    let rotated = s.dir.path().join("access.log.1");
-    std::fs::rename(&log, &rotated).unwrap();
-    assert_eq!(eval_ok(&path, "reopen_logs()"), Value::Bool(true));
-    std::thread::sleep(Duration::from_millis(300));
-    for _ in 0..4 {
-        assert_eq!(s.get("/a?second").status, 200);
-    }
-    wait_for(
-        "second line in the new file",
-        Duration::from_secs(3),
-        || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("/a?second")
-        },
-    );
-    let old = std::fs::read_to_string(&rotated).unwrap();
-    assert!(
-        old.contains("/a?first") && !old.contains("/a?second"),
-        "{old}"
-    );
 }
 
 #[test]

@@ -53,6 +53,14 @@ fn expect_status_and_close(s: &Server, data: &[u8], status: u16) {
     );
 }
 
+/// Reads the next response on `c` and checks its status and body.
+fn expect_response(c: &mut Client, head: bool, status: u16, body: &[u8]) -> Response {
+    let r = c.response(head);
+    assert_eq!(r.status, status, "{}", r.text());
+    assert_eq!(r.body, body);
+    r
+}
+
 fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()
 }
@@ -327,9 +335,7 @@ fn http10_without_host_is_200() {
     let s = server();
     let mut c = s.connect();
     c.send(b"GET /a.txt HTTP/1.0\r\n\r\n");
-    let r = c.response(false);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body, b"file a\n");
+    expect_response(&mut c, false, 200, b"file a\n");
     // HTTP/1.0 closes by default.
     assert!(c.closed(), "HTTP/1.0 without keep-alive must close");
 }
@@ -525,12 +531,8 @@ fn get_with_content_length_body_is_discarded() {
         b"GET /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world".to_vec();
     data.extend_from_slice(&get("/b.txt"));
     c.send(&data);
-    let r = c.response(false);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body, b"file a\n");
-    let r = c.response(false);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body, b"file b, longer\n");
+    expect_response(&mut c, false, 200, b"file a\n");
+    expect_response(&mut c, false, 200, b"file b, longer\n");
 }
 
 #[test]
@@ -564,9 +566,7 @@ fn get_with_body_sent_later_is_discarded() {
     let mut rest = b"56789".to_vec();
     rest.extend_from_slice(&get("/b.txt"));
     c.send(&rest);
-    let r = c.response(false);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body, b"file b, longer\n");
+    expect_response(&mut c, false, 200, b"file b, longer\n");
 }
 
 #[test]
@@ -578,12 +578,8 @@ fn get_with_chunked_body_is_discarded() {
         .to_vec();
     data.extend_from_slice(&get("/b.txt"));
     c.send(&data);
-    let r = c.response(false);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body, b"file a\n");
-    let r = c.response(false);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body, b"file b, longer\n");
+    expect_response(&mut c, false, 200, b"file a\n");
+    expect_response(&mut c, false, 200, b"file b, longer\n");
 }
 
 #[test]
@@ -598,9 +594,7 @@ fn post_to_static_file_is_405_with_allow() {
     let allow = r.header("allow").expect("Allow header on 405");
     assert!(allow.contains("GET") && allow.contains("HEAD"), "{allow}");
     assert!(!allow.contains("POST"), "{allow}");
-    let r = c.response(false);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body, b"c\n");
+    expect_response(&mut c, false, 200, b"c\n");
     for m in ["PUT", "DELETE", "PATCH"] {
         let r = raw(
             &s.addr,
@@ -680,9 +674,7 @@ fn soft_error_keeps_the_connection() {
     data.extend_from_slice(&get("/b.txt"));
     c.send(&data);
     assert_eq!(c.response(false).status, 400);
-    let r = c.response(false);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body, b"file b, longer\n");
+    expect_response(&mut c, false, 200, b"file b, longer\n");
 }
 
 #[test]
@@ -703,9 +695,7 @@ fn request_split_across_writes() {
         c.send(b);
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let r = c.response(false);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body, b"file a\n");
+    expect_response(&mut c, false, 200, b"file a\n");
 }
 
 #[test]
@@ -741,9 +731,7 @@ fn http10_keep_alive_refused_request_announces_connection() {
         match r.header("connection") {
             Some("keep-alive") => {
                 c.send(b"GET /a.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
-                let r = c.response(false);
-                assert_eq!(r.status, 200);
-                assert_eq!(r.body, b"file a\n");
+                expect_response(&mut c, false, 200, b"file a\n");
             }
             Some("close") => assert!(c.closed()),
             other => panic!(

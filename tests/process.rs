@@ -2,28 +2,9 @@
 
 mod common;
 
-use common::{Client, Server};
+use common::{alive, wait_for, Client, Server};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
-
-fn alive(pid: i32) -> bool {
-    // A zombie still has /proc/PID; read its state.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.contains(") Z "),
-        Err(_) => false,
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("timed out waiting for {what}");
-}
 
 #[test]
 fn killed_worker_is_respawned_and_requests_keep_succeeding() {
@@ -153,34 +134,7 @@ fn sigterm_stops_at_once_and_workers_die_with_the_watcher() {
 #[test]
 fn sighup_reopens_the_access_log_after_a_rename() {
     let s = Server::start(r#"workers = 2, access_log = "access.log""#, &[("a", b"a")]);
-    let log = s.dir.path().join("access.log");
-    assert_eq!(s.get("/a?first").status, 200);
-    wait_for("first line", Duration::from_secs(3), || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("/a?first")
-    });
-    let rotated = s.dir.path().join("access.log.1");
-    std::fs::rename(&log, &rotated).unwrap();
-    s.signal(1);
-    std::thread::sleep(Duration::from_millis(300));
-    for _ in 0..4 {
-        assert_eq!(s.get("/a?second").status, 200);
-    }
-    wait_for(
-        "second line in the new file",
-        Duration::from_secs(3),
-        || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("/a?second")
-        },
-    );
-    let old = std::fs::read_to_string(&rotated).unwrap();
-    assert!(
-        old.contains("/a?first") && !old.contains("/a?second"),
-        "{old}"
-    );
+    common::assert_access_log_reopens(&s, || s.signal(1));
 }
 
 #[test]

@@ -535,13 +535,13 @@ mod tests {
     fn random_splits_match_whole() {
         let body =
             b"4\r\nWiki\r\n5;x=\"y\"\r\npedia\r\n10\r\n0123456789abcdef\r\n0\r\nT: v\r\n\r\nrest";
-        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut m = crate::http::mutate::Mutator::new(0x1234_5678_9abc_def0);
         for _ in 0..500 {
             let mut d = ChunkedDecoder::new();
             let mut data = Vec::new();
             let mut pos = 0;
             while pos < body.len() && !d.is_done() {
-                let n = (xorshift(&mut seed) % 7 + 1) as usize;
+                let n = (m.next() % 7 + 1) as usize;
                 let end = (pos + n).min(body.len());
                 let p = d
                     .decode(&body[pos..end], &mut |b| data.extend_from_slice(b))
@@ -557,13 +557,6 @@ mod tests {
         }
     }
 
-    fn xorshift(s: &mut u64) -> u64 {
-        *s ^= *s << 13;
-        *s ^= *s >> 7;
-        *s ^= *s << 17;
-        *s
-    }
-
     #[test]
     fn never_panics_on_random_input() {
         let seeds: [&[u8]; 3] = [
@@ -572,29 +565,16 @@ mod tests {
             b"0\r\n\r\n",
         ];
         let alphabet = b"0123456789abcdefABCDEFxX;=\" \t\r\n\\:\x00\x7f\xff";
-        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut m = crate::http::mutate::Mutator::new(0x9e37_79b9_7f4a_7c15u64);
         for round in 0..20_000 {
-            let mut input = seeds[round % seeds.len()].to_vec();
-            let edits = xorshift(&mut s) % 6;
-            for _ in 0..edits {
-                let r = xorshift(&mut s);
-                let pos = (r >> 8) as usize % (input.len() + 1);
-                let b = alphabet[(r % alphabet.len() as u64) as usize];
-                match r % 3 {
-                    0 if pos < input.len() => input[pos] = b,
-                    1 if pos < input.len() => {
-                        input.remove(pos);
-                    }
-                    _ => input.insert(pos, b),
-                }
-            }
+            let input = m.mutate(seeds[round % seeds.len()], alphabet, 6);
             let mut d = ChunkedDecoder::new();
             let mut total = 0usize;
             if let Ok(p) = d.decode(&input, &mut |b| total += b.len()) {
                 assert!(p.consumed <= input.len());
             }
             // Also split at a random point.
-            let cut = xorshift(&mut s) as usize % (input.len() + 1);
+            let cut = m.next() as usize % (input.len() + 1);
             let mut d = ChunkedDecoder::new();
             if let Ok(p) = d.decode(&input[..cut], &mut |_| {}) {
                 let _ = d.decode(&input[p.consumed..], &mut |_| {});

@@ -4,6 +4,8 @@ pub mod chunked;
 pub mod conditional;
 pub mod date;
 pub mod host;
+#[cfg(test)]
+mod mutate;
 pub mod path;
 pub mod range;
 pub mod request;

@@ -1031,13 +1031,6 @@ mod tests {
         );
     }
 
-    fn xorshift(s: &mut u64) -> u64 {
-        *s ^= *s << 13;
-        *s ^= *s >> 7;
-        *s ^= *s << 17;
-        *s
-    }
-
     #[test]
     fn never_panics_on_random_input() {
         let seeds: [&[u8]; 4] = [
@@ -1047,35 +1040,22 @@ mod tests {
             b"PUT /%2e%2e/%41 HTTP/2.0\r\n\r\n",
         ];
         let alphabet = b"GET /%.?#:;,@[]0123456789aAzZ\r\n\t \x00\x01\x7f\x80\xff\"HTTP/1.";
-        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut m = crate::http::mutate::Mutator::new(0x2545_f491_4f6c_dd1du64);
         for round in 0..20_000 {
-            let mut input = seeds[round % seeds.len()].to_vec();
-            let edits = xorshift(&mut s) % 8;
-            for _ in 0..edits {
-                let r = xorshift(&mut s);
-                let pos = (r >> 8) as usize % (input.len() + 1);
-                let b = alphabet[(r % alphabet.len() as u64) as usize];
-                match r % 3 {
-                    0 if pos < input.len() => input[pos] = b,
-                    1 if pos < input.len() => {
-                        input.remove(pos);
-                    }
-                    _ => input.insert(pos, b),
-                }
-            }
+            let input = m.mutate(seeds[round % seeds.len()], alphabet, 8);
             let max = if round % 5 == 0 { 40 } else { MAX };
             if let Ok(Some(r)) = parse(&input, max) {
                 assert!(r.head_len <= input.len());
                 assert!(r.path.starts_with('/'));
                 let _ = r.headers().count();
             }
-            let cut = xorshift(&mut s) as usize % (input.len() + 1);
+            let cut = m.next() as usize % (input.len() + 1);
             let _ = parse(&input[..cut], max);
         }
         // Pure noise.
         for _ in 0..5_000 {
-            let len = (xorshift(&mut s) % 64) as usize;
-            let input: Vec<u8> = (0..len).map(|_| xorshift(&mut s) as u8).collect();
+            let len = (m.next() % 64) as usize;
+            let input: Vec<u8> = (0..len).map(|_| m.next() as u8).collect();
             let _ = parse(&input, MAX);
         }
     }

@@ -3,6 +3,9 @@
 //! pseudo-terminal driver for the interactive client.
 #![allow(dead_code)]
 
+#[allow(unused_imports)] // not every test binary uses both
+pub use crate::common::{alive, wait_for};
+
 use crate::common::{Server, TempDir};
 use luahttpd::admin::protocol::{eval_request, parse_response, read_frame, write_frame};
 use serde_json::Value;
@@ -114,21 +117,6 @@ pub fn settled_requests(path: &Path) -> u64 {
         }
         assert!(Instant::now() < deadline, "totals.requests never settled");
         last = now;
-    }
-}
-
-/// Polls `f` every 20 ms until it holds; panics with `what` (and the last `describe`) after
-/// `timeout`.
-pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

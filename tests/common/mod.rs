@@ -334,3 +334,57 @@ pub fn raw(addr: &str, data: &[u8]) -> Response {
     c.send(data);
     c.response(false)
 }
+
+/// Whether a process exists and is not a zombie (a zombie still has /proc/PID).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.contains(") Z "),
+        Err(_) => false,
+    }
+}
+
+/// Polls `f` every 20 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Checks log rotation on a server with `access_log = "access.log"` serving `/a`: after a
+/// rename and `reopen()` (SIGHUP, or the admin `reopen_logs()`), new lines go to a new file.
+pub fn assert_access_log_reopens(s: &Server, reopen: impl FnOnce()) {
+    let log = s.dir.path().join("access.log");
+    let has = |p: &Path, needle: &str| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .contains(needle)
+    };
+    assert_eq!(s.get("/a?first").status, 200);
+    wait_for("first line", Duration::from_secs(3), || {
+        has(&log, "/a?first")
+    });
+    let rotated = s.dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).expect("rename the access log");
+    reopen();
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..4 {
+        assert_eq!(s.get("/a?second").status, 200);
+    }
+    wait_for(
+        "second line in the new file",
+        Duration::from_secs(3),
+        || has(&log, "/a?second"),
+    );
+    let old = std::fs::read_to_string(&rotated).unwrap_or_default();
+    assert!(
+        old.contains("/a?first") && !old.contains("/a?second"),
+        "{old}"
+    );
+}

@@ -3,13 +3,16 @@
 //! JSON, and process inspection.
 #![allow(dead_code)]
 
+#[allow(unused_imports)] // not every test binary uses both
+pub use crate::common::{alive, wait_for};
+
 use crate::common::{find, Server, TempDir};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The misbehaving FastCGI test backend.
 pub fn fcgi_bin() -> &'static str {
@@ -174,30 +177,11 @@ fn children_running(pid: i32, exe: &str) -> Vec<i32> {
         .collect()
 }
 
-/// Whether a process exists and is not a zombie.
-pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.contains(") Z "),
-        Err(_) => false,
-    }
-}
-
 /// VmRSS of a process in KiB.
 pub fn rss_kib(pid: i32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
