@@ -558,32 +558,51 @@ fn root_dir(r: &mut Report, v: &Value, base: &Path) -> Option<PathBuf> {
     }
 }
 
+/// The entries of a table keyed by strings (`mime`, `env`); a value that is not a table, or a
+/// key that is not a string, is reported (as "`field` must be `what`" / "`field` keys must be
+/// `keys`") and left out.
+fn string_keyed(
+    r: &mut Report,
+    field: &str,
+    v: &Value,
+    what: &str,
+    keys: &str,
+) -> Vec<(String, Value)> {
+    let Value::Table(t) = v else {
+        r.at(&[field], format!("{field} must be {what}, got {}", got(v)));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for pair in t.pairs::<Value, Value>() {
+        let Ok((k, val)) = pair else { continue };
+        match &k {
+            Value::String(s) => match s.to_str() {
+                Ok(key) => out.push((key.to_string(), val)),
+                Err(_) => r.at(
+                    &[field],
+                    format!("{field} keys must be {keys}, got {}", got(&k)),
+                ),
+            },
+            _ => r.at(
+                &[field],
+                format!("{field} keys must be {keys}, got {}", got(&k)),
+            ),
+        }
+    }
+    out
+}
+
 /// `mime = { [".webp"] = "image/webp" }`: suffixes lowercased, values checked for header safety.
 fn mime(r: &mut Report, v: &Value) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let Value::Table(t) = v else {
-        r.at(
-            &["mime"],
-            format!(
-                "mime must be a table of [\".ext\"] = \"type\", got {}",
-                got(v)
-            ),
-        );
-        return out;
-    };
-    for pair in t.pairs::<Value, Value>() {
-        let Ok((k, val)) = pair else { continue };
-        let key = match &k {
-            Value::String(s) => s.to_str().map(|s| s.to_string()).ok(),
-            _ => None,
-        };
-        let Some(key) = key else {
-            r.at(
-                &["mime"],
-                format!("mime keys must be suffixes like \".webp\", got {}", got(&k)),
-            );
-            continue;
-        };
+    let entries = string_keyed(
+        r,
+        "mime",
+        v,
+        "a table of [\".ext\"] = \"type\"",
+        "suffixes like \".webp\"",
+    );
+    for (key, val) in entries {
         let path = ["mime", key.as_str()];
         if key.len() < 2 || !key.starts_with('.') || key.contains('/') || has_control(&key) {
             r.at(
@@ -878,26 +897,8 @@ fn search_path(prog: &str) -> Option<PathBuf> {
 /// `env = { NAME = "value" }`; numbers are accepted as values and kept as their text.
 fn env(r: &mut Report, v: &Value) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let Value::Table(t) = v else {
-        r.at(
-            &["env"],
-            format!("env must be a table of NAME = \"value\", got {}", got(v)),
-        );
-        return out;
-    };
-    for pair in t.pairs::<Value, Value>() {
-        let Ok((k, val)) = pair else { continue };
-        let key = match &k {
-            Value::String(s) => s.to_str().map(|s| s.to_string()).ok(),
-            _ => None,
-        };
-        let Some(key) = key else {
-            r.at(
-                &["env"],
-                format!("env keys must be variable names, got {}", got(&k)),
-            );
-            continue;
-        };
+    let entries = string_keyed(r, "env", v, "a table of NAME = \"value\"", "variable names");
+    for (key, val) in entries {
         let path = ["env", key.as_str()];
         if key.is_empty() || key.contains('=') || key.contains('\0') {
             r.at(
