@@ -762,3 +762,18 @@ fn odd_calls_are_reported_not_panicking() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn string_keyed_tables_report_bad_shapes() {
+    let dir = TempDir::new();
+    let errs = errors(
+        &dir,
+        "server {\n  root = 'www',\n  mime = 'text/plain',\n}\n\
+         fastcgi 'a' {\n  address = '127.0.0.1:9000',\n  env = { [1] = 'x' },\n}\n",
+    );
+    assert!(
+        has(&errs, 3, "mime must be a table of [\".ext\"] = \"type\", got"),
+        "{errs:?}"
+    );
+    assert!(has(&errs, 7, "env keys must be variable names, got"), "{errs:?}");
+}
