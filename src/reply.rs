@@ -75,9 +75,9 @@ pub struct Reply {
     pub headers: Vec<u8>,
     /// The body (dropped by the worker for HEAD, keeping its length).
     pub body: Body,
-    /// Whether `headers` carries its own Date or Server (set by a route decision), which
-    /// then replace the worker's.
-    pub own_date_server: bool,
+    /// A route decision's header lines: they replace the handler's (and Date or Server) of
+    /// the same names.
+    pub overrides: Vec<u8>,
 }
 
 impl Reply {
@@ -87,27 +87,20 @@ impl Reply {
             status,
             headers: Vec::new(),
             body,
-            own_date_server: false,
+            overrides: Vec::new(),
         }
     }
 
     /// Appends a header line; the caller guarantees no CR, LF or NUL in either part.
     pub fn header(&mut self, name: &str, value: &str) -> &mut Self {
-        self.headers.extend_from_slice(name.as_bytes());
-        self.headers.extend_from_slice(b": ");
-        self.headers.extend_from_slice(value.as_bytes());
-        self.headers.extend_from_slice(b"\r\n");
+        write_line(&mut self.headers, name, value);
         self
     }
 
-    /// Sets a header, replacing every line of that name already there (a route decision's
-    /// headers win over the handler's own).
-    pub fn set_header(&mut self, name: &str, value: &str) -> &mut Self {
-        remove_header_lines(&mut self.headers, name);
-        if name.eq_ignore_ascii_case("date") || name.eq_ignore_ascii_case("server") {
-            self.own_date_server = true;
-        }
-        self.header(name, value)
+    /// Adds a route decision's header line (see `overrides`).
+    pub fn override_header(&mut self, name: &str, value: &str) -> &mut Self {
+        write_line(&mut self.overrides, name, value);
+        self
     }
 
     /// A short HTML error page for `status`.
@@ -123,44 +116,9 @@ impl Reply {
     }
 }
 
-/// Removes every `name: value\r\n` line called `name` (ASCII case-insensitive) from a block of
-/// header lines.
-pub fn remove_header_lines(headers: &mut Vec<u8>, name: &str) {
-    let mut out = Vec::with_capacity(headers.len());
-    for line in headers.split_inclusive(|&b| b == b'\n') {
-        let named = line.len() > name.len()
-            && line[name.len()] == b':'
-            && line[..name.len()].eq_ignore_ascii_case(name.as_bytes());
-        if !named {
-            out.extend_from_slice(line);
-        }
-    }
-    *headers = out;
-}
-
-/// Whether a block of header lines has a line called `name`.
-pub fn has_header_line(headers: &[u8], name: &str) -> bool {
-    headers.split(|&b| b == b'\n').any(|line| {
-        line.len() > name.len()
-            && line[name.len()] == b':'
-            && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn set_header_replaces_lines_of_the_same_name() {
-        let mut r = Reply::error(404);
-        r.header("Location", "/a").header("X-Other", "1");
-        r.set_header("location", "/b");
-        let text = String::from_utf8(r.headers.clone()).unwrap();
-        assert!(!text.contains("/a") && text.contains("location: /b"));
-        assert!(text.contains("Content-Type: text/html"));
-        assert!(!r.own_date_server);
-        r.set_header("Server", "x");
-        assert!(r.own_date_server && has_header_line(&r.headers, "server"));
-    }
+fn write_line(buf: &mut Vec<u8>, name: &str, value: &str) {
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value.as_bytes());
+    buf.extend_from_slice(b"\r\n");
 }

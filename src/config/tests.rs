@@ -772,8 +772,15 @@ fn string_keyed_tables_report_bad_shapes() {
          fastcgi 'a' {\n  address = '127.0.0.1:9000',\n  env = { [1] = 'x' },\n}\n",
     );
     assert!(
-        has(&errs, 3, "mime must be a table of [\".ext\"] = \"type\", got"),
+        has(
+            &errs,
+            3,
+            "mime must be a table of [\".ext\"] = \"type\", got"
+        ),
         "{errs:?}"
     );
-    assert!(has(&errs, 7, "env keys must be variable names, got"), "{errs:?}");
+    assert!(
+        has(&errs, 7, "env keys must be variable names, got"),
+        "{errs:?}"
+    );
 }

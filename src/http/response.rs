@@ -1,58 +1,158 @@
-//! Response head encoding.
+//! Response head encoding: the status line, the server's own fields (Date, Server, framing,
+//! Connection) and a handler's header lines, with a route decision's lines replacing the
+//! handler's of the same name.
 
-use super::request::Version;
 use super::status;
 use std::io::Write;
 
-/// A response head being written into one buffer.
-#[derive(Debug)]
-pub struct ResponseHead {
-    buf: Vec<u8>,
+/// How the body that follows the head is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length: n` (also for HEAD, where the body is not sent).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// No framing field: 1xx/204/304, or a body delimited by closing the connection.
+    Unframed,
 }
 
-impl ResponseHead {
-    /// Starts a head with the status line; HTTP/1.0 requests get an HTTP/1.1 status line too
-    /// (RFC 9110 §6.2: we send our own version).
-    pub fn new(status: u16, _version: Version) -> Self {
-        let mut buf = Vec::with_capacity(256);
-        let _ = write!(buf, "HTTP/1.1 {} {}\r\n", status, status::reason(status));
-        Self { buf }
-    }
+/// What the `Connection` field says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    /// `Connection: close`.
+    Close,
+    /// `Connection: keep-alive` (an HTTP/1.0 client that asked for it).
+    KeepAlive,
+    /// Nothing (HTTP/1.1 keeps the connection by default).
+    Default,
+}
 
-    /// Adds a header line; the caller guarantees no CR, LF or NUL in either part.
-    pub fn header(&mut self, name: &str, value: &str) -> &mut Self {
-        self.buf.extend_from_slice(name.as_bytes());
-        self.buf.extend_from_slice(b": ");
-        self.buf.extend_from_slice(value.as_bytes());
-        self.buf.extend_from_slice(b"\r\n");
-        self
-    }
+/// A response head to write.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    /// The status code.
+    pub status: u16,
+    /// The Date value.
+    pub date: &'a str,
+    /// The Server value.
+    pub server: &'a str,
+    /// The handler's header lines, each ending in CRLF.
+    pub headers: &'a [u8],
+    /// Lines that replace the handler's lines of the same names (and Date or Server, when
+    /// they name them); several lines of one name all go out.
+    pub overrides: &'a [u8],
+    /// Body framing.
+    pub framing: Framing,
+    /// The Connection field.
+    pub connection: Connection,
+}
 
-    /// Adds a header whose value is a number.
-    pub fn header_u64(&mut self, name: &str, value: u64) -> &mut Self {
-        self.buf.extend_from_slice(name.as_bytes());
-        let _ = write!(self.buf, ": {value}\r\n");
-        self
+/// Appends the head to `buf`, ending with the empty line.
+pub fn write_head(buf: &mut Vec<u8>, h: &Head<'_>) {
+    let _ = write!(
+        buf,
+        "HTTP/1.1 {} {}\r\n",
+        h.status,
+        status::reason(h.status)
+    );
+    let overridden = |name: &str| !h.overrides.is_empty() && has_header_line(h.overrides, name);
+    if !overridden("date") {
+        let _ = write!(buf, "Date: {}\r\n", h.date);
     }
+    if !overridden("server") {
+        let _ = write!(buf, "Server: {}\r\n", h.server);
+    }
+    if h.overrides.is_empty() {
+        buf.extend_from_slice(h.headers);
+    } else {
+        for line in h.headers.split_inclusive(|&b| b == b'\n') {
+            if !header_name(line).is_some_and(|n| has_header_line(h.overrides, n)) {
+                buf.extend_from_slice(line);
+            }
+        }
+        buf.extend_from_slice(h.overrides);
+    }
+    match h.framing {
+        Framing::Length(n) => {
+            let _ = write!(buf, "Content-Length: {n}\r\n");
+        }
+        Framing::Chunked => buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::Unframed => {}
+    }
+    match h.connection {
+        Connection::Close => buf.extend_from_slice(b"Connection: close\r\n"),
+        Connection::KeepAlive => buf.extend_from_slice(b"Connection: keep-alive\r\n"),
+        Connection::Default => {}
+    }
+    buf.extend_from_slice(b"\r\n");
+}
 
-    /// Ends the head with the empty line and returns its bytes.
-    pub fn finish(mut self) -> Vec<u8> {
-        self.buf.extend_from_slice(b"\r\n");
-        self.buf
-    }
+/// The name of a `name: value` line.
+fn header_name(line: &[u8]) -> Option<&str> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    std::str::from_utf8(&line[..colon]).ok()
+}
+
+/// Whether a block of header lines has a line called `name` (ASCII case-insensitive).
+pub fn has_header_line(headers: &[u8], name: &str) -> bool {
+    headers.split(|&b| b == b'\n').any(|line| {
+        line.len() > name.len()
+            && line[name.len()] == b':'
+            && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn head<'a>(headers: &'a [u8], overrides: &'a [u8]) -> Head<'a> {
+        Head {
+            status: 404,
+            date: "D",
+            server: "S",
+            headers,
+            overrides,
+            framing: Framing::Length(12),
+            connection: Connection::Default,
+        }
+    }
+
     #[test]
-    fn writes_status_line_and_headers() {
-        let mut h = ResponseHead::new(404, Version::Http10);
-        h.header("Server", "x").header_u64("Content-Length", 12);
+    fn writes_status_line_defaults_headers_and_framing() {
+        let mut buf = Vec::new();
+        let mut h = head(b"X-A: 1\r\n", b"");
+        h.connection = Connection::Close;
+        write_head(&mut buf, &h);
         assert_eq!(
-            h.finish(),
-            b"HTTP/1.1 404 Not Found\r\nServer: x\r\nContent-Length: 12\r\n\r\n".to_vec()
+            String::from_utf8(buf).unwrap(),
+            "HTTP/1.1 404 Not Found\r\nDate: D\r\nServer: S\r\nX-A: 1\r\n\
+             Content-Length: 12\r\nConnection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn overrides_replace_lines_of_their_names_and_keep_their_repeats() {
+        let mut buf = Vec::new();
+        let h = head(
+            b"Content-Type: text/html\r\nLocation: /a\r\nX-Keep: 1\r\n",
+            b"location: /b\r\nserver: mine\r\nset-cookie: a=1\r\nset-cookie: b=2\r\n",
+        );
+        write_head(&mut buf, &h);
+        let text = String::from_utf8(buf).unwrap();
+        assert!(
+            !text.contains("/a\r\n") && text.contains("location: /b\r\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("Server: S") && text.contains("server: mine"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Date: D") && text.contains("X-Keep: 1"),
+            "{text}"
+        );
+        assert!(text.contains("Content-Type: text/html"), "{text}");
+        assert_eq!(text.matches("set-cookie").count(), 2, "{text}");
     }
 }

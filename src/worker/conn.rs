@@ -27,9 +27,10 @@ use crate::fastcgi::rules::{self, Target};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::date::DateCache;
 use crate::http::request::{self, BodyFraming, Method, Request, RequestError, Version};
+use crate::http::response::{write_head, Connection, Framing, Head};
 use crate::http::status;
 use crate::log::{push_escaped, AccessLog};
-use crate::reply::{has_header_line, Body, Reply};
+use crate::reply::{Body, Reply};
 use crate::script::{Decision, RouteRequest, Router};
 use crate::static_files::open::Lookup;
 use crate::static_files::{self, Site};
@@ -110,15 +111,19 @@ struct FcgiExtra {
 /// Adds a decision's headers: each name replaces the handler's lines of that name, and
 /// repeated names in the decision (a list value, e.g. several Set-Cookie) all go out.
 fn add_headers(reply: &mut Reply, headers: &[(String, String)]) {
-    for (i, (name, value)) in headers.iter().enumerate() {
-        let repeated = headers[..i]
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case(name));
-        if repeated {
-            reply.header(name, value);
-        } else {
-            reply.set_header(name, value);
-        }
+    for (name, value) in headers {
+        reply.override_header(name, value);
+    }
+}
+
+/// What the Connection field says for a response that closes (or not) to this version.
+pub(super) fn connection_field(close: bool, version: Version) -> Connection {
+    if close {
+        Connection::Close
+    } else if version == Version::Http10 {
+        Connection::KeepAlive
+    } else {
+        Connection::Default
     }
 }
 
@@ -894,31 +899,23 @@ impl Conn {
         reply: Reply,
         close: bool,
     ) {
-        let buf = self.out.start();
-        let _ = write!(
-            buf,
-            "HTTP/1.1 {} {}\r\n",
-            reply.status,
-            status::reason(reply.status)
-        );
-        let own = |name| reply.own_date_server && has_header_line(&reply.headers, name);
-        if !own("date") {
-            let _ = write!(buf, "Date: {}\r\n", ctx.date.http());
-        }
-        if !own("server") {
-            let _ = write!(buf, "Server: {}\r\n", ctx.server_name);
-        }
-        buf.extend_from_slice(&reply.headers);
         let no_body = status::forbids_body(reply.status);
-        if !no_body {
-            let _ = write!(buf, "Content-Length: {}\r\n", reply.body.len());
-        }
-        if close {
-            buf.extend_from_slice(b"Connection: close\r\n");
-        } else if version == Version::Http10 {
-            buf.extend_from_slice(b"Connection: keep-alive\r\n");
-        }
-        buf.extend_from_slice(b"\r\n");
+        write_head(
+            self.out.start(),
+            &Head {
+                status: reply.status,
+                date: ctx.date.http(),
+                server: ctx.server_name,
+                headers: &reply.headers,
+                overrides: &reply.overrides,
+                framing: if no_body {
+                    Framing::Unframed
+                } else {
+                    Framing::Length(reply.body.len())
+                },
+                connection: connection_field(close, version),
+            },
+        );
         let body = if head_only || no_body {
             Body::Empty
         } else {

@@ -23,6 +23,7 @@ use crate::fastcgi::pool::{NoUpstream, Pool};
 use crate::fastcgi::record::{self, Decoder, Event};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Method, Request, Version};
+use crate::http::response::{write_head, Framing as HeadFraming, Head};
 use mio::{Registry, Token};
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
@@ -749,51 +750,29 @@ impl Exchange {
         }
         self.status = Some(head.status);
         self.head_sent = true;
-        let mut h = Vec::with_capacity(256 + head.headers.len());
-        let _ = write!(
-            h,
-            "HTTP/1.1 {} {}\r\n",
-            head.status,
-            crate::http::status::reason(head.status)
-        );
-        let extra = &self.facts.extra_headers;
-        if !crate::reply::has_header_line(extra, "date") {
-            let _ = write!(h, "Date: {}\r\n", env.date);
-        }
-        if !crate::reply::has_header_line(extra, "server") {
-            let _ = write!(h, "Server: {}\r\n", env.server_name);
-        }
-        if self.facts.extra_headers.is_empty() {
-            h.extend_from_slice(&head.headers);
-        } else {
-            // A route decision's headers replace the backend's of the same name.
-            let mut backend = head.headers.clone();
-            for line in self.facts.extra_headers.split(|&b| b == b'\n') {
-                if let Some(colon) = line.iter().position(|&b| b == b':') {
-                    let name = String::from_utf8_lossy(&line[..colon]).into_owned();
-                    crate::reply::remove_header_lines(&mut backend, &name);
-                }
-            }
-            h.extend_from_slice(&backend);
-            h.extend_from_slice(&self.facts.extra_headers);
-        }
-        match (self.framing, head.content_length) {
-            (Framing::Length(n), _) => {
-                let _ = write!(h, "Content-Length: {n}\r\n");
-            }
-            (Framing::Chunked, _) => h.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-            (Framing::None, Some(n)) if self.head_only => {
-                let _ = write!(h, "Content-Length: {n}\r\n");
-            }
-            _ => {}
-        }
-        if self.close_client || !self.keepalive_client {
+        let framing = match (self.framing, head.content_length) {
+            (Framing::Length(n), _) => HeadFraming::Length(n),
+            (Framing::Chunked, _) => HeadFraming::Chunked,
+            (Framing::None, Some(n)) if self.head_only => HeadFraming::Length(n),
+            _ => HeadFraming::Unframed,
+        };
+        if !self.keepalive_client {
             self.close_client = true;
-            h.extend_from_slice(b"Connection: close\r\n");
-        } else if self.version == Version::Http10 {
-            h.extend_from_slice(b"Connection: keep-alive\r\n");
         }
-        h.extend_from_slice(b"\r\n");
+        let mut h = Vec::with_capacity(256 + head.headers.len());
+        write_head(
+            &mut h,
+            &Head {
+                status: head.status,
+                date: env.date,
+                server: env.server_name,
+                headers: &head.headers,
+                // A route decision's headers replace the backend's of the same name.
+                overrides: &self.facts.extra_headers,
+                framing,
+                connection: super::conn::connection_field(self.close_client, self.version),
+            },
+        );
         out.start();
         out.push_head(&h);
     }
