@@ -158,6 +158,9 @@ fn refused_start_leaves_no_pid_file_and_no_backend_sockets() {
 fn client_of_another_uid_is_refused() {
     let s = start("workers = 1", &[]);
     let path = sock(&s);
+    // The socket's directory must be searchable by uid 65534, whatever the umask, so that
+    // only the socket's own mode and the peer check decide.
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     // Mode 0600: the file system refuses uid 65534.
     let out = repl_as_nobody(&path, &["-e", "status()"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");

@@ -151,9 +151,26 @@ pub fn repl(socket: &Path, args: &[&str]) -> Output {
     wait_output(child, Duration::from_secs(15))
 }
 
+/// A copy of the binary that uid 65534 can execute: the build directory may sit in a
+/// checkout only root can enter (a `mktemp -d` clone is mode 0700).
+fn binary_for_nobody() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("luahttpd-nobody-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir for the nobody binary");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let bin = dir.join("luahttpd");
+    if !bin.exists() {
+        let tmp = dir.join(format!("luahttpd.{:?}", std::thread::current().id()));
+        std::fs::copy(env!("CARGO_BIN_EXE_luahttpd"), &tmp).expect("copy the binary");
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::rename(&tmp, &bin).expect("place the binary");
+    }
+    bin
+}
+
 /// `luahttpd repl SOCKET <args>` run as uid/gid 65534 (nobody); at most 15 s.
 pub fn repl_as_nobody(socket: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_luahttpd"));
+    let mut cmd = Command::new(binary_for_nobody());
     cmd.arg("repl")
         .arg(socket)
         .args(args)
