@@ -9,8 +9,12 @@
 //! ```
 //!
 //! Failures before anything reached the client become 502/503/504; a refused connect
-//! disables that address for `disable_time` and tries another; a kept connection that turns
-//! out stale is retried once on a fresh one. After the response head went out, a failure can
+//! disables that address for `disable_time` and tries another. A kept connection is probed
+//! before reuse (the pool's peek), so one the backend closed while idle is replaced before
+//! anything is written. A kept connection that fails after request bytes were written is retried
+//! once on a fresh one only for an idempotent method with no body taken from the client: a POST
+//! the backend may have started (and run its side effect for) gets 502, never a second run.
+//! After the response head went out, a failure can
 //! only close the client connection, which makes the truncation visible.
 
 use super::inbuf::InBuf;
@@ -181,6 +185,9 @@ pub struct Exchange {
     writable: bool,
     to_backend: Vec<u8>,
     to_pos: usize,
+    /// Whether any byte of the request was written on the current backend connection (then
+    /// the backend may have started it).
+    sent_any: bool,
     /// The PARAMS records (and BEGIN_REQUEST), kept to replay on a retry.
     preamble: Vec<u8>,
     body: BodyIn,
@@ -247,6 +254,7 @@ impl Exchange {
             writable: false,
             to_backend: Vec::new(),
             to_pos: 0,
+            sent_any: false,
             preamble: Vec::new(),
             body,
             body_consumed: false,
@@ -540,6 +548,7 @@ impl Exchange {
                     self.sock = Some(stream);
                     self.to_backend.clear();
                     self.to_pos = 0;
+                    self.sent_any = false;
                     self.to_backend.extend_from_slice(&self.preamble);
                     self.decoder = Decoder::new(REQUEST_ID);
                     let kind = if self.connecting {
@@ -613,6 +622,7 @@ impl Exchange {
             match sock.write(&self.to_backend[self.to_pos..]) {
                 Ok(n) => {
                     self.to_pos += n;
+                    self.sent_any |= n > 0;
                     progress = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
@@ -812,12 +822,24 @@ impl Exchange {
         }
     }
 
+    /// Whether a failed kept connection may be replaced by a fresh one for another try: only
+    /// once, with no response byte seen and no client body taken, and, once any request byte
+    /// went out, only for an idempotent method (the backend may have run the request).
+    fn may_retry(&self) -> bool {
+        self.reused
+            && !self.stale_retry_used
+            && !self.head_sent
+            && self.head_buf.is_empty()
+            && !self.body_consumed
+            && (!self.sent_any || self.facts.req.method.is_idempotent())
+    }
+
     /// The backend closed its connection.
     fn eof(&mut self, env: &mut Env<'_>) -> Step {
+        let retry = self.may_retry();
         let stale = self.reused && !self.head_sent && self.head_buf.is_empty();
-        let replayable = !self.body_consumed;
         self.finish_upstream(env, !stale);
-        if stale && replayable && !self.stale_retry_used {
+        if retry {
             // A kept connection the backend had closed: once more on a fresh one.
             self.stale_retry_used = true;
             self.tried.pop();
@@ -853,7 +875,7 @@ impl Exchange {
     }
 
     fn io_failed(&mut self, e: io::Error, env: &mut Env<'_>) -> Step {
-        if self.reused && !self.head_sent && !self.body_consumed && !self.stale_retry_used {
+        if self.may_retry() {
             self.stale_retry_used = true;
             self.finish_upstream(env, false);
             self.tried.pop();
