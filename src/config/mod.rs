@@ -56,6 +56,10 @@ pub struct Limits {
     pub keepalive_requests: u64,
     /// Largest request body in bytes; larger → 413.
     pub body_bytes: u64,
+    /// Connections one client address may hold in one worker (0: no limit). Workers count
+    /// separately, so an address may hold up to this times `workers` in all; over it, a new
+    /// connection gets 503 and is closed.
+    pub connections_per_ip: usize,
 }
 
 /// Timeouts (`server { timeouts = {...} }`).

@@ -52,8 +52,9 @@ pub fn print(config: &Config) -> String {
         &mut o,
         "limits",
         &format!(
-            "{{ connections = {}, header_bytes = {}, keepalive_requests = {}, body_bytes = {} }}",
-            l.connections, l.header_bytes, l.keepalive_requests, l.body_bytes
+            "{{ connections = {}, header_bytes = {}, keepalive_requests = {}, body_bytes = {}, \
+             connections_per_ip = {} }}",
+            l.connections, l.header_bytes, l.keepalive_requests, l.body_bytes, l.connections_per_ip
         ),
     );
     let t = &config.timeouts;

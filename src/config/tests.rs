@@ -667,7 +667,8 @@ fn print_round_trip() {
   server_name = 'quote " and \\ and é',
   mime = { [".WEBP"] = "image/webp", [".md"] = "text/markdown; charset=utf-8" },
   error_log = "logs/error.log", access_log = "logs/access.log", pid_file = "run/pid",
-  limits = { connections = 5, header_bytes = 2048, keepalive_requests = 7, body_bytes = 0 },
+  limits = { connections = 5, header_bytes = 2048, keepalive_requests = 7, body_bytes = 0,
+             connections_per_ip = 3 },
   timeouts = { read_idle = 0.125, write_idle = 1e-9, keepalive_idle = 3, graceful = 86400 },
 }
 fastcgi "php" {
@@ -781,6 +782,38 @@ fn string_keyed_tables_report_bad_shapes() {
     );
     assert!(
         has(&errs, 7, "env keys must be variable names, got"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn connections_per_ip_is_off_by_default_and_validated() {
+    let dir = TempDir::new();
+    let l = load_ok(&dir, "server { root = 'www' }\n");
+    assert_eq!(l.config.limits.connections_per_ip, 0);
+    let l = load_ok(
+        &dir,
+        "server { root = 'www', limits = { connections_per_ip = 8 } }\n",
+    );
+    assert_eq!(l.config.limits.connections_per_ip, 8);
+    let errs = errors(
+        &dir,
+        "server { root = 'www',\n limits = { connections_per_ip = -1 } }\n",
+    );
+    assert!(
+        has(
+            &errs,
+            2,
+            "limits.connections_per_ip must be at least 0, got -1"
+        ),
+        "{errs:?}"
+    );
+    let errs = errors(
+        &dir,
+        "server { root = 'www',\n limits = { connections_per_ip = 1.5 } }\n",
+    );
+    assert!(
+        has(&errs, 2, "limits.connections_per_ip must be an integer"),
         "{errs:?}"
     );
 }

@@ -42,6 +42,7 @@ const LIMIT_KEYS: &[&str] = &[
     "header_bytes",
     "keepalive_requests",
     "body_bytes",
+    "connections_per_ip",
 ];
 /// Keys of `server { timeouts = {...} }`.
 const TIMEOUT_KEYS: &[&str] = &["read_idle", "write_idle", "keepalive_idle", "graceful"];
@@ -78,6 +79,7 @@ pub(super) fn default_limits() -> Limits {
         header_bytes: 8192,
         keepalive_requests: 1000,
         body_bytes: 16 * 1024 * 1024,
+        connections_per_ip: 0,
     }
 }
 
@@ -657,6 +659,12 @@ fn limits(r: &mut Report, v: &Value) -> Limits {
     if let Some(v) = f.get("body_bytes") {
         if let Some(n) = integer(r, &["limits", "body_bytes"], v, 0, i64::MAX) {
             l.body_bytes = n as u64;
+        }
+    }
+    // 0 turns the per-address limit off; more than `connections` could never apply.
+    if let Some(v) = f.get("connections_per_ip") {
+        if let Some(n) = integer(r, &["limits", "connections_per_ip"], v, 0, 10_000_000) {
+            l.connections_per_ip = n as usize;
         }
     }
     l
