@@ -100,6 +100,10 @@ pub struct FastcgiDef {
     pub check_local: bool,
     /// Whether backend connections are reused (`keepalive`, default true).
     pub keepalive: bool,
+    /// Whether the whole request body is read before a backend process is taken
+    /// (`request_buffering`, default true, as nginx's `fastcgi_request_buffering`); false
+    /// streams it to the backend as it arrives.
+    pub request_buffering: bool,
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// Time allowed between bytes from the backend.

@@ -108,6 +108,7 @@ fn fastcgi(o: &mut String, d: &FastcgiDef) {
     }
     field(o, "check_local", &d.check_local.to_string());
     field(o, "keepalive", &d.keepalive.to_string());
+    field(o, "request_buffering", &d.request_buffering.to_string());
     field(o, "connect_timeout", &seconds(d.connect_timeout));
     field(o, "read_timeout", &seconds(d.read_timeout));
     field(o, "disable_time", &seconds(d.disable_time));

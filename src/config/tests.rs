@@ -170,6 +170,7 @@ route(function(req) return nil end)
     );
     assert_eq!(php_def.extensions, vec![".php"]);
     assert!(php_def.check_local && php_def.keepalive);
+    assert!(php_def.request_buffering, "buffering is the default");
     assert_eq!(php_def.connect_timeout, Duration::from_secs(2));
     assert_eq!(php_def.read_timeout, Duration::from_secs(30));
     assert_eq!(php_def.disable_time, Duration::from_secs(1));
@@ -674,7 +675,7 @@ fn print_round_trip() {
 fastcgi "php" {
   spawn = { "bin/php-cgi", "-c", "x y" }, procs = 2, socket = "127.0.0.1:9001",
   env = { A = "1", ["B C"] = "two\nlines" }, extensions = { ".php", ".phtml" },
-  check_local = false, keepalive = false, connect_timeout = 0.5, read_timeout = 10, disable_time = 0,
+  check_local = false, keepalive = false, request_buffering = false, connect_timeout = 0.5, read_timeout = 10, disable_time = 0,
 }
 fastcgi "app" { address = { "127.0.0.1:9000", "unix:/run/app.sock" }, prefix = "/app/" }
 "#,
@@ -814,6 +815,23 @@ fn connections_per_ip_is_off_by_default_and_validated() {
     );
     assert!(
         has(&errs, 2, "limits.connections_per_ip must be an integer"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn request_buffering_must_be_a_boolean() {
+    let dir = TempDir::new();
+    let errs = errors(
+        &dir,
+        "server { root = 'www' }\nfastcgi 'p' { address = '127.0.0.1:9000',\n request_buffering = 1 }\n",
+    );
+    assert!(
+        has(
+            &errs,
+            3,
+            "fastcgi 'p': request_buffering must be true or false, got 1"
+        ),
         "{errs:?}"
     );
 }

@@ -57,6 +57,7 @@ pub(super) const FASTCGI_KEYS: &[&str] = &[
     "address",
     "check_local",
     "keepalive",
+    "request_buffering",
     "connect_timeout",
     "read_timeout",
     "disable_time",
@@ -718,6 +719,7 @@ pub(super) fn fastcgi(
         prefix: None,
         check_local: true,
         keepalive: true,
+        request_buffering: true,
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(30),
         disable_time: Duration::from_secs(1),
@@ -788,6 +790,11 @@ pub(super) fn fastcgi(
     if let Some(v) = f.get("keepalive") {
         if let Some(b) = boolean(r, &["keepalive"], v) {
             def.keepalive = b;
+        }
+    }
+    if let Some(v) = f.get("request_buffering") {
+        if let Some(b) = boolean(r, &["request_buffering"], v) {
+            def.request_buffering = b;
         }
     }
     if let Some(v) = f.get("connect_timeout") {

@@ -876,7 +876,14 @@ impl Conn {
             ctx.timers
                 .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
         }
-        match Exchange::new(facts, t.backend, body, !close, ctx.now) {
+        // nginx's fastcgi_request_buffering: by default the whole body is read before a
+        // backend process is taken, so a slow upload holds only its client connection.
+        let buffer = ctx
+            .config
+            .fastcgi
+            .get(t.backend)
+            .is_none_or(|d| d.request_buffering);
+        match Exchange::new(facts, t.backend, body, buffer, !close, ctx.now) {
             Ok(x) => {
                 self.fcgi = Some(Box::new(x));
                 self.state = State::Responding;

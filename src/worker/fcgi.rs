@@ -1,7 +1,9 @@
 //! One request's exchange with a FastCGI backend, driven by its client connection.
 //!
 //! ```text
-//! Spooling (chunked body → temporary file, to learn CONTENT_LENGTH)
+//! Spooling (the whole body → memory or a temporary file, before a process is taken: always
+//!           for chunked, to learn CONTENT_LENGTH; for Content-Length unless the backend has
+//!           `request_buffering = false`, so a slow upload never pins a process)
 //!    → Connecting → Exchanging: PARAMS, STDIN (streamed from the client, or the spool)
 //!                    ↘ STDOUT: CGI head → client head; body → client (chunked on 1.1
 //!                      without Content-Length, close-delimited on 1.0), with backpressure
@@ -20,6 +22,7 @@
 use super::inbuf::InBuf;
 use super::net::Stream;
 use super::out::Out;
+use super::spool::Spool;
 use super::timers::{Kind, Slot, Timers};
 use crate::fastcgi::cgi_head::{self, CgiHead};
 use crate::fastcgi::params::{self, ParamsInput};
@@ -29,8 +32,7 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Method, Request, Version};
 use crate::http::response::{write_head, Framing as HeadFraming, Head};
 use mio::{Registry, Token};
-use std::fs::File;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Write};
 use std::time::Instant;
 
 /// The request id used on every backend connection (one request per connection at a time).
@@ -124,17 +126,25 @@ pub enum Step {
 enum BodyIn {
     /// No body, or all of it sent.
     None,
-    /// This many bytes still to read from the client and forward.
+    /// This many bytes still to read from the client and forward as they arrive.
     Length(u64),
-    /// A chunked body being written to a spool file (CONTENT_LENGTH must be known first).
+    /// A body being read whole before the backend is contacted.
     Spooling {
-        decoder: ChunkedDecoder,
-        file: File,
+        framing: SpoolFraming,
+        spool: Spool,
         len: u64,
         limit: u64,
     },
-    /// A spooled body of this length, sent from the file.
-    Spooled { file: File, left: u64 },
+    /// A spooled body with this much left to send.
+    Spooled { spool: Spool, left: u64 },
+}
+
+/// How the end of a body being spooled is found.
+enum SpoolFraming {
+    /// Chunked: the decoder sees the last chunk (CONTENT_LENGTH is its decoded length).
+    Chunked(ChunkedDecoder),
+    /// Content-Length: this many bytes still to come.
+    Length(u64),
 }
 
 /// How the response body is framed to the client.
@@ -216,12 +226,13 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// Starts an exchange; `body_left` is the Content-Length body still to come, or
-    /// `chunked` with the spool limit for a chunked body.
+    /// Starts an exchange for `body`; `buffer` reads a Content-Length body whole before the
+    /// backend is contacted (a chunked one always is), instead of streaming it.
     pub fn new(
         facts: Facts,
         backend: usize,
         body: RequestBody,
+        buffer: bool,
         keepalive_client: bool,
         now: Instant,
     ) -> io::Result<Exchange> {
@@ -229,15 +240,19 @@ impl Exchange {
             RequestBody::Length(n) => Some(n),
             _ => None,
         };
+        let spooling = |framing, limit| BodyIn::Spooling {
+            framing,
+            spool: Spool::default(),
+            len: 0,
+            limit,
+        };
         let body = match body {
             RequestBody::None => BodyIn::None,
+            RequestBody::Length(n) if buffer => spooling(SpoolFraming::Length(n), n),
             RequestBody::Length(n) => BodyIn::Length(n),
-            RequestBody::Chunked { limit } => BodyIn::Spooling {
-                decoder: ChunkedDecoder::new(),
-                file: spool_file()?,
-                len: 0,
-                limit,
-            },
+            RequestBody::Chunked { limit } => {
+                spooling(SpoolFraming::Chunked(ChunkedDecoder::new()), limit)
+            }
         };
         let head_only = facts.req.method == Method::Head;
         let version = facts.req.version;
@@ -437,8 +452,8 @@ impl Exchange {
                 Ok(true)
             }
             BodyIn::Spooling {
-                decoder,
-                file,
+                framing,
+                spool,
                 len,
                 limit,
             } => {
@@ -447,17 +462,31 @@ impl Exchange {
                 }
                 let mut write_err = None;
                 let mut total = *len;
-                let p = decoder
-                    .decode(input.data(), &mut |chunk| {
-                        total += chunk.len() as u64;
-                        if total <= *limit && write_err.is_none() {
-                            if let Err(e) = file.write_all(chunk) {
-                                write_err = Some(e);
-                            }
+                let (consumed, done) = match framing {
+                    SpoolFraming::Chunked(decoder) => {
+                        let p = decoder
+                            .decode(input.data(), &mut |chunk| {
+                                total += chunk.len() as u64;
+                                if total <= *limit && write_err.is_none() {
+                                    if let Err(e) = spool.write_all(chunk) {
+                                        write_err = Some(e);
+                                    }
+                                }
+                            })
+                            .map_err(|_| 400u16)?;
+                        (p.consumed, p.done)
+                    }
+                    SpoolFraming::Length(left) => {
+                        let n = (*left).min(input.len() as u64) as usize;
+                        if let Err(e) = spool.write_all(&input.data()[..n]) {
+                            write_err = Some(e);
                         }
-                    })
-                    .map_err(|_| 400u16)?;
-                input.consume(p.consumed);
+                        total += n as u64;
+                        *left -= n as u64;
+                        (n, *left == 0)
+                    }
+                };
+                input.consume(consumed);
                 *len = total;
                 if total > *limit {
                     return Err(413);
@@ -466,18 +495,18 @@ impl Exchange {
                     tracing::error!("spooling a request body: {e}");
                     return Err(500);
                 }
-                if p.done {
-                    if let BodyIn::Spooling { mut file, len, .. } =
+                if done {
+                    if let BodyIn::Spooling { mut spool, len, .. } =
                         std::mem::replace(&mut self.body, BodyIn::None)
                     {
-                        file.rewind().map_err(|_| 500u16)?;
+                        spool.rewind().map_err(|_| 500u16)?;
                         self.content_length = Some(len);
-                        self.body = BodyIn::Spooled { file, left: len };
+                        self.body = BodyIn::Spooled { spool, left: len };
                     }
                 }
-                Ok(p.consumed > 0)
+                Ok(consumed > 0)
             }
-            BodyIn::Spooled { file, left } => {
+            BodyIn::Spooled { spool, left } => {
                 let room = TO_BACKEND_MAX.saturating_sub(self.to_backend.len() - self.to_pos);
                 if room == 0 || self.sock.is_none() || self.connecting {
                     return Ok(false);
@@ -486,7 +515,7 @@ impl Exchange {
                 // Sent records cannot be replayed on another connection.
                 self.body_consumed = true;
                 let mut chunk = vec![0u8; n];
-                file.read_exact(&mut chunk).map_err(|_| 500u16)?;
+                spool.read_exact(&mut chunk).map_err(|_| 500u16)?;
                 compact(&mut self.to_backend, &mut self.to_pos);
                 record::stdin(&mut self.to_backend, REQUEST_ID, &chunk);
                 *left -= n as u64;
@@ -970,16 +999,4 @@ fn connect_result(sock: &Stream) -> io::Result<()> {
         Stream::Tcp(s) => s.peer_addr().map(|_| ()),
         Stream::Unix(_) => Ok(()),
     }
-}
-
-/// An unnamed temporary file for a chunked request body: it never has a name to leak, and
-/// the kernel frees it when the exchange drops it.
-fn spool_file() -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_TMPFILE)
-        .mode(0o600)
-        .open(std::env::temp_dir())
 }

@@ -7,6 +7,7 @@ mod inbuf;
 pub mod net;
 mod out;
 mod per_ip;
+mod spool;
 pub mod timers;
 
 pub use net::Listener;
