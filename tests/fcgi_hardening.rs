@@ -121,3 +121,27 @@ fn request_buffering_false_streams_the_body_to_the_backend() {
 fn sha_answer(body: &[u8]) -> String {
     format!("sha256={}\nlength={}\n", sha256_hex(body), body.len())
 }
+
+#[test]
+fn a_stalled_buffered_upload_is_cut_after_read_idle() {
+    let f = Fcgi::start(Opts {
+        server_extra: "timeouts = { read_idle = 1 }",
+        ..Opts::default()
+    });
+    let mut c = stalled_upload(&f, b"hello");
+    let t0 = std::time::Instant::now();
+    assert!(
+        c.closed_within(std::time::Duration::from_secs(4)),
+        "the stalled upload was not cut"
+    );
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_millis(700),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(
+        modes(&f).is_empty(),
+        "the backend never saw it: {:?}",
+        modes(&f)
+    );
+}
