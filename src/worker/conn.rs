@@ -324,6 +324,10 @@ impl Conn {
         match self.state {
             State::Head if self.input.is_empty() => WorkerState::KeepAlive,
             State::Head => WorkerState::Reading,
+            // A body being read (buffered before the backend is asked, or streamed).
+            State::Responding if self.fcgi.as_ref().is_some_and(|x| x.wants_client_input()) => {
+                WorkerState::Reading
+            }
             State::Responding if self.fcgi.is_some() => WorkerState::WaitingBackend,
             State::Responding | State::Linger => WorkerState::Writing,
         }
