@@ -34,10 +34,10 @@ impl Spool {
             file.write_all(m.get_ref())?;
             *self = Spool::File(file);
         }
-        match self {
-            Spool::File(f) => f.write_all(data),
-            Spool::Memory(_) => Ok(()),
+        if let Spool::File(f) = self {
+            f.write_all(data)?;
         }
+        Ok(())
     }
 
     /// Goes back to the start, to read the body out.
