@@ -347,10 +347,13 @@ fn listen_problems() {
     );
     assert_eq!(errs.len(), 3, "{errs:?}");
     assert!(
-        has(&errs, 5, "address 'localhost:80' is not IP:port"),
+        has(&errs, 5, "'localhost:80': host names are not resolved; use an IP"),
         "{errs:?}"
     );
-    assert!(has(&errs, 6, "'*:99999' is not IP:port"), "{errs:?}");
+    assert!(
+        has(&errs, 6, "'*:99999': port 99999 is out of range"),
+        "{errs:?}"
+    );
     assert!(
         has(&errs, 8, "listen address '*:80' given twice"),
         "{errs:?}"
@@ -783,4 +786,48 @@ fn string_keyed_tables_report_bad_shapes() {
         has(&errs, 7, "env keys must be variable names, got"),
         "{errs:?}"
     );
+}
+
+#[test]
+fn backend_socket_may_be_a_bare_path() {
+    let dir = TempDir::new();
+    dir.executable("bin/php-cgi");
+    let loaded = load_ok(
+        &dir,
+        r#"server { root = "www" }
+fastcgi "php" { spawn = "bin/php-cgi", socket = "/tmp/php.sock", extensions = ".php" }
+fastcgi "rel" { spawn = "bin/php-cgi", socket = "run/rel.sock", prefix = "/rel/" }
+fastcgi "app" { address = { "./app.sock", "unix:/run/app.sock" }, prefix = "/app/" }
+"#,
+    );
+    let base = dir.path().canonicalize().expect("canonical temp dir");
+    let f = &loaded.config.fastcgi;
+    assert_eq!(f[0].socket, Some(ListenAddr::Unix("/tmp/php.sock".into())));
+    assert_eq!(f[1].socket, Some(ListenAddr::Unix(base.join("run/rel.sock"))));
+    assert_eq!(
+        f[2].address,
+        vec![
+            ListenAddr::Unix(base.join("app.sock")),
+            ListenAddr::Unix("/run/app.sock".into())
+        ]
+    );
+}
+
+#[test]
+fn backend_address_errors_say_what_is_wrong() {
+    let dir = TempDir::new();
+    let errs = errors(
+        &dir,
+        r#"server { root = "www" }
+fastcgi "a" { address = "9000", prefix = "/a/" }
+fastcgi "b" { address = "127.0.0.1:99999", prefix = "/b/" }
+fastcgi "c" { address = "localhost:9000", prefix = "/c/" }
+fastcgi "d" { address = "127.0.0.1:0", prefix = "/d/" }
+"#,
+    );
+    assert!(has(&errs, 2, "did you mean '*:9000'"), "{errs:?}");
+    assert!(has(&errs, 3, "port 99999 is out of range"), "{errs:?}");
+    assert!(has(&errs, 4, "host names are not resolved"), "{errs:?}");
+    assert!(has(&errs, 5, "port 0"), "{errs:?}");
+    assert_eq!(errs.len(), 4, "{errs:?}");
 }

@@ -363,11 +363,17 @@ fn path_value(rep: &mut Report, path: &[&str], v: &Value, base: &Path) -> Option
     Some(resolve(base, &s))
 }
 
-/// Addresses from one string or a list, each parsed, duplicates reported.
-fn addresses(rep: &mut Report, path: &[&str], v: &Value, base: &Path) -> Vec<ListenAddr> {
+/// Addresses from one string or a list, each parsed for `usage`, duplicates reported.
+fn addresses(
+    rep: &mut Report,
+    path: &[&str],
+    v: &Value,
+    base: &Path,
+    usage: listen::Use,
+) -> Vec<ListenAddr> {
     let mut out: Vec<ListenAddr> = Vec::new();
     for s in string_list(rep, path, v).unwrap_or_default() {
-        match listen::parse(&s, base, true) {
+        match listen::parse(&s, base, usage) {
             Ok(a) if out.contains(&a) => {
                 rep.at_value(
                     path,
@@ -425,13 +431,13 @@ pub(super) fn server(
 
     match fields.get("listen") {
         Some(v) => {
-            cfg.listen = addresses(r, &["listen"], v, base);
+            cfg.listen = addresses(r, &["listen"], v, base, listen::Use::Listen);
             if matches!(v, Value::Table(t) if t.raw_len() == 0) {
                 r.at(&["listen"], "listen must name at least one address");
             }
         }
         None => {
-            cfg.listen = listen::parse(DEFAULT_LISTEN, base, false)
+            cfg.listen = listen::parse(DEFAULT_LISTEN, base, listen::Use::Listen)
                 .into_iter()
                 .collect();
         }
@@ -735,7 +741,7 @@ pub(super) fn fastcgi(
     }
     if let Some(v) = f.get("socket") {
         if let Some(s) = string(r, &["socket"], v) {
-            match listen::parse(&s, base, false) {
+            match listen::parse(&s, base, listen::Use::Backend) {
                 Ok(a) => def.socket = Some(a),
                 Err(msg) => r.at(&["socket"], format!("socket: {msg}")),
             }
@@ -770,7 +776,7 @@ pub(super) fn fastcgi(
         }
     }
     if let Some(v) = f.get("address") {
-        def.address = addresses(r, &["address"], v, base);
+        def.address = addresses(r, &["address"], v, base, listen::Use::Backend);
     }
     if let Some(v) = f.get("check_local") {
         if let Some(b) = boolean(r, &["check_local"], v) {
