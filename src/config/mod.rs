@@ -153,6 +153,16 @@ pub struct Loaded {
     pub route: Option<mlua::RegistryKey>,
 }
 
+/// Why `config` cannot run detached (`--daemon` or `daemon = true`), if it cannot: a daemon's
+/// stderr is /dev/null, so with `error_log = "stderr"` every later log line would be lost.
+pub fn daemon_problem(config: &Config) -> Option<String> {
+    matches!(config.error_log, LogTarget::Stderr).then(|| {
+        "a daemon needs error_log set to a file (its stderr is /dev/null, so with \
+         error_log = \"stderr\" every log line would be lost)"
+            .to_string()
+    })
+}
+
 /// Evaluates the config file at `path` and validates it.
 pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
     lua_api::load_file(path)

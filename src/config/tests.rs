@@ -17,7 +17,10 @@ impl TempDir {
         let n = N.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("luahttpd-config-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("www")).expect("create temp dir");
+        // The folders the configs below put logs and sockets in: the server creates none.
+        for sub in ["www", "run", "logs"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("create temp dir");
+        }
         TempDir(dir)
     }
 
@@ -830,4 +833,100 @@ fastcgi "d" { address = "127.0.0.1:0", prefix = "/d/" }
     assert!(has(&errs, 4, "host names are not resolved"), "{errs:?}");
     assert!(has(&errs, 5, "port 0"), "{errs:?}");
     assert_eq!(errs.len(), 4, "{errs:?}");
+}
+
+#[test]
+fn files_the_server_creates_need_an_existing_folder() {
+    let dir = TempDir::new();
+    dir.executable("bin/php-cgi");
+    dir.write("afile", "x");
+    let errs = errors(
+        &dir,
+        r#"server {
+  root = "www",
+  error_log = "nologs/error.log",
+  access_log = "nologs/access.log",
+  pid_file = "norun/luahttpd.pid",
+  admin = "afile/admin.sock",
+  listen = { "127.0.0.1:8080", "unix:norun/site.sock" },
+}
+fastcgi "php" { spawn = "bin/php-cgi", socket = "norun/php.sock", extensions = ".php" }
+"#,
+    );
+    assert!(
+        has(&errs, 3, "error_log: the folder of")
+            && has(&errs, 3, "nologs/error.log does not exist"),
+        "{errs:?}"
+    );
+    assert!(has(&errs, 4, "access_log: the folder of"), "{errs:?}");
+    assert!(has(&errs, 5, "pid_file: the folder of"), "{errs:?}");
+    assert!(has(&errs, 6, "admin: the folder of") && has(&errs, 6, "is not a directory"), "{errs:?}");
+    assert!(has(&errs, 7, "listen: the folder of"), "{errs:?}");
+    assert!(has(&errs, 9, "fastcgi 'php': socket: the folder of"), "{errs:?}");
+    assert_eq!(errs.len(), 6, "{errs:?}");
+}
+
+#[test]
+fn a_decision_built_at_config_time_must_name_a_defined_backend() {
+    let dir = TempDir::new();
+    let errs = errors(
+        &dir,
+        r#"server { root = "www" }
+local nope = fastcgi("nope", {})
+local pph = fastcgi("pph", { script = "/x.php" })
+fastcgi "php" { address = "127.0.0.1:9000", extensions = ".php" }
+local ok = fastcgi("php", {})
+route(function(req) return nope end)
+"#,
+    );
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        has(&errs, 2, "fastcgi: unknown backend 'nope' (defined: php)"),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, 3, "unknown backend 'pph'; did you mean 'php'?"),
+        "{errs:?}"
+    );
+    // Defined after the decision that names it: fine.
+    load_ok(
+        &dir,
+        "server { root = 'www' }\nlocal d = fastcgi('app', {})\nfastcgi 'app' { address = '127.0.0.1:9000' }\nroute(function() return d end)\n",
+    );
+}
+
+#[test]
+fn every_failing_helper_call_and_included_file_is_reported() {
+    let dir = TempDir::new();
+    dir.write("conf.d/10-bad.lua", "local x = nil + 1\n");
+    dir.write("conf.d/20-also-bad.lua", "error('second file')\n");
+    dir.write(
+        "conf.d/30-good.lua",
+        "fastcgi 'app' { address = '127.0.0.1:9000', prefix = '/app/' }\n",
+    );
+    let errs = errors(
+        &dir,
+        r#"local r = redirect(999, "/x")
+include "conf.d/*.lua"
+include "missing.lua"
+local d = respond(204, "body")
+server { root = "www", workers = 0 }
+local ok = deny(200)
+route(function() return r end)
+"#,
+    );
+    assert!(has(&errs, 1, "redirect: status must be"), "{errs:?}");
+    assert!(
+        errs.iter().any(|e| e.starts_with("conf.d/10-bad.lua:1: attempt to perform arithmetic")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|e| e == "conf.d/20-also-bad.lua:1: second file"),
+        "{errs:?}"
+    );
+    assert!(has(&errs, 3, "include 'missing.lua': no such file"), "{errs:?}");
+    assert!(has(&errs, 4, "respond: status 204 cannot have a body"), "{errs:?}");
+    assert!(has(&errs, 5, "workers must be at least 1"), "{errs:?}");
+    assert!(has(&errs, 6, "deny:"), "{errs:?}");
+    assert_eq!(errs.len(), 7, "{errs:?}");
 }

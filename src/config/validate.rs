@@ -363,6 +363,29 @@ fn path_value(rep: &mut Report, path: &[&str], v: &Value, base: &Path) -> Option
     Some(resolve(base, &s))
 }
 
+/// Reports a file the server creates at start (log, pid file, socket) whose folder does not
+/// exist: the server creates no folders, so the start would fail; `-t` says so first.
+fn folder_exists(rep: &mut Report, path: &[&str], value: Option<&str>, file: &Path) {
+    let Some(dir) = file.parent() else { return };
+    let problem = match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return,
+        Ok(_) => "is not a directory".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            "does not exist (the server creates no folders)".to_string()
+        }
+        Err(e) => format!("cannot be used: {e}"),
+    };
+    let msg = format!(
+        "{}: the folder of {} {problem}",
+        name(path),
+        file.display()
+    );
+    match value {
+        Some(v) => rep.at_value(path, v, msg),
+        None => rep.at(path, msg),
+    }
+}
+
 /// Addresses from one string or a list, each parsed for `usage`, duplicates reported.
 fn addresses(
     rep: &mut Report,
@@ -381,7 +404,12 @@ fn addresses(
                     format!("{} address '{s}' given twice", name(path)),
                 );
             }
-            Ok(a) => out.push(a),
+            Ok(a) => {
+                if let (listen::Use::Listen, ListenAddr::Unix(p)) = (usage, &a) {
+                    folder_exists(rep, path, Some(&s), p);
+                }
+                out.push(a)
+            }
             Err(msg) => rep.at_value(path, &s, format!("{}: {msg}", name(path))),
         }
     }
@@ -488,13 +516,19 @@ pub(super) fn server(
             if s == "stderr" {
                 cfg.error_log = LogTarget::Stderr;
             } else if let Some(p) = path_value(r, &["error_log"], v, base) {
+                folder_exists(r, &["error_log"], None, &p);
                 cfg.error_log = LogTarget::File(p);
             }
         }
     }
     match fields.get("access_log") {
         None | Some(Value::Boolean(false)) => {}
-        Some(v @ Value::String(_)) => cfg.access_log = path_value(r, &["access_log"], v, base),
+        Some(v @ Value::String(_)) => {
+            cfg.access_log = path_value(r, &["access_log"], v, base);
+            if let Some(p) = &cfg.access_log {
+                folder_exists(r, &["access_log"], None, p);
+            }
+        }
         Some(other) => r.at(
             &["access_log"],
             format!("access_log must be a path or false, got {}", got(other)),
@@ -502,7 +536,12 @@ pub(super) fn server(
     }
     match fields.get("pid_file") {
         None | Some(Value::Boolean(false)) => {}
-        Some(v) => cfg.pid_file = path_value(r, &["pid_file"], v, base),
+        Some(v) => {
+            cfg.pid_file = path_value(r, &["pid_file"], v, base);
+            if let Some(p) = &cfg.pid_file {
+                folder_exists(r, &["pid_file"], None, p);
+            }
+        }
     }
     match fields.get("admin") {
         None | Some(Value::Boolean(false)) => {}
@@ -516,6 +555,7 @@ pub(super) fn server(
                         format!("admin socket path {} is longer than 107 bytes", p.display()),
                     );
                 }
+                folder_exists(r, &["admin"], None, p);
             }
         }
     }
@@ -529,6 +569,11 @@ pub(super) fn server(
     }
     if let Some(v) = fields.get("timeouts") {
         cfg.timeouts = timeouts(r, v);
+    }
+    if cfg.daemon {
+        if let Some(why) = super::daemon_problem(&cfg) {
+            r.at(&["daemon"], format!("daemon = true: {why}"));
+        }
     }
     (cfg, rep.finish())
 }
@@ -742,7 +787,13 @@ pub(super) fn fastcgi(
     if let Some(v) = f.get("socket") {
         if let Some(s) = string(r, &["socket"], v) {
             match listen::parse(&s, base, listen::Use::Backend) {
-                Ok(a) => def.socket = Some(a),
+                Ok(a) => {
+                    // The server creates this socket (for spawn), so its folder must exist.
+                    if let ListenAddr::Unix(p) = &a {
+                        folder_exists(r, &["socket"], None, p);
+                    }
+                    def.socket = Some(a)
+                }
                 Err(msg) => r.at(&["socket"], format!("socket: {msg}")),
             }
         }

@@ -111,6 +111,11 @@ struct Watcher {
 /// Runs the server described by `loaded` until it is stopped; returns the exit code.
 pub fn serve(loaded: Loaded, opts: RunOptions) -> i32 {
     let mut readiness = if opts.daemon || loaded.config.daemon {
+        // Never detach into silence (the CLI and the config check this first, too).
+        if let Some(why) = crate::config::daemon_problem(&loaded.config) {
+            eprintln!("luahttpd: {why}");
+            return 1;
+        }
         match daemon::detach() {
             Ok(r) => r,
             Err(e) => {
