@@ -63,7 +63,11 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     // Checked here for -t and for a start alike: -d is not part of the config.
-    if let Some(why) = cli.daemon.then(|| config::daemon_problem(&loaded.config)).flatten() {
+    if let Some(why) = cli
+        .daemon
+        .then(|| config::daemon_problem(&loaded.config))
+        .flatten()
+    {
         eprintln!("luahttpd: --daemon: {why}");
         return ExitCode::FAILURE;
     }

@@ -88,8 +88,14 @@ fn test_flag_reports_what_would_fail_the_start() {
         "{err}"
     );
     // Both included files are reported: the first one's error did not stop the second.
-    assert!(err.contains("conf.d/a.lua:1: attempt to concatenate"), "{err}");
-    assert!(err.contains("conf.d/b.lua:1: server{} given twice"), "{err}");
+    assert!(
+        err.contains("conf.d/a.lua:1: attempt to concatenate"),
+        "{err}"
+    );
+    assert!(
+        err.contains("conf.d/b.lua:1: server{} given twice"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -105,7 +111,9 @@ fn daemon_with_the_error_log_on_stderr_is_refused() {
         let (code, out, err) = run(&args);
         assert_eq!(code, 1, "{args:?}: {out}");
         assert!(
-            err.contains(&format!("{name}:4: daemon = true: a daemon needs error_log set to a file")),
+            err.contains(&format!(
+                "{name}:4: daemon = true: a daemon needs error_log set to a file"
+            )),
             "{args:?}: {err}"
         );
     }
@@ -114,7 +122,10 @@ fn daemon_with_the_error_log_on_stderr_is_refused() {
         "fg.lua",
         b"server { listen = '127.0.0.1:0', root = 'www', error_log = 'stderr' }\n",
     );
-    for args in [vec!["-t", "-d", "-c", conf.to_str().unwrap()], vec!["-d", "-c", conf.to_str().unwrap()]] {
+    for args in [
+        vec!["-t", "-d", "-c", conf.to_str().unwrap()],
+        vec!["-d", "-c", conf.to_str().unwrap()],
+    ] {
         let (code, out, err) = run(&args);
         assert_eq!(code, 1, "{args:?}: {out}");
         assert!(!out.contains("Syntax OK"), "{out}");
@@ -228,7 +239,7 @@ fn daemon_that_cannot_start_says_why_and_exits_nonzero() {
             "server {{ listen = '127.0.0.1:{port}', root = 'www', daemon = true, \
              error_log = 'error.log' }}\n"
         )
-            .as_bytes(),
+        .as_bytes(),
     );
     let (code, _, err) = run(&["-c", conf.to_str().unwrap()]);
     assert_eq!(code, 1);

@@ -85,7 +85,9 @@ fn tcp(s: &str, usage: Use) -> Result<SocketAddr, String> {
         } else {
             ""
         };
-        return Err(format!("address '{s}' has no port; write {host}:PORT{hint}"));
+        return Err(format!(
+            "address '{s}' has no port; write {host}:PORT{hint}"
+        ));
     }
     // Split host and port at the last ':'; "[v6]:port" keeps its brackets in `host`.
     if s.contains('/') {
@@ -240,7 +242,10 @@ mod tests {
             let e = err("127.0.0.1:65536", usage);
             assert!(e.contains("out of range"), "{e}");
             let e = err("localhost:8080", usage);
-            assert!(e.contains("not resolved") && e.contains("127.0.0.1:8080"), "{e}");
+            assert!(
+                e.contains("not resolved") && e.contains("127.0.0.1:8080"),
+                "{e}"
+            );
             let e = err("127.0.0.1", usage);
             assert!(e.contains("no port") && e.contains("127.0.0.1:PORT"), "{e}");
             let e = err("127.0.0.1:http", usage);

@@ -45,6 +45,17 @@ pub enum LogTarget {
     File(PathBuf),
 }
 
+/// Whether static files whose path has a segment starting with '.' are served
+/// (`server { dotfiles = "allow" | "deny" }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dotfiles {
+    /// Served like any other file (the default, as lighttpd and nginx do).
+    Allow,
+    /// Answered 404, except under `/.well-known/` (RFC 8615): `.git/`, `.env`, `.ssh/` stay
+    /// private when a root is a home or project folder.
+    Deny,
+}
+
 /// Resource limits (`server { limits = {...} }`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -117,6 +128,8 @@ pub struct Config {
     pub root: PathBuf,
     /// Index file names tried for a directory.
     pub index: Vec<String>,
+    /// Whether dotfiles are served as static files.
+    pub dotfiles: Dotfiles,
     /// Value of the Server header.
     pub server_name: String,
     /// MIME overrides: lowercased suffix with its dot (".webp") → type.

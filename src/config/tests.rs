@@ -350,7 +350,11 @@ fn listen_problems() {
     );
     assert_eq!(errs.len(), 3, "{errs:?}");
     assert!(
-        has(&errs, 5, "'localhost:80': host names are not resolved; use an IP"),
+        has(
+            &errs,
+            5,
+            "'localhost:80': host names are not resolved; use an IP"
+        ),
         "{errs:?}"
     );
     assert!(
@@ -669,7 +673,7 @@ fn print_round_trip() {
         &dir,
         r#"server {
   listen = { "*:8080", "[::1]:8081", "unix:run/s.sock" },
-  workers = 3, root = "www", index = { "index.html", "index.php" },
+  workers = 3, root = "www", dotfiles = "deny", index = { "index.html", "index.php" },
   server_name = 'quote " and \\ and é',
   mime = { [".WEBP"] = "image/webp", [".md"] = "text/markdown; charset=utf-8" },
   error_log = "logs/error.log", access_log = "logs/access.log", pid_file = "run/pid",
@@ -806,7 +810,10 @@ fastcgi "app" { address = { "./app.sock", "unix:/run/app.sock" }, prefix = "/app
     let base = dir.path().canonicalize().expect("canonical temp dir");
     let f = &loaded.config.fastcgi;
     assert_eq!(f[0].socket, Some(ListenAddr::Unix("/tmp/php.sock".into())));
-    assert_eq!(f[1].socket, Some(ListenAddr::Unix(base.join("run/rel.sock"))));
+    assert_eq!(
+        f[1].socket,
+        Some(ListenAddr::Unix(base.join("run/rel.sock")))
+    );
     assert_eq!(
         f[2].address,
         vec![
@@ -860,9 +867,15 @@ fastcgi "php" { spawn = "bin/php-cgi", socket = "norun/php.sock", extensions = "
     );
     assert!(has(&errs, 4, "access_log: the folder of"), "{errs:?}");
     assert!(has(&errs, 5, "pid_file: the folder of"), "{errs:?}");
-    assert!(has(&errs, 6, "admin: the folder of") && has(&errs, 6, "is not a directory"), "{errs:?}");
+    assert!(
+        has(&errs, 6, "admin: the folder of") && has(&errs, 6, "is not a directory"),
+        "{errs:?}"
+    );
     assert!(has(&errs, 7, "listen: the folder of"), "{errs:?}");
-    assert!(has(&errs, 9, "fastcgi 'php': socket: the folder of"), "{errs:?}");
+    assert!(
+        has(&errs, 9, "fastcgi 'php': socket: the folder of"),
+        "{errs:?}"
+    );
     assert_eq!(errs.len(), 6, "{errs:?}");
 }
 
@@ -917,16 +930,52 @@ route(function() return r end)
     );
     assert!(has(&errs, 1, "redirect: status must be"), "{errs:?}");
     assert!(
-        errs.iter().any(|e| e.starts_with("conf.d/10-bad.lua:1: attempt to perform arithmetic")),
+        errs.iter()
+            .any(|e| e.starts_with("conf.d/10-bad.lua:1: attempt to perform arithmetic")),
         "{errs:?}"
     );
     assert!(
-        errs.iter().any(|e| e == "conf.d/20-also-bad.lua:1: second file"),
+        errs.iter()
+            .any(|e| e == "conf.d/20-also-bad.lua:1: second file"),
         "{errs:?}"
     );
-    assert!(has(&errs, 3, "include 'missing.lua': no such file"), "{errs:?}");
-    assert!(has(&errs, 4, "respond: status 204 cannot have a body"), "{errs:?}");
+    assert!(
+        has(&errs, 3, "include 'missing.lua': no such file"),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, 4, "respond: status 204 cannot have a body"),
+        "{errs:?}"
+    );
     assert!(has(&errs, 5, "workers must be at least 1"), "{errs:?}");
     assert!(has(&errs, 6, "deny:"), "{errs:?}");
     assert_eq!(errs.len(), 7, "{errs:?}");
+}
+
+#[test]
+fn dotfiles_key() {
+    let dir = TempDir::new();
+    let c = load_ok(&dir, "server { root = 'www' }").config;
+    assert_eq!(c.dotfiles, Dotfiles::Allow);
+    let c = load_ok(&dir, "server { root = 'www', dotfiles = 'deny' }").config;
+    assert_eq!(c.dotfiles, Dotfiles::Deny);
+    let errs = errors(&dir, "server { root = 'www',\n dotfiles = false }");
+    assert_eq!(
+        errs,
+        vec!["site.lua:2: dotfiles must be a string, got boolean false"]
+    );
+    let errs = errors(&dir, "server { root = 'www',\n dotfiles = 'hide' }");
+    assert_eq!(
+        errs,
+        vec!["site.lua:2: dotfiles must be \"allow\" or \"deny\", got 'hide'"]
+    );
+}
+
+#[test]
+fn the_default_config_refuses_dotfiles() {
+    let loaded = match load_default() {
+        Ok(l) => l,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(loaded.config.dotfiles, Dotfiles::Deny);
 }

@@ -18,7 +18,7 @@ use mlua::{Table, Value};
 use super::listen::{self, resolve};
 use super::site::Site;
 use super::suggest::did_you_mean;
-use super::{Config, ConfigError, FastcgiDef, Limits, ListenAddr, LogTarget, Timeouts};
+use super::{Config, ConfigError, Dotfiles, FastcgiDef, Limits, ListenAddr, LogTarget, Timeouts};
 
 /// Keys of `server{}`.
 pub(super) const SERVER_KEYS: &[&str] = &[
@@ -26,6 +26,7 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "workers",
     "root",
     "index",
+    "dotfiles",
     "server_name",
     "mime",
     "error_log",
@@ -375,11 +376,7 @@ fn folder_exists(rep: &mut Report, path: &[&str], value: Option<&str>, file: &Pa
         }
         Err(e) => format!("cannot be used: {e}"),
     };
-    let msg = format!(
-        "{}: the folder of {} {problem}",
-        name(path),
-        file.display()
-    );
+    let msg = format!("{}: the folder of {} {problem}", name(path), file.display());
     match value {
         Some(v) => rep.at_value(path, v, msg),
         None => rep.at(path, msg),
@@ -435,6 +432,7 @@ pub(super) fn server(
         workers: 2,
         root: PathBuf::new(),
         index: vec!["index.html".to_string()],
+        dotfiles: Dotfiles::Allow,
         server_name: "luahttpd".to_string(),
         mime: BTreeMap::new(),
         error_log: LogTarget::Stderr,
@@ -495,6 +493,17 @@ pub(super) fn server(
                 }
             }
             cfg.index = list;
+        }
+    }
+    if let Some(v) = fields.get("dotfiles") {
+        match string(r, &["dotfiles"], v).as_deref() {
+            Some("allow") => cfg.dotfiles = Dotfiles::Allow,
+            Some("deny") => cfg.dotfiles = Dotfiles::Deny,
+            Some(other) => r.at(
+                &["dotfiles"],
+                format!("dotfiles must be \"allow\" or \"deny\", got '{other}'"),
+            ),
+            None => {}
         }
     }
     if let Some(v) = fields.get("server_name") {
