@@ -492,6 +492,9 @@ impl Watcher {
             grace
         );
         self.phase = Phase::Draining(Instant::now() + grace);
+        // The backends keep serving the drain; one that exits now (Ctrl-C in a terminal
+        // reaches php-cgi as well) is expected and is not respawned.
+        self.backends.stop_respawning();
         // Close our copies of the listeners: once the workers close theirs, new connections
         // are refused instead of waiting in a queue nobody will serve.
         self.close_listeners();
