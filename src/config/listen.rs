@@ -74,6 +74,13 @@ fn tcp(s: &str, usage: Use) -> Result<SocketAddr, String> {
             "address '{s}' is only a port; did you mean '*:{s}' (all IPv4 addresses) or '127.0.0.1:{s}'?"
         ));
     }
+    let bracketed = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    if bracketed {
+        return Err(format!("address '{s}' has no port; write {s}:PORT"));
+    }
     if s.parse::<IpAddr>().is_ok() {
         let host = if s.contains(':') {
             format!("[{s}]")
@@ -252,6 +259,8 @@ mod tests {
             assert!(e.contains("no valid port"), "{e}");
             let e = err(":8080", usage);
             assert!(e.contains("did you mean '*:8080'"), "{e}");
+            let e = err("[::1]", usage);
+            assert!(e.contains("no port") && e.contains("[::1]:PORT"), "{e}");
             let e = err("fe80::1:80", usage);
             assert!(e.contains("brackets"), "{e}");
         }

@@ -254,7 +254,7 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
         let st = state.clone();
         g.set(
             name,
-            lua.create_function(move |lua, args: mlua::MultiValue| {
+            lua.create_function(move |_, args: mlua::MultiValue| {
                 collect(&st, inner.call::<Value>(args))
             })?,
         )?;
