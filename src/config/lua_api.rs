@@ -5,6 +5,11 @@
 //! they were given in an `Eval` shared by all of them. Each call is validated when it is made,
 //! so that problems found before a Lua error stops the script are still reported.
 //!
+//! So that one run reports every problem, no helper stops the script: a helper's error is
+//! recorded and the helper returns nil (`collect`); an included file that raises a Lua error
+//! stops only itself. Any other Lua error stops the file it is in (Lua cannot resume a chunk).
+//! Backend names in decisions built while loading are checked once the whole script ran.
+//!
 //! Relative paths (root, logs, pid file, Unix sockets, `exists`, `read_file`) resolve against
 //! the main config file's folder, also inside included files, so a `conf.d/` snippet can be moved
 //! without its paths changing meaning. Only `include` patterns are relative to the including
