@@ -21,7 +21,8 @@ pub(super) enum Use {
 
 /// Parses `127.0.0.1:8080`, `[::1]:8080`, `*:8080` (all IPv4 addresses), `unix:/path` or, for
 /// a backend, a bare path containing '/'. A relative path is taken relative to `base`. The error
-/// is a sentence about `s` saying what is wrong and, where it can be guessed, what was meant.
+/// says what is wrong with `s` and, where it can be guessed, what was meant; it starts with the
+/// quoted address (or "is empty"), for the caller to put the key's name in front.
 pub(super) fn parse(s: &str, base: &Path, usage: Use) -> Result<ListenAddr, String> {
     if let Some(path) = s.strip_prefix("unix:") {
         return unix(s, path, base);
@@ -31,9 +32,7 @@ pub(super) fn parse(s: &str, base: &Path, usage: Use) -> Result<ListenAddr, Stri
     }
     let addr = tcp(s, usage)?;
     if addr.port() == 0 && usage == Use::Backend {
-        return Err(format!(
-            "address '{s}' has port 0; the port must be 1 to 65535"
-        ));
+        return Err(format!("'{s}' has port 0; the port must be 1 to 65535"));
     }
     Ok(ListenAddr::Tcp(addr))
 }
@@ -41,16 +40,16 @@ pub(super) fn parse(s: &str, base: &Path, usage: Use) -> Result<ListenAddr, Stri
 /// A Unix socket path (`path` is `s` without its `unix:` prefix, if any).
 fn unix(s: &str, path: &str, base: &Path) -> Result<ListenAddr, String> {
     if path.is_empty() {
-        return Err(format!("address '{s}' has an empty socket path"));
+        return Err(format!("'{s}' has an empty socket path"));
     }
     if path.contains('\0') {
-        return Err(format!("address '{s}' contains a NUL byte"));
+        return Err(format!("'{s}' contains a NUL byte"));
     }
     let abs = resolve(base, path);
     let len = abs.as_os_str().len();
     if len > UNIX_PATH_MAX {
         return Err(format!(
-            "socket path {} is {len} bytes long, Unix sockets allow at most {UNIX_PATH_MAX}",
+            "'{s}': the socket path {} is {len} bytes long, Unix sockets allow at most {UNIX_PATH_MAX}",
             abs.display()
         ));
     }
@@ -67,11 +66,11 @@ fn tcp(s: &str, usage: Use) -> Result<SocketAddr, String> {
         Use::Backend => "IP:port, [IPv6]:port, unix:/path or a socket path such as /run/php.sock",
     };
     if s.is_empty() {
-        return Err(format!("address is empty; write {forms}"));
+        return Err(format!("is empty; write {forms}"));
     }
     if s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!(
-            "address '{s}' is only a port; did you mean '*:{s}' (all IPv4 addresses) or '127.0.0.1:{s}'?"
+            "'{s}' is only a port; did you mean '*:{s}' (all IPv4 addresses) or '127.0.0.1:{s}'?"
         ));
     }
     let bracketed = s
@@ -79,7 +78,7 @@ fn tcp(s: &str, usage: Use) -> Result<SocketAddr, String> {
         .and_then(|r| r.strip_suffix(']'))
         .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
     if bracketed {
-        return Err(format!("address '{s}' has no port; write {s}:PORT"));
+        return Err(format!("'{s}' has no port; write {s}:PORT"));
     }
     if s.parse::<IpAddr>().is_ok() {
         let host = if s.contains(':') {
@@ -92,22 +91,18 @@ fn tcp(s: &str, usage: Use) -> Result<SocketAddr, String> {
         } else {
             ""
         };
-        return Err(format!(
-            "address '{s}' has no port; write {host}:PORT{hint}"
-        ));
+        return Err(format!("'{s}' has no port; write {host}:PORT{hint}"));
     }
     // Split host and port at the last ':'; "[v6]:port" keeps its brackets in `host`.
     if s.contains('/') {
-        return Err(format!(
-            "address '{s}' is not {forms}; did you mean 'unix:{s}'?"
-        ));
+        return Err(format!("'{s}' is not {forms}; did you mean 'unix:{s}'?"));
     }
     let Some((host, port)) = s.rsplit_once(':') else {
         let hint = match usage {
             Use::Backend => format!(" (a socket path needs a '/': './{s}' or 'unix:{s}')"),
             Use::Listen => String::new(),
         };
-        return Err(format!("address '{s}' is not {forms}{hint}"));
+        return Err(format!("'{s}' is not {forms}{hint}"));
     };
     let ip_host = match host {
         "*" => Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
@@ -121,32 +116,32 @@ fn tcp(s: &str, usage: Use) -> Result<SocketAddr, String> {
     let Some(ip) = ip_host else {
         if host.contains(':') && !host.starts_with('[') {
             return Err(format!(
-                "address '{s}': an IPv6 address needs brackets, like [::1]:8080"
+                "'{s}': an IPv6 address needs brackets, like [::1]:8080"
             ));
         }
         if host.is_empty() {
             return Err(format!(
-                "address '{s}' has no host; did you mean '*{s}' (all IPv4 addresses) or '127.0.0.1{s}'?"
+                "'{s}' has no host; did you mean '*{s}' (all IPv4 addresses) or '127.0.0.1{s}'?"
             ));
         }
         return Err(format!(
-            "address '{s}': host names are not resolved; use an IP address (127.0.0.1:{port} for localhost)"
+            "'{s}': host names are not resolved; use an IP address (127.0.0.1:{port} for localhost)"
         ));
     };
     if matches!(ip, IpAddr::V6(_)) && !host.starts_with('[') {
         return Err(format!(
-            "address '{s}': an IPv6 address needs brackets, like [::1]:8080"
+            "'{s}': an IPv6 address needs brackets, like [::1]:8080"
         ));
     }
     if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!(
-            "address '{s}' has no valid port ('{port}'); the port is a number from 1 to 65535"
+            "'{s}' has no valid port ('{port}'); the port is a number from 1 to 65535"
         ));
     }
     match port.parse::<u16>() {
         Ok(p) => Ok(SocketAddr::new(ip, p)),
         Err(_) => Err(format!(
-            "address '{s}': port {port} is out of range; the port must be 1 to 65535"
+            "'{s}': port {port} is out of range; the port must be 1 to 65535"
         )),
     }
 }

@@ -479,11 +479,7 @@ fastcgi (42) { address = "127.0.0.1:9003" }
         "{errs:?}"
     );
     assert!(
-        has(
-            &errs,
-            14,
-            "fastcgi 'e': address: address 'nowhere' is not IP:port"
-        ),
+        has(&errs, 14, "fastcgi 'e': address 'nowhere' is not IP:port"),
         "{errs:?}"
     );
     assert!(

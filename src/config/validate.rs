@@ -407,7 +407,7 @@ fn addresses(
                 }
                 out.push(a)
             }
-            Err(msg) => rep.at_value(path, &s, format!("{}: {msg}", name(path))),
+            Err(msg) => rep.at_value(path, &s, format!("{} {msg}", name(path))),
         }
     }
     out
@@ -803,7 +803,7 @@ pub(super) fn fastcgi(
                     }
                     def.socket = Some(a)
                 }
-                Err(msg) => r.at(&["socket"], format!("socket: {msg}")),
+                Err(msg) => r.at(&["socket"], format!("socket {msg}")),
             }
         }
     }
