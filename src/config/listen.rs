@@ -6,7 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use super::ListenAddr;
 
 /// Longest Unix socket path the kernel accepts: `sun_path` is 108 bytes including the NUL.
-const UNIX_PATH_MAX: usize = 107;
+pub(super) const UNIX_PATH_MAX: usize = 107;
 
 /// What an address is for; the two differ in what they accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

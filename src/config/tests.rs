@@ -975,3 +975,37 @@ fn the_default_config_refuses_dotfiles() {
     };
     assert_eq!(loaded.config.dotfiles, Dotfiles::Deny);
 }
+
+#[test]
+fn every_spawned_process_socket_must_fit() {
+    let dir = TempDir::new();
+    dir.executable("bin/php-cgi");
+    // 100 characters of folder name: with "-9" the last proc's path passes 107 bytes.
+    let long = format!("/tmp/{}/php.sock", "d".repeat(92));
+    assert!(long.len() <= 107 && long.len() + 2 > 107);
+    let errs = errors(
+        &dir,
+        &format!(
+            r#"server {{ root = "www" }}
+fastcgi "a" {{ spawn = "bin/php-cgi", procs = 10, socket = "127.0.0.1:65530", prefix = "/a/" }}
+fastcgi "b" {{ spawn = "bin/php-cgi", procs = 10, socket = "unix:{long}", prefix = "/b/" }}
+fastcgi "c" {{ spawn = "bin/php-cgi", procs = 6, socket = "127.0.0.1:65530", prefix = "/c/" }}
+"#
+        ),
+    );
+    assert!(
+        has(&errs, 2, "10 procs from port 65530 run past port 65535"),
+        "{errs:?}"
+    );
+    assert!(
+        has(
+            &errs,
+            3,
+            "php.sock-9 (proc i listens on socket-i) is 108 bytes long"
+        ),
+        "{errs:?}"
+    );
+    // The folder does not exist either; that is reported too.
+    assert!(has(&errs, 3, "does not exist"), "{errs:?}");
+    assert_eq!(errs.len(), 3, "{errs:?}");
+}

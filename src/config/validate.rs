@@ -888,7 +888,49 @@ pub(super) fn fastcgi(
     if f.contains_key("procs") && !has_spawn {
         r.at(&["procs"], "procs only applies with spawn");
     }
+    if has_spawn {
+        proc_sockets_fit(r, &def);
+    }
     (def, rep.finish())
+}
+
+/// Process i of a spawned backend listens on `socket` + "-i" (Unix) or port + i (TCP): every
+/// one of those must be a valid address too, or the start fails.
+fn proc_sockets_fit(r: &mut Report, def: &FastcgiDef) {
+    let last = def.procs.saturating_sub(1);
+    match &def.socket {
+        Some(ListenAddr::Tcp(a)) => {
+            let fits = u16::try_from(last)
+                .ok()
+                .and_then(|n| a.port().checked_add(n))
+                .is_some();
+            if !fits {
+                r.at(
+                    &["socket"],
+                    format!(
+                        "{} procs from port {} run past port 65535 (proc i listens on port + i)",
+                        def.procs,
+                        a.port()
+                    ),
+                );
+            }
+        }
+        Some(ListenAddr::Unix(p)) => {
+            let len = p.as_os_str().len() + format!("-{last}").len();
+            if len > listen::UNIX_PATH_MAX {
+                r.at(
+                    &["socket"],
+                    format!(
+                        "socket {}-{last} (proc i listens on socket-i) is {len} bytes long, \
+                         Unix sockets allow at most {}",
+                        p.display(),
+                        listen::UNIX_PATH_MAX
+                    ),
+                );
+            }
+        }
+        None => {}
+    }
 }
 
 /// `spawn`: a command line (split on whitespace) or an argv list. The program must exist and be
