@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::listen;
-use super::{Config, FastcgiDef, ListenAddr, LogTarget};
+use super::{Config, Dotfiles, FastcgiDef, ListenAddr, LogTarget};
 
 /// Prints the normalised config as Lua that `-c` would accept again.
 pub fn print(config: &Config) -> String {
@@ -28,6 +28,11 @@ pub fn print(config: &Config) -> String {
         "index",
         &list(config.index.iter().map(|s| lua_string(s))),
     );
+    let dotfiles = match config.dotfiles {
+        Dotfiles::Allow => "allow",
+        Dotfiles::Deny => "deny",
+    };
+    field(&mut o, "dotfiles", &lua_string(dotfiles));
     field(&mut o, "server_name", &lua_string(&config.server_name));
     field(&mut o, "mime", &map(config.mime.iter()));
     let error_log = match &config.error_log {

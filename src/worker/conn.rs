@@ -146,6 +146,7 @@ impl OtherSites {
             let site = Site {
                 root: crate::static_files::open::Root::open(root)?,
                 index: main.index.clone(),
+                dotfiles: main.dotfiles,
                 mime: main.mime.clone(),
                 cache: Default::default(),
             };
