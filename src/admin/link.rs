@@ -61,10 +61,10 @@ enum State {
 /// The evaluator link.
 pub struct Link {
     state: State,
-    /// New chunks, in arrival order.
-    evals: VecDeque<(u64, String)>,
-    /// Answers to calls, sent before new chunks so that started chunks finish first.
-    replies: VecDeque<(u64, Result<Value, String>)>,
+    /// New chunks and answers to calls, in the order they came: first come, first served, so
+    /// nothing waits forever, and chunks sent together all start before a reload they asked
+    /// for is reported to the first of them.
+    queue: VecDeque<ToEvaluator>,
     /// Chunks started in the current evaluator and not ended, with the run time they used.
     started: HashMap<u64, Duration>,
     /// Evaluators killed or lost and not reaped yet.
@@ -78,8 +78,7 @@ impl Link {
     pub fn new(limit: Duration) -> Link {
         Link {
             state: State::Absent,
-            evals: VecDeque::new(),
-            replies: VecDeque::new(),
+            queue: VecDeque::new(),
             started: HashMap::new(),
             dead: Vec::new(),
             limit,
@@ -88,24 +87,31 @@ impl Link {
 
     /// Queues a new chunk.
     pub fn submit(&mut self, id: u64, chunk: String) {
-        self.evals.push_back((id, chunk));
+        self.queue.push_back(ToEvaluator::Eval { id, chunk });
     }
 
     /// Queues the watcher's answer to chunk `id`'s call (dropped if that chunk is gone).
     pub fn reply(&mut self, id: u64, result: Result<Value, String>) {
         if self.started.contains_key(&id) {
-            self.replies.push_back((id, result));
+            self.queue.push_back(ToEvaluator::Reply { id, result });
         }
+    }
+
+    /// Whether the answer to chunk `id`'s call is queued and not sent yet.
+    pub fn reply_queued(&self, id: u64) -> bool {
+        self.queue
+            .iter()
+            .any(|m| matches!(m, ToEvaluator::Reply { id: r, .. } if *r == id))
     }
 
     /// Whether an evaluator should be forked now.
     pub fn needs_process(&self) -> bool {
-        matches!(self.state, State::Absent) && !self.evals.is_empty()
+        matches!(self.state, State::Absent) && !self.queue.is_empty()
     }
 
     /// Whether any chunk is queued, running or waiting.
     pub fn busy(&self) -> bool {
-        !self.evals.is_empty() || !self.started.is_empty()
+        !self.queue.is_empty() || !self.started.is_empty()
     }
 
     /// Takes a freshly forked evaluator.
@@ -130,9 +136,14 @@ impl Link {
 
     /// No evaluator could be started: every queued chunk ends with `why`.
     pub fn start_failed(&mut self, why: &str) -> Vec<LinkEvent> {
-        self.evals
+        self.queue
             .drain(..)
-            .map(|(id, _)| LinkEvent::Done(id, protocol::error_response(why)))
+            .map(|m| {
+                let id = match m {
+                    ToEvaluator::Eval { id, .. } | ToEvaluator::Reply { id, .. } => id,
+                };
+                LinkEvent::Done(id, protocol::error_response(why))
+            })
             .collect()
     }
 
@@ -241,13 +252,13 @@ impl Link {
             ));
         }
         if let State::Idle(_) = self.state {
-            let next = match self.replies.pop_front() {
-                Some((id, result)) => Some((id, ToEvaluator::Reply { id, result })),
-                None => self.evals.pop_front().map(|(id, chunk)| {
+            let next = self.queue.pop_front().map(|m| match m {
+                ToEvaluator::Eval { id, .. } => {
                     self.started.insert(id, Duration::ZERO);
-                    (id, ToEvaluator::Eval { id, chunk })
-                }),
-            };
+                    (id, m)
+                }
+                ToEvaluator::Reply { id, .. } => (id, m),
+            });
             if let Some((id, message)) = next {
                 events.extend(self.send(registry, now, id, message));
             }
@@ -315,7 +326,9 @@ impl Link {
             let _ = kill(p.pid, Signal::SIGKILL);
             self.dead.push(p.pid);
         }
-        self.replies.clear();
+        // Answers for its chunks go nowhere; new chunks run in the next evaluator.
+        self.queue
+            .retain(|m| matches!(m, ToEvaluator::Eval { .. }));
         let mut ids: Vec<u64> = self.started.drain().map(|(id, _)| id).collect();
         ids.sort_unstable();
         ids.into_iter()

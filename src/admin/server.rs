@@ -251,6 +251,11 @@ impl AdminServer {
         self.link.reply(id, result);
     }
 
+    /// Whether the answer to chunk `id`'s call waits to be sent to the evaluator.
+    pub fn reply_queued(&self, id: u64) -> bool {
+        self.link.reply_queued(id)
+    }
+
     /// Whether an evaluator must be forked (chunks wait and none runs).
     pub fn needs_evaluator(&self) -> bool {
         self.link.needs_process()

@@ -58,6 +58,11 @@ fn become_evaluator(watcher_pid: Pid, keep: &[RawFd], stream: UnixStream) -> i32
     if nix::unistd::getppid() != watcher_pid {
         return 0;
     }
+    // Shown by ps and top, and how tools tell it from the workers.
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes, which this is.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"luahttpd-admin".as_ptr());
+    }
     // Nothing of the watcher's: not the listeners (a stopped server must refuse connections,
     // not queue them), not the admin clients (they must see EOF when the watcher closes them),
     // not the backends' sockets, the epoll, the signalfd or the pid file. The signal mask

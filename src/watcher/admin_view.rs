@@ -67,7 +67,12 @@ impl Watcher {
                 if self.phase != Phase::Running {
                     return Some(Err("reload: the server is stopping".to_string()));
                 }
-                if self.pending_reload.is_some() {
+                // In progress until the chunks that asked for it have their answer, so that
+                // requests sent together see the first reload, wherever it stands.
+                let answering = self.reload_answered.iter().any(|id| {
+                    self.admin.as_ref().is_some_and(|a| a.reply_queued(*id))
+                });
+                if self.pending_reload.is_some() || answering {
                     return Some(Err("reload: a reload is already in progress".to_string()));
                 }
                 match self.reload_from_file() {
@@ -88,10 +93,11 @@ impl Watcher {
     pub(super) fn answer_reload_waiters(&mut self, outcome: Result<Value, String>) {
         let waiters = std::mem::take(&mut self.reload_waiters);
         if let Some(a) = &mut self.admin {
-            for id in waiters {
-                a.reply(id, outcome.clone());
+            for id in &waiters {
+                a.reply(*id, outcome.clone());
             }
         }
+        self.reload_answered = waiters;
     }
 
     /// `status()`.

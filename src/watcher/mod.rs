@@ -114,6 +114,8 @@ struct Watcher {
     backends_after_drain: bool,
     /// Admin chunks waiting in `reload()` for the outcome of the reload under way.
     reload_waiters: Vec<u64>,
+    /// The chunks the last reload outcome was for (until their answer is sent to them).
+    reload_answered: Vec<u64>,
     /// Everything has stopped; admin answers still in the works get until then.
     exit_at: Option<Instant>,
 }
@@ -236,6 +238,7 @@ impl Watcher {
             started_at: now,
             backends_after_drain: false,
             reload_waiters: Vec::new(),
+            reload_answered: Vec::new(),
             exit_at: None,
         };
         for i in 0..w.slots.len() {
