@@ -25,6 +25,10 @@ const MEMORY: usize = 64 << 20;
 pub const MAX_OUTPUT: usize = 256 << 10;
 /// How often the hook counts.
 const HOOK_EVERY: u32 = 10_000;
+/// What a call to the watcher costs, in instructions: the hook's count restarts with every
+/// resumption, so without this `while true do status() end` would never reach the limit
+/// (this allows 10,000 calls per chunk).
+const CALL_COST: u64 = 1_000;
 
 /// What a chunk did when it stopped running.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +131,11 @@ impl Sandbox {
                 return Step::Done(with_output(r, &s.output.text));
             }
             // Only the admin functions yield (the coroutine library is not reachable).
+            s.count += CALL_COST;
+            if s.count > INSTRUCTIONS {
+                let r = error_response("instruction limit reached");
+                return Step::Done(with_output(r, &s.output.text));
+            }
             match parse_call(&values) {
                 Ok(call) => {
                     self.waiting.insert(id, s);
@@ -138,11 +147,7 @@ impl Sandbox {
                         Ok(m) => m,
                         Err(e) => return Step::Done(error_response(&lua_error_message(&e))),
                     };
-                    args = MultiValue::from_iter([
-                        Value::Boolean(false),
-                        Value::String(m),
-                        Value::Boolean(true),
-                    ]);
+                    args = MultiValue::from_iter([Value::Boolean(false), Value::String(m)]);
                 }
             }
         }
@@ -261,10 +266,10 @@ fn admin_lua(output: &Rc<RefCell<Output>>) -> mlua::Result<Lua> {
         xpcall = function(f, h, ...) return pass(raw_xpcall(f, h, ...)) end
         local function call(name)
           return function(...)
-            -- A refusal by the watcher reads as its reason; a bad argument points at the caller.
-            local ok, v, at_caller = yield(name, ...)
+            -- The message as it is: a refusal by the watcher reads as its reason.
+            local ok, v = yield(name, ...)
             if ok then return v end
-            error(v, at_caller and 2 or 0)
+            error(v, 0)
           end
         end
         for _, name in ipairs{"status", "workers", "backends", "config", "shutdown", "reload",
@@ -417,11 +422,11 @@ mod tests {
             })
         );
         for (chunk, why) in [
-            ("shutdown{timeout=-1}", "repl:1: shutdown: timeout must be a number of seconds >= 0"),
-            ("shutdown{timeout=0/0}", "repl:1: shutdown: timeout must be a number of seconds >= 0"),
-            ("shutdown{timout=5}", "repl:1: shutdown: unknown option 'timout' (timeout, now)"),
-            ("shutdown{now='yes'}", "repl:1: shutdown: now must be true or false"),
-            ("shutdown(3)", "repl:1: shutdown: expected a table of options (timeout, now)"),
+            ("shutdown{timeout=-1}", "shutdown: timeout must be a number of seconds >= 0"),
+            ("shutdown{timeout=0/0}", "shutdown: timeout must be a number of seconds >= 0"),
+            ("shutdown{timout=5}", "shutdown: unknown option 'timout' (timeout, now)"),
+            ("shutdown{now='yes'}", "shutdown: now must be true or false"),
+            ("shutdown(3)", "shutdown: expected a table of options (timeout, now)"),
         ] {
             assert_eq!(
                 done(s.start(9, chunk)),
