@@ -163,7 +163,10 @@ fn run_once(opts: &ReplOptions, chunk: &str) -> i32 {
         }
         Err(ProtocolError::Closing(why)) => {
             print_error(
-                &format!("{}: the server closed the connection: {why}", opts.socket.display()),
+                &format!(
+                    "{}: the server closed the connection: {why}",
+                    opts.socket.display()
+                ),
                 opts.json,
             );
             1

@@ -37,7 +37,9 @@ pub fn run(mut stream: UnixStream) -> i32 {
             Ok(ToEvaluator::Reply { id, result }) => match sandbox.resume(id, result) {
                 Some(step) => (id, step),
                 None => {
-                    tracing::error!("admin evaluator: a reply for chunk {id}, which is not waiting");
+                    tracing::error!(
+                        "admin evaluator: a reply for chunk {id}, which is not waiting"
+                    );
                     return 1;
                 }
             },

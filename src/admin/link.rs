@@ -169,7 +169,9 @@ impl Link {
         let (proc, busy) = match &mut self.state {
             State::Absent => return events,
             State::Idle(p) => (p, None),
-            State::Busy { proc, id, since, .. } => (proc, Some((*id, *since))),
+            State::Busy {
+                proc, id, since, ..
+            } => (proc, Some((*id, *since))),
         };
         let mut lost = flush(proc).err();
         let mut buf = [0u8; 16 * 1024];
@@ -189,9 +191,7 @@ impl Link {
                 Ok(m) => {
                     let (id, event) = match m {
                         FromEvaluator::Call { id, call } => (id, LinkEvent::Call(id, call)),
-                        FromEvaluator::Done { id, response } => {
-                            (id, LinkEvent::Done(id, response))
-                        }
+                        FromEvaluator::Done { id, response } => (id, LinkEvent::Done(id, response)),
                     };
                     match busy {
                         Some((running, since)) if running == id => {
@@ -327,8 +327,7 @@ impl Link {
             self.dead.push(p.pid);
         }
         // Answers for its chunks go nowhere; new chunks run in the next evaluator.
-        self.queue
-            .retain(|m| matches!(m, ToEvaluator::Eval { .. }));
+        self.queue.retain(|m| matches!(m, ToEvaluator::Eval { .. }));
         let mut ids: Vec<u64> = self.started.drain().map(|(id, _)| id).collect();
         ids.sort_unstable();
         ids.into_iter()

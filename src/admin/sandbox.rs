@@ -203,9 +203,7 @@ fn shutdown_options(opts: Option<&Value>) -> Result<Call, String> {
             }
             ("now", Value::Boolean(b)) => now = b,
             ("now", _) => return Err("shutdown: now must be true or false".into()),
-            (other, _) => {
-                return Err(format!("shutdown: unknown option '{other}' (timeout, now)"))
-            }
+            (other, _) => return Err(format!("shutdown: unknown option '{other}' (timeout, now)")),
         }
     }
     Ok(Call::Shutdown { timeout, now })
@@ -371,12 +369,18 @@ mod tests {
             json!({"ok": true, "value": 7, "output": "1\ta\tnil\ttrue\t2.5\n\n"})
         );
         // __tostring is honoured, and the next chunk starts with no output.
-        let r = done(s.start(2, "print(setmetatable({}, {__tostring = function() return 'T' end}))"));
+        let r = done(s.start(
+            2,
+            "print(setmetatable({}, {__tostring = function() return 'T' end}))",
+        ));
         assert_eq!(r, json!({"ok": true, "value": null, "output": "T\n"}));
         assert_eq!(done(s.start(3, "1")), json!({"ok": true, "value": 1}));
         // Output before an error is kept.
         let r = done(s.start(4, "print('before') error('boom', 0)"));
-        assert_eq!(r, json!({"ok": false, "error": "boom", "output": "before\n"}));
+        assert_eq!(
+            r,
+            json!({"ok": false, "error": "boom", "output": "before\n"})
+        );
         // Bounded.
         let r = done(s.start(5, "for i = 1, 100000 do print(('x'):rep(100)) end"));
         let out = r["output"].as_str().expect("output");
@@ -387,15 +391,24 @@ mod tests {
     #[test]
     fn admin_functions_yield_calls_and_resume_with_the_answer() {
         let mut s = Sandbox::new().expect("sandbox");
-        assert_eq!(s.start(1, "x = status().pid return x + 1"), Step::Call(Call::Status));
+        assert_eq!(
+            s.start(1, "x = status().pid return x + 1"),
+            Step::Call(Call::Status)
+        );
         let r = s.resume(1, Ok(json!({"pid": 41}))).expect("waiting");
         assert_eq!(done(r), json!({"ok": true, "value": 42}));
         assert!(s.resume(1, Ok(json!(1))).is_none(), "ended");
         // Two chunks wait at once; each gets its own answer.
         assert_eq!(s.start(2, "reload()"), Step::Call(Call::Reload));
-        assert_eq!(s.start(3, "x"), Step::Done(json!({"ok": true, "value": 41})));
+        assert_eq!(
+            s.start(3, "x"),
+            Step::Done(json!({"ok": true, "value": 41}))
+        );
         assert_eq!(s.start(4, "pcall(reload)"), Step::Call(Call::Reload));
-        let r = done(s.resume(4, Err("reload: a reload is already in progress".into())).unwrap());
+        let r = done(
+            s.resume(4, Err("reload: a reload is already in progress".into()))
+                .unwrap(),
+        );
         assert_eq!(
             r,
             json!({"ok": true, "value": [false, "reload: a reload is already in progress"]})
@@ -422,11 +435,23 @@ mod tests {
             })
         );
         for (chunk, why) in [
-            ("shutdown{timeout=-1}", "shutdown: timeout must be a number of seconds >= 0"),
-            ("shutdown{timeout=0/0}", "shutdown: timeout must be a number of seconds >= 0"),
-            ("shutdown{timout=5}", "shutdown: unknown option 'timout' (timeout, now)"),
+            (
+                "shutdown{timeout=-1}",
+                "shutdown: timeout must be a number of seconds >= 0",
+            ),
+            (
+                "shutdown{timeout=0/0}",
+                "shutdown: timeout must be a number of seconds >= 0",
+            ),
+            (
+                "shutdown{timout=5}",
+                "shutdown: unknown option 'timout' (timeout, now)",
+            ),
             ("shutdown{now='yes'}", "shutdown: now must be true or false"),
-            ("shutdown(3)", "shutdown: expected a table of options (timeout, now)"),
+            (
+                "shutdown(3)",
+                "shutdown: expected a table of options (timeout, now)",
+            ),
         ] {
             assert_eq!(
                 done(s.start(9, chunk)),
@@ -439,8 +464,14 @@ mod tests {
     #[test]
     fn limits_hold_inside_and_across_pcall_and_yields() {
         let mut s = Sandbox::new().expect("sandbox");
-        let r = done(s.start(1, "while true do pcall(function() while true do end end) end"));
-        assert!(r["error"].as_str().unwrap().contains("instruction limit"), "{r}");
+        let r = done(s.start(
+            1,
+            "while true do pcall(function() while true do end end) end",
+        ));
+        assert!(
+            r["error"].as_str().unwrap().contains("instruction limit"),
+            "{r}"
+        );
         // The budget is per chunk, across its calls to the watcher.
         let mut step = s.start(2, "while true do status() end");
         let mut calls = 0;
@@ -450,7 +481,10 @@ mod tests {
             step = s.resume(2, Ok(json!({}))).expect("waiting");
         }
         let r = done(step);
-        assert!(r["error"].as_str().unwrap().contains("instruction limit"), "{r}");
+        assert!(
+            r["error"].as_str().unwrap().contains("instruction limit"),
+            "{r}"
+        );
         let r = done(s.start(3, "return string.rep('x', 1024 * 1024 * 1024)"));
         assert_eq!(r["ok"], false, "{r}");
         // The state is intact afterwards; user code cannot reach the coroutine library.

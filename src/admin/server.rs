@@ -309,9 +309,10 @@ impl AdminServer {
             match event {
                 LinkEvent::Call(id, call) => calls.push((id, call)),
                 LinkEvent::Done(id, response) => {
-                    let key = self.clients.iter().find_map(|(k, c)| {
-                        c.pending.iter().any(|p| p.id == id).then_some(k)
-                    });
+                    let key = self
+                        .clients
+                        .iter()
+                        .find_map(|(k, c)| c.pending.iter().any(|p| p.id == id).then_some(k));
                     // The client may have gone; its answer goes nowhere.
                     let Some(key) = key else { continue };
                     if let Some(c) = self.clients.get_mut(key) {

@@ -69,9 +69,10 @@ impl Watcher {
                 }
                 // In progress until the chunks that asked for it have their answer, so that
                 // requests sent together see the first reload, wherever it stands.
-                let answering = self.reload_answered.iter().any(|id| {
-                    self.admin.as_ref().is_some_and(|a| a.reply_queued(*id))
-                });
+                let answering = self
+                    .reload_answered
+                    .iter()
+                    .any(|id| self.admin.as_ref().is_some_and(|a| a.reply_queued(*id)));
                 if self.pending_reload.is_some() || answering {
                     return Some(Err("reload: a reload is already in progress".to_string()));
                 }

@@ -285,9 +285,9 @@ impl Watcher {
     /// A stop during a reload: every worker, old and new, is stopped with the rest.
     pub(super) fn abort_reload(&mut self) {
         if self.pending_reload.take().is_some() {
-            self.answer_reload_waiters(Err(
-                "reload: abandoned, the server is stopping".to_string()
-            ));
+            self.answer_reload_waiters(
+                Err("reload: abandoned, the server is stopping".to_string()),
+            );
         }
     }
 
