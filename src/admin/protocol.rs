@@ -24,10 +24,16 @@
 //!    `{"eval":"<lua chunk>"}`. The chunk is sent as the user typed it (possibly several lines
 //!    joined with `\n`); it may be a bare expression such as `workers()`.
 //! 3. The server answers ([`ok_response`] / [`error_response`], read by [`parse_response`]):
-//!    `{"ok":true,"value":<json>}` or `{"ok":false,"error":"<message>"}`.
+//!    `{"ok":true,"value":<json>}` or `{"ok":false,"error":"<message>"}`; either carries
+//!    `"output":"<text>"` ([`with_output`], read by [`response_output`]) when the chunk called
+//!    `print`, which writes as Lua's does (`tostring` of each argument, tabs, a newline).
 //! 4. Steps 2–3 repeat: one request at a time per connection (the client waits for the answer
-//!    before sending the next), any number of requests per connection. Either side may close at
-//!    any time; a request in flight when the server closes gets no answer.
+//!    before sending the next), any number of requests per connection. A client that sends
+//!    several at once gets the answers in request order. Either side may close at any time; a
+//!    request in flight when the server closes gets no answer.
+//! 5. When the server closes a connection on its own (it is stopping; the client was idle for
+//!    5 minutes), its last frame is `{"closing":"<reason>"}` ([`closing`]; [`parse_response`]
+//!    gives [`ProtocolError::Closing`]). A client whose write fails finds it still readable.
 //!
 //! A request that is not an object with a string `eval` gets
 //! `{"ok":false,"error":"bad request: …"}` and the connection stays open.
@@ -44,7 +50,9 @@
 //! The value of a call that returns nothing is `null`; one value is that value; several values
 //! are a JSON array of them. A Lua error gives `{"ok":false,"error":"repl:1: …"}` (the message
 //! without mlua's stack traceback). The server may run the chunk with limits of its own
-//! (instructions, time); hitting one is an error response like any other.
+//! (instructions, time); hitting one is an error response like any other. The watcher runs
+//! chunks in its admin evaluator process ([`super::evaluator`]), 10 million instructions and
+//! 5 s of run time each; past the time limit the evaluator is replaced and its globals are gone.
 //!
 //! # Lua values as JSON ([`lua_to_json`])
 //!
@@ -70,7 +78,8 @@
 //! received, so functions that list things (`workers()`, `backends()`) should return sequences
 //! of tables; [`lua_to_json`] puts `slot`, `name`, `pid`, `generation`, `state` first. An
 //! object prints as `key  value` lines, a string as itself, `null` as `nil`. `luahttpd repl
-//! SOCKET -e CHUNK --json` prints the value exactly as received, for scripts.
+//! SOCKET -e CHUNK --json` prints the value exactly as received, for scripts; its errors (and
+//! printed output) go to standard error as JSON lines (see [`super::client`]).
 //!
 //! # Server loop sketch
 //!
