@@ -382,3 +382,179 @@ fn flush(p: &mut Proc) -> Result<(), String> {
     p.out.drain(..sent);
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::protocol::{encode_frame_within, read_frame_within};
+    use serde_json::json;
+    use std::os::unix::net::UnixStream as StdStream;
+    use std::process::{Child, Command};
+
+    /// A link whose "evaluator" is the test: a `sleep` child stands in for its pid (so the
+    /// kill has a target), and the other end of the socketpair is returned.
+    fn setup(limit: Duration) -> (mio::Poll, Link, StdStream, Child) {
+        let poll = mio::Poll::new().expect("poll");
+        let (ours, theirs) = StdStream::pair().expect("pair");
+        ours.set_nonblocking(true).expect("nonblocking");
+        let child = Command::new("sleep").arg("30").spawn().expect("sleep");
+        let mut link = Link::new(limit);
+        link.submit(1, "first()".into());
+        assert!(link.needs_process());
+        let pid = Pid::from_raw(child.id() as i32);
+        link.attach(pid, UnixStream::from_std(ours), poll.registry());
+        (poll, link, theirs, child)
+    }
+
+    fn recv(s: &mut StdStream) -> ToEvaluator {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        ToEvaluator::from_json(&read_frame_within(s, WIRE_MAX).expect("frame")).expect("msg")
+    }
+
+    fn answer(s: &mut StdStream, m: FromEvaluator) {
+        let bytes = encode_frame_within(&m.to_json(), WIRE_MAX).expect("encode");
+        s.write_all(&bytes).expect("write");
+    }
+
+    /// Polls the link until it reports something.
+    fn events(poll: &mut mio::Poll, link: &mut Link, now: Instant) -> Vec<LinkEvent> {
+        let mut evs = mio::Events::with_capacity(4);
+        for _ in 0..50 {
+            let _ = poll.poll(&mut evs, Some(Duration::from_millis(100)));
+            let got = link.ready(poll.registry(), now);
+            if !got.is_empty() {
+                return got;
+            }
+        }
+        panic!("no event from the link");
+    }
+
+    #[test]
+    fn a_chunk_over_its_limit_kills_the_evaluator_and_fails_alone() {
+        let (mut poll, mut link, mut ev, mut child) = setup(Duration::from_secs(5));
+        let t0 = Instant::now();
+        link.pump(poll.registry(), t0);
+        assert!(matches!(recv(&mut ev), ToEvaluator::Eval { id: 1, .. }));
+        link.submit(2, "second()".into());
+        assert_eq!(link.deadline(), Some(t0 + Duration::from_secs(5)));
+        // Not yet.
+        assert!(link
+            .pump(poll.registry(), t0 + Duration::from_millis(4999))
+            .is_empty());
+        let evs = link.pump(poll.registry(), t0 + Duration::from_secs(5));
+        assert_eq!(
+            evs,
+            vec![LinkEvent::Done(
+                1,
+                protocol::error_response(
+                    "chunk exceeded its 5 s limit; the admin Lua state was reset"
+                )
+            )]
+        );
+        let status = child.wait().expect("wait");
+        assert!(!status.success(), "killed: {status:?}");
+        // The next chunk waits for a fresh evaluator; the dead one is recognised when reaped.
+        assert!(link.needs_process());
+        let pid = Pid::from_raw(child.id() as i32);
+        let (ours, events) = link.reaped(poll.registry(), pid, "was killed by SIGKILL");
+        assert!(ours && events.is_empty());
+        let other = Pid::from_raw(1);
+        assert!(!link.reaped(poll.registry(), other, "exited").0);
+    }
+
+    #[test]
+    fn waiting_for_the_watcher_does_not_count_and_messages_go_in_order() {
+        let (mut poll, mut link, mut ev, mut child) = setup(Duration::from_secs(5));
+        let t0 = Instant::now();
+        link.pump(poll.registry(), t0);
+        assert!(matches!(recv(&mut ev), ToEvaluator::Eval { id: 1, .. }));
+        link.submit(2, "second()".into());
+        answer(
+            &mut ev,
+            FromEvaluator::Call {
+                id: 1,
+                call: Call::Reload,
+            },
+        );
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(
+            events(&mut poll, &mut link, t1),
+            vec![LinkEvent::Call(1, Call::Reload)]
+        );
+        // Chunk 2 came first, so it is sent before the answer to chunk 1's call.
+        link.reply(1, Ok(json!({"ok": true})));
+        assert!(link.reply_queued(1));
+        link.pump(poll.registry(), t1);
+        assert!(matches!(recv(&mut ev), ToEvaluator::Eval { id: 2, .. }));
+        assert_eq!(link.deadline(), Some(t1 + Duration::from_secs(5)));
+        answer(
+            &mut ev,
+            FromEvaluator::Done {
+                id: 2,
+                response: protocol::ok_response(json!(2)),
+            },
+        );
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(
+            events(&mut poll, &mut link, t2),
+            vec![LinkEvent::Done(2, protocol::ok_response(json!(2)))]
+        );
+        // Chunk 1 resumes after waiting 10 s; it used 2 s, so 3 s are left.
+        let t3 = t2 + Duration::from_secs(10);
+        link.pump(poll.registry(), t3);
+        assert!(!link.reply_queued(1));
+        assert!(matches!(recv(&mut ev), ToEvaluator::Reply { id: 1, .. }));
+        assert_eq!(link.deadline(), Some(t3 + Duration::from_secs(3)));
+        answer(
+            &mut ev,
+            FromEvaluator::Done {
+                id: 1,
+                response: protocol::ok_response(json!(1)),
+            },
+        );
+        assert_eq!(
+            events(&mut poll, &mut link, t3),
+            vec![LinkEvent::Done(1, protocol::ok_response(json!(1)))]
+        );
+        assert!(!link.busy());
+        // A reply for a chunk that is gone is dropped.
+        link.reply(1, Ok(json!(0)));
+        assert!(!link.reply_queued(1));
+        link.stop(poll.registry());
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn an_evaluator_that_dies_fails_every_chunk_it_held() {
+        let (mut poll, mut link, mut ev, mut child) = setup(Duration::from_secs(5));
+        let t0 = Instant::now();
+        link.pump(poll.registry(), t0);
+        assert!(matches!(recv(&mut ev), ToEvaluator::Eval { id: 1, .. }));
+        link.submit(2, "second()".into());
+        answer(
+            &mut ev,
+            FromEvaluator::Call {
+                id: 1,
+                call: Call::Reload,
+            },
+        );
+        events(&mut poll, &mut link, t0);
+        link.pump(poll.registry(), t0);
+        assert!(matches!(recv(&mut ev), ToEvaluator::Eval { id: 2, .. }));
+        drop(ev);
+        let evs = events(&mut poll, &mut link, t0);
+        let ids: Vec<u64> = evs
+            .iter()
+            .map(|e| match e {
+                LinkEvent::Done(id, r) => {
+                    assert_eq!(r["ok"], false, "{r}");
+                    *id
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, [1, 2]);
+        assert!(!link.busy());
+        let _ = child.wait();
+    }
+}
