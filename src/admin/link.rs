@@ -431,7 +431,7 @@ mod tests {
 
     #[test]
     fn a_chunk_over_its_limit_kills_the_evaluator_and_fails_alone() {
-        let (mut poll, mut link, mut ev, mut child) = setup(Duration::from_secs(5));
+        let (poll, mut link, mut ev, mut child) = setup(Duration::from_secs(5));
         let t0 = Instant::now();
         link.pump(poll.registry(), t0);
         assert!(matches!(recv(&mut ev), ToEvaluator::Eval { id: 1, .. }));
