@@ -322,3 +322,29 @@ fn json_mode_errors_are_json() {
         "{err}"
     );
 }
+
+#[test]
+fn interactive_session_after_shutdown_says_the_server_is_stopping() {
+    let mut s = start("workers = 1", &[]);
+    let path = sock(&s);
+    let state = common::TempDir::new("admin-ev-pty-state");
+    let mut pty = admin_common::Pty::spawn(
+        &["repl".as_ref(), path.as_os_str()],
+        &[("XDG_STATE_HOME", state.path())],
+    );
+    pty.expect("luahttpd> ");
+    pty.send(b"shutdown()\r");
+    let shown = admin_common::plain(&pty.expect("luahttpd> "));
+    assert!(shown.contains("draining"), "{shown:?}");
+    s.wait_exit(Duration::from_secs(10))
+        .expect("the server stops");
+    pty.send(b"status()\r");
+    let shown = admin_common::plain(&pty.expect("luahttpd> "));
+    assert!(
+        shown.contains("closed the connection: the server is stopping"),
+        "{shown:?}"
+    );
+    assert!(!shown.contains("Broken pipe"), "{shown:?}");
+    pty.send(b"\x04");
+    assert_eq!(pty.wait_exit(), Some(0));
+}

@@ -761,6 +761,22 @@ mod tests {
     }
 
     #[test]
+    fn output_and_closing_notice() {
+        let r = with_output(ok_response(json!(1)), "a\tb\n");
+        assert_eq!(r.to_string(), r#"{"ok":true,"value":1,"output":"a\tb\n"}"#);
+        assert_eq!(response_output(&r), "a\tb\n");
+        assert_eq!(parse_response(&r).expect("ok"), Ok(json!(1)));
+        assert_eq!(with_output(error_response("e"), ""), error_response("e"));
+        assert_eq!(response_output(&error_response("e")), "");
+        let c = closing("the server is stopping");
+        assert_eq!(c.to_string(), r#"{"closing":"the server is stopping"}"#);
+        match parse_response(&c) {
+            Err(ProtocolError::Closing(why)) => assert_eq!(why, "the server is stopping"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn too_large_answer_becomes_an_error_response() {
         let big = ok_response(Value::String("a".repeat(MAX_FRAME)));
         let bytes = encode_response(&big);
