@@ -281,19 +281,15 @@ impl AdminServer {
 
     /// Enforces the chunk limit and feeds the evaluator; call after the events of a loop turn.
     pub fn pump(&mut self, registry: &Registry, now: Instant) {
-        // Replies and chunks that end at once (bad requests) may be several; each round sends
-        // at most one message, so go on until nothing changes.
+        // Each round sends at most one message; a chunk that ends without running (too large
+        // to pass on) lets the next one go at once, so go on until nothing changes. Pumping
+        // yields only ended chunks: calls come from the evaluator, through `evaluator_ready`.
         loop {
             let events = self.link.pump(registry, now);
             if events.is_empty() {
                 return;
             }
-            let calls = self.handle(events);
-            // A call here only comes from a dead link's cleanup, which yields none; be safe.
-            for (id, _) in calls {
-                self.link
-                    .reply(id, Err("internal error: a call out of turn".into()));
-            }
+            self.handle(events);
         }
     }
 
