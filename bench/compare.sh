@@ -2,11 +2,13 @@
 # Compare luahttpd with lighttpd and nginx serving the same static files, the
 # same PHP script through php-cgi over FastCGI, and the same static file behind
 # a small Lua routing function (luahttpd route(), lighttpd mod_magnet, nginx
-# lua module).
+# lua module): requests/s and requests per CPU-second of each server's process
+# tree; and the RSS an idle keep-alive connection costs (idle_conns).
 #
 # Every server is started by this script, in the foreground, as the current
-# user, on a loopback port, with config files written into a temporary
-# directory. Nothing else is touched; everything started is killed on exit.
+# user, on a loopback port, with config files rendered from the templates in
+# bench/conf/ into a temporary directory. Nothing else is touched; everything
+# started is killed on exit. Missing packages: bench/install.sh.
 #
 # Environment (all optional):
 #   ROUNDS=3          rounds; the median of the rounds is reported
