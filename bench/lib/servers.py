@@ -8,6 +8,7 @@ equivalent of a fault, `equivalents` says so and the method says so too.
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -29,11 +30,9 @@ def render(name, values):
         text = f.read()
     for k, v in values.items():
         text = text.replace(f"@{k}@", str(v))
-    if "@" in text:
-        import re
-        left = re.findall(r"@[A-Z_]+@", text)
-        if left:
-            raise SetupError(f"template {name}: {left[0]} was not given a value")
+    left = re.findall(r"@[A-Z_]+@", text)
+    if left:
+        raise SetupError(f"template {name}: {left[0]} was not given a value")
     return text
 
 
@@ -224,11 +223,7 @@ class Server:
             os.kill(victim, signal.SIGKILL)
         except ProcessLookupError:
             return None
-        self.after_php_kill(victim)
         return victim
-
-    def after_php_kill(self, pid):
-        pass
 
     def rotate_logs(self):
         """Rename the access log away, signal the server, and wait (5 s) until
@@ -249,6 +244,18 @@ class Server:
                 pass
             time.sleep(0.1)
         return False, "no new access log within 5 s"
+
+    def http_probe(self, path):
+        """GET path on a new connection: (ok, seconds, None or the failure)."""
+        t0 = time.monotonic()
+        try:
+            c = httpc.Conn("127.0.0.1", self.port, 5)
+            c.send(httpc.build("GET", path, close=True))
+            r = c.read_response()
+            c.close()
+        except httpc.Failure as f:
+            return False, time.monotonic() - t0, f.cause
+        return r.status == 200, time.monotonic() - t0, None if r.status == 200 else f"status {r.status}"
 
     def reload(self, changed):
         """Reload (with the config rewritten when `changed`); (ok, detail)."""
@@ -431,18 +438,10 @@ class Nginx(Server):
         os.kill(self.root_pid, signal.SIGUSR1)
 
     def probe(self):
-        t0 = time.monotonic()
-        try:
-            c = httpc.Conn("127.0.0.1", self.port, 5)
-            c.send(httpc.build("GET", "/status", close=True))
-            r = c.read_response()
-            c.close()
-        except httpc.Failure as f:
-            return False, time.monotonic() - t0, f.cause
-        return r.status == 200, time.monotonic() - t0, None
+        return self.http_probe("/status")
 
 
-class Lighttpd(Nginx):
+class Lighttpd(Server):
     name = "lighttpd"
     equivalents = {
         "worker kill": "SIGKILL of a worker (server.max-worker; the master forks a new one)",
@@ -479,9 +478,6 @@ class Lighttpd(Nginx):
     def worker_pids(self):
         return [p for p in children(self.root_pid) if comm(p) == "lighttpd"]
 
-    def stop(self):
-        Server.stop(self)
-
     def do_reload(self):
         before = set(self.worker_pids())
         os.kill(self.root_pid, signal.SIGUSR1)
@@ -499,15 +495,7 @@ class Lighttpd(Nginx):
         os.kill(self.root_pid, signal.SIGHUP)
 
     def probe(self):
-        t0 = time.monotonic()
-        try:
-            c = httpc.Conn("127.0.0.1", self.port, 5)
-            c.send(httpc.build("GET", "/status?auto", close=True))
-            r = c.read_response()
-            c.close()
-        except httpc.Failure as f:
-            return False, time.monotonic() - t0, f.cause
-        return r.status == 200, time.monotonic() - t0, None
+        return self.http_probe("/status?auto")
 
 
 SERVERS = {"luahttpd": Luahttpd, "nginx": Nginx, "lighttpd": Lighttpd}
