@@ -347,7 +347,11 @@ variant_limits() {
     V_MAX_CONNECTIONS=$MAX_CONNECTIONS
   fi
   V_MAX_FDS=$((V_MAX_CONNECTIONS * 2))
+  # not above the hard limit: raising it needs CAP_SYS_RESOURCE, which a
+  # container may not have (nginx logs an alert, lighttpd refuses to start)
+  if [[ $NOFILE_HARD =~ ^[0-9]+$ ]] && (( V_MAX_FDS > NOFILE_HARD )); then V_MAX_FDS=$NOFILE_HARD; fi
 }
+NOFILE_HARD=$(ulimit -Hn)
 
 write_conf_luahttpd() {
   local inst=$1 port=$2 variant=$3 php="" keep=false route=""
@@ -404,11 +408,12 @@ write_conf_lighttpd() {
     php=$(render lighttpd-php.conf PHP_CGI="$PHP_CGI" DIR="$dir" PHP_PROCS="$PHP_PROCS" \
       PHP_MAX_REQUESTS="$PHP_MAX_REQUESTS")
   fi
-  # lighttpd divides server.max-connections and server.max-fds among its
-  # workers; give each worker the whole amount.
+  # server.max-connections may count for the whole server rather than per
+  # worker (server.max-worker): multiplied by the workers, so that any one
+  # worker can hold all of them, as with the other two servers.
   render lighttpd.conf WWW="$WWW" PORT="$port" DIR="$dir" WORKERS="$WORKERS" \
     BACKEND="$backend" KEEPALIVE_REQUESTS="$KEEPALIVE_REQUESTS" \
-    IDLE_TIMEOUT="$V_IDLE_TIMEOUT" MAX_FDS="$((V_MAX_FDS * WORKERS))" \
+    IDLE_TIMEOUT="$V_IDLE_TIMEOUT" MAX_FDS="$V_MAX_FDS" \
     MAX_CONNECTIONS="$((V_MAX_CONNECTIONS * WORKERS))" ROUTE="$route" PHP="$php" \
     >"$dir/lighttpd.conf"
 }

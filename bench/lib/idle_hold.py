@@ -104,7 +104,7 @@ def main(argv):
                 c.sock.close()
                 pending -= 1
                 failed += 1
-    failed += n - len(idle) - failed  # unfinished at the deadline count as failed
+    failed = n - len(idle)  # those still unfinished at the deadline count as failed too
     print(f"ready {len(idle)} {failed}", flush=True)
     for s in idle:
         sel.register(s, selectors.EVENT_READ)
