@@ -21,6 +21,7 @@ mod args;
 mod decision;
 mod error;
 mod limits;
+mod pattern;
 mod req;
 mod sandbox;
 #[cfg(test)]
