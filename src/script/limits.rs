@@ -83,23 +83,44 @@ impl Budget {
         self.active.get() && self.tripped.get().is_some()
     }
 
-    fn check(&self, debug: &mlua::Debug) -> mlua::Result<VmState> {
+    /// Adds `n` instruction-equivalents of work done outside the VM (pattern matching steps,
+    /// a share of a big C call) and checks both limits, like the hook does.
+    pub(super) fn charge(&self, n: u64) -> mlua::Result<()> {
+        match self.account(n) {
+            None => Ok(()),
+            Some(t) => Err(stop(t)),
+        }
+    }
+
+    /// Counts `n` and returns the limit that is (or already was) exceeded.
+    fn account(&self, n: u64) -> Option<Trip> {
         if !self.active.get() {
-            return Ok(VmState::Continue);
+            return None;
         }
         if let Some(t) = self.tripped.get() {
-            return Err(stop(t));
+            return Some(t);
         }
-        let used = self.used.get().saturating_add(u64::from(HOOK_EVERY));
+        let used = self.used.get().saturating_add(n);
         self.used.set(used);
         let trip = if used > self.max.get() {
             Trip::Instructions
         } else if self.deadline.get().is_some_and(|d| Instant::now() >= d) {
             Trip::Deadline
         } else {
-            return Ok(VmState::Continue);
+            return None;
         };
         self.tripped.set(Some(trip));
+        Some(trip)
+    }
+
+    fn check(&self, debug: &mlua::Debug) -> mlua::Result<VmState> {
+        let already = self.active.get() && self.tripped.get().is_some();
+        let Some(trip) = self.account(u64::from(HOOK_EVERY)) else {
+            return Ok(VmState::Continue);
+        };
+        if already {
+            return Err(stop(trip));
+        }
         let line = debug.curr_line();
         let src = debug.source();
         let file = src
@@ -124,15 +145,24 @@ fn stop(t: Trip) -> mlua::Error {
     })
 }
 
-/// Installs the count hook on `lua` (replacing any other hook) and publishes the budget as app
-/// data for the sandbox's `pcall`.
-pub(super) fn install(lua: &Lua) -> Rc<Budget> {
+/// The state's budget, published as app data (made on first use, so the sandbox's metered
+/// functions and the hook share one).
+pub(super) fn shared(lua: &Lua) -> Rc<Budget> {
+    if let Some(b) = lua.app_data_ref::<SharedBudget>() {
+        return b.0.clone();
+    }
     let budget = Rc::new(Budget::default());
+    lua.set_app_data(SharedBudget(budget.clone()));
+    budget
+}
+
+/// Installs the count hook on `lua` (replacing any other hook) on the state's shared budget.
+pub(super) fn install(lua: &Lua) -> Rc<Budget> {
+    let budget = shared(lua);
     let b = budget.clone();
     lua.set_hook(
         HookTriggers::new().every_nth_instruction(HOOK_EVERY),
         move |_lua, debug| b.check(&debug),
     );
-    lua.set_app_data(SharedBudget(budget.clone()));
     budget
 }

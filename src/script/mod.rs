@@ -26,6 +26,8 @@ mod req;
 mod sandbox;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod limits_tests;
 
 pub use decision::{fastcgi_decision, install_decisions, Decision, DecisionValue};
 pub use error::{RouteError, RouteErrorKind};
