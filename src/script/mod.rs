@@ -40,7 +40,7 @@ use std::rc::Rc;
 use mlua::{Function, Lua, RegistryKey, Value};
 
 use crate::http::request::Request;
-use decision::DecisionUd;
+use decision::decision_of;
 use limits::{Budget, Trip};
 use req::Current;
 
@@ -74,7 +74,12 @@ pub struct Router {
     budget: Rc<Budget>,
     backends: HashSet<String>,
     limits: RouterLimits,
+    /// Lua heap size at which the next call ends with a full collection (see `collect_if_due`).
+    gc_at: usize,
 }
+
+/// Least heap growth between two full collections the router runs itself.
+const GC_SLACK: usize = 4 * 1024 * 1024;
 
 impl Router {
     /// Prepares `lua` (the config state, inherited by fork) for serving: installs the sandbox
@@ -100,14 +105,36 @@ impl Router {
         lua.gc_collect()?;
         lua.set_memory_limit(limits.memory)?;
         let budget = limits::install(lua);
-        Ok(Router {
+        let mut router = Router {
             lua: lua.clone(),
             func,
             current,
             budget,
             backends,
             limits,
-        })
+            gc_at: 0,
+        };
+        router.collect_if_due();
+        Ok(router)
+    }
+
+    /// Runs a full collection once the heap has grown by [`GC_SLACK`] (or half of what it held
+    /// after the last one) since the last.
+    ///
+    /// Lua's own pacing does not bound a router's heap: each decision is a userdata with a
+    /// finalizer, which survives the cycle that finds it dead, so every cycle ends with the
+    /// last cycle's garbage still counted as live, the next threshold doubles, and the heap
+    /// grew to the memory limit (then innocent requests failed: an emergency collection runs
+    /// no finalizers). A full collection runs the pending finalizers; the next one frees them.
+    fn collect_if_due(&mut self) {
+        if self.lua.used_memory() < self.gc_at {
+            return;
+        }
+        let _ = self.lua.gc_collect();
+        let used = self.lua.used_memory();
+        let limit = self.limits.memory;
+        let next = used.saturating_add((used / 2).max(GC_SLACK));
+        self.gc_at = if limit > 0 { next.min(limit / 4 * 3).max(used) } else { next };
     }
 
     /// The limits this router applies.
@@ -126,6 +153,7 @@ impl Router {
             let trip = self.budget.finish();
             (r, trip)
         };
+        self.collect_if_due();
         match result {
             (_, Some((trip, at))) => {
                 let (kind, what) = match trip {
@@ -186,11 +214,8 @@ impl Router {
                 ))
             }
         };
-        let d = match ud.borrow::<DecisionUd>() {
-            Ok(d) => d.0.clone(),
-            Err(_) => {
-                return bad("the route function returned a userdata that is not a decision".into())
-            }
+        let Some(d) = decision_of(&ud) else {
+            return bad("the route function returned a userdata that is not a decision".into());
         };
         if let Decision::FastCgi { backend, .. } = &d {
             if !self.backends.contains(backend) {
