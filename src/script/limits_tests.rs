@@ -37,7 +37,8 @@ fn xpcall_with_a_looping_handler_is_stopped() {
     stopped("pcall(pcall, pcall, function() while true do end end)");
     stopped("xpcall(pcall, function() while true do end end, function() while true do end end)");
     // A handler that still works for ordinary errors.
-    let mut r = eval("select(2, xpcall(error, function(m) return 'handled ' .. tostring(m) end, 'x'))");
+    let mut r =
+        eval("select(2, xpcall(error, function(m) return 'handled ' .. tostring(m) end, 'x'))");
     assert_eq!(respond_body(call(&mut r).unwrap()), "handled x");
 }
 
@@ -48,7 +49,9 @@ fn to_be_closed_variables_and_finalizers_cannot_hide_work() {
     // later is caught by the worker's backstop timer only (see tests/limits.rs).
     for mm in ["__gc", "__close"] {
         let e = fails_then_recovers(
-            &format!("local x <close> = setmetatable({{}}, {{ {mm} = false }})\n while true do end"),
+            &format!(
+                "local x <close> = setmetatable({{}}, {{ {mm} = false }})\n while true do end"
+            ),
             BAD,
             RouteErrorKind::Lua,
         );
@@ -80,7 +83,10 @@ fn coroutines_are_not_reachable() {
     // The hook is set on the main thread only (mlua removes it from others): no coroutine may
     // run route code.
     for expr in ["coroutine", "coroutine and coroutine.wrap"] {
-        assert_eq!(respond_body(call(&mut eval(&format!("type({expr})"))).unwrap()), "nil");
+        assert_eq!(
+            respond_body(call(&mut eval(&format!("type({expr})"))).unwrap()),
+            "nil"
+        );
     }
 }
 
@@ -93,11 +99,26 @@ fn loops_of_big_c_calls_stop_at_the_deadline() {
         ..RouterLimits::default()
     };
     for (prep, body) in [
-        ("local t = {} for i = 1, 100000 do t[i] = (i * 7919) % 100003 end", "while true do table.sort(t) end"),
-        ("local s = string.rep('a', 8 * 1024 * 1024)", "while true do s:gsub('a', 'b') end"),
-        ("local s = string.rep('a', 1024 * 1024)", "while true do s:find('b', 1, true) end"),
-        ("local s = string.rep('a', 1024 * 1024)", "while true do s:upper() end"),
-        ("local t = {} for i = 1, 100000 do t[i] = 'x' end", "while true do table.concat(t) end"),
+        (
+            "local t = {} for i = 1, 100000 do t[i] = (i * 7919) % 100003 end",
+            "while true do table.sort(t) end",
+        ),
+        (
+            "local s = string.rep('a', 8 * 1024 * 1024)",
+            "while true do s:gsub('a', 'b') end",
+        ),
+        (
+            "local s = string.rep('a', 1024 * 1024)",
+            "while true do s:find('b', 1, true) end",
+        ),
+        (
+            "local s = string.rep('a', 1024 * 1024)",
+            "while true do s:upper() end",
+        ),
+        (
+            "local t = {} for i = 1, 100000 do t[i] = 'x' end",
+            "while true do table.concat(t) end",
+        ),
         ("", "while true do string.rep('x', 1024 * 1024) end"),
     ] {
         let src = format!(
@@ -126,14 +147,24 @@ fn backtracking_on_a_request_header_is_stopped() {
     let started = Instant::now();
     let e = call_head(&mut r, &head).unwrap_err();
     assert!(
-        matches!(e.kind, RouteErrorKind::Instructions | RouteErrorKind::Deadline),
+        matches!(
+            e.kind,
+            RouteErrorKind::Instructions | RouteErrorKind::Deadline
+        ),
         "{e}"
     );
     assert_eq!(e.location.as_deref(), Some("site.lua:3"), "{e}");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     // A short header still matches normally.
     let ok = "GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: somebot crawler\r\n\r\n";
-    assert!(matches!(call_head(&mut r, ok).unwrap(), Decision::Deny { .. }));
+    assert!(matches!(
+        call_head(&mut r, ok).unwrap(),
+        Decision::Deny { .. }
+    ));
     assert_eq!(respond_body(call(&mut r).unwrap()), "fine");
 }
 
@@ -155,7 +186,10 @@ fn rawset_cannot_change_what_the_next_request_sees() {
             BAD,
             RouteErrorKind::Lua,
         );
-        assert!(e.message.contains(&format!("rawset: {name} is read-only")), "{e}");
+        assert!(
+            e.message.contains(&format!("rawset: {name} is read-only")),
+            "{e}"
+        );
     }
     // pairs() does not hand out the table behind a library view.
     let src = "route(function(req)\n  if req.path == '/bad' then\n    local _, t = pairs(string)\n    if t then rawset(t, 'find', function() return 'evil' end) end\n    for k in pairs(string) do end\n    return nil\n  end\n  return respond(200, tostring(('abc'):find('b')) .. type(string.upper) .. tostring(rawget(string, 'find')))\nend)";
@@ -209,7 +243,10 @@ fn memory_stays_bounded_over_many_decisions() {
         // Without the fix: ~3 GB for the 10 KB bodies. Other tests share the process, so the
         // bound leaves room for them.
         assert!(grown < 200 * 1024, "{src}: RSS grew {grown} KB");
-        assert!(lua_max < 8 * 1024 * 1024, "{src}: Lua heap reached {lua_max} bytes");
+        assert!(
+            lua_max < 8 * 1024 * 1024,
+            "{src}: Lua heap reached {lua_max} bytes"
+        );
     }
 }
 
@@ -218,7 +255,10 @@ fn memory_stays_bounded_over_many_decisions() {
 #[test]
 fn route_header_mistakes_are_errors() {
     for (hdrs, why) in [
-        ("{ ['content-type'] = 'a', ['Content-Type'] = 'b' }", "case-insensitive"),
+        (
+            "{ ['content-type'] = 'a', ['Content-Type'] = 'b' }",
+            "case-insensitive",
+        ),
         ("{ ['X-A'] = { x = 1 } }", "list of strings"),
         ("{ ['X-A'] = {} }", "list of strings"),
         ("{ ['X-A'] = { 'a', { 'b' } } }", "must be a string"),
@@ -233,10 +273,15 @@ fn route_header_mistakes_are_errors() {
         assert_eq!(e.location.as_deref(), Some("site.lua:3"), "{e}");
     }
     // A list still sends one line per item.
-    let mut r = router("route(function(req) return respond(200, 'x', { ['Set-Cookie'] = { 'a=1', 'b=2' } }) end)");
+    let mut r = router(
+        "route(function(req) return respond(200, 'x', { ['Set-Cookie'] = { 'a=1', 'b=2' } }) end)",
+    );
     match call(&mut r).unwrap() {
         Decision::Respond { headers, .. } => {
-            assert_eq!(headers, hdrs(&[("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]));
+            assert_eq!(
+                headers,
+                hdrs(&[("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")])
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -21,13 +21,13 @@ mod args;
 mod decision;
 mod error;
 mod limits;
+#[cfg(test)]
+mod limits_tests;
 mod pattern;
 mod req;
 mod sandbox;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod limits_tests;
 
 pub use decision::{fastcgi_decision, install_decisions, Decision, DecisionValue};
 pub use error::{RouteError, RouteErrorKind};
@@ -134,7 +134,11 @@ impl Router {
         let used = self.lua.used_memory();
         let limit = self.limits.memory;
         let next = used.saturating_add((used / 2).max(GC_SLACK));
-        self.gc_at = if limit > 0 { next.min(limit / 4 * 3).max(used) } else { next };
+        self.gc_at = if limit > 0 {
+            next.min(limit / 4 * 3).max(used)
+        } else {
+            next
+        };
     }
 
     /// The limits this router applies.

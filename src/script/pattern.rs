@@ -149,16 +149,14 @@ impl<'a> Matcher<'a> {
                 b'$' if *p + 1 == pat.len() => {
                     return Ok((*s == src.len()).then_some(*s));
                 }
-                b'%' if pat.get(*p + 1) == Some(&b'b') => {
-                    match self.balance(*s, *p + 2)? {
-                        Some(e) => {
-                            *s = e;
-                            *p += 4;
-                            continue;
-                        }
-                        None => return Ok(None),
+                b'%' if pat.get(*p + 1) == Some(&b'b') => match self.balance(*s, *p + 2)? {
+                    Some(e) => {
+                        *s = e;
+                        *p += 4;
+                        continue;
                     }
-                }
+                    None => return Ok(None),
+                },
                 b'%' if pat.get(*p + 1) == Some(&b'f') => {
                     *p += 2;
                     if pat.get(*p) != Some(&b'[') {
@@ -599,7 +597,9 @@ fn add_value(
     match value {
         Value::Nil | Value::Boolean(false) => out.extend_from_slice(whole),
         Value::String(v) => out.extend_from_slice(&v.as_bytes()),
-        v @ (Value::Integer(_) | Value::Number(_)) => out.extend_from_slice(&lua_text(lua, v)?.as_bytes()),
+        v @ (Value::Integer(_) | Value::Number(_)) => {
+            out.extend_from_slice(&lua_text(lua, v)?.as_bytes())
+        }
         other => {
             return Err(mlua::Error::RuntimeError(format!(
                 "invalid replacement value (a {})",
@@ -611,7 +611,13 @@ fn add_value(
 }
 
 /// A replacement string: `%0`..`%9` are captures, `%%` is `%`.
-fn add_string(m: &Matcher<'_>, s: usize, e: usize, r: &[u8], out: &mut Vec<u8>) -> mlua::Result<()> {
+fn add_string(
+    m: &Matcher<'_>,
+    s: usize,
+    e: usize,
+    r: &[u8],
+    out: &mut Vec<u8>,
+) -> mlua::Result<()> {
     let mut i = 0;
     while i < r.len() {
         let c = r[i];

@@ -106,15 +106,99 @@ const SUBJECTS: &[&str] = &[
 ];
 
 const PATTERNS: &[&str] = &[
-    "", "o", "l+", "l*", "l-", "lo?", "^h", "d$", "^$", ".", "..", "^.-$", "%a+", "%A+", "%d+",
-    "%D", "%s+", "%S+", "%w+", "%W", "%p", "%P+", "%l+", "%u+", "%x+", "%c", "%g+", "[aeiou]",
-    "[^aeiou]+", "[a-z]+", "[%a_][%w_]*", "[]]", "[^]]+", "[%]]", "[a-]", "[-a]", "[%-]",
-    "(%w+)=(%w+)", "(%w+)%s*=%s*(%w+)", "()", "()ll()", "(h)(e)(l)", "((%w)%w)", "(a*(.)%2)",
-    "(.)%1", "%b()", "%b[]", "%b{}", "%bxy", "%f[%w]%w+", "%f[%W]", "%f[%a]%a+%f[%A]", "^/api/",
-    "%.php$", "[+-]?%d+%.?%d*[eE]?[+-]?%d*", "0x%x+", "bot", ".*bot.*crawler", "(.-),", ",",
-    "%z", "\0", "[\0-\x1f]", "%%", "%[", "[%%%]]", "a-b", "^(%s*)(.-)(%s*)$", "(()a)", "[%w%.]+",
-    "(", ")", "%", "[a", "[^", "(()", "%b", "%b(", "%f", "%fa", "%1", "(a)%2", "%0", "[a-%%]",
-    "x*$", ".-$", "[^%s]+$", "(%a+) (%a+)", "^(.-)%s*$", "((a)(b)(c))", "$x", "^^", "a$b",
+    "",
+    "o",
+    "l+",
+    "l*",
+    "l-",
+    "lo?",
+    "^h",
+    "d$",
+    "^$",
+    ".",
+    "..",
+    "^.-$",
+    "%a+",
+    "%A+",
+    "%d+",
+    "%D",
+    "%s+",
+    "%S+",
+    "%w+",
+    "%W",
+    "%p",
+    "%P+",
+    "%l+",
+    "%u+",
+    "%x+",
+    "%c",
+    "%g+",
+    "[aeiou]",
+    "[^aeiou]+",
+    "[a-z]+",
+    "[%a_][%w_]*",
+    "[]]",
+    "[^]]+",
+    "[%]]",
+    "[a-]",
+    "[-a]",
+    "[%-]",
+    "(%w+)=(%w+)",
+    "(%w+)%s*=%s*(%w+)",
+    "()",
+    "()ll()",
+    "(h)(e)(l)",
+    "((%w)%w)",
+    "(a*(.)%2)",
+    "(.)%1",
+    "%b()",
+    "%b[]",
+    "%b{}",
+    "%bxy",
+    "%f[%w]%w+",
+    "%f[%W]",
+    "%f[%a]%a+%f[%A]",
+    "^/api/",
+    "%.php$",
+    "[+-]?%d+%.?%d*[eE]?[+-]?%d*",
+    "0x%x+",
+    "bot",
+    ".*bot.*crawler",
+    "(.-),",
+    ",",
+    "%z",
+    "\0",
+    "[\0-\x1f]",
+    "%%",
+    "%[",
+    "[%%%]]",
+    "a-b",
+    "^(%s*)(.-)(%s*)$",
+    "(()a)",
+    "[%w%.]+",
+    "(",
+    ")",
+    "%",
+    "[a",
+    "[^",
+    "(()",
+    "%b",
+    "%b(",
+    "%f",
+    "%fa",
+    "%1",
+    "(a)%2",
+    "%0",
+    "[a-%%]",
+    "x*$",
+    ".-$",
+    "[^%s]+$",
+    "(%a+) (%a+)",
+    "^(.-)%s*$",
+    "((a)(b)(c))",
+    "$x",
+    "^^",
+    "a$b",
 ];
 
 /// Every pattern against every subject, with `find`, `match`, `gmatch`.
@@ -132,7 +216,12 @@ fn find_match_gmatch_agree_with_lua() {
             }
         }
     }
-    assert!(bad.is_empty(), "{} differences:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} differences:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }
 
 /// `init` (positive, zero, negative, past the end) and `plain`.
@@ -158,7 +247,12 @@ fn init_and_plain_arguments_agree_with_lua() {
             }
         }
     }
-    assert!(bad.is_empty(), "{} differences:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} differences:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }
 
 /// `gsub` with string, table and function replacements, and the `n` limit.
@@ -198,7 +292,12 @@ return out
         .eval::<Vec<Option<String>>>()
         .unwrap();
     let bad: Vec<String> = results.into_iter().flatten().collect();
-    assert!(bad.is_empty(), "{} differences:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} differences:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }
 
 /// Many captures and deep patterns fail the same way as Lua's.

@@ -122,9 +122,14 @@ pub(super) fn wrap(lua: &Lua, cur: &Rc<Current>, route: Function) -> mlua::Resul
         Ok((next, t, Value::Nil))
     })?;
     let protect: Function = lua.named_registry_value(super::sandbox::PROTECT)?;
-    lua.load(REQ_LUA)
-        .set_name("=luahttpd req")
-        .call((fetch, header, arg, header_pairs, route, protect))
+    lua.load(REQ_LUA).set_name("=luahttpd req").call((
+        fetch,
+        header,
+        arg,
+        header_pairs,
+        route,
+        protect,
+    ))
 }
 
 fn opt_str(lua: &Lua, s: Option<&str>) -> mlua::Result<Value> {

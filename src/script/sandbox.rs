@@ -68,10 +68,15 @@ pub fn prepare_sandbox(lua: &Lua) -> mlua::Result<()> {
         };
         budget.charge(n)
     })?;
-    let protect: mlua::Function = lua
-        .load(SANDBOX_LUA)
-        .set_name("=luahttpd sandbox")
-        .call((g, tripped, log, decisions, is_c_function, metered, charge))?;
+    let protect: mlua::Function = lua.load(SANDBOX_LUA).set_name("=luahttpd sandbox").call((
+        g,
+        tripped,
+        log,
+        decisions,
+        is_c_function,
+        metered,
+        charge,
+    ))?;
     lua.set_named_registry_value(PROTECT, protect)?;
     lua.set_named_registry_value(MARK, true)
 }

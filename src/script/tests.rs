@@ -83,7 +83,11 @@ pub(super) fn hdrs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// Asserts a failure of `kind` and that the router still answers afterwards.
-pub(super) fn fails_then_recovers(src_prefix: &str, bad_head: &str, kind: RouteErrorKind) -> RouteError {
+pub(super) fn fails_then_recovers(
+    src_prefix: &str,
+    bad_head: &str,
+    kind: RouteErrorKind,
+) -> RouteError {
     fails_then_recovers_with(src_prefix, bad_head, kind, RouterLimits::default())
 }
 
@@ -684,4 +688,3 @@ fn best_of(r: &mut Router, rr: &RouteRequest<'_>) -> u128 {
         .min()
         .unwrap_or_default()
 }
-
