@@ -107,7 +107,7 @@ impl<'a> Matcher<'a> {
 
     fn tick(&mut self) -> R<()> {
         self.steps += 1;
-        if self.steps % STEP_CHUNK == 0 {
+        if self.steps.is_multiple_of(STEP_CHUNK) {
             (self.meter)(STEP_CHUNK).map_err(Stop::Meter)?;
         }
         Ok(())
