@@ -48,7 +48,11 @@ end)
     wait_for("the backstop log line", Duration::from_secs(10), || {
         s.log_text()
             .lines()
-            .any(|l| l.contains("killed by the route backstop") && l.contains("GET /stuck"))
+            .any(|l| {
+                l.contains("killed by the route backstop")
+                    && l.contains("GET /stuck")
+                    && l.contains("site.lua:3")
+            })
     });
     wait_for("a respawned worker", Duration::from_secs(10), || {
         let now = s.worker_pids();

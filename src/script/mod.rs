@@ -230,6 +230,23 @@ impl Router {
     }
 }
 
+/// `file:line` where the route function behind `route` is defined (for log lines written
+/// outside a call, e.g. when a worker stuck in one was killed). Runs no Lua code.
+pub fn route_location(lua: &Lua, route: &RegistryKey) -> Option<String> {
+    let f: Function = lua.registry_value(route).ok()?;
+    let info = f.info();
+    let file = info
+        .source
+        .as_deref()
+        .and_then(|s| s.strip_prefix('@'))
+        .map(str::to_string)
+        .or(info.short_src)?;
+    Some(match info.line_defined {
+        Some(l) if l > 0 => format!("{file}:{l}"),
+        _ => file,
+    })
+}
+
 fn is_memory(e: &mlua::Error) -> bool {
     match e {
         mlua::Error::MemoryError(_) => true,
