@@ -46,13 +46,11 @@ end)
     // 50 ms deadline + 1 s bound, with room for a loaded machine; it used to run forever.
     assert!(took < Duration::from_secs(10), "took {took:?}");
     wait_for("the backstop log line", Duration::from_secs(10), || {
-        s.log_text()
-            .lines()
-            .any(|l| {
-                l.contains("killed by the route backstop")
-                    && l.contains("GET /stuck")
-                    && l.contains("site.lua:3")
-            })
+        s.log_text().lines().any(|l| {
+            l.contains("killed by the route backstop")
+                && l.contains("GET /stuck")
+                && l.contains("site.lua:3")
+        })
     });
     wait_for("a respawned worker", Duration::from_secs(10), || {
         let now = s.worker_pids();

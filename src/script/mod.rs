@@ -11,11 +11,10 @@
 //! its own copy after fork). Globals cannot be assigned inside route, so nothing is shared
 //! between requests by accident.
 //!
-//! Limits the hook cannot enforce: a single C function call runs to its end. `string.rep` is
-//! bounded by the memory limit. Lua pattern matching (`find`, `match`, `gmatch`, `gsub`) is not
-//! interrupted: its time depends on the pattern (chosen by the trusted config) and the subject.
-//! Subjects taken from the request are bounded by `limits.header_bytes`, but a pattern with
-//! several unanchored `.-`/`.*` costs O(n^k) on them; keep patterns anchored and simple.
+//! Limits the hook cannot enforce: a single C function call runs to its end. Pattern matching
+//! is therefore done in Rust ([`pattern`]) and charged step by step; big C calls are charged by
+//! their size (`sandbox.lua`); what remains (one huge `table.sort`) is bounded by the worker's
+//! backstop timer (`worker::backstop`), which kills a worker stuck past deadline + 1 s.
 
 mod args;
 mod decision;

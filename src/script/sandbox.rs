@@ -24,9 +24,11 @@ pub(super) const PROTECT: &str = "luahttpd.script.protect";
 /// (without `dump`), `table`, `math`, `utf8`, `os` with only `time clock date getenv`, and the
 /// decisions `static fastcgi redirect respond deny`. Gone: `io`, `debug`, `package`, `require`,
 /// `load`, `loadfile`, `dofile`, `coroutine`, the rest of `os`, and the config helpers
-/// (`server`, `include`, `exists`, `read_file`, …). Assigning an undeclared global is an error;
-/// reading one gives nil. `setmetatable` refuses `__gc` (finalizers run outside the limits),
-/// and `pcall`/`xpcall` do not catch a stop by the instruction budget or the deadline.
+/// (`server`, `include`, `exists`, `read_file`, …). Assigning any global is an error; reading
+/// an undeclared one gives nil; `rawset` refuses the globals, `req` and the libraries.
+/// `setmetatable` refuses `__gc` and `__close` (they can run outside the limits), `pcall` and
+/// `xpcall` do not catch a stop by the instruction budget or the deadline, and `xpcall` does not
+/// run its handler for one. The pattern functions are metered Rust ([`super::pattern`]).
 ///
 /// Functions defined by the config keep the globals table as their `_ENV`, so they see the
 /// sandbox; values the config captured in upvalues before (`local io = io`) stay reachable to
