@@ -78,6 +78,13 @@ fn metamethods_called_from_c_are_counted() {
     }
 }
 
+/// `string.rep` of an empty string makes `n` empty copies in one C call: charged first.
+#[test]
+fn a_huge_empty_rep_is_charged_before_it_runs() {
+    stopped("string.rep('', 1e15)");
+    stopped("string.rep('', 1e15, '')");
+}
+
 #[test]
 fn coroutines_are_not_reachable() {
     // The hook is set on the main thread only (mlua removes it from others): no coroutine may

@@ -108,6 +108,10 @@ for k, v in pairs(metered) do string_src[k] = v end
 for _, k in pairs({ "upper", "lower", "reverse", "byte" }) do string_src[k] = linear(G.string[k]) end
 -- Charged after the call: one call is bounded by the memory limit, which it meets first.
 string_src.rep = function(s, n, sep)
+  -- An empty result is made by n empty copies: no memory to run out of, so charge first.
+  if type(n) == "number" and n > 0 and #tostring(s) + #tostring(sep or "") == 0 then
+    charge(n // 16)
+  end
   local r = rep(s, n, sep)
   charge(#r // 16)
   return r
