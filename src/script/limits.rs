@@ -50,6 +50,8 @@ pub(super) enum Trip {
 pub(super) struct Budget {
     active: Cell<bool>,
     used: Cell<u64>,
+    /// Work noted by [`Budget::touch`] in this call.
+    work: Cell<u64>,
     max: Cell<u64>,
     deadline: Cell<Option<Instant>>,
     tripped: Cell<Option<Trip>>,
@@ -65,6 +67,7 @@ impl Budget {
     /// Starts a call with these limits.
     pub(super) fn start(&self, limits: &RouterLimits) {
         self.used.set(0);
+        self.work.set(0);
         self.max.set(limits.instructions);
         self.deadline
             .set(Instant::now().checked_add(limits.deadline));
@@ -84,6 +87,28 @@ impl Budget {
     /// Whether a limit tripped during the current call.
     pub(super) fn is_tripped(&self) -> bool {
         self.active.get() && self.tripped.get().is_some()
+    }
+
+    /// Notes `n` units of work done by a C function (about one per 16 bytes or per element):
+    /// not counted against the instruction budget (which means VM instructions and pattern
+    /// steps), but the clock is read once per [`CLOCK_EVERY`] units, so a loop of big C calls
+    /// meets the deadline instead of one hook check per few hundred calls.
+    pub(super) fn touch(&self, n: u64) -> mlua::Result<()> {
+        if !self.active.get() {
+            return Ok(());
+        }
+        if let Some(t) = self.tripped.get() {
+            return Err(stop(t));
+        }
+        let before = self.work.get();
+        let work = before.saturating_add(n);
+        self.work.set(work);
+        let clock_due = n >= CLOCK_EVERY || before / CLOCK_EVERY != work / CLOCK_EVERY;
+        if clock_due && self.deadline.get().is_some_and(|d| Instant::now() >= d) {
+            self.tripped.set(Some(Trip::Deadline));
+            return Err(stop(Trip::Deadline));
+        }
+        Ok(())
     }
 
     /// Adds `n` instruction-equivalents of work done outside the VM (pattern matching steps,

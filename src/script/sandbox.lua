@@ -88,8 +88,9 @@ keep.print = function(...)
 end
 
 -- C functions whose time grows with their input run to their end, where no hook can stop
--- them: charge their work to the budget up front (in VM-instruction equivalents), so a loop
--- of them stops at the limit instead of one hook check per few hundred calls.
+-- them: `charge` notes their size (not counted as instructions) and reads the clock every
+-- so much of it, so a loop of them stops at the deadline instead of one hook check per few
+-- hundred calls.
 local function bytes(s) return type(s) == "string" and #s // 16 or 0 end
 local function linear(f)
   return function(s, ...)

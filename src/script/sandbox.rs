@@ -68,7 +68,7 @@ pub fn prepare_sandbox(lua: &Lua) -> mlua::Result<()> {
             Value::Number(f) if f > 0.0 => f as u64,
             _ => 0,
         };
-        budget.charge(n)
+        budget.touch(n)
     })?;
     let protect: mlua::Function = lua.load(SANDBOX_LUA).set_name("=luahttpd sandbox").call((
         g,
