@@ -156,22 +156,45 @@ pub fn fastcgi_decision(lua: &Lua, name: Value, opts: Value) -> mlua::Result<Dec
             }
         }
     }
-    Ok(DecisionValue(Decision::FastCgi {
-        backend,
-        script,
-        path_info,
-        params,
-        headers,
-    }))
+    Ok(DecisionValue(
+        Decision::FastCgi {
+            backend,
+            script,
+            path_info,
+            params,
+            headers,
+        },
+        None,
+    ))
 }
 
 /// A decision on its way into Lua.
-pub struct DecisionValue(Decision);
+pub struct DecisionValue(Decision, Option<mlua::String>);
 
 impl mlua::IntoLua for DecisionValue {
     fn into_lua(self, lua: &Lua) -> mlua::Result<Value> {
-        lua.create_userdata(DecisionUd(self.0)).map(Value::UserData)
+        let ud = lua.create_userdata(DecisionUd(self.0))?;
+        if let Some(body) = self.1 {
+            ud.set_user_value(body)?;
+        }
+        Ok(Value::UserData(ud))
     }
+}
+
+/// The decision a userdata holds, with a `respond` body taken from its user value.
+///
+/// A `respond` body stays a Lua string (the userdata's user value), not a Rust copy: a
+/// decision built per request is then garbage the Lua collector sees at its real size (a
+/// 10 KB body copied into Rust looked like a 100-byte userdata, and millions piled up before
+/// a collection), and a body built once is shared, not copied, by every decision.
+pub(super) fn decision_of(ud: &mlua::AnyUserData) -> Option<Decision> {
+    let mut d = ud.borrow::<DecisionUd>().ok()?.0.clone();
+    if let Decision::Respond { body, .. } = &mut d {
+        if let Ok(Some(s)) = ud.user_value::<Option<mlua::String>>() {
+            *body = s.as_bytes().to_vec();
+        }
+    }
+    Some(d)
 }
 
 fn static_(lua: &Lua, opts: Value) -> mlua::Result<DecisionValue> {
@@ -194,7 +217,7 @@ fn static_(lua: &Lua, opts: Value) -> mlua::Result<DecisionValue> {
             }
         }
     }
-    Ok(DecisionValue(Decision::Static { root, headers }))
+    Ok(DecisionValue(Decision::Static { root, headers }, None))
 }
 
 fn redirect(
@@ -215,11 +238,14 @@ fn redirect(
         ));
     }
     let headers = header_list(lua, what, hdrs)?;
-    Ok(DecisionValue(Decision::Redirect {
-        status,
-        location,
-        headers,
-    }))
+    Ok(DecisionValue(
+        Decision::Redirect {
+            status,
+            location,
+            headers,
+        },
+        None,
+    ))
 }
 
 fn respond(lua: &Lua, (status, body, hdrs): (Value, Value, Value)) -> mlua::Result<DecisionValue> {
@@ -229,9 +255,9 @@ fn respond(lua: &Lua, (status, body, hdrs): (Value, Value, Value)) -> mlua::Resu
         return Err(fail(lua, what, "status must be in 200..599"));
     }
     let body = match body {
-        Value::Nil => Vec::new(),
-        Value::String(s) => s.as_bytes().to_vec(),
-        Value::Integer(_) | Value::Number(_) => body.to_string()?.into_bytes(),
+        Value::Nil => None,
+        Value::String(s) => Some(s),
+        Value::Integer(_) | Value::Number(_) => Some(lua.create_string(body.to_string()?)?),
         other => {
             return Err(fail(
                 lua,
@@ -240,7 +266,8 @@ fn respond(lua: &Lua, (status, body, hdrs): (Value, Value, Value)) -> mlua::Resu
             ))
         }
     };
-    if !body.is_empty() && matches!(status, 204 | 304) {
+    let body = body.filter(|b| !b.as_bytes().is_empty());
+    if body.is_some() && matches!(status, 204 | 304) {
         return Err(fail(
             lua,
             what,
@@ -248,11 +275,14 @@ fn respond(lua: &Lua, (status, body, hdrs): (Value, Value, Value)) -> mlua::Resu
         ));
     }
     let headers = header_list(lua, what, hdrs)?;
-    Ok(DecisionValue(Decision::Respond {
-        status,
+    Ok(DecisionValue(
+        Decision::Respond {
+            status,
+            body: Vec::new(),
+            headers,
+        },
         body,
-        headers,
-    }))
+    ))
 }
 
 fn deny(lua: &Lua, (status, hdrs): (Value, Value)) -> mlua::Result<DecisionValue> {
@@ -262,7 +292,7 @@ fn deny(lua: &Lua, (status, hdrs): (Value, Value)) -> mlua::Result<DecisionValue
         return Err(fail(lua, what, "status must be in 400..599"));
     }
     let headers = header_list(lua, what, hdrs)?;
-    Ok(DecisionValue(Decision::Deny { status, headers }))
+    Ok(DecisionValue(Decision::Deny { status, headers }, None))
 }
 
 fn status_arg(lua: &Lua, what: &str, v: Value, default: Option<u16>) -> mlua::Result<u16> {
@@ -356,6 +386,8 @@ fn string_map(
         }
     };
     let mut out = Vec::new();
+    // Header names are case-insensitive: two keys naming one header would send it twice.
+    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     for pair in t.pairs::<Value, Value>() {
         let (k, v) = pair?;
         let name = match &k {
@@ -368,8 +400,30 @@ fn string_map(
                 ))
             }
         };
+        if as_headers {
+            if let Some(prev) = seen.insert(name.to_ascii_lowercase(), name.clone()) {
+                return Err(fail(
+                    lua,
+                    what,
+                    format!(
+                        "{field} sets '{prev}' and '{name}': header names are case-insensitive,                          set each once (a list of strings sends several lines)"
+                    ),
+                ));
+            }
+        }
         match v {
             Value::Table(list) if as_headers => {
+                let n = list.raw_len();
+                let keys = list.pairs::<Value, Value>().count();
+                if n == 0 || keys != n {
+                    return Err(fail(
+                        lua,
+                        what,
+                        format!(
+                            "{field}['{name}'] must be a string or a non-empty list of strings"
+                        ),
+                    ));
+                }
                 for item in list.sequence_values::<Value>() {
                     let item = text(lua, what, &format!("{field}['{name}']"), item?)?;
                     out.push((name.clone(), item));

@@ -14,6 +14,9 @@ use mlua::{HookTriggers, Lua, VmState};
 /// VM instructions between two hook calls: the budget's granularity.
 pub const HOOK_EVERY: u32 = 1000;
 
+/// Instruction-equivalents between two reads of the clock (the hook's step is about this).
+const CLOCK_EVERY: u64 = 1024;
+
 /// Limits applied to every route call (and, for memory, to the whole worker state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouterLimits {
@@ -47,6 +50,8 @@ pub(super) enum Trip {
 pub(super) struct Budget {
     active: Cell<bool>,
     used: Cell<u64>,
+    /// Work noted by [`Budget::touch`] in this call.
+    work: Cell<u64>,
     max: Cell<u64>,
     deadline: Cell<Option<Instant>>,
     tripped: Cell<Option<Trip>>,
@@ -62,6 +67,7 @@ impl Budget {
     /// Starts a call with these limits.
     pub(super) fn start(&self, limits: &RouterLimits) {
         self.used.set(0);
+        self.work.set(0);
         self.max.set(limits.instructions);
         self.deadline
             .set(Instant::now().checked_add(limits.deadline));
@@ -83,23 +89,70 @@ impl Budget {
         self.active.get() && self.tripped.get().is_some()
     }
 
-    fn check(&self, debug: &mlua::Debug) -> mlua::Result<VmState> {
+    /// Notes `n` units of work done by a C function (about one per 16 bytes or per element):
+    /// not counted against the instruction budget (which means VM instructions and pattern
+    /// steps), but the clock is read once per [`CLOCK_EVERY`] units, so a loop of big C calls
+    /// meets the deadline instead of one hook check per few hundred calls.
+    pub(super) fn touch(&self, n: u64) -> mlua::Result<()> {
         if !self.active.get() {
-            return Ok(VmState::Continue);
+            return Ok(());
         }
         if let Some(t) = self.tripped.get() {
             return Err(stop(t));
         }
-        let used = self.used.get().saturating_add(u64::from(HOOK_EVERY));
+        let before = self.work.get();
+        let work = before.saturating_add(n);
+        self.work.set(work);
+        let clock_due = n >= CLOCK_EVERY || before / CLOCK_EVERY != work / CLOCK_EVERY;
+        if clock_due && self.deadline.get().is_some_and(|d| Instant::now() >= d) {
+            self.tripped.set(Some(Trip::Deadline));
+            return Err(stop(Trip::Deadline));
+        }
+        Ok(())
+    }
+
+    /// Adds `n` instruction-equivalents of work done outside the VM (pattern matching steps,
+    /// a share of a big C call) and checks both limits, like the hook does.
+    pub(super) fn charge(&self, n: u64) -> mlua::Result<()> {
+        match self.account(n) {
+            None => Ok(()),
+            Some(t) => Err(stop(t)),
+        }
+    }
+
+    /// Counts `n` and returns the limit that is (or already was) exceeded.
+    fn account(&self, n: u64) -> Option<Trip> {
+        if !self.active.get() {
+            return None;
+        }
+        if let Some(t) = self.tripped.get() {
+            return Some(t);
+        }
+        let before = self.used.get();
+        let used = before.saturating_add(n);
         self.used.set(used);
+        // The clock is read once per CLOCK_EVERY instruction-equivalents, not per charge: a
+        // short `find` charges a few steps and should not pay for a clock read.
+        let clock_due = n >= CLOCK_EVERY || before / CLOCK_EVERY != used / CLOCK_EVERY;
         let trip = if used > self.max.get() {
             Trip::Instructions
-        } else if self.deadline.get().is_some_and(|d| Instant::now() >= d) {
+        } else if clock_due && self.deadline.get().is_some_and(|d| Instant::now() >= d) {
             Trip::Deadline
         } else {
-            return Ok(VmState::Continue);
+            return None;
         };
         self.tripped.set(Some(trip));
+        Some(trip)
+    }
+
+    fn check(&self, debug: &mlua::Debug) -> mlua::Result<VmState> {
+        let already = self.active.get() && self.tripped.get().is_some();
+        let Some(trip) = self.account(u64::from(HOOK_EVERY)) else {
+            return Ok(VmState::Continue);
+        };
+        if already {
+            return Err(stop(trip));
+        }
         let line = debug.curr_line();
         let src = debug.source();
         let file = src
@@ -124,15 +177,24 @@ fn stop(t: Trip) -> mlua::Error {
     })
 }
 
-/// Installs the count hook on `lua` (replacing any other hook) and publishes the budget as app
-/// data for the sandbox's `pcall`.
-pub(super) fn install(lua: &Lua) -> Rc<Budget> {
+/// The state's budget, published as app data (made on first use, so the sandbox's metered
+/// functions and the hook share one).
+pub(super) fn shared(lua: &Lua) -> Rc<Budget> {
+    if let Some(b) = lua.app_data_ref::<SharedBudget>() {
+        return b.0.clone();
+    }
     let budget = Rc::new(Budget::default());
+    lua.set_app_data(SharedBudget(budget.clone()));
+    budget
+}
+
+/// Installs the count hook on `lua` (replacing any other hook) on the state's shared budget.
+pub(super) fn install(lua: &Lua) -> Rc<Budget> {
+    let budget = shared(lua);
     let b = budget.clone();
     lua.set_hook(
         HookTriggers::new().every_nth_instruction(HOOK_EVERY),
         move |_lua, debug| b.check(&debug),
     );
-    lua.set_app_data(SharedBudget(budget.clone()));
     budget
 }

@@ -11,16 +11,18 @@
 //! its own copy after fork). Globals cannot be assigned inside route, so nothing is shared
 //! between requests by accident.
 //!
-//! Limits the hook cannot enforce: a single C function call runs to its end. `string.rep` is
-//! bounded by the memory limit. Lua pattern matching (`find`, `match`, `gmatch`, `gsub`) is not
-//! interrupted: its time depends on the pattern (chosen by the trusted config) and the subject.
-//! Subjects taken from the request are bounded by `limits.header_bytes`, but a pattern with
-//! several unanchored `.-`/`.*` costs O(n^k) on them; keep patterns anchored and simple.
+//! Limits the hook cannot enforce: a single C function call runs to its end. Pattern matching
+//! is therefore done in Rust ([`pattern`]) and charged step by step; big C calls are charged by
+//! their size (`sandbox.lua`); what remains (one huge `table.sort`) is bounded by the worker's
+//! backstop timer (`worker::backstop`), which kills a worker stuck past deadline + 1 s.
 
 mod args;
 mod decision;
 mod error;
 mod limits;
+#[cfg(test)]
+mod limits_tests;
+mod pattern;
 mod req;
 mod sandbox;
 #[cfg(test)]
@@ -37,7 +39,7 @@ use std::rc::Rc;
 use mlua::{Function, Lua, RegistryKey, Value};
 
 use crate::http::request::Request;
-use decision::DecisionUd;
+use decision::decision_of;
 use limits::{Budget, Trip};
 use req::Current;
 
@@ -71,7 +73,12 @@ pub struct Router {
     budget: Rc<Budget>,
     backends: HashSet<String>,
     limits: RouterLimits,
+    /// Lua heap size at which the next call ends with a full collection (see `collect_if_due`).
+    gc_at: usize,
 }
+
+/// Least heap growth between two full collections the router runs itself.
+const GC_SLACK: usize = 4 * 1024 * 1024;
 
 impl Router {
     /// Prepares `lua` (the config state, inherited by fork) for serving: installs the sandbox
@@ -97,14 +104,40 @@ impl Router {
         lua.gc_collect()?;
         lua.set_memory_limit(limits.memory)?;
         let budget = limits::install(lua);
-        Ok(Router {
+        let mut router = Router {
             lua: lua.clone(),
             func,
             current,
             budget,
             backends,
             limits,
-        })
+            gc_at: 0,
+        };
+        router.collect_if_due();
+        Ok(router)
+    }
+
+    /// Runs a full collection once the heap has grown by [`GC_SLACK`] (or half of what it held
+    /// after the last one) since the last.
+    ///
+    /// Lua's own pacing does not bound a router's heap: each decision is a userdata with a
+    /// finalizer, which survives the cycle that finds it dead, so every cycle ends with the
+    /// last cycle's garbage still counted as live, the next threshold doubles, and the heap
+    /// grew to the memory limit (then innocent requests failed: an emergency collection runs
+    /// no finalizers). A full collection runs the pending finalizers; the next one frees them.
+    fn collect_if_due(&mut self) {
+        if self.lua.used_memory() < self.gc_at {
+            return;
+        }
+        let _ = self.lua.gc_collect();
+        let used = self.lua.used_memory();
+        let limit = self.limits.memory;
+        let next = used.saturating_add((used / 2).max(GC_SLACK));
+        self.gc_at = if limit > 0 {
+            next.min(limit / 4 * 3).max(used)
+        } else {
+            next
+        };
     }
 
     /// The limits this router applies.
@@ -123,6 +156,7 @@ impl Router {
             let trip = self.budget.finish();
             (r, trip)
         };
+        self.collect_if_due();
         match result {
             (_, Some((trip, at))) => {
                 let (kind, what) = match trip {
@@ -183,11 +217,8 @@ impl Router {
                 ))
             }
         };
-        let d = match ud.borrow::<DecisionUd>() {
-            Ok(d) => d.0.clone(),
-            Err(_) => {
-                return bad("the route function returned a userdata that is not a decision".into())
-            }
+        let Some(d) = decision_of(&ud) else {
+            return bad("the route function returned a userdata that is not a decision".into());
         };
         if let Decision::FastCgi { backend, .. } = &d {
             if !self.backends.contains(backend) {
@@ -196,6 +227,23 @@ impl Router {
         }
         Ok(d)
     }
+}
+
+/// `file:line` where the route function behind `route` is defined (for log lines written
+/// outside a call, e.g. when a worker stuck in one was killed). Runs no Lua code.
+pub fn route_location(lua: &Lua, route: &RegistryKey) -> Option<String> {
+    let f: Function = lua.registry_value(route).ok()?;
+    let info = f.info();
+    let file = info
+        .source
+        .as_deref()
+        .and_then(|s| s.strip_prefix('@'))
+        .map(str::to_string)
+        .or(info.short_src)?;
+    Some(match info.line_defined {
+        Some(l) if l > 0 => format!("{file}:{l}"),
+        _ => file,
+    })
 }
 
 fn is_memory(e: &mlua::Error) -> bool {

@@ -1,7 +1,7 @@
 -- The `req` object: built once per Router, reused by every call. A field is computed by Rust
 -- (`fetch`, `header`) on its first read in a call, then read from a cache like any table
 -- field. The caches are emptied at the start of each call (no allocation per call).
-local fetch, header, arg, header_pairs, route = ...
+local fetch, header, arg, header_pairs, route, protect = ...
 local setmetatable, error, next = setmetatable, error, next
 
 local function read_only(what)
@@ -11,7 +11,7 @@ end
 local headers_mt = { __newindex = read_only("req.headers"), __metatable = false,
                      __pairs = function() return header_pairs() end,
                      __tostring = function() return "req.headers" end }
-local headers = setmetatable({}, headers_mt)
+local headers = protect(setmetatable({}, headers_mt), "req.headers")
 local header_cache = setmetatable({}, { __index = function(c, k)
   local v = header(k)
   c[k] = v
@@ -23,7 +23,7 @@ local function arg_method(_, name) return arg(name) end
 
 local req_mt = { __newindex = read_only("req"), __metatable = false,
                  __tostring = function() return "req" end }
-local req = setmetatable({}, req_mt)
+local req = protect(setmetatable({}, req_mt), "req")
 local req_cache = setmetatable({}, { __index = function(c, k)
   if k == "headers" then
     for h in next, header_cache do header_cache[h] = nil end

@@ -118,12 +118,18 @@ pub(super) fn wrap(lua: &Lua, cur: &Rc<Current>, route: Function) -> mlua::Resul
             }
             Ok(())
         })?;
-        let next: Function = lua.globals().raw_get("next")?;
+        let next: Function = lua.globals().get("next")?;
         Ok((next, t, Value::Nil))
     })?;
-    lua.load(REQ_LUA)
-        .set_name("=luahttpd req")
-        .call((fetch, header, arg, header_pairs, route))
+    let protect: Function = lua.named_registry_value(super::sandbox::PROTECT)?;
+    lua.load(REQ_LUA).set_name("=luahttpd req").call((
+        fetch,
+        header,
+        arg,
+        header_pairs,
+        route,
+        protect,
+    ))
 }
 
 fn opt_str(lua: &Lua, s: Option<&str>) -> mlua::Result<Value> {

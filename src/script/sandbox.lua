@@ -4,25 +4,37 @@
 -- their _ENV, so they see the sandbox from now on. Values a config captured in upvalues before
 -- this ran (e.g. `local io = io`) stay reachable to that code: the config is trusted, requests
 -- are not.
-local G, tripped, log, decisions, is_c_function = ...
+local G, tripped, log, decisions, is_c_function, metered, charge = ...
 
 local error, pairs, next, rawget, type, tostring, select = error, pairs, next, rawget, type, tostring, select
 local raw_pcall, raw_xpcall, raw_setmetatable, raw_collectgarbage = pcall, xpcall, setmetatable, collectgarbage
+local raw_rawset, rawlen = rawset, rawlen
 
--- Read-only view of a library table; pairs() still lists it.
+-- Tables a route may not change, even with rawset: the library views, req, req.headers and
+-- the globals. Weak keys: listing a table here does not keep it alive.
+local protected = raw_setmetatable({}, { __mode = "k" })
+local function protect(t, name)
+  protected[t] = name
+  return t
+end
+
+-- Read-only view of a library table; pairs() still lists it. The view is an empty table (so
+-- every write goes to __newindex) and the copy it reads is never handed out, not even by
+-- pairs, so nothing a route does can change what the next request sees.
 local function frozen(name, src, skip)
   local copy = {}
   for k, v in pairs(src) do
     if not (skip and skip[k]) then copy[k] = v end
   end
-  return raw_setmetatable({}, {
+  local function iter(_, k) return next(copy, k) end
+  return protect(raw_setmetatable({}, {
     __index = copy,
     __newindex = function(_, k)
       error("cannot assign " .. name .. "." .. tostring(k) .. ": libraries are read-only in route", 2)
     end,
-    __pairs = function() return next, copy, nil end,
+    __pairs = function() return iter, nil, nil end,
     __metatable = false,
-  }), copy
+  }), name), copy
 end
 
 local keep = {}
@@ -38,12 +50,28 @@ local function pass(ok, ...)
   return ok, ...
 end
 keep.pcall = function(f, ...) return pass(raw_pcall(f, ...)) end
-keep.xpcall = function(f, h, ...) return pass(raw_xpcall(f, h, ...)) end
+-- The message handler of a stop is never called: Lua runs it inside the hook that raised the
+-- stop, where hooks are off, so a looping handler would run outside every limit.
+keep.xpcall = function(f, h, ...)
+  return pass(raw_xpcall(f, function(m)
+    if tripped() then return m end
+    return h(m)
+  end, ...))
+end
 
--- Finalizers run with hooks off, outside every limit: refuse them.
+keep.rawset = function(t, k, v)
+  local name = protected[t]
+  if name then error("rawset: " .. name .. " is read-only in route", 2) end
+  return raw_rawset(t, k, v)
+end
+
+-- Finalizers run with hooks off, outside every limit: refuse them. So does a `__close` run
+-- by an unwinding stop (Lua calls it inside the hook that raised the stop).
 keep.setmetatable = function(t, mt)
-  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
-    error("setmetatable: __gc is not available in route", 2)
+  if type(mt) == "table" then
+    for _, k in pairs({ "__gc", "__close" }) do
+      if rawget(mt, k) ~= nil then error("setmetatable: " .. k .. " is not available in route", 2) end
+    end
   end
   return raw_setmetatable(t, mt)
 end
@@ -59,9 +87,54 @@ keep.print = function(...)
   log(G.table.concat(parts, "\t"))
 end
 
-local string_view, string_copy = frozen("string", G.string, { dump = true })
+-- C functions whose time grows with their input run to their end, where no hook can stop
+-- them: `charge` notes their size (not counted as instructions) and reads the clock every
+-- so much of it, so a loop of them stops at the deadline instead of one hook check per few
+-- hundred calls.
+local function bytes(s) return type(s) == "string" and #s // 16 or 0 end
+local function linear(f)
+  return function(s, ...)
+    charge(bytes(s))
+    return f(s, ...)
+  end
+end
+local function size(t) return type(t) == "table" and rawlen(t) or 0 end
+local sort, concat, unpack, rep = G.table.sort, G.table.concat, G.table.unpack, G.string.rep
+
+local string_src = {}
+for k, v in pairs(G.string) do string_src[k] = v end
+-- Pattern matching in Rust, metered step by step (the C matcher can backtrack for seconds
+-- inside one call).
+for k, v in pairs(metered) do string_src[k] = v end
+for _, k in pairs({ "upper", "lower", "reverse", "byte" }) do string_src[k] = linear(G.string[k]) end
+-- Charged after the call: one call is bounded by the memory limit, which it meets first.
+string_src.rep = function(s, n, sep)
+  -- An empty result is made by n empty copies: no memory to run out of, so charge first.
+  if type(n) == "number" and n > 0 and #tostring(s) + #tostring(sep or "") == 0 then
+    charge(n // 16)
+  end
+  local r = rep(s, n, sep)
+  charge(#r // 16)
+  return r
+end
+local table_src = {}
+for k, v in pairs(G.table) do table_src[k] = v end
+table_src.sort = function(t, cmp)
+  local n = size(t)
+  local log = 1
+  while (1 << log) < n do log = log + 1 end
+  charge(n * log)
+  return sort(t, cmp)
+end
+table_src.concat = function(t, ...) charge(size(t)) return concat(t, ...) end
+table_src.unpack = function(t, i, j)
+  charge(type(j) == "number" and type(i) == "number" and j - i or size(t))
+  return unpack(t, i, j)
+end
+
+local string_view, string_copy = frozen("string", string_src, { dump = true })
 keep.string = string_view
-keep.table = frozen("table", G.table)
+keep.table = frozen("table", table_src)
 keep.math = frozen("math", G.math)
 keep.utf8 = frozen("utf8", G.utf8)
 keep.os = frozen("os", { time = G.os.time, clock = G.os.clock, date = G.os.date, getenv = G.os.getenv })
@@ -93,16 +166,28 @@ for k, v in next, G do
   end
 end
 
+-- The globals table stays the same table (config functions hold it as _ENV) but becomes an
+-- empty view of `keep`: every assignment reaches __newindex, existing names included, and
+-- rawset refuses it.
 local names = {}
 for k in next, G do names[#names + 1] = k end
 for _, k in pairs(names) do G[k] = nil end
-for k, v in next, keep do G[k] = v end
-G._G = G
+keep._G = G
+local function globals_iter(_, k) return next(keep, k) end
 
 raw_setmetatable(G, {
+  __index = keep,
   __newindex = function(_, k)
+    if keep[k] ~= nil then
+      error("cannot assign global '" .. tostring(k) .. "' in route: globals are read-only " ..
+            "(use a local; keep per-worker state in an upvalue of the config)", 2)
+    end
     error("assignment to undeclared global '" .. tostring(k) ..
           "' (use a local; keep per-worker state in an upvalue of the config)", 2)
   end,
+  __pairs = function() return globals_iter, nil, nil end,
   __metatable = false,
 })
+protect(G, "_G")
+
+return protect

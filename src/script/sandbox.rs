@@ -4,12 +4,17 @@
 
 use mlua::{Lua, Value};
 
+use std::rc::Rc;
+
 use super::decision::constructors;
-use super::limits::SharedBudget;
+use super::limits::{shared, SharedBudget};
+use super::pattern;
 
 const SANDBOX_LUA: &str = include_str!("sandbox.lua");
 /// Registry key marking a state already sandboxed.
 const MARK: &str = "luahttpd.script.sandboxed";
+/// Registry key of the sandbox's `protect(table, name)`: makes `rawset` refuse that table.
+pub(super) const PROTECT: &str = "luahttpd.script.protect";
 
 /// Replaces the globals of the config state `lua` with the request-time sandbox, in place.
 ///
@@ -19,9 +24,11 @@ const MARK: &str = "luahttpd.script.sandboxed";
 /// (without `dump`), `table`, `math`, `utf8`, `os` with only `time clock date getenv`, and the
 /// decisions `static fastcgi redirect respond deny`. Gone: `io`, `debug`, `package`, `require`,
 /// `load`, `loadfile`, `dofile`, `coroutine`, the rest of `os`, and the config helpers
-/// (`server`, `include`, `exists`, `read_file`, …). Assigning an undeclared global is an error;
-/// reading one gives nil. `setmetatable` refuses `__gc` (finalizers run outside the limits),
-/// and `pcall`/`xpcall` do not catch a stop by the instruction budget or the deadline.
+/// (`server`, `include`, `exists`, `read_file`, …). Assigning any global is an error; reading
+/// an undeclared one gives nil; `rawset` refuses the globals, `req` and the libraries.
+/// `setmetatable` refuses `__gc` and `__close` (they can run outside the limits), `pcall` and
+/// `xpcall` do not catch a stop by the instruction budget or the deadline, and `xpcall` does not
+/// run its handler for one. The pattern functions are metered Rust ([`super::pattern`]).
 ///
 /// Functions defined by the config keep the globals table as their `_ENV`, so they see the
 /// sandbox; values the config captured in upvalues before (`local io = io`) stay reachable to
@@ -50,8 +57,28 @@ pub fn prepare_sandbox(lua: &Lua) -> mlua::Result<()> {
     })?;
     let decisions = constructors(lua)?;
     let is_c_function = lua.create_function(|_, f: mlua::Function| Ok(f.info().what == "C"))?;
-    lua.load(SANDBOX_LUA)
-        .set_name("=luahttpd sandbox")
-        .call::<()>((g, tripped, log, decisions, is_c_function))?;
+    let budget = shared(lua);
+    let b = budget.clone();
+    let meter: pattern::Meter = Rc::new(move |n| b.charge(n));
+    let metered = lua.create_table()?;
+    pattern::install(lua, &metered, meter)?;
+    let charge = lua.create_function(move |_, n: Value| {
+        let n = match n {
+            Value::Integer(i) => u64::try_from(i).unwrap_or(0),
+            Value::Number(f) if f > 0.0 => f as u64,
+            _ => 0,
+        };
+        budget.touch(n)
+    })?;
+    let protect: mlua::Function = lua.load(SANDBOX_LUA).set_name("=luahttpd sandbox").call((
+        g,
+        tripped,
+        log,
+        decisions,
+        is_c_function,
+        metered,
+        charge,
+    ))?;
+    lua.set_named_registry_value(PROTECT, protect)?;
     lua.set_named_registry_value(MARK, true)
 }

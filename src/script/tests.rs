@@ -11,7 +11,7 @@ use mlua::{Function, Lua, RegistryKey};
 use super::*;
 use crate::http::request::{parse, Request};
 
-fn state(src: &str) -> (Lua, RegistryKey) {
+pub(super) fn state(src: &str) -> (Lua, RegistryKey) {
     let lua = Lua::new();
     let slot: Rc<RefCell<Option<RegistryKey>>> = Rc::default();
     let s = slot.clone();
@@ -28,22 +28,22 @@ fn state(src: &str) -> (Lua, RegistryKey) {
     (lua, key)
 }
 
-fn router_with(src: &str, limits: RouterLimits) -> Router {
+pub(super) fn router_with(src: &str, limits: RouterLimits) -> Router {
     let (lua, key) = state(src);
     Router::new(&lua, &key, ["app", "php"], limits).unwrap()
 }
 
-fn router(src: &str) -> Router {
+pub(super) fn router(src: &str) -> Router {
     router_with(src, RouterLimits::default())
 }
 
-fn request(head: &str) -> Request {
+pub(super) fn request(head: &str) -> Request {
     parse(head.as_bytes(), 65536).unwrap().unwrap()
 }
 
 const GET: &str = "GET /index.html HTTP/1.1\r\nHost: example.com\r\n\r\n";
 
-fn call_head(r: &mut Router, head: &str) -> Result<Decision, RouteError> {
+pub(super) fn call_head(r: &mut Router, head: &str) -> Result<Decision, RouteError> {
     let req = request(head);
     r.route(&RouteRequest {
         req: &req,
@@ -54,11 +54,11 @@ fn call_head(r: &mut Router, head: &str) -> Result<Decision, RouteError> {
     })
 }
 
-fn call(r: &mut Router) -> Result<Decision, RouteError> {
+pub(super) fn call(r: &mut Router) -> Result<Decision, RouteError> {
     call_head(r, GET)
 }
 
-fn respond_body(d: Decision) -> String {
+pub(super) fn respond_body(d: Decision) -> String {
     match d {
         Decision::Respond { body, .. } => String::from_utf8(body).unwrap(),
         other => panic!("expected respond, got {other:?}"),
@@ -66,7 +66,7 @@ fn respond_body(d: Decision) -> String {
 }
 
 /// A router whose route evaluates `expr` and answers it as the body.
-fn eval(expr: &str) -> Router {
+pub(super) fn eval(expr: &str) -> Router {
     router(&format!(
         "route(function(req) return respond(200, tostring({expr})) end)"
     ))
@@ -76,18 +76,22 @@ fn eval_head(expr: &str, head: &str) -> String {
     respond_body(call_head(&mut eval(expr), head).unwrap())
 }
 
-fn hdrs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(super) fn hdrs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect()
 }
 
 /// Asserts a failure of `kind` and that the router still answers afterwards.
-fn fails_then_recovers(src_prefix: &str, bad_head: &str, kind: RouteErrorKind) -> RouteError {
+pub(super) fn fails_then_recovers(
+    src_prefix: &str,
+    bad_head: &str,
+    kind: RouteErrorKind,
+) -> RouteError {
     fails_then_recovers_with(src_prefix, bad_head, kind, RouterLimits::default())
 }
 
-fn fails_then_recovers_with(
+pub(super) fn fails_then_recovers_with(
     body: &str,
     bad_head: &str,
     kind: RouteErrorKind,
@@ -105,7 +109,7 @@ fn fails_then_recovers_with(
     e
 }
 
-const BAD: &str = "GET /bad HTTP/1.1\r\nHost: example.com\r\n\r\n";
+pub(super) const BAD: &str = "GET /bad HTTP/1.1\r\nHost: example.com\r\n\r\n";
 
 #[test]
 fn the_contract_example() {

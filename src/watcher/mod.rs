@@ -595,6 +595,19 @@ impl Watcher {
                 continue;
             };
             let now = Instant::now();
+            if let WaitStatus::Signaled(_, Signal::SIGALRM, _) = status {
+                let route = self
+                    .loaded
+                    .route
+                    .as_ref()
+                    .and_then(|k| crate::script::route_location(&self.loaded.lua, k));
+                log_backstop(
+                    i,
+                    pid.as_raw(),
+                    self.board.worker(self.slots[i].board_slot),
+                    route,
+                );
+            }
             self.board
                 .retire(self.slots[i].board_slot, &mut self.retired, now_ms());
             let slot = &mut self.slots[i];
@@ -638,6 +651,31 @@ impl Watcher {
             p.remove();
         }
     }
+}
+
+/// A worker killed by its route backstop (`worker::backstop`): say which request it was in
+/// and which route function (`file:line` where it is defined).
+fn log_backstop(
+    i: usize,
+    pid: i32,
+    slot: Option<&crate::admin::scoreboard::WorkerSlot>,
+    route: Option<String>,
+) {
+    let req = slot.and_then(|s| s.snapshot(now_ms()).request);
+    let what = match req {
+        Some(r) => format!(
+            "{} {} (host {}, from {}, started {} ms before)",
+            r.method, r.path, r.host, r.client, r.elapsed_ms
+        ),
+        None => "an unknown request".to_string(),
+    };
+    tracing::error!(
+        "worker {i} (pid {pid}) was killed by the route backstop: a call of the route function \
+         at {} ran more than its deadline plus {} ms inside code the limits cannot interrupt; \
+         request: {what}",
+        route.as_deref().unwrap_or("?"),
+        crate::worker::backstop::BOUND.as_millis()
+    );
 }
 
 fn describe_exit(status: &WaitStatus) -> String {

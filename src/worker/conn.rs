@@ -691,7 +691,16 @@ impl Conn {
                         .map_or("", String::as_str),
                     scheme: "http",
                 };
-                match router.route(&rr) {
+                let routed = {
+                    let _armed = super::backstop::arm(
+                        router
+                            .limits()
+                            .deadline
+                            .saturating_add(super::backstop::BOUND),
+                    );
+                    router.route(&rr)
+                };
+                match routed {
                     Ok(d) => d,
                     Err(e) => {
                         tracing::error!(
