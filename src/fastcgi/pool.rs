@@ -411,7 +411,10 @@ mod tests {
         let env = [("PHP_FCGI_MAX_REQUESTS", "5")];
         assert_eq!(max_requests(&def(Some("/usr/bin/php-cgi"), &env)), Some(5));
         assert_eq!(max_requests(&def(Some("/opt/app"), &env)), Some(5));
-        assert_eq!(max_requests(&def(Some("/usr/bin/php-cgi8.2"), &[])), Some(500));
+        assert_eq!(
+            max_requests(&def(Some("/usr/bin/php-cgi8.2"), &[])),
+            Some(500)
+        );
         assert_eq!(max_requests(&def(Some("/opt/app"), &[])), None);
         let off = [("PHP_FCGI_MAX_REQUESTS", "0")];
         assert_eq!(max_requests(&def(Some("/usr/bin/php-cgi"), &off)), None);

@@ -673,7 +673,10 @@ mod tests {
         assert!(b.on_exit(p0, &WaitStatus::Signaled(p0, Signal::SIGINT, false), t0));
         // A request accepted before the stop may be waiting for this process.
         let at = b.backends[0].procs[0].respawn_at;
-        assert!(at.is_some(), "scheduled for respawn (with the usual back-off)");
+        assert!(
+            at.is_some(),
+            "scheduled for respawn (with the usual back-off)"
+        );
         assert_eq!(b.next_respawn(), at);
         b.stop();
         assert_eq!(b.next_respawn(), None);

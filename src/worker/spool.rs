@@ -150,8 +150,12 @@ mod tests {
         for code in [libc::EOPNOTSUPP, libc::EISDIR, libc::EINVAL] {
             assert!(tmpfile_unsupported(&io::Error::from_raw_os_error(code)));
         }
-        assert!(!tmpfile_unsupported(&io::Error::from_raw_os_error(libc::ENOSPC)));
-        assert!(!tmpfile_unsupported(&io::Error::from_raw_os_error(libc::EACCES)));
+        assert!(!tmpfile_unsupported(&io::Error::from_raw_os_error(
+            libc::ENOSPC
+        )));
+        assert!(!tmpfile_unsupported(&io::Error::from_raw_os_error(
+            libc::EACCES
+        )));
     }
 
     #[test]
