@@ -137,6 +137,27 @@ fn daemon_with_the_error_log_on_stderr_is_refused() {
 }
 
 #[test]
+fn daemon_with_the_error_log_on_a_standard_stream_path_is_refused() {
+    // A daemon's stdout and stderr are /dev/null: these paths lose every line as "stderr" does.
+    let dir = TempDir::new("cli");
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    for path in ["/dev/stderr", "/dev/stdout", "/dev/fd/2", "/proc/self/fd/1"] {
+        let conf = dir.write(
+            "site.lua",
+            format!("server {{ listen = '127.0.0.1:0', root = 'www', error_log = '{path}' }}\n")
+                .as_bytes(),
+        );
+        let (code, out, err) = run(&["-t", "-d", "-c", conf.to_str().unwrap()]);
+        assert_eq!(code, 1, "{path}: {out}");
+        assert!(!out.contains("Syntax OK"), "{path}: {out}");
+        assert!(
+            err.contains("--daemon: a daemon needs error_log set to a file"),
+            "{path}: {err}"
+        );
+    }
+}
+
+#[test]
 fn missing_config_file_is_an_error() {
     let (code, _, err) = run(&["-t", "-c", "/nonexistent/site.lua"]);
     assert_eq!(code, 1);
