@@ -878,6 +878,28 @@ fastcgi "php" { spawn = "bin/php-cgi", socket = "norun/php.sock", extensions = "
 }
 
 #[test]
+fn a_failing_include_does_not_also_report_its_backends_as_unknown() {
+    let dir = TempDir::new();
+    // The include that would define "php" fails: only its own error is true.
+    dir.write(
+        "inc/php.lua",
+        "error('boom in include')\nfastcgi 'php' { address = '127.0.0.1:9000' }\n",
+    );
+    let errs = errors(
+        &dir,
+        "server { root = 'www' }\ninclude 'inc/php.lua'\nlocal d = fastcgi('php', {})\n",
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("boom in include")),
+        "{errs:?}"
+    );
+    assert!(
+        !errs.iter().any(|e| e.contains("unknown backend")),
+        "{errs:?}"
+    );
+}
+
+#[test]
 fn a_decision_built_at_config_time_must_name_a_defined_backend() {
     let dir = TempDir::new();
     let errs = errors(
