@@ -831,13 +831,15 @@ fastcgi "a" { address = "9000", prefix = "/a/" }
 fastcgi "b" { address = "127.0.0.1:99999", prefix = "/b/" }
 fastcgi "c" { address = "localhost:9000", prefix = "/c/" }
 fastcgi "d" { address = "127.0.0.1:0", prefix = "/d/" }
+fastcgi "e" { address = "0.0.0.0:9000", prefix = "/e/" }
 "#,
     );
-    assert!(has(&errs, 2, "did you mean '*:9000'"), "{errs:?}");
+    assert!(has(&errs, 2, "did you mean '127.0.0.1:9000'"), "{errs:?}");
     assert!(has(&errs, 3, "port 99999 is out of range"), "{errs:?}");
     assert!(has(&errs, 4, "host names are not resolved"), "{errs:?}");
     assert!(has(&errs, 5, "port 0"), "{errs:?}");
-    assert_eq!(errs.len(), 4, "{errs:?}");
+    assert!(has(&errs, 6, "every address of this host"), "{errs:?}");
+    assert_eq!(errs.len(), 5, "{errs:?}");
 }
 
 #[test]
