@@ -230,6 +230,16 @@ pub fn load_default() -> Result<Loaded, ConfigErrors> {
     lua_api::load_source(DEFAULT_CONFIG, Path::new(DEFAULT_CONFIG_NAME))
 }
 
+/// A config from Lua source evaluated relative to the current directory (for unit tests of
+/// other modules).
+#[cfg(test)]
+pub fn load_source_for_tests(src: &str) -> Config {
+    match lua_api::load_source(src, Path::new("test.lua")) {
+        Ok(l) => l.config,
+        Err(e) => panic!("{e}"),
+    }
+}
+
 #[cfg(test)]
 mod stream_tests {
     use super::is_standard_stream;
@@ -256,15 +266,5 @@ mod stream_tests {
         ] {
             assert!(!is_standard_stream(Path::new(p)), "{p}");
         }
-    }
-}
-
-/// A config from Lua source evaluated relative to the current directory (for unit tests of
-/// other modules).
-#[cfg(test)]
-pub fn load_source_for_tests(src: &str) -> Config {
-    match lua_api::load_source(src, Path::new("test.lua")) {
-        Ok(l) => l.config,
-        Err(e) => panic!("{e}"),
     }
 }
