@@ -83,10 +83,8 @@ fn test_flag_reports_what_would_fail_the_start() {
             && err.contains("does not exist"),
         "{err}"
     );
-    assert!(
-        err.contains(&format!("{name}:5: fastcgi: unknown backend 'nope'")),
-        "{err}"
-    );
+    // An include failed, and it might have defined 'nope': "unknown backend" would be false.
+    assert!(!err.contains("unknown backend 'nope'"), "{err}");
     // Both included files are reported: the first one's error did not stop the second.
     assert!(
         err.contains("conf.d/a.lua:1: attempt to concatenate"),
