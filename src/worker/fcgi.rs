@@ -867,6 +867,9 @@ impl Exchange {
     fn eof(&mut self, env: &mut Env<'_>) -> Step {
         let retry = self.may_retry();
         let stale = self.reused && !self.head_sent && self.head_buf.is_empty();
+        if let Some(u) = self.upstream {
+            env.pool.closed_by_backend(self.backend, u);
+        }
         self.finish_upstream(env, !stale);
         if retry {
             // A kept connection the backend had closed: once more on a fresh one.
