@@ -16,7 +16,7 @@
 
 use super::fcgi::{Env, Exchange, Facts, RequestBody, StderrLimit, Step};
 use super::inbuf::{Filled, InBuf};
-use super::net::{Peer, Stream};
+use super::net::Peer;
 use super::out::{Flush, Out};
 use super::timers::{Kind, Slot, Timers};
 use super::BACKEND_BASE;
@@ -24,7 +24,7 @@ use crate::admin::scoreboard::{State as WorkerState, WorkerSlot};
 use crate::config::{Config, Limits};
 use crate::fastcgi::pool::Pool;
 use crate::fastcgi::rules::{self, Target};
-use crate::http::chunked::ChunkedDecoder;
+use crate::http::body::{BodyError, BodyReader};
 use crate::http::date::DateCache;
 use crate::http::request::{self, BodyFraming, Method, Request, RequestError, Version};
 use crate::http::response::{write_head, Connection, Framing, Head};
@@ -34,9 +34,9 @@ use crate::reply::{Body, Reply};
 use crate::script::{Decision, RouteRequest, Router};
 use crate::static_files::open::Lookup;
 use crate::static_files::{self, Site};
+use crate::transport::Stream;
 use mio::{Registry, Token};
 use std::io::Write as _;
-use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Instant;
 
 /// A body we do not want is read and dropped up to this size; a larger one closes the
@@ -183,11 +183,6 @@ enum State {
     Linger,
 }
 
-enum Discard {
-    Length(u64),
-    Chunked(ChunkedDecoder, u64),
-}
-
 /// A client connection.
 pub struct Conn {
     stream: Stream,
@@ -198,7 +193,8 @@ pub struct Conn {
     writable: bool,
     read_eof: bool,
     state: State,
-    discard: Option<Discard>,
+    /// An unwanted request body being read and dropped.
+    discard: Option<BodyReader>,
     fcgi: Option<Box<Exchange>>,
     out: Out,
     served: u64,
@@ -346,11 +342,13 @@ impl Conn {
                     // must never be taken for the next request.
                     match x.body_left() {
                         Some(0) | None => {}
-                        Some(n) if n <= DISCARD_MAX => self.discard = Some(Discard::Length(n)),
-                        Some(_) => {
-                            self.close_after = true;
-                            self.linger = true;
-                        }
+                        Some(n) => match BodyReader::new(BodyFraming::Length(n), DISCARD_MAX) {
+                            Ok(reader) => self.discard = Some(reader),
+                            Err(_) => {
+                                self.close_after = true;
+                                self.linger = true;
+                            }
+                        },
                     }
                     if x.body_pending() && x.body_left().is_none() {
                         self.close_after = true;
@@ -398,8 +396,7 @@ impl Conn {
             let mut progress = false;
 
             if self.out.pending() && self.writable {
-                let fd = borrow_fd(&self.stream);
-                match self.out.flush(fd) {
+                match self.out.flush(&mut self.stream) {
                     Ok(Flush::Done) => progress = true,
                     Ok(Flush::Blocked) => {
                         self.writable = false;
@@ -504,7 +501,7 @@ impl Conn {
                                     progress = true;
                                 }
                             }
-                            Err(()) => {
+                            Err(_) => {
                                 self.discard = None;
                                 self.close_after = true;
                                 self.linger = true;
@@ -563,37 +560,20 @@ impl Conn {
     }
 
     /// Drops body bytes from the buffer. Ok(true): made progress.
-    fn feed_discard(&mut self) -> Result<bool, ()> {
+    fn feed_discard(&mut self) -> Result<bool, BodyError> {
+        let Some(reader) = &mut self.discard else {
+            return Ok(false);
+        };
         let input = self.input.data();
         if input.is_empty() {
             return Ok(false);
         }
-        let Some(d) = &mut self.discard else {
-            return Ok(false);
-        };
-        let (consumed, done) = match d {
-            Discard::Length(left) => {
-                let n = (*left).min(input.len() as u64);
-                *left -= n;
-                (n as usize, *left == 0)
-            }
-            Discard::Chunked(dec, seen) => {
-                let mut total = 0u64;
-                let p = dec
-                    .decode(input, &mut |chunk| total += chunk.len() as u64)
-                    .map_err(|_| ())?;
-                *seen += total;
-                if *seen > DISCARD_MAX {
-                    return Err(());
-                }
-                (p.consumed, p.done)
-            }
-        };
-        self.input.consume(consumed);
-        if done {
+        let fed = reader.feed(input, &mut |_| {})?;
+        self.input.consume(fed.consumed);
+        if fed.done {
             self.discard = None;
         }
-        Ok(consumed > 0 || done)
+        Ok(fed.consumed > 0 || fed.done)
     }
 
     fn respond(&mut self, ctx: &mut Ctx<'_>, req: Request) {
@@ -634,12 +614,14 @@ impl Conn {
                 close = true;
                 self.linger = true;
             }
-            BodyFraming::Length(n) if n <= DISCARD_MAX => self.discard = Some(Discard::Length(n)),
-            BodyFraming::Length(_) => {
-                close = true;
-                self.linger = true;
-            }
-            BodyFraming::Chunked => self.discard = Some(Discard::Chunked(ChunkedDecoder::new(), 0)),
+            // A body up to DISCARD_MAX is dropped as it arrives; a larger one closes.
+            framing => match BodyReader::new(framing, DISCARD_MAX) {
+                Ok(reader) => self.discard = Some(reader),
+                Err(_) => {
+                    close = true;
+                    self.linger = true;
+                }
+            },
         }
         if ctx.access.is_some() {
             self.log_start(ctx, Some(&req), reply.status);
@@ -981,9 +963,4 @@ impl Conn {
         access.line_done();
         self.log_line.clear();
     }
-}
-
-fn borrow_fd(stream: &Stream) -> BorrowedFd<'_> {
-    // SAFETY: the descriptor belongs to `stream`, which the returned borrow cannot outlive.
-    unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }
 }
