@@ -12,5 +12,6 @@ pub mod reply;
 pub mod script;
 pub mod sockets;
 pub mod static_files;
+pub mod transport;
 pub mod watcher;
 pub mod worker;

@@ -3,7 +3,7 @@
 
 use crate::admin::scoreboard::{ProcIndex, ProcSlot, Scoreboard};
 use crate::config::{Config, FastcgiDef, ListenAddr};
-use crate::worker::net::Stream;
+use crate::transport::Stream;
 use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
@@ -236,14 +236,7 @@ impl Pool {
                 });
             }
         }
-        let stream = match &up.addr {
-            ListenAddr::Tcp(a) => {
-                let s = mio::net::TcpStream::connect(*a)?;
-                let _ = s.set_nodelay(true);
-                Stream::Tcp(s)
-            }
-            ListenAddr::Unix(p) => Stream::Unix(mio::net::UnixStream::connect(p)?),
-        };
+        let stream = Stream::connect(&up.addr)?;
         Ok(Conn {
             stream,
             reused: false,

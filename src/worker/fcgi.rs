@@ -14,7 +14,6 @@
 //! only close the client connection, which makes the truncation visible.
 
 use super::inbuf::InBuf;
-use super::net::Stream;
 use super::out::Out;
 use super::timers::{Kind, Slot, Timers};
 use crate::fastcgi::cgi_head::{self, CgiHead};
@@ -24,6 +23,7 @@ use crate::fastcgi::record::{self, Decoder, Event};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Method, Request, Version};
 use crate::http::response::{write_head, Framing as HeadFraming, Head};
+use crate::transport::Stream;
 use mio::{Registry, Token};
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
@@ -344,7 +344,7 @@ impl Exchange {
             if !self.writable {
                 return if progress { Step::Progress } else { Step::Idle };
             }
-            match self.sock.as_ref().map(connect_result) {
+            match self.sock.as_ref().map(Stream::connected) {
                 Some(Ok(())) => {
                     self.connecting = false;
                     env.timers.arm(
@@ -932,21 +932,6 @@ fn compact(buf: &mut Vec<u8>, pos: &mut usize) {
     } else if *pos > 0 && *pos * 2 >= buf.len() {
         buf.drain(..*pos);
         *pos = 0;
-    }
-}
-
-fn connect_result(sock: &Stream) -> io::Result<()> {
-    let err = match sock {
-        Stream::Tcp(s) => s.take_error()?,
-        Stream::Unix(s) => s.take_error()?,
-    };
-    if let Some(e) = err {
-        return Err(e);
-    }
-    // Writable without error can still mean "not yet" on some kernels: peer_addr settles it.
-    match sock {
-        Stream::Tcp(s) => s.peer_addr().map(|_| ()),
-        Stream::Unix(_) => Ok(()),
     }
 }
 

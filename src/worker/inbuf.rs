@@ -1,8 +1,8 @@
 //! A connection's input buffer: allocated (zeroed) once, then read into in place, so a read
 //! never pays for clearing memory it is about to overwrite.
 
-use super::net::Stream;
-use std::io;
+use crate::transport::Stream;
+use std::io::{self, Read};
 
 /// First size of a connection's buffer; it grows by doubling when a head needs more.
 const INITIAL: usize = 16 * 1024;

@@ -1,10 +1,9 @@
-//! The sockets a worker owns: listeners it accepts on and client streams, TCP or Unix.
+//! The listeners a worker accepts on, TCP or Unix; what they give is a [`Stream`].
 
-use mio::event::Source;
+use crate::transport::{ip_text, Stream};
 use mio::{Interest, Registry, Token};
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
 
 /// A listening socket inherited from the watcher.
 #[derive(Debug)]
@@ -80,90 +79,8 @@ impl Listener {
 }
 
 fn peer_of(addr: SocketAddr) -> Peer {
-    let ip = match addr.ip() {
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.to_string(),
-        },
-        std::net::IpAddr::V4(v4) => v4.to_string(),
-    };
     Peer {
-        ip,
+        ip: ip_text(&addr),
         port: addr.port(),
-    }
-}
-
-/// A client connection.
-#[derive(Debug)]
-pub enum Stream {
-    /// TCP.
-    Tcp(mio::net::TcpStream),
-    /// Unix stream.
-    Unix(mio::net::UnixStream),
-}
-
-impl Stream {
-    /// Reads into `buf`.
-    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-
-    /// Shuts down the sending half (the client sees EOF after what was sent).
-    pub fn shutdown_write(&self) {
-        let _ = match self {
-            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
-            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
-        };
-    }
-
-    /// Registers for readable and writable edge-triggered events, once for its whole life.
-    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        match self {
-            Stream::Tcp(s) => s.register(registry, token, interest),
-            Stream::Unix(s) => s.register(registry, token, interest),
-        }
-    }
-}
-
-impl Stream {
-    /// Writes from `buf`.
-    pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        use std::io::Write;
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-
-    /// Stops events (before an idle backend connection is pooled).
-    pub fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => registry.deregister(s),
-            Stream::Unix(s) => registry.deregister(s),
-        }
-    }
-
-    /// The local address (SERVER_ADDR, SERVER_PORT); ("unix", 0) for Unix sockets.
-    pub fn local(&self) -> (String, u16) {
-        match self {
-            Stream::Tcp(s) => match s.local_addr() {
-                Ok(a) => (peer_of(a).ip, a.port()),
-                Err(_) => (String::new(), 0),
-            },
-            Stream::Unix(_) => ("unix".to_string(), 0),
-        }
-    }
-}
-
-impl AsRawFd for Stream {
-    fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        }
     }
 }

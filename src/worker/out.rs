@@ -1,15 +1,16 @@
 //! A response on its way out: head bytes, then file ranges with sendfile and in-memory parts.
 
 use crate::reply::Body;
-use nix::errno::Errno;
-use nix::sys::socket::{send, MsgFlags};
+use crate::transport::Stream;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::io;
 use std::rc::Rc;
 
 /// The largest sendfile call, so one fast client cannot monopolise the worker's loop.
 const SENDFILE_CHUNK: usize = 1 << 20;
+/// The largest read of a file range for a stream that cannot take `sendfile`.
+const COPY_CHUNK: usize = 16 * 1024;
 
 enum Part {
     Bytes(Vec<u8>),
@@ -122,50 +123,44 @@ impl Out {
         }
     }
 
-    /// Sends as much as the socket takes.
-    pub fn flush(&mut self, sock: BorrowedFd<'_>) -> Result<Flush, Errno> {
+    /// Sends as much as the stream takes.
+    pub fn flush(&mut self, stream: &mut Stream) -> io::Result<Flush> {
         loop {
             if self.pos < self.buf.len() {
-                let more = self.left > 0 || !self.parts.is_empty();
                 // MSG_MORE lets the kernel put the head and the start of the file in one
                 // segment; the sendfile that follows ends the cork.
-                let flags = if more {
-                    MsgFlags::MSG_NOSIGNAL | MsgFlags::from_bits_retain(libc::MSG_MORE)
-                } else {
-                    MsgFlags::MSG_NOSIGNAL
-                };
-                match send(sock.as_raw_fd(), &self.buf[self.pos..], flags) {
+                let more = self.left > 0 || !self.parts.is_empty();
+                match stream.send(&self.buf[self.pos..], more) {
                     Ok(n) => {
                         self.pos += n;
                         let head = n.min(self.head_left);
                         self.head_left -= head;
                         self.body_sent += (n - head) as u64;
                     }
-                    Err(Errno::EAGAIN) => return Ok(Flush::Blocked),
-                    Err(Errno::EINTR) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
                 }
             } else if self.left > 0 {
                 let Some(file) = &self.file else {
-                    return Err(Errno::EBADF);
+                    return Err(io::Error::from_raw_os_error(libc::EBADF));
                 };
-                let mut off = self.offset as i64;
                 let count = self.left.min(SENDFILE_CHUNK as u64) as usize;
-                match nix::sys::sendfile::sendfile(
-                    sock,
-                    file.as_ref().as_fd(),
-                    Some(&mut off),
-                    count,
-                ) {
+                let sent = if stream.can_sendfile() {
+                    stream.sendfile(file, self.offset, count)
+                } else {
+                    copy_range(stream, file, self.offset, count)
+                };
+                match sent {
                     // The file shrank under us: the client must see the truncation.
-                    Ok(0) => return Err(Errno::EIO),
+                    Ok(0) => return Err(io::Error::from_raw_os_error(libc::EIO)),
                     Ok(n) => {
                         self.offset += n as u64;
                         self.left -= n as u64;
                         self.body_sent += n as u64;
                     }
-                    Err(Errno::EAGAIN) => return Ok(Flush::Blocked),
-                    Err(Errno::EINTR) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
                 }
             } else if let Some(part) = self.parts.pop_front() {
@@ -186,4 +181,16 @@ impl Out {
             }
         }
     }
+}
+
+/// Sends a file range through user space, for streams that cannot take `sendfile`: what the
+/// stream does not take is read again on the next call.
+fn copy_range(stream: &mut Stream, file: &File, offset: u64, count: usize) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut chunk = vec![0u8; count.min(COPY_CHUNK)];
+    let n = file.read_at(&mut chunk, offset)?;
+    if n == 0 {
+        return Ok(0);
+    }
+    stream.send(&chunk[..n], n < count)
 }
