@@ -14,6 +14,7 @@
 //! Every event is edge-triggered: reads and writes go on until the kernel says EAGAIN, and the
 //! `readable`/`writable` hints remember whether it has said so since the last event.
 
+use super::bufs::Bufs;
 use super::fcgi::{Env, Exchange, Facts, RequestBody, StderrLimit, Step};
 use super::inbuf::{Filled, InBuf};
 use super::net::Peer;
@@ -90,6 +91,8 @@ pub struct Ctx<'a> {
     pub other_sites: &'a mut OtherSites,
     /// This worker's scoreboard slot.
     pub slot: Option<&'a WorkerSlot>,
+    /// The worker's free buffers, lent to connections while they need one.
+    pub bufs: &'a mut Bufs,
     /// Wall-clock time of this loop iteration, in unix milliseconds.
     pub now_ms: u64,
 }
@@ -169,6 +172,7 @@ impl Ctx<'_> {
             stderr: self.stderr,
             date: self.date.http(),
             server_name: self.server_name,
+            bufs: self.bufs,
         }
     }
 }
@@ -294,6 +298,12 @@ impl Conn {
         if self.state == State::Responding {
             self.log_done(ctx);
         }
+        if !self.log_line.is_empty() {
+            ctx.bufs.give_bytes(std::mem::take(&mut self.log_line));
+        }
+        self.input.clear();
+        self.input.release_if_empty(ctx.bufs);
+        self.out.drop_all(ctx.bufs);
     }
 
     /// What the connection is doing, for the scoreboard.
@@ -391,7 +401,23 @@ impl Conn {
         }
     }
 
+    /// Runs the state machine, then gives back the buffers this pass left empty: an idle
+    /// connection holds none.
     fn run(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        let verdict = self.run_inner(ctx);
+        self.input.release_if_empty(ctx.bufs);
+        self.out.release_if_done(ctx.bufs);
+        debug_assert!(
+            !self.is_idle()
+                || !(self.input.holds_buffer()
+                    || self.out.holds_buffer()
+                    || self.log_line.capacity() > 0),
+            "an idle connection holds a buffer"
+        );
+        verdict
+    }
+
+    fn run_inner(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
         loop {
             let mut progress = false;
 
@@ -457,7 +483,7 @@ impl Conn {
 
             if self.readable && !self.read_eof && self.wants_input(ctx.limits) {
                 let max = ctx.limits.header_bytes + READ_AHEAD;
-                match self.input.read_from(&mut self.stream, max) {
+                match self.input.read_from(&mut self.stream, max, ctx.bufs) {
                     Ok(Filled::Eof) => {
                         self.read_eof = true;
                         progress = true;
@@ -883,7 +909,7 @@ impl Conn {
     ) {
         let no_body = status::forbids_body(reply.status);
         write_head(
-            self.out.start(),
+            self.out.start(ctx.bufs),
             &Head {
                 status: reply.status,
                 date: ctx.date.http(),
@@ -908,7 +934,10 @@ impl Conn {
         self.state = State::Responding;
     }
 
-    fn log_start(&mut self, ctx: &Ctx<'_>, req: Option<&Request>, status: u16) {
+    fn log_start(&mut self, ctx: &mut Ctx<'_>, req: Option<&Request>, status: u16) {
+        if self.log_line.capacity() == 0 {
+            self.log_line = ctx.bufs.take_bytes();
+        }
         let line = &mut self.log_line;
         line.clear();
         let _ = write!(line, "{} - - [{}] \"", self.peer.ip, ctx.date.clf());
@@ -961,6 +990,6 @@ impl Conn {
         }
         out.extend_from_slice(&self.log_line[self.log_split..]);
         access.line_done();
-        self.log_line.clear();
+        ctx.bufs.give_bytes(std::mem::take(&mut self.log_line));
     }
 }

@@ -13,6 +13,7 @@
 //! out stale is retried once on a fresh one. After the response head went out, a failure can
 //! only close the client connection, which makes the truncation visible.
 
+use super::bufs::Bufs;
 use super::inbuf::InBuf;
 use super::out::Out;
 use super::timers::{Kind, Slot, Timers};
@@ -60,6 +61,8 @@ pub struct Env<'a> {
     pub date: &'a str,
     /// The Server header value.
     pub server_name: &'a str,
+    /// The worker's free buffers.
+    pub bufs: &'a mut Bufs,
 }
 
 /// The worker-wide rate limit on backend STDERR lines in the error log.
@@ -710,7 +713,7 @@ impl Exchange {
         Ok(false)
     }
 
-    fn stdout(&mut self, bytes: &[u8], out: &mut Out, env: &Env<'_>) -> Result<(), u16> {
+    fn stdout(&mut self, bytes: &[u8], out: &mut Out, env: &mut Env<'_>) -> Result<(), u16> {
         if self.head_sent {
             self.body_bytes(bytes, out);
             return Ok(());
@@ -734,7 +737,7 @@ impl Exchange {
         }
     }
 
-    fn send_head(&mut self, head: &CgiHead, out: &mut Out, env: &Env<'_>) {
+    fn send_head(&mut self, head: &CgiHead, out: &mut Out, env: &mut Env<'_>) {
         let no_body = crate::http::status::forbids_body(head.status);
         self.framing = if self.head_only || no_body {
             Framing::None
@@ -773,7 +776,7 @@ impl Exchange {
                 connection: super::conn::connection_field(self.close_client, self.version),
             },
         );
-        out.start();
+        out.start(env.bufs);
         out.push_head(&h);
     }
 

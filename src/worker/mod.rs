@@ -1,6 +1,7 @@
 //! A worker process: one mio loop over the inherited listeners, its client connections and a
 //! signalfd. See `conn.rs` for a connection's life.
 
+mod bufs;
 mod conn;
 mod fcgi;
 mod inbuf;
@@ -93,6 +94,7 @@ struct Worker<'a> {
     other_sites: OtherSites,
     board: Option<(Rc<Scoreboard>, usize)>,
     now_ms: u64,
+    bufs: bufs::Bufs,
 }
 
 /// Runs a worker until it is told to stop; returns the exit code.
@@ -175,6 +177,7 @@ impl<'a> Worker<'a> {
                 (b, slot)
             }),
             now_ms: now_ms(),
+            bufs: bufs::Bufs::default(),
         })
     }
 
@@ -293,6 +296,7 @@ impl<'a> Worker<'a> {
             router: self.router.as_mut(),
             listener_names: &self.listener_names,
             other_sites: &mut self.other_sites,
+            bufs: &mut self.bufs,
         };
         if f(conn, &mut ctx) == Verdict::Close {
             conn.abort(&mut ctx);

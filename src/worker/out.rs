@@ -1,5 +1,6 @@
 //! A response on its way out: head bytes, then file ranges with sendfile and in-memory parts.
 
+use super::bufs::Bufs;
 use crate::reply::Body;
 use crate::transport::Stream;
 use std::collections::VecDeque;
@@ -48,18 +49,49 @@ impl Out {
     }
 
     /// The head buffer to write a new response head into (cleared, unless an interim response
-    /// is still queued in front of it).
-    pub fn start(&mut self) -> &mut Vec<u8> {
+    /// is still queued in front of it); one is taken from `bufs` when none is held.
+    pub fn start(&mut self, bufs: &mut Bufs) -> &mut Vec<u8> {
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
             self.head_left = 0;
+        }
+        if self.buf.capacity() == 0 {
+            self.buf = bufs.take_bytes();
         }
         self.file = None;
         self.left = 0;
         self.parts.clear();
         self.body_sent = 0;
         &mut self.buf
+    }
+
+    /// Gives the buffers back once everything was sent, so an idle connection holds none.
+    /// `body_sent` stays for the access log.
+    pub fn release_if_done(&mut self, bufs: &mut Bufs) {
+        if self.pending() {
+            return;
+        }
+        self.pos = 0;
+        self.head_left = 0;
+        self.file = None;
+        bufs.give_bytes(std::mem::take(&mut self.buf));
+        if self.parts.capacity() > 0 {
+            self.parts = VecDeque::new();
+        }
+    }
+
+    /// Drops whatever is queued (the connection closes) and gives the buffers back.
+    pub fn drop_all(&mut self, bufs: &mut Bufs) {
+        self.buf.clear();
+        self.left = 0;
+        self.parts.clear();
+        self.release_if_done(bufs);
+    }
+
+    /// Whether a buffer is held.
+    pub fn holds_buffer(&self) -> bool {
+        self.buf.capacity() > 0 || self.parts.capacity() > 0
     }
 
     /// Bytes queued in memory and not yet sent.
