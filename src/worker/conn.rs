@@ -46,6 +46,17 @@ const DISCARD_MAX: u64 = 64 * 1024;
 /// Input buffered beyond a full head: room for a pipelined request or body bytes to drop.
 const READ_AHEAD: usize = 16 * 1024;
 
+/// What an event says about the client socket.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ready {
+    /// Bytes (or EOF) can be read.
+    pub readable: bool,
+    /// Bytes can be written.
+    pub writable: bool,
+    /// The peer shut down its sending side (a read returns EOF after the data).
+    pub read_closed: bool,
+}
+
 /// What the worker should do with a connection after an event.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -194,6 +205,8 @@ pub struct Conn {
     listener: usize,
     input: InBuf,
     readable: bool,
+    /// The kernel reported the peer's FIN: reads go on until they return EOF.
+    peer_closed: bool,
     writable: bool,
     read_eof: bool,
     state: State,
@@ -212,7 +225,7 @@ pub struct Conn {
     /// may lose the end of the response.
     linger: bool,
     /// The connection's timeout.
-    pub timer: Slot,
+    timer: Slot,
     /// The access log line of the response in flight: text before the byte count, and after.
     log_line: Vec<u8>,
     log_split: usize,
@@ -227,6 +240,7 @@ impl Conn {
             listener,
             input: InBuf::default(),
             readable: true,
+            peer_closed: false,
             writable: true,
             read_eof: false,
             state: State::Head,
@@ -255,10 +269,21 @@ impl Conn {
         self.state == State::Head && self.input.is_empty() && !self.out.pending()
     }
 
+    /// Whether the connection holds a buffer of its own (an idle one must not).
+    pub fn holds_buffers(&self) -> bool {
+        self.input.holds_buffer() || self.out.holds_buffer() || self.log_line.capacity() > 0
+    }
+
     /// Handles readiness and runs the state machine as far as it goes.
-    pub fn ready(&mut self, ctx: &mut Ctx<'_>, readable: bool, writable: bool) -> Verdict {
-        self.readable |= readable;
-        self.writable |= writable;
+    pub fn ready(&mut self, ctx: &mut Ctx<'_>, ready: Ready) -> Verdict {
+        self.readable |= ready.readable || ready.read_closed;
+        self.writable |= ready.writable;
+        self.peer_closed |= ready.read_closed;
+        self.run(ctx)
+    }
+
+    /// Runs the state machine with no new readiness (a FastCGI process got free).
+    pub fn resume(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
         self.run(ctx)
     }
 
@@ -324,13 +349,27 @@ impl Conn {
         self.run(ctx)
     }
 
-    /// Whether `gen` is the live backend timeout of this connection.
-    pub fn backend_timer_is(&self, gen: u64) -> bool {
-        self.fcgi.as_ref().is_some_and(|x| x.timer.is(gen))
+    /// Whether `gen` is the generation of a live timeout of this connection (its own, or its
+    /// backend exchange's); expired entries of other generations are stale.
+    pub fn owns_timer(&self, gen: u64) -> bool {
+        self.timer.is(gen) || self.fcgi.as_ref().is_some_and(|x| x.timer.is(gen))
+    }
+
+    /// The timeout of generation `gen` fired: the connection's own closes it; the backend's
+    /// ends the exchange (504, or a cut response).
+    pub fn on_timer(&mut self, ctx: &mut Ctx<'_>, gen: u64) -> Verdict {
+        if self.timer.is(gen) {
+            tracing::debug!(conn = ctx.token, kind = ?self.timer.kind(), "timeout");
+            return Verdict::Close;
+        }
+        if self.fcgi.as_ref().is_some_and(|x| x.timer.is(gen)) {
+            return self.backend_timeout(ctx);
+        }
+        Verdict::Open
     }
 
     /// The backend timeout fired.
-    pub fn backend_timeout(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+    fn backend_timeout(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
         let Some(x) = &mut self.fcgi else {
             return Verdict::Open;
         };
@@ -408,10 +447,7 @@ impl Conn {
         self.input.release_if_empty(ctx.bufs);
         self.out.release_if_done(ctx.bufs);
         debug_assert!(
-            !self.is_idle()
-                || !(self.input.holds_buffer()
-                    || self.out.holds_buffer()
-                    || self.log_line.capacity() > 0),
+            !self.is_idle() || !self.holds_buffers(),
             "an idle connection holds a buffer"
         );
         verdict
@@ -491,7 +527,9 @@ impl Conn {
                     // Nothing read: whoever consumes the buffer makes the progress.
                     Ok(Filled::Full) => {}
                     Ok(Filled::Data { drained }) => {
-                        self.readable = !drained;
+                        // A short read drained the socket, unless the peer's FIN was reported:
+                        // then the next read returns EOF, and no new event will say so.
+                        self.readable = !drained || self.peer_closed;
                         progress = true;
                         let body = self.discard.is_some()
                             || self.fcgi.as_ref().is_some_and(|x| x.wants_client_input());

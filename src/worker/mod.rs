@@ -3,6 +3,8 @@
 
 mod bufs;
 mod conn;
+#[cfg(test)]
+mod conn_tests;
 mod fcgi;
 mod inbuf;
 pub mod net;
@@ -18,7 +20,7 @@ use crate::http::date::DateCache;
 use crate::log::{AccessLog, ErrorLog};
 use crate::script::Router;
 use crate::static_files::Site;
-use conn::{Conn, Ctx, OtherSites, Verdict};
+use conn::{Conn, Ctx, OtherSites, Ready, Verdict};
 use fcgi::StderrLimit;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -224,9 +226,12 @@ impl<'a> Worker<'a> {
                         });
                     }
                     Token(key) => {
-                        let readable = event.is_readable() || event.is_read_closed();
-                        let writable = event.is_writable() || event.is_write_closed();
-                        self.on_conn(key, now, |c, ctx| c.ready(ctx, readable, writable));
+                        let ready = Ready {
+                            readable: event.is_readable(),
+                            writable: event.is_writable() || event.is_write_closed(),
+                            read_closed: event.is_read_closed(),
+                        };
+                        self.on_conn(key, now, |c, ctx| c.ready(ctx, ready));
                     }
                 }
             }
@@ -314,7 +319,7 @@ impl<'a> Worker<'a> {
                 return;
             }
             for key in waiters {
-                self.with_conn(key, now, |c, ctx| c.ready(ctx, false, false));
+                self.with_conn(key, now, |c, ctx| c.resume(ctx));
             }
         }
     }
@@ -355,7 +360,12 @@ impl<'a> Worker<'a> {
                         continue;
                     }
                     // Data often arrives with the connection: try at once, as if readable.
-                    self.on_conn(key, now, |c, ctx| c.ready(ctx, true, true));
+                    let ready = Ready {
+                        readable: true,
+                        writable: true,
+                        read_closed: false,
+                    };
+                    self.on_conn(key, now, |c, ctx| c.ready(ctx, ready));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -395,11 +405,8 @@ impl<'a> Worker<'a> {
             let Some(conn) = self.conns.get(key) else {
                 continue;
             };
-            if conn.timer.is(gen) {
-                tracing::debug!(conn = key, "timeout");
-                self.on_conn(key, now, |_, _| Verdict::Close);
-            } else if conn.backend_timer_is(gen) {
-                self.on_conn(key, now, |c, ctx| c.backend_timeout(ctx));
+            if conn.owns_timer(gen) {
+                self.on_conn(key, now, |c, ctx| c.on_timer(ctx, gen));
             }
         }
     }
