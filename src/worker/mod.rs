@@ -132,6 +132,7 @@ impl<'a> Worker<'a> {
         let mut listeners = setup.listeners;
         let listener_names = listeners.iter().map(Listener::name).collect();
         for (i, l) in listeners.iter_mut().enumerate() {
+            l.prepare()?;
             l.register(poll.registry(), Token(LISTENER_BASE + i))?;
         }
         let t = &setup.config.timeouts;

@@ -1,9 +1,10 @@
 //! The listeners a worker accepts on, TCP or Unix; what they give is a [`Stream`].
 
 use crate::transport::{ip_text, Stream};
-use mio::{Interest, Registry, Token};
+use mio::{Registry, Token};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 
 /// A listening socket inherited from the watcher.
 #[derive(Debug)]
@@ -24,14 +25,23 @@ pub struct Peer {
 }
 
 impl Listener {
+    /// Sets what every accepted connection inherits: TCP_NODELAY, because responses are
+    /// written whole (head, then body with sendfile) and Nagle would only delay the last
+    /// segment of each one. Linux copies the option to each socket `accept` returns, which
+    /// saves a `setsockopt` per connection.
+    pub fn prepare(&self) -> io::Result<()> {
+        if let Listener::Tcp(l) = self {
+            nix::sys::socket::setsockopt(l, nix::sys::socket::sockopt::TcpNoDelay, &true)?;
+        }
+        Ok(())
+    }
+
     /// Accepts one connection.
     pub fn accept(&self) -> io::Result<(Stream, Peer)> {
         match self {
             Listener::Tcp(l) => {
+                // TCP_NODELAY comes from the listener (see `prepare`): no call per connection.
                 let (s, addr) = l.accept()?;
-                // Responses are written whole (head, then body with sendfile); Nagle would
-                // only delay the last segment of each one.
-                let _ = s.set_nodelay(true);
                 Ok((Stream::Tcp(s), peer_of(addr)))
             }
             Listener::Unix(l) => {
@@ -47,11 +57,29 @@ impl Listener {
         }
     }
 
-    /// Registers for readable events.
+    /// Registers for readable events, edge-triggered and exclusive: when a connection
+    /// arrives on a listener every worker shares, the kernel wakes one waiting worker
+    /// (EPOLLEXCLUSIVE) instead of all of them, so the others neither wake for nothing nor
+    /// take a connection from the one already awake.
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        match self {
-            Listener::Tcp(l) => registry.register(l, token, Interest::READABLE),
-            Listener::Unix(l) => registry.register(l, token, Interest::READABLE),
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE) as u32,
+            // mio reads the token back from this field (its epoll selector does the same).
+            u64: token.0 as u64,
+        };
+        let fd = match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
+        };
+        // SAFETY: both descriptors are open for the duration of the call (the registry's epoll
+        // descriptor lives as long as the registry; the listener's as long as `self`), and
+        // `event` is a valid, initialised epoll_event the kernel only reads.
+        let rc =
+            unsafe { libc::epoll_ctl(registry.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
         }
     }
 
@@ -82,5 +110,29 @@ fn peer_of(addr: SocketAddr) -> Peer {
     Peer {
         ip: ip_text(&addr),
         port: addr.port(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{getsockopt, sockopt::TcpNoDelay};
+
+    #[test]
+    fn accepted_connections_inherit_nodelay_from_the_listener() {
+        let std_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = std_l.local_addr().unwrap();
+        std_l.set_nonblocking(true).unwrap();
+        let l = Listener::Tcp(mio::net::TcpListener::from_std(std_l));
+        l.prepare().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let accepted = loop {
+            match l.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        assert!(getsockopt(&accepted, TcpNoDelay).unwrap());
     }
 }
