@@ -65,7 +65,7 @@ local no_php = deny(404)
 -- is trusted code. io.open is captured here and called at most once a second per worker, so
 -- a busy server does one open() per second, and the flag applies within a second.
 -- (Without this, the alternative is deciding at config time with exists(flag), which takes a
--- restart to change: luahttpd has no reload yet.)
+-- reload (SIGUSR1, or reload() in the admin REPL) to change.)
 local flag = os.getenv("MAINTENANCE_FLAG") or "/tmp/luahttpd-maintenance"
 local io_open, os_time = io.open, os.time
 local checked_at, flag_up = nil, false

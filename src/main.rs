@@ -62,6 +62,15 @@ fn main() -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
+    // Checked here for -t and for a start alike: -d is not part of the config.
+    if let Some(why) = cli
+        .daemon
+        .then(|| config::daemon_problem(&loaded.config))
+        .flatten()
+    {
+        eprintln!("luahttpd: --daemon: {why}");
+        return ExitCode::FAILURE;
+    }
     if cli.test {
         println!("Syntax OK");
         return ExitCode::SUCCESS;

@@ -63,6 +63,80 @@ fn test_flag_reports_lua_syntax_errors() {
 }
 
 #[test]
+fn test_flag_reports_what_would_fail_the_start() {
+    let dir = TempDir::new("cli");
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    let conf = dir.write(
+        "site.lua",
+        b"server {\n  root = 'www',\n  error_log = 'logs/error.log',\n}\n\
+          local php = fastcgi('nope', {})\n\
+          include 'conf.d/*.lua'\n\
+          route(function(req) return php end)\n",
+    );
+    dir.write("conf.d/a.lua", b"local x = nil .. 'x'\n");
+    dir.write("conf.d/b.lua", b"server {}\n");
+    let (code, out, err) = run(&["-t", "-c", conf.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    let name = conf.to_str().unwrap();
+    assert!(
+        err.contains(&format!("{name}:3: error_log: the folder of"))
+            && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{name}:5: fastcgi: unknown backend 'nope'")),
+        "{err}"
+    );
+    // Both included files are reported: the first one's error did not stop the second.
+    assert!(
+        err.contains("conf.d/a.lua:1: attempt to concatenate"),
+        "{err}"
+    );
+    assert!(
+        err.contains("conf.d/b.lua:1: server{} given twice"),
+        "{err}"
+    );
+}
+
+#[test]
+fn daemon_with_the_error_log_on_stderr_is_refused() {
+    let dir = TempDir::new("cli");
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    let conf = dir.write(
+        "site.lua",
+        b"server {\n  listen = '127.0.0.1:0',\n  root = 'www',\n  daemon = true,\n}\n",
+    );
+    let name = conf.to_str().unwrap();
+    for args in [vec!["-t", "-c", name], vec!["-c", name]] {
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 1, "{args:?}: {out}");
+        assert!(
+            err.contains(&format!(
+                "{name}:4: daemon = true: a daemon needs error_log set to a file"
+            )),
+            "{args:?}: {err}"
+        );
+    }
+    // -d on the command line with a config logging to stderr: refused before detaching.
+    let conf = dir.write(
+        "fg.lua",
+        b"server { listen = '127.0.0.1:0', root = 'www', error_log = 'stderr' }\n",
+    );
+    for args in [
+        vec!["-t", "-d", "-c", conf.to_str().unwrap()],
+        vec!["-d", "-c", conf.to_str().unwrap()],
+    ] {
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 1, "{args:?}: {out}");
+        assert!(!out.contains("Syntax OK"), "{out}");
+        assert!(
+            err.contains("--daemon: a daemon needs error_log set to a file"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn missing_config_file_is_an_error() {
     let (code, _, err) = run(&["-t", "-c", "/nonexistent/site.lua"]);
     assert_eq!(code, 1);
@@ -161,8 +235,11 @@ fn daemon_that_cannot_start_says_why_and_exits_nonzero() {
     std::fs::create_dir_all(dir.path().join("www")).unwrap();
     let conf = dir.write(
         "site.lua",
-        format!("server {{ listen = '127.0.0.1:{port}', root = 'www', daemon = true }}\n")
-            .as_bytes(),
+        format!(
+            "server {{ listen = '127.0.0.1:{port}', root = 'www', daemon = true, \
+             error_log = 'error.log' }}\n"
+        )
+        .as_bytes(),
     );
     let (code, _, err) = run(&["-c", conf.to_str().unwrap()]);
     assert_eq!(code, 1);

@@ -212,13 +212,22 @@ fn control_byte_in_header_value_is_400() {
 fn bad_host_is_400() {
     let s = server();
     for host in [
-        "a:99999", "a:x", "[::1", "::1]", "a:", "a b", "a:80:80", "[zz]", "a@b", ":80",
+        "a:99999", "a:x", "[::1", "::1]", "a b", "a:80:80", "[zz]", "a@b", ":80",
     ] {
         let req = format!("GET /a.txt HTTP/1.1\r\nHost: {host}\r\n\r\n");
         expect_status(&s, req.as_bytes(), 400);
     }
     // Good ones for contrast.
-    for host in ["a:80", "[::1]", "[::1]:8080", "127.0.0.1:1", "Example.COM"] {
+    // An empty port is valid (RFC 3986: port = *DIGIT) and means no port.
+    for host in [
+        "a:80",
+        "[::1]",
+        "[::1]:8080",
+        "127.0.0.1:1",
+        "Example.COM",
+        "example.com:",
+        "[::1]:",
+    ] {
         let req = format!("GET /a.txt HTTP/1.1\r\nHost: {host}\r\n\r\n");
         expect_status(&s, req.as_bytes(), 200);
     }

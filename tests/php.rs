@@ -146,3 +146,42 @@ fn php_max_requests_respawn_loses_nothing() {
     }
     assert!(pids.len() >= 20, "5 requests per php-cgi: {pids:?}");
 }
+
+#[test]
+fn slow_uploaders_do_not_hold_the_php_processes() {
+    if !have_php() {
+        return;
+    }
+    let f = start_php(2, "PHP_FCGI_CHILDREN = 0");
+    // Four uploads whose last byte is held back: with streaming they would hold both php-cgi
+    // processes (and every other PHP request would wait for read_timeout, then get 504).
+    let body = body_bytes(100 * 1024);
+    let mut slow: Vec<Conn> = (0..4)
+        .map(|_| {
+            let mut c = Conn::connect(f.addr());
+            let mut req = format!(
+                "POST /sha.php HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            req.extend_from_slice(&body[..body.len() - 1]);
+            c.send(&req);
+            c
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let t0 = std::time::Instant::now();
+    let r = f.get("/pid.php");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), f.server.log_text());
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t0.elapsed()
+    );
+    for c in &mut slow {
+        c.send(&body[body.len() - 1..]);
+        let r = c.response(false);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), sha_answer(&body));
+    }
+}

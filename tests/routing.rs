@@ -776,7 +776,6 @@ end)
 // ---------------------------------------------------------------------------------------------
 
 const FAILURES: &str = r#"
-local bad_backend = fastcgi("nope", {})
 route(function(req)
   local p = req.path
   if p == "/ok" then return respond(200, "ok\n") end
@@ -807,7 +806,6 @@ route(function(req)
     return respond(200, "pcall: " .. tostring(ok) .. "\n")
   end
   if p == "/unknown-backend" then return fastcgi("nope", {}) end
-  if p == "/config-time-backend" then return bad_backend end
   if p == "/inject-value" then return respond(200, "x", { ["x-a"] = "b\r\nInjected: 1" }) end
   if p == "/inject-lf" then return respond(200, "x", { ["x-a"] = "b\nInjected: 1" }) end
   if p == "/inject-name" then return respond(200, "x", { ["x-a\r\nInjected"] = "1" }) end
@@ -907,10 +905,35 @@ fn unknown_backend_is_500() {
     assert_500(&get(&s, "/unknown-backend"));
     wait_log_line(&s, &["/unknown-backend", "unknown backend 'nope'"]);
     assert_ok(&s);
-    // A decision built at config time for a backend that does not exist.
-    assert_500(&get(&s, "/config-time-backend"));
-    wait_log_line(&s, &["/config-time-backend", "unknown backend 'nope'"]);
-    assert_ok(&s);
+}
+
+#[test]
+fn a_config_time_decision_for_an_unknown_backend_refuses_the_start() {
+    // It used to start and then fail every request it answered, with no config position.
+    let dir = TempDir::new("route");
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    let conf = dir.write(
+        "site.lua",
+        format!(
+            "server {{ {} }}\nlocal bad = fastcgi(\"nope\", {{}})\nroute(function() return bad end)\n",
+            common::BASE
+        )
+        .as_bytes(),
+    );
+    let out = Command::new(bin())
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .expect("run luahttpd");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:2: fastcgi: unknown backend 'nope'",
+            conf.display()
+        )),
+        "{err}"
+    );
 }
 
 #[test]

@@ -728,3 +728,44 @@ fn large_file_http10_close_byte_exact() {
     assert!(r.body == big, "body differs");
     assert!(c.closed());
 }
+
+#[test]
+fn the_default_config_refuses_dotfiles_but_not_well_known() {
+    // The embedded default config, on an ephemeral port, in a folder like a home directory:
+    // its root is "." (no examples/www here), which is where the config lies.
+    let text = include_str!("../lua/default.lua").replace("127.0.0.1:8080", "127.0.0.1:0");
+    assert!(
+        text.contains("127.0.0.1:0"),
+        "default.lua changed its listen line"
+    );
+    let dir = common::TempDir::new("dot");
+    dir.write("index.html", b"home");
+    dir.write(".ssh/id_ed25519", b"secret key");
+    dir.write(".env", b"TOKEN=1");
+    dir.write("site/.git/config", b"[core]");
+    dir.write(".well-known/security.txt", b"Contact: x");
+    let s = Server::start_with(dir, &text, |cmd| {
+        cmd.env_remove("LUAHTTPD_ROOT");
+    });
+    for path in [
+        "/.ssh/id_ed25519",
+        "/.ssh/",
+        "/.env",
+        "/%2eenv",
+        "/site/.git/config",
+        "/.well-known/../.env",
+    ] {
+        assert_eq!(s.get(path).status, 404, "{path}");
+    }
+    assert_eq!(s.get("/index.html").body, b"home");
+    let r = s.get("/.well-known/security.txt");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"Contact: x"[..]));
+    // The start-up line names the root it serves.
+    let root = s.dir.path().canonicalize().unwrap();
+    let line = format!("root {}", root.display());
+    common::wait_for("the start-up line", Duration::from_secs(5), || {
+        s.log_text()
+            .lines()
+            .any(|l| l.contains("started") && l.contains(&line))
+    });
+}

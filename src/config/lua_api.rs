@@ -5,6 +5,11 @@
 //! they were given in an `Eval` shared by all of them. Each call is validated when it is made,
 //! so that problems found before a Lua error stops the script are still reported.
 //!
+//! So that one run reports every problem, no helper stops the script: a helper's error is
+//! recorded and the helper returns nil (`collect`); an included file that raises a Lua error
+//! stops only itself. Any other Lua error stops the file it is in (Lua cannot resume a chunk).
+//! Backend names in decisions built while loading are checked once the whole script ran.
+//!
 //! Relative paths (root, logs, pid file, Unix sockets, `exists`, `read_file`) resolve against
 //! the main config file's folder, also inside included files, so a `conf.d/` snippet can be moved
 //! without its paths changing meaning. Only `include` patterns are relative to the including
@@ -46,6 +51,12 @@ struct Eval {
     server: Option<(Config, String)>,
     fastcgi: Vec<FastcgiDef>,
     route: Option<(Function, String)>,
+    /// Backend names of `fastcgi(name, {...})` decisions built while loading, with where: checked
+    /// against the definitions once the whole script ran (a definition may come later).
+    decisions: Vec<(String, Site)>,
+    /// An included file stopped with a Lua error: what it would have declared is missing, so
+    /// "no server{} block" may be untrue and is not reported.
+    include_failed: bool,
     errors: Vec<ConfigError>,
     /// Set once loading finished: the helpers then refuse to run (e.g. from a route function).
     done: bool,
@@ -115,6 +126,8 @@ fn run(
         server: None,
         fastcgi: Vec::new(),
         route: None,
+        decisions: Vec::new(),
+        include_failed: false,
         errors: Vec::new(),
         done: false,
     }));
@@ -134,9 +147,14 @@ fn run(
     let route = st.route.take();
     let fastcgi = std::mem::take(&mut st.fastcgi);
     let mut errors = std::mem::take(&mut st.errors);
+    errors.extend(unknown_backends(&st.decisions, &fastcgi));
     let main = st.main.clone();
+    let include_failed = st.include_failed;
     drop(st);
     let Some((mut config, _)) = server else {
+        if include_failed {
+            return Err(ConfigErrors(errors));
+        }
         errors.push(ConfigError {
             file: main,
             line: None,
@@ -164,6 +182,24 @@ fn run(
         None => None,
     };
     Ok(Loaded { config, lua, route })
+}
+
+/// An error for each decision built at config time that names a backend the config does not
+/// define: without this it would fail on every request it answers, with no config position.
+fn unknown_backends(decisions: &[(String, Site)], defs: &[FastcgiDef]) -> Vec<ConfigError> {
+    let names: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
+    decisions
+        .iter()
+        .filter(|(name, _)| !names.contains(&name.as_str()))
+        .map(|(name, site)| {
+            let hint = match super::suggest::did_you_mean(name, &names) {
+                Some(s) => format!("; did you mean '{s}'?"),
+                None if names.is_empty() => " (no fastcgi backend is defined)".to_string(),
+                None => format!(" (defined: {})", names.join(", ")),
+            };
+            site.error(format!("fastcgi: unknown backend '{name}'{hint}"))
+        })
+        .collect()
 }
 
 /// The file and line of the Lua code calling the current Rust function: the first stack level
@@ -218,6 +254,16 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
     // static{}, redirect(), respond(), deny(): a config may build decisions once, at config
     // time, and return them from route (fastcgi(name, opts) is handled below).
     crate::script::install_decisions(lua, false)?;
+    for name in ["static", "redirect", "respond", "deny"] {
+        let inner: Function = g.get(name)?;
+        let st = state.clone();
+        g.set(
+            name,
+            lua.create_function(move |_, args: mlua::MultiValue| {
+                collect(&st, inner.call::<Value>(args))
+            })?,
+        )?;
+    }
 
     let st = state.clone();
     g.set(
@@ -251,7 +297,19 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
             // fastcgi("app", {...}) with two arguments is the routing decision, which a config
             // may build once and return from its route function; fastcgi "app" {...} defines.
             if let Some(opts) = opts {
-                return crate::script::fastcgi_decision(lua, name, opts)?.into_lua(lua);
+                let backend = match &name {
+                    Value::String(s) => s.to_str().ok().map(|s| s.to_string()),
+                    _ => None,
+                };
+                let made = crate::script::fastcgi_decision(lua, name, opts)
+                    .and_then(|d| d.into_lua(lua));
+                let made = collect(&st, made)?;
+                let mut s = st.borrow_mut();
+                if let (false, Some(backend), false) = (made.is_nil(), backend, s.done) {
+                    let at = site(lua, &s);
+                    s.decisions.push((backend, at));
+                }
+                return Ok(made);
             }
             if st.borrow().done {
                 return Err(not_while_serving(lua, "fastcgi"));
@@ -324,7 +382,13 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
     let st = state.clone();
     g.set(
         "include",
-        lua.create_function(move |lua, v: Value| include(lua, &st, v))?,
+        lua.create_function(move |lua, v: Value| {
+            let result = include(lua, &st, v);
+            if result.is_err() {
+                st.borrow_mut().include_failed = true;
+            }
+            collect(&st, result)
+        })?,
     )?;
 
     let st = state.clone();
@@ -350,6 +414,21 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
         })?,
     )?;
     Ok(())
+}
+
+/// While loading, a config helper's error is recorded and the helper returns nil, so that the
+/// script goes on and every problem is reported in one run (`-t`); once loading finished (a
+/// helper kept in a local and called from the route function) the error is raised as usual.
+fn collect<T: Default>(st: &Shared, result: mlua::Result<T>) -> mlua::Result<T> {
+    match result {
+        Ok(v) => Ok(v),
+        Err(e) if st.borrow().done => Err(e),
+        Err(e) => {
+            let err = lua_error(&e, &st.borrow());
+            st.borrow_mut().errors.push(err);
+            Ok(T::default())
+        }
+    }
 }
 
 /// The path argument of `exists`/`read_file`; a wrong type is a programming error, so a Lua error.
@@ -417,7 +496,14 @@ fn include(lua: &Lua, st: &Shared, v: Value) -> mlua::Result<()> {
         }
         let result = lua.load(&*text).set_name(format!("@{name}")).exec();
         st.borrow_mut().depth -= 1;
-        result?;
+        // One failing file does not stop the next one (nor the including file): each is
+        // reported where it stopped.
+        if let Err(e) = result {
+            let mut s = st.borrow_mut();
+            let err = lua_error(&e, &s);
+            s.errors.push(err);
+            s.include_failed = true;
+        }
     }
     Ok(())
 }

@@ -45,6 +45,17 @@ pub enum LogTarget {
     File(PathBuf),
 }
 
+/// Whether static files whose path has a segment starting with '.' are served
+/// (`server { dotfiles = "allow" | "deny" }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dotfiles {
+    /// Served like any other file (the default, as lighttpd and nginx do).
+    Allow,
+    /// Answered 404, except under `/.well-known/` (RFC 8615): `.git/`, `.env`, `.ssh/` stay
+    /// private when a root is a home or project folder.
+    Deny,
+}
+
 /// Resource limits (`server { limits = {...} }`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -56,6 +67,10 @@ pub struct Limits {
     pub keepalive_requests: u64,
     /// Largest request body in bytes; larger → 413.
     pub body_bytes: u64,
+    /// Connections one client address may hold in one worker (0: no limit). Workers count
+    /// separately, so an address may hold up to this times `workers` in all; over it, a new
+    /// connection gets 503 and is closed.
+    pub connections_per_ip: usize,
 }
 
 /// Timeouts (`server { timeouts = {...} }`).
@@ -96,6 +111,10 @@ pub struct FastcgiDef {
     pub check_local: bool,
     /// Whether backend connections are reused (`keepalive`, default true).
     pub keepalive: bool,
+    /// Whether the whole request body is read before a backend process is taken
+    /// (`request_buffering`, default true, as nginx's `fastcgi_request_buffering`); false
+    /// streams it to the backend as it arrives.
+    pub request_buffering: bool,
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// Time allowed between bytes from the backend.
@@ -117,6 +136,8 @@ pub struct Config {
     pub root: PathBuf,
     /// Index file names tried for a directory.
     pub index: Vec<String>,
+    /// Whether dotfiles are served as static files.
+    pub dotfiles: Dotfiles,
     /// Value of the Server header.
     pub server_name: String,
     /// MIME overrides: lowercased suffix with its dot (".webp") → type.
@@ -151,6 +172,16 @@ pub struct Loaded {
     pub lua: mlua::Lua,
     /// The route function, stored in the state's registry.
     pub route: Option<mlua::RegistryKey>,
+}
+
+/// Why `config` cannot run detached (`--daemon` or `daemon = true`), if it cannot: a daemon's
+/// stderr is /dev/null, so with `error_log = "stderr"` every later log line would be lost.
+pub fn daemon_problem(config: &Config) -> Option<String> {
+    matches!(config.error_log, LogTarget::Stderr).then(|| {
+        "a daemon needs error_log set to a file (its stderr is /dev/null, so with \
+         error_log = \"stderr\" every log line would be lost)"
+            .to_string()
+    })
 }
 
 /// Evaluates the config file at `path` and validates it.

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::listen;
-use super::{Config, FastcgiDef, ListenAddr, LogTarget};
+use super::{Config, Dotfiles, FastcgiDef, ListenAddr, LogTarget};
 
 /// Prints the normalised config as Lua that `-c` would accept again.
 pub fn print(config: &Config) -> String {
@@ -28,6 +28,11 @@ pub fn print(config: &Config) -> String {
         "index",
         &list(config.index.iter().map(|s| lua_string(s))),
     );
+    let dotfiles = match config.dotfiles {
+        Dotfiles::Allow => "allow",
+        Dotfiles::Deny => "deny",
+    };
+    field(&mut o, "dotfiles", &lua_string(dotfiles));
     field(&mut o, "server_name", &lua_string(&config.server_name));
     field(&mut o, "mime", &map(config.mime.iter()));
     let error_log = match &config.error_log {
@@ -52,8 +57,9 @@ pub fn print(config: &Config) -> String {
         &mut o,
         "limits",
         &format!(
-            "{{ connections = {}, header_bytes = {}, keepalive_requests = {}, body_bytes = {} }}",
-            l.connections, l.header_bytes, l.keepalive_requests, l.body_bytes
+            "{{ connections = {}, header_bytes = {}, keepalive_requests = {}, body_bytes = {}, \
+             connections_per_ip = {} }}",
+            l.connections, l.header_bytes, l.keepalive_requests, l.body_bytes, l.connections_per_ip
         ),
     );
     let t = &config.timeouts;
@@ -107,6 +113,7 @@ fn fastcgi(o: &mut String, d: &FastcgiDef) {
     }
     field(o, "check_local", &d.check_local.to_string());
     field(o, "keepalive", &d.keepalive.to_string());
+    field(o, "request_buffering", &d.request_buffering.to_string());
     field(o, "connect_timeout", &seconds(d.connect_timeout));
     field(o, "read_timeout", &seconds(d.read_timeout));
     field(o, "disable_time", &seconds(d.disable_time));

@@ -17,7 +17,10 @@ impl TempDir {
         let n = N.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("luahttpd-config-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("www")).expect("create temp dir");
+        // The folders the configs below put logs and sockets in: the server creates none.
+        for sub in ["www", "run", "logs"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("create temp dir");
+        }
         TempDir(dir)
     }
 
@@ -170,6 +173,7 @@ route(function(req) return nil end)
     );
     assert_eq!(php_def.extensions, vec![".php"]);
     assert!(php_def.check_local && php_def.keepalive);
+    assert!(php_def.request_buffering, "buffering is the default");
     assert_eq!(php_def.connect_timeout, Duration::from_secs(2));
     assert_eq!(php_def.read_timeout, Duration::from_secs(30));
     assert_eq!(php_def.disable_time, Duration::from_secs(1));
@@ -347,10 +351,17 @@ fn listen_problems() {
     );
     assert_eq!(errs.len(), 3, "{errs:?}");
     assert!(
-        has(&errs, 5, "address 'localhost:80' is not IP:port"),
+        has(
+            &errs,
+            5,
+            "'localhost:80': host names are not resolved; use an IP"
+        ),
         "{errs:?}"
     );
-    assert!(has(&errs, 6, "'*:99999' is not IP:port"), "{errs:?}");
+    assert!(
+        has(&errs, 6, "'*:99999': port 99999 is out of range"),
+        "{errs:?}"
+    );
     assert!(
         has(&errs, 8, "listen address '*:80' given twice"),
         "{errs:?}"
@@ -469,11 +480,7 @@ fastcgi (42) { address = "127.0.0.1:9003" }
         "{errs:?}"
     );
     assert!(
-        has(
-            &errs,
-            14,
-            "fastcgi 'e': address: address 'nowhere' is not IP:port"
-        ),
+        has(&errs, 14, "fastcgi 'e': address 'nowhere' is not IP:port"),
         "{errs:?}"
     );
     assert!(
@@ -663,17 +670,18 @@ fn print_round_trip() {
         &dir,
         r#"server {
   listen = { "*:8080", "[::1]:8081", "unix:run/s.sock" },
-  workers = 3, root = "www", index = { "index.html", "index.php" },
+  workers = 3, root = "www", dotfiles = "deny", index = { "index.html", "index.php" },
   server_name = 'quote " and \\ and é',
   mime = { [".WEBP"] = "image/webp", [".md"] = "text/markdown; charset=utf-8" },
   error_log = "logs/error.log", access_log = "logs/access.log", pid_file = "run/pid",
-  limits = { connections = 5, header_bytes = 2048, keepalive_requests = 7, body_bytes = 0 },
+  limits = { connections = 5, header_bytes = 2048, keepalive_requests = 7, body_bytes = 0,
+             connections_per_ip = 3 },
   timeouts = { read_idle = 0.125, write_idle = 1e-9, keepalive_idle = 3, graceful = 86400 },
 }
 fastcgi "php" {
   spawn = { "bin/php-cgi", "-c", "x y" }, procs = 2, socket = "127.0.0.1:9001",
   env = { A = "1", ["B C"] = "two\nlines" }, extensions = { ".php", ".phtml" },
-  check_local = false, keepalive = false, connect_timeout = 0.5, read_timeout = 10, disable_time = 0,
+  check_local = false, keepalive = false, request_buffering = false, connect_timeout = 0.5, read_timeout = 10, disable_time = 0,
 }
 fastcgi "app" { address = { "127.0.0.1:9000", "unix:/run/app.sock" }, prefix = "/app/" }
 "#,
@@ -781,6 +789,274 @@ fn string_keyed_tables_report_bad_shapes() {
     );
     assert!(
         has(&errs, 7, "env keys must be variable names, got"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn backend_socket_may_be_a_bare_path() {
+    let dir = TempDir::new();
+    dir.executable("bin/php-cgi");
+    let loaded = load_ok(
+        &dir,
+        r#"server { root = "www" }
+fastcgi "php" { spawn = "bin/php-cgi", socket = "/tmp/php.sock", extensions = ".php" }
+fastcgi "rel" { spawn = "bin/php-cgi", socket = "run/rel.sock", prefix = "/rel/" }
+fastcgi "app" { address = { "./app.sock", "unix:/run/app.sock" }, prefix = "/app/" }
+"#,
+    );
+    let base = dir.path().canonicalize().expect("canonical temp dir");
+    let f = &loaded.config.fastcgi;
+    assert_eq!(f[0].socket, Some(ListenAddr::Unix("/tmp/php.sock".into())));
+    assert_eq!(
+        f[1].socket,
+        Some(ListenAddr::Unix(base.join("run/rel.sock")))
+    );
+    assert_eq!(
+        f[2].address,
+        vec![
+            ListenAddr::Unix(base.join("app.sock")),
+            ListenAddr::Unix("/run/app.sock".into())
+        ]
+    );
+}
+
+#[test]
+fn backend_address_errors_say_what_is_wrong() {
+    let dir = TempDir::new();
+    let errs = errors(
+        &dir,
+        r#"server { root = "www" }
+fastcgi "a" { address = "9000", prefix = "/a/" }
+fastcgi "b" { address = "127.0.0.1:99999", prefix = "/b/" }
+fastcgi "c" { address = "localhost:9000", prefix = "/c/" }
+fastcgi "d" { address = "127.0.0.1:0", prefix = "/d/" }
+"#,
+    );
+    assert!(has(&errs, 2, "did you mean '*:9000'"), "{errs:?}");
+    assert!(has(&errs, 3, "port 99999 is out of range"), "{errs:?}");
+    assert!(has(&errs, 4, "host names are not resolved"), "{errs:?}");
+    assert!(has(&errs, 5, "port 0"), "{errs:?}");
+    assert_eq!(errs.len(), 4, "{errs:?}");
+}
+
+#[test]
+fn files_the_server_creates_need_an_existing_folder() {
+    let dir = TempDir::new();
+    dir.executable("bin/php-cgi");
+    dir.write("afile", "x");
+    let errs = errors(
+        &dir,
+        r#"server {
+  root = "www",
+  error_log = "nologs/error.log",
+  access_log = "nologs/access.log",
+  pid_file = "norun/luahttpd.pid",
+  admin = "afile/admin.sock",
+  listen = { "127.0.0.1:8080", "unix:norun/site.sock" },
+}
+fastcgi "php" { spawn = "bin/php-cgi", socket = "norun/php.sock", extensions = ".php" }
+"#,
+    );
+    assert!(
+        has(&errs, 3, "error_log: the folder of")
+            && has(&errs, 3, "nologs/error.log does not exist"),
+        "{errs:?}"
+    );
+    assert!(has(&errs, 4, "access_log: the folder of"), "{errs:?}");
+    assert!(has(&errs, 5, "pid_file: the folder of"), "{errs:?}");
+    assert!(
+        has(&errs, 6, "admin: the folder of") && has(&errs, 6, "is not a directory"),
+        "{errs:?}"
+    );
+    assert!(has(&errs, 7, "listen: the folder of"), "{errs:?}");
+    assert!(
+        has(&errs, 9, "fastcgi 'php': socket: the folder of"),
+        "{errs:?}"
+    );
+    assert_eq!(errs.len(), 6, "{errs:?}");
+}
+
+#[test]
+fn a_decision_built_at_config_time_must_name_a_defined_backend() {
+    let dir = TempDir::new();
+    let errs = errors(
+        &dir,
+        r#"server { root = "www" }
+local nope = fastcgi("nope", {})
+local pph = fastcgi("pph", { script = "/x.php" })
+fastcgi "php" { address = "127.0.0.1:9000", extensions = ".php" }
+local ok = fastcgi("php", {})
+route(function(req) return nope end)
+"#,
+    );
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        has(&errs, 2, "fastcgi: unknown backend 'nope' (defined: php)"),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, 3, "unknown backend 'pph'; did you mean 'php'?"),
+        "{errs:?}"
+    );
+    // Defined after the decision that names it: fine.
+    load_ok(
+        &dir,
+        "server { root = 'www' }\nlocal d = fastcgi('app', {})\nfastcgi 'app' { address = '127.0.0.1:9000' }\nroute(function() return d end)\n",
+    );
+}
+
+#[test]
+fn every_failing_helper_call_and_included_file_is_reported() {
+    let dir = TempDir::new();
+    dir.write("conf.d/10-bad.lua", "local x = nil + 1\n");
+    dir.write("conf.d/20-also-bad.lua", "error('second file')\n");
+    dir.write(
+        "conf.d/30-good.lua",
+        "fastcgi 'app' { address = '127.0.0.1:9000', prefix = '/app/' }\n",
+    );
+    let errs = errors(
+        &dir,
+        r#"local r = redirect(999, "/x")
+include "conf.d/*.lua"
+include "missing.lua"
+local d = respond(204, "body")
+server { root = "www", workers = 0 }
+local ok = deny(200)
+route(function() return r end)
+"#,
+    );
+    assert!(has(&errs, 1, "redirect: status must be"), "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("conf.d/10-bad.lua:1: attempt to perform arithmetic")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e == "conf.d/20-also-bad.lua:1: second file"),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, 3, "include 'missing.lua': no such file"),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, 4, "respond: status 204 cannot have a body"),
+        "{errs:?}"
+    );
+    assert!(has(&errs, 5, "workers must be at least 1"), "{errs:?}");
+    assert!(has(&errs, 6, "deny:"), "{errs:?}");
+    assert_eq!(errs.len(), 7, "{errs:?}");
+}
+
+#[test]
+fn dotfiles_key() {
+    let dir = TempDir::new();
+    let c = load_ok(&dir, "server { root = 'www' }").config;
+    assert_eq!(c.dotfiles, Dotfiles::Allow);
+    let c = load_ok(&dir, "server { root = 'www', dotfiles = 'deny' }").config;
+    assert_eq!(c.dotfiles, Dotfiles::Deny);
+    let errs = errors(&dir, "server { root = 'www',\n dotfiles = false }");
+    assert_eq!(
+        errs,
+        vec!["site.lua:2: dotfiles must be a string, got boolean false"]
+    );
+    let errs = errors(&dir, "server { root = 'www',\n dotfiles = 'hide' }");
+    assert_eq!(
+        errs,
+        vec!["site.lua:2: dotfiles must be \"allow\" or \"deny\", got 'hide'"]
+    );
+}
+
+#[test]
+fn the_default_config_refuses_dotfiles() {
+    let loaded = match load_default() {
+        Ok(l) => l,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(loaded.config.dotfiles, Dotfiles::Deny);
+}
+
+#[test]
+fn every_spawned_process_socket_must_fit() {
+    let dir = TempDir::new();
+    dir.executable("bin/php-cgi");
+    // 100 characters of folder name: with "-9" the last proc's path passes 107 bytes.
+    let long = format!("/tmp/{}/php.sock", "d".repeat(92));
+    assert!(long.len() <= 107 && long.len() + 2 > 107);
+    let errs = errors(
+        &dir,
+        &format!(
+            r#"server {{ root = "www" }}
+fastcgi "a" {{ spawn = "bin/php-cgi", procs = 10, socket = "127.0.0.1:65530", prefix = "/a/" }}
+fastcgi "b" {{ spawn = "bin/php-cgi", procs = 10, socket = "unix:{long}", prefix = "/b/" }}
+fastcgi "c" {{ spawn = "bin/php-cgi", procs = 6, socket = "127.0.0.1:65530", prefix = "/c/" }}
+"#
+        ),
+    );
+    assert!(
+        has(&errs, 2, "10 procs from port 65530 run past port 65535"),
+        "{errs:?}"
+    );
+    assert!(
+        has(
+            &errs,
+            3,
+            "php.sock-9 (proc i listens on socket-i) is 108 bytes long"
+        ),
+        "{errs:?}"
+    );
+    // The folder does not exist either; that is reported too.
+    assert!(has(&errs, 3, "does not exist"), "{errs:?}");
+    assert_eq!(errs.len(), 3, "{errs:?}");
+}
+
+#[test]
+fn connections_per_ip_is_off_by_default_and_validated() {
+    let dir = TempDir::new();
+    let l = load_ok(&dir, "server { root = 'www' }\n");
+    assert_eq!(l.config.limits.connections_per_ip, 0);
+    let l = load_ok(
+        &dir,
+        "server { root = 'www', limits = { connections_per_ip = 8 } }\n",
+    );
+    assert_eq!(l.config.limits.connections_per_ip, 8);
+    let errs = errors(
+        &dir,
+        "server { root = 'www',\n limits = { connections_per_ip = -1 } }\n",
+    );
+    assert!(
+        has(
+            &errs,
+            2,
+            "limits.connections_per_ip must be at least 0, got -1"
+        ),
+        "{errs:?}"
+    );
+    let errs = errors(
+        &dir,
+        "server { root = 'www',\n limits = { connections_per_ip = 1.5 } }\n",
+    );
+    assert!(
+        has(&errs, 2, "limits.connections_per_ip must be an integer"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn request_buffering_must_be_a_boolean() {
+    let dir = TempDir::new();
+    let errs = errors(
+        &dir,
+        "server { root = 'www' }\nfastcgi 'p' { address = '127.0.0.1:9000',\n request_buffering = 1 }\n",
+    );
+    assert!(
+        has(
+            &errs,
+            3,
+            "fastcgi 'p': request_buffering must be true or false, got 1"
+        ),
         "{errs:?}"
     );
 }

@@ -18,7 +18,7 @@ use mlua::{Table, Value};
 use super::listen::{self, resolve};
 use super::site::Site;
 use super::suggest::did_you_mean;
-use super::{Config, ConfigError, FastcgiDef, Limits, ListenAddr, LogTarget, Timeouts};
+use super::{Config, ConfigError, Dotfiles, FastcgiDef, Limits, ListenAddr, LogTarget, Timeouts};
 
 /// Keys of `server{}`.
 pub(super) const SERVER_KEYS: &[&str] = &[
@@ -26,6 +26,7 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "workers",
     "root",
     "index",
+    "dotfiles",
     "server_name",
     "mime",
     "error_log",
@@ -42,6 +43,7 @@ const LIMIT_KEYS: &[&str] = &[
     "header_bytes",
     "keepalive_requests",
     "body_bytes",
+    "connections_per_ip",
 ];
 /// Keys of `server { timeouts = {...} }`.
 const TIMEOUT_KEYS: &[&str] = &["read_idle", "write_idle", "keepalive_idle", "graceful"];
@@ -56,6 +58,7 @@ pub(super) const FASTCGI_KEYS: &[&str] = &[
     "address",
     "check_local",
     "keepalive",
+    "request_buffering",
     "connect_timeout",
     "read_timeout",
     "disable_time",
@@ -78,6 +81,7 @@ pub(super) fn default_limits() -> Limits {
         header_bytes: 8192,
         keepalive_requests: 1000,
         body_bytes: 16 * 1024 * 1024,
+        connections_per_ip: 0,
     }
 }
 
@@ -363,11 +367,36 @@ fn path_value(rep: &mut Report, path: &[&str], v: &Value, base: &Path) -> Option
     Some(resolve(base, &s))
 }
 
-/// Addresses from one string or a list, each parsed, duplicates reported.
-fn addresses(rep: &mut Report, path: &[&str], v: &Value, base: &Path) -> Vec<ListenAddr> {
+/// Reports a file the server creates at start (log, pid file, socket) whose folder does not
+/// exist: the server creates no folders, so the start would fail; `-t` says so first.
+fn folder_exists(rep: &mut Report, path: &[&str], value: Option<&str>, file: &Path) {
+    let Some(dir) = file.parent() else { return };
+    let problem = match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return,
+        Ok(_) => "is not a directory".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            "does not exist (the server creates no folders)".to_string()
+        }
+        Err(e) => format!("cannot be used: {e}"),
+    };
+    let msg = format!("{}: the folder of {} {problem}", name(path), file.display());
+    match value {
+        Some(v) => rep.at_value(path, v, msg),
+        None => rep.at(path, msg),
+    }
+}
+
+/// Addresses from one string or a list, each parsed for `usage`, duplicates reported.
+fn addresses(
+    rep: &mut Report,
+    path: &[&str],
+    v: &Value,
+    base: &Path,
+    usage: listen::Use,
+) -> Vec<ListenAddr> {
     let mut out: Vec<ListenAddr> = Vec::new();
     for s in string_list(rep, path, v).unwrap_or_default() {
-        match listen::parse(&s, base, true) {
+        match listen::parse(&s, base, usage) {
             Ok(a) if out.contains(&a) => {
                 rep.at_value(
                     path,
@@ -375,8 +404,13 @@ fn addresses(rep: &mut Report, path: &[&str], v: &Value, base: &Path) -> Vec<Lis
                     format!("{} address '{s}' given twice", name(path)),
                 );
             }
-            Ok(a) => out.push(a),
-            Err(msg) => rep.at_value(path, &s, format!("{}: {msg}", name(path))),
+            Ok(a) => {
+                if let (listen::Use::Listen, ListenAddr::Unix(p)) = (usage, &a) {
+                    folder_exists(rep, path, Some(&s), p);
+                }
+                out.push(a)
+            }
+            Err(msg) => rep.at_value(path, &s, format!("{} {msg}", name(path))),
         }
     }
     out
@@ -401,6 +435,7 @@ pub(super) fn server(
         workers: 2,
         root: PathBuf::new(),
         index: vec!["index.html".to_string()],
+        dotfiles: Dotfiles::Allow,
         server_name: "luahttpd".to_string(),
         mime: BTreeMap::new(),
         error_log: LogTarget::Stderr,
@@ -425,13 +460,13 @@ pub(super) fn server(
 
     match fields.get("listen") {
         Some(v) => {
-            cfg.listen = addresses(r, &["listen"], v, base);
+            cfg.listen = addresses(r, &["listen"], v, base, listen::Use::Listen);
             if matches!(v, Value::Table(t) if t.raw_len() == 0) {
                 r.at(&["listen"], "listen must name at least one address");
             }
         }
         None => {
-            cfg.listen = listen::parse(DEFAULT_LISTEN, base, false)
+            cfg.listen = listen::parse(DEFAULT_LISTEN, base, listen::Use::Listen)
                 .into_iter()
                 .collect();
         }
@@ -463,6 +498,17 @@ pub(super) fn server(
             cfg.index = list;
         }
     }
+    if let Some(v) = fields.get("dotfiles") {
+        match string(r, &["dotfiles"], v).as_deref() {
+            Some("allow") => cfg.dotfiles = Dotfiles::Allow,
+            Some("deny") => cfg.dotfiles = Dotfiles::Deny,
+            Some(other) => r.at(
+                &["dotfiles"],
+                format!("dotfiles must be \"allow\" or \"deny\", got '{other}'"),
+            ),
+            None => {}
+        }
+    }
     if let Some(v) = fields.get("server_name") {
         if let Some(s) = string(r, &["server_name"], v) {
             if has_control(&s) {
@@ -482,13 +528,19 @@ pub(super) fn server(
             if s == "stderr" {
                 cfg.error_log = LogTarget::Stderr;
             } else if let Some(p) = path_value(r, &["error_log"], v, base) {
+                folder_exists(r, &["error_log"], None, &p);
                 cfg.error_log = LogTarget::File(p);
             }
         }
     }
     match fields.get("access_log") {
         None | Some(Value::Boolean(false)) => {}
-        Some(v @ Value::String(_)) => cfg.access_log = path_value(r, &["access_log"], v, base),
+        Some(v @ Value::String(_)) => {
+            cfg.access_log = path_value(r, &["access_log"], v, base);
+            if let Some(p) = &cfg.access_log {
+                folder_exists(r, &["access_log"], None, p);
+            }
+        }
         Some(other) => r.at(
             &["access_log"],
             format!("access_log must be a path or false, got {}", got(other)),
@@ -496,7 +548,12 @@ pub(super) fn server(
     }
     match fields.get("pid_file") {
         None | Some(Value::Boolean(false)) => {}
-        Some(v) => cfg.pid_file = path_value(r, &["pid_file"], v, base),
+        Some(v) => {
+            cfg.pid_file = path_value(r, &["pid_file"], v, base);
+            if let Some(p) = &cfg.pid_file {
+                folder_exists(r, &["pid_file"], None, p);
+            }
+        }
     }
     match fields.get("admin") {
         None | Some(Value::Boolean(false)) => {}
@@ -510,6 +567,7 @@ pub(super) fn server(
                         format!("admin socket path {} is longer than 107 bytes", p.display()),
                     );
                 }
+                folder_exists(r, &["admin"], None, p);
             }
         }
     }
@@ -523,6 +581,11 @@ pub(super) fn server(
     }
     if let Some(v) = fields.get("timeouts") {
         cfg.timeouts = timeouts(r, v);
+    }
+    if cfg.daemon {
+        if let Some(why) = super::daemon_problem(&cfg) {
+            r.at(&["daemon"], format!("daemon = true: {why}"));
+        }
     }
     (cfg, rep.finish())
 }
@@ -659,6 +722,12 @@ fn limits(r: &mut Report, v: &Value) -> Limits {
             l.body_bytes = n as u64;
         }
     }
+    // 0 turns the per-address limit off; more than `connections` could never apply.
+    if let Some(v) = f.get("connections_per_ip") {
+        if let Some(n) = integer(r, &["limits", "connections_per_ip"], v, 0, 10_000_000) {
+            l.connections_per_ip = n as usize;
+        }
+    }
     l
 }
 
@@ -710,6 +779,7 @@ pub(super) fn fastcgi(
         prefix: None,
         check_local: true,
         keepalive: true,
+        request_buffering: true,
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(30),
         disable_time: Duration::from_secs(1),
@@ -735,9 +805,15 @@ pub(super) fn fastcgi(
     }
     if let Some(v) = f.get("socket") {
         if let Some(s) = string(r, &["socket"], v) {
-            match listen::parse(&s, base, false) {
-                Ok(a) => def.socket = Some(a),
-                Err(msg) => r.at(&["socket"], format!("socket: {msg}")),
+            match listen::parse(&s, base, listen::Use::Backend) {
+                Ok(a) => {
+                    // The server creates this socket (for spawn), so its folder must exist.
+                    if let ListenAddr::Unix(p) = &a {
+                        folder_exists(r, &["socket"], None, p);
+                    }
+                    def.socket = Some(a)
+                }
+                Err(msg) => r.at(&["socket"], format!("socket {msg}")),
             }
         }
     }
@@ -770,7 +846,7 @@ pub(super) fn fastcgi(
         }
     }
     if let Some(v) = f.get("address") {
-        def.address = addresses(r, &["address"], v, base);
+        def.address = addresses(r, &["address"], v, base, listen::Use::Backend);
     }
     if let Some(v) = f.get("check_local") {
         if let Some(b) = boolean(r, &["check_local"], v) {
@@ -780,6 +856,11 @@ pub(super) fn fastcgi(
     if let Some(v) = f.get("keepalive") {
         if let Some(b) = boolean(r, &["keepalive"], v) {
             def.keepalive = b;
+        }
+    }
+    if let Some(v) = f.get("request_buffering") {
+        if let Some(b) = boolean(r, &["request_buffering"], v) {
+            def.request_buffering = b;
         }
     }
     if let Some(v) = f.get("connect_timeout") {
@@ -822,7 +903,49 @@ pub(super) fn fastcgi(
     if f.contains_key("procs") && !has_spawn {
         r.at(&["procs"], "procs only applies with spawn");
     }
+    if has_spawn {
+        proc_sockets_fit(r, &def);
+    }
     (def, rep.finish())
+}
+
+/// Process i of a spawned backend listens on `socket` + "-i" (Unix) or port + i (TCP): every
+/// one of those must be a valid address too, or the start fails.
+fn proc_sockets_fit(r: &mut Report, def: &FastcgiDef) {
+    let last = def.procs.saturating_sub(1);
+    match &def.socket {
+        Some(ListenAddr::Tcp(a)) => {
+            let fits = u16::try_from(last)
+                .ok()
+                .and_then(|n| a.port().checked_add(n))
+                .is_some();
+            if !fits {
+                r.at(
+                    &["socket"],
+                    format!(
+                        "{} procs from port {} run past port 65535 (proc i listens on port + i)",
+                        def.procs,
+                        a.port()
+                    ),
+                );
+            }
+        }
+        Some(ListenAddr::Unix(p)) => {
+            let len = p.as_os_str().len() + format!("-{last}").len();
+            if len > listen::UNIX_PATH_MAX {
+                r.at(
+                    &["socket"],
+                    format!(
+                        "socket {}-{last} (proc i listens on socket-i) is {len} bytes long, \
+                         Unix sockets allow at most {}",
+                        p.display(),
+                        listen::UNIX_PATH_MAX
+                    ),
+                );
+            }
+        }
+        None => {}
+    }
 }
 
 /// `spawn`: a command line (split on whitespace) or an argv list. The program must exist and be

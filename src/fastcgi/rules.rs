@@ -109,6 +109,7 @@ mod tests {
             prefix: prefix.map(String::from),
             check_local: true,
             keepalive: true,
+            request_buffering: true,
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
             disable_time: Duration::from_secs(1),

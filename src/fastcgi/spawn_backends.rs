@@ -283,8 +283,15 @@ impl Backends {
             };
             p.pid = None;
             if stopping || b.retired {
+                // Expected: the server stops (a terminal's Ctrl-C reaches php-cgi too, while
+                // the workers still drain), or a reload dropped this backend.
+                let why = if stopping {
+                    "during the stop"
+                } else {
+                    "after its backend was dropped by a reload"
+                };
                 tracing::info!(
-                    "fastcgi '{}' proc {i} (pid {pid}) {}",
+                    "fastcgi '{}' proc {i} (pid {pid}) {} {why}; not respawned",
                     b.def.name,
                     describe_exit(status)
                 );
@@ -369,8 +376,14 @@ impl Backends {
     /// Stops supervising: no more respawns, SIGTERM to every process (php-cgi passes it on to
     /// its own children). Reap them as usual (`on_exit`), then call `cleanup`.
     pub fn stop(&mut self) {
-        self.stopping = true;
+        self.stop_respawning();
         self.signal(Signal::SIGTERM);
+    }
+
+    /// The server is stopping but the workers may still need the processes (a graceful
+    /// drain): they are left running, but from now on an exit is expected and not respawned.
+    pub fn stop_respawning(&mut self) {
+        self.stopping = true;
     }
 
     /// Sends `sig` to every live process (e.g. SIGKILL to what is left after a deadline).
@@ -531,6 +544,7 @@ mod tests {
             prefix: None,
             check_local: true,
             keepalive: true,
+            request_buffering: true,
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
             disable_time: Duration::from_secs(1),
@@ -619,6 +633,21 @@ mod tests {
         assert!(b.on_exit(p0, &WaitStatus::Exited(p0, 0), t0));
         assert_eq!(b.next_respawn(), None);
         assert_eq!(b.backends[0].procs[0].respawn_at, None);
+        b.respawn_due(t0 + Duration::from_secs(100));
+        assert_eq!(b.live(), 1);
+    }
+
+    #[test]
+    fn exits_during_a_drain_are_not_respawned() {
+        let t0 = Instant::now();
+        let mut b = fake(t0);
+        b.stop_respawning();
+        // Nothing was signalled: both processes are still counted as running.
+        assert_eq!(b.live(), 2);
+        let p0 = Pid::from_raw(2_000_000_000);
+        assert!(b.on_exit(p0, &WaitStatus::Signaled(p0, Signal::SIGINT, false), t0));
+        assert_eq!(b.backends[0].procs[0].respawn_at, None);
+        assert_eq!(b.next_respawn(), None);
         b.respawn_due(t0 + Duration::from_secs(100));
         assert_eq!(b.live(), 1);
     }

@@ -66,6 +66,7 @@ fn def(argv: &[&str], socket: ListenAddr, env: &[(&str, &str)]) -> FastcgiDef {
         prefix: None,
         check_local: true,
         keepalive: true,
+        request_buffering: true,
         connect_timeout: Duration::from_secs(1),
         read_timeout: Duration::from_secs(1),
         disable_time: Duration::from_secs(1),

@@ -14,12 +14,16 @@ fn is_reg_name_byte(b: u8) -> bool {
         | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=')
 }
 
-/// Parses the optional port after the host: empty, or ':' and 1-5 digits up to 65535.
+/// Parses the optional port after the host: empty, or ':' and 0-5 digits up to 65535. RFC 3986
+/// §3.2.3 allows `port = *DIGIT`; an empty port (`example.com:`) means no port.
 fn parse_port(rest: &[u8]) -> Result<Option<u16>, ()> {
     let Some(digits) = rest.strip_prefix(b":") else {
         return if rest.is_empty() { Ok(None) } else { Err(()) };
     };
-    if digits.is_empty() || digits.len() > 5 {
+    if digits.is_empty() {
+        return Ok(None);
+    }
+    if digits.len() > 5 {
         return Err(());
     }
     let mut port: u32 = 0;
@@ -110,12 +114,14 @@ mod tests {
         assert_eq!(ok("a%41b"), ("a%41b".into(), None));
         assert_eq!(ok("a_b~c!$&'()*+,;="), ("a_b~c!$&'()*+,;=".into(), None));
         assert_eq!(ok(""), ("".into(), None));
+        // RFC 3986: port = *DIGIT, so an empty port is valid and means no port.
+        assert_eq!(ok("example.com:"), ("example.com".into(), None));
+        assert_eq!(ok("[::1]:"), ("[::1]".into(), None));
     }
 
     #[test]
     fn bad_hosts() {
         for v in [
-            "example.com:",
             "example.com:65536",
             "example.com:123456",
             "example.com:8a",
@@ -127,7 +133,6 @@ mod tests {
             "a]",
             "a[b",
             "[::1]x",
-            "[::1]:",
             "[]",
             "[v1.abc]",
             "[::1%25eth0]",

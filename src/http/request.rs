@@ -53,6 +53,20 @@ impl Method {
         }
     }
 
+    /// Whether repeating the request has the same effect as sending it once (RFC 9110 §9.2.2),
+    /// so that it may be retried after a backend may have started it.
+    pub fn is_idempotent(self) -> bool {
+        matches!(
+            self,
+            Method::Get
+                | Method::Head
+                | Method::Options
+                | Method::Trace
+                | Method::Put
+                | Method::Delete
+        )
+    }
+
     /// The method with this exact (case-sensitive) name, if we know it.
     pub fn from_name(name: &str) -> Option<Method> {
         Some(match name {
@@ -242,6 +256,7 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Request>, RequestErro
     let mut fields = Vec::with_capacity(req.headers.len());
     let mut hosts = 0u32;
     let mut host_value: &[u8] = b"";
+    let mut host_field: Option<usize> = None;
     let mut content_lengths = 0u32;
     let mut content_length: &[u8] = b"";
     let mut te = TransferCodings::default();
@@ -259,6 +274,7 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Request>, RequestErro
             4 if name.eq_ignore_ascii_case(b"host") => {
                 hosts += 1;
                 host_value = value;
+                host_field = Some(fields.len() - 1);
             }
             6 if name.eq_ignore_ascii_case(b"expect") => {
                 let mut any = false;
@@ -372,6 +388,13 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Request>, RequestErro
     // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored.
     let expect_continue = expect_continue && version == Version::Http11;
 
+    let mut head = head.to_vec();
+    if let Some(authority) = form.authority {
+        // RFC 9112 §3.2.2: the target's authority wins over Host; rewrite Host to it so that
+        // every view of the request (req.host, SERVER_NAME, HTTP_HOST, req.headers) agrees.
+        set_host(&mut head, &mut fields, host_field, authority.as_bytes());
+    }
+
     Ok(Some(Request {
         method,
         version,
@@ -385,9 +408,33 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Request>, RequestErro
         keep_alive,
         expect_continue,
         head_len,
-        head: head.to_vec(),
+        head,
         fields,
     }))
+}
+
+/// Points the Host field at `value`, appended to the owned head copy (the field is added when
+/// the request had no Host, as HTTP/1.0 may).
+fn set_host(
+    head: &mut Vec<u8>,
+    fields: &mut Vec<(u32, u32, u32, u32)>,
+    field: Option<usize>,
+    value: &[u8],
+) {
+    let ns = head.len() as u32;
+    if field.is_none() {
+        head.extend_from_slice(b"Host");
+    }
+    let vs = head.len() as u32;
+    head.extend_from_slice(value);
+    let ve = head.len() as u32;
+    match field.and_then(|i| fields.get_mut(i)) {
+        Some(f) => {
+            f.2 = vs;
+            f.3 = ve;
+        }
+        None => fields.push((ns, vs, vs, ve)),
+    }
 }
 
 /// The parts of a request target.
@@ -859,6 +906,17 @@ mod tests {
         assert_eq!(r.path, "/y");
         assert_eq!(r.query.as_deref(), Some("q"));
         assert_eq!(r.target, "http://Example.COM:81/x/../y?q");
+        // The target's authority wins, and Host is rewritten to agree (RFC 9112 §3.2.2).
+        assert_eq!(r.header("host"), Some(&b"Example.COM:81"[..]));
+        assert_eq!(
+            r.headers()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(b"host"))
+                .count(),
+            1
+        );
+        let r = ok(b"GET http://a.example/ HTTP/1.0\r\nX: 1\r\n\r\n");
+        assert_eq!(r.header("host"), Some(&b"a.example"[..]));
+        assert_eq!(r.header("x"), Some(&b"1"[..]));
         let r = ok(b"GET HTTPS://[::1] HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!((r.host.as_deref(), r.host_port), (Some("[::1]"), None));
         assert_eq!(r.raw_path, "/");
@@ -871,7 +929,9 @@ mod tests {
         assert_eq!(r.host.as_deref(), Some("a"));
         refused(b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", 400, false);
         refused(b"GET http://u@a/x HTTP/1.1\r\nHost: a\r\n\r\n", 400, false);
-        refused(b"GET http://a:/x HTTP/1.1\r\nHost: a\r\n\r\n", 400, false);
+        // An empty port is no port (RFC 3986: port = *DIGIT).
+        let r = ok(b"GET http://a:/x HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!((r.host.as_deref(), r.host_port), (Some("a"), None));
         refused(b"GET http://a b/x HTTP/1.1\r\nHost: a\r\n\r\n", 400, true);
         refused(b"GET http:/a/x HTTP/1.1\r\nHost: a\r\n\r\n", 400, false);
         refused(b"GET http://a/x HTTP/1.1\r\nHost:\r\n\r\n", 400, false);
@@ -884,7 +944,8 @@ mod tests {
         refused(b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400, false);
         refused(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400, false);
         refused(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400, false);
-        refused(b"GET / HTTP/1.1\r\nHost: a:\r\n\r\n", 400, false);
+        let r = ok(b"GET / HTTP/1.1\r\nHost: a:\r\n\r\n");
+        assert_eq!((r.host.as_deref(), r.host_port), (Some("a"), None));
         refused(b"GET / HTTP/1.1\r\nHost: a:99999\r\n\r\n", 400, false);
         refused(b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400, false);
         refused(b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400, false);

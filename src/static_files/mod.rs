@@ -4,6 +4,7 @@ pub mod cache;
 pub mod mime;
 pub mod open;
 
+use crate::config::Dotfiles;
 use crate::http::conditional::{self, Precondition, Validators};
 use crate::http::range::{self, ByteRange, RangeDecision};
 use crate::http::request::{Method, Request};
@@ -20,6 +21,8 @@ pub struct Site {
     pub root: Root,
     /// Index file names.
     pub index: Vec<String>,
+    /// Whether files under a path segment starting with '.' are served.
+    pub dotfiles: Dotfiles,
     /// Suffix → Content-Type.
     pub mime: MimeTable,
     /// Open files and validators, trusted for a second.
@@ -34,14 +37,29 @@ impl Site {
         Ok(Site {
             root: Root::open(&config.root)?,
             index: config.index.clone(),
+            dotfiles: config.dotfiles,
             mime: MimeTable::new(&config.mime),
             cache: FileCache::default(),
         })
     }
 }
 
+/// Whether the decoded `path` has a segment starting with '.', other than a leading
+/// `/.well-known` (RFC 8615 puts ACME challenges and security.txt there).
+pub fn is_dotfile_path(path: &str) -> bool {
+    let rest = match path.strip_prefix("/.well-known") {
+        Some(r) if r.is_empty() || r.starts_with('/') => r,
+        _ => path,
+    };
+    rest.split('/').any(|seg| seg.starts_with('.'))
+}
+
 /// Answers `req` from the files beneath the site's root.
 pub fn serve(req: &Request, site: &mut Site, now: Instant) -> Reply {
+    // 404 rather than 403: whether such a file exists is not told either.
+    if site.dotfiles == Dotfiles::Deny && is_dotfile_path(&req.path) {
+        return Reply::error(404);
+    }
     if req.method == Method::Options {
         let mut r = Reply::new(204, Body::Empty);
         r.header("Allow", ALLOW);
@@ -162,4 +180,35 @@ fn boundary_seed(f: &CachedFile) -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     nanos ^ f.size.rotate_left(32) ^ (f.etag.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_dotfile_path;
+
+    #[test]
+    fn dotfile_paths() {
+        for p in [
+            "/.ssh/id_rsa",
+            "/.env",
+            "/a/.git/config",
+            "/a/.hidden/",
+            "/.well-knownx/a",
+        ] {
+            assert!(is_dotfile_path(p), "{p}");
+        }
+        for p in [
+            "/",
+            "/index.html",
+            "/a.b/c",
+            "/a/b.",
+            "/.well-known/acme-challenge/tok",
+            "/.well-known",
+            "/.well-known/",
+        ] {
+            assert!(!is_dotfile_path(p), "{p}");
+        }
+        // Only the leading .well-known is exempt, not dotfiles beneath it.
+        assert!(is_dotfile_path("/.well-known/.secret"));
+    }
 }

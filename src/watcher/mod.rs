@@ -111,6 +111,11 @@ struct Watcher {
 /// Runs the server described by `loaded` until it is stopped; returns the exit code.
 pub fn serve(loaded: Loaded, opts: RunOptions) -> i32 {
     let mut readiness = if opts.daemon || loaded.config.daemon {
+        // Never detach into silence (the CLI and the config check this first, too).
+        if let Some(why) = crate::config::daemon_problem(&loaded.config) {
+            eprintln!("luahttpd: {why}");
+            return 1;
+        }
         match daemon::detach() {
             Ok(r) => r,
             Err(e) => {
@@ -487,6 +492,9 @@ impl Watcher {
             grace
         );
         self.phase = Phase::Draining(Instant::now() + grace);
+        // The backends keep serving the drain; one that exits now (Ctrl-C in a terminal
+        // reaches php-cgi as well) is expected and is not respawned.
+        self.backends.stop_respawning();
         // Close our copies of the listeners: once the workers close theirs, new connections
         // are refused instead of waiting in a queue nobody will serve.
         self.close_listeners();

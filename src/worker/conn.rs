@@ -160,6 +160,7 @@ impl OtherSites {
             let site = Site {
                 root: crate::static_files::open::Root::open(root)?,
                 index: main.index.clone(),
+                dotfiles: main.dotfiles,
                 mime: main.mime.clone(),
                 cache: Default::default(),
             };
@@ -258,6 +259,25 @@ impl Conn {
         }
     }
 
+    /// The client's address as text ("unix" for Unix sockets).
+    pub fn peer_ip(&self) -> &str {
+        &self.peer.ip
+    }
+
+    /// Refuses a connection over `limits.connections_per_ip` before reading anything: 503
+    /// with `Connection: close`, then the lingering close drains what the client sends.
+    pub fn over_limit(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        tracing::debug!(client = %self.peer.ip, "over limits.connections_per_ip: 503");
+        self.linger = true;
+        if ctx.access.is_some() {
+            self.log_start(ctx, None, 503);
+        }
+        let mut reply = Reply::error(503);
+        reply.header("Retry-After", "1");
+        self.send_reply(ctx, false, Version::Http11, reply, true);
+        self.run(ctx)
+    }
+
     /// The socket, for registration.
     pub fn stream_mut(&mut self) -> &mut Stream {
         &mut self.stream
@@ -336,6 +356,10 @@ impl Conn {
         match self.state {
             State::Head if self.input.is_empty() => WorkerState::KeepAlive,
             State::Head => WorkerState::Reading,
+            // A body being read (buffered before the backend is asked, or streamed).
+            State::Responding if self.fcgi.as_ref().is_some_and(|x| x.wants_client_input()) => {
+                WorkerState::Reading
+            }
             State::Responding if self.fcgi.is_some() => WorkerState::WaitingBackend,
             State::Responding | State::Linger => WorkerState::Writing,
         }
@@ -599,6 +623,11 @@ impl Conn {
                         }
                     } else if self.read_eof {
                         return Verdict::Close;
+                    } else if self.timer.kind().is_none() {
+                        // A connection that has sent nothing yet (fresh from accept): the head
+                        // timeout starts now, or a silent client would hold the slot forever.
+                        ctx.timers
+                            .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
                     }
                 }
             }
@@ -898,7 +927,14 @@ impl Conn {
             ctx.timers
                 .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
         }
-        match Exchange::new(facts, t.backend, body, !close, ctx.now) {
+        // nginx's fastcgi_request_buffering: by default the whole body is read before a
+        // backend process is taken, so a slow upload holds only its client connection.
+        let buffer = ctx
+            .config
+            .fastcgi
+            .get(t.backend)
+            .is_none_or(|d| d.request_buffering);
+        match Exchange::new(facts, t.backend, body, buffer, !close, ctx.now) {
             Ok(x) => {
                 self.fcgi = Some(Box::new(x));
                 self.state = State::Responding;

@@ -499,12 +499,13 @@ struct Backend {
 }
 
 impl Backend {
-    fn new(dir: &Path) -> (Backend, String) {
+    /// A backend `b` mounted at /app/; `extra` is appended to its definition.
+    fn new(dir: &Path, extra: &str) -> (Backend, String) {
         let path = dir.join("b.sock");
         let listener = UnixListener::bind(&path).unwrap();
         listener.set_nonblocking(true).unwrap();
         let conf = format!(
-            "fastcgi \"b\" {{ address = {{ \"unix:{}\" }}, prefix = \"/app/\", check_local = false, read_timeout = {} }}",
+            "fastcgi \"b\" {{ address = {{ \"unix:{}\" }}, prefix = \"/app/\", check_local = false, read_timeout = {}{extra} }}",
             path.display(),
             BACKEND_READ.as_secs()
         );
@@ -580,7 +581,7 @@ fn stdout_and_end(body: &[u8]) -> Vec<u8> {
 #[test]
 fn a_fastcgi_exchange_runs_through_its_phases_against_a_scripted_backend() {
     let dir = Dir::new();
-    let (mut backend, conf) = Backend::new(&dir.0);
+    let (mut backend, conf) = Backend::new(&dir.0, ", request_buffering = false");
     let mut h = Harness::new("", &conf, &files());
     let (mut c, mut client) = h.open();
     client.send(b"POST /app/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab");
@@ -626,7 +627,7 @@ fn a_fastcgi_exchange_runs_through_its_phases_against_a_scripted_backend() {
 #[test]
 fn a_silent_backend_gets_504_at_its_read_timeout() {
     let dir = Dir::new();
-    let (mut backend, conf) = Backend::new(&dir.0);
+    let (mut backend, conf) = Backend::new(&dir.0, "");
     let mut h = Harness::new("", &conf, &files());
     let (mut c, mut client) = h.open();
     client.send(&get("/app/x"));
@@ -645,7 +646,7 @@ fn a_silent_backend_gets_504_at_its_read_timeout() {
 #[test]
 fn a_backend_closing_before_or_after_the_head_gives_502_or_a_cut_response() {
     let dir = Dir::new();
-    let (mut backend, conf) = Backend::new(&dir.0);
+    let (mut backend, conf) = Backend::new(&dir.0, "");
     let mut h = Harness::new("", &conf, &files());
     let (mut c, mut client) = h.open();
     client.send(&get("/app/x"));
@@ -672,7 +673,7 @@ fn a_backend_closing_before_or_after_the_head_gives_502_or_a_cut_response() {
 #[test]
 fn a_client_leaving_mid_exchange_lets_go_of_the_backend() {
     let dir = Dir::new();
-    let (mut backend, conf) = Backend::new(&dir.0);
+    let (mut backend, conf) = Backend::new(&dir.0, ", request_buffering = false");
     let mut h = Harness::new("", &conf, &files());
     let (mut c, mut client) = h.open();
     client.send(b"POST /app/x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nab");
@@ -693,4 +694,74 @@ fn a_client_leaving_mid_exchange_lets_go_of_the_backend() {
         }
     }
     assert_eq!(h.pool.backends[0].upstreams[0].active, 0);
+}
+
+#[test]
+fn a_buffered_body_is_read_whole_before_a_backend_is_connected() {
+    for chunked in [false, true] {
+        let dir = Dir::new();
+        let (mut backend, conf) = Backend::new(&dir.0, "");
+        let mut h = Harness::new("", &conf, &files());
+        let (mut c, mut client) = h.open();
+        if chunked {
+            client.send(
+                b"POST /app/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n",
+            );
+        } else {
+            client.send(b"POST /app/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab");
+        }
+        assert_eq!(h.ready(&mut c), Verdict::Open);
+        assert!(
+            !backend.accept(),
+            "no backend is taken while the body arrives"
+        );
+        if chunked {
+            client.send(b"2\r\ncd\r\n0\r\n\r\n");
+        } else {
+            client.send(b"cd");
+        }
+        assert_eq!(h.ready(&mut c), Verdict::Open);
+        assert!(
+            backend.accept(),
+            "connected once the body is whole (chunked: {chunked})"
+        );
+        assert_eq!(h.backend_ready(&mut c), Verdict::Open);
+        let sent = backend.received();
+        assert!(has_stdin_end(&sent), "{sent:?}");
+        assert!(
+            sent.windows(4).any(|w| w == b"abcd"),
+            "the whole body is sent in one go"
+        );
+        backend.send(&stdout_and_end(b"Content-Type: text/plain\r\n\r\nok"));
+        assert_eq!(h.backend_ready(&mut c), Verdict::Open);
+        assert!(client.read_all().0.ends_with(b"2\r\nok\r\n0\r\n\r\n"));
+        h.close(c);
+    }
+}
+
+#[test]
+fn a_client_leaving_while_its_body_is_buffered_never_reaches_the_backend() {
+    let dir = Dir::new();
+    let (mut backend, conf) = Backend::new(&dir.0, "");
+    let mut h = Harness::new("", &conf, &files());
+    let (mut c, mut client) = h.open();
+    client.send(b"POST /app/x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nab");
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    client.0.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(h.ready_closed(&mut c), Verdict::Close);
+    h.close(c);
+    assert!(!backend.accept());
+    assert_eq!(h.pool.backends[0].upstreams[0].active, 0);
+}
+
+#[test]
+fn a_connection_that_never_sends_closes_at_read_idle_from_accept() {
+    let mut h = Harness::new("", "", &files());
+    let (mut c, _client) = h.open();
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    assert_eq!(h.advance(&mut c, READ_IDLE / 2), Verdict::Open);
+    assert_eq!(
+        h.advance(&mut c, READ_IDLE / 2 + Duration::from_millis(1)),
+        Verdict::Close
+    );
 }

@@ -1,7 +1,9 @@
 //! One request's exchange with a FastCGI backend, driven by its client connection.
 //!
 //! ```text
-//! Spooling (chunked body → temporary file, to learn CONTENT_LENGTH)
+//! Spooling (the whole body → memory or a temporary file, before a process is taken: always
+//!           for chunked, to learn CONTENT_LENGTH; for Content-Length unless the backend has
+//!           `request_buffering = false`, so a slow upload never pins a process)
 //!    → Connecting → Exchanging: PARAMS, STDIN (streamed from the client, or the spool)
 //!                    ↘ STDOUT: CGI head → client head; body → client (chunked on 1.1
 //!                      without Content-Length, close-delimited on 1.0), with backpressure
@@ -9,13 +11,18 @@
 //! ```
 //!
 //! Failures before anything reached the client become 502/503/504; a refused connect
-//! disables that address for `disable_time` and tries another; a kept connection that turns
-//! out stale is retried once on a fresh one. After the response head went out, a failure can
+//! disables that address for `disable_time` and tries another. A kept connection is probed
+//! before reuse (the pool's peek), so one the backend closed while idle is replaced before
+//! anything is written. A kept connection that fails after request bytes were written is retried
+//! once on a fresh one only for an idempotent method with no body taken from the client: a POST
+//! the backend may have started (and run its side effect for) gets 502, never a second run.
+//! After the response head went out, a failure can
 //! only close the client connection, which makes the truncation visible.
 
 use super::bufs::Bufs;
 use super::inbuf::InBuf;
 use super::out::Out;
+use super::spool::Spool;
 use super::timers::{Kind, Slot, Timers};
 use crate::fastcgi::cgi_head::{self, CgiHead};
 use crate::fastcgi::params::{self, ParamsInput};
@@ -26,8 +33,7 @@ use crate::http::request::{Method, Request, Version};
 use crate::http::response::{write_head, Framing as HeadFraming, Head};
 use crate::transport::Stream;
 use mio::{Registry, Token};
-use std::fs::File;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Write};
 use std::time::Instant;
 
 /// The request id used on every backend connection (one request per connection at a time).
@@ -123,17 +129,25 @@ pub enum Step {
 enum BodyIn {
     /// No body, or all of it sent.
     None,
-    /// This many bytes still to read from the client and forward.
+    /// This many bytes still to read from the client and forward as they arrive.
     Length(u64),
-    /// A chunked body being written to a spool file (CONTENT_LENGTH must be known first).
+    /// A body being read whole before the backend is contacted.
     Spooling {
-        decoder: ChunkedDecoder,
-        file: File,
+        framing: SpoolFraming,
+        spool: Spool,
         len: u64,
         limit: u64,
     },
-    /// A spooled body of this length, sent from the file.
-    Spooled { file: File, left: u64 },
+    /// A spooled body with this much left to send.
+    Spooled { spool: Spool, left: u64 },
+}
+
+/// How the end of a body being spooled is found.
+enum SpoolFraming {
+    /// Chunked: the decoder sees the last chunk (CONTENT_LENGTH is its decoded length).
+    Chunked(ChunkedDecoder),
+    /// Content-Length: this many bytes still to come.
+    Length(u64),
 }
 
 /// How the response body is framed to the client.
@@ -184,6 +198,9 @@ pub struct Exchange {
     writable: bool,
     to_backend: Vec<u8>,
     to_pos: usize,
+    /// Whether any byte of the request was written on the current backend connection (then
+    /// the backend may have started it).
+    sent_any: bool,
     /// The PARAMS records (and BEGIN_REQUEST), kept to replay on a retry.
     preamble: Vec<u8>,
     body: BodyIn,
@@ -212,12 +229,13 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// Starts an exchange; `body_left` is the Content-Length body still to come, or
-    /// `chunked` with the spool limit for a chunked body.
+    /// Starts an exchange for `body`; `buffer` reads a Content-Length body whole before the
+    /// backend is contacted (a chunked one always is), instead of streaming it.
     pub fn new(
         facts: Facts,
         backend: usize,
         body: RequestBody,
+        buffer: bool,
         keepalive_client: bool,
         now: Instant,
     ) -> io::Result<Exchange> {
@@ -225,15 +243,19 @@ impl Exchange {
             RequestBody::Length(n) => Some(n),
             _ => None,
         };
+        let spooling = |framing, limit| BodyIn::Spooling {
+            framing,
+            spool: Spool::default(),
+            len: 0,
+            limit,
+        };
         let body = match body {
             RequestBody::None => BodyIn::None,
+            RequestBody::Length(n) if buffer => spooling(SpoolFraming::Length(n), n),
             RequestBody::Length(n) => BodyIn::Length(n),
-            RequestBody::Chunked { limit } => BodyIn::Spooling {
-                decoder: ChunkedDecoder::new(),
-                file: spool_file()?,
-                len: 0,
-                limit,
-            },
+            RequestBody::Chunked { limit } => {
+                spooling(SpoolFraming::Chunked(ChunkedDecoder::new()), limit)
+            }
         };
         let head_only = facts.req.method == Method::Head;
         let version = facts.req.version;
@@ -250,6 +272,7 @@ impl Exchange {
             writable: false,
             to_backend: Vec::new(),
             to_pos: 0,
+            sent_any: false,
             preamble: Vec::new(),
             body,
             body_consumed: false,
@@ -432,8 +455,8 @@ impl Exchange {
                 Ok(true)
             }
             BodyIn::Spooling {
-                decoder,
-                file,
+                framing,
+                spool,
                 len,
                 limit,
             } => {
@@ -442,17 +465,31 @@ impl Exchange {
                 }
                 let mut write_err = None;
                 let mut total = *len;
-                let p = decoder
-                    .decode(input.data(), &mut |chunk| {
-                        total += chunk.len() as u64;
-                        if total <= *limit && write_err.is_none() {
-                            if let Err(e) = file.write_all(chunk) {
-                                write_err = Some(e);
-                            }
+                let (consumed, done) = match framing {
+                    SpoolFraming::Chunked(decoder) => {
+                        let p = decoder
+                            .decode(input.data(), &mut |chunk| {
+                                total += chunk.len() as u64;
+                                if total <= *limit && write_err.is_none() {
+                                    if let Err(e) = spool.write_all(chunk) {
+                                        write_err = Some(e);
+                                    }
+                                }
+                            })
+                            .map_err(|_| 400u16)?;
+                        (p.consumed, p.done)
+                    }
+                    SpoolFraming::Length(left) => {
+                        let n = (*left).min(input.len() as u64) as usize;
+                        if let Err(e) = spool.write_all(&input.data()[..n]) {
+                            write_err = Some(e);
                         }
-                    })
-                    .map_err(|_| 400u16)?;
-                input.consume(p.consumed);
+                        total += n as u64;
+                        *left -= n as u64;
+                        (n, *left == 0)
+                    }
+                };
+                input.consume(consumed);
                 *len = total;
                 if total > *limit {
                     return Err(413);
@@ -461,18 +498,18 @@ impl Exchange {
                     tracing::error!("spooling a request body: {e}");
                     return Err(500);
                 }
-                if p.done {
-                    if let BodyIn::Spooling { mut file, len, .. } =
+                if done {
+                    if let BodyIn::Spooling { mut spool, len, .. } =
                         std::mem::replace(&mut self.body, BodyIn::None)
                     {
-                        file.rewind().map_err(|_| 500u16)?;
+                        spool.rewind().map_err(|_| 500u16)?;
                         self.content_length = Some(len);
-                        self.body = BodyIn::Spooled { file, left: len };
+                        self.body = BodyIn::Spooled { spool, left: len };
                     }
                 }
-                Ok(p.consumed > 0)
+                Ok(consumed > 0)
             }
-            BodyIn::Spooled { file, left } => {
+            BodyIn::Spooled { spool, left } => {
                 let room = TO_BACKEND_MAX.saturating_sub(self.to_backend.len() - self.to_pos);
                 if room == 0 || self.sock.is_none() || self.connecting {
                     return Ok(false);
@@ -481,7 +518,7 @@ impl Exchange {
                 // Sent records cannot be replayed on another connection.
                 self.body_consumed = true;
                 let mut chunk = vec![0u8; n];
-                file.read_exact(&mut chunk).map_err(|_| 500u16)?;
+                spool.read_exact(&mut chunk).map_err(|_| 500u16)?;
                 compact(&mut self.to_backend, &mut self.to_pos);
                 record::stdin(&mut self.to_backend, REQUEST_ID, &chunk);
                 *left -= n as u64;
@@ -543,6 +580,7 @@ impl Exchange {
                     self.sock = Some(stream);
                     self.to_backend.clear();
                     self.to_pos = 0;
+                    self.sent_any = false;
                     self.to_backend.extend_from_slice(&self.preamble);
                     self.decoder = Decoder::new(REQUEST_ID);
                     let kind = if self.connecting {
@@ -616,6 +654,7 @@ impl Exchange {
             match sock.write(&self.to_backend[self.to_pos..]) {
                 Ok(n) => {
                     self.to_pos += n;
+                    self.sent_any |= n > 0;
                     progress = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
@@ -815,12 +854,24 @@ impl Exchange {
         }
     }
 
+    /// Whether a failed kept connection may be replaced by a fresh one for another try: only
+    /// once, with no response byte seen and no client body taken, and, once any request byte
+    /// went out, only for an idempotent method (the backend may have run the request).
+    fn may_retry(&self) -> bool {
+        self.reused
+            && !self.stale_retry_used
+            && !self.head_sent
+            && self.head_buf.is_empty()
+            && !self.body_consumed
+            && (!self.sent_any || self.facts.req.method.is_idempotent())
+    }
+
     /// The backend closed its connection.
     fn eof(&mut self, env: &mut Env<'_>) -> Step {
+        let retry = self.may_retry();
         let stale = self.reused && !self.head_sent && self.head_buf.is_empty();
-        let replayable = !self.body_consumed;
         self.finish_upstream(env, !stale);
-        if stale && replayable && !self.stale_retry_used {
+        if retry {
             // A kept connection the backend had closed: once more on a fresh one.
             self.stale_retry_used = true;
             self.tried.pop();
@@ -856,7 +907,7 @@ impl Exchange {
     }
 
     fn io_failed(&mut self, e: io::Error, env: &mut Env<'_>) -> Step {
-        if self.reused && !self.head_sent && !self.body_consumed && !self.stale_retry_used {
+        if self.may_retry() {
             self.stale_retry_used = true;
             self.finish_upstream(env, false);
             self.tried.pop();
@@ -936,16 +987,4 @@ fn compact(buf: &mut Vec<u8>, pos: &mut usize) {
         buf.drain(..*pos);
         *pos = 0;
     }
-}
-
-/// An unnamed temporary file for a chunked request body: it never has a name to leak, and
-/// the kernel frees it when the exchange drops it.
-fn spool_file() -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_TMPFILE)
-        .mode(0o600)
-        .open(std::env::temp_dir())
 }

@@ -9,6 +9,8 @@ mod fcgi;
 mod inbuf;
 pub mod net;
 mod out;
+mod per_ip;
+mod spool;
 pub mod timers;
 
 pub use net::Listener;
@@ -26,6 +28,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::{SfdFlags, SigSet, SignalFd};
+use per_ip::PerIp;
 use slab::Slab;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -97,6 +100,7 @@ struct Worker<'a> {
     board: Option<(Rc<Scoreboard>, usize)>,
     now_ms: u64,
     bufs: bufs::Bufs,
+    per_ip: PerIp,
 }
 
 /// Runs a worker until it is told to stop; returns the exit code.
@@ -181,6 +185,7 @@ impl<'a> Worker<'a> {
             }),
             now_ms: now_ms(),
             bufs: bufs::Bufs::default(),
+            per_ip: PerIp::new(setup.config.limits.connections_per_ip),
         })
     }
 
@@ -327,7 +332,9 @@ impl<'a> Worker<'a> {
 
     fn close(&mut self, key: usize) {
         // Closing the socket removes it from the epoll set; no deregister call needed.
-        drop(self.conns.remove(key));
+        let conn = self.conns.remove(key);
+        self.per_ip.closed(conn.peer_ip());
+        drop(conn);
         if let Some(slot) = self.slot() {
             slot.conn_closed();
         }
@@ -347,6 +354,7 @@ impl<'a> Worker<'a> {
             };
             match listener.accept() {
                 Ok((stream, peer)) => {
+                    let allowed = self.per_ip.opened(&peer.ip);
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     let conn = entry.insert(Conn::new(stream, peer, index, now));
@@ -357,7 +365,13 @@ impl<'a> Worker<'a> {
                     }
                     if let Err(e) = conn.stream_mut().register(self.poll.registry(), Token(key)) {
                         tracing::error!("register connection: {e}");
-                        self.conns.remove(key);
+                        self.close(key);
+                        continue;
+                    }
+                    if !allowed {
+                        // Over limits.connections_per_ip: 503 at once, then close (as nginx's
+                        // limit_conn answers); the lingering close lets the client read it.
+                        self.on_conn(key, now, |c, ctx| c.over_limit(ctx));
                         continue;
                     }
                     // Data often arrives with the connection: try at once, as if readable.

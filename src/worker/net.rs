@@ -67,10 +67,7 @@ impl Listener {
             // mio reads the token back from this field (its epoll selector does the same).
             u64: token.0 as u64,
         };
-        let fd = match self {
-            Listener::Tcp(l) => l.as_raw_fd(),
-            Listener::Unix(l) => l.as_raw_fd(),
-        };
+        let fd = self.raw_fd();
         // SAFETY: both descriptors are open for the duration of the call (the registry's epoll
         // descriptor lives as long as the registry; the listener's as long as `self`), and
         // `event` is a valid, initialised epoll_event the kernel only reads.
@@ -83,11 +80,30 @@ impl Listener {
         }
     }
 
-    /// Stops events.
+    /// Stops events. Done with epoll_ctl directly, like `register` (mio's own deregister
+    /// refuses, in debug builds, a source it did not register itself).
     pub fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        // SAFETY: both descriptors are open for the duration of the call; EPOLL_CTL_DEL reads
+        // no event (a null pointer is allowed since Linux 2.6.9).
+        let rc = unsafe {
+            libc::epoll_ctl(
+                registry.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                self.raw_fd(),
+                std::ptr::null_mut(),
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn raw_fd(&self) -> std::os::fd::RawFd {
         match self {
-            Listener::Tcp(l) => registry.deregister(l),
-            Listener::Unix(l) => registry.deregister(l),
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
         }
     }
 

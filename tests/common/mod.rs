@@ -239,6 +239,14 @@ impl Client {
         }
     }
 
+    /// A client over an already connected stream (e.g. bound to another source address).
+    pub fn from_stream(stream: TcpStream) -> Client {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn send(&mut self, data: &[u8]) {
         self.stream.write_all(data).expect("send");
     }
