@@ -433,7 +433,8 @@ impl Conn {
                 }
                 Verdict::Open
             }
-            Step::Fail(status) => {
+            Step::Fail(e) => {
+                let status = e.status();
                 if let Some(mut x) = self.fcgi.take() {
                     x.cancel(&mut ctx.env());
                     let close = self.close_after || !x.request().keep_alive || x.body_pending();
@@ -449,13 +450,13 @@ impl Conn {
                 }
                 Verdict::Open
             }
-            Step::Abort => {
+            Step::Abort(e) => {
                 // The head went out: send what arrived, then close, which shows the client the
                 // truncation (a short Content-Length body, or no last chunk).
                 if let Some(mut x) = self.fcgi.take() {
                     x.cancel(&mut ctx.env());
                     if ctx.access.is_some() {
-                        self.log_start(ctx, Some(x.request()), x.status.unwrap_or(502));
+                        self.log_start(ctx, Some(x.request()), x.status.unwrap_or(e.status()));
                     }
                 }
                 self.close_after = true;
@@ -495,7 +496,7 @@ impl Conn {
 
             if let Some(x) = &mut self.fcgi {
                 let step = x.drive(&mut self.input, &mut self.out, &mut ctx.env());
-                if step != Step::Idle {
+                if !matches!(step, Step::Idle) {
                     progress = true;
                 }
                 if self.on_step(ctx, step) == Verdict::Close {

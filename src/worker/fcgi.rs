@@ -20,6 +20,7 @@
 //! only close the client connection, which makes the truncation visible.
 
 use super::bufs::Bufs;
+use super::fcgi_error::ExchangeError;
 use super::inbuf::InBuf;
 use super::out::Out;
 use super::spool::Spool;
@@ -28,8 +29,8 @@ use crate::fastcgi::cgi_head::{self, CgiHead};
 use crate::fastcgi::params::{self, ParamsInput};
 use crate::fastcgi::pool::{NoUpstream, Pool};
 use crate::fastcgi::record::{self, Decoder, Event};
-use crate::http::chunked::ChunkedDecoder;
-use crate::http::request::{Method, Request, Version};
+use crate::http::body::BodyReader;
+use crate::http::request::{BodyFraming, Method, Request, Version};
 use crate::http::response::{write_head, Framing as HeadFraming, Head};
 use crate::transport::Stream;
 use mio::{Registry, Token};
@@ -111,7 +112,7 @@ impl StderrLimit {
 }
 
 /// What the caller learns from driving the exchange.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Step {
     /// Waiting for events.
     Idle,
@@ -119,35 +120,22 @@ pub enum Step {
     Progress,
     /// The whole response is queued in the client's output; the exchange is over.
     Done,
-    /// Failed before the response head: answer with this status.
-    Fail(u16),
+    /// Failed before the response head: answer with the error's status.
+    Fail(ExchangeError),
     /// Failed after the head went out: close the client connection.
-    Abort,
+    Abort(ExchangeError),
 }
 
 /// How the request body reaches the backend.
 enum BodyIn {
     /// No body, or all of it sent.
     None,
-    /// This many bytes still to read from the client and forward as they arrive.
-    Length(u64),
+    /// A Content-Length body forwarded as it arrives.
+    Streaming(BodyReader),
     /// A body being read whole before the backend is contacted.
-    Spooling {
-        framing: SpoolFraming,
-        spool: Spool,
-        len: u64,
-        limit: u64,
-    },
+    Spooling { reader: BodyReader, spool: Spool },
     /// A spooled body with this much left to send.
     Spooled { spool: Spool, left: u64 },
-}
-
-/// How the end of a body being spooled is found.
-enum SpoolFraming {
-    /// Chunked: the decoder sees the last chunk (CONTENT_LENGTH is its decoded length).
-    Chunked(ChunkedDecoder),
-    /// Content-Length: this many bytes still to come.
-    Length(u64),
 }
 
 /// How the response body is framed to the client.
@@ -243,19 +231,21 @@ impl Exchange {
             RequestBody::Length(n) => Some(n),
             _ => None,
         };
-        let spooling = |framing, limit| BodyIn::Spooling {
-            framing,
-            spool: Spool::default(),
-            len: 0,
-            limit,
+        // The connection checked a Content-Length against the limit already.
+        let reader = |framing, limit| {
+            BodyReader::new(framing, limit).map_err(|e| io::Error::other(e.reason()))
         };
         let body = match body {
             RequestBody::None => BodyIn::None,
-            RequestBody::Length(n) if buffer => spooling(SpoolFraming::Length(n), n),
-            RequestBody::Length(n) => BodyIn::Length(n),
-            RequestBody::Chunked { limit } => {
-                spooling(SpoolFraming::Chunked(ChunkedDecoder::new()), limit)
-            }
+            RequestBody::Length(n) if buffer => BodyIn::Spooling {
+                reader: reader(BodyFraming::Length(n), n)?,
+                spool: Spool::default(),
+            },
+            RequestBody::Length(n) => BodyIn::Streaming(reader(BodyFraming::Length(n), n)?),
+            RequestBody::Chunked { limit } => BodyIn::Spooling {
+                reader: reader(BodyFraming::Chunked, limit)?,
+                spool: Spool::default(),
+            },
         };
         let head_only = facts.req.method == Method::Head;
         let version = facts.req.version;
@@ -301,7 +291,9 @@ impl Exchange {
     /// Whether the client's body is still being read.
     pub fn wants_client_input(&self) -> bool {
         match &self.body {
-            BodyIn::Length(n) => *n > 0 && self.to_backend.len() - self.to_pos < TO_BACKEND_MAX,
+            BodyIn::Streaming(r) => {
+                !r.is_done() && self.to_backend.len() - self.to_pos < TO_BACKEND_MAX
+            }
             BodyIn::Spooling { .. } => true,
             _ => false,
         }
@@ -315,8 +307,8 @@ impl Exchange {
 
     /// The Content-Length body bytes not yet taken from the client (None for other bodies).
     pub fn body_left(&self) -> Option<u64> {
-        match self.body {
-            BodyIn::Length(n) => Some(n),
+        match &self.body {
+            BodyIn::Streaming(r) => r.remaining(),
             _ => None,
         }
     }
@@ -324,7 +316,7 @@ impl Exchange {
     /// Whether body bytes may still arrive from the client (then the connection cannot be
     /// reused after an error answer).
     pub fn body_pending(&self) -> bool {
-        matches!(self.body, BodyIn::Length(_) | BodyIn::Spooling { .. })
+        matches!(self.body, BodyIn::Streaming(_) | BodyIn::Spooling { .. })
     }
 
     /// The backend-side timeout fired.
@@ -336,12 +328,23 @@ impl Exchange {
         } else {
             "read"
         };
-        tracing::warn!("fastcgi '{}': {what} timed out", self.backend_name(env));
-        self.finish_upstream(env, true);
-        if self.head_sent {
-            Step::Abort
+        self.failed(env, ExchangeError::Timeout(what))
+    }
+
+    /// Logs a failure once, lets go of the backend and says what the connection must do:
+    /// answer with the error's status, or (the head went out) close.
+    fn failed(&mut self, env: &mut Env<'_>, e: ExchangeError) -> Step {
+        let name = self.backend_name(env);
+        if e.is_client_fault() {
+            tracing::info!("fastcgi '{name}': {e}");
         } else {
-            Step::Fail(504)
+            tracing::warn!("fastcgi '{name}': {e}");
+        }
+        self.finish_upstream(env, !e.is_client_fault());
+        if self.head_sent {
+            Step::Abort(e)
+        } else {
+            Step::Fail(e)
         }
     }
 
@@ -352,7 +355,7 @@ impl Exchange {
         match self.take_body(input) {
             Ok(true) => progress = true,
             Ok(false) => {}
-            Err(status) => return Step::Fail(status),
+            Err(e) => return self.failed(env, e),
         }
         if matches!(self.body, BodyIn::Spooling { .. }) {
             return if progress { Step::Progress } else { Step::Idle };
@@ -363,7 +366,7 @@ impl Exchange {
                     return if progress { Step::Progress } else { Step::Idle };
                 }
                 Ok(()) => progress = true,
-                Err(status) => return Step::Fail(status),
+                Err(e) => return self.failed(env, e),
             }
         }
         if self.connecting {
@@ -381,7 +384,14 @@ impl Exchange {
                     );
                 }
                 Some(Err(e)) => return self.connect_failed(e, env),
-                None => return Step::Fail(502),
+                None => {
+                    return self.failed(
+                        env,
+                        ExchangeError::Closed {
+                            mid_response: false,
+                        },
+                    )
+                }
             }
         }
         match self.write_backend() {
@@ -404,14 +414,7 @@ impl Exchange {
             Ok(ReadOutcome::Idle) => {}
             Ok(ReadOutcome::Done) => return Step::Done,
             Ok(ReadOutcome::Eof) => return self.eof(env),
-            Err(status) => {
-                self.finish_upstream(env, true);
-                return if self.head_sent {
-                    Step::Abort
-                } else {
-                    Step::Fail(status)
-                };
-            }
+            Err(e) => return self.failed(env, e),
         }
         if progress {
             Step::Progress
@@ -429,85 +432,64 @@ impl Exchange {
     }
 
     /// Takes body bytes from the client: into STDIN records, or into the spool.
-    fn take_body(&mut self, input: &mut InBuf) -> Result<bool, u16> {
+    fn take_body(&mut self, input: &mut InBuf) -> Result<bool, ExchangeError> {
         match &mut self.body {
-            BodyIn::Length(left) => {
+            BodyIn::Streaming(reader) => {
                 // Body records follow the params: nothing is taken before the connection and
                 // its preamble exist.
                 if self.sock.is_none() || self.connecting {
                     return Ok(false);
                 }
                 let room = TO_BACKEND_MAX.saturating_sub(self.to_backend.len() - self.to_pos);
-                let n = (*left).min(input.len() as u64).min(room as u64) as usize;
+                let n = input.len().min(room);
                 if n == 0 {
                     return Ok(false);
                 }
                 compact(&mut self.to_backend, &mut self.to_pos);
-                record::stdin(&mut self.to_backend, REQUEST_ID, &input.data()[..n]);
-                input.consume(n);
-                *left -= n as u64;
+                let to_backend = &mut self.to_backend;
+                let fed = reader
+                    .feed(&input.data()[..n], &mut |data| {
+                        record::stdin(to_backend, REQUEST_ID, data)
+                    })
+                    .map_err(ExchangeError::Body)?;
+                input.consume(fed.consumed);
                 self.body_consumed = true;
-                if *left == 0 {
+                if fed.done {
                     record::stdin_end(&mut self.to_backend, REQUEST_ID);
                     self.stdin_ended = true;
                     self.body = BodyIn::None;
                 }
-                Ok(true)
+                Ok(fed.consumed > 0)
             }
-            BodyIn::Spooling {
-                framing,
-                spool,
-                len,
-                limit,
-            } => {
+            BodyIn::Spooling { reader, spool } => {
                 if input.is_empty() {
                     return Ok(false);
                 }
                 let mut write_err = None;
-                let mut total = *len;
-                let (consumed, done) = match framing {
-                    SpoolFraming::Chunked(decoder) => {
-                        let p = decoder
-                            .decode(input.data(), &mut |chunk| {
-                                total += chunk.len() as u64;
-                                if total <= *limit && write_err.is_none() {
-                                    if let Err(e) = spool.write_all(chunk) {
-                                        write_err = Some(e);
-                                    }
-                                }
-                            })
-                            .map_err(|_| 400u16)?;
-                        (p.consumed, p.done)
-                    }
-                    SpoolFraming::Length(left) => {
-                        let n = (*left).min(input.len() as u64) as usize;
-                        if let Err(e) = spool.write_all(&input.data()[..n]) {
-                            write_err = Some(e);
+                let fed = reader
+                    .feed(input.data(), &mut |data| {
+                        if write_err.is_none() {
+                            if let Err(e) = spool.write_all(data) {
+                                write_err = Some(e);
+                            }
                         }
-                        total += n as u64;
-                        *left -= n as u64;
-                        (n, *left == 0)
-                    }
-                };
-                input.consume(consumed);
-                *len = total;
-                if total > *limit {
-                    return Err(413);
-                }
+                    })
+                    .map_err(ExchangeError::Body)?;
+                input.consume(fed.consumed);
                 if let Some(e) = write_err {
-                    tracing::error!("spooling a request body: {e}");
-                    return Err(500);
+                    return Err(ExchangeError::Spool(e));
                 }
-                if done {
-                    if let BodyIn::Spooling { mut spool, len, .. } =
+                if fed.done {
+                    let len = reader.received();
+                    if let BodyIn::Spooling { mut spool, .. } =
                         std::mem::replace(&mut self.body, BodyIn::None)
                     {
-                        spool.rewind().map_err(|_| 500u16)?;
+                        spool.rewind().map_err(ExchangeError::Spool)?;
                         self.content_length = Some(len);
                         self.body = BodyIn::Spooled { spool, left: len };
                     }
                 }
-                Ok(consumed > 0)
+                Ok(fed.consumed > 0)
             }
             BodyIn::Spooled { spool, left } => {
                 let room = TO_BACKEND_MAX.saturating_sub(self.to_backend.len() - self.to_pos);
@@ -518,7 +500,7 @@ impl Exchange {
                 // Sent records cannot be replayed on another connection.
                 self.body_consumed = true;
                 let mut chunk = vec![0u8; n];
-                spool.read_exact(&mut chunk).map_err(|_| 500u16)?;
+                spool.read_exact(&mut chunk).map_err(ExchangeError::Spool)?;
                 compact(&mut self.to_backend, &mut self.to_pos);
                 record::stdin(&mut self.to_backend, REQUEST_ID, &chunk);
                 *left -= n as u64;
@@ -534,7 +516,7 @@ impl Exchange {
     }
 
     /// Picks an upstream and connects; builds the params on the first attempt.
-    fn start(&mut self, env: &mut Env<'_>) -> Result<(), u16> {
+    fn start(&mut self, env: &mut Env<'_>) -> Result<(), ExchangeError> {
         if self.preamble.is_empty() {
             self.build_preamble(env)?;
         }
@@ -554,10 +536,7 @@ impl Exchange {
                     );
                     return Ok(());
                 }
-                Err(NoUpstream::Unavailable) => {
-                    tracing::warn!("fastcgi '{}': no address available", self.backend_name(env));
-                    return Err(503);
-                }
+                Err(NoUpstream::Unavailable) => return Err(ExchangeError::NoAddress),
             };
             self.tried.push(u);
             match env.pool.connect(self.backend, u) {
@@ -567,10 +546,9 @@ impl Exchange {
                         self.waiting = false;
                     }
                     let mut stream = c.stream;
-                    if let Err(e) = stream.register(env.registry, env.token) {
-                        tracing::error!("register backend socket: {e}");
-                        return Err(500);
-                    }
+                    stream
+                        .register(env.registry, env.token)
+                        .map_err(ExchangeError::Register)?;
                     env.pool.begin(self.backend, u);
                     self.upstream = Some(u);
                     self.reused = c.reused;
@@ -602,7 +580,7 @@ impl Exchange {
         }
     }
 
-    fn build_preamble(&mut self, env: &mut Env<'_>) -> Result<(), u16> {
+    fn build_preamble(&mut self, env: &mut Env<'_>) -> Result<(), ExchangeError> {
         let f = &self.facts;
         let content_length = self.content_length;
         let host = f
@@ -633,10 +611,8 @@ impl Exchange {
             .is_some_and(|b| b.keepalive);
         let mut pre = Vec::with_capacity(1024);
         record::begin_request(&mut pre, REQUEST_ID, keep);
-        params::build(&input, &mut pre, REQUEST_ID).map_err(|e| {
-            tracing::info!("fastcgi params refused: {e:?}");
-            400u16
-        })?;
+        params::build(&input, &mut pre, REQUEST_ID)
+            .map_err(|e| ExchangeError::Params(format!("{e:?}")))?;
         if content_length.is_none() {
             record::stdin_end(&mut pre, REQUEST_ID);
             self.stdin_ended = true;
@@ -665,7 +641,11 @@ impl Exchange {
         Ok(progress)
     }
 
-    fn read_backend(&mut self, out: &mut Out, env: &mut Env<'_>) -> Result<ReadOutcome, u16> {
+    fn read_backend(
+        &mut self,
+        out: &mut Out,
+        env: &mut Env<'_>,
+    ) -> Result<ReadOutcome, ExchangeError> {
         let mut progress = false;
         loop {
             if !self.readable || self.sock.is_none() || self.connecting {
@@ -713,12 +693,12 @@ impl Exchange {
         mut data: &[u8],
         out: &mut Out,
         env: &mut Env<'_>,
-    ) -> Result<bool, u16> {
+    ) -> Result<bool, ExchangeError> {
         while !data.is_empty() {
-            let (used, event) = self.decoder.decode(data).map_err(|e| {
-                tracing::warn!("fastcgi '{}': bad record: {e:?}", self.backend_name(env));
-                502u16
-            })?;
+            let (used, event) = self
+                .decoder
+                .decode(data)
+                .map_err(|e| ExchangeError::BadRecord(format!("{e:?}")))?;
             data = &data[used..];
             match event {
                 Some(Event::Stdout(bytes)) => self.stdout(bytes, out, env)?,
@@ -728,12 +708,7 @@ impl Exchange {
                 }
                 Some(Event::End { .. }) => {
                     if !self.head_sent {
-                        tracing::warn!(
-                            "fastcgi '{}': request ended without a response head",
-                            self.backend_name(env)
-                        );
-                        self.finish_upstream(env, true);
-                        return Err(502);
+                        return Err(ExchangeError::NoHead);
                     }
                     self.end_body(out);
                     // Anything after END_REQUEST on this connection would be a protocol
@@ -752,7 +727,12 @@ impl Exchange {
         Ok(false)
     }
 
-    fn stdout(&mut self, bytes: &[u8], out: &mut Out, env: &mut Env<'_>) -> Result<(), u16> {
+    fn stdout(
+        &mut self,
+        bytes: &[u8],
+        out: &mut Out,
+        env: &mut Env<'_>,
+    ) -> Result<(), ExchangeError> {
         if self.head_sent {
             self.body_bytes(bytes, out);
             return Ok(());
@@ -769,10 +749,7 @@ impl Exchange {
                 self.body_bytes(&rest, out);
                 Ok(())
             }
-            Err(e) => {
-                tracing::warn!("fastcgi: bad response head: {e:?}");
-                Err(502)
-            }
+            Err(e) => Err(ExchangeError::BadHead(format!("{e:?}"))),
         }
     }
 
@@ -868,29 +845,20 @@ impl Exchange {
 
     /// The backend closed its connection.
     fn eof(&mut self, env: &mut Env<'_>) -> Step {
-        let retry = self.may_retry();
-        let stale = self.reused && !self.head_sent && self.head_buf.is_empty();
-        self.finish_upstream(env, !stale);
-        if retry {
-            // A kept connection the backend had closed: once more on a fresh one.
+        if self.may_retry() {
+            // A kept connection the backend had closed: once more on a fresh one. A stale
+            // kept connection is no error of the address.
+            self.finish_upstream(env, false);
             self.stale_retry_used = true;
             self.tried.pop();
             return Step::Progress;
         }
-        tracing::warn!(
-            "fastcgi '{}': backend closed the connection {}",
-            self.backend_name(env),
-            if self.head_sent {
-                "mid-response"
-            } else {
-                "before the response head"
-            }
-        );
-        if self.head_sent {
-            Step::Abort
-        } else {
-            Step::Fail(502)
+        if self.reused && !self.head_sent && self.head_buf.is_empty() {
+            // A stale kept connection is no fault of the address: end it uncounted.
+            self.finish_upstream(env, false);
         }
+        let mid_response = self.head_sent;
+        self.failed(env, ExchangeError::Closed { mid_response })
     }
 
     fn connect_failed(&mut self, e: io::Error, env: &mut Env<'_>) -> Step {
@@ -913,13 +881,7 @@ impl Exchange {
             self.tried.pop();
             return Step::Progress;
         }
-        tracing::warn!("fastcgi '{}': {e}", self.backend_name(env));
-        self.finish_upstream(env, true);
-        if self.head_sent {
-            Step::Abort
-        } else {
-            Step::Fail(502)
-        }
+        self.failed(env, ExchangeError::Io(e))
     }
 
     /// Drops the backend connection (after a failure, or before a retry).

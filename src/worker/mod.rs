@@ -6,6 +6,7 @@ mod conn;
 #[cfg(test)]
 mod conn_tests;
 mod fcgi;
+mod fcgi_error;
 mod inbuf;
 pub mod net;
 mod out;
