@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) is only the command line; everything else lives here so that it
 //! can be unit-tested. ARCHITECTURE.md maps the modules.
 
+pub mod access_line;
 pub mod admin;
 pub mod config;
 pub mod fastcgi;

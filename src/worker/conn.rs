@@ -15,26 +15,28 @@
 //! `readable`/`writable` hints remember whether it has said so since the last event.
 
 use super::bufs::Bufs;
+use super::dispatch::{self, Client, Dispatch, FcgiExtra, OtherSites, Routed};
 use super::fcgi::{Env, Exchange, Facts, RequestBody, StderrLimit, Step};
 use super::inbuf::{Filled, InBuf};
 use super::net::Peer;
 use super::out::{Flush, Out};
 use super::timers::{Kind, Slot, Timers};
 use super::BACKEND_BASE;
+use crate::access_line::{PendingLine, Subject};
 use crate::admin::scoreboard::{State as WorkerState, WorkerSlot};
 use crate::config::{Config, Limits};
 use crate::fastcgi::pool::Pool;
-use crate::fastcgi::rules::{self, Target};
+use crate::fastcgi::rules::Target;
 use crate::http::body::{BodyError, BodyReader};
 use crate::http::date::DateCache;
 use crate::http::request::{self, BodyFraming, Method, Request, RequestError, Version};
-use crate::http::response::{write_head, Connection, Framing, Head};
+use crate::http::response::{connection_field, write_head, Framing, Head};
 use crate::http::status;
-use crate::log::{push_escaped, AccessLog};
+use crate::log::AccessLog;
 use crate::reply::{Body, Reply};
-use crate::script::{Decision, RouteRequest, Router};
+use crate::script::Router;
 use crate::static_files::open::Lookup;
-use crate::static_files::{self, Site};
+use crate::static_files::Site;
 use crate::transport::Stream;
 use mio::{Registry, Token};
 use std::io::Write as _;
@@ -108,70 +110,6 @@ pub struct Ctx<'a> {
     pub now_ms: u64,
 }
 
-/// Where `decide` sends a request.
-enum Routed {
-    FastCgi(Target, FcgiExtra),
-    Reply(Reply),
-}
-
-/// What a route decision adds to a FastCGI request.
-#[derive(Default)]
-struct FcgiExtra {
-    script_filename: Option<String>,
-    params: Vec<(String, String)>,
-    headers: Vec<(String, String)>,
-}
-
-/// Adds a decision's headers: each name replaces the handler's lines of that name, and
-/// repeated names in the decision (a list value, e.g. several Set-Cookie) all go out.
-fn add_headers(reply: &mut Reply, headers: &[(String, String)]) {
-    for (name, value) in headers {
-        reply.override_header(name, value);
-    }
-}
-
-/// What the Connection field says for a response that closes (or not) to this version.
-pub(super) fn connection_field(close: bool, version: Version) -> Connection {
-    if close {
-        Connection::Close
-    } else if version == Version::Http10 {
-        Connection::KeepAlive
-    } else {
-        Connection::Default
-    }
-}
-
-fn escape_log(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    push_escaped(&mut out, bytes);
-    out
-}
-
-/// Sites for the document roots that `static{ root = ... }` decisions name, opened on first use.
-#[derive(Default)]
-pub struct OtherSites {
-    sites: std::collections::HashMap<std::path::PathBuf, Site>,
-}
-
-impl OtherSites {
-    /// The site for `root` (index files and MIME types as the main site's).
-    fn site(&mut self, root: &std::path::Path, main: &Site) -> std::io::Result<&mut Site> {
-        if !self.sites.contains_key(root) {
-            let site = Site {
-                root: crate::static_files::open::Root::open(root)?,
-                index: main.index.clone(),
-                dotfiles: main.dotfiles,
-                mime: main.mime.clone(),
-                cache: Default::default(),
-            };
-            self.sites.insert(root.to_path_buf(), site);
-        }
-        self.sites
-            .get_mut(root)
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
-    }
-}
-
 impl Ctx<'_> {
     fn env(&mut self) -> Env<'_> {
         Env {
@@ -228,8 +166,7 @@ pub struct Conn {
     /// The connection's timeout.
     timer: Slot,
     /// The access log line of the response in flight: text before the byte count, and after.
-    log_line: Vec<u8>,
-    log_split: usize,
+    log_line: PendingLine,
 }
 
 impl Conn {
@@ -254,8 +191,7 @@ impl Conn {
             in_request: false,
             linger: false,
             timer: Slot::new(now),
-            log_line: Vec::new(),
-            log_split: 0,
+            log_line: PendingLine::default(),
         }
     }
 
@@ -291,7 +227,7 @@ impl Conn {
 
     /// Whether the connection holds a buffer of its own (an idle one must not).
     pub fn holds_buffers(&self) -> bool {
-        self.input.holds_buffer() || self.out.holds_buffer() || self.log_line.capacity() > 0
+        self.input.holds_buffer() || self.out.holds_buffer() || self.log_line.holds_buffer()
     }
 
     /// Handles readiness and runs the state machine as far as it goes.
@@ -334,7 +270,7 @@ impl Conn {
     pub fn abort(&mut self, ctx: &mut Ctx<'_>) {
         self.request_finished(ctx);
         if let Some(mut x) = self.fcgi.take() {
-            if self.log_line.is_empty() && ctx.access.is_some() {
+            if !self.log_line.is_pending() && ctx.access.is_some() {
                 let status = x.status.unwrap_or(499);
                 self.log_start(ctx, Some(x.request()), status);
             }
@@ -343,9 +279,7 @@ impl Conn {
         if self.state == State::Responding {
             self.log_done(ctx);
         }
-        if !self.log_line.is_empty() {
-            ctx.bufs.give_bytes(std::mem::take(&mut self.log_line));
-        }
+        ctx.bufs.give_bytes(self.log_line.take_buffer());
         self.input.clear();
         self.input.release_if_empty(ctx.bufs);
         self.out.drop_all(ctx.bufs);
@@ -693,7 +627,23 @@ impl Conn {
             || self.close_after
             || ctx.draining
             || self.served >= ctx.limits.keepalive_requests;
-        let reply = match self.decide(ctx, &req) {
+        let dispatch = Dispatch {
+            router: ctx.router.as_deref_mut(),
+            site: ctx.site,
+            other_sites: ctx.other_sites,
+            pool: ctx.pool,
+            config: ctx.config,
+            now: ctx.now,
+        };
+        let client = Client {
+            ip: &self.peer.ip,
+            port: self.peer.port,
+            listener: ctx
+                .listener_names
+                .get(self.listener)
+                .map_or("", String::as_str),
+        };
+        let reply = match dispatch::route(dispatch, &req, &client) {
             Routed::FastCgi(target, extra) => {
                 self.start_fastcgi(ctx, req, target, close, extra);
                 return;
@@ -721,126 +671,6 @@ impl Conn {
             self.log_start(ctx, Some(&req), reply.status);
         }
         self.send_reply(ctx, req.method == Method::Head, req.version, reply, close);
-    }
-
-    /// Where a request goes: the route function's decision, else the default rules (a
-    /// FastCGI prefix or extension, else a static file).
-    fn decide(&mut self, ctx: &mut Ctx<'_>, req: &Request) -> Routed {
-        let decision = match ctx.router.as_deref_mut() {
-            Some(router) => {
-                let rr = RouteRequest {
-                    req,
-                    remote_addr: &self.peer.ip,
-                    remote_port: self.peer.port,
-                    listener: ctx
-                        .listener_names
-                        .get(self.listener)
-                        .map_or("", String::as_str),
-                    scheme: "http",
-                };
-                match router.route(&rr) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        tracing::error!(
-                            "{e}; request: {} {} from {}:{}",
-                            req.method.as_str(),
-                            String::from_utf8_lossy(&escape_log(req.target.as_bytes())),
-                            self.peer.ip,
-                            self.peer.port
-                        );
-                        return Routed::Reply(Reply::error(500));
-                    }
-                }
-            }
-            None => Decision::FallThrough,
-        };
-        match decision {
-            Decision::FallThrough => {}
-            Decision::Static { root, headers } => {
-                let mut reply = match root {
-                    None => static_files::serve(req, ctx.site, ctx.now),
-                    Some(root) => match ctx.other_sites.site(&root, ctx.site) {
-                        Ok(site) => static_files::serve(req, site, ctx.now),
-                        Err(e) => {
-                            tracing::error!("route: static root {}: {e}", root.display());
-                            Reply::error(500)
-                        }
-                    },
-                };
-                add_headers(&mut reply, &headers);
-                return Routed::Reply(reply);
-            }
-            Decision::FastCgi {
-                backend,
-                script,
-                path_info,
-                params,
-                headers,
-            } => {
-                let Some(b) = ctx.pool.index_of(&backend) else {
-                    return Routed::Reply(Reply::error(500));
-                };
-                // SCRIPT_NAME is the path without the PATH_INFO the route chose.
-                let script_name = match &path_info {
-                    Some(pi) if req.path.ends_with(pi.as_str()) => {
-                        req.path[..req.path.len() - pi.len()].to_string()
-                    }
-                    _ => req.path.clone(),
-                };
-                let target = Target {
-                    backend: b,
-                    script_name,
-                    path_info,
-                    check_local: false,
-                };
-                let extra = FcgiExtra {
-                    script_filename: script,
-                    params,
-                    headers,
-                };
-                return Routed::FastCgi(target, extra);
-            }
-            Decision::Redirect {
-                status,
-                location,
-                headers,
-            } => {
-                let mut reply = Reply::error(status);
-                reply.header("Location", &location);
-                add_headers(&mut reply, &headers);
-                return Routed::Reply(reply);
-            }
-            Decision::Respond {
-                status,
-                body,
-                headers,
-            } => {
-                let mut reply = Reply::new(status, Body::Bytes(body));
-                if !headers
-                    .iter()
-                    .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-                {
-                    reply.header("Content-Type", "text/plain; charset=utf-8");
-                }
-                add_headers(&mut reply, &headers);
-                return Routed::Reply(reply);
-            }
-            Decision::Deny { status, headers } => {
-                let mut reply = Reply::error(status);
-                add_headers(&mut reply, &headers);
-                return Routed::Reply(reply);
-            }
-        }
-        if !ctx.config.fastcgi.is_empty() {
-            let site = &*ctx.site;
-            let target = rules::match_path(ctx.config, &req.path, &site.index, |p| {
-                matches!(site.root.lookup(p, &[]), Lookup::File(..))
-            });
-            if let Some(t) = target {
-                return Routed::FastCgi(t, FcgiExtra::default());
-            }
-        }
-        Routed::Reply(static_files::serve(req, ctx.site, ctx.now))
     }
 
     /// Hands the request to a FastCGI backend (or answers 404/411/413 first).
@@ -1009,62 +839,27 @@ impl Conn {
         self.state = State::Responding;
     }
 
+    /// Starts the access-log line of a response (`req` None: a refused head, whose first
+    /// line is logged from the input).
     fn log_start(&mut self, ctx: &mut Ctx<'_>, req: Option<&Request>, status: u16) {
-        if self.log_line.capacity() == 0 {
-            self.log_line = ctx.bufs.take_bytes();
-        }
-        let line = &mut self.log_line;
-        line.clear();
-        let _ = write!(line, "{} - - [{}] \"", self.peer.ip, ctx.date.clf());
-        match req {
-            Some(r) => {
-                line.extend_from_slice(r.method.as_str().as_bytes());
-                line.push(b' ');
-                push_escaped(line, r.target.as_bytes());
-                line.push(b' ');
-                line.extend_from_slice(r.version.as_str().as_bytes());
-            }
-            None => {
-                // The refused head's first line, as far as it goes, so attacks show in logs.
-                let raw = self.input.data();
-                let end = memchr::memchr2(b'\r', b'\n', raw)
-                    .unwrap_or(raw.len())
-                    .min(512);
-                push_escaped(line, &raw[..end]);
-            }
-        }
-        let _ = write!(line, "\" {status} ");
-        self.log_split = line.len();
-        line.extend_from_slice(b" \"");
-        let header = |name| req.and_then(|r| r.header(name));
-        match header("referer") {
-            Some(v) => push_escaped(line, v),
-            None => line.push(b'-'),
-        }
-        line.extend_from_slice(b"\" \"");
-        match header("user-agent") {
-            Some(v) => push_escaped(line, v),
-            None => line.push(b'-'),
-        }
-        line.extend_from_slice(b"\"\n");
+        let subject = match req {
+            Some(r) => Subject::Request(r),
+            None => Subject::Refused(self.input.data()),
+        };
+        let buf = if self.log_line.holds_buffer() {
+            Vec::new()
+        } else {
+            ctx.bufs.take_bytes()
+        };
+        self.log_line
+            .start(buf, &self.peer.ip, ctx.date.clf(), subject, status);
     }
 
+    /// Writes the pending access-log line with the body bytes sent, and gives its buffer back.
     fn log_done(&mut self, ctx: &mut Ctx<'_>) {
-        let Some(access) = ctx.access.as_deref_mut() else {
-            return;
-        };
-        if self.log_line.is_empty() {
-            return;
+        if let Some(access) = ctx.access.as_deref_mut() {
+            self.log_line.finish(access, self.out.body_sent);
         }
-        let out = access.line();
-        out.extend_from_slice(&self.log_line[..self.log_split]);
-        if self.out.body_sent == 0 {
-            out.push(b'-');
-        } else {
-            let _ = write!(out, "{}", self.out.body_sent);
-        }
-        out.extend_from_slice(&self.log_line[self.log_split..]);
-        access.line_done();
-        ctx.bufs.give_bytes(std::mem::take(&mut self.log_line));
+        ctx.bufs.give_bytes(self.log_line.take_buffer());
     }
 }

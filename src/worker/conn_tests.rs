@@ -3,7 +3,8 @@
 //! starting the binary or waiting in real time.
 
 use super::bufs::Bufs;
-use super::conn::{Conn, Ctx, OtherSites, Ready, Verdict};
+use super::conn::{Conn, Ctx, Ready, Verdict};
+use super::dispatch::OtherSites;
 use super::fcgi::StderrLimit;
 use super::net::Peer;
 use super::timers::Timers;

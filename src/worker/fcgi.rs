@@ -31,7 +31,7 @@ use crate::fastcgi::pool::{NoUpstream, Pool};
 use crate::fastcgi::record::{self, Decoder, Event};
 use crate::http::body::BodyReader;
 use crate::http::request::{BodyFraming, Method, Request, Version};
-use crate::http::response::{write_head, Framing as HeadFraming, Head};
+use crate::http::response::{connection_field, write_head, Framing as HeadFraming, Head};
 use crate::transport::Stream;
 use mio::{Registry, Token};
 use std::io::{self, Read, Write};
@@ -789,7 +789,7 @@ impl Exchange {
                 // A route decision's headers replace the backend's of the same name.
                 overrides: &self.facts.extra_headers,
                 framing,
-                connection: super::conn::connection_field(self.close_client, self.version),
+                connection: connection_field(self.close_client, self.version),
             },
         );
         out.start(env.bufs);

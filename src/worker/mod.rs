@@ -5,6 +5,7 @@ mod bufs;
 mod conn;
 #[cfg(test)]
 mod conn_tests;
+mod dispatch;
 mod fcgi;
 mod fcgi_error;
 mod inbuf;
@@ -23,7 +24,8 @@ use crate::http::date::DateCache;
 use crate::log::{AccessLog, ErrorLog};
 use crate::script::Router;
 use crate::static_files::Site;
-use conn::{Conn, Ctx, OtherSites, Ready, Verdict};
+use conn::{Conn, Ctx, Ready, Verdict};
+use dispatch::OtherSites;
 use fcgi::StderrLimit;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
