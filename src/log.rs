@@ -16,6 +16,12 @@ use std::sync::atomic::{AtomicI32, Ordering};
 /// The descriptor the error log writes to (2 = stderr until a file is configured).
 static ERROR_LOG_FD: AtomicI32 = AtomicI32::new(2);
 
+/// The descriptor the error log writes to now (a forked child that closes everything else
+/// keeps this one).
+pub fn error_log_fd() -> RawFd {
+    ERROR_LOG_FD.load(Ordering::Relaxed)
+}
+
 /// A log file that can be reopened in place.
 #[derive(Debug)]
 pub struct LogFile {

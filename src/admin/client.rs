@@ -15,12 +15,19 @@
 //! Without a terminal and without `-e`, chunks are read from standard input (split by the same
 //! completeness rule) and evaluated one after another; no line editor is involved.
 //!
-//! Values are printed by [`crate::admin::format`] (or as raw JSON with `--json`); errors go to
-//! standard error as `error: …`. If the connection drops, the next chunk reconnects.
+//! What a chunk printed (`print(...)`) is shown first, on standard output; then its value, by
+//! [`crate::admin::format`] (nothing more when it printed and returned no value); errors go to
+//! standard error as `error: …`. With `--json`, standard output carries one JSON document per
+//! chunk that succeeded, its value exactly as received; standard error carries one JSON line
+//! per error, `{"error":"<message>"}`, and per chunk that printed, `{"output":"<text>"}` (so a
+//! script reads values from one stream and everything else, still JSON, from the other). Any
+//! error makes the exit status 1. If the connection drops, the next chunk reconnects; when the
+//! server closed it on purpose (it is stopping), the error says so.
 
 use crate::admin::format::format_value;
 use crate::admin::protocol::{
-    eval_request, io_cause, parse_response, read_frame, write_frame, Hello, ProtocolError,
+    eval_request, io_cause, parse_response, read_frame, response_output, write_frame, Hello,
+    ProtocolError,
 };
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
@@ -41,6 +48,8 @@ pub const PROMPT: &str = "luahttpd> ";
 pub const CONTINUATION_PROMPT: &str = "      ...> ";
 /// How long to wait for the server's hello after connecting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to look for the server's closing notice once a write failed.
+const NOTICE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// What `luahttpd repl` was asked to do.
 #[derive(Debug, Clone)]
@@ -51,6 +60,15 @@ pub struct ReplOptions {
     pub eval: Option<String>,
     /// `--json`: print values as raw JSON (one line each).
     pub json: bool,
+}
+
+/// The server's answer to one chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The value, or the Lua error message.
+    pub result: Result<Value, String>,
+    /// What the chunk printed.
+    pub output: String,
 }
 
 /// A connection to the admin socket, past the server's hello.
@@ -89,12 +107,29 @@ impl Client {
         &self.hello
     }
 
-    /// Sends one chunk and waits for its answer: `Ok(Ok(value))`, `Ok(Err(lua message))`, or
-    /// `Err` when the connection failed.
-    pub fn eval(&mut self, chunk: &str) -> Result<Result<Value, String>, ProtocolError> {
-        write_frame(&mut self.stream, &eval_request(chunk))?;
+    /// Sends one chunk and waits for its answer, or `Err` when the connection failed
+    /// (`Closing` when the server said why it closed it).
+    pub fn eval(&mut self, chunk: &str) -> Result<Answer, ProtocolError> {
+        if let Err(e) = write_frame(&mut self.stream, &eval_request(chunk)) {
+            // A server that closed on purpose left its reason in our receive buffer.
+            return Err(self.closing_notice().unwrap_or(e));
+        }
         let answer = read_frame(&mut self.stream)?;
-        parse_response(&answer)
+        let result = parse_response(&answer)?;
+        Ok(Answer {
+            result,
+            output: response_output(&answer).to_string(),
+        })
+    }
+
+    /// The server's `{"closing":…}` notice, if it sent one before closing.
+    fn closing_notice(&mut self) -> Option<ProtocolError> {
+        let _ = self.stream.set_read_timeout(Some(NOTICE_TIMEOUT));
+        let notice = read_frame(&mut self.stream).ok()?;
+        match parse_response(&notice) {
+            Err(e @ ProtocolError::Closing(_)) => Some(e),
+            _ => None,
+        }
     }
 }
 
@@ -114,21 +149,30 @@ fn run_once(opts: &ReplOptions, chunk: &str) -> i32 {
     let mut client = match Client::connect(&opts.socket) {
         Ok(c) => c,
         Err(msg) => {
-            eprintln!("error: {msg}");
+            print_error(&msg, opts.json);
             return 1;
         }
     };
     match client.eval(chunk) {
-        Ok(Ok(value)) => {
-            print_value(&value, opts.json);
-            0
+        Ok(answer) => {
+            if show_answer(&answer, opts.json) {
+                0
+            } else {
+                1
+            }
         }
-        Ok(Err(msg)) => {
-            eprintln!("error: {msg}");
+        Err(ProtocolError::Closing(why)) => {
+            print_error(
+                &format!(
+                    "{}: the server closed the connection: {why}",
+                    opts.socket.display()
+                ),
+                opts.json,
+            );
             1
         }
         Err(e) => {
-            eprintln!("error: {}: {e}", opts.socket.display());
+            print_error(&format!("{}: {e}", opts.socket.display()), opts.json);
             1
         }
     }
@@ -138,7 +182,10 @@ fn run_once(opts: &ReplOptions, chunk: &str) -> i32 {
 fn piped(opts: &ReplOptions) -> i32 {
     let mut input = String::new();
     if let Err(e) = io::stdin().read_to_string(&mut input) {
-        eprintln!("error: cannot read standard input: {}", io_cause(&e));
+        print_error(
+            &format!("cannot read standard input: {}", io_cause(&e)),
+            opts.json,
+        );
         return 1;
     }
     let mut session = Session::new(opts);
@@ -164,7 +211,7 @@ fn interactive(opts: &ReplOptions) -> i32 {
     let mut session = Session::new(opts);
     // Connect at once so that a wrong path is reported before the first prompt.
     if let Err(msg) = session.ensure_connected() {
-        eprintln!("error: {msg}");
+        print_error(&msg, opts.json);
         return 1;
     }
     let functions = session
@@ -255,27 +302,50 @@ impl<'a> Session<'a> {
         let client = match self.ensure_connected() {
             Ok(c) => c,
             Err(msg) => {
-                eprintln!("error: {msg}");
+                print_error(&msg, json);
                 return false;
             }
         };
         match client.eval(chunk) {
-            Ok(Ok(value)) => {
-                print_value(&value, json);
-                true
-            }
-            Ok(Err(msg)) => {
-                eprintln!("error: {msg}");
-                false
-            }
+            Ok(answer) => show_answer(&answer, json),
             Err(e) => {
-                eprintln!(
-                    "error: connection to {} lost: {e} (the next chunk reconnects)",
-                    self.opts.socket.display()
-                );
+                let msg = match e {
+                    ProtocolError::Closing(why) => format!(
+                        "{} closed the connection: {why} (the next chunk reconnects)",
+                        self.opts.socket.display()
+                    ),
+                    e => format!(
+                        "connection to {} lost: {e} (the next chunk reconnects)",
+                        self.opts.socket.display()
+                    ),
+                };
+                print_error(&msg, json);
                 self.client = None;
                 false
             }
+        }
+    }
+}
+
+/// Shows what a chunk printed, then its value or error; false if it failed.
+fn show_answer(answer: &Answer, json: bool) -> bool {
+    if !answer.output.is_empty() {
+        if json {
+            eprint_line(&serde_json::json!({ "output": answer.output }).to_string());
+        } else {
+            emit(&answer.output);
+        }
+    }
+    match &answer.result {
+        // A chunk that printed and returned nothing shows just what it printed.
+        Ok(Value::Null) if !json && !answer.output.is_empty() => true,
+        Ok(value) => {
+            print_value(value, json);
+            true
+        }
+        Err(msg) => {
+            print_error(msg, json);
+            false
         }
     }
 }
@@ -286,6 +356,20 @@ fn print_value(value: &Value, json: bool) {
     } else {
         emit(&format_value(value));
     }
+}
+
+/// An error on standard error: `error: …`, or `{"error":"…"}` with `--json`.
+fn print_error(msg: &str, json: bool) {
+    if json {
+        eprint_line(&serde_json::json!({ "error": msg }).to_string());
+    } else {
+        eprint_line(&format!("error: {msg}"));
+    }
+}
+
+fn eprint_line(line: &str) {
+    let mut err = io::stderr().lock();
+    let _ = writeln!(err, "{line}");
 }
 
 /// Writes to standard output, ignoring a closed pipe (`luahttpd repl … | head`).

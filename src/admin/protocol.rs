@@ -24,10 +24,16 @@
 //!    `{"eval":"<lua chunk>"}`. The chunk is sent as the user typed it (possibly several lines
 //!    joined with `\n`); it may be a bare expression such as `workers()`.
 //! 3. The server answers ([`ok_response`] / [`error_response`], read by [`parse_response`]):
-//!    `{"ok":true,"value":<json>}` or `{"ok":false,"error":"<message>"}`.
+//!    `{"ok":true,"value":<json>}` or `{"ok":false,"error":"<message>"}`; either carries
+//!    `"output":"<text>"` ([`with_output`], read by [`response_output`]) when the chunk called
+//!    `print`, which writes as Lua's does (`tostring` of each argument, tabs, a newline).
 //! 4. Steps 2–3 repeat: one request at a time per connection (the client waits for the answer
-//!    before sending the next), any number of requests per connection. Either side may close at
-//!    any time; a request in flight when the server closes gets no answer.
+//!    before sending the next), any number of requests per connection. A client that sends
+//!    several at once gets the answers in request order. Either side may close at any time; a
+//!    request in flight when the server closes gets no answer.
+//! 5. When the server closes a connection on its own (it is stopping; the client was idle for
+//!    5 minutes), its last frame is `{"closing":"<reason>"}` ([`closing`]; [`parse_response`]
+//!    gives [`ProtocolError::Closing`]). A client whose write fails finds it still readable.
 //!
 //! A request that is not an object with a string `eval` gets
 //! `{"ok":false,"error":"bad request: …"}` and the connection stays open.
@@ -44,7 +50,9 @@
 //! The value of a call that returns nothing is `null`; one value is that value; several values
 //! are a JSON array of them. A Lua error gives `{"ok":false,"error":"repl:1: …"}` (the message
 //! without mlua's stack traceback). The server may run the chunk with limits of its own
-//! (instructions, time); hitting one is an error response like any other.
+//! (instructions, time); hitting one is an error response like any other. The watcher runs
+//! chunks in its admin evaluator process ([`super::evaluator`]), 10 million instructions and
+//! 5 s of run time each; past the time limit the evaluator is replaced and its globals are gone.
 //!
 //! # Lua values as JSON ([`lua_to_json`])
 //!
@@ -70,7 +78,8 @@
 //! received, so functions that list things (`workers()`, `backends()`) should return sequences
 //! of tables; [`lua_to_json`] puts `slot`, `name`, `pid`, `generation`, `state` first. An
 //! object prints as `key  value` lines, a string as itself, `null` as `nil`. `luahttpd repl
-//! SOCKET -e CHUNK --json` prints the value exactly as received, for scripts.
+//! SOCKET -e CHUNK --json` prints the value exactly as received, for scripts; its errors (and
+//! printed output) go to standard error as JSON lines (see [`super::client`]).
 //!
 //! # Server loop sketch
 //!
@@ -135,6 +144,8 @@ pub enum ProtocolError {
     Json(serde_json::Error),
     /// A well-formed JSON document that is not the message expected here.
     Unexpected(String),
+    /// The server said it closes the connection, and why (`{"closing":"…"}`).
+    Closing(String),
 }
 
 impl fmt::Display for ProtocolError {
@@ -151,6 +162,7 @@ impl fmt::Display for ProtocolError {
             }
             ProtocolError::Json(e) => write!(f, "frame is not valid JSON: {e}"),
             ProtocolError::Unexpected(what) => write!(f, "unexpected message: {what}"),
+            ProtocolError::Closing(why) => write!(f, "{why}"),
         }
     }
 }
@@ -178,8 +190,13 @@ pub fn io_cause(e: &io::Error) -> String {
 
 /// One frame's bytes (length prefix and JSON), ready to write; `TooLarge` over [`MAX_FRAME`].
 pub fn encode_frame(value: &Value) -> Result<Vec<u8>, ProtocolError> {
+    encode_frame_within(value, MAX_FRAME)
+}
+
+/// [`encode_frame`] with another payload limit.
+pub fn encode_frame_within(value: &Value, limit: usize) -> Result<Vec<u8>, ProtocolError> {
     let body = serde_json::to_vec(value).map_err(ProtocolError::Json)?;
-    if body.len() > MAX_FRAME {
+    if body.len() > limit {
         return Err(ProtocolError::TooLarge(body.len()));
     }
     let mut out = Vec::with_capacity(4 + body.len());
@@ -198,6 +215,11 @@ pub fn write_frame(w: &mut impl Write, value: &Value) -> Result<(), ProtocolErro
 
 /// Reads one frame (blocking). `Closed` on a clean end of stream before the length prefix.
 pub fn read_frame(r: &mut impl Read) -> Result<Value, ProtocolError> {
+    read_frame_within(r, MAX_FRAME)
+}
+
+/// [`read_frame`] with another payload limit.
+pub fn read_frame_within(r: &mut impl Read, limit: usize) -> Result<Value, ProtocolError> {
     let mut len = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -210,7 +232,7 @@ pub fn read_frame(r: &mut impl Read) -> Result<Value, ProtocolError> {
         }
     }
     let n = u32::from_be_bytes(len) as usize;
-    if n > MAX_FRAME {
+    if n > limit {
         return Err(ProtocolError::TooLarge(n));
     }
     let mut body = vec![0u8; n];
@@ -226,17 +248,35 @@ pub fn read_frame(r: &mut impl Read) -> Result<Value, ProtocolError> {
 
 /// Incremental, sans-IO frame decoder for a non-blocking loop: feed it whatever bytes arrived,
 /// then take complete frames out with [`FrameDecoder::next_frame`] until it returns `Ok(None)`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
     /// Start of the undecoded bytes in `buf` (consumed bytes are dropped lazily).
     start: usize,
+    /// The largest payload accepted.
+    limit: usize,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        Self::with_limit(MAX_FRAME)
+    }
 }
 
 impl FrameDecoder {
-    /// An empty decoder.
+    /// An empty decoder for frames of at most [`MAX_FRAME`] bytes.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty decoder for frames of at most `limit` bytes (the watcher's link to its admin
+    /// evaluator carries a whole client frame plus a few fields).
+    pub fn with_limit(limit: usize) -> Self {
+        FrameDecoder {
+            buf: Vec::new(),
+            start: 0,
+            limit,
+        }
     }
 
     /// Appends bytes read from the socket.
@@ -257,7 +297,7 @@ impl FrameDecoder {
             return Ok(None);
         }
         let n = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
-        if n > MAX_FRAME {
+        if n > self.limit {
             return Err(ProtocolError::TooLarge(n));
         }
         if avail.len() < 4 + n {
@@ -367,8 +407,33 @@ pub fn error_response(message: &str) -> Value {
     Value::Object(m)
 }
 
-/// A response as the client reads it: `Ok(Ok(value))`, `Ok(Err(message))`, or `Unexpected`.
+/// A response with what the chunk printed: `"output":"…"` added when `output` is not empty.
+pub fn with_output(mut response: Value, output: &str) -> Value {
+    if let (Value::Object(m), false) = (&mut response, output.is_empty()) {
+        m.insert("output".into(), Value::from(output));
+    }
+    response
+}
+
+/// What a response's chunk printed (empty when nothing).
+pub fn response_output(v: &Value) -> &str {
+    v.get("output").and_then(Value::as_str).unwrap_or("")
+}
+
+/// The last frame the server sends on a connection it closes on its own (it is stopping, or
+/// the client was idle too long): `{"closing":"<reason>"}`.
+pub fn closing(reason: &str) -> Value {
+    let mut m = Map::new();
+    m.insert("closing".into(), Value::from(reason));
+    Value::Object(m)
+}
+
+/// A response as the client reads it: `Ok(Ok(value))`, `Ok(Err(message))`, `Closing` for the
+/// server's closing notice, or `Unexpected`.
 pub fn parse_response(v: &Value) -> Result<Result<Value, String>, ProtocolError> {
+    if let Some(reason) = v.get("closing").and_then(Value::as_str) {
+        return Err(ProtocolError::Closing(reason.to_string()));
+    }
     match v.get("ok") {
         Some(Value::Bool(true)) => Ok(Ok(v.get("value").cloned().unwrap_or(Value::Null))),
         Some(Value::Bool(false)) => Ok(Err(v
@@ -409,25 +474,35 @@ fn truncate(s: &str, max: usize) -> String {
 /// Evaluates a request chunk in `lua` by the rule above (`return <chunk>` first, then
 /// `<chunk>`) and converts its results with [`lua_to_json`]; `Err` holds the Lua message.
 pub fn eval_chunk(lua: &mlua::Lua, chunk: &str) -> Result<Value, String> {
+    let func = compile_chunk(lua, chunk)?;
+    let values: mlua::MultiValue = func.call(()).map_err(|e| lua_error_message(&e))?;
+    Ok(values_to_json(&values))
+}
+
+/// Compiles a request chunk by the rule above (`return <chunk>` first, then `<chunk>`).
+pub fn compile_chunk(lua: &mlua::Lua, chunk: &str) -> Result<mlua::Function, String> {
     let with_return = format!("return {chunk}");
-    let func = match lua
+    match lua
         .load(with_return.as_str())
         .set_name(CHUNK_NAME)
         .into_function()
     {
-        Ok(f) => f,
+        Ok(f) => Ok(f),
         Err(_) => lua
             .load(chunk)
             .set_name(CHUNK_NAME)
             .into_function()
-            .map_err(|e| lua_error_message(&e))?,
-    };
-    let values: mlua::MultiValue = func.call(()).map_err(|e| lua_error_message(&e))?;
-    Ok(match values.len() {
+            .map_err(|e| lua_error_message(&e)),
+    }
+}
+
+/// A chunk's results as one JSON value: `null` for none, the value for one, else an array.
+pub fn values_to_json(values: &mlua::MultiValue) -> Value {
+    match values.len() {
         0 => Value::Null,
         1 => lua_to_json(&values[0]),
         _ => Value::Array(values.iter().map(lua_to_json).collect()),
-    })
+    }
 }
 
 /// The answer to one request frame: parses it, evaluates it with [`eval_chunk`], and builds
@@ -683,6 +758,22 @@ mod tests {
             Err("e".into())
         );
         assert!(parse_response(&json!({})).is_err());
+    }
+
+    #[test]
+    fn output_and_closing_notice() {
+        let r = with_output(ok_response(json!(1)), "a\tb\n");
+        assert_eq!(r.to_string(), r#"{"ok":true,"value":1,"output":"a\tb\n"}"#);
+        assert_eq!(response_output(&r), "a\tb\n");
+        assert_eq!(parse_response(&r).expect("ok"), Ok(json!(1)));
+        assert_eq!(with_output(error_response("e"), ""), error_response("e"));
+        assert_eq!(response_output(&error_response("e")), "");
+        let c = closing("the server is stopping");
+        assert_eq!(c.to_string(), r#"{"closing":"the server is stopping"}"#);
+        match parse_response(&c) {
+            Err(ProtocolError::Closing(why)) => assert_eq!(why, "the server is stopping"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

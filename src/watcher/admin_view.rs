@@ -1,55 +1,108 @@
-//! What the admin REPL sees of the watcher, and carrying out what it asks.
+//! What the admin REPL sees of the watcher, and carrying out what it asks. The evaluator
+//! process sends typed calls; each is answered here without running any Lua, at once, except
+//! `reload()`, which is answered when the new generation runs or is given up.
 
 use super::{Phase, Watcher};
 use crate::admin::scoreboard::now_ms;
-use crate::admin::server::{AdminState, Command};
+use crate::admin::wire::Call;
 use crate::fastcgi::pool::{proc_index, upstream_addrs};
 use serde_json::{json, Value};
 
 impl Watcher {
-    /// Serves an admin client's event, then carries out the commands its chunks gave.
-    pub(super) fn on_admin_client(&mut self, key: usize) {
-        let Some(mut admin) = self.admin.take() else {
+    /// Handles the evaluator link's readiness and answers the calls its chunks make.
+    pub(super) fn on_evaluator(&mut self) {
+        let Some(admin) = &mut self.admin else {
             return;
         };
-        admin.client_ready(key, &mut |st| self.fill_admin_state(st));
-        let (commands, mut reloaded) = {
-            let mut st = admin.state.borrow_mut();
-            (std::mem::take(&mut st.commands), st.reloaded.take())
-        };
-        self.admin = Some(admin);
-        for command in commands {
-            match command {
-                Command::Shutdown { now: true, .. } => self.fast_stop(),
-                Command::Shutdown {
-                    timeout,
-                    now: false,
-                } => {
-                    if self.phase == Phase::Running {
-                        let grace = timeout.unwrap_or(self.config().timeouts.graceful);
-                        self.graceful_stop_within(grace);
-                    }
-                }
-                Command::Reload if self.phase != Phase::Running => {}
-                Command::Reload => {
-                    if let Some(loaded) = reloaded.take() {
-                        if let Err(e) = self.start_reload(loaded) {
-                            tracing::error!("{e}");
-                        }
-                    }
-                }
-                Command::ReopenLogs => self.reopen_logs(),
-                Command::ReloadFailed(errors) => {
-                    tracing::error!("reload failed, the running configuration stays:\n{errors}");
-                    self.last_reload = Some((std::time::SystemTime::now(), Err(errors)));
+        let calls = admin.evaluator_ready(self.poll.registry());
+        for (id, call) in calls {
+            if let Some(result) = self.answer_call(id, call) {
+                if let Some(a) = &mut self.admin {
+                    a.reply(id, result);
                 }
             }
         }
     }
 
-    /// Fills the view the admin functions read, just before a chunk runs.
-    fn fill_admin_state(&self, st: &mut AdminState) {
-        let now = now_ms();
+    /// Starts an evaluator when chunks wait, enforces the chunk limit, feeds the evaluator.
+    pub(super) fn pump_admin(&mut self) {
+        self.spawn_evaluator_if_needed();
+        if let Some(a) = &mut self.admin {
+            a.pump(self.poll.registry(), std::time::Instant::now());
+        }
+    }
+
+    /// The answer to one call; None when it comes later (a reload that started).
+    fn answer_call(&mut self, id: u64, call: Call) -> Option<Result<Value, String>> {
+        Some(match call {
+            Call::Status => Ok(self.status_view()),
+            Call::Workers => Ok(self.workers_view()),
+            Call::Backends => Ok(self.backends_view()),
+            Call::Config => Ok(Value::from(crate::config::print(self.config()))),
+            Call::ReopenLogs => {
+                self.reopen_logs();
+                Ok(Value::Bool(true))
+            }
+            Call::Shutdown { timeout, now } => {
+                let workers = self.live_workers();
+                let answer = if now {
+                    json!({"workers": workers, "stopping": "now"})
+                } else {
+                    let grace = timeout.unwrap_or(self.config().timeouts.graceful);
+                    json!({
+                        "workers": workers,
+                        "draining": workers,
+                        "deadline_seconds": grace.as_secs_f64(),
+                    })
+                };
+                if now {
+                    self.fast_stop();
+                } else if self.phase == Phase::Running {
+                    let grace = timeout.unwrap_or(self.config().timeouts.graceful);
+                    self.graceful_stop_within(grace);
+                }
+                Ok(answer)
+            }
+            Call::Reload => {
+                if self.phase != Phase::Running {
+                    return Some(Err("reload: the server is stopping".to_string()));
+                }
+                // In progress until the chunks that asked for it have their answer, so that
+                // requests sent together see the first reload, wherever it stands.
+                let answering = self
+                    .reload_answered
+                    .iter()
+                    .any(|id| self.admin.as_ref().is_some_and(|a| a.reply_queued(*id)));
+                if self.pending_reload.is_some() || answering {
+                    return Some(Err("reload: a reload is already in progress".to_string()));
+                }
+                match self.reload_from_file() {
+                    Ok(()) => {
+                        self.reload_waiters.push(id);
+                        return None;
+                    }
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        Err(e)
+                    }
+                }
+            }
+        })
+    }
+
+    /// Answers the chunks waiting in `reload()` with the outcome.
+    pub(super) fn answer_reload_waiters(&mut self, outcome: Result<Value, String>) {
+        let waiters = std::mem::take(&mut self.reload_waiters);
+        if let Some(a) = &mut self.admin {
+            for id in &waiters {
+                a.reply(*id, outcome.clone());
+            }
+        }
+        self.reload_answered = waiters;
+    }
+
+    /// `status()`.
+    fn status_view(&self) -> Value {
         let config = self.config();
         let totals = self.board.totals(&self.retired);
         let phase = match self.phase {
@@ -66,7 +119,7 @@ impl Watcher {
                 "error": result.as_ref().err(),
             }),
         };
-        st.status = json!({
+        json!({
             "pid": std::process::id(),
             "version": env!("CARGO_PKG_VERSION"),
             "state": phase,
@@ -83,7 +136,12 @@ impl Watcher {
                 "bytes_out": totals.bytes_out,
                 "respawns": totals.respawns,
             },
-        });
+        })
+    }
+
+    /// `workers()`.
+    fn workers_view(&self) -> Value {
+        let now = now_ms();
         let mut rows = Vec::new();
         for (i, w) in self.slots.iter().chain(&self.old).enumerate() {
             let Some(slot) = self.board.worker(w.board_slot) else {
@@ -115,7 +173,13 @@ impl Watcher {
                 "elapsed_ms": elapsed,
             }));
         }
-        st.workers = Value::Array(rows);
+        Value::Array(rows)
+    }
+
+    /// `backends()`.
+    fn backends_view(&self) -> Value {
+        let now = now_ms();
+        let config = self.config();
         let index = proc_index(config);
         let mut rows = Vec::new();
         for (b, def) in config.fastcgi.iter().enumerate() {
@@ -143,12 +207,6 @@ impl Watcher {
                 }));
             }
         }
-        st.backends = Value::Array(rows);
-        st.config_text = crate::config::print(config);
-        st.config_file = config.file.clone();
-        st.live_workers = self.live_workers();
-        st.graceful = config.timeouts.graceful;
-        st.reload_in_progress = self.pending_reload.is_some();
-        st.stopping = self.phase != Phase::Running;
+        Value::Array(rows)
     }
 }

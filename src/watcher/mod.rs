@@ -2,8 +2,11 @@
 //!
 //! It is single-threaded and never blocks in wait(): SIGCHLD and every other signal arrive
 //! through a signalfd in its mio loop. No thread exists when it forks, so a child may run any
-//! code after fork (the Lua state and config are inherited as they are).
+//! code after fork (the Lua state and config are inherited as they are). It runs no admin Lua:
+//! REPL chunks run in a forked admin evaluator (`admin_proc.rs`), which it kills when a chunk
+//! overruns its time limit.
 
+mod admin_proc;
 mod admin_view;
 mod daemon;
 mod listeners;
@@ -36,6 +39,9 @@ use std::time::{Duration, Instant};
 const SIGNAL: Token = Token(0);
 /// How long workers get to exit after an immediate stop before they are killed.
 const FAST_STOP: Duration = Duration::from_secs(5);
+/// How long the watcher waits at exit for admin answers still in the works (the answer to the
+/// `shutdown()` that stopped it, say).
+const ADMIN_LINGER: Duration = Duration::from_secs(2);
 
 /// How the server is to run, from the command line.
 #[derive(Debug, Clone, Default)]
@@ -106,6 +112,12 @@ struct Watcher {
     started_at: Instant,
     /// A confirmed reload changed FastCGI backends: apply once the old generation is gone.
     backends_after_drain: bool,
+    /// Admin chunks waiting in `reload()` for the outcome of the reload under way.
+    reload_waiters: Vec<u64>,
+    /// The chunks the last reload outcome was for (until their answer is sent to them).
+    reload_answered: Vec<u64>,
+    /// Everything has stopped; admin answers still in the works get until then.
+    exit_at: Option<Instant>,
 }
 
 /// Runs the server described by `loaded` until it is stopped; returns the exit code.
@@ -175,7 +187,7 @@ impl Watcher {
             Ok(b) => b,
             Err(e) => {
                 if let Some(a) = &admin {
-                    a.cleanup();
+                    a.remove_socket();
                 }
                 return Err(e);
             }
@@ -186,7 +198,7 @@ impl Watcher {
                 backends.stop();
                 backends.cleanup();
                 if let Some(a) = &admin {
-                    a.cleanup();
+                    a.remove_socket();
                 }
                 return Err(e);
             }
@@ -230,6 +242,9 @@ impl Watcher {
             admin,
             started_at: now,
             backends_after_drain: false,
+            reload_waiters: Vec::new(),
+            reload_answered: Vec::new(),
+            exit_at: None,
         };
         for i in 0..w.slots.len() {
             if let Err(e) = w.spawn(i) {
@@ -371,8 +386,11 @@ impl Watcher {
                             a.accept(self.poll.registry());
                         }
                     }
+                    admin::EVALUATOR => self.on_evaluator(),
                     Token(t) if t >= admin::CLIENT_BASE => {
-                        self.on_admin_client(t - admin::CLIENT_BASE)
+                        if let Some(a) = &mut self.admin {
+                            a.client_ready(t - admin::CLIENT_BASE);
+                        }
                     }
                     _ => {}
                 }
@@ -383,6 +401,7 @@ impl Watcher {
                 a.expire(Instant::now());
             }
             self.check_reload(Instant::now());
+            self.pump_admin();
             let now = Instant::now();
             // php-cgi exits on purpose after PHP_FCGI_MAX_REQUESTS, draining or not.
             if self.backends_stopping.is_none() {
@@ -404,8 +423,13 @@ impl Watcher {
                                 self.backends_stopping = Some(now + FAST_STOP);
                             }
                             _ if self.backends.live() == 0 => {
-                                tracing::info!("all workers have exited; stopping");
-                                return 0;
+                                // The answer to the shutdown() that stopped us, say.
+                                let exit_at = *self.exit_at.get_or_insert(now + ADMIN_LINGER);
+                                let admin_busy = self.admin.as_ref().is_some_and(|a| a.busy());
+                                if !admin_busy || now >= exit_at {
+                                    tracing::info!("all workers have exited; stopping");
+                                    return 0;
+                                }
                             }
                             _ => {}
                         }
@@ -438,6 +462,8 @@ impl Watcher {
             self.backends.next_respawn(),
             self.backends_stopping,
             poll_soon,
+            self.admin.as_ref().and_then(AdminServer::deadline),
+            self.exit_at,
         ]
         .into_iter()
         .flatten()
@@ -546,6 +572,12 @@ impl Watcher {
                 Ok(s) => s,
             };
             let Some(pid) = status.pid() else { continue };
+            if let Some(a) = &mut self.admin {
+                // The admin evaluator is no worker: its exit never triggers worker logic.
+                if a.reaped(self.poll.registry(), pid, &describe_exit(&status)) {
+                    continue;
+                }
+            }
             if let Some(j) = self.old.iter().position(|s| s.pid == Some(pid)) {
                 // A worker of an older generation has drained: its slot is free again.
                 let old = self.old.remove(j);
@@ -598,8 +630,8 @@ impl Watcher {
 
     fn cleanup(&mut self) {
         listeners::unlink_unix(&self.bound);
-        if let Some(a) = &self.admin {
-            a.cleanup();
+        if let Some(a) = &mut self.admin {
+            a.cleanup(self.poll.registry());
         }
         self.backends.cleanup();
         if let Some(p) = &self.pid_file {

@@ -6,7 +6,8 @@
 //! is refused), new ones are bound, removed ones are closed once the old workers drain; the new
 //! generation is forked from the new state; once every new worker runs (its scoreboard slot left
 //! "starting"), the old generation is told to drain. If the new generation does not come up
-//! within `CONFIRM`, it is stopped and the old one goes on as if nothing happened.
+//! within `CONFIRM`, it is stopped and the old one goes on as if nothing happened. A `reload()`
+//! from the REPL is answered with that outcome (`Watcher::reload_waiters`).
 
 use super::listeners::{self, Bound};
 use super::{Watcher, WorkerSlot};
@@ -205,6 +206,17 @@ impl Watcher {
                 old.len()
             );
             self.last_reload = Some((SystemTime::now(), Ok(())));
+            let answer = serde_json::json!({
+                "ok": true,
+                "config": self.config().file.display().to_string(),
+                "generation": self.generation,
+                "note": format!(
+                    "generation {} runs; {} old workers drain",
+                    self.generation,
+                    old.len()
+                ),
+            });
+            self.answer_reload_waiters(Ok(answer));
         } else if now.duration_since(p.started) > CONFIRM {
             self.revert_reload();
         }
@@ -264,11 +276,19 @@ impl Watcher {
             SystemTime::now(),
             Err("the new generation did not come up".to_string()),
         ));
+        self.answer_reload_waiters(Err(format!(
+            "reload: the new generation did not come up within {CONFIRM:?}; generation {} goes on",
+            self.generation
+        )));
     }
 
     /// A stop during a reload: every worker, old and new, is stopped with the rest.
     pub(super) fn abort_reload(&mut self) {
-        self.pending_reload = None;
+        if self.pending_reload.take().is_some() {
+            self.answer_reload_waiters(
+                Err("reload: abandoned, the server is stopping".to_string()),
+            );
+        }
     }
 
     /// Backend changes of a reload wait until no worker of an older generation uses them.

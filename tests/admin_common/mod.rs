@@ -206,4 +206,5 @@ fn count(hay: &[u8], needle: &[u8]) -> usize {
     hay.windows(needle.len()).filter(|w| *w == needle).count()
 }
 
+#[allow(unused_imports)] // not every test binary drives a terminal
 pub use crate::common::pty::{plain, Pty};

@@ -183,14 +183,27 @@ impl Server {
         c.response(false)
     }
 
-    /// The pids of the watcher's children (the workers).
+    /// The pids of the watcher's children: the workers (and FastCGI processes it spawned), not
+    /// the admin evaluator.
     pub fn worker_pids(&self) -> Vec<i32> {
         let path = format!("/proc/{}/task/{}/children", self.pid(), self.pid());
         std::fs::read_to_string(path)
             .unwrap_or_default()
             .split_whitespace()
             .filter_map(|s| s.parse().ok())
+            // The admin evaluator is a child too, but no worker.
+            .filter(|p| !is_admin_evaluator(*p))
             .collect()
+    }
+
+    /// The admin evaluator's pid, once a chunk has started it.
+    pub fn admin_evaluator_pid(&self) -> Option<i32> {
+        let path = format!("/proc/{}/task/{}/children", self.pid(), self.pid());
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .find(|p| is_admin_evaluator(*p))
     }
 }
 
@@ -395,4 +408,9 @@ pub fn assert_access_log_reopens(s: &Server, reopen: impl FnOnce()) {
         old.contains("/a?first") && !old.contains("/a?second"),
         "{old}"
     );
+}
+
+/// Whether `pid` is the admin evaluator (it names itself so).
+pub fn is_admin_evaluator(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "luahttpd-admin")
 }
