@@ -127,14 +127,45 @@ impl Ctx<'_> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+/// Where a connection is in its life (see LIFECYCLE.md beside this file). Closing is not a
+/// phase: a `Verdict::Close` removes the connection.
+enum Phase {
     /// Waiting for (the rest of) a request head.
     Head,
-    /// A response is being sent and/or an unwanted body is being dropped.
-    Responding,
+    /// A request is answered by its handler; an unwanted request body is read and dropped
+    /// meanwhile (`discard`, only with a queued reply).
+    Responding {
+        /// What produces the response.
+        handler: Handler,
+        /// The unwanted body being dropped.
+        discard: Option<BodyReader>,
+    },
     /// Output is done and the write side shut; input is dropped until EOF or timeout.
     Linger,
+}
+
+/// What produces the response in flight. The connection drives it through its methods and
+/// never reaches into its fields.
+enum Handler {
+    /// The response is whole in the output queue (a static file, an in-memory reply, an
+    /// error): nothing is left to produce.
+    Queued,
+    /// A FastCGI exchange produces it as the backend answers.
+    FastCgi(Box<Exchange>),
+}
+
+/// How the connection ends once the response in flight is out. It only moves towards the
+/// end (KeepAlive → Close → Drain), through `close_after_response` and `drain_before_close`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Ending {
+    /// Wait for the next request.
+    KeepAlive,
+    /// Close when the response is out.
+    Close,
+    /// Close when the response is out, after draining what the client may still send (an
+    /// unread body, a refused head): closing with unread input makes the kernel reset the
+    /// connection, and the client may lose the end of the response.
+    Drain,
 }
 
 /// A client connection.
@@ -148,21 +179,14 @@ pub struct Conn {
     peer_closed: bool,
     writable: bool,
     read_eof: bool,
-    state: State,
-    /// An unwanted request body being read and dropped.
-    discard: Option<BodyReader>,
-    fcgi: Option<Box<Exchange>>,
+    phase: Phase,
+    ending: Ending,
     out: Out,
     served: u64,
-    close_after: bool,
     /// Bytes of the request in flight (head and announced body), for the scoreboard.
     bytes_in: u64,
     /// Whether the scoreboard was told a request started that it has not seen finish.
     in_request: bool,
-    /// Whether the client may still send input we will not read (an unread body, a refused
-    /// head): closing must then drain first, or the kernel resets the connection and the client
-    /// may lose the end of the response.
-    linger: bool,
     /// The connection's timeout.
     timer: Slot,
     /// The access log line of the response in flight: text before the byte count, and after.
@@ -181,15 +205,12 @@ impl Conn {
             peer_closed: false,
             writable: true,
             read_eof: false,
-            state: State::Head,
-            discard: None,
-            fcgi: None,
+            phase: Phase::Head,
+            ending: Ending::KeepAlive,
             out: Out::default(),
             served: 0,
-            close_after: false,
             bytes_in: 0,
             in_request: false,
-            linger: false,
             timer: Slot::new(now),
             log_line: PendingLine::default(),
         }
@@ -204,13 +225,13 @@ impl Conn {
     /// with `Connection: close`, then the lingering close drains what the client sends.
     pub fn over_limit(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
         tracing::debug!(client = %self.peer.ip, "over limits.connections_per_ip: 503");
-        self.linger = true;
+        self.drain_before_close();
         if ctx.access.is_some() {
             self.log_start(ctx, None, 503);
         }
         let mut reply = Reply::error(503);
         reply.header("Retry-After", "1");
-        self.send_reply(ctx, false, Version::Http11, reply, true);
+        self.send_reply(ctx, false, Version::Http11, reply, true, None);
         self.run(ctx)
     }
 
@@ -222,7 +243,101 @@ impl Conn {
     /// Whether the connection waits for a request with nothing buffered (safe to close on a
     /// graceful stop).
     pub fn is_idle(&self) -> bool {
-        self.state == State::Head && self.input.is_empty() && !self.out.pending()
+        matches!(self.phase, Phase::Head) && self.input.is_empty() && !self.out.pending()
+    }
+
+    /// The exchange producing the response, if a FastCGI exchange does.
+    fn exchange(&self) -> Option<&Exchange> {
+        match &self.phase {
+            Phase::Responding {
+                handler: Handler::FastCgi(x),
+                ..
+            } => Some(x),
+            _ => None,
+        }
+    }
+
+    fn exchange_mut(&mut self) -> Option<&mut Exchange> {
+        match &mut self.phase {
+            Phase::Responding {
+                handler: Handler::FastCgi(x),
+                ..
+            } => Some(x),
+            _ => None,
+        }
+    }
+
+    /// Takes the exchange out of the handler, leaving the response as queued.
+    fn take_exchange(&mut self) -> Option<Box<Exchange>> {
+        match &mut self.phase {
+            Phase::Responding { handler, .. } => {
+                match std::mem::replace(handler, Handler::Queued) {
+                    Handler::FastCgi(x) => Some(x),
+                    Handler::Queued => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Transition: a handler starts answering a request (or a refusal is queued).
+    fn start_responding(&mut self, handler: Handler, discard: Option<BodyReader>) {
+        debug_assert!(
+            discard.is_none() || matches!(handler, Handler::Queued),
+            "only a queued reply drops a body meanwhile"
+        );
+        self.phase = Phase::Responding { handler, discard };
+    }
+
+    /// Transition: the response is out; wait for the next request (the head timeout if
+    /// bytes of it are buffered, else the keep-alive timeout).
+    fn next_request(&mut self, ctx: &mut Ctx<'_>) {
+        self.phase = Phase::Head;
+        let kind = if self.input.is_empty() {
+            Kind::KEEPALIVE
+        } else {
+            Kind::READ
+        };
+        ctx.timers.arm(&mut self.timer, kind, ctx.token, ctx.now);
+    }
+
+    /// Transition: the response is out and the connection ends: shut the write side and drop
+    /// input until the client closes or the linger time ends.
+    fn start_lingering(&mut self, ctx: &mut Ctx<'_>) {
+        self.phase = Phase::Linger;
+        self.stream.shutdown_write();
+        ctx.timers
+            .arm(&mut self.timer, Kind::LINGER, ctx.token, ctx.now);
+    }
+
+    /// The connection closes once the response in flight is out.
+    fn close_after_response(&mut self) {
+        self.ending = self.ending.max(Ending::Close);
+    }
+
+    /// The connection closes once the response is out, after draining the client's input.
+    fn drain_before_close(&mut self) {
+        self.ending = Ending::Drain;
+    }
+
+    /// Checks what must hold between passes (debug builds only).
+    fn check_invariants(&self, draining: bool) {
+        debug_assert!(
+            !self.is_idle() || !self.holds_buffers(),
+            "an idle connection holds a buffer"
+        );
+        debug_assert!(
+            !matches!(self.phase, Phase::Linger) || !self.out.pending(),
+            "lingering starts only once the output is out"
+        );
+        debug_assert!(
+            !matches!(self.phase, Phase::Linger) || self.ending != Ending::KeepAlive || draining,
+            "a lingering connection was meant to close"
+        );
+        debug_assert!(
+            !matches!(self.phase, Phase::Head) || !self.out.pending(),
+            "a response is queued while waiting for a head"
+        );
     }
 
     /// Whether the connection holds a buffer of its own (an idle one must not).
@@ -248,7 +363,7 @@ impl Conn {
     /// sending a request right now (wrk and browsers send the next request the moment a
     /// response ends); it gets the linger time to do so, then closes.
     pub fn drain(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
-        self.close_after = true;
+        self.close_after_response();
         if self.is_idle() {
             ctx.timers
                 .arm(&mut self.timer, Kind::LINGER, ctx.token, ctx.now);
@@ -269,14 +384,14 @@ impl Conn {
     /// short, before the connection closes.
     pub fn abort(&mut self, ctx: &mut Ctx<'_>) {
         self.request_finished(ctx);
-        if let Some(mut x) = self.fcgi.take() {
+        if let Some(mut x) = self.take_exchange() {
             if !self.log_line.is_pending() && ctx.access.is_some() {
                 let status = x.status.unwrap_or(499);
                 self.log_start(ctx, Some(x.request()), status);
             }
             x.cancel(&mut ctx.env());
         }
-        if self.state == State::Responding {
+        if matches!(self.phase, Phase::Responding { .. }) {
             self.log_done(ctx);
         }
         ctx.bufs.give_bytes(self.log_line.take_buffer());
@@ -287,21 +402,19 @@ impl Conn {
 
     /// What the connection is doing, for the scoreboard.
     pub fn activity(&self) -> WorkerState {
-        match self.state {
-            State::Head if self.input.is_empty() => WorkerState::KeepAlive,
-            State::Head => WorkerState::Reading,
+        match (&self.phase, self.exchange()) {
+            (Phase::Head, _) if self.input.is_empty() => WorkerState::KeepAlive,
+            (Phase::Head, _) => WorkerState::Reading,
             // A body being read (buffered before the backend is asked, or streamed).
-            State::Responding if self.fcgi.as_ref().is_some_and(|x| x.wants_client_input()) => {
-                WorkerState::Reading
-            }
-            State::Responding if self.fcgi.is_some() => WorkerState::WaitingBackend,
-            State::Responding | State::Linger => WorkerState::Writing,
+            (_, Some(x)) if x.wants_client_input() => WorkerState::Reading,
+            (_, Some(_)) => WorkerState::WaitingBackend,
+            _ => WorkerState::Writing,
         }
     }
 
     /// Records readiness of the backend socket and runs the state machine.
     pub fn backend_ready(&mut self, ctx: &mut Ctx<'_>, readable: bool, writable: bool) -> Verdict {
-        if let Some(x) = &mut self.fcgi {
+        if let Some(x) = self.exchange_mut() {
             x.backend_ready(readable, writable);
         }
         self.run(ctx)
@@ -310,7 +423,7 @@ impl Conn {
     /// Whether `gen` is the generation of a live timeout of this connection (its own, or its
     /// backend exchange's); expired entries of other generations are stale.
     pub fn owns_timer(&self, gen: u64) -> bool {
-        self.timer.is(gen) || self.fcgi.as_ref().is_some_and(|x| x.timer.is(gen))
+        self.timer.is(gen) || self.exchange().is_some_and(|x| x.timer.is(gen))
     }
 
     /// The timeout of generation `gen` fired: the connection's own closes it; the backend's
@@ -320,7 +433,7 @@ impl Conn {
             tracing::debug!(conn = ctx.token, kind = ?self.timer.kind(), "timeout");
             return Verdict::Close;
         }
-        if self.fcgi.as_ref().is_some_and(|x| x.timer.is(gen)) {
+        if self.exchange().is_some_and(|x| x.timer.is(gen)) {
             return self.backend_timeout(ctx);
         }
         Verdict::Open
@@ -328,10 +441,11 @@ impl Conn {
 
     /// The backend timeout fired.
     fn backend_timeout(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
-        let Some(x) = &mut self.fcgi else {
+        let mut env = ctx.env();
+        let Some(x) = self.exchange_mut() else {
             return Verdict::Open;
         };
-        let step = x.timed_out(&mut ctx.env());
+        let step = x.timed_out(&mut env);
         if self.on_step(ctx, step) == Verdict::Close {
             return Verdict::Close;
         }
@@ -341,62 +455,63 @@ impl Conn {
     /// Acts on what driving the exchange gave.
     fn on_step(&mut self, ctx: &mut Ctx<'_>, step: Step) -> Verdict {
         match step {
-            Step::Idle | Step::Progress => Verdict::Open,
+            Step::Idle | Step::Progress => {}
             Step::Done => {
-                if let Some(x) = self.fcgi.take() {
-                    self.close_after |= x.close_client;
+                if let Some(x) = self.take_exchange() {
+                    if x.close_client {
+                        self.close_after_response();
+                    }
                     // The backend answered before reading the whole body: what is left of it
                     // must never be taken for the next request.
+                    let mut discard = None;
                     match x.body_left() {
                         Some(0) | None => {}
                         Some(n) => match BodyReader::new(BodyFraming::Length(n), DISCARD_MAX) {
-                            Ok(reader) => self.discard = Some(reader),
-                            Err(_) => {
-                                self.close_after = true;
-                                self.linger = true;
-                            }
+                            Ok(reader) => discard = Some(reader),
+                            Err(_) => self.drain_before_close(),
                         },
                     }
                     if x.body_pending() && x.body_left().is_none() {
-                        self.close_after = true;
-                        self.linger = true;
+                        self.drain_before_close();
                     }
                     if ctx.access.is_some() {
                         self.log_start(ctx, Some(x.request()), x.status.unwrap_or(200));
                     }
+                    self.start_responding(Handler::Queued, discard);
                 }
-                Verdict::Open
             }
             Step::Fail(e) => {
                 let status = e.status();
-                if let Some(mut x) = self.fcgi.take() {
+                if let Some(mut x) = self.take_exchange() {
                     x.cancel(&mut ctx.env());
-                    let close = self.close_after || !x.request().keep_alive || x.body_pending();
+                    let close = self.ending != Ending::KeepAlive
+                        || !x.request().keep_alive
+                        || x.body_pending();
                     if x.body_pending() {
-                        self.linger = true;
+                        self.drain_before_close();
                     }
                     if ctx.access.is_some() {
                         self.log_start(ctx, Some(x.request()), status);
                     }
                     let head_only = x.request().method == Method::Head;
                     let version = x.request().version;
-                    self.send_reply(ctx, head_only, version, Reply::error(status), close);
+                    let reply = Reply::error(status);
+                    self.send_reply(ctx, head_only, version, reply, close, None);
                 }
-                Verdict::Open
             }
             Step::Abort(e) => {
                 // The head went out: send what arrived, then close, which shows the client the
                 // truncation (a short Content-Length body, or no last chunk).
-                if let Some(mut x) = self.fcgi.take() {
+                if let Some(mut x) = self.take_exchange() {
                     x.cancel(&mut ctx.env());
                     if ctx.access.is_some() {
                         self.log_start(ctx, Some(x.request()), x.status.unwrap_or(e.status()));
                     }
                 }
-                self.close_after = true;
-                Verdict::Open
+                self.close_after_response();
             }
         }
+        Verdict::Open
     }
 
     /// Runs the state machine, then gives back the buffers this pass left empty: an idle
@@ -405,10 +520,9 @@ impl Conn {
         let verdict = self.run_inner(ctx);
         self.input.release_if_empty(ctx.bufs);
         self.out.release_if_done(ctx.bufs);
-        debug_assert!(
-            !self.is_idle() || !self.holds_buffers(),
-            "an idle connection holds a buffer"
-        );
+        if verdict == Verdict::Open {
+            self.check_invariants(ctx.draining);
+        }
         verdict
     }
 
@@ -428,7 +542,11 @@ impl Conn {
                 }
             }
 
-            if let Some(x) = &mut self.fcgi {
+            if let Phase::Responding {
+                handler: Handler::FastCgi(x),
+                ..
+            } = &mut self.phase
+            {
                 let step = x.drive(&mut self.input, &mut self.out, &mut ctx.env());
                 if !matches!(step, Step::Idle) {
                     progress = true;
@@ -436,39 +554,35 @@ impl Conn {
                 if self.on_step(ctx, step) == Verdict::Close {
                     return Verdict::Close;
                 }
-                if self.read_eof && self.fcgi.as_ref().is_some_and(|x| x.body_pending()) {
+                if self.read_eof && self.exchange().is_some_and(|x| x.body_pending()) {
                     // The client went away mid-body: the backend connection closes with it.
                     return Verdict::Close;
                 }
                 // While the client's body is awaited the read timeout runs (armed on each
                 // read); otherwise only the backend's timeouts and the write timeout apply.
-                let awaiting = self.fcgi.as_ref().is_some_and(|x| x.wants_client_input());
+                let awaiting = self.exchange().is_some_and(|x| x.wants_client_input());
                 if !awaiting && matches!(self.timer.kind(), Some(Kind::READ | Kind::KEEPALIVE)) {
                     ctx.timers.disarm(&mut self.timer);
                 }
             }
 
-            if self.state == State::Responding && !self.out.pending() && self.fcgi.is_none() {
-                if self.discard.is_none() {
+            if let Phase::Responding {
+                handler: Handler::Queued,
+                discard,
+            } = &self.phase
+            {
+                if self.out.pending() {
+                } else if discard.is_none() {
                     self.log_done(ctx);
                     self.request_finished(ctx);
                     progress = true;
-                    if self.close_after || ctx.draining {
-                        if !self.linger && self.input.is_empty() {
+                    if self.ending != Ending::KeepAlive || ctx.draining {
+                        if self.ending != Ending::Drain && self.input.is_empty() {
                             return Verdict::Close;
                         }
-                        self.state = State::Linger;
-                        self.stream.shutdown_write();
-                        ctx.timers
-                            .arm(&mut self.timer, Kind::LINGER, ctx.token, ctx.now);
+                        self.start_lingering(ctx);
                     } else {
-                        self.state = State::Head;
-                        let kind = if !self.input.is_empty() {
-                            Kind::READ
-                        } else {
-                            Kind::KEEPALIVE
-                        };
-                        ctx.timers.arm(&mut self.timer, kind, ctx.token, ctx.now);
+                        self.next_request(ctx);
                     }
                 } else {
                     ctx.timers
@@ -490,8 +604,13 @@ impl Conn {
                         // then the next read returns EOF, and no new event will say so.
                         self.readable = !drained || self.peer_closed;
                         progress = true;
-                        let body = self.discard.is_some()
-                            || self.fcgi.as_ref().is_some_and(|x| x.wants_client_input());
+                        let body = matches!(
+                            self.phase,
+                            Phase::Responding {
+                                discard: Some(_),
+                                ..
+                            }
+                        ) || self.exchange().is_some_and(|x| x.wants_client_input());
                         if body {
                             ctx.timers
                                 .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
@@ -503,37 +622,28 @@ impl Conn {
                 }
             }
 
-            match self.state {
-                State::Linger => {
+            match &self.phase {
+                Phase::Linger => {
                     self.input.clear();
                     if self.read_eof {
                         return Verdict::Close;
                     }
                 }
-                State::Responding => {
-                    if self.discard.is_some() {
-                        match self.feed_discard() {
-                            Ok(true) => progress = true,
-                            Ok(false) => {
-                                if self.read_eof {
-                                    // The client stopped sending mid-body: finish the
-                                    // response, then close.
-                                    self.discard = None;
-                                    self.close_after = true;
-                                    self.linger = true;
-                                    progress = true;
-                                }
-                            }
-                            Err(_) => {
-                                self.discard = None;
-                                self.close_after = true;
-                                self.linger = true;
-                                progress = true;
-                            }
-                        }
+                Phase::Responding {
+                    discard: Some(_), ..
+                } => match self.feed_discard() {
+                    Ok(true) => progress = true,
+                    Ok(false) if !self.read_eof => {}
+                    // The client stopped sending mid-body, or sent a malformed one: finish
+                    // the response, then close.
+                    Ok(false) | Err(_) => {
+                        self.stop_discarding();
+                        self.drain_before_close();
+                        progress = true;
                     }
-                }
-                State::Head => {
+                },
+                Phase::Responding { .. } => {}
+                Phase::Head => {
                     if !self.input.is_empty() {
                         match request::parse(self.input.data(), ctx.limits.header_bytes) {
                             Ok(Some(req)) => {
@@ -575,21 +685,25 @@ impl Conn {
 
     fn wants_input(&self, limits: &Limits) -> bool {
         let buffered = self.input.len();
-        match self.state {
-            State::Head => buffered <= limits.header_bytes,
+        match &self.phase {
+            Phase::Head => buffered <= limits.header_bytes,
             // Read ahead (pipelined requests, a body to drop) but never without bound.
-            State::Responding => {
-                self.discard.is_some()
-                    || self.fcgi.as_ref().is_some_and(|x| x.wants_client_input())
+            Phase::Responding { handler, discard } => {
+                discard.is_some()
+                    || matches!(handler, Handler::FastCgi(x) if x.wants_client_input())
                     || buffered < limits.header_bytes
             }
-            State::Linger => true,
+            Phase::Linger => true,
         }
     }
 
     /// Drops body bytes from the buffer. Ok(true): made progress.
     fn feed_discard(&mut self) -> Result<bool, BodyError> {
-        let Some(reader) = &mut self.discard else {
+        let Phase::Responding {
+            discard: Some(reader),
+            ..
+        } = &mut self.phase
+        else {
             return Ok(false);
         };
         let input = self.input.data();
@@ -599,9 +713,16 @@ impl Conn {
         let fed = reader.feed(input, &mut |_| {})?;
         self.input.consume(fed.consumed);
         if fed.done {
-            self.discard = None;
+            self.stop_discarding();
         }
         Ok(fed.consumed > 0 || fed.done)
+    }
+
+    /// The unwanted body is read (or given up on).
+    fn stop_discarding(&mut self) {
+        if let Phase::Responding { discard, .. } = &mut self.phase {
+            *discard = None;
+        }
     }
 
     fn respond(&mut self, ctx: &mut Ctx<'_>, req: Request) {
@@ -624,7 +745,7 @@ impl Conn {
             );
         }
         let mut close = !req.keep_alive
-            || self.close_after
+            || self.ending != Ending::KeepAlive
             || ctx.draining
             || self.served >= ctx.limits.keepalive_requests;
         let dispatch = Dispatch {
@@ -650,27 +771,29 @@ impl Conn {
             }
             Routed::Reply(reply) => reply,
         };
+        let mut discard = None;
         match req.body {
             BodyFraming::None => {}
             // After a final response to `Expect: 100-continue` the client may or may not send
             // the body; only closing keeps the framing of what follows certain.
             _ if req.expect_continue => {
                 close = true;
-                self.linger = true;
+                self.drain_before_close();
             }
             // A body up to DISCARD_MAX is dropped as it arrives; a larger one closes.
             framing => match BodyReader::new(framing, DISCARD_MAX) {
-                Ok(reader) => self.discard = Some(reader),
+                Ok(reader) => discard = Some(reader),
                 Err(_) => {
                     close = true;
-                    self.linger = true;
+                    self.drain_before_close();
                 }
             },
         }
         if ctx.access.is_some() {
             self.log_start(ctx, Some(&req), reply.status);
         }
-        self.send_reply(ctx, req.method == Method::Head, req.version, reply, close);
+        let head_only = req.method == Method::Head;
+        self.send_reply(ctx, head_only, req.version, reply, close, discard);
     }
 
     /// Hands the request to a FastCGI backend (or answers 404/411/413 first).
@@ -710,7 +833,7 @@ impl Conn {
             // The body (if any) is not read: close, after draining what the client sends.
             let has_body = req.body != BodyFraming::None;
             if has_body {
-                self.linger = true;
+                self.drain_before_close();
             }
             if ctx.access.is_some() {
                 self.log_start(ctx, Some(&req), status);
@@ -722,6 +845,7 @@ impl Conn {
                 req.version,
                 Reply::error(status),
                 close || has_body,
+                None,
             );
             return;
         }
@@ -767,14 +891,16 @@ impl Conn {
             .is_none_or(|d| d.request_buffering);
         match Exchange::new(facts, t.backend, body, buffer, !close, ctx.now) {
             Ok(x) => {
-                self.fcgi = Some(Box::new(x));
-                self.state = State::Responding;
-                self.close_after = close;
+                self.start_responding(Handler::FastCgi(Box::new(x)), None);
+                if close {
+                    self.close_after_response();
+                }
             }
             Err(e) => {
                 tracing::error!("fastcgi: cannot start an exchange: {e}");
-                self.linger = true;
-                self.send_reply(ctx, false, Version::Http11, Reply::error(500), true);
+                self.drain_before_close();
+                let reply = Reply::error(500);
+                self.send_reply(ctx, false, Version::Http11, reply, true, None);
             }
         }
     }
@@ -791,19 +917,21 @@ impl Conn {
         }
         // A refused head keeps the connection only when the parser could frame it whole (no
         // body); otherwise what follows cannot be framed with confidence.
-        let mut close = e.close || self.close_after || ctx.draining;
+        let mut close = e.close || self.ending != Ending::KeepAlive || ctx.draining;
         if close {
             self.input.clear();
-            self.linger = true;
+            self.drain_before_close();
         } else {
             self.input.consume(e.head_len);
             self.served += 1;
             close = self.served >= ctx.limits.keepalive_requests;
         }
         let reply = Reply::error(e.status);
-        self.send_reply(ctx, e.head_method, e.version, reply, close);
+        self.send_reply(ctx, e.head_method, e.version, reply, close, None);
     }
 
+    /// Queues a whole reply; `close` says whether the connection closes after it, and
+    /// `discard` drops the request's unwanted body meanwhile.
     fn send_reply(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -811,7 +939,10 @@ impl Conn {
         version: Version,
         reply: Reply,
         close: bool,
+        discard: Option<BodyReader>,
     ) {
+        // The Connection field tells the truth: an ending decided earlier also closes.
+        let close = close || self.ending != Ending::KeepAlive;
         let no_body = status::forbids_body(reply.status);
         write_head(
             self.out.start(ctx.bufs),
@@ -835,8 +966,10 @@ impl Conn {
             reply.body
         };
         self.out.set_body(body);
-        self.close_after = close;
-        self.state = State::Responding;
+        if close {
+            self.close_after_response();
+        }
+        self.start_responding(Handler::Queued, discard);
     }
 
     /// Starts the access-log line of a response (`req` None: a refused head, whose first
