@@ -267,6 +267,12 @@ impl Conn {
         }
     }
 
+    /// The phase of the FastCGI exchange answering the request, if one does.
+    #[cfg(test)]
+    pub fn exchange_phase(&self) -> Option<super::fcgi::ExchangePhase> {
+        self.exchange().map(Exchange::phase)
+    }
+
     /// Takes the exchange out of the handler, leaving the response as queued.
     fn take_exchange(&mut self) -> Option<Box<Exchange>> {
         match &mut self.phase {

@@ -5,7 +5,7 @@
 use super::bufs::Bufs;
 use super::conn::{Conn, Ctx, Ready, Verdict};
 use super::dispatch::OtherSites;
-use super::fcgi::StderrLimit;
+use super::fcgi::{ExchangePhase, StderrLimit};
 use super::net::Peer;
 use super::timers::Timers;
 use super::LINGER;
@@ -588,13 +588,16 @@ fn a_fastcgi_exchange_runs_through_its_phases_against_a_scripted_backend() {
     client.send(b"POST /app/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab");
     // Connecting, sending params and what of the body is there.
     assert_eq!(h.ready(&mut c), Verdict::Open);
+    assert_eq!(c.exchange_phase(), Some(ExchangePhase::Connecting));
     assert!(backend.accept(), "the worker connected");
     assert_eq!(h.backend_ready(&mut c), Verdict::Open);
+    assert_eq!(c.exchange_phase(), Some(ExchangePhase::Sending));
     let sent = backend.received();
     assert!(!sent.is_empty() && !has_stdin_end(&sent));
     // The rest of the body is forwarded, then STDIN ends.
     client.send(b"cd");
     assert_eq!(h.ready(&mut c), Verdict::Open);
+    assert_eq!(c.exchange_phase(), Some(ExchangePhase::ReceivingHead));
     let sent = backend.received();
     assert!(has_stdin_end(&sent), "{sent:?}");
     // Receiving the head, then the body, then the end.
@@ -608,6 +611,7 @@ fn a_fastcgi_exchange_runs_through_its_phases_against_a_scripted_backend() {
         v
     });
     assert_eq!(h.backend_ready(&mut c), Verdict::Open);
+    assert_eq!(c.exchange_phase(), Some(ExchangePhase::StreamingBody));
     let (partial, _) = client.read_all();
     assert!(
         partial.starts_with(b"HTTP/1.1 201 Created\r\n"),
@@ -615,6 +619,7 @@ fn a_fastcgi_exchange_runs_through_its_phases_against_a_scripted_backend() {
     );
     backend.send(&stdout_and_end(b"lo"));
     assert_eq!(h.backend_ready(&mut c), Verdict::Open);
+    assert_eq!(c.exchange_phase(), None, "done: the exchange is let go of");
     let (rest, _) = client.read_all();
     let mut all = partial;
     all.extend_from_slice(&rest);
@@ -712,6 +717,7 @@ fn a_buffered_body_is_read_whole_before_a_backend_is_connected() {
             client.send(b"POST /app/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab");
         }
         assert_eq!(h.ready(&mut c), Verdict::Open);
+        assert_eq!(c.exchange_phase(), Some(ExchangePhase::Buffering));
         assert!(
             !backend.accept(),
             "no backend is taken while the body arrives"

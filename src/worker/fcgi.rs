@@ -138,6 +138,56 @@ enum BodyIn {
     Spooled { spool: Spool, left: u64 },
 }
 
+/// Where an exchange is; it is done when its connection lets go of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangePhase {
+    /// The client's body is read whole before a backend is taken.
+    Buffering,
+    /// Waiting for a process of the backend with room (or about to pick one).
+    Queued,
+    /// A connect is under way.
+    Connecting,
+    /// Request records (params, body) are going out.
+    Sending,
+    /// The request is out; the CGI head is awaited.
+    ReceivingHead,
+    /// The head went to the client; the body streams.
+    StreamingBody,
+}
+
+/// The exchange's hold on a backend connection, from queued to connected. The exchange is
+/// done when its connection dropped it (`Step::Done`, `Fail`, `Abort`).
+enum Link {
+    /// No connection: the body is still being buffered, a retry is about to pick an address
+    /// again, or the connection was let go of.
+    None,
+    /// Queued in the pool until a process of the backend has room.
+    Queued,
+    /// A non-blocking connect to an upstream is under way.
+    Connecting(Wire),
+    /// Connected: request records go out (sending), response records come in.
+    Connected(Wire),
+}
+
+/// A connection to one upstream (address) of the backend.
+struct Wire {
+    /// The upstream's index within the backend.
+    upstream: usize,
+    sock: Stream,
+    /// Kept from an earlier request (it may have gone stale).
+    reused: bool,
+    readable: bool,
+    writable: bool,
+}
+
+/// Where the response is: its CGI head being received, then its body streaming.
+enum Response {
+    /// Receiving the CGI head: the bytes so far.
+    Head(Vec<u8>),
+    /// The head went to the client; the body streams with this framing.
+    Body(Framing),
+}
+
 /// How the response body is framed to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -176,14 +226,9 @@ pub struct Facts {
 pub struct Exchange {
     facts: Facts,
     backend: usize,
-    upstream: Option<usize>,
     tried: Vec<usize>,
     stale_retry_used: bool,
-    sock: Option<Stream>,
-    connecting: bool,
-    reused: bool,
-    readable: bool,
-    writable: bool,
+    link: Link,
     to_backend: Vec<u8>,
     to_pos: usize,
     /// Whether any byte of the request was written on the current backend connection (then
@@ -198,9 +243,7 @@ pub struct Exchange {
     stdin_ended: bool,
     decoder: Decoder,
     rbuf: Vec<u8>,
-    head_buf: Vec<u8>,
-    head_sent: bool,
-    framing: Framing,
+    response: Response,
     head_only: bool,
     /// Response status, once the head is known.
     pub status: Option<u16>,
@@ -210,8 +253,6 @@ pub struct Exchange {
     pub timer: Slot,
     keepalive_client: bool,
     version: Version,
-    /// Queued in the pool until an upstream has room.
-    waiting: bool,
     /// CONTENT_LENGTH: the body's length (for a chunked body, known once it is spooled).
     content_length: Option<u64>,
 }
@@ -252,14 +293,9 @@ impl Exchange {
         Ok(Exchange {
             facts,
             backend,
-            upstream: None,
             tried: Vec::new(),
             stale_retry_used: false,
-            sock: None,
-            connecting: false,
-            reused: false,
-            readable: false,
-            writable: false,
+            link: Link::None,
             to_backend: Vec::new(),
             to_pos: 0,
             sent_any: false,
@@ -269,16 +305,13 @@ impl Exchange {
             stdin_ended: false,
             decoder: Decoder::new(REQUEST_ID),
             rbuf: Vec::new(),
-            head_buf: Vec::new(),
-            head_sent: false,
-            framing: Framing::None,
+            response: Response::Head(Vec::new()),
             head_only,
             status: None,
             close_client: false,
             timer: Slot::new(now),
             keepalive_client,
             version,
-            waiting: false,
             content_length,
         })
     }
@@ -301,8 +334,42 @@ impl Exchange {
 
     /// Records readiness of the backend socket.
     pub fn backend_ready(&mut self, readable: bool, writable: bool) {
-        self.readable |= readable;
-        self.writable |= writable;
+        if let Link::Connecting(w) | Link::Connected(w) = &mut self.link {
+            w.readable |= readable;
+            w.writable |= writable;
+        }
+    }
+
+    /// Where the exchange is (its `Link` and `Response` together).
+    pub fn phase(&self) -> ExchangePhase {
+        match (&self.link, &self.response) {
+            (_, Response::Body(_)) => ExchangePhase::StreamingBody,
+            (Link::None, _) if matches!(self.body, BodyIn::Spooling { .. }) => {
+                ExchangePhase::Buffering
+            }
+            (Link::None | Link::Queued, _) => ExchangePhase::Queued,
+            (Link::Connecting(_), _) => ExchangePhase::Connecting,
+            (Link::Connected(_), _) if !self.stdin_ended || self.to_pos < self.to_backend.len() => {
+                ExchangePhase::Sending
+            }
+            (Link::Connected(_), _) => ExchangePhase::ReceivingHead,
+        }
+    }
+
+    /// Whether the response head went to the client (after that a failure can only cut the
+    /// response short).
+    fn head_sent(&self) -> bool {
+        matches!(self.response, Response::Body(_))
+    }
+
+    /// Whether nothing of the response was received yet.
+    fn nothing_received(&self) -> bool {
+        matches!(&self.response, Response::Head(b) if b.is_empty())
+    }
+
+    /// Whether the backend connection was kept from an earlier request.
+    fn reused(&self) -> bool {
+        matches!(&self.link, Link::Connecting(w) | Link::Connected(w) if w.reused)
     }
 
     /// The Content-Length body bytes not yet taken from the client (None for other bodies).
@@ -321,12 +388,10 @@ impl Exchange {
 
     /// The backend-side timeout fired.
     pub fn timed_out(&mut self, env: &mut Env<'_>) -> Step {
-        let what = if self.waiting {
-            "waiting for a free process"
-        } else if self.connecting {
-            "connect"
-        } else {
-            "read"
+        let what = match self.link {
+            Link::Queued => "waiting for a free process",
+            Link::Connecting(_) => "connect",
+            Link::None | Link::Connected(_) => "read",
         };
         self.failed(env, ExchangeError::Timeout(what))
     }
@@ -341,7 +406,7 @@ impl Exchange {
             tracing::warn!("fastcgi '{name}': {e}");
         }
         self.finish_upstream(env, !e.is_client_fault());
-        if self.head_sent {
+        if self.head_sent() {
             Step::Abort(e)
         } else {
             Step::Fail(e)
@@ -360,39 +425,31 @@ impl Exchange {
         if matches!(self.body, BodyIn::Spooling { .. }) {
             return if progress { Step::Progress } else { Step::Idle };
         }
-        if self.sock.is_none() && self.status.is_none() {
+        if matches!(self.link, Link::None | Link::Queued) {
             match self.start(env) {
-                Ok(()) if self.waiting => {
+                Ok(()) if matches!(self.link, Link::Queued) => {
                     return if progress { Step::Progress } else { Step::Idle };
                 }
                 Ok(()) => progress = true,
                 Err(e) => return self.failed(env, e),
             }
         }
-        if self.connecting {
-            if !self.writable {
+        if let Link::Connecting(w) = &self.link {
+            if !w.writable {
                 return if progress { Step::Progress } else { Step::Idle };
             }
-            match self.sock.as_ref().map(Stream::connected) {
-                Some(Ok(())) => {
-                    self.connecting = false;
-                    env.timers.arm(
-                        &mut self.timer,
-                        Kind::backend_read(self.backend),
-                        env.key,
-                        env.now,
-                    );
-                }
-                Some(Err(e)) => return self.connect_failed(e, env),
-                None => {
-                    return self.failed(
-                        env,
-                        ExchangeError::Closed {
-                            mid_response: false,
-                        },
-                    )
-                }
+            if let Err(e) = w.sock.connected() {
+                return self.connect_failed(e, env);
             }
+            if let Link::Connecting(w) = std::mem::replace(&mut self.link, Link::None) {
+                self.link = Link::Connected(w);
+            }
+            env.timers.arm(
+                &mut self.timer,
+                Kind::backend_read(self.backend),
+                env.key,
+                env.now,
+            );
         }
         match self.write_backend() {
             Ok(true) => {
@@ -437,7 +494,7 @@ impl Exchange {
             BodyIn::Streaming(reader) => {
                 // Body records follow the params: nothing is taken before the connection and
                 // its preamble exist.
-                if self.sock.is_none() || self.connecting {
+                if !matches!(self.link, Link::Connected(_)) {
                     return Ok(false);
                 }
                 let room = TO_BACKEND_MAX.saturating_sub(self.to_backend.len() - self.to_pos);
@@ -493,7 +550,7 @@ impl Exchange {
             }
             BodyIn::Spooled { spool, left } => {
                 let room = TO_BACKEND_MAX.saturating_sub(self.to_backend.len() - self.to_pos);
-                if room == 0 || self.sock.is_none() || self.connecting {
+                if room == 0 || !matches!(self.link, Link::Connected(_)) {
                     return Ok(false);
                 }
                 let n = (*left).min(room as u64).min(32 * 1024) as usize;
@@ -527,7 +584,7 @@ impl Exchange {
                     // Every process is serving: queue until one is free (bounded by the
                     // backend's read timeout).
                     env.pool.wait(self.backend, env.key);
-                    self.waiting = true;
+                    self.link = Link::Queued;
                     env.timers.arm_once(
                         &mut self.timer,
                         Kind::backend_read(self.backend),
@@ -541,31 +598,34 @@ impl Exchange {
             self.tried.push(u);
             match env.pool.connect(self.backend, u) {
                 Ok(c) => {
-                    if self.waiting {
+                    if matches!(self.link, Link::Queued) {
                         env.pool.unwait(self.backend, env.key);
-                        self.waiting = false;
                     }
                     let mut stream = c.stream;
                     stream
                         .register(env.registry, env.token)
                         .map_err(ExchangeError::Register)?;
                     env.pool.begin(self.backend, u);
-                    self.upstream = Some(u);
-                    self.reused = c.reused;
-                    self.connecting = !c.reused;
-                    self.readable = c.reused;
-                    self.writable = c.reused;
-                    self.sock = Some(stream);
+                    let wire = Wire {
+                        upstream: u,
+                        sock: stream,
+                        reused: c.reused,
+                        readable: c.reused,
+                        writable: c.reused,
+                    };
+                    // A kept connection is connected already; a new one connects first.
+                    let kind = if c.reused {
+                        self.link = Link::Connected(wire);
+                        Kind::backend_read(self.backend)
+                    } else {
+                        self.link = Link::Connecting(wire);
+                        Kind::backend_connect(self.backend)
+                    };
                     self.to_backend.clear();
                     self.to_pos = 0;
                     self.sent_any = false;
                     self.to_backend.extend_from_slice(&self.preamble);
                     self.decoder = Decoder::new(REQUEST_ID);
-                    let kind = if self.connecting {
-                        Kind::backend_connect(self.backend)
-                    } else {
-                        Kind::backend_read(self.backend)
-                    };
                     env.timers.arm(&mut self.timer, kind, env.key, env.now);
                     return Ok(());
                 }
@@ -622,18 +682,18 @@ impl Exchange {
     }
 
     fn write_backend(&mut self) -> io::Result<bool> {
-        let Some(sock) = &mut self.sock else {
+        let Link::Connected(w) = &mut self.link else {
             return Ok(false);
         };
         let mut progress = false;
-        while self.writable && self.to_pos < self.to_backend.len() {
-            match sock.write(&self.to_backend[self.to_pos..]) {
+        while w.writable && self.to_pos < self.to_backend.len() {
+            match w.sock.write(&self.to_backend[self.to_pos..]) {
                 Ok(n) => {
                     self.to_pos += n;
                     self.sent_any |= n > 0;
                     progress = true;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -648,19 +708,21 @@ impl Exchange {
     ) -> Result<ReadOutcome, ExchangeError> {
         let mut progress = false;
         loop {
-            if !self.readable || self.sock.is_none() || self.connecting {
-                break;
-            }
             if !self.head_only && out.buffered() >= TO_CLIENT_MAX {
                 break;
             }
+            let Link::Connected(w) = &mut self.link else {
+                break;
+            };
+            if !w.readable {
+                break;
+            }
             self.rbuf.resize(BACKEND_READ, 0);
-            let Some(sock) = &mut self.sock else { break };
-            let n = match sock.read(&mut self.rbuf) {
+            let n = match w.sock.read(&mut self.rbuf) {
                 Ok(0) => return Ok(ReadOutcome::Eof),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable = false;
+                    w.readable = false;
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -707,7 +769,7 @@ impl Exchange {
                     env.stderr.log(&name, bytes);
                 }
                 Some(Event::End { .. }) => {
-                    if !self.head_sent {
+                    if !self.head_sent() {
                         return Err(ExchangeError::NoHead);
                     }
                     self.end_body(out);
@@ -733,19 +795,16 @@ impl Exchange {
         out: &mut Out,
         env: &mut Env<'_>,
     ) -> Result<(), ExchangeError> {
-        if self.head_sent {
+        let Response::Head(buf) = &mut self.response else {
             self.body_bytes(bytes, out);
             return Ok(());
-        }
-        self.head_buf.extend_from_slice(bytes);
-        match cgi_head::parse(&self.head_buf) {
+        };
+        buf.extend_from_slice(bytes);
+        match cgi_head::parse(buf) {
             Ok(None) => Ok(()),
             Ok(Some(head)) => {
-                let rest = self
-                    .head_buf
-                    .split_off(head.head_len.min(self.head_buf.len()));
+                let rest = buf.split_off(head.head_len.min(buf.len()));
                 self.send_head(&head, out, env);
-                self.head_buf = Vec::new();
                 self.body_bytes(&rest, out);
                 Ok(())
             }
@@ -755,7 +814,7 @@ impl Exchange {
 
     fn send_head(&mut self, head: &CgiHead, out: &mut Out, env: &mut Env<'_>) {
         let no_body = crate::http::status::forbids_body(head.status);
-        self.framing = if self.head_only || no_body {
+        let body_framing = if self.head_only || no_body {
             Framing::None
         } else if let Some(n) = head.content_length {
             Framing::Length(n)
@@ -764,12 +823,12 @@ impl Exchange {
         } else {
             Framing::Close
         };
-        if self.framing == Framing::Close {
+        if body_framing == Framing::Close {
             self.close_client = true;
         }
         self.status = Some(head.status);
-        self.head_sent = true;
-        let framing = match (self.framing, head.content_length) {
+        self.response = Response::Body(body_framing);
+        let framing = match (body_framing, head.content_length) {
             (Framing::Length(n), _) => HeadFraming::Length(n),
             (Framing::Chunked, _) => HeadFraming::Chunked,
             (Framing::None, Some(n)) if self.head_only => HeadFraming::Length(n),
@@ -800,7 +859,10 @@ impl Exchange {
         if bytes.is_empty() {
             return;
         }
-        match &mut self.framing {
+        let Response::Body(framing) = &mut self.response else {
+            return;
+        };
+        match framing {
             Framing::None => {}
             Framing::Close => out.push_body(bytes),
             Framing::Chunked => {
@@ -823,7 +885,10 @@ impl Exchange {
     }
 
     fn end_body(&mut self, out: &mut Out) {
-        match self.framing {
+        let Response::Body(framing) = &self.response else {
+            return;
+        };
+        match *framing {
             Framing::Chunked => out.push_body(b"0\r\n\r\n"),
             // Fewer bytes than announced: only closing shows the client the truncation.
             Framing::Length(left) if left > 0 => self.close_client = true,
@@ -835,10 +900,9 @@ impl Exchange {
     /// once, with no response byte seen and no client body taken, and, once any request byte
     /// went out, only for an idempotent method (the backend may have run the request).
     fn may_retry(&self) -> bool {
-        self.reused
+        self.reused()
             && !self.stale_retry_used
-            && !self.head_sent
-            && self.head_buf.is_empty()
+            && self.nothing_received()
             && !self.body_consumed
             && (!self.sent_any || self.facts.req.method.is_idempotent())
     }
@@ -853,11 +917,11 @@ impl Exchange {
             self.tried.pop();
             return Step::Progress;
         }
-        if self.reused && !self.head_sent && self.head_buf.is_empty() {
+        if self.reused() && self.nothing_received() {
             // A stale kept connection is no fault of the address: end it uncounted.
             self.finish_upstream(env, false);
         }
-        let mid_response = self.head_sent;
+        let mid_response = self.head_sent();
         self.failed(env, ExchangeError::Closed { mid_response })
     }
 
@@ -866,8 +930,8 @@ impl Exchange {
             "fastcgi '{}': connect: {e}; address disabled for a while",
             self.backend_name(env)
         );
-        if let Some(u) = self.upstream {
-            env.pool.disable(self.backend, u, env.now);
+        if let Link::Connecting(w) | Link::Connected(w) = &self.link {
+            env.pool.disable(self.backend, w.upstream, env.now);
         }
         self.finish_upstream(env, true);
         // Nothing was sent: another address may take it.
@@ -886,29 +950,27 @@ impl Exchange {
 
     /// Drops the backend connection (after a failure, or before a retry).
     fn finish_upstream(&mut self, env: &mut Env<'_>, failed: bool) {
-        if self.waiting {
-            env.pool.unwait(self.backend, env.key);
-            self.waiting = false;
+        match std::mem::replace(&mut self.link, Link::None) {
+            Link::None => {}
+            Link::Queued => env.pool.unwait(self.backend, env.key),
+            // Dropping the wire closes its socket.
+            Link::Connecting(w) | Link::Connected(w) => {
+                env.pool.end(self.backend, w.upstream, failed)
+            }
         }
-        if let Some(u) = self.upstream.take() {
-            env.pool.end(self.backend, u, failed);
-        }
-        self.sock = None;
-        self.connecting = false;
-        self.readable = false;
-        self.writable = false;
         env.timers.disarm(&mut self.timer);
     }
 
     /// Ends the request on its upstream, keeping the connection when it ended cleanly.
     fn release_upstream(&mut self, env: &mut Env<'_>, clean: bool) {
-        if let Some(u) = self.upstream.take() {
-            env.pool.end(self.backend, u, false);
-            if let Some(mut sock) = self.sock.take() {
-                if clean && self.stdin_ended {
-                    let _ = sock.deregister(env.registry);
-                    env.pool.release(self.backend, u, sock);
-                }
+        if let Link::Connecting(w) | Link::Connected(w) =
+            std::mem::replace(&mut self.link, Link::None)
+        {
+            env.pool.end(self.backend, w.upstream, false);
+            if clean && self.stdin_ended {
+                let mut sock = w.sock;
+                let _ = sock.deregister(env.registry);
+                env.pool.release(self.backend, w.upstream, sock);
             }
         }
         env.timers.disarm(&mut self.timer);
