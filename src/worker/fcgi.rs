@@ -388,10 +388,10 @@ impl Exchange {
 
     /// The backend-side timeout fired.
     pub fn timed_out(&mut self, env: &mut Env<'_>) -> Step {
-        let what = match self.link {
-            Link::Queued => "waiting for a free process",
-            Link::Connecting(_) => "connect",
-            Link::None | Link::Connected(_) => "read",
+        let what = match self.phase() {
+            ExchangePhase::Queued => "waiting for a free process",
+            ExchangePhase::Connecting => "connect",
+            _ => "read",
         };
         self.failed(env, ExchangeError::Timeout(what))
     }
