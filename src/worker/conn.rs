@@ -1,14 +1,14 @@
-//! One client connection: the HTTP/1.1 state machine.
+//! One client connection: the HTTP/1.1 lifecycle. LIFECYCLE.md beside this file maps the
+//! phases, their entry points, which timeout runs in which phase, and the rules that hold.
 //!
 //! ```text
-//!            ┌────────────── keep-alive, next request ──────────────┐
-//!            ▼                                                      │
-//! accept → Head ── head parsed → Responding ── output sent, body ───┤
-//!            │                     │            discarded           │
-//!            │ bad head            │ write error                    │ close wanted
-//!            ▼                     ▼                                ▼
-//!         Responding (close) ──→ closed  ◀── EOF or timeout ── Linger (shutdown(WR),
-//!                                                              read and drop input)
+//!            ┌──────────────── next_request (keep alive) ─────────────┐
+//!            ▼                                                        │
+//! accept → Head ── head parsed / refused → Responding{handler, discard} ┤
+//!            │                              │                         │ Ending ≠ KeepAlive
+//!            │ EOF, timeout                 │ write error, EOF        ▼
+//!            ▼                              ▼                       Linger (shutdown(WR),
+//!          closed ◀──────────────────────── closed ◀─ EOF, timeout ─ read and drop input)
 //! ```
 //!
 //! Every event is edge-triggered: reads and writes go on until the kernel says EAGAIN, and the

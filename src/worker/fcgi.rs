@@ -1,16 +1,18 @@
 //! One request's exchange with a FastCGI backend, driven by its client connection.
 //!
 //! ```text
-//! Spooling (the whole body → memory or a temporary file, before a process is taken: always
+//! Buffering (the whole body → memory or a temporary file, before a process is taken: always
 //!           for chunked, to learn CONTENT_LENGTH; for Content-Length unless the backend has
 //!           `request_buffering = false`, so a slow upload never pins a process)
-//!    → Connecting → Exchanging: PARAMS, STDIN (streamed from the client, or the spool)
-//!                    ↘ STDOUT: CGI head → client head; body → client (chunked on 1.1
-//!                      without Content-Length, close-delimited on 1.0), with backpressure
+//!    → Queued (Link::Queued: every process busy) → Connecting (Link::Connecting)
+//!    → Sending (Link::Connected): PARAMS, STDIN (streamed from the client, or the spool)
+//!    → ReceivingHead (Response::Head) → StreamingBody (Response::Body: chunked on 1.1
+//!      without Content-Length, close-delimited on 1.0), with backpressure both ways
 //!    → END_REQUEST → the connection goes back to the pool (FCGI_KEEP_CONN) → done
 //! ```
 //!
-//! Failures before anything reached the client become 502/503/504; a refused connect
+//! Failures are an `ExchangeError` (status and log reason); before anything reached the
+//! client they become 400/413/500/502/503/504; a refused connect
 //! disables that address for `disable_time` and tries another. A kept connection is probed
 //! before reuse (the pool's peek), so one the backend closed while idle is replaced before
 //! anything is written. A kept connection that fails after request bytes were written is retried
