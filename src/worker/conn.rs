@@ -201,7 +201,8 @@ impl Conn {
             peer,
             listener,
             input: InBuf::default(),
-            readable: true,
+            // Until the first event says so (see `Worker::accept`).
+            readable: false,
             peer_closed: false,
             writable: true,
             read_eof: false,

@@ -160,6 +160,12 @@ impl Harness {
         c.ready(&mut ctx, ready)
     }
 
+    /// The pass the worker runs right after accept: no readiness known yet.
+    fn accepted(&mut self, c: &mut Conn) -> Verdict {
+        let mut ctx = self.ctx();
+        c.ready(&mut ctx, Ready::default())
+    }
+
     /// As `ready`, with the peer's FIN reported in the same event.
     fn ready_closed(&mut self, c: &mut Conn) -> Verdict {
         let mut ctx = self.ctx();
@@ -765,10 +771,23 @@ fn a_client_leaving_while_its_body_is_buffered_never_reaches_the_backend() {
 fn a_connection_that_never_sends_closes_at_read_idle_from_accept() {
     let mut h = Harness::new("", "", &files());
     let (mut c, _client) = h.open();
-    assert_eq!(h.ready(&mut c), Verdict::Open);
+    assert_eq!(h.accepted(&mut c), Verdict::Open);
     assert_eq!(h.advance(&mut c, READ_IDLE / 2), Verdict::Open);
     assert_eq!(
         h.advance(&mut c, READ_IDLE / 2 + Duration::from_millis(1)),
         Verdict::Close
     );
+}
+
+#[test]
+fn a_request_that_came_with_the_connection_is_read_on_the_first_event() {
+    let mut h = Harness::new("", "", &files());
+    let (mut c, mut client) = h.open();
+    client.send(&get("/a.txt"));
+    // Right after accept nothing is read (no syscall that would mostly say EAGAIN) ...
+    assert_eq!(h.accepted(&mut c), Verdict::Open);
+    assert!(client.responses().is_empty());
+    // ... the readable event that registering reports brings the request in.
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    assert_eq!(client.responses()[0].body, b"AAAA");
 }

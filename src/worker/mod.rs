@@ -377,13 +377,11 @@ impl<'a> Worker<'a> {
                         self.on_conn(key, now, |c, ctx| c.over_limit(ctx));
                         continue;
                     }
-                    // Data often arrives with the connection: try at once, as if readable.
-                    let ready = Ready {
-                        readable: true,
-                        writable: true,
-                        read_closed: false,
-                    };
-                    self.on_conn(key, now, |c, ctx| c.ready(ctx, ready));
+                    // No read yet: under connection-per-request load most requests are not
+                    // there at accept (a read would say EAGAIN), and one that is shows up in
+                    // the next poll, since registering reports a readable socket at once. This
+                    // pass only starts the head timeout.
+                    self.on_conn(key, now, |c, ctx| c.ready(ctx, Ready::default()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
