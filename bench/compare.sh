@@ -2,11 +2,13 @@
 # Compare luahttpd with lighttpd and nginx serving the same static files, the
 # same PHP script through php-cgi over FastCGI, and the same static file behind
 # a small Lua routing function (luahttpd route(), lighttpd mod_magnet, nginx
-# lua module).
+# lua module): requests/s and requests per CPU-second of each server's process
+# tree; and the RSS an idle keep-alive connection costs (idle_conns).
 #
 # Every server is started by this script, in the foreground, as the current
-# user, on a loopback port, with config files written into a temporary
-# directory. Nothing else is touched; everything started is killed on exit.
+# user, on a loopback port, with config files rendered from the templates in
+# bench/conf/ into a temporary directory. Nothing else is touched; everything
+# started is killed on exit. Missing packages: bench/install.sh.
 #
 # Environment (all optional):
 #   ROUNDS=3          rounds; the median of the rounds is reported
@@ -14,7 +16,9 @@
 #   CONNECTIONS=50    wrk connections (-c)
 #   THREADS=1         wrk threads (-t)
 #   SERVERS="luahttpd lighttpd nginx"   servers to run (any subset)
-#   SCENARIOS="1k_keepalive route_1k 1k_close 1m_keepalive php_hello"   scenarios to run
+#   SCENARIOS="1k_keepalive route_1k 1k_close 1m_keepalive php_hello idle_conns"   scenarios to run
+#   IDLE_N=10000      idle keep-alive connections held in idle_conns
+#   IDLE_KEEPALIVE=120   keep-alive idle seconds of the idle_conns instances
 #   PHP_PROCS=4       php-cgi processes per server (php_hello)
 #   PHP_CONNECTIONS=16   wrk connections (-c) for php_hello
 #   PHP_MAX_REQUESTS=100000   PHP_FCGI_MAX_REQUESTS of every php-cgi process
@@ -41,7 +45,7 @@ DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 SERVERS=${SERVERS:-"luahttpd lighttpd nginx"}
-SCENARIOS=${SCENARIOS:-"1k_keepalive route_1k 1k_close 1m_keepalive php_hello"}
+SCENARIOS=${SCENARIOS:-"1k_keepalive route_1k 1k_close 1m_keepalive php_hello idle_conns"}
 PHP_PROCS=${PHP_PROCS:-4}
 PHP_CONNECTIONS=${PHP_CONNECTIONS:-16}
 PHP_MAX_REQUESTS=${PHP_MAX_REQUESTS:-100000}
@@ -51,6 +55,10 @@ NGINX_PHP_KEEPALIVE=${NGINX_PHP_KEEPALIVE:-0}
 BASE_PORT=${BASE_PORT:-18080}
 WARMUP=${WARMUP:-1}
 START_TIMEOUT=${START_TIMEOUT:-20}
+IDLE_N=${IDLE_N:-10000}
+IDLE_KEEPALIVE=${IDLE_KEEPALIVE:-120}
+IDLE_OPEN_TIMEOUT=60   # seconds the holder may take to open IDLE_N connections
+IDLE_SETTLE=1          # seconds between the last connection and the RSS reading
 KEEP_TMP=${KEEP_TMP:-0}
 
 # Settings shared by all servers.
@@ -82,6 +90,8 @@ esac
 (( PHP_CONNECTIONS >= THREADS )) || die "PHP_CONNECTIONS must be >= THREADS"
 [[ $LUAHTTPD_PHP_KEEPALIVE =~ ^[01]$ ]] || die "LUAHTTPD_PHP_KEEPALIVE must be 0 or 1"
 [[ $NGINX_PHP_KEEPALIVE =~ ^[01]$ ]] || die "NGINX_PHP_KEEPALIVE must be 0 or 1"
+[[ $IDLE_N =~ ^[1-9][0-9]*$ ]] || die "IDLE_N must be a positive integer"
+[[ $IDLE_KEEPALIVE =~ ^[1-9][0-9]*$ ]] || die "IDLE_KEEPALIVE must be a positive integer"
 
 read -r -a SERVER_LIST <<<"$SERVERS"
 read -r -a SCENARIO_LIST <<<"$SCENARIOS"
@@ -113,6 +123,13 @@ has_server() { local s; for s in "${SERVER_LIST[@]}"; do [[ $s == "$1" ]] && ret
 scenario_1k_keepalive() { SC_TITLE="1 KiB keep-alive";   SC_PATH=/1k.bin; SC_HEADERS=(); SC_CONNS=$CONNECTIONS; }
 scenario_1k_close()     { SC_TITLE="1 KiB conn-close";   SC_PATH=/1k.bin; SC_HEADERS=(-H "Connection: close"); SC_CONNS=$CONNECTIONS; }
 scenario_1m_keepalive() { SC_TITLE="1 MiB keep-alive";   SC_PATH=/1m.bin; SC_HEADERS=(); SC_CONNS=$CONNECTIONS; }
+# Not a wrk run: IDLE_N idle keep-alive connections after one request each,
+# held by bench/lib/idle_hold.py against a third instance of each server
+# ("NAME-idle": static files, room for IDLE_N connections in one worker and
+# IDLE_KEEPALIVE seconds of keep-alive idle time). Reports the growth of the
+# RSS of the server's process tree per connection; run once, before the
+# rounds (see run_idle).
+scenario_idle_conns()   { SC_TITLE="idle keep-alive";    SC_PATH=/1k.bin; SC_HEADERS=(); SC_CONNS=$IDLE_N; }
 # PHP hello world through FastCGI to PHP_PROCS php-cgi processes per server,
 # each serving one request at a time (PHP_FCGI_CHILDREN=0).
 scenario_php_hello()    { SC_TITLE="PHP hello FastCGI";  SC_PATH=/hello.php; SC_HEADERS=(); SC_CONNS=$PHP_CONNECTIONS; }
@@ -134,66 +151,56 @@ has_scenario php_hello && WITH_PHP=1
 # The route instances only when route_1k runs.
 WITH_ROUTE=0
 has_scenario route_1k && WITH_ROUTE=1
+# The idle instances only when idle_conns runs. WRK_SCENARIOS: the others,
+# measured in rounds with wrk.
+WITH_IDLE=0
+has_scenario idle_conns && WITH_IDLE=1
+WRK_SCENARIOS=()
+for sc in "${SCENARIO_LIST[@]}"; do [[ $sc == idle_conns ]] || WRK_SCENARIOS+=("$sc"); done
 
 # instance_of NAME SCENARIO: the server instance a scenario runs against.
-instance_of() { if [[ $2 == route_1k ]]; then INST=$1-route; else INST=$1; fi; }
+instance_of() {
+  case $2 in
+    route_1k) INST=$1-route ;;
+    idle_conns) INST=$1-idle ;;
+    *) INST=$1 ;;
+  esac
+}
 
 # ---------------------------------------------------------------------------
 # Packages
 
+# bench/install.sh installs everything (idempotent); it is run here only when
+# something this run needs is missing.
 ensure_packages() {
-  local missing=() sudo=()
+  local missing=()
   command -v wrk >/dev/null || missing+=(wrk)
-  command -v nginx >/dev/null || missing+=(nginx)
-  command -v lighttpd >/dev/null || missing+=(lighttpd)
   command -v curl >/dev/null || missing+=(curl)
+  command -v python3 >/dev/null || missing+=(python3)
+  has_server nginx && ! command -v nginx >/dev/null && missing+=(nginx)
+  has_server lighttpd && ! command -v lighttpd >/dev/null && missing+=(lighttpd)
   if (( WITH_PHP )) && [[ -z $PHP_CGI ]]; then
     command -v php-cgi >/dev/null || missing+=(php-cgi)
   fi
-  if (( ${#missing[@]} > 0 )); then
-    if (( EUID != 0 )); then
-      command -v sudo >/dev/null || die "missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root"
-      sudo=(sudo)
-    fi
-    log "installing ${missing[*]} from Debian"
-    # Note: on a host with an init system, Debian's maintainer scripts may start
-    # the packages' system services; this script never uses or touches them.
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  if (( WITH_ROUTE )); then
+    has_server lighttpd && [[ ! -e $LIGHTTPD_MODDIR/mod_magnet.so ]] && missing+=(lighttpd-modules-lua)
+    has_server nginx && command -v nginx >/dev/null && [[ ! -e $(nginx_moddir)/ngx_http_lua_module.so ]] \
+      && missing+=(libnginx-mod-http-lua)
   fi
-  ensure_lua_modules
+  (( ${#missing[@]} > 0 )) || return 0
+  log "missing: ${missing[*]}; running bench/install.sh"
+  # The Lua modules are best effort there: without one, that server's
+  # route_1k runs its plain config (see route_support_*).
+  "$SCRIPT_DIR/install.sh" >&2 || die "bench/install.sh failed; install by hand: ${missing[*]}"
 }
 
-# The Lua modules route_1k uses for lighttpd (mod_magnet, in Debian's
-# lighttpd-modules-lua) and nginx (libnginx-mod-http-lua). Best effort: if they
-# cannot be installed, that server's route instance runs its plain config and
-# its route_1k/1k_keepalive ratio is reported as n/a (see route_support_*).
+# Where route_1k's Lua modules live: lighttpd's mod_magnet (Debian:
+# lighttpd-modules-lua) and nginx's lua module (libnginx-mod-http-lua).
 LIGHTTPD_MODDIR=${LIGHTTPD_MODDIR:-/usr/lib/lighttpd}
 nginx_moddir() {
   local d
   d=$(nginx -V 2>&1 | tr ' ' '\n' | sed -n 's/^--modules-path=//p' | head -n 1)
   echo "${d:-/usr/lib/nginx/modules}"
-}
-ensure_lua_modules() {
-  local want=() sudo=() pkg
-  (( WITH_ROUTE )) || return 0
-  if has_server lighttpd && [[ ! -e $LIGHTTPD_MODDIR/mod_magnet.so ]]; then
-    want+=(lighttpd-modules-lua)
-  fi
-  if has_server nginx && [[ ! -e $(nginx_moddir)/ngx_http_lua_module.so ]]; then
-    want+=(libnginx-mod-http-lua)
-  fi
-  (( ${#want[@]} > 0 )) || return 0
-  command -v apt-get >/dev/null || { log "no apt-get: cannot install ${want[*]}"; return 0; }
-  if (( EUID != 0 )); then
-    command -v sudo >/dev/null || { log "not root and no sudo: cannot install ${want[*]}"; return 0; }
-    sudo=(sudo)
-  fi
-  for pkg in "${want[@]}"; do
-    log "installing $pkg from Debian (for route_1k)"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$pkg" >&2 \
-      || log "could not install $pkg: route_1k runs the plain config there (ratio n/a)"
-  done
 }
 
 # ---------------------------------------------------------------------------
@@ -302,225 +309,114 @@ route_how() {
 }
 
 # ---------------------------------------------------------------------------
-# Config writers: write_conf_NAME INSTANCE PORT VARIANT [...] writes the files
-# of one instance under $TMP/<instance>/. VARIANT is "plain" (every scenario
-# but route_1k; with the PHP set-up when php_hello runs) or "route" (static
-# files behind the Lua route function, no PHP).
+# Config writers: write_conf_NAME INSTANCE PORT VARIANT [...] renders the
+# templates under bench/conf/ into $TMP/<instance>/. VARIANT is "plain" (every
+# scenario but route_1k and idle_conns; with the PHP set-up when php_hello
+# runs), "route" (static files behind the Lua route function, no PHP) or
+# "idle" (static files only, with room and time for IDLE_N idle connections).
+
+CONF_DIR=$SCRIPT_DIR/conf
+# bash 5.2 would expand & in ${var//pattern/replacement}; the configs are literal.
+shopt -u patsub_replacement 2>/dev/null || true
+
+# render TEMPLATE KEY=VALUE...: the template (a file under bench/conf/) with
+# every @KEY@ replaced by VALUE, on stdout. A placeholder left unreplaced is a
+# bug in this script, so it stops there.
+render() {
+  local name=$1 tmpl=$CONF_DIR/$1 text kv; shift
+  [[ -f $tmpl ]] || die "template $tmpl is missing"
+  text=$(<"$tmpl")
+  for kv in "$@"; do
+    text=${text//"@${kv%%=*}@"/"${kv#*=}"}
+  done
+  if [[ $text =~ @[A-Z_]+@ ]]; then
+    die "template $name: ${BASH_REMATCH[0]} was not given a value"
+  fi
+  printf '%s\n' "$text"
+}
+
+# variant_limits VARIANT: sets V_IDLE_TIMEOUT, V_MAX_CONNECTIONS, V_MAX_FDS.
+# The idle instances hold IDLE_N connections for longer than the default
+# keep-alive idle time, all possibly in one worker.
+variant_limits() {
+  if [[ $1 == idle ]]; then
+    V_IDLE_TIMEOUT=$IDLE_KEEPALIVE
+    V_MAX_CONNECTIONS=$((IDLE_N + 1000))
+  else
+    V_IDLE_TIMEOUT=$IDLE_TIMEOUT
+    V_MAX_CONNECTIONS=$MAX_CONNECTIONS
+  fi
+  V_MAX_FDS=$((V_MAX_CONNECTIONS * 2))
+  # not above the hard limit: raising it needs CAP_SYS_RESOURCE, which a
+  # container may not have (nginx logs an alert, lighttpd refuses to start)
+  if [[ $NOFILE_HARD =~ ^[0-9]+$ ]] && (( V_MAX_FDS > NOFILE_HARD )); then V_MAX_FDS=$NOFILE_HARD; fi
+}
+NOFILE_HARD=$(ulimit -Hn)
 
 write_conf_luahttpd() {
   local inst=$1 port=$2 variant=$3 php="" keep=false route=""
   local dir=$TMP/$inst
   (( LUAHTTPD_PHP_KEEPALIVE )) && keep=true
   mkdir -p "$dir"
-  if [[ $variant == route ]]; then
-    route=$(cat <<'EOF'
-route(function(req)
-  local p = req.path
-  if p:find("^/api/") then return respond(200, "api") end
-  if p == "/health" then return respond(200, "ok\n") end
-  if req.host == "old.example" then return redirect(301, "https://new.example" .. req.uri) end
-end)
-EOF
-)
-  fi
+  variant_limits "$variant"
+  [[ $variant == route ]] && route=$(render luahttpd-route.lua)
   if (( WITH_PHP )) && [[ $variant == plain ]]; then
-    # luahttpd spawns and supervises the php-cgi processes itself; proc i
-    # listens on php.sock-i.
-    php=$(cat <<EOF
-fastcgi "php" {
-  spawn = "$PHP_CGI",
-  procs = $PHP_PROCS,
-  socket = "unix:$dir/php.sock",
-  env = { PHP_FCGI_CHILDREN = "0", PHP_FCGI_MAX_REQUESTS = "$PHP_MAX_REQUESTS" },
-  extensions = { ".php" },
-  keepalive = $keep,
-}
-EOF
-)
+    php=$(render luahttpd-php.lua PHP_CGI="$PHP_CGI" PHP_PROCS="$PHP_PROCS" DIR="$dir" \
+      PHP_MAX_REQUESTS="$PHP_MAX_REQUESTS" PHP_KEEPALIVE="$keep")
   fi
-  cat >"$dir/site.lua" <<EOF
-server {
-  listen = "127.0.0.1:$port",
-  workers = $WORKERS,
-  root = "$WWW",
-  index = { "index.html" },
-  access_log = false,
-  error_log = "$dir/error.log",
-  limits = { keepalive_requests = $KEEPALIVE_REQUESTS, connections = $MAX_CONNECTIONS },
-}
-$php
-$route
-EOF
+  render luahttpd.lua PORT="$port" WORKERS="$WORKERS" WWW="$WWW" DIR="$dir" \
+    KEEPALIVE_REQUESTS="$KEEPALIVE_REQUESTS" MAX_CONNECTIONS="$V_MAX_CONNECTIONS" \
+    IDLE_TIMEOUT="$V_IDLE_TIMEOUT" PHP="$php" ROUTE="$route" >"$dir/site.lua"
 }
 
 write_conf_nginx() {
   local inst=$1 port=$2 variant=$3 user_line="" upstream="" php_location="" keep_conn="off" i
-  local dir=$TMP/$inst modules="" route=""
+  local dir=$TMP/$inst modules="" route="" servers="" keepalive=""
   mkdir -p "$dir/logs" "$dir/tmp"
+  variant_limits "$variant"
   if [[ $variant == route ]] && (( ${ROUTE_OK[nginx]:-0} )); then
     for i in "${NGINX_LUA_MODULES[@]}"; do modules+="load_module $i;"$'\n'; done
-    # rewrite phase: before nginx maps the URI to a file, like a luahttpd route
-    # and lighttpd's magnet.attract-raw-url-to
-    route=$(cat <<'EOF'
-rewrite_by_lua_block {
-      local p = ngx.var.uri
-      if p:find("^/api/") then ngx.print("api") return ngx.exit(200) end
-      if p == "/health" then ngx.print("ok\n") return ngx.exit(200) end
-      if ngx.var.host == "old.example" then
-        return ngx.redirect("https://new.example" .. ngx.var.request_uri, 301)
-      end
-    }
-EOF
-)
+    route=$(render nginx-route.conf)
   fi
   if (( WITH_PHP )) && [[ $variant == plain ]]; then
-    # nginx cannot spawn FastCGI processes: start_helpers starts PHP_PROCS
-    # php-cgi processes on $TMP/php-nginx/php.sock-i.
-    upstream="upstream php {"$'\n'
+    # start_helpers starts PHP_PROCS php-cgi processes on $TMP/php-nginx/php.sock-i.
     for ((i = 0; i < PHP_PROCS; i++)); do
-      upstream+="    server unix:$TMP/php-nginx/php.sock-$i;"$'\n'
+      servers+="    server unix:$TMP/php-nginx/php.sock-$i;"$'\n'
     done
-    # Upstream keep-alive is off by default: a php-cgi process with
-    # PHP_FCGI_CHILDREN=0 serves one connection at a time and, with
-    # FCGI_KEEP_CONN, waits on it for the next request, while nginx opens
-    # further connections to it that sit in its listen queue (stalls).
-    if (( NGINX_PHP_KEEPALIVE )); then
-      upstream+="    keepalive 8;"$'\n'
-      keep_conn=on
-    fi
-    upstream+="  }"
-    php_location=$(cat <<'EOF'
-location ~ \.php$ {
-      try_files $uri =404;
-      fastcgi_pass php;
-      fastcgi_keep_conn @KEEP_CONN@;
-      fastcgi_param SCRIPT_FILENAME   $document_root$fastcgi_script_name;
-      fastcgi_param QUERY_STRING      $query_string;
-      fastcgi_param REQUEST_METHOD    $request_method;
-      fastcgi_param CONTENT_TYPE      $content_type;
-      fastcgi_param CONTENT_LENGTH    $content_length;
-      fastcgi_param SCRIPT_NAME       $fastcgi_script_name;
-      fastcgi_param REQUEST_URI       $request_uri;
-      fastcgi_param DOCUMENT_URI      $document_uri;
-      fastcgi_param DOCUMENT_ROOT     $document_root;
-      fastcgi_param SERVER_PROTOCOL   $server_protocol;
-      fastcgi_param REQUEST_SCHEME    $scheme;
-      fastcgi_param GATEWAY_INTERFACE CGI/1.1;
-      fastcgi_param SERVER_SOFTWARE   nginx/$nginx_version;
-      fastcgi_param REMOTE_ADDR       $remote_addr;
-      fastcgi_param REMOTE_PORT       $remote_port;
-      fastcgi_param SERVER_ADDR       $server_addr;
-      fastcgi_param SERVER_PORT       $server_port;
-      fastcgi_param SERVER_NAME       $server_name;
-      fastcgi_param REDIRECT_STATUS   200;
-    }
-EOF
-)
-    php_location=${php_location//@KEEP_CONN@/$keep_conn}
+    if (( NGINX_PHP_KEEPALIVE )); then keepalive="keepalive 8;"; keep_conn=on; fi
+    upstream=$(render nginx-php-upstream.conf SERVERS="${servers%$'\n'}" KEEPALIVE="$keepalive")
+    php_location=$(render nginx-php.conf KEEP_CONN="$keep_conn")
   fi
-  # As root, nginx would switch its workers to 'nobody', who cannot read the
-  # temporary directory; keep them running as the current user.
   if (( EUID == 0 )); then user_line="user $(id -un) $(id -gn);"; fi
-  cat >"$dir/nginx.conf" <<EOF
-$modules$user_line
-daemon off;
-master_process on;
-worker_processes $WORKERS;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-worker_rlimit_nofile $((MAX_CONNECTIONS * 2));
-
-events {
-  worker_connections $MAX_CONNECTIONS;
-}
-
-http {
-  access_log off;
-  sendfile on;
-  # luahttpd keeps open files for a second and lighttpd has its stat cache;
-  # give nginx the same kind of cache.
-  open_file_cache max=1000 inactive=20s;
-  open_file_cache_valid 1s;
-  keepalive_requests $KEEPALIVE_REQUESTS;
-  keepalive_timeout ${IDLE_TIMEOUT}s;
-  client_body_temp_path $dir/tmp/client_body;
-  proxy_temp_path $dir/tmp/proxy;
-  fastcgi_temp_path $dir/tmp/fastcgi;
-  uwsgi_temp_path $dir/tmp/uwsgi;
-  scgi_temp_path $dir/tmp/scgi;
-  types {
-    text/html html;
-    application/octet-stream bin;
-  }
-  default_type application/octet-stream;
-  $upstream
-
-  server {
-    listen 127.0.0.1:$port;
-    root $WWW;
-    index index.html;
-    $route
-    $php_location
-  }
-}
-EOF
+  render nginx.conf MODULES="$modules" USER="$user_line" WORKERS="$WORKERS" DIR="$dir" \
+    MAX_FDS="$V_MAX_FDS" MAX_CONNECTIONS="$V_MAX_CONNECTIONS" \
+    KEEPALIVE_REQUESTS="$KEEPALIVE_REQUESTS" IDLE_TIMEOUT="$V_IDLE_TIMEOUT" \
+    UPSTREAM="$upstream" PORT="$port" WWW="$WWW" ROUTE="$route" PHP="$php_location" \
+    >"$dir/nginx.conf"
 }
 
 write_conf_lighttpd() {
   local inst=$1 port=$2 variant=$3 backend=$4 php="" route=""
   local dir=$TMP/$inst
   mkdir -p "$dir"
+  variant_limits "$variant"
   if [[ $variant == route ]] && (( ${ROUTE_OK[lighttpd]:-0} )); then
-    # attract-raw-url-to: the earliest hook, before the URL is mapped to a
-    # file (like a luahttpd route). mod_magnet keeps the compiled script.
-    cat >"$dir/route.lua" <<'EOF'
-local r = lighty.r
-local p = r.req_attr["uri.path"]
-if p:find("^/api/") then r.resp_body:set({ "api" }) return 200 end
-if p == "/health" then r.resp_body:set({ "ok\n" }) return 200 end
-if r.req_attr["uri.authority"] == "old.example" then
-  r.resp_header["Location"] = "https://new.example" .. r.req_attr["request.uri"]
-  return 301
-end
-return 0
-EOF
-    route=$(printf 'server.modules += ( "mod_magnet" )\nmagnet.attract-raw-url-to = ( "%s" )' "$dir/route.lua")
+    render lighttpd-route.lua >"$dir/route.lua"
+    route=$(render lighttpd-route.conf DIR="$dir")
   fi
   if (( WITH_PHP )) && [[ $variant == plain ]]; then
-    # lighttpd spawns the php-cgi processes itself (php.sock-0, -1, ...).
-    php=$(cat <<EOF
-server.modules += ( "mod_fastcgi" )
-fastcgi.server = ( ".php" => ( "php" => (
-  "bin-path" => "$PHP_CGI",
-  "socket" => "$dir/php.sock",
-  "max-procs" => $PHP_PROCS,
-  "bin-environment" => ( "PHP_FCGI_CHILDREN" => "0", "PHP_FCGI_MAX_REQUESTS" => "$PHP_MAX_REQUESTS" ),
-  "bin-copy-environment" => ( "PATH" ),
-) ) )
-EOF
-)
+    php=$(render lighttpd-php.conf PHP_CGI="$PHP_CGI" DIR="$dir" PHP_PROCS="$PHP_PROCS" \
+      PHP_MAX_REQUESTS="$PHP_MAX_REQUESTS")
   fi
-  cat >"$dir/lighttpd.conf" <<EOF
-server.document-root = "$WWW"
-server.bind = "127.0.0.1"
-server.port = $port
-server.pid-file = "$dir/lighttpd.pid"
-server.errorlog = "$dir/error.log"
-server.max-worker = $WORKERS
-server.event-handler = "linux-sysepoll"
-$backend
-server.max-keep-alive-requests = $KEEPALIVE_REQUESTS
-server.max-keep-alive-idle = $IDLE_TIMEOUT
-server.max-fds = $((MAX_CONNECTIONS * 2))
-server.max-connections = $MAX_CONNECTIONS
-index-file.names = ( "index.html" )
-mimetype.assign = ( ".html" => "text/html", ".bin" => "application/octet-stream" )
-# no mod_accesslog: access logging is off
-$route
-$php
-EOF
+  # server.max-connections may count for the whole server rather than per
+  # worker (server.max-worker): multiplied by the workers, so that any one
+  # worker can hold all of them, as with the other two servers.
+  render lighttpd.conf WWW="$WWW" PORT="$port" DIR="$dir" WORKERS="$WORKERS" \
+    BACKEND="$backend" KEEPALIVE_REQUESTS="$KEEPALIVE_REQUESTS" \
+    IDLE_TIMEOUT="$V_IDLE_TIMEOUT" MAX_FDS="$V_MAX_FDS" \
+    MAX_CONNECTIONS="$((V_MAX_CONNECTIONS * WORKERS))" ROUTE="$route" PHP="$php" \
+    >"$dir/lighttpd.conf"
 }
-
 # ---------------------------------------------------------------------------
 # Starting servers
 
@@ -694,7 +590,7 @@ check_route() {
 # ---------------------------------------------------------------------------
 # Measuring
 
-declare -A RESULTS NON2XX SOCKERR STUCK
+declare -A RESULTS CPURESULTS NON2XX SOCKERR STUCK
 WRK_RUN=0
 
 # php_queued NAME: connections waiting in the listen queues of NAME's php-cgi
@@ -715,15 +611,21 @@ php_queued() {
 
 # run_wrk NAME SCENARIO: one wrk run; prints requests/s and records errors.
 run_wrk() {
-  local name=$1 sc=$2 out rps non2xx sock stuck=0 rc=0 INST
+  local name=$1 sc=$2 out rps non2xx sock stuck=0 rc=0 INST ticks0 ticks1 reqs
   instance_of "$name" "$sc"
   "scenario_$sc"
   WRK_RUN=$((WRK_RUN + 1))
   out=$TMP/wrk/$WRK_RUN.$name.$sc.txt
+  ticks0=$(tree_ticks "$INST")
   timeout $((DURATION_S + 30)) \
     wrk -t"$THREADS" -c"$SC_CONNS" -d"${DURATION_S}s" "${SC_HEADERS[@]}" \
     "http://127.0.0.1:${PORT[$INST]}$SC_PATH" >"$out" 2>&1 || rc=$?
+  ticks1=$(tree_ticks "$INST")
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+  reqs=$(awk '/ requests in / {print $1; exit}' "$out")
+  # requests per CPU-second of the server's whole process tree during the run
+  RUN_RPCPU=$(awk -v n="${reqs:-0}" -v t=$((ticks1 - ticks0)) -v hz="$CLK_TCK" \
+    'BEGIN { if (t > 0) printf "%.0f", n / (t / hz); else print 0 }')
   non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
   sock=$(awk '/Socket errors:/ {gsub(",", ""); print $4 + $6 + $8 + $10}' "$out")
   non2xx=${non2xx:-0}; sock=${sock:-0}
@@ -746,6 +648,59 @@ run_wrk() {
   (( stuck > 0 )) && RUN_NOTE+="  connections left in php-cgi listen queues: $stuck"
   kill -0 "${PID[$INST]}" 2>/dev/null || server_failed "$INST" "died during the $sc run"
   return 0
+}
+
+# Process trees (bench/lib/proctree.py). An instance's tree is its master
+# and every descendant (workers, and the php-cgi processes luahttpd and
+# lighttpd spawn); for nginx's plain instance also the php-cgi processes this
+# script started for it, so every server's php_hello CPU includes PHP's.
+PROCTREE=$SCRIPT_DIR/lib/proctree.py
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+tree_roots() {
+  local roots=("${PID[$1]}")
+  [[ $1 == nginx ]] && roots+=("${PHP_HELPER_PIDS[@]}")
+  echo "${roots[@]}"
+}
+# shellcheck disable=SC2046  # the roots are numbers, split on purpose
+tree_ticks() { python3 "$PROCTREE" cpu $(tree_roots "$1"); }
+# shellcheck disable=SC2046
+tree_rss() { python3 "$PROCTREE" rss $(tree_roots "$1"); }
+
+bad_idle=0
+declare -A IDLE_OPEN IDLE_FAILED IDLE_ALIVE IDLE_RSS0 IDLE_RSS1 IDLE_PER
+# run_idle NAME: IDLE_N idle keep-alive connections to NAME-idle after one
+# request each; records the RSS of its process tree before and after, and
+# how many of the connections were still open when the second figure was
+# taken (a server that closed some would look cheaper than it is).
+run_idle() {
+  local name=$1 inst=$1-idle line open failed alive rss0 rss1 holder_in holder_out
+  rss0=$(tree_rss "$inst")
+  coproc HOLDER { exec python3 "$SCRIPT_DIR/lib/idle_hold.py" 127.0.0.1 "${PORT[$inst]}" \
+    "$IDLE_N" /1k.bin "$IDLE_OPEN_TIMEOUT" 2>"$TMP/$inst/holder.log"; }
+  PIDS+=("$HOLDER_PID")
+  holder_in=${HOLDER[1]}; holder_out=${HOLDER[0]}
+  line=""
+  read -r -t $((IDLE_OPEN_TIMEOUT + 30)) line <&"$holder_out" || true
+  if [[ $line != ready\ * ]]; then
+    log "idle_conns: the connection holder did not report (got '$line'):"
+    cat "$TMP/$inst/holder.log" >&2 || true
+    server_failed "$inst" "idle_conns failed"
+  fi
+  read -r _ open failed <<<"$line"
+  sleep "$IDLE_SETTLE"
+  rss1=$(tree_rss "$inst")
+  printf 'check\n' >&"$holder_in"
+  read -r -t 30 line <&"$holder_out" || line="alive 0"
+  alive=${line#alive }
+  exec {holder_in}>&-
+  wait "$HOLDER_PID" 2>/dev/null || true
+  IDLE_OPEN[$name]=$open; IDLE_FAILED[$name]=$failed; IDLE_ALIVE[$name]=$alive
+  IDLE_RSS0[$name]=$rss0; IDLE_RSS1[$name]=$rss1
+  IDLE_PER[$name]=$(awk -v a="$rss0" -v b="$rss1" -v n="$alive" \
+    'BEGIN { if (n > 0) printf "%.0f", (b - a) / n; else print "-" }')
+  kill -0 "${PID[$inst]}" 2>/dev/null || server_failed "$inst" "died during idle_conns"
+  # let the server close them before the next one starts
+  sleep 1
 }
 
 median() { tr ' ' '\n' | awk 'NF {v[n++] = $1} END {
@@ -774,6 +729,12 @@ fi
 has_server luahttpd && build_luahttpd
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if (( WITH_IDLE )); then
+  # the holder needs a descriptor per connection, and so does the server
+  # (its configs raise their own limits where they can)
+  (( $(ulimit -n) >= IDLE_N + 100 )) \
+    || die "idle_conns needs ulimit -n >= IDLE_N + 100 = $((IDLE_N + 100)) (it is $(ulimit -n), hard $(ulimit -Hn)); lower IDLE_N or raise the limit"
+fi
 
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/luahttpd-bench.XXXXXX")
@@ -793,18 +754,20 @@ for s in "${SERVER_LIST[@]}"; do
     "route_support_$s"
     INSTANCES+=("$s-route")
   fi
+  (( WITH_IDLE )) && INSTANCES+=("$s-idle")
 done
 
 start_helpers
 for s in "${SERVER_LIST[@]}"; do
   "start_$s" "$s" plain
   if (( WITH_ROUTE )); then "start_$s" "$s-route" route; fi
+  if (( WITH_IDLE )); then "start_$s" "$s-idle" idle; fi
 done
 for i in "${INSTANCES[@]}"; do
   wait_ready "$i"; check_content "$i"
   if [[ $i == *-route ]]; then
     if (( ${ROUTE_OK[${i%-route}]} )); then check_route "${i%-route}"; fi
-  elif (( WITH_PHP )); then
+  elif (( WITH_PHP )) && [[ $i != *-idle ]]; then
     check_php "$i"
   fi
 done
@@ -839,13 +802,23 @@ if (( WARMUP > 0 )); then
   done
 fi
 
-for ((r = 1; r <= ROUNDS; r++)); do
+if (( WITH_IDLE )); then
+  order_for_round 1
+  for s in "${ORDER[@]}"; do
+    run_idle "$s"
+    printf 'idle_conns    %-9s %6s open, %s failed, %s still open at the reading: RSS %s -> %s bytes, %s bytes/connection\n' \
+      "$s" "${IDLE_OPEN[$s]}" "${IDLE_FAILED[$s]}" "${IDLE_ALIVE[$s]}" "${IDLE_RSS0[$s]}" "${IDLE_RSS1[$s]}" "${IDLE_PER[$s]}"
+  done
+fi
+
+for ((r = 1; r <= ROUNDS && ${#WRK_SCENARIOS[@]} > 0; r++)); do
   order_for_round "$r"
-  for sc in "${SCENARIO_LIST[@]}"; do
+  for sc in "${WRK_SCENARIOS[@]}"; do
     for s in "${ORDER[@]}"; do
       run_wrk "$s" "$sc"
       RESULTS[$sc|$s]="${RESULTS[$sc|$s]:-} $RUN_RPS"
-      printf 'round %d/%d  %-14s %-9s %10.0f req/s%s\n' "$r" "$ROUNDS" "$sc" "$s" "$RUN_RPS" "$RUN_NOTE"
+      CPURESULTS[$sc|$s]="${CPURESULTS[$sc|$s]:-} $RUN_RPCPU"
+      printf 'round %d/%d  %-14s %-9s %10.0f req/s %10.0f req/CPU-s%s\n' "$r" "$ROUNDS" "$sc" "$s" "$RUN_RPS" "$RUN_RPCPU" "$RUN_NOTE"
     done
   done
 done
@@ -868,7 +841,8 @@ echo "cpus      $(nproc), load average before the runs: $LOAD_AT_START, after: $
 echo
 php_note=""
 (( WITH_PHP )) && php_note=", php_hello -c$PHP_CONNECTIONS"
-echo "== median requests/s over $ROUNDS round(s) (wrk -t$THREADS -c$CONNECTIONS -d${DURATION_S}s$php_note); ratios > 1 mean luahttpd is faster"
+echo "== median over $ROUNDS round(s) (wrk -t$THREADS -c$CONNECTIONS -d${DURATION_S}s$php_note); ratios > 1 mean luahttpd is better"
+echo "   first line: requests/s; second: requests per CPU-second of the server's process tree (user + sys)"
 header=$(printf '%-18s' "scenario")
 for s in "${SERVER_LIST[@]}"; do header+=$(printf ' %10s' "$s"); done
 if has_server luahttpd; then
@@ -878,15 +852,16 @@ fi
 echo "$header"
 declare -A MEDIAN
 plain_route=0
-for sc in "${SCENARIO_LIST[@]}"; do
-  "scenario_$sc"
+# table_line LABEL ARRAYNAME SCENARIO: one line of medians and ratios
+table_line() {
+  local label=$1 local_sc=$3 s mark line
+  local -n from=$2
   declare -A MED=()
-  line=$(printf '%-18s' "$SC_TITLE")
+  line=$(printf '%-18s' "$label")
   for s in "${SERVER_LIST[@]}"; do
-    MED[$s]=$(median <<<"${RESULTS[$sc|$s]}")
-    MEDIAN[$sc|$s]=${MED[$s]}
+    MED[$s]=$(median <<<"${from[$local_sc|$s]:-}")
     mark=""
-    if [[ $sc == route_1k ]] && (( ! ${ROUTE_OK[$s]:-1} )); then mark="*"; plain_route=1; fi
+    if [[ $local_sc == route_1k ]] && (( ! ${ROUTE_OK[$s]:-1} )); then mark="*"; plain_route=1; fi
     line+=$(printf ' %10s' "${MED[$s]}$mark")
   done
   if has_server luahttpd; then
@@ -894,9 +869,31 @@ for sc in "${SCENARIO_LIST[@]}"; do
     has_server nginx && line+=$(printf ' %14s' "$(ratio "${MED[luahttpd]}" "${MED[nginx]}")")
   fi
   echo "$line"
-  unset MED
+}
+for sc in "${WRK_SCENARIOS[@]}"; do
+  "scenario_$sc"
+  for s in "${SERVER_LIST[@]}"; do MEDIAN[$sc|$s]=$(median <<<"${RESULTS[$sc|$s]}"); done
+  table_line "$SC_TITLE" RESULTS "$sc"
+  table_line "  per CPU-second" CPURESULTS "$sc"
 done
 (( plain_route )) && echo "* ran its plain config: no Lua module (see below)"
+
+if (( WITH_IDLE )); then
+  echo
+  echo "== idle keep-alive connections: $IDLE_N after one request each (GET /1k.bin), RSS growth of the server's process tree per connection"
+  printf '%-9s %8s %8s %10s %14s %14s %12s\n' server open failed "still open" "RSS before" "RSS after" "bytes/conn"
+  for s in "${SERVER_LIST[@]}"; do
+    printf '%-9s %8s %8s %10s %14s %14s %12s\n' "$s" "${IDLE_OPEN[$s]}" "${IDLE_FAILED[$s]}" "${IDLE_ALIVE[$s]}" \
+      "${IDLE_RSS0[$s]}" "${IDLE_RSS1[$s]}" "${IDLE_PER[$s]}"
+    if (( ${IDLE_FAILED[$s]:-0} > 0 || ${IDLE_ALIVE[$s]:-0} < ${IDLE_OPEN[$s]:-0} )); then bad_idle=1; fi
+  done
+  if has_server luahttpd; then
+    for s in lighttpd nginx; do
+      has_server "$s" && printf 'luahttpd/%s bytes per connection: %s (< 1 means luahttpd uses less)\n' "$s" \
+        "$(ratio "${IDLE_PER[luahttpd]}" "${IDLE_PER[$s]}")"
+    done
+  fi
+fi
 
 if (( WITH_ROUTE )); then
   echo
@@ -922,6 +919,7 @@ for s in "${SERVER_LIST[@]}"; do
   echo "$line"
   if (( ${NON2XX[$s]:-0} > 0 || ${SOCKERR[$s]:-0} > 0 || ${STUCK[$s]:-0} > 0 )); then bad=1; fi
 done
+(( bad_idle )) && bad=1
 for k in "${!RESULTS[@]}"; do
   # a run in which no request completed at all
   [[ " ${RESULTS[$k]} " == *" 0.00 "* || " ${RESULTS[$k]} " == *" 0 "* ]] && bad=1
@@ -941,7 +939,8 @@ done
 if (( bad )); then
   echo
   echo "WARNING: some server returned non-2xx/3xx responses, had socket errors,"
-  echo "WARNING: left requests stuck or completed none in a run;"
+  echo "WARNING: left requests stuck or completed none in a run, or failed or"
+  echo "WARNING: closed idle connections in idle_conns;"
   echo "WARNING: its figures are not comparable. Rerun with KEEP_TMP=1 and look at"
   echo "WARNING: the wrk output and server logs in the temporary directory."
 fi

@@ -1,0 +1,14 @@
+-- luahttpd config of compare.sh (rendered by render() there: each placeholder between @ signs is replaced).
+-- PHP is luahttpd-php.lua or nothing, ROUTE luahttpd-route.lua or nothing.
+server {
+  listen = "127.0.0.1:@PORT@",
+  workers = @WORKERS@,
+  root = "@WWW@",
+  index = { "index.html" },
+  access_log = false,
+  error_log = "@DIR@/error.log",
+  limits = { keepalive_requests = @KEEPALIVE_REQUESTS@, connections = @MAX_CONNECTIONS@ },
+  timeouts = { keepalive_idle = @IDLE_TIMEOUT@ },
+}
+@PHP@
+@ROUTE@
