@@ -18,8 +18,8 @@ use super::bufs::Bufs;
 use super::dispatch::{self, Client, Dispatch, FcgiExtra, OtherSites, Routed};
 use super::fcgi::{Env, Exchange, Facts, RequestBody, StderrLimit, Step};
 use super::inbuf::{Filled, InBuf};
-use super::net::Peer;
 use super::out::{Flush, Out};
+use super::peer::Peer;
 use super::timers::{Kind, Slot, Timers};
 use super::BACKEND_BASE;
 use crate::access_line::{PendingLine, Subject};
@@ -876,7 +876,7 @@ impl Conn {
             script_filename,
             document_root: ctx.config.root.to_string_lossy().into_owned(),
             server_addr: self.stream.local(),
-            remote: (self.peer.ip.clone(), self.peer.port),
+            remote: (self.peer.ip.to_string(), self.peer.port),
             server_software: ctx.server_name.to_string(),
             extra: extra.params,
             extra_headers,

@@ -6,7 +6,7 @@ use super::bufs::Bufs;
 use super::conn::{Conn, Ctx, Ready, Verdict};
 use super::dispatch::OtherSites;
 use super::fcgi::{ExchangePhase, StderrLimit};
-use super::net::Peer;
+use super::peer::Peer;
 use super::timers::Timers;
 use super::LINGER;
 use crate::config::{self, Config};

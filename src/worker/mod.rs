@@ -11,6 +11,7 @@ mod fcgi_error;
 mod inbuf;
 pub mod net;
 mod out;
+mod peer;
 mod per_ip;
 mod spool;
 pub mod timers;

@@ -1,6 +1,7 @@
 //! The listeners a worker accepts on, TCP or Unix; what they give is a [`Stream`].
 
-use crate::transport::{ip_text, Stream};
+use super::peer::{Peer, PeerIp};
+use crate::transport::Stream;
 use mio::{Registry, Token};
 use std::io;
 use std::net::SocketAddr;
@@ -13,15 +14,6 @@ pub enum Listener {
     Tcp(mio::net::TcpListener),
     /// Unix stream.
     Unix(mio::net::UnixListener),
-}
-
-/// Who is on the other end of a connection.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    /// The client address as text ("unix" for Unix sockets).
-    pub ip: String,
-    /// The client port (0 for Unix sockets).
-    pub port: u16,
 }
 
 impl Listener {
@@ -49,7 +41,7 @@ impl Listener {
                 Ok((
                     Stream::Unix(s),
                     Peer {
-                        ip: "unix".to_string(),
+                        ip: PeerIp::from("unix"),
                         port: 0,
                     },
                 ))
@@ -124,7 +116,7 @@ impl Listener {
 
 fn peer_of(addr: SocketAddr) -> Peer {
     Peer {
-        ip: ip_text(&addr),
+        ip: PeerIp::of(&addr),
         port: addr.port(),
     }
 }
