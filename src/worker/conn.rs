@@ -573,13 +573,19 @@ impl Conn {
                 }
             }
 
+            // A queued reply whose output is out: the request is done once its body is read.
             if let Phase::Responding {
                 handler: Handler::Queued,
                 discard,
             } = &self.phase
             {
+                let body_left = discard.is_some();
                 if self.out.pending() {
-                } else if discard.is_none() {
+                    // Still sending: the write timeout (if blocked) runs.
+                } else if body_left {
+                    ctx.timers
+                        .arm_once(&mut self.timer, Kind::READ, ctx.token, ctx.now);
+                } else {
                     self.log_done(ctx);
                     self.request_finished(ctx);
                     progress = true;
@@ -591,9 +597,6 @@ impl Conn {
                     } else {
                         self.next_request(ctx);
                     }
-                } else {
-                    ctx.timers
-                        .arm_once(&mut self.timer, Kind::READ, ctx.token, ctx.now);
                 }
             }
 
