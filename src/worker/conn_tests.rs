@@ -63,6 +63,8 @@ struct Harness {
     other_sites: OtherSites,
     bufs: Bufs,
     now: Instant,
+    /// Whether the worker is in a graceful stop.
+    draining: bool,
 }
 
 impl Harness {
@@ -108,6 +110,7 @@ impl Harness {
             other_sites: OtherSites::default(),
             bufs: Bufs::default(),
             now: Instant::now(),
+            draining: false,
             config,
         }
     }
@@ -120,7 +123,7 @@ impl Harness {
             date: &self.date,
             timers: &mut self.timers,
             access: None,
-            draining: false,
+            draining: self.draining,
             now: self.now,
             token: 0,
             config: &self.config,
@@ -195,6 +198,13 @@ impl Harness {
             }
         }
         Verdict::Open
+    }
+
+    /// A graceful stop starts, as `Worker::drain` does it for each connection.
+    fn drain(&mut self, c: &mut Conn) -> Verdict {
+        self.draining = true;
+        let mut ctx = self.ctx();
+        c.drain(&mut ctx)
     }
 
     /// Closes as the worker does after a `Close` verdict.
@@ -790,4 +800,126 @@ fn a_request_that_came_with_the_connection_is_read_on_the_first_event() {
     // ... the readable event that registering reports brings the request in.
     assert_eq!(h.ready(&mut c), Verdict::Open);
     assert_eq!(client.responses()[0].body, b"AAAA");
+}
+
+#[test]
+fn a_graceful_stop_lets_the_response_in_flight_finish_then_closes() {
+    let big = vec![b'y'; 4 << 20];
+    let mut h = Harness::new("", "", &[("big.bin", &big)]);
+    let (mut c, mut client) = h.open();
+    client.send(&get("/big.bin"));
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    assert_eq!(h.drain(&mut c), Verdict::Open);
+    let mut got = Vec::new();
+    let verdict = loop {
+        got.extend_from_slice(&client.read_all().0);
+        let v = h.ready(&mut c);
+        if v == Verdict::Close {
+            break v;
+        }
+    };
+    got.extend_from_slice(&client.read_all().0);
+    assert_eq!(verdict, Verdict::Close);
+    let r = parse_responses(&got);
+    assert_eq!(r[0].body.len(), big.len(), "the whole body went out");
+}
+
+#[test]
+fn a_graceful_stop_gives_an_idle_connection_the_linger_time_to_send_its_next_request() {
+    let mut h = Harness::new("", "", &files());
+    let (mut c, mut client) = h.open();
+    client.send(&get("/a.txt"));
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    client.responses();
+    assert_eq!(h.drain(&mut c), Verdict::Open);
+    // A request sent at that moment is still answered, and told the connection closes.
+    client.send(&get("/b.txt"));
+    assert_eq!(h.ready(&mut c), Verdict::Close);
+    let r = client.responses();
+    assert_eq!(r[0].body, b"BB");
+    assert_eq!(r[0].header("connection"), Some("close"));
+
+    let (mut c, _client) = h.open();
+    assert_eq!(h.accepted(&mut c), Verdict::Open);
+    assert_eq!(h.drain(&mut c), Verdict::Open);
+    assert_eq!(h.advance(&mut c, LINGER), Verdict::Close);
+}
+
+#[test]
+fn a_final_answer_to_expect_100_continue_closes_after_draining() {
+    let mut h = Harness::new("", "", &files());
+    let (mut c, mut client) = h.open();
+    client.send(
+        b"POST /a.txt HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    );
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    let (bytes, eof) = client.read_all();
+    let r = parse_responses(&bytes);
+    assert!(
+        !bytes.starts_with(b"HTTP/1.1 100"),
+        "no 100 for a static target"
+    );
+    assert_eq!(r[0].header("connection"), Some("close"));
+    assert!(eof);
+    // The body the client may still send is drained, never parsed as a request.
+    client.send(b"hello");
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    assert_eq!(h.advance(&mut c, LINGER), Verdict::Close);
+}
+
+#[test]
+fn a_fastcgi_refusal_before_the_body_is_read_closes_after_draining() {
+    let dir = Dir::new();
+    let (mut backend, conf) = Backend::new(&dir.0, "");
+    let mut h = Harness::new("limits = { body_bytes = 10 }", &conf, &files());
+    let (mut c, mut client) = h.open();
+    client.send(b"POST /app/x HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\nhello");
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    let (bytes, eof) = client.read_all();
+    let r = parse_responses(&bytes);
+    assert_eq!(r[0].status, 413);
+    assert_eq!(r[0].header("connection"), Some("close"));
+    assert!(eof);
+    assert!(
+        !backend.accept(),
+        "a refused request never reaches the backend"
+    );
+    assert_eq!(h.advance(&mut c, LINGER), Verdict::Close);
+}
+
+#[test]
+fn a_connection_over_the_per_address_limit_gets_503_and_closes_after_draining() {
+    let mut h = Harness::new("", "", &files());
+    let (mut c, mut client) = h.open();
+    let v = {
+        let mut ctx = h.ctx();
+        c.over_limit(&mut ctx)
+    };
+    assert_eq!(v, Verdict::Open);
+    let (bytes, eof) = client.read_all();
+    let r = parse_responses(&bytes);
+    assert_eq!(r[0].status, 503);
+    assert_eq!(r[0].header("retry-after"), Some("1"));
+    assert_eq!(r[0].header("connection"), Some("close"));
+    assert!(eof);
+    assert_eq!(h.advance(&mut c, LINGER), Verdict::Close);
+}
+
+#[test]
+fn an_http10_keepalive_client_is_told_the_connection_stays_open() {
+    let mut h = Harness::new("", "", &files());
+    let (mut c, mut client) = h.open();
+    client.send(b"GET /a.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    assert_eq!(
+        client.responses()[0].header("connection"),
+        Some("keep-alive")
+    );
+    client.send(b"GET /b.txt HTTP/1.0\r\n\r\n");
+    assert_eq!(
+        h.ready(&mut c),
+        Verdict::Close,
+        "HTTP/1.0 without keep-alive closes"
+    );
+    assert_eq!(client.responses()[0].header("connection"), Some("close"));
 }
