@@ -2,12 +2,15 @@
 //!
 //! An idle keep-alive connection holds no buffer of its own: a connection takes an input
 //! buffer when it reads and gives it back once every byte in it was consumed, and takes a byte
-//! buffer for a response head or an access-log line and gives it back when that went out. So
+//! buffer for a response head or an access-log line and gives it back when that went out; a
+//! FastCGI exchange reads its backend into the worker's one backend buffer. So
 //! the memory of buffers follows the connections that are busy at once, not the connections
 //! that are open, and a steady stream of requests allocates none.
 
 /// Length of an input buffer (it is read into in place, so it is kept initialised).
 pub const INPUT: usize = 16 * 1024;
+/// Length of the buffer backend responses are read into (one per worker).
+pub const BACKEND: usize = 32 * 1024;
 /// Buffers with more capacity than this are freed instead of kept.
 const KEEP_CAPACITY: usize = 64 * 1024;
 /// How many free buffers of each kind are kept.
@@ -20,6 +23,9 @@ pub struct Bufs {
     input: Vec<Vec<u8>>,
     /// Byte buffers, each empty (length 0) with some capacity.
     bytes: Vec<Vec<u8>>,
+    /// The buffer backend responses are read into, `BACKEND` bytes long: decoded into the
+    /// client's output as soon as read, so one serves every exchange of the worker.
+    backend: Option<Vec<u8>>,
 }
 
 impl Bufs {
@@ -51,6 +57,18 @@ impl Bufs {
         }
         buf.clear();
         self.bytes.push(buf);
+    }
+
+    /// The backend read buffer (`BACKEND` initialised bytes); `give_backend` must follow.
+    pub fn take_backend(&mut self) -> Vec<u8> {
+        self.backend.take().unwrap_or_else(|| vec![0; BACKEND])
+    }
+
+    /// Gives the backend read buffer back.
+    pub fn give_backend(&mut self, buf: Vec<u8>) {
+        if buf.len() == BACKEND {
+            self.backend = Some(buf);
+        }
     }
 
     /// How many free buffers are kept (input, bytes).

@@ -45,8 +45,6 @@ const REQUEST_ID: u16 = 1;
 const TO_BACKEND_MAX: usize = 64 * 1024;
 /// Stop reading the backend while this much is queued for the client.
 const TO_CLIENT_MAX: usize = 256 * 1024;
-/// Bytes read from the backend per read call.
-const BACKEND_READ: usize = 32 * 1024;
 /// STDERR lines logged per worker and second, beyond which they are counted only.
 const STDERR_LINES_PER_SECOND: u32 = 20;
 
@@ -244,7 +242,6 @@ pub struct Exchange {
     body_consumed: bool,
     stdin_ended: bool,
     decoder: Decoder,
-    rbuf: Vec<u8>,
     response: Response,
     head_only: bool,
     /// Response status, once the head is known.
@@ -306,7 +303,6 @@ impl Exchange {
             body_consumed: false,
             stdin_ended: false,
             decoder: Decoder::new(REQUEST_ID),
-            rbuf: Vec::new(),
             response: Response::Head(Vec::new()),
             head_only,
             status: None,
@@ -719,16 +715,26 @@ impl Exchange {
             if !w.readable {
                 break;
             }
-            self.rbuf.resize(BACKEND_READ, 0);
-            let n = match w.sock.read(&mut self.rbuf) {
-                Ok(0) => return Ok(ReadOutcome::Eof),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    w.readable = false;
-                    break;
+            // Read into the worker's scratch buffer: what is read is decoded into the client's
+            // output at once, so no exchange holds a read buffer of its own.
+            let mut data = env.bufs.take_backend();
+            let n = match w.sock.read(&mut data) {
+                Ok(0) => {
+                    env.bufs.give_backend(data);
+                    return Ok(ReadOutcome::Eof);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Ok(ReadOutcome::Eof),
+                Ok(n) => n,
+                Err(e) => {
+                    env.bufs.give_backend(data);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => {
+                            w.readable = false;
+                            break;
+                        }
+                        io::ErrorKind::Interrupted => continue,
+                        _ => return Ok(ReadOutcome::Eof),
+                    }
+                }
             };
             progress = true;
             env.timers.arm(
@@ -737,9 +743,8 @@ impl Exchange {
                 env.key,
                 env.now,
             );
-            let data = std::mem::take(&mut self.rbuf);
             let r = self.consume_records(&data[..n], out, env);
-            self.rbuf = data;
+            env.bufs.give_backend(data);
             if r? {
                 return Ok(ReadOutcome::Done);
             }
