@@ -5,7 +5,8 @@
 //! buffer for a response head or an access-log line and gives it back when that went out; a
 //! FastCGI exchange reads its backend into the worker's one backend buffer. So
 //! the memory of buffers follows the connections that are busy at once, not the connections
-//! that are open, and a steady stream of requests allocates none.
+//! that are open, and a steady stream of requests allocates no buffer (the parsed request and
+//! the reply still allocate their own small parts).
 
 /// Length of an input buffer (it is read into in place, so it is kept initialised).
 pub const INPUT: usize = 16 * 1024;
