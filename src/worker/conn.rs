@@ -16,7 +16,8 @@
 
 use super::bufs::Bufs;
 use super::dispatch::{self, Client, Dispatch, FcgiExtra, OtherSites, Routed};
-use super::fcgi::{Env, Exchange, Facts, RequestBody, StderrLimit, Step};
+use super::fcgi::{Env, Exchange, RequestBody, StderrLimit, Step};
+use super::fcgi_admit;
 use super::inbuf::{Filled, InBuf};
 use super::out::{Flush, Out};
 use super::peer::Peer;
@@ -35,11 +36,9 @@ use crate::http::status;
 use crate::log::AccessLog;
 use crate::reply::{Body, Reply};
 use crate::script::Router;
-use crate::static_files::open::Lookup;
 use crate::static_files::Site;
 use crate::transport::Stream;
 use mio::{Registry, Token};
-use std::io::Write as _;
 use std::time::Instant;
 
 /// A body we do not want is read and dropped up to this size; a larger one closes the
@@ -815,76 +814,18 @@ impl Conn {
         close: bool,
         extra: FcgiExtra,
     ) {
-        let refuse = |status: u16| Some(status);
-        let mut early = None;
-        if t.check_local && !matches!(ctx.site.root.lookup(&t.script_name, &[]), Lookup::File(..)) {
-            early = refuse(404);
-        }
-        let body = match req.body {
-            BodyFraming::None => {
-                let needs_length = matches!(req.method, Method::Post | Method::Put | Method::Patch)
-                    && req.header("content-length").is_none();
-                if needs_length && early.is_none() {
-                    early = refuse(411);
-                }
-                RequestBody::None
+        let body = match fcgi_admit::admit(&req, &t, ctx.site, ctx.limits) {
+            Ok(body) => body,
+            Err(refusal) => {
+                self.refuse_fastcgi(ctx, &req, refusal.status(), close);
+                return;
             }
-            BodyFraming::Length(n) => {
-                if n > ctx.limits.body_bytes && early.is_none() {
-                    early = refuse(413);
-                }
-                RequestBody::Length(n)
-            }
-            BodyFraming::Chunked => RequestBody::Chunked {
-                limit: ctx.limits.body_bytes,
-            },
         };
-        if let Some(status) = early {
-            // The body (if any) is not read: close, after draining what the client sends.
-            let has_body = req.body != BodyFraming::None;
-            if has_body {
-                self.drain_before_close();
-            }
-            if ctx.access.is_some() {
-                self.log_start(ctx, Some(&req), status);
-            }
-            let head_only = req.method == Method::Head;
-            self.send_reply(
-                ctx,
-                head_only,
-                req.version,
-                Reply::error(status),
-                close || has_body,
-                None,
-            );
-            return;
-        }
         if req.expect_continue && req.body != BodyFraming::None {
             self.out.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        let script_filename = extra.script_filename.unwrap_or_else(|| {
-            ctx.config
-                .root
-                .join(t.script_name.trim_start_matches('/'))
-                .to_string_lossy()
-                .into_owned()
-        });
-        let mut extra_headers = Vec::new();
-        for (name, value) in &extra.headers {
-            let _ = write!(extra_headers, "{name}: {value}\r\n");
-        }
-        let facts = Facts {
-            script_name: t.script_name,
-            path_info: t.path_info,
-            script_filename,
-            document_root: ctx.config.root.to_string_lossy().into_owned(),
-            server_addr: self.stream.local(),
-            remote: (self.peer.ip.to_string(), self.peer.port),
-            server_software: ctx.server_name.to_string(),
-            extra: extra.params,
-            extra_headers,
-            req,
-        };
+        let backend = t.backend;
+        let facts = fcgi_admit::facts(req, t, extra, ctx.config, self.stream.local(), &self.peer);
         // The keep-alive or head timeout of this connection does not bound the exchange: the
         // read timeout does while the body arrives, the backend's timeouts do after.
         ctx.timers.disarm(&mut self.timer);
@@ -897,9 +838,9 @@ impl Conn {
         let buffer = ctx
             .config
             .fastcgi
-            .get(t.backend)
+            .get(backend)
             .is_none_or(|d| d.request_buffering);
-        match Exchange::new(facts, t.backend, body, buffer, !close, ctx.now) {
+        match Exchange::new(facts, backend, body, buffer, !close, ctx.now) {
             Ok(x) => {
                 self.start_responding(Handler::FastCgi(Box::new(x)), None);
                 if close {
@@ -913,6 +854,27 @@ impl Conn {
                 self.send_reply(ctx, false, Version::Http11, reply, true, None);
             }
         }
+    }
+
+    /// Answers a request refused before it reached a backend (404, 411, 413).
+    fn refuse_fastcgi(&mut self, ctx: &mut Ctx<'_>, req: &Request, status: u16, close: bool) {
+        // The body (if any) is not read: close, after draining what the client sends.
+        let has_body = req.body != BodyFraming::None;
+        if has_body {
+            self.drain_before_close();
+        }
+        if ctx.access.is_some() {
+            self.log_start(ctx, Some(req), status);
+        }
+        let head_only = req.method == Method::Head;
+        self.send_reply(
+            ctx,
+            head_only,
+            req.version,
+            Reply::error(status),
+            close || has_body,
+            None,
+        );
     }
 
     fn refuse(&mut self, ctx: &mut Ctx<'_>, e: RequestError) {

@@ -990,7 +990,7 @@ impl Exchange {
 }
 
 /// The request body, as the connection knows it when the exchange starts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestBody {
     /// None.
     None,

@@ -7,6 +7,7 @@ mod conn;
 mod conn_tests;
 mod dispatch;
 mod fcgi;
+mod fcgi_admit;
 mod fcgi_error;
 mod inbuf;
 pub mod net;
