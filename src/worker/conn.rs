@@ -392,7 +392,7 @@ impl Conn {
         self.request_finished(ctx);
         if let Some(mut x) = self.take_exchange() {
             if !self.log_line.is_pending() && ctx.access.is_some() {
-                let status = x.status.unwrap_or(499);
+                let status = x.status().unwrap_or(499);
                 self.log_start(ctx, Some(x.request()), status);
             }
             x.cancel(&mut ctx.env());
@@ -429,7 +429,7 @@ impl Conn {
     /// Whether `gen` is the generation of a live timeout of this connection (its own, or its
     /// backend exchange's); expired entries of other generations are stale.
     pub fn owns_timer(&self, gen: u64) -> bool {
-        self.timer.is(gen) || self.exchange().is_some_and(|x| x.timer.is(gen))
+        self.timer.is(gen) || self.exchange().is_some_and(|x| x.owns_timer(gen))
     }
 
     /// The timeout of generation `gen` fired: the connection's own closes it; the backend's
@@ -439,7 +439,7 @@ impl Conn {
             tracing::debug!(conn = ctx.token, kind = ?self.timer.kind(), "timeout");
             return Verdict::Close;
         }
-        if self.exchange().is_some_and(|x| x.timer.is(gen)) {
+        if self.exchange().is_some_and(|x| x.owns_timer(gen)) {
             return self.backend_timeout(ctx);
         }
         Verdict::Open
@@ -464,7 +464,7 @@ impl Conn {
             Step::Idle | Step::Progress => {}
             Step::Done => {
                 if let Some(x) = self.take_exchange() {
-                    if x.close_client {
+                    if x.closes_client() {
                         self.close_after_response();
                     }
                     // The backend answered before reading the whole body: what is left of it
@@ -481,7 +481,7 @@ impl Conn {
                         self.drain_before_close();
                     }
                     if ctx.access.is_some() {
-                        self.log_start(ctx, Some(x.request()), x.status.unwrap_or(200));
+                        self.log_start(ctx, Some(x.request()), x.status().unwrap_or(200));
                     }
                     self.start_responding(Handler::Queued, discard);
                 }
@@ -511,7 +511,7 @@ impl Conn {
                 if let Some(mut x) = self.take_exchange() {
                     x.cancel(&mut ctx.env());
                     if ctx.access.is_some() {
-                        self.log_start(ctx, Some(x.request()), x.status.unwrap_or(e.status()));
+                        self.log_start(ctx, Some(x.request()), x.status().unwrap_or(e.status()));
                     }
                 }
                 self.close_after_response();

@@ -245,11 +245,11 @@ pub struct Exchange {
     response: Response,
     head_only: bool,
     /// Response status, once the head is known.
-    pub status: Option<u16>,
+    status: Option<u16>,
     /// Whether the client connection must close after this response.
-    pub close_client: bool,
+    close_client: bool,
     /// The backend-side timeout (connect, then read).
-    pub timer: Slot,
+    timer: Slot,
     keepalive_client: bool,
     version: Version,
     /// CONTENT_LENGTH: the body's length (for a chunked body, known once it is spooled).
@@ -317,6 +317,22 @@ impl Exchange {
     /// The request (for the access log).
     pub fn request(&self) -> &Request {
         &self.facts.req
+    }
+
+    /// The response status, once the backend's head is known.
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// Whether the client connection must close after this response (a close-delimited or
+    /// cut body, or a client that did not ask to keep it).
+    pub fn closes_client(&self) -> bool {
+        self.close_client
+    }
+
+    /// Whether `gen` is the exchange's live backend timeout.
+    pub fn owns_timer(&self, gen: u64) -> bool {
+        self.timer.is(gen)
     }
 
     /// Whether the client's body is still being read.
