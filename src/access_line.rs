@@ -110,6 +110,23 @@ impl PendingLine {
     }
 }
 
+/// Writes the line of a connection refused before any request was read (no request line):
+/// `bytes` is the size of the answer written.
+pub fn write_refusal(
+    access: &mut AccessLog,
+    peer_ip: &str,
+    clf_date: &str,
+    status: u16,
+    bytes: usize,
+) {
+    let line = access.line();
+    let _ = writeln!(
+        line,
+        "{peer_ip} - - [{clf_date}] \"\" {status} {bytes} \"-\" \"-\""
+    );
+    access.line_done();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,13 +157,15 @@ mod tests {
             400,
         );
         line.finish(&mut log, 0);
+        write_refusal(&mut log, "9.9.9.9", "D", 503, 77);
         log.flush();
         let text = std::fs::read_to_string(&path).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(
             text,
             "1.2.3.4 - - [D] \"GET /a?\\\"x HTTP/1.1\" 200 12 \"-\" \"ua\"\n\
-             5.6.7.8 - - [D] \"\\x01BAD\" 400 - \"-\" \"-\"\n"
+             5.6.7.8 - - [D] \"\\x01BAD\" 400 - \"-\" \"-\"\n\
+             9.9.9.9 - - [D] \"\" 503 77 \"-\" \"-\"\n"
         );
     }
 }

@@ -100,3 +100,35 @@ fn without_connections_per_ip_one_address_may_hold_many() {
         assert_eq!(get(c), 200);
     }
 }
+
+#[test]
+fn a_flood_over_connections_per_ip_does_not_crowd_out_other_clients() {
+    let s = Server::start(
+        "workers = 1, limits = { connections = 8, connections_per_ip = 2 }",
+        FILES,
+    );
+    // Two allowed connections from 127.0.0.2, then a flood of refused ones that are never
+    // read from or closed: each must cost the server nothing once answered.
+    let mut held: Vec<Client> = (0..2)
+        .map(|_| connect_from([127, 0, 0, 2], &s.addr))
+        .collect();
+    for c in &mut held {
+        assert_eq!(get(c), 200);
+    }
+    let flood: Vec<Client> = (0..40)
+        .map(|_| connect_from([127, 0, 0, 2], &s.addr))
+        .collect();
+    let start = Instant::now();
+    let mut other = connect_from([127, 0, 0, 3], &s.addr);
+    assert_eq!(get(&mut other), 200);
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "another address waited {took:?} behind the refused connections"
+    );
+    // The refused ones got their answer and were closed.
+    let mut first = flood.into_iter().next().expect("a flood connection");
+    let r = first.response(false);
+    assert_eq!(r.status, 503);
+    assert!(first.closed(), "the refused connection closes");
+}

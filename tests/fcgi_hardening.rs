@@ -145,3 +145,26 @@ fn a_stalled_buffered_upload_is_cut_after_read_idle() {
         modes(&f)
     );
 }
+
+#[test]
+fn posts_survive_a_backend_that_exits_after_its_max_requests() {
+    // The scripted backend reads PHP_FCGI_MAX_REQUESTS as php-cgi does: after the 3rd
+    // request it sends END_REQUEST and exits. Keep-alive POSTs cannot be retried once sent,
+    // so the server must stop reusing the connection after the 3rd response.
+    let dir = site_dir();
+    let config = config_text(dir.path(), &Opts::default())
+        .replace("env = { ", "env = { PHP_FCGI_MAX_REQUESTS = \"3\", ");
+    let f = Fcgi::start_in(dir, &config);
+    let mut c = Conn::connect(f.addr());
+    for i in 0..30 {
+        c.send(b"POST /t.php?mode=params HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n");
+        let r = c.response(false);
+        assert_eq!(
+            r.status,
+            200,
+            "POST {i}: {}\nserver log:\n{}",
+            r.text(),
+            f.server.log_text()
+        );
+    }
+}

@@ -148,6 +148,34 @@ fn php_max_requests_respawn_loses_nothing() {
 }
 
 #[test]
+fn php_max_requests_respawn_loses_no_post() {
+    if !have_php() {
+        return;
+    }
+    // A POST cannot be retried once written: the server must not write it on a connection
+    // whose php-cgi has served its last request (END_REQUEST, then exit).
+    let f = start_php(2, "PHP_FCGI_CHILDREN = 0, PHP_FCGI_MAX_REQUESTS = 5");
+    let mut c = Conn::connect(f.addr());
+    let mut pids = std::collections::BTreeSet::new();
+    for i in 0..100 {
+        c.send(
+            format!("POST /pid.php?i={i} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n")
+                .as_bytes(),
+        );
+        let r = c.response(false);
+        assert_eq!(
+            r.status,
+            200,
+            "POST {i}: {}\nserver log:\n{}",
+            r.text(),
+            f.server.log_text()
+        );
+        pids.insert(r.text());
+    }
+    assert!(pids.len() >= 20, "5 requests per php-cgi: {pids:?}");
+}
+
+#[test]
 fn slow_uploaders_do_not_hold_the_php_processes() {
     if !have_php() {
         return;

@@ -27,6 +27,7 @@ fn usage() -> &'static str {
     "usage: luahttpd-fcgi-test [--listen HOST:PORT | --listen unix:PATH] [--exit-after N]
 
 Without --listen, fd 0 must be a listening socket (FCGI_LISTENSOCK_FILENO).
+PHP_FCGI_MAX_REQUESTS=N in the environment acts as --exit-after N (as php-cgi), unless given.
 The query parameter `mode` selects the behaviour:
   params (default)  200 application/json: every FastCGI param
   sha256            read the body, answer sha256=<hex>\\nlength=<n>\\n
@@ -169,6 +170,14 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         }
+    }
+    // As php-cgi: PHP_FCGI_MAX_REQUESTS ends the process after that many requests.
+    if let Some(n) = std::env::var("PHP_FCGI_MAX_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&n| n > 0)
+    {
+        let _ = EXIT_AFTER.set(n);
     }
     let listener = match open_listener(listen.as_deref()) {
         Ok(l) => l,

@@ -34,6 +34,14 @@ pub(super) fn parse(s: &str, base: &Path, usage: Use) -> Result<ListenAddr, Stri
     if addr.port() == 0 && usage == Use::Backend {
         return Err(format!("'{s}' has port 0; the port must be 1 to 65535"));
     }
+    if addr.ip().is_unspecified() && usage == Use::Backend {
+        // Connecting to it only happens to reach this host; a spawned process bound to it
+        // would take FastCGI requests from the whole network.
+        return Err(format!(
+            "'{s}' means every address of this host; a backend needs one: write '127.0.0.1:{}'",
+            addr.port()
+        ));
+    }
     Ok(ListenAddr::Tcp(addr))
 }
 
@@ -69,9 +77,12 @@ fn tcp(s: &str, usage: Use) -> Result<SocketAddr, String> {
         return Err(format!("is empty; write {forms}"));
     }
     if s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "'{s}' is only a port; did you mean '*:{s}' (all IPv4 addresses) or '127.0.0.1:{s}'?"
-        ));
+        return Err(match usage {
+            Use::Listen => format!(
+                "'{s}' is only a port; did you mean '*:{s}' (all IPv4 addresses) or '127.0.0.1:{s}'?"
+            ),
+            Use::Backend => format!("'{s}' is only a port; did you mean '127.0.0.1:{s}'?"),
+        });
     }
     let bracketed = s
         .strip_prefix('[')
@@ -120,9 +131,12 @@ fn tcp(s: &str, usage: Use) -> Result<SocketAddr, String> {
             ));
         }
         if host.is_empty() {
-            return Err(format!(
-                "'{s}' has no host; did you mean '*{s}' (all IPv4 addresses) or '127.0.0.1{s}'?"
-            ));
+            return Err(match usage {
+                Use::Listen => format!(
+                    "'{s}' has no host; did you mean '*{s}' (all IPv4 addresses) or '127.0.0.1{s}'?"
+                ),
+                Use::Backend => format!("'{s}' has no host; did you mean '127.0.0.1{s}'?"),
+            });
         }
         return Err(format!(
             "'{s}': host names are not resolved; use an IP address (127.0.0.1:{port} for localhost)"
@@ -196,13 +210,13 @@ mod tests {
     #[test]
     fn parses_the_forms() {
         let base = Path::new("/etc/site");
+        assert_eq!(parse("*:80", base, Use::Listen), Ok(tcp("0.0.0.0:80")));
         for usage in [Use::Listen, Use::Backend] {
             assert_eq!(
                 parse("127.0.0.1:8080", base, usage),
                 Ok(tcp("127.0.0.1:8080"))
             );
             assert_eq!(parse("[::1]:8080", base, usage), Ok(tcp("[::1]:8080")));
-            assert_eq!(parse("*:80", base, usage), Ok(tcp("0.0.0.0:80")));
             assert_eq!(
                 parse("unix:/run/a.sock", base, usage),
                 Ok(ListenAddr::Unix("/run/a.sock".into()))
@@ -236,9 +250,27 @@ mod tests {
 
     #[test]
     fn errors_say_what_is_wrong() {
+        let e = err("8080", Use::Listen);
+        assert!(e.contains("did you mean '*:8080'"), "{e}");
+        let e = err(":8080", Use::Listen);
+        assert!(e.contains("did you mean '*:8080'"), "{e}");
+        // A backend is never "all addresses": the hint is the loopback one.
+        for s in ["8080", ":8080"] {
+            let e = err(s, Use::Backend);
+            assert!(
+                e.contains("did you mean '127.0.0.1:8080'") && !e.contains("'*:"),
+                "{e}"
+            );
+        }
+        for s in ["*:8080", "0.0.0.0:8080", "[::]:8080"] {
+            let e = err(s, Use::Backend);
+            assert!(
+                e.contains("every address") && e.contains("'127.0.0.1:8080'"),
+                "{s}: {e}"
+            );
+            assert!(parse(s, Path::new("/"), Use::Listen).is_ok(), "{s}");
+        }
         for usage in [Use::Listen, Use::Backend] {
-            let e = err("8080", usage);
-            assert!(e.contains("did you mean '*:8080'"), "{e}");
             let e = err("*:70000", usage);
             assert!(e.contains("out of range"), "{e}");
             let e = err("127.0.0.1:65536", usage);
@@ -252,8 +284,6 @@ mod tests {
             assert!(e.contains("no port") && e.contains("127.0.0.1:PORT"), "{e}");
             let e = err("127.0.0.1:http", usage);
             assert!(e.contains("no valid port"), "{e}");
-            let e = err(":8080", usage);
-            assert!(e.contains("did you mean '*:8080'"), "{e}");
             let e = err("[::1]", usage);
             assert!(e.contains("no port") && e.contains("[::1]:PORT"), "{e}");
             let e = err("fe80::1:80", usage);

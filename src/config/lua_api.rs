@@ -147,9 +147,13 @@ fn run(
     let route = st.route.take();
     let fastcgi = std::mem::take(&mut st.fastcgi);
     let mut errors = std::mem::take(&mut st.errors);
-    errors.extend(unknown_backends(&st.decisions, &fastcgi));
-    let main = st.main.clone();
     let include_failed = st.include_failed;
+    // A failed include may have held the backend a decision names: "unknown backend" would
+    // then be false, as "no server{} block" would be.
+    if !include_failed {
+        errors.extend(unknown_backends(&st.decisions, &fastcgi));
+    }
+    let main = st.main.clone();
     drop(st);
     let Some((mut config, _)) = server else {
         if include_failed {

@@ -177,11 +177,47 @@ pub struct Loaded {
 /// Why `config` cannot run detached (`--daemon` or `daemon = true`), if it cannot: a daemon's
 /// stderr is /dev/null, so with `error_log = "stderr"` every later log line would be lost.
 pub fn daemon_problem(config: &Config) -> Option<String> {
-    matches!(config.error_log, LogTarget::Stderr).then(|| {
-        "a daemon needs error_log set to a file (its stderr is /dev/null, so with \
-         error_log = \"stderr\" every log line would be lost)"
-            .to_string()
-    })
+    let stream = match &config.error_log {
+        LogTarget::Stderr => "\"stderr\"".to_string(),
+        LogTarget::File(p) if is_standard_stream(p) => format!("{:?}", p.display().to_string()),
+        LogTarget::File(_) => return None,
+    };
+    Some(format!(
+        "a daemon needs error_log set to a file (its stdout and stderr are /dev/null, so with \
+         error_log = {stream} every log line would be lost)"
+    ))
+}
+
+/// Whether `path`, once its symlinks are followed, names the process's stdout or stderr
+/// (/dev/stderr, /dev/stdout, /dev/fd/1|2, /proc/self/fd/1|2 and the like).
+fn is_standard_stream(path: &Path) -> bool {
+    let mut p = path.to_path_buf();
+    // Each round resolves the directory, checks the name, then follows the name if it is a
+    // link (/dev/stderr → /proc/self/fd/2); a bounded number, as the kernel's ELOOP.
+    for _ in 0..16 {
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            return false;
+        };
+        let parent = std::fs::canonicalize(if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        })
+        .unwrap_or_else(|_| parent.to_path_buf());
+        let is_fd_dir = parent == Path::new("/dev/fd")
+            || (parent.starts_with("/proc") && parent.file_name() == Some("fd".as_ref()));
+        let std_name = name == "1" || name == "2";
+        let dev_name = parent == Path::new("/dev") && (name == "stdout" || name == "stderr");
+        if (is_fd_dir && std_name) || dev_name {
+            return true;
+        }
+        let full = parent.join(name);
+        match std::fs::read_link(&full) {
+            Ok(target) => p = parent.join(target),
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Evaluates the config file at `path` and validates it.
@@ -201,5 +237,34 @@ pub fn load_source_for_tests(src: &str) -> Config {
     match lua_api::load_source(src, Path::new("test.lua")) {
         Ok(l) => l.config,
         Err(e) => panic!("{e}"),
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::is_standard_stream;
+    use std::path::Path;
+
+    #[test]
+    fn standard_streams_are_recognised_through_links() {
+        for p in [
+            "/dev/stderr",
+            "/dev/stdout",
+            "/dev/fd/1",
+            "/dev/fd/2",
+            "/proc/self/fd/1",
+            "/proc/self/fd/2",
+            "/dev/./stderr",
+        ] {
+            assert!(is_standard_stream(Path::new(p)), "{p}");
+        }
+        for p in [
+            "/var/log/luahttpd/error.log",
+            "/dev/null",
+            "/proc/self/fd/3",
+            "err.log",
+        ] {
+            assert!(!is_standard_stream(Path::new(p)), "{p}");
+        }
     }
 }

@@ -831,13 +831,15 @@ fastcgi "a" { address = "9000", prefix = "/a/" }
 fastcgi "b" { address = "127.0.0.1:99999", prefix = "/b/" }
 fastcgi "c" { address = "localhost:9000", prefix = "/c/" }
 fastcgi "d" { address = "127.0.0.1:0", prefix = "/d/" }
+fastcgi "e" { address = "0.0.0.0:9000", prefix = "/e/" }
 "#,
     );
-    assert!(has(&errs, 2, "did you mean '*:9000'"), "{errs:?}");
+    assert!(has(&errs, 2, "did you mean '127.0.0.1:9000'"), "{errs:?}");
     assert!(has(&errs, 3, "port 99999 is out of range"), "{errs:?}");
     assert!(has(&errs, 4, "host names are not resolved"), "{errs:?}");
     assert!(has(&errs, 5, "port 0"), "{errs:?}");
-    assert_eq!(errs.len(), 4, "{errs:?}");
+    assert!(has(&errs, 6, "every address of this host"), "{errs:?}");
+    assert_eq!(errs.len(), 5, "{errs:?}");
 }
 
 #[test]
@@ -875,6 +877,28 @@ fastcgi "php" { spawn = "bin/php-cgi", socket = "norun/php.sock", extensions = "
         "{errs:?}"
     );
     assert_eq!(errs.len(), 6, "{errs:?}");
+}
+
+#[test]
+fn a_failing_include_does_not_also_report_its_backends_as_unknown() {
+    let dir = TempDir::new();
+    // The include that would define "php" fails: only its own error is true.
+    dir.write(
+        "inc/php.lua",
+        "error('boom in include')\nfastcgi 'php' { address = '127.0.0.1:9000' }\n",
+    );
+    let errs = errors(
+        &dir,
+        "server { root = 'www' }\ninclude 'inc/php.lua'\nlocal d = fastcgi('php', {})\n",
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("boom in include")),
+        "{errs:?}"
+    );
+    assert!(
+        !errs.iter().any(|e| e.contains("unknown backend")),
+        "{errs:?}"
+    );
 }
 
 #[test]

@@ -30,6 +30,11 @@ pub struct Upstream {
     /// The scoreboard's proc slot for this address, shared by every worker.
     slot: Option<usize>,
     idle: Vec<Stream>,
+    /// Requests a spawned process serves before it exits (PHP_FCGI_MAX_REQUESTS), when this
+    /// worker is its only client; None: no limit known.
+    max_requests: Option<u32>,
+    /// Requests this worker began on the current process (reset when it is seen to go).
+    served: u32,
 }
 
 /// One `fastcgi "name" {}` as a worker uses it.
@@ -148,6 +153,8 @@ impl Pool {
                             disabled_until: None,
                             capacity: spawned.then_some(1),
                             idle: Vec::new(),
+                            max_requests: if partition { max_requests(d) } else { None },
+                            served: 0,
                         })
                         .collect(),
                     keepalive: d.keepalive && (!spawned || partition),
@@ -235,6 +242,8 @@ impl Pool {
                     reused: true,
                 });
             }
+            // The process went away: the next connection reaches a fresh one.
+            up.served = 0;
         }
         let stream = Stream::connect(&up.addr)?;
         Ok(Conn {
@@ -248,6 +257,7 @@ impl Pool {
         if let Some(up) = self.upstream(b, u) {
             up.active += 1;
             up.total += 1;
+            up.served = up.served.saturating_add(1);
         }
         if let Some(p) = self.proc_slot(b, u) {
             p.request_started();
@@ -296,19 +306,52 @@ impl Pool {
         }
     }
 
-    /// Keeps a connection whose request completed cleanly, for the next request.
+    /// Keeps a connection whose request completed cleanly, for the next request; except
+    /// after a process's last request (PHP_FCGI_MAX_REQUESTS): php-cgi sends END_REQUEST and
+    /// then exits, and a request written on that connection in between would be lost. The
+    /// next request connects fresh and waits in the listen queue across the respawn.
     pub fn release(&mut self, b: usize, u: usize, stream: Stream) {
         let keep = self.backends.get(b).is_some_and(|x| x.keepalive);
         if let Some(up) = self.upstream(b, u) {
+            if up.max_requests.is_some_and(|m| up.served >= m) {
+                up.served = 0;
+                return;
+            }
             if keep && up.idle.len() < MAX_IDLE {
                 up.idle.push(stream);
             }
         }
     }
 
+    /// The backend closed a connection of upstream `u`: its process is likely gone, so the
+    /// count of requests it served starts again.
+    pub fn closed_by_backend(&mut self, b: usize, u: usize) {
+        if let Some(up) = self.upstream(b, u) {
+            up.served = 0;
+        }
+    }
+
     fn upstream(&mut self, b: usize, u: usize) -> Option<&mut Upstream> {
         self.backends.get_mut(b)?.upstreams.get_mut(u)
     }
+}
+
+/// How many requests each spawned process of `def` serves before it exits: its env's
+/// PHP_FCGI_MAX_REQUESTS, or php-cgi's default of 500 for a program named php*; 0 or an
+/// unreadable value means no limit.
+pub fn max_requests(def: &FastcgiDef) -> Option<u32> {
+    let program = def.spawn.as_ref()?.first()?;
+    let value = match def.env.get("PHP_FCGI_MAX_REQUESTS") {
+        Some(v) => v.trim().parse::<u32>().ok()?,
+        None => {
+            let name = std::path::Path::new(program).file_name()?.to_str()?;
+            if !name.starts_with("php") {
+                return None;
+            }
+            500
+        }
+    };
+    (value > 0).then_some(value)
 }
 
 /// Whether an idle backend connection is still open: a non-blocking peek sees EOF or an
@@ -325,5 +368,50 @@ fn still_open(stream: &Stream) -> bool {
         Err(nix::errno::Errno::EAGAIN) => true,
         // EOF, an error, or stray bytes from a finished exchange: not reusable.
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn def(spawn: Option<&str>, env: &[(&str, &str)]) -> FastcgiDef {
+        FastcgiDef {
+            name: "t".into(),
+            defined_at: String::new(),
+            spawn: spawn.map(|p| vec![p.to_string()]),
+            procs: 1,
+            socket: None,
+            address: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            extensions: Vec::new(),
+            prefix: None,
+            check_local: true,
+            keepalive: true,
+            request_buffering: true,
+            connect_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(30),
+            disable_time: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn max_requests_comes_from_the_env_or_php_cgi_default() {
+        let env = [("PHP_FCGI_MAX_REQUESTS", "5")];
+        assert_eq!(max_requests(&def(Some("/usr/bin/php-cgi"), &env)), Some(5));
+        assert_eq!(max_requests(&def(Some("/opt/app"), &env)), Some(5));
+        assert_eq!(
+            max_requests(&def(Some("/usr/bin/php-cgi8.2"), &[])),
+            Some(500)
+        );
+        assert_eq!(max_requests(&def(Some("/opt/app"), &[])), None);
+        let off = [("PHP_FCGI_MAX_REQUESTS", "0")];
+        assert_eq!(max_requests(&def(Some("/usr/bin/php-cgi"), &off)), None);
+        // An external address: the limit is not ours to know.
+        assert_eq!(max_requests(&def(None, &env)), None);
     }
 }

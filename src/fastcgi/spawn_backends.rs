@@ -84,7 +84,20 @@ struct Backend {
 #[derive(Debug, Default)]
 pub struct Backends {
     backends: Vec<Backend>,
-    stopping: bool,
+    phase: Supervision,
+}
+
+/// Where supervision stands.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Supervision {
+    /// Exits are respawned.
+    #[default]
+    Running,
+    /// A graceful stop drains the workers: exits are still respawned (requests already
+    /// accepted wait for a process), but are logged as part of the stop.
+    Draining,
+    /// The processes are being stopped: exits are expected and not respawned.
+    Stopped,
 }
 
 /// Two definitions that differ only in where they were written.
@@ -271,7 +284,7 @@ impl Backends {
     /// Handles a reaped child. Returns true if `pid` was one of our processes (the watcher
     /// then knows it is not a worker); schedules its respawn unless stopping.
     pub fn on_exit(&mut self, pid: Pid, status: &WaitStatus, now: Instant) -> bool {
-        let stopping = self.stopping;
+        let phase = self.phase;
         for b in &mut self.backends {
             let Some((i, p)) = b
                 .procs
@@ -282,10 +295,9 @@ impl Backends {
                 continue;
             };
             p.pid = None;
-            if stopping || b.retired {
-                // Expected: the server stops (a terminal's Ctrl-C reaches php-cgi too, while
-                // the workers still drain), or a reload dropped this backend.
-                let why = if stopping {
+            if phase == Supervision::Stopped || b.retired {
+                // Expected: the server stops the processes, or a reload dropped this backend.
+                let why = if phase == Supervision::Stopped {
                     "during the stop"
                 } else {
                     "after its backend was dropped by a reload"
@@ -308,6 +320,16 @@ impl Backends {
             };
             p.crashes = crashes;
             p.respawn_at = Some(now + delay);
+            if phase == Supervision::Draining {
+                // A terminal's Ctrl-C reaches php-cgi too while the workers drain: expected,
+                // but requests already accepted still need a process.
+                tracing::info!(
+                    "fastcgi '{}' proc {i} (pid {pid}) {} during the stop; respawned for the drain",
+                    b.def.name,
+                    describe_exit(status)
+                );
+                return true;
+            }
             let message = format!(
                 "fastcgi '{}' proc {i} (pid {pid}) {} after {:.1?}; respawning {}",
                 b.def.name,
@@ -332,7 +354,7 @@ impl Backends {
 
     /// When `respawn_due` next has work, if ever.
     pub fn next_respawn(&self) -> Option<Instant> {
-        if self.stopping {
+        if self.phase == Supervision::Stopped {
             return None;
         }
         self.procs().filter_map(|p| p.respawn_at).min()
@@ -341,7 +363,7 @@ impl Backends {
     /// Respawns every process whose time has come. A failure is logged and retried with the
     /// back-off.
     pub fn respawn_due(&mut self, now: Instant) {
-        if self.stopping {
+        if self.phase == Supervision::Stopped {
             return;
         }
         for b in &mut self.backends {
@@ -376,14 +398,17 @@ impl Backends {
     /// Stops supervising: no more respawns, SIGTERM to every process (php-cgi passes it on to
     /// its own children). Reap them as usual (`on_exit`), then call `cleanup`.
     pub fn stop(&mut self) {
-        self.stop_respawning();
+        self.phase = Supervision::Stopped;
         self.signal(Signal::SIGTERM);
     }
 
-    /// The server is stopping but the workers may still need the processes (a graceful
-    /// drain): they are left running, but from now on an exit is expected and not respawned.
-    pub fn stop_respawning(&mut self) {
-        self.stopping = true;
+    /// The server is stopping but the workers still drain: the processes keep running and
+    /// an exit is still respawned (a request already accepted must get a process), only
+    /// logged as part of the stop.
+    pub fn draining(&mut self) {
+        if self.phase == Supervision::Running {
+            self.phase = Supervision::Draining;
+        }
     }
 
     /// Sends `sig` to every live process (e.g. SIGKILL to what is left after a deadline).
@@ -458,7 +483,7 @@ impl Backends {
 
     /// Start-up failed: kill and reap what was started, remove its socket files.
     fn abort(&mut self) {
-        self.stopping = true;
+        self.phase = Supervision::Stopped;
         self.signal(Signal::SIGKILL);
         for b in &mut self.backends {
             for p in &mut b.procs {
@@ -591,7 +616,7 @@ mod tests {
                     provisional: false,
                 },
             ],
-            stopping: false,
+            phase: Supervision::Running,
         }
     }
 
@@ -628,7 +653,7 @@ mod tests {
     fn no_respawn_while_stopping() {
         let t0 = Instant::now();
         let mut b = fake(t0);
-        b.stopping = true;
+        b.phase = Supervision::Stopped;
         let p0 = Pid::from_raw(2_000_000_000);
         assert!(b.on_exit(p0, &WaitStatus::Exited(p0, 0), t0));
         assert_eq!(b.next_respawn(), None);
@@ -638,18 +663,23 @@ mod tests {
     }
 
     #[test]
-    fn exits_during_a_drain_are_not_respawned() {
+    fn exits_during_a_drain_are_respawned() {
         let t0 = Instant::now();
         let mut b = fake(t0);
-        b.stop_respawning();
+        b.draining();
         // Nothing was signalled: both processes are still counted as running.
         assert_eq!(b.live(), 2);
         let p0 = Pid::from_raw(2_000_000_000);
         assert!(b.on_exit(p0, &WaitStatus::Signaled(p0, Signal::SIGINT, false), t0));
-        assert_eq!(b.backends[0].procs[0].respawn_at, None);
+        // A request accepted before the stop may be waiting for this process.
+        let at = b.backends[0].procs[0].respawn_at;
+        assert!(
+            at.is_some(),
+            "scheduled for respawn (with the usual back-off)"
+        );
+        assert_eq!(b.next_respawn(), at);
+        b.stop();
         assert_eq!(b.next_respawn(), None);
-        b.respawn_due(t0 + Duration::from_secs(100));
-        assert_eq!(b.live(), 1);
     }
 
     #[test]

@@ -519,8 +519,8 @@ impl Watcher {
         );
         self.phase = Phase::Draining(Instant::now() + grace);
         // The backends keep serving the drain; one that exits now (Ctrl-C in a terminal
-        // reaches php-cgi as well) is expected and is not respawned.
-        self.backends.stop_respawning();
+        // reaches php-cgi as well) is respawned, as requests already accepted need it.
+        self.backends.draining();
         // Close our copies of the listeners: once the workers close theirs, new connections
         // are refused instead of waiting in a queue nobody will serve.
         self.close_listeners();

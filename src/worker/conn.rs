@@ -221,20 +221,6 @@ impl Conn {
         &self.peer.ip
     }
 
-    /// Refuses a connection over `limits.connections_per_ip` before reading anything: 503
-    /// with `Connection: close`, then the lingering close drains what the client sends.
-    pub fn over_limit(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
-        tracing::debug!(client = %self.peer.ip, "over limits.connections_per_ip: 503");
-        self.drain_before_close();
-        if ctx.access.is_some() {
-            self.log_start(ctx, None, 503);
-        }
-        let mut reply = Reply::error(503);
-        reply.header("Retry-After", "1");
-        self.send_reply(ctx, false, Version::Http11, reply, true, None);
-        self.run(ctx)
-    }
-
     /// The socket, for registration.
     pub fn stream_mut(&mut self) -> &mut Stream {
         &mut self.stream

@@ -888,24 +888,6 @@ fn a_fastcgi_refusal_before_the_body_is_read_closes_after_draining() {
 }
 
 #[test]
-fn a_connection_over_the_per_address_limit_gets_503_and_closes_after_draining() {
-    let mut h = Harness::new("", "", &files());
-    let (mut c, mut client) = h.open();
-    let v = {
-        let mut ctx = h.ctx();
-        c.over_limit(&mut ctx)
-    };
-    assert_eq!(v, Verdict::Open);
-    let (bytes, eof) = client.read_all();
-    let r = parse_responses(&bytes);
-    assert_eq!(r[0].status, 503);
-    assert_eq!(r[0].header("retry-after"), Some("1"));
-    assert_eq!(r[0].header("connection"), Some("close"));
-    assert!(eof);
-    assert_eq!(h.advance(&mut c, LINGER), Verdict::Close);
-}
-
-#[test]
 fn an_http10_keepalive_client_is_told_the_connection_stays_open() {
     let mut h = Harness::new("", "", &files());
     let (mut c, mut client) = h.open();

@@ -932,6 +932,10 @@ impl Exchange {
 
     /// The backend closed its connection.
     fn eof(&mut self, env: &mut Env<'_>) -> Step {
+        if let Link::Connecting(w) | Link::Connected(w) = &self.link {
+            // Its process is likely gone: the count of requests it served starts again.
+            env.pool.closed_by_backend(self.backend, w.upstream);
+        }
         if self.may_retry() {
             // A kept connection the backend had closed: once more on a fresh one. A stale
             // kept connection is no error of the address.

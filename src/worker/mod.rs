@@ -19,6 +19,7 @@ pub mod timers;
 
 pub use net::Listener;
 
+use crate::access_line;
 use crate::admin::scoreboard::{now_ms, Scoreboard, State as WorkerState, WorkerSlot};
 use crate::config::Config;
 use crate::fastcgi::pool::Pool;
@@ -26,6 +27,7 @@ use crate::http::date::DateCache;
 use crate::log::{AccessLog, ErrorLog};
 use crate::script::Router;
 use crate::static_files::Site;
+use crate::transport::Stream;
 use conn::{Conn, Ctx, Ready, Verdict};
 use dispatch::OtherSites;
 use fcgi::StderrLimit;
@@ -35,7 +37,8 @@ use nix::sys::signal::Signal;
 use nix::sys::signalfd::{SfdFlags, SigSet, SignalFd};
 use per_ip::PerIp;
 use slab::Slab;
-use std::io;
+use std::io::Read as _;
+use std::io::{self, Write as _};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
@@ -358,8 +361,12 @@ impl<'a> Worker<'a> {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => {
-                    let allowed = self.per_ip.opened(&peer.ip);
+                Ok((mut stream, peer)) => {
+                    if !self.per_ip.opened(&peer.ip) {
+                        self.per_ip.closed(&peer.ip);
+                        self.refuse(&mut stream, &peer.ip);
+                        continue;
+                    }
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     let conn = entry.insert(Conn::new(stream, peer, index, now));
@@ -371,12 +378,6 @@ impl<'a> Worker<'a> {
                     if let Err(e) = conn.stream_mut().register(self.poll.registry(), Token(key)) {
                         tracing::error!("register connection: {e}");
                         self.close(key);
-                        continue;
-                    }
-                    if !allowed {
-                        // Over limits.connections_per_ip: 503 at once, then close (as nginx's
-                        // limit_conn answers); the lingering close lets the client read it.
-                        self.on_conn(key, now, |c, ctx| c.over_limit(ctx));
                         continue;
                     }
                     // No read yet: under connection-per-request load most requests are not
@@ -397,6 +398,21 @@ impl<'a> Worker<'a> {
                 }
             }
         }
+    }
+
+    /// Over limits.connections_per_ip: 503 in one non-blocking write, then close at once (as
+    /// nginx's limit_conn answers), with no slab entry or linger. What the client already sent
+    /// is read first, so the close does not reset the connection over unread bytes.
+    fn refuse(&mut self, stream: &mut Stream, ip: &str) {
+        tracing::debug!(client = %ip, "over limits.connections_per_ip: 503");
+        let mut sink = [0u8; 4096];
+        let _ = stream.read(&mut sink);
+        let answer = per_ip::refusal(self.date.http(), &self.config.server_name);
+        let _ = stream.write(&answer);
+        if let Some(a) = &mut self.access {
+            access_line::write_refusal(a, ip, self.date.clf(), 503, answer.len());
+        }
+        stream.shutdown_write();
     }
 
     fn pause_accepting(&mut self, why: Accepting) {

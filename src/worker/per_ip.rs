@@ -23,7 +23,7 @@ impl PerIp {
     }
 
     /// Counts a new connection from `ip`; false when it is over the limit (it is counted
-    /// anyway: `closed` is called for every connection, refused ones included).
+    /// anyway: the caller refuses it and calls `closed` at once).
     pub fn opened(&mut self, ip: &str) -> bool {
         if self.limit == 0 || ip == "unix" {
             return true;
@@ -48,9 +48,35 @@ impl PerIp {
     }
 }
 
+/// The whole answer to a connection over the limit: 503, `Retry-After: 1`,
+/// `Connection: close`. Written with one non-blocking write and then the socket is closed at
+/// once: a refused connection takes no connection slot and does not linger, so a flood from
+/// one address cannot crowd out the others.
+pub fn refusal(date: &str, server: &str) -> Vec<u8> {
+    let body = "<!DOCTYPE html>\n<html><head><title>503 Service Unavailable</title></head>\
+                <body><h1>503 Service Unavailable</h1></body></html>\n";
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nDate: {date}\r\nServer: {server}\r\n\
+         Retry-After: 1\r\nContent-Type: text/html; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_refusal_is_a_complete_503() {
+        let r =
+            String::from_utf8(refusal("Tue, 01 Dec 2026 00:00:00 GMT", "luahttpd")).expect("text");
+        assert!(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(r.contains("\r\nConnection: close\r\n"));
+        let (head, body) = r.split_once("\r\n\r\n").expect("head end");
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
 
     #[test]
     fn limit_per_address() {
