@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) is only the command line; everything else lives here so that it
 //! can be unit-tested. ARCHITECTURE.md maps the modules.
 
+pub mod access_line;
 pub mod admin;
 pub mod config;
 pub mod fastcgi;
@@ -12,5 +13,6 @@ pub mod reply;
 pub mod script;
 pub mod sockets;
 pub mod static_files;
+pub mod transport;
 pub mod watcher;
 pub mod worker;

@@ -3,7 +3,7 @@
 
 use crate::admin::scoreboard::{ProcIndex, ProcSlot, Scoreboard};
 use crate::config::{Config, FastcgiDef, ListenAddr};
-use crate::worker::net::Stream;
+use crate::transport::Stream;
 use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
@@ -245,14 +245,7 @@ impl Pool {
             // The process went away: the next connection reaches a fresh one.
             up.served = 0;
         }
-        let stream = match &up.addr {
-            ListenAddr::Tcp(a) => {
-                let s = mio::net::TcpStream::connect(*a)?;
-                let _ = s.set_nodelay(true);
-                Stream::Tcp(s)
-            }
-            ListenAddr::Unix(p) => Stream::Unix(mio::net::UnixStream::connect(p)?),
-        };
+        let stream = Stream::connect(&up.addr)?;
         Ok(Conn {
             stream,
             reused: false,

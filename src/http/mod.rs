@@ -1,5 +1,6 @@
 //! HTTP/1.1, sans-IO: parsers and encoders take and return bytes; the worker owns the sockets.
 
+pub mod body;
 pub mod chunked;
 pub mod conditional;
 pub mod date;

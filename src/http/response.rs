@@ -2,6 +2,7 @@
 //! Connection) and a handler's header lines, with a route decision's lines replacing the
 //! handler's of the same name.
 
+use super::request::Version;
 use super::status;
 use std::io::Write;
 
@@ -25,6 +26,18 @@ pub enum Connection {
     KeepAlive,
     /// Nothing (HTTP/1.1 keeps the connection by default).
     Default,
+}
+
+/// What the Connection field says for a response that closes (or not) the connection to a
+/// client of this version: HTTP/1.1 keeps by default, HTTP/1.0 must be told.
+pub fn connection_field(close: bool, version: Version) -> Connection {
+    if close {
+        Connection::Close
+    } else if version == Version::Http10 {
+        Connection::KeepAlive
+    } else {
+        Connection::Default
+    }
 }
 
 /// A response head to write.
@@ -116,6 +129,20 @@ mod tests {
             framing: Framing::Length(12),
             connection: Connection::Default,
         }
+    }
+
+    #[test]
+    fn connection_field_tells_an_http10_client_it_stays_open() {
+        assert_eq!(connection_field(true, Version::Http11), Connection::Close);
+        assert_eq!(connection_field(true, Version::Http10), Connection::Close);
+        assert_eq!(
+            connection_field(false, Version::Http10),
+            Connection::KeepAlive
+        );
+        assert_eq!(
+            connection_field(false, Version::Http11),
+            Connection::Default
+        );
     }
 
     #[test]

@@ -1,42 +1,44 @@
-//! One client connection: the HTTP/1.1 state machine.
+//! One client connection: the HTTP/1.1 lifecycle. LIFECYCLE.md beside this file maps the
+//! phases, their entry points, which timeout runs in which phase, and the rules that hold.
 //!
 //! ```text
-//!            ┌────────────── keep-alive, next request ──────────────┐
-//!            ▼                                                      │
-//! accept → Head ── head parsed → Responding ── output sent, body ───┤
-//!            │                     │            discarded           │
-//!            │ bad head            │ write error                    │ close wanted
-//!            ▼                     ▼                                ▼
-//!         Responding (close) ──→ closed  ◀── EOF or timeout ── Linger (shutdown(WR),
-//!                                                              read and drop input)
+//!            ┌──────────────── next_request (keep alive) ─────────────┐
+//!            ▼                                                        │
+//! accept → Head ── head parsed / refused → Responding{handler, discard} ┤
+//!            │                              │                         │ Ending ≠ KeepAlive
+//!            │ EOF, timeout                 │ write error, EOF        ▼
+//!            ▼                              ▼                       Linger (shutdown(WR),
+//!          closed ◀──────────────────────── closed ◀─ EOF, timeout ─ read and drop input)
 //! ```
 //!
 //! Every event is edge-triggered: reads and writes go on until the kernel says EAGAIN, and the
 //! `readable`/`writable` hints remember whether it has said so since the last event.
 
-use super::fcgi::{Env, Exchange, Facts, RequestBody, StderrLimit, Step};
+use super::bufs::Bufs;
+use super::dispatch::{self, Client, Dispatch, FcgiExtra, OtherSites, Routed};
+use super::fcgi::{Env, Exchange, RequestBody, StderrLimit, Step};
+use super::fcgi_admit;
 use super::inbuf::{Filled, InBuf};
-use super::net::{Peer, Stream};
 use super::out::{Flush, Out};
+use super::peer::Peer;
 use super::timers::{Kind, Slot, Timers};
 use super::BACKEND_BASE;
+use crate::access_line::{PendingLine, Subject};
 use crate::admin::scoreboard::{State as WorkerState, WorkerSlot};
 use crate::config::{Config, Limits};
 use crate::fastcgi::pool::Pool;
-use crate::fastcgi::rules::{self, Target};
-use crate::http::chunked::ChunkedDecoder;
+use crate::fastcgi::rules::Target;
+use crate::http::body::{BodyError, BodyReader};
 use crate::http::date::DateCache;
 use crate::http::request::{self, BodyFraming, Method, Request, RequestError, Version};
-use crate::http::response::{write_head, Connection, Framing, Head};
+use crate::http::response::{connection_field, write_head, Framing, Head};
 use crate::http::status;
-use crate::log::{push_escaped, AccessLog};
+use crate::log::AccessLog;
 use crate::reply::{Body, Reply};
-use crate::script::{Decision, RouteRequest, Router};
-use crate::static_files::open::Lookup;
-use crate::static_files::{self, Site};
+use crate::script::Router;
+use crate::static_files::Site;
+use crate::transport::Stream;
 use mio::{Registry, Token};
-use std::io::Write as _;
-use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Instant;
 
 /// A body we do not want is read and dropped up to this size; a larger one closes the
@@ -44,6 +46,17 @@ use std::time::Instant;
 const DISCARD_MAX: u64 = 64 * 1024;
 /// Input buffered beyond a full head: room for a pipelined request or body bytes to drop.
 const READ_AHEAD: usize = 16 * 1024;
+
+/// What an event says about the client socket.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ready {
+    /// Bytes (or EOF) can be read.
+    pub readable: bool,
+    /// Bytes can be written.
+    pub writable: bool,
+    /// The peer shut down its sending side (a read returns EOF after the data).
+    pub read_closed: bool,
+}
 
 /// What the worker should do with a connection after an event.
 #[derive(Debug, PartialEq, Eq)]
@@ -90,72 +103,10 @@ pub struct Ctx<'a> {
     pub other_sites: &'a mut OtherSites,
     /// This worker's scoreboard slot.
     pub slot: Option<&'a WorkerSlot>,
+    /// The worker's free buffers, lent to connections while they need one.
+    pub bufs: &'a mut Bufs,
     /// Wall-clock time of this loop iteration, in unix milliseconds.
     pub now_ms: u64,
-}
-
-/// Where `decide` sends a request.
-enum Routed {
-    FastCgi(Target, FcgiExtra),
-    Reply(Reply),
-}
-
-/// What a route decision adds to a FastCGI request.
-#[derive(Default)]
-struct FcgiExtra {
-    script_filename: Option<String>,
-    params: Vec<(String, String)>,
-    headers: Vec<(String, String)>,
-}
-
-/// Adds a decision's headers: each name replaces the handler's lines of that name, and
-/// repeated names in the decision (a list value, e.g. several Set-Cookie) all go out.
-fn add_headers(reply: &mut Reply, headers: &[(String, String)]) {
-    for (name, value) in headers {
-        reply.override_header(name, value);
-    }
-}
-
-/// What the Connection field says for a response that closes (or not) to this version.
-pub(super) fn connection_field(close: bool, version: Version) -> Connection {
-    if close {
-        Connection::Close
-    } else if version == Version::Http10 {
-        Connection::KeepAlive
-    } else {
-        Connection::Default
-    }
-}
-
-fn escape_log(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    push_escaped(&mut out, bytes);
-    out
-}
-
-/// Sites for the document roots that `static{ root = ... }` decisions name, opened on first use.
-#[derive(Default)]
-pub struct OtherSites {
-    sites: std::collections::HashMap<std::path::PathBuf, Site>,
-}
-
-impl OtherSites {
-    /// The site for `root` (index files and MIME types as the main site's).
-    fn site(&mut self, root: &std::path::Path, main: &Site) -> std::io::Result<&mut Site> {
-        if !self.sites.contains_key(root) {
-            let site = Site {
-                root: crate::static_files::open::Root::open(root)?,
-                index: main.index.clone(),
-                dotfiles: main.dotfiles,
-                mime: main.mime.clone(),
-                cache: Default::default(),
-            };
-            self.sites.insert(root.to_path_buf(), site);
-        }
-        self.sites
-            .get_mut(root)
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
-    }
 }
 
 impl Ctx<'_> {
@@ -170,23 +121,50 @@ impl Ctx<'_> {
             stderr: self.stderr,
             date: self.date.http(),
             server_name: self.server_name,
+            bufs: self.bufs,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+/// Where a connection is in its life (see LIFECYCLE.md beside this file). Closing is not a
+/// phase: a `Verdict::Close` removes the connection.
+enum Phase {
     /// Waiting for (the rest of) a request head.
     Head,
-    /// A response is being sent and/or an unwanted body is being dropped.
-    Responding,
+    /// A request is answered by its handler; an unwanted request body is read and dropped
+    /// meanwhile (`discard`, only with a queued reply).
+    Responding {
+        /// What produces the response.
+        handler: Handler,
+        /// The unwanted body being dropped.
+        discard: Option<BodyReader>,
+    },
     /// Output is done and the write side shut; input is dropped until EOF or timeout.
     Linger,
 }
 
-enum Discard {
-    Length(u64),
-    Chunked(ChunkedDecoder, u64),
+/// What produces the response in flight. The connection drives it through its methods and
+/// never reaches into its fields.
+enum Handler {
+    /// The response is whole in the output queue (a static file, an in-memory reply, an
+    /// error): nothing is left to produce.
+    Queued,
+    /// A FastCGI exchange produces it as the backend answers.
+    FastCgi(Box<Exchange>),
+}
+
+/// How the connection ends once the response in flight is out. It only moves towards the
+/// end (KeepAlive → Close → Drain), through `close_after_response` and `drain_before_close`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Ending {
+    /// Wait for the next request.
+    KeepAlive,
+    /// Close when the response is out.
+    Close,
+    /// Close when the response is out, after draining what the client may still send (an
+    /// unread body, a refused head): closing with unread input makes the kernel reset the
+    /// connection, and the client may lose the end of the response.
+    Drain,
 }
 
 /// A client connection.
@@ -196,27 +174,22 @@ pub struct Conn {
     listener: usize,
     input: InBuf,
     readable: bool,
+    /// The kernel reported the peer's FIN: reads go on until they return EOF.
+    peer_closed: bool,
     writable: bool,
     read_eof: bool,
-    state: State,
-    discard: Option<Discard>,
-    fcgi: Option<Box<Exchange>>,
+    phase: Phase,
+    ending: Ending,
     out: Out,
     served: u64,
-    close_after: bool,
     /// Bytes of the request in flight (head and announced body), for the scoreboard.
     bytes_in: u64,
     /// Whether the scoreboard was told a request started that it has not seen finish.
     in_request: bool,
-    /// Whether the client may still send input we will not read (an unread body, a refused
-    /// head): closing must then drain first, or the kernel resets the connection and the client
-    /// may lose the end of the response.
-    linger: bool,
     /// The connection's timeout.
-    pub timer: Slot,
+    timer: Slot,
     /// The access log line of the response in flight: text before the byte count, and after.
-    log_line: Vec<u8>,
-    log_split: usize,
+    log_line: PendingLine,
 }
 
 impl Conn {
@@ -227,21 +200,19 @@ impl Conn {
             peer,
             listener,
             input: InBuf::default(),
-            readable: true,
+            // Until the first event says so (see `Worker::accept`).
+            readable: false,
+            peer_closed: false,
             writable: true,
             read_eof: false,
-            state: State::Head,
-            discard: None,
-            fcgi: None,
+            phase: Phase::Head,
+            ending: Ending::KeepAlive,
             out: Out::default(),
             served: 0,
-            close_after: false,
             bytes_in: 0,
             in_request: false,
-            linger: false,
             timer: Slot::new(now),
-            log_line: Vec::new(),
-            log_split: 0,
+            log_line: PendingLine::default(),
         }
     }
 
@@ -258,13 +229,124 @@ impl Conn {
     /// Whether the connection waits for a request with nothing buffered (safe to close on a
     /// graceful stop).
     pub fn is_idle(&self) -> bool {
-        self.state == State::Head && self.input.is_empty() && !self.out.pending()
+        matches!(self.phase, Phase::Head) && self.input.is_empty() && !self.out.pending()
+    }
+
+    /// The exchange producing the response, if a FastCGI exchange does.
+    fn exchange(&self) -> Option<&Exchange> {
+        match &self.phase {
+            Phase::Responding {
+                handler: Handler::FastCgi(x),
+                ..
+            } => Some(x),
+            _ => None,
+        }
+    }
+
+    fn exchange_mut(&mut self) -> Option<&mut Exchange> {
+        match &mut self.phase {
+            Phase::Responding {
+                handler: Handler::FastCgi(x),
+                ..
+            } => Some(x),
+            _ => None,
+        }
+    }
+
+    /// The phase of the FastCGI exchange answering the request, if one does.
+    #[cfg(test)]
+    pub fn exchange_phase(&self) -> Option<super::fcgi::ExchangePhase> {
+        self.exchange().map(Exchange::phase)
+    }
+
+    /// Takes the exchange out of the handler, leaving the response as queued.
+    fn take_exchange(&mut self) -> Option<Box<Exchange>> {
+        match &mut self.phase {
+            Phase::Responding { handler, .. } => {
+                match std::mem::replace(handler, Handler::Queued) {
+                    Handler::FastCgi(x) => Some(x),
+                    Handler::Queued => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Transition: a handler starts answering a request (or a refusal is queued).
+    fn start_responding(&mut self, handler: Handler, discard: Option<BodyReader>) {
+        debug_assert!(
+            discard.is_none() || matches!(handler, Handler::Queued),
+            "only a queued reply drops a body meanwhile"
+        );
+        self.phase = Phase::Responding { handler, discard };
+    }
+
+    /// Transition: the response is out; wait for the next request (the head timeout if
+    /// bytes of it are buffered, else the keep-alive timeout).
+    fn next_request(&mut self, ctx: &mut Ctx<'_>) {
+        self.phase = Phase::Head;
+        let kind = if self.input.is_empty() {
+            Kind::KEEPALIVE
+        } else {
+            Kind::READ
+        };
+        ctx.timers.arm(&mut self.timer, kind, ctx.token, ctx.now);
+    }
+
+    /// Transition: the response is out and the connection ends: shut the write side and drop
+    /// input until the client closes or the linger time ends.
+    fn start_lingering(&mut self, ctx: &mut Ctx<'_>) {
+        self.phase = Phase::Linger;
+        self.stream.shutdown_write();
+        ctx.timers
+            .arm(&mut self.timer, Kind::LINGER, ctx.token, ctx.now);
+    }
+
+    /// The connection closes once the response in flight is out.
+    fn close_after_response(&mut self) {
+        self.ending = self.ending.max(Ending::Close);
+    }
+
+    /// The connection closes once the response is out, after draining the client's input.
+    fn drain_before_close(&mut self) {
+        self.ending = Ending::Drain;
+    }
+
+    /// Checks what must hold between passes (debug builds only).
+    fn check_invariants(&self, draining: bool) {
+        debug_assert!(
+            !self.is_idle() || !self.holds_buffers(),
+            "an idle connection holds a buffer"
+        );
+        debug_assert!(
+            !matches!(self.phase, Phase::Linger) || !self.out.pending(),
+            "lingering starts only once the output is out"
+        );
+        debug_assert!(
+            !matches!(self.phase, Phase::Linger) || self.ending != Ending::KeepAlive || draining,
+            "a lingering connection was meant to close"
+        );
+        debug_assert!(
+            !matches!(self.phase, Phase::Head) || !self.out.pending(),
+            "a response is queued while waiting for a head"
+        );
+    }
+
+    /// Whether the connection holds a buffer of its own (an idle one must not).
+    pub fn holds_buffers(&self) -> bool {
+        self.input.holds_buffer() || self.out.holds_buffer() || self.log_line.holds_buffer()
     }
 
     /// Handles readiness and runs the state machine as far as it goes.
-    pub fn ready(&mut self, ctx: &mut Ctx<'_>, readable: bool, writable: bool) -> Verdict {
-        self.readable |= readable;
-        self.writable |= writable;
+    pub fn ready(&mut self, ctx: &mut Ctx<'_>, ready: Ready) -> Verdict {
+        self.readable |= ready.readable || ready.read_closed;
+        self.writable |= ready.writable;
+        self.peer_closed |= ready.read_closed;
+        self.run(ctx)
+    }
+
+    /// Runs the state machine with no new readiness (a FastCGI process got free).
+    pub fn resume(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
         self.run(ctx)
     }
 
@@ -273,7 +355,7 @@ impl Conn {
     /// sending a request right now (wrk and browsers send the next request the moment a
     /// response ends); it gets the linger time to do so, then closes.
     pub fn drain(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
-        self.close_after = true;
+        self.close_after_response();
         if self.is_idle() {
             ctx.timers
                 .arm(&mut self.timer, Kind::LINGER, ctx.token, ctx.now);
@@ -294,51 +376,68 @@ impl Conn {
     /// short, before the connection closes.
     pub fn abort(&mut self, ctx: &mut Ctx<'_>) {
         self.request_finished(ctx);
-        if let Some(mut x) = self.fcgi.take() {
-            if self.log_line.is_empty() && ctx.access.is_some() {
-                let status = x.status.unwrap_or(499);
+        if let Some(mut x) = self.take_exchange() {
+            if !self.log_line.is_pending() && ctx.access.is_some() {
+                let status = x.status().unwrap_or(499);
                 self.log_start(ctx, Some(x.request()), status);
             }
             x.cancel(&mut ctx.env());
         }
-        if self.state == State::Responding {
+        if matches!(self.phase, Phase::Responding { .. }) {
             self.log_done(ctx);
         }
+        ctx.bufs.give_bytes(self.log_line.take_buffer());
+        self.input.clear();
+        self.input.release_if_empty(ctx.bufs);
+        self.out.drop_all(ctx.bufs);
     }
 
     /// What the connection is doing, for the scoreboard.
     pub fn activity(&self) -> WorkerState {
-        match self.state {
-            State::Head if self.input.is_empty() => WorkerState::KeepAlive,
-            State::Head => WorkerState::Reading,
+        match (&self.phase, self.exchange()) {
+            (Phase::Head, _) if self.input.is_empty() => WorkerState::KeepAlive,
+            (Phase::Head, _) => WorkerState::Reading,
             // A body being read (buffered before the backend is asked, or streamed).
-            State::Responding if self.fcgi.as_ref().is_some_and(|x| x.wants_client_input()) => {
-                WorkerState::Reading
-            }
-            State::Responding if self.fcgi.is_some() => WorkerState::WaitingBackend,
-            State::Responding | State::Linger => WorkerState::Writing,
+            (_, Some(x)) if x.wants_client_input() => WorkerState::Reading,
+            (_, Some(_)) => WorkerState::WaitingBackend,
+            _ => WorkerState::Writing,
         }
     }
 
     /// Records readiness of the backend socket and runs the state machine.
     pub fn backend_ready(&mut self, ctx: &mut Ctx<'_>, readable: bool, writable: bool) -> Verdict {
-        if let Some(x) = &mut self.fcgi {
+        if let Some(x) = self.exchange_mut() {
             x.backend_ready(readable, writable);
         }
         self.run(ctx)
     }
 
-    /// Whether `gen` is the live backend timeout of this connection.
-    pub fn backend_timer_is(&self, gen: u64) -> bool {
-        self.fcgi.as_ref().is_some_and(|x| x.timer.is(gen))
+    /// Whether `gen` is the generation of a live timeout of this connection (its own, or its
+    /// backend exchange's); expired entries of other generations are stale.
+    pub fn owns_timer(&self, gen: u64) -> bool {
+        self.timer.is(gen) || self.exchange().is_some_and(|x| x.owns_timer(gen))
+    }
+
+    /// The timeout of generation `gen` fired: the connection's own closes it; the backend's
+    /// ends the exchange (504, or a cut response).
+    pub fn on_timer(&mut self, ctx: &mut Ctx<'_>, gen: u64) -> Verdict {
+        if self.timer.is(gen) {
+            tracing::debug!(conn = ctx.token, kind = ?self.timer.kind(), "timeout");
+            return Verdict::Close;
+        }
+        if self.exchange().is_some_and(|x| x.owns_timer(gen)) {
+            return self.backend_timeout(ctx);
+        }
+        Verdict::Open
     }
 
     /// The backend timeout fired.
-    pub fn backend_timeout(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
-        let Some(x) = &mut self.fcgi else {
+    fn backend_timeout(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        let mut env = ctx.env();
+        let Some(x) = self.exchange_mut() else {
             return Verdict::Open;
         };
-        let step = x.timed_out(&mut ctx.env());
+        let step = x.timed_out(&mut env);
         if self.on_step(ctx, step) == Verdict::Close {
             return Verdict::Close;
         }
@@ -348,68 +447,83 @@ impl Conn {
     /// Acts on what driving the exchange gave.
     fn on_step(&mut self, ctx: &mut Ctx<'_>, step: Step) -> Verdict {
         match step {
-            Step::Idle | Step::Progress => Verdict::Open,
+            Step::Idle | Step::Progress => {}
             Step::Done => {
-                if let Some(x) = self.fcgi.take() {
-                    self.close_after |= x.close_client;
+                if let Some(x) = self.take_exchange() {
+                    if x.closes_client() {
+                        self.close_after_response();
+                    }
                     // The backend answered before reading the whole body: what is left of it
                     // must never be taken for the next request.
+                    let mut discard = None;
                     match x.body_left() {
                         Some(0) | None => {}
-                        Some(n) if n <= DISCARD_MAX => self.discard = Some(Discard::Length(n)),
-                        Some(_) => {
-                            self.close_after = true;
-                            self.linger = true;
-                        }
+                        Some(n) => match BodyReader::new(BodyFraming::Length(n), DISCARD_MAX) {
+                            Ok(reader) => discard = Some(reader),
+                            Err(_) => self.drain_before_close(),
+                        },
                     }
                     if x.body_pending() && x.body_left().is_none() {
-                        self.close_after = true;
-                        self.linger = true;
+                        self.drain_before_close();
                     }
                     if ctx.access.is_some() {
-                        self.log_start(ctx, Some(x.request()), x.status.unwrap_or(200));
+                        self.log_start(ctx, Some(x.request()), x.status().unwrap_or(200));
                     }
+                    self.start_responding(Handler::Queued, discard);
                 }
-                Verdict::Open
             }
-            Step::Fail(status) => {
-                if let Some(mut x) = self.fcgi.take() {
+            Step::Fail(e) => {
+                let status = e.status();
+                if let Some(mut x) = self.take_exchange() {
                     x.cancel(&mut ctx.env());
-                    let close = self.close_after || !x.request().keep_alive || x.body_pending();
+                    let close = self.ending != Ending::KeepAlive
+                        || !x.request().keep_alive
+                        || x.body_pending();
                     if x.body_pending() {
-                        self.linger = true;
+                        self.drain_before_close();
                     }
                     if ctx.access.is_some() {
                         self.log_start(ctx, Some(x.request()), status);
                     }
                     let head_only = x.request().method == Method::Head;
                     let version = x.request().version;
-                    self.send_reply(ctx, head_only, version, Reply::error(status), close);
+                    let reply = Reply::error(status);
+                    self.send_reply(ctx, head_only, version, reply, close, None);
                 }
-                Verdict::Open
             }
-            Step::Abort => {
+            Step::Abort(e) => {
                 // The head went out: send what arrived, then close, which shows the client the
                 // truncation (a short Content-Length body, or no last chunk).
-                if let Some(mut x) = self.fcgi.take() {
+                if let Some(mut x) = self.take_exchange() {
                     x.cancel(&mut ctx.env());
                     if ctx.access.is_some() {
-                        self.log_start(ctx, Some(x.request()), x.status.unwrap_or(502));
+                        self.log_start(ctx, Some(x.request()), x.status().unwrap_or(e.status()));
                     }
                 }
-                self.close_after = true;
-                Verdict::Open
+                self.close_after_response();
             }
         }
+        Verdict::Open
     }
 
+    /// Runs the state machine, then gives back the buffers this pass left empty: an idle
+    /// connection holds none.
     fn run(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        let verdict = self.run_inner(ctx);
+        self.input.release_if_empty(ctx.bufs);
+        self.out.release_if_done(ctx.bufs);
+        if verdict == Verdict::Open {
+            self.check_invariants(ctx.draining);
+        }
+        verdict
+    }
+
+    fn run_inner(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
         loop {
             let mut progress = false;
 
             if self.out.pending() && self.writable {
-                let fd = borrow_fd(&self.stream);
-                match self.out.flush(fd) {
+                match self.out.flush(&mut self.stream) {
                     Ok(Flush::Done) => progress = true,
                     Ok(Flush::Blocked) => {
                         self.writable = false;
@@ -420,57 +534,60 @@ impl Conn {
                 }
             }
 
-            if let Some(x) = &mut self.fcgi {
+            if let Phase::Responding {
+                handler: Handler::FastCgi(x),
+                ..
+            } = &mut self.phase
+            {
                 let step = x.drive(&mut self.input, &mut self.out, &mut ctx.env());
-                if step != Step::Idle {
+                if !matches!(step, Step::Idle) {
                     progress = true;
                 }
                 if self.on_step(ctx, step) == Verdict::Close {
                     return Verdict::Close;
                 }
-                if self.read_eof && self.fcgi.as_ref().is_some_and(|x| x.body_pending()) {
+                if self.read_eof && self.exchange().is_some_and(|x| x.body_pending()) {
                     // The client went away mid-body: the backend connection closes with it.
                     return Verdict::Close;
                 }
                 // While the client's body is awaited the read timeout runs (armed on each
                 // read); otherwise only the backend's timeouts and the write timeout apply.
-                let awaiting = self.fcgi.as_ref().is_some_and(|x| x.wants_client_input());
+                let awaiting = self.exchange().is_some_and(|x| x.wants_client_input());
                 if !awaiting && matches!(self.timer.kind(), Some(Kind::READ | Kind::KEEPALIVE)) {
                     ctx.timers.disarm(&mut self.timer);
                 }
             }
 
-            if self.state == State::Responding && !self.out.pending() && self.fcgi.is_none() {
-                if self.discard.is_none() {
+            // A queued reply whose output is out: the request is done once its body is read.
+            if let Phase::Responding {
+                handler: Handler::Queued,
+                discard,
+            } = &self.phase
+            {
+                let body_left = discard.is_some();
+                if self.out.pending() {
+                    // Still sending: the write timeout (if blocked) runs.
+                } else if body_left {
+                    ctx.timers
+                        .arm_once(&mut self.timer, Kind::READ, ctx.token, ctx.now);
+                } else {
                     self.log_done(ctx);
                     self.request_finished(ctx);
                     progress = true;
-                    if self.close_after || ctx.draining {
-                        if !self.linger && self.input.is_empty() {
+                    if self.ending != Ending::KeepAlive || ctx.draining {
+                        if self.ending != Ending::Drain && self.input.is_empty() {
                             return Verdict::Close;
                         }
-                        self.state = State::Linger;
-                        self.stream.shutdown_write();
-                        ctx.timers
-                            .arm(&mut self.timer, Kind::LINGER, ctx.token, ctx.now);
+                        self.start_lingering(ctx);
                     } else {
-                        self.state = State::Head;
-                        let kind = if !self.input.is_empty() {
-                            Kind::READ
-                        } else {
-                            Kind::KEEPALIVE
-                        };
-                        ctx.timers.arm(&mut self.timer, kind, ctx.token, ctx.now);
+                        self.next_request(ctx);
                     }
-                } else {
-                    ctx.timers
-                        .arm_once(&mut self.timer, Kind::READ, ctx.token, ctx.now);
                 }
             }
 
             if self.readable && !self.read_eof && self.wants_input(ctx.limits) {
                 let max = ctx.limits.header_bytes + READ_AHEAD;
-                match self.input.read_from(&mut self.stream, max) {
+                match self.input.read_from(&mut self.stream, max, ctx.bufs) {
                     Ok(Filled::Eof) => {
                         self.read_eof = true;
                         progress = true;
@@ -478,10 +595,17 @@ impl Conn {
                     // Nothing read: whoever consumes the buffer makes the progress.
                     Ok(Filled::Full) => {}
                     Ok(Filled::Data { drained }) => {
-                        self.readable = !drained;
+                        // A short read drained the socket, unless the peer's FIN was reported:
+                        // then the next read returns EOF, and no new event will say so.
+                        self.readable = !drained || self.peer_closed;
                         progress = true;
-                        let body = self.discard.is_some()
-                            || self.fcgi.as_ref().is_some_and(|x| x.wants_client_input());
+                        let body = matches!(
+                            self.phase,
+                            Phase::Responding {
+                                discard: Some(_),
+                                ..
+                            }
+                        ) || self.exchange().is_some_and(|x| x.wants_client_input());
                         if body {
                             ctx.timers
                                 .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
@@ -493,37 +617,28 @@ impl Conn {
                 }
             }
 
-            match self.state {
-                State::Linger => {
+            match &self.phase {
+                Phase::Linger => {
                     self.input.clear();
                     if self.read_eof {
                         return Verdict::Close;
                     }
                 }
-                State::Responding => {
-                    if self.discard.is_some() {
-                        match self.feed_discard() {
-                            Ok(true) => progress = true,
-                            Ok(false) => {
-                                if self.read_eof {
-                                    // The client stopped sending mid-body: finish the
-                                    // response, then close.
-                                    self.discard = None;
-                                    self.close_after = true;
-                                    self.linger = true;
-                                    progress = true;
-                                }
-                            }
-                            Err(()) => {
-                                self.discard = None;
-                                self.close_after = true;
-                                self.linger = true;
-                                progress = true;
-                            }
-                        }
+                Phase::Responding {
+                    discard: Some(_), ..
+                } => match self.feed_discard() {
+                    Ok(true) => progress = true,
+                    Ok(false) if !self.read_eof => {}
+                    // The client stopped sending mid-body, or sent a malformed one: finish
+                    // the response, then close.
+                    Ok(false) | Err(_) => {
+                        self.stop_discarding();
+                        self.drain_before_close();
+                        progress = true;
                     }
-                }
-                State::Head => {
+                },
+                Phase::Responding { .. } => {}
+                Phase::Head => {
                     if !self.input.is_empty() {
                         match request::parse(self.input.data(), ctx.limits.header_bytes) {
                             Ok(Some(req)) => {
@@ -565,50 +680,44 @@ impl Conn {
 
     fn wants_input(&self, limits: &Limits) -> bool {
         let buffered = self.input.len();
-        match self.state {
-            State::Head => buffered <= limits.header_bytes,
+        match &self.phase {
+            Phase::Head => buffered <= limits.header_bytes,
             // Read ahead (pipelined requests, a body to drop) but never without bound.
-            State::Responding => {
-                self.discard.is_some()
-                    || self.fcgi.as_ref().is_some_and(|x| x.wants_client_input())
+            Phase::Responding { handler, discard } => {
+                discard.is_some()
+                    || matches!(handler, Handler::FastCgi(x) if x.wants_client_input())
                     || buffered < limits.header_bytes
             }
-            State::Linger => true,
+            Phase::Linger => true,
         }
     }
 
     /// Drops body bytes from the buffer. Ok(true): made progress.
-    fn feed_discard(&mut self) -> Result<bool, ()> {
+    fn feed_discard(&mut self) -> Result<bool, BodyError> {
+        let Phase::Responding {
+            discard: Some(reader),
+            ..
+        } = &mut self.phase
+        else {
+            return Ok(false);
+        };
         let input = self.input.data();
         if input.is_empty() {
             return Ok(false);
         }
-        let Some(d) = &mut self.discard else {
-            return Ok(false);
-        };
-        let (consumed, done) = match d {
-            Discard::Length(left) => {
-                let n = (*left).min(input.len() as u64);
-                *left -= n;
-                (n as usize, *left == 0)
-            }
-            Discard::Chunked(dec, seen) => {
-                let mut total = 0u64;
-                let p = dec
-                    .decode(input, &mut |chunk| total += chunk.len() as u64)
-                    .map_err(|_| ())?;
-                *seen += total;
-                if *seen > DISCARD_MAX {
-                    return Err(());
-                }
-                (p.consumed, p.done)
-            }
-        };
-        self.input.consume(consumed);
-        if done {
-            self.discard = None;
+        let fed = reader.feed(input, &mut |_| {})?;
+        self.input.consume(fed.consumed);
+        if fed.done {
+            self.stop_discarding();
         }
-        Ok(consumed > 0 || done)
+        Ok(fed.consumed > 0 || fed.done)
+    }
+
+    /// The unwanted body is read (or given up on).
+    fn stop_discarding(&mut self) {
+        if let Phase::Responding { discard, .. } = &mut self.phase {
+            *discard = None;
+        }
     }
 
     fn respond(&mut self, ctx: &mut Ctx<'_>, req: Request) {
@@ -631,164 +740,55 @@ impl Conn {
             );
         }
         let mut close = !req.keep_alive
-            || self.close_after
+            || self.ending != Ending::KeepAlive
             || ctx.draining
             || self.served >= ctx.limits.keepalive_requests;
-        let reply = match self.decide(ctx, &req) {
+        let dispatch = Dispatch {
+            router: ctx.router.as_deref_mut(),
+            site: ctx.site,
+            other_sites: ctx.other_sites,
+            pool: ctx.pool,
+            config: ctx.config,
+            now: ctx.now,
+        };
+        let client = Client {
+            ip: &self.peer.ip,
+            port: self.peer.port,
+            listener: ctx
+                .listener_names
+                .get(self.listener)
+                .map_or("", String::as_str),
+        };
+        let reply = match dispatch::route(dispatch, &req, &client) {
             Routed::FastCgi(target, extra) => {
                 self.start_fastcgi(ctx, req, target, close, extra);
                 return;
             }
             Routed::Reply(reply) => reply,
         };
+        let mut discard = None;
         match req.body {
             BodyFraming::None => {}
             // After a final response to `Expect: 100-continue` the client may or may not send
             // the body; only closing keeps the framing of what follows certain.
             _ if req.expect_continue => {
                 close = true;
-                self.linger = true;
+                self.drain_before_close();
             }
-            BodyFraming::Length(n) if n <= DISCARD_MAX => self.discard = Some(Discard::Length(n)),
-            BodyFraming::Length(_) => {
-                close = true;
-                self.linger = true;
-            }
-            BodyFraming::Chunked => self.discard = Some(Discard::Chunked(ChunkedDecoder::new(), 0)),
+            // A body up to DISCARD_MAX is dropped as it arrives; a larger one closes.
+            framing => match BodyReader::new(framing, DISCARD_MAX) {
+                Ok(reader) => discard = Some(reader),
+                Err(_) => {
+                    close = true;
+                    self.drain_before_close();
+                }
+            },
         }
         if ctx.access.is_some() {
             self.log_start(ctx, Some(&req), reply.status);
         }
-        self.send_reply(ctx, req.method == Method::Head, req.version, reply, close);
-    }
-
-    /// Where a request goes: the route function's decision, else the default rules (a
-    /// FastCGI prefix or extension, else a static file).
-    fn decide(&mut self, ctx: &mut Ctx<'_>, req: &Request) -> Routed {
-        let decision = match ctx.router.as_deref_mut() {
-            Some(router) => {
-                let rr = RouteRequest {
-                    req,
-                    remote_addr: &self.peer.ip,
-                    remote_port: self.peer.port,
-                    listener: ctx
-                        .listener_names
-                        .get(self.listener)
-                        .map_or("", String::as_str),
-                    scheme: "http",
-                };
-                let routed = {
-                    let _armed = super::backstop::arm(
-                        router
-                            .limits()
-                            .deadline
-                            .saturating_add(super::backstop::BOUND),
-                    );
-                    router.route(&rr)
-                };
-                match routed {
-                    Ok(d) => d,
-                    Err(e) => {
-                        tracing::error!(
-                            "{e}; request: {} {} from {}:{}",
-                            req.method.as_str(),
-                            String::from_utf8_lossy(&escape_log(req.target.as_bytes())),
-                            self.peer.ip,
-                            self.peer.port
-                        );
-                        return Routed::Reply(Reply::error(500));
-                    }
-                }
-            }
-            None => Decision::FallThrough,
-        };
-        match decision {
-            Decision::FallThrough => {}
-            Decision::Static { root, headers } => {
-                let mut reply = match root {
-                    None => static_files::serve(req, ctx.site, ctx.now),
-                    Some(root) => match ctx.other_sites.site(&root, ctx.site) {
-                        Ok(site) => static_files::serve(req, site, ctx.now),
-                        Err(e) => {
-                            tracing::error!("route: static root {}: {e}", root.display());
-                            Reply::error(500)
-                        }
-                    },
-                };
-                add_headers(&mut reply, &headers);
-                return Routed::Reply(reply);
-            }
-            Decision::FastCgi {
-                backend,
-                script,
-                path_info,
-                params,
-                headers,
-            } => {
-                let Some(b) = ctx.pool.index_of(&backend) else {
-                    return Routed::Reply(Reply::error(500));
-                };
-                // SCRIPT_NAME is the path without the PATH_INFO the route chose.
-                let script_name = match &path_info {
-                    Some(pi) if req.path.ends_with(pi.as_str()) => {
-                        req.path[..req.path.len() - pi.len()].to_string()
-                    }
-                    _ => req.path.clone(),
-                };
-                let target = Target {
-                    backend: b,
-                    script_name,
-                    path_info,
-                    check_local: false,
-                };
-                let extra = FcgiExtra {
-                    script_filename: script,
-                    params,
-                    headers,
-                };
-                return Routed::FastCgi(target, extra);
-            }
-            Decision::Redirect {
-                status,
-                location,
-                headers,
-            } => {
-                let mut reply = Reply::error(status);
-                reply.header("Location", &location);
-                add_headers(&mut reply, &headers);
-                return Routed::Reply(reply);
-            }
-            Decision::Respond {
-                status,
-                body,
-                headers,
-            } => {
-                let mut reply = Reply::new(status, Body::Bytes(body));
-                if !headers
-                    .iter()
-                    .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-                {
-                    reply.header("Content-Type", "text/plain; charset=utf-8");
-                }
-                add_headers(&mut reply, &headers);
-                return Routed::Reply(reply);
-            }
-            Decision::Deny { status, headers } => {
-                let mut reply = Reply::error(status);
-                add_headers(&mut reply, &headers);
-                return Routed::Reply(reply);
-            }
-        }
-        if !ctx.config.fastcgi.is_empty() {
-            let site = &*ctx.site;
-            let target = rules::match_path(ctx.config, &req.path, &site.index, |p| {
-                matches!(site.root.lookup(p, &[]), Lookup::File(..))
-            });
-            if let Some(t) = target {
-                return Routed::FastCgi(t, FcgiExtra::default());
-            }
-        }
-        Routed::Reply(static_files::serve(req, ctx.site, ctx.now))
+        let head_only = req.method == Method::Head;
+        self.send_reply(ctx, head_only, req.version, reply, close, discard);
     }
 
     /// Hands the request to a FastCGI backend (or answers 404/411/413 first).
@@ -800,75 +800,18 @@ impl Conn {
         close: bool,
         extra: FcgiExtra,
     ) {
-        let refuse = |status: u16| Some(status);
-        let mut early = None;
-        if t.check_local && !matches!(ctx.site.root.lookup(&t.script_name, &[]), Lookup::File(..)) {
-            early = refuse(404);
-        }
-        let body = match req.body {
-            BodyFraming::None => {
-                let needs_length = matches!(req.method, Method::Post | Method::Put | Method::Patch)
-                    && req.header("content-length").is_none();
-                if needs_length && early.is_none() {
-                    early = refuse(411);
-                }
-                RequestBody::None
+        let body = match fcgi_admit::admit(&req, &t, ctx.site, ctx.limits) {
+            Ok(body) => body,
+            Err(refusal) => {
+                self.refuse_fastcgi(ctx, &req, refusal.status(), close);
+                return;
             }
-            BodyFraming::Length(n) => {
-                if n > ctx.limits.body_bytes && early.is_none() {
-                    early = refuse(413);
-                }
-                RequestBody::Length(n)
-            }
-            BodyFraming::Chunked => RequestBody::Chunked {
-                limit: ctx.limits.body_bytes,
-            },
         };
-        if let Some(status) = early {
-            // The body (if any) is not read: close, after draining what the client sends.
-            let has_body = req.body != BodyFraming::None;
-            if has_body {
-                self.linger = true;
-            }
-            if ctx.access.is_some() {
-                self.log_start(ctx, Some(&req), status);
-            }
-            let head_only = req.method == Method::Head;
-            self.send_reply(
-                ctx,
-                head_only,
-                req.version,
-                Reply::error(status),
-                close || has_body,
-            );
-            return;
-        }
         if req.expect_continue && req.body != BodyFraming::None {
             self.out.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        let script_filename = extra.script_filename.unwrap_or_else(|| {
-            ctx.config
-                .root
-                .join(t.script_name.trim_start_matches('/'))
-                .to_string_lossy()
-                .into_owned()
-        });
-        let mut extra_headers = Vec::new();
-        for (name, value) in &extra.headers {
-            let _ = write!(extra_headers, "{name}: {value}\r\n");
-        }
-        let facts = Facts {
-            script_name: t.script_name,
-            path_info: t.path_info,
-            script_filename,
-            document_root: ctx.config.root.to_string_lossy().into_owned(),
-            server_addr: self.stream.local(),
-            remote: (self.peer.ip.clone(), self.peer.port),
-            server_software: ctx.server_name.to_string(),
-            extra: extra.params,
-            extra_headers,
-            req,
-        };
+        let backend = t.backend;
+        let facts = fcgi_admit::facts(req, t, extra, ctx.config, self.stream.local(), &self.peer);
         // The keep-alive or head timeout of this connection does not bound the exchange: the
         // read timeout does while the body arrives, the backend's timeouts do after.
         ctx.timers.disarm(&mut self.timer);
@@ -881,20 +824,43 @@ impl Conn {
         let buffer = ctx
             .config
             .fastcgi
-            .get(t.backend)
+            .get(backend)
             .is_none_or(|d| d.request_buffering);
-        match Exchange::new(facts, t.backend, body, buffer, !close, ctx.now) {
+        match Exchange::new(facts, backend, body, buffer, !close, ctx.now) {
             Ok(x) => {
-                self.fcgi = Some(Box::new(x));
-                self.state = State::Responding;
-                self.close_after = close;
+                self.start_responding(Handler::FastCgi(Box::new(x)), None);
+                if close {
+                    self.close_after_response();
+                }
             }
             Err(e) => {
                 tracing::error!("fastcgi: cannot start an exchange: {e}");
-                self.linger = true;
-                self.send_reply(ctx, false, Version::Http11, Reply::error(500), true);
+                self.drain_before_close();
+                let reply = Reply::error(500);
+                self.send_reply(ctx, false, Version::Http11, reply, true, None);
             }
         }
+    }
+
+    /// Answers a request refused before it reached a backend (404, 411, 413).
+    fn refuse_fastcgi(&mut self, ctx: &mut Ctx<'_>, req: &Request, status: u16, close: bool) {
+        // The body (if any) is not read: close, after draining what the client sends.
+        let has_body = req.body != BodyFraming::None;
+        if has_body {
+            self.drain_before_close();
+        }
+        if ctx.access.is_some() {
+            self.log_start(ctx, Some(req), status);
+        }
+        let head_only = req.method == Method::Head;
+        self.send_reply(
+            ctx,
+            head_only,
+            req.version,
+            Reply::error(status),
+            close || has_body,
+            None,
+        );
     }
 
     fn refuse(&mut self, ctx: &mut Ctx<'_>, e: RequestError) {
@@ -909,19 +875,21 @@ impl Conn {
         }
         // A refused head keeps the connection only when the parser could frame it whole (no
         // body); otherwise what follows cannot be framed with confidence.
-        let mut close = e.close || self.close_after || ctx.draining;
+        let mut close = e.close || self.ending != Ending::KeepAlive || ctx.draining;
         if close {
             self.input.clear();
-            self.linger = true;
+            self.drain_before_close();
         } else {
             self.input.consume(e.head_len);
             self.served += 1;
             close = self.served >= ctx.limits.keepalive_requests;
         }
         let reply = Reply::error(e.status);
-        self.send_reply(ctx, e.head_method, e.version, reply, close);
+        self.send_reply(ctx, e.head_method, e.version, reply, close, None);
     }
 
+    /// Queues a whole reply; `close` says whether the connection closes after it, and
+    /// `discard` drops the request's unwanted body meanwhile.
     fn send_reply(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -929,10 +897,13 @@ impl Conn {
         version: Version,
         reply: Reply,
         close: bool,
+        discard: Option<BodyReader>,
     ) {
+        // The Connection field tells the truth: an ending decided earlier also closes.
+        let close = close || self.ending != Ending::KeepAlive;
         let no_body = status::forbids_body(reply.status);
         write_head(
-            self.out.start(),
+            self.out.start(ctx.bufs),
             &Head {
                 status: reply.status,
                 date: ctx.date.http(),
@@ -953,68 +924,33 @@ impl Conn {
             reply.body
         };
         self.out.set_body(body);
-        self.close_after = close;
-        self.state = State::Responding;
+        if close {
+            self.close_after_response();
+        }
+        self.start_responding(Handler::Queued, discard);
     }
 
-    fn log_start(&mut self, ctx: &Ctx<'_>, req: Option<&Request>, status: u16) {
-        let line = &mut self.log_line;
-        line.clear();
-        let _ = write!(line, "{} - - [{}] \"", self.peer.ip, ctx.date.clf());
-        match req {
-            Some(r) => {
-                line.extend_from_slice(r.method.as_str().as_bytes());
-                line.push(b' ');
-                push_escaped(line, r.target.as_bytes());
-                line.push(b' ');
-                line.extend_from_slice(r.version.as_str().as_bytes());
-            }
-            None => {
-                // The refused head's first line, as far as it goes, so attacks show in logs.
-                let raw = self.input.data();
-                let end = memchr::memchr2(b'\r', b'\n', raw)
-                    .unwrap_or(raw.len())
-                    .min(512);
-                push_escaped(line, &raw[..end]);
-            }
-        }
-        let _ = write!(line, "\" {status} ");
-        self.log_split = line.len();
-        line.extend_from_slice(b" \"");
-        let header = |name| req.and_then(|r| r.header(name));
-        match header("referer") {
-            Some(v) => push_escaped(line, v),
-            None => line.push(b'-'),
-        }
-        line.extend_from_slice(b"\" \"");
-        match header("user-agent") {
-            Some(v) => push_escaped(line, v),
-            None => line.push(b'-'),
-        }
-        line.extend_from_slice(b"\"\n");
-    }
-
-    fn log_done(&mut self, ctx: &mut Ctx<'_>) {
-        let Some(access) = ctx.access.as_deref_mut() else {
-            return;
+    /// Starts the access-log line of a response (`req` None: a refused head, whose first
+    /// line is logged from the input).
+    fn log_start(&mut self, ctx: &mut Ctx<'_>, req: Option<&Request>, status: u16) {
+        let subject = match req {
+            Some(r) => Subject::Request(r),
+            None => Subject::Refused(self.input.data()),
         };
-        if self.log_line.is_empty() {
-            return;
-        }
-        let out = access.line();
-        out.extend_from_slice(&self.log_line[..self.log_split]);
-        if self.out.body_sent == 0 {
-            out.push(b'-');
+        let buf = if self.log_line.holds_buffer() {
+            Vec::new()
         } else {
-            let _ = write!(out, "{}", self.out.body_sent);
-        }
-        out.extend_from_slice(&self.log_line[self.log_split..]);
-        access.line_done();
-        self.log_line.clear();
+            ctx.bufs.take_bytes()
+        };
+        self.log_line
+            .start(buf, &self.peer.ip, ctx.date.clf(), subject, status);
     }
-}
 
-fn borrow_fd(stream: &Stream) -> BorrowedFd<'_> {
-    // SAFETY: the descriptor belongs to `stream`, which the returned borrow cannot outlive.
-    unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }
+    /// Writes the pending access-log line with the body bytes sent, and gives its buffer back.
+    fn log_done(&mut self, ctx: &mut Ctx<'_>) {
+        if let Some(access) = ctx.access.as_deref_mut() {
+            self.log_line.finish(access, self.out.body_sent);
+        }
+        ctx.bufs.give_bytes(self.log_line.take_buffer());
+    }
 }

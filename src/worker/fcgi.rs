@@ -1,16 +1,18 @@
 //! One request's exchange with a FastCGI backend, driven by its client connection.
 //!
 //! ```text
-//! Spooling (the whole body → memory or a temporary file, before a process is taken: always
+//! Buffering (the whole body → memory or a temporary file, before a process is taken: always
 //!           for chunked, to learn CONTENT_LENGTH; for Content-Length unless the backend has
 //!           `request_buffering = false`, so a slow upload never pins a process)
-//!    → Connecting → Exchanging: PARAMS, STDIN (streamed from the client, or the spool)
-//!                    ↘ STDOUT: CGI head → client head; body → client (chunked on 1.1
-//!                      without Content-Length, close-delimited on 1.0), with backpressure
+//!    → Queued (Link::Queued: every process busy) → Connecting (Link::Connecting)
+//!    → Sending (Link::Connected): PARAMS, STDIN (streamed from the client, or the spool)
+//!    → ReceivingHead (Response::Head) → StreamingBody (Response::Body: chunked on 1.1
+//!      without Content-Length, close-delimited on 1.0), with backpressure both ways
 //!    → END_REQUEST → the connection goes back to the pool (FCGI_KEEP_CONN) → done
 //! ```
 //!
-//! Failures before anything reached the client become 502/503/504; a refused connect
+//! Failures are an `ExchangeError` (status and log reason); before anything reached the
+//! client they become 400/413/500/502/503/504; a refused connect
 //! disables that address for `disable_time` and tries another. A kept connection is probed
 //! before reuse (the pool's peek), so one the backend closed while idle is replaced before
 //! anything is written. A kept connection that fails after request bytes were written is retried
@@ -19,8 +21,9 @@
 //! After the response head went out, a failure can
 //! only close the client connection, which makes the truncation visible.
 
+use super::bufs::Bufs;
+use super::fcgi_error::ExchangeError;
 use super::inbuf::InBuf;
-use super::net::Stream;
 use super::out::Out;
 use super::spool::Spool;
 use super::timers::{Kind, Slot, Timers};
@@ -28,11 +31,12 @@ use crate::fastcgi::cgi_head::{self, CgiHead};
 use crate::fastcgi::params::{self, ParamsInput};
 use crate::fastcgi::pool::{NoUpstream, Pool};
 use crate::fastcgi::record::{self, Decoder, Event};
-use crate::http::chunked::ChunkedDecoder;
-use crate::http::request::{Method, Request, Version};
-use crate::http::response::{write_head, Framing as HeadFraming, Head};
+use crate::http::body::BodyReader;
+use crate::http::request::{BodyFraming, Method, Request, Version};
+use crate::http::response::{connection_field, write_head, Framing as HeadFraming, Head};
+use crate::transport::Stream;
 use mio::{Registry, Token};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::time::Instant;
 
 /// The request id used on every backend connection (one request per connection at a time).
@@ -41,8 +45,6 @@ const REQUEST_ID: u16 = 1;
 const TO_BACKEND_MAX: usize = 64 * 1024;
 /// Stop reading the backend while this much is queued for the client.
 const TO_CLIENT_MAX: usize = 256 * 1024;
-/// Bytes read from the backend per read call.
-const BACKEND_READ: usize = 32 * 1024;
 /// STDERR lines logged per worker and second, beyond which they are counted only.
 const STDERR_LINES_PER_SECOND: u32 = 20;
 
@@ -66,6 +68,8 @@ pub struct Env<'a> {
     pub date: &'a str,
     /// The Server header value.
     pub server_name: &'a str,
+    /// The worker's free buffers.
+    pub bufs: &'a mut Bufs,
 }
 
 /// The worker-wide rate limit on backend STDERR lines in the error log.
@@ -108,7 +112,7 @@ impl StderrLimit {
 }
 
 /// What the caller learns from driving the exchange.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Step {
     /// Waiting for events.
     Idle,
@@ -116,35 +120,72 @@ pub enum Step {
     Progress,
     /// The whole response is queued in the client's output; the exchange is over.
     Done,
-    /// Failed before the response head: answer with this status.
-    Fail(u16),
+    /// Failed before the response head: answer with the error's status.
+    Fail(ExchangeError),
     /// Failed after the head went out: close the client connection.
-    Abort,
+    Abort(ExchangeError),
 }
 
 /// How the request body reaches the backend.
 enum BodyIn {
     /// No body, or all of it sent.
     None,
-    /// This many bytes still to read from the client and forward as they arrive.
-    Length(u64),
+    /// A Content-Length body forwarded as it arrives.
+    Streaming(BodyReader),
     /// A body being read whole before the backend is contacted.
-    Spooling {
-        framing: SpoolFraming,
-        spool: Spool,
-        len: u64,
-        limit: u64,
-    },
+    Spooling { reader: BodyReader, spool: Spool },
     /// A spooled body with this much left to send.
     Spooled { spool: Spool, left: u64 },
 }
 
-/// How the end of a body being spooled is found.
-enum SpoolFraming {
-    /// Chunked: the decoder sees the last chunk (CONTENT_LENGTH is its decoded length).
-    Chunked(ChunkedDecoder),
-    /// Content-Length: this many bytes still to come.
-    Length(u64),
+/// Where an exchange is; it is done when its connection lets go of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangePhase {
+    /// The client's body is read whole before a backend is taken.
+    Buffering,
+    /// Waiting for a process of the backend with room (or about to pick one).
+    Queued,
+    /// A connect is under way.
+    Connecting,
+    /// Request records (params, body) are going out.
+    Sending,
+    /// The request is out; the CGI head is awaited.
+    ReceivingHead,
+    /// The head went to the client; the body streams.
+    StreamingBody,
+}
+
+/// The exchange's hold on a backend connection, from queued to connected. The exchange is
+/// done when its connection dropped it (`Step::Done`, `Fail`, `Abort`).
+enum Link {
+    /// No connection: the body is still being buffered, a retry is about to pick an address
+    /// again, or the connection was let go of.
+    None,
+    /// Queued in the pool until a process of the backend has room.
+    Queued,
+    /// A non-blocking connect to an upstream is under way.
+    Connecting(Wire),
+    /// Connected: request records go out (sending), response records come in.
+    Connected(Wire),
+}
+
+/// A connection to one upstream (address) of the backend.
+struct Wire {
+    /// The upstream's index within the backend.
+    upstream: usize,
+    sock: Stream,
+    /// Kept from an earlier request (it may have gone stale).
+    reused: bool,
+    readable: bool,
+    writable: bool,
+}
+
+/// Where the response is: its CGI head being received, then its body streaming.
+enum Response {
+    /// Receiving the CGI head: the bytes so far.
+    Head(Vec<u8>),
+    /// The head went to the client; the body streams with this framing.
+    Body(Framing),
 }
 
 /// How the response body is framed to the client.
@@ -185,14 +226,9 @@ pub struct Facts {
 pub struct Exchange {
     facts: Facts,
     backend: usize,
-    upstream: Option<usize>,
     tried: Vec<usize>,
     stale_retry_used: bool,
-    sock: Option<Stream>,
-    connecting: bool,
-    reused: bool,
-    readable: bool,
-    writable: bool,
+    link: Link,
     to_backend: Vec<u8>,
     to_pos: usize,
     /// Whether any byte of the request was written on the current backend connection (then
@@ -206,21 +242,16 @@ pub struct Exchange {
     body_consumed: bool,
     stdin_ended: bool,
     decoder: Decoder,
-    rbuf: Vec<u8>,
-    head_buf: Vec<u8>,
-    head_sent: bool,
-    framing: Framing,
+    response: Response,
     head_only: bool,
     /// Response status, once the head is known.
-    pub status: Option<u16>,
+    status: Option<u16>,
     /// Whether the client connection must close after this response.
-    pub close_client: bool,
+    close_client: bool,
     /// The backend-side timeout (connect, then read).
-    pub timer: Slot,
+    timer: Slot,
     keepalive_client: bool,
     version: Version,
-    /// Queued in the pool until an upstream has room.
-    waiting: bool,
     /// CONTENT_LENGTH: the body's length (for a chunked body, known once it is spooled).
     content_length: Option<u64>,
 }
@@ -240,33 +271,30 @@ impl Exchange {
             RequestBody::Length(n) => Some(n),
             _ => None,
         };
-        let spooling = |framing, limit| BodyIn::Spooling {
-            framing,
-            spool: Spool::default(),
-            len: 0,
-            limit,
+        // The connection checked a Content-Length against the limit already.
+        let reader = |framing, limit| {
+            BodyReader::new(framing, limit).map_err(|e| io::Error::other(e.reason()))
         };
         let body = match body {
             RequestBody::None => BodyIn::None,
-            RequestBody::Length(n) if buffer => spooling(SpoolFraming::Length(n), n),
-            RequestBody::Length(n) => BodyIn::Length(n),
-            RequestBody::Chunked { limit } => {
-                spooling(SpoolFraming::Chunked(ChunkedDecoder::new()), limit)
-            }
+            RequestBody::Length(n) if buffer => BodyIn::Spooling {
+                reader: reader(BodyFraming::Length(n), n)?,
+                spool: Spool::default(),
+            },
+            RequestBody::Length(n) => BodyIn::Streaming(reader(BodyFraming::Length(n), n)?),
+            RequestBody::Chunked { limit } => BodyIn::Spooling {
+                reader: reader(BodyFraming::Chunked, limit)?,
+                spool: Spool::default(),
+            },
         };
         let head_only = facts.req.method == Method::Head;
         let version = facts.req.version;
         Ok(Exchange {
             facts,
             backend,
-            upstream: None,
             tried: Vec::new(),
             stale_retry_used: false,
-            sock: None,
-            connecting: false,
-            reused: false,
-            readable: false,
-            writable: false,
+            link: Link::None,
             to_backend: Vec::new(),
             to_pos: 0,
             sent_any: false,
@@ -275,17 +303,13 @@ impl Exchange {
             body_consumed: false,
             stdin_ended: false,
             decoder: Decoder::new(REQUEST_ID),
-            rbuf: Vec::new(),
-            head_buf: Vec::new(),
-            head_sent: false,
-            framing: Framing::None,
+            response: Response::Head(Vec::new()),
             head_only,
             status: None,
             close_client: false,
             timer: Slot::new(now),
             keepalive_client,
             version,
-            waiting: false,
             content_length,
         })
     }
@@ -295,10 +319,28 @@ impl Exchange {
         &self.facts.req
     }
 
+    /// The response status, once the backend's head is known.
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// Whether the client connection must close after this response (a close-delimited or
+    /// cut body, or a client that did not ask to keep it).
+    pub fn closes_client(&self) -> bool {
+        self.close_client
+    }
+
+    /// Whether `gen` is the exchange's live backend timeout.
+    pub fn owns_timer(&self, gen: u64) -> bool {
+        self.timer.is(gen)
+    }
+
     /// Whether the client's body is still being read.
     pub fn wants_client_input(&self) -> bool {
         match &self.body {
-            BodyIn::Length(n) => *n > 0 && self.to_backend.len() - self.to_pos < TO_BACKEND_MAX,
+            BodyIn::Streaming(r) => {
+                !r.is_done() && self.to_backend.len() - self.to_pos < TO_BACKEND_MAX
+            }
             BodyIn::Spooling { .. } => true,
             _ => false,
         }
@@ -306,14 +348,48 @@ impl Exchange {
 
     /// Records readiness of the backend socket.
     pub fn backend_ready(&mut self, readable: bool, writable: bool) {
-        self.readable |= readable;
-        self.writable |= writable;
+        if let Link::Connecting(w) | Link::Connected(w) = &mut self.link {
+            w.readable |= readable;
+            w.writable |= writable;
+        }
+    }
+
+    /// Where the exchange is (its `Link` and `Response` together).
+    pub fn phase(&self) -> ExchangePhase {
+        match (&self.link, &self.response) {
+            (_, Response::Body(_)) => ExchangePhase::StreamingBody,
+            (Link::None, _) if matches!(self.body, BodyIn::Spooling { .. }) => {
+                ExchangePhase::Buffering
+            }
+            (Link::None | Link::Queued, _) => ExchangePhase::Queued,
+            (Link::Connecting(_), _) => ExchangePhase::Connecting,
+            (Link::Connected(_), _) if !self.stdin_ended || self.to_pos < self.to_backend.len() => {
+                ExchangePhase::Sending
+            }
+            (Link::Connected(_), _) => ExchangePhase::ReceivingHead,
+        }
+    }
+
+    /// Whether the response head went to the client (after that a failure can only cut the
+    /// response short).
+    fn head_sent(&self) -> bool {
+        matches!(self.response, Response::Body(_))
+    }
+
+    /// Whether nothing of the response was received yet.
+    fn nothing_received(&self) -> bool {
+        matches!(&self.response, Response::Head(b) if b.is_empty())
+    }
+
+    /// Whether the backend connection was kept from an earlier request.
+    fn reused(&self) -> bool {
+        matches!(&self.link, Link::Connecting(w) | Link::Connected(w) if w.reused)
     }
 
     /// The Content-Length body bytes not yet taken from the client (None for other bodies).
     pub fn body_left(&self) -> Option<u64> {
-        match self.body {
-            BodyIn::Length(n) => Some(n),
+        match &self.body {
+            BodyIn::Streaming(r) => r.remaining(),
             _ => None,
         }
     }
@@ -321,24 +397,33 @@ impl Exchange {
     /// Whether body bytes may still arrive from the client (then the connection cannot be
     /// reused after an error answer).
     pub fn body_pending(&self) -> bool {
-        matches!(self.body, BodyIn::Length(_) | BodyIn::Spooling { .. })
+        matches!(self.body, BodyIn::Streaming(_) | BodyIn::Spooling { .. })
     }
 
     /// The backend-side timeout fired.
     pub fn timed_out(&mut self, env: &mut Env<'_>) -> Step {
-        let what = if self.waiting {
-            "waiting for a free process"
-        } else if self.connecting {
-            "connect"
-        } else {
-            "read"
+        let what = match self.phase() {
+            ExchangePhase::Queued => "waiting for a free process",
+            ExchangePhase::Connecting => "connect",
+            _ => "read",
         };
-        tracing::warn!("fastcgi '{}': {what} timed out", self.backend_name(env));
-        self.finish_upstream(env, true);
-        if self.head_sent {
-            Step::Abort
+        self.failed(env, ExchangeError::Timeout(what))
+    }
+
+    /// Logs a failure once, lets go of the backend and says what the connection must do:
+    /// answer with the error's status, or (the head went out) close.
+    fn failed(&mut self, env: &mut Env<'_>, e: ExchangeError) -> Step {
+        let name = self.backend_name(env);
+        if e.is_client_fault() {
+            tracing::info!("fastcgi '{name}': {e}");
         } else {
-            Step::Fail(504)
+            tracing::warn!("fastcgi '{name}': {e}");
+        }
+        self.finish_upstream(env, !e.is_client_fault());
+        if self.head_sent() {
+            Step::Abort(e)
+        } else {
+            Step::Fail(e)
         }
     }
 
@@ -349,37 +434,36 @@ impl Exchange {
         match self.take_body(input) {
             Ok(true) => progress = true,
             Ok(false) => {}
-            Err(status) => return Step::Fail(status),
+            Err(e) => return self.failed(env, e),
         }
         if matches!(self.body, BodyIn::Spooling { .. }) {
             return if progress { Step::Progress } else { Step::Idle };
         }
-        if self.sock.is_none() && self.status.is_none() {
+        if matches!(self.link, Link::None | Link::Queued) {
             match self.start(env) {
-                Ok(()) if self.waiting => {
+                Ok(()) if matches!(self.link, Link::Queued) => {
                     return if progress { Step::Progress } else { Step::Idle };
                 }
                 Ok(()) => progress = true,
-                Err(status) => return Step::Fail(status),
+                Err(e) => return self.failed(env, e),
             }
         }
-        if self.connecting {
-            if !self.writable {
+        if let Link::Connecting(w) = &self.link {
+            if !w.writable {
                 return if progress { Step::Progress } else { Step::Idle };
             }
-            match self.sock.as_ref().map(connect_result) {
-                Some(Ok(())) => {
-                    self.connecting = false;
-                    env.timers.arm(
-                        &mut self.timer,
-                        Kind::backend_read(self.backend),
-                        env.key,
-                        env.now,
-                    );
-                }
-                Some(Err(e)) => return self.connect_failed(e, env),
-                None => return Step::Fail(502),
+            if let Err(e) = w.sock.connected() {
+                return self.connect_failed(e, env);
             }
+            if let Link::Connecting(w) = std::mem::replace(&mut self.link, Link::None) {
+                self.link = Link::Connected(w);
+            }
+            env.timers.arm(
+                &mut self.timer,
+                Kind::backend_read(self.backend),
+                env.key,
+                env.now,
+            );
         }
         match self.write_backend() {
             Ok(true) => {
@@ -401,14 +485,7 @@ impl Exchange {
             Ok(ReadOutcome::Idle) => {}
             Ok(ReadOutcome::Done) => return Step::Done,
             Ok(ReadOutcome::Eof) => return self.eof(env),
-            Err(status) => {
-                self.finish_upstream(env, true);
-                return if self.head_sent {
-                    Step::Abort
-                } else {
-                    Step::Fail(status)
-                };
-            }
+            Err(e) => return self.failed(env, e),
         }
         if progress {
             Step::Progress
@@ -426,96 +503,75 @@ impl Exchange {
     }
 
     /// Takes body bytes from the client: into STDIN records, or into the spool.
-    fn take_body(&mut self, input: &mut InBuf) -> Result<bool, u16> {
+    fn take_body(&mut self, input: &mut InBuf) -> Result<bool, ExchangeError> {
         match &mut self.body {
-            BodyIn::Length(left) => {
+            BodyIn::Streaming(reader) => {
                 // Body records follow the params: nothing is taken before the connection and
                 // its preamble exist.
-                if self.sock.is_none() || self.connecting {
+                if !matches!(self.link, Link::Connected(_)) {
                     return Ok(false);
                 }
                 let room = TO_BACKEND_MAX.saturating_sub(self.to_backend.len() - self.to_pos);
-                let n = (*left).min(input.len() as u64).min(room as u64) as usize;
+                let n = input.len().min(room);
                 if n == 0 {
                     return Ok(false);
                 }
                 compact(&mut self.to_backend, &mut self.to_pos);
-                record::stdin(&mut self.to_backend, REQUEST_ID, &input.data()[..n]);
-                input.consume(n);
-                *left -= n as u64;
+                let to_backend = &mut self.to_backend;
+                let fed = reader
+                    .feed(&input.data()[..n], &mut |data| {
+                        record::stdin(to_backend, REQUEST_ID, data)
+                    })
+                    .map_err(ExchangeError::Body)?;
+                input.consume(fed.consumed);
                 self.body_consumed = true;
-                if *left == 0 {
+                if fed.done {
                     record::stdin_end(&mut self.to_backend, REQUEST_ID);
                     self.stdin_ended = true;
                     self.body = BodyIn::None;
                 }
-                Ok(true)
+                Ok(fed.consumed > 0)
             }
-            BodyIn::Spooling {
-                framing,
-                spool,
-                len,
-                limit,
-            } => {
+            BodyIn::Spooling { reader, spool } => {
                 if input.is_empty() {
                     return Ok(false);
                 }
                 let mut write_err = None;
-                let mut total = *len;
-                let (consumed, done) = match framing {
-                    SpoolFraming::Chunked(decoder) => {
-                        let p = decoder
-                            .decode(input.data(), &mut |chunk| {
-                                total += chunk.len() as u64;
-                                if total <= *limit && write_err.is_none() {
-                                    if let Err(e) = spool.write_all(chunk) {
-                                        write_err = Some(e);
-                                    }
-                                }
-                            })
-                            .map_err(|_| 400u16)?;
-                        (p.consumed, p.done)
-                    }
-                    SpoolFraming::Length(left) => {
-                        let n = (*left).min(input.len() as u64) as usize;
-                        if let Err(e) = spool.write_all(&input.data()[..n]) {
-                            write_err = Some(e);
+                let fed = reader
+                    .feed(input.data(), &mut |data| {
+                        if write_err.is_none() {
+                            if let Err(e) = spool.write_all(data) {
+                                write_err = Some(e);
+                            }
                         }
-                        total += n as u64;
-                        *left -= n as u64;
-                        (n, *left == 0)
-                    }
-                };
-                input.consume(consumed);
-                *len = total;
-                if total > *limit {
-                    return Err(413);
-                }
+                    })
+                    .map_err(ExchangeError::Body)?;
+                input.consume(fed.consumed);
                 if let Some(e) = write_err {
-                    tracing::error!("spooling a request body: {e}");
-                    return Err(500);
+                    return Err(ExchangeError::Spool(e));
                 }
-                if done {
-                    if let BodyIn::Spooling { mut spool, len, .. } =
+                if fed.done {
+                    let len = reader.received();
+                    if let BodyIn::Spooling { mut spool, .. } =
                         std::mem::replace(&mut self.body, BodyIn::None)
                     {
-                        spool.rewind().map_err(|_| 500u16)?;
+                        spool.rewind().map_err(ExchangeError::Spool)?;
                         self.content_length = Some(len);
                         self.body = BodyIn::Spooled { spool, left: len };
                     }
                 }
-                Ok(consumed > 0)
+                Ok(fed.consumed > 0)
             }
             BodyIn::Spooled { spool, left } => {
                 let room = TO_BACKEND_MAX.saturating_sub(self.to_backend.len() - self.to_pos);
-                if room == 0 || self.sock.is_none() || self.connecting {
+                if room == 0 || !matches!(self.link, Link::Connected(_)) {
                     return Ok(false);
                 }
                 let n = (*left).min(room as u64).min(32 * 1024) as usize;
                 // Sent records cannot be replayed on another connection.
                 self.body_consumed = true;
                 let mut chunk = vec![0u8; n];
-                spool.read_exact(&mut chunk).map_err(|_| 500u16)?;
+                spool.read_exact(&mut chunk).map_err(ExchangeError::Spool)?;
                 compact(&mut self.to_backend, &mut self.to_pos);
                 record::stdin(&mut self.to_backend, REQUEST_ID, &chunk);
                 *left -= n as u64;
@@ -531,7 +587,7 @@ impl Exchange {
     }
 
     /// Picks an upstream and connects; builds the params on the first attempt.
-    fn start(&mut self, env: &mut Env<'_>) -> Result<(), u16> {
+    fn start(&mut self, env: &mut Env<'_>) -> Result<(), ExchangeError> {
         if self.preamble.is_empty() {
             self.build_preamble(env)?;
         }
@@ -542,7 +598,7 @@ impl Exchange {
                     // Every process is serving: queue until one is free (bounded by the
                     // backend's read timeout).
                     env.pool.wait(self.backend, env.key);
-                    self.waiting = true;
+                    self.link = Link::Queued;
                     env.timers.arm_once(
                         &mut self.timer,
                         Kind::backend_read(self.backend),
@@ -551,40 +607,39 @@ impl Exchange {
                     );
                     return Ok(());
                 }
-                Err(NoUpstream::Unavailable) => {
-                    tracing::warn!("fastcgi '{}': no address available", self.backend_name(env));
-                    return Err(503);
-                }
+                Err(NoUpstream::Unavailable) => return Err(ExchangeError::NoAddress),
             };
             self.tried.push(u);
             match env.pool.connect(self.backend, u) {
                 Ok(c) => {
-                    if self.waiting {
+                    if matches!(self.link, Link::Queued) {
                         env.pool.unwait(self.backend, env.key);
-                        self.waiting = false;
                     }
                     let mut stream = c.stream;
-                    if let Err(e) = stream.register(env.registry, env.token) {
-                        tracing::error!("register backend socket: {e}");
-                        return Err(500);
-                    }
+                    stream
+                        .register(env.registry, env.token)
+                        .map_err(ExchangeError::Register)?;
                     env.pool.begin(self.backend, u);
-                    self.upstream = Some(u);
-                    self.reused = c.reused;
-                    self.connecting = !c.reused;
-                    self.readable = c.reused;
-                    self.writable = c.reused;
-                    self.sock = Some(stream);
+                    let wire = Wire {
+                        upstream: u,
+                        sock: stream,
+                        reused: c.reused,
+                        readable: c.reused,
+                        writable: c.reused,
+                    };
+                    // A kept connection is connected already; a new one connects first.
+                    let kind = if c.reused {
+                        self.link = Link::Connected(wire);
+                        Kind::backend_read(self.backend)
+                    } else {
+                        self.link = Link::Connecting(wire);
+                        Kind::backend_connect(self.backend)
+                    };
                     self.to_backend.clear();
                     self.to_pos = 0;
                     self.sent_any = false;
                     self.to_backend.extend_from_slice(&self.preamble);
                     self.decoder = Decoder::new(REQUEST_ID);
-                    let kind = if self.connecting {
-                        Kind::backend_connect(self.backend)
-                    } else {
-                        Kind::backend_read(self.backend)
-                    };
                     env.timers.arm(&mut self.timer, kind, env.key, env.now);
                     return Ok(());
                 }
@@ -599,7 +654,7 @@ impl Exchange {
         }
     }
 
-    fn build_preamble(&mut self, env: &mut Env<'_>) -> Result<(), u16> {
+    fn build_preamble(&mut self, env: &mut Env<'_>) -> Result<(), ExchangeError> {
         let f = &self.facts;
         let content_length = self.content_length;
         let host = f
@@ -630,10 +685,8 @@ impl Exchange {
             .is_some_and(|b| b.keepalive);
         let mut pre = Vec::with_capacity(1024);
         record::begin_request(&mut pre, REQUEST_ID, keep);
-        params::build(&input, &mut pre, REQUEST_ID).map_err(|e| {
-            tracing::info!("fastcgi params refused: {e:?}");
-            400u16
-        })?;
+        params::build(&input, &mut pre, REQUEST_ID)
+            .map_err(|e| ExchangeError::Params(format!("{e:?}")))?;
         if content_length.is_none() {
             record::stdin_end(&mut pre, REQUEST_ID);
             self.stdin_ended = true;
@@ -643,18 +696,18 @@ impl Exchange {
     }
 
     fn write_backend(&mut self) -> io::Result<bool> {
-        let Some(sock) = &mut self.sock else {
+        let Link::Connected(w) = &mut self.link else {
             return Ok(false);
         };
         let mut progress = false;
-        while self.writable && self.to_pos < self.to_backend.len() {
-            match sock.write(&self.to_backend[self.to_pos..]) {
+        while w.writable && self.to_pos < self.to_backend.len() {
+            match w.sock.write(&self.to_backend[self.to_pos..]) {
                 Ok(n) => {
                     self.to_pos += n;
                     self.sent_any |= n > 0;
                     progress = true;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -662,26 +715,42 @@ impl Exchange {
         Ok(progress)
     }
 
-    fn read_backend(&mut self, out: &mut Out, env: &mut Env<'_>) -> Result<ReadOutcome, u16> {
+    fn read_backend(
+        &mut self,
+        out: &mut Out,
+        env: &mut Env<'_>,
+    ) -> Result<ReadOutcome, ExchangeError> {
         let mut progress = false;
         loop {
-            if !self.readable || self.sock.is_none() || self.connecting {
-                break;
-            }
             if !self.head_only && out.buffered() >= TO_CLIENT_MAX {
                 break;
             }
-            self.rbuf.resize(BACKEND_READ, 0);
-            let Some(sock) = &mut self.sock else { break };
-            let n = match sock.read(&mut self.rbuf) {
-                Ok(0) => return Ok(ReadOutcome::Eof),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable = false;
-                    break;
+            let Link::Connected(w) = &mut self.link else {
+                break;
+            };
+            if !w.readable {
+                break;
+            }
+            // Read into the worker's scratch buffer: what is read is decoded into the client's
+            // output at once, so no exchange holds a read buffer of its own.
+            let mut data = env.bufs.take_backend();
+            let n = match w.sock.read(&mut data) {
+                Ok(0) => {
+                    env.bufs.give_backend(data);
+                    return Ok(ReadOutcome::Eof);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Ok(ReadOutcome::Eof),
+                Ok(n) => n,
+                Err(e) => {
+                    env.bufs.give_backend(data);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => {
+                            w.readable = false;
+                            break;
+                        }
+                        io::ErrorKind::Interrupted => continue,
+                        _ => return Ok(ReadOutcome::Eof),
+                    }
+                }
             };
             progress = true;
             env.timers.arm(
@@ -690,9 +759,8 @@ impl Exchange {
                 env.key,
                 env.now,
             );
-            let data = std::mem::take(&mut self.rbuf);
             let r = self.consume_records(&data[..n], out, env);
-            self.rbuf = data;
+            env.bufs.give_backend(data);
             if r? {
                 return Ok(ReadOutcome::Done);
             }
@@ -710,12 +778,12 @@ impl Exchange {
         mut data: &[u8],
         out: &mut Out,
         env: &mut Env<'_>,
-    ) -> Result<bool, u16> {
+    ) -> Result<bool, ExchangeError> {
         while !data.is_empty() {
-            let (used, event) = self.decoder.decode(data).map_err(|e| {
-                tracing::warn!("fastcgi '{}': bad record: {e:?}", self.backend_name(env));
-                502u16
-            })?;
+            let (used, event) = self
+                .decoder
+                .decode(data)
+                .map_err(|e| ExchangeError::BadRecord(format!("{e:?}")))?;
             data = &data[used..];
             match event {
                 Some(Event::Stdout(bytes)) => self.stdout(bytes, out, env)?,
@@ -724,13 +792,8 @@ impl Exchange {
                     env.stderr.log(&name, bytes);
                 }
                 Some(Event::End { .. }) => {
-                    if !self.head_sent {
-                        tracing::warn!(
-                            "fastcgi '{}': request ended without a response head",
-                            self.backend_name(env)
-                        );
-                        self.finish_upstream(env, true);
-                        return Err(502);
+                    if !self.head_sent() {
+                        return Err(ExchangeError::NoHead);
                     }
                     self.end_body(out);
                     // Anything after END_REQUEST on this connection would be a protocol
@@ -749,33 +812,32 @@ impl Exchange {
         Ok(false)
     }
 
-    fn stdout(&mut self, bytes: &[u8], out: &mut Out, env: &Env<'_>) -> Result<(), u16> {
-        if self.head_sent {
+    fn stdout(
+        &mut self,
+        bytes: &[u8],
+        out: &mut Out,
+        env: &mut Env<'_>,
+    ) -> Result<(), ExchangeError> {
+        let Response::Head(buf) = &mut self.response else {
             self.body_bytes(bytes, out);
             return Ok(());
-        }
-        self.head_buf.extend_from_slice(bytes);
-        match cgi_head::parse(&self.head_buf) {
+        };
+        buf.extend_from_slice(bytes);
+        match cgi_head::parse(buf) {
             Ok(None) => Ok(()),
             Ok(Some(head)) => {
-                let rest = self
-                    .head_buf
-                    .split_off(head.head_len.min(self.head_buf.len()));
+                let rest = buf.split_off(head.head_len.min(buf.len()));
                 self.send_head(&head, out, env);
-                self.head_buf = Vec::new();
                 self.body_bytes(&rest, out);
                 Ok(())
             }
-            Err(e) => {
-                tracing::warn!("fastcgi: bad response head: {e:?}");
-                Err(502)
-            }
+            Err(e) => Err(ExchangeError::BadHead(format!("{e:?}"))),
         }
     }
 
-    fn send_head(&mut self, head: &CgiHead, out: &mut Out, env: &Env<'_>) {
+    fn send_head(&mut self, head: &CgiHead, out: &mut Out, env: &mut Env<'_>) {
         let no_body = crate::http::status::forbids_body(head.status);
-        self.framing = if self.head_only || no_body {
+        let body_framing = if self.head_only || no_body {
             Framing::None
         } else if let Some(n) = head.content_length {
             Framing::Length(n)
@@ -784,12 +846,12 @@ impl Exchange {
         } else {
             Framing::Close
         };
-        if self.framing == Framing::Close {
+        if body_framing == Framing::Close {
             self.close_client = true;
         }
         self.status = Some(head.status);
-        self.head_sent = true;
-        let framing = match (self.framing, head.content_length) {
+        self.response = Response::Body(body_framing);
+        let framing = match (body_framing, head.content_length) {
             (Framing::Length(n), _) => HeadFraming::Length(n),
             (Framing::Chunked, _) => HeadFraming::Chunked,
             (Framing::None, Some(n)) if self.head_only => HeadFraming::Length(n),
@@ -809,10 +871,10 @@ impl Exchange {
                 // A route decision's headers replace the backend's of the same name.
                 overrides: &self.facts.extra_headers,
                 framing,
-                connection: super::conn::connection_field(self.close_client, self.version),
+                connection: connection_field(self.close_client, self.version),
             },
         );
-        out.start();
+        out.start(env.bufs);
         out.push_head(&h);
     }
 
@@ -820,7 +882,10 @@ impl Exchange {
         if bytes.is_empty() {
             return;
         }
-        match &mut self.framing {
+        let Response::Body(framing) = &mut self.response else {
+            return;
+        };
+        match framing {
             Framing::None => {}
             Framing::Close => out.push_body(bytes),
             Framing::Chunked => {
@@ -843,7 +908,10 @@ impl Exchange {
     }
 
     fn end_body(&mut self, out: &mut Out) {
-        match self.framing {
+        let Response::Body(framing) = &self.response else {
+            return;
+        };
+        match *framing {
             Framing::Chunked => out.push_body(b"0\r\n\r\n"),
             // Fewer bytes than announced: only closing shows the client the truncation.
             Framing::Length(left) if left > 0 => self.close_client = true,
@@ -855,42 +923,33 @@ impl Exchange {
     /// once, with no response byte seen and no client body taken, and, once any request byte
     /// went out, only for an idempotent method (the backend may have run the request).
     fn may_retry(&self) -> bool {
-        self.reused
+        self.reused()
             && !self.stale_retry_used
-            && !self.head_sent
-            && self.head_buf.is_empty()
+            && self.nothing_received()
             && !self.body_consumed
             && (!self.sent_any || self.facts.req.method.is_idempotent())
     }
 
     /// The backend closed its connection.
     fn eof(&mut self, env: &mut Env<'_>) -> Step {
-        let retry = self.may_retry();
-        let stale = self.reused && !self.head_sent && self.head_buf.is_empty();
-        if let Some(u) = self.upstream {
-            env.pool.closed_by_backend(self.backend, u);
+        if let Link::Connecting(w) | Link::Connected(w) = &self.link {
+            // Its process is likely gone: the count of requests it served starts again.
+            env.pool.closed_by_backend(self.backend, w.upstream);
         }
-        self.finish_upstream(env, !stale);
-        if retry {
-            // A kept connection the backend had closed: once more on a fresh one.
+        if self.may_retry() {
+            // A kept connection the backend had closed: once more on a fresh one. A stale
+            // kept connection is no error of the address.
+            self.finish_upstream(env, false);
             self.stale_retry_used = true;
             self.tried.pop();
             return Step::Progress;
         }
-        tracing::warn!(
-            "fastcgi '{}': backend closed the connection {}",
-            self.backend_name(env),
-            if self.head_sent {
-                "mid-response"
-            } else {
-                "before the response head"
-            }
-        );
-        if self.head_sent {
-            Step::Abort
-        } else {
-            Step::Fail(502)
+        if self.reused() && self.nothing_received() {
+            // A stale kept connection is no fault of the address: end it uncounted.
+            self.finish_upstream(env, false);
         }
+        let mid_response = self.head_sent();
+        self.failed(env, ExchangeError::Closed { mid_response })
     }
 
     fn connect_failed(&mut self, e: io::Error, env: &mut Env<'_>) -> Step {
@@ -898,8 +957,8 @@ impl Exchange {
             "fastcgi '{}': connect: {e}; address disabled for a while",
             self.backend_name(env)
         );
-        if let Some(u) = self.upstream {
-            env.pool.disable(self.backend, u, env.now);
+        if let Link::Connecting(w) | Link::Connected(w) = &self.link {
+            env.pool.disable(self.backend, w.upstream, env.now);
         }
         self.finish_upstream(env, true);
         // Nothing was sent: another address may take it.
@@ -913,40 +972,32 @@ impl Exchange {
             self.tried.pop();
             return Step::Progress;
         }
-        tracing::warn!("fastcgi '{}': {e}", self.backend_name(env));
-        self.finish_upstream(env, true);
-        if self.head_sent {
-            Step::Abort
-        } else {
-            Step::Fail(502)
-        }
+        self.failed(env, ExchangeError::Io(e))
     }
 
     /// Drops the backend connection (after a failure, or before a retry).
     fn finish_upstream(&mut self, env: &mut Env<'_>, failed: bool) {
-        if self.waiting {
-            env.pool.unwait(self.backend, env.key);
-            self.waiting = false;
+        match std::mem::replace(&mut self.link, Link::None) {
+            Link::None => {}
+            Link::Queued => env.pool.unwait(self.backend, env.key),
+            // Dropping the wire closes its socket.
+            Link::Connecting(w) | Link::Connected(w) => {
+                env.pool.end(self.backend, w.upstream, failed)
+            }
         }
-        if let Some(u) = self.upstream.take() {
-            env.pool.end(self.backend, u, failed);
-        }
-        self.sock = None;
-        self.connecting = false;
-        self.readable = false;
-        self.writable = false;
         env.timers.disarm(&mut self.timer);
     }
 
     /// Ends the request on its upstream, keeping the connection when it ended cleanly.
     fn release_upstream(&mut self, env: &mut Env<'_>, clean: bool) {
-        if let Some(u) = self.upstream.take() {
-            env.pool.end(self.backend, u, false);
-            if let Some(mut sock) = self.sock.take() {
-                if clean && self.stdin_ended {
-                    let _ = sock.deregister(env.registry);
-                    env.pool.release(self.backend, u, sock);
-                }
+        if let Link::Connecting(w) | Link::Connected(w) =
+            std::mem::replace(&mut self.link, Link::None)
+        {
+            env.pool.end(self.backend, w.upstream, false);
+            if clean && self.stdin_ended {
+                let mut sock = w.sock;
+                let _ = sock.deregister(env.registry);
+                env.pool.release(self.backend, w.upstream, sock);
             }
         }
         env.timers.disarm(&mut self.timer);
@@ -959,7 +1010,7 @@ impl Exchange {
 }
 
 /// The request body, as the connection knows it when the exchange starts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestBody {
     /// None.
     None,
@@ -986,20 +1037,5 @@ fn compact(buf: &mut Vec<u8>, pos: &mut usize) {
     } else if *pos > 0 && *pos * 2 >= buf.len() {
         buf.drain(..*pos);
         *pos = 0;
-    }
-}
-
-fn connect_result(sock: &Stream) -> io::Result<()> {
-    let err = match sock {
-        Stream::Tcp(s) => s.take_error()?,
-        Stream::Unix(s) => s.take_error()?,
-    };
-    if let Some(e) = err {
-        return Err(e);
-    }
-    // Writable without error can still mean "not yet" on some kernels: peer_addr settles it.
-    match sock {
-        Stream::Tcp(s) => s.peer_addr().map(|_| ()),
-        Stream::Unix(_) => Ok(()),
     }
 }

@@ -1,11 +1,11 @@
-//! A connection's input buffer: allocated (zeroed) once, then read into in place, so a read
-//! never pays for clearing memory it is about to overwrite.
+//! A connection's input buffer: lent by the worker (see `bufs.rs`) while unconsumed bytes
+//! exist, given back once they are all consumed. Buffers are zeroed once when first
+//! allocated, then read into in place, so a read never pays for clearing memory it is about
+//! to overwrite.
 
-use super::net::Stream;
-use std::io;
-
-/// First size of a connection's buffer; it grows by doubling when a head needs more.
-const INITIAL: usize = 16 * 1024;
+use super::bufs::Bufs;
+use crate::transport::Stream;
+use std::io::{self, Read};
 
 /// Unconsumed input bytes live in `buf[start..end]`.
 #[derive(Debug, Default)]
@@ -58,11 +58,31 @@ impl InBuf {
         self.end = 0;
     }
 
-    /// Reads once from `stream`, making room first (moving unconsumed bytes to the front, or
-    /// growing the buffer up to `max` bytes).
-    pub fn read_from(&mut self, stream: &mut Stream, max: usize) -> io::Result<Filled> {
+    /// Whether a buffer is held (false when idle: nothing unconsumed and the buffer given back).
+    pub fn holds_buffer(&self) -> bool {
+        self.buf.capacity() > 0
+    }
+
+    /// Gives the buffer back to the worker when nothing in it is unconsumed.
+    pub fn release_if_empty(&mut self, bufs: &mut Bufs) {
+        if self.is_empty() && self.holds_buffer() {
+            self.start = 0;
+            self.end = 0;
+            bufs.give_input(std::mem::take(&mut self.buf));
+        }
+    }
+
+    /// Reads once from `stream`, making room first (taking a buffer from `bufs`, moving
+    /// unconsumed bytes to the front, or growing the buffer up to `max` bytes).
+    pub fn read_from(
+        &mut self,
+        stream: &mut Stream,
+        max: usize,
+        bufs: &mut Bufs,
+    ) -> io::Result<Filled> {
         if self.buf.is_empty() {
-            self.buf = vec![0; INITIAL.min(max.max(1024))];
+            self.buf = bufs.take_input();
+            self.buf.truncate(max.max(1024));
         }
         if self.end == self.buf.len() {
             if self.start > 0 {

@@ -2,17 +2,25 @@
 //! signalfd. See `conn.rs` for a connection's life.
 
 pub mod backstop;
+mod bufs;
 mod conn;
+#[cfg(test)]
+mod conn_tests;
+mod dispatch;
 mod fcgi;
+mod fcgi_admit;
+mod fcgi_error;
 mod inbuf;
 pub mod net;
 mod out;
+mod peer;
 mod per_ip;
 mod spool;
 pub mod timers;
 
 pub use net::Listener;
 
+use crate::access_line;
 use crate::admin::scoreboard::{now_ms, Scoreboard, State as WorkerState, WorkerSlot};
 use crate::config::Config;
 use crate::fastcgi::pool::Pool;
@@ -20,15 +28,17 @@ use crate::http::date::DateCache;
 use crate::log::{AccessLog, ErrorLog};
 use crate::script::Router;
 use crate::static_files::Site;
-use conn::{Conn, Ctx, OtherSites, Verdict};
+use crate::transport::Stream;
+use conn::{Conn, Ctx, Ready, Verdict};
+use dispatch::OtherSites;
 use fcgi::StderrLimit;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use net::Stream;
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::{SfdFlags, SigSet, SignalFd};
 use per_ip::PerIp;
 use slab::Slab;
+use std::io::Read as _;
 use std::io::{self, Write as _};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -98,6 +108,7 @@ struct Worker<'a> {
     other_sites: OtherSites,
     board: Option<(Rc<Scoreboard>, usize)>,
     now_ms: u64,
+    bufs: bufs::Bufs,
     per_ip: PerIp,
 }
 
@@ -134,6 +145,7 @@ impl<'a> Worker<'a> {
         let mut listeners = setup.listeners;
         let listener_names = listeners.iter().map(Listener::name).collect();
         for (i, l) in listeners.iter_mut().enumerate() {
+            l.prepare()?;
             l.register(poll.registry(), Token(LISTENER_BASE + i))?;
         }
         let t = &setup.config.timeouts;
@@ -181,6 +193,7 @@ impl<'a> Worker<'a> {
                 (b, slot)
             }),
             now_ms: now_ms(),
+            bufs: bufs::Bufs::default(),
             per_ip: PerIp::new(setup.config.limits.connections_per_ip),
         })
     }
@@ -228,9 +241,12 @@ impl<'a> Worker<'a> {
                         });
                     }
                     Token(key) => {
-                        let readable = event.is_readable() || event.is_read_closed();
-                        let writable = event.is_writable() || event.is_write_closed();
-                        self.on_conn(key, now, |c, ctx| c.ready(ctx, readable, writable));
+                        let ready = Ready {
+                            readable: event.is_readable(),
+                            writable: event.is_writable() || event.is_write_closed(),
+                            read_closed: event.is_read_closed(),
+                        };
+                        self.on_conn(key, now, |c, ctx| c.ready(ctx, ready));
                     }
                 }
             }
@@ -300,6 +316,7 @@ impl<'a> Worker<'a> {
             router: self.router.as_mut(),
             listener_names: &self.listener_names,
             other_sites: &mut self.other_sites,
+            bufs: &mut self.bufs,
         };
         if f(conn, &mut ctx) == Verdict::Close {
             conn.abort(&mut ctx);
@@ -317,7 +334,7 @@ impl<'a> Worker<'a> {
                 return;
             }
             for key in waiters {
-                self.with_conn(key, now, |c, ctx| c.ready(ctx, false, false));
+                self.with_conn(key, now, |c, ctx| c.resume(ctx));
             }
         }
     }
@@ -364,8 +381,11 @@ impl<'a> Worker<'a> {
                         self.close(key);
                         continue;
                     }
-                    // Data often arrives with the connection: try at once, as if readable.
-                    self.on_conn(key, now, |c, ctx| c.ready(ctx, true, true));
+                    // No read yet: under connection-per-request load most requests are not
+                    // there at accept (a read would say EAGAIN), and one that is shows up in
+                    // the next poll, since registering reports a readable socket at once. This
+                    // pass only starts the head timeout.
+                    self.on_conn(key, now, |c, ctx| c.ready(ctx, Ready::default()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -391,14 +411,7 @@ impl<'a> Worker<'a> {
         let answer = per_ip::refusal(self.date.http(), &self.config.server_name);
         let _ = stream.write(&answer);
         if let Some(a) = &mut self.access {
-            let line = a.line();
-            let _ = writeln!(
-                line,
-                "{ip} - - [{}] \"\" 503 {} \"-\" \"-\"",
-                self.date.clf(),
-                answer.len()
-            );
-            a.line_done();
+            access_line::write_refusal(a, ip, self.date.clf(), 503, answer.len());
         }
         stream.shutdown_write();
     }
@@ -427,11 +440,8 @@ impl<'a> Worker<'a> {
             let Some(conn) = self.conns.get(key) else {
                 continue;
             };
-            if conn.timer.is(gen) {
-                tracing::debug!(conn = key, "timeout");
-                self.on_conn(key, now, |_, _| Verdict::Close);
-            } else if conn.backend_timer_is(gen) {
-                self.on_conn(key, now, |c, ctx| c.backend_timeout(ctx));
+            if conn.owns_timer(gen) {
+                self.on_conn(key, now, |c, ctx| c.on_timer(ctx, gen));
             }
         }
     }

@@ -1,10 +1,11 @@
-//! The sockets a worker owns: listeners it accepts on and client streams, TCP or Unix.
+//! The listeners a worker accepts on, TCP or Unix; what they give is a [`Stream`].
 
-use mio::event::Source;
-use mio::{Interest, Registry, Token};
-use std::io::{self, Read};
+use super::peer::{Peer, PeerIp};
+use crate::transport::Stream;
+use mio::{Registry, Token};
+use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 
 /// A listening socket inherited from the watcher.
 #[derive(Debug)]
@@ -15,24 +16,24 @@ pub enum Listener {
     Unix(mio::net::UnixListener),
 }
 
-/// Who is on the other end of a connection.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    /// The client address as text ("unix" for Unix sockets).
-    pub ip: String,
-    /// The client port (0 for Unix sockets).
-    pub port: u16,
-}
-
 impl Listener {
+    /// Sets what every accepted connection inherits: TCP_NODELAY, because responses are
+    /// written whole (head, then body with sendfile) and Nagle would only delay the last
+    /// segment of each one. Linux copies the option to each socket `accept` returns, which
+    /// saves a `setsockopt` per connection.
+    pub fn prepare(&self) -> io::Result<()> {
+        if let Listener::Tcp(l) = self {
+            nix::sys::socket::setsockopt(l, nix::sys::socket::sockopt::TcpNoDelay, &true)?;
+        }
+        Ok(())
+    }
+
     /// Accepts one connection.
     pub fn accept(&self) -> io::Result<(Stream, Peer)> {
         match self {
             Listener::Tcp(l) => {
+                // TCP_NODELAY comes from the listener (see `prepare`): no call per connection.
                 let (s, addr) = l.accept()?;
-                // Responses are written whole (head, then body with sendfile); Nagle would
-                // only delay the last segment of each one.
-                let _ = s.set_nodelay(true);
                 Ok((Stream::Tcp(s), peer_of(addr)))
             }
             Listener::Unix(l) => {
@@ -40,7 +41,7 @@ impl Listener {
                 Ok((
                     Stream::Unix(s),
                     Peer {
-                        ip: "unix".to_string(),
+                        ip: PeerIp::from("unix"),
                         port: 0,
                     },
                 ))
@@ -48,19 +49,53 @@ impl Listener {
         }
     }
 
-    /// Registers for readable events.
+    /// Registers for readable events, edge-triggered and exclusive: when a connection
+    /// arrives on a listener every worker shares, the kernel wakes one waiting worker
+    /// (EPOLLEXCLUSIVE) instead of all of them, so the others neither wake for nothing nor
+    /// take a connection from the one already awake.
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        match self {
-            Listener::Tcp(l) => registry.register(l, token, Interest::READABLE),
-            Listener::Unix(l) => registry.register(l, token, Interest::READABLE),
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE) as u32,
+            // mio reads the token back from this field (its epoll selector does the same).
+            u64: token.0 as u64,
+        };
+        let fd = self.raw_fd();
+        // SAFETY: both descriptors are open for the duration of the call (the registry's epoll
+        // descriptor lives as long as the registry; the listener's as long as `self`), and
+        // `event` is a valid, initialised epoll_event the kernel only reads.
+        let rc =
+            unsafe { libc::epoll_ctl(registry.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
         }
     }
 
-    /// Stops events.
+    /// Stops events. Done with epoll_ctl directly, like `register` (mio's own deregister
+    /// refuses, in debug builds, a source it did not register itself).
     pub fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        // SAFETY: both descriptors are open for the duration of the call; EPOLL_CTL_DEL reads
+        // no event (a null pointer is allowed since Linux 2.6.9).
+        let rc = unsafe {
+            libc::epoll_ctl(
+                registry.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                self.raw_fd(),
+                std::ptr::null_mut(),
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn raw_fd(&self) -> std::os::fd::RawFd {
         match self {
-            Listener::Tcp(l) => registry.deregister(l),
-            Listener::Unix(l) => registry.deregister(l),
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
         }
     }
 
@@ -80,90 +115,32 @@ impl Listener {
 }
 
 fn peer_of(addr: SocketAddr) -> Peer {
-    let ip = match addr.ip() {
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.to_string(),
-        },
-        std::net::IpAddr::V4(v4) => v4.to_string(),
-    };
     Peer {
-        ip,
+        ip: PeerIp::of(&addr),
         port: addr.port(),
     }
 }
 
-/// A client connection.
-#[derive(Debug)]
-pub enum Stream {
-    /// TCP.
-    Tcp(mio::net::TcpStream),
-    /// Unix stream.
-    Unix(mio::net::UnixStream),
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{getsockopt, sockopt::TcpNoDelay};
 
-impl Stream {
-    /// Reads into `buf`.
-    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-
-    /// Shuts down the sending half (the client sees EOF after what was sent).
-    pub fn shutdown_write(&self) {
-        let _ = match self {
-            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
-            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+    #[test]
+    fn accepted_connections_inherit_nodelay_from_the_listener() {
+        let std_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = std_l.local_addr().unwrap();
+        std_l.set_nonblocking(true).unwrap();
+        let l = Listener::Tcp(mio::net::TcpListener::from_std(std_l));
+        l.prepare().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let accepted = loop {
+            match l.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("accept: {e}"),
+            }
         };
-    }
-
-    /// Registers for readable and writable edge-triggered events, once for its whole life.
-    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        match self {
-            Stream::Tcp(s) => s.register(registry, token, interest),
-            Stream::Unix(s) => s.register(registry, token, interest),
-        }
-    }
-}
-
-impl Stream {
-    /// Writes from `buf`.
-    pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        use std::io::Write;
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-
-    /// Stops events (before an idle backend connection is pooled).
-    pub fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => registry.deregister(s),
-            Stream::Unix(s) => registry.deregister(s),
-        }
-    }
-
-    /// The local address (SERVER_ADDR, SERVER_PORT); ("unix", 0) for Unix sockets.
-    pub fn local(&self) -> (String, u16) {
-        match self {
-            Stream::Tcp(s) => match s.local_addr() {
-                Ok(a) => (peer_of(a).ip, a.port()),
-                Err(_) => (String::new(), 0),
-            },
-            Stream::Unix(_) => ("unix".to_string(), 0),
-        }
-    }
-}
-
-impl AsRawFd for Stream {
-    fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        }
+        assert!(getsockopt(&accepted, TcpNoDelay).unwrap());
     }
 }

@@ -1,15 +1,17 @@
 //! A response on its way out: head bytes, then file ranges with sendfile and in-memory parts.
 
+use super::bufs::Bufs;
 use crate::reply::Body;
-use nix::errno::Errno;
-use nix::sys::socket::{send, MsgFlags};
+use crate::transport::Stream;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::io;
 use std::rc::Rc;
 
 /// The largest sendfile call, so one fast client cannot monopolise the worker's loop.
 const SENDFILE_CHUNK: usize = 1 << 20;
+/// The largest read of a file range for a stream that cannot take `sendfile`.
+const COPY_CHUNK: usize = 16 * 1024;
 
 enum Part {
     Bytes(Vec<u8>),
@@ -47,18 +49,49 @@ impl Out {
     }
 
     /// The head buffer to write a new response head into (cleared, unless an interim response
-    /// is still queued in front of it).
-    pub fn start(&mut self) -> &mut Vec<u8> {
+    /// is still queued in front of it); one is taken from `bufs` when none is held.
+    pub fn start(&mut self, bufs: &mut Bufs) -> &mut Vec<u8> {
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
             self.head_left = 0;
+        }
+        if self.buf.capacity() == 0 {
+            self.buf = bufs.take_bytes();
         }
         self.file = None;
         self.left = 0;
         self.parts.clear();
         self.body_sent = 0;
         &mut self.buf
+    }
+
+    /// Gives the buffers back once everything was sent, so an idle connection holds none.
+    /// `body_sent` stays for the access log.
+    pub fn release_if_done(&mut self, bufs: &mut Bufs) {
+        if self.pending() {
+            return;
+        }
+        self.pos = 0;
+        self.head_left = 0;
+        self.file = None;
+        bufs.give_bytes(std::mem::take(&mut self.buf));
+        if self.parts.capacity() > 0 {
+            self.parts = VecDeque::new();
+        }
+    }
+
+    /// Drops whatever is queued (the connection closes) and gives the buffers back.
+    pub fn drop_all(&mut self, bufs: &mut Bufs) {
+        self.buf.clear();
+        self.left = 0;
+        self.parts.clear();
+        self.release_if_done(bufs);
+    }
+
+    /// Whether a buffer is held.
+    pub fn holds_buffer(&self) -> bool {
+        self.buf.capacity() > 0 || self.parts.capacity() > 0
     }
 
     /// Bytes queued in memory and not yet sent.
@@ -122,50 +155,44 @@ impl Out {
         }
     }
 
-    /// Sends as much as the socket takes.
-    pub fn flush(&mut self, sock: BorrowedFd<'_>) -> Result<Flush, Errno> {
+    /// Sends as much as the stream takes.
+    pub fn flush(&mut self, stream: &mut Stream) -> io::Result<Flush> {
         loop {
             if self.pos < self.buf.len() {
-                let more = self.left > 0 || !self.parts.is_empty();
                 // MSG_MORE lets the kernel put the head and the start of the file in one
                 // segment; the sendfile that follows ends the cork.
-                let flags = if more {
-                    MsgFlags::MSG_NOSIGNAL | MsgFlags::from_bits_retain(libc::MSG_MORE)
-                } else {
-                    MsgFlags::MSG_NOSIGNAL
-                };
-                match send(sock.as_raw_fd(), &self.buf[self.pos..], flags) {
+                let more = self.left > 0 || !self.parts.is_empty();
+                match stream.send(&self.buf[self.pos..], more) {
                     Ok(n) => {
                         self.pos += n;
                         let head = n.min(self.head_left);
                         self.head_left -= head;
                         self.body_sent += (n - head) as u64;
                     }
-                    Err(Errno::EAGAIN) => return Ok(Flush::Blocked),
-                    Err(Errno::EINTR) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
                 }
             } else if self.left > 0 {
                 let Some(file) = &self.file else {
-                    return Err(Errno::EBADF);
+                    return Err(io::Error::from_raw_os_error(libc::EBADF));
                 };
-                let mut off = self.offset as i64;
                 let count = self.left.min(SENDFILE_CHUNK as u64) as usize;
-                match nix::sys::sendfile::sendfile(
-                    sock,
-                    file.as_ref().as_fd(),
-                    Some(&mut off),
-                    count,
-                ) {
+                let sent = if stream.can_sendfile() {
+                    stream.sendfile(file, self.offset, count)
+                } else {
+                    copy_range(stream, file, self.offset, count)
+                };
+                match sent {
                     // The file shrank under us: the client must see the truncation.
-                    Ok(0) => return Err(Errno::EIO),
+                    Ok(0) => return Err(io::Error::from_raw_os_error(libc::EIO)),
                     Ok(n) => {
                         self.offset += n as u64;
                         self.left -= n as u64;
                         self.body_sent += n as u64;
                     }
-                    Err(Errno::EAGAIN) => return Ok(Flush::Blocked),
-                    Err(Errno::EINTR) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
                 }
             } else if let Some(part) = self.parts.pop_front() {
@@ -186,4 +213,16 @@ impl Out {
             }
         }
     }
+}
+
+/// Sends a file range through user space, for streams that cannot take `sendfile`: what the
+/// stream does not take is read again on the next call.
+fn copy_range(stream: &mut Stream, file: &File, offset: u64, count: usize) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut chunk = vec![0u8; count.min(COPY_CHUNK)];
+    let n = file.read_at(&mut chunk, offset)?;
+    if n == 0 {
+        return Ok(0);
+    }
+    stream.send(&chunk[..n], n < count)
 }

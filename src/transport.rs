@@ -1,0 +1,220 @@
+//! The byte streams the worker talks over, client connections and backend connections alike.
+//!
+//! [`Stream`] hides which kind of socket carries the bytes: code above it reads, writes, shuts
+//! down, polls and asks whether file bytes may go out with `sendfile`, and never matches on the
+//! variant. A TLS stream is meant to be one more variant here (it will answer `false` to
+//! [`Stream::can_sendfile`] and encrypt in `send`).
+
+use crate::config::ListenAddr;
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
+use nix::sys::socket::{send, MsgFlags};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+/// A connected, non-blocking byte stream.
+#[derive(Debug)]
+pub enum Stream {
+    /// TCP.
+    Tcp(mio::net::TcpStream),
+    /// Unix stream.
+    Unix(mio::net::UnixStream),
+}
+
+impl Stream {
+    /// Starts a non-blocking connect to `addr` (finished once writable; see [`Stream::connected`]).
+    pub fn connect(addr: &ListenAddr) -> io::Result<Stream> {
+        match addr {
+            ListenAddr::Tcp(a) => {
+                let s = mio::net::TcpStream::connect(*a)?;
+                let _ = s.set_nodelay(true);
+                Ok(Stream::Tcp(s))
+            }
+            ListenAddr::Unix(p) => Ok(Stream::Unix(mio::net::UnixStream::connect(p)?)),
+        }
+    }
+
+    /// Whether a non-blocking connect completed: Ok once the peer accepted, the connect's
+    /// error if it failed, `NotConnected` while still under way.
+    pub fn connected(&self) -> io::Result<()> {
+        let err = match self {
+            Stream::Tcp(s) => s.take_error()?,
+            Stream::Unix(s) => s.take_error()?,
+        };
+        if let Some(e) = err {
+            return Err(e);
+        }
+        // Writable without error can still mean "not yet" on some kernels: peer_addr settles it.
+        match self {
+            Stream::Tcp(s) => s.peer_addr().map(|_| ()),
+            Stream::Unix(_) => Ok(()),
+        }
+    }
+
+    /// Whether file bytes may be written to this stream with `sendfile` (false where the bytes
+    /// must pass through user space, as TLS will).
+    pub fn can_sendfile(&self) -> bool {
+        true
+    }
+
+    /// Sends from `buf`; `more` tells the kernel more bytes follow at once (MSG_MORE), so a
+    /// head and the start of its body can share a segment. Never raises SIGPIPE.
+    pub fn send(&mut self, buf: &[u8], more: bool) -> io::Result<usize> {
+        let mut flags = MsgFlags::MSG_NOSIGNAL;
+        if more {
+            flags |= MsgFlags::from_bits_retain(libc::MSG_MORE);
+        }
+        send(self.as_raw_fd(), buf, flags).map_err(io::Error::from)
+    }
+
+    /// Sends `count` bytes of `file` from `offset` with `sendfile`; the bytes sent.
+    pub fn sendfile(&mut self, file: &File, offset: u64, count: usize) -> io::Result<usize> {
+        let mut off = offset as i64;
+        nix::sys::sendfile::sendfile(self.as_fd(), file.as_fd(), Some(&mut off), count)
+            .map_err(io::Error::from)
+    }
+
+    /// Shuts down the sending half (the peer sees EOF after what was sent).
+    pub fn shutdown_write(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        };
+    }
+
+    /// The local address (SERVER_ADDR, SERVER_PORT); ("unix", 0) for Unix sockets.
+    pub fn local(&self) -> (String, u16) {
+        match self {
+            Stream::Tcp(s) => match s.local_addr() {
+                Ok(a) => (ip_text(&a), a.port()),
+                Err(_) => (String::new(), 0),
+            },
+            Stream::Unix(_) => ("unix".to_string(), 0),
+        }
+    }
+
+    /// Registers for readable and writable edge-triggered events, once for its whole life.
+    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        Source::register(
+            self,
+            registry,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )
+    }
+
+    /// Stops events (before an idle backend connection is pooled).
+    pub fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        Source::deregister(self, registry)
+    }
+}
+
+/// An address's IP as text, IPv4-mapped IPv6 shown as IPv4.
+pub fn ip_text(addr: &SocketAddr) -> String {
+    match addr.ip() {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.send(buf, false)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for Stream {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(registry, token, interest),
+            Stream::Unix(s) => s.register(registry, token, interest),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(registry, token, interest),
+            Stream::Unix(s) => s.reregister(registry, token, interest),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(registry),
+            Stream::Unix(s) => s.deregister(registry),
+        }
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_writes_and_shuts_down_over_a_unix_pair() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        let mut a = Stream::Unix(mio::net::UnixStream::from_std(a));
+        let mut b = Stream::Unix(mio::net::UnixStream::from_std(b));
+        assert!(a.connected().is_ok());
+        assert!(a.can_sendfile());
+        assert_eq!(a.send(b"ping", true).unwrap(), 4);
+        let mut buf = [0u8; 8];
+        assert_eq!(b.read(&mut buf).unwrap(), 4);
+        assert_eq!(&buf[..4], b"ping");
+        assert_eq!(
+            b.read(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        a.shutdown_write();
+        assert_eq!(b.read(&mut buf).unwrap(), 0);
+        assert_eq!(a.local(), ("unix".to_string(), 0));
+    }
+}

@@ -1,0 +1,226 @@
+//! Dispatch: from a request to where it goes. The route function's decision (or the default
+//! rules when there is none) becomes a reply made here or a FastCGI target; the connection
+//! that asked only carries out the answer.
+
+use crate::config::Config;
+use crate::fastcgi::pool::Pool;
+use crate::fastcgi::rules::{self, Target};
+use crate::http::request::Request;
+use crate::log::push_escaped;
+use crate::reply::{Body, Reply};
+use crate::script::{Decision, RouteRequest, Router};
+use crate::static_files::open::Lookup;
+use crate::static_files::{self, Site};
+use std::time::Instant;
+
+/// What dispatch needs from the worker.
+pub struct Dispatch<'a> {
+    /// The route function, when the config has one.
+    pub router: Option<&'a mut Router>,
+    /// The main static site.
+    pub site: &'a mut Site,
+    /// Document roots chosen by route decisions.
+    pub other_sites: &'a mut OtherSites,
+    /// The FastCGI backends (names to indexes).
+    pub pool: &'a Pool,
+    /// The configuration (default FastCGI rules).
+    pub config: &'a Config,
+    /// Now, for the static file cache.
+    pub now: Instant,
+}
+
+/// Who asked, as the route function sees it.
+pub struct Client<'a> {
+    /// The client's address as text.
+    pub ip: &'a str,
+    /// The client's port.
+    pub port: u16,
+    /// The listener's address as text.
+    pub listener: &'a str,
+}
+
+/// Where a request goes.
+pub enum Routed {
+    /// To a FastCGI backend, with what a route decision adds.
+    FastCgi(Target, FcgiExtra),
+    /// An answer made here (static file, in-memory reply, redirect, refusal).
+    Reply(Reply),
+}
+
+/// What a route decision adds to a FastCGI request.
+#[derive(Default)]
+pub struct FcgiExtra {
+    /// SCRIPT_FILENAME chosen by the decision.
+    pub script_filename: Option<String>,
+    /// Extra params.
+    pub params: Vec<(String, String)>,
+    /// Response headers that replace the backend's.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Adds a decision's headers: each name replaces the handler's lines of that name, and
+/// repeated names in the decision (a list value, e.g. several Set-Cookie) all go out.
+fn add_headers(reply: &mut Reply, headers: &[(String, String)]) {
+    for (name, value) in headers {
+        reply.override_header(name, value);
+    }
+}
+
+fn escape_log(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    push_escaped(&mut out, bytes);
+    out
+}
+
+/// Sites for the document roots that `static{ root = ... }` decisions name, opened on first use.
+#[derive(Default)]
+pub struct OtherSites {
+    sites: std::collections::HashMap<std::path::PathBuf, Site>,
+}
+
+impl OtherSites {
+    /// The site for `root` (index files and MIME types as the main site's).
+    fn site(&mut self, root: &std::path::Path, main: &Site) -> std::io::Result<&mut Site> {
+        if !self.sites.contains_key(root) {
+            let site = Site {
+                root: crate::static_files::open::Root::open(root)?,
+                index: main.index.clone(),
+                dotfiles: main.dotfiles,
+                mime: main.mime.clone(),
+                cache: Default::default(),
+            };
+            self.sites.insert(root.to_path_buf(), site);
+        }
+        self.sites
+            .get_mut(root)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+    }
+}
+
+/// Where a request goes: the route function's decision, else the default rules (a
+/// FastCGI prefix or extension, else a static file).
+pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
+    let decision = match ctx.router {
+        Some(router) => {
+            let rr = RouteRequest {
+                req,
+                remote_addr: client.ip,
+                remote_port: client.port,
+                listener: client.listener,
+                scheme: "http",
+            };
+            let routed = {
+                // The backstop kills the worker if one call outlives its deadline by BOUND
+                // inside a C function the hook cannot interrupt.
+                let _armed = super::backstop::arm(
+                    router
+                        .limits()
+                        .deadline
+                        .saturating_add(super::backstop::BOUND),
+                );
+                router.route(&rr)
+            };
+            match routed {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(
+                        "{e}; request: {} {} from {}:{}",
+                        req.method.as_str(),
+                        String::from_utf8_lossy(&escape_log(req.target.as_bytes())),
+                        client.ip,
+                        client.port
+                    );
+                    return Routed::Reply(Reply::error(500));
+                }
+            }
+        }
+        None => Decision::FallThrough,
+    };
+    match decision {
+        Decision::FallThrough => {}
+        Decision::Static { root, headers } => {
+            let mut reply = match root {
+                None => static_files::serve(req, ctx.site, ctx.now),
+                Some(root) => match ctx.other_sites.site(&root, ctx.site) {
+                    Ok(site) => static_files::serve(req, site, ctx.now),
+                    Err(e) => {
+                        tracing::error!("route: static root {}: {e}", root.display());
+                        Reply::error(500)
+                    }
+                },
+            };
+            add_headers(&mut reply, &headers);
+            return Routed::Reply(reply);
+        }
+        Decision::FastCgi {
+            backend,
+            script,
+            path_info,
+            params,
+            headers,
+        } => {
+            let Some(b) = ctx.pool.index_of(&backend) else {
+                return Routed::Reply(Reply::error(500));
+            };
+            // SCRIPT_NAME is the path without the PATH_INFO the route chose.
+            let script_name = match &path_info {
+                Some(pi) if req.path.ends_with(pi.as_str()) => {
+                    req.path[..req.path.len() - pi.len()].to_string()
+                }
+                _ => req.path.clone(),
+            };
+            let target = Target {
+                backend: b,
+                script_name,
+                path_info,
+                check_local: false,
+            };
+            let extra = FcgiExtra {
+                script_filename: script,
+                params,
+                headers,
+            };
+            return Routed::FastCgi(target, extra);
+        }
+        Decision::Redirect {
+            status,
+            location,
+            headers,
+        } => {
+            let mut reply = Reply::error(status);
+            reply.header("Location", &location);
+            add_headers(&mut reply, &headers);
+            return Routed::Reply(reply);
+        }
+        Decision::Respond {
+            status,
+            body,
+            headers,
+        } => {
+            let mut reply = Reply::new(status, Body::Bytes(body));
+            if !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            {
+                reply.header("Content-Type", "text/plain; charset=utf-8");
+            }
+            add_headers(&mut reply, &headers);
+            return Routed::Reply(reply);
+        }
+        Decision::Deny { status, headers } => {
+            let mut reply = Reply::error(status);
+            add_headers(&mut reply, &headers);
+            return Routed::Reply(reply);
+        }
+    }
+    if !ctx.config.fastcgi.is_empty() {
+        let site = &*ctx.site;
+        let target = rules::match_path(ctx.config, &req.path, &site.index, |p| {
+            matches!(site.root.lookup(p, &[]), Lookup::File(..))
+        });
+        if let Some(t) = target {
+            return Routed::FastCgi(t, FcgiExtra::default());
+        }
+    }
+    Routed::Reply(static_files::serve(req, ctx.site, ctx.now))
+}

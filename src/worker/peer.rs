@@ -1,0 +1,115 @@
+//! Who is on the other end of a client connection, held without a heap allocation.
+
+use std::fmt::{self, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Deref;
+
+/// The longest IP address text: an IPv6 address with an embedded IPv4 one is 45 characters.
+const MAX: usize = 45;
+
+/// A client address as text, stored inline: accepting a connection allocates nothing for it.
+#[derive(Clone, Copy)]
+pub struct PeerIp {
+    len: u8,
+    bytes: [u8; MAX],
+}
+
+impl PeerIp {
+    /// The text of `addr`'s IP, an IPv4-mapped IPv6 address shown as IPv4.
+    pub fn of(addr: &SocketAddr) -> PeerIp {
+        let mut ip = PeerIp {
+            len: 0,
+            bytes: [0; MAX],
+        };
+        let _ = match addr.ip() {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => write!(ip, "{v4}"),
+                None => write!(ip, "{v6}"),
+            },
+            IpAddr::V4(v4) => write!(ip, "{v4}"),
+        };
+        ip
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl From<&str> for PeerIp {
+    /// Text such as "unix" (cut at 45 bytes, on a character boundary).
+    fn from(text: &str) -> PeerIp {
+        let mut ip = PeerIp {
+            len: 0,
+            bytes: [0; MAX],
+        };
+        for c in text.chars() {
+            if ip.write_char(c).is_err() {
+                break;
+            }
+        }
+        ip
+    }
+}
+
+impl Write for PeerIp {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let start = usize::from(self.len);
+        let end = start + s.len();
+        let room = self.bytes.get_mut(start..end).ok_or(fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end as u8;
+        Ok(())
+    }
+}
+
+impl Deref for PeerIp {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for PeerIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for PeerIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The client address as text ("unix" for Unix sockets).
+    pub ip: PeerIp,
+    /// The client port (0 for Unix sockets).
+    pub port: u16,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_held_inline_as_text() {
+        let v6: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:1"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            PeerIp::of(&v6).as_str(),
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+        );
+        let mapped: SocketAddr = "[::ffff:10.0.0.1]:80".parse().unwrap();
+        assert_eq!(&*PeerIp::of(&mapped), "10.0.0.1");
+        let v4: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(PeerIp::of(&v4).to_string(), "127.0.0.1");
+        assert_eq!(PeerIp::from("unix").as_str(), "unix");
+        assert_eq!(PeerIp::from(&*"x".repeat(50)).len(), MAX);
+    }
+}
