@@ -1,0 +1,125 @@
+//! Operating it for real: privileges (the test runs as root, as in CI).
+
+mod common;
+
+use common::Server;
+use std::time::{Duration, Instant};
+
+/// The four ids of a `Uid:` or `Gid:` line of /proc/PID/status.
+fn ids(pid: i32, key: &str) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn workers_run_as_the_configured_user_and_still_reopen_logs() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let s = Server::start(
+        r#"user = "nobody", group = "nogroup", access_log = "access.log""#,
+        &[("a.txt", b"hello")],
+    );
+    let workers = s.worker_pids();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    for pid in &workers {
+        assert_eq!(ids(*pid, "Uid:"), vec![65534; 4], "worker {pid}");
+        assert_eq!(ids(*pid, "Gid:"), vec![65534; 4], "worker {pid}");
+    }
+    assert!(s.log_text().matches("running as root").count() == 0);
+    // The log folder is root's (0755): a worker as nobody could not create the new file.
+    let log = s.dir.path().join("access.log");
+    assert_eq!(s.get("/a.txt").status, 200);
+    wait_for("the first access log line", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("/a.txt"))
+    });
+    std::fs::rename(&log, s.dir.path().join("access.log.1")).unwrap();
+    s.signal(libc::SIGHUP);
+    wait_for("the reopened access log", || log.exists());
+    assert_eq!(s.get("/after-reopen").status, 404);
+    assert_eq!(s.get("/after-reopen").status, 404);
+    wait_for("a line in the new access log", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("/after-reopen"))
+    });
+    assert!(
+        !s.log_text().contains("reopen access log"),
+        "{}",
+        s.log_text()
+    );
+}
+
+#[test]
+fn root_without_user_warns_once() {
+    if !is_root() {
+        return;
+    }
+    let s = Server::start("", &[]);
+    assert_eq!(
+        s.log_text().matches("running as root with no user").count(),
+        1
+    );
+}
+
+#[test]
+fn a_chrooted_worker_serves_files() {
+    if !is_root() {
+        return;
+    }
+    let dir = common::TempDir::new("jail");
+    dir.write("jail/site/index.html", b"inside the jail");
+    let config = r#"server { listen = "127.0.0.1:0", workers = 1, error_log = "stderr",
+        user = "nobody", chroot = "jail", root = "/site" }"#;
+    let s = Server::start_config(dir, config);
+    let r = s.get("/index.html");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"inside the jail");
+    let pid = s.worker_pids()[0];
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    assert!(root.ends_with("jail"), "{}", root.display());
+}
+
+#[test]
+fn check_names_a_user_that_does_not_exist() {
+    let dir = common::TempDir::new("user");
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    let conf = dir.write(
+        "site.lua",
+        b"server { root = \"www\",\n user = \"no-such-user-x\" }\n",
+    );
+    let out = std::process::Command::new(common::bin())
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("site.lua:2: user 'no-such-user-x' does not exist"),
+        "{err}"
+    );
+}
