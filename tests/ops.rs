@@ -123,3 +123,30 @@ fn check_names_a_user_that_does_not_exist() {
         "{err}"
     );
 }
+
+#[test]
+fn spawned_fastcgi_processes_run_as_the_user_and_workers_reach_them() {
+    if !is_root() {
+        return;
+    }
+    let dir = common::TempDir::new("fcgiuser");
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    let config = format!(
+        "server {{ listen = \"127.0.0.1:0\", workers = 1, root = \"www\", error_log = \"stderr\", \
+         user = \"nobody\", group = \"nogroup\" }}\n\
+         fastcgi \"t\" {{ spawn = \"{}\", socket = \"unix:{}/t.sock\", extensions = {{ \".php\" }}, \
+         check_local = false }}\n",
+        env!("CARGO_BIN_EXE_luahttpd-fcgi-test"),
+        dir.path().display()
+    );
+    let s = Server::start_config(dir, &config);
+    let children = s.worker_pids();
+    assert_eq!(children.len(), 2, "one worker and one backend: {children:?}");
+    for pid in &children {
+        assert_eq!(ids(*pid, "Uid:"), vec![65534; 4], "child {pid}");
+        assert_eq!(ids(*pid, "Gid:"), vec![65534; 4], "child {pid}");
+    }
+    // The worker, as nobody, connects to the socket the watcher created as root.
+    let r = s.get("/x.php");
+    assert!(r.status < 500, "status {}: {}", r.status, s.log_text());
+}
