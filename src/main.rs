@@ -14,9 +14,16 @@ use std::process::ExitCode;
     name = "luahttpd",
     version,
     about,
+    disable_version_flag = true,
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    /// Print the version and exit (as lighttpd and nginx).
+    #[arg(short = 'v', long = "version")]
+    version: bool,
+    /// Print the version and the build's features and exit.
+    #[arg(short = 'V')]
+    build_info: bool,
     /// The site's Lua configuration (without it: the embedded default, lua/default.lua).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -56,6 +63,21 @@ fn main() -> ExitCode {
     if let Some(Command::Repl { socket, eval, json }) = cli.command {
         let code = repl::run(&ReplOptions { socket, eval, json });
         return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    if cli.version || cli.build_info {
+        println!("luahttpd {}", env!("CARGO_PKG_VERSION"));
+        if cli.build_info {
+            println!("features: lua 5.4 (vendored), epoll, signalfd, sendfile, fastcgi, admin repl, privileges (user/group/chroot)");
+            println!(
+                "profile: {}",
+                if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                }
+            );
+        }
+        return ExitCode::SUCCESS;
     }
     luahttpd::log::init_tracing();
     let loaded = match load(&cli) {

@@ -141,7 +141,11 @@ fn spawned_fastcgi_processes_run_as_the_user_and_workers_reach_them() {
     );
     let s = Server::start_config(dir, &config);
     let children = s.worker_pids();
-    assert_eq!(children.len(), 2, "one worker and one backend: {children:?}");
+    assert_eq!(
+        children.len(),
+        2,
+        "one worker and one backend: {children:?}"
+    );
     for pid in &children {
         assert_eq!(ids(*pid, "Uid:"), vec![65534; 4], "child {pid}");
         assert_eq!(ids(*pid, "Gid:"), vec![65534; 4], "child {pid}");
