@@ -46,6 +46,10 @@ fn workers_run_as_the_configured_user_and_still_reopen_logs() {
     );
     let workers = s.worker_pids();
     assert_eq!(workers.len(), 2, "{workers:?}");
+    // A worker that has only just forked has not switched yet: wait until both ran start-up.
+    wait_for("both workers to switch", || {
+        workers.iter().all(|p| ids(*p, "Uid:") != vec![0; 4])
+    });
     for pid in &workers {
         assert_eq!(ids(*pid, "Uid:"), vec![65534; 4], "worker {pid}");
         assert_eq!(ids(*pid, "Gid:"), vec![65534; 4], "worker {pid}");
@@ -153,4 +157,48 @@ fn spawned_fastcgi_processes_run_as_the_user_and_workers_reach_them() {
     // The worker, as nobody, connects to the socket the watcher created as root.
     let r = s.get("/x.php");
     assert!(r.status < 500, "status {}: {}", r.status, s.log_text());
+}
+
+fn run(args: &[&std::ffi::OsStr]) -> (i32, String) {
+    let out = std::process::Command::new(common::bin())
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn signal_flag_reloads_and_stops_the_server_of_the_pid_file() {
+    let mut s = Server::start(r#"pid_file = "luahttpd.pid""#, &[]);
+    let conf = s.dir.path().join("site.lua");
+    let c = conf.as_os_str();
+    let (code, out) = run(&["-c".as_ref(), c]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("already running (pid {}", s.pid())),
+        "{out}"
+    );
+    let (code, out) = run(&["-s".as_ref(), "reload".as_ref(), "-c".as_ref(), c]);
+    assert_eq!(code, 0, "{out}");
+    wait_for("the reload", || s.log_text().contains("generation 2 runs"));
+    let (code, out) = run(&["-s".as_ref(), "bogus".as_ref(), "-c".as_ref(), c]);
+    assert_eq!(code, 1, "{out}");
+    let (code, out) = run(&["-s".as_ref(), "stop".as_ref(), "-c".as_ref(), c]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        s.wait_exit(Duration::from_secs(10)).is_some(),
+        "server did not stop"
+    );
+    let (code, out) = run(&["-s".as_ref(), "stop".as_ref(), "-c".as_ref(), c]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no pid file"), "{out}");
+}
+
+#[test]
+fn a_config_file_without_c_gets_a_hint() {
+    let (code, out) = run(&["site.lua".as_ref()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("did you mean -c site.lua"), "{out}");
 }

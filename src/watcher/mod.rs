@@ -8,6 +8,7 @@
 
 mod admin_proc;
 mod admin_view;
+pub mod control;
 mod daemon;
 mod listeners;
 mod pidfile;
