@@ -202,3 +202,39 @@ fn a_config_file_without_c_gets_a_hint() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("did you mean -c site.lua"), "{out}");
 }
+
+#[test]
+fn notify_socket_gets_ready_reloading_and_stopping_in_order() {
+    let dir = common::TempDir::new("notify");
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let config = format!("server {{ {} }}\n", common::BASE);
+    let mut s = Server::start_with(dir, &config, |cmd| {
+        cmd.env("NOTIFY_SOCKET", &sock_path);
+    });
+    let mut next = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notify message");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let m = next();
+    assert!(
+        m.starts_with("READY=1\n") && m.contains("STATUS=generation 1, 2 workers"),
+        "{m}"
+    );
+    s.signal(libc::SIGUSR1);
+    let m = next();
+    assert!(m.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{m}");
+    let m = next();
+    assert!(
+        m.starts_with("READY=1\n") && m.contains("generation 2"),
+        "{m}"
+    );
+    s.signal(libc::SIGTERM);
+    let m = next();
+    assert!(m.starts_with("STOPPING=1\n"), "{m}");
+    assert!(s.wait_exit(Duration::from_secs(10)).is_some());
+}

@@ -11,6 +11,7 @@ mod admin_view;
 pub mod control;
 mod daemon;
 mod listeners;
+mod notify;
 mod pidfile;
 mod privileges;
 mod reload;
@@ -120,6 +121,8 @@ struct Watcher {
     reload_answered: Vec<u64>,
     /// Everything has stopped; admin answers still in the works get until then.
     exit_at: Option<Instant>,
+    /// systemd's notify socket, when `NOTIFY_SOCKET` was set.
+    notify: Option<notify::Notifier>,
     /// Each live worker's channel for reopened log files (src/log_handoff.rs), by pid.
     log_channels: std::collections::HashMap<Pid, std::os::fd::OwnedFd>,
 }
@@ -152,6 +155,7 @@ pub fn serve(loaded: Loaded, opts: RunOptions) -> i32 {
         }
     };
     readiness.ready();
+    watcher.notify_ready();
     // Closed now: respawned workers must not close whatever reuses the number.
     watcher.readiness_fd = None;
     let code = watcher.run();
@@ -253,6 +257,7 @@ impl Watcher {
             reload_answered: Vec::new(),
             exit_at: None,
             log_channels: std::collections::HashMap::new(),
+            notify: notify::Notifier::from_env(),
         };
         for i in 0..w.slots.len() {
             if let Err(e) = w.spawn(i) {
@@ -275,6 +280,21 @@ impl Watcher {
             w.loaded.config.root.display()
         );
         Ok(w)
+    }
+
+    /// Tells systemd (when it asked) that workers run, with the generation and worker count.
+    fn notify_ready(&self) {
+        self.notify_send(&format!(
+            "READY=1\nSTATUS=generation {}, {} workers\n",
+            self.generation,
+            self.slots.len()
+        ));
+    }
+
+    fn notify_send(&self, msg: &str) {
+        if let Some(n) = &self.notify {
+            n.send(msg);
+        }
     }
 
     fn config(&self) -> &Config {
@@ -306,6 +326,7 @@ impl Watcher {
                 drop(ours);
                 self.log_channels.clear();
                 crate::log_handoff::install_receiver(theirs);
+                self.notify = None;
                 let code = self.become_worker(watcher_pid, i);
                 std::process::exit(code);
             }
@@ -537,6 +558,7 @@ impl Watcher {
     }
 
     fn graceful_stop_within(&mut self, grace: Duration) {
+        self.notify_send("STOPPING=1\nSTATUS=stopping (graceful)\n");
         self.abort_reload();
         tracing::info!(
             "graceful stop: workers finish in-flight requests (at most {:?})",
@@ -557,6 +579,7 @@ impl Watcher {
             return;
         }
         tracing::info!("immediate stop");
+        self.notify_send("STOPPING=1\nSTATUS=stopping (immediate)\n");
         self.abort_reload();
         self.backends.stop();
         self.backends_stopping = Some(Instant::now() + FAST_STOP);
