@@ -215,7 +215,7 @@ fn notify_socket_gets_ready_reloading_and_stopping_in_order() {
     let mut s = Server::start_with(dir, &config, |cmd| {
         cmd.env("NOTIFY_SOCKET", &sock_path);
     });
-    let mut next = || {
+    let next = || {
         let mut buf = [0u8; 512];
         let n = sock.recv(&mut buf).expect("a notify message");
         String::from_utf8_lossy(&buf[..n]).into_owned()
