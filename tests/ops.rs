@@ -238,3 +238,55 @@ fn notify_socket_gets_ready_reloading_and_stopping_in_order() {
     assert!(m.starts_with("STOPPING=1\n"), "{m}");
     assert!(s.wait_exit(Duration::from_secs(10)).is_some());
 }
+
+/// Binds a listener on an ephemeral port, writes a config listing it (plus one entry
+/// more, and passes a socket no entry names), sets LISTEN_FDS and execs the server in
+/// place, so LISTEN_PID is the server's pid.
+const ACTIVATE: &str = r#"
+import os, socket, sys
+dir, bin = sys.argv[1], sys.argv[2]
+a = socket.socket(); a.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+a.bind(("127.0.0.1", 0)); a.listen(16)
+b = socket.socket(); b.bind(("127.0.0.1", 0)); b.listen(16)
+os.dup2(a.fileno(), 3); os.dup2(b.fileno(), 4)
+os.set_inheritable(3, True); os.set_inheritable(4, True)
+port = a.getsockname()[1]
+open(dir + "/site.lua", "w").write('server { listen = { "127.0.0.1:%d" }, workers = 1, root = "www", error_log = "stderr" }\n' % port)
+os.environ.update(LISTEN_FDS="2", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="web:stray")
+os.execv(bin, [bin, "-c", dir + "/site.lua"])
+"#;
+
+#[test]
+fn socket_activation_uses_the_passed_listener() {
+    use std::io::{BufRead, BufReader};
+    let dir = common::TempDir::new("activate");
+    dir.write("www/index.html", b"activated");
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", ACTIVATE])
+        .arg(dir.path())
+        .arg(common::bin())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let mut addr = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap_or_default();
+        log.push_str(&line);
+        log.push('\n');
+        if let Some(i) = line.find("listening on ") {
+            addr = Some(line[i + 13..].trim().to_string());
+            break;
+        }
+    }
+    let addr = addr.unwrap_or_else(|| panic!("no start: {log}"));
+    let mut c = common::Client::connect(&addr);
+    c.send(b"GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let r = c.response(false);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(r.body, b"activated");
+    assert!(log.contains("using the socket systemd passed"), "{log}");
+    assert!(log.contains("is in no listen entry; closed"), "{log}");
+}

@@ -6,6 +6,7 @@
 //! REPL chunks run in a forked admin evaluator (`admin_proc.rs`), which it kills when a chunk
 //! overruns its time limit.
 
+mod activation;
 mod admin_proc;
 mod admin_view;
 pub mod control;
@@ -178,7 +179,7 @@ impl Watcher {
         let mut check = config.clone();
         check.root = privileges::outside_root(config);
         Site::new(&check).map_err(|e| format!("root {}: {e}", check.root.display()))?;
-        let bound = listeners::bind_all(&config.listen)?;
+        let bound = listeners::bind_or_take(&config.listen, activation::take())?;
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
         poll.registry()
             .register(
