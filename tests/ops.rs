@@ -284,8 +284,27 @@ fn socket_activation_uses_the_passed_listener() {
     let mut c = common::Client::connect(&addr);
     c.send(b"GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     let r = c.response(false);
+    assert_eq!(r.body, b"activated");
+    // Kept across a reload: the new generation serves on the same passed socket.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    for line in lines.by_ref() {
+        let line = line.unwrap_or_default();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("generation 2 runs") || line.contains("reload failed") {
+            break;
+        }
+    }
+    let mut c = common::Client::connect(&addr);
+    c.send(b"GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let r = c.response(false);
     let _ = child.kill();
     let _ = child.wait();
+    assert!(log.contains("generation 2 runs"), "{log}");
     assert_eq!(r.body, b"activated");
     assert!(log.contains("using the socket systemd passed"), "{log}");
     assert!(log.contains("is in no listen entry; closed"), "{log}");
