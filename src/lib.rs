@@ -9,6 +9,7 @@ pub mod config;
 pub mod fastcgi;
 pub mod http;
 pub mod log;
+pub mod log_handoff;
 pub mod reply;
 pub mod script;
 pub mod sockets;

@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicI32, Ordering};
 /// The descriptor the error log writes to (2 = stderr until a file is configured).
 static ERROR_LOG_FD: AtomicI32 = AtomicI32::new(2);
 
+/// The access log's descriptor in this process (-1: none), for the log handoff.
+static ACCESS_LOG_FD: AtomicI32 = AtomicI32::new(-1);
+
 /// The descriptor the error log writes to now (a forked child that closes everything else
 /// keeps this one).
 pub fn error_log_fd() -> RawFd {
@@ -38,8 +41,14 @@ impl LogFile {
         })
     }
 
-    /// Opens the path again and moves the new file onto this descriptor number.
+    /// Opens the path again and moves the new file onto this descriptor number. In a worker
+    /// the watcher does the opening and passes the file on (src/log_handoff.rs): a worker
+    /// may run as a `user` that cannot open the path, or inside a `chroot`.
     pub fn reopen(&self) -> io::Result<()> {
+        if crate::log_handoff::has_receiver() {
+            let known = [error_log_fd(), ACCESS_LOG_FD.load(Ordering::Relaxed)];
+            return crate::log_handoff::receive(self.fd.as_raw_fd(), &known);
+        }
         let new = open_append(&self.path)?;
         nix::unistd::dup3(new.as_raw_fd(), self.fd.as_raw_fd(), OFlag::O_CLOEXEC)?;
         Ok(())
@@ -100,6 +109,11 @@ impl ErrorLog {
         let fd = file.as_ref().map(LogFile::raw_fd).unwrap_or(2);
         ERROR_LOG_FD.store(fd, Ordering::Relaxed);
         Ok(ErrorLog { file })
+    }
+
+    /// The log file, when the target is a file.
+    pub fn file(&self) -> Option<&LogFile> {
+        self.file.as_ref()
     }
 
     /// Reopens the file (nothing to do for stderr).
@@ -169,6 +183,7 @@ const ACCESS_FLUSH_BYTES: usize = 32 * 1024;
 impl AccessLog {
     /// Wraps an open log file.
     pub fn new(file: LogFile) -> AccessLog {
+        ACCESS_LOG_FD.store(file.raw_fd(), Ordering::Relaxed);
         AccessLog {
             file,
             buf: Vec::with_capacity(ACCESS_FLUSH_BYTES + 1024),

@@ -14,9 +14,16 @@ use std::process::ExitCode;
     name = "luahttpd",
     version,
     about,
+    disable_version_flag = true,
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    /// Print the version and exit (as lighttpd and nginx).
+    #[arg(short = 'v', long = "version")]
+    version: bool,
+    /// Print the version and the build's features and exit.
+    #[arg(short = 'V')]
+    build_info: bool,
     /// The site's Lua configuration (without it: the embedded default, lua/default.lua).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -26,6 +33,10 @@ struct Cli {
     /// Print the normalised configuration and exit.
     #[arg(short = 'p', long = "print", conflicts_with = "test")]
     print: bool,
+    /// Signal the running server named by the config's pid_file: reload, stop (fast), quit
+    /// (graceful) or reopen (the logs).
+    #[arg(short = 's', value_name = "SIGNAL")]
+    signal: Option<String>,
     /// Detach into the background once the server runs (like `daemon = true`).
     #[arg(short = 'd', long = "daemon")]
     daemon: bool,
@@ -52,16 +63,64 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(file) = config_without_c(&e) {
+                eprintln!("luahttpd: unexpected argument '{file}': did you mean -c {file}?");
+                return ExitCode::from(2);
+            }
+            e.exit()
+        }
+    };
     if let Some(Command::Repl { socket, eval, json }) = cli.command {
         let code = repl::run(&ReplOptions { socket, eval, json });
         return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    if cli.version || cli.build_info {
+        println!("luahttpd {}", env!("CARGO_PKG_VERSION"));
+        if cli.build_info {
+            println!("features: lua 5.4 (vendored), epoll, signalfd, sendfile, fastcgi, admin repl, privileges (user/group/chroot)");
+            println!(
+                "profile: {}",
+                if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                }
+            );
+        }
+        return ExitCode::SUCCESS;
     }
     luahttpd::log::init_tracing();
     let loaded = match load(&cli) {
         Ok(l) => l,
         Err(code) => return code,
     };
+    if let Some(action) = &cli.signal {
+        return match watcher::control::signal(&loaded.config, action) {
+            Ok(done) => {
+                println!("{done}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("luahttpd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // A second start on the same config: said before anything is bound.
+    if let Some(p) = &loaded.config.pid_file {
+        if let watcher::control::Running::Yes(pid) = watcher::control::running(p) {
+            if !cli.test && !cli.print && pid != std::process::id() as i32 {
+                eprintln!(
+                    "luahttpd: already running (pid {pid}, from {})",
+                    p.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     // Checked here for -t and for a start alike: -d is not part of the config.
     if let Some(why) = cli
         .daemon
@@ -81,6 +140,27 @@ fn main() -> ExitCode {
     }
     let code = watcher::serve(loaded, RunOptions { daemon: cli.daemon });
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// `luahttpd site.lua`: a config file given where a subcommand was expected.
+fn config_without_c(e: &clap::Error) -> Option<String> {
+    use clap::error::ErrorKind;
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidSubcommand | ErrorKind::UnknownArgument
+    ) {
+        return None;
+    }
+    let mut args = std::env::args().skip(1);
+    let mut stray = None;
+    while let Some(a) = args.next() {
+        if matches!(a.as_str(), "-c" | "--config" | "-s") {
+            args.next();
+        } else if !a.starts_with('-') && stray.is_none() {
+            stray = Some(a);
+        }
+    }
+    stray.filter(|a| a.ends_with(".lua") || std::path::Path::new(a).is_file())
 }
 
 fn load(cli: &Cli) -> Result<Loaded, ExitCode> {

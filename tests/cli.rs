@@ -183,6 +183,17 @@ fn version_and_help() {
     let (code, out, _) = run(&["--version"]);
     assert_eq!(code, 0);
     assert!(out.contains(env!("CARGO_PKG_VERSION")));
+    let (code, out, _) = run(&["-v"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, concat!("luahttpd ", env!("CARGO_PKG_VERSION")))
+    );
+    let (code, out, _) = run(&["-V"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(env!("CARGO_PKG_VERSION")) && out.contains("features:"),
+        "{out}"
+    );
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, 0);
     assert!(out.contains("-t") && out.contains("--daemon"), "{out}");

@@ -170,6 +170,10 @@ fn run(
         return Err(ConfigErrors(errors));
     }
     config.fastcgi = fastcgi;
+    let errors = validate::finish_privileges(&mut config);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
     config.has_route = route.is_some();
     let route = match route {
         Some((f, at)) => match lua.create_registry_value(f) {

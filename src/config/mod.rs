@@ -5,6 +5,7 @@
 //! collected (not stopped at the first one) and carry `file:line`.
 
 mod error;
+mod identity;
 mod listen;
 mod lua_api;
 mod print;
@@ -15,6 +16,7 @@ mod tests;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use identity::{resolve as resolve_run_as, RunAs};
 pub use print::print;
 
 use std::collections::BTreeMap;
@@ -121,6 +123,12 @@ pub struct FastcgiDef {
     pub read_timeout: Duration,
     /// How long a backend that refused a connection is left out.
     pub disable_time: Duration,
+    /// Who spawned processes run as (`user`/`group`; default: the server's `user`), None: as
+    /// the watcher.
+    pub user: Option<RunAs>,
+    /// uid and gid a spawned Unix socket file is given to: the workers' `user`, who connect
+    /// to it (filled in from `server{}`), None: left to the watcher (root).
+    pub socket_owner: Option<(u32, u32)>,
 }
 
 /// The normalised configuration: every path absolute, every default filled in.
@@ -152,6 +160,10 @@ pub struct Config {
     pub admin: Option<PathBuf>,
     /// Whether to detach into the background.
     pub daemon: bool,
+    /// Who workers run as (`user`/`group`), None: as the watcher.
+    pub user: Option<RunAs>,
+    /// The folder workers are jailed in (`chroot`); `root` is then a path inside it.
+    pub chroot: Option<PathBuf>,
     /// Limits.
     pub limits: Limits,
     /// Timeouts.

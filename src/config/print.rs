@@ -11,6 +11,14 @@ use std::time::Duration;
 use super::listen;
 use super::{Config, Dotfiles, FastcgiDef, ListenAddr, LogTarget};
 
+/// `user` and `group`, when set (the group always written out: it is what the switch uses).
+fn run_as(o: &mut String, user: Option<&super::RunAs>) {
+    if let Some(u) = user {
+        field(o, "user", &lua_string(&u.user));
+        field(o, "group", &lua_string(&u.group));
+    }
+}
+
 /// Prints the normalised config as Lua that `-c` would accept again.
 pub fn print(config: &Config) -> String {
     let mut o = String::new();
@@ -52,6 +60,10 @@ pub fn print(config: &Config) -> String {
         field(&mut o, "admin", &path(p));
     }
     field(&mut o, "daemon", &config.daemon.to_string());
+    run_as(&mut o, config.user.as_ref());
+    if let Some(p) = &config.chroot {
+        field(&mut o, "chroot", &path(p));
+    }
     let l = &config.limits;
     field(
         &mut o,
@@ -117,6 +129,7 @@ fn fastcgi(o: &mut String, d: &FastcgiDef) {
     field(o, "connect_timeout", &seconds(d.connect_timeout));
     field(o, "read_timeout", &seconds(d.read_timeout));
     field(o, "disable_time", &seconds(d.disable_time));
+    run_as(o, d.user.as_ref());
     o.push_str("}\n");
 }
 

@@ -18,7 +18,9 @@ use mlua::{Table, Value};
 use super::listen::{self, resolve};
 use super::site::Site;
 use super::suggest::did_you_mean;
-use super::{Config, ConfigError, Dotfiles, FastcgiDef, Limits, ListenAddr, LogTarget, Timeouts};
+use super::{
+    Config, ConfigError, Dotfiles, FastcgiDef, Limits, ListenAddr, LogTarget, RunAs, Timeouts,
+};
 
 /// Keys of `server{}`.
 pub(super) const SERVER_KEYS: &[&str] = &[
@@ -34,6 +36,9 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "pid_file",
     "admin",
     "daemon",
+    "user",
+    "group",
+    "chroot",
     "limits",
     "timeouts",
 ];
@@ -62,6 +67,8 @@ pub(super) const FASTCGI_KEYS: &[&str] = &[
     "connect_timeout",
     "read_timeout",
     "disable_time",
+    "user",
+    "group",
 ];
 
 /// Most worker processes; more is surely a typo (each worker serves thousands of connections).
@@ -443,6 +450,8 @@ pub(super) fn server(
         pid_file: None,
         admin: None,
         daemon: false,
+        user: None,
+        chroot: None,
         limits: default_limits(),
         timeouts: default_timeouts(),
         fastcgi: Vec::new(),
@@ -476,9 +485,17 @@ pub(super) fn server(
             cfg.workers = n as usize;
         }
     }
+    if let Some(v) = fields.get("chroot") {
+        cfg.chroot = jail_dir(r, v, base);
+    }
+    cfg.user = run_as(r, fields.get("user"), fields.get("group"));
     match fields.get("root") {
         Some(v) => {
-            if let Some(root) = root_dir(r, v, base) {
+            let root = match &cfg.chroot {
+                Some(jail) => root_in_jail(r, v, jail),
+                None => root_dir(r, v, base),
+            };
+            if let Some(root) = root {
                 cfg.root = root;
             }
         }
@@ -588,6 +605,140 @@ pub(super) fn server(
         }
     }
     (cfg, rep.finish())
+}
+
+/// What needs the server and its backends together: spawned backends run as the server's
+/// `user` unless they name their own, and with `chroot` every Unix socket a worker connects
+/// to must lie inside the jail (workers see it at the path below the jail).
+pub(super) fn finish_privileges(cfg: &mut Config) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for def in &mut cfg.fastcgi {
+        if def.spawn.is_some() && def.user.is_none() {
+            def.user = cfg.user.clone();
+        }
+        if def.spawn.is_some() {
+            def.socket_owner = cfg.user.as_ref().map(|u| (u.uid, u.gid));
+        }
+        let Some(jail) = &cfg.chroot else { continue };
+        for a in def.socket.iter().chain(&def.address) {
+            if let ListenAddr::Unix(p) = a {
+                if !p.starts_with(jail) {
+                    errors.push(ConfigError {
+                        file: def.defined_at.clone(),
+                        line: None,
+                        message: format!(
+                            "fastcgi '{}': unix:{} is outside the chroot {}, so chrooted \
+                             workers cannot reach it (put it inside the jail, or use TCP)",
+                            def.name,
+                            p.display(),
+                            jail.display()
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    errors
+}
+
+/// `user` and `group`: both looked up now, so `-t` reports a name that does not exist.
+fn run_as(r: &mut Report, user: Option<&Value>, group: Option<&Value>) -> Option<RunAs> {
+    let group_name = group.and_then(|g| string(r, &["group"], g));
+    let Some(user) = user else {
+        if group.is_some() {
+            r.at(&["group"], "group needs user (the user workers switch to)");
+        }
+        return None;
+    };
+    let name = string(r, &["user"], user)?;
+    match super::identity::resolve(&name, group_name.as_deref()) {
+        Ok(a) => Some(a),
+        Err(e) if e.starts_with("group") => {
+            r.at(&["group"], e);
+            None
+        }
+        Err(e) => {
+            r.at(&["user"], e);
+            None
+        }
+    }
+}
+
+/// `chroot`: an existing directory, canonicalised (the jail's real path, for the check of
+/// paths inside it).
+fn jail_dir(r: &mut Report, v: &Value, base: &Path) -> Option<PathBuf> {
+    let abs = path_value(r, &["chroot"], v, base)?;
+    match abs.canonicalize() {
+        Ok(p) if p.is_dir() => Some(p),
+        Ok(_) => {
+            r.at(
+                &["chroot"],
+                format!("chroot {} is not a directory", abs.display()),
+            );
+            None
+        }
+        Err(e) => {
+            r.at(
+                &["chroot"],
+                format!("chroot {} cannot be used: {e}", abs.display()),
+            );
+            None
+        }
+    }
+}
+
+/// With `chroot`, `root` is the path the workers see inside the jail: it must be absolute,
+/// and the jail's folder at that path must be a directory that stays inside the jail.
+fn root_in_jail(r: &mut Report, v: &Value, jail: &Path) -> Option<PathBuf> {
+    let given = string(r, &["root"], v)?;
+    let inside = Path::new(&given);
+    if !inside.is_absolute() {
+        r.at(
+            &["root"],
+            format!(
+                "with chroot, root is a path inside the jail and must be absolute, got '{given}'"
+            ),
+        );
+        return None;
+    }
+    let outside = jail.join(inside.strip_prefix("/").unwrap_or(inside));
+    match outside.canonicalize() {
+        Ok(p) if p.is_dir() && p.starts_with(jail) => {
+            let rel = p.strip_prefix(jail).unwrap_or(Path::new(""));
+            Some(Path::new("/").join(rel))
+        }
+        Ok(p) if p.is_dir() => {
+            r.at(
+                &["root"],
+                format!(
+                    "root '{given}' leads out of the chroot {} (to {})",
+                    jail.display(),
+                    p.display()
+                ),
+            );
+            None
+        }
+        Ok(_) => {
+            r.at(
+                &["root"],
+                format!(
+                    "root '{given}' is not a directory inside the chroot ({})",
+                    outside.display()
+                ),
+            );
+            None
+        }
+        Err(e) => {
+            r.at(
+                &["root"],
+                format!(
+                    "root '{given}' cannot be used inside the chroot ({}): {e}",
+                    outside.display()
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// The document root: must exist and be a directory; canonicalised so that the safe-open
@@ -783,6 +934,8 @@ pub(super) fn fastcgi(
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(30),
         disable_time: Duration::from_secs(1),
+        user: None,
+        socket_owner: None,
     };
     let mut rep = Report {
         site,
@@ -878,6 +1031,11 @@ pub(super) fn fastcgi(
         if let Some(d) = seconds(r, &["disable_time"], v, true) {
             def.disable_time = d;
         }
+    }
+
+    def.user = run_as(r, f.get("user"), f.get("group"));
+    if (f.contains_key("user") || f.contains_key("group")) && !f.contains_key("spawn") {
+        r.at(&["user"], "user and group only apply with spawn");
     }
 
     // Where the requests go: a program we start, or an address someone else serves.

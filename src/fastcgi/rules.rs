@@ -113,6 +113,8 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
             disable_time: Duration::from_secs(1),
+            user: None,
+            socket_owner: None,
         };
         c.fastcgi = vec![def("php", &[".php"], None), def("app", &[], Some("/app/"))];
         c

@@ -171,12 +171,31 @@ pub fn spawn_proc(
         let fd = create_listener(addr)
             .and_then(|fd| above_stdio(fd).map_err(|e| e.desc().to_string()))
             .map_err(|e| fail(format!("cannot listen on {}: {e}", describe(addr))))?;
+        // Workers running as `user` connect to the socket file: it must be theirs.
+        if let (ListenAddr::Unix(p), Some((uid, gid))) = (addr, def.socket_owner) {
+            let ids = (
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            );
+            if let Err(e) = nix::unistd::chown(p, ids.0, ids.1) {
+                let _ = std::fs::remove_file(p);
+                return Err(fail(format!(
+                    "cannot give {} to uid {uid}: {e}",
+                    p.display()
+                )));
+            }
+        }
         *kept = Some(fd);
     }
     let Some(listener) = kept.as_ref() else {
         return Err(fail("no listening socket".to_string()));
     };
-    let result = fork_exec(&exec, listener.as_raw_fd()).map_err(|e| match e {
+    let ids = def.user.as_ref().map(|u| Ids {
+        uid: u.uid,
+        gid: u.gid,
+        groups: u.groups.clone(),
+    });
+    let result = fork_exec(&exec, listener.as_raw_fd(), ids.as_ref()).map_err(|e| match e {
         ForkError::Setup(what) => fail(what),
         ForkError::Child { stage, errno } => fail(stage.describe(&argv[0], errno)),
     });
@@ -187,6 +206,13 @@ pub fn spawn_proc(
         }
     }
     result.map(|pid| SpawnOutcome::Spawned { pid })
+}
+
+/// Who the child becomes before exec (`user`/`group`), prepared before fork.
+struct Ids {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
 }
 
 /// argv and envp as C strings with their NULL-terminated pointer arrays, built before fork.
@@ -248,6 +274,8 @@ enum Stage {
     DevNull = 4,
     CloseFds = 5,
     Exec = 6,
+    Identity = 7,
+    Verify = 8,
 }
 
 impl Stage {
@@ -259,6 +287,8 @@ impl Stage {
             4 => Stage::DevNull,
             5 => Stage::CloseFds,
             6 => Stage::Exec,
+            7 => Stage::Identity,
+            8 => Stage::Verify,
             _ => return None,
         })
     }
@@ -272,6 +302,8 @@ impl Stage {
             Stage::ListenFd => format!("cannot move the listening socket to fd 0: {why}"),
             Stage::DevNull => format!("cannot point fd 1 at /dev/null: {why}"),
             Stage::CloseFds => format!("cannot close inherited descriptors: {why}"),
+            Stage::Identity => format!("cannot switch to the configured user and group: {why}"),
+            Stage::Verify => "the user switch did not take (ids differ after it)".to_string(),
         }
     }
 }
@@ -286,6 +318,7 @@ enum ForkError {
 /// What the child reads after fork; every field is plain data prepared by the parent.
 struct ChildPlan<'a> {
     exec: &'a ExecImage,
+    ids: Option<&'a Ids>,
     listen_fd: RawFd,
     devnull_fd: RawFd,
     err_fd: RawFd,
@@ -294,7 +327,7 @@ struct ChildPlan<'a> {
     max_fd: libc::c_int,
 }
 
-fn fork_exec(exec: &ExecImage, listen_fd: RawFd) -> Result<Pid, ForkError> {
+fn fork_exec(exec: &ExecImage, listen_fd: RawFd, ids: Option<&Ids>) -> Result<Pid, ForkError> {
     let setup = |what: &str, e: &dyn std::fmt::Display| ForkError::Setup(format!("{what}: {e}"));
     let devnull: OwnedFd = std::fs::OpenOptions::new()
         .read(true)
@@ -311,6 +344,7 @@ fn fork_exec(exec: &ExecImage, listen_fd: RawFd) -> Result<Pid, ForkError> {
         .unwrap_or(65536);
     let plan = ChildPlan {
         exec,
+        ids,
         listen_fd,
         devnull_fd: devnull.as_raw_fd(),
         err_fd: err_w.as_raw_fd(),
@@ -378,7 +412,8 @@ fn child_exec(plan: &ChildPlan) -> ! {
         }
     };
     // SAFETY (whole block): every call is a system call, raw through syscall(2)
-    // (rt_sigaction, rt_sigprocmask, close_range) or through a wrapper POSIX lists as
+    // (rt_sigaction, rt_sigprocmask, close_range, setgroups, setres[ug]id, getres[ug]id;
+    // the group list is the parent's prepared Vec) or through a wrapper POSIX lists as
     // async-signal-safe (prctl, getppid, dup2, close, execve, write, _exit); nothing allocates
     // or locks. The pointers passed point at this frame's locals, sized for what the kernel
     // reads, or at the NULL-terminated arrays of the ExecImage, which the parent built before
@@ -413,6 +448,34 @@ fn child_exec(plan: &ChildPlan) -> ! {
         ) != 0
         {
             fail(Stage::Signals);
+        }
+        // The configured user, before the parent-death signal: changing credentials clears
+        // it. Raw system calls: they change only this (the only) thread, with no glibc lock.
+        if let Some(ids) = plan.ids {
+            if libc::syscall(libc::SYS_setgroups, ids.groups.len(), ids.groups.as_ptr()) != 0
+                || libc::syscall(libc::SYS_setresgid, ids.gid, ids.gid, ids.gid) != 0
+                || libc::syscall(libc::SYS_setresuid, ids.uid, ids.uid, ids.uid) != 0
+            {
+                fail(Stage::Identity);
+            }
+            // Checked, not assumed: real, effective and saved ids all switched.
+            let (mut r, mut e, mut s) = (0, 0, 0);
+            let (mut gr, mut ge, mut gs) = (0, 0, 0);
+            libc::syscall(
+                libc::SYS_getresuid,
+                &mut r as *mut libc::uid_t,
+                &mut e as *mut libc::uid_t,
+                &mut s as *mut libc::uid_t,
+            );
+            libc::syscall(
+                libc::SYS_getresgid,
+                &mut gr as *mut libc::gid_t,
+                &mut ge as *mut libc::gid_t,
+                &mut gs as *mut libc::gid_t,
+            );
+            if [r, e, s] != [ids.uid; 3] || [gr, ge, gs] != [ids.gid; 3] {
+                fail(Stage::Verify);
+            }
         }
         // Die with the parent (no setsid: the backend belongs to this server). If the parent
         // is already gone, the signal was missed: stop here.

@@ -573,6 +573,8 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
             disable_time: Duration::from_secs(1),
+            user: None,
+            socket_owner: None,
         }
     }
 

@@ -70,6 +70,8 @@ fn def(argv: &[&str], socket: ListenAddr, env: &[(&str, &str)]) -> FastcgiDef {
         connect_timeout: Duration::from_secs(1),
         read_timeout: Duration::from_secs(1),
         disable_time: Duration::from_secs(1),
+        user: None,
+        socket_owner: None,
     }
 }
 

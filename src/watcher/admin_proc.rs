@@ -33,6 +33,12 @@ impl Watcher {
             }
             Ok(ForkResult::Child) => {
                 let keep = [theirs.as_raw_fd(), crate::log::error_log_fd()];
+                // The evaluator runs admin Lua: it gets no more rights than a worker (its
+                // calls go through the watcher, which checks them).
+                if let Err(e) = super::privileges::enter(self.config().user.as_ref(), None) {
+                    tracing::error!("admin evaluator: {e}");
+                    std::process::exit(1);
+                }
                 let code = become_evaluator(watcher_pid, &keep, theirs);
                 std::process::exit(code);
             }

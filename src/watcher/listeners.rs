@@ -13,6 +13,8 @@ pub struct Bound {
     /// What the config asked for.
     pub addr: ListenAddr,
     fd: OwnedFd,
+    /// Passed by systemd (socket activation): its socket file is systemd's, never unlinked.
+    pub activated: bool,
 }
 
 impl Bound {
@@ -58,6 +60,36 @@ impl Bound {
     }
 }
 
+/// Binds every address, taking the matching ones from `passed` (socket activation) instead;
+/// passed sockets no address names are closed with a warning.
+pub fn bind_or_take(
+    addrs: &[ListenAddr],
+    mut passed: Vec<(ListenAddr, OwnedFd)>,
+) -> Result<Vec<Bound>, String> {
+    let mut out = Vec::new();
+    for a in addrs {
+        match passed.iter().position(|(p, _)| p == a) {
+            Some(i) => {
+                let (addr, fd) = passed.remove(i);
+                tracing::info!("using the socket systemd passed for {}", describe(&addr));
+                out.push(Bound {
+                    addr,
+                    fd,
+                    activated: true,
+                });
+            }
+            None => out.extend(bind_all(std::slice::from_ref(a))?),
+        }
+    }
+    for (a, _) in passed {
+        tracing::warn!(
+            "socket activation: {} is in no listen entry; closed",
+            describe(&a)
+        );
+    }
+    Ok(out)
+}
+
 /// Binds every address; the error names the address.
 pub fn bind_all(addrs: &[ListenAddr]) -> Result<Vec<Bound>, String> {
     addrs
@@ -68,7 +100,7 @@ pub fn bind_all(addrs: &[ListenAddr]) -> Result<Vec<Bound>, String> {
 
 /// Removes the socket files of Unix listeners (at exit).
 pub fn unlink_unix(bound: &[Bound]) {
-    for b in bound {
+    for b in bound.iter().filter(|b| !b.activated) {
         if let ListenAddr::Unix(p) = &b.addr {
             let _ = std::fs::remove_file(p);
         }
@@ -86,5 +118,6 @@ fn bind_one(addr: &ListenAddr) -> Result<Bound, String> {
     Ok(Bound {
         addr: addr.clone(),
         fd: crate::sockets::listen_on(addr, BACKLOG)?,
+        activated: false,
     })
 }

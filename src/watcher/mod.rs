@@ -6,11 +6,15 @@
 //! REPL chunks run in a forked admin evaluator (`admin_proc.rs`), which it kills when a chunk
 //! overruns its time limit.
 
+mod activation;
 mod admin_proc;
 mod admin_view;
+pub mod control;
 mod daemon;
 mod listeners;
+mod notify;
 mod pidfile;
+mod privileges;
 mod reload;
 mod signals;
 
@@ -118,6 +122,10 @@ struct Watcher {
     reload_answered: Vec<u64>,
     /// Everything has stopped; admin answers still in the works get until then.
     exit_at: Option<Instant>,
+    /// systemd's notify socket, when `NOTIFY_SOCKET` was set.
+    notify: Option<notify::Notifier>,
+    /// Each live worker's channel for reopened log files (src/log_handoff.rs), by pid.
+    log_channels: std::collections::HashMap<Pid, std::os::fd::OwnedFd>,
 }
 
 /// Runs the server described by `loaded` until it is stopped; returns the exit code.
@@ -148,6 +156,7 @@ pub fn serve(loaded: Loaded, opts: RunOptions) -> i32 {
         }
     };
     readiness.ready();
+    watcher.notify_ready();
     // Closed now: respawned workers must not close whatever reuses the number.
     watcher.readiness_fd = None;
     let code = watcher.run();
@@ -158,6 +167,7 @@ pub fn serve(loaded: Loaded, opts: RunOptions) -> i32 {
 impl Watcher {
     fn start(loaded: Loaded, readiness_fd: Option<RawFd>) -> Result<Watcher, String> {
         let config = &loaded.config;
+        privileges::check_start(config)?;
         let signals = signals::install().map_err(|e| format!("signals: {e}"))?;
         let error_log = ErrorLog::open(&config.error_log, readiness_fd.is_some())
             .map_err(|e| format!("error log: {e}"))?;
@@ -166,8 +176,10 @@ impl Watcher {
             None => None,
         };
         // Open the root once here so a problem is reported at start, not by every worker.
-        Site::new(config).map_err(|e| format!("root {}: {e}", config.root.display()))?;
-        let bound = listeners::bind_all(&config.listen)?;
+        let mut check = config.clone();
+        check.root = privileges::outside_root(config);
+        Site::new(&check).map_err(|e| format!("root {}: {e}", check.root.display()))?;
+        let bound = listeners::bind_or_take(&config.listen, activation::take())?;
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
         poll.registry()
             .register(
@@ -245,6 +257,8 @@ impl Watcher {
             reload_waiters: Vec::new(),
             reload_answered: Vec::new(),
             exit_at: None,
+            log_channels: std::collections::HashMap::new(),
+            notify: notify::Notifier::from_env(),
         };
         for i in 0..w.slots.len() {
             if let Err(e) = w.spawn(i) {
@@ -269,6 +283,21 @@ impl Watcher {
         Ok(w)
     }
 
+    /// Tells systemd (when it asked) that workers run, with the generation and worker count.
+    fn notify_ready(&self) {
+        self.notify_send(&format!(
+            "READY=1\nSTATUS=generation {}, {} workers\n",
+            self.generation,
+            self.slots.len()
+        ));
+    }
+
+    fn notify_send(&self, msg: &str) {
+        if let Some(n) = &self.notify {
+            n.send(msg);
+        }
+    }
+
     fn config(&self) -> &Config {
         &self.loaded.config
     }
@@ -276,6 +305,8 @@ impl Watcher {
     /// Forks the worker for slot `i`.
     fn spawn(&mut self, i: usize) -> Result<(), String> {
         let watcher_pid = nix::unistd::getpid();
+        let (ours, theirs) =
+            crate::log_handoff::channel().map_err(|e| format!("log channel: {e}"))?;
         // Claimed before the fork, so that the slot reads "starting" until the worker runs.
         if let Some(s) = self.board.worker(self.slots[i].board_slot) {
             s.claim(0, self.slots[i].generation, now_ms());
@@ -284,6 +315,8 @@ impl Watcher {
         // single-threaded process and may run any code.
         match unsafe { fork() } {
             Ok(ForkResult::Parent { child }) => {
+                drop(theirs);
+                self.log_channels.insert(child, ours);
                 let slot = &mut self.slots[i];
                 slot.pid = Some(child);
                 slot.started = Instant::now();
@@ -291,6 +324,10 @@ impl Watcher {
                 Ok(())
             }
             Ok(ForkResult::Child) => {
+                drop(ours);
+                self.log_channels.clear();
+                crate::log_handoff::install_receiver(theirs);
+                self.notify = None;
                 let code = self.become_worker(watcher_pid, i);
                 std::process::exit(code);
             }
@@ -330,6 +367,16 @@ impl Watcher {
                 return 1;
             }
         };
+        // Everything outside is open: into the jail and down to the configured user.
+        let config = &mut self.loaded.config;
+        if let Err(e) = privileges::enter(config.user.as_ref(), config.chroot.as_deref()) {
+            tracing::error!("worker: {e}");
+            return 1;
+        }
+        if nix::unistd::getppid() != watcher_pid {
+            return 0;
+        }
+        privileges::paths_inside(config);
         let site = match Site::new(&self.loaded.config) {
             Ok(s) => s,
             Err(e) => {
@@ -512,6 +559,7 @@ impl Watcher {
     }
 
     fn graceful_stop_within(&mut self, grace: Duration) {
+        self.notify_send("STOPPING=1\nSTATUS=stopping (graceful)\n");
         self.abort_reload();
         tracing::info!(
             "graceful stop: workers finish in-flight requests (at most {:?})",
@@ -532,6 +580,7 @@ impl Watcher {
             return;
         }
         tracing::info!("immediate stop");
+        self.notify_send("STOPPING=1\nSTATUS=stopping (immediate)\n");
         self.abort_reload();
         self.backends.stop();
         self.backends_stopping = Some(Instant::now() + FAST_STOP);
@@ -561,6 +610,21 @@ impl Watcher {
                 tracing::error!("reopen access log: {e}");
             }
         }
+        // Workers get the files from us: they may not be able to open the paths themselves.
+        let files: Vec<RawFd> = self
+            .error_log
+            .file()
+            .into_iter()
+            .chain(self.access_log.as_ref())
+            .map(LogFile::raw_fd)
+            .collect();
+        for (pid, channel) in &self.log_channels {
+            for fd in &files {
+                if let Err(e) = crate::log_handoff::send(channel, *fd, *fd) {
+                    tracing::error!("reopen: passing a log file to worker {pid}: {e}");
+                }
+            }
+        }
         self.signal_workers(Signal::SIGHUP);
     }
 
@@ -572,6 +636,7 @@ impl Watcher {
                 Ok(s) => s,
             };
             let Some(pid) = status.pid() else { continue };
+            self.log_channels.remove(&pid);
             if let Some(a) = &mut self.admin {
                 // The admin evaluator is no worker: its exit never triggers worker logic.
                 if a.reaped(self.poll.registry(), pid, &describe_exit(&status)) {

@@ -40,6 +40,16 @@ pub(super) struct Pending {
 impl Watcher {
     /// Reloads from the config file the server was started with.
     pub(super) fn reload_from_file(&mut self) -> Result<(), String> {
+        self.notify_send(&super::notify::reloading());
+        let result = self.reload_from_file_inner();
+        if let Err(e) = &result {
+            let first = e.lines().next().unwrap_or("reload failed");
+            self.notify_send(&format!("READY=1\nSTATUS=reload failed: {first}\n"));
+        }
+        result
+    }
+
+    fn reload_from_file_inner(&mut self) -> Result<(), String> {
         let file = self.config().file.clone();
         let loaded = if file.as_os_str() == crate::config::DEFAULT_CONFIG_NAME {
             crate::config::load_default()
@@ -206,6 +216,7 @@ impl Watcher {
                 old.len()
             );
             self.last_reload = Some((SystemTime::now(), Ok(())));
+            self.notify_ready();
             let answer = serde_json::json!({
                 "ok": true,
                 "config": self.config().file.display().to_string(),
@@ -275,6 +286,10 @@ impl Watcher {
         self.last_reload = Some((
             SystemTime::now(),
             Err("the new generation did not come up".to_string()),
+        ));
+        self.notify_send(&format!(
+            "READY=1\nSTATUS=reload failed, generation {} goes on\n",
+            self.generation
         ));
         self.answer_reload_waiters(Err(format!(
             "reload: the new generation did not come up within {CONFIRM:?}; generation {} goes on",
