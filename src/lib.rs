@@ -6,6 +6,8 @@
 pub mod admin;
 pub mod config;
 pub mod fastcgi;
+#[doc(hidden)]
+pub mod fuzz_check;
 pub mod http;
 pub mod log;
 pub mod reply;
