@@ -100,7 +100,7 @@ fn size_line(out: &mut Vec<u8>, n: usize, rng: &mut Rng) {
     for _ in 0..rng.range(0, 2) {
         out.push(b'0');
     }
-    let hex = if rng.next() % 2 == 0 {
+    let hex = if rng.next().is_multiple_of(2) {
         format!("{n:x}")
     } else {
         format!("{n:X}")

@@ -224,11 +224,10 @@ fn oracle(req: &httparse::Request<'_, '_>, head: &[u8]) -> Expected {
         let codings: Vec<&[u8]> = te.iter().flat_map(|v| items(v)).collect();
         let chunked = |c: &[u8]| c.eq_ignore_ascii_case(b"chunked");
         let n_chunked = codings.iter().filter(|c| chunked(c)).count();
-        if !cl.is_empty() || http10 {
-            fatal.push(400);
-        } else if codings.iter().any(|c| !is_token(c)) || codings.is_empty() {
-            fatal.push(400);
-        } else if n_chunked > 1 || (n_chunked == 1 && !codings.last().is_some_and(|c| chunked(c))) {
+        let bad_list = codings.is_empty() || codings.iter().any(|c| !is_token(c));
+        let misplaced =
+            n_chunked > 1 || (n_chunked == 1 && !codings.last().is_some_and(|c| chunked(c)));
+        if !cl.is_empty() || http10 || bad_list || misplaced {
             fatal.push(400);
         } else if n_chunked < codings.len() {
             fatal.push(501);

@@ -42,19 +42,36 @@ fn meaning(r: &Request) -> Meaning {
     }
 }
 
+/// A refusal as the client sees it: everything but the reason, which is only for the error
+/// log (a prefix may be refused for another reason than the whole, with the same answer).
+#[derive(Debug, PartialEq, Eq)]
+struct Refusal {
+    status: u16,
+    close: bool,
+    head_len: usize,
+    head_method: bool,
+    version: Version,
+}
+
 /// A parse result reduced to something comparable.
 #[derive(Debug, PartialEq, Eq)]
 enum Verdict {
     Incomplete,
     Accepted(Meaning, usize),
-    Refused(RequestError),
+    Refused(Refusal),
 }
 
 fn verdict(r: Result<Option<Request>, RequestError>) -> Verdict {
     match r {
         Ok(None) => Verdict::Incomplete,
         Ok(Some(r)) => Verdict::Accepted(meaning(&r), r.head_len),
-        Err(e) => Verdict::Refused(e),
+        Err(e) => Verdict::Refused(Refusal {
+            status: e.status,
+            close: e.close,
+            head_len: e.head_len,
+            head_method: e.head_method,
+            version: e.version,
+        }),
     }
 }
 
