@@ -55,3 +55,58 @@ pub const TARGETS: &[(&str, Check)] = &[
 pub fn by_name(name: &str) -> Option<Check> {
     TARGETS.iter().find(|(n, _)| *n == name).map(|&(_, c)| c)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The checks must be able to fail: each of these feeds one a violation on purpose.
+
+    use super::path::check_beneath;
+
+    #[test]
+    fn every_target_is_found_by_name() {
+        for (name, _) in super::TARGETS {
+            assert!(super::by_name(name).is_some());
+        }
+        assert!(super::by_name("request_body").is_none());
+    }
+
+    #[test]
+    #[should_panic(expected = "dot segment")]
+    fn beneath_refuses_a_parent_segment() {
+        check_beneath("/a/../b");
+    }
+
+    #[test]
+    #[should_panic(expected = "control byte")]
+    fn beneath_refuses_nul() {
+        check_beneath("/a\0b");
+    }
+
+    #[test]
+    #[should_panic(expected = "not absolute")]
+    fn beneath_refuses_a_relative_path() {
+        check_beneath("etc/passwd");
+    }
+
+    #[test]
+    fn beneath_accepts_ordinary_paths() {
+        for p in ["/", "/a/b/", "//a//b", "/.hidden", "/a/.../b", "/café"] {
+            check_beneath(p);
+        }
+    }
+
+    #[test]
+    fn a_request_serialises_to_its_canonical_head() {
+        let input = b"\r\nGET  /x HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(crate::http::request::parse(input, 8192).is_err());
+        let input = b"\r\nGET /x?q HTTP/1.1\r\nHost:a \r\nX:  y\r\n\r\n";
+        let r = crate::http::request::parse(input, 8192)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("refused"));
+        assert_eq!(
+            super::request::serialise(&r),
+            b"GET /x?q HTTP/1.1\r\nHost: a\r\nX: y\r\n\r\n"
+        );
+    }
+}
