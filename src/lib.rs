@@ -7,6 +7,8 @@ pub mod access_line;
 pub mod admin;
 pub mod config;
 pub mod fastcgi;
+#[doc(hidden)]
+pub mod fuzz_check;
 pub mod http;
 pub mod log;
 pub mod log_handoff;

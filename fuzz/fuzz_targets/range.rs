@@ -1,0 +1,6 @@
+//! Fuzz target `range`: the properties are in `luahttpd::fuzz_check::range`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| luahttpd::fuzz_check::range(data));
