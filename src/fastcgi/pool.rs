@@ -396,6 +396,8 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(30),
             disable_time: Duration::from_secs(1),
+            user: None,
+            socket_owner: None,
         }
     }
 
