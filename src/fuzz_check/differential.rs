@@ -81,7 +81,23 @@ pub fn request_differential(data: &[u8]) {
                         .iter()
                         .map(|h| (h.name.as_bytes(), h.value))
                         .collect();
-                    assert_eq!(ours_h, theirs_h);
+                    match absolute_authority(r.target.as_bytes()) {
+                        // RFC 9112 §3.2.2: the target's authority replaces (or supplies) Host,
+                        // so Host is compared against it and the other fields as they came.
+                        Some(authority) => {
+                            let not_host = |h: &&(&[u8], &[u8])| !h.0.eq_ignore_ascii_case(b"host");
+                            let ours_rest: Vec<_> = ours_h.iter().filter(not_host).collect();
+                            let theirs_rest: Vec<_> = theirs_h.iter().filter(not_host).collect();
+                            assert_eq!(ours_rest, theirs_rest);
+                            let hosts: Vec<_> = ours_h
+                                .iter()
+                                .filter(|h| h.0.eq_ignore_ascii_case(b"host"))
+                                .map(|h| h.1)
+                                .collect();
+                            assert_eq!(hosts, vec![authority]);
+                        }
+                        None => assert_eq!(ours_h, theirs_h),
+                    }
                     assert_eq!(
                         (
                             &r.body,
@@ -349,4 +365,20 @@ fn oracle(req: &httparse::Request<'_, '_>, head: &[u8]) -> Expected {
         host_port: p,
         expect_continue: expect_continue && !http10,
     }
+}
+
+/// The authority of an absolute-form target (`http://authority/...`), if it is one.
+fn absolute_authority(target: &[u8]) -> Option<&[u8]> {
+    let rest = if target.len() >= 7 && target[..7].eq_ignore_ascii_case(b"http://") {
+        &target[7..]
+    } else if target.len() >= 8 && target[..8].eq_ignore_ascii_case(b"https://") {
+        &target[8..]
+    } else {
+        return None;
+    };
+    let end = rest
+        .iter()
+        .position(|&b| b == b'/' || b == b'?' || b == b'#')
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
 }
