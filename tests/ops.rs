@@ -135,12 +135,13 @@ fn spawned_fastcgi_processes_run_as_the_user_and_workers_reach_them() {
     }
     let dir = common::TempDir::new("fcgiuser");
     std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    let backend = backend_for_nobody();
     let config = format!(
         "server {{ listen = \"127.0.0.1:0\", workers = 1, root = \"www\", error_log = \"stderr\", \
          user = \"nobody\", group = \"nogroup\" }}\n\
          fastcgi \"t\" {{ spawn = \"{}\", socket = \"unix:{}/t.sock\", extensions = {{ \".php\" }}, \
          check_local = false }}\n",
-        env!("CARGO_BIN_EXE_luahttpd-fcgi-test"),
+        backend.display(),
         dir.path().display()
     );
     let s = Server::start_config(dir, &config);
@@ -157,6 +158,21 @@ fn spawned_fastcgi_processes_run_as_the_user_and_workers_reach_them() {
     // The worker, as nobody, connects to the socket the watcher created as root.
     let r = s.get("/x.php");
     assert!(r.status < 500, "status {}: {}", r.status, s.log_text());
+    drop(s);
+    let _ = std::fs::remove_dir_all(backend.parent().expect("the copy's folder"));
+}
+
+/// A copy of the test backend that uid 65534 can execute: the build directory may sit in a
+/// checkout only root can enter (a `mktemp -d` clone is mode 0700, as CI's may be).
+fn backend_for_nobody() -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("luahttpd-fcgi-nobody-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir for the backend copy");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let bin = dir.join("luahttpd-fcgi-test");
+    std::fs::copy(env!("CARGO_BIN_EXE_luahttpd-fcgi-test"), &bin).expect("copy the backend");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    bin
 }
 
 fn run(args: &[&std::ffi::OsStr]) -> (i32, String) {
