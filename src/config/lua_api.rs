@@ -66,6 +66,14 @@ type Shared = Rc<RefCell<Eval>>;
 
 /// Reads and evaluates the config file at `path` (named in messages as given).
 pub(super) fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
+    load_file_limited(path, None)
+}
+
+/// As `load_file`; with a limit, evaluation past that much wall-clock time fails.
+pub(super) fn load_file_limited(
+    path: &Path,
+    limit: Option<std::time::Duration>,
+) -> Result<Loaded, ConfigErrors> {
     let name = path.display().to_string();
     let fail = |message: String| {
         ConfigErrors(vec![ConfigError {
@@ -84,7 +92,7 @@ pub(super) fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    run(&src, name, abs, base, dir)
+    run(&src, name, abs, base, dir, limit)
 }
 
 /// Evaluates `src` as if it were the file `name`; relative paths resolve against the current
@@ -98,7 +106,7 @@ pub(super) fn load_source(src: &str, name: &Path) -> Result<Loaded, ConfigErrors
             message: format!("cannot read the current directory: {e}"),
         }])
     })?;
-    run(src, display, name.to_path_buf(), base, PathBuf::new())
+    run(src, display, name.to_path_buf(), base, PathBuf::new(), None)
 }
 
 fn run(
@@ -107,6 +115,7 @@ fn run(
     config_file: PathBuf,
     base: PathBuf,
     dir: PathBuf,
+    limit: Option<std::time::Duration>,
 ) -> Result<Loaded, ConfigErrors> {
     let text: Rc<str> = Rc::from(src);
     let mut sources = HashMap::new();
@@ -132,8 +141,13 @@ fn run(
         done: false,
     }));
     let lua = Lua::new();
+    if let Some(limit) = limit {
+        super::eval_limit::install(&lua, limit);
+    }
     let result =
         install(&lua, &state).and_then(|()| lua.load(&*text).set_name(format!("@{name}")).exec());
+    // The state lives on for the route function: workers set their own hooks.
+    lua.remove_hook();
     if let Err(e) = result {
         let err = lua_error(&e, &state.borrow());
         let mut st = state.borrow_mut();

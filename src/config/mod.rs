@@ -5,6 +5,7 @@
 //! collected (not stopped at the first one) and carry `file:line`.
 
 mod error;
+mod eval_limit;
 mod identity;
 mod listen;
 mod lua_api;
@@ -235,6 +236,12 @@ fn is_standard_stream(path: &Path) -> bool {
 /// Evaluates the config file at `path` and validates it.
 pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
     lua_api::load_file(path)
+}
+
+/// As `load_file`, failing once evaluation has taken `limit` of wall-clock time (checked by an
+/// instruction hook, so one long C call is not interrupted).
+pub fn load_file_within(path: &Path, limit: Duration) -> Result<Loaded, ConfigErrors> {
+    lua_api::load_file_limited(path, Some(limit))
 }
 
 /// Evaluates the embedded default configuration, relative to the current directory.

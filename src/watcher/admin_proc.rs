@@ -78,7 +78,7 @@ fn become_evaluator(watcher_pid: Pid, keep: &[RawFd], stream: UnixStream) -> i32
 }
 
 /// Closes every descriptor from 3 up except those in `keep`.
-fn close_all_but(keep: &[RawFd]) {
+pub(super) fn close_all_but(keep: &[RawFd]) {
     let mut keep: Vec<u32> = keep
         .iter()
         .filter(|fd| **fd > 2)

@@ -73,7 +73,7 @@ impl Watcher {
                     .reload_answered
                     .iter()
                     .any(|id| self.admin.as_ref().is_some_and(|a| a.reply_queued(*id)));
-                if self.pending_reload.is_some() || answering {
+                if self.pending_reload.is_some() || self.reload_check.is_some() || answering {
                     return Some(Err("reload: a reload is already in progress".to_string()));
                 }
                 match self.reload_from_file() {
@@ -106,7 +106,9 @@ impl Watcher {
         let config = self.config();
         let totals = self.board.totals(&self.retired);
         let phase = match self.phase {
-            Phase::Running if self.pending_reload.is_some() => "reloading",
+            Phase::Running if self.pending_reload.is_some() || self.reload_check.is_some() => {
+                "reloading"
+            }
             Phase::Running => "running",
             Phase::Draining(_) => "draining",
             Phase::Stopping(_) => "stopping",

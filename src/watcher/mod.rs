@@ -9,6 +9,7 @@
 mod activation;
 mod admin_proc;
 mod admin_view;
+mod config_check;
 pub mod control;
 mod daemon;
 mod listeners;
@@ -108,6 +109,8 @@ struct Watcher {
     old: Vec<WorkerSlot>,
     /// A reload whose new generation has not been confirmed running yet.
     pending_reload: Option<reload::Pending>,
+    /// A reload whose config file is being evaluated by a forked checker.
+    reload_check: Option<config_check::ConfigCheck>,
     /// The outcome of the last reload: when, and the error if it failed.
     last_reload: Option<(std::time::SystemTime, Result<(), String>)>,
     /// The admin socket, when configured.
@@ -250,6 +253,7 @@ impl Watcher {
             generation: 1,
             old: Vec::new(),
             pending_reload: None,
+            reload_check: None,
             last_reload: None,
             admin,
             started_at: now,
@@ -353,6 +357,9 @@ impl Watcher {
         if let Some(fd) = self.readiness_fd {
             let _ = nix::unistd::close(fd);
         }
+        if let Some(c) = &self.reload_check {
+            let _ = nix::unistd::close(c.raw_fd());
+        }
         if let Some(admin) = &self.admin {
             for fd in admin.raw_fds() {
                 let _ = nix::unistd::close(fd);
@@ -434,6 +441,11 @@ impl Watcher {
                         }
                     }
                     admin::EVALUATOR => self.on_evaluator(),
+                    config_check::TOKEN => {
+                        if let Some(c) = &mut self.reload_check {
+                            c.on_readable();
+                        }
+                    }
                     Token(t) if t >= admin::CLIENT_BASE => {
                         if let Some(a) = &mut self.admin {
                             a.client_ready(t - admin::CLIENT_BASE);
@@ -443,6 +455,7 @@ impl Watcher {
                 }
             }
             self.reap();
+            self.finish_reload_check(Instant::now());
             self.finish_backends_if_drained();
             if let Some(a) = &mut self.admin {
                 a.expire(Instant::now());
@@ -509,6 +522,7 @@ impl Watcher {
             self.backends.next_respawn(),
             self.backends_stopping,
             poll_soon,
+            self.reload_check.as_ref().and_then(|c| c.deadline()),
             self.admin.as_ref().and_then(AdminServer::deadline),
             self.exit_at,
         ]
@@ -637,6 +651,11 @@ impl Watcher {
             };
             let Some(pid) = status.pid() else { continue };
             self.log_channels.remove(&pid);
+            if let Some(c) = self.reload_check.as_mut().filter(|c| c.pid() == pid) {
+                // The config checker is no worker either.
+                c.reaped(status);
+                continue;
+            }
             if let Some(a) = &mut self.admin {
                 // The admin evaluator is no worker: its exit never triggers worker logic.
                 if a.reaped(self.poll.registry(), pid, &describe_exit(&status)) {

@@ -9,6 +9,7 @@
 //! within `CONFIRM`, it is stopped and the old one goes on as if nothing happened. A `reload()`
 //! from the REPL is answered with that outcome (`Watcher::reload_waiters`).
 
+use super::config_check::{ConfigCheck, CHECK_LIMIT};
 use super::listeners::{self, Bound};
 use super::{Watcher, WorkerSlot};
 use crate::admin::scoreboard::State;
@@ -38,23 +39,68 @@ pub(super) struct Pending {
 }
 
 impl Watcher {
-    /// Reloads from the config file the server was started with.
+    /// Starts a reload from the config file the server was started with: a forked checker
+    /// evaluates it first (`config_check.rs`); `finish_reload_check` carries on once it has
+    /// answered. An error here means the check could not start.
     pub(super) fn reload_from_file(&mut self) -> Result<(), String> {
-        self.notify_send(&super::notify::reloading());
-        let result = self.reload_from_file_inner();
-        if let Err(e) = &result {
-            let first = e.lines().next().unwrap_or("reload failed");
-            self.notify_send(&format!("READY=1\nSTATUS=reload failed: {first}\n"));
+        if self.pending_reload.is_some() || self.reload_check.is_some() {
+            return Err("reload: a reload is already in progress".to_string());
         }
-        result
+        self.notify_send(&super::notify::reloading());
+        let file = self.config().file.clone();
+        match ConfigCheck::start(&file, self.poll.registry()) {
+            Ok(check) => {
+                self.reload_check = Some(check);
+                Ok(())
+            }
+            Err(e) => {
+                self.reload_failed(&e);
+                Err(e)
+            }
+        }
     }
 
-    fn reload_from_file_inner(&mut self) -> Result<(), String> {
+    /// Once the checker has answered: load the file here and start the new generation, or
+    /// report why not. Kills a checker that overran its time.
+    pub(super) fn finish_reload_check(&mut self, now: Instant) {
+        let Some(check) = &mut self.reload_check else {
+            return;
+        };
+        check.enforce(now);
+        let Some(verdict) = check.verdict() else {
+            return;
+        };
+        if let Some(c) = self.reload_check.take() {
+            c.deregister(self.poll.registry());
+        }
+        let result = match verdict {
+            Ok(()) => self.reload_checked(),
+            Err(errors) => {
+                let text = format!("reload failed, the running configuration stays:\n{errors}");
+                self.last_reload = Some((SystemTime::now(), Err(errors)));
+                Err(text)
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!("{e}");
+            self.reload_failed(&e);
+            self.answer_reload_waiters(Err(e));
+        }
+    }
+
+    /// Tells systemd a reload failed (the running generation goes on).
+    fn reload_failed(&self, e: &str) {
+        let first = e.lines().next().unwrap_or("reload failed");
+        self.notify_send(&format!("READY=1\nSTATUS=reload failed: {first}\n"));
+    }
+
+    /// Evaluates the checked file here, with a wall-clock hook in case it changed since.
+    fn reload_checked(&mut self) -> Result<(), String> {
         let file = self.config().file.clone();
         let loaded = if file.as_os_str() == crate::config::DEFAULT_CONFIG_NAME {
             crate::config::load_default()
         } else {
-            crate::config::load_file(&file)
+            crate::config::load_file_within(&file, CHECK_LIMIT)
         };
         match loaded {
             Ok(l) => self.start_reload(l),
@@ -299,7 +345,11 @@ impl Watcher {
 
     /// A stop during a reload: every worker, old and new, is stopped with the rest.
     pub(super) fn abort_reload(&mut self) {
-        if self.pending_reload.take().is_some() {
+        let checking = self.reload_check.take().map(|c| {
+            c.kill();
+            c.deregister(self.poll.registry());
+        });
+        if self.pending_reload.take().is_some() || checking.is_some() {
             self.answer_reload_waiters(
                 Err("reload: abandoned, the server is stopping".to_string()),
             );
