@@ -16,7 +16,9 @@ pub const HANDLED: [Signal; 7] = [
 ];
 
 /// Blocks the handled signals, ignores SIGPIPE (a client that goes away must not kill a
-/// process: writes report EPIPE instead) and returns a signalfd for the handled set.
+/// process: writes report EPIPE instead) and SIGXFSZ (a spooled body or a log past the
+/// `RLIMIT_FSIZE` an operator set must fail that write with EFBIG, not kill the worker), and
+/// returns a signalfd for the handled set. Spawned FastCGI processes get default dispositions.
 pub fn install() -> nix::Result<SignalFd> {
     let mut set = SigSet::empty();
     for s in HANDLED {
@@ -27,6 +29,10 @@ pub fn install() -> nix::Result<SignalFd> {
     unsafe {
         sigaction(
             Signal::SIGPIPE,
+            &SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty()),
+        )?;
+        sigaction(
+            Signal::SIGXFSZ,
             &SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty()),
         )?;
     }

@@ -905,3 +905,94 @@ fn an_http10_keepalive_client_is_told_the_connection_stays_open() {
     );
     assert_eq!(client.responses()[0].header("connection"), Some("close"));
 }
+
+/// Serves one GET on the backend so that its connection is kept in the pool for the next
+/// request; returns with the connection idle and kept.
+fn serve_one_kept(h: &mut Harness, c: &mut Conn, client: &mut Client, backend: &mut Backend) {
+    client.send(&get("/app/first"));
+    assert_eq!(h.ready(c), Verdict::Open);
+    assert!(backend.accept());
+    assert_eq!(h.backend_ready(c), Verdict::Open);
+    assert!(has_stdin_end(&backend.received()));
+    backend.send(&stdout_and_end(b"Content-Length: 1\r\n\r\n1"));
+    assert_eq!(h.backend_ready(c), Verdict::Open);
+    assert_eq!(client.responses()[0].status, 200);
+    assert!(c.is_idle());
+}
+
+#[test]
+fn a_spooled_body_is_sent_again_when_a_stale_kept_connection_is_retried() {
+    let dir = Dir::new();
+    let (mut backend, conf) = Backend::new(&dir.0, "");
+    let mut h = Harness::new("", &conf, &files());
+    let (mut c, mut client) = h.open();
+    serve_one_kept(&mut h, &mut c, &mut client, &mut backend);
+    // PUT is idempotent: its spooled body went out whole on the kept connection, which the
+    // backend then closed without answering.
+    client.send(b"PUT /app/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nabcd");
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    assert!(!backend.accept(), "the kept connection is reused");
+    let first = backend.received();
+    assert!(first.windows(4).any(|w| w == b"abcd"), "{first:?}");
+    assert!(has_stdin_end(&first));
+    backend.close();
+    assert_eq!(h.backend_ready(&mut c), Verdict::Open);
+    // Retried once on a fresh connection, the body again from its start.
+    assert!(backend.accept(), "a fresh connection for the retry");
+    assert_eq!(h.backend_ready(&mut c), Verdict::Open);
+    let again = backend.received();
+    assert!(again.windows(4).any(|w| w == b"abcd"), "{again:?}");
+    assert!(has_stdin_end(&again), "{again:?}");
+    backend.send(&stdout_and_end(b"Content-Length: 2\r\n\r\nok"));
+    assert_eq!(h.backend_ready(&mut c), Verdict::Open);
+    let r = client.responses();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].status, 200);
+    assert!(r[0].body.ends_with(b"ok"));
+    h.close(c);
+}
+
+#[test]
+fn a_spooled_post_is_never_sent_twice_once_any_byte_went_out() {
+    let dir = Dir::new();
+    let (mut backend, conf) = Backend::new(&dir.0, "");
+    let mut h = Harness::new("", &conf, &files());
+    let (mut c, mut client) = h.open();
+    serve_one_kept(&mut h, &mut c, &mut client, &mut backend);
+    client.send(b"POST /app/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nabcd");
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    assert!(!backend.received().is_empty());
+    backend.close();
+    assert_eq!(h.backend_ready(&mut c), Verdict::Open);
+    assert!(
+        !backend.accept(),
+        "no second run of a POST the backend may have started"
+    );
+    assert_eq!(client.responses()[0].status, 502);
+    h.close(c);
+}
+
+#[test]
+fn a_spooled_post_is_retried_when_the_kept_connection_took_no_byte() {
+    let dir = Dir::new();
+    let (mut backend, conf) = Backend::new(&dir.0, "");
+    let mut h = Harness::new("", &conf, &files());
+    let (mut c, mut client) = h.open();
+    serve_one_kept(&mut h, &mut c, &mut client, &mut backend);
+    // The backend stops reading the kept connection without closing it: the pool's probe sees
+    // it open, the first write fails (EPIPE) before any byte is taken.
+    let stale = backend.conn.take().unwrap();
+    stale.shutdown(std::net::Shutdown::Read).unwrap();
+    client.send(b"POST /app/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nabcd");
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    assert!(backend.accept(), "a fresh connection for the retry");
+    assert_eq!(h.backend_ready(&mut c), Verdict::Open);
+    let sent = backend.received();
+    assert!(sent.windows(4).any(|w| w == b"abcd"), "{sent:?}");
+    assert!(has_stdin_end(&sent));
+    backend.send(&stdout_and_end(b"Content-Length: 2\r\n\r\nok"));
+    assert_eq!(h.backend_ready(&mut c), Verdict::Open);
+    assert_eq!(client.responses()[0].status, 200);
+    drop(stale);
+    h.close(c);
+}

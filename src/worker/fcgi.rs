@@ -16,8 +16,10 @@
 //! disables that address for `disable_time` and tries another. A kept connection is probed
 //! before reuse (the pool's peek), so one the backend closed while idle is replaced before
 //! anything is written. A kept connection that fails after request bytes were written is retried
-//! once on a fresh one only for an idempotent method with no body taken from the client: a POST
-//! the backend may have started (and run its side effect for) gets 502, never a second run.
+//! once on a fresh one only for an idempotent method whose body, if any, can be sent again (a
+//! spooled body is rewound; one streamed from the client cannot be): a POST the backend may
+//! have started (and run its side effect for) gets 502, never a second run. Before any byte
+//! went out, a spooled POST is retried as well.
 //! After the response head went out, a failure can
 //! only close the client connection, which makes the truncation visible.
 
@@ -134,7 +136,8 @@ enum BodyIn {
     Streaming(BodyReader),
     /// A body being read whole before the backend is contacted.
     Spooling { reader: BodyReader, spool: Spool },
-    /// A spooled body with this much left to send.
+    /// A spooled body with this much left to send; kept after it is all queued (`left` 0),
+    /// so that a retry on a fresh connection can send it again from the start.
     Spooled { spool: Spool, left: u64 },
 }
 
@@ -564,7 +567,7 @@ impl Exchange {
             }
             BodyIn::Spooled { spool, left } => {
                 let room = TO_BACKEND_MAX.saturating_sub(self.to_backend.len() - self.to_pos);
-                if room == 0 || !matches!(self.link, Link::Connected(_)) {
+                if *left == 0 || room == 0 || !matches!(self.link, Link::Connected(_)) {
                     return Ok(false);
                 }
                 let n = (*left).min(room as u64).min(32 * 1024) as usize;
@@ -578,7 +581,6 @@ impl Exchange {
                 if *left == 0 {
                     record::stdin_end(&mut self.to_backend, REQUEST_ID);
                     self.stdin_ended = true;
-                    self.body = BodyIn::None;
                 }
                 Ok(n > 0)
             }
@@ -639,6 +641,7 @@ impl Exchange {
                     self.to_pos = 0;
                     self.sent_any = false;
                     self.to_backend.extend_from_slice(&self.preamble);
+                    self.rewind_spooled_body()?;
                     self.decoder = Decoder::new(REQUEST_ID);
                     env.timers.arm(&mut self.timer, kind, env.key, env.now);
                     return Ok(());
@@ -652,6 +655,19 @@ impl Exchange {
                 }
             }
         }
+    }
+
+    /// On a fresh connection after a retry: a spooled body goes out again from its start.
+    fn rewind_spooled_body(&mut self) -> Result<(), ExchangeError> {
+        if let (BodyIn::Spooled { spool, left }, Some(len)) = (&mut self.body, self.content_length)
+        {
+            if *left != len {
+                spool.rewind().map_err(ExchangeError::Spool)?;
+                *left = len;
+                self.stdin_ended = false;
+            }
+        }
+        Ok(())
     }
 
     fn build_preamble(&mut self, env: &mut Env<'_>) -> Result<(), ExchangeError> {
@@ -920,13 +936,14 @@ impl Exchange {
     }
 
     /// Whether a failed kept connection may be replaced by a fresh one for another try: only
-    /// once, with no response byte seen and no client body taken, and, once any request byte
-    /// went out, only for an idempotent method (the backend may have run the request).
+    /// once, with no response byte seen and no client body taken that cannot be sent again (a
+    /// spooled one is rewound), and, once any request byte went out, only for an idempotent
+    /// method (the backend may have run the request).
     fn may_retry(&self) -> bool {
         self.reused()
             && !self.stale_retry_used
             && self.nothing_received()
-            && !self.body_consumed
+            && (!self.body_consumed || matches!(self.body, BodyIn::Spooled { .. }))
             && (!self.sent_any || self.facts.req.method.is_idempotent())
     }
 
