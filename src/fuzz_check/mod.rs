@@ -8,6 +8,7 @@
 //! Not a stable API: hidden from the docs, used by nothing in the server.
 
 mod admin;
+mod body;
 mod cgi_head;
 mod chunked;
 mod conditional;
@@ -20,6 +21,7 @@ mod request;
 mod split;
 
 pub use admin::admin_frame;
+pub use body::request_body;
 pub use cgi_head::cgi_head;
 pub use chunked::chunked;
 pub use conditional::conditional;
@@ -35,13 +37,11 @@ pub type Check = fn(&[u8]);
 
 /// Every target by its name, which is also its directory under `fuzz/corpus/` and
 /// `fuzz/regressions/` and its binary under `fuzz/fuzz_targets/`.
-///
-/// The request-body reader is being rewritten as a sans-IO module; its target, `request_body`,
-/// is to be added here (and in fuzz/Cargo.toml) once that module lands.
 pub const TARGETS: &[(&str, Check)] = &[
     ("request_head", request_head),
     ("request_differential", request_differential),
     ("chunked", chunked),
+    ("request_body", request_body),
     ("range", range),
     ("conditional", conditional),
     ("host", host),
@@ -67,7 +67,8 @@ mod tests {
         for (name, _) in super::TARGETS {
             assert!(super::by_name(name).is_some());
         }
-        assert!(super::by_name("request_body").is_none());
+        assert!(super::by_name("request_body").is_some());
+        assert!(super::by_name("no_such_target").is_none());
     }
 
     #[test]

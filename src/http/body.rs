@@ -128,20 +128,21 @@ impl BodyReader {
                 let limit = self.limit;
                 let mut received = self.received;
                 let mut over = false;
-                let p = decoder
-                    .decode(input, &mut |data| {
-                        received += data.len() as u64;
-                        if received > limit {
-                            over = true;
-                        } else if !over {
-                            sink(data);
-                        }
-                    })
-                    .map_err(BodyError::Chunked)?;
+                let decoded = decoder.decode(input, &mut |data| {
+                    received += data.len() as u64;
+                    if received > limit {
+                        over = true;
+                    } else if !over {
+                        sink(data);
+                    }
+                });
                 self.received = received;
+                // Data past the limit came before any framing error in this input: 413 then,
+                // as it would be had the input arrived in smaller reads (found by fuzzing).
                 if over {
                     return Err(BodyError::TooLarge { limit });
                 }
+                let p = decoded.map_err(BodyError::Chunked)?;
                 Ok(Fed {
                     consumed: p.consumed,
                     done: p.done,
@@ -230,6 +231,18 @@ mod tests {
             assert_eq!(err, Some(BodyError::TooLarge { limit: 8 }), "step {step}");
             assert!(data.len() <= 8, "step {step}: {} bytes passed", data.len());
             assert_eq!(err.map(BodyError::status), Some(413));
+        }
+    }
+
+    #[test]
+    fn data_over_the_limit_before_bad_framing_is_413_however_the_input_is_cut() {
+        let input = b"5\r\nhello\r\nzz\r\n";
+        for step in [1, 2, 5, input.len()] {
+            assert_eq!(
+                read_in_steps(BodyFraming::Chunked, 3, input, step).unwrap_err(),
+                BodyError::TooLarge { limit: 3 },
+                "step {step}"
+            );
         }
     }
 
