@@ -65,6 +65,9 @@ struct Proc {
     respawn_at: Option<Instant>,
     /// Stopped on purpose to restart with a new definition: respawned at once.
     restarting: bool,
+    /// To be restarted with a new definition once no request is in flight on it, at the
+    /// latest at this deadline (`restart_idle`).
+    restart_pending: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -147,6 +150,7 @@ impl Backends {
                     crashes: 0,
                     respawn_at: None,
                     restarting: false,
+                    restart_pending: None,
                 };
                 match spawn_proc(def, i, &p.addr, &mut p.listener) {
                     Ok(outcome) => p.started_as(outcome, now),
@@ -240,11 +244,14 @@ impl Backends {
                     "fastcgi '{}': restarting its processes with the new definition",
                     def.name
                 );
+                // php-cgi (PHP_FCGI_CHILDREN=0) dies at once on SIGTERM, with the request it
+                // runs: each process is restarted only once the workers have none in flight
+                // on it (`restart_idle`), so a POST is never cut by a reload.
+                let deadline = Instant::now() + def.read_timeout;
                 b.def = def;
                 for p in &mut b.procs {
-                    if let Some(pid) = p.pid {
-                        p.restarting = true;
-                        let _ = kill(pid, Signal::SIGTERM);
+                    if p.pid.is_some() {
+                        p.restart_pending = Some(deadline);
                     }
                 }
             }
@@ -350,6 +357,44 @@ impl Backends {
             return true;
         }
         false
+    }
+
+    /// Whether a process waits for its requests in flight to end before its restart.
+    pub fn restarts_pending(&self) -> bool {
+        self.procs().any(|p| p.restart_pending.is_some())
+    }
+
+    /// Restarts each process whose restart is pending once `idle(backend name, proc index)`
+    /// says no request is in flight on it (the scoreboard's count), or at its deadline (the
+    /// backend's `read_timeout`: a request still running then has failed anyway).
+    pub fn restart_idle(&mut self, now: Instant, idle: impl Fn(&str, usize) -> bool) {
+        for b in &mut self.backends {
+            for (i, p) in b.procs.iter_mut().enumerate() {
+                let Some(deadline) = p.restart_pending else {
+                    continue;
+                };
+                let Some(pid) = p.pid else {
+                    // Gone meanwhile: its respawn uses the new definition already.
+                    p.restart_pending = None;
+                    continue;
+                };
+                let quiet = idle(&b.def.name, i);
+                if !quiet && now < deadline {
+                    continue;
+                }
+                if !quiet {
+                    tracing::warn!(
+                        "fastcgi '{}' proc {i}: requests still in flight after {:?}; \
+                         restarting it anyway",
+                        b.def.name,
+                        b.def.read_timeout
+                    );
+                }
+                p.restart_pending = None;
+                p.restarting = true;
+                let _ = kill(pid, Signal::SIGTERM);
+            }
+        }
     }
 
     /// When `respawn_due` next has work, if ever.
@@ -595,6 +640,7 @@ mod tests {
                 crashes: 0,
                 respawn_at: None,
                 restarting: false,
+                restart_pending: None,
             })
             .collect();
         let mut ext = def("remote");

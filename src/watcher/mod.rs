@@ -465,6 +465,7 @@ impl Watcher {
             let now = Instant::now();
             // php-cgi exits on purpose after PHP_FCGI_MAX_REQUESTS, draining or not.
             if self.backends_stopping.is_none() {
+                self.restart_idle_backends(now);
                 self.backends.respawn_due(now);
             }
             match self.phase {
@@ -510,7 +511,7 @@ impl Watcher {
             Phase::Draining(d) | Phase::Stopping(d) => Some(d),
         };
         // Admin clients' idle time and a reload's confirmation are checked by polling.
-        let poll_soon = if self.pending_reload.is_some() {
+        let poll_soon = if self.pending_reload.is_some() || self.backends.restarts_pending() {
             Some(Instant::now() + Duration::from_millis(50))
         } else if self.admin.as_ref().is_some_and(AdminServer::has_clients) {
             Some(Instant::now() + Duration::from_secs(1))

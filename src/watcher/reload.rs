@@ -356,6 +356,27 @@ impl Watcher {
         }
     }
 
+    /// Restarts changed backends' processes that have no request in flight (the scoreboard's
+    /// count of the current generation's workers), so a reload cuts no request.
+    pub(super) fn restart_idle_backends(&mut self, now: Instant) {
+        if !self.backends.restarts_pending() {
+            return;
+        }
+        let config = &self.loaded.config;
+        let index = crate::fastcgi::pool::proc_index(config);
+        let board = &self.board;
+        let at = crate::admin::scoreboard::now_ms();
+        self.backends.restart_idle(now, |name, i| {
+            let Some(b) = config.fastcgi.iter().position(|d| d.name == name) else {
+                return true;
+            };
+            index
+                .index(b, i)
+                .and_then(|slot| board.proc(slot))
+                .is_none_or(|p| p.snapshot(at).active == 0)
+        });
+    }
+
     /// Backend changes of a reload wait until no worker of an older generation uses them.
     pub(super) fn finish_backends_if_drained(&mut self) {
         if self.backends_after_drain && self.old.is_empty() {
