@@ -65,6 +65,9 @@ struct Harness {
     now: Instant,
     /// Whether the worker is in a graceful stop.
     draining: bool,
+    /// The slab key of the connection the next call runs (two connections need two keys:
+    /// the pool queues and wakes connections by key).
+    token: usize,
 }
 
 impl Harness {
@@ -111,6 +114,7 @@ impl Harness {
             bufs: Bufs::default(),
             now: Instant::now(),
             draining: false,
+            token: 0,
             config,
         }
     }
@@ -125,7 +129,7 @@ impl Harness {
             access: None,
             draining: self.draining,
             now: self.now,
-            token: 0,
+            token: self.token,
             config: &self.config,
             pool: &mut self.pool,
             registry: self.poll.registry(),
@@ -597,10 +601,13 @@ fn stdout_and_end(body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn a_fastcgi_exchange_runs_through_its_phases_against_a_scripted_backend() {
-    let dir = Dir::new();
-    let (mut backend, conf) = Backend::new(&dir.0, ", request_buffering = false");
-    let mut h = Harness::new("", &conf, &files());
-    let (mut c, mut client) = h.open();
+    let FcgiCase {
+        _dir,
+        mut backend,
+        mut h,
+        mut c,
+        mut client,
+    } = FcgiCase::new(", request_buffering = false");
     client.send(b"POST /app/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab");
     // Connecting, sending params and what of the body is there.
     assert_eq!(h.ready(&mut c), Verdict::Open);
@@ -648,10 +655,13 @@ fn a_fastcgi_exchange_runs_through_its_phases_against_a_scripted_backend() {
 
 #[test]
 fn a_silent_backend_gets_504_at_its_read_timeout() {
-    let dir = Dir::new();
-    let (mut backend, conf) = Backend::new(&dir.0, "");
-    let mut h = Harness::new("", &conf, &files());
-    let (mut c, mut client) = h.open();
+    let FcgiCase {
+        _dir,
+        mut backend,
+        mut h,
+        mut c,
+        mut client,
+    } = FcgiCase::new("");
     client.send(&get("/app/x"));
     assert_eq!(h.ready(&mut c), Verdict::Open);
     assert!(backend.accept());
@@ -667,10 +677,13 @@ fn a_silent_backend_gets_504_at_its_read_timeout() {
 
 #[test]
 fn a_backend_closing_before_or_after_the_head_gives_502_or_a_cut_response() {
-    let dir = Dir::new();
-    let (mut backend, conf) = Backend::new(&dir.0, "");
-    let mut h = Harness::new("", &conf, &files());
-    let (mut c, mut client) = h.open();
+    let FcgiCase {
+        _dir,
+        mut backend,
+        mut h,
+        mut c,
+        mut client,
+    } = FcgiCase::new("");
     client.send(&get("/app/x"));
     assert_eq!(h.ready(&mut c), Verdict::Open);
     assert!(backend.accept());
@@ -694,10 +707,13 @@ fn a_backend_closing_before_or_after_the_head_gives_502_or_a_cut_response() {
 
 #[test]
 fn a_client_leaving_mid_exchange_lets_go_of_the_backend() {
-    let dir = Dir::new();
-    let (mut backend, conf) = Backend::new(&dir.0, ", request_buffering = false");
-    let mut h = Harness::new("", &conf, &files());
-    let (mut c, mut client) = h.open();
+    let FcgiCase {
+        _dir,
+        mut backend,
+        mut h,
+        mut c,
+        mut client,
+    } = FcgiCase::new(", request_buffering = false");
     client.send(b"POST /app/x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nab");
     assert_eq!(h.ready(&mut c), Verdict::Open);
     assert!(backend.accept());
@@ -764,10 +780,13 @@ fn a_buffered_body_is_read_whole_before_a_backend_is_connected() {
 
 #[test]
 fn a_client_leaving_while_its_body_is_buffered_never_reaches_the_backend() {
-    let dir = Dir::new();
-    let (mut backend, conf) = Backend::new(&dir.0, "");
-    let mut h = Harness::new("", &conf, &files());
-    let (mut c, mut client) = h.open();
+    let FcgiCase {
+        _dir,
+        mut backend,
+        mut h,
+        mut c,
+        mut client,
+    } = FcgiCase::new("");
     client.send(b"POST /app/x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nab");
     assert_eq!(h.ready(&mut c), Verdict::Open);
     client.0.shutdown(std::net::Shutdown::Write).unwrap();
@@ -922,10 +941,13 @@ fn serve_one_kept(h: &mut Harness, c: &mut Conn, client: &mut Client, backend: &
 
 #[test]
 fn a_spooled_body_is_sent_again_when_a_stale_kept_connection_is_retried() {
-    let dir = Dir::new();
-    let (mut backend, conf) = Backend::new(&dir.0, "");
-    let mut h = Harness::new("", &conf, &files());
-    let (mut c, mut client) = h.open();
+    let FcgiCase {
+        _dir,
+        mut backend,
+        mut h,
+        mut c,
+        mut client,
+    } = FcgiCase::new("");
     serve_one_kept(&mut h, &mut c, &mut client, &mut backend);
     // PUT is idempotent: its spooled body went out whole on the kept connection, which the
     // backend then closed without answering.
@@ -954,10 +976,13 @@ fn a_spooled_body_is_sent_again_when_a_stale_kept_connection_is_retried() {
 
 #[test]
 fn a_spooled_post_is_never_sent_twice_once_any_byte_went_out() {
-    let dir = Dir::new();
-    let (mut backend, conf) = Backend::new(&dir.0, "");
-    let mut h = Harness::new("", &conf, &files());
-    let (mut c, mut client) = h.open();
+    let FcgiCase {
+        _dir,
+        mut backend,
+        mut h,
+        mut c,
+        mut client,
+    } = FcgiCase::new("");
     serve_one_kept(&mut h, &mut c, &mut client, &mut backend);
     client.send(b"POST /app/x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nabcd");
     assert_eq!(h.ready(&mut c), Verdict::Open);
@@ -974,10 +999,13 @@ fn a_spooled_post_is_never_sent_twice_once_any_byte_went_out() {
 
 #[test]
 fn a_spooled_post_is_retried_when_the_kept_connection_took_no_byte() {
-    let dir = Dir::new();
-    let (mut backend, conf) = Backend::new(&dir.0, "");
-    let mut h = Harness::new("", &conf, &files());
-    let (mut c, mut client) = h.open();
+    let FcgiCase {
+        _dir,
+        mut backend,
+        mut h,
+        mut c,
+        mut client,
+    } = FcgiCase::new("");
     serve_one_kept(&mut h, &mut c, &mut client, &mut backend);
     // The backend stops reading the kept connection without closing it: the pool's probe sees
     // it open, the first write fails (EPIPE) before any byte is taken.
@@ -995,4 +1023,136 @@ fn a_spooled_post_is_retried_when_the_kept_connection_took_no_byte() {
     assert_eq!(client.responses()[0].status, 200);
     drop(stale);
     h.close(c);
+}
+
+/// A FastCGI case: a scripted backend, a worker whose config mounts it at /app/, and one
+/// client connection (the setup most FastCGI tests here repeat).
+struct FcgiCase {
+    /// Holds the backend's socket directory.
+    _dir: Dir,
+    backend: Backend,
+    h: Harness,
+    c: Conn,
+    client: Client,
+}
+
+impl FcgiCase {
+    /// `extra` is appended to the backend's definition.
+    fn new(extra: &str) -> FcgiCase {
+        let dir = Dir::new();
+        let (backend, conf) = Backend::new(&dir.0, extra);
+        let mut h = Harness::new("", &conf, &files());
+        let (c, client) = h.open();
+        FcgiCase {
+            _dir: dir,
+            backend,
+            h,
+            c,
+            client,
+        }
+    }
+
+    /// As `new`, with the backend spawned (`procs = 1`): one process, one connection at a
+    /// time, so a second request queues. The test's listener stands in for the process.
+    fn spawned() -> FcgiCase {
+        let dir = Dir::new();
+        let sock = dir.0.join("q.sock");
+        let listener = UnixListener::bind(format!("{}-0", sock.display())).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let conf = format!(
+            "fastcgi \"b\" {{ spawn = {{ \"/bin/true\" }}, procs = 1, socket = \"unix:{}\", \
+             prefix = \"/app/\", check_local = false, read_timeout = {} }}",
+            sock.display(),
+            BACKEND_READ.as_secs()
+        );
+        let mut h = Harness::new("", &conf, &files());
+        let (c, client) = h.open();
+        FcgiCase {
+            _dir: dir,
+            backend: Backend {
+                listener,
+                conn: None,
+            },
+            h,
+            c,
+            client,
+        }
+    }
+}
+
+#[test]
+fn a_request_finding_the_process_busy_is_queued_then_served_on_the_kept_connection() {
+    let mut f = FcgiCase::spawned();
+    let (mut a, mut ca) = (f.c, f.client);
+    let (mut b, mut cb) = f.h.open();
+    // A takes the only process.
+    ca.send(&get("/app/a"));
+    assert_eq!(f.h.ready(&mut a), Verdict::Open);
+    assert!(f.backend.accept());
+    assert_eq!(f.h.backend_ready(&mut a), Verdict::Open);
+    assert!(has_stdin_end(&f.backend.received()));
+    // B finds it busy: queued, no second connection.
+    f.h.token = 1;
+    cb.send(&get("/app/b"));
+    assert_eq!(f.h.ready(&mut b), Verdict::Open);
+    assert_eq!(b.exchange_phase(), Some(ExchangePhase::Queued));
+    assert!(!f.backend.accept(), "a queued request opens no connection");
+    // A's answer frees the process; the worker wakes B, which reuses the kept connection.
+    f.h.token = 0;
+    f.backend
+        .send(&stdout_and_end(b"Content-Length: 1\r\n\r\na"));
+    assert_eq!(f.h.backend_ready(&mut a), Verdict::Open);
+    assert_eq!(ca.responses()[0].status, 200);
+    assert_eq!(f.h.pool.take_wakeups(), vec![1]);
+    f.h.token = 1;
+    let mut ctx = f.h.ctx();
+    assert_eq!(b.resume(&mut ctx), Verdict::Open);
+    assert_eq!(b.exchange_phase(), Some(ExchangePhase::ReceivingHead));
+    assert!(!f.backend.accept(), "the kept connection is used");
+    let sent = f.backend.received();
+    assert!(sent.windows(6).any(|w| w == b"/app/b"), "{sent:?}");
+    f.backend
+        .send(&stdout_and_end(b"Content-Length: 1\r\n\r\nb"));
+    assert_eq!(f.h.backend_ready(&mut b), Verdict::Open);
+    let r = cb.responses();
+    assert_eq!(r[0].status, 200);
+    assert_eq!(r[0].body, b"b");
+    f.h.close(b);
+    f.h.token = 0;
+    f.h.close(a);
+}
+
+#[test]
+fn a_queued_request_gets_504_at_the_read_timeout_and_leaves_the_queue() {
+    let mut f = FcgiCase::spawned();
+    let (mut a, mut ca) = (f.c, f.client);
+    let (mut b, mut cb) = f.h.open();
+    ca.send(&get("/app/a"));
+    assert_eq!(f.h.ready(&mut a), Verdict::Open);
+    assert!(f.backend.accept());
+    f.h.token = 1;
+    cb.send(&get("/app/b"));
+    assert_eq!(f.h.ready(&mut b), Verdict::Open);
+    assert_eq!(b.exchange_phase(), Some(ExchangePhase::Queued));
+    // Only B's timer is run: A is left waiting for its backend.
+    f.h.now += BACKEND_READ + Duration::from_secs(1);
+    while let Some((_, gen)) = f.h.timers.pop_expired(f.h.now) {
+        if b.owns_timer(gen) {
+            let mut ctx = f.h.ctx();
+            assert_eq!(b.on_timer(&mut ctx, gen), Verdict::Open);
+        }
+    }
+    let r = cb.responses();
+    assert_eq!(r[0].status, 504);
+    assert_eq!(b.exchange_phase(), None);
+    // A's end no longer wakes B.
+    f.h.token = 0;
+    f.backend
+        .send(&stdout_and_end(b"Content-Length: 1\r\n\r\na"));
+    assert_eq!(f.h.backend_ready(&mut a), Verdict::Open);
+    assert!(f.h.pool.take_wakeups().is_empty());
+    f.h.token = 1;
+    f.h.close(b);
+    f.h.token = 0;
+    f.h.close(a);
 }
