@@ -126,6 +126,9 @@ struct Watcher {
     notify: Option<notify::Notifier>,
     /// Each live worker's channel for reopened log files (src/log_handoff.rs), by pid.
     log_channels: std::collections::HashMap<Pid, std::os::fd::OwnedFd>,
+    /// Whether systemd still waits for the start's READY=1 (sent once the scoreboard shows
+    /// every worker past "starting", see notify.rs).
+    ready: notify::Ready,
 }
 
 /// Runs the server described by `loaded` until it is stopped; returns the exit code.
@@ -156,7 +159,6 @@ pub fn serve(loaded: Loaded, opts: RunOptions) -> i32 {
         }
     };
     readiness.ready();
-    watcher.notify_ready();
     // Closed now: respawned workers must not close whatever reuses the number.
     watcher.readiness_fd = None;
     let code = watcher.run();
@@ -259,6 +261,7 @@ impl Watcher {
             exit_at: None,
             log_channels: std::collections::HashMap::new(),
             notify: notify::Notifier::from_env(),
+            ready: notify::Ready::Waiting,
         };
         for i in 0..w.slots.len() {
             if let Err(e) = w.spawn(i) {
@@ -360,6 +363,9 @@ impl Watcher {
         }
         self.backends.close_in_child();
         let bound = std::mem::take(&mut self.bound);
+        let proxied = (bound.iter())
+            .map(|b| self.loaded.config.ops.proxy_protocol.contains(&b.addr))
+            .collect();
         let listeners = match bound.into_iter().map(Bound::into_listener).collect() {
             Ok(l) => l,
             Err(e) => {
@@ -401,6 +407,7 @@ impl Watcher {
         worker::run(WorkerSetup {
             config: &self.loaded.config,
             listeners,
+            proxied,
             error_log: &self.error_log,
             access_log,
             site,
@@ -443,6 +450,8 @@ impl Watcher {
                 }
             }
             self.reap();
+            self.board.publish(&self.retired, self.generation);
+            self.announce_ready_once_running();
             self.finish_backends_if_drained();
             if let Some(a) = &mut self.admin {
                 a.expire(Instant::now());
@@ -497,7 +506,7 @@ impl Watcher {
             Phase::Draining(d) | Phase::Stopping(d) => Some(d),
         };
         // Admin clients' idle time and a reload's confirmation are checked by polling.
-        let poll_soon = if self.pending_reload.is_some() {
+        let poll_soon = if self.pending_reload.is_some() || self.ready == notify::Ready::Waiting {
             Some(Instant::now() + Duration::from_millis(50))
         } else if self.admin.as_ref().is_some_and(AdminServer::has_clients) {
             Some(Instant::now() + Duration::from_secs(1))

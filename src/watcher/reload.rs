@@ -38,6 +38,16 @@ pub(super) struct Pending {
 }
 
 impl Watcher {
+    /// Records the outcome of a reload, for `status()` and the status page.
+    fn set_last_reload(&mut self, result: Result<(), String>) {
+        let at = SystemTime::now();
+        let ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.board.reload_done(result.is_ok(), ms.max(1));
+        self.last_reload = Some((at, result));
+    }
+
     /// Reloads from the config file the server was started with.
     pub(super) fn reload_from_file(&mut self) -> Result<(), String> {
         self.notify_send(&super::notify::reloading());
@@ -60,7 +70,7 @@ impl Watcher {
             Ok(l) => self.start_reload(l),
             Err(errors) => {
                 let text = format!("reload failed, the running configuration stays:\n{errors}");
-                self.last_reload = Some((SystemTime::now(), Err(errors.to_string())));
+                self.set_last_reload(Err(errors.to_string()));
                 Err(text)
             }
         }
@@ -70,7 +80,7 @@ impl Watcher {
     pub(super) fn start_reload(&mut self, loaded: Loaded) -> Result<(), String> {
         let result = self.try_start_reload(loaded);
         if let Err(e) = &result {
-            self.last_reload = Some((SystemTime::now(), Err(e.clone())));
+            self.set_last_reload(Err(e.clone()));
         }
         result
     }
@@ -215,7 +225,7 @@ impl Watcher {
                 self.generation,
                 old.len()
             );
-            self.last_reload = Some((SystemTime::now(), Ok(())));
+            self.set_last_reload(Ok(()));
             self.notify_ready();
             let answer = serde_json::json!({
                 "ok": true,
@@ -283,10 +293,7 @@ impl Watcher {
         if let Some(log) = p.old_access_log {
             self.access_log = log;
         }
-        self.last_reload = Some((
-            SystemTime::now(),
-            Err("the new generation did not come up".to_string()),
-        ));
+        self.set_last_reload(Err("the new generation did not come up".to_string()));
         self.notify_send(&format!(
             "READY=1\nSTATUS=reload failed, generation {} goes on\n",
             self.generation
