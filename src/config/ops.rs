@@ -161,3 +161,73 @@ pub(super) fn listen_tables(v: &Value, base: &Path, problem: Problem<'_>) -> Vec
     }
     marked
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(src: &str) -> Result<super::super::Config, String> {
+        super::super::lua_api::load_source(src, Path::new("test.lua"))
+            .map(|l| l.config)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn keys_parse_print_and_load_again() {
+        let c = load(
+            r#"server { root = ".", status_path = "/server-status",
+  access_log_format = "$remote_addr $status $request_time",
+  trusted_proxies = { "10.0.0.0/8", "::1" },
+  listen = { "127.0.0.1:8080", { "127.0.0.1:8081", proxy_protocol = true },
+             { "127.0.0.1:8082", proxy_protocol = false } } }"#,
+        )
+        .expect("loads");
+        assert_eq!(c.ops.status_path.as_deref(), Some("/server-status"));
+        assert_eq!(
+            c.ops.access_log_format.source,
+            "$remote_addr $status $request_time"
+        );
+        assert_eq!(c.ops.trusted_proxies.len(), 2);
+        assert_eq!(c.listen.len(), 3);
+        assert_eq!(c.ops.proxy_protocol, vec![c.listen[1].clone()]);
+        let text = super::super::print(&c);
+        assert!(
+            text.contains("{ \"127.0.0.1:8081\", proxy_protocol = true }"),
+            "{text}"
+        );
+        let again = load(&text).expect("printed config loads");
+        assert_eq!(again.ops, c.ops, "{text}");
+        assert_eq!(again.listen, c.listen);
+    }
+
+    #[test]
+    fn problems_are_reported_with_the_line() {
+        for (src, want) in [
+            (
+                "status_path = 'server-status'",
+                "status_path must be a path starting with '/'",
+            ),
+            ("access_log_format = '$bogus'", "unknown field $bogus"),
+            ("access_log_format = 3", "access_log_format must be"),
+            ("trusted_proxies = { '10.0.0.0/40' }", "prefix length"),
+            (
+                "trusted_proxies = { 'proxy.local' }",
+                "is not an IP address",
+            ),
+            (
+                "listen = { { proxy_protocol = true } }",
+                "without an address",
+            ),
+            (
+                "listen = { { '127.0.0.1:1', tls = true } }",
+                "unknown key 'tls'",
+            ),
+        ] {
+            let err = load(&format!("server {{ root = '.',\n {src} }}")).expect_err(src);
+            assert!(
+                err.contains("test.lua:") && err.contains(want),
+                "{src}: {err}"
+            );
+        }
+    }
+}
