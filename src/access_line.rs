@@ -1,21 +1,54 @@
-//! Access-log lines in the combined log format, formatted beside `log.rs`, which writes them.
+//! Access-log lines in the configured format (`log_format.rs`), formatted beside `log.rs`,
+//! which writes them.
 //!
-//! A line is started when a response starts (everything but the byte count is known then,
-//! and the request may be gone by the end) and finished when the response ends, with the
-//! body bytes actually sent. The line's buffer is the caller's, so a connection can lend it
-//! back to a pool between requests.
+//! A line is started when a response starts (everything but the byte count and the time
+//! taken is known then, and the request may be gone by the end) and finished when the
+//! response ends, with the body bytes actually sent. The fields known only then are holes,
+//! whose offsets are kept in the buffer after the line's text (5 bytes each), so a pending
+//! line costs a connection no more than its buffer, which is the caller's, so a connection
+//! can lend it back to a pool between requests.
 
 use crate::http::request::Request;
 use crate::log::{push_escaped, AccessLog};
+use crate::log_format::{Escape, Field, LogFormat, Part, MAX_LATE};
 use std::io::Write;
+use std::time::Duration;
+
+/// A field filled in when the response ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Late {
+    Body = 0,
+    BodyClf = 1,
+    Time = 2,
+    /// `$upstream_response_time`, absent: `-` (default escaping).
+    Upstream = 3,
+    /// The same in JSON: empty.
+    UpstreamJson = 4,
+}
+
+impl Late {
+    fn from_u8(v: u8) -> Late {
+        match v {
+            0 => Late::Body,
+            1 => Late::BodyClf,
+            2 => Late::Time,
+            3 => Late::Upstream,
+            _ => Late::UpstreamJson,
+        }
+    }
+}
 
 /// An access-log line waiting for its byte count.
 #[derive(Debug, Default)]
 pub struct PendingLine {
-    /// The line without the byte count; empty when no line is pending.
+    /// The line without the late fields, then the holes (offset as u32 LE, kind); empty
+    /// when no line is pending.
     buf: Vec<u8>,
-    /// Where the byte count goes.
-    split: usize,
+    /// Where the line's text ends in `buf` (the holes follow).
+    text: u32,
+    /// When the request started (unix ms, wrapping: 32 bits keep a connection small, and
+    /// any duration below 49 days fits), for `$request_time`.
+    started_ms: u32,
 }
 
 /// What a line says about the request.
@@ -24,6 +57,37 @@ pub enum Subject<'a> {
     Request(&'a Request),
     /// A refused head: its raw bytes (the first line is logged, so attacks show in logs).
     Refused(&'a [u8]),
+    /// A connection refused before anything was read.
+    Nothing,
+}
+
+/// What a line is made of, known when the response starts.
+pub struct Facts<'a> {
+    /// The client's address (the real one, when a trusted proxy said it).
+    pub peer_ip: &'a str,
+    /// The client's port.
+    pub peer_port: u16,
+    /// The time, in the common log format.
+    pub clf_date: &'a str,
+    /// The request.
+    pub subject: Subject<'a>,
+    /// The response status.
+    pub status: u16,
+}
+
+/// Appends a value escaped for the format.
+fn push_value(line: &mut Vec<u8>, escape: Escape, v: &[u8]) {
+    match escape {
+        Escape::Default => push_escaped(line, v),
+        Escape::Json => crate::json_text::push_escaped(line, v),
+    }
+}
+
+/// Appends an absent value: `-`, or nothing in JSON.
+fn push_absent(line: &mut Vec<u8>, escape: Escape) {
+    if escape == Escape::Default {
+        line.push(b'-');
+    }
 }
 
 impl PendingLine {
@@ -38,74 +102,157 @@ impl PendingLine {
     }
 
     /// Starts a line in `buf` (an empty buffer, which the line keeps until `finish` or
-    /// `take_buffer`) for a response of `status` to `peer_ip` at `clf_date`.
-    pub fn start(
-        &mut self,
-        buf: Vec<u8>,
-        peer_ip: &str,
-        clf_date: &str,
-        subject: Subject<'_>,
-        status: u16,
-    ) {
+    /// `take_buffer`) in `format`.
+    pub fn start(&mut self, buf: Vec<u8>, format: &LogFormat, facts: Facts<'_>) {
         if self.buf.capacity() == 0 {
             self.buf = buf;
         }
+        let mut holes = [(0u32, Late::Body); MAX_LATE];
+        let mut n_late = 0;
+        let esc = format.escape;
         let line = &mut self.buf;
         line.clear();
-        let _ = write!(line, "{peer_ip} - - [{clf_date}] \"");
-        let req = match subject {
-            Subject::Request(r) => {
-                line.extend_from_slice(r.method.as_str().as_bytes());
-                line.push(b' ');
-                push_escaped(line, r.target.as_bytes());
-                line.push(b' ');
-                line.extend_from_slice(r.version.as_str().as_bytes());
-                Some(r)
-            }
-            Subject::Refused(raw) => {
-                let end = memchr::memchr2(b'\r', b'\n', raw)
-                    .unwrap_or(raw.len())
-                    .min(512);
-                push_escaped(line, &raw[..end]);
-                None
-            }
+        let req = match facts.subject {
+            Subject::Request(r) => Some(r),
+            _ => None,
         };
-        let _ = write!(line, "\" {status} ");
-        self.split = line.len();
-        line.extend_from_slice(b" \"");
-        let header = |name| req.and_then(|r| r.header(name));
-        match header("referer") {
-            Some(v) => push_escaped(line, v),
-            None => line.push(b'-'),
+        for part in &format.parts {
+            let field = match part {
+                Part::Literal(b) => {
+                    line.extend_from_slice(b);
+                    continue;
+                }
+                Part::Field(f) => f,
+            };
+            let late = match field {
+                Field::RemoteAddr => {
+                    push_value(line, esc, facts.peer_ip.as_bytes());
+                    None
+                }
+                Field::RemotePort => {
+                    let _ = write!(line, "{}", facts.peer_port);
+                    None
+                }
+                Field::TimeLocal => {
+                    line.extend_from_slice(facts.clf_date.as_bytes());
+                    None
+                }
+                Field::Request => {
+                    match (&facts.subject, req) {
+                        (_, Some(r)) => {
+                            line.extend_from_slice(r.method.as_str().as_bytes());
+                            line.push(b' ');
+                            push_value(line, esc, r.target.as_bytes());
+                            line.push(b' ');
+                            line.extend_from_slice(r.version.as_str().as_bytes());
+                        }
+                        (Subject::Refused(raw), None) => {
+                            let end = memchr::memchr2(b'\r', b'\n', raw)
+                                .unwrap_or(raw.len())
+                                .min(512);
+                            push_value(line, esc, &raw[..end]);
+                        }
+                        _ => {}
+                    }
+                    None
+                }
+                Field::RequestMethod => {
+                    match req {
+                        Some(r) => line.extend_from_slice(r.method.as_str().as_bytes()),
+                        None => push_absent(line, esc),
+                    }
+                    None
+                }
+                Field::RequestUri => {
+                    match req {
+                        Some(r) => push_value(line, esc, r.target.as_bytes()),
+                        None => push_absent(line, esc),
+                    }
+                    None
+                }
+                Field::Status => {
+                    let _ = write!(line, "{}", facts.status);
+                    None
+                }
+                Field::Header(name) => {
+                    match req.and_then(|r| r.header(name)) {
+                        Some(v) => push_value(line, esc, v),
+                        None => push_absent(line, esc),
+                    }
+                    None
+                }
+                Field::UpstreamAddr | Field::TlsVersion => {
+                    push_absent(line, esc);
+                    None
+                }
+                Field::BodyBytesSent => Some(Late::Body),
+                Field::BodyBytesClf => Some(Late::BodyClf),
+                Field::RequestTime => Some(Late::Time),
+                Field::UpstreamResponseTime if esc == Escape::Json => Some(Late::UpstreamJson),
+                Field::UpstreamResponseTime => Some(Late::Upstream),
+            };
+            if let Some(l) = late {
+                // `LogFormat::parse` refuses formats with more late fields than fit.
+                // (A line is far below 4 GiB: heads are bounded by limits.header_bytes.)
+                if let Some(h) = holes.get_mut(n_late) {
+                    *h = (line.len() as u32, l);
+                    n_late += 1;
+                }
+            }
         }
-        line.extend_from_slice(b"\" \"");
-        match header("user-agent") {
-            Some(v) => push_escaped(line, v),
-            None => line.push(b'-'),
+        line.push(b'\n');
+        self.text = line.len() as u32;
+        for (at, l) in &holes[..n_late] {
+            line.extend_from_slice(&at.to_le_bytes());
+            line.push(*l as u8);
         }
-        line.extend_from_slice(b"\"\n");
     }
 
-    /// Writes the pending line (if any) with `body_sent` bytes to `access`.
-    pub fn finish(&mut self, access: &mut AccessLog, body_sent: u64) {
+    /// The request the next line is about started at `now_ms` (unix ms).
+    pub fn request_started(&mut self, now_ms: u64) {
+        self.started_ms = now_ms as u32;
+    }
+
+    /// Writes the pending line (if any) with `body_sent` bytes, the response having ended at
+    /// `now_ms` (unix ms), to `access`.
+    pub fn finish(&mut self, access: &mut AccessLog, body_sent: u64, now_ms: u64) {
         if !self.is_pending() {
             return;
         }
+        let took = Duration::from_millis(u64::from((now_ms as u32).wrapping_sub(self.started_ms)));
         let out = access.line();
-        out.extend_from_slice(&self.buf[..self.split]);
-        if body_sent == 0 {
-            out.push(b'-');
-        } else {
-            let _ = write!(out, "{body_sent}");
+        let mut from = 0;
+        let (text, holes) = self.buf.split_at((self.text as usize).min(self.buf.len()));
+        for h in holes.chunks_exact(5) {
+            let at = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            let at = at.min(text.len());
+            let late = Late::from_u8(h[4]);
+            out.extend_from_slice(&text[from..at]);
+            from = at;
+            match late {
+                Late::Body => {
+                    let _ = write!(out, "{body_sent}");
+                }
+                Late::BodyClf if body_sent == 0 => out.push(b'-'),
+                Late::BodyClf => {
+                    let _ = write!(out, "{body_sent}");
+                }
+                Late::Time => {
+                    let _ = write!(out, "{}.{:03}", took.as_secs(), took.subsec_millis());
+                }
+                Late::Upstream => out.push(b'-'),
+                Late::UpstreamJson => {}
+            }
         }
-        out.extend_from_slice(&self.buf[self.split..]);
+        out.extend_from_slice(&text[from..]);
         access.line_done();
         self.buf.clear();
+        self.text = 0;
     }
 
     /// Takes the buffer back (nothing pending after this).
     pub fn take_buffer(&mut self) -> Vec<u8> {
-        self.split = 0;
+        self.text = 0;
         std::mem::take(&mut self.buf)
     }
 }
@@ -114,17 +261,22 @@ impl PendingLine {
 /// `bytes` is the size of the answer written.
 pub fn write_refusal(
     access: &mut AccessLog,
-    peer_ip: &str,
+    format: &LogFormat,
+    peer: (&str, u16),
     clf_date: &str,
     status: u16,
     bytes: usize,
 ) {
-    let line = access.line();
-    let _ = writeln!(
-        line,
-        "{peer_ip} - - [{clf_date}] \"\" {status} {bytes} \"-\" \"-\""
-    );
-    access.line_done();
+    let mut line = PendingLine::default();
+    let facts = Facts {
+        peer_ip: peer.0,
+        peer_port: peer.1,
+        clf_date,
+        subject: Subject::Nothing,
+        status,
+    };
+    line.start(Vec::new(), format, facts);
+    line.finish(access, bytes as u64, 0);
 }
 
 #[cfg(test)]
@@ -145,19 +297,26 @@ mod tests {
         .unwrap()
         .unwrap();
         let mut line = PendingLine::default();
-        line.start(Vec::new(), "1.2.3.4", "D", Subject::Request(&req), 200);
-        assert!(line.is_pending());
-        line.finish(&mut log, 12);
-        assert!(!line.is_pending());
+        let fmt = LogFormat::combined();
+        let facts = |ip, subject, status| Facts {
+            peer_ip: ip,
+            peer_port: 1,
+            clf_date: "D",
+            subject,
+            status,
+        };
         line.start(
             Vec::new(),
-            "5.6.7.8",
-            "D",
-            Subject::Refused(b"\x01BAD\r\nrest"),
-            400,
+            &fmt,
+            facts("1.2.3.4", Subject::Request(&req), 200),
         );
-        line.finish(&mut log, 0);
-        write_refusal(&mut log, "9.9.9.9", "D", 503, 77);
+        assert!(line.is_pending());
+        line.finish(&mut log, 12, 0);
+        assert!(!line.is_pending());
+        let refused = Subject::Refused(b"\x01BAD\r\nrest");
+        line.start(Vec::new(), &fmt, facts("5.6.7.8", refused, 400));
+        line.finish(&mut log, 0, 0);
+        write_refusal(&mut log, &fmt, ("9.9.9.9", 2), "D", 503, 77);
         log.flush();
         let text = std::fs::read_to_string(&path).unwrap();
         let _ = std::fs::remove_dir_all(&dir);

@@ -10,12 +10,17 @@ pub mod fastcgi;
 #[doc(hidden)]
 pub mod fuzz_check;
 pub mod http;
+pub mod json_text;
 pub mod log;
+pub mod log_format;
 pub mod log_handoff;
+pub mod proxy_protocol;
+pub mod real_ip;
 pub mod reply;
 pub mod script;
 pub mod sockets;
 pub mod static_files;
+pub mod status_page;
 pub mod transport;
 pub mod watcher;
 pub mod worker;

@@ -80,7 +80,12 @@ fn main() -> ExitCode {
     if cli.version || cli.build_info {
         println!("luahttpd {}", env!("CARGO_PKG_VERSION"));
         if cli.build_info {
-            println!("features: lua 5.4 (vendored), epoll, signalfd, sendfile, fastcgi, admin repl, privileges (user/group/chroot)");
+            let editor = if cfg!(feature = "repl") {
+                " (line editor)"
+            } else {
+                " (no line editor)"
+            };
+            println!("features: lua 5.4 (vendored), epoll, signalfd, sendfile, fastcgi, admin repl{editor}, privileges (user/group/chroot), status page, PROXY protocol");
             println!(
                 "profile: {}",
                 if cfg!(debug_assertions) {

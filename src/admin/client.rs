@@ -29,12 +29,19 @@ use crate::admin::protocol::{
     eval_request, io_cause, parse_response, read_frame, response_output, write_frame, Hello,
     ProtocolError,
 };
+#[cfg(feature = "repl")]
 use rustyline::completion::{Completer, Pair};
+#[cfg(feature = "repl")]
 use rustyline::error::ReadlineError;
+#[cfg(feature = "repl")]
 use rustyline::highlight::Highlighter;
+#[cfg(feature = "repl")]
 use rustyline::hint::Hinter;
+#[cfg(feature = "repl")]
 use rustyline::history::DefaultHistory;
+#[cfg(feature = "repl")]
 use rustyline::validate::Validator;
+#[cfg(feature = "repl")]
 use rustyline::{CompletionType, Config, Context, Editor, Helper};
 use serde_json::Value;
 use std::io::{self, IsTerminal, Read, Write};
@@ -139,10 +146,15 @@ pub fn run(opts: &ReplOptions) -> i32 {
         return run_once(opts, chunk);
     }
     if io::stdin().is_terminal() && io::stdout().is_terminal() {
-        interactive(opts)
-    } else {
-        piped(opts)
+        #[cfg(feature = "repl")]
+        return interactive(opts);
+        #[cfg(not(feature = "repl"))]
+        eprintln!(
+            "note: this luahttpd is built without the line editor (cargo feature \"repl\"): \
+             chunks are read from standard input, one per line; -e CHUNK runs one"
+        );
     }
+    piped(opts)
 }
 
 fn run_once(opts: &ReplOptions, chunk: &str) -> i32 {
@@ -207,6 +219,7 @@ fn piped(opts: &ReplOptions) -> i32 {
     code
 }
 
+#[cfg(feature = "repl")]
 fn interactive(opts: &ReplOptions) -> i32 {
     let mut session = Session::new(opts);
     // Connect at once so that a wrong path is reported before the first prompt.
@@ -440,11 +453,13 @@ pub fn complete(functions: &[String], line: &str, pos: usize) -> (usize, Vec<Str
     (start, out)
 }
 
+#[cfg(feature = "repl")]
 /// rustyline's helper: completion only.
 struct ReplHelper {
     functions: Vec<String>,
 }
 
+#[cfg(feature = "repl")]
 impl Completer for ReplHelper {
     type Candidate = Pair;
 
@@ -468,11 +483,15 @@ impl Completer for ReplHelper {
     }
 }
 
+#[cfg(feature = "repl")]
 impl Hinter for ReplHelper {
     type Hint = String;
 }
+#[cfg(feature = "repl")]
 impl Highlighter for ReplHelper {}
+#[cfg(feature = "repl")]
 impl Validator for ReplHelper {}
+#[cfg(feature = "repl")]
 impl Helper for ReplHelper {}
 
 /// Where the history lives: `$XDG_STATE_HOME/luahttpd/repl_history`, or
@@ -488,11 +507,13 @@ pub fn history_path() -> Option<PathBuf> {
     Some(state.join("luahttpd").join("repl_history"))
 }
 
+#[cfg(feature = "repl")]
 /// The history file, or none once it turned out not to be writable.
 struct HistoryFile {
     path: Option<PathBuf>,
 }
 
+#[cfg(feature = "repl")]
 impl HistoryFile {
     fn open(rl: &mut Editor<ReplHelper, DefaultHistory>) -> HistoryFile {
         let path = history_path().and_then(|p| {

@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! offset 0                      Header (64 bytes: magic, version, counts)
-//! offset 64                     WorkerSlot[0 .. worker_slots]   384 bytes each (6 cache lines)
-//! offset 64 + 384 * workers     ProcSlot[0 .. proc_slots]        64 bytes each (1 cache line)
+//! offset 64                     ServerArea (128 bytes: retired totals, reloads; watcher only)
+//! offset 192                    WorkerSlot[0 .. worker_slots]   448 bytes each (7 cache lines)
+//! offset 192 + 448 * workers    ProcSlot[0 .. proc_slots]        64 bytes each (1 cache line)
 //! ```
 //!
 //! Everything in the region is an atomic and all-zero bytes are a valid, meaningful value
@@ -23,7 +24,10 @@
 //!   writes its state and pid. [`ProcIndex`] maps (backend, address) to the slot.
 //! * Retired counters live in the watcher only ([`Totals`]): when a worker is reaped the
 //!   watcher folds its slot into them and resets the slot ([`Scoreboard::retire`]), so
-//!   `retired + live slots` never goes backwards across respawns and reloads.
+//!   `retired + live slots` never goes backwards across respawns and reloads. The watcher
+//!   also publishes them in the [`ServerArea`] (under a sequence counter, so that a worker
+//!   answering a status request sees each reaped worker counted exactly once) with the
+//!   respawn and reload counts: what `src/status_page.rs` serves.
 
 use std::fmt;
 use std::io;
@@ -219,12 +223,34 @@ struct RequestArea {
     client: [AtomicU64; CLIENT_WORDS],
 }
 
+/// What the watcher alone writes and every process may read: the retired totals (under a
+/// seqlock, together with the resets of retired slots) and the reload figures.
+#[repr(C, align(64))]
+struct ServerArea {
+    /// Odd while the watcher folds a reaped slot into the totals and resets it.
+    seq: AtomicU32,
+    /// The current generation.
+    generation: AtomicU32,
+    requests: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    respawns: AtomicU64,
+    statuses: [AtomicU64; 5],
+    /// Reloads attempted, and how many of them failed.
+    reloads: AtomicU64,
+    reload_failures: AtomicU64,
+    /// When the last reload ended (unix ms, 0: none yet), and 1 if it succeeded.
+    last_reload_ms: AtomicU64,
+    last_reload_ok: AtomicU8,
+}
+
 /// One worker's slot in the shared region. Written only by the worker that claimed it (the
 /// `claim` .. `exited` methods), read by the watcher (`snapshot`) and reset by the watcher once
 /// that worker has been reaped (`reset`).
 ///
-/// Layout (`repr(C)`, 64-byte aligned, 384 bytes): the first cache line holds the state and
-/// counters, the next five the current request (seqlock, lengths, start, then the text packed
+/// Layout (`repr(C)`, 64-byte aligned, 448 bytes): the first two cache lines hold the state
+/// and counters (responses by status class, connections by state), the next five the current
+/// request (seqlock, lengths, start, then the text packed
 /// in little-endian 64-bit words).
 #[repr(C, align(64))]
 pub struct WorkerSlot {
@@ -238,7 +264,24 @@ pub struct WorkerSlot {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     in_flight: AtomicU32,
+    /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    statuses: [AtomicU64; 5],
+    /// Open connections by what they do: [`CONN_STATES`] order.
+    conn_states: [AtomicU32; 4],
     req: RequestArea,
+}
+
+/// The states connections are counted by, in the order of [`WorkerSnapshot::conn_states`].
+pub const CONN_STATES: [State; 4] = [
+    State::Reading,
+    State::Writing,
+    State::WaitingBackend,
+    State::KeepAlive,
+];
+
+/// Where `state` is counted in [`CONN_STATES`] (None: not a connection state).
+fn conn_state_index(state: State) -> Option<usize> {
+    CONN_STATES.iter().position(|s| *s == state)
 }
 
 /// One backend address's slot in the shared region: counters updated by every worker,
@@ -255,6 +298,9 @@ pub struct ProcSlot {
 }
 
 const HEADER_SIZE: usize = std::mem::size_of::<Header>();
+const SERVER_SIZE: usize = std::mem::size_of::<ServerArea>();
+/// Where the worker slots start.
+const SLOTS_AT: usize = HEADER_SIZE + SERVER_SIZE;
 /// Bytes per worker slot.
 pub const WORKER_SLOT_SIZE: usize = std::mem::size_of::<WorkerSlot>();
 /// Bytes per proc slot.
@@ -263,7 +309,8 @@ pub const PROC_SLOT_SIZE: usize = std::mem::size_of::<ProcSlot>();
 // The layout the documentation promises; offsets stay multiples of 64 so every slot is aligned
 // when the region starts on a page.
 const _: () = assert!(HEADER_SIZE == 64);
-const _: () = assert!(WORKER_SLOT_SIZE == 384);
+const _: () = assert!(SERVER_SIZE == 128);
+const _: () = assert!(WORKER_SLOT_SIZE == 448);
 const _: () = assert!(PROC_SLOT_SIZE == 64);
 const _: () = assert!(std::mem::align_of::<WorkerSlot>() == 64);
 const _: () = assert!(std::mem::align_of::<ProcSlot>() == 64);
@@ -313,7 +360,7 @@ impl Scoreboard {
                     .checked_mul(PROC_SLOT_SIZE)
                     .and_then(|b| a.checked_add(b))
             })
-            .and_then(|n| n.checked_add(HEADER_SIZE))
+            .and_then(|n| n.checked_add(SLOTS_AT))
             .ok_or_else(too_big)?;
         let length = NonZeroUsize::new(len).ok_or_else(too_big)?;
         // SAFETY: an anonymous mapping with no requested address cannot overlap or alias any
@@ -376,14 +423,14 @@ impl Scoreboard {
     /// All worker slots, by slot index.
     pub fn workers(&self) -> &[WorkerSlot] {
         // SAFETY: the region lives as long as `self` (unmapped only in Drop); the slots start
-        // at offset 64 of a page-aligned mapping and are 384 bytes each, so each is 64-byte
+        // at offset 192 of a page-aligned mapping and are 448 bytes each, so each is 64-byte
         // aligned and the `worker_slots` of them lie inside the `len` bytes mapped. A
         // WorkerSlot is only atomics, for which all-zero bytes (the fresh mapping) and any
         // bytes later stored through them are valid, and atomics may be shared (`&`) and
         // mutated by other processes concurrently.
         unsafe {
             std::slice::from_raw_parts(
-                self.base.as_ptr().add(HEADER_SIZE).cast::<WorkerSlot>(),
+                self.base.as_ptr().add(SLOTS_AT).cast::<WorkerSlot>(),
                 self.worker_slots,
             )
         }
@@ -398,7 +445,7 @@ impl Scoreboard {
             std::slice::from_raw_parts(
                 self.base
                     .as_ptr()
-                    .add(HEADER_SIZE + self.worker_slots * WORKER_SLOT_SIZE)
+                    .add(SLOTS_AT + self.worker_slots * WORKER_SLOT_SIZE)
                     .cast::<ProcSlot>(),
                 self.proc_slots,
             )
@@ -439,10 +486,99 @@ impl Scoreboard {
     /// writes the slot between the snapshot and the reset.
     pub fn retire(&self, i: usize, retired: &mut Totals, now_ms: u64) -> Option<WorkerSnapshot> {
         let slot = self.worker(i)?;
+        let area = self.server();
+        // Readers of `consistent` retry while the sequence is odd or moved: they never see the
+        // slot's counters both in the retired totals and in the slot, nor in neither.
+        let s = area.seq.load(Ordering::Relaxed) | 1;
+        area.seq.store(s, Ordering::Relaxed);
+        fence(Ordering::Release);
         let snap = slot.snapshot(now_ms);
         retired.fold(&snap);
+        self.store_totals(retired);
         slot.reset();
+        area.seq.store(s.wrapping_add(1), Ordering::Release);
         Some(snap)
+    }
+
+    fn server(&self) -> &ServerArea {
+        // SAFETY: the area lies at offset 64 of the page-aligned mapping (64-byte aligned),
+        // inside it, lives as long as `self`, and is only atomics, valid for any bytes.
+        unsafe { &*self.base.as_ptr().add(HEADER_SIZE).cast::<ServerArea>() }
+    }
+
+    fn store_totals(&self, t: &Totals) {
+        let a = self.server();
+        a.requests.store(t.requests, Ordering::Relaxed);
+        a.bytes_in.store(t.bytes_in, Ordering::Relaxed);
+        a.bytes_out.store(t.bytes_out, Ordering::Relaxed);
+        a.respawns.store(t.respawns, Ordering::Relaxed);
+        for (a, v) in a.statuses.iter().zip(t.statuses) {
+            a.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// The watcher publishes its retired totals (respawns included) and the generation, for
+    /// the status page. Cheap: a dozen relaxed stores, once per turn of the watcher's loop.
+    pub fn publish(&self, retired: &Totals, generation: u32) {
+        let a = self.server();
+        let s = a.seq.load(Ordering::Relaxed) | 1;
+        a.seq.store(s, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.store_totals(retired);
+        a.generation.store(generation, Ordering::Relaxed);
+        a.seq.store(s.wrapping_add(1), Ordering::Release);
+    }
+
+    /// The watcher records the outcome of a reload (at `at_ms`, unix ms).
+    pub fn reload_done(&self, ok: bool, at_ms: u64) {
+        let a = self.server();
+        a.reloads.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            a.reload_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        a.last_reload_ok.store(u8::from(ok), Ordering::Relaxed);
+        a.last_reload_ms.store(at_ms, Ordering::Release);
+    }
+
+    /// The server as a whole and every worker slot, read consistently (any process): the
+    /// totals are the retired part plus the live slots, each reaped worker counted once.
+    pub fn consistent(&self, now_ms: u64) -> ServerView {
+        let a = self.server();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let s1 = a.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 && tries < READ_TRIES {
+                std::hint::spin_loop();
+                continue;
+            }
+            let retired = Totals {
+                requests: a.requests.load(Ordering::Relaxed),
+                bytes_in: a.bytes_in.load(Ordering::Relaxed),
+                bytes_out: a.bytes_out.load(Ordering::Relaxed),
+                respawns: a.respawns.load(Ordering::Relaxed),
+                statuses: std::array::from_fn(|i| a.statuses[i].load(Ordering::Relaxed)),
+            };
+            let workers = self.snapshots(now_ms);
+            fence(Ordering::Acquire);
+            if a.seq.load(Ordering::Relaxed) != s1 && tries < READ_TRIES {
+                continue;
+            }
+            let mut totals = retired;
+            for w in &workers {
+                totals.fold(w);
+            }
+            let last_ms = a.last_reload_ms.load(Ordering::Acquire);
+            return ServerView {
+                totals,
+                generation: a.generation.load(Ordering::Relaxed),
+                reloads: a.reloads.load(Ordering::Relaxed),
+                reload_failures: a.reload_failures.load(Ordering::Relaxed),
+                last_reload: (last_ms != 0)
+                    .then(|| (last_ms, a.last_reload_ok.load(Ordering::Relaxed) == 1)),
+                workers,
+            };
+        }
     }
 
     /// `retired` plus the counters of every live slot: what the server has done since start.
@@ -455,6 +591,9 @@ impl Scoreboard {
             t.bytes_out = t
                 .bytes_out
                 .wrapping_add(s.bytes_out.load(Ordering::Relaxed));
+            for (t, s) in t.statuses.iter_mut().zip(&s.statuses) {
+                *t = t.wrapping_add(s.load(Ordering::Relaxed));
+            }
         }
         t
     }
@@ -632,6 +771,31 @@ impl WorkerSlot {
         drop32(&self.in_flight);
     }
 
+    /// A response of `status` was sent (counted by class; others are not counted).
+    #[inline]
+    pub fn response_status(&self, status: u16) {
+        if let Some(a) = (status / 100)
+            .checked_sub(1)
+            .and_then(|i| self.statuses.get(usize::from(i)))
+        {
+            add64(a, 1);
+        }
+    }
+
+    /// A connection moved from state `from` to `to` (None: not open, or not counted).
+    #[inline]
+    pub fn conn_moved(&self, from: Option<State>, to: Option<State>) {
+        if from == to {
+            return;
+        }
+        if let Some(i) = from.and_then(conn_state_index) {
+            drop32(&self.conn_states[i]);
+        }
+        if let Some(i) = to.and_then(conn_state_index) {
+            bump32(&self.conn_states[i]);
+        }
+    }
+
     /// The worker leaves its loop (state `Exited`); the watcher resets the slot after reaping.
     pub fn exited(&self) {
         self.set_state(State::Exited);
@@ -730,6 +894,8 @@ impl WorkerSlot {
             requests: self.requests.load(Ordering::Relaxed),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            statuses: std::array::from_fn(|i| self.statuses[i].load(Ordering::Relaxed)),
+            conn_states: std::array::from_fn(|i| self.conn_states[i].load(Ordering::Relaxed)),
             request,
             request_torn,
         }
@@ -749,6 +915,12 @@ impl WorkerSlot {
         self.bytes_in.store(0, Ordering::Relaxed);
         self.bytes_out.store(0, Ordering::Relaxed);
         self.in_flight.store(0, Ordering::Relaxed);
+        for a in &self.statuses {
+            a.store(0, Ordering::Relaxed);
+        }
+        for a in &self.conn_states {
+            a.store(0, Ordering::Relaxed);
+        }
         let r = &self.req;
         let s = r.seq.load(Ordering::Relaxed) | 1;
         r.seq.store(s, Ordering::Relaxed);
@@ -814,6 +986,10 @@ pub struct WorkerSnapshot {
     pub bytes_in: u64,
     /// Bytes written to clients by done requests.
     pub bytes_out: u64,
+    /// Responses by status class (1xx .. 5xx).
+    pub statuses: [u64; 5],
+    /// Open connections by state, in [`CONN_STATES`] order.
+    pub conn_states: [u32; 4],
     /// The current (or last) request, if any was started and could be copied.
     pub request: Option<RequestSnapshot>,
     /// Whether the request text could not be copied (it changed under every try).
@@ -833,6 +1009,25 @@ pub struct Totals {
     /// Workers respawned after dying (the watcher counts these itself: `respawns += 1`;
     /// `fold` does not, since a drained old-generation worker is not a respawn).
     pub respawns: u64,
+    /// Responses by status class (1xx .. 5xx).
+    pub statuses: [u64; 5],
+}
+
+/// The whole server as the status page shows it ([`Scoreboard::consistent`]).
+#[derive(Debug, Clone)]
+pub struct ServerView {
+    /// Since start: retired workers plus live slots.
+    pub totals: Totals,
+    /// The current generation (as the watcher last published it).
+    pub generation: u32,
+    /// Reloads attempted.
+    pub reloads: u64,
+    /// Reloads that failed.
+    pub reload_failures: u64,
+    /// When the last reload ended (unix ms) and whether it succeeded.
+    pub last_reload: Option<(u64, bool)>,
+    /// Every worker slot, by index.
+    pub workers: Vec<WorkerSnapshot>,
 }
 
 impl Totals {
@@ -841,6 +1036,9 @@ impl Totals {
         self.requests = self.requests.wrapping_add(s.requests);
         self.bytes_in = self.bytes_in.wrapping_add(s.bytes_in);
         self.bytes_out = self.bytes_out.wrapping_add(s.bytes_out);
+        for (t, v) in self.statuses.iter_mut().zip(s.statuses) {
+            *t = t.wrapping_add(v);
+        }
     }
 }
 
@@ -1023,11 +1221,11 @@ mod tests {
 
     #[test]
     fn layout() {
-        assert_eq!(WORKER_SLOT_SIZE, 384);
+        assert_eq!(WORKER_SLOT_SIZE, 448);
         assert_eq!(PROC_SLOT_SIZE, 64);
         let sb = Scoreboard::new(4, 3).unwrap();
         assert!(sb.header_ok());
-        assert_eq!(sb.mapped_len(), 64 + 4 * 384 + 3 * 64);
+        assert_eq!(sb.mapped_len(), 64 + 128 + 4 * 448 + 3 * 64);
         assert_eq!(sb.workers().len(), 4);
         assert_eq!(sb.procs().len(), 3);
         for s in sb.workers() {
@@ -1331,5 +1529,37 @@ mod tests {
         slot.request_done(1, 2);
         let s = slot.snapshot(0);
         assert_eq!((s.connections, s.in_flight, s.requests), (0, 0, 1));
+    }
+
+    #[test]
+    fn status_classes_conn_states_and_the_published_totals() {
+        let sb = Scoreboard::new(2, 0).unwrap();
+        let slot = sb.worker(0).unwrap();
+        slot.claim(1, 1, 0);
+        for st in [200, 204, 304, 404, 503, 99, 600] {
+            slot.response_status(st);
+        }
+        slot.request_done(10, 20);
+        slot.conn_moved(None, Some(State::Reading));
+        slot.conn_moved(None, Some(State::Reading));
+        slot.conn_moved(Some(State::Reading), Some(State::KeepAlive));
+        slot.conn_moved(Some(State::Idle), Some(State::Writing));
+        let v = sb.consistent(0);
+        assert_eq!(v.totals.statuses, [0, 2, 1, 1, 1]);
+        assert_eq!(v.workers[0].conn_states, [1, 1, 0, 1]);
+        assert_eq!((v.totals.requests, v.reloads, v.last_reload), (1, 0, None));
+        // Retiring moves the counters from the slot to the published totals: same sums.
+        let mut retired = Totals::default();
+        sb.retire(0, &mut retired, 0);
+        retired.respawns = 1;
+        sb.publish(&retired, 3);
+        sb.reload_done(false, 1234);
+        let v = sb.consistent(0);
+        assert_eq!(v.totals.statuses, [0, 2, 1, 1, 1]);
+        assert_eq!((v.totals.requests, v.totals.bytes_out), (1, 20));
+        assert_eq!((v.totals.respawns, v.generation), (1, 3));
+        assert_eq!((v.reloads, v.reload_failures), (1, 1));
+        assert_eq!(v.last_reload, Some((1234, false)));
+        assert_eq!(v.workers[0].conn_states, [0; 4]);
     }
 }

@@ -276,7 +276,7 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
     // static{}, redirect(), respond(), deny(): a config may build decisions once, at config
     // time, and return them from route (fastcgi(name, opts) is handled below).
     crate::script::install_decisions(lua, false)?;
-    for name in ["static", "redirect", "respond", "deny"] {
+    for name in ["static", "redirect", "respond", "deny", "status"] {
         let inner: Function = g.get(name)?;
         let st = state.clone();
         g.set(

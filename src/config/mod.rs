@@ -9,6 +9,7 @@ mod eval_limit;
 mod identity;
 mod listen;
 mod lua_api;
+mod ops;
 mod print;
 mod site;
 mod suggest;
@@ -18,6 +19,7 @@ mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use identity::{resolve as resolve_run_as, RunAs};
+pub use ops::Ops;
 pub use print::print;
 
 use std::collections::BTreeMap;
@@ -173,6 +175,8 @@ pub struct Config {
     pub fastcgi: Vec<FastcgiDef>,
     /// Whether a `route(fn)` was given.
     pub has_route: bool,
+    /// The status page, the access log format, real client addresses (`ops.rs`).
+    pub ops: Ops,
 }
 
 /// A loaded configuration together with the Lua state that evaluated it.

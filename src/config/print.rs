@@ -28,7 +28,18 @@ pub fn print(config: &Config) -> String {
         config.file.display()
     );
     o.push_str("server {\n");
-    field(&mut o, "listen", &list(config.listen.iter().map(addr)));
+    let listen_entry = |a: &ListenAddr| {
+        if config.ops.proxy_protocol.contains(a) {
+            format!("{{ {}, proxy_protocol = true }}", addr(a))
+        } else {
+            addr(a)
+        }
+    };
+    field(
+        &mut o,
+        "listen",
+        &list(config.listen.iter().map(listen_entry)),
+    );
     field(&mut o, "workers", &config.workers.to_string());
     field(&mut o, "root", &path(&config.root));
     field(
@@ -53,6 +64,22 @@ pub fn print(config: &Config) -> String {
         .as_deref()
         .map_or_else(|| "false".to_string(), path);
     field(&mut o, "access_log", &access_log);
+    let ops = &config.ops;
+    field(
+        &mut o,
+        "access_log_format",
+        &lua_string(&ops.access_log_format.source),
+    );
+    if let Some(p) = &ops.status_path {
+        field(&mut o, "status_path", &lua_string(p));
+    }
+    if !ops.trusted_proxies.is_empty() {
+        let nets = ops
+            .trusted_proxies
+            .iter()
+            .map(|c| lua_string(&c.to_string()));
+        field(&mut o, "trusted_proxies", &list(nets));
+    }
     if let Some(p) = &config.pid_file {
         field(&mut o, "pid_file", &path(p));
     }

@@ -41,6 +41,9 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "chroot",
     "limits",
     "timeouts",
+    "status_path",
+    "access_log_format",
+    "trusted_proxies",
 ];
 /// Keys of `server { limits = {...} }`.
 const LIMIT_KEYS: &[&str] = &[
@@ -456,6 +459,7 @@ pub(super) fn server(
         timeouts: default_timeouts(),
         fastcgi: Vec::new(),
         has_route: false,
+        ops: Default::default(),
     };
     let mut rep = Report {
         site,
@@ -465,10 +469,12 @@ pub(super) fn server(
     let Some(fields) = record(&mut rep, &[], v, SERVER_KEYS, "server{}") else {
         return (cfg, rep.finish());
     };
+    cfg.ops = super::ops::server(&fields, &mut |p, m| rep.at(p, m));
     let r = &mut rep;
 
     match fields.get("listen") {
         Some(v) => {
+            cfg.ops.proxy_protocol = super::ops::listen_tables(v, base, &mut |p, m| r.at(p, m));
             cfg.listen = addresses(r, &["listen"], v, base, listen::Use::Listen);
             if matches!(v, Value::Table(t) if t.raw_len() == 0) {
                 r.at(&["listen"], "listen must name at least one address");

@@ -15,6 +15,7 @@ mod conditional;
 mod differential;
 mod host;
 mod path;
+mod proxy_header;
 mod range;
 mod record;
 mod request;
@@ -28,6 +29,7 @@ pub use conditional::conditional;
 pub use differential::request_differential;
 pub use host::host;
 pub use path::path;
+pub use proxy_header::proxy_header;
 pub use range::range;
 pub use record::fastcgi_record;
 pub use request::request_head;
@@ -49,6 +51,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("fastcgi_record", fastcgi_record),
     ("cgi_head", cgi_head),
     ("admin_frame", admin_frame),
+    ("proxy_header", proxy_header),
 ];
 
 /// The check of the target named `name`.

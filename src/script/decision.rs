@@ -60,6 +60,8 @@ pub enum Decision {
         /// Extra response headers.
         headers: Vec<(String, String)>,
     },
+    /// Answer with the status page (`status()`, see `src/status_page.rs`).
+    Status,
     /// The route function returned nil: use the config's default rules.
     FallThrough,
 }
@@ -72,6 +74,7 @@ impl Decision {
             Decision::Redirect { .. } => "redirect",
             Decision::Respond { .. } => "respond",
             Decision::Deny { .. } => "deny",
+            Decision::Status => "status",
             Decision::FallThrough => "fallthrough",
         }
     }
@@ -114,6 +117,10 @@ pub(super) fn constructors(lua: &Lua) -> mlua::Result<Table> {
     t.raw_set("redirect", lua.create_function(redirect)?)?;
     t.raw_set("respond", lua.create_function(respond)?)?;
     t.raw_set("deny", lua.create_function(deny)?)?;
+    t.raw_set(
+        "status",
+        lua.create_function(|_, ()| Ok(DecisionValue(Decision::Status, None)))?,
+    )?;
     t.raw_set(
         "fastcgi",
         lua.create_function(|lua, (name, opts): (Value, Value)| fastcgi_decision(lua, name, opts))?,

@@ -129,6 +129,9 @@ struct Watcher {
     notify: Option<notify::Notifier>,
     /// Each live worker's channel for reopened log files (src/log_handoff.rs), by pid.
     log_channels: std::collections::HashMap<Pid, std::os::fd::OwnedFd>,
+    /// Whether systemd still waits for the start's READY=1 (sent once the scoreboard shows
+    /// every worker past "starting", see notify.rs).
+    ready: notify::Ready,
 }
 
 /// Runs the server described by `loaded` until it is stopped; returns the exit code.
@@ -159,7 +162,6 @@ pub fn serve(loaded: Loaded, opts: RunOptions) -> i32 {
         }
     };
     readiness.ready();
-    watcher.notify_ready();
     // Closed now: respawned workers must not close whatever reuses the number.
     watcher.readiness_fd = None;
     let code = watcher.run();
@@ -263,6 +265,7 @@ impl Watcher {
             exit_at: None,
             log_channels: std::collections::HashMap::new(),
             notify: notify::Notifier::from_env(),
+            ready: notify::Ready::Waiting,
         };
         for i in 0..w.slots.len() {
             if let Err(e) = w.spawn(i) {
@@ -367,6 +370,9 @@ impl Watcher {
         }
         self.backends.close_in_child();
         let bound = std::mem::take(&mut self.bound);
+        let proxied = (bound.iter())
+            .map(|b| self.loaded.config.ops.proxy_protocol.contains(&b.addr))
+            .collect();
         let listeners = match bound.into_iter().map(Bound::into_listener).collect() {
             Ok(l) => l,
             Err(e) => {
@@ -408,6 +414,7 @@ impl Watcher {
         worker::run(WorkerSetup {
             config: &self.loaded.config,
             listeners,
+            proxied,
             error_log: &self.error_log,
             access_log,
             site,
@@ -456,6 +463,8 @@ impl Watcher {
             }
             self.reap();
             self.finish_reload_check(Instant::now());
+            self.board.publish(&self.retired, self.generation);
+            self.announce_ready_once_running();
             self.finish_backends_if_drained();
             if let Some(a) = &mut self.admin {
                 a.expire(Instant::now());
@@ -511,7 +520,10 @@ impl Watcher {
             Phase::Draining(d) | Phase::Stopping(d) => Some(d),
         };
         // Admin clients' idle time and a reload's confirmation are checked by polling.
-        let poll_soon = if self.pending_reload.is_some() || self.backends.restarts_pending() {
+        let poll_soon = if self.pending_reload.is_some()
+            || self.backends.restarts_pending()
+            || self.ready == notify::Ready::Waiting
+        {
             Some(Instant::now() + Duration::from_millis(50))
         } else if self.admin.as_ref().is_some_and(AdminServer::has_clients) {
             Some(Instant::now() + Duration::from_secs(1))

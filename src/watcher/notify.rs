@@ -56,3 +56,41 @@ pub(super) fn reloading() -> String {
     let usec = t.tv_sec as i128 * 1_000_000 + t.tv_nsec as i128 / 1000;
     format!("RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading\n")
 }
+
+/// Whether the start's `READY=1` was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ready {
+    /// Workers are forked; not every one has said (in the scoreboard) that it runs.
+    Waiting,
+    /// Sent (or given up: the server is stopping).
+    Sent,
+}
+
+impl super::Watcher {
+    /// Sends the start's `READY=1` once every worker of the first generation has left
+    /// "starting" in the scoreboard (it set up its listeners and dropped privileges), not at
+    /// fork: systemd then starts units ordered after this one when requests can be served.
+    pub(super) fn announce_ready_once_running(&mut self) {
+        if self.ready == Ready::Sent {
+            return;
+        }
+        if self.phase != super::Phase::Running {
+            self.ready = Ready::Sent;
+            return;
+        }
+        let running = self.slots.iter().all(|s| {
+            s.pid.is_some()
+                && self.board.worker(s.board_slot).is_some_and(|w| {
+                    !matches!(
+                        w.state(),
+                        crate::admin::scoreboard::State::Empty
+                            | crate::admin::scoreboard::State::Starting
+                    )
+                })
+        });
+        if running {
+            self.ready = Ready::Sent;
+            self.notify_ready();
+        }
+    }
+}

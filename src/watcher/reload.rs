@@ -39,6 +39,16 @@ pub(super) struct Pending {
 }
 
 impl Watcher {
+    /// Records the outcome of a reload, for `status()` and the status page.
+    fn set_last_reload(&mut self, result: Result<(), String>) {
+        let at = SystemTime::now();
+        let ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.board.reload_done(result.is_ok(), ms.max(1));
+        self.last_reload = Some((at, result));
+    }
+
     /// Starts a reload from the config file the server was started with: a forked checker
     /// evaluates it first (`config_check.rs`); `finish_reload_check` carries on once it has
     /// answered. An error here means the check could not start.
@@ -77,7 +87,7 @@ impl Watcher {
             Ok(()) => self.reload_checked(),
             Err(errors) => {
                 let text = format!("reload failed, the running configuration stays:\n{errors}");
-                self.last_reload = Some((SystemTime::now(), Err(errors)));
+                self.set_last_reload(Err(errors.clone()));
                 Err(text)
             }
         };
@@ -106,7 +116,7 @@ impl Watcher {
             Ok(l) => self.start_reload(l),
             Err(errors) => {
                 let text = format!("reload failed, the running configuration stays:\n{errors}");
-                self.last_reload = Some((SystemTime::now(), Err(errors.to_string())));
+                self.set_last_reload(Err(errors.to_string()));
                 Err(text)
             }
         }
@@ -116,7 +126,7 @@ impl Watcher {
     pub(super) fn start_reload(&mut self, loaded: Loaded) -> Result<(), String> {
         let result = self.try_start_reload(loaded);
         if let Err(e) = &result {
-            self.last_reload = Some((SystemTime::now(), Err(e.clone())));
+            self.set_last_reload(Err(e.clone()));
         }
         result
     }
@@ -261,7 +271,7 @@ impl Watcher {
                 self.generation,
                 old.len()
             );
-            self.last_reload = Some((SystemTime::now(), Ok(())));
+            self.set_last_reload(Ok(()));
             self.notify_ready();
             let answer = serde_json::json!({
                 "ok": true,
@@ -329,10 +339,7 @@ impl Watcher {
         if let Some(log) = p.old_access_log {
             self.access_log = log;
         }
-        self.last_reload = Some((
-            SystemTime::now(),
-            Err("the new generation did not come up".to_string()),
-        ));
+        self.set_last_reload(Err("the new generation did not come up".to_string()));
         self.notify_send(&format!(
             "READY=1\nSTATUS=reload failed, generation {} goes on\n",
             self.generation

@@ -21,10 +21,11 @@ use super::fcgi_admit;
 use super::inbuf::{Filled, InBuf};
 use super::out::{Flush, Out};
 use super::peer::Peer;
+use super::real_peer::{self, ProxyHeader, RealPeer};
 use super::timers::{Kind, Slot, Timers};
 use super::BACKEND_BASE;
-use crate::access_line::{PendingLine, Subject};
-use crate::admin::scoreboard::{State as WorkerState, WorkerSlot};
+use crate::access_line::{Facts, PendingLine, Subject};
+use crate::admin::scoreboard::{Scoreboard, State as WorkerState, WorkerSlot};
 use crate::config::{Config, Limits};
 use crate::fastcgi::pool::Pool;
 use crate::fastcgi::rules::Target;
@@ -103,6 +104,8 @@ pub struct Ctx<'a> {
     pub other_sites: &'a mut OtherSites,
     /// This worker's scoreboard slot.
     pub slot: Option<&'a WorkerSlot>,
+    /// The whole scoreboard, for the status page.
+    pub board: Option<&'a Scoreboard>,
     /// The worker's free buffers, lent to connections while they need one.
     pub bufs: &'a mut Bufs,
     /// Wall-clock time of this loop iteration, in unix milliseconds.
@@ -171,7 +174,8 @@ enum Ending {
 pub struct Conn {
     stream: Stream,
     peer: Peer,
-    listener: usize,
+    /// The listener's index (u16 keeps the connection within its size budget).
+    listener: u16,
     input: InBuf,
     readable: bool,
     /// The kernel reported the peer's FIN: reads go on until they return EOF.
@@ -190,6 +194,10 @@ pub struct Conn {
     timer: Slot,
     /// The access log line of the response in flight: text before the byte count, and after.
     log_line: PendingLine,
+    /// What the scoreboard counts this connection as (`Worker::with_conn` moves it).
+    pub(super) shown: Option<WorkerState>,
+    /// The real client behind a proxy (PROXY header, X-Forwarded-For), when there may be one.
+    real: Option<Box<RealPeer>>,
 }
 
 impl Conn {
@@ -198,7 +206,7 @@ impl Conn {
         Conn {
             stream,
             peer,
-            listener,
+            listener: u16::try_from(listener).unwrap_or(u16::MAX),
             input: InBuf::default(),
             // Until the first event says so (see `Worker::accept`).
             readable: false,
@@ -213,10 +221,47 @@ impl Conn {
             in_request: false,
             timer: Slot::new(now),
             log_line: PendingLine::default(),
+            shown: None,
+            real: None,
         }
     }
 
-    /// The client's address as text ("unix" for Unix sockets).
+    /// The listener expects a PROXY protocol header before the first request.
+    pub fn expect_proxy_header(&mut self) {
+        self.real = Some(real_peer::awaiting(self.peer));
+    }
+
+    /// Reads the PROXY header if one is awaited: Ok(true) when it was read now, Ok(false)
+    /// when none is awaited or it is incomplete, Err when it is malformed.
+    fn read_proxy_header(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, ()> {
+        let Some(real) = self.real.as_mut() else {
+            return Ok(false);
+        };
+        match crate::proxy_protocol::parse(self.input.data()) {
+            Ok(Some((h, n))) => {
+                self.input.consume(n);
+                real.header_read(h, &self.peer, &ctx.config.ops.trusted_proxies);
+                Ok(true)
+            }
+            Ok(None) => {
+                ctx.timers
+                    .arm_once(&mut self.timer, Kind::READ, ctx.token, ctx.now);
+                Ok(false)
+            }
+            Err(e) => {
+                tracing::debug!(client = %self.peer.ip, "{e}");
+                Err(())
+            }
+        }
+    }
+
+    fn proxy_header_awaited(&self) -> bool {
+        self.real
+            .as_ref()
+            .is_some_and(|r| r.header == ProxyHeader::Awaited)
+    }
+
+    /// The socket peer's address as text ("unix" for Unix sockets).
     pub fn peer_ip(&self) -> &str {
         &self.peer.ip
     }
@@ -367,7 +412,7 @@ impl Conn {
     fn request_finished(&mut self, ctx: &Ctx<'_>) {
         if std::mem::take(&mut self.in_request) {
             if let Some(slot) = ctx.slot {
-                slot.request_done(self.bytes_in, self.out.body_sent);
+                slot.request_done(self.bytes_in, self.out.payload_sent());
             }
         }
     }
@@ -377,7 +422,7 @@ impl Conn {
     pub fn abort(&mut self, ctx: &mut Ctx<'_>) {
         self.request_finished(ctx);
         if let Some(mut x) = self.take_exchange() {
-            if !self.log_line.is_pending() && ctx.access.is_some() {
+            if !self.log_line.is_pending() {
                 let status = x.status().unwrap_or(499);
                 self.log_start(ctx, Some(x.request()), status);
             }
@@ -466,9 +511,7 @@ impl Conn {
                     if x.body_pending() && x.body_left().is_none() {
                         self.drain_before_close();
                     }
-                    if ctx.access.is_some() {
-                        self.log_start(ctx, Some(x.request()), x.status().unwrap_or(200));
-                    }
+                    self.log_start(ctx, Some(x.request()), x.status().unwrap_or(200));
                     self.start_responding(Handler::Queued, discard);
                 }
             }
@@ -482,9 +525,7 @@ impl Conn {
                     if x.body_pending() {
                         self.drain_before_close();
                     }
-                    if ctx.access.is_some() {
-                        self.log_start(ctx, Some(x.request()), status);
-                    }
+                    self.log_start(ctx, Some(x.request()), status);
                     let head_only = x.request().method == Method::Head;
                     let version = x.request().version;
                     let reply = Reply::error(status);
@@ -496,9 +537,7 @@ impl Conn {
                 // truncation (a short Content-Length body, or no last chunk).
                 if let Some(mut x) = self.take_exchange() {
                     x.cancel(&mut ctx.env());
-                    if ctx.access.is_some() {
-                        self.log_start(ctx, Some(x.request()), x.status().unwrap_or(e.status()));
-                    }
+                    self.log_start(ctx, Some(x.request()), x.status().unwrap_or(e.status()));
                 }
                 self.close_after_response();
             }
@@ -638,6 +677,12 @@ impl Conn {
                     }
                 },
                 Phase::Responding { .. } => {}
+                Phase::Head if self.proxy_header_awaited() => match self.read_proxy_header(ctx) {
+                    Ok(true) => progress = true,
+                    Ok(false) if self.read_eof => return Verdict::Close,
+                    Ok(false) => {}
+                    Err(()) => return Verdict::Close,
+                },
                 Phase::Head => {
                     if !self.input.is_empty() {
                         match request::parse(self.input.data(), ctx.limits.header_bytes) {
@@ -729,15 +774,17 @@ impl Conn {
                 _ => 0,
             };
         self.in_request = true;
+        self.log_line.request_started(ctx.now_ms);
+        real_peer::for_request(
+            &mut self.real,
+            &self.peer,
+            &req,
+            &ctx.config.ops.trusted_proxies,
+        );
+        let peer = real_peer::client(&self.real, &self.peer);
         if let Some(slot) = ctx.slot {
             let host = req.host.as_deref().unwrap_or("");
-            slot.request_started(
-                req.method.as_str(),
-                host,
-                &req.path,
-                &self.peer.ip,
-                ctx.now_ms,
-            );
+            slot.request_started(req.method.as_str(), host, &req.path, &peer.ip, ctx.now_ms);
         }
         let mut close = !req.keep_alive
             || self.ending != Ending::KeepAlive
@@ -750,13 +797,14 @@ impl Conn {
             pool: ctx.pool,
             config: ctx.config,
             now: ctx.now,
+            board: ctx.board,
         };
         let client = Client {
-            ip: &self.peer.ip,
-            port: self.peer.port,
+            ip: &peer.ip,
+            port: peer.port,
             listener: ctx
                 .listener_names
-                .get(self.listener)
+                .get(usize::from(self.listener))
                 .map_or("", String::as_str),
         };
         let reply = match dispatch::route(dispatch, &req, &client) {
@@ -784,9 +832,7 @@ impl Conn {
                 }
             },
         }
-        if ctx.access.is_some() {
-            self.log_start(ctx, Some(&req), reply.status);
-        }
+        self.log_start(ctx, Some(&req), reply.status);
         let head_only = req.method == Method::Head;
         self.send_reply(ctx, head_only, req.version, reply, close, discard);
     }
@@ -811,7 +857,8 @@ impl Conn {
             self.out.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         let backend = t.backend;
-        let facts = fcgi_admit::facts(req, t, extra, ctx.config, self.stream.local(), &self.peer);
+        let peer = real_peer::client(&self.real, &self.peer);
+        let facts = fcgi_admit::facts(req, t, extra, ctx.config, self.stream.local(), peer);
         // The keep-alive or head timeout of this connection does not bound the exchange: the
         // read timeout does while the body arrives, the backend's timeouts do after.
         ctx.timers.disarm(&mut self.timer);
@@ -849,9 +896,7 @@ impl Conn {
         if has_body {
             self.drain_before_close();
         }
-        if ctx.access.is_some() {
-            self.log_start(ctx, Some(req), status);
-        }
+        self.log_start(ctx, Some(req), status);
         let head_only = req.method == Method::Head;
         self.send_reply(
             ctx,
@@ -865,14 +910,14 @@ impl Conn {
 
     fn refuse(&mut self, ctx: &mut Ctx<'_>, e: RequestError) {
         self.in_request = true;
+        self.log_line.request_started(ctx.now_ms);
         self.bytes_in = self.input.len() as u64;
         if let Some(slot) = ctx.slot {
-            slot.request_started("-", "", "(refused)", &self.peer.ip, ctx.now_ms);
+            let peer = real_peer::client(&self.real, &self.peer);
+            slot.request_started("-", "", "(refused)", &peer.ip, ctx.now_ms);
         }
         tracing::debug!(client = %self.peer.ip, status = e.status, "bad request: {}", e.reason);
-        if ctx.access.is_some() {
-            self.log_start(ctx, None, e.status);
-        }
+        self.log_start(ctx, None, e.status);
         // A refused head keeps the connection only when the parser could frame it whole (no
         // body); otherwise what follows cannot be framed with confidence.
         let mut close = e.close || self.ending != Ending::KeepAlive || ctx.draining;
@@ -933,6 +978,13 @@ impl Conn {
     /// Starts the access-log line of a response (`req` None: a refused head, whose first
     /// line is logged from the input).
     fn log_start(&mut self, ctx: &mut Ctx<'_>, req: Option<&Request>, status: u16) {
+        // The scoreboard counts responses by class as they start, log or no log.
+        if let Some(slot) = ctx.slot {
+            slot.response_status(status);
+        }
+        if ctx.access.is_none() {
+            return;
+        }
         let subject = match req {
             Some(r) => Subject::Request(r),
             None => Subject::Refused(self.input.data()),
@@ -942,14 +994,23 @@ impl Conn {
         } else {
             ctx.bufs.take_bytes()
         };
+        let peer = real_peer::client(&self.real, &self.peer);
+        let facts = Facts {
+            peer_ip: &peer.ip,
+            peer_port: peer.port,
+            clf_date: ctx.date.clf(),
+            subject,
+            status,
+        };
         self.log_line
-            .start(buf, &self.peer.ip, ctx.date.clf(), subject, status);
+            .start(buf, &ctx.config.ops.access_log_format, facts);
     }
 
     /// Writes the pending access-log line with the body bytes sent, and gives its buffer back.
     fn log_done(&mut self, ctx: &mut Ctx<'_>) {
         if let Some(access) = ctx.access.as_deref_mut() {
-            self.log_line.finish(access, self.out.body_sent);
+            self.log_line
+                .finish(access, self.out.payload_sent(), ctx.now_ms);
         }
         ctx.bufs.give_bytes(self.log_line.take_buffer());
     }

@@ -137,6 +137,7 @@ impl Harness {
             router: None,
             listener_names: &[],
             other_sites: &mut self.other_sites,
+            board: None,
             slot: None,
             now_ms: 0,
             bufs: &mut self.bufs,

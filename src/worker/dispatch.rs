@@ -27,6 +27,8 @@ pub struct Dispatch<'a> {
     pub config: &'a Config,
     /// Now, for the static file cache.
     pub now: Instant,
+    /// The scoreboard, for the status page.
+    pub board: Option<&'a crate::admin::scoreboard::Scoreboard>,
 }
 
 /// Who asked, as the route function sees it.
@@ -100,6 +102,13 @@ impl OtherSites {
 /// Where a request goes: the route function's decision, else the default rules (a
 /// FastCGI prefix or extension, else a static file).
 pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
+    let status_page = || {
+        let format = crate::status_page::Format::from_query(req.query.as_deref());
+        Routed::Reply(crate::status_page::reply(ctx.board, ctx.config, format))
+    };
+    if ctx.config.ops.status_path.as_deref() == Some(req.path.as_str()) {
+        return status_page();
+    }
     let decision = match ctx.router {
         Some(router) => {
             let rr = RouteRequest {
@@ -138,6 +147,7 @@ pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
     };
     match decision {
         Decision::FallThrough => {}
+        Decision::Status => return status_page(),
         Decision::Static { root, headers } => {
             let mut reply = match root {
                 None => static_files::serve(req, ctx.site, ctx.now),

@@ -907,9 +907,9 @@ impl Exchange {
             Framing::Chunked => {
                 let mut size = Vec::with_capacity(12);
                 let _ = write!(size, "{:x}\r\n", bytes.len());
-                out.push_body(&size);
+                out.push_framing(&size);
                 out.push_body(bytes);
-                out.push_body(b"\r\n");
+                out.push_framing(b"\r\n");
             }
             Framing::Length(left) => {
                 // More than announced: send what was announced, then close.
@@ -928,7 +928,7 @@ impl Exchange {
             return;
         };
         match *framing {
-            Framing::Chunked => out.push_body(b"0\r\n\r\n"),
+            Framing::Chunked => out.push_framing(b"0\r\n\r\n"),
             // Fewer bytes than announced: only closing shows the client the truncation.
             Framing::Length(left) if left > 0 => self.close_client = true,
             _ => {}

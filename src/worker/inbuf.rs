@@ -7,12 +7,13 @@ use super::bufs::Bufs;
 use crate::transport::Stream;
 use std::io::{self, Read};
 
-/// Unconsumed input bytes live in `buf[start..end]`.
+/// Unconsumed input bytes live in `buf[start..end]`. The offsets are 32-bit to keep every
+/// connection small; a buffer never grows past the `max` of `read_from`, far below 4 GiB.
 #[derive(Debug, Default)]
 pub struct InBuf {
     buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    start: u32,
+    end: u32,
 }
 
 /// What one read achieved.
@@ -30,12 +31,12 @@ pub enum Filled {
 impl InBuf {
     /// The unconsumed bytes.
     pub fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
+        &self.buf[self.start as usize..self.end as usize]
     }
 
     /// How many bytes are unconsumed.
     pub fn len(&self) -> usize {
-        self.end - self.start
+        (self.end - self.start) as usize
     }
 
     /// Whether nothing is unconsumed.
@@ -45,7 +46,8 @@ impl InBuf {
 
     /// Marks `n` bytes as consumed.
     pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.start = self.start.saturating_add(n).min(self.end);
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -84,17 +86,18 @@ impl InBuf {
             self.buf = bufs.take_input();
             self.buf.truncate(max.max(1024));
         }
-        if self.end == self.buf.len() {
+        if self.end as usize == self.buf.len() {
             if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
+                self.buf
+                    .copy_within(self.start as usize..self.end as usize, 0);
                 self.end -= self.start;
                 self.start = 0;
             } else if self.buf.len() < max {
-                let new_len = (self.buf.len() * 2).min(max);
+                let new_len = (self.buf.len() * 2).min(max).min(u32::MAX as usize);
                 self.buf.resize(new_len, 0);
             }
         }
-        let room = &mut self.buf[self.end..];
+        let room = &mut self.buf[self.end as usize..];
         if room.is_empty() {
             // Full at the limit: the caller decides (431, or stop reading ahead).
             return Ok(Filled::Full);
@@ -104,7 +107,8 @@ impl InBuf {
         if n == 0 {
             return Ok(Filled::Eof);
         }
-        self.end += n;
+        // n <= room.len(), so end stays within the buffer (at most u32::MAX bytes).
+        self.end += n as u32;
         Ok(Filled::Data { drained: n < want })
     }
 }

@@ -15,6 +15,7 @@ pub mod net;
 mod out;
 mod peer;
 mod per_ip;
+mod real_peer;
 mod spool;
 pub mod timers;
 
@@ -62,6 +63,8 @@ pub struct WorkerSetup<'a> {
     pub config: &'a Config,
     /// The listening sockets, in the config's order.
     pub listeners: Vec<Listener>,
+    /// Which listeners (by index) expect a PROXY protocol header first.
+    pub proxied: Vec<bool>,
     /// The error log (inherited; reopened on SIGHUP).
     pub error_log: &'a ErrorLog,
     /// The access log (inherited; reopened on SIGHUP).
@@ -105,6 +108,8 @@ struct Worker<'a> {
     stderr: StderrLimit,
     router: Option<Router>,
     listener_names: Vec<String>,
+    /// Which listeners expect a PROXY protocol header first.
+    proxied: Vec<bool>,
     other_sites: OtherSites,
     board: Option<(Rc<Scoreboard>, usize)>,
     now_ms: u64,
@@ -183,6 +188,7 @@ impl<'a> Worker<'a> {
             stderr: StderrLimit::default(),
             router: setup.router,
             listener_names,
+            proxied: setup.proxied,
             other_sites: OtherSites::default(),
             board: setup.board.map(|(b, slot, generation)| {
                 if let Some(s) = b.worker(slot) {
@@ -312,6 +318,7 @@ impl<'a> Worker<'a> {
             registry: self.poll.registry(),
             stderr: &mut self.stderr,
             slot: self.board.as_ref().and_then(|(b, i)| b.worker(*i)),
+            board: self.board.as_ref().map(|(b, _)| &**b),
             now_ms: self.now_ms,
             router: self.router.as_mut(),
             listener_names: &self.listener_names,
@@ -322,7 +329,10 @@ impl<'a> Worker<'a> {
             conn.abort(&mut ctx);
             self.close(key);
         } else if let Some(slot) = ctx.slot {
-            slot.set_state(conn.activity());
+            let now = conn.activity();
+            slot.set_state(now);
+            slot.conn_moved(conn.shown, Some(now));
+            conn.shown = Some(now);
         }
     }
 
@@ -343,9 +353,11 @@ impl<'a> Worker<'a> {
         // Closing the socket removes it from the epoll set; no deregister call needed.
         let conn = self.conns.remove(key);
         self.per_ip.closed(conn.peer_ip());
+        let shown = conn.shown;
         drop(conn);
         if let Some(slot) = self.slot() {
             slot.conn_closed();
+            slot.conn_moved(shown, None);
         }
         if self.accepting == Accepting::Full {
             self.resume_accepting();
@@ -371,6 +383,9 @@ impl<'a> Worker<'a> {
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     let conn = entry.insert(Conn::new(stream, peer, index, now));
+                    if self.proxied.get(index) == Some(&true) {
+                        conn.expect_proxy_header();
+                    }
                     if let Some((b, i)) = &self.board {
                         if let Some(slot) = b.worker(*i) {
                             slot.conn_opened();
@@ -411,7 +426,8 @@ impl<'a> Worker<'a> {
         let answer = per_ip::refusal(self.date.http(), &self.config.server_name);
         let _ = stream.write(&answer);
         if let Some(a) = &mut self.access {
-            access_line::write_refusal(a, ip, self.date.clf(), 503, answer.len());
+            let format = &self.config.ops.access_log_format;
+            access_line::write_refusal(a, format, (ip, 0), self.date.clf(), 503, answer.len());
         }
         stream.shutdown_write();
     }

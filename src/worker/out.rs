@@ -40,6 +40,9 @@ pub struct Out {
     pub body_sent: u64,
     /// Head bytes at the front of `buf[pos..]` not yet sent (not counted as body).
     head_left: usize,
+    /// Chunk framing queued as body (sizes, CRLFs, the last chunk), which the access log and
+    /// the scoreboard leave out, as nginx's `$body_bytes_sent` does.
+    framing: u64,
 }
 
 impl Out {
@@ -63,6 +66,7 @@ impl Out {
         self.left = 0;
         self.parts.clear();
         self.body_sent = 0;
+        self.framing = 0;
         &mut self.buf
     }
 
@@ -107,7 +111,19 @@ impl Out {
         self.head_left += bytes.len();
     }
 
-    /// Queues streamed body bytes.
+    /// Queues chunk framing: sent as body, not counted as body bytes.
+    pub fn push_framing(&mut self, bytes: &[u8]) {
+        self.framing += bytes.len() as u64;
+        self.push_body(bytes);
+    }
+
+    /// Body bytes sent without the chunk framing (framing is counted when queued, so a
+    /// response cut short may be under-counted by the framing of its unsent tail).
+    pub fn payload_sent(&self) -> u64 {
+        self.body_sent.saturating_sub(self.framing)
+    }
+
+    /// Queues body bytes.
     pub fn push_body(&mut self, bytes: &[u8]) {
         self.compact();
         self.buf.extend_from_slice(bytes);
