@@ -10,6 +10,7 @@ mod listen;
 mod lua_api;
 mod print;
 mod site;
+pub mod static_opts;
 mod suggest;
 #[cfg(test)]
 mod tests;
@@ -172,6 +173,8 @@ pub struct Config {
     pub fastcgi: Vec<FastcgiDef>,
     /// Whether a `route(fn)` was given.
     pub has_route: bool,
+    /// Static-file extras: compression, error pages, headers, expiry, listings.
+    pub static_opts: static_opts::StaticOptions,
 }
 
 /// A loaded configuration together with the Lua state that evaluated it.

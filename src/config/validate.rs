@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use mlua::{Table, Value};
 
+mod static_opts;
+
 use super::listen::{self, resolve};
 use super::site::Site;
 use super::suggest::did_you_mean;
@@ -41,6 +43,13 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "chroot",
     "limits",
     "timeouts",
+    // Static-file extras (validate/static_opts.rs).
+    "compress",
+    "precompressed",
+    "error_pages",
+    "headers",
+    "expires",
+    "dir_listing",
 ];
 /// Keys of `server { limits = {...} }`.
 const LIMIT_KEYS: &[&str] = &[
@@ -456,6 +465,7 @@ pub(super) fn server(
         timeouts: default_timeouts(),
         fastcgi: Vec::new(),
         has_route: false,
+        static_opts: Default::default(),
     };
     let mut rep = Report {
         site,
@@ -599,6 +609,7 @@ pub(super) fn server(
     if let Some(v) = fields.get("timeouts") {
         cfg.timeouts = timeouts(r, v);
     }
+    cfg.static_opts = static_opts::read(r, &fields);
     if cfg.daemon {
         if let Some(why) = super::daemon_problem(&cfg) {
             r.at(&["daemon"], format!("daemon = true: {why}"));
