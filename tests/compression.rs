@@ -2,6 +2,7 @@
 //! identity;q=0), Vary, ETags of variants, never for ranges, precompressed siblings.
 
 mod common;
+mod fcgi_common;
 
 use common::{raw, Response, Server, TempDir};
 use std::io::Read;
@@ -269,4 +270,78 @@ fn bad_compress_settings_fail_the_check_with_their_line() {
             "no {name}:{line}: … {what} in:\n{err}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// FastCGI responses: streamed through the encoder, chunked on HTTP/1.1.
+
+fn fcgi(server_extra: &str) -> fcgi_common::Fcgi {
+    fcgi_common::Fcgi::start(fcgi_common::Opts {
+        server_extra,
+        ..Default::default()
+    })
+}
+
+fn fcgi_get(f: &fcgi_common::Fcgi, target: &str, extra: &str, version: &str) -> fcgi_common::Resp {
+    let mut c = fcgi_common::Conn::connect(f.addr());
+    c.send(format!("GET {target} {version}\r\nHost: t\r\n{extra}\r\n").as_bytes());
+    c.response(false)
+}
+
+#[test]
+fn fastcgi_response_is_compressed_while_it_streams() {
+    let f = fcgi("compress = true");
+    let n = 3_000_000;
+    let target = format!("/t.php?mode=huge&bytes={n}");
+    let r = fcgi_get(&f, &target, "Accept-Encoding: gzip\r\n", "HTTP/1.1");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(r.header("content-length"), None);
+    assert_eq!(r.framing, fcgi_common::Framing::Chunked);
+    assert!(r.complete);
+    assert!(r.body.len() < n / 20, "{}", r.body.len());
+    let plain = gunzip(&r.body);
+    assert_eq!(plain.len(), n);
+    assert_eq!(fcgi_common::check_pattern(&plain), Ok(()));
+
+    // zstd over HTTP/1.0: close-delimited.
+    let r = fcgi_get(&f, &target, "Accept-Encoding: zstd\r\n", "HTTP/1.0");
+    assert_eq!(r.header("content-encoding"), Some("zstd"));
+    assert_eq!(r.framing, fcgi_common::Framing::Close);
+    let plain = zstd::stream::decode_all(&r.body[..]).unwrap();
+    assert_eq!(plain.len(), n);
+    assert_eq!(fcgi_common::check_pattern(&plain), Ok(()));
+
+    // No Accept-Encoding, or a malformed one: as the backend sent it.
+    for extra in ["", "Accept-Encoding: gzip;q=x\r\n"] {
+        let r = fcgi_get(&f, "/t.php?mode=huge&bytes=5000", extra, "HTTP/1.1");
+        assert_eq!(r.header("content-encoding"), None);
+        assert_eq!(r.body.len(), 5000);
+    }
+}
+
+#[test]
+fn fastcgi_types_outside_the_list_and_small_bodies_are_left_alone() {
+    let f = fcgi("compress = { types = { \"text/*\" } }");
+    // JSON params: not in this list.
+    let r = fcgi_get(&f, "/t.php", "Accept-Encoding: gzip\r\n", "HTTP/1.1");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), None);
+    assert!(r.text().starts_with('{'));
+}
+
+#[test]
+fn fastcgi_backend_dying_mid_body_still_shows_truncation() {
+    let f = fcgi("compress = true");
+    let r = fcgi_get(
+        &f,
+        "/t.php?mode=diemid",
+        "Accept-Encoding: gzip\r\n",
+        "HTTP/1.1",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    // The chunked body never got its last chunk: the client sees the truncation.
+    assert!(!r.complete, "a truncated body must not look complete");
 }
