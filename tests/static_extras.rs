@@ -2,6 +2,7 @@
 //! directory listings (escaping, sorting, JSON, dotfiles, nothing outside the root).
 
 mod common;
+mod fcgi_common;
 
 use common::{raw, Response, Server, TempDir};
 
@@ -198,4 +199,25 @@ fn listing_shows_dotfiles_only_when_asked_and_allowed() {
     let s = Server::start("dir_listing = true", files);
     let html = get(&s, "/", "").text();
     assert!(html.contains("d/"), "{html}");
+}
+
+#[test]
+fn error_pages_cover_backend_failures_too() {
+    let dir = fcgi_common::site_dir();
+    dir.write("www/errors/50x.html", b"<h1>we are on it</h1>\n");
+    let config = fcgi_common::config_text(
+        dir.path(),
+        &fcgi_common::Opts {
+            server_extra: "error_pages = { [502] = \"/errors/50x.html\" }",
+            ..Default::default()
+        },
+    );
+    let f = fcgi_common::Fcgi::start_in(dir, &config);
+    let r = f.get("/t.php?mode=badstatus");
+    assert_eq!(r.status, 502);
+    assert_eq!(r.text(), "<h1>we are on it</h1>\n");
+    // A backend's own error status and body are its own.
+    let r = f.get("/t.php?mode=status&code=502");
+    assert_eq!(r.status, 502);
+    assert_eq!(r.text(), "status 502\n");
 }

@@ -64,13 +64,10 @@ pub fn is_dotfile_path(path: &str) -> bool {
     rest.split('/').any(|seg| seg.starts_with('.'))
 }
 
-/// Answers `req` from the files beneath the site's root, with the site's headers, expiry and
-/// error pages.
+/// Answers `req` from the files beneath the site's root, with the site's headers and expiry
+/// (its error pages replace error bodies as the connection sends them, whoever made them).
 pub fn serve(req: &Request, site: &mut Site, now: Instant) -> Reply {
     let mut reply = serve_file(req, site, now);
-    if reply.status >= 400 {
-        return extras::error_page(site, reply, now);
-    }
     extras::add_headers(req, site, &mut reply, SystemTime::now());
     reply
 }
