@@ -221,3 +221,27 @@ fn error_pages_cover_backend_failures_too() {
     assert_eq!(r.status, 502);
     assert_eq!(r.text(), "status 502\n");
 }
+
+#[test]
+fn error_pages_leave_a_route_s_own_body_alone() {
+    let dir = TempDir::new("routeerr");
+    dir.write("www/errors/404.html", b"custom 404\n");
+    let config = format!(
+        "server {{ {}, error_pages = {{ [404] = \"/errors/404.html\", [403] = \"/errors/404.html\" }} }}\n\
+         route(function(req)\n\
+           if req.path == \"/own\" then return respond(404, \"route's own\") end\n\
+           if req.path == \"/deny\" then return deny(403) end\n\
+         end)\n",
+        common::BASE
+    );
+    let s = Server::start_config(dir, &config);
+    let r = get(&s, "/own", "");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.text(), "route's own");
+    let r = get(&s, "/deny", "");
+    assert_eq!(r.status, 403);
+    assert_eq!(r.text(), "custom 404\n");
+    let r = get(&s, "/missing", "");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.text(), "custom 404\n");
+}

@@ -25,10 +25,14 @@ pub fn add_headers(req: &Request, site: &Site, reply: &mut Reply, wall: SystemTi
     }
 }
 
-/// The site's page for an error reply, served with the reply's status and its other headers
-/// (Allow, Content-Range, Location); the reply itself when there is no page or it is missing.
+/// The site's page for an error reply carrying the built-in page, served with the reply's
+/// status and its other headers (Allow, Content-Range, Location); the reply itself when there
+/// is no page, it is missing, or the body is someone's own (a route's `respond`).
 pub fn error_page(site: &mut Site, reply: Reply, now: Instant) -> Reply {
-    if reply.status < 400 {
+    if reply.status < 400 || !site.opts.error_pages.contains_key(&reply.status) {
+        return reply;
+    }
+    if !is_builtin_page(&reply) {
         return reply;
     }
     let Some(page) = site.opts.error_pages.get(&reply.status).cloned() else {
@@ -74,6 +78,14 @@ pub fn error_page(site: &mut Site, reply: Reply, now: Instant) -> Reply {
     }
     out.overrides = reply.overrides;
     out
+}
+
+/// Whether the reply's body is the built-in page of its status (`Reply::error`).
+fn is_builtin_page(reply: &Reply) -> bool {
+    match (&reply.body, Reply::error(reply.status).body) {
+        (Body::Bytes(mine), Body::Bytes(builtin)) => *mine == builtin,
+        _ => false,
+    }
 }
 
 fn starts_with_ignore_case(line: &[u8], prefix: &[u8]) -> bool {
