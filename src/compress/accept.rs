@@ -9,19 +9,19 @@ use crate::config::static_opts::Coding;
 /// A q-value in thousandths (0..=1000).
 type Q = u16;
 
-/// One parsed list: (coding token lowercased, q) entries.
+/// One parsed list: (coding token as sent, q) entries, borrowed from the request.
 #[derive(Debug, Default, PartialEq)]
-pub struct Accept {
-    entries: Vec<(String, Q)>,
+pub struct Accept<'a> {
+    entries: Vec<(&'a str, Q)>,
 }
 
 /// Why a header was not understood.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Malformed;
 
-impl Accept {
+impl<'a> Accept<'a> {
     /// Parses every Accept-Encoding field value of a request (they form one list).
-    pub fn parse<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Result<Accept, Malformed> {
+    pub fn parse(values: impl IntoIterator<Item = &'a [u8]>) -> Result<Accept<'a>, Malformed> {
         let mut a = Accept::default();
         for v in values {
             let text = std::str::from_utf8(v).map_err(|_| Malformed)?;
@@ -45,7 +45,7 @@ impl Accept {
                         return Err(Malformed); // codings take no other parameter
                     }
                 }
-                a.entries.push((token.to_ascii_lowercase(), q));
+                a.entries.push((token, q));
             }
         }
         Ok(a)
@@ -56,7 +56,7 @@ impl Accept {
         // With duplicates the first entry counts; duplicates are a client's mistake.
         self.entries
             .iter()
-            .find(|(t, _)| t == token)
+            .find(|(t, _)| t.eq_ignore_ascii_case(token))
             .map(|(_, q)| *q)
     }
 

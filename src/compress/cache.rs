@@ -18,23 +18,35 @@ pub enum Variant {
 
 #[derive(Debug)]
 struct Entry {
+    coding: Coding,
     identity_etag: String,
     variant: Variant,
 }
 
-/// The cache of one worker.
+impl Entry {
+    fn size(&self) -> usize {
+        (match &self.variant {
+            Variant::Coded(b) => b.len(),
+            Variant::NoGain => 0,
+        }) + self.identity_etag.len()
+    }
+}
+
+/// The cache of one worker: per path, one entry per coding.
 #[derive(Debug, Default)]
 pub struct VariantCache {
-    entries: HashMap<(String, Coding), Entry>,
+    entries: HashMap<String, Vec<Entry>>,
     bytes: usize,
 }
 
 impl VariantCache {
     /// The variant of `path` in `coding` made from the representation tagged `identity_etag`.
     pub fn get(&self, path: &str, coding: Coding, identity_etag: &str) -> Option<Variant> {
-        // A borrowed key would need a second map type; the String is short and this is the
-        // cheap side of a compression.
-        let e = self.entries.get(&(path.to_string(), coding))?;
+        let e = self
+            .entries
+            .get(path)?
+            .iter()
+            .find(|e| e.coding == coding)?;
         (e.identity_etag == identity_etag).then(|| e.variant.clone())
     }
 
@@ -47,44 +59,33 @@ impl VariantCache {
         variant: Variant,
         limit: usize,
     ) {
-        let size = match &variant {
-            Variant::Coded(b) => b.len(),
-            Variant::NoGain => 0,
-        } + path.len()
-            + identity_etag.len();
+        let e = Entry {
+            coding,
+            identity_etag: identity_etag.to_string(),
+            variant,
+        };
+        let size = e.size() + path.len();
         if size > limit {
             return;
         }
-        let key = (path.to_string(), coding);
-        if let Some(old) = self.entries.remove(&key) {
-            self.bytes -= entry_size(&key.0, &old);
+        if let Some(list) = self.entries.get_mut(path) {
+            if let Some(i) = list.iter().position(|old| old.coding == coding) {
+                let old = list.swap_remove(i);
+                self.bytes -= old.size() + path.len();
+            }
         }
         if self.bytes + size > limit {
             self.entries.clear();
             self.bytes = 0;
         }
         self.bytes += size;
-        self.entries.insert(
-            key,
-            Entry {
-                identity_etag: identity_etag.to_string(),
-                variant,
-            },
-        );
+        self.entries.entry(path.to_string()).or_default().push(e);
     }
 
     /// Bytes held (coded bytes plus keys).
     pub fn bytes(&self) -> usize {
         self.bytes
     }
-}
-
-fn entry_size(path: &str, e: &Entry) -> usize {
-    (match &e.variant {
-        Variant::Coded(b) => b.len(),
-        Variant::NoGain => 0,
-    }) + path.len()
-        + e.identity_etag.len()
 }
 
 #[cfg(test)]

@@ -49,6 +49,9 @@ pub fn choose(
 ) -> Coded {
     let on_the_fly = compressible(site, f, content_type);
     let vary = on_the_fly;
+    if !on_the_fly && !site.opts.precompressed {
+        return Coded::Identity { vary };
+    }
     if !matches!(req.method, Method::Get | Method::Head) || f.size == 0 {
         return Coded::Identity { vary };
     }

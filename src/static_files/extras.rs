@@ -8,8 +8,8 @@ use crate::reply::{Body, Reply};
 use std::time::{Instant, SystemTime};
 
 /// Adds the site's headers and expiry to a successful (or 3xx, 304) reply for `req`.
-pub fn add_headers(req: &Request, site: &Site, reply: &mut Reply, wall: SystemTime) {
-    if reply.status >= 400 {
+pub fn add_headers(req: &Request, site: &Site, reply: &mut Reply) {
+    if reply.status >= 400 || (site.opts.headers.is_empty() && site.opts.expires.is_empty()) {
         return;
     }
     for (rule, lines) in &site.opts.headers {
@@ -21,7 +21,7 @@ pub fn add_headers(req: &Request, site: &Site, reply: &mut Reply, wall: SystemTi
     }
     if let Some(d) = site.opts.expiry(&req.path) {
         reply.header("Cache-Control", &format!("max-age={}", d.as_secs()));
-        reply.header("Expires", &crate::http::date::format(wall + d));
+        reply.header("Expires", &crate::http::date::format(SystemTime::now() + d));
     }
 }
 

@@ -68,7 +68,7 @@ pub fn is_dotfile_path(path: &str) -> bool {
 /// (its error pages replace error bodies as the connection sends them, whoever made them).
 pub fn serve(req: &Request, site: &mut Site, now: Instant) -> Reply {
     let mut reply = serve_file(req, site, now);
-    extras::add_headers(req, site, &mut reply, SystemTime::now());
+    extras::add_headers(req, site, &mut reply);
     reply
 }
 
@@ -108,6 +108,9 @@ fn serve_file(req: &Request, site: &mut Site, now: Instant) -> Reply {
                 Some(index_name) => index_name.as_str(),
                 None => req.path.as_str(),
             };
+            if site.opts.compress.is_none() && !site.opts.precompressed {
+                return file_reply(req, &f, site.mime.lookup(name));
+            }
             let content_type = site.mime.lookup(name).to_string();
             match coded::choose(req, site, &f, &content_type, now) {
                 coded::Coded::Reply(r) => r,
