@@ -16,7 +16,9 @@
 #   CONNECTIONS=50    wrk connections (-c)
 #   THREADS=1         wrk threads (-t)
 #   SERVERS="luahttpd lighttpd nginx"   servers to run (any subset)
-#   SCENARIOS="1k_keepalive route_1k 1k_close 1m_keepalive php_hello idle_conns"   scenarios to run
+#   SCENARIOS="1k_keepalive route_1k 1k_close 1m_keepalive js_gzip php_hello idle_conns"   scenarios to run
+#   GZIP_LEVEL=6      gzip level of every server in js_gzip (luahttpd compress.level,
+#                     nginx gzip_comp_level, lighttpd deflate.compression-level)
 #   IDLE_N=10000      idle keep-alive connections held in idle_conns
 #   IDLE_KEEPALIVE=120   keep-alive idle seconds of the idle_conns instances
 #   PHP_PROCS=4       php-cgi processes per server (php_hello)
@@ -45,7 +47,8 @@ DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 SERVERS=${SERVERS:-"luahttpd lighttpd nginx"}
-SCENARIOS=${SCENARIOS:-"1k_keepalive route_1k 1k_close 1m_keepalive php_hello idle_conns"}
+SCENARIOS=${SCENARIOS:-"1k_keepalive route_1k 1k_close 1m_keepalive js_gzip php_hello idle_conns"}
+GZIP_LEVEL=${GZIP_LEVEL:-6}
 PHP_PROCS=${PHP_PROCS:-4}
 PHP_CONNECTIONS=${PHP_CONNECTIONS:-16}
 PHP_MAX_REQUESTS=${PHP_MAX_REQUESTS:-100000}
@@ -91,6 +94,7 @@ esac
 [[ $LUAHTTPD_PHP_KEEPALIVE =~ ^[01]$ ]] || die "LUAHTTPD_PHP_KEEPALIVE must be 0 or 1"
 [[ $NGINX_PHP_KEEPALIVE =~ ^[01]$ ]] || die "NGINX_PHP_KEEPALIVE must be 0 or 1"
 [[ $IDLE_N =~ ^[1-9][0-9]*$ ]] || die "IDLE_N must be a positive integer"
+[[ $GZIP_LEVEL =~ ^[1-9]$ ]] || die "GZIP_LEVEL must be 1 to 9"
 [[ $IDLE_KEEPALIVE =~ ^[1-9][0-9]*$ ]] || die "IDLE_KEEPALIVE must be a positive integer"
 
 read -r -a SERVER_LIST <<<"$SERVERS"
@@ -123,6 +127,11 @@ has_server() { local s; for s in "${SERVER_LIST[@]}"; do [[ $s == "$1" ]] && ret
 scenario_1k_keepalive() { SC_TITLE="1 KiB keep-alive";   SC_PATH=/1k.bin; SC_HEADERS=(); SC_CONNS=$CONNECTIONS; }
 scenario_1k_close()     { SC_TITLE="1 KiB conn-close";   SC_PATH=/1k.bin; SC_HEADERS=(-H "Connection: close"); SC_CONNS=$CONNECTIONS; }
 scenario_1m_keepalive() { SC_TITLE="1 MiB keep-alive";   SC_PATH=/1m.bin; SC_HEADERS=(); SC_CONNS=$CONNECTIONS; }
+# A 20 KiB JavaScript file asked for with Accept-Encoding: gzip: every server
+# compresses it at GZIP_LEVEL (luahttpd keeps the compressed variant in each
+# worker's cache; nginx gzip and lighttpd mod_deflate without a cache-dir
+# compress per request). check_content verifies each one really sends gzip.
+scenario_js_gzip()      { SC_TITLE="20 KiB JS gzip";     SC_PATH=/app.js; SC_HEADERS=(-H "Accept-Encoding: gzip"); SC_CONNS=$CONNECTIONS; }
 # Not a wrk run: IDLE_N idle keep-alive connections after one request each,
 # held by bench/lib/idle_hold.py against a third instance of each server
 # ("NAME-idle": static files, room for IDLE_N connections in one worker and
@@ -366,7 +375,7 @@ write_conf_luahttpd() {
   fi
   render luahttpd.lua PORT="$port" WORKERS="$WORKERS" WWW="$WWW" DIR="$dir" \
     KEEPALIVE_REQUESTS="$KEEPALIVE_REQUESTS" MAX_CONNECTIONS="$V_MAX_CONNECTIONS" \
-    IDLE_TIMEOUT="$V_IDLE_TIMEOUT" PHP="$php" ROUTE="$route" >"$dir/site.lua"
+    IDLE_TIMEOUT="$V_IDLE_TIMEOUT" PHP="$php" ROUTE="$route" GZIP_LEVEL="$GZIP_LEVEL" >"$dir/site.lua"
 }
 
 write_conf_nginx() {
@@ -392,11 +401,11 @@ write_conf_nginx() {
     MAX_FDS="$V_MAX_FDS" MAX_CONNECTIONS="$V_MAX_CONNECTIONS" \
     KEEPALIVE_REQUESTS="$KEEPALIVE_REQUESTS" IDLE_TIMEOUT="$V_IDLE_TIMEOUT" \
     UPSTREAM="$upstream" PORT="$port" WWW="$WWW" ROUTE="$route" PHP="$php_location" \
-    >"$dir/nginx.conf"
+    GZIP_LEVEL="$GZIP_LEVEL" >"$dir/nginx.conf"
 }
 
 write_conf_lighttpd() {
-  local inst=$1 port=$2 variant=$3 backend=$4 php="" route=""
+  local inst=$1 port=$2 variant=$3 backend=$4 php="" route="" deflate=""
   local dir=$TMP/$inst
   mkdir -p "$dir"
   variant_limits "$variant"
@@ -408,6 +417,10 @@ write_conf_lighttpd() {
     php=$(render lighttpd-php.conf PHP_CGI="$PHP_CGI" DIR="$dir" PHP_PROCS="$PHP_PROCS" \
       PHP_MAX_REQUESTS="$PHP_MAX_REQUESTS")
   fi
+  # mod_deflate is a package of its own in Debian (lighttpd-mod-deflate).
+  if [[ -e /usr/lib/lighttpd/mod_deflate.so ]]; then
+    deflate=$(render lighttpd-deflate.conf GZIP_LEVEL="$GZIP_LEVEL")
+  fi
   # server.max-connections may count for the whole server rather than per
   # worker (server.max-worker): multiplied by the workers, so that any one
   # worker can hold all of them, as with the other two servers.
@@ -415,7 +428,7 @@ write_conf_lighttpd() {
     BACKEND="$backend" KEEPALIVE_REQUESTS="$KEEPALIVE_REQUESTS" \
     IDLE_TIMEOUT="$V_IDLE_TIMEOUT" MAX_FDS="$V_MAX_FDS" \
     MAX_CONNECTIONS="$((V_MAX_CONNECTIONS * WORKERS))" ROUTE="$route" PHP="$php" \
-    >"$dir/lighttpd.conf"
+    DEFLATE="$deflate" >"$dir/lighttpd.conf"
 }
 # ---------------------------------------------------------------------------
 # Starting servers
@@ -460,6 +473,26 @@ check_content() {
       || server_failed "$name" "failed to serve /$f with Connection: close"
     rm -f "$TMP/check.$name.$f"
   done
+  if has_scenario js_gzip && [[ $name != *-* ]]; then
+    check_gzip "$name"
+  fi
+}
+
+# check_gzip NAME: NAME answers /app.js with Accept-Encoding: gzip in gzip
+# that decodes to the file; else its js_gzip figure is marked (GZIP_OK=0).
+declare -A GZIP_OK=()
+check_gzip() {
+  local name=$1 h=$TMP/check.$name.h b=$TMP/check.$name.b
+  GZIP_OK[$name]=0
+  if curl -sf --max-time 10 -D "$h" -o "$b" -H "Accept-Encoding: gzip" \
+      "http://127.0.0.1:${PORT[$name]}/app.js" \
+    && grep -qi '^content-encoding: *gzip' "$h" \
+    && gzip -dc <"$b" | cmp -s - "$WWW/app.js"; then
+    GZIP_OK[$name]=1
+  else
+    log "compare.sh: warning: $name does not answer /app.js in gzip; its js_gzip figure is marked"
+  fi
+  rm -f "$h" "$b"
 }
 
 build_luahttpd() {
@@ -742,6 +775,14 @@ WWW=$TMP/www
 mkdir -p "$WWW" "$TMP/wrk"
 head -c 1024 /dev/urandom >"$WWW/1k.bin"
 head -c $((1024 * 1024)) /dev/urandom >"$WWW/1m.bin"
+# 20 KiB of JavaScript-like text (compresses as real minified code roughly does).
+i=0; : >"$WWW/app.js"
+while (( $(stat -c %s "$WWW/app.js") < 20480 )); do
+  printf 'function handler%d(event){var el=document.getElementById("item-%d");if(!el){return null}el.classList.toggle("active");return el.dataset.value*%d}\n' \
+    "$i" "$((i * 7 % 101))" "$((i % 13))" >>"$WWW/app.js"
+  i=$((i + 1))
+done
+truncate -s 20480 "$WWW/app.js"
 printf '<!doctype html><title>bench</title>\n' >"$WWW/index.html"
 printf '<?php echo "Hello, world!\\n";\n' >"$WWW/hello.php"
 printf 'Hello, world!\n' >"$TMP/hello.expected"
@@ -852,6 +893,7 @@ fi
 echo "$header"
 declare -A MEDIAN
 plain_route=0
+plain_gzip=0
 # table_line LABEL ARRAYNAME SCENARIO: one line of medians and ratios
 table_line() {
   local label=$1 local_sc=$3 s mark line
@@ -862,6 +904,7 @@ table_line() {
     MED[$s]=$(median <<<"${from[$local_sc|$s]:-}")
     mark=""
     if [[ $local_sc == route_1k ]] && (( ! ${ROUTE_OK[$s]:-1} )); then mark="*"; plain_route=1; fi
+    if [[ $local_sc == js_gzip ]] && (( ! ${GZIP_OK[$s]:-1} )); then mark="!"; plain_gzip=1; fi
     line+=$(printf ' %10s' "${MED[$s]}$mark")
   done
   if has_server luahttpd; then
@@ -877,6 +920,7 @@ for sc in "${WRK_SCENARIOS[@]}"; do
   table_line "  per CPU-second" CPURESULTS "$sc"
 done
 (( plain_route )) && echo "* ran its plain config: no Lua module (see below)"
+(( plain_gzip )) && echo "! did not send gzip (lighttpd: is lighttpd-mod-deflate installed?): not comparable"
 
 if (( WITH_IDLE )); then
   echo

@@ -11,6 +11,7 @@
 #   nginx, lighttpd                          the servers compared with luahttpd
 #   php-cgi                                  php_hello, and PHP in the soak
 #   lighttpd-modules-lua                     mod_magnet, for route_1k
+#   lighttpd-mod-deflate                     mod_deflate, for js_gzip
 #   libnginx-mod-http-lua                    nginx's lua module, for route_1k
 #   python3                                  the idle-connection holder and the soak harness
 #
@@ -37,10 +38,11 @@ declare -A PROBE=(
   [lighttpd]="cmd:lighttpd"
   [php-cgi]="cmd:php-cgi"
   [lighttpd-modules-lua]="file:/usr/lib/lighttpd/mod_magnet.so"
+  [lighttpd-mod-deflate]="file:/usr/lib/lighttpd/mod_deflate.so"
   [libnginx-mod-http-lua]="file:/usr/lib/nginx/modules/ngx_http_lua_module.so"
   [python3]="cmd:python3"
 )
-ORDER=(wrk curl iproute2 procps nginx lighttpd php-cgi lighttpd-modules-lua libnginx-mod-http-lua python3)
+ORDER=(wrk curl iproute2 procps nginx lighttpd php-cgi lighttpd-modules-lua lighttpd-mod-deflate libnginx-mod-http-lua python3)
 
 present() {
   local probe=${PROBE[$1]}
@@ -77,7 +79,7 @@ echo "bench/install.sh: installing ${missing[*]}"
 essential=() optional=()
 for p in "${missing[@]}"; do
   case $p in
-    lighttpd-modules-lua|libnginx-mod-http-lua) optional+=("$p") ;;
+    lighttpd-modules-lua|lighttpd-mod-deflate|libnginx-mod-http-lua) optional+=("$p") ;;
     *) essential+=("$p") ;;
   esac
 done

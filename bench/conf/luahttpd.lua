@@ -9,6 +9,9 @@ server {
   error_log = "@DIR@/error.log",
   limits = { keepalive_requests = @KEEPALIVE_REQUESTS@, connections = @MAX_CONNECTIONS@ },
   timeouts = { keepalive_idle = @IDLE_TIMEOUT@ },
+  -- js_gzip: gzip only (as nginx's gzip), at the level the others use.
+  compress = { encodings = { "gzip" }, level = @GZIP_LEVEL@, min_size = 256,
+               types = { "text/javascript" } },
 }
 @PHP@
 @ROUTE@

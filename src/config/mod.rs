@@ -12,6 +12,7 @@ mod lua_api;
 mod ops;
 mod print;
 mod site;
+pub mod static_opts;
 mod suggest;
 #[cfg(test)]
 mod tests;
@@ -177,6 +178,8 @@ pub struct Config {
     pub has_route: bool,
     /// The status page, the access log format, real client addresses (`ops.rs`).
     pub ops: Ops,
+    /// Static-file extras: compression, error pages, headers, expiry, listings.
+    pub static_opts: static_opts::StaticOptions,
 }
 
 /// A loaded configuration together with the Lua state that evaluated it.

@@ -8,6 +8,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+mod static_opts;
+
 use super::listen;
 use super::{Config, Dotfiles, FastcgiDef, ListenAddr, LogTarget};
 
@@ -113,6 +115,7 @@ pub fn print(config: &Config) -> String {
             seconds(t.graceful)
         ),
     );
+    static_opts::print(&mut o, &config.static_opts);
     o.push_str("}\n");
     for def in &config.fastcgi {
         o.push('\n');

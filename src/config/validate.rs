@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use mlua::{Table, Value};
 
+mod static_opts;
+
 use super::listen::{self, resolve};
 use super::site::Site;
 use super::suggest::did_you_mean;
@@ -44,6 +46,13 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "status_path",
     "access_log_format",
     "trusted_proxies",
+    // Static-file extras (validate/static_opts.rs).
+    "compress",
+    "precompressed",
+    "error_pages",
+    "headers",
+    "expires",
+    "dir_listing",
 ];
 /// Keys of `server { limits = {...} }`.
 const LIMIT_KEYS: &[&str] = &[
@@ -460,6 +469,7 @@ pub(super) fn server(
         fastcgi: Vec::new(),
         has_route: false,
         ops: Default::default(),
+        static_opts: Default::default(),
     };
     let mut rep = Report {
         site,
@@ -605,6 +615,7 @@ pub(super) fn server(
     if let Some(v) = fields.get("timeouts") {
         cfg.timeouts = timeouts(r, v);
     }
+    cfg.static_opts = static_opts::read(r, &fields);
     if cfg.daemon {
         if let Some(why) = super::daemon_problem(&cfg) {
             r.at(&["daemon"], format!("daemon = true: {why}"));

@@ -1,6 +1,9 @@
 //! Static files: safe lookup beneath the root, validators, conditionals and ranges.
 
 pub mod cache;
+pub mod coded;
+pub mod extras;
+pub mod listing;
 pub mod mime;
 pub mod open;
 
@@ -12,6 +15,7 @@ use crate::reply::{Body, Reply};
 use cache::{CachedFile, FileCache, Found};
 use mime::MimeTable;
 use open::Root;
+use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// What a worker needs to serve static files for one site.
@@ -27,6 +31,10 @@ pub struct Site {
     pub mime: MimeTable,
     /// Open files and validators, trusted for a second.
     pub cache: FileCache,
+    /// Compression, error pages, headers, expiry, listings (shared with the config).
+    pub opts: Rc<crate::config::static_opts::StaticOptions>,
+    /// Compressed variants of static files (per worker, bounded).
+    pub variants: crate::compress::cache::VariantCache,
 }
 
 const ALLOW: &str = "GET, HEAD, OPTIONS";
@@ -40,6 +48,8 @@ impl Site {
             dotfiles: config.dotfiles,
             mime: MimeTable::new(&config.mime),
             cache: FileCache::default(),
+            opts: Rc::new(config.static_opts.clone()),
+            variants: Default::default(),
         })
     }
 }
@@ -54,8 +64,15 @@ pub fn is_dotfile_path(path: &str) -> bool {
     rest.split('/').any(|seg| seg.starts_with('.'))
 }
 
-/// Answers `req` from the files beneath the site's root.
+/// Answers `req` from the files beneath the site's root, with the site's headers and expiry
+/// (its error pages replace error bodies as the connection sends them, whoever made them).
 pub fn serve(req: &Request, site: &mut Site, now: Instant) -> Reply {
+    let mut reply = serve_file(req, site, now);
+    extras::add_headers(req, site, &mut reply);
+    reply
+}
+
+fn serve_file(req: &Request, site: &mut Site, now: Instant) -> Reply {
     // 404 rather than 403: whether such a file exists is not told either.
     if site.dotfiles == Dotfiles::Deny && is_dotfile_path(&req.path) {
         return Reply::error(404);
@@ -67,7 +84,7 @@ pub fn serve(req: &Request, site: &mut Site, now: Instant) -> Reply {
     }
     match site.cache.lookup(&site.root, &req.path, &site.index, now) {
         Found::NotFound => Reply::error(404),
-        Found::Forbidden => Reply::error(403),
+        Found::Forbidden => listing::reply(req, site).unwrap_or_else(|| Reply::error(403)),
         Found::AddSlash => {
             let mut location = String::with_capacity(req.raw_path.len() + 2);
             location.push_str(&req.raw_path);
@@ -91,7 +108,20 @@ pub fn serve(req: &Request, site: &mut Site, now: Instant) -> Reply {
                 Some(index_name) => index_name.as_str(),
                 None => req.path.as_str(),
             };
-            file_reply(req, &f, site.mime.lookup(name))
+            if site.opts.compress.is_none() && !site.opts.precompressed {
+                return file_reply(req, &f, site.mime.lookup(name));
+            }
+            let content_type = site.mime.lookup(name).to_string();
+            match coded::choose(req, site, &f, &content_type, now) {
+                coded::Coded::Reply(r) => r,
+                coded::Coded::Identity { vary } => {
+                    let mut r = file_reply(req, &f, &content_type);
+                    if vary {
+                        r.header("Vary", "Accept-Encoding");
+                    }
+                    r
+                }
+            }
         }
     }
 }

@@ -89,6 +89,30 @@ impl Root {
         Lookup::Forbidden
     }
 
+    /// Opens the directory at a decoded path (starting with '/') beneath the root, for a
+    /// listing; the same RESOLVE_BENEATH rule as files.
+    pub fn open_dir(&self, path: &str) -> Result<OwnedFd, Errno> {
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let fd = openat2(self.dir.as_raw_fd(), relative(path), how)?;
+        // SAFETY: openat2 just returned this descriptor and nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// The metadata of what a root-relative path names, following symlinks only while they
+    /// stay beneath the root (an entry whose link leads out gets an error, so a listing can
+    /// leave it out). O_PATH: nothing is opened for reading.
+    pub fn stat_beneath(&self, rel: &str) -> Result<FileStat, Errno> {
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let fd = openat2(self.dir.as_raw_fd(), rel, how)?;
+        // SAFETY: openat2 just returned this descriptor and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        fstat(fd.as_raw_fd())
+    }
+
     fn open_beneath(&self, rel: &str) -> Result<(File, FileStat), Errno> {
         // O_NONBLOCK so that opening a FIFO someone left in the root cannot block the worker.
         let how = OpenHow::new()

@@ -944,6 +944,8 @@ impl Conn {
         close: bool,
         discard: Option<BodyReader>,
     ) {
+        // The site's own page for an error status (static, FastCGI, refusals alike).
+        let reply = crate::static_files::extras::error_page(ctx.site, reply, ctx.now);
         // The Connection field tells the truth: an ending decided earlier also closes.
         let close = close || self.ending != Ending::KeepAlive;
         let no_body = status::forbids_body(reply.status);

@@ -90,6 +90,8 @@ impl OtherSites {
                 dotfiles: main.dotfiles,
                 mime: main.mime.clone(),
                 cache: Default::default(),
+                opts: main.opts.clone(),
+                variants: Default::default(),
             };
             self.sites.insert(root.to_path_buf(), site);
         }

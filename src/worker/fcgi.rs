@@ -223,6 +223,8 @@ pub struct Facts {
     pub extra: Vec<(String, String)>,
     /// Extra response header lines (from a route decision), each ending in CRLF.
     pub extra_headers: Vec<u8>,
+    /// The coding the response may get (compress and Accept-Encoding allow one).
+    pub compress: Option<super::fcgi_compress::Offer>,
 }
 
 /// One request's exchange with a backend.
@@ -257,6 +259,8 @@ pub struct Exchange {
     version: Version,
     /// CONTENT_LENGTH: the body's length (for a chunked body, known once it is spooled).
     content_length: Option<u64>,
+    /// The response body's encoder, when the response is compressed (fcgi_compress.rs).
+    encoder: Option<crate::compress::encoder::Encoder>,
 }
 
 impl Exchange {
@@ -314,6 +318,7 @@ impl Exchange {
             keepalive_client,
             version,
             content_length,
+            encoder: None,
         })
     }
 
@@ -825,6 +830,9 @@ impl Exchange {
                 }
             }
         }
+        if self.encoder.is_some() && self.head_sent() {
+            self.coded_bytes(&[], true, out);
+        }
         Ok(false)
     }
 
@@ -841,8 +849,9 @@ impl Exchange {
         buf.extend_from_slice(bytes);
         match cgi_head::parse(buf) {
             Ok(None) => Ok(()),
-            Ok(Some(head)) => {
+            Ok(Some(mut head)) => {
                 let rest = buf.split_off(head.head_len.min(buf.len()));
+                self.encoder = super::fcgi_compress::plan(self.facts.compress.as_ref(), &mut head);
                 self.send_head(&head, out, env);
                 self.body_bytes(&rest, out);
                 Ok(())
@@ -894,7 +903,32 @@ impl Exchange {
         out.push_head(&h);
     }
 
+    /// Body bytes from the backend: through the encoder when the response is coded.
     fn body_bytes(&mut self, bytes: &[u8], out: &mut Out) {
+        self.coded_bytes(bytes, false, out);
+    }
+
+    /// Feeds the encoder (if any) and frames what it gives; `flush` at the end of a read, so
+    /// a streamed response reaches the client without waiting for more input.
+    fn coded_bytes(&mut self, bytes: &[u8], flush: bool, out: &mut Out) {
+        let Some(enc) = self.encoder.as_mut() else {
+            return self.frame_body(bytes, out);
+        };
+        if self.head_only {
+            return;
+        }
+        match enc.write(bytes, flush) {
+            Ok(coded) => self.frame_body(&coded, out),
+            Err(e) => {
+                // Only closing shows the client the truncation.
+                tracing::error!("compressing a FastCGI response: {e}");
+                self.encoder = None;
+                self.close_client = true;
+            }
+        }
+    }
+
+    fn frame_body(&mut self, bytes: &[u8], out: &mut Out) {
         if bytes.is_empty() {
             return;
         }
@@ -924,6 +958,16 @@ impl Exchange {
     }
 
     fn end_body(&mut self, out: &mut Out) {
+        if let Some(enc) = self.encoder.take() {
+            match enc.finish() {
+                Ok(tail) if !self.head_only => self.frame_body(&tail, out),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!("compressing a FastCGI response: {e}");
+                    self.close_client = true;
+                }
+            }
+        }
         let Response::Body(framing) = &self.response else {
             return;
         };

@@ -9,6 +9,7 @@ mod conn_tests;
 mod dispatch;
 mod fcgi;
 mod fcgi_admit;
+mod fcgi_compress;
 mod fcgi_error;
 mod inbuf;
 pub mod net;
