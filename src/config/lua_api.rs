@@ -262,6 +262,8 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
     // static{}, redirect(), respond(), deny(): a config may build decisions once, at config
     // time, and return them from route (fastcgi(name, opts) is handled below).
     crate::script::install_decisions(lua, false)?;
+    // Coroutines the config makes now must carry the route budget later (issue 13).
+    crate::script::carry_budget(lua)?;
     for name in ["static", "redirect", "respond", "deny"] {
         let inner: Function = g.get(name)?;
         let st = state.clone();

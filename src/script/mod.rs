@@ -27,11 +27,13 @@ mod req;
 mod sandbox;
 #[cfg(test)]
 mod tests;
+mod thread_hook;
 
 pub use decision::{fastcgi_decision, install_decisions, Decision, DecisionValue};
 pub use error::{RouteError, RouteErrorKind};
 pub use limits::{RouterLimits, HOOK_EVERY};
 pub use sandbox::prepare_sandbox;
+pub use thread_hook::carry_budget;
 
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -103,7 +105,7 @@ impl Router {
         let func = req::wrap(lua, &current, func)?;
         lua.gc_collect()?;
         lua.set_memory_limit(limits.memory)?;
-        let budget = limits::install(lua);
+        let budget = limits::install(lua)?;
         let mut router = Router {
             lua: lua.clone(),
             func,
