@@ -14,6 +14,7 @@ pub mod log;
 pub mod log_handoff;
 pub mod reply;
 pub mod script;
+pub mod shared;
 pub mod sockets;
 pub mod static_files;
 pub mod transport;

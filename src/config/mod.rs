@@ -9,6 +9,7 @@ mod identity;
 mod listen;
 mod lua_api;
 mod print;
+mod shared;
 mod site;
 mod suggest;
 #[cfg(test)]
@@ -18,6 +19,7 @@ mod validate;
 pub use error::{ConfigError, ConfigErrors};
 pub use identity::{resolve as resolve_run_as, RunAs};
 pub use print::print;
+pub use shared::SharedDef;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -170,6 +172,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// FastCGI backends.
     pub fastcgi: Vec<FastcgiDef>,
+    /// Shared dictionaries (`shared "name" { size = ... }`).
+    pub shared: Vec<SharedDef>,
     /// Whether a `route(fn)` was given.
     pub has_route: bool,
 }

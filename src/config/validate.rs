@@ -455,6 +455,7 @@ pub(super) fn server(
         limits: default_limits(),
         timeouts: default_timeouts(),
         fastcgi: Vec::new(),
+        shared: Vec::new(),
         has_route: false,
     };
     let mut rep = Report {
