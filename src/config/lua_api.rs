@@ -441,6 +441,37 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
 
     let st = state.clone();
     g.set(
+        "respond_hook",
+        lua.create_function(move |lua, v: Value| {
+            let site = {
+                let s = st.borrow();
+                if s.done {
+                    return Err(not_while_serving(lua, "respond_hook"));
+                }
+                site(lua, &s)
+            };
+            let first: Option<String> = lua.named_registry_value(crate::script::RESPOND_HOOK_AT)?;
+            let e = match (v, first) {
+                (_, Some(first)) => {
+                    site.error(format!("respond_hook given twice, first at {first}"))
+                }
+                (Value::Function(f), None) => {
+                    lua.set_named_registry_value(crate::script::RESPOND_HOOK, f)?;
+                    lua.set_named_registry_value(crate::script::RESPOND_HOOK_AT, site.position())?;
+                    return Ok(());
+                }
+                (other, None) => site.error(format!(
+                    "respond_hook expects a function(req, res), got {}",
+                    other.type_name()
+                )),
+            };
+            st.borrow_mut().errors.push(e);
+            Ok(())
+        })?,
+    )?;
+
+    let st = state.clone();
+    g.set(
         "include",
         lua.create_function(move |lua, v: Value| {
             let result = include(lua, &st, v);

@@ -387,6 +387,10 @@ impl Watcher {
             }
         };
         let access_log = self.access_log.take().map(AccessLog::new);
+        if self.loaded.route.is_none() {
+            // A respond_hook needs a Router even without route(fn).
+            self.loaded.route = crate::script::hook_only_route(&self.loaded.lua);
+        }
         let router = match &self.loaded.route {
             Some(key) => {
                 let names: Vec<String> = self

@@ -15,6 +15,7 @@ pub mod net;
 mod out;
 mod peer;
 mod per_ip;
+mod respond_hook;
 mod spool;
 pub mod timers;
 
