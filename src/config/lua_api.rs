@@ -470,6 +470,27 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
         })?,
     )?;
 
+    for kind in ["every", "at_worker_start"] {
+        let st = state.clone();
+        g.set(
+            kind,
+            lua.create_function(move |lua, args: mlua::MultiValue| {
+                let site = {
+                    let s = st.borrow();
+                    if s.done {
+                        return Err(not_while_serving(lua, kind));
+                    }
+                    site(lua, &s)
+                };
+                match super::timers::record(lua, kind, args, &site.position()) {
+                    Ok(()) => {}
+                    Err(m) => st.borrow_mut().errors.push(site.error(m)),
+                }
+                Ok(())
+            })?,
+        )?;
+    }
+
     let st = state.clone();
     g.set(
         "include",

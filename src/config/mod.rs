@@ -14,6 +14,7 @@ mod site;
 mod suggest;
 #[cfg(test)]
 mod tests;
+mod timers;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};

@@ -29,6 +29,7 @@ mod sandbox;
 #[cfg(test)]
 mod tests;
 mod thread_hook;
+mod timers;
 
 pub use decision::{fastcgi_decision, install_decisions, Decision, DecisionValue};
 pub use error::{RouteError, RouteErrorKind};
@@ -36,6 +37,7 @@ pub use limits::{RouterLimits, HOOK_EVERY};
 pub use respond_hook::{hook_only_route, RESPOND_HOOK, RESPOND_HOOK_AT};
 pub use sandbox::prepare_sandbox;
 pub use thread_hook::carry_budget;
+pub use timers::{has_timers, TIMERS};
 
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -81,6 +83,8 @@ pub struct Router {
     gc_at: usize,
     /// The config's `respond_hook`, if any.
     hook: Option<respond_hook::Hook>,
+    /// This worker's `every` timers (set by `start_timers`).
+    timers: Vec<timers::Timer>,
 }
 
 /// Least heap growth between two full collections the router runs itself.
@@ -120,6 +124,7 @@ impl Router {
             limits,
             gc_at: 0,
             hook,
+            timers: Vec::new(),
         };
         router.collect_if_due();
         Ok(router)

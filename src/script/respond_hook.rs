@@ -205,12 +205,16 @@ impl Hook {
     }
 }
 
-/// A route that always falls through, for a config with a respond hook and no `route(fn)`:
-/// None when there is no hook.
+/// A route that always falls through, for a config with a respond hook or timers and no
+/// `route(fn)`: None when there is neither.
 pub fn hook_only_route(lua: &Lua) -> Option<mlua::RegistryKey> {
-    lua.named_registry_value::<Option<Function>>(RESPOND_HOOK)
+    let hook = lua
+        .named_registry_value::<Option<Function>>(RESPOND_HOOK)
         .ok()
-        .flatten()?;
+        .flatten();
+    if hook.is_none() && !super::has_timers(lua) {
+        return None;
+    }
     let f = lua.create_function(|_, _: mlua::MultiValue| Ok(())).ok()?;
     lua.create_registry_value(f).ok()
 }

@@ -11,6 +11,7 @@ mod fcgi;
 mod fcgi_admit;
 mod fcgi_error;
 mod inbuf;
+mod lua_timers;
 pub mod net;
 mod out;
 mod peer;
@@ -182,7 +183,11 @@ impl<'a> Worker<'a> {
                 setup.board.as_ref().map(|(b, _, _)| b.clone()),
             ),
             stderr: StderrLimit::default(),
-            router: setup.router,
+            router: setup.router.map(|mut r| {
+                // at_worker_start, and this worker's share of the `every` timers.
+                r.start_timers(setup.index, Instant::now());
+                r
+            }),
             listener_names,
             other_sites: OtherSites::default(),
             board: setup.board.map(|(b, slot, generation)| {
@@ -209,6 +214,9 @@ impl<'a> Worker<'a> {
                 timeout = timeout.min(d.saturating_duration_since(now));
             }
             if let Accepting::Backoff(at) = self.accepting {
+                timeout = timeout.min(at.saturating_duration_since(now));
+            }
+            if let Some(at) = self.router.as_ref().and_then(|r| r.next_timer()) {
                 timeout = timeout.min(at.saturating_duration_since(now));
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -252,6 +260,9 @@ impl<'a> Worker<'a> {
                 }
             }
             self.expire_timers(now);
+            if let Some(r) = self.router.as_mut() {
+                lua_timers::run_due(r, now);
+            }
             if let Accepting::Backoff(at) = self.accepting {
                 if now >= at {
                     self.resume_accepting();
