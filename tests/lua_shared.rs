@@ -250,3 +250,35 @@ fn bad_shared_definitions_are_config_errors_with_their_line() {
         "{err}"
     );
 }
+
+#[test]
+fn limit_req_answers_429_with_retry_after_past_rate_and_burst() {
+    let dir = TempDir::new("lua-limit-req");
+    std::fs::create_dir_all(dir.path().join("www")).expect("mkdir www");
+    let config = "server { listen = \"127.0.0.1:0\", workers = 2, root = \"www\", error_log = \"stderr\" }\n\
+        shared \"rl\" { size = \"64k\" }\n\
+        route(function(req)\n\
+          if req.path ~= \"/api\" then return respond(200, \"up\") end\n\
+          local d = limit_req{ zone = \"rl\", key = req.remote_addr, rate = 1, burst = 4 }\n\
+          if d then return d end\n\
+          return respond(200, \"ok\")\n\
+        end)\n";
+    let s = Server::start_config(dir, config);
+    let mut statuses = Vec::new();
+    let mut retry = None;
+    for _ in 0..8 {
+        let r = s.get("/api");
+        if r.status == 429 {
+            retry = r.header("retry-after").map(str::to_string);
+        }
+        statuses.push(r.status);
+    }
+    // 1 + burst admitted at once (the requests take far less than a second), the rest refused.
+    assert_eq!(
+        statuses.iter().filter(|&&c| c == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(&statuses[5..], &[429, 429, 429], "{statuses:?}");
+    assert_eq!(retry.as_deref(), Some("1"));
+}

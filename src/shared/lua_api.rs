@@ -51,8 +51,16 @@ pub fn object_for(lua: &Lua, names: &[String]) -> mlua::Result<Value> {
 /// before its `Router` sandboxes the globals; it replaces the config-time `shared` function).
 pub fn publish(lua: &Lua, names: &[String]) -> mlua::Result<()> {
     let obj = object_for(lua, names)?;
-    lua.globals().set("shared", obj)
+    lua.globals().set("shared", obj)?;
+    // The shipped helpers (lua/limit.lua), unless the config defined its own of that name.
+    if lua.globals().get::<Value>("limit_req")?.is_nil() {
+        lua.load(LIMIT_LUA).set_name("=lua/limit.lua").exec()?;
+    }
+    Ok(())
 }
+
+/// `limit_req` and friends, shipped in `lua/`.
+const LIMIT_LUA: &str = include_str!("../../lua/limit.lua");
 
 impl UserData for Dicts {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
@@ -154,6 +162,22 @@ impl UserData for Dict {
                 };
                 match d.zone.incr(&key, &step, init.as_ref(), ttl) {
                     Ok((v, s)) => Ok((to_lua(lua, v)?, Value::Boolean(s.evicted))),
+                    Err(e) => fail(lua, e),
+                }
+            },
+        );
+        m.add_method(
+            "leaky_bucket",
+            |lua, d, (key, rate, burst): (Value, f64, Option<f64>)| {
+                if rate.is_nan() || rate <= 0.0 {
+                    return Err(mlua::Error::runtime("leaky_bucket: rate must be > 0"));
+                }
+                match d
+                    .zone
+                    .leaky_bucket(&key_of(&key)?, rate, burst.unwrap_or(0.0).max(0.0))
+                {
+                    Ok(None) => Ok((Value::Nil, Value::Nil)),
+                    Ok(Some(wait)) => Ok((Value::Number(wait), Value::Nil)),
                     Err(e) => fail(lua, e),
                 }
             },

@@ -341,6 +341,50 @@ impl Zone {
         Ok((new, Stored { evicted }))
     }
 
+    /// One request through the leaky bucket at `key` (nginx's `limit_req`): `rate` requests
+    /// per second drain it, `burst` more may wait in it. None: admitted (and counted); Some(s):
+    /// refused, the bucket has room again in `s` seconds. Atomic like every operation.
+    pub fn leaky_bucket(&self, key: &[u8], rate: f64, burst: f64) -> Result<Option<f64>, OpError> {
+        check_key(key)?;
+        if key.len() + 16 > DATA_BYTES {
+            return Err(OpError::TooLarge);
+        }
+        let h = hash(key);
+        let g = self.lock()?;
+        let now = now_ms();
+        // The state: excess requests (f64) and the time it was computed (ms), 16 bytes.
+        let state = |excess: f64| {
+            let mut b = excess.to_bits().to_le_bytes().to_vec();
+            b.extend_from_slice(&now.to_le_bytes());
+            Val::Str(b)
+        };
+        // Kept a little longer than the bucket takes to empty, so idle keys go away.
+        let ttl = Some((burst + 1.0) / rate.max(1e-9) + 60.0);
+        let Some(i) = g.find(key, h, now) else {
+            let (i, _) = g.free_slot(h, now);
+            g.write(i, h, key, &state(0.0), expiry(ttl, now));
+            return Ok(None);
+        };
+        let (excess, last) = match g.value(i) {
+            Val::Str(b) if b.len() == 16 => {
+                let mut e = [0u8; 8];
+                let mut t = [0u8; 8];
+                e.copy_from_slice(&b[..8]);
+                t.copy_from_slice(&b[8..]);
+                (f64::from_bits(u64::from_le_bytes(e)), u64::from_le_bytes(t))
+            }
+            _ => return Err(OpError::NotANumber),
+        };
+        let elapsed = now.saturating_sub(last) as f64 / 1000.0;
+        let excess = (excess - rate * elapsed).max(0.0) + 1.0;
+        if excess > burst {
+            return Ok(Some((excess - burst) / rate.max(1e-9)));
+        }
+        g.touch(i);
+        g.write(i, h, key, &state(excess), expiry(ttl, now));
+        Ok(None)
+    }
+
     /// Deletes `key`; whether it was there.
     pub fn delete(&self, key: &[u8]) -> Result<bool, OpError> {
         check_key(key)?;

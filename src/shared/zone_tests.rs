@@ -138,3 +138,19 @@ struct SendZone(Zone);
 unsafe impl Send for SendZone {}
 // SAFETY: as above.
 unsafe impl Sync for SendZone {}
+
+#[test]
+fn the_leaky_bucket_admits_rate_plus_burst() {
+    let z = zone();
+    // rate 10/s, burst 2: the first request, then two more at once; the fourth waits.
+    assert_eq!(z.leaky_bucket(b"ip", 10.0, 2.0).unwrap(), None);
+    assert_eq!(z.leaky_bucket(b"ip", 10.0, 2.0).unwrap(), None);
+    assert_eq!(z.leaky_bucket(b"ip", 10.0, 2.0).unwrap(), None);
+    let wait = z.leaky_bucket(b"ip", 10.0, 2.0).unwrap().expect("refused");
+    assert!(wait > 0.0 && wait <= 0.1 + 1e-9, "{wait}");
+    // Another key has its own bucket.
+    assert_eq!(z.leaky_bucket(b"other", 10.0, 0.0).unwrap(), None);
+    assert!(z.leaky_bucket(b"other", 10.0, 0.0).unwrap().is_some());
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(z.leaky_bucket(b"ip", 10.0, 2.0).unwrap(), None);
+}

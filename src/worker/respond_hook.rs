@@ -25,6 +25,7 @@ pub(super) fn on_reply(
         listener,
         scheme: "http",
     });
+    let _armed = arm(router);
     router.respond_hook(
         rr.as_ref(),
         reply.status,
@@ -54,6 +55,17 @@ pub(super) fn on_backend_head(
         scheme: "http",
     };
     let (mut h, mut o) = (headers.to_vec(), overrides.to_vec());
+    let _armed = arm(router);
     router.respond_hook(Some(&rr), status, &mut h, &mut o);
     Some((h, o))
+}
+
+/// The backstop around one hook call, as around a route call.
+fn arm(router: &Router) -> impl Drop {
+    super::backstop::arm(
+        router
+            .limits()
+            .deadline
+            .saturating_add(super::backstop::BOUND),
+    )
 }
