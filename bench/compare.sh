@@ -19,6 +19,7 @@
 #   SCENARIOS="1k_keepalive route_1k 1k_close 1m_keepalive js_gzip php_hello idle_conns"   scenarios to run
 #   GZIP_LEVEL=6      gzip level of every server in js_gzip (luahttpd compress.level,
 #                     nginx gzip_comp_level, lighttpd deflate.compression-level)
+#                     (also: shared_incr, one shared-dict incr per request, not in the default set)
 #   IDLE_N=10000      idle keep-alive connections held in idle_conns
 #   IDLE_KEEPALIVE=120   keep-alive idle seconds of the idle_conns instances
 #   PHP_PROCS=4       php-cgi processes per server (php_hello)
@@ -149,6 +150,13 @@ scenario_php_hello()    { SC_TITLE="PHP hello FastCGI";  SC_PATH=/hello.php; SC_
 # since a luahttpd route() applies to every request of its config; see
 # write_route_* below.
 scenario_route_1k()     { SC_TITLE="1 KiB Lua route";    SC_PATH=/1k.bin; SC_HEADERS=(); SC_CONNS=$CONNECTIONS; }
+# shared_incr runs on the route instances too: GET /api/incr takes the route's
+# first branch, which for this one path adds one incr of a shared dict
+# (luahttpd shared.bench:incr, nginx ngx.shared.bench:incr; lighttpd's
+# mod_magnet has none, so lighttpd is n/a) before answering "api". Its cost is
+# reported against api_route, the same branch without the incr.
+scenario_shared_incr()  { SC_TITLE="Lua shared incr";    SC_PATH=/api/incr; SC_HEADERS=(); SC_CONNS=$CONNECTIONS; }
+scenario_api_route()    { SC_TITLE="Lua route, in-memory"; SC_PATH=/api/x; SC_HEADERS=(); SC_CONNS=$CONNECTIONS; }
 
 for sc in "${SCENARIO_LIST[@]}"; do
   declare -F "scenario_$sc" >/dev/null || die "unknown scenario '$sc'"
@@ -160,6 +168,8 @@ has_scenario php_hello && WITH_PHP=1
 # The route instances only when route_1k runs.
 WITH_ROUTE=0
 has_scenario route_1k && WITH_ROUTE=1
+has_scenario shared_incr && WITH_ROUTE=1
+has_scenario api_route && WITH_ROUTE=1
 # The idle instances only when idle_conns runs. WRK_SCENARIOS: the others,
 # measured in rounds with wrk.
 WITH_IDLE=0
@@ -170,7 +180,7 @@ for sc in "${SCENARIO_LIST[@]}"; do [[ $sc == idle_conns ]] || WRK_SCENARIOS+=("
 # instance_of NAME SCENARIO: the server instance a scenario runs against.
 instance_of() {
   case $2 in
-    route_1k) INST=$1-route ;;
+    route_1k | shared_incr | api_route) INST=$1-route ;;
     idle_conns) INST=$1-idle ;;
     *) INST=$1 ;;
   esac
@@ -380,12 +390,13 @@ write_conf_luahttpd() {
 
 write_conf_nginx() {
   local inst=$1 port=$2 variant=$3 user_line="" upstream="" php_location="" keep_conn="off" i
-  local dir=$TMP/$inst modules="" route="" servers="" keepalive=""
+  local dir=$TMP/$inst modules="" route="" servers="" keepalive="" shared=""
   mkdir -p "$dir/logs" "$dir/tmp"
   variant_limits "$variant"
   if [[ $variant == route ]] && (( ${ROUTE_OK[nginx]:-0} )); then
     for i in "${NGINX_LUA_MODULES[@]}"; do modules+="load_module $i;"$'\n'; done
     route=$(render nginx-route.conf)
+    shared="lua_shared_dict bench 8m;"
   fi
   if (( WITH_PHP )) && [[ $variant == plain ]]; then
     # start_helpers starts PHP_PROCS php-cgi processes on $TMP/php-nginx/php.sock-i.
@@ -400,7 +411,7 @@ write_conf_nginx() {
   render nginx.conf MODULES="$modules" USER="$user_line" WORKERS="$WORKERS" DIR="$dir" \
     MAX_FDS="$V_MAX_FDS" MAX_CONNECTIONS="$V_MAX_CONNECTIONS" \
     KEEPALIVE_REQUESTS="$KEEPALIVE_REQUESTS" IDLE_TIMEOUT="$V_IDLE_TIMEOUT" \
-    UPSTREAM="$upstream" PORT="$port" WWW="$WWW" ROUTE="$route" PHP="$php_location" \
+    UPSTREAM="$upstream" PORT="$port" WWW="$WWW" ROUTE="$route" PHP="$php_location" SHARED="$shared" \
     GZIP_LEVEL="$GZIP_LEVEL" >"$dir/nginx.conf"
 }
 
@@ -615,6 +626,8 @@ check_route() {
   [[ $got == api ]] || server_failed "$inst" "did not answer /api/x with 'api' from the route (got '${got:0:60}')"
   got=$(curl -s --max-time 10 "$url/health") || true
   [[ $got == ok ]] || server_failed "$inst" "did not answer /health with 'ok' from the route (got '${got:0:60}')"
+  got=$(curl -s --max-time 10 "$url/api/incr") || true
+  [[ $got == api ]] || server_failed "$inst" "did not answer /api/incr with 'api' from the route (got '${got:0:60}')"
   got=$(curl -s --max-time 10 -o /dev/null -w '%{http_code} %{redirect_url}' -H "Host: old.example" "$url/a?b=1") || true
   [[ $got == "301 https://new.example/a?b=1" ]] \
     || server_failed "$inst" "did not redirect Host: old.example from the route (got '$got')"
@@ -937,6 +950,22 @@ if (( WITH_IDLE )); then
         "$(ratio "${IDLE_PER[luahttpd]}" "${IDLE_PER[$s]}")"
     done
   fi
+fi
+
+if has_scenario shared_incr; then
+  echo
+  echo "== shared dict cost: shared_incr / api_route of the same server in this run (the issue aims at >= 0.90 and at least nginx's)"
+  for s in "${SERVER_LIST[@]}"; do
+    if [[ $s == lighttpd ]]; then
+      printf '%-9s %5s   %s\n' "$s" "n/a" "mod_magnet has no shared dictionary"
+    elif ! has_scenario api_route; then
+      printf '%-9s %5s   %s\n' "$s" "-" "api_route was not run"
+    elif (( ${ROUTE_OK[$s]} )); then
+      printf '%-9s %5s   %s\n' "$s" "$(ratio "${MEDIAN[shared_incr|$s]}" "${MEDIAN[api_route|$s]}")" "one incr per request"
+    else
+      printf '%-9s %5s   %s\n' "$s" "n/a" "${ROUTE_WHY[$s]}"
+    fi
+  done
 fi
 
 if (( WITH_ROUTE )); then

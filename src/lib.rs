@@ -19,6 +19,7 @@ pub mod proxy_protocol;
 pub mod real_ip;
 pub mod reply;
 pub mod script;
+pub mod shared;
 pub mod sockets;
 pub mod static_files;
 pub mod status_page;

@@ -241,6 +241,11 @@ fn admin_lua(output: &Rc<RefCell<Output>>) -> mlua::Result<Lua> {
         })?,
     )?;
     g.set("help", lua.create_function(|_, ()| Ok(HELP))?)?;
+    // The evaluator inherited the watcher's shared dict zones by fork.
+    g.set(
+        "shared",
+        crate::shared::lua_api::object(&lua, crate::shared::zones())?,
+    )?;
     // A stop by the instruction limit must not be caught by pcall/xpcall: the wrappers pass it
     // on. The admin functions yield their call to the evaluator loop; `coroutine` is removed
     // afterwards, so user code can neither yield nor catch a yield.

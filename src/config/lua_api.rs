@@ -50,6 +50,7 @@ struct Eval {
     depth: usize,
     server: Option<(Config, String)>,
     fastcgi: Vec<FastcgiDef>,
+    shared: Vec<super::SharedDef>,
     route: Option<(Function, String)>,
     /// Backend names of `fastcgi(name, {...})` decisions built while loading, with where: checked
     /// against the definitions once the whole script ran (a definition may come later).
@@ -134,6 +135,7 @@ fn run(
         depth: 0,
         server: None,
         fastcgi: Vec::new(),
+        shared: Vec::new(),
         route: None,
         decisions: Vec::new(),
         include_failed: false,
@@ -160,6 +162,7 @@ fn run(
     let server = st.server.take();
     let route = st.route.take();
     let fastcgi = std::mem::take(&mut st.fastcgi);
+    let shared = std::mem::take(&mut st.shared);
     let mut errors = std::mem::take(&mut st.errors);
     let include_failed = st.include_failed;
     // A failed include may have held the backend a decision names: "unknown backend" would
@@ -184,6 +187,7 @@ fn run(
         return Err(ConfigErrors(errors));
     }
     config.fastcgi = fastcgi;
+    config.shared = shared;
     let errors = validate::finish_privileges(&mut config);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -276,6 +280,8 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
     // static{}, redirect(), respond(), deny(): a config may build decisions once, at config
     // time, and return them from route (fastcgi(name, opts) is handled below).
     crate::script::install_decisions(lua, false)?;
+    // Coroutines the config makes now must carry the route budget later (issue 13).
+    crate::script::carry_budget(lua)?;
     for name in ["static", "redirect", "respond", "deny", "status"] {
         let inner: Function = g.get(name)?;
         let st = state.clone();
@@ -377,6 +383,52 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
 
     let st = state.clone();
     g.set(
+        "shared",
+        lua.create_function(move |lua, name: Value| {
+            if st.borrow().done {
+                return Err(not_while_serving(lua, "shared"));
+            }
+            let name = match &name {
+                Value::String(s) => s.to_str().map(|s| s.to_string()).ok(),
+                _ => None,
+            }
+            .filter(|n| validate::is_backend_name(n));
+            if name.is_none() {
+                let s = st.borrow();
+                let e = site(lua, &s).error(
+                    "shared needs a name of letters, digits, '_', '-' or '.': shared \"sessions\" { size = \"1m\" }",
+                );
+                drop(s);
+                st.borrow_mut().errors.push(e);
+            }
+            let st = st.clone();
+            lua.create_function(move |lua, v: Value| {
+                let Some(name) = &name else { return Ok(()) };
+                let (site, first) = {
+                    let s = st.borrow();
+                    if s.done {
+                        return Err(not_while_serving(lua, "shared"));
+                    }
+                    let first = s.shared.iter().find(|d| &d.name == name).map(|d| d.defined_at.clone());
+                    (site(lua, &s), first)
+                };
+                if let Some(first) = first {
+                    let e = site.error(format!("shared '{name}' defined twice, first at {first}"));
+                    st.borrow_mut().errors.push(e);
+                    return Ok(());
+                }
+                let (def, errors) = super::shared::shared(name, &v, &site);
+                let mut s = st.borrow_mut();
+                s.errors.extend(errors);
+                s.shared.push(def);
+                Ok(())
+            })?
+            .into_lua(lua)
+        })?,
+    )?;
+
+    let st = state.clone();
+    g.set(
         "route",
         lua.create_function(move |lua, v: Value| {
             let (site, first) = {
@@ -400,6 +452,58 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
             Ok(())
         })?,
     )?;
+
+    let st = state.clone();
+    g.set(
+        "respond_hook",
+        lua.create_function(move |lua, v: Value| {
+            let site = {
+                let s = st.borrow();
+                if s.done {
+                    return Err(not_while_serving(lua, "respond_hook"));
+                }
+                site(lua, &s)
+            };
+            let first: Option<String> = lua.named_registry_value(crate::script::RESPOND_HOOK_AT)?;
+            let e = match (v, first) {
+                (_, Some(first)) => {
+                    site.error(format!("respond_hook given twice, first at {first}"))
+                }
+                (Value::Function(f), None) => {
+                    lua.set_named_registry_value(crate::script::RESPOND_HOOK, f)?;
+                    lua.set_named_registry_value(crate::script::RESPOND_HOOK_AT, site.position())?;
+                    return Ok(());
+                }
+                (other, None) => site.error(format!(
+                    "respond_hook expects a function(req, res), got {}",
+                    other.type_name()
+                )),
+            };
+            st.borrow_mut().errors.push(e);
+            Ok(())
+        })?,
+    )?;
+
+    for kind in ["every", "at_worker_start"] {
+        let st = state.clone();
+        g.set(
+            kind,
+            lua.create_function(move |lua, args: mlua::MultiValue| {
+                let site = {
+                    let s = st.borrow();
+                    if s.done {
+                        return Err(not_while_serving(lua, kind));
+                    }
+                    site(lua, &s)
+                };
+                match super::timers::record(lua, kind, args, &site.position()) {
+                    Ok(()) => {}
+                    Err(m) => st.borrow_mut().errors.push(site.error(m)),
+                }
+                Ok(())
+            })?,
+        )?;
+    }
 
     let st = state.clone();
     g.set(

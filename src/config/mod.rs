@@ -11,17 +11,20 @@ mod listen;
 mod lua_api;
 mod ops;
 mod print;
+mod shared;
 mod site;
 pub mod static_opts;
 mod suggest;
 #[cfg(test)]
 mod tests;
+mod timers;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use identity::{resolve as resolve_run_as, RunAs};
 pub use ops::Ops;
 pub use print::print;
+pub use shared::SharedDef;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -174,6 +177,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// FastCGI backends.
     pub fastcgi: Vec<FastcgiDef>,
+    /// Shared dictionaries (`shared "name" { size = ... }`).
+    pub shared: Vec<SharedDef>,
     /// Whether a `route(fn)` was given.
     pub has_route: bool,
     /// The status page, the access log format, real client addresses (`ops.rs`).

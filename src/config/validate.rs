@@ -467,6 +467,7 @@ pub(super) fn server(
         limits: default_limits(),
         timeouts: default_timeouts(),
         fastcgi: Vec::new(),
+        shared: Vec::new(),
         has_route: false,
         ops: Default::default(),
         static_opts: Default::default(),

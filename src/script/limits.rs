@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use mlua::{HookTriggers, Lua, VmState};
+use mlua::Lua;
 
 /// VM instructions between two hook calls: the budget's granularity.
 pub const HOOK_EVERY: u32 = 1000;
@@ -145,36 +145,29 @@ impl Budget {
         Some(trip)
     }
 
-    fn check(&self, debug: &mlua::Debug) -> mlua::Result<VmState> {
+    /// The hook's check, every [`HOOK_EVERY`] instructions: counts them and returns the limit
+    /// that stops the call, if any. `at` gives the `file:line` of the running code, asked for
+    /// only when a limit trips for the first time.
+    pub(super) fn check(&self, at: impl FnOnce() -> Option<String>) -> Option<Trip> {
         let already = self.active.get() && self.tripped.get().is_some();
-        let Some(trip) = self.account(u64::from(HOOK_EVERY)) else {
-            return Ok(VmState::Continue);
-        };
-        if already {
-            return Err(stop(trip));
+        let trip = self.account(u64::from(HOOK_EVERY))?;
+        if !already {
+            *self.at.borrow_mut() = at();
         }
-        let line = debug.curr_line();
-        let src = debug.source();
-        let file = src
-            .source
-            .as_deref()
-            .and_then(|s| s.strip_prefix('@'))
-            .map(str::to_string)
-            .or_else(|| src.short_src.as_deref().map(str::to_string));
-        *self.at.borrow_mut() = match file {
-            Some(f) if line > 0 => Some(format!("{f}:{line}")),
-            Some(f) => Some(f),
-            None => None,
-        };
-        Err(stop(trip))
+        Some(trip)
+    }
+}
+
+/// The error message of a stop.
+pub(super) fn stop_message(t: Trip) -> &'static str {
+    match t {
+        Trip::Instructions => "instruction budget exceeded",
+        Trip::Deadline => "deadline exceeded",
     }
 }
 
 fn stop(t: Trip) -> mlua::Error {
-    mlua::Error::RuntimeError(match t {
-        Trip::Instructions => "instruction budget exceeded".into(),
-        Trip::Deadline => "deadline exceeded".into(),
-    })
+    mlua::Error::RuntimeError(stop_message(t).into())
 }
 
 /// The state's budget, published as app data (made on first use, so the sandbox's metered
@@ -189,12 +182,9 @@ pub(super) fn shared(lua: &Lua) -> Rc<Budget> {
 }
 
 /// Installs the count hook on `lua` (replacing any other hook) on the state's shared budget.
-pub(super) fn install(lua: &Lua) -> Rc<Budget> {
+/// The hook is a raw one (`thread_hook`): every thread the state creates afterwards carries it.
+pub(super) fn install(lua: &Lua) -> mlua::Result<Rc<Budget>> {
     let budget = shared(lua);
-    let b = budget.clone();
-    lua.set_hook(
-        HookTriggers::new().every_nth_instruction(HOOK_EVERY),
-        move |_lua, debug| b.check(&debug),
-    );
-    budget
+    super::thread_hook::install(lua, &budget)?;
+    Ok(budget)
 }

@@ -306,3 +306,77 @@ fn route_header_mistakes_are_errors() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Coroutines carry the budget (issue 13): the hook used to be mlua's, which removes itself
+/// from any thread but the main one, so a loop inside a coroutine ran until the backstop
+/// killed the worker. The coroutine library is reached here the way a config can hand it to
+/// route code, through an upvalue.
+#[test]
+fn loops_inside_coroutines_are_stopped() {
+    let co = "local co = coroutine\n";
+    for body in [
+        "co.wrap(function() while true do end end)()",
+        "co.resume(co.create(function() while true do end end))",
+        // resume catches errors like pcall: the stop is still the call's result.
+        "local ok = co.resume(co.create(function() while true do end end)) if not ok then return respond(200, 'swallowed') end",
+        "co.wrap(function() co.wrap(function() while true do end end)() end)()",
+        "local f = co.wrap(function() while true do co.yield() end end) while true do f() end",
+    ] {
+        let started = Instant::now();
+        let src = format!(
+            "{co}route(function(req)\n  if req.path == '/bad' then\n{body}\n  end\n  return respond(200, 'fine')\nend)"
+        );
+        let mut r = router_with(&src, budget_only());
+        let e = call_head(&mut r, BAD).unwrap_err();
+        assert_eq!(e.kind, RouteErrorKind::Instructions, "{body}: {e}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{body}");
+        for _ in 0..3 {
+            assert_eq!(respond_body(call(&mut r).unwrap()), "fine", "{body}");
+        }
+    }
+    // The deadline applies inside a coroutine too.
+    let limits = RouterLimits {
+        instructions: u64::MAX,
+        deadline: Duration::from_millis(50),
+        ..RouterLimits::default()
+    };
+    let src = format!(
+        "{co}route(function(req)\n  if req.path == '/bad' then\nco.wrap(function() while true do end end)()\n  end\n  return respond(200, 'fine')\nend)"
+    );
+    let mut r = router_with(&src, limits);
+    let started = Instant::now();
+    let e = call_head(&mut r, BAD).unwrap_err();
+    assert_eq!(e.kind, RouteErrorKind::Deadline, "{e}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(e.location.as_deref(), Some("site.lua:4"), "{e}");
+}
+
+/// A coroutine the config made while loading (before any router existed) carries the budget
+/// too: the config loader installs the hook first (`carry_budget`).
+#[test]
+fn coroutines_made_at_config_time_are_stopped() {
+    let lua = Lua::new();
+    carry_budget(&lua).unwrap();
+    let slot: std::rc::Rc<std::cell::RefCell<Option<RegistryKey>>> = Default::default();
+    let s = slot.clone();
+    let route = lua
+        .create_function(move |lua, f: mlua::Function| {
+            *s.borrow_mut() = Some(lua.create_registry_value(f)?);
+            Ok(())
+        })
+        .unwrap();
+    lua.globals().set("route", route).unwrap();
+    install_decisions(&lua, true).unwrap();
+    lua.load(
+        "local spin = coroutine.wrap(function() while true do end end)\n\
+         route(function(req) if req.path == '/bad' then spin() end return respond(200, 'fine') end)",
+    )
+    .set_name("@site.lua")
+    .exec()
+    .unwrap();
+    let key = slot.borrow_mut().take().unwrap();
+    let mut r = Router::new(&lua, &key, ["app"], budget_only()).unwrap();
+    let e = call_head(&mut r, BAD).unwrap_err();
+    assert_eq!(e.kind, RouteErrorKind::Instructions, "{e}");
+    assert_eq!(respond_body(call(&mut r).unwrap()), "fine");
+}

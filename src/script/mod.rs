@@ -24,14 +24,20 @@ mod limits;
 mod limits_tests;
 mod pattern;
 mod req;
+mod respond_hook;
 mod sandbox;
 #[cfg(test)]
 mod tests;
+mod thread_hook;
+mod timers;
 
 pub use decision::{fastcgi_decision, install_decisions, Decision, DecisionValue};
 pub use error::{RouteError, RouteErrorKind};
 pub use limits::{RouterLimits, HOOK_EVERY};
+pub use respond_hook::{hook_only_route, RESPOND_HOOK, RESPOND_HOOK_AT};
 pub use sandbox::prepare_sandbox;
+pub use thread_hook::carry_budget;
+pub use timers::{has_timers, TIMERS};
 
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -75,6 +81,10 @@ pub struct Router {
     limits: RouterLimits,
     /// Lua heap size at which the next call ends with a full collection (see `collect_if_due`).
     gc_at: usize,
+    /// The config's `respond_hook`, if any.
+    hook: Option<respond_hook::Hook>,
+    /// This worker's `every` timers (set by `start_timers`).
+    timers: Vec<timers::Timer>,
 }
 
 /// Least heap growth between two full collections the router runs itself.
@@ -101,9 +111,10 @@ impl Router {
         prepare_sandbox(lua)?;
         let current = Rc::new(Current::new());
         let func = req::wrap(lua, &current, func)?;
+        let hook = respond_hook::Hook::from_registry(lua, &current)?;
         lua.gc_collect()?;
         lua.set_memory_limit(limits.memory)?;
-        let budget = limits::install(lua);
+        let budget = limits::install(lua)?;
         let mut router = Router {
             lua: lua.clone(),
             func,
@@ -112,6 +123,8 @@ impl Router {
             backends,
             limits,
             gc_at: 0,
+            hook,
+            timers: Vec::new(),
         };
         router.collect_if_due();
         Ok(router)

@@ -40,7 +40,7 @@ local req_cache = setmetatable({}, { __index = function(c, k)
 end })
 req_mt.__index = req_cache
 
-return function()
+return function(...)
   for k in next, req_cache do req_cache[k] = nil end
-  return route(req)
+  return route(req, ...)
 end

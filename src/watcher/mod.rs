@@ -221,6 +221,8 @@ impl Watcher {
             }
         };
         let now = Instant::now();
+        // Shared dicts are mapped before any fork, so every process shares them.
+        crate::shared::map_config(&config.shared)?;
         let board = Scoreboard::new(
             board_capacity(config.workers),
             pool::proc_index(config).total(),
@@ -398,8 +400,23 @@ impl Watcher {
             }
         };
         let access_log = self.access_log.take().map(AccessLog::new);
+        if self.loaded.route.is_none() {
+            // A respond_hook needs a Router even without route(fn).
+            self.loaded.route = crate::script::hook_only_route(&self.loaded.lua);
+        }
         let router = match &self.loaded.route {
             Some(key) => {
+                let names: Vec<String> = self
+                    .loaded
+                    .config
+                    .shared
+                    .iter()
+                    .map(|d| d.name.clone())
+                    .collect();
+                if let Err(e) = crate::shared::lua_api::publish(&self.loaded.lua, &names) {
+                    tracing::error!("worker: shared dicts: {e}");
+                    return 1;
+                }
                 let names = self.loaded.config.fastcgi.iter().map(|d| d.name.clone());
                 match Router::new(&self.loaded.lua, key, names, RouterLimits::default()) {
                     Ok(r) => Some(r),

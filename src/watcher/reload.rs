@@ -163,6 +163,8 @@ impl Watcher {
                 new.workers
             ));
         }
+        // Shared dicts: a zone cannot change size; new ones are mapped before the fork.
+        crate::shared::map_config(&new.shared).map_err(|e| format!("reload: {e}"))?;
         // Bind new addresses first: a failure leaves everything as it was.
         let mut fresh = Vec::new();
         for addr in &new.listen {

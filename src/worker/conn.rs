@@ -125,6 +125,7 @@ impl Ctx<'_> {
             date: self.date.http(),
             server_name: self.server_name,
             bufs: self.bufs,
+            router: self.router.as_deref_mut(),
         }
     }
 }
@@ -528,7 +529,20 @@ impl Conn {
                     self.log_start(ctx, Some(x.request()), status);
                     let head_only = x.request().method == Method::Head;
                     let version = x.request().version;
-                    let reply = Reply::error(status);
+                    let mut reply = Reply::error(status);
+                    // The backend's failure (502/503/504) passes the respond hook too.
+                    let listener = ctx
+                        .listener_names
+                        .get(usize::from(self.listener))
+                        .map_or("", String::as_str);
+                    super::respond_hook::on_reply(
+                        ctx.router.as_deref_mut(),
+                        Some(x.request()),
+                        &self.peer.ip,
+                        self.peer.port,
+                        listener,
+                        &mut reply,
+                    );
                     self.send_reply(ctx, head_only, version, reply, close, None);
                 }
             }
@@ -814,6 +828,19 @@ impl Conn {
             }
             Routed::Reply(reply) => reply,
         };
+        let mut reply = reply;
+        let listener = ctx
+            .listener_names
+            .get(usize::from(self.listener))
+            .map_or("", String::as_str);
+        super::respond_hook::on_reply(
+            ctx.router.as_deref_mut(),
+            Some(&req),
+            &self.peer.ip,
+            self.peer.port,
+            listener,
+            &mut reply,
+        );
         let mut discard = None;
         match req.body {
             BodyFraming::None => {}
@@ -898,14 +925,20 @@ impl Conn {
         }
         self.log_start(ctx, Some(req), status);
         let head_only = req.method == Method::Head;
-        self.send_reply(
-            ctx,
-            head_only,
-            req.version,
-            Reply::error(status),
-            close || has_body,
-            None,
+        let mut reply = Reply::error(status);
+        let listener = ctx
+            .listener_names
+            .get(usize::from(self.listener))
+            .map_or("", String::as_str);
+        super::respond_hook::on_reply(
+            ctx.router.as_deref_mut(),
+            Some(req),
+            &self.peer.ip,
+            self.peer.port,
+            listener,
+            &mut reply,
         );
+        self.send_reply(ctx, head_only, req.version, reply, close || has_body, None);
     }
 
     fn refuse(&mut self, ctx: &mut Ctx<'_>, e: RequestError) {
@@ -929,7 +962,19 @@ impl Conn {
             self.served += 1;
             close = self.served >= ctx.limits.keepalive_requests;
         }
-        let reply = Reply::error(e.status);
+        let mut reply = Reply::error(e.status);
+        let listener = ctx
+            .listener_names
+            .get(usize::from(self.listener))
+            .map_or("", String::as_str);
+        super::respond_hook::on_reply(
+            ctx.router.as_deref_mut(),
+            None,
+            &self.peer.ip,
+            self.peer.port,
+            listener,
+            &mut reply,
+        );
         self.send_reply(ctx, e.head_method, e.version, reply, close, None);
     }
 

@@ -72,6 +72,8 @@ pub struct Env<'a> {
     pub server_name: &'a str,
     /// The worker's free buffers.
     pub bufs: &'a mut Bufs,
+    /// The route function's router, for the respond hook.
+    pub router: Option<&'a mut crate::script::Router>,
 }
 
 /// The worker-wide rate limit on backend STDERR lines in the error log.
@@ -885,6 +887,19 @@ impl Exchange {
         if !self.keepalive_client {
             self.close_client = true;
         }
+        let hooked = super::respond_hook::on_backend_head(
+            env.router.as_deref_mut(),
+            &self.facts.req,
+            &self.facts.remote,
+            &self.facts.server_addr,
+            head.status,
+            &head.headers,
+            &self.facts.extra_headers,
+        );
+        let (headers, overrides) = match &hooked {
+            Some((h, o)) => (&h[..], &o[..]),
+            None => (&head.headers[..], &self.facts.extra_headers[..]),
+        };
         let mut h = Vec::with_capacity(256 + head.headers.len());
         write_head(
             &mut h,
@@ -892,9 +907,9 @@ impl Exchange {
                 status: head.status,
                 date: env.date,
                 server: env.server_name,
-                headers: &head.headers,
+                headers,
                 // A route decision's headers replace the backend's of the same name.
-                overrides: &self.facts.extra_headers,
+                overrides,
                 framing,
                 connection: connection_field(self.close_client, self.version),
             },

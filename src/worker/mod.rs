@@ -12,11 +12,13 @@ mod fcgi_admit;
 mod fcgi_compress;
 mod fcgi_error;
 mod inbuf;
+mod lua_timers;
 pub mod net;
 mod out;
 mod peer;
 mod per_ip;
 mod real_peer;
+mod respond_hook;
 mod spool;
 pub mod timers;
 
@@ -187,7 +189,11 @@ impl<'a> Worker<'a> {
                 setup.board.as_ref().map(|(b, _, _)| b.clone()),
             ),
             stderr: StderrLimit::default(),
-            router: setup.router,
+            router: setup.router.map(|mut r| {
+                // at_worker_start, and this worker's share of the `every` timers.
+                r.start_timers(setup.index, Instant::now());
+                r
+            }),
             listener_names,
             proxied: setup.proxied,
             other_sites: OtherSites::default(),
@@ -215,6 +221,9 @@ impl<'a> Worker<'a> {
                 timeout = timeout.min(d.saturating_duration_since(now));
             }
             if let Accepting::Backoff(at) = self.accepting {
+                timeout = timeout.min(at.saturating_duration_since(now));
+            }
+            if let Some(at) = self.router.as_ref().and_then(|r| r.next_timer()) {
                 timeout = timeout.min(at.saturating_duration_since(now));
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -258,6 +267,9 @@ impl<'a> Worker<'a> {
                 }
             }
             self.expire_timers(now);
+            if let Some(r) = self.router.as_mut() {
+                lua_timers::run_due(r, now);
+            }
             if let Accepting::Backoff(at) = self.accepting {
                 if now >= at {
                     self.resume_accepting();
