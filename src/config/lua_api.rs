@@ -51,6 +51,8 @@ struct Eval {
     server: Option<(Config, String)>,
     fastcgi: Vec<FastcgiDef>,
     route: Option<(Function, String)>,
+    /// The `cgi {}` block.
+    cgi: Option<super::CgiDef>,
     /// Backend names of `fastcgi(name, {...})` decisions built while loading, with where: checked
     /// against the definitions once the whole script ran (a definition may come later).
     decisions: Vec<(String, Site)>,
@@ -126,6 +128,7 @@ fn run(
         server: None,
         fastcgi: Vec::new(),
         route: None,
+        cgi: None,
         decisions: Vec::new(),
         include_failed: false,
         errors: Vec::new(),
@@ -146,6 +149,7 @@ fn run(
     let server = st.server.take();
     let route = st.route.take();
     let fastcgi = std::mem::take(&mut st.fastcgi);
+    let cgi = st.cgi.take();
     let mut errors = std::mem::take(&mut st.errors);
     let include_failed = st.include_failed;
     // A failed include may have held the backend a decision names: "unknown backend" would
@@ -170,6 +174,7 @@ fn run(
         return Err(ConfigErrors(errors));
     }
     config.fastcgi = fastcgi;
+    config.cgi = cgi;
     let errors = validate::finish_privileges(&mut config);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -358,6 +363,31 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
                 Ok(())
             })?
             .into_lua(lua)
+        })?,
+    )?;
+
+    let st = state.clone();
+    g.set(
+        "cgi",
+        lua.create_function(move |lua, v: Value| {
+            let (site, base, first) = {
+                let s = st.borrow();
+                if s.done {
+                    return Err(not_while_serving(lua, "cgi{}"));
+                }
+                let first = s.cgi.as_ref().map(|d| d.defined_at.clone());
+                (site(lua, &s), s.base.clone(), first)
+            };
+            if let Some(first) = first {
+                let e = site.error(format!("cgi{{}} given twice, first at {first}"));
+                st.borrow_mut().errors.push(e);
+                return Ok(());
+            }
+            let (def, errors) = super::cgi::cgi(&v, &site, &base);
+            let mut s = st.borrow_mut();
+            s.errors.extend(errors);
+            s.cgi = Some(def);
+            Ok(())
         })?,
     )?;
 

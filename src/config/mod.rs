@@ -4,6 +4,7 @@
 //! documented in README.md. Everything here turns that script into plain Rust values; errors are
 //! collected (not stopped at the first one) and carry `file:line`.
 
+mod cgi;
 mod error;
 mod identity;
 mod listen;
@@ -15,6 +16,7 @@ mod suggest;
 mod tests;
 mod validate;
 
+pub use cgi::CgiDef;
 pub use error::{ConfigError, ConfigErrors};
 pub use identity::{resolve as resolve_run_as, RunAs};
 pub use print::print;
@@ -172,6 +174,8 @@ pub struct Config {
     pub fastcgi: Vec<FastcgiDef>,
     /// Whether a `route(fn)` was given.
     pub has_route: bool,
+    /// The `cgi {}` block, if any.
+    pub cgi: Option<CgiDef>,
 }
 
 /// A loaded configuration together with the Lua state that evaluated it.

@@ -15,6 +15,7 @@
 //! `readable`/`writable` hints remember whether it has said so since the last event.
 
 use super::bufs::Bufs;
+use super::cgi::CgiRun;
 use super::dispatch::{self, Client, Dispatch, FcgiExtra, OtherSites, Routed};
 use super::fcgi::{Env, Exchange, RequestBody, StderrLimit, Step};
 use super::fcgi_admit;
@@ -22,6 +23,7 @@ use super::inbuf::{Filled, InBuf};
 use super::out::{Flush, Out};
 use super::peer::Peer;
 use super::timers::{Kind, Slot, Timers};
+use super::upstream::Upstream;
 use super::BACKEND_BASE;
 use crate::access_line::{PendingLine, Subject};
 use crate::admin::scoreboard::{State as WorkerState, WorkerSlot};
@@ -151,6 +153,27 @@ enum Handler {
     Queued,
     /// A FastCGI exchange produces it as the backend answers.
     FastCgi(Box<Exchange>),
+    /// A CGI process produces it (src/worker/cgi.rs).
+    Cgi(Box<CgiRun>),
+}
+
+impl Handler {
+    /// The exchange or run producing the response, if another process does.
+    fn upstream(&self) -> Option<&dyn Upstream> {
+        match self {
+            Handler::FastCgi(x) => Some(&**x),
+            Handler::Cgi(x) => Some(&**x),
+            Handler::Queued => None,
+        }
+    }
+
+    fn upstream_mut(&mut self) -> Option<&mut dyn Upstream> {
+        match self {
+            Handler::FastCgi(x) => Some(&mut **x),
+            Handler::Cgi(x) => Some(&mut **x),
+            Handler::Queued => None,
+        }
+    }
 }
 
 /// How the connection ends once the response in flight is out. It only moves towards the
@@ -232,23 +255,17 @@ impl Conn {
         matches!(self.phase, Phase::Head) && self.input.is_empty() && !self.out.pending()
     }
 
-    /// The exchange producing the response, if a FastCGI exchange does.
-    fn exchange(&self) -> Option<&Exchange> {
+    /// The exchange producing the response, if a FastCGI exchange or a CGI run does.
+    fn exchange(&self) -> Option<&dyn Upstream> {
         match &self.phase {
-            Phase::Responding {
-                handler: Handler::FastCgi(x),
-                ..
-            } => Some(x),
+            Phase::Responding { handler, .. } => handler.upstream(),
             _ => None,
         }
     }
 
-    fn exchange_mut(&mut self) -> Option<&mut Exchange> {
+    fn exchange_mut(&mut self) -> Option<&mut dyn Upstream> {
         match &mut self.phase {
-            Phase::Responding {
-                handler: Handler::FastCgi(x),
-                ..
-            } => Some(x),
+            Phase::Responding { handler, .. } => handler.upstream_mut(),
             _ => None,
         }
     }
@@ -256,15 +273,22 @@ impl Conn {
     /// The phase of the FastCGI exchange answering the request, if one does.
     #[cfg(test)]
     pub fn exchange_phase(&self) -> Option<super::fcgi::ExchangePhase> {
-        self.exchange().map(Exchange::phase)
+        match &self.phase {
+            Phase::Responding {
+                handler: Handler::FastCgi(x),
+                ..
+            } => Some(x.phase()),
+            _ => None,
+        }
     }
 
     /// Takes the exchange out of the handler, leaving the response as queued.
-    fn take_exchange(&mut self) -> Option<Box<Exchange>> {
+    fn take_exchange(&mut self) -> Option<Box<dyn Upstream>> {
         match &mut self.phase {
             Phase::Responding { handler, .. } => {
                 match std::mem::replace(handler, Handler::Queued) {
                     Handler::FastCgi(x) => Some(x),
+                    Handler::Cgi(x) => Some(x),
                     Handler::Queued => None,
                 }
             }
@@ -534,11 +558,11 @@ impl Conn {
                 }
             }
 
-            if let Phase::Responding {
-                handler: Handler::FastCgi(x),
-                ..
-            } = &mut self.phase
-            {
+            let upstream = match &mut self.phase {
+                Phase::Responding { handler, .. } => handler.upstream_mut(),
+                _ => None,
+            };
+            if let Some(x) = upstream {
                 let step = x.drive(&mut self.input, &mut self.out, &mut ctx.env());
                 if !matches!(step, Step::Idle) {
                     progress = true;
@@ -685,7 +709,7 @@ impl Conn {
             // Read ahead (pipelined requests, a body to drop) but never without bound.
             Phase::Responding { handler, discard } => {
                 discard.is_some()
-                    || matches!(handler, Handler::FastCgi(x) if x.wants_client_input())
+                    || handler.upstream().is_some_and(|x| x.wants_client_input())
                     || buffered < limits.header_bytes
             }
             Phase::Linger => true,
@@ -764,6 +788,10 @@ impl Conn {
                 self.start_fastcgi(ctx, req, target, close, extra);
                 return;
             }
+            Routed::Cgi(target) => {
+                self.start_cgi(ctx, req, target, close);
+                return;
+            }
             Routed::Reply(reply) => reply,
         };
         let mut discard = None;
@@ -835,6 +863,49 @@ impl Conn {
             }
             Err(e) => {
                 tracing::error!("fastcgi: cannot start an exchange: {e}");
+                self.drain_before_close();
+                let reply = Reply::error(500);
+                self.send_reply(ctx, false, Version::Http11, reply, true, None);
+            }
+        }
+    }
+
+    /// Hands the request to a CGI process (or answers 411/413/503 first).
+    fn start_cgi(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: Request,
+        target: super::cgi_admit::CgiTarget,
+        close: bool,
+    ) {
+        let local = self.stream.local();
+        let admitted =
+            super::cgi_admit::admit(req, target, ctx.config, ctx.site, local, &self.peer);
+        let (facts, cmd, body) = match admitted {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                let (req, status) = *refused;
+                self.refuse_fastcgi(ctx, &req, status, close);
+                return;
+            }
+        };
+        if facts.req.expect_continue && facts.req.body != BodyFraming::None {
+            self.out.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        ctx.timers.disarm(&mut self.timer);
+        if !matches!(body, RequestBody::None) {
+            ctx.timers
+                .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
+        }
+        match CgiRun::new(facts, cmd, body, !close, ctx.now) {
+            Ok(x) => {
+                self.start_responding(Handler::Cgi(Box::new(x)), None);
+                if close {
+                    self.close_after_response();
+                }
+            }
+            Err(e) => {
+                tracing::error!("cgi: cannot start a run: {e}");
                 self.drain_before_close();
                 let reply = Reply::error(500);
                 self.send_reply(ctx, false, Version::Http11, reply, true, None);

@@ -45,6 +45,8 @@ pub enum Routed {
     FastCgi(Target, FcgiExtra),
     /// An answer made here (static file, in-memory reply, redirect, refusal).
     Reply(Reply),
+    /// To a CGI script (src/worker/cgi_admit.rs).
+    Cgi(super::cgi_admit::CgiTarget),
 }
 
 /// What a route decision adds to a FastCGI request.
@@ -80,7 +82,11 @@ pub struct OtherSites {
 
 impl OtherSites {
     /// The site for `root` (index files and MIME types as the main site's).
-    fn site(&mut self, root: &std::path::Path, main: &Site) -> std::io::Result<&mut Site> {
+    pub(super) fn site(
+        &mut self,
+        root: &std::path::Path,
+        main: &Site,
+    ) -> std::io::Result<&mut Site> {
         if !self.sites.contains_key(root) {
             let site = Site {
                 root: crate::static_files::open::Root::open(root)?,
@@ -212,6 +218,9 @@ pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
             add_headers(&mut reply, &headers);
             return Routed::Reply(reply);
         }
+    }
+    if let Some(routed) = super::cgi_admit::route(ctx.config, ctx.other_sites, ctx.site, req) {
+        return routed;
     }
     if !ctx.config.fastcgi.is_empty() {
         let site = &*ctx.site;

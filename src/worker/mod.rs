@@ -3,6 +3,9 @@
 
 pub mod backstop;
 mod bufs;
+mod cgi;
+mod cgi_admit;
+mod cgi_procs;
 mod conn;
 #[cfg(test)]
 mod conn_tests;
@@ -17,6 +20,7 @@ mod peer;
 mod per_ip;
 mod spool;
 pub mod timers;
+mod upstream;
 
 pub use net::Listener;
 
@@ -132,6 +136,7 @@ impl<'a> Worker<'a> {
             Signal::SIGQUIT,
             Signal::SIGTERM,
             Signal::SIGHUP,
+            Signal::SIGCHLD,
         ] {
             mask.add(s);
         }
@@ -149,12 +154,16 @@ impl<'a> Worker<'a> {
             l.register(poll.registry(), Token(LISTENER_BASE + i))?;
         }
         let t = &setup.config.timeouts;
-        let backend_timeouts: Vec<_> = setup
+        let mut backend_timeouts: Vec<_> = setup
             .config
             .fastcgi
             .iter()
             .map(|d| (d.connect_timeout, d.read_timeout))
             .collect();
+        // CGI's time limit is the kind after the backends' (cgi_admit::timer_kind).
+        if let Some(cgi) = &setup.config.cgi {
+            backend_timeouts.push((cgi.timeout, cgi.timeout));
+        }
         Ok(Worker {
             config: setup.config,
             poll,
@@ -456,6 +465,13 @@ impl<'a> Worker<'a> {
                         return Some(self.exit(0))
                     }
                     Ok(Signal::SIGHUP) => self.reopen_logs(),
+                    Ok(Signal::SIGCHLD) => {
+                        // A CGI process ended: its run learns the exit status.
+                        let now = Instant::now();
+                        for key in cgi_procs::reap() {
+                            self.on_conn(key, now, |c, ctx| c.resume(ctx));
+                        }
+                    }
                     _ => {}
                 },
                 Ok(None) => return None,
