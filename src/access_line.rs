@@ -47,12 +47,35 @@ impl PendingLine {
         subject: Subject<'_>,
         status: u16,
     ) {
+        self.start_as(buf, peer_ip, None, clf_date, subject, status);
+    }
+
+    /// As `start`, with the authenticated user (Basic auth) in the line's user field.
+    pub fn start_as(
+        &mut self,
+        buf: Vec<u8>,
+        peer_ip: &str,
+        user: Option<&str>,
+        clf_date: &str,
+        subject: Subject<'_>,
+        status: u16,
+    ) {
         if self.buf.capacity() == 0 {
             self.buf = buf;
         }
         let line = &mut self.buf;
         line.clear();
-        let _ = write!(line, "{peer_ip} - - [{clf_date}] \"");
+        let _ = write!(line, "{peer_ip} - ");
+        match user {
+            // A user name is client input: escaped, and a space would split the field.
+            Some(u) => {
+                let mut esc = Vec::with_capacity(u.len());
+                push_escaped(&mut esc, u.as_bytes());
+                line.extend(esc.iter().map(|&b| if b == b' ' { b'_' } else { b }));
+            }
+            None => line.push(b'-'),
+        }
+        let _ = write!(line, " [{clf_date}] \"");
         let req = match subject {
             Subject::Request(r) => {
                 line.extend_from_slice(r.method.as_str().as_bytes());
@@ -157,6 +180,15 @@ mod tests {
             400,
         );
         line.finish(&mut log, 0);
+        line.start_as(
+            Vec::new(),
+            "1.2.3.4",
+            Some("al ice"),
+            "D",
+            Subject::Request(&req),
+            200,
+        );
+        line.finish(&mut log, 1);
         write_refusal(&mut log, "9.9.9.9", "D", 503, 77);
         log.flush();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -165,6 +197,7 @@ mod tests {
             text,
             "1.2.3.4 - - [D] \"GET /a?\\\"x HTTP/1.1\" 200 12 \"-\" \"ua\"\n\
              5.6.7.8 - - [D] \"\\x01BAD\" 400 - \"-\" \"-\"\n\
+             1.2.3.4 - al_ice [D] \"GET /a?\\\"x HTTP/1.1\" 200 1 \"-\" \"ua\"\n\
              9.9.9.9 - - [D] \"\" 503 77 \"-\" \"-\"\n"
         );
     }

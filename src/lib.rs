@@ -5,6 +5,7 @@
 
 pub mod access_line;
 pub mod admin;
+pub mod auth;
 pub mod cgi;
 pub mod config;
 pub mod fastcgi;

@@ -4,6 +4,7 @@
 //! documented in README.md. Everything here turns that script into plain Rust values; errors are
 //! collected (not stopped at the first one) and carry `file:line`.
 
+mod auth;
 mod cgi;
 mod error;
 mod identity;
@@ -16,6 +17,7 @@ mod suggest;
 mod tests;
 mod validate;
 
+pub use auth::{AccessRule, AuthRule};
 pub use cgi::CgiDef;
 pub use error::{ConfigError, ConfigErrors};
 pub use identity::{resolve as resolve_run_as, RunAs};
@@ -176,6 +178,10 @@ pub struct Config {
     pub has_route: bool,
     /// The `cgi {}` block, if any.
     pub cgi: Option<CgiDef>,
+    /// Basic authentication per path prefix (`auth`).
+    pub auth: Vec<AuthRule>,
+    /// Client networks per path prefix (`access`).
+    pub access: Vec<AccessRule>,
 }
 
 /// A loaded configuration together with the Lua state that evaluated it.

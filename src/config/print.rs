@@ -86,6 +86,7 @@ pub fn print(config: &Config) -> String {
             seconds(t.graceful)
         ),
     );
+    super::auth::print(&mut o, &config.auth, &config.access);
     o.push_str("}\n");
     for def in &config.fastcgi {
         o.push('\n');

@@ -41,6 +41,8 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "chroot",
     "limits",
     "timeouts",
+    "auth",
+    "access",
 ];
 /// Keys of `server { limits = {...} }`.
 const LIMIT_KEYS: &[&str] = &[
@@ -473,6 +475,8 @@ pub(super) fn server(
         fastcgi: Vec::new(),
         has_route: false,
         cgi: None,
+        auth: Vec::new(),
+        access: Vec::new(),
     };
     let mut rep = Report {
         site,
@@ -615,6 +619,12 @@ pub(super) fn server(
     }
     if let Some(v) = fields.get("timeouts") {
         cfg.timeouts = timeouts(r, v);
+    }
+    if let Some(v) = fields.get("auth") {
+        cfg.auth = super::auth::auth_rules(r, v, base);
+    }
+    if let Some(v) = fields.get("access") {
+        cfg.access = super::auth::access_rules(r, v);
     }
     if cfg.daemon {
         if let Some(why) = super::daemon_problem(&cfg) {

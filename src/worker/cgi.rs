@@ -179,6 +179,11 @@ impl CgiRun {
         &self.facts.req
     }
 
+    /// The extra params (an `auth` rule's REMOTE_USER among them).
+    pub fn extra_params(&self) -> &[(String, String)] {
+        &self.facts.extra
+    }
+
     /// The response status, once the head is known.
     pub fn status(&self) -> Option<u16> {
         self.status

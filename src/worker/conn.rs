@@ -403,7 +403,7 @@ impl Conn {
         if let Some(mut x) = self.take_exchange() {
             if !self.log_line.is_pending() && ctx.access.is_some() {
                 let status = x.status().unwrap_or(499);
-                self.log_start(ctx, Some(x.request()), status);
+                self.log_start_as(ctx, Some(x.request()), status, x.remote_user());
             }
             x.cancel(&mut ctx.env());
         }
@@ -491,7 +491,8 @@ impl Conn {
                         self.drain_before_close();
                     }
                     if ctx.access.is_some() {
-                        self.log_start(ctx, Some(x.request()), x.status().unwrap_or(200));
+                        let status = x.status().unwrap_or(200);
+                        self.log_start_as(ctx, Some(x.request()), status, x.remote_user());
                     }
                     self.start_responding(Handler::Queued, discard);
                 }
@@ -507,7 +508,7 @@ impl Conn {
                         self.drain_before_close();
                     }
                     if ctx.access.is_some() {
-                        self.log_start(ctx, Some(x.request()), status);
+                        self.log_start_as(ctx, Some(x.request()), status, x.remote_user());
                     }
                     let head_only = x.request().method == Method::Head;
                     let version = x.request().version;
@@ -521,7 +522,8 @@ impl Conn {
                 if let Some(mut x) = self.take_exchange() {
                     x.cancel(&mut ctx.env());
                     if ctx.access.is_some() {
-                        self.log_start(ctx, Some(x.request()), x.status().unwrap_or(e.status()));
+                        let status = x.status().unwrap_or(e.status());
+                        self.log_start_as(ctx, Some(x.request()), status, x.remote_user());
                     }
                 }
                 self.close_after_response();
@@ -763,6 +765,7 @@ impl Conn {
                 ctx.now_ms,
             );
         }
+        let mut user = None;
         let mut close = !req.keep_alive
             || self.ending != Ending::KeepAlive
             || ctx.draining
@@ -774,6 +777,7 @@ impl Conn {
             pool: ctx.pool,
             config: ctx.config,
             now: ctx.now,
+            user: &mut user,
         };
         let client = Client {
             ip: &self.peer.ip,
@@ -813,7 +817,7 @@ impl Conn {
             },
         }
         if ctx.access.is_some() {
-            self.log_start(ctx, Some(&req), reply.status);
+            self.log_start_as(ctx, Some(&req), reply.status, user.as_deref());
         }
         let head_only = req.method == Method::Head;
         self.send_reply(ctx, head_only, req.version, reply, close, discard);
@@ -1004,6 +1008,17 @@ impl Conn {
     /// Starts the access-log line of a response (`req` None: a refused head, whose first
     /// line is logged from the input).
     fn log_start(&mut self, ctx: &mut Ctx<'_>, req: Option<&Request>, status: u16) {
+        self.log_start_as(ctx, req, status, None);
+    }
+
+    /// As `log_start`, with the user an `auth` rule authenticated.
+    fn log_start_as(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: Option<&Request>,
+        status: u16,
+        user: Option<&str>,
+    ) {
         let subject = match req {
             Some(r) => Subject::Request(r),
             None => Subject::Refused(self.input.data()),
@@ -1014,7 +1029,7 @@ impl Conn {
             ctx.bufs.take_bytes()
         };
         self.log_line
-            .start(buf, &self.peer.ip, ctx.date.clf(), subject, status);
+            .start_as(buf, &self.peer.ip, user, ctx.date.clf(), subject, status);
     }
 
     /// Writes the pending access-log line with the body bytes sent, and gives its buffer back.

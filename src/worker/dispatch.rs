@@ -27,6 +27,8 @@ pub struct Dispatch<'a> {
     pub config: &'a Config,
     /// Now, for the static file cache.
     pub now: Instant,
+    /// Set to the user an `auth` rule authenticated (for REMOTE_USER and the access log).
+    pub user: &'a mut Option<String>,
 }
 
 /// Who asked, as the route function sees it.
@@ -106,6 +108,12 @@ impl OtherSites {
 /// Where a request goes: the route function's decision, else the default rules (a
 /// FastCGI prefix or extension, else a static file).
 pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
+    *ctx.user = None;
+    match super::auth_check::check(ctx.config, req, client.ip) {
+        super::auth_check::Gate::Pass(user) => *ctx.user = user,
+        super::auth_check::Gate::Refuse(reply) => return Routed::Reply(reply),
+    }
+    let auth_params = super::auth_check::params(ctx.user.as_deref());
     let decision = match ctx.router {
         Some(router) => {
             let rr = RouteRequest {
@@ -181,9 +189,12 @@ pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
                 path_info,
                 check_local: false,
             };
+            // A decision's params come last, so they replace the auth ones.
+            let mut all = auth_params;
+            all.extend(params);
             let extra = FcgiExtra {
                 script_filename: script,
-                params,
+                params: all,
                 headers,
             };
             return Routed::FastCgi(target, extra);
@@ -219,7 +230,10 @@ pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
             return Routed::Reply(reply);
         }
     }
-    if let Some(routed) = super::cgi_admit::route(ctx.config, ctx.other_sites, ctx.site, req) {
+    if let Some(mut routed) = super::cgi_admit::route(ctx.config, ctx.other_sites, ctx.site, req) {
+        if let Routed::Cgi(t) = &mut routed {
+            t.params = auth_params;
+        }
         return routed;
     }
     if !ctx.config.fastcgi.is_empty() {
@@ -228,7 +242,11 @@ pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
             matches!(site.root.lookup(p, &[]), Lookup::File(..))
         });
         if let Some(t) = target {
-            return Routed::FastCgi(t, FcgiExtra::default());
+            let extra = FcgiExtra {
+                params: auth_params,
+                ..FcgiExtra::default()
+            };
+            return Routed::FastCgi(t, extra);
         }
     }
     Routed::Reply(static_files::serve(req, ctx.site, ctx.now))

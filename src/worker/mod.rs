@@ -1,6 +1,7 @@
 //! A worker process: one mio loop over the inherited listeners, its client connections and a
 //! signalfd. See `conn.rs` for a connection's life.
 
+mod auth_check;
 pub mod backstop;
 mod bufs;
 mod cgi;

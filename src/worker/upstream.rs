@@ -32,6 +32,15 @@ pub trait Upstream {
     fn drive(&mut self, input: &mut InBuf, out: &mut Out, env: &mut Env<'_>) -> Step;
     /// Lets go of the other process (client gone, failure, worker exit).
     fn cancel(&mut self, env: &mut Env<'_>);
+    /// The extra params of the request.
+    fn extra_params(&self) -> &[(String, String)];
+    /// The user an `auth` rule authenticated (its REMOTE_USER param), for the access log.
+    fn remote_user(&self) -> Option<&str> {
+        self.extra_params()
+            .iter()
+            .find(|(n, _)| n == "REMOTE_USER")
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl Upstream for Exchange {
@@ -68,6 +77,9 @@ impl Upstream for Exchange {
     fn cancel(&mut self, env: &mut Env<'_>) {
         Exchange::cancel(self, env)
     }
+    fn extra_params(&self) -> &[(String, String)] {
+        Exchange::extra_params(self)
+    }
 }
 
 impl Upstream for CgiRun {
@@ -103,5 +115,8 @@ impl Upstream for CgiRun {
     }
     fn cancel(&mut self, env: &mut Env<'_>) {
         CgiRun::cancel(self, env)
+    }
+    fn extra_params(&self) -> &[(String, String)] {
+        CgiRun::extra_params(self)
     }
 }
