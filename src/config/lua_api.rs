@@ -53,6 +53,8 @@ struct Eval {
     route: Option<(Function, String)>,
     /// The `cgi {}` block.
     cgi: Option<super::CgiDef>,
+    /// `site "name" {}` blocks with their route functions.
+    sites: Vec<(super::VhostDef, Option<Function>)>,
     /// Backend names of `fastcgi(name, {...})` decisions built while loading, with where: checked
     /// against the definitions once the whole script ran (a definition may come later).
     decisions: Vec<(String, Site)>,
@@ -129,6 +131,7 @@ fn run(
         fastcgi: Vec::new(),
         route: None,
         cgi: None,
+        sites: Vec::new(),
         decisions: Vec::new(),
         include_failed: false,
         errors: Vec::new(),
@@ -150,6 +153,7 @@ fn run(
     let route = st.route.take();
     let fastcgi = std::mem::take(&mut st.fastcgi);
     let cgi = st.cgi.take();
+    let sites = std::mem::take(&mut st.sites);
     let mut errors = std::mem::take(&mut st.errors);
     let include_failed = st.include_failed;
     // A failed include may have held the backend a decision names: "unknown backend" would
@@ -175,6 +179,41 @@ fn run(
     }
     config.fastcgi = fastcgi;
     config.cgi = cgi;
+    let (site_defs, site_routes): (Vec<_>, Vec<_>) = sites.into_iter().unzip();
+    let names: Vec<String> = config.fastcgi.iter().map(|d| d.name.clone()).collect();
+    let errors = super::vhost::check_all(&site_defs, config.default_site.as_deref(), &names, &main);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let site_routes: Vec<(usize, Function)> = site_routes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, f)| f.map(|f| (i, f)))
+        .collect();
+    // Sites with route functions: the Router runs one function that picks the site's.
+    let route = if site_routes.is_empty() {
+        route
+    } else {
+        let at = route.as_ref().map(|(_, at)| at.clone()).unwrap_or_default();
+        let main_fn = route.map(|(f, _)| f);
+        match super::vhost::combined_route(
+            &lua,
+            &site_defs,
+            config.default_site.as_deref(),
+            site_routes,
+            main_fn,
+        ) {
+            Ok(f) => Some((f, at)),
+            Err(e) => {
+                return Err(ConfigErrors(vec![ConfigError {
+                    file: main,
+                    line: None,
+                    message: format!("cannot combine the sites' route functions: {e}"),
+                }]))
+            }
+        }
+    };
+    config.sites = site_defs;
     let errors = validate::finish_privileges(&mut config);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -360,6 +399,43 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
                 let mut s = st.borrow_mut();
                 s.errors.extend(errors);
                 s.fastcgi.push(def);
+                Ok(())
+            })?
+            .into_lua(lua)
+        })?,
+    )?;
+
+    let st = state.clone();
+    g.set(
+        "site",
+        lua.create_function(move |lua, name: Value| {
+            if st.borrow().done {
+                return Err(not_while_serving(lua, "site"));
+            }
+            let name = match &name {
+                Value::String(s) => s.to_str().map(|s| s.to_string()).ok(),
+                _ => None,
+            };
+            if name.is_none() {
+                let s = st.borrow();
+                let e = site(lua, &s).error("site needs a host name: site \"example.com\" { ... }");
+                drop(s);
+                st.borrow_mut().errors.push(e);
+            }
+            let st = st.clone();
+            lua.create_function(move |lua, v: Value| {
+                let Some(name) = &name else { return Ok(()) };
+                let (at, base) = {
+                    let s = st.borrow();
+                    if s.done {
+                        return Err(not_while_serving(lua, "site"));
+                    }
+                    (site(lua, &s), s.base.clone())
+                };
+                let (def, route, errors) = super::vhost::vhost(name, &v, &at, &base);
+                let mut s = st.borrow_mut();
+                s.errors.extend(errors);
+                s.sites.push((def, route));
                 Ok(())
             })?
             .into_lua(lua)

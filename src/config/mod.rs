@@ -16,12 +16,14 @@ mod suggest;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod vhost;
 
 pub use auth::{AccessRule, AuthRule};
 pub use cgi::CgiDef;
 pub use error::{ConfigError, ConfigErrors};
 pub use identity::{resolve as resolve_run_as, RunAs};
 pub use print::print;
+pub use vhost::{normalise_host, Picker, VhostDef};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -182,6 +184,10 @@ pub struct Config {
     pub auth: Vec<AuthRule>,
     /// Client networks per path prefix (`access`).
     pub access: Vec<AccessRule>,
+    /// Virtual hosts (`site "name" {}`), in the order defined.
+    pub sites: Vec<VhostDef>,
+    /// The site unknown hosts go to (`default_site`), None: `server{}`'s own.
+    pub default_site: Option<String>,
 }
 
 /// A loaded configuration together with the Lua state that evaluated it.

@@ -87,11 +87,15 @@ pub fn print(config: &Config) -> String {
         ),
     );
     super::auth::print(&mut o, &config.auth, &config.access);
+    if let Some(d) = &config.default_site {
+        field(&mut o, "default_site", &lua_string(d));
+    }
     o.push_str("}\n");
     for def in &config.fastcgi {
         o.push('\n');
         fastcgi(&mut o, def);
     }
+    super::vhost::print(&mut o, &config.sites);
     if let Some(def) = &config.cgi {
         o.push('\n');
         o.push_str(&super::cgi::print(def));

@@ -43,6 +43,7 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "timeouts",
     "auth",
     "access",
+    "default_site",
 ];
 /// Keys of `server { limits = {...} }`.
 const LIMIT_KEYS: &[&str] = &[
@@ -477,6 +478,8 @@ pub(super) fn server(
         cgi: None,
         auth: Vec::new(),
         access: Vec::new(),
+        sites: Vec::new(),
+        default_site: None,
     };
     let mut rep = Report {
         site,
@@ -626,6 +629,9 @@ pub(super) fn server(
     if let Some(v) = fields.get("access") {
         cfg.access = super::auth::access_rules(r, v);
     }
+    if let Some(v) = fields.get("default_site") {
+        cfg.default_site = string(r, &["default_site"], v).map(|s| super::normalise_host(&s));
+    }
     if cfg.daemon {
         if let Some(why) = super::daemon_problem(&cfg) {
             r.at(&["daemon"], format!("daemon = true: {why}"));
@@ -770,7 +776,7 @@ fn root_in_jail(r: &mut Report, v: &Value, jail: &Path) -> Option<PathBuf> {
 
 /// The document root: must exist and be a directory; canonicalised so that the safe-open
 /// beneath it compares against the real path.
-fn root_dir(r: &mut Report, v: &Value, base: &Path) -> Option<PathBuf> {
+pub(super) fn root_dir(r: &mut Report, v: &Value, base: &Path) -> Option<PathBuf> {
     let given = string(r, &["root"], v)?;
     let abs = path_value(r, &["root"], v, base)?;
     match abs.canonicalize() {
@@ -834,7 +840,7 @@ pub(super) fn string_keyed(
 }
 
 /// `mime = { [".webp"] = "image/webp" }`: suffixes lowercased, values checked for header safety.
-fn mime(r: &mut Report, v: &Value) -> BTreeMap<String, String> {
+pub(super) fn mime(r: &mut Report, v: &Value) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let entries = string_keyed(
         r,

@@ -80,6 +80,10 @@ fn escape_log(bytes: &[u8]) -> Vec<u8> {
 #[derive(Default)]
 pub struct OtherSites {
     sites: std::collections::HashMap<std::path::PathBuf, Site>,
+    /// The virtual hosts' static sites, by index in `config.sites` (src/worker/vhost.rs).
+    pub(super) vhosts: std::collections::HashMap<usize, Site>,
+    /// Which site a Host names, built on first use.
+    pub(super) picker: Option<crate::config::Picker>,
 }
 
 impl OtherSites {
@@ -105,9 +109,43 @@ impl OtherSites {
     }
 }
 
-/// Where a request goes: the route function's decision, else the default rules (a
-/// FastCGI prefix or extension, else a static file).
+/// Where a request goes: first its site (a `site "host" {}` its Host names, else
+/// `server{}`'s own), then the route function's decision, else the default rules (a FastCGI
+/// prefix or extension, else a static file).
 pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
+    let Some(i) = ctx.other_sites.pick_vhost(ctx.config, req.host.as_deref()) else {
+        return route_site(ctx, req, client, None);
+    };
+    let def = &ctx.config.sites[i];
+    let mut site = match ctx.other_sites.take_vhost(i, ctx.config) {
+        Ok(site) => site,
+        Err(e) => {
+            tracing::error!("site '{}': root {}: {e}", def.name, def.root.display());
+            return Routed::Reply(Reply::error(500));
+        }
+    };
+    let inner = Dispatch {
+        router: ctx.router,
+        site: &mut site,
+        other_sites: &mut *ctx.other_sites,
+        pool: ctx.pool,
+        config: ctx.config,
+        now: ctx.now,
+        user: &mut *ctx.user,
+    };
+    let routed = route_site(inner, req, client, Some(def));
+    let routed = super::vhost::finish(routed, def, &site);
+    ctx.other_sites.put_vhost(i, site);
+    routed
+}
+
+/// `route` within one site (`vhost` None: `server{}`'s own).
+fn route_site(
+    ctx: Dispatch<'_>,
+    req: &Request,
+    client: &Client<'_>,
+    vhost: Option<&crate::config::VhostDef>,
+) -> Routed {
     *ctx.user = None;
     match super::auth_check::check(ctx.config, req, client.ip) {
         super::auth_check::Gate::Pass(user) => *ctx.user = user,
@@ -241,7 +279,9 @@ pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
         let target = rules::match_path(ctx.config, &req.path, &site.index, |p| {
             matches!(site.root.lookup(p, &[]), Lookup::File(..))
         });
-        if let Some(t) = target {
+        if let Some(t) =
+            target.filter(|t| super::vhost::allows_backend(ctx.config, vhost, t.backend))
+        {
             let extra = FcgiExtra {
                 params: auth_params,
                 ..FcgiExtra::default()

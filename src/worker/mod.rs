@@ -22,6 +22,7 @@ mod per_ip;
 mod spool;
 pub mod timers;
 mod upstream;
+mod vhost;
 
 pub use net::Listener;
 
