@@ -298,3 +298,54 @@ fn over_max_procs_is_503() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"slow");
 }
+
+#[test]
+fn the_appliance_example_runs_its_scripts_behind_basic_auth() {
+    let dir = TempDir::new("cgi-example");
+    let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    for f in [
+        "appliance.htpasswd",
+        "cgi-bin/status.sh",
+        "cgi-bin/status.lua",
+        "www/index.html",
+    ] {
+        let data = std::fs::read(format!("{ex}/{f}")).expect("example file");
+        dir.write(f, &data);
+    }
+    let config = std::fs::read_to_string(format!("{ex}/appliance-cgi.lua")).expect("example");
+    let s = Server::start_with(dir, &config, |cmd| {
+        cmd.env("LISTEN", "127.0.0.1:0");
+    });
+    let r = s.get("/cgi-bin/status.sh");
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"Appliance\", charset=\"UTF-8\"")
+    );
+    // admin:admin
+    let r = raw(
+        &s.addr,
+        b"POST /cgi-bin/status.sh?x=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWRtaW46YWRtaW4=\r\n\
+          Content-Length: 2\r\nConnection: close\r\n\r\nhi",
+    );
+    assert_eq!(r.status, 200, "{}", s.log_text());
+    let text = String::from_utf8_lossy(&dechunk(&r.body)).into_owned();
+    assert!(text.contains("user:    admin\n"), "{text}");
+    assert!(text.contains("method:  POST\n"), "{text}");
+    assert!(text.contains("query:   x=1\n"), "{text}");
+    assert!(text.contains("body:    hi\n"), "{text}");
+    let lua = ["/usr/bin/lua5.4", "/usr/bin/lua5.3", "/usr/bin/lua"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists());
+    let r = raw(
+        &s.addr,
+        b"GET /cgi-bin/status.lua HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWRtaW46YWRtaW4=\r\nConnection: close\r\n\r\n",
+    );
+    if lua {
+        assert_eq!(r.status, 200);
+        assert!(String::from_utf8_lossy(&dechunk(&r.body)).contains("user:    admin"));
+    } else {
+        eprintln!("!!! no system Lua interpreter: status.lua is not run (403 expected)");
+        assert_eq!(r.status, 403);
+    }
+}
