@@ -171,3 +171,21 @@ fn check_reports_each_site_and_print_shows_them() {
         "{err}"
     );
 }
+
+#[test]
+fn a_site_without_a_route_uses_the_server_route() {
+    let config = format!(
+        "server {{ {BASE}, workers = 1 }}\n\
+         route(function(req) if req.path == \"/main\" then return respond(200, \"main route\") end end)\n\
+         {SITES}"
+    );
+    let s = Server::start_config(dir(), &config);
+    assert_eq!(get(&s, Some("nowhere"), "/main").body, b"main route");
+    assert_eq!(get(&s, Some("example.com"), "/main").body, b"main route");
+    // other.test has its own route, which replaces server{}'s.
+    assert_eq!(get(&s, Some("other.test"), "/main").status, 404);
+    assert_eq!(
+        get(&s, Some("other.test"), "/hello").body,
+        b"hello from two"
+    );
+}

@@ -267,8 +267,9 @@ pub(super) fn check_all(
 }
 
 /// The one route function a worker's Router runs when sites have their own: it picks the
-/// function of the request's site (`pick` gives the site's index from `req.host`), else the
-/// `server{}` route, and returns nil (the default rules) when there is none.
+/// function of the request's site (`pick` gives the site's index from `req.host`), else (no
+/// site, or a site without one) the `server{}` route, and returns nil (the default rules)
+/// when there is none.
 pub(super) fn combined_route(
     lua: &Lua,
     sites: &[VhostDef],
@@ -289,8 +290,7 @@ pub(super) fn combined_route(
             "local pick, routes, main = ...\n\
              return function(req)\n\
                local i = pick(req.host)\n\
-               local f\n\
-               if i then f = routes[i] else f = main end\n\
+               local f = (i and routes[i]) or main\n\
                if f then return f(req) end\n\
                return nil\n\
              end",
