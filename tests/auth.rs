@@ -218,3 +218,92 @@ fn a_bad_htpasswd_line_fails_the_config_check_with_its_position() {
     assert!(err.contains("site.lua:3:"), "{err}");
     assert!(err.contains("prefix length must be 0 to 32"), "{err}");
 }
+
+#[test]
+fn basic_auth_from_the_route_function() {
+    let dir = TempDir::new("auth-route");
+    dir.write("htpasswd", htpasswd().as_bytes());
+    dir.write(
+        "other.htpasswd",
+        format!("only:{}\n", apr1("pw-only")).as_bytes(),
+    );
+    dir.write("www/r/files/x.txt", b"protected file");
+    dir.write("www/open.txt", b"open");
+    let config = format!(
+        "server {{ {BASE}, workers = 1, access_log = \"access.log\" }}\n\
+         local admin = basic_auth {{ realm = \"Route realm\", users = \"htpasswd\" }}\n\
+         local other = basic_auth {{ realm = \"Other\", users = \"other.htpasswd\" }}\n\
+         local secret = admin(respond(200, \"route secret\"))\n\
+         route(function(req)\n\
+           if req.path == \"/r/secret\" then return secret end\n\
+           if req.path:find(\"^/r/files/\") then return admin(static{{ headers = {{ [\"X-R\"] = \"1\" }} }}) end\n\
+           if req.path == \"/r/both\" then return admin(other(respond(200, \"both\"))) end\n\
+           if req.path == \"/r/default\" then return admin() end\n\
+         end)\n"
+    );
+    let s = Server::start_config(dir, &config);
+    let r = get_as(&s, "/r/secret", None);
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"Route realm\", charset=\"UTF-8\"")
+    );
+    assert_eq!(
+        get_as(&s, "/r/secret", Some(&basic("bob", "wrong"))).status,
+        401
+    );
+    let r = get_as(&s, "/r/secret", Some(&basic("bob", "pw-bcrypt")));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"route secret"[..]));
+    let r = get_as(&s, "/r/files/x.txt", Some(&basic("five", "pw-sha256")));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"protected file"[..]));
+    assert_eq!(r.header("x-r"), Some("1"));
+    assert_eq!(get_as(&s, "/r/files/x.txt", None).status, 401);
+    // admin() alone: the default rules once the user is known.
+    assert_eq!(
+        get_as(&s, "/r/default", Some(&basic("apr", "pw-apr1"))).status,
+        404
+    );
+    assert_eq!(get_as(&s, "/r/default", None).status, 401);
+    // Nested helpers ask for both (here no user is in both files, so never 200).
+    let r = get_as(&s, "/r/both", Some(&basic("bob", "pw-bcrypt")));
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"Other\", charset=\"UTF-8\"")
+    );
+    assert_eq!(get_as(&s, "/open.txt", None).status, 200);
+    let log = s.dir.path().join("access.log");
+    wait_for(
+        "the route-auth user in the access log",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.starts_with("127.0.0.1 - five [") && l.contains("/r/files/x.txt"))
+        },
+    );
+}
+
+#[test]
+fn basic_auth_helper_mistakes_are_config_errors() {
+    let dir = TempDir::new("auth-route-t");
+    dir.write("www/x", b"x");
+    let conf = dir.write(
+        "site.lua",
+        b"server { root = \"www\" }\nlocal a = basic_auth { realm = \"x\" }\nlocal b = basic_auth { realm = \"y\", users = \"nope.htpasswd\", extra = 1 }\n",
+    );
+    let out = Command::new(common::bin())
+        .args(["-t", "-c"])
+        .arg(&conf)
+        .output()
+        .expect("-t");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("site.lua:2: basic_auth: basic_auth{} needs users"),
+        "{err}"
+    );
+    assert!(err.contains("site.lua:3: basic_auth: users file"), "{err}");
+    assert!(err.contains("unknown key 'extra'"), "{err}");
+}

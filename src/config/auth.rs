@@ -97,6 +97,78 @@ fn prefix(r: &mut Report, key: &str, v: Option<&Value>) -> Option<String> {
     Some(p)
 }
 
+/// The htpasswd file `v` names, read and parsed.
+fn users(r: &mut Report, key: &[&str], v: &Value, base: &Path) -> Option<(PathBuf, Users)> {
+    let file = validate::path_value(r, key, v, base)?;
+    match std::fs::read_to_string(&file) {
+        Ok(text) => match Users::parse(&text) {
+            Ok(u) => Some((file, u)),
+            Err((line, msg)) => {
+                r.at(key, format!("{}:{line}: {msg}", file.display()));
+                None
+            }
+        },
+        Err(e) => {
+            r.at(key, format!("users file {}: {e}", file.display()));
+            None
+        }
+    }
+}
+
+/// A realm: it goes into a quoted string of `WWW-Authenticate`.
+fn realm(r: &mut Report, key: &[&str], v: &Value) -> Option<String> {
+    let s = validate::string(r, key, v)?;
+    if s.is_empty() || s.contains(['"', '\\']) || s.chars().any(char::is_control) {
+        r.at(
+            key,
+            "realm must be non-empty text without '\"', '\\' or control characters",
+        );
+        return None;
+    }
+    Some(s)
+}
+
+/// Validates `basic_auth { realm = ..., users = ... }`, the route helper.
+pub(super) fn helper(
+    v: &Value,
+    site: &super::site::Site,
+    base: &Path,
+) -> (Option<AuthRule>, Vec<super::ConfigError>) {
+    let mut rep = Report {
+        site,
+        prefix: "basic_auth: ".into(),
+        errors: Vec::new(),
+    };
+    let r = &mut rep;
+    let Some(f) = validate::record(r, &[], v, &["realm", "users"], "basic_auth{}") else {
+        return (None, rep.finish());
+    };
+    let realm = match f.get("realm") {
+        Some(v) => realm(r, &["realm"], v),
+        None => {
+            r.at_call("basic_auth{} needs a realm");
+            None
+        }
+    };
+    let users = match f.get("users") {
+        Some(v) => users(r, &["users"], v, base),
+        None => {
+            r.at_call("basic_auth{} needs users (an htpasswd file)");
+            None
+        }
+    };
+    let rule = match (realm, users) {
+        (Some(realm), Some((file, users))) => Some(AuthRule {
+            prefix: String::new(),
+            realm,
+            file,
+            users,
+        }),
+        _ => None,
+    };
+    (rule, rep.finish())
+}
+
 /// Validates `auth`.
 pub(super) fn auth_rules(r: &mut Report, v: &Value, base: &Path) -> Vec<AuthRule> {
     let mut out = Vec::new();
@@ -106,44 +178,14 @@ pub(super) fn auth_rules(r: &mut Report, v: &Value, base: &Path) -> Vec<AuthRule
         };
         let prefix = prefix(r, "auth", f.get("prefix"));
         let realm = match f.get("realm") {
-            Some(v) => validate::string(r, &["auth", "realm"], v).filter(|s| {
-                let ok =
-                    !s.is_empty() && !s.contains(['"', '\\']) && !s.chars().any(char::is_control);
-                if !ok {
-                    r.at(
-                        &["auth", "realm"],
-                        "realm must be non-empty text without '\"', '\\' or control characters",
-                    );
-                }
-                ok
-            }),
+            Some(v) => realm(r, &["auth", "realm"], v),
             None => {
                 r.at(&["auth"], "each auth rule needs a realm");
                 None
             }
         };
         let users = match f.get("users") {
-            Some(v) => validate::path_value(r, &["auth", "users"], v, base).and_then(|file| {
-                match std::fs::read_to_string(&file) {
-                    Ok(text) => match Users::parse(&text) {
-                        Ok(u) => Some((file, u)),
-                        Err((line, msg)) => {
-                            r.at(
-                                &["auth", "users"],
-                                format!("{}:{line}: {msg}", file.display()),
-                            );
-                            None
-                        }
-                    },
-                    Err(e) => {
-                        r.at(
-                            &["auth", "users"],
-                            format!("users file {}: {e}", file.display()),
-                        );
-                        None
-                    }
-                }
-            }),
+            Some(v) => users(r, &["auth", "users"], v, base),
             None => {
                 r.at(&["auth"], "each auth rule needs users (an htpasswd file)");
                 None

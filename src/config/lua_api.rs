@@ -53,6 +53,8 @@ struct Eval {
     route: Option<(Function, String)>,
     /// The `cgi {}` block.
     cgi: Option<super::CgiDef>,
+    /// The rules of `basic_auth{}` helpers, by the index their decisions carry.
+    route_auth: Vec<super::AuthRule>,
     /// `site "name" {}` blocks with their route functions.
     sites: Vec<(super::VhostDef, Option<Function>)>,
     /// Backend names of `fastcgi(name, {...})` decisions built while loading, with where: checked
@@ -131,6 +133,7 @@ fn run(
         fastcgi: Vec::new(),
         route: None,
         cgi: None,
+        route_auth: Vec::new(),
         sites: Vec::new(),
         decisions: Vec::new(),
         include_failed: false,
@@ -153,6 +156,7 @@ fn run(
     let route = st.route.take();
     let fastcgi = std::mem::take(&mut st.fastcgi);
     let cgi = st.cgi.take();
+    let route_auth = std::mem::take(&mut st.route_auth);
     let sites = std::mem::take(&mut st.sites);
     let mut errors = std::mem::take(&mut st.errors);
     let include_failed = st.include_failed;
@@ -179,6 +183,7 @@ fn run(
     }
     config.fastcgi = fastcgi;
     config.cgi = cgi;
+    config.route_auth = route_auth;
     let (site_defs, site_routes): (Vec<_>, Vec<_>) = sites.into_iter().unzip();
     let names: Vec<String> = config.fastcgi.iter().map(|d| d.name.clone()).collect();
     let errors = super::vhost::check_all(&site_defs, config.default_site.as_deref(), &names, &main);
@@ -402,6 +407,35 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
                 Ok(())
             })?
             .into_lua(lua)
+        })?,
+    )?;
+
+    let st = state.clone();
+    g.set(
+        "basic_auth",
+        lua.create_function(move |lua, v: Value| {
+            let (at, base) = {
+                let s = st.borrow();
+                if s.done {
+                    return Err(not_while_serving(lua, "basic_auth{}"));
+                }
+                (site(lua, &s), s.base.clone())
+            };
+            let (rule, errors) = super::auth::helper(&v, &at, &base);
+            let mut s = st.borrow_mut();
+            s.errors.extend(errors);
+            let Some(rule) = rule else {
+                return Ok(Value::Nil);
+            };
+            let index = s.route_auth.len();
+            s.route_auth.push(rule);
+            // The helper: admin(decision) (or admin() for the default rules) is a decision
+            // that asks for a user first; the password is checked by the worker after the
+            // route call, outside its time limit.
+            let f = lua.create_function(move |lua, inner: Value| {
+                crate::script::auth_decision(lua, index, inner)
+            })?;
+            Ok(Value::Function(f))
         })?,
     )?;
 

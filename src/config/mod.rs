@@ -184,6 +184,8 @@ pub struct Config {
     pub auth: Vec<AuthRule>,
     /// Client networks per path prefix (`access`).
     pub access: Vec<AccessRule>,
+    /// The `basic_auth{}` helpers' rules (no prefix), by the index their decisions carry.
+    pub route_auth: Vec<AuthRule>,
     /// Virtual hosts (`site "name" {}`), in the order defined.
     pub sites: Vec<VhostDef>,
     /// The site unknown hosts go to (`default_site`), None: `server{}`'s own.

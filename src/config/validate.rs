@@ -478,6 +478,7 @@ pub(super) fn server(
         cgi: None,
         auth: Vec::new(),
         access: Vec::new(),
+        route_auth: Vec::new(),
         sites: Vec::new(),
         default_site: None,
     };

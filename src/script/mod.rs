@@ -28,7 +28,7 @@ mod sandbox;
 #[cfg(test)]
 mod tests;
 
-pub use decision::{fastcgi_decision, install_decisions, Decision, DecisionValue};
+pub use decision::{auth_decision, fastcgi_decision, install_decisions, Decision, DecisionValue};
 pub use error::{RouteError, RouteErrorKind};
 pub use limits::{RouterLimits, HOOK_EVERY};
 pub use sandbox::prepare_sandbox;

@@ -52,6 +52,11 @@ pub fn check(config: &Config, req: &Request, ip: &str) -> Gate {
     let Some(rule) = longest(&config.auth, &req.path, |r: &AuthRule| &r.prefix) else {
         return Gate::Pass(None);
     };
+    check_rule(rule, req, ip)
+}
+
+/// Applies one auth rule (a path rule, or a `basic_auth{}` helper's) to `req`.
+pub fn check_rule(rule: &AuthRule, req: &Request, ip: &str) -> Gate {
     let creds = req.header("authorization").and_then(basic::parse);
     if let Some(c) = creds {
         if verified(rule, &c.user, &c.password) {

@@ -151,7 +151,6 @@ fn route_site(
         super::auth_check::Gate::Pass(user) => *ctx.user = user,
         super::auth_check::Gate::Refuse(reply) => return Routed::Reply(reply),
     }
-    let auth_params = super::auth_check::params(ctx.user.as_deref());
     let decision = match ctx.router {
         Some(router) => {
             let rr = RouteRequest {
@@ -188,8 +187,23 @@ fn route_site(
         }
         None => Decision::FallThrough,
     };
+    // basic_auth{}'s decision: a user first (of each helper, when nested), then what it wraps.
+    let mut decision = decision;
+    while let Decision::Auth { rule, then } = decision {
+        let Some(r) = ctx.config.route_auth.get(rule) else {
+            return Routed::Reply(Reply::error(500));
+        };
+        match super::auth_check::check_rule(r, req, client.ip) {
+            super::auth_check::Gate::Pass(user) => *ctx.user = user,
+            super::auth_check::Gate::Refuse(reply) => return Routed::Reply(reply),
+        }
+        decision = *then;
+    }
+    let auth_params = super::auth_check::params(ctx.user.as_deref());
     match decision {
         Decision::FallThrough => {}
+        // Unwrapped above, never reached.
+        Decision::Auth { .. } => return Routed::Reply(Reply::error(500)),
         Decision::Static { root, headers } => {
             let mut reply = match root {
                 None => static_files::serve(req, ctx.site, ctx.now),
