@@ -161,3 +161,40 @@ pub(super) fn print(def: &CgiDef) -> String {
     o.push_str("}\n");
     o
 }
+
+/// What `chroot` cannot serve yet: CGI scripts and site roots are paths outside the jail,
+/// which the jailed workers would not find; refused at load rather than failing per request.
+pub(super) fn jail_problems(config: &super::Config) -> Vec<ConfigError> {
+    if config.chroot.is_none() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let at = |defined_at: &str, message: String| {
+        let (file, line) = match defined_at.rsplit_once(':') {
+            Some((f, l)) if l.parse::<u32>().is_ok() => (f.to_string(), l.parse().ok()),
+            _ => (defined_at.to_string(), None),
+        };
+        ConfigError {
+            file,
+            line,
+            message,
+        }
+    };
+    if let Some(def) = &config.cgi {
+        out.push(at(
+            &def.defined_at,
+            "cgi{} cannot be used with chroot yet (scripts and interpreters are outside the jail)"
+                .into(),
+        ));
+    }
+    for s in &config.sites {
+        out.push(at(
+            &s.defined_at,
+            format!(
+                "site '{}' cannot be used with chroot yet (its root is outside the jail)",
+                s.name
+            ),
+        ));
+    }
+    out
+}

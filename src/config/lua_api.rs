@@ -219,6 +219,10 @@ fn run(
         }
     };
     config.sites = site_defs;
+    let errors = super::cgi::jail_problems(&config);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
     let errors = validate::finish_privileges(&mut config);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));

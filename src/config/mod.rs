@@ -12,6 +12,8 @@ mod listen;
 mod lua_api;
 mod print;
 mod site;
+#[cfg(test)]
+mod sites_tests;
 mod suggest;
 #[cfg(test)]
 mod tests;
