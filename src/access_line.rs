@@ -73,6 +73,8 @@ pub struct Facts<'a> {
     pub subject: Subject<'a>,
     /// The response status.
     pub status: u16,
+    /// The user an `auth` rule or `basic_auth` helper authenticated.
+    pub user: Option<&'a str>,
 }
 
 /// Appends a value escaped for the format.
@@ -127,6 +129,23 @@ impl PendingLine {
             let late = match field {
                 Field::RemoteAddr => {
                     push_value(line, esc, facts.peer_ip.as_bytes());
+                    None
+                }
+                Field::RemoteUser => {
+                    match facts.user {
+                        // Client input: escaped, and a space would split the combined field.
+                        Some(u) if esc == Escape::Default => {
+                            let start = line.len();
+                            push_escaped(line, u.as_bytes());
+                            for b in &mut line[start..] {
+                                if *b == b' ' {
+                                    *b = b'_';
+                                }
+                            }
+                        }
+                        Some(u) => push_value(line, esc, u.as_bytes()),
+                        None => push_absent(line, esc),
+                    }
                     None
                 }
                 Field::RemotePort => {
@@ -274,6 +293,7 @@ pub fn write_refusal(
         clf_date,
         subject: Subject::Nothing,
         status,
+        user: None,
     };
     line.start(Vec::new(), format, facts);
     line.finish(access, bytes as u64, 0);
@@ -304,6 +324,7 @@ mod tests {
             clf_date: "D",
             subject,
             status,
+            user: None,
         };
         line.start(
             Vec::new(),
@@ -316,6 +337,10 @@ mod tests {
         let refused = Subject::Refused(b"\x01BAD\r\nrest");
         line.start(Vec::new(), &fmt, facts("5.6.7.8", refused, 400));
         line.finish(&mut log, 0, 0);
+        let mut as_user = facts("1.2.3.4", Subject::Request(&req), 200);
+        as_user.user = Some("al ice");
+        line.start(Vec::new(), &fmt, as_user);
+        line.finish(&mut log, 1, 0);
         write_refusal(&mut log, &fmt, ("9.9.9.9", 2), "D", 503, 77);
         log.flush();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -324,6 +349,7 @@ mod tests {
             text,
             "1.2.3.4 - - [D] \"GET /a?\\\"x HTTP/1.1\" 200 12 \"-\" \"ua\"\n\
              5.6.7.8 - - [D] \"\\x01BAD\" 400 - \"-\" \"-\"\n\
+             1.2.3.4 - al_ice [D] \"GET /a?\\\"x HTTP/1.1\" 200 1 \"-\" \"ua\"\n\
              9.9.9.9 - - [D] \"\" 503 77 \"-\" \"-\"\n"
         );
     }

@@ -5,6 +5,8 @@
 
 pub mod access_line;
 pub mod admin;
+pub mod auth;
+pub mod cgi;
 pub mod compress;
 pub mod config;
 pub mod fastcgi;

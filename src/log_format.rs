@@ -26,6 +26,8 @@ pub enum Field {
     RemoteAddr,
     /// The client port.
     RemotePort,
+    /// The user Basic auth authenticated (`-` when none).
+    RemoteUser,
     /// The time in the common log format's `[...]` form, without brackets.
     TimeLocal,
     /// The request line (method, target, version), or the first line of a refused head.
@@ -89,7 +91,7 @@ pub struct LogFormat {
 }
 
 const COMBINED: &str =
-    "$remote_addr - - [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\"";
+    "$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\"";
 const JSON: &str = "{\"remote_addr\":\"$remote_addr\",\"time_local\":\"$time_local\",\"request\":\"$request\",\"status\":$status,\"body_bytes_sent\":$body_bytes_sent,\"request_time\":$request_time,\"http_referer\":\"$http_referer\",\"http_user_agent\":\"$http_user_agent\",\"upstream_addr\":\"$upstream_addr\",\"tls_version\":\"$tls_version\"}";
 
 impl Default for LogFormat {
@@ -141,6 +143,7 @@ impl LogFormat {
 fn field(name: &str) -> Result<Field, String> {
     Ok(match name {
         "remote_addr" => Field::RemoteAddr,
+        "remote_user" => Field::RemoteUser,
         "remote_port" => Field::RemotePort,
         "time_local" => Field::TimeLocal,
         "request" => Field::Request,
@@ -156,7 +159,7 @@ fn field(name: &str) -> Result<Field, String> {
             Some(h) if !h.is_empty() => Field::Header(h.replace('_', "-")),
             _ => {
                 return Err(format!(
-                    "unknown field ${n} (known: $remote_addr, $remote_port, $time_local, \
+                    "unknown field ${n} (known: $remote_addr, $remote_port, $remote_user, $time_local, \
                      $request, $request_method, $request_uri, $status, $body_bytes_sent, \
                      $request_time, $http_<name>, $upstream_addr, $upstream_response_time, \
                      $tls_version)"

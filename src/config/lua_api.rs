@@ -52,6 +52,12 @@ struct Eval {
     fastcgi: Vec<FastcgiDef>,
     shared: Vec<super::SharedDef>,
     route: Option<(Function, String)>,
+    /// The `cgi {}` block.
+    cgi: Option<super::CgiDef>,
+    /// The rules of `basic_auth{}` helpers, by the index their decisions carry.
+    route_auth: Vec<super::AuthRule>,
+    /// `site "name" {}` blocks with their route functions.
+    sites: Vec<(super::VhostDef, Option<Function>)>,
     /// Backend names of `fastcgi(name, {...})` decisions built while loading, with where: checked
     /// against the definitions once the whole script ran (a definition may come later).
     decisions: Vec<(String, Site)>,
@@ -137,6 +143,9 @@ fn run(
         fastcgi: Vec::new(),
         shared: Vec::new(),
         route: None,
+        cgi: None,
+        route_auth: Vec::new(),
+        sites: Vec::new(),
         decisions: Vec::new(),
         include_failed: false,
         errors: Vec::new(),
@@ -163,6 +172,9 @@ fn run(
     let route = st.route.take();
     let fastcgi = std::mem::take(&mut st.fastcgi);
     let shared = std::mem::take(&mut st.shared);
+    let cgi = st.cgi.take();
+    let route_auth = std::mem::take(&mut st.route_auth);
+    let sites = std::mem::take(&mut st.sites);
     let mut errors = std::mem::take(&mut st.errors);
     let include_failed = st.include_failed;
     // A failed include may have held the backend a decision names: "unknown backend" would
@@ -188,6 +200,47 @@ fn run(
     }
     config.fastcgi = fastcgi;
     config.shared = shared;
+    config.cgi = cgi;
+    config.route_auth = route_auth;
+    let (site_defs, site_routes): (Vec<_>, Vec<_>) = sites.into_iter().unzip();
+    let names: Vec<String> = config.fastcgi.iter().map(|d| d.name.clone()).collect();
+    let errors = super::vhost::check_all(&site_defs, config.default_site.as_deref(), &names, &main);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let site_routes: Vec<(usize, Function)> = site_routes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, f)| f.map(|f| (i, f)))
+        .collect();
+    // Sites with route functions: the Router runs one function that picks the site's.
+    let route = if site_routes.is_empty() {
+        route
+    } else {
+        let at = route.as_ref().map(|(_, at)| at.clone()).unwrap_or_default();
+        let main_fn = route.map(|(f, _)| f);
+        match super::vhost::combined_route(
+            &lua,
+            &site_defs,
+            config.default_site.as_deref(),
+            site_routes,
+            main_fn,
+        ) {
+            Ok(f) => Some((f, at)),
+            Err(e) => {
+                return Err(ConfigErrors(vec![ConfigError {
+                    file: main,
+                    line: None,
+                    message: format!("cannot combine the sites' route functions: {e}"),
+                }]))
+            }
+        }
+    };
+    config.sites = site_defs;
+    let errors = super::cgi::jail_problems(&config);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
     let errors = validate::finish_privileges(&mut config);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -424,6 +477,97 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
                 Ok(())
             })?
             .into_lua(lua)
+        })?,
+    )?;
+
+    let st = state.clone();
+    g.set(
+        "basic_auth",
+        lua.create_function(move |lua, v: Value| {
+            let (at, base) = {
+                let s = st.borrow();
+                if s.done {
+                    return Err(not_while_serving(lua, "basic_auth{}"));
+                }
+                (site(lua, &s), s.base.clone())
+            };
+            let (rule, errors) = super::auth::helper(&v, &at, &base);
+            let mut s = st.borrow_mut();
+            s.errors.extend(errors);
+            let Some(rule) = rule else {
+                return Ok(Value::Nil);
+            };
+            let index = s.route_auth.len();
+            s.route_auth.push(rule);
+            // The helper: admin(decision) (or admin() for the default rules) is a decision
+            // that asks for a user first; the password is checked by the worker after the
+            // route call, outside its time limit.
+            let f = lua.create_function(move |lua, inner: Value| {
+                crate::script::auth_decision(lua, index, inner)
+            })?;
+            Ok(Value::Function(f))
+        })?,
+    )?;
+
+    let st = state.clone();
+    g.set(
+        "site",
+        lua.create_function(move |lua, name: Value| {
+            if st.borrow().done {
+                return Err(not_while_serving(lua, "site"));
+            }
+            let name = match &name {
+                Value::String(s) => s.to_str().map(|s| s.to_string()).ok(),
+                _ => None,
+            };
+            if name.is_none() {
+                let s = st.borrow();
+                let e = site(lua, &s).error("site needs a host name: site \"example.com\" { ... }");
+                drop(s);
+                st.borrow_mut().errors.push(e);
+            }
+            let st = st.clone();
+            lua.create_function(move |lua, v: Value| {
+                let Some(name) = &name else { return Ok(()) };
+                let (at, base) = {
+                    let s = st.borrow();
+                    if s.done {
+                        return Err(not_while_serving(lua, "site"));
+                    }
+                    (site(lua, &s), s.base.clone())
+                };
+                let (def, route, errors) = super::vhost::vhost(name, &v, &at, &base);
+                let mut s = st.borrow_mut();
+                s.errors.extend(errors);
+                s.sites.push((def, route));
+                Ok(())
+            })?
+            .into_lua(lua)
+        })?,
+    )?;
+
+    let st = state.clone();
+    g.set(
+        "cgi",
+        lua.create_function(move |lua, v: Value| {
+            let (site, base, first) = {
+                let s = st.borrow();
+                if s.done {
+                    return Err(not_while_serving(lua, "cgi{}"));
+                }
+                let first = s.cgi.as_ref().map(|d| d.defined_at.clone());
+                (site(lua, &s), s.base.clone(), first)
+            };
+            if let Some(first) = first {
+                let e = site.error(format!("cgi{{}} given twice, first at {first}"));
+                st.borrow_mut().errors.push(e);
+                return Ok(());
+            }
+            let (def, errors) = super::cgi::cgi(&v, &site, &base);
+            let mut s = st.borrow_mut();
+            s.errors.extend(errors);
+            s.cgi = Some(def);
+            Ok(())
         })?,
     )?;
 

@@ -4,6 +4,8 @@
 //! documented in README.md. Everything here turns that script into plain Rust values; errors are
 //! collected (not stopped at the first one) and carry `file:line`.
 
+mod auth;
+mod cgi;
 mod error;
 mod eval_limit;
 mod identity;
@@ -13,18 +15,24 @@ mod ops;
 mod print;
 mod shared;
 mod site;
+#[cfg(test)]
+mod sites_tests;
 pub mod static_opts;
 mod suggest;
 #[cfg(test)]
 mod tests;
 mod timers;
 mod validate;
+mod vhost;
 
+pub use auth::{AccessRule, AuthRule};
+pub use cgi::CgiDef;
 pub use error::{ConfigError, ConfigErrors};
 pub use identity::{resolve as resolve_run_as, RunAs};
 pub use ops::Ops;
 pub use print::print;
 pub use shared::SharedDef;
+pub use vhost::{normalise_host, Picker, VhostDef};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -185,6 +193,18 @@ pub struct Config {
     pub ops: Ops,
     /// Static-file extras: compression, error pages, headers, expiry, listings.
     pub static_opts: static_opts::StaticOptions,
+    /// The `cgi {}` block, if any.
+    pub cgi: Option<CgiDef>,
+    /// Basic authentication per path prefix (`auth`).
+    pub auth: Vec<AuthRule>,
+    /// Client networks per path prefix (`access`).
+    pub access: Vec<AccessRule>,
+    /// The `basic_auth{}` helpers' rules (no prefix), by the index their decisions carry.
+    pub route_auth: Vec<AuthRule>,
+    /// Virtual hosts (`site "name" {}`), in the order defined.
+    pub sites: Vec<VhostDef>,
+    /// The site unknown hosts go to (`default_site`), None: `server{}`'s own.
+    pub default_site: Option<String>,
 }
 
 /// A loaded configuration together with the Lua state that evaluated it.

@@ -116,10 +116,19 @@ pub fn print(config: &Config) -> String {
         ),
     );
     static_opts::print(&mut o, &config.static_opts);
+    super::auth::print(&mut o, &config.auth, &config.access);
+    if let Some(d) = &config.default_site {
+        field(&mut o, "default_site", &lua_string(d));
+    }
     o.push_str("}\n");
     for def in &config.fastcgi {
         o.push('\n');
         fastcgi(&mut o, def);
+    }
+    super::vhost::print(&mut o, &config.sites);
+    if let Some(def) = &config.cgi {
+        o.push('\n');
+        o.push_str(&super::cgi::print(def));
     }
     if config.has_route {
         o.push_str("\n-- route(function(req) ... end) is set in the original config; a Lua function cannot be printed.\n");
@@ -163,7 +172,7 @@ fn fastcgi(o: &mut String, d: &FastcgiDef) {
     o.push_str("}\n");
 }
 
-fn field(o: &mut String, key: &str, value: &str) {
+pub(super) fn field(o: &mut String, key: &str, value: &str) {
     let _ = writeln!(o, "  {key} = {value},");
 }
 
@@ -184,13 +193,13 @@ fn addr(a: &ListenAddr) -> String {
     lua_string(&listen::format(a))
 }
 
-fn path(p: &Path) -> String {
+pub(super) fn path(p: &Path) -> String {
     lua_string(&p.to_string_lossy())
 }
 
 /// Seconds written exactly: whole seconds as an integer, else the decimal with nanosecond
 /// digits (trailing zeros dropped), which Lua reads back to the same `Duration`.
-fn seconds(d: Duration) -> String {
+pub(super) fn seconds(d: Duration) -> String {
     let nanos = d.subsec_nanos();
     if nanos == 0 {
         return d.as_secs().to_string();

@@ -53,6 +53,9 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "headers",
     "expires",
     "dir_listing",
+    "auth",
+    "access",
+    "default_site",
 ];
 /// Keys of `server { limits = {...} }`.
 const LIMIT_KEYS: &[&str] = &[
@@ -115,44 +118,44 @@ pub(super) fn default_timeouts() -> Timeouts {
 }
 
 /// Collects the problems of one call, prefixing each message (e.g. "fastcgi 'php': ").
-struct Report<'a> {
-    site: &'a Site,
-    prefix: String,
-    errors: Vec<ConfigError>,
+pub(super) struct Report<'a> {
+    pub(super) site: &'a Site,
+    pub(super) prefix: String,
+    pub(super) errors: Vec<ConfigError>,
 }
 
 impl Report<'_> {
-    fn at(&mut self, path: &[&str], msg: impl std::fmt::Display) {
+    pub(super) fn at(&mut self, path: &[&str], msg: impl std::fmt::Display) {
         let e = self.site.error_at(path, format!("{}{msg}", self.prefix));
         self.errors.push(e);
     }
 
-    fn at_value(&mut self, path: &[&str], value: &str, msg: impl std::fmt::Display) {
+    pub(super) fn at_value(&mut self, path: &[&str], value: &str, msg: impl std::fmt::Display) {
         let e = self
             .site
             .error_at_value(path, value, format!("{}{msg}", self.prefix));
         self.errors.push(e);
     }
 
-    fn at_call(&mut self, msg: impl std::fmt::Display) {
+    pub(super) fn at_call(&mut self, msg: impl std::fmt::Display) {
         let e = self.site.error(format!("{}{msg}", self.prefix));
         self.errors.push(e);
     }
 
     /// The problems in line order, so messages read top to bottom like the file.
-    fn finish(mut self) -> Vec<ConfigError> {
+    pub(super) fn finish(mut self) -> Vec<ConfigError> {
         self.errors.sort_by_key(|e| e.line);
         self.errors
     }
 }
 
 /// The dotted name of a key, for messages ("limits.connections").
-fn name(path: &[&str]) -> String {
+pub(super) fn name(path: &[&str]) -> String {
     path.join(".")
 }
 
 /// How a wrong value is described after "got": numbers by value, others by type.
-fn got(v: &Value) -> String {
+pub(super) fn got(v: &Value) -> String {
     match v {
         Value::Integer(i) => i.to_string(),
         Value::Number(n) => n.to_string(),
@@ -163,7 +166,7 @@ fn got(v: &Value) -> String {
 
 /// A Lua table read as a record: its string keys and values, unknown keys already reported.
 /// `None` (with a problem reported) when `v` is not a table.
-fn record(
+pub(super) fn record(
     rep: &mut Report,
     path: &[&str],
     v: &Value,
@@ -220,7 +223,13 @@ fn record(
 }
 
 /// An integer in `min..=max`. Floats with an integral value (`1e6`) are accepted.
-fn integer(rep: &mut Report, path: &[&str], v: &Value, min: i64, max: i64) -> Option<i64> {
+pub(super) fn integer(
+    rep: &mut Report,
+    path: &[&str],
+    v: &Value,
+    min: i64,
+    max: i64,
+) -> Option<i64> {
     let i = match v {
         Value::Integer(i) => *i,
         // The range check keeps the cast exact; i64::MAX as f64 rounds up, hence `<`.
@@ -253,7 +262,12 @@ fn integer(rep: &mut Report, path: &[&str], v: &Value, min: i64, max: i64) -> Op
 }
 
 /// A number of seconds, > 0 (or >= 0 with `allow_zero`), at most a day; fractions allowed.
-fn seconds(rep: &mut Report, path: &[&str], v: &Value, allow_zero: bool) -> Option<Duration> {
+pub(super) fn seconds(
+    rep: &mut Report,
+    path: &[&str],
+    v: &Value,
+    allow_zero: bool,
+) -> Option<Duration> {
     let s = match v {
         Value::Integer(i) => *i as f64,
         Value::Number(n) => *n,
@@ -284,7 +298,7 @@ fn seconds(rep: &mut Report, path: &[&str], v: &Value, allow_zero: bool) -> Opti
     Duration::try_from_secs_f64(s).ok()
 }
 
-fn boolean(rep: &mut Report, path: &[&str], v: &Value) -> Option<bool> {
+pub(super) fn boolean(rep: &mut Report, path: &[&str], v: &Value) -> Option<bool> {
     match v {
         Value::Boolean(b) => Some(*b),
         other => {
@@ -298,7 +312,7 @@ fn boolean(rep: &mut Report, path: &[&str], v: &Value) -> Option<bool> {
 }
 
 /// A Lua string as UTF-8 text.
-fn string(rep: &mut Report, path: &[&str], v: &Value) -> Option<String> {
+pub(super) fn string(rep: &mut Report, path: &[&str], v: &Value) -> Option<String> {
     match v {
         Value::String(s) => match s.to_str() {
             Ok(s) => Some(s.to_string()),
@@ -318,7 +332,7 @@ fn string(rep: &mut Report, path: &[&str], v: &Value) -> Option<String> {
 }
 
 /// One string, or a list (sequence) of strings.
-fn string_list(rep: &mut Report, path: &[&str], v: &Value) -> Option<Vec<String>> {
+pub(super) fn string_list(rep: &mut Report, path: &[&str], v: &Value) -> Option<Vec<String>> {
     let t: &Table = match v {
         Value::String(_) => return string(rep, path, v).map(|s| vec![s]),
         Value::Table(t) => t,
@@ -374,7 +388,12 @@ fn string_list(rep: &mut Report, path: &[&str], v: &Value) -> Option<Vec<String>
 }
 
 /// A non-empty path string without NUL, made absolute against `base`.
-fn path_value(rep: &mut Report, path: &[&str], v: &Value, base: &Path) -> Option<PathBuf> {
+pub(super) fn path_value(
+    rep: &mut Report,
+    path: &[&str],
+    v: &Value,
+    base: &Path,
+) -> Option<PathBuf> {
     let s = string(rep, path, v)?;
     if s.is_empty() || s.contains('\0') {
         rep.at(
@@ -471,6 +490,12 @@ pub(super) fn server(
         has_route: false,
         ops: Default::default(),
         static_opts: Default::default(),
+        cgi: None,
+        auth: Vec::new(),
+        access: Vec::new(),
+        route_auth: Vec::new(),
+        sites: Vec::new(),
+        default_site: None,
     };
     let mut rep = Report {
         site,
@@ -617,6 +642,15 @@ pub(super) fn server(
         cfg.timeouts = timeouts(r, v);
     }
     cfg.static_opts = static_opts::read(r, &fields);
+    if let Some(v) = fields.get("auth") {
+        cfg.auth = super::auth::auth_rules(r, v, base);
+    }
+    if let Some(v) = fields.get("access") {
+        cfg.access = super::auth::access_rules(r, v);
+    }
+    if let Some(v) = fields.get("default_site") {
+        cfg.default_site = string(r, &["default_site"], v).map(|s| super::normalise_host(&s));
+    }
     if cfg.daemon {
         if let Some(why) = super::daemon_problem(&cfg) {
             r.at(&["daemon"], format!("daemon = true: {why}"));
@@ -761,7 +795,7 @@ fn root_in_jail(r: &mut Report, v: &Value, jail: &Path) -> Option<PathBuf> {
 
 /// The document root: must exist and be a directory; canonicalised so that the safe-open
 /// beneath it compares against the real path.
-fn root_dir(r: &mut Report, v: &Value, base: &Path) -> Option<PathBuf> {
+pub(super) fn root_dir(r: &mut Report, v: &Value, base: &Path) -> Option<PathBuf> {
     let given = string(r, &["root"], v)?;
     let abs = path_value(r, &["root"], v, base)?;
     match abs.canonicalize() {
@@ -793,7 +827,7 @@ fn root_dir(r: &mut Report, v: &Value, base: &Path) -> Option<PathBuf> {
 /// The entries of a table keyed by strings (`mime`, `env`); a value that is not a table, or a
 /// key that is not a string, is reported (as "`field` must be `what`" / "`field` keys must be
 /// `keys`") and left out.
-fn string_keyed(
+pub(super) fn string_keyed(
     r: &mut Report,
     field: &str,
     v: &Value,
@@ -825,7 +859,7 @@ fn string_keyed(
 }
 
 /// `mime = { [".webp"] = "image/webp" }`: suffixes lowercased, values checked for header safety.
-fn mime(r: &mut Report, v: &Value) -> BTreeMap<String, String> {
+pub(super) fn mime(r: &mut Report, v: &Value) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let entries = string_keyed(
         r,

@@ -82,6 +82,21 @@ pub fn build(input: &ParamsInput, out: &mut Vec<u8>, id: u16) -> Result<(), Para
     .map_err(|_| ParamsError::TooLong)
 }
 
+/// The params as (name, value) pairs, checked as [`build`] checks them: the environment of a
+/// CGI process (src/cgi/) is exactly these.
+pub fn pairs(input: &ParamsInput) -> Result<Pairs, ParamsError> {
+    let list = collect(input)?;
+    if let Some((name, _)) = list
+        .iter()
+        .find(|(n, v)| n.iter().chain(v).any(|&b| matches!(b, b'\r' | b'\n' | 0)))
+    {
+        return Err(ParamsError::BadByte(
+            String::from_utf8_lossy(name).into_owned(),
+        ));
+    }
+    Ok(list)
+}
+
 /// One HTTP_* param being gathered: the header name that produced it and the joined value.
 struct HttpVar<'r> {
     var: Vec<u8>,

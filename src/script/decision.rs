@@ -64,6 +64,14 @@ pub enum Decision {
     Status,
     /// The route function returned nil: use the config's default rules.
     FallThrough,
+    /// Require a user of the config's `basic_auth{}` helper number `rule` (401 otherwise),
+    /// then carry out `then`.
+    Auth {
+        /// Index of the helper in `Config::route_auth`.
+        rule: usize,
+        /// What to do once the user is known (`FallThrough`: the default rules).
+        then: Box<Decision>,
+    },
 }
 
 impl Decision {
@@ -76,6 +84,7 @@ impl Decision {
             Decision::Deny { .. } => "deny",
             Decision::Status => "status",
             Decision::FallThrough => "fallthrough",
+            Decision::Auth { .. } => "basic_auth",
         }
     }
 }
@@ -186,6 +195,31 @@ impl mlua::IntoLua for DecisionValue {
         }
         Ok(Value::UserData(ud))
     }
+}
+
+/// The decision of the `basic_auth{}` helper number `rule` called with `inner` (a decision,
+/// or nil for the default rules): authenticate, then `inner`.
+pub fn auth_decision(lua: &Lua, rule: usize, inner: Value) -> mlua::Result<DecisionValue> {
+    let then = match inner {
+        Value::Nil => Decision::FallThrough,
+        Value::UserData(ud) => {
+            decision_of(&ud).ok_or_else(|| fail(lua, "basic_auth", "expects a decision or nil"))?
+        }
+        other => {
+            return Err(fail(
+                lua,
+                "basic_auth",
+                format!("expects a decision or nil, got {}", other.type_name()),
+            ))
+        }
+    };
+    Ok(DecisionValue(
+        Decision::Auth {
+            rule,
+            then: Box::new(then),
+        },
+        None,
+    ))
 }
 
 /// The decision a userdata holds, with a `respond` body taken from its user value.

@@ -31,7 +31,7 @@ mod tests;
 mod thread_hook;
 mod timers;
 
-pub use decision::{fastcgi_decision, install_decisions, Decision, DecisionValue};
+pub use decision::{auth_decision, fastcgi_decision, install_decisions, Decision, DecisionValue};
 pub use error::{RouteError, RouteErrorKind};
 pub use limits::{RouterLimits, HOOK_EVERY};
 pub use respond_hook::{hook_only_route, RESPOND_HOOK, RESPOND_HOOK_AT};

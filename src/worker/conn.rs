@@ -15,6 +15,7 @@
 //! `readable`/`writable` hints remember whether it has said so since the last event.
 
 use super::bufs::Bufs;
+use super::cgi::CgiRun;
 use super::dispatch::{self, Client, Dispatch, FcgiExtra, OtherSites, Routed};
 use super::fcgi::{Env, Exchange, RequestBody, StderrLimit, Step};
 use super::fcgi_admit;
@@ -23,6 +24,7 @@ use super::out::{Flush, Out};
 use super::peer::Peer;
 use super::real_peer::{self, ProxyHeader, RealPeer};
 use super::timers::{Kind, Slot, Timers};
+use super::upstream::Upstream;
 use super::BACKEND_BASE;
 use crate::access_line::{Facts, PendingLine, Subject};
 use crate::admin::scoreboard::{Scoreboard, State as WorkerState, WorkerSlot};
@@ -155,6 +157,27 @@ enum Handler {
     Queued,
     /// A FastCGI exchange produces it as the backend answers.
     FastCgi(Box<Exchange>),
+    /// A CGI process produces it (src/worker/cgi.rs).
+    Cgi(Box<CgiRun>),
+}
+
+impl Handler {
+    /// The exchange or run producing the response, if another process does.
+    fn upstream(&self) -> Option<&dyn Upstream> {
+        match self {
+            Handler::FastCgi(x) => Some(&**x),
+            Handler::Cgi(x) => Some(&**x),
+            Handler::Queued => None,
+        }
+    }
+
+    fn upstream_mut(&mut self) -> Option<&mut dyn Upstream> {
+        match self {
+            Handler::FastCgi(x) => Some(&mut **x),
+            Handler::Cgi(x) => Some(&mut **x),
+            Handler::Queued => None,
+        }
+    }
 }
 
 /// How the connection ends once the response in flight is out. It only moves towards the
@@ -278,23 +301,17 @@ impl Conn {
         matches!(self.phase, Phase::Head) && self.input.is_empty() && !self.out.pending()
     }
 
-    /// The exchange producing the response, if a FastCGI exchange does.
-    fn exchange(&self) -> Option<&Exchange> {
+    /// The exchange producing the response, if a FastCGI exchange or a CGI run does.
+    fn exchange(&self) -> Option<&dyn Upstream> {
         match &self.phase {
-            Phase::Responding {
-                handler: Handler::FastCgi(x),
-                ..
-            } => Some(x),
+            Phase::Responding { handler, .. } => handler.upstream(),
             _ => None,
         }
     }
 
-    fn exchange_mut(&mut self) -> Option<&mut Exchange> {
+    fn exchange_mut(&mut self) -> Option<&mut dyn Upstream> {
         match &mut self.phase {
-            Phase::Responding {
-                handler: Handler::FastCgi(x),
-                ..
-            } => Some(x),
+            Phase::Responding { handler, .. } => handler.upstream_mut(),
             _ => None,
         }
     }
@@ -302,15 +319,22 @@ impl Conn {
     /// The phase of the FastCGI exchange answering the request, if one does.
     #[cfg(test)]
     pub fn exchange_phase(&self) -> Option<super::fcgi::ExchangePhase> {
-        self.exchange().map(Exchange::phase)
+        match &self.phase {
+            Phase::Responding {
+                handler: Handler::FastCgi(x),
+                ..
+            } => Some(x.phase()),
+            _ => None,
+        }
     }
 
     /// Takes the exchange out of the handler, leaving the response as queued.
-    fn take_exchange(&mut self) -> Option<Box<Exchange>> {
+    fn take_exchange(&mut self) -> Option<Box<dyn Upstream>> {
         match &mut self.phase {
             Phase::Responding { handler, .. } => {
                 match std::mem::replace(handler, Handler::Queued) {
                     Handler::FastCgi(x) => Some(x),
+                    Handler::Cgi(x) => Some(x),
                     Handler::Queued => None,
                 }
             }
@@ -425,7 +449,7 @@ impl Conn {
         if let Some(mut x) = self.take_exchange() {
             if !self.log_line.is_pending() {
                 let status = x.status().unwrap_or(499);
-                self.log_start(ctx, Some(x.request()), status);
+                self.log_start_as(ctx, Some(x.request()), status, x.remote_user());
             }
             x.cancel(&mut ctx.env());
         }
@@ -512,7 +536,8 @@ impl Conn {
                     if x.body_pending() && x.body_left().is_none() {
                         self.drain_before_close();
                     }
-                    self.log_start(ctx, Some(x.request()), x.status().unwrap_or(200));
+                    let status = x.status().unwrap_or(200);
+                    self.log_start_as(ctx, Some(x.request()), status, x.remote_user());
                     self.start_responding(Handler::Queued, discard);
                 }
             }
@@ -526,7 +551,7 @@ impl Conn {
                     if x.body_pending() {
                         self.drain_before_close();
                     }
-                    self.log_start(ctx, Some(x.request()), status);
+                    self.log_start_as(ctx, Some(x.request()), status, x.remote_user());
                     let head_only = x.request().method == Method::Head;
                     let version = x.request().version;
                     let mut reply = Reply::error(status);
@@ -551,7 +576,8 @@ impl Conn {
                 // truncation (a short Content-Length body, or no last chunk).
                 if let Some(mut x) = self.take_exchange() {
                     x.cancel(&mut ctx.env());
-                    self.log_start(ctx, Some(x.request()), x.status().unwrap_or(e.status()));
+                    let status = x.status().unwrap_or(e.status());
+                    self.log_start_as(ctx, Some(x.request()), status, x.remote_user());
                 }
                 self.close_after_response();
             }
@@ -587,11 +613,11 @@ impl Conn {
                 }
             }
 
-            if let Phase::Responding {
-                handler: Handler::FastCgi(x),
-                ..
-            } = &mut self.phase
-            {
+            let upstream = match &mut self.phase {
+                Phase::Responding { handler, .. } => handler.upstream_mut(),
+                _ => None,
+            };
+            if let Some(x) = upstream {
                 let step = x.drive(&mut self.input, &mut self.out, &mut ctx.env());
                 if !matches!(step, Step::Idle) {
                     progress = true;
@@ -744,7 +770,7 @@ impl Conn {
             // Read ahead (pipelined requests, a body to drop) but never without bound.
             Phase::Responding { handler, discard } => {
                 discard.is_some()
-                    || matches!(handler, Handler::FastCgi(x) if x.wants_client_input())
+                    || handler.upstream().is_some_and(|x| x.wants_client_input())
                     || buffered < limits.header_bytes
             }
             Phase::Linger => true,
@@ -800,6 +826,7 @@ impl Conn {
             let host = req.host.as_deref().unwrap_or("");
             slot.request_started(req.method.as_str(), host, &req.path, &peer.ip, ctx.now_ms);
         }
+        let mut user = None;
         let mut close = !req.keep_alive
             || self.ending != Ending::KeepAlive
             || ctx.draining
@@ -812,6 +839,7 @@ impl Conn {
             config: ctx.config,
             now: ctx.now,
             board: ctx.board,
+            user: &mut user,
         };
         let client = Client {
             ip: &peer.ip,
@@ -824,6 +852,10 @@ impl Conn {
         let reply = match dispatch::route(dispatch, &req, &client) {
             Routed::FastCgi(target, extra) => {
                 self.start_fastcgi(ctx, req, target, close, extra);
+                return;
+            }
+            Routed::Cgi(target) => {
+                self.start_cgi(ctx, req, target, close);
                 return;
             }
             Routed::Reply(reply) => reply,
@@ -859,7 +891,7 @@ impl Conn {
                 }
             },
         }
-        self.log_start(ctx, Some(&req), reply.status);
+        self.log_start_as(ctx, Some(&req), reply.status, user.as_deref());
         let head_only = req.method == Method::Head;
         self.send_reply(ctx, head_only, req.version, reply, close, discard);
     }
@@ -909,6 +941,49 @@ impl Conn {
             }
             Err(e) => {
                 tracing::error!("fastcgi: cannot start an exchange: {e}");
+                self.drain_before_close();
+                let reply = Reply::error(500);
+                self.send_reply(ctx, false, Version::Http11, reply, true, None);
+            }
+        }
+    }
+
+    /// Hands the request to a CGI process (or answers 411/413/503 first).
+    fn start_cgi(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: Request,
+        target: super::cgi_admit::CgiTarget,
+        close: bool,
+    ) {
+        let local = self.stream.local();
+        let admitted =
+            super::cgi_admit::admit(req, target, ctx.config, ctx.site, local, &self.peer);
+        let (facts, cmd, body) = match admitted {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                let (req, status) = *refused;
+                self.refuse_fastcgi(ctx, &req, status, close);
+                return;
+            }
+        };
+        if facts.req.expect_continue && facts.req.body != BodyFraming::None {
+            self.out.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        ctx.timers.disarm(&mut self.timer);
+        if !matches!(body, RequestBody::None) {
+            ctx.timers
+                .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
+        }
+        match CgiRun::new(facts, cmd, body, !close, ctx.now) {
+            Ok(x) => {
+                self.start_responding(Handler::Cgi(Box::new(x)), None);
+                if close {
+                    self.close_after_response();
+                }
+            }
+            Err(e) => {
+                tracing::error!("cgi: cannot start a run: {e}");
                 self.drain_before_close();
                 let reply = Reply::error(500);
                 self.send_reply(ctx, false, Version::Http11, reply, true, None);
@@ -1025,6 +1100,17 @@ impl Conn {
     /// Starts the access-log line of a response (`req` None: a refused head, whose first
     /// line is logged from the input).
     fn log_start(&mut self, ctx: &mut Ctx<'_>, req: Option<&Request>, status: u16) {
+        self.log_start_as(ctx, req, status, None);
+    }
+
+    /// As `log_start`, with the user an `auth` rule authenticated.
+    fn log_start_as(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: Option<&Request>,
+        status: u16,
+        user: Option<&str>,
+    ) {
         // The scoreboard counts responses by class as they start, log or no log.
         if let Some(slot) = ctx.slot {
             slot.response_status(status);
@@ -1048,6 +1134,7 @@ impl Conn {
             clf_date: ctx.date.clf(),
             subject,
             status,
+            user,
         };
         self.log_line
             .start(buf, &ctx.config.ops.access_log_format, facts);

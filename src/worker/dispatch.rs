@@ -29,6 +29,8 @@ pub struct Dispatch<'a> {
     pub now: Instant,
     /// The scoreboard, for the status page.
     pub board: Option<&'a crate::admin::scoreboard::Scoreboard>,
+    /// Set to the user an `auth` rule authenticated (for REMOTE_USER and the access log).
+    pub user: &'a mut Option<String>,
 }
 
 /// Who asked, as the route function sees it.
@@ -47,6 +49,8 @@ pub enum Routed {
     FastCgi(Target, FcgiExtra),
     /// An answer made here (static file, in-memory reply, redirect, refusal).
     Reply(Reply),
+    /// To a CGI script (src/worker/cgi_admit.rs).
+    Cgi(super::cgi_admit::CgiTarget),
 }
 
 /// What a route decision adds to a FastCGI request.
@@ -78,11 +82,19 @@ fn escape_log(bytes: &[u8]) -> Vec<u8> {
 #[derive(Default)]
 pub struct OtherSites {
     sites: std::collections::HashMap<std::path::PathBuf, Site>,
+    /// The virtual hosts' static sites, by index in `config.sites` (src/worker/vhost.rs).
+    pub(super) vhosts: std::collections::HashMap<usize, Site>,
+    /// Which site a Host names, built on first use.
+    pub(super) picker: Option<crate::config::Picker>,
 }
 
 impl OtherSites {
     /// The site for `root` (index files and MIME types as the main site's).
-    fn site(&mut self, root: &std::path::Path, main: &Site) -> std::io::Result<&mut Site> {
+    pub(super) fn site(
+        &mut self,
+        root: &std::path::Path,
+        main: &Site,
+    ) -> std::io::Result<&mut Site> {
         if !self.sites.contains_key(root) {
             let site = Site {
                 root: crate::static_files::open::Root::open(root)?,
@@ -101,15 +113,61 @@ impl OtherSites {
     }
 }
 
-/// Where a request goes: the route function's decision, else the default rules (a
-/// FastCGI prefix or extension, else a static file).
+/// The status page (`status_path` or a `status` decision), from the scoreboard.
+fn status_page(
+    board: Option<&crate::admin::scoreboard::Scoreboard>,
+    config: &Config,
+    req: &Request,
+) -> Routed {
+    let format = crate::status_page::Format::from_query(req.query.as_deref());
+    Routed::Reply(crate::status_page::reply(board, config, format))
+}
+
+/// Where a request goes: first its site (a `site "host" {}` its Host names, else
+/// `server{}`'s own), then the route function's decision, else the default rules (a FastCGI
+/// prefix or extension, else a static file).
 pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
-    let status_page = || {
-        let format = crate::status_page::Format::from_query(req.query.as_deref());
-        Routed::Reply(crate::status_page::reply(ctx.board, ctx.config, format))
-    };
     if ctx.config.ops.status_path.as_deref() == Some(req.path.as_str()) {
-        return status_page();
+        return status_page(ctx.board, ctx.config, req);
+    }
+    let Some(i) = ctx.other_sites.pick_vhost(ctx.config, req.host.as_deref()) else {
+        return route_site(ctx, req, client, None);
+    };
+    let def = &ctx.config.sites[i];
+    let mut site = match ctx.other_sites.take_vhost(i, ctx.config) {
+        Ok(site) => site,
+        Err(e) => {
+            tracing::error!("site '{}': root {}: {e}", def.name, def.root.display());
+            return Routed::Reply(Reply::error(500));
+        }
+    };
+    let inner = Dispatch {
+        router: ctx.router,
+        site: &mut site,
+        other_sites: &mut *ctx.other_sites,
+        pool: ctx.pool,
+        config: ctx.config,
+        now: ctx.now,
+        user: &mut *ctx.user,
+        board: ctx.board,
+    };
+    let routed = route_site(inner, req, client, Some(def));
+    let routed = super::vhost::finish(routed, def, &site);
+    ctx.other_sites.put_vhost(i, site);
+    routed
+}
+
+/// `route` within one site (`vhost` None: `server{}`'s own).
+fn route_site(
+    ctx: Dispatch<'_>,
+    req: &Request,
+    client: &Client<'_>,
+    vhost: Option<&crate::config::VhostDef>,
+) -> Routed {
+    *ctx.user = None;
+    match super::auth_check::check(ctx.config, req, client.ip) {
+        super::auth_check::Gate::Pass(user) => *ctx.user = user,
+        super::auth_check::Gate::Refuse(reply) => return Routed::Reply(reply),
     }
     let decision = match ctx.router {
         Some(router) => {
@@ -147,9 +205,24 @@ pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
         }
         None => Decision::FallThrough,
     };
+    // basic_auth{}'s decision: a user first (of each helper, when nested), then what it wraps.
+    let mut decision = decision;
+    while let Decision::Auth { rule, then } = decision {
+        let Some(r) = ctx.config.route_auth.get(rule) else {
+            return Routed::Reply(Reply::error(500));
+        };
+        match super::auth_check::check_rule(r, req, client.ip) {
+            super::auth_check::Gate::Pass(user) => *ctx.user = user,
+            super::auth_check::Gate::Refuse(reply) => return Routed::Reply(reply),
+        }
+        decision = *then;
+    }
+    let auth_params = super::auth_check::params(ctx.user.as_deref());
     match decision {
         Decision::FallThrough => {}
-        Decision::Status => return status_page(),
+        Decision::Status => return status_page(ctx.board, ctx.config, req),
+        // Unwrapped above, never reached.
+        Decision::Auth { .. } => return Routed::Reply(Reply::error(500)),
         Decision::Static { root, headers } => {
             let mut reply = match root {
                 None => static_files::serve(req, ctx.site, ctx.now),
@@ -187,9 +260,12 @@ pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
                 path_info,
                 check_local: false,
             };
+            // A decision's params come last, so they replace the auth ones.
+            let mut all = auth_params;
+            all.extend(params);
             let extra = FcgiExtra {
                 script_filename: script,
-                params,
+                params: all,
                 headers,
             };
             return Routed::FastCgi(target, extra);
@@ -225,13 +301,25 @@ pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
             return Routed::Reply(reply);
         }
     }
+    if let Some(mut routed) = super::cgi_admit::route(ctx.config, ctx.other_sites, ctx.site, req) {
+        if let Routed::Cgi(t) = &mut routed {
+            t.params = auth_params;
+        }
+        return routed;
+    }
     if !ctx.config.fastcgi.is_empty() {
         let site = &*ctx.site;
         let target = rules::match_path(ctx.config, &req.path, &site.index, |p| {
             matches!(site.root.lookup(p, &[]), Lookup::File(..))
         });
-        if let Some(t) = target {
-            return Routed::FastCgi(t, FcgiExtra::default());
+        if let Some(t) =
+            target.filter(|t| super::vhost::allows_backend(ctx.config, vhost, t.backend))
+        {
+            let extra = FcgiExtra {
+                params: auth_params,
+                ..FcgiExtra::default()
+            };
+            return Routed::FastCgi(t, extra);
         }
     }
     Routed::Reply(static_files::serve(req, ctx.site, ctx.now))

@@ -329,6 +329,11 @@ impl Exchange {
         &self.facts.req
     }
 
+    /// The extra params (an `auth` rule's REMOTE_USER among them).
+    pub fn extra_params(&self) -> &[(String, String)] {
+        &self.facts.extra
+    }
+
     /// The response status, once the backend's head is known.
     pub fn status(&self) -> Option<u16> {
         self.status

@@ -1,8 +1,12 @@
 //! A worker process: one mio loop over the inherited listeners, its client connections and a
 //! signalfd. See `conn.rs` for a connection's life.
 
+mod auth_check;
 pub mod backstop;
 mod bufs;
+mod cgi;
+mod cgi_admit;
+mod cgi_procs;
 mod conn;
 #[cfg(test)]
 mod conn_tests;
@@ -21,6 +25,8 @@ mod real_peer;
 mod respond_hook;
 mod spool;
 pub mod timers;
+mod upstream;
+mod vhost;
 
 pub use net::Listener;
 
@@ -140,6 +146,7 @@ impl<'a> Worker<'a> {
             Signal::SIGQUIT,
             Signal::SIGTERM,
             Signal::SIGHUP,
+            Signal::SIGCHLD,
         ] {
             mask.add(s);
         }
@@ -157,12 +164,16 @@ impl<'a> Worker<'a> {
             l.register(poll.registry(), Token(LISTENER_BASE + i))?;
         }
         let t = &setup.config.timeouts;
-        let backend_timeouts: Vec<_> = setup
+        let mut backend_timeouts: Vec<_> = setup
             .config
             .fastcgi
             .iter()
             .map(|d| (d.connect_timeout, d.read_timeout))
             .collect();
+        // CGI's time limit is the kind after the backends' (cgi_admit::timer_kind).
+        if let Some(cgi) = &setup.config.cgi {
+            backend_timeouts.push((cgi.timeout, cgi.timeout));
+        }
         Ok(Worker {
             config: setup.config,
             poll,
@@ -485,6 +496,13 @@ impl<'a> Worker<'a> {
                         return Some(self.exit(0))
                     }
                     Ok(Signal::SIGHUP) => self.reopen_logs(),
+                    Ok(Signal::SIGCHLD) => {
+                        // A CGI process ended: its run learns the exit status.
+                        let now = Instant::now();
+                        for key in cgi_procs::reap() {
+                            self.on_conn(key, now, |c, ctx| c.resume(ctx));
+                        }
+                    }
                     _ => {}
                 },
                 Ok(None) => return None,
