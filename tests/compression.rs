@@ -345,3 +345,27 @@ fn fastcgi_backend_dying_mid_body_still_shows_truncation() {
     // The chunked body never got its last chunk: the client sees the truncation.
     assert!(!r.complete, "a truncated body must not look complete");
 }
+
+#[test]
+fn fastcgi_compression_keeps_worker_memory_bounded() {
+    let f = fcgi("compress = { encodings = { \"gzip\" }, level = 1 }");
+    let workers = f.workers();
+    assert_eq!(workers.len(), 1, "one worker: {workers:?}");
+    let before = fcgi_common::rss_kib(workers[0]).unwrap();
+    let n = 40_000_000;
+    let r = fcgi_get(
+        &f,
+        &format!("/t.php?mode=huge&bytes={n}"),
+        "Accept-Encoding: gzip\r\n",
+        "HTTP/1.1",
+    );
+    let after = fcgi_common::rss_kib(workers[0]).unwrap();
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    let plain = gunzip(&r.body);
+    assert_eq!(plain.len(), n);
+    // 40 MB went through the encoder; the worker grew by far less (window and buffers).
+    assert!(
+        after.saturating_sub(before) < 16 * 1024,
+        "worker RSS grew from {before} KiB to {after} KiB"
+    );
+}

@@ -245,3 +245,26 @@ fn error_pages_leave_a_route_s_own_body_alone() {
     assert_eq!(r.status, 404);
     assert_eq!(r.text(), "custom 404\n");
 }
+
+#[test]
+fn listings_are_compressed_like_files() {
+    let files: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| (format!("pub/file-number-{i:03}.txt"), b"x".to_vec()))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let s = Server::start("dir_listing = true, compress = true", &refs);
+    let plain = get(&s, "/pub/", "");
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
+    let g = get(&s, "/pub/", "Accept-Encoding: gzip\r\n");
+    assert_eq!(g.status, 200);
+    assert_eq!(g.header("content-encoding"), Some("gzip"));
+    let mut html = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&g.body[..]), &mut html)
+        .unwrap();
+    assert_eq!(html.as_bytes(), plain.body.as_slice());
+    assert!(html.contains("file-number-039.txt"));
+}

@@ -117,6 +117,43 @@ pub fn choose(
     Coded::Identity { vary }
 }
 
+/// A generated body (a listing) compressed when the site compresses its type and the client
+/// takes a coding; made per request (listings change), so no cache and no ETag.
+pub fn generated(req: &Request, site: &Site, body: Vec<u8>, content_type: &str) -> Reply {
+    let coding = site.opts.compress.as_ref().and_then(|c| {
+        let big_enough = body.len() as u64 >= c.min_size && body.len() as u64 <= c.max_size;
+        if !big_enough || !c.compresses(content_type) {
+            return None;
+        }
+        let accept = req
+            .headers()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"accept-encoding"))
+            .map(|(_, v)| v);
+        negotiate(accept, &c.encodings).map(|coding| (coding, c))
+    });
+    let vary = site
+        .opts
+        .compress
+        .as_ref()
+        .is_some_and(|c| c.compresses(content_type));
+    let mut r = match coding {
+        Some((coding, c)) => match encode_all(coding, c.level, c.zstd_level, &body) {
+            Ok(out) if out.len() < body.len() => {
+                let mut r = Reply::new(200, Body::Bytes(out));
+                r.header("Content-Encoding", coding.token());
+                r
+            }
+            _ => Reply::new(200, Body::Bytes(body)),
+        },
+        None => Reply::new(200, Body::Bytes(body)),
+    };
+    r.header("Content-Type", content_type);
+    if vary {
+        r.header("Vary", "Accept-Encoding");
+    }
+    r
+}
+
 /// The sibling `path + suffix` when it is a regular file beneath the root.
 fn sibling(
     req: &Request,

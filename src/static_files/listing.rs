@@ -8,7 +8,7 @@
 use super::Site;
 use crate::config::Dotfiles;
 use crate::http::request::{Method, Request};
-use crate::reply::{Body, Reply};
+use crate::reply::Reply;
 use nix::sys::stat::SFlag;
 use std::fmt::Write;
 use std::time::{Duration, UNIX_EPOCH};
@@ -82,9 +82,8 @@ pub fn reply(req: &Request, site: &Site) -> Option<Reply> {
             "text/html; charset=utf-8",
         )
     };
-    let mut r = Reply::new(200, Body::Bytes(body.into_bytes()));
-    r.header("Content-Type", ty)
-        .header("Cache-Control", "no-cache");
+    let mut r = super::coded::generated(req, site, body.into_bytes(), ty);
+    r.header("Cache-Control", "no-cache");
     Some(r)
 }
 

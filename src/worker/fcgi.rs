@@ -939,13 +939,17 @@ impl Exchange {
         }
         match enc.write(bytes, flush) {
             Ok(coded) => self.frame_body(&coded, out),
-            Err(e) => {
-                // Only closing shows the client the truncation.
-                tracing::error!("compressing a FastCGI response: {e}");
-                self.encoder = None;
-                self.close_client = true;
-            }
+            Err(e) => self.coding_failed(e),
         }
+    }
+
+    /// The encoder failed mid-body: nothing more goes out (no last chunk either), and the
+    /// connection closes, which shows the client the truncation.
+    fn coding_failed(&mut self, e: io::Error) {
+        tracing::error!("compressing a FastCGI response: {e}");
+        self.encoder = None;
+        self.response = Response::Body(Framing::None);
+        self.close_client = true;
     }
 
     fn frame_body(&mut self, bytes: &[u8], out: &mut Out) {
@@ -982,10 +986,7 @@ impl Exchange {
             match enc.finish() {
                 Ok(tail) if !self.head_only => self.frame_body(&tail, out),
                 Ok(_) => {}
-                Err(e) => {
-                    tracing::error!("compressing a FastCGI response: {e}");
-                    self.close_client = true;
-                }
+                Err(e) => self.coding_failed(e),
             }
         }
         let Response::Body(framing) = &self.response else {
