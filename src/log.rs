@@ -18,6 +18,34 @@ static ERROR_LOG_FD: AtomicI32 = AtomicI32::new(2);
 
 /// The access log's descriptor in this process (-1: none), for the log handoff.
 static ACCESS_LOG_FD: AtomicI32 = AtomicI32::new(-1);
+/// The worker's buffered access-log lines not yet written (start and length), for
+/// `write_pending_access_lines`: a worker the route backstop kills writes them on its way out.
+static ACCESS_PENDING_PTR: std::sync::atomic::AtomicPtr<u8> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+static ACCESS_PENDING_LEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Writes the access-log lines still buffered, from a signal handler: only atomics and
+/// write(2), both async-signal-safe. For the route backstop's SIGALRM, which ends the worker
+/// in the middle of a route call; the buffer is not touched during a route call, so what was
+/// published is whole and still allocated.
+pub fn write_pending_access_lines() {
+    let fd = ACCESS_LOG_FD.load(Ordering::Relaxed);
+    let ptr = ACCESS_PENDING_PTR.load(Ordering::Relaxed);
+    let mut len = ACCESS_PENDING_LEN.load(Ordering::Relaxed);
+    let mut at = ptr;
+    while fd >= 0 && !at.is_null() && len > 0 {
+        // SAFETY: `at..at+len` lies within the access buffer published by `AccessLog::publish`,
+        // which stays allocated and unchanged while a route call runs (the only time the
+        // backstop's signal arrives); write(2) only reads it.
+        let n = unsafe { libc::write(fd, at.cast(), len) };
+        if n <= 0 {
+            return;
+        }
+        len -= n as usize;
+        // SAFETY: n <= len, so the pointer stays within (or one past) the same buffer.
+        at = unsafe { at.add(n as usize) };
+    }
+}
 
 /// The descriptor the error log writes to now (a forked child that closes everything else
 /// keeps this one).
@@ -200,6 +228,13 @@ impl AccessLog {
         if self.buf.len() >= ACCESS_FLUSH_BYTES {
             self.flush();
         }
+        self.publish();
+    }
+
+    /// Makes the buffered lines known to `write_pending_access_lines`.
+    fn publish(&mut self) {
+        ACCESS_PENDING_PTR.store(self.buf.as_mut_ptr(), Ordering::Relaxed);
+        ACCESS_PENDING_LEN.store(self.buf.len(), Ordering::Relaxed);
     }
 
     /// Writes everything buffered.
@@ -211,6 +246,7 @@ impl AccessLog {
             tracing::error!("access log: {e}");
         }
         self.buf.clear();
+        self.publish();
     }
 
     /// Flushes, then reopens the file.

@@ -156,3 +156,50 @@ route(function(req) return respond(200, body) end)
         "worker RSS grew from {before} KB to {after} KB"
     );
 }
+
+/// The access-log lines a worker still buffers when the backstop kills it are written on its
+/// way out (it buffers up to a second of them; a worker killed again and again lost them all,
+/// which made a log rotation look as if it had not taken effect).
+#[test]
+fn a_backstopped_worker_writes_its_buffered_access_lines() {
+    let dir = TempDir::new("limits-log");
+    std::fs::create_dir_all(dir.path().join("www")).expect("mkdir www");
+    dir.write("www/a.txt", b"a");
+    let s = Server::start_config(
+        dir,
+        &format!(
+            "server {{ {BASE}, access_log = \"access.log\" }}\n{}",
+            r#"
+route(function(req)
+  if req.path == "/stuck" then
+    local mt = {}
+    local obj = setmetatable({}, mt)
+    mt.__close = function() while true do end end
+    local x <close> = obj
+    while true do end
+  end
+end)
+"#
+        ),
+    );
+    let log = s.dir.path().join("access.log");
+    // Past the start-up probe's flush, so that our lines sit in the buffer.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut c = s.connect();
+    for i in 0..3 {
+        c.send(format!("GET /a.txt?n={i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        assert_eq!(c.response(false).status, 200);
+    }
+    c.send(b"GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n");
+    let _ = c.try_response(false);
+    wait_for("the backstop log line", Duration::from_secs(10), || {
+        s.log_text().contains("killed by the route backstop")
+    });
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    for i in 0..3 {
+        assert!(
+            text.contains(&format!("/a.txt?n={i}")),
+            "line {i} lost: {text}"
+        );
+    }
+}

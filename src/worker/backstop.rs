@@ -1,12 +1,43 @@
 //! The backstop for a route call the limits cannot interrupt (one huge `table.sort`, a C
 //! function that runs long inside one call): a real-time interval timer armed for the call's
-//! deadline plus [`BOUND`]. Its SIGALRM is neither blocked nor handled, so its default action
-//! terminates the worker; the watcher logs the request from the scoreboard slot and respawns.
+//! deadline plus [`BOUND`]. Its SIGALRM is not blocked; its handler (`install`) writes the
+//! access-log lines the worker still buffers (they would die with it: a worker killed again
+//! and again lost every line between its once-a-second flushes, so a log rotation seemed not to
+//! take effect), then lets the default action end the worker by SIGALRM; the watcher logs the
+//! request from the scoreboard slot and respawns.
 
 use std::time::Duration;
 
 /// How far past its deadline a route call may run before the worker is killed.
 pub const BOUND: Duration = Duration::from_millis(1000);
+
+/// Installs the SIGALRM handler: buffered access-log lines, then death by SIGALRM. Once per
+/// worker, before any route call.
+pub(super) fn install() {
+    // SAFETY: the handler only calls async-signal-safe functions (write, raise, through
+    // `write_pending_access_lines` and below); SA_RESETHAND restores the default action on
+    // entry and SA_NODEFER leaves SIGALRM unblocked, so the raise ends the process at once.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        act.sa_flags = libc::SA_RESETHAND | libc::SA_NODEFER;
+        libc::sigemptyset(&mut act.sa_mask);
+        if libc::sigaction(libc::SIGALRM, &act, std::ptr::null_mut()) != 0 {
+            tracing::error!(
+                "sigaction(SIGALRM): {} (access-log lines die with a backstopped worker)",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+extern "C" fn on_alarm(_sig: libc::c_int) {
+    crate::log::write_pending_access_lines();
+    // SAFETY: raise is async-signal-safe; the disposition is the default again (SA_RESETHAND).
+    unsafe {
+        libc::raise(libc::SIGALRM);
+    }
+}
 
 /// An armed timer; dropping it disarms it.
 pub(super) struct Armed(());

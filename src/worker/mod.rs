@@ -139,6 +139,7 @@ pub fn run(setup: WorkerSetup<'_>) -> i32 {
 
 impl<'a> Worker<'a> {
     fn new(setup: WorkerSetup<'a>) -> io::Result<Worker<'a>> {
+        backstop::install();
         let poll = Poll::new()?;
         let mut mask = SigSet::empty();
         for s in [
