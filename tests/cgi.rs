@@ -287,12 +287,15 @@ fn over_max_procs_is_503() {
         "max_procs = 1",
         &[(
             "slow.sh",
-            "/bin/sleep 2\nprintf 'Content-Length: 4\\n\\nslow'\n",
+            ": > \"$DOCUMENT_ROOT/../started\"\n/bin/sleep 2\nprintf 'Content-Length: 4\\n\\nslow'\n",
         )],
     );
     let mut first = s.connect();
     first.send(b"GET /cgi-bin/slow.sh HTTP/1.1\r\nHost: x\r\n\r\n");
-    std::thread::sleep(Duration::from_millis(300));
+    let started = s.dir.path().join("started");
+    wait_for("the first script to run", Duration::from_secs(5), || {
+        started.exists()
+    });
     assert_eq!(s.get("/cgi-bin/slow.sh").status, 503);
     let r = first.response(false);
     assert_eq!(r.status, 200);
