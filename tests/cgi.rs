@@ -352,3 +352,22 @@ fn the_appliance_example_runs_its_scripts_behind_basic_auth() {
         assert_eq!(r.status, 403);
     }
 }
+
+#[test]
+fn dotfiles_deny_keeps_hidden_scripts_from_running() {
+    let dir = TempDir::new("cgi-dot");
+    std::fs::create_dir_all(dir.path().join("www")).expect("mkdir www");
+    dir.write(
+        "cgi-bin/.hidden.sh",
+        b"printf 'Content-Length: 2\\n\\nno'\n",
+    );
+    dir.write("cgi-bin/ok.sh", b"printf 'Content-Length: 2\\n\\nok'\n");
+    let config = format!(
+        "server {{ {BASE}, workers = 1, dotfiles = \"deny\" }}\n\
+         cgi {{ root = \"cgi-bin\", interpreters = {{ [\".sh\"] = \"/bin/sh\" }} }}\n"
+    );
+    let s = Server::start_config(dir, &config);
+    assert_eq!(s.get("/cgi-bin/.hidden.sh").status, 404);
+    let r = s.get("/cgi-bin/ok.sh");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
+}
