@@ -287,12 +287,15 @@ fn over_max_procs_is_503() {
         "max_procs = 1",
         &[(
             "slow.sh",
-            "/bin/sleep 2\nprintf 'Content-Length: 4\\n\\nslow'\n",
+            ": > \"$DOCUMENT_ROOT/../started\"\n/bin/sleep 2\nprintf 'Content-Length: 4\\n\\nslow'\n",
         )],
     );
     let mut first = s.connect();
     first.send(b"GET /cgi-bin/slow.sh HTTP/1.1\r\nHost: x\r\n\r\n");
-    std::thread::sleep(Duration::from_millis(300));
+    let started = s.dir.path().join("started");
+    wait_for("the first script to run", Duration::from_secs(5), || {
+        started.exists()
+    });
     assert_eq!(s.get("/cgi-bin/slow.sh").status, 503);
     let r = first.response(false);
     assert_eq!(r.status, 200);
@@ -348,4 +351,23 @@ fn the_appliance_example_runs_its_scripts_behind_basic_auth() {
         eprintln!("!!! no system Lua interpreter: status.lua is not run (403 expected)");
         assert_eq!(r.status, 403);
     }
+}
+
+#[test]
+fn dotfiles_deny_keeps_hidden_scripts_from_running() {
+    let dir = TempDir::new("cgi-dot");
+    std::fs::create_dir_all(dir.path().join("www")).expect("mkdir www");
+    dir.write(
+        "cgi-bin/.hidden.sh",
+        b"printf 'Content-Length: 2\\n\\nno'\n",
+    );
+    dir.write("cgi-bin/ok.sh", b"printf 'Content-Length: 2\\n\\nok'\n");
+    let config = format!(
+        "server {{ {BASE}, workers = 1, dotfiles = \"deny\" }}\n\
+         cgi {{ root = \"cgi-bin\", interpreters = {{ [\".sh\"] = \"/bin/sh\" }} }}\n"
+    );
+    let s = Server::start_config(dir, &config);
+    assert_eq!(s.get("/cgi-bin/.hidden.sh").status, 404);
+    let r = s.get("/cgi-bin/ok.sh");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
 }

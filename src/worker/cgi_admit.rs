@@ -46,6 +46,12 @@ pub fn route(
     if !req.path.starts_with(&def.prefix) {
         return None;
     }
+    // `dotfiles = "deny"` keeps .git/ or .env under cgi-bin/ from running, as from serving.
+    if main.dotfiles == crate::config::Dotfiles::Deny
+        && crate::static_files::is_dotfile_path(&req.path)
+    {
+        return Some(Routed::Reply(Reply::error(404)));
+    }
     let site = match other_sites.site(&def.root, main) {
         Ok(site) => site,
         Err(e) => {
