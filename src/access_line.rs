@@ -86,6 +86,26 @@ impl PendingLine {
         line.extend_from_slice(b"\"\n");
     }
 
+    /// Adds the upstream that answered a proxied request and its time to the response head
+    /// (`upstream=127.0.0.1:3000 upstream_time=0.012`, `-` when no head came) at the end.
+    pub fn add_upstream(&mut self, addr: &str, time: Option<std::time::Duration>) {
+        if !self.is_pending() {
+            return;
+        }
+        if self.buf.last() == Some(&b'\n') {
+            self.buf.pop();
+        }
+        self.buf.extend_from_slice(b" upstream=");
+        push_escaped(&mut self.buf, addr.as_bytes());
+        match time {
+            Some(t) => {
+                let _ = write!(self.buf, " upstream_time={:.3}", t.as_secs_f64());
+            }
+            None => self.buf.extend_from_slice(b" upstream_time=-"),
+        }
+        self.buf.push(b'\n');
+    }
+
     /// Writes the pending line (if any) with `body_sent` bytes to `access`.
     pub fn finish(&mut self, access: &mut AccessLog, body_sent: u64) {
         if !self.is_pending() {
@@ -157,6 +177,9 @@ mod tests {
             400,
         );
         line.finish(&mut log, 0);
+        line.start(Vec::new(), "1.2.3.4", "D", Subject::Request(&req), 502);
+        line.add_upstream("127.0.0.1:3000", Some(std::time::Duration::from_millis(12)));
+        line.finish(&mut log, 0);
         write_refusal(&mut log, "9.9.9.9", "D", 503, 77);
         log.flush();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -165,6 +188,7 @@ mod tests {
             text,
             "1.2.3.4 - - [D] \"GET /a?\\\"x HTTP/1.1\" 200 12 \"-\" \"ua\"\n\
              5.6.7.8 - - [D] \"\\x01BAD\" 400 - \"-\" \"-\"\n\
+             1.2.3.4 - - [D] \"GET /a?\\\"x HTTP/1.1\" 502 - \"-\" \"ua\" upstream=127.0.0.1:3000 upstream_time=0.012\n\
              9.9.9.9 - - [D] \"\" 503 77 \"-\" \"-\"\n"
         );
     }

@@ -12,6 +12,7 @@ pub mod fuzz_check;
 pub mod http;
 pub mod log;
 pub mod log_handoff;
+pub mod proxy;
 pub mod reply;
 pub mod script;
 pub mod sockets;

@@ -13,11 +13,13 @@ mod site;
 mod suggest;
 #[cfg(test)]
 mod tests;
+mod upstream;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use identity::{resolve as resolve_run_as, RunAs};
 pub use print::print;
+pub use upstream::{Balance, HashKey, Health, UpstreamAddr, UpstreamDef};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -170,6 +172,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// FastCGI backends.
     pub fastcgi: Vec<FastcgiDef>,
+    /// HTTP upstreams (`upstream "name" {...}`), for `proxy` decisions and prefixes.
+    pub upstreams: Vec<UpstreamDef>,
     /// Whether a `route(fn)` was given.
     pub has_route: bool,
 }

@@ -103,44 +103,44 @@ pub(super) fn default_timeouts() -> Timeouts {
 }
 
 /// Collects the problems of one call, prefixing each message (e.g. "fastcgi 'php': ").
-struct Report<'a> {
-    site: &'a Site,
-    prefix: String,
-    errors: Vec<ConfigError>,
+pub(super) struct Report<'a> {
+    pub(super) site: &'a Site,
+    pub(super) prefix: String,
+    pub(super) errors: Vec<ConfigError>,
 }
 
 impl Report<'_> {
-    fn at(&mut self, path: &[&str], msg: impl std::fmt::Display) {
+    pub(super) fn at(&mut self, path: &[&str], msg: impl std::fmt::Display) {
         let e = self.site.error_at(path, format!("{}{msg}", self.prefix));
         self.errors.push(e);
     }
 
-    fn at_value(&mut self, path: &[&str], value: &str, msg: impl std::fmt::Display) {
+    pub(super) fn at_value(&mut self, path: &[&str], value: &str, msg: impl std::fmt::Display) {
         let e = self
             .site
             .error_at_value(path, value, format!("{}{msg}", self.prefix));
         self.errors.push(e);
     }
 
-    fn at_call(&mut self, msg: impl std::fmt::Display) {
+    pub(super) fn at_call(&mut self, msg: impl std::fmt::Display) {
         let e = self.site.error(format!("{}{msg}", self.prefix));
         self.errors.push(e);
     }
 
     /// The problems in line order, so messages read top to bottom like the file.
-    fn finish(mut self) -> Vec<ConfigError> {
+    pub(super) fn finish(mut self) -> Vec<ConfigError> {
         self.errors.sort_by_key(|e| e.line);
         self.errors
     }
 }
 
 /// The dotted name of a key, for messages ("limits.connections").
-fn name(path: &[&str]) -> String {
+pub(super) fn name(path: &[&str]) -> String {
     path.join(".")
 }
 
 /// How a wrong value is described after "got": numbers by value, others by type.
-fn got(v: &Value) -> String {
+pub(super) fn got(v: &Value) -> String {
     match v {
         Value::Integer(i) => i.to_string(),
         Value::Number(n) => n.to_string(),
@@ -151,7 +151,7 @@ fn got(v: &Value) -> String {
 
 /// A Lua table read as a record: its string keys and values, unknown keys already reported.
 /// `None` (with a problem reported) when `v` is not a table.
-fn record(
+pub(super) fn record(
     rep: &mut Report,
     path: &[&str],
     v: &Value,
@@ -208,7 +208,13 @@ fn record(
 }
 
 /// An integer in `min..=max`. Floats with an integral value (`1e6`) are accepted.
-fn integer(rep: &mut Report, path: &[&str], v: &Value, min: i64, max: i64) -> Option<i64> {
+pub(super) fn integer(
+    rep: &mut Report,
+    path: &[&str],
+    v: &Value,
+    min: i64,
+    max: i64,
+) -> Option<i64> {
     let i = match v {
         Value::Integer(i) => *i,
         // The range check keeps the cast exact; i64::MAX as f64 rounds up, hence `<`.
@@ -241,7 +247,12 @@ fn integer(rep: &mut Report, path: &[&str], v: &Value, min: i64, max: i64) -> Op
 }
 
 /// A number of seconds, > 0 (or >= 0 with `allow_zero`), at most a day; fractions allowed.
-fn seconds(rep: &mut Report, path: &[&str], v: &Value, allow_zero: bool) -> Option<Duration> {
+pub(super) fn seconds(
+    rep: &mut Report,
+    path: &[&str],
+    v: &Value,
+    allow_zero: bool,
+) -> Option<Duration> {
     let s = match v {
         Value::Integer(i) => *i as f64,
         Value::Number(n) => *n,
@@ -286,7 +297,7 @@ fn boolean(rep: &mut Report, path: &[&str], v: &Value) -> Option<bool> {
 }
 
 /// A Lua string as UTF-8 text.
-fn string(rep: &mut Report, path: &[&str], v: &Value) -> Option<String> {
+pub(super) fn string(rep: &mut Report, path: &[&str], v: &Value) -> Option<String> {
     match v {
         Value::String(s) => match s.to_str() {
             Ok(s) => Some(s.to_string()),
@@ -306,7 +317,7 @@ fn string(rep: &mut Report, path: &[&str], v: &Value) -> Option<String> {
 }
 
 /// One string, or a list (sequence) of strings.
-fn string_list(rep: &mut Report, path: &[&str], v: &Value) -> Option<Vec<String>> {
+pub(super) fn string_list(rep: &mut Report, path: &[&str], v: &Value) -> Option<Vec<String>> {
     let t: &Table = match v {
         Value::String(_) => return string(rep, path, v).map(|s| vec![s]),
         Value::Table(t) => t,
@@ -423,7 +434,7 @@ fn addresses(
     out
 }
 
-fn has_control(s: &str) -> bool {
+pub(super) fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
@@ -455,6 +466,7 @@ pub(super) fn server(
         limits: default_limits(),
         timeouts: default_timeouts(),
         fastcgi: Vec::new(),
+        upstreams: Vec::new(),
         has_route: false,
     };
     let mut rep = Report {

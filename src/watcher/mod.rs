@@ -389,7 +389,12 @@ impl Watcher {
             Some(key) => {
                 let names = self.loaded.config.fastcgi.iter().map(|d| d.name.clone());
                 match Router::new(&self.loaded.lua, key, names, RouterLimits::default()) {
-                    Ok(r) => Some(r),
+                    Ok(mut r) => {
+                        r.set_upstreams(
+                            self.loaded.config.upstreams.iter().map(|u| u.name.clone()),
+                        );
+                        Some(r)
+                    }
                     Err(e) => {
                         tracing::error!("worker: route function: {e}");
                         return 1;

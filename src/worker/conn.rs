@@ -16,11 +16,13 @@
 
 use super::bufs::Bufs;
 use super::dispatch::{self, Client, Dispatch, FcgiExtra, OtherSites, Routed};
+use super::exchange::Exchanging;
 use super::fcgi::{Env, Exchange, RequestBody, StderrLimit, Step};
 use super::fcgi_admit;
 use super::inbuf::{Filled, InBuf};
 use super::out::{Flush, Out};
 use super::peer::Peer;
+use super::proxy::{ClientFacts, Kinds, ProxyExchange};
 use super::timers::{Kind, Slot, Timers};
 use super::BACKEND_BASE;
 use crate::access_line::{PendingLine, Subject};
@@ -34,6 +36,7 @@ use crate::http::request::{self, BodyFraming, Method, Request, RequestError, Ver
 use crate::http::response::{connection_field, write_head, Framing, Head};
 use crate::http::status;
 use crate::log::AccessLog;
+use crate::proxy::ProxyTarget;
 use crate::reply::{Body, Reply};
 use crate::script::Router;
 use crate::static_files::Site;
@@ -91,6 +94,8 @@ pub struct Ctx<'a> {
     pub config: &'a Config,
     /// The FastCGI backends.
     pub pool: &'a mut Pool,
+    /// The HTTP upstreams.
+    pub upstreams: &'a mut crate::proxy::pool::Upstreams,
     /// The poll registry (for backend sockets).
     pub registry: &'a Registry,
     /// The rate limit on backend STDERR lines.
@@ -122,6 +127,7 @@ impl Ctx<'_> {
             date: self.date.http(),
             server_name: self.server_name,
             bufs: self.bufs,
+            upstreams: self.upstreams,
         }
     }
 }
@@ -151,6 +157,8 @@ enum Handler {
     Queued,
     /// A FastCGI exchange produces it as the backend answers.
     FastCgi(Box<Exchange>),
+    /// An HTTP proxy exchange produces it as the upstream answers.
+    Proxy(Box<ProxyExchange>),
 }
 
 /// How the connection ends once the response in flight is out. It only moves towards the
@@ -232,23 +240,31 @@ impl Conn {
         matches!(self.phase, Phase::Head) && self.input.is_empty() && !self.out.pending()
     }
 
-    /// The exchange producing the response, if a FastCGI exchange does.
-    fn exchange(&self) -> Option<&Exchange> {
+    /// The exchange producing the response, if a backend (FastCGI or proxy) does.
+    fn exchange(&self) -> Option<&dyn Exchanging> {
         match &self.phase {
             Phase::Responding {
                 handler: Handler::FastCgi(x),
                 ..
-            } => Some(x),
+            } => Some(&**x),
+            Phase::Responding {
+                handler: Handler::Proxy(x),
+                ..
+            } => Some(&**x),
             _ => None,
         }
     }
 
-    fn exchange_mut(&mut self) -> Option<&mut Exchange> {
+    fn exchange_mut(&mut self) -> Option<&mut dyn Exchanging> {
         match &mut self.phase {
             Phase::Responding {
                 handler: Handler::FastCgi(x),
                 ..
-            } => Some(x),
+            } => Some(&mut **x),
+            Phase::Responding {
+                handler: Handler::Proxy(x),
+                ..
+            } => Some(&mut **x),
             _ => None,
         }
     }
@@ -256,15 +272,22 @@ impl Conn {
     /// The phase of the FastCGI exchange answering the request, if one does.
     #[cfg(test)]
     pub fn exchange_phase(&self) -> Option<super::fcgi::ExchangePhase> {
-        self.exchange().map(Exchange::phase)
+        match &self.phase {
+            Phase::Responding {
+                handler: Handler::FastCgi(x),
+                ..
+            } => Some(x.phase()),
+            _ => None,
+        }
     }
 
     /// Takes the exchange out of the handler, leaving the response as queued.
-    fn take_exchange(&mut self) -> Option<Box<Exchange>> {
+    fn take_exchange(&mut self) -> Option<Box<dyn Exchanging>> {
         match &mut self.phase {
             Phase::Responding { handler, .. } => {
                 match std::mem::replace(handler, Handler::Queued) {
                     Handler::FastCgi(x) => Some(x),
+                    Handler::Proxy(x) => Some(x),
                     Handler::Queued => None,
                 }
             }
@@ -380,6 +403,7 @@ impl Conn {
             if !self.log_line.is_pending() && ctx.access.is_some() {
                 let status = x.status().unwrap_or(499);
                 self.log_start(ctx, Some(x.request()), status);
+                self.log_upstream(ctx, &*x);
             }
             x.cancel(&mut ctx.env());
         }
@@ -468,6 +492,7 @@ impl Conn {
                     }
                     if ctx.access.is_some() {
                         self.log_start(ctx, Some(x.request()), x.status().unwrap_or(200));
+                        self.log_upstream(ctx, &*x);
                     }
                     self.start_responding(Handler::Queued, discard);
                 }
@@ -484,6 +509,7 @@ impl Conn {
                     }
                     if ctx.access.is_some() {
                         self.log_start(ctx, Some(x.request()), status);
+                        self.log_upstream(ctx, &*x);
                     }
                     let head_only = x.request().method == Method::Head;
                     let version = x.request().version;
@@ -498,6 +524,7 @@ impl Conn {
                     x.cancel(&mut ctx.env());
                     if ctx.access.is_some() {
                         self.log_start(ctx, Some(x.request()), x.status().unwrap_or(e.status()));
+                        self.log_upstream(ctx, &*x);
                     }
                 }
                 self.close_after_response();
@@ -534,11 +561,18 @@ impl Conn {
                 }
             }
 
-            if let Phase::Responding {
-                handler: Handler::FastCgi(x),
-                ..
-            } = &mut self.phase
-            {
+            let driven: Option<&mut dyn Exchanging> = match &mut self.phase {
+                Phase::Responding {
+                    handler: Handler::FastCgi(x),
+                    ..
+                } => Some(&mut **x),
+                Phase::Responding {
+                    handler: Handler::Proxy(x),
+                    ..
+                } => Some(&mut **x),
+                _ => None,
+            };
+            if let Some(x) = driven {
                 let step = x.drive(&mut self.input, &mut self.out, &mut ctx.env());
                 if !matches!(step, Step::Idle) {
                     progress = true;
@@ -686,6 +720,7 @@ impl Conn {
             Phase::Responding { handler, discard } => {
                 discard.is_some()
                     || matches!(handler, Handler::FastCgi(x) if x.wants_client_input())
+                    || matches!(handler, Handler::Proxy(x) if x.wants_client_input())
                     || buffered < limits.header_bytes
             }
             Phase::Linger => true,
@@ -764,6 +799,10 @@ impl Conn {
                 self.start_fastcgi(ctx, req, target, close, extra);
                 return;
             }
+            Routed::Proxy(target) => {
+                self.start_proxy(ctx, req, target, close);
+                return;
+            }
             Routed::Reply(reply) => reply,
         };
         let mut discard = None;
@@ -835,6 +874,53 @@ impl Conn {
             }
             Err(e) => {
                 tracing::error!("fastcgi: cannot start an exchange: {e}");
+                self.drain_before_close();
+                let reply = Reply::error(500);
+                self.send_reply(ctx, false, Version::Http11, reply, true, None);
+            }
+        }
+    }
+
+    /// Hands the request to an HTTP upstream (or answers 413 first).
+    fn start_proxy(&mut self, ctx: &mut Ctx<'_>, req: Request, t: ProxyTarget, close: bool) {
+        let body = match req.body {
+            BodyFraming::None => RequestBody::None,
+            BodyFraming::Length(n) if n > ctx.limits.body_bytes => {
+                self.refuse_fastcgi(ctx, &req, 413, close);
+                return;
+            }
+            BodyFraming::Length(n) => RequestBody::Length(n),
+            BodyFraming::Chunked => RequestBody::Chunked {
+                limit: ctx.limits.body_bytes,
+            },
+        };
+        // As for FastCGI: the client's read timeout runs while its body arrives, the
+        // upstream's timeouts bound the rest.
+        ctx.timers.disarm(&mut self.timer);
+        if !matches!(body, RequestBody::None) {
+            ctx.timers
+                .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
+        }
+        let (local, port) = self.stream.local();
+        let client = ClientFacts {
+            ip: &self.peer.ip,
+            local: if port == 0 {
+                local
+            } else {
+                format!("{local}:{port}")
+            },
+        };
+        let kinds = Kinds::of(ctx.config.fastcgi.len(), t.upstream);
+        let env = ctx.env();
+        match ProxyExchange::new(req, t, client, body, !close, kinds, &env) {
+            Ok(x) => {
+                self.start_responding(Handler::Proxy(Box::new(x)), None);
+                if close {
+                    self.close_after_response();
+                }
+            }
+            Err(e) => {
+                tracing::error!("proxy: cannot start an exchange: {e}");
                 self.drain_before_close();
                 let reply = Reply::error(500);
                 self.send_reply(ctx, false, Version::Http11, reply, true, None);
@@ -944,6 +1030,15 @@ impl Conn {
         };
         self.log_line
             .start(buf, &self.peer.ip, ctx.date.clf(), subject, status);
+    }
+
+    /// Adds the upstream of a proxied request to the pending access-log line.
+    fn log_upstream(&mut self, ctx: &mut Ctx<'_>, x: &dyn Exchanging) {
+        if ctx.access.is_some() {
+            if let Some((addr, time)) = x.upstream(&ctx.env()) {
+                self.log_line.add_upstream(&addr, time);
+            }
+        }
     }
 
     /// Writes the pending access-log line with the body bytes sent, and gives its buffer back.

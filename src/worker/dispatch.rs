@@ -7,6 +7,7 @@ use crate::fastcgi::pool::Pool;
 use crate::fastcgi::rules::{self, Target};
 use crate::http::request::Request;
 use crate::log::push_escaped;
+use crate::proxy::{self, ProxyTarget};
 use crate::reply::{Body, Reply};
 use crate::script::{Decision, RouteRequest, Router};
 use crate::static_files::open::Lookup;
@@ -43,6 +44,8 @@ pub struct Client<'a> {
 pub enum Routed {
     /// To a FastCGI backend, with what a route decision adds.
     FastCgi(Target, FcgiExtra),
+    /// To an HTTP upstream (a `proxy` decision or an upstream's `prefix`).
+    Proxy(ProxyTarget),
     /// An answer made here (static file, in-memory reply, redirect, refusal).
     Reply(Reply),
 }
@@ -182,6 +185,22 @@ pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
             };
             return Routed::FastCgi(target, extra);
         }
+        Decision::Proxy {
+            upstream,
+            path,
+            headers,
+            host,
+        } => {
+            let Some(u) = ctx.config.upstreams.iter().position(|d| d.name == upstream) else {
+                return Routed::Reply(Reply::error(500));
+            };
+            return Routed::Proxy(ProxyTarget {
+                upstream: u,
+                path,
+                headers,
+                host,
+            });
+        }
         Decision::Redirect {
             status,
             location,
@@ -212,6 +231,12 @@ pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
             add_headers(&mut reply, &headers);
             return Routed::Reply(reply);
         }
+    }
+    if let Some(u) = proxy::match_prefix(ctx.config, &req.path) {
+        return Routed::Proxy(ProxyTarget {
+            upstream: u,
+            ..ProxyTarget::default()
+        });
     }
     if !ctx.config.fastcgi.is_empty() {
         let site = &*ctx.site;

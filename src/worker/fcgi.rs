@@ -70,6 +70,8 @@ pub struct Env<'a> {
     pub server_name: &'a str,
     /// The worker's free buffers.
     pub bufs: &'a mut Bufs,
+    /// The HTTP upstreams (for proxy exchanges).
+    pub upstreams: &'a mut crate::proxy::pool::Upstreams,
 }
 
 /// The worker-wide rate limit on backend STDERR lines in the error log.

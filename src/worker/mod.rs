@@ -7,6 +7,7 @@ mod conn;
 #[cfg(test)]
 mod conn_tests;
 mod dispatch;
+mod exchange;
 mod fcgi;
 mod fcgi_admit;
 mod fcgi_error;
@@ -15,6 +16,7 @@ pub mod net;
 mod out;
 mod peer;
 mod per_ip;
+mod proxy;
 mod spool;
 pub mod timers;
 
@@ -102,6 +104,7 @@ struct Worker<'a> {
     draining: bool,
     signals: SignalFd,
     pool: Pool,
+    upstreams: crate::proxy::pool::Upstreams,
     stderr: StderrLimit,
     router: Option<Router>,
     listener_names: Vec<String>,
@@ -149,12 +152,16 @@ impl<'a> Worker<'a> {
             l.register(poll.registry(), Token(LISTENER_BASE + i))?;
         }
         let t = &setup.config.timeouts;
-        let backend_timeouts: Vec<_> = setup
+        let mut backend_timeouts: Vec<_> = setup
             .config
             .fastcgi
             .iter()
             .map(|d| (d.connect_timeout, d.read_timeout))
             .collect();
+        // Upstreams' timers follow the FastCGI backends' (proxy::Kinds).
+        for u in &setup.config.upstreams {
+            backend_timeouts.extend(proxy::Kinds::durations(u));
+        }
         Ok(Worker {
             config: setup.config,
             poll,
@@ -180,6 +187,7 @@ impl<'a> Worker<'a> {
                 setup.config.workers,
                 setup.board.as_ref().map(|(b, _, _)| b.clone()),
             ),
+            upstreams: crate::proxy::pool::Upstreams::new(setup.config),
             stderr: StderrLimit::default(),
             router: setup.router,
             listener_names,
@@ -309,6 +317,7 @@ impl<'a> Worker<'a> {
             token: key,
             config: self.config,
             pool: &mut self.pool,
+            upstreams: &mut self.upstreams,
             registry: self.poll.registry(),
             stderr: &mut self.stderr,
             slot: self.board.as_ref().and_then(|(b, i)| b.worker(*i)),
