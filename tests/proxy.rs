@@ -6,13 +6,11 @@ mod common;
 mod proxy_common;
 
 use common::{Server, TempDir};
-use proxy_common::{pattern, read_response, Upstream};
+use proxy_common::{pattern, read_response, Resp, Upstream};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-type Resp = (u16, Vec<(String, String)>, Vec<u8>);
 
 /// A luahttpd with `upstreams` (Lua text) and a route sending /api/... to "app" with the
 /// prefix cut, everything else the upstream's prefix or static.

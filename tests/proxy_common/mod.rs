@@ -311,12 +311,11 @@ fn serve(mut s: TcpStream, name: &str, requests: &AtomicUsize, unhealthy: &Atomi
     }
 }
 
+/// A response: status, lowercased header names with values, body.
+pub type Resp = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// Reads one response from `c` decoding chunked bodies (the shared client reads to EOF).
-pub fn read_response(
-    s: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    head_request: bool,
-) -> Option<(u16, Vec<(String, String)>, Vec<u8>)> {
+pub fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, head_request: bool) -> Option<Resp> {
     let end = loop {
         if let Some(i) = find(buf, b"\r\n\r\n") {
             break i + 4;
