@@ -17,6 +17,7 @@ mod path;
 mod range;
 mod record;
 mod request;
+mod response_head;
 mod split;
 
 pub use admin::admin_frame;
@@ -29,6 +30,7 @@ pub use path::path;
 pub use range::range;
 pub use record::fastcgi_record;
 pub use request::request_head;
+pub use response_head::response_head;
 
 /// A check: panics when a property fails for this input.
 pub type Check = fn(&[u8]);
@@ -49,6 +51,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("fastcgi_record", fastcgi_record),
     ("cgi_head", cgi_head),
     ("admin_frame", admin_frame),
+    ("response_head", response_head),
 ];
 
 /// The check of the target named `name`.
