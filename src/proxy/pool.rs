@@ -6,8 +6,12 @@
 //! out by the watcher's active checks — arrives through [`Upstreams::set_admin_state`], which
 //! the worker feeds from the scoreboard.
 
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::admin::scoreboard::{
+    now_ms, ProcIndex, ProcSlot, Scoreboard, PROXY_DRAINED, PROXY_UNHEALTHY,
+};
 use crate::config::{Balance, Config, HashKey, ListenAddr, UpstreamDef};
 use crate::transport::Stream;
 
@@ -77,6 +81,16 @@ pub struct Conn {
 pub struct Upstreams {
     /// By config index.
     pub list: Vec<Upstream>,
+    /// The shared scoreboard and where each address has its proc slot.
+    board: Option<(Rc<Scoreboard>, ProcIndex)>,
+}
+
+/// The scoreboard's proc slots of the HTTP upstreams: one per address, after the FastCGI
+/// backends' slots (`fastcgi::pool::proc_index`).
+pub fn proc_index(config: &Config) -> ProcIndex {
+    let base = crate::fastcgi::pool::proc_index(config).end();
+    let counts: Vec<usize> = config.upstreams.iter().map(|u| u.address.len()).collect();
+    ProcIndex::with_base(base, &counts)
 }
 
 impl Upstreams {
@@ -108,7 +122,35 @@ impl Upstreams {
                 turn: 0,
             })
             .collect();
-        Upstreams { list }
+        Upstreams { list, board: None }
+    }
+
+    /// Publishes counters to the scoreboard and takes the drained and unhealthy flags from it.
+    pub fn attach_board(&mut self, board: Rc<Scoreboard>, index: ProcIndex) {
+        self.board = Some((board, index));
+    }
+
+    fn slot(&self, u: usize, a: usize) -> Option<&ProcSlot> {
+        let (board, index) = self.board.as_ref()?;
+        board.proc(index.index(u, a)?)
+    }
+
+    /// Takes the shared flags of upstream `u`'s addresses from the scoreboard.
+    fn refresh(&mut self, u: usize) {
+        let Some(n) = self.list.get(u).map(|up| up.addrs.len()) else {
+            return;
+        };
+        for a in 0..n {
+            let Some(flags) = self.slot(u, a).map(ProcSlot::flags) else {
+                return;
+            };
+            let drained = flags & PROXY_DRAINED != 0;
+            let unhealthy = flags & PROXY_UNHEALTHY != 0;
+            let s = &self.list[u].addrs[a];
+            if s.drained != drained || s.unhealthy != unhealthy {
+                self.set_admin_state(u, a, drained, unhealthy);
+            }
+        }
     }
 
     /// The index of the upstream called `name`.
@@ -121,6 +163,7 @@ impl Upstreams {
     /// failed of them is tried anyway (a guess of "down" must not stop all traffic). `key`
     /// is the hash input for `balance = "hash"`.
     pub fn pick(&mut self, u: usize, now: Instant, tried: &[usize], key: &[u8]) -> Option<usize> {
+        self.refresh(u);
         let up = self.list.get_mut(u)?;
         let candidates: Vec<usize> = (0..up.addrs.len())
             .filter(|i| !tried.contains(i) && up.addrs[*i].usable(now))
@@ -214,6 +257,9 @@ impl Upstreams {
 
     /// A request starts on address `a`.
     pub fn begin(&mut self, u: usize, a: usize) {
+        if let Some(slot) = self.slot(u, a) {
+            slot.request_started();
+        }
         if let Some(s) = self.addr_mut(u, a) {
             s.active += 1;
             s.total += 1;
@@ -224,6 +270,13 @@ impl Upstreams {
     /// `fails` in a row it is out for [`PASSIVE_BACKOFF`]. A success clears the count.
     pub fn end(&mut self, u: usize, a: usize, failed: bool, now: Instant) {
         let max = self.list.get(u).map_or(3, |up| up.def.max_fails());
+        if let Some(slot) = self.slot(u, a) {
+            slot.request_finished();
+            if failed {
+                slot.error();
+            }
+        }
+        let mut out_until = None;
         if let Some(s) = self.addr_mut(u, a) {
             s.active = s.active.saturating_sub(1);
             if failed {
@@ -239,11 +292,15 @@ impl Upstreams {
                         );
                     }
                     s.down_until = Some(now + PASSIVE_BACKOFF);
+                    out_until = Some(now_ms() + PASSIVE_BACKOFF.as_millis() as u64);
                 }
             } else {
                 s.fails = 0;
                 s.down_until = None;
             }
+        }
+        if let (Some(until), Some(slot)) = (out_until, self.slot(u, a)) {
+            slot.disable_until(until);
         }
     }
 

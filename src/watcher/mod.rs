@@ -11,12 +11,14 @@ mod admin_proc;
 mod admin_view;
 pub mod control;
 mod daemon;
+mod health;
 mod listeners;
 mod notify;
 mod pidfile;
 mod privileges;
 mod reload;
 mod signals;
+mod upstream_view;
 
 use crate::admin::scoreboard::{now_ms, Scoreboard, Totals};
 use crate::admin::server::{self as admin, AdminServer};
@@ -116,6 +118,8 @@ struct Watcher {
     started_at: Instant,
     /// A confirmed reload changed FastCGI backends: apply once the old generation is gone.
     backends_after_drain: bool,
+    /// Active health checks of the HTTP upstreams.
+    health: health::Health,
     /// Admin chunks waiting in `reload()` for the outcome of the reload under way.
     reload_waiters: Vec<u64>,
     /// The chunks the last reload outcome was for (until their answer is sent to them).
@@ -218,7 +222,10 @@ impl Watcher {
         let now = Instant::now();
         let board = Scoreboard::new(
             board_capacity(config.workers),
-            pool::proc_index(config).total(),
+            // FastCGI addresses, then the HTTP upstreams' (after them in the same layout).
+            pool::proc_index(config)
+                .total()
+                .max(crate::proxy::pool::proc_index(config).end()),
         )
         .map_err(|e| format!("scoreboard: {e}"))?;
         let slots = (0..config.workers)
@@ -232,6 +239,7 @@ impl Watcher {
                 respawns: 0,
             })
             .collect();
+        let health = health::Health::new(config, now);
         let mut w = Watcher {
             loaded,
             poll,
@@ -254,6 +262,7 @@ impl Watcher {
             admin,
             started_at: now,
             backends_after_drain: false,
+            health,
             reload_waiters: Vec::new(),
             reload_answered: Vec::new(),
             exit_at: None,
@@ -448,6 +457,7 @@ impl Watcher {
                 }
             }
             self.reap();
+            self.health.step(Instant::now(), &self.board);
             self.finish_backends_if_drained();
             if let Some(a) = &mut self.admin {
                 a.expire(Instant::now());
@@ -516,6 +526,7 @@ impl Watcher {
             poll_soon,
             self.admin.as_ref().and_then(AdminServer::deadline),
             self.exit_at,
+            self.health.next_wakeup(Instant::now()),
         ]
         .into_iter()
         .flatten()

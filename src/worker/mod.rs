@@ -187,7 +187,13 @@ impl<'a> Worker<'a> {
                 setup.config.workers,
                 setup.board.as_ref().map(|(b, _, _)| b.clone()),
             ),
-            upstreams: crate::proxy::pool::Upstreams::new(setup.config),
+            upstreams: {
+                let mut u = crate::proxy::pool::Upstreams::new(setup.config);
+                if let Some((b, _, _)) = &setup.board {
+                    u.attach_board(b.clone(), crate::proxy::pool::proc_index(setup.config));
+                }
+                u
+            },
             stderr: StderrLimit::default(),
             router: setup.router,
             listener_names,
