@@ -91,6 +91,10 @@ pub fn print(config: &Config) -> String {
         o.push('\n');
         fastcgi(&mut o, def);
     }
+    for def in &config.upstreams {
+        o.push('\n');
+        super::upstream::print(&mut o, def);
+    }
     if config.has_route {
         o.push_str("\n-- route(function(req) ... end) is set in the original config; a Lua function cannot be printed.\n");
     }

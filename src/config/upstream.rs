@@ -460,3 +460,81 @@ mod tests {
         assert!(e[0].contains("path must start with '/'"), "{e:?}");
     }
 }
+
+/// Appends `def` as the Lua that defines it (for `-p` and the REPL's `config()`).
+pub(super) fn print(o: &mut String, def: &UpstreamDef) {
+    use std::fmt::Write;
+    let q = |s: &str| format!("{s:?}");
+    let secs = |d: Duration| {
+        let s = d.as_secs_f64();
+        if s.fract() == 0.0 {
+            format!("{}", s as u64)
+        } else {
+            format!("{s}")
+        }
+    };
+    let _ = writeln!(o, "-- defined at {}", def.defined_at.replace('\n', " "));
+    let _ = writeln!(o, "upstream {} {{", q(&def.name));
+    let addrs: Vec<String> = def
+        .address
+        .iter()
+        .map(|a| {
+            let t = q(&listen::format(&a.addr));
+            if a.weight == 1 {
+                t
+            } else {
+                format!("{{ {t}, weight = {} }}", a.weight)
+            }
+        })
+        .collect();
+    let _ = writeln!(o, "  address = {{ {} }},", addrs.join(", "));
+    match &def.balance {
+        Balance::RoundRobin => o.push_str("  balance = \"round_robin\",\n"),
+        Balance::LeastConn => o.push_str("  balance = \"least_conn\",\n"),
+        Balance::Hash(k) => {
+            let key = match k {
+                HashKey::RemoteAddr => "remote_addr".to_string(),
+                HashKey::Header(h) => h.clone(),
+            };
+            let _ = writeln!(o, "  balance = \"hash\", hash_key = {},", q(&key));
+        }
+    }
+    let _ = writeln!(o, "  keepalive = {},", def.keepalive);
+    let _ = writeln!(o, "  connect_timeout = {},", secs(def.connect_timeout));
+    let _ = writeln!(o, "  read_timeout = {},", secs(def.read_timeout));
+    let _ = writeln!(o, "  send_timeout = {},", secs(def.send_timeout));
+    if let Some(h) = &def.health {
+        let _ = writeln!(
+            o,
+            "  health = {{ path = {}, interval = {}, fails = {}, passes = {} }},",
+            q(&h.path),
+            secs(h.interval),
+            h.fails,
+            h.passes
+        );
+    }
+    if let Some(p) = &def.prefix {
+        let _ = writeln!(o, "  prefix = {},", q(p));
+    }
+    o.push_str("}\n");
+}
+
+#[cfg(test)]
+mod print_tests {
+    use super::super::lua_api::load_source;
+    use std::path::Path;
+
+    #[test]
+    fn printed_upstreams_load_back_the_same() {
+        let src = "server { root = '.', listen = '127.0.0.1:1' }\nupstream 'app' { address = { '127.0.0.1:3000', { '127.0.0.1:3001', weight = 2 } }, balance = 'hash', hash_key = 'X-User', read_timeout = 1.5, health = { path = '/h' }, prefix = '/app/' }";
+        let a = load_source(src, Path::new("a.lua")).unwrap().config;
+        let printed = super::super::print(&a);
+        assert!(printed.contains("upstream \"app\" {"), "{printed}");
+        let b = load_source(&printed, Path::new("b.lua")).unwrap().config;
+        let strip = |mut u: super::UpstreamDef| {
+            u.defined_at.clear();
+            u
+        };
+        assert_eq!(strip(a.upstreams[0].clone()), strip(b.upstreams[0].clone()));
+    }
+}

@@ -586,7 +586,10 @@ impl Conn {
                 }
                 // While the client's body is awaited the read timeout runs (armed on each
                 // read); otherwise only the backend's timeouts and the write timeout apply.
-                let awaiting = self.exchange().is_some_and(|x| x.wants_client_input());
+                // A tunnel's idle time is the exchange's own timeout, not the client's.
+                let awaiting = self
+                    .exchange()
+                    .is_some_and(|x| x.wants_client_input() && !x.is_tunnel());
                 if !awaiting && matches!(self.timer.kind(), Some(Kind::READ | Kind::KEEPALIVE)) {
                     ctx.timers.disarm(&mut self.timer);
                 }
@@ -639,7 +642,9 @@ impl Conn {
                                 discard: Some(_),
                                 ..
                             }
-                        ) || self.exchange().is_some_and(|x| x.wants_client_input());
+                        ) || self
+                            .exchange()
+                            .is_some_and(|x| x.wants_client_input() && !x.is_tunnel());
                         if body {
                             ctx.timers
                                 .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);

@@ -32,6 +32,10 @@ pub trait Exchanging {
     fn drive(&mut self, input: &mut InBuf, out: &mut Out, env: &mut Env<'_>) -> Step;
     /// On client disconnect or worker exit: let go of the backend.
     fn cancel(&mut self, env: &mut Env<'_>);
+    /// Whether bytes pass both ways after a 101 (then only the exchange's timeouts apply).
+    fn is_tunnel(&self) -> bool {
+        false
+    }
     /// The backend address that answered and its time to the response head (access log).
     fn upstream(&self, _env: &Env<'_>) -> Option<(String, Option<Duration>)> {
         None

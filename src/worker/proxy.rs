@@ -901,6 +901,10 @@ impl Exchanging for ProxyExchange {
         self.finish_upstream(env, false);
     }
 
+    fn is_tunnel(&self) -> bool {
+        matches!(self.response, Response::Tunnel)
+    }
+
     fn upstream(&self, env: &Env<'_>) -> Option<(String, Option<Duration>)> {
         self.upstream_note(env).map(|(a, d)| (a.to_string(), d))
     }
