@@ -392,3 +392,55 @@ fn websocket_upgrade_is_spliced_both_ways() {
     c.s.shutdown(std::net::Shutdown::Write).unwrap();
     assert!(c.closed());
 }
+
+#[test]
+fn expect_100_continue_goes_end_to_end() {
+    let up = Upstream::start("a");
+    let srv = start(&one(&up.addr));
+    let mut c = C::new(&srv);
+    c.send(
+        b"POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    );
+    let r = c.try_resp(false).unwrap();
+    assert_eq!(r.0, 100, "the upstream's 100 Continue is relayed");
+    c.send(b"hello");
+    let r = c.resp();
+    assert_eq!((r.0, r.2.as_slice()), (200, &b"hello"[..]));
+}
+
+#[test]
+fn an_upstream_closing_a_kept_connection_costs_no_request() {
+    let up = Upstream::start("a");
+    let srv = start(&one(&up.addr));
+    let mut c = C::new(&srv);
+    assert_eq!(c.get("/api/bye").2, b"bye");
+    std::thread::sleep(Duration::from_millis(100));
+    let r = c.get("/api/name");
+    assert_eq!((r.0, r.2.as_slice()), (200, &b"a"[..]));
+    assert_eq!(up.conns.load(Ordering::SeqCst), 2);
+    // A response that says Connection: close is not kept either.
+    let r = c.get("/api/close?n=10");
+    assert_eq!(r.2, pattern(10));
+    assert_eq!(c.get("/api/name").2, b"a");
+    assert_eq!(up.conns.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_client_leaving_closes_its_upstream_connection() {
+    let up = Upstream::start("a");
+    let srv = start(&format!(
+        r#"upstream "app" {{ address = "{}", read_timeout = 30 }}"#,
+        up.addr
+    ));
+    let mut c = C::new(&srv);
+    c.send(b"GET /api/hold HTTP/1.1\r\nHost: t\r\n\r\n");
+    common::wait_for("the upstream request", Duration::from_secs(5), || {
+        up.requests.load(Ordering::SeqCst) == 1
+    });
+    drop(c);
+    common::wait_for(
+        "the upstream connection to close",
+        Duration::from_secs(5),
+        || up.hold_closed.load(Ordering::SeqCst) == 1,
+    );
+}

@@ -580,7 +580,11 @@ impl Conn {
                 if self.on_step(ctx, step) == Verdict::Close {
                     return Verdict::Close;
                 }
-                if self.read_eof && self.exchange().is_some_and(|x| x.body_pending()) {
+                if self.read_eof
+                    && self
+                        .exchange()
+                        .is_some_and(|x| x.body_pending() || x.aborts_on_client_eof())
+                {
                     // The client went away mid-body: the backend connection closes with it.
                     return Verdict::Close;
                 }

@@ -32,6 +32,11 @@ pub trait Exchanging {
     fn drive(&mut self, input: &mut InBuf, out: &mut Out, env: &mut Env<'_>) -> Step;
     /// On client disconnect or worker exit: let go of the backend.
     fn cancel(&mut self, env: &mut Env<'_>);
+    /// Whether a client EOF before the response is complete ends the exchange (the proxy,
+    /// as nginx without `proxy_ignore_client_abort`: the upstream connection closes).
+    fn aborts_on_client_eof(&self) -> bool {
+        false
+    }
     /// Whether bytes pass both ways after a 101 (then only the exchange's timeouts apply).
     fn is_tunnel(&self) -> bool {
         false

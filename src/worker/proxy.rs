@@ -901,6 +901,10 @@ impl Exchanging for ProxyExchange {
         self.finish_upstream(env, false);
     }
 
+    fn aborts_on_client_eof(&self) -> bool {
+        true
+    }
+
     fn is_tunnel(&self) -> bool {
         matches!(self.response, Response::Tunnel)
     }

@@ -31,6 +31,8 @@ pub struct Upstream {
     pub requests: Arc<AtomicUsize>,
     /// When set, /healthz answers 503.
     pub unhealthy: Arc<AtomicBool>,
+    /// Connections of /hold requests that saw the proxy close them.
+    pub hold_closed: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -42,12 +44,14 @@ impl Upstream {
         let requests = Arc::new(AtomicUsize::new(0));
         let unhealthy = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, r, u, s, n) = (
+        let hold_closed = Arc::new(AtomicUsize::new(0));
+        let (c, r, u, s, n, h) = (
             conns.clone(),
             requests.clone(),
             unhealthy.clone(),
             stop.clone(),
             name.to_string(),
+            hold_closed.clone(),
         );
         std::thread::spawn(move || {
             for stream in l.incoming() {
@@ -56,8 +60,8 @@ impl Upstream {
                 }
                 let Ok(stream) = stream else { continue };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (r, u, n) = (r.clone(), u.clone(), n.clone());
-                std::thread::spawn(move || serve(stream, &n, &r, &u));
+                let (r, u, n, h) = (r.clone(), u.clone(), n.clone(), h.clone());
+                std::thread::spawn(move || serve(stream, &n, &r, &u, &h));
             }
         });
         Upstream {
@@ -66,6 +70,7 @@ impl Upstream {
             conns,
             requests,
             unhealthy,
+            hold_closed,
             stop,
         }
     }
@@ -123,6 +128,9 @@ fn read_req(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Req> {
         })
     };
     let mut body = Vec::new();
+    if header("expect").as_deref() == Some("100-continue") {
+        s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").ok()?;
+    }
     if let Some(cl) = header("content-length") {
         let n: usize = cl.parse().ok()?;
         while buf.len() < n {
@@ -198,7 +206,13 @@ fn respond(s: &mut TcpStream, status: u16, extra: &str, body: &[u8]) -> bool {
     s.write_all(head.as_bytes()).is_ok() && s.write_all(body).is_ok()
 }
 
-fn serve(mut s: TcpStream, name: &str, requests: &AtomicUsize, unhealthy: &AtomicBool) {
+fn serve(
+    mut s: TcpStream,
+    name: &str,
+    requests: &AtomicUsize,
+    unhealthy: &AtomicBool,
+    hold_closed: &AtomicUsize,
+) {
     let _ = s.set_nodelay(true);
     let mut buf = Vec::new();
     while let Some(req) = read_req(&mut s, &mut buf) {
@@ -272,6 +286,18 @@ fn serve(mut s: TcpStream, name: &str, requests: &AtomicUsize, unhealthy: &Atomi
                         }
                     }
                 }
+                break;
+            }
+            "/bye" => {
+                // A complete response, then the connection closes without saying so.
+                respond(&mut s, 200, "", b"bye");
+                break;
+            }
+            "/hold" => {
+                // No answer; count the proxy closing the connection.
+                let mut tmp = [0u8; 256];
+                while matches!(s.read(&mut tmp), Ok(n) if n > 0) {}
+                hold_closed.fetch_add(1, Ordering::SeqCst);
                 break;
             }
             "/sleep" => {
