@@ -444,3 +444,29 @@ fn a_client_leaving_closes_its_upstream_connection() {
         || up.hold_closed.load(Ordering::SeqCst) == 1,
     );
 }
+
+#[test]
+fn a_graceful_stop_lets_a_tunnel_run_until_it_ends() {
+    let up = Upstream::start("a");
+    let mut srv = start(&one(&up.addr));
+    let mut c = C::new(&srv);
+    c.send(b"GET /api/ws HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
+    assert_eq!(c.try_resp(true).unwrap().0, 101);
+    srv.signal(3); // SIGQUIT: graceful stop
+    std::thread::sleep(Duration::from_millis(300));
+    // The tunnel still carries bytes both ways.
+    c.send(b"ping");
+    let mut got = [0u8; 4];
+    c.s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+    assert!(
+        srv.child.try_wait().unwrap().is_none(),
+        "stopped with a tunnel open"
+    );
+    c.s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(c.closed());
+    assert!(
+        srv.wait_exit(Duration::from_secs(10)).is_some(),
+        "did not stop after the tunnel ended"
+    );
+}
