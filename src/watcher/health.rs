@@ -94,6 +94,16 @@ impl Health {
             .min()
     }
 
+    /// Before the watcher forks a worker: checks under way drop their sockets (and start
+    /// again on the next step, with no verdict), so no worker inherits one.
+    pub fn before_fork(&mut self, now: Instant) {
+        for c in &mut self.checks {
+            if !matches!(c.phase, Phase::Waiting(_)) {
+                c.phase = Phase::Waiting(now);
+            }
+        }
+    }
+
     /// Steps every check; verdicts go to `board`.
     pub fn step(&mut self, now: Instant, board: &Scoreboard) {
         for c in &mut self.checks {

@@ -316,6 +316,8 @@ impl Watcher {
         let watcher_pid = nix::unistd::getpid();
         let (ours, theirs) =
             crate::log_handoff::channel().map_err(|e| format!("log channel: {e}"))?;
+        // A health check's socket would outlive the check in the child: start those again.
+        self.health.before_fork(Instant::now());
         // Claimed before the fork, so that the slot reads "starting" until the worker runs.
         if let Some(s) = self.board.worker(self.slots[i].board_slot) {
             s.claim(0, self.slots[i].generation, now_ms());
