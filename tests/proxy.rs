@@ -470,3 +470,33 @@ fn a_graceful_stop_lets_a_tunnel_run_until_it_ends() {
         "did not stop after the tunnel ended"
     );
 }
+
+#[test]
+fn luahttpd_itself_as_the_upstream_serves_a_50m_file_byte_exact() {
+    let big = pattern(50 * 1024 * 1024);
+    let origin = Server::start("", &[("big.bin", &big), ("small.txt", b"small")]);
+    let srv = start(&format!(
+        r#"upstream "app" {{ address = "{}", read_timeout = 30 }}"#,
+        origin.addr
+    ));
+    let mut c = C::new(&srv);
+    let r = c.get("/api/big.bin");
+    assert_eq!(r.0, 200);
+    assert!(
+        r.2 == big,
+        "50 MiB through the proxy not byte-exact ({} bytes)",
+        r.2.len()
+    );
+    let r = c.get("/api/small.txt");
+    assert_eq!((r.0, r.2.as_slice()), (200, &b"small"[..]));
+    // A conditional request passes through: the origin's 304 has no body.
+    let etag = header(&r, "etag")
+        .expect("an ETag from the origin")
+        .to_string();
+    c.send(
+        format!("GET /api/small.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: {etag}\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(c.resp().0, 304);
+    assert_eq!(c.get("/api/small.txt").2, b"small");
+}
