@@ -147,3 +147,28 @@ fn active_health_checks_take_a_dead_address_out_and_bring_it_back() {
         srv.log_text()
     );
 }
+
+#[test]
+fn a_reload_moves_the_upstream_and_restarts_its_checks() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let srv = start(&format!(r#"upstream "app" {{ address = "{}" }}"#, a.addr));
+    assert_eq!(name(&srv.addr).as_deref(), Some("a"));
+    let text = config_text(
+        "workers = 2",
+        &format!(
+            "upstream \"app\" {{ address = \"{}\", health = {{ path = \"/healthz\", interval = 0.2 }} }}\nroute(function(req) return proxy('app') end)\n",
+            b.addr
+        ),
+    );
+    srv.dir.write("site.lua", text.as_bytes());
+    let mut admin = Admin::connect(&sock(&srv));
+    let v = admin.ok("return reload()");
+    assert_eq!(v["ok"], true, "{v}");
+    wait_for("requests to reach b", Duration::from_secs(10), || {
+        name(&srv.addr).as_deref() == Some("b")
+    });
+    wait_for("b's checks", Duration::from_secs(5), || {
+        row(&rows(&mut admin), &b.addr)["health"] == "passing"
+    });
+}

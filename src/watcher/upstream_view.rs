@@ -8,6 +8,28 @@ use crate::proxy::pool::{addr_text, proc_index};
 use serde_json::{json, Value};
 
 impl Watcher {
+    /// After the config changed (a reload, or its revert): when the upstreams differ from
+    /// `before`, the health checks start over for the current ones and every upstream slot's
+    /// drained and unhealthy flags are cleared (an address's slot may now be another's).
+    pub(super) fn upstreams_reloaded(&mut self, before: &[crate::config::UpstreamDef]) {
+        let same = before.len() == self.config().upstreams.len()
+            && before
+                .iter()
+                .zip(&self.config().upstreams)
+                .all(|(a, b)| a.name == b.name && a.address == b.address && a.health == b.health);
+        if same {
+            return;
+        }
+        let base = crate::fastcgi::pool::proc_index(self.config()).end();
+        for i in base..self.board.proc_capacity() {
+            if let Some(p) = self.board.proc(i) {
+                p.set_flag(PROXY_DRAINED | PROXY_UNHEALTHY, false);
+            }
+        }
+        self.health = super::health::Health::new(self.config(), std::time::Instant::now());
+        tracing::info!("reload: upstreams changed; drains cleared, health checks start over");
+    }
+
     /// One `backends()` row per upstream address.
     pub(super) fn upstream_rows(&self) -> Vec<Value> {
         let now = now_ms();
