@@ -846,12 +846,18 @@ impl Exchanging for ProxyExchange {
         match self.write_upstream() {
             Ok(true) => {
                 progress = true;
-                let kind = if self.request_out() && !matches!(self.response, Response::Tunnel) {
-                    self.kinds.read
-                } else {
-                    self.kinds.send
-                };
-                env.timers.arm(&mut self.timer, kind, env.key, env.now);
+                let tunnel = matches!(self.response, Response::Tunnel);
+                if self.to_pos < self.to_up.len() || tunnel {
+                    env.timers
+                        .arm(&mut self.timer, self.kinds.send, env.key, env.now);
+                } else if self.request_out() {
+                    env.timers
+                        .arm(&mut self.timer, self.kinds.read, env.key, env.now);
+                } else if !self.head_sent() {
+                    // All sent, the rest of the body is the client's to send: its read
+                    // timeout runs, the upstream is not late.
+                    env.timers.disarm(&mut self.timer);
+                }
             }
             Ok(false) => {}
             Err(e) => {
