@@ -16,7 +16,7 @@
 #   CONNECTIONS=50    wrk connections (-c)
 #   THREADS=1         wrk threads (-t)
 #   SERVERS="luahttpd lighttpd nginx"   servers to run (any subset)
-#   SCENARIOS="1k_keepalive route_1k 1k_close 1m_keepalive js_gzip php_hello idle_conns"   scenarios to run
+#   SCENARIOS="1k_keepalive route_1k 1k_close 1m_keepalive js_gzip php_hello proxy_1k proxy_1m idle_conns"   scenarios to run
 #   GZIP_LEVEL=6      gzip level of every server in js_gzip (luahttpd compress.level,
 #                     nginx gzip_comp_level, lighttpd deflate.compression-level)
 #                     (also: shared_incr, one shared-dict incr per request, not in the default set)
@@ -48,7 +48,7 @@ DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 SERVERS=${SERVERS:-"luahttpd lighttpd nginx"}
-SCENARIOS=${SCENARIOS:-"1k_keepalive route_1k 1k_close 1m_keepalive js_gzip php_hello idle_conns"}
+SCENARIOS=${SCENARIOS:-"1k_keepalive route_1k 1k_close 1m_keepalive js_gzip php_hello proxy_1k proxy_1m idle_conns"}
 GZIP_LEVEL=${GZIP_LEVEL:-6}
 PHP_PROCS=${PHP_PROCS:-4}
 PHP_CONNECTIONS=${PHP_CONNECTIONS:-16}
@@ -157,6 +157,12 @@ scenario_route_1k()     { SC_TITLE="1 KiB Lua route";    SC_PATH=/1k.bin; SC_HEA
 # reported against api_route, the same branch without the incr.
 scenario_shared_incr()  { SC_TITLE="Lua shared incr";    SC_PATH=/api/incr; SC_HEADERS=(); SC_CONNS=$CONNECTIONS; }
 scenario_api_route()    { SC_TITLE="Lua route, in-memory"; SC_PATH=/api/x; SC_HEADERS=(); SC_CONNS=$CONNECTIONS; }
+# The same files through each server's reverse proxy (luahttpd upstream with
+# keepalive, nginx proxy_pass with upstream keepalive 32, lighttpd mod_proxy), all
+# to one origin: a luahttpd static instance started as a helper ("origin"). Served
+# by a fourth instance of each server ("NAME-proxy").
+scenario_proxy_1k()     { SC_TITLE="1 KiB via proxy";    SC_PATH=/1k.bin; SC_HEADERS=(); SC_CONNS=$CONNECTIONS; }
+scenario_proxy_1m()     { SC_TITLE="1 MiB via proxy";    SC_PATH=/1m.bin; SC_HEADERS=(); SC_CONNS=$CONNECTIONS; }
 
 for sc in "${SCENARIO_LIST[@]}"; do
   declare -F "scenario_$sc" >/dev/null || die "unknown scenario '$sc'"
@@ -174,6 +180,9 @@ has_scenario api_route && WITH_ROUTE=1
 # measured in rounds with wrk.
 WITH_IDLE=0
 has_scenario idle_conns && WITH_IDLE=1
+# The origin and the proxy instances only when a proxy scenario runs.
+WITH_PROXY=0
+if has_scenario proxy_1k || has_scenario proxy_1m; then WITH_PROXY=1; fi
 WRK_SCENARIOS=()
 for sc in "${SCENARIO_LIST[@]}"; do [[ $sc == idle_conns ]] || WRK_SCENARIOS+=("$sc"); done
 
@@ -182,6 +191,7 @@ instance_of() {
   case $2 in
     route_1k | shared_incr | api_route) INST=$1-route ;;
     idle_conns) INST=$1-idle ;;
+    proxy_1k|proxy_1m) INST=$1-proxy ;;
     *) INST=$1 ;;
   esac
 }
@@ -379,6 +389,7 @@ write_conf_luahttpd() {
   mkdir -p "$dir"
   variant_limits "$variant"
   [[ $variant == route ]] && route=$(render luahttpd-route.lua)
+  [[ $variant == proxy ]] && route=$(render luahttpd-proxy.lua ORIGIN_PORT="$ORIGIN_PORT")
   if (( WITH_PHP )) && [[ $variant == plain ]]; then
     php=$(render luahttpd-php.lua PHP_CGI="$PHP_CGI" PHP_PROCS="$PHP_PROCS" DIR="$dir" \
       PHP_MAX_REQUESTS="$PHP_MAX_REQUESTS" PHP_KEEPALIVE="$keep")
@@ -397,6 +408,10 @@ write_conf_nginx() {
     for i in "${NGINX_LUA_MODULES[@]}"; do modules+="load_module $i;"$'\n'; done
     route=$(render nginx-route.conf)
     shared="lua_shared_dict bench 8m;"
+  fi
+  if [[ $variant == proxy ]]; then
+    upstream=$(render nginx-proxy-upstream.conf ORIGIN_PORT="$ORIGIN_PORT")
+    route=$(render nginx-proxy.conf)
   fi
   if (( WITH_PHP )) && [[ $variant == plain ]]; then
     # start_helpers starts PHP_PROCS php-cgi processes on $TMP/php-nginx/php.sock-i.
@@ -424,6 +439,7 @@ write_conf_lighttpd() {
     render lighttpd-route.lua >"$dir/route.lua"
     route=$(render lighttpd-route.conf DIR="$dir")
   fi
+  [[ $variant == proxy ]] && route=$(render lighttpd-proxy.conf ORIGIN_PORT="$ORIGIN_PORT")
   if (( WITH_PHP )) && [[ $variant == plain ]]; then
     php=$(render lighttpd-php.conf PHP_CGI="$PHP_CGI" DIR="$dir" PHP_PROCS="$PHP_PROCS" \
       PHP_MAX_REQUESTS="$PHP_MAX_REQUESTS")
@@ -571,6 +587,19 @@ LIGHTTPD_BACKEND="sendfile"
 # luahttpd and lighttpd give the processes they spawn.
 start_helpers() {
   local i dir deadline
+  if (( WITH_PROXY )); then
+    # The origin every proxy instance forwards to: luahttpd serving the same files.
+    alloc_port; ORIGIN_PORT=$ALLOCATED_PORT; PORT[origin]=$ORIGIN_PORT
+    mkdir -p "$TMP/origin"
+    render luahttpd.lua PORT="$ORIGIN_PORT" WORKERS="$WORKERS" WWW="$WWW" DIR="$TMP/origin" \
+      KEEPALIVE_REQUESTS="$KEEPALIVE_REQUESTS" MAX_CONNECTIONS="$MAX_CONNECTIONS" \
+      IDLE_TIMEOUT="$IDLE_TIMEOUT" PHP="" ROUTE="" >"$TMP/origin/site.lua"
+    ERRLOG[origin]=$TMP/origin/error.log
+    OUTLOG[origin]=$TMP/origin/stdout.log
+    start_bg "${OUTLOG[origin]}" "$LUAHTTPD_BIN" -c "$TMP/origin/site.lua"
+    PID[origin]=$LAST_PID
+    wait_ready origin
+  fi
   if (( WITH_PHP )) && has_server nginx; then
     dir=$TMP/php-nginx
     mkdir -p "$dir"
@@ -772,7 +801,8 @@ if (( WITH_PHP )); then
   [[ -n $PHP_CGI && -x $PHP_CGI ]] || die "php-cgi not found (set PHP_CGI or install php-cgi)"
   PHP_CGI=$(readlink -f "$PHP_CGI")
 fi
-has_server luahttpd && build_luahttpd
+# The proxy scenarios' origin is a luahttpd instance whatever SERVERS says.
+if has_server luahttpd || (( WITH_PROXY )); then build_luahttpd; fi
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if (( WITH_IDLE )); then
@@ -809,6 +839,7 @@ for s in "${SERVER_LIST[@]}"; do
     INSTANCES+=("$s-route")
   fi
   (( WITH_IDLE )) && INSTANCES+=("$s-idle")
+  (( WITH_PROXY )) && INSTANCES+=("$s-proxy")
 done
 
 start_helpers
@@ -816,12 +847,13 @@ for s in "${SERVER_LIST[@]}"; do
   "start_$s" "$s" plain
   if (( WITH_ROUTE )); then "start_$s" "$s-route" route; fi
   if (( WITH_IDLE )); then "start_$s" "$s-idle" idle; fi
+  if (( WITH_PROXY )); then "start_$s" "$s-proxy" proxy; fi
 done
 for i in "${INSTANCES[@]}"; do
   wait_ready "$i"; check_content "$i"
   if [[ $i == *-route ]]; then
     if (( ${ROUTE_OK[${i%-route}]} )); then check_route "${i%-route}"; fi
-  elif (( WITH_PHP )) && [[ $i != *-idle ]]; then
+  elif (( WITH_PHP )) && [[ $i != *-idle && $i != *-proxy ]]; then
     check_php "$i"
   fi
 done

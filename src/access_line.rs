@@ -24,6 +24,12 @@ enum Late {
     Upstream = 3,
     /// The same in JSON: empty.
     UpstreamJson = 4,
+    /// `$upstream_addr`, absent: `-`.
+    UpstreamAddr = 5,
+    /// The same in JSON: empty.
+    UpstreamAddrJson = 6,
+    /// The combined format's ` upstream=… upstream_time=…`, absent: nothing.
+    UpstreamSuffix = 7,
 }
 
 impl Late {
@@ -33,7 +39,10 @@ impl Late {
             1 => Late::BodyClf,
             2 => Late::Time,
             3 => Late::Upstream,
-            _ => Late::UpstreamJson,
+            4 => Late::UpstreamJson,
+            5 => Late::UpstreamAddr,
+            6 => Late::UpstreamAddrJson,
+            _ => Late::UpstreamSuffix,
         }
     }
 }
@@ -49,6 +58,8 @@ pub struct PendingLine {
     /// When the request started (unix ms, wrapping: 32 bits keep a connection small, and
     /// any duration below 49 days fits), for `$request_time`.
     started_ms: u32,
+    /// The upstream that answered a proxied request and its time to the response head.
+    upstream: Option<Box<(String, Option<Duration>)>>,
 }
 
 /// What a line says about the request.
@@ -200,7 +211,7 @@ impl PendingLine {
                     }
                     None
                 }
-                Field::UpstreamAddr | Field::TlsVersion => {
+                Field::TlsVersion => {
                     push_absent(line, esc);
                     None
                 }
@@ -209,6 +220,9 @@ impl PendingLine {
                 Field::RequestTime => Some(Late::Time),
                 Field::UpstreamResponseTime if esc == Escape::Json => Some(Late::UpstreamJson),
                 Field::UpstreamResponseTime => Some(Late::Upstream),
+                Field::UpstreamAddr if esc == Escape::Json => Some(Late::UpstreamAddrJson),
+                Field::UpstreamAddr => Some(Late::UpstreamAddr),
+                Field::UpstreamSuffix => Some(Late::UpstreamSuffix),
             };
             if let Some(l) = late {
                 // `LogFormat::parse` refuses formats with more late fields than fit.
@@ -224,6 +238,14 @@ impl PendingLine {
         for (at, l) in &holes[..n_late] {
             line.extend_from_slice(&at.to_le_bytes());
             line.push(*l as u8);
+        }
+    }
+
+    /// Records the upstream that answered a proxied request and its time to the response
+    /// head (None: no head came), for the line's upstream fields.
+    pub fn add_upstream(&mut self, addr: &str, time: Option<Duration>) {
+        if self.is_pending() {
+            self.upstream = Some(Box::new((addr.to_string(), time)));
         }
     }
 
@@ -259,19 +281,46 @@ impl PendingLine {
                 Late::Time => {
                     let _ = write!(out, "{}.{:03}", took.as_secs(), took.subsec_millis());
                 }
-                Late::Upstream => out.push(b'-'),
-                Late::UpstreamJson => {}
+                Late::Upstream | Late::UpstreamJson => match self.upstream.as_deref() {
+                    Some((_, Some(t))) => {
+                        let _ = write!(out, "{:.3}", t.as_secs_f64());
+                    }
+                    _ if late == Late::Upstream => out.push(b'-'),
+                    _ => {}
+                },
+                Late::UpstreamAddr | Late::UpstreamAddrJson => match self.upstream.as_deref() {
+                    Some((addr, _)) if late == Late::UpstreamAddr => {
+                        push_escaped(out, addr.as_bytes())
+                    }
+                    Some((addr, _)) => crate::json_text::push_escaped(out, addr.as_bytes()),
+                    None if late == Late::UpstreamAddr => out.push(b'-'),
+                    None => {}
+                },
+                Late::UpstreamSuffix => {
+                    if let Some((addr, time)) = self.upstream.as_deref() {
+                        out.extend_from_slice(b" upstream=");
+                        push_escaped(out, addr.as_bytes());
+                        match time {
+                            Some(t) => {
+                                let _ = write!(out, " upstream_time={:.3}", t.as_secs_f64());
+                            }
+                            None => out.extend_from_slice(b" upstream_time=-"),
+                        }
+                    }
+                }
             }
         }
         out.extend_from_slice(&text[from..]);
         access.line_done();
         self.buf.clear();
         self.text = 0;
+        self.upstream = None;
     }
 
     /// Takes the buffer back (nothing pending after this).
     pub fn take_buffer(&mut self) -> Vec<u8> {
         self.text = 0;
+        self.upstream = None;
         std::mem::take(&mut self.buf)
     }
 }
@@ -342,6 +391,13 @@ mod tests {
         line.start(Vec::new(), &fmt, as_user);
         line.finish(&mut log, 1, 0);
         write_refusal(&mut log, &fmt, ("9.9.9.9", 2), "D", 503, 77);
+        line.start(
+            Vec::new(),
+            &fmt,
+            facts("1.2.3.4", Subject::Request(&req), 502),
+        );
+        line.add_upstream("127.0.0.1:3000", Some(Duration::from_millis(12)));
+        line.finish(&mut log, 0, 0);
         log.flush();
         let text = std::fs::read_to_string(&path).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
@@ -350,6 +406,7 @@ mod tests {
             "1.2.3.4 - - [D] \"GET /a?\\\"x HTTP/1.1\" 200 12 \"-\" \"ua\"\n\
              5.6.7.8 - - [D] \"\\x01BAD\" 400 - \"-\" \"-\"\n\
              1.2.3.4 - al_ice [D] \"GET /a?\\\"x HTTP/1.1\" 200 1 \"-\" \"ua\"\n\
+             1.2.3.4 - - [D] \"GET /a?\\\"x HTTP/1.1\" 502 - \"-\" \"ua\" upstream=127.0.0.1:3000 upstream_time=0.012\n\
              9.9.9.9 - - [D] \"\" 503 77 \"-\" \"-\"\n"
         );
     }

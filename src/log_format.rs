@@ -52,6 +52,9 @@ pub enum Field {
     UpstreamResponseTime,
     /// The TLS version of the connection (none yet).
     TlsVersion,
+    /// The combined format's last part: ` upstream=ADDR upstream_time=SECONDS` for a proxied
+    /// request, nothing otherwise (no `$name`: only `combined` has it).
+    UpstreamSuffix,
 }
 
 impl Field {
@@ -62,7 +65,9 @@ impl Field {
             Field::BodyBytesSent
                 | Field::BodyBytesClf
                 | Field::RequestTime
+                | Field::UpstreamAddr
                 | Field::UpstreamResponseTime
+                | Field::UpstreamSuffix
         )
     }
 }
@@ -114,6 +119,7 @@ impl LogFormat {
                 *p = Part::Field(Field::BodyBytesClf);
             }
         }
+        f.parts.push(Part::Field(Field::UpstreamSuffix));
         f.source = "combined".into();
         f
     }

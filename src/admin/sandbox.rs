@@ -172,6 +172,22 @@ fn parse_call(values: &MultiValue) -> Result<Call, String> {
     if name == "shutdown" {
         return shutdown_options(values.get(1));
     }
+    if name == "drain" || name == "enable" {
+        let text = |i: usize| match values.get(i) {
+            Some(Value::String(s)) => Some(s.to_string_lossy()),
+            _ => None,
+        };
+        let (Some(upstream), Some(address)) = (text(1), text(2)) else {
+            return Err(format!(
+                "{name}: expected an upstream name and an address: {name}(\"app\", \"127.0.0.1:3001\")"
+            ));
+        };
+        return Ok(if name == "drain" {
+            Call::Drain { upstream, address }
+        } else {
+            Call::Enable { upstream, address }
+        });
+    }
     Call::simple(&name).ok_or_else(|| format!("internal error: unknown call {name}"))
 }
 
@@ -276,7 +292,7 @@ fn admin_lua(output: &Rc<RefCell<Output>>) -> mlua::Result<Lua> {
           end
         end
         for _, name in ipairs{"status", "workers", "backends", "config", "shutdown", "reload",
-                              "reopen_logs"} do
+                              "reopen_logs", "drain", "enable"} do
           _G[name] = call(name)
         end
         "#,
@@ -315,7 +331,9 @@ fn admin_lua(output: &Rc<RefCell<Output>>) -> mlua::Result<Lua> {
 const HELP: &str = "\
 status()                 uptime, generation, last reload, listeners, totals
 workers()                one row per worker (old generations included while they drain)
-backends()               one row per FastCGI process or address
+backends()               one row per FastCGI process or address, and per upstream address
+drain(\"app\", \"addr\")     send no new requests to that upstream address (no reload)
+enable(\"app\", \"addr\")    undo drain
 shutdown()               graceful stop (the config's graceful timeout)
 shutdown{timeout = 10}   graceful stop with this deadline in seconds
 shutdown{now = true}     immediate stop

@@ -292,10 +292,17 @@ pub struct ProcSlot {
     active: AtomicU32,
     pid: AtomicU32,
     state: AtomicU8,
+    /// HTTP upstream addresses only: [`PROXY_DRAINED`] (REPL) | [`PROXY_UNHEALTHY`] (checks).
+    flags: AtomicU8,
     total: AtomicU64,
     errors: AtomicU64,
     disabled_until_ms: AtomicU64,
 }
+
+/// Proc slot flag: the address was drained from the REPL (no new requests).
+pub const PROXY_DRAINED: u8 = 1;
+/// Proc slot flag: the watcher's active health checks took the address out.
+pub const PROXY_UNHEALTHY: u8 = 2;
 
 const HEADER_SIZE: usize = std::mem::size_of::<Header>();
 const SERVER_SIZE: usize = std::mem::size_of::<ServerArea>();
@@ -1084,6 +1091,21 @@ impl ProcSlot {
         self.state.store(state as u8, Ordering::Release);
     }
 
+    /// Sets or clears `flag` ([`PROXY_DRAINED`], [`PROXY_UNHEALTHY`]); the previous flags.
+    pub fn set_flag(&self, flag: u8, on: bool) -> u8 {
+        if on {
+            self.flags.fetch_or(flag, Ordering::Relaxed)
+        } else {
+            self.flags.fetch_and(!flag, Ordering::Relaxed)
+        }
+    }
+
+    /// The flags as of now (workers read them before each pick).
+    #[inline]
+    pub fn flags(&self) -> u8 {
+        self.flags.load(Ordering::Relaxed)
+    }
+
     /// Forgets requests in flight: for when the process was respawned (its connections died
     /// with it) or a worker died with requests counted here.
     pub fn reset_active(&self) {
@@ -1097,6 +1119,7 @@ impl ProcSlot {
         self.total.store(0, Ordering::Relaxed);
         self.errors.store(0, Ordering::Relaxed);
         self.disabled_until_ms.store(0, Ordering::Relaxed);
+        self.flags.store(0, Ordering::Relaxed);
         self.state
             .store(ProcState::Unknown as u8, Ordering::Release);
     }
@@ -1114,6 +1137,7 @@ impl ProcSlot {
             errors: self.errors.load(Ordering::Relaxed),
             disabled_until_ms,
             disabled_for_ms: disabled_until_ms.saturating_sub(now_ms),
+            flags: self.flags.load(Ordering::Relaxed),
         }
     }
 }
@@ -1135,6 +1159,8 @@ pub struct ProcSnapshot {
     pub disabled_until_ms: u64,
     /// How much longer it is left out (ms; 0 if enabled).
     pub disabled_for_ms: u64,
+    /// [`PROXY_DRAINED`] | [`PROXY_UNHEALTHY`] (HTTP upstream addresses only).
+    pub flags: u8,
 }
 
 /// Where each (backend, address) pair has its proc slot: backends in config order, each one's

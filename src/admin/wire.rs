@@ -44,6 +44,20 @@ pub enum Call {
     Reload,
     /// `reopen_logs()`.
     ReopenLogs,
+    /// `drain("app", "127.0.0.1:3001")`: no new requests to that upstream address.
+    Drain {
+        /// The upstream's name.
+        upstream: String,
+        /// The address as written in the config.
+        address: String,
+    },
+    /// `enable("app", "127.0.0.1:3001")`: undoes `drain`.
+    Enable {
+        /// The upstream's name.
+        upstream: String,
+        /// The address as written in the config.
+        address: String,
+    },
 }
 
 impl Call {
@@ -57,6 +71,8 @@ impl Call {
             Call::Shutdown { .. } => "shutdown",
             Call::Reload => "reload",
             Call::ReopenLogs => "reopen_logs",
+            Call::Drain { .. } => "drain",
+            Call::Enable { .. } => "enable",
         }
     }
 
@@ -169,6 +185,11 @@ impl FromEvaluator {
                     v["timeout"] = json!(timeout.map(|t| t.as_secs_f64()));
                     v["now"] = json!(now);
                 }
+                if let Call::Drain { upstream, address } | Call::Enable { upstream, address } = call
+                {
+                    v["upstream"] = json!(upstream);
+                    v["address"] = json!(address);
+                }
                 v
             }
         }
@@ -194,6 +215,17 @@ impl FromEvaluator {
                 };
                 let now = v.get("now").and_then(Value::as_bool).unwrap_or(false);
                 Call::Shutdown { timeout, now }
+            }
+            "drain" | "enable" => {
+                let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+                let (Some(upstream), Some(address)) = (field("upstream"), field("address")) else {
+                    return Err(bad());
+                };
+                if name == "drain" {
+                    Call::Drain { upstream, address }
+                } else {
+                    Call::Enable { upstream, address }
+                }
             }
             other => Call::simple(other).ok_or_else(bad)?,
         };

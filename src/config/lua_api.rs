@@ -23,7 +23,9 @@ use std::rc::Rc;
 use mlua::{Function, IntoLua, Lua, Value};
 
 use super::site::Site;
-use super::{validate, Config, ConfigError, ConfigErrors, FastcgiDef, Loaded};
+use super::{
+    upstream, validate, Config, ConfigError, ConfigErrors, FastcgiDef, Loaded, UpstreamDef,
+};
 
 /// How deep `include` may nest; deeper is almost surely a file including itself.
 const MAX_INCLUDE_DEPTH: usize = 16;
@@ -61,6 +63,10 @@ struct Eval {
     /// Backend names of `fastcgi(name, {...})` decisions built while loading, with where: checked
     /// against the definitions once the whole script ran (a definition may come later).
     decisions: Vec<(String, Site)>,
+    /// HTTP upstreams (`upstream "name" {...}`).
+    upstreams: Vec<UpstreamDef>,
+    /// Upstream names of `proxy(name, {...})` decisions built while loading, checked likewise.
+    proxy_decisions: Vec<(String, Site)>,
     /// An included file stopped with a Lua error: what it would have declared is missing, so
     /// "no server{} block" may be untrue and is not reported.
     include_failed: bool,
@@ -147,6 +153,8 @@ fn run(
         route_auth: Vec::new(),
         sites: Vec::new(),
         decisions: Vec::new(),
+        upstreams: Vec::new(),
+        proxy_decisions: Vec::new(),
         include_failed: false,
         errors: Vec::new(),
         done: false,
@@ -181,7 +189,12 @@ fn run(
     // then be false, as "no server{} block" would be.
     if !include_failed {
         errors.extend(unknown_backends(&st.decisions, &fastcgi));
+        errors.extend(upstream::unknown_upstreams(
+            &st.proxy_decisions,
+            &st.upstreams,
+        ));
     }
+    let upstreams = std::mem::take(&mut st.upstreams);
     let main = st.main.clone();
     drop(st);
     let Some((mut config, _)) = server else {
@@ -241,6 +254,7 @@ fn run(
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
+    config.upstreams = upstreams;
     let errors = validate::finish_privileges(&mut config);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -345,6 +359,8 @@ fn install(lua: &Lua, state: &Shared) -> mlua::Result<()> {
             })?,
         )?;
     }
+
+    install_upstream(lua, state)?;
 
     let st = state.clone();
     g.set(
@@ -874,4 +890,77 @@ fn split_line(s: &str) -> Option<(u32, &str)> {
     let line = s[..end].parse().ok()?;
     let msg = s[end..].strip_prefix(": ")?;
     Some((line, msg))
+}
+
+/// `upstream "name" {...}` defines an HTTP upstream; `proxy(name, {...})` built at config time
+/// records its upstream name, checked once the whole script ran.
+fn install_upstream(lua: &Lua, state: &Shared) -> mlua::Result<()> {
+    let g = lua.globals();
+    let inner: Function = g.get("proxy")?;
+    let st = state.clone();
+    g.set(
+        "proxy",
+        lua.create_function(move |lua, args: mlua::MultiValue| {
+            let name = match args.front() {
+                Some(Value::String(s)) => s.to_str().ok().map(|s| s.to_string()),
+                _ => None,
+            };
+            let made = collect(&st, inner.call::<Value>(args))?;
+            let mut s = st.borrow_mut();
+            if let (false, Some(name), false) = (made.is_nil(), name, s.done) {
+                let at = site(lua, &s);
+                s.proxy_decisions.push((name, at));
+            }
+            Ok(made)
+        })?,
+    )?;
+    let st = state.clone();
+    g.set(
+        "upstream",
+        lua.create_function(move |lua, name: Value| {
+            if st.borrow().done {
+                return Err(not_while_serving(lua, "upstream"));
+            }
+            let name = match &name {
+                Value::String(s) => s.to_str().map(|s| s.to_string()).ok(),
+                _ => None,
+            };
+            let name = name.filter(|n| validate::is_backend_name(n));
+            if name.is_none() {
+                let s = st.borrow();
+                let e = site(lua, &s).error(
+                    "upstream needs a name of letters, digits, '_', '-' or '.': upstream \"app\" { ... }",
+                );
+                drop(s);
+                st.borrow_mut().errors.push(e);
+            }
+            let st = st.clone();
+            lua.create_function(move |lua, v: Value| {
+                let Some(name) = &name else { return Ok(()) };
+                let (site, base, first) = {
+                    let s = st.borrow();
+                    if s.done {
+                        return Err(not_while_serving(lua, "upstream"));
+                    }
+                    let first = s
+                        .upstreams
+                        .iter()
+                        .find(|d| &d.name == name)
+                        .map(|d| d.defined_at.clone());
+                    (site(lua, &s), s.base.clone(), first)
+                };
+                if let Some(first) = first {
+                    let e = site.error(format!("upstream '{name}' defined twice, first at {first}"));
+                    st.borrow_mut().errors.push(e);
+                    return Ok(());
+                }
+                let (def, errors) = upstream::upstream(name, &v, &site, &base);
+                let mut s = st.borrow_mut();
+                s.errors.extend(errors);
+                s.upstreams.push(def);
+                Ok(())
+            })?
+            .into_lua(lua)
+        })?,
+    )
 }

@@ -22,6 +22,7 @@ mod suggest;
 #[cfg(test)]
 mod tests;
 mod timers;
+mod upstream;
 mod validate;
 mod vhost;
 
@@ -32,6 +33,7 @@ pub use identity::{resolve as resolve_run_as, RunAs};
 pub use ops::Ops;
 pub use print::print;
 pub use shared::SharedDef;
+pub use upstream::{Balance, HashKey, Health, UpstreamAddr, UpstreamDef};
 pub use vhost::{normalise_host, Picker, VhostDef};
 
 use std::collections::BTreeMap;
@@ -187,6 +189,8 @@ pub struct Config {
     pub fastcgi: Vec<FastcgiDef>,
     /// Shared dictionaries (`shared "name" { size = ... }`).
     pub shared: Vec<SharedDef>,
+    /// HTTP upstreams (`upstream "name" {...}`), for `proxy` decisions and prefixes.
+    pub upstreams: Vec<UpstreamDef>,
     /// Whether a `route(fn)` was given.
     pub has_route: bool,
     /// The status page, the access log format, real client addresses (`ops.rs`).

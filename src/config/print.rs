@@ -130,6 +130,10 @@ pub fn print(config: &Config) -> String {
         o.push('\n');
         o.push_str(&super::cgi::print(def));
     }
+    for def in &config.upstreams {
+        o.push('\n');
+        super::upstream::print(&mut o, def);
+    }
     if config.has_route {
         o.push_str("\n-- route(function(req) ... end) is set in the original config; a Lua function cannot be printed.\n");
     }

@@ -454,7 +454,7 @@ fn addresses(
     out
 }
 
-fn has_control(s: &str) -> bool {
+pub(super) fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
@@ -487,6 +487,7 @@ pub(super) fn server(
         timeouts: default_timeouts(),
         fastcgi: Vec::new(),
         shared: Vec::new(),
+        upstreams: Vec::new(),
         has_route: false,
         ops: Default::default(),
         static_opts: Default::default(),

@@ -19,6 +19,7 @@ mod proxy_header;
 mod range;
 mod record;
 mod request;
+mod response_head;
 mod split;
 
 pub use admin::admin_frame;
@@ -33,6 +34,7 @@ pub use proxy_header::proxy_header;
 pub use range::range;
 pub use record::fastcgi_record;
 pub use request::request_head;
+pub use response_head::response_head;
 
 /// A check: panics when a property fails for this input.
 pub type Check = fn(&[u8]);
@@ -52,6 +54,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("cgi_head", cgi_head),
     ("admin_frame", admin_frame),
     ("proxy_header", proxy_header),
+    ("response_head", response_head),
 ];
 
 /// The check of the target named `name`.

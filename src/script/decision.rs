@@ -35,6 +35,17 @@ pub enum Decision {
         /// Extra response headers.
         headers: Vec<(String, String)>,
     },
+    /// Pass the request to an HTTP upstream defined in the config (`proxy(name, {...})`).
+    Proxy {
+        /// Name of the upstream (known to the config).
+        upstream: String,
+        /// The path sent instead of the request's (the query string is kept).
+        path: Option<String>,
+        /// Request headers set on the upstream request (each replaces the client's).
+        headers: Vec<(String, String)>,
+        /// The Host sent instead of the client's.
+        host: Option<String>,
+    },
     /// Answer with a redirect.
     Redirect {
         /// 301, 302, 303, 307 or 308.
@@ -79,6 +90,7 @@ impl Decision {
         match self {
             Decision::Static { .. } => "static",
             Decision::FastCgi { .. } => "fastcgi",
+            Decision::Proxy { .. } => "proxy",
             Decision::Redirect { .. } => "redirect",
             Decision::Respond { .. } => "respond",
             Decision::Deny { .. } => "deny",
@@ -126,6 +138,7 @@ pub(super) fn constructors(lua: &Lua) -> mlua::Result<Table> {
     t.raw_set("redirect", lua.create_function(redirect)?)?;
     t.raw_set("respond", lua.create_function(respond)?)?;
     t.raw_set("deny", lua.create_function(deny)?)?;
+    t.raw_set("proxy", lua.create_function(proxy)?)?;
     t.raw_set(
         "status",
         lua.create_function(|_, ()| Ok(DecisionValue(Decision::Status, None)))?,
@@ -236,6 +249,111 @@ pub(super) fn decision_of(ud: &mlua::AnyUserData) -> Option<Decision> {
         }
     }
     Some(d)
+}
+
+/// Request header names the proxy owns: framing, hop-by-hop and Host (set with `host`).
+const PROXY_OWNED: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "host",
+];
+
+/// `proxy(name, { path = ..., headers = {...}, host = ... })`: a reverse-proxy decision. The
+/// upstream name is checked against the config when the route returns it.
+fn proxy(lua: &Lua, (name, opts): (Value, Value)) -> mlua::Result<DecisionValue> {
+    let what = "proxy";
+    let upstream = match name {
+        Value::String(s) => s.to_str()?.to_string(),
+        other => {
+            return Err(fail(
+                lua,
+                what,
+                format!("expects an upstream name, got {}", other.type_name()),
+            ))
+        }
+    };
+    if let Some(names) = lua.app_data_ref::<super::UpstreamNames>() {
+        if !names.0.contains(&upstream) {
+            return Err(fail(lua, what, format!("unknown upstream '{upstream}'")));
+        }
+    }
+    let mut path = None;
+    let mut headers = Vec::new();
+    let mut host = None;
+    if let Some(t) = opt_table(lua, what, opts)? {
+        for pair in t.pairs::<Value, Value>() {
+            let (k, v) = pair?;
+            match key(&k) {
+                Some("path") => {
+                    let p = text(lua, what, "path", v)?;
+                    if !p.starts_with('/') || p.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                        return Err(fail(
+                            lua,
+                            what,
+                            "path must start with '/' and hold no spaces or control characters",
+                        ));
+                    }
+                    path = Some(p);
+                }
+                Some("host") => {
+                    let h = text(lua, what, "host", v)?;
+                    if h.is_empty() || h.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                        return Err(fail(
+                            lua,
+                            what,
+                            "host must be non-empty, without spaces or control characters",
+                        ));
+                    }
+                    host = Some(h);
+                }
+                Some("headers") => {
+                    let list = string_map(lua, what, "headers", v, true)?;
+                    for (name, value) in &list {
+                        if name.is_empty() || !name.bytes().all(is_tchar) {
+                            return Err(fail(
+                                lua,
+                                what,
+                                format!("header name {name:?} is not a token"),
+                            ));
+                        }
+                        if PROXY_OWNED.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+                            return Err(fail(
+                                lua,
+                                what,
+                                format!(
+                                    "header '{name}' is set by the proxy (use host = ... for Host)"
+                                ),
+                            ));
+                        }
+                        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                            return Err(fail(
+                                lua,
+                                what,
+                                format!("header '{name}' value contains CR, LF or NUL"),
+                            ));
+                        }
+                    }
+                    headers = list;
+                }
+                _ => return Err(unknown_field(lua, what, &k)),
+            }
+        }
+    }
+    Ok(DecisionValue(
+        Decision::Proxy {
+            upstream,
+            path,
+            headers,
+            host,
+        },
+        None,
+    ))
 }
 
 fn static_(lua: &Lua, opts: Value) -> mlua::Result<DecisionValue> {
@@ -369,6 +487,8 @@ fn key(k: &Value) -> Option<&str> {
                 b"script" => Some("script"),
                 b"path_info" => Some("path_info"),
                 b"params" => Some("params"),
+                b"path" => Some("path"),
+                b"host" => Some("host"),
                 _ => None,
             }
         }

@@ -67,6 +67,9 @@ pub struct RouteRequest<'a> {
 /// The FastCGI backend names of the config, published to the decision constructors.
 pub(super) struct BackendNames(pub(super) HashSet<String>);
 
+/// The HTTP upstream names of the config, published to the `proxy` constructor.
+pub(super) struct UpstreamNames(pub(super) HashSet<String>);
+
 /// Runs the config's route function for each request, in one worker.
 ///
 /// Build one per worker, after fork. It owns the state's hook and memory limit: do not build
@@ -78,6 +81,8 @@ pub struct Router {
     current: Rc<Current>,
     budget: Rc<Budget>,
     backends: HashSet<String>,
+    /// The config's upstream names (`Router::set_upstreams`).
+    upstreams: HashSet<String>,
     limits: RouterLimits,
     /// Lua heap size at which the next call ends with a full collection (see `collect_if_due`).
     gc_at: usize,
@@ -121,6 +126,7 @@ impl Router {
             current,
             budget,
             backends,
+            upstreams: HashSet::new(),
             limits,
             gc_at: 0,
             hook,
@@ -151,6 +157,17 @@ impl Router {
         } else {
             next
         };
+    }
+
+    /// Publishes the config's upstream names: a `proxy` decision naming another is refused
+    /// (when built in the route, and when returned).
+    pub fn set_upstreams<I, S>(&mut self, names: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.upstreams = names.into_iter().map(Into::into).collect();
+        self.lua.set_app_data(UpstreamNames(self.upstreams.clone()));
     }
 
     /// The limits this router applies.
@@ -224,7 +241,7 @@ impl Router {
             Value::UserData(ud) => ud,
             other => {
                 return bad(format!(
-                    "the route function returned a {}; return a decision (static, fastcgi, \
+                    "the route function returned a {}; return a decision (static, fastcgi, proxy, \
                      redirect, respond, deny) or nil",
                     other.type_name()
                 ))
@@ -236,6 +253,11 @@ impl Router {
         if let Decision::FastCgi { backend, .. } = &d {
             if !self.backends.contains(backend) {
                 return bad(format!("fastcgi: unknown backend '{backend}'"));
+            }
+        }
+        if let Decision::Proxy { upstream, .. } = &d {
+            if !self.upstreams.contains(upstream) {
+                return bad(format!("proxy: unknown upstream '{upstream}'"));
             }
         }
         Ok(d)

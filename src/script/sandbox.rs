@@ -22,7 +22,7 @@ pub(super) const PROTECT: &str = "luahttpd.script.protect";
 /// rawget rawlen rawset select tonumber tostring type getmetatable setmetatable pcall xpcall`,
 /// `print` (to the error log at info level), `collectgarbage("count")`, read-only `string`
 /// (without `dump`), `table`, `math`, `utf8`, `os` with only `time clock date getenv`, and the
-/// decisions `static fastcgi redirect respond deny status`. Gone: `io`, `debug`, `package`, `require`,
+/// decisions `static fastcgi proxy redirect respond deny status`. Gone: `io`, `debug`, `package`, `require`,
 /// `load`, `loadfile`, `dofile`, `coroutine`, the rest of `os`, and the config helpers
 /// (`server`, `include`, `exists`, `read_file`, …). Assigning any global is an error; reading
 /// an undeclared one gives nil; `rawset` refuses the globals, `req` and the libraries.

@@ -38,6 +38,8 @@ impl Watcher {
             Call::Status => Ok(self.status_view()),
             Call::Workers => Ok(self.workers_view()),
             Call::Backends => Ok(self.backends_view()),
+            Call::Drain { upstream, address } => self.set_drained(&upstream, &address, true),
+            Call::Enable { upstream, address } => self.set_drained(&upstream, &address, false),
             Call::Config => Ok(Value::from(crate::config::print(self.config()))),
             Call::ReopenLogs => {
                 self.reopen_logs();
@@ -209,6 +211,7 @@ impl Watcher {
                 }));
             }
         }
+        rows.extend(self.upstream_rows());
         Value::Array(rows)
     }
 }

@@ -12,12 +12,14 @@ mod admin_view;
 mod config_check;
 pub mod control;
 mod daemon;
+mod health;
 mod listeners;
 mod notify;
 mod pidfile;
 mod privileges;
 mod reload;
 mod signals;
+mod upstream_view;
 
 use crate::admin::scoreboard::{now_ms, Scoreboard, Totals};
 use crate::admin::server::{self as admin, AdminServer};
@@ -119,6 +121,8 @@ struct Watcher {
     started_at: Instant,
     /// A confirmed reload changed FastCGI backends: apply once the old generation is gone.
     backends_after_drain: bool,
+    /// Active health checks of the HTTP upstreams.
+    health: health::Health,
     /// Admin chunks waiting in `reload()` for the outcome of the reload under way.
     reload_waiters: Vec<u64>,
     /// The chunks the last reload outcome was for (until their answer is sent to them).
@@ -225,7 +229,10 @@ impl Watcher {
         crate::shared::map_config(&config.shared)?;
         let board = Scoreboard::new(
             board_capacity(config.workers),
-            pool::proc_index(config).total(),
+            // FastCGI addresses, then the HTTP upstreams' (after them in the same layout).
+            pool::proc_index(config)
+                .total()
+                .max(crate::proxy::pool::proc_index(config).end()),
         )
         .map_err(|e| format!("scoreboard: {e}"))?;
         let slots = (0..config.workers)
@@ -239,6 +246,7 @@ impl Watcher {
                 respawns: 0,
             })
             .collect();
+        let health = health::Health::new(config, now);
         let mut w = Watcher {
             loaded,
             poll,
@@ -262,6 +270,7 @@ impl Watcher {
             admin,
             started_at: now,
             backends_after_drain: false,
+            health,
             reload_waiters: Vec::new(),
             reload_answered: Vec::new(),
             exit_at: None,
@@ -316,6 +325,8 @@ impl Watcher {
         let watcher_pid = nix::unistd::getpid();
         let (ours, theirs) =
             crate::log_handoff::channel().map_err(|e| format!("log channel: {e}"))?;
+        // A health check's socket would outlive the check in the child: start those again.
+        self.health.before_fork(Instant::now());
         // Claimed before the fork, so that the slot reads "starting" until the worker runs.
         if let Some(s) = self.board.worker(self.slots[i].board_slot) {
             s.claim(0, self.slots[i].generation, now_ms());
@@ -419,7 +430,12 @@ impl Watcher {
                 }
                 let names = self.loaded.config.fastcgi.iter().map(|d| d.name.clone());
                 match Router::new(&self.loaded.lua, key, names, RouterLimits::default()) {
-                    Ok(r) => Some(r),
+                    Ok(mut r) => {
+                        r.set_upstreams(
+                            self.loaded.config.upstreams.iter().map(|u| u.name.clone()),
+                        );
+                        Some(r)
+                    }
                     Err(e) => {
                         tracing::error!("worker: route function: {e}");
                         return 1;
@@ -482,6 +498,7 @@ impl Watcher {
             self.finish_reload_check(Instant::now());
             self.board.publish(&self.retired, self.generation);
             self.announce_ready_once_running();
+            self.health.step(Instant::now(), &self.board);
             self.finish_backends_if_drained();
             if let Some(a) = &mut self.admin {
                 a.expire(Instant::now());
@@ -555,6 +572,7 @@ impl Watcher {
             self.reload_check.as_ref().and_then(|c| c.deadline()),
             self.admin.as_ref().and_then(AdminServer::deadline),
             self.exit_at,
+            self.health.next_wakeup(Instant::now()),
         ]
         .into_iter()
         .flatten()

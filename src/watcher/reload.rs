@@ -211,6 +211,7 @@ impl Watcher {
         let old_generation: Vec<WorkerSlot> = std::mem::take(&mut self.slots);
         self.old.extend(old_generation);
         let old_loaded = std::mem::replace(&mut self.loaded, loaded);
+        self.upstreams_reloaded(&old_loaded.config.upstreams);
         self.slots = free
             .into_iter()
             .map(|board_slot| WorkerSlot {
@@ -325,7 +326,8 @@ impl Watcher {
             }
         }
         self.old.extend(failed);
-        self.loaded = p.old_loaded;
+        let tried = std::mem::replace(&mut self.loaded, p.old_loaded);
+        self.upstreams_reloaded(&tried.config.upstreams);
         if p.backends_changed {
             self.backends.revert_reload();
         }

@@ -27,10 +27,10 @@ pub struct CgiTarget {
     pub params: Vec<(String, String)>,
 }
 
-/// The run's time limit: the timer kind after the FastCGI backends' (src/worker/mod.rs gives
+/// The run's time limit: the timer kind after the FastCGI backends' and upstreams' (src/worker/mod.rs gives
 /// it `cgi.timeout`).
 pub fn timer_kind(config: &Config) -> Kind {
-    Kind::backend_read(config.fastcgi.len())
+    Kind::backend_read(config.fastcgi.len() + 2 * config.upstreams.len())
 }
 
 /// Where a request under the CGI prefix goes: a script (found beneath the CGI root with the

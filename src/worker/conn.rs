@@ -17,14 +17,15 @@
 use super::bufs::Bufs;
 use super::cgi::CgiRun;
 use super::dispatch::{self, Client, Dispatch, FcgiExtra, OtherSites, Routed};
+use super::exchange::Exchanging;
 use super::fcgi::{Env, Exchange, RequestBody, StderrLimit, Step};
 use super::fcgi_admit;
 use super::inbuf::{Filled, InBuf};
 use super::out::{Flush, Out};
 use super::peer::Peer;
+use super::proxy::{ClientFacts, Kinds, ProxyExchange};
 use super::real_peer::{self, ProxyHeader, RealPeer};
 use super::timers::{Kind, Slot, Timers};
-use super::upstream::Upstream;
 use super::BACKEND_BASE;
 use crate::access_line::{Facts, PendingLine, Subject};
 use crate::admin::scoreboard::{Scoreboard, State as WorkerState, WorkerSlot};
@@ -37,6 +38,7 @@ use crate::http::request::{self, BodyFraming, Method, Request, RequestError, Ver
 use crate::http::response::{connection_field, write_head, Framing, Head};
 use crate::http::status;
 use crate::log::AccessLog;
+use crate::proxy::ProxyTarget;
 use crate::reply::{Body, Reply};
 use crate::script::Router;
 use crate::static_files::Site;
@@ -94,6 +96,8 @@ pub struct Ctx<'a> {
     pub config: &'a Config,
     /// The FastCGI backends.
     pub pool: &'a mut Pool,
+    /// The HTTP upstreams.
+    pub upstreams: &'a mut crate::proxy::pool::Upstreams,
     /// The poll registry (for backend sockets).
     pub registry: &'a Registry,
     /// The rate limit on backend STDERR lines.
@@ -128,6 +132,7 @@ impl Ctx<'_> {
             server_name: self.server_name,
             bufs: self.bufs,
             router: self.router.as_deref_mut(),
+            upstreams: self.upstreams,
         }
     }
 }
@@ -159,22 +164,26 @@ enum Handler {
     FastCgi(Box<Exchange>),
     /// A CGI process produces it (src/worker/cgi.rs).
     Cgi(Box<CgiRun>),
+    /// An HTTP proxy exchange produces it as the upstream answers.
+    Proxy(Box<ProxyExchange>),
 }
 
 impl Handler {
-    /// The exchange or run producing the response, if another process does.
-    fn upstream(&self) -> Option<&dyn Upstream> {
+    /// The exchange or run producing the response, if a backend or another process does.
+    fn upstream(&self) -> Option<&dyn Exchanging> {
         match self {
             Handler::FastCgi(x) => Some(&**x),
             Handler::Cgi(x) => Some(&**x),
+            Handler::Proxy(x) => Some(&**x),
             Handler::Queued => None,
         }
     }
 
-    fn upstream_mut(&mut self) -> Option<&mut dyn Upstream> {
+    fn upstream_mut(&mut self) -> Option<&mut dyn Exchanging> {
         match self {
             Handler::FastCgi(x) => Some(&mut **x),
             Handler::Cgi(x) => Some(&mut **x),
+            Handler::Proxy(x) => Some(&mut **x),
             Handler::Queued => None,
         }
     }
@@ -302,14 +311,14 @@ impl Conn {
     }
 
     /// The exchange producing the response, if a FastCGI exchange or a CGI run does.
-    fn exchange(&self) -> Option<&dyn Upstream> {
+    fn exchange(&self) -> Option<&dyn Exchanging> {
         match &self.phase {
             Phase::Responding { handler, .. } => handler.upstream(),
             _ => None,
         }
     }
 
-    fn exchange_mut(&mut self) -> Option<&mut dyn Upstream> {
+    fn exchange_mut(&mut self) -> Option<&mut dyn Exchanging> {
         match &mut self.phase {
             Phase::Responding { handler, .. } => handler.upstream_mut(),
             _ => None,
@@ -329,12 +338,13 @@ impl Conn {
     }
 
     /// Takes the exchange out of the handler, leaving the response as queued.
-    fn take_exchange(&mut self) -> Option<Box<dyn Upstream>> {
+    fn take_exchange(&mut self) -> Option<Box<dyn Exchanging>> {
         match &mut self.phase {
             Phase::Responding { handler, .. } => {
                 match std::mem::replace(handler, Handler::Queued) {
                     Handler::FastCgi(x) => Some(x),
                     Handler::Cgi(x) => Some(x),
+                    Handler::Proxy(x) => Some(x),
                     Handler::Queued => None,
                 }
             }
@@ -450,6 +460,7 @@ impl Conn {
             if !self.log_line.is_pending() {
                 let status = x.status().unwrap_or(499);
                 self.log_start_as(ctx, Some(x.request()), status, x.remote_user());
+                self.log_upstream(ctx, &*x);
             }
             x.cancel(&mut ctx.env());
         }
@@ -538,6 +549,7 @@ impl Conn {
                     }
                     let status = x.status().unwrap_or(200);
                     self.log_start_as(ctx, Some(x.request()), status, x.remote_user());
+                    self.log_upstream(ctx, &*x);
                     self.start_responding(Handler::Queued, discard);
                 }
             }
@@ -552,6 +564,7 @@ impl Conn {
                         self.drain_before_close();
                     }
                     self.log_start_as(ctx, Some(x.request()), status, x.remote_user());
+                    self.log_upstream(ctx, &*x);
                     let head_only = x.request().method == Method::Head;
                     let version = x.request().version;
                     let mut reply = Reply::error(status);
@@ -578,6 +591,7 @@ impl Conn {
                     x.cancel(&mut ctx.env());
                     let status = x.status().unwrap_or(e.status());
                     self.log_start_as(ctx, Some(x.request()), status, x.remote_user());
+                    self.log_upstream(ctx, &*x);
                 }
                 self.close_after_response();
             }
@@ -625,13 +639,20 @@ impl Conn {
                 if self.on_step(ctx, step) == Verdict::Close {
                     return Verdict::Close;
                 }
-                if self.read_eof && self.exchange().is_some_and(|x| x.body_pending()) {
+                if self.read_eof
+                    && self
+                        .exchange()
+                        .is_some_and(|x| x.body_pending() || x.aborts_on_client_eof())
+                {
                     // The client went away mid-body: the backend connection closes with it.
                     return Verdict::Close;
                 }
                 // While the client's body is awaited the read timeout runs (armed on each
                 // read); otherwise only the backend's timeouts and the write timeout apply.
-                let awaiting = self.exchange().is_some_and(|x| x.wants_client_input());
+                // A tunnel's idle time is the exchange's own timeout, not the client's.
+                let awaiting = self
+                    .exchange()
+                    .is_some_and(|x| x.wants_client_input() && !x.is_tunnel());
                 if !awaiting && matches!(self.timer.kind(), Some(Kind::READ | Kind::KEEPALIVE)) {
                     ctx.timers.disarm(&mut self.timer);
                 }
@@ -684,7 +705,9 @@ impl Conn {
                                 discard: Some(_),
                                 ..
                             }
-                        ) || self.exchange().is_some_and(|x| x.wants_client_input());
+                        ) || self
+                            .exchange()
+                            .is_some_and(|x| x.wants_client_input() && !x.is_tunnel());
                         if body {
                             ctx.timers
                                 .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
@@ -858,6 +881,10 @@ impl Conn {
                 self.start_cgi(ctx, req, target, close);
                 return;
             }
+            Routed::Proxy(target) => {
+                self.start_proxy(ctx, req, target, close);
+                return;
+            }
             Routed::Reply(reply) => reply,
         };
         let mut reply = reply;
@@ -984,6 +1011,53 @@ impl Conn {
             }
             Err(e) => {
                 tracing::error!("cgi: cannot start a run: {e}");
+                self.drain_before_close();
+                let reply = Reply::error(500);
+                self.send_reply(ctx, false, Version::Http11, reply, true, None);
+            }
+        }
+    }
+
+    /// Hands the request to an HTTP upstream (or answers 413 first).
+    fn start_proxy(&mut self, ctx: &mut Ctx<'_>, req: Request, t: ProxyTarget, close: bool) {
+        let body = match req.body {
+            BodyFraming::None => RequestBody::None,
+            BodyFraming::Length(n) if n > ctx.limits.body_bytes => {
+                self.refuse_fastcgi(ctx, &req, 413, close);
+                return;
+            }
+            BodyFraming::Length(n) => RequestBody::Length(n),
+            BodyFraming::Chunked => RequestBody::Chunked {
+                limit: ctx.limits.body_bytes,
+            },
+        };
+        // As for FastCGI: the client's read timeout runs while its body arrives, the
+        // upstream's timeouts bound the rest.
+        ctx.timers.disarm(&mut self.timer);
+        if !matches!(body, RequestBody::None) {
+            ctx.timers
+                .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
+        }
+        let (local, port) = self.stream.local();
+        let client = ClientFacts {
+            ip: &self.peer.ip,
+            local: if port == 0 {
+                local
+            } else {
+                format!("{local}:{port}")
+            },
+        };
+        let kinds = Kinds::of(ctx.config.fastcgi.len(), t.upstream);
+        let env = ctx.env();
+        match ProxyExchange::new(req, t, client, body, !close, kinds, &env) {
+            Ok(x) => {
+                self.start_responding(Handler::Proxy(Box::new(x)), None);
+                if close {
+                    self.close_after_response();
+                }
+            }
+            Err(e) => {
+                tracing::error!("proxy: cannot start an exchange: {e}");
                 self.drain_before_close();
                 let reply = Reply::error(500);
                 self.send_reply(ctx, false, Version::Http11, reply, true, None);
@@ -1138,6 +1212,15 @@ impl Conn {
         };
         self.log_line
             .start(buf, &ctx.config.ops.access_log_format, facts);
+    }
+
+    /// Adds the upstream of a proxied request to the pending access-log line.
+    fn log_upstream(&mut self, ctx: &mut Ctx<'_>, x: &dyn Exchanging) {
+        if ctx.access.is_some() {
+            if let Some((addr, time)) = x.upstream(&ctx.env()) {
+                self.log_line.add_upstream(&addr, time);
+            }
+        }
     }
 
     /// Writes the pending access-log line with the body bytes sent, and gives its buffer back.

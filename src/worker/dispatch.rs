@@ -7,6 +7,7 @@ use crate::fastcgi::pool::Pool;
 use crate::fastcgi::rules::{self, Target};
 use crate::http::request::Request;
 use crate::log::push_escaped;
+use crate::proxy::{self, ProxyTarget};
 use crate::reply::{Body, Reply};
 use crate::script::{Decision, RouteRequest, Router};
 use crate::static_files::open::Lookup;
@@ -47,6 +48,8 @@ pub struct Client<'a> {
 pub enum Routed {
     /// To a FastCGI backend, with what a route decision adds.
     FastCgi(Target, FcgiExtra),
+    /// To an HTTP upstream (a `proxy` decision or an upstream's `prefix`).
+    Proxy(ProxyTarget),
     /// An answer made here (static file, in-memory reply, redirect, refusal).
     Reply(Reply),
     /// To a CGI script (src/worker/cgi_admit.rs).
@@ -270,6 +273,22 @@ fn route_site(
             };
             return Routed::FastCgi(target, extra);
         }
+        Decision::Proxy {
+            upstream,
+            path,
+            headers,
+            host,
+        } => {
+            let Some(u) = ctx.config.upstreams.iter().position(|d| d.name == upstream) else {
+                return Routed::Reply(Reply::error(500));
+            };
+            return Routed::Proxy(ProxyTarget {
+                upstream: u,
+                path,
+                headers,
+                host,
+            });
+        }
         Decision::Redirect {
             status,
             location,
@@ -306,6 +325,12 @@ fn route_site(
             t.params = auth_params;
         }
         return routed;
+    }
+    if let Some(u) = proxy::match_prefix(ctx.config, &req.path) {
+        return Routed::Proxy(ProxyTarget {
+            upstream: u,
+            ..ProxyTarget::default()
+        });
     }
     if !ctx.config.fastcgi.is_empty() {
         let site = &*ctx.site;

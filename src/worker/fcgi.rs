@@ -74,6 +74,8 @@ pub struct Env<'a> {
     pub bufs: &'a mut Bufs,
     /// The route function's router, for the respond hook.
     pub router: Option<&'a mut crate::script::Router>,
+    /// The HTTP upstreams (for proxy exchanges).
+    pub upstreams: &'a mut crate::proxy::pool::Upstreams,
 }
 
 /// The worker-wide rate limit on backend STDERR lines in the error log.

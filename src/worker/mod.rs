@@ -11,6 +11,7 @@ mod conn;
 #[cfg(test)]
 mod conn_tests;
 mod dispatch;
+mod exchange;
 mod fcgi;
 mod fcgi_admit;
 mod fcgi_compress;
@@ -21,11 +22,11 @@ pub mod net;
 mod out;
 mod peer;
 mod per_ip;
+mod proxy;
 mod real_peer;
 mod respond_hook;
 mod spool;
 pub mod timers;
-mod upstream;
 mod vhost;
 
 pub use net::Listener;
@@ -114,6 +115,7 @@ struct Worker<'a> {
     draining: bool,
     signals: SignalFd,
     pool: Pool,
+    upstreams: crate::proxy::pool::Upstreams,
     stderr: StderrLimit,
     router: Option<Router>,
     listener_names: Vec<String>,
@@ -171,6 +173,10 @@ impl<'a> Worker<'a> {
             .iter()
             .map(|d| (d.connect_timeout, d.read_timeout))
             .collect();
+        // Upstreams' timers follow the FastCGI backends' (proxy::Kinds).
+        for u in &setup.config.upstreams {
+            backend_timeouts.extend(proxy::Kinds::durations(u));
+        }
         // CGI's time limit is the kind after the backends' (cgi_admit::timer_kind).
         if let Some(cgi) = &setup.config.cgi {
             backend_timeouts.push((cgi.timeout, cgi.timeout));
@@ -200,6 +206,13 @@ impl<'a> Worker<'a> {
                 setup.config.workers,
                 setup.board.as_ref().map(|(b, _, _)| b.clone()),
             ),
+            upstreams: {
+                let mut u = crate::proxy::pool::Upstreams::new(setup.config);
+                if let Some((b, _, _)) = &setup.board {
+                    u.attach_board(b.clone(), crate::proxy::pool::proc_index(setup.config));
+                }
+                u
+            },
             stderr: StderrLimit::default(),
             router: setup.router.map(|mut r| {
                 // at_worker_start, and this worker's share of the `every` timers.
@@ -340,6 +353,7 @@ impl<'a> Worker<'a> {
             token: key,
             config: self.config,
             pool: &mut self.pool,
+            upstreams: &mut self.upstreams,
             registry: self.poll.registry(),
             stderr: &mut self.stderr,
             slot: self.board.as_ref().and_then(|(b, i)| b.worker(*i)),

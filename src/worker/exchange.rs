@@ -1,39 +1,56 @@
-//! What a connection asks of the handler producing its response from another process: a
-//! FastCGI exchange (fcgi.rs) or a CGI run (cgi.rs). The connection drives either through
-//! this one interface, so its lifecycle (LIFECYCLE.md) holds for both.
+//! What a connection needs of the handler producing a response from another process: a
+//! FastCGI exchange (`fcgi.rs`), an HTTP proxy exchange (`proxy.rs`) or a CGI run (`cgi.rs`).
+//! The connection drives each through this trait and never reaches into their fields, so its
+//! lifecycle (LIFECYCLE.md) holds for all three.
 
 use super::cgi::CgiRun;
 use super::fcgi::{Env, Exchange, Step};
 use super::inbuf::InBuf;
 use super::out::Out;
 use crate::http::request::Request;
+use std::time::Duration;
 
-/// A response produced by another process.
-pub trait Upstream {
+/// A backend exchange as its connection sees it.
+pub trait Exchanging {
     /// The request (for the access log).
     fn request(&self) -> &Request;
-    /// The response status, once the head is known.
+    /// The response status, once the backend's head is known.
     fn status(&self) -> Option<u16>;
     /// Whether the client connection must close after this response.
     fn closes_client(&self) -> bool;
-    /// Whether `gen` is the handler's live timeout.
+    /// Whether `gen` is the exchange's live backend timeout.
     fn owns_timer(&self, gen: u64) -> bool;
-    /// Whether the client's body is still being read.
+    /// Whether the client's input is still wanted (body, or tunnel bytes).
     fn wants_client_input(&self) -> bool;
-    /// Records readiness of the handler's descriptors.
+    /// Records readiness of the backend socket.
     fn backend_ready(&mut self, readable: bool, writable: bool);
-    /// The Content-Length body bytes not yet taken from the client.
+    /// The Content-Length body bytes not yet taken from the client (None for other bodies).
     fn body_left(&self) -> Option<u64>;
-    /// Whether body bytes may still arrive from the client.
+    /// Whether input may still arrive from the client for this exchange.
     fn body_pending(&self) -> bool;
-    /// The handler's timeout fired.
+    /// The backend-side timeout fired.
     fn timed_out(&mut self, env: &mut Env<'_>) -> Step;
-    /// Moves bytes as far as possible.
+    /// Moves bytes as far as possible between client, exchange and backend.
     fn drive(&mut self, input: &mut InBuf, out: &mut Out, env: &mut Env<'_>) -> Step;
-    /// Lets go of the other process (client gone, failure, worker exit).
+    /// On client disconnect or worker exit: let go of the backend.
     fn cancel(&mut self, env: &mut Env<'_>);
-    /// The extra params of the request.
-    fn extra_params(&self) -> &[(String, String)];
+    /// Whether a client EOF before the response is complete ends the exchange (the proxy,
+    /// as nginx without `proxy_ignore_client_abort`: the upstream connection closes).
+    fn aborts_on_client_eof(&self) -> bool {
+        false
+    }
+    /// Whether bytes pass both ways after a 101 (then only the exchange's timeouts apply).
+    fn is_tunnel(&self) -> bool {
+        false
+    }
+    /// The backend address that answered and its time to the response head (access log).
+    fn upstream(&self, _env: &Env<'_>) -> Option<(String, Option<Duration>)> {
+        None
+    }
+    /// The extra params of the request (FastCGI and CGI).
+    fn extra_params(&self) -> &[(String, String)] {
+        &[]
+    }
     /// The user an `auth` rule authenticated (its REMOTE_USER param), for the access log.
     fn remote_user(&self) -> Option<&str> {
         self.extra_params()
@@ -43,7 +60,7 @@ pub trait Upstream {
     }
 }
 
-impl Upstream for Exchange {
+impl Exchanging for Exchange {
     fn request(&self) -> &Request {
         Exchange::request(self)
     }
@@ -82,7 +99,7 @@ impl Upstream for Exchange {
     }
 }
 
-impl Upstream for CgiRun {
+impl Exchanging for CgiRun {
     fn request(&self) -> &Request {
         CgiRun::request(self)
     }

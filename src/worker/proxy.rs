@@ -1,0 +1,921 @@
+//! One request's exchange with an HTTP upstream, driven by its client connection.
+//!
+//! ```text
+//! Connecting (Link::Connecting: a kept connection is Connected at once)
+//!    → Sending (Link::Connected): the head, then the body as it arrives (Content-Length as
+//!      is, chunked re-chunked), with backpressure
+//!    → ReceivingHead (Response::Head): 1xx skipped (100 relayed to a client that expects it)
+//!    → StreamingBody (Response::Body): Content-Length passed, chunked decoded and
+//!      re-chunked, close-delimited chunked to an HTTP/1.1 client
+//!    → done: the connection goes back to the pool when the response was framed, complete,
+//!      with nothing after it, and the upstream keeps it
+//!    or, after a 101 to an upgrade request: Tunnel (bytes both ways until one side closes,
+//!      under the read timeout as idle timeout)
+//! ```
+//!
+//! Failures: a connect refused or timed out tries the next address (nothing was sent), else
+//! 502; no head within `read_timeout` → 504; a malformed or ambiguous response head → 502
+//! and the connection is dropped, so nothing the upstream sent after it reaches the next
+//! client; the upstream closing mid-body closes the client connection (the truncation
+//! shows). A kept connection the upstream closed while idle is replaced once, before any
+//! response byte, for an idempotent request or one with no body taken yet.
+
+use super::bufs::Bufs;
+use super::exchange::Exchanging;
+use super::fcgi::{Env, RequestBody, Step};
+use super::fcgi_error::ExchangeError;
+use super::inbuf::InBuf;
+use super::out::Out;
+use super::timers::{Kind, Slot};
+use crate::http::body::BodyReader;
+use crate::http::request::{BodyFraming, Method, Request, Version};
+use crate::http::response::{connection_field, write_head, Connection, Framing, Head};
+use crate::proxy::headers::{self, Forward};
+use crate::proxy::response::{self, BodyFraming as UpFraming, ResponseHead};
+use crate::proxy::ProxyTarget;
+use crate::transport::Stream;
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+/// Stop reading the client while this much waits for the upstream.
+const TO_UPSTREAM_MAX: usize = 64 * 1024;
+/// Stop reading the upstream while this much waits for the client.
+const TO_CLIENT_MAX: usize = 256 * 1024;
+/// Largest response head accepted from an upstream.
+const MAX_RESPONSE_HEAD: usize = 32 * 1024;
+
+/// The timer kinds of one upstream: connect, read, send.
+#[derive(Debug, Clone, Copy)]
+pub struct Kinds {
+    connect: Kind,
+    read: Kind,
+    send: Kind,
+}
+
+impl Kinds {
+    /// The kinds of upstream `u` in a config with `fastcgi` FastCGI backends: the worker's
+    /// timers hold two backend pairs per upstream after the FastCGI ones, (connect, read)
+    /// and (send, send).
+    pub fn of(fastcgi: usize, u: usize) -> Kinds {
+        let b = fastcgi + 2 * u;
+        Kinds {
+            connect: Kind::backend_connect(b),
+            read: Kind::backend_read(b),
+            send: Kind::backend_connect(b + 1),
+        }
+    }
+
+    /// The durations to give the worker's timers for one upstream: two (connect, read) pairs.
+    pub fn durations(d: &crate::config::UpstreamDef) -> [(Duration, Duration); 2] {
+        [
+            (d.connect_timeout, d.read_timeout),
+            (d.send_timeout, d.send_timeout),
+        ]
+    }
+}
+
+/// What the request's connection tells the exchange.
+pub struct ClientFacts<'a> {
+    /// The client's address.
+    pub ip: &'a str,
+    /// The Host used when the client sent none (the local address).
+    pub local: String,
+}
+
+/// The client's request body on its way to the upstream.
+enum BodyIn {
+    /// None, or all of it taken.
+    None,
+    /// Being read: forwarded as is (Content-Length) or re-chunked (chunked).
+    Reading { reader: BodyReader, chunked: bool },
+}
+
+/// The exchange's hold on an upstream connection.
+enum Link {
+    /// None: about to pick an address, or let go of.
+    None,
+    /// A non-blocking connect is under way.
+    Connecting(Wire),
+    /// Connected.
+    Connected(Wire),
+}
+
+struct Wire {
+    addr: usize,
+    sock: Stream,
+    reused: bool,
+    readable: bool,
+    writable: bool,
+}
+
+/// How the upstream frames the response body.
+enum UpBody {
+    None,
+    Length(u64),
+    Chunked(BodyReader),
+    Close,
+}
+
+/// How the body goes to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ToClient {
+    /// As the bytes come (Content-Length, or close-delimited to HTTP/1.0).
+    Raw,
+    /// Re-chunked.
+    Chunked,
+    /// Dropped (HEAD, 204, 304).
+    Nothing,
+}
+
+enum Response {
+    /// Receiving the head: the bytes so far.
+    Head(Vec<u8>),
+    /// The head went to the client; the body streams.
+    Body { up: UpBody, to_client: ToClient },
+    /// After a 101: bytes pass both ways as they are.
+    Tunnel,
+}
+
+/// One request's exchange with an upstream.
+pub struct ProxyExchange {
+    req: Request,
+    upstream: usize,
+    kinds: Kinds,
+    /// The request head, kept to resend on a retry.
+    head: Vec<u8>,
+    hash_key: Vec<u8>,
+    tried: Vec<usize>,
+    stale_retry_used: bool,
+    link: Link,
+    to_up: Vec<u8>,
+    to_pos: usize,
+    /// Whether a request byte was written on the current connection.
+    sent_any: bool,
+    body: BodyIn,
+    /// Whether body bytes were taken from the client (then no retry).
+    body_consumed: bool,
+    response: Response,
+    /// Whether the upstream connection may be kept after the response.
+    reusable: bool,
+    status: Option<u16>,
+    close_client: bool,
+    keepalive_client: bool,
+    upgrade: bool,
+    timer: Slot,
+    started: Instant,
+    /// The address of the last attempt, and the time to its response head.
+    last_addr: Option<usize>,
+    head_after: Option<Duration>,
+}
+
+impl ProxyExchange {
+    /// Starts an exchange for `req` to `t.upstream`.
+    pub fn new(
+        req: Request,
+        t: ProxyTarget,
+        client: ClientFacts<'_>,
+        body: RequestBody,
+        keepalive_client: bool,
+        kinds: Kinds,
+        env: &Env<'_>,
+    ) -> io::Result<ProxyExchange> {
+        let reader = |framing, limit| {
+            BodyReader::new(framing, limit).map_err(|e| io::Error::other(e.reason()))
+        };
+        let body = match body {
+            RequestBody::None => BodyIn::None,
+            RequestBody::Length(n) => BodyIn::Reading {
+                reader: reader(BodyFraming::Length(n), n)?,
+                chunked: false,
+            },
+            RequestBody::Chunked { limit } => BodyIn::Reading {
+                reader: reader(BodyFraming::Chunked, limit)?,
+                chunked: true,
+            },
+        };
+        let keep_upstream = env
+            .upstreams
+            .list
+            .get(t.upstream)
+            .is_some_and(|u| u.def.keepalive > 0);
+        let upgrade = headers::wants_upgrade(&req);
+        let mut head = Vec::with_capacity(512);
+        headers::write_request(
+            &mut head,
+            &req,
+            &Forward {
+                path: t.path.as_deref(),
+                host: t.host.as_deref(),
+                headers: &t.headers,
+                client_ip: client.ip,
+                proto: "http",
+                default_host: &client.local,
+                keep_upstream,
+            },
+        );
+        let hash_key = env
+            .upstreams
+            .hash_key(t.upstream, client.ip.as_bytes(), |h| req.header(h))
+            .to_vec();
+        Ok(ProxyExchange {
+            upstream: t.upstream,
+            kinds,
+            head,
+            hash_key,
+            tried: Vec::new(),
+            stale_retry_used: false,
+            link: Link::None,
+            to_up: Vec::new(),
+            to_pos: 0,
+            sent_any: false,
+            body,
+            body_consumed: false,
+            response: Response::Head(Vec::new()),
+            reusable: keep_upstream,
+            status: None,
+            close_client: false,
+            keepalive_client,
+            upgrade,
+            timer: Slot::new(env.now),
+            started: env.now,
+            last_addr: None,
+            head_after: None,
+            req,
+        })
+    }
+
+    fn head_sent(&self) -> bool {
+        !matches!(self.response, Response::Head(_))
+    }
+
+    fn nothing_received(&self) -> bool {
+        matches!(&self.response, Response::Head(b) if b.is_empty())
+    }
+
+    fn reused(&self) -> bool {
+        matches!(&self.link, Link::Connecting(w) | Link::Connected(w) if w.reused)
+    }
+
+    /// Whether the whole request (head and body) went out.
+    fn request_out(&self) -> bool {
+        matches!(self.body, BodyIn::None) && self.to_pos == self.to_up.len()
+    }
+
+    fn name(&self, env: &Env<'_>) -> String {
+        env.upstreams
+            .list
+            .get(self.upstream)
+            .map(|u| u.def.name.clone())
+            .unwrap_or_default()
+    }
+
+    /// The upstream address of the last attempt and its time to the response head, for the
+    /// access log.
+    pub fn upstream_note<'e>(&self, env: &'e Env<'_>) -> Option<(&'e str, Option<Duration>)> {
+        let a = self.last_addr?;
+        Some((env.upstreams.addr_text(self.upstream, a), self.head_after))
+    }
+
+    /// Logs a failure once, lets go of the upstream, and says what the connection must do.
+    fn failed(&mut self, env: &mut Env<'_>, e: ExchangeError, blame: bool) -> Step {
+        let name = self.name(env);
+        let addr = self
+            .last_addr
+            .map(|a| env.upstreams.addr_text(self.upstream, a).to_string())
+            .unwrap_or_default();
+        if e.is_client_fault() {
+            tracing::info!("upstream '{name}' {addr}: {e}");
+        } else {
+            tracing::warn!("upstream '{name}' {addr}: {e}");
+        }
+        self.finish_upstream(env, blame);
+        if self.head_sent() {
+            Step::Abort(e)
+        } else {
+            Step::Fail(e)
+        }
+    }
+
+    /// Picks an address and connects (a kept connection is ready at once).
+    fn start(&mut self, env: &mut Env<'_>) -> Result<(), ExchangeError> {
+        loop {
+            let Some(a) = env
+                .upstreams
+                .pick(self.upstream, env.now, &self.tried, &self.hash_key)
+            else {
+                return Err(if self.tried.is_empty() {
+                    ExchangeError::NoAddress
+                } else {
+                    ExchangeError::Io(io::Error::new(
+                        io::ErrorKind::ConnectionRefused,
+                        "no address of the upstream answered",
+                    ))
+                });
+            };
+            self.tried.push(a);
+            self.last_addr = Some(a);
+            match env.upstreams.connect(self.upstream, a) {
+                Ok(c) => {
+                    let mut sock = c.stream;
+                    sock.register(env.registry, env.token)
+                        .map_err(ExchangeError::Register)?;
+                    env.upstreams.begin(self.upstream, a);
+                    let wire = Wire {
+                        addr: a,
+                        sock,
+                        reused: c.reused,
+                        readable: c.reused,
+                        writable: c.reused,
+                    };
+                    let kind = if c.reused {
+                        self.link = Link::Connected(wire);
+                        self.kinds.send
+                    } else {
+                        self.link = Link::Connecting(wire);
+                        self.kinds.connect
+                    };
+                    self.to_up.clear();
+                    self.to_up.extend_from_slice(&self.head);
+                    self.to_pos = 0;
+                    self.sent_any = false;
+                    env.timers.arm(&mut self.timer, kind, env.key, env.now);
+                    return Ok(());
+                }
+                Err(e) => {
+                    let name = self.name(env);
+                    tracing::warn!(
+                        "upstream '{name}' {}: connect: {e}",
+                        env.upstreams.addr_text(self.upstream, a)
+                    );
+                    env.upstreams.connect_failed(self.upstream, a, env.now);
+                }
+            }
+        }
+    }
+
+    /// Takes the client's body (or tunnel bytes) into the upstream queue, within its room.
+    fn take_input(&mut self, input: &mut InBuf) -> Result<bool, ExchangeError> {
+        if !matches!(self.link, Link::Connected(_)) {
+            return Ok(false);
+        }
+        let room = TO_UPSTREAM_MAX.saturating_sub(self.to_up.len() - self.to_pos);
+        let n = input.len().min(room);
+        if n == 0 {
+            return Ok(false);
+        }
+        if matches!(self.response, Response::Tunnel) {
+            compact(&mut self.to_up, &mut self.to_pos);
+            self.to_up.extend_from_slice(&input.data()[..n]);
+            input.consume(n);
+            return Ok(true);
+        }
+        let BodyIn::Reading { reader, chunked } = &mut self.body else {
+            return Ok(false);
+        };
+        compact(&mut self.to_up, &mut self.to_pos);
+        let to_up = &mut self.to_up;
+        let chunked = *chunked;
+        let fed = reader
+            .feed(&input.data()[..n], &mut |data| {
+                if chunked {
+                    let _ = write!(to_up, "{:x}\r\n", data.len());
+                    to_up.extend_from_slice(data);
+                    to_up.extend_from_slice(b"\r\n");
+                } else {
+                    to_up.extend_from_slice(data);
+                }
+            })
+            .map_err(ExchangeError::Body)?;
+        input.consume(fed.consumed);
+        self.body_consumed |= fed.consumed > 0;
+        if fed.done {
+            if chunked {
+                self.to_up.extend_from_slice(b"0\r\n\r\n");
+            }
+            self.body = BodyIn::None;
+        }
+        Ok(fed.consumed > 0)
+    }
+
+    fn write_upstream(&mut self) -> io::Result<bool> {
+        let Link::Connected(w) = &mut self.link else {
+            return Ok(false);
+        };
+        let mut progress = false;
+        while w.writable && self.to_pos < self.to_up.len() {
+            match w.sock.write(&self.to_up[self.to_pos..]) {
+                Ok(n) => {
+                    self.to_pos += n;
+                    self.sent_any |= n > 0;
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(progress)
+    }
+
+    fn read_upstream(&mut self, out: &mut Out, env: &mut Env<'_>) -> Result<Read_, ExchangeError> {
+        let mut progress = false;
+        loop {
+            if out.buffered() >= TO_CLIENT_MAX {
+                break;
+            }
+            let Link::Connected(w) = &mut self.link else {
+                break;
+            };
+            if !w.readable {
+                break;
+            }
+            let mut data = env.bufs.take_backend();
+            let n = match w.sock.read(&mut data) {
+                Ok(0) => {
+                    env.bufs.give_backend(data);
+                    return Ok(Read_::Eof);
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    env.bufs.give_backend(data);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => {
+                            w.readable = false;
+                            break;
+                        }
+                        io::ErrorKind::Interrupted => continue,
+                        _ => return Ok(Read_::Eof),
+                    }
+                }
+            };
+            progress = true;
+            env.timers
+                .arm(&mut self.timer, self.kinds.read, env.key, env.now);
+            let r = self.consume(
+                &data[..n],
+                out,
+                env.bufs,
+                env.date,
+                env.server_name,
+                env.now,
+            );
+            env.bufs.give_backend(data);
+            if r? {
+                return Ok(Read_::Done);
+            }
+        }
+        Ok(if progress {
+            Read_::Progress
+        } else {
+            Read_::Idle
+        })
+    }
+
+    /// Takes response bytes; Ok(true) once the response is complete.
+    fn consume(
+        &mut self,
+        data: &[u8],
+        out: &mut Out,
+        bufs: &mut Bufs,
+        date: &str,
+        server: &str,
+        now: Instant,
+    ) -> Result<bool, ExchangeError> {
+        let Response::Head(buf) = &mut self.response else {
+            return Ok(self.body_bytes(data, out));
+        };
+        buf.extend_from_slice(data);
+        let rest = loop {
+            let Response::Head(buf) = &mut self.response else {
+                return Ok(false);
+            };
+            let head_only = self.req.method == Method::Head;
+            let head = match response::parse(buf, MAX_RESPONSE_HEAD, head_only) {
+                Ok(None) => return Ok(false),
+                Ok(Some(h)) => h,
+                Err(e) => return Err(ExchangeError::BadHead(e.reason().to_string())),
+            };
+            let rest = buf.split_off(head.head_len);
+            if head.is_interim() {
+                if head.status == 100
+                    && self.req.expect_continue
+                    && self.req.version == Version::Http11
+                {
+                    out.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
+                }
+                self.response = Response::Head(rest);
+                continue;
+            }
+            if head.status == 101 && !self.upgrade {
+                return Err(ExchangeError::BadHead(
+                    "101 to a request that asked for no upgrade".into(),
+                ));
+            }
+            self.head_after = Some(now.saturating_duration_since(self.started));
+            self.send_head(&head, out, bufs, date, server);
+            break rest;
+        };
+        Ok(self.body_bytes(&rest, out))
+    }
+
+    fn send_head(
+        &mut self,
+        h: &ResponseHead,
+        out: &mut Out,
+        bufs: &mut Bufs,
+        date: &str,
+        server: &str,
+    ) {
+        let version = self.req.version;
+        let head_only = self.req.method == Method::Head;
+        self.status = Some(h.status);
+        self.reusable &= h.keep_alive;
+        let no_body = crate::http::status::forbids_body(h.status) || h.status == 101;
+        let (up, to_client, framing) = match h.framing {
+            _ if h.status == 101 => (UpBody::None, ToClient::Nothing, Framing::Unframed),
+            UpFraming::None => {
+                let f = match h.content_length {
+                    Some(n) if head_only && !no_body => Framing::Length(n),
+                    _ => Framing::Unframed,
+                };
+                (UpBody::None, ToClient::Nothing, f)
+            }
+            UpFraming::Length(n) => (UpBody::Length(n), ToClient::Raw, Framing::Length(n)),
+            UpFraming::Chunked | UpFraming::Close => {
+                let up = if h.framing == UpFraming::Close {
+                    UpBody::Close
+                } else {
+                    match BodyReader::new(crate::http::request::BodyFraming::Chunked, u64::MAX) {
+                        Ok(r) => UpBody::Chunked(r),
+                        Err(_) => UpBody::Close,
+                    }
+                };
+                if version == Version::Http11 {
+                    (up, ToClient::Chunked, Framing::Chunked)
+                } else {
+                    self.close_client = true;
+                    (up, ToClient::Raw, Framing::Unframed)
+                }
+            }
+        };
+        if !self.keepalive_client {
+            self.close_client = true;
+        }
+        let lines = headers::response_lines(h);
+        let connection = if h.status == 101 {
+            Connection::Default
+        } else {
+            connection_field(self.close_client, version)
+        };
+        let mut buf = Vec::with_capacity(256 + lines.len());
+        write_head(
+            &mut buf,
+            &Head {
+                status: h.status,
+                date,
+                server,
+                headers: &lines,
+                overrides: &[],
+                framing,
+                connection,
+            },
+        );
+        out.start(bufs);
+        out.push_head(&buf);
+        self.response = if h.status == 101 {
+            self.close_client = true;
+            Response::Tunnel
+        } else {
+            Response::Body { up, to_client }
+        };
+    }
+
+    /// Passes body bytes on; true once the body is complete. Bytes after its end mean the
+    /// connection is not reused (and they are never sent to anyone).
+    fn body_bytes(&mut self, data: &[u8], out: &mut Out) -> bool {
+        let mut extra = false;
+        let done = match &mut self.response {
+            Response::Head(_) => false,
+            Response::Tunnel => {
+                out.push_body(data);
+                false
+            }
+            Response::Body { up, to_client } => {
+                let to = *to_client;
+                match up {
+                    UpBody::None => {
+                        extra = !data.is_empty();
+                        true
+                    }
+                    UpBody::Length(left) => {
+                        let n = (*left).min(data.len() as u64) as usize;
+                        pass(out, to, &data[..n]);
+                        *left -= n as u64;
+                        extra = n < data.len();
+                        *left == 0
+                    }
+                    UpBody::Chunked(reader) => {
+                        match reader.feed(data, &mut |d| pass(out, to, d)) {
+                            Ok(fed) => {
+                                extra = fed.consumed < data.len();
+                                fed.done
+                            }
+                            Err(_) => {
+                                // Bad chunked framing after the head went out: only closing
+                                // shows the client the truncation.
+                                self.close_client = true;
+                                self.reusable = false;
+                                return true;
+                            }
+                        }
+                    }
+                    UpBody::Close => {
+                        pass(out, to, data);
+                        false
+                    }
+                }
+            }
+        };
+        if extra {
+            tracing::warn!("upstream sent bytes after the response end; connection dropped");
+            self.reusable = false;
+        }
+        done
+    }
+
+    /// The response is complete: ends the client's body and keeps or drops the connection.
+    fn complete(&mut self, out: &mut Out, env: &mut Env<'_>, clean: bool) {
+        if let Response::Body {
+            to_client: ToClient::Chunked,
+            ..
+        } = &self.response
+        {
+            out.push_body(b"0\r\n\r\n");
+        }
+        let keep = clean && self.reusable && self.request_out();
+        if let Link::Connecting(w) | Link::Connected(w) =
+            std::mem::replace(&mut self.link, Link::None)
+        {
+            env.upstreams.end(self.upstream, w.addr, false, env.now);
+            if keep {
+                let mut sock = w.sock;
+                let _ = sock.deregister(env.registry);
+                env.upstreams.release(self.upstream, w.addr, sock);
+            }
+        }
+        env.timers.disarm(&mut self.timer);
+    }
+
+    fn may_retry(&self) -> bool {
+        self.reused()
+            && !self.stale_retry_used
+            && self.nothing_received()
+            && !self.body_consumed
+            && (!self.sent_any || self.req.method.is_idempotent())
+    }
+
+    fn eof(&mut self, out: &mut Out, env: &mut Env<'_>) -> Step {
+        match &self.response {
+            Response::Body {
+                up: UpBody::Close, ..
+            } => {
+                self.complete(out, env, false);
+                return Step::Done;
+            }
+            Response::Tunnel => {
+                self.complete(out, env, false);
+                return Step::Done;
+            }
+            _ => {}
+        }
+        if self.may_retry() {
+            // A kept connection the upstream had closed while idle: once more, fresh.
+            self.stale_retry_used = true;
+            self.finish_upstream(env, false);
+            self.tried.pop();
+            return Step::Progress;
+        }
+        let blame = !(self.reused() && self.nothing_received());
+        let mid_response = self.head_sent();
+        self.failed(env, ExchangeError::Closed { mid_response }, blame)
+    }
+
+    fn connect_failed(&mut self, e: io::Error, env: &mut Env<'_>) -> Step {
+        let name = self.name(env);
+        if let Link::Connecting(w) | Link::Connected(w) = &self.link {
+            tracing::warn!(
+                "upstream '{name}' {}: connect: {e}",
+                env.upstreams.addr_text(self.upstream, w.addr)
+            );
+        }
+        self.finish_upstream(env, true);
+        // Nothing was sent: the next address may take it.
+        Step::Progress
+    }
+
+    /// Drops the upstream connection (after a failure, or before a retry).
+    fn finish_upstream(&mut self, env: &mut Env<'_>, failed: bool) {
+        if let Link::Connecting(w) | Link::Connected(w) =
+            std::mem::replace(&mut self.link, Link::None)
+        {
+            env.upstreams.end(self.upstream, w.addr, failed, env.now);
+        }
+        env.timers.disarm(&mut self.timer);
+    }
+}
+
+fn pass(out: &mut Out, to: ToClient, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    match to {
+        ToClient::Raw => out.push_body(data),
+        ToClient::Chunked => {
+            let mut size = Vec::with_capacity(12);
+            let _ = write!(size, "{:x}\r\n", data.len());
+            out.push_body(&size);
+            out.push_body(data);
+            out.push_body(b"\r\n");
+        }
+        ToClient::Nothing => {}
+    }
+}
+
+enum Read_ {
+    Idle,
+    Progress,
+    Done,
+    Eof,
+}
+
+fn compact(buf: &mut Vec<u8>, pos: &mut usize) {
+    if *pos == buf.len() {
+        buf.clear();
+        *pos = 0;
+    } else if *pos > 0 && *pos * 2 >= buf.len() {
+        buf.drain(..*pos);
+        *pos = 0;
+    }
+}
+
+impl Exchanging for ProxyExchange {
+    fn request(&self) -> &Request {
+        &self.req
+    }
+
+    fn status(&self) -> Option<u16> {
+        self.status
+    }
+
+    fn closes_client(&self) -> bool {
+        self.close_client
+    }
+
+    fn owns_timer(&self, gen: u64) -> bool {
+        self.timer.is(gen)
+    }
+
+    fn wants_client_input(&self) -> bool {
+        let room = self.to_up.len() - self.to_pos < TO_UPSTREAM_MAX;
+        match (&self.body, &self.response) {
+            (_, Response::Tunnel) => room,
+            (BodyIn::Reading { reader, .. }, _) => !reader.is_done() && room,
+            _ => false,
+        }
+    }
+
+    fn backend_ready(&mut self, readable: bool, writable: bool) {
+        if let Link::Connecting(w) | Link::Connected(w) = &mut self.link {
+            w.readable |= readable;
+            w.writable |= writable;
+        }
+    }
+
+    fn body_left(&self) -> Option<u64> {
+        match &self.body {
+            BodyIn::Reading { reader, .. } => reader.remaining(),
+            BodyIn::None => None,
+        }
+    }
+
+    fn body_pending(&self) -> bool {
+        matches!(self.body, BodyIn::Reading { .. }) || matches!(self.response, Response::Tunnel)
+    }
+
+    fn timed_out(&mut self, env: &mut Env<'_>) -> Step {
+        match &self.link {
+            Link::Connecting(_) => {
+                let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                self.connect_failed(e, env)
+            }
+            _ if matches!(self.response, Response::Tunnel) => {
+                self.failed(env, ExchangeError::Timeout("tunnel idle"), false)
+            }
+            _ if !self.request_out() => self.failed(env, ExchangeError::Timeout("send"), true),
+            _ => self.failed(env, ExchangeError::Timeout("read"), true),
+        }
+    }
+
+    fn drive(&mut self, input: &mut InBuf, out: &mut Out, env: &mut Env<'_>) -> Step {
+        let mut progress = false;
+        if matches!(self.link, Link::None) {
+            match self.start(env) {
+                Ok(()) => progress = true,
+                Err(e) => return self.failed(env, e, false),
+            }
+        }
+        if let Link::Connecting(w) = &self.link {
+            if !w.writable {
+                return if progress { Step::Progress } else { Step::Idle };
+            }
+            if let Err(e) = w.sock.connected() {
+                return self.connect_failed(e, env);
+            }
+            if let Link::Connecting(w) = std::mem::replace(&mut self.link, Link::None) {
+                self.link = Link::Connected(w);
+            }
+            env.timers
+                .arm(&mut self.timer, self.kinds.send, env.key, env.now);
+            progress = true;
+        }
+        match self.take_input(input) {
+            Ok(true) => progress = true,
+            Ok(false) => {}
+            Err(e) => return self.failed(env, e, false),
+        }
+        match self.write_upstream() {
+            Ok(true) => {
+                progress = true;
+                let tunnel = matches!(self.response, Response::Tunnel);
+                if self.to_pos < self.to_up.len() || tunnel {
+                    env.timers
+                        .arm(&mut self.timer, self.kinds.send, env.key, env.now);
+                } else if self.request_out() {
+                    env.timers
+                        .arm(&mut self.timer, self.kinds.read, env.key, env.now);
+                } else if !self.head_sent() {
+                    // All sent, the rest of the body is the client's to send: its read
+                    // timeout runs, the upstream is not late.
+                    env.timers.disarm(&mut self.timer);
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                if self.may_retry() {
+                    self.stale_retry_used = true;
+                    self.finish_upstream(env, false);
+                    self.tried.pop();
+                    return Step::Progress;
+                }
+                if self.head_sent() || !self.nothing_received() {
+                    // The upstream stopped reading the body but answers: read on, and drop
+                    // what was meant for it (the connection cannot be kept).
+                    self.reusable = false;
+                    self.to_up.clear();
+                    self.to_pos = 0;
+                } else {
+                    return self.failed(env, ExchangeError::Io(e), true);
+                }
+            }
+        }
+        if out.buffered() >= TO_CLIENT_MAX {
+            // Waiting on the client, whose write timeout applies, not on the upstream.
+            env.timers
+                .arm(&mut self.timer, self.kinds.read, env.key, env.now);
+        }
+        match self.read_upstream(out, env) {
+            Ok(Read_::Progress) => progress = true,
+            Ok(Read_::Idle) => {}
+            Ok(Read_::Done) => {
+                self.complete(out, env, true);
+                return Step::Done;
+            }
+            Ok(Read_::Eof) => return self.eof(out, env),
+            Err(e) => {
+                self.reusable = false;
+                return self.failed(env, e, true);
+            }
+        }
+        if progress {
+            Step::Progress
+        } else {
+            Step::Idle
+        }
+    }
+
+    fn cancel(&mut self, env: &mut Env<'_>) {
+        self.finish_upstream(env, false);
+    }
+
+    fn aborts_on_client_eof(&self) -> bool {
+        true
+    }
+
+    fn is_tunnel(&self) -> bool {
+        matches!(self.response, Response::Tunnel)
+    }
+
+    fn upstream(&self, env: &Env<'_>) -> Option<(String, Option<Duration>)> {
+        self.upstream_note(env).map(|(a, d)| (a.to_string(), d))
+    }
+}
