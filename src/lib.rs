@@ -16,6 +16,7 @@ pub mod reply;
 pub mod script;
 pub mod sockets;
 pub mod static_files;
+pub mod tls;
 pub mod transport;
 pub mod watcher;
 pub mod worker;

@@ -18,6 +18,7 @@ mod validate;
 pub use error::{ConfigError, ConfigErrors};
 pub use identity::{resolve as resolve_run_as, RunAs};
 pub use print::print;
+pub use validate::tls::{ListenKind, ServerHandle, Tls};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -86,6 +87,8 @@ pub struct Timeouts {
     pub keepalive_idle: Duration,
     /// Time in-flight requests get to finish on a graceful stop before workers are killed.
     pub graceful: Duration,
+    /// Time a TLS client gets to finish its handshake (`timeouts.handshake`, default 10 s).
+    pub handshake: Duration,
 }
 
 /// A FastCGI backend definition (`fastcgi "name" {...}`), validated but not yet served.
@@ -172,6 +175,8 @@ pub struct Config {
     pub fastcgi: Vec<FastcgiDef>,
     /// Whether a `route(fn)` was given.
     pub has_route: bool,
+    /// HTTPS: what each listener speaks, certificates, versions (`tls = {...}`).
+    pub tls: Tls,
 }
 
 /// A loaded configuration together with the Lua state that evaluated it.

@@ -522,6 +522,15 @@ impl Conn {
         loop {
             let mut progress = false;
 
+            // TLS records held back by a full socket (handshake messages) go first.
+            if self.writable {
+                match self.stream.flush_pending() {
+                    Ok(true) => {}
+                    Ok(false) => self.writable = false,
+                    Err(_) => return Verdict::Close,
+                }
+            }
+
             if self.out.pending() && self.writable {
                 match self.out.flush(&mut self.stream) {
                     Ok(Flush::Done) => progress = true,
@@ -666,6 +675,17 @@ impl Conn {
                     } else if self.timer.kind().is_none() {
                         // A connection that has sent nothing yet (fresh from accept): the head
                         // timeout starts now, or a silent client would hold the slot forever.
+                        // A TLS one gets the handshake timeout first.
+                        let kind = if self.stream.handshaking() {
+                            Kind::HANDSHAKE
+                        } else {
+                            Kind::READ
+                        };
+                        ctx.timers.arm(&mut self.timer, kind, ctx.token, ctx.now);
+                    } else if self.timer.kind() == Some(Kind::HANDSHAKE)
+                        && !self.stream.handshaking()
+                    {
+                        // Handshake done, no request yet: now the head timeout runs.
                         ctx.timers
                             .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
                     }
@@ -758,6 +778,10 @@ impl Conn {
                 .listener_names
                 .get(self.listener)
                 .map_or("", String::as_str),
+            https: self.stream.is_tls(),
+            redirect_to_https: (ctx.config.tls.kind(self.listener)
+                == crate::config::ListenKind::RedirectToHttps)
+                .then(|| super::https_redirect::port(ctx.config, ctx.listener_names)),
         };
         let reply = match dispatch::route(dispatch, &req, &client) {
             Routed::FastCgi(target, extra) => {
@@ -811,7 +835,9 @@ impl Conn {
             self.out.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         let backend = t.backend;
-        let facts = fcgi_admit::facts(req, t, extra, ctx.config, self.stream.local(), &self.peer);
+        let mut facts =
+            fcgi_admit::facts(req, t, extra, ctx.config, self.stream.local(), &self.peer);
+        facts.https = self.stream.is_tls();
         // The keep-alive or head timeout of this connection does not bound the exchange: the
         // read timeout does while the body arrives, the backend's timeouts do after.
         ctx.timers.disarm(&mut self.timer);

@@ -37,6 +37,10 @@ pub struct Client<'a> {
     pub port: u16,
     /// The listener's address as text.
     pub listener: &'a str,
+    /// Whether the connection is TLS (`req.scheme` "https").
+    pub https: bool,
+    /// When the listener answers every request with a redirect to https: the https port.
+    pub redirect_to_https: Option<u16>,
 }
 
 /// Where a request goes.
@@ -100,6 +104,9 @@ impl OtherSites {
 /// Where a request goes: the route function's decision, else the default rules (a
 /// FastCGI prefix or extension, else a static file).
 pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
+    if let Some(port) = client.redirect_to_https {
+        return Routed::Reply(super::https_redirect::reply(req, port));
+    }
     let decision = match ctx.router {
         Some(router) => {
             let rr = RouteRequest {
@@ -107,7 +114,7 @@ pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
                 remote_addr: client.ip,
                 remote_port: client.port,
                 listener: client.listener,
-                scheme: "http",
+                scheme: if client.https { "https" } else { "http" },
             };
             let routed = {
                 // The backstop kills the worker if one call outlives its deadline by BOUND

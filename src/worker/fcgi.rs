@@ -220,6 +220,8 @@ pub struct Facts {
     pub extra: Vec<(String, String)>,
     /// Extra response header lines (from a route decision), each ending in CRLF.
     pub extra_headers: Vec<u8>,
+    /// Whether the client connection is TLS (HTTPS=on, REQUEST_SCHEME=https).
+    pub https: bool,
 }
 
 /// One request's exchange with a backend.
@@ -673,7 +675,7 @@ impl Exchange {
             server_port: f.server_addr.1,
             remote_addr: &f.remote.0,
             remote_port: f.remote.1,
-            https: false,
+            https: f.https,
             content_length,
             server_software: &f.server_software,
             extra: &f.extra,

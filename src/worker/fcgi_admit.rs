@@ -91,6 +91,7 @@ pub fn facts(
         server_software: config.server_name.clone(),
         extra: extra.params,
         extra_headers,
+        https: false,
         req,
     }
 }
