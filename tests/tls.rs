@@ -1,6 +1,7 @@
 //! HTTPS end to end: the real luahttpd on TLS listeners, talked to by a rustls client. Every
 //! certificate is made here with rcgen (ECDSA P-256); no private key is checked in.
 
+mod admin_common;
 mod common;
 mod fcgi_common;
 
@@ -458,8 +459,11 @@ fn redirect_to_https_and_req_scheme() {
          route(function(req) if req.path == \"/scheme\" then return respond(200, req.scheme) end end)\n"
     );
     let s = Server::start_config(dir, &config);
+    // The log reader thread may still be on its way to the second "listening on" line.
+    common::wait_for("both listeners logged", Duration::from_secs(10), || {
+        addrs(&s).len() == 2
+    });
     let a = addrs(&s);
-    assert_eq!(a.len(), 2, "{a:?}");
     let tls_port = a[1].rsplit(':').next().unwrap().to_string();
     let r = common::raw(
         &a[0],
@@ -694,4 +698,48 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&b[..size]);
         b = &b[size + 2..];
     }
+}
+
+#[test]
+fn certificates_lists_names_issuer_and_expiry_and_follows_a_reload() {
+    let (dir, _, _) = site();
+    let config = format!(
+        "server {{ listen = {{ {{ \"127.0.0.1:0\", tls = true }} }}, root = \"www\", \
+         error_log = \"stderr\", admin = \"admin.sock\", {TLS_BLOCK} }}\n"
+    );
+    let s = Server::start_config(dir, &config);
+    let sock = s.dir.path().join("admin.sock");
+    let rows = admin_common::eval_ok(&sock, "certificates()");
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["default"], true);
+    assert_eq!(
+        rows[0]["names"],
+        serde_json::json!(["localhost", "*.example.test"])
+    );
+    assert_eq!(rows[1]["names"], serde_json::json!(["other.test"]));
+    assert!(rows[0]["cert"].as_str().unwrap().ends_with("/a.pem"));
+    // rcgen's default subject and issuer: "CN=rcgen self signed cert".
+    assert!(
+        rows[0]["issuer"].as_str().unwrap().contains("rcgen"),
+        "{rows:?}"
+    );
+    assert!(rows[0]["expires"].as_str().unwrap().ends_with("GMT"));
+    assert!(rows[0]["days_left"].as_i64().unwrap() > 300, "{rows:?}");
+
+    // Same config text, a certificate ending in 5 days: reload() picks it up.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["soon.test".to_string()]).unwrap();
+    let soon = time_in_days(5);
+    params.not_after = rcgen::date_time_ymd(soon.0, soon.1, soon.2);
+    let cert = params.self_signed(&key).unwrap();
+    s.dir.write("b.pem", cert.pem().as_bytes());
+    s.dir.write("b.key", key.serialize_pem().as_bytes());
+    admin_common::eval_ok(&sock, "reload()");
+    let rows = admin_common::eval_ok(&sock, "certificates()");
+    assert_eq!(rows[1]["names"], serde_json::json!(["soon.test"]), "{rows}");
+    let left = rows[1]["days_left"].as_i64().unwrap();
+    assert!((3..=5).contains(&left), "{rows}");
+    let t = handshake(&s.addr, Some("soon.test"), &any_version()).unwrap();
+    assert!(t.conn.peer_certificates().unwrap()[0].as_ref() == cert.der().as_ref());
 }

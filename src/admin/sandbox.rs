@@ -271,7 +271,7 @@ fn admin_lua(output: &Rc<RefCell<Output>>) -> mlua::Result<Lua> {
           end
         end
         for _, name in ipairs{"status", "workers", "backends", "config", "shutdown", "reload",
-                              "reopen_logs"} do
+                              "reopen_logs", "certificates"} do
           _G[name] = call(name)
         end
         "#,
@@ -318,6 +318,7 @@ reload()                 evaluate the config file again; answers once the new ge
                          (or with the reason it was refused)
 reopen_logs()            reopen the error and access logs (as SIGHUP)
 config()                 the running configuration, normalised
+certificates()           the TLS certificates loaded: files, names, issuer, expiry
 print(...)               printed lines are shown before the chunk's value
 help()                   this text";
 

@@ -44,6 +44,8 @@ pub enum Call {
     Reload,
     /// `reopen_logs()`.
     ReopenLogs,
+    /// `certificates()`: the TLS certificates loaded, with names, issuer and expiry.
+    Certificates,
 }
 
 impl Call {
@@ -57,6 +59,7 @@ impl Call {
             Call::Shutdown { .. } => "shutdown",
             Call::Reload => "reload",
             Call::ReopenLogs => "reopen_logs",
+            Call::Certificates => "certificates",
         }
     }
 
@@ -69,6 +72,7 @@ impl Call {
             "config" => Call::Config,
             "reload" => Call::Reload,
             "reopen_logs" => Call::ReopenLogs,
+            "certificates" => Call::Certificates,
             _ => return None,
         })
     }

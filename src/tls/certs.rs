@@ -225,6 +225,28 @@ pub fn covers(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// The REPL's `certificates()`: one row per certificate, the default first.
+pub fn listing(certs: &[Certificate]) -> serde_json::Value {
+    let now = now_unix();
+    let rows = certs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            serde_json::json!({
+                "cert": c.cert_path.display().to_string(),
+                "key": c.key_path.display().to_string(),
+                "default": i == 0,
+                "names": c.names,
+                "dns_names": c.dns_names,
+                "issuer": c.issuer,
+                "expires": httpdate::fmt_http_date(unix_time(c.not_after)),
+                "days_left": (c.not_after - now).div_euclid(86_400),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::covers;

@@ -39,6 +39,7 @@ impl Watcher {
             Call::Workers => Ok(self.workers_view()),
             Call::Backends => Ok(self.backends_view()),
             Call::Config => Ok(Value::from(crate::config::print(self.config()))),
+            Call::Certificates => Ok(crate::tls::certs::listing(&self.config().tls.certificates)),
             Call::ReopenLogs => {
                 self.reopen_logs();
                 Ok(Value::Bool(true))

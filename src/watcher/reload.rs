@@ -57,7 +57,12 @@ impl Watcher {
             crate::config::load_file(&file)
         };
         match loaded {
-            Ok(l) => self.start_reload(l),
+            Ok(l) => {
+                for w in &l.config.tls.warnings {
+                    tracing::warn!("reload: {w}");
+                }
+                self.start_reload(l)
+            }
             Err(errors) => {
                 let text = format!("reload failed, the running configuration stays:\n{errors}");
                 self.last_reload = Some((SystemTime::now(), Err(errors.to_string())));
