@@ -743,3 +743,61 @@ fn certificates_lists_names_issuer_and_expiry_and_follows_a_reload() {
     let t = handshake(&s.addr, Some("soon.test"), &any_version()).unwrap();
     assert!(t.conn.peer_certificates().unwrap()[0].as_ref() == cert.der().as_ref());
 }
+
+#[test]
+fn the_static_file_path_under_tls_is_said_at_start_and_ktls_is_skipped_loudly() {
+    if luahttpd::tls::ktls::available() {
+        eprintln!("NOTE: this kernel offers kTLS, which luahttpd does not use yet");
+    } else {
+        eprintln!(
+            "SKIPPED (kTLS): this kernel lists no tls ULP in /proc/sys/net/ipv4/tcp_available_ulp; \
+             only the user-space path (tested above with big.bin) can run here"
+        );
+    }
+    let (s, _, _) = start("");
+    common::wait_for("the kTLS line", Duration::from_secs(5), || {
+        s.log_text().contains("kTLS: ")
+    });
+}
+
+#[test]
+fn a_ticket_from_one_worker_resumes_on_the_other() {
+    // One connection per worker: while the first is held, the second must go to the other
+    // worker (a full worker stops accepting), and both resume the first connection's tickets.
+    let (s, _, _) = start(", limits = { connections = 1 }");
+    for versions in [
+        &[&rustls::version::TLS13][..],
+        &[&rustls::version::TLS12][..],
+    ] {
+        let c = client(versions);
+        let mut first = handshake(&s.addr, Some("localhost"), &c).unwrap();
+        exchange(
+            &mut first,
+            "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        drop(first);
+        // Give the worker a moment to close it, so its slot is free again.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut held = Vec::new();
+        for i in 0..2 {
+            let mut t = handshake(&s.addr, Some("localhost"), &c)
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            assert_eq!(
+                t.conn.handshake_kind(),
+                Some(HandshakeKind::Resumed),
+                "connection {i} ({:?}) was not resumed",
+                t.conn.protocol_version()
+            );
+            // A request proves a worker took it (not just the listen queue).
+            t.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let n = t.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200 "), "connection {i}");
+            held.push(t);
+        }
+        drop(held);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -16,10 +16,21 @@ pub enum MinVersion {
     Tls13,
 }
 
-/// The crypto provider: ring (see README, "HTTPS", for why not aws-lc-rs).
+/// The crypto provider: ring (see README, "HTTPS", for why not aws-lc-rs), or aws-lc-rs when
+/// built with that feature instead.
+#[cfg(not(feature = "aws-lc-rs"))]
 pub fn provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
+
+/// The crypto provider: aws-lc-rs (built with `--features aws-lc-rs`).
+#[cfg(feature = "aws-lc-rs")]
+pub fn provider() -> CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
+#[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+compile_error!("build with one crypto provider: the \"ring\" (default) or \"aws-lc-rs\" feature");
 
 /// A server configuration: SNI over `certs` (the first is the default), ALPN `http/1.1`,
 /// session tickets shared by all workers when `tickets` is set.

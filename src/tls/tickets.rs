@@ -6,9 +6,15 @@
 //! ticket is accepted for the period it was made in and the next one. A ticket is
 //! `period (8 bytes, big endian) · nonce (12) · AES-256-GCM(state)`.
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
-use ring::hkdf::{Salt, HKDF_SHA256};
-use ring::rand::{SecureRandom, SystemRandom};
+// aws-lc-rs offers ring's API, so the same code runs on either provider.
+#[cfg(feature = "aws-lc-rs")]
+use aws_lc_rs as crypto;
+#[cfg(not(feature = "aws-lc-rs"))]
+use ring as crypto;
+
+use self::crypto::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use self::crypto::hkdf::{Salt, HKDF_SHA256};
+use self::crypto::rand::{SecureRandom, SystemRandom};
 use rustls::server::ProducesTickets;
 use std::sync::OnceLock;
 

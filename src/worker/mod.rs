@@ -413,6 +413,12 @@ impl<'a> Worker<'a> {
     /// nginx's limit_conn answers), with no slab entry or linger. What the client already sent
     /// is read first, so the close does not reset the connection over unread bytes.
     fn refuse(&mut self, stream: &mut Stream, ip: &str) {
+        if stream.is_tls() {
+            // No 503 can reach a TLS client before a handshake, and a flood must not cost
+            // handshakes: the connection just closes.
+            tracing::debug!(client = %ip, "over limits.connections_per_ip: closed (TLS)");
+            return;
+        }
         tracing::debug!(client = %ip, "over limits.connections_per_ip: 503");
         let mut sink = [0u8; 4096];
         let _ = stream.read(&mut sink);
