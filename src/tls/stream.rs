@@ -294,3 +294,131 @@ impl Drop for TlsStream {
         self.notify_close();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::ServerName;
+    use std::time::{Duration, Instant};
+
+    /// A server config over a fresh self-signed certificate for "localhost", and a client
+    /// config that trusts it.
+    fn configs() -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("luahttpd-tls-unit-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (c, k) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        let provider = super::super::server::provider();
+        let loaded = super::super::certs::load(&c, &k, &[], &provider).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let server =
+            super::super::server::build(&[loaded], super::super::MinVersion::Tls12, true).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (server, Arc::new(client))
+    }
+
+    /// A 1 MiB response through a 4 KiB send buffer to a slow reader: `send` says WouldBlock
+    /// over and over with records waiting, and the caller's retries (as `worker::out` makes
+    /// them) must deliver every byte exactly once.
+    #[test]
+    fn a_full_socket_loses_and_repeats_nothing() {
+        let (server_cfg, client_cfg) = configs();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let body: Vec<u8> = (0..1_048_576u32).map(|i| (i % 253) as u8).collect();
+        let expect = body.clone();
+        let client = std::thread::spawn(move || {
+            let tcp = std::net::TcpStream::connect(addr).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let conn = rustls::ClientConnection::new(client_cfg, name).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            s.write_all(b"GET").unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while got.len() < expect.len() {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "closed after {} bytes", got.len());
+                got.extend_from_slice(&buf[..n]);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            assert!(got == expect, "the bytes differ");
+        });
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        nix::sys::socket::setsockopt(&tcp, nix::sys::socket::sockopt::SndBuf, &4096).unwrap();
+        let mut s = TlsStream::new(mio::net::TcpStream::from_std(tcp), server_cfg).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut req = [0u8; 16];
+        let mut have = 0;
+        while have < 3 {
+            assert!(Instant::now() < deadline, "no request");
+            match s.read(&mut req[have..]) {
+                Ok(n) => have += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    s.flush().unwrap();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        assert_eq!(&req[..3], b"GET");
+        assert_eq!(s.state(), State::Established);
+        let (mut pos, mut blocked) = (0, 0);
+        while pos < body.len() {
+            assert!(Instant::now() < deadline, "stuck at {pos}");
+            match s.send(&body[pos..]) {
+                Ok(n) => pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    blocked += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        assert!(
+            blocked > 0,
+            "the socket never filled: the test tested nothing"
+        );
+        while !s.flush().unwrap() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        client.join().unwrap();
+    }
+
+    #[test]
+    fn plain_http_is_answered_400_and_the_stream_fails() {
+        let (server_cfg, _) = configs();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        let mut s = TlsStream::new(mio::net::TcpStream::from_std(tcp), server_cfg).unwrap();
+        let mut buf = [0u8; 64];
+        let e = s.read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted);
+        assert_eq!(s.state(), State::Failed);
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
+    }
+}
