@@ -114,6 +114,28 @@ pub(super) fn listen_entries(
         let kinds = vec![ListenKind::Plain; a.len()];
         return (a, kinds);
     };
+    // `listen = { "*:443", tls = true }`: one entry written without the list around it.
+    let named = t
+        .pairs::<Value, Value>()
+        .any(|p| matches!(p, Ok((Value::String(_), _))));
+    if named {
+        return match entry_kind(r, t) {
+            Some((addr, kind)) => {
+                let a = addresses(r, path, &addr, base, listen::Use::Listen);
+                let text = string(r, path, &addr).unwrap_or_default();
+                if kind != ListenKind::Plain && a.iter().any(|a| matches!(a, ListenAddr::Unix(_))) {
+                    r.at_value(
+                        path,
+                        &text,
+                        format!("listen '{text}': tls and redirect_to_https need a TCP address"),
+                    );
+                }
+                let kinds = vec![kind; a.len()];
+                (a, kinds)
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+    }
     let has_tables =
         (1..=t.raw_len()).any(|i| matches!(t.raw_get::<Value>(i), Ok(Value::Table(_))));
     if !has_tables {

@@ -121,3 +121,16 @@ fn tls_mistakes_are_reported_at_their_line() {
     );
     assert!(e.iter().any(|m| m.contains("given twice")), "{e:?}");
 }
+
+#[test]
+fn a_single_listen_table_needs_no_list_around_it() {
+    let dir = TempDir::new();
+    write_cert(&dir, "a", &["a.test"]);
+    let l = load_ok(
+        &dir,
+        r#"server { root = "www", listen = { "127.0.0.1:8443", tls = true },
+  tls = { certificates = { { cert = "a.pem", key = "a.key" } } } }"#,
+    );
+    assert_eq!(l.config.listen.len(), 1);
+    assert_eq!(l.config.tls.listen, [ListenKind::Tls]);
+}
