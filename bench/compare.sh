@@ -4,6 +4,9 @@
 # a small Lua routing function (luahttpd route(), lighttpd mod_magnet, nginx
 # lua module): requests/s and requests per CPU-second of each server's process
 # tree; and the RSS an idle keep-alive connection costs (idle_conns).
+# The tls_* scenarios do the same over HTTPS against luahttpd and nginx only,
+# with one ECDSA P-256 certificate made here by openssl and TLS_VERSION for
+# both servers (lighttpd is left out of them).
 #
 # Every server is started by this script, in the foreground, as the current
 # user, on a loopback port, with config files rendered from the templates in
@@ -16,10 +19,14 @@
 #   CONNECTIONS=50    wrk connections (-c)
 #   THREADS=1         wrk threads (-t)
 #   SERVERS="luahttpd lighttpd nginx"   servers to run (any subset)
-#   SCENARIOS="1k_keepalive route_1k 1k_close 1m_keepalive js_gzip php_hello proxy_1k proxy_1m idle_conns"   scenarios to run
+#   SCENARIOS="1k_keepalive route_1k 1k_close 1m_keepalive js_gzip php_hello proxy_1k proxy_1m idle_conns
+#              tls_1k_keepalive tls_1k_close tls_1m_keepalive"   scenarios to run
 #   GZIP_LEVEL=6      gzip level of every server in js_gzip (luahttpd compress.level,
 #                     nginx gzip_comp_level, lighttpd deflate.compression-level)
 #                     (also: shared_incr, one shared-dict incr per request, not in the default set)
+#   TLS_VERSION=1.3   the only TLS version both servers offer in tls_* (1.3;
+#                     1.2 makes nginx offer 1.2 only and luahttpd 1.2 and 1.3,
+#                     which wrk then negotiates as 1.3: see bench/README.md)
 #   IDLE_N=10000      idle keep-alive connections held in idle_conns
 #   IDLE_KEEPALIVE=120   keep-alive idle seconds of the idle_conns instances
 #   PHP_PROCS=4       php-cgi processes per server (php_hello)
@@ -48,8 +55,9 @@ DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 SERVERS=${SERVERS:-"luahttpd lighttpd nginx"}
-SCENARIOS=${SCENARIOS:-"1k_keepalive route_1k 1k_close 1m_keepalive js_gzip php_hello proxy_1k proxy_1m idle_conns"}
+SCENARIOS=${SCENARIOS:-"1k_keepalive route_1k 1k_close 1m_keepalive js_gzip php_hello proxy_1k proxy_1m idle_conns tls_1k_keepalive tls_1k_close tls_1m_keepalive"}
 GZIP_LEVEL=${GZIP_LEVEL:-6}
+TLS_VERSION=${TLS_VERSION:-1.3}
 PHP_PROCS=${PHP_PROCS:-4}
 PHP_CONNECTIONS=${PHP_CONNECTIONS:-16}
 PHP_MAX_REQUESTS=${PHP_MAX_REQUESTS:-100000}
@@ -97,6 +105,7 @@ esac
 [[ $IDLE_N =~ ^[1-9][0-9]*$ ]] || die "IDLE_N must be a positive integer"
 [[ $GZIP_LEVEL =~ ^[1-9]$ ]] || die "GZIP_LEVEL must be 1 to 9"
 [[ $IDLE_KEEPALIVE =~ ^[1-9][0-9]*$ ]] || die "IDLE_KEEPALIVE must be a positive integer"
+[[ $TLS_VERSION == 1.2 || $TLS_VERSION == 1.3 ]] || die "TLS_VERSION must be 1.2 or 1.3"
 
 read -r -a SERVER_LIST <<<"$SERVERS"
 read -r -a SCENARIO_LIST <<<"$SCENARIOS"
@@ -163,6 +172,15 @@ scenario_api_route()    { SC_TITLE="Lua route, in-memory"; SC_PATH=/api/x; SC_HE
 # by a fourth instance of each server ("NAME-proxy").
 scenario_proxy_1k()     { SC_TITLE="1 KiB via proxy";    SC_PATH=/1k.bin; SC_HEADERS=(); SC_CONNS=$CONNECTIONS; }
 scenario_proxy_1m()     { SC_TITLE="1 MiB via proxy";    SC_PATH=/1m.bin; SC_HEADERS=(); SC_CONNS=$CONNECTIONS; }
+# HTTPS against a fourth instance of luahttpd and nginx ("NAME-tls", listening
+# with TLS only): 1 KiB over kept TLS connections; a new TLS connection with a
+# full handshake per request (wrk keeps no session, so nothing resumes); 1 MiB
+# over kept TLS connections (luahttpd reads and encrypts in 16 KiB records:
+# no kTLS here). Not run for lighttpd (tls_supported).
+scenario_tls_1k_keepalive() { SC_TITLE="TLS 1 KiB keep-alive"; SC_PATH=/1k.bin; SC_HEADERS=(); SC_CONNS=$CONNECTIONS; }
+scenario_tls_1k_close()     { SC_TITLE="TLS 1 KiB handshake";  SC_PATH=/1k.bin; SC_HEADERS=(-H "Connection: close"); SC_CONNS=$CONNECTIONS; }
+scenario_tls_1m_keepalive() { SC_TITLE="TLS 1 MiB keep-alive"; SC_PATH=/1m.bin; SC_HEADERS=(); SC_CONNS=$CONNECTIONS; }
+tls_supported() { [[ $1 == luahttpd || $1 == nginx ]]; }
 
 for sc in "${SCENARIO_LIST[@]}"; do
   declare -F "scenario_$sc" >/dev/null || die "unknown scenario '$sc'"
@@ -183,6 +201,9 @@ has_scenario idle_conns && WITH_IDLE=1
 # The origin and the proxy instances only when a proxy scenario runs.
 WITH_PROXY=0
 if has_scenario proxy_1k || has_scenario proxy_1m; then WITH_PROXY=1; fi
+# The TLS instances only when a tls_* scenario runs.
+WITH_TLS=0
+for sc in "${SCENARIO_LIST[@]}"; do [[ $sc == tls_* ]] && WITH_TLS=1; done
 WRK_SCENARIOS=()
 for sc in "${SCENARIO_LIST[@]}"; do [[ $sc == idle_conns ]] || WRK_SCENARIOS+=("$sc"); done
 
@@ -192,6 +213,7 @@ instance_of() {
     route_1k | shared_incr | api_route) INST=$1-route ;;
     idle_conns) INST=$1-idle ;;
     proxy_1k|proxy_1m) INST=$1-proxy ;;
+    tls_*) INST=$1-tls ;;
     *) INST=$1 ;;
   esac
 }
@@ -208,6 +230,7 @@ ensure_packages() {
   command -v python3 >/dev/null || missing+=(python3)
   has_server nginx && ! command -v nginx >/dev/null && missing+=(nginx)
   has_server lighttpd && ! command -v lighttpd >/dev/null && missing+=(lighttpd)
+  (( WITH_TLS )) && ! command -v openssl >/dev/null && missing+=(openssl)
   if (( WITH_PHP )) && [[ -z $PHP_CGI ]]; then
     command -v php-cgi >/dev/null || missing+=(php-cgi)
   fi
@@ -383,18 +406,20 @@ variant_limits() {
 NOFILE_HARD=$(ulimit -Hn)
 
 write_conf_luahttpd() {
-  local inst=$1 port=$2 variant=$3 php="" keep=false route=""
+  local inst=$1 port=$2 variant=$3 php="" keep=false route="" tls=""
+  local listen="\"127.0.0.1:$port\""
   local dir=$TMP/$inst
   (( LUAHTTPD_PHP_KEEPALIVE )) && keep=true
   mkdir -p "$dir"
   variant_limits "$variant"
   [[ $variant == route ]] && route=$(render luahttpd-route.lua)
-  [[ $variant == proxy ]] && route=$(render luahttpd-proxy.lua ORIGIN_PORT="$ORIGIN_PORT")
+  local listen_opts="" tls=""
+  local dir=$TMP/$inst modules="" route="" servers="" keepalive="" shared=""
   if (( WITH_PHP )) && [[ $variant == plain ]]; then
     php=$(render luahttpd-php.lua PHP_CGI="$PHP_CGI" PHP_PROCS="$PHP_PROCS" DIR="$dir" \
       PHP_MAX_REQUESTS="$PHP_MAX_REQUESTS" PHP_KEEPALIVE="$keep")
   fi
-  render luahttpd.lua PORT="$port" WORKERS="$WORKERS" WWW="$WWW" DIR="$dir" \
+  render luahttpd.lua LISTEN="$listen" TLS="$tls" WORKERS="$WORKERS" WWW="$WWW" DIR="$dir" \
     KEEPALIVE_REQUESTS="$KEEPALIVE_REQUESTS" MAX_CONNECTIONS="$V_MAX_CONNECTIONS" \
     IDLE_TIMEOUT="$V_IDLE_TIMEOUT" PHP="$php" ROUTE="$route" GZIP_LEVEL="$GZIP_LEVEL" >"$dir/site.lua"
 }
@@ -402,6 +427,8 @@ write_conf_luahttpd() {
 write_conf_nginx() {
   local inst=$1 port=$2 variant=$3 user_line="" upstream="" php_location="" keep_conn="off" i
   local dir=$TMP/$inst modules="" route="" servers="" keepalive="" shared=""
+  local listen_opts="" tls=""
+  local dir=$TMP/$inst modules="" route="" servers="" keepalive=""
   mkdir -p "$dir/logs" "$dir/tmp"
   variant_limits "$variant"
   if [[ $variant == route ]] && (( ${ROUTE_OK[nginx]:-0} )); then
@@ -422,8 +449,12 @@ write_conf_nginx() {
     upstream=$(render nginx-php-upstream.conf SERVERS="${servers%$'\n'}" KEEPALIVE="$keepalive")
     php_location=$(render nginx-php.conf KEEP_CONN="$keep_conn")
   fi
+  if [[ $variant == tls ]]; then
+    listen_opts="ssl"
+    tls=$(render nginx-tls.conf DIR="$TMP/tls" PROTOCOLS="TLSv$TLS_VERSION")
+  fi
   if (( EUID == 0 )); then user_line="user $(id -un) $(id -gn);"; fi
-  render nginx.conf MODULES="$modules" USER="$user_line" WORKERS="$WORKERS" DIR="$dir" \
+  render nginx.conf LISTEN_OPTS="$listen_opts" TLS="$tls" MODULES="$modules" USER="$user_line" WORKERS="$WORKERS" DIR="$dir" \
     MAX_FDS="$V_MAX_FDS" MAX_CONNECTIONS="$V_MAX_CONNECTIONS" \
     KEEPALIVE_REQUESTS="$KEEPALIVE_REQUESTS" IDLE_TIMEOUT="$V_IDLE_TIMEOUT" \
     UPSTREAM="$upstream" PORT="$port" WWW="$WWW" ROUTE="$route" PHP="$php_location" SHARED="$shared" \
@@ -461,6 +492,9 @@ write_conf_lighttpd() {
 # Starting servers
 
 declare -A PORT PID ERRLOG OUTLOG
+# url INSTANCE: the base URL of an instance (https for the -tls ones; curl -k
+# since the certificate is self-signed).
+url() { if [[ $1 == *-tls ]]; then echo "https://127.0.0.1:${PORT[$1]}"; else echo "http://127.0.0.1:${PORT[$1]}"; fi; }
 
 # wait_ready NAME: wait until NAME serves /1k.bin, or fail with its logs.
 wait_ready() {
@@ -469,7 +503,7 @@ wait_ready() {
     if ! kill -0 "${PID[$name]}" 2>/dev/null; then
       server_failed "$name" "exited during start-up"
     fi
-    if curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:${PORT[$name]}/1k.bin"; then
+    if curl -skf -o /dev/null --max-time 2 "$(url "$name")/1k.bin"; then
       return 0
     fi
     sleep 0.2
@@ -493,10 +527,10 @@ server_failed() {
 check_content() {
   local name=$1 f
   for f in 1k.bin 1m.bin; do
-    curl -sf --max-time 10 -o "$TMP/check.$name.$f" "http://127.0.0.1:${PORT[$name]}/$f" \
+    curl -skf --max-time 10 -o "$TMP/check.$name.$f" "$(url "$name")/$f" \
       || server_failed "$name" "failed to serve /$f"
     cmp -s "$TMP/check.$name.$f" "$WWW/$f" || server_failed "$name" "served wrong content for /$f"
-    curl -sf --max-time 10 -o /dev/null -H "Connection: close" "http://127.0.0.1:${PORT[$name]}/$f" \
+    curl -skf --max-time 10 -o /dev/null -H "Connection: close" "$(url "$name")/$f" \
       || server_failed "$name" "failed to serve /$f with Connection: close"
     rm -f "$TMP/check.$name.$f"
   done
@@ -694,7 +728,7 @@ run_wrk() {
   ticks0=$(tree_ticks "$INST")
   timeout $((DURATION_S + 30)) \
     wrk -t"$THREADS" -c"$SC_CONNS" -d"${DURATION_S}s" "${SC_HEADERS[@]}" \
-    "http://127.0.0.1:${PORT[$INST]}$SC_PATH" >"$out" 2>&1 || rc=$?
+    "$(url "$INST")$SC_PATH" >"$out" 2>&1 || rc=$?
   ticks1=$(tree_ticks "$INST")
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
   reqs=$(awk '/ requests in / {print $1; exit}' "$out")
@@ -829,6 +863,14 @@ truncate -s 20480 "$WWW/app.js"
 printf '<!doctype html><title>bench</title>\n' >"$WWW/index.html"
 printf '<?php echo "Hello, world!\\n";\n' >"$WWW/hello.php"
 printf 'Hello, world!\n' >"$TMP/hello.expected"
+if (( WITH_TLS )); then
+  # One ECDSA P-256 certificate for both servers.
+  mkdir -p "$TMP/tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$TMP/tls/key.pem" -out "$TMP/tls/cert.pem" 2>"$TMP/tls/openssl.log" \
+    || { cat "$TMP/tls/openssl.log" >&2; die "openssl could not make the test certificate"; }
+fi
 
 # INSTANCES: every server instance started (NAME, and NAME-route for route_1k).
 INSTANCES=()
@@ -840,6 +882,7 @@ for s in "${SERVER_LIST[@]}"; do
   fi
   (( WITH_IDLE )) && INSTANCES+=("$s-idle")
   (( WITH_PROXY )) && INSTANCES+=("$s-proxy")
+  (( WITH_TLS )) && tls_supported "$s" && INSTANCES+=("$s-tls")
 done
 
 start_helpers
@@ -848,6 +891,7 @@ for s in "${SERVER_LIST[@]}"; do
   if (( WITH_ROUTE )); then "start_$s" "$s-route" route; fi
   if (( WITH_IDLE )); then "start_$s" "$s-idle" idle; fi
   if (( WITH_PROXY )); then "start_$s" "$s-proxy" proxy; fi
+  if (( WITH_TLS )) && tls_supported "$s"; then "start_$s" "$s-tls" tls; fi
 done
 for i in "${INSTANCES[@]}"; do
   wait_ready "$i"; check_content "$i"
@@ -860,6 +904,9 @@ done
 
 echo "servers: $(for i in "${INSTANCES[@]}"; do printf '%s=127.0.0.1:%s ' "$i" "${PORT[$i]}"; done)"
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION_S}s, $ROUNDS round(s), scenarios: ${SCENARIO_LIST[*]}"
+if (( WITH_TLS )); then
+  echo "tls_*: luahttpd-tls and nginx-tls, TLS $TLS_VERSION, one ECDSA P-256 certificate ($TMP/tls/cert.pem); lighttpd not run"
+fi
 if (( WITH_PHP )); then
   echo "php_hello: wrk -c$PHP_CONNECTIONS, $PHP_PROCS php-cgi processes per server ($PHP_CGI, PHP_FCGI_CHILDREN=0, PHP_FCGI_MAX_REQUESTS=$PHP_MAX_REQUESTS)"
 fi
@@ -885,6 +932,10 @@ if (( WARMUP > 0 )); then
       timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$PHP_CONNECTIONS" -d"${WARMUP}s" \
         "http://127.0.0.1:${PORT[$s]}/hello.php" >/dev/null 2>&1 || true
     fi
+    if (( WITH_TLS )) && tls_supported "$s"; then
+      timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
+        "$(url "$s-tls")/1k.bin" >/dev/null 2>&1 || true
+    fi
   done
 fi
 
@@ -901,6 +952,7 @@ for ((r = 1; r <= ROUNDS && ${#WRK_SCENARIOS[@]} > 0; r++)); do
   order_for_round "$r"
   for sc in "${WRK_SCENARIOS[@]}"; do
     for s in "${ORDER[@]}"; do
+      [[ $sc == tls_* ]] && ! tls_supported "$s" && continue
       run_wrk "$s" "$sc"
       RESULTS[$sc|$s]="${RESULTS[$sc|$s]:-} $RUN_RPS"
       CPURESULTS[$sc|$s]="${CPURESULTS[$sc|$s]:-} $RUN_RPCPU"

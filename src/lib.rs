@@ -26,6 +26,7 @@ pub mod shared;
 pub mod sockets;
 pub mod static_files;
 pub mod status_page;
+pub mod tls;
 pub mod transport;
 pub mod watcher;
 pub mod worker;

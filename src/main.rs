@@ -173,8 +173,13 @@ fn load(cli: &Cli) -> Result<Loaded, ExitCode> {
         Some(path) => config::load_file(path),
         None => config::load_default(),
     };
-    result.map_err(|errors| {
+    let loaded = result.map_err(|errors| {
         eprintln!("{errors}");
         ExitCode::FAILURE
-    })
+    })?;
+    // Certificates about to expire: said at every check and start, not an error.
+    for w in &loaded.config.tls.warnings {
+        eprintln!("{w}");
+    }
+    Ok(loaded)
 }

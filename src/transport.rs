@@ -2,8 +2,9 @@
 //!
 //! [`Stream`] hides which kind of socket carries the bytes: code above it reads, writes, shuts
 //! down, polls and asks whether file bytes may go out with `sendfile`, and never matches on the
-//! variant. A TLS stream is meant to be one more variant here (it will answer `false` to
-//! [`Stream::can_sendfile`] and encrypt in `send`).
+//! variant. A TLS stream is one more variant (crate::tls::TlsStream): it answers `false` to
+//! [`Stream::can_sendfile`] and encrypts in `send`, which may take bytes and still say
+//! WouldBlock: a caller offers the same bytes again after a WouldBlock (`worker::out` does).
 
 use crate::config::ListenAddr;
 use mio::event::Source;
@@ -21,6 +22,8 @@ pub enum Stream {
     Tcp(mio::net::TcpStream),
     /// Unix stream.
     Unix(mio::net::UnixStream),
+    /// TLS over TCP (client connections on a `tls = true` listener).
+    Tls(Box<crate::tls::TlsStream>),
 }
 
 impl Stream {
@@ -42,6 +45,7 @@ impl Stream {
         let err = match self {
             Stream::Tcp(s) => s.take_error()?,
             Stream::Unix(s) => s.take_error()?,
+            Stream::Tls(s) => s.tcp().take_error()?,
         };
         if let Some(e) = err {
             return Err(e);
@@ -50,18 +54,47 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.peer_addr().map(|_| ()),
             Stream::Unix(_) => Ok(()),
+            Stream::Tls(s) => s.tcp().peer_addr().map(|_| ()),
         }
     }
 
     /// Whether file bytes may be written to this stream with `sendfile` (false where the bytes
     /// must pass through user space, as TLS will).
     pub fn can_sendfile(&self) -> bool {
-        true
+        !matches!(self, Stream::Tls(_))
+    }
+
+    /// Whether this is a TLS stream (`req.scheme` "https", HTTPS=on).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Whether a TLS handshake is still to finish (the handshake timeout runs meanwhile).
+    pub fn handshaking(&self) -> bool {
+        match self {
+            Stream::Tls(s) => matches!(
+                s.state(),
+                crate::tls::stream::State::Fresh | crate::tls::stream::State::Handshaking
+            ),
+            _ => false,
+        }
+    }
+
+    /// Writes what a TLS stream holds for the socket (handshake messages, the end of a
+    /// record). Ok(true) when nothing waits; plain sockets never hold anything.
+    pub fn flush_pending(&mut self) -> io::Result<bool> {
+        match self {
+            Stream::Tls(s) => s.flush(),
+            _ => Ok(true),
+        }
     }
 
     /// Sends from `buf`; `more` tells the kernel more bytes follow at once (MSG_MORE), so a
     /// head and the start of its body can share a segment. Never raises SIGPIPE.
     pub fn send(&mut self, buf: &[u8], more: bool) -> io::Result<usize> {
+        if let Stream::Tls(s) = self {
+            return s.send(buf);
+        }
         let mut flags = MsgFlags::MSG_NOSIGNAL;
         if more {
             flags |= MsgFlags::from_bits_retain(libc::MSG_MORE);
@@ -71,16 +104,23 @@ impl Stream {
 
     /// Sends `count` bytes of `file` from `offset` with `sendfile`; the bytes sent.
     pub fn sendfile(&mut self, file: &File, offset: u64, count: usize) -> io::Result<usize> {
+        if self.is_tls() {
+            return Err(io::Error::from(io::ErrorKind::Unsupported));
+        }
         let mut off = offset as i64;
         nix::sys::sendfile::sendfile(self.as_fd(), file.as_fd(), Some(&mut off), count)
             .map_err(io::Error::from)
     }
 
     /// Shuts down the sending half (the peer sees EOF after what was sent).
-    pub fn shutdown_write(&self) {
+    pub fn shutdown_write(&mut self) {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
             Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Tls(s) => {
+                s.shutdown_write();
+                Ok(())
+            }
         };
     }
 
@@ -92,6 +132,10 @@ impl Stream {
                 Err(_) => (String::new(), 0),
             },
             Stream::Unix(_) => ("unix".to_string(), 0),
+            Stream::Tls(s) => match s.tcp().local_addr() {
+                Ok(a) => (ip_text(&a), a.port()),
+                Err(_) => (String::new(), 0),
+            },
         }
     }
 
@@ -127,6 +171,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -151,6 +196,7 @@ impl Source for Stream {
         match self {
             Stream::Tcp(s) => s.register(registry, token, interest),
             Stream::Unix(s) => s.register(registry, token, interest),
+            Stream::Tls(s) => s.tcp_mut().register(registry, token, interest),
         }
     }
 
@@ -163,6 +209,7 @@ impl Source for Stream {
         match self {
             Stream::Tcp(s) => s.reregister(registry, token, interest),
             Stream::Unix(s) => s.reregister(registry, token, interest),
+            Stream::Tls(s) => s.tcp_mut().reregister(registry, token, interest),
         }
     }
 
@@ -170,6 +217,7 @@ impl Source for Stream {
         match self {
             Stream::Tcp(s) => s.deregister(registry),
             Stream::Unix(s) => s.deregister(registry),
+            Stream::Tls(s) => s.tcp_mut().deregister(registry),
         }
     }
 }
@@ -179,6 +227,7 @@ impl AsRawFd for Stream {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tls(s) => s.tcp().as_raw_fd(),
         }
     }
 }
@@ -188,6 +237,7 @@ impl AsFd for Stream {
         match self {
             Stream::Tcp(s) => s.as_fd(),
             Stream::Unix(s) => s.as_fd(),
+            Stream::Tls(s) => s.tcp().as_fd(),
         }
     }
 }

@@ -1,7 +1,10 @@
 -- luahttpd config of compare.sh (rendered by render() there: each placeholder between @ signs is replaced).
 -- PHP is luahttpd-php.lua or nothing, ROUTE luahttpd-route.lua or nothing.
+-- LISTEN is "127.0.0.1:PORT", or a { { "127.0.0.1:PORT", tls = true } } table with
+-- TLS the tls = {...} field for the tls_* scenarios (else empty).
 server {
-  listen = "127.0.0.1:@PORT@",
+  listen = @LISTEN@,
+  @TLS@
   workers = @WORKERS@,
   root = "@WWW@",
   index = { "index.html" },

@@ -16,7 +16,7 @@
 //! 1. On connect the **server speaks first**, with a hello ([`hello`], read by [`Hello::from_json`]):
 //!    ```json
 //!    {"hello":"luahttpd","version":"0.1.0",
-//!     "functions":["status","workers","backends","shutdown","reload","reopen_logs","config","help"]}
+//!     "functions":["status","workers","backends","shutdown","reload","reopen_logs","config","certificates","help"]}
 //!    ```
 //!    `functions` are the globals the server offers; the client completes them with Tab.
 //!    [`FUNCTIONS`] is the list the watcher is expected to provide.
@@ -117,6 +117,7 @@ pub const FUNCTIONS: &[&str] = &[
     "reload",
     "reopen_logs",
     "config",
+    "certificates",
     "help",
 ];
 
@@ -731,7 +732,7 @@ mod tests {
         let h = hello("1.2.3", FUNCTIONS);
         assert_eq!(
             h.to_string(),
-            r#"{"hello":"luahttpd","version":"1.2.3","functions":["status","workers","backends","shutdown","reload","reopen_logs","config","help"]}"#
+            r#"{"hello":"luahttpd","version":"1.2.3","functions":["status","workers","backends","shutdown","reload","reopen_logs","config","certificates","help"]}"#
         );
         let parsed = Hello::from_json(&h).expect("hello");
         assert_eq!(parsed.version, "1.2.3");

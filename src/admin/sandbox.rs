@@ -292,7 +292,7 @@ fn admin_lua(output: &Rc<RefCell<Output>>) -> mlua::Result<Lua> {
           end
         end
         for _, name in ipairs{"status", "workers", "backends", "config", "shutdown", "reload",
-                              "reopen_logs", "drain", "enable"} do
+                              "reopen_logs", "drain", "enable", "certificates"} do
           _G[name] = call(name)
         end
         "#,
@@ -341,6 +341,7 @@ reload()                 evaluate the config file again; answers once the new ge
                          (or with the reason it was refused)
 reopen_logs()            reopen the error and access logs (as SIGHUP)
 config()                 the running configuration, normalised
+certificates()           the TLS certificates loaded: files, names, issuer, expiry
 print(...)               printed lines are shown before the chunk's value
 help()                   this text";
 

@@ -58,6 +58,8 @@ pub enum Call {
         /// The address as written in the config.
         address: String,
     },
+    /// `certificates()`: the TLS certificates loaded, with names, issuer and expiry.
+    Certificates,
 }
 
 impl Call {
@@ -73,6 +75,7 @@ impl Call {
             Call::ReopenLogs => "reopen_logs",
             Call::Drain { .. } => "drain",
             Call::Enable { .. } => "enable",
+            Call::Certificates => "certificates",
         }
     }
 
@@ -85,6 +88,7 @@ impl Call {
             "config" => Call::Config,
             "reload" => Call::Reload,
             "reopen_logs" => Call::ReopenLogs,
+            "certificates" => Call::Certificates,
             _ => return None,
         })
     }

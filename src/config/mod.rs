@@ -34,6 +34,7 @@ pub use ops::Ops;
 pub use print::print;
 pub use shared::SharedDef;
 pub use upstream::{Balance, HashKey, Health, UpstreamAddr, UpstreamDef};
+pub use validate::tls::{ListenKind, ServerHandle, Tls};
 pub use vhost::{normalise_host, Picker, VhostDef};
 
 use std::collections::BTreeMap;
@@ -103,6 +104,8 @@ pub struct Timeouts {
     pub keepalive_idle: Duration,
     /// Time in-flight requests get to finish on a graceful stop before workers are killed.
     pub graceful: Duration,
+    /// Time a TLS client gets to finish its handshake (`timeouts.handshake`, default 10 s).
+    pub handshake: Duration,
 }
 
 /// A FastCGI backend definition (`fastcgi "name" {...}`), validated but not yet served.
@@ -209,6 +212,8 @@ pub struct Config {
     pub sites: Vec<VhostDef>,
     /// The site unknown hosts go to (`default_site`), None: `server{}`'s own.
     pub default_site: Option<String>,
+    /// HTTPS: what each listener speaks, certificates, versions (`tls = {...}`).
+    pub tls: Tls,
 }
 
 /// A loaded configuration together with the Lua state that evaluated it.

@@ -115,49 +115,54 @@ pub(super) fn listen_tables(v: &Value, base: &Path, problem: Problem<'_>) -> Vec
     let Value::Table(list) = v else {
         return marked;
     };
-    let entries: Vec<(i64, mlua::Table)> = list
+    // `listen = { "*:80", proxy_protocol = true }`: one entry written without the list around
+    // it (as tls::listen_entries reads it too).
+    let lone = list
         .clone()
-        .sequence_values::<Value>()
-        .enumerate()
-        .filter_map(|(i, e)| match e {
-            Ok(Value::Table(t)) => Some((i as i64 + 1, t)),
-            _ => None,
-        })
-        .collect();
+        .pairs::<Value, Value>()
+        .any(|p| matches!(p, Ok((Value::String(_), _))));
+    let entries: Vec<(i64, mlua::Table)> = if lone {
+        vec![(1, list.clone())]
+    } else {
+        list.clone()
+            .sequence_values::<Value>()
+            .enumerate()
+            .filter_map(|(i, e)| match e {
+                Ok(Value::Table(t)) => Some((i as i64 + 1, t)),
+                _ => None,
+            })
+            .collect()
+    };
     for (i, t) in entries {
-        let addr: Option<String> = t.raw_get::<Option<String>>(1).ok().flatten();
-        let Some(addr) = addr else {
-            problem(
-                &["listen"],
-                format!("listen entry {i} is a table without an address: write {{ \"*:80\", proxy_protocol = true }}"),
-            );
-            let _ = list.raw_set(i, Value::Nil);
+        // A table without an address is reported by tls::listen_entries, which reads the
+        // addresses and the tls keys of the same entries.
+        let Some(addr) = t.raw_get::<Option<String>>(1).ok().flatten() else {
             continue;
         };
         for pair in t.clone().pairs::<Value, Value>().flatten() {
             match pair {
-                (Value::Integer(1), _) => {}
-                (Value::String(k), Value::Boolean(b)) if k.to_str().is_ok_and(|k| k == "proxy_protocol") => {
+                (Value::String(k), Value::Boolean(b))
+                    if k.to_str().is_ok_and(|k| k == "proxy_protocol") =>
+                {
                     if b {
                         // A bad address is reported with the address list.
- if let Ok(a) = listen::parse(&addr, base, listen::Use::Listen) {
- marked.push(a);
- }
+                        if let Ok(a) = listen::parse(&addr, base, listen::Use::Listen) {
+                            marked.push(a);
+                        }
                     }
                 }
-                (k, _) => problem(
-                    &["listen"],
+                (Value::String(k), v) if k.to_str().is_ok_and(|k| k == "proxy_protocol") => problem(
+                    &["listen", "proxy_protocol"],
                     format!(
-                        "listen entry {i} ('{addr}'): unknown key {} (known: proxy_protocol = true|false)",
-                        match &k {
-                            Value::String(s) => format!("'{}'", s.to_string_lossy()),
-                            other => other.type_name().to_string(),
-                        }
+                        "listen entry {i} ('{addr}'): proxy_protocol must be true or false, got {}",
+                        v.type_name()
                     ),
                 ),
+                // The address and the other keys (tls, redirect_to_https) are read, and
+                // unknown keys reported, by tls::listen_entries.
+                _ => {}
             }
         }
-        let _ = list.raw_set(i, addr);
     }
     marked
 }

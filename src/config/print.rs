@@ -30,18 +30,22 @@ pub fn print(config: &Config) -> String {
         config.file.display()
     );
     o.push_str("server {\n");
-    let listen_entry = |a: &ListenAddr| {
-        if config.ops.proxy_protocol.contains(a) {
-            format!("{{ {}, proxy_protocol = true }}", addr(a))
+    let entries = config.listen.iter().enumerate().map(|(i, a)| {
+        let pp = if config.ops.proxy_protocol.contains(a) {
+            ", proxy_protocol = true"
         } else {
-            addr(a)
+            ""
+        };
+        match config.tls.kind(i) {
+            super::ListenKind::Plain if pp.is_empty() => addr(a),
+            super::ListenKind::Plain => format!("{{ {}{pp} }}", addr(a)),
+            super::ListenKind::Tls => format!("{{ {}, tls = true{pp} }}", addr(a)),
+            super::ListenKind::RedirectToHttps => {
+                format!("{{ {}, redirect_to_https = true{pp} }}", addr(a))
+            }
         }
-    };
-    field(
-        &mut o,
-        "listen",
-        &list(config.listen.iter().map(listen_entry)),
-    );
+    });
+    field(&mut o, "listen", &list(entries));
     field(&mut o, "workers", &config.workers.to_string());
     field(&mut o, "root", &path(&config.root));
     field(
@@ -108,17 +112,21 @@ pub fn print(config: &Config) -> String {
         &mut o,
         "timeouts",
         &format!(
-            "{{ read_idle = {}, write_idle = {}, keepalive_idle = {}, graceful = {} }}",
+            "{{ read_idle = {}, write_idle = {}, keepalive_idle = {}, graceful = {}, handshake = {} }}",
             seconds(t.read_idle),
             seconds(t.write_idle),
             seconds(t.keepalive_idle),
-            seconds(t.graceful)
+            seconds(t.graceful),
+            seconds(t.handshake)
         ),
     );
     static_opts::print(&mut o, &config.static_opts);
     super::auth::print(&mut o, &config.auth, &config.access);
     if let Some(d) = &config.default_site {
         field(&mut o, "default_site", &lua_string(d));
+    }
+    if !config.tls.certificates.is_empty() {
+        field(&mut o, "tls", &tls(&config.tls));
     }
     o.push_str("}\n");
     for def in &config.fastcgi {
@@ -178,6 +186,27 @@ fn fastcgi(o: &mut String, d: &FastcgiDef) {
 
 pub(super) fn field(o: &mut String, key: &str, value: &str) {
     let _ = writeln!(o, "  {key} = {value},");
+}
+
+fn tls(t: &super::Tls) -> String {
+    let certs = t.certificates.iter().map(|c| {
+        format!(
+            "{{ cert = {}, key = {}, names = {} }}",
+            path(&c.cert_path),
+            path(&c.key_path),
+            list(c.names.iter().map(|n| lua_string(n)))
+        )
+    });
+    let min = match t.min_version {
+        crate::tls::MinVersion::Tls12 => "1.2",
+        crate::tls::MinVersion::Tls13 => "1.3",
+    };
+    format!(
+        "{{ certificates = {}, min_version = {}, session_tickets = {} }}",
+        list(certs),
+        lua_string(min),
+        t.session_tickets
+    )
 }
 
 fn list(items: impl Iterator<Item = String>) -> String {

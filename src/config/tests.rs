@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use super::*;
 
+#[path = "tls_tests.rs"]
+mod tls_tests;
+
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
 

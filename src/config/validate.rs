@@ -16,6 +16,8 @@ use std::time::Duration;
 use mlua::{Table, Value};
 
 mod static_opts;
+#[path = "tls.rs"]
+pub(super) mod tls;
 
 use super::listen::{self, resolve};
 use super::site::Site;
@@ -56,6 +58,7 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "auth",
     "access",
     "default_site",
+    "tls",
 ];
 /// Keys of `server { limits = {...} }`.
 const LIMIT_KEYS: &[&str] = &[
@@ -66,7 +69,13 @@ const LIMIT_KEYS: &[&str] = &[
     "connections_per_ip",
 ];
 /// Keys of `server { timeouts = {...} }`.
-const TIMEOUT_KEYS: &[&str] = &["read_idle", "write_idle", "keepalive_idle", "graceful"];
+const TIMEOUT_KEYS: &[&str] = &[
+    "read_idle",
+    "write_idle",
+    "keepalive_idle",
+    "graceful",
+    "handshake",
+];
 /// Keys of `fastcgi "name" {...}`.
 pub(super) const FASTCGI_KEYS: &[&str] = &[
     "spawn",
@@ -114,6 +123,7 @@ pub(super) fn default_timeouts() -> Timeouts {
         write_idle: Duration::from_secs(360),
         keepalive_idle: Duration::from_secs(5),
         graceful: Duration::from_secs(30),
+        handshake: Duration::from_secs(10),
     }
 }
 
@@ -497,6 +507,7 @@ pub(super) fn server(
         route_auth: Vec::new(),
         sites: Vec::new(),
         default_site: None,
+        tls: Default::default(),
     };
     let mut rep = Report {
         site,
@@ -512,7 +523,9 @@ pub(super) fn server(
     match fields.get("listen") {
         Some(v) => {
             cfg.ops.proxy_protocol = super::ops::listen_tables(v, base, &mut |p, m| r.at(p, m));
-            cfg.listen = addresses(r, &["listen"], v, base, listen::Use::Listen);
+            let (addrs, kinds) = tls::listen_entries(r, v, base);
+            cfg.listen = addrs;
+            cfg.tls.listen = kinds;
             if matches!(v, Value::Table(t) if t.raw_len() == 0) {
                 r.at(&["listen"], "listen must name at least one address");
             }
@@ -652,6 +665,8 @@ pub(super) fn server(
     if let Some(v) = fields.get("default_site") {
         cfg.default_site = string(r, &["default_site"], v).map(|s| super::normalise_host(&s));
     }
+    let kinds = std::mem::take(&mut cfg.tls.listen);
+    cfg.tls = tls::settings(r, fields.get("tls"), base, kinds);
     if cfg.daemon {
         if let Some(why) = super::daemon_problem(&cfg) {
             r.at(&["daemon"], format!("daemon = true: {why}"));
@@ -940,11 +955,12 @@ fn timeouts(r: &mut Report, v: &Value) -> Timeouts {
     let Some(f) = record(r, &["timeouts"], v, TIMEOUT_KEYS, "timeouts") else {
         return t;
     };
-    let slots: [(&str, &mut Duration); 4] = [
+    let slots: [(&str, &mut Duration); 5] = [
         ("read_idle", &mut t.read_idle),
         ("write_idle", &mut t.write_idle),
         ("keepalive_idle", &mut t.keepalive_idle),
         ("graceful", &mut t.graceful),
+        ("handshake", &mut t.handshake),
     ];
     for (key, slot) in slots {
         if let Some(v) = f.get(key) {

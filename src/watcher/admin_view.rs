@@ -41,6 +41,7 @@ impl Watcher {
             Call::Drain { upstream, address } => self.set_drained(&upstream, &address, true),
             Call::Enable { upstream, address } => self.set_drained(&upstream, &address, false),
             Call::Config => Ok(Value::from(crate::config::print(self.config()))),
+            Call::Certificates => Ok(crate::tls::certs::listing(&self.config().tls.certificates)),
             Call::ReopenLogs => {
                 self.reopen_logs();
                 Ok(Value::Bool(true))

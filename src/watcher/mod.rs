@@ -298,6 +298,9 @@ impl Watcher {
             w.slots.len(),
             w.loaded.config.root.display()
         );
+        if w.loaded.config.tls.server.is_some() {
+            crate::tls::ktls::log_once();
+        }
         Ok(w)
     }
 

@@ -113,7 +113,12 @@ impl Watcher {
             crate::config::load_file_within(&file, CHECK_LIMIT)
         };
         match loaded {
-            Ok(l) => self.start_reload(l),
+            Ok(l) => {
+                for w in &l.config.tls.warnings {
+                    tracing::warn!("reload: {w}");
+                }
+                self.start_reload(l)
+            }
             Err(errors) => {
                 let text = format!("reload failed, the running configuration stays:\n{errors}");
                 self.set_last_reload(Err(errors.to_string()));

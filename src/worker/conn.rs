@@ -615,6 +615,15 @@ impl Conn {
         loop {
             let mut progress = false;
 
+            // TLS records held back by a full socket (handshake messages) go first.
+            if self.writable {
+                match self.stream.flush_pending() {
+                    Ok(true) => {}
+                    Ok(false) => self.writable = false,
+                    Err(_) => return Verdict::Close,
+                }
+            }
+
             if self.out.pending() && self.writable {
                 match self.out.flush(&mut self.stream) {
                     Ok(Flush::Done) => progress = true,
@@ -774,6 +783,17 @@ impl Conn {
                     } else if self.timer.kind().is_none() {
                         // A connection that has sent nothing yet (fresh from accept): the head
                         // timeout starts now, or a silent client would hold the slot forever.
+                        // A TLS one gets the handshake timeout first.
+                        let kind = if self.stream.handshaking() {
+                            Kind::HANDSHAKE
+                        } else {
+                            Kind::READ
+                        };
+                        ctx.timers.arm(&mut self.timer, kind, ctx.token, ctx.now);
+                    } else if self.timer.kind() == Some(Kind::HANDSHAKE)
+                        && !self.stream.handshaking()
+                    {
+                        // Handshake done, no request yet: now the head timeout runs.
                         ctx.timers
                             .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
                     }
@@ -871,6 +891,10 @@ impl Conn {
                 .listener_names
                 .get(usize::from(self.listener))
                 .map_or("", String::as_str),
+            https: self.stream.is_tls(),
+            redirect_to_https: (ctx.config.tls.kind(usize::from(self.listener))
+                == crate::config::ListenKind::RedirectToHttps)
+                .then(|| super::https_redirect::port(ctx.config, ctx.listener_names)),
         };
         let reply = match dispatch::route(dispatch, &req, &client) {
             Routed::FastCgi(target, extra) => {
@@ -944,7 +968,8 @@ impl Conn {
         }
         let backend = t.backend;
         let peer = real_peer::client(&self.real, &self.peer);
-        let facts = fcgi_admit::facts(req, t, extra, ctx.config, self.stream.local(), peer);
+        let mut facts = fcgi_admit::facts(req, t, extra, ctx.config, self.stream.local(), peer);
+        facts.https = self.stream.is_tls();
         // The keep-alive or head timeout of this connection does not bound the exchange: the
         // read timeout does while the body arrives, the backend's timeouts do after.
         ctx.timers.disarm(&mut self.timer);
@@ -1039,13 +1064,17 @@ impl Conn {
                 .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
         }
         let (local, port) = self.stream.local();
+        // The real client (PROXY header or a trusted X-Forwarded-For) is who X-Forwarded-For
+        // names next.
+        let peer = real_peer::client(&self.real, &self.peer);
         let client = ClientFacts {
-            ip: &self.peer.ip,
+            ip: &peer.ip,
             local: if port == 0 {
                 local
             } else {
                 format!("{local}:{port}")
             },
+            https: self.stream.is_tls(),
         };
         let kinds = Kinds::of(ctx.config.fastcgi.len(), t.upstream);
         let env = ctx.env();

@@ -42,6 +42,10 @@ pub struct Client<'a> {
     pub port: u16,
     /// The listener's address as text.
     pub listener: &'a str,
+    /// Whether the connection is TLS (`req.scheme` "https").
+    pub https: bool,
+    /// When the listener answers every request with a redirect to https: the https port.
+    pub redirect_to_https: Option<u16>,
 }
 
 /// Where a request goes.
@@ -130,6 +134,9 @@ fn status_page(
 /// `server{}`'s own), then the route function's decision, else the default rules (a FastCGI
 /// prefix or extension, else a static file).
 pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
+    if let Some(port) = client.redirect_to_https {
+        return Routed::Reply(super::https_redirect::reply(req, port));
+    }
     if ctx.config.ops.status_path.as_deref() == Some(req.path.as_str()) {
         return status_page(ctx.board, ctx.config, req);
     }
@@ -179,7 +186,7 @@ fn route_site(
                 remote_addr: client.ip,
                 remote_port: client.port,
                 listener: client.listener,
-                scheme: "http",
+                scheme: if client.https { "https" } else { "http" },
             };
             let routed = {
                 // The backstop kills the worker if one call outlives its deadline by BOUND

@@ -229,6 +229,8 @@ pub struct Facts {
     pub extra_headers: Vec<u8>,
     /// The coding the response may get (compress and Accept-Encoding allow one).
     pub compress: Option<super::fcgi_compress::Offer>,
+    /// Whether the client connection is TLS (HTTPS=on, REQUEST_SCHEME=https).
+    pub https: bool,
 }
 
 /// One request's exchange with a backend.
@@ -703,7 +705,7 @@ impl Exchange {
             server_port: f.server_addr.1,
             remote_addr: &f.remote.0,
             remote_port: f.remote.1,
-            https: false,
+            https: f.https,
             content_length,
             server_software: &f.server_software,
             extra: &f.extra,

@@ -92,6 +92,7 @@ pub fn facts(
         extra: extra.params,
         extra_headers,
         compress: super::fcgi_compress::offer(&req, config.static_opts.compress.as_ref()),
+        https: false,
         req,
     }
 }

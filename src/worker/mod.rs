@@ -16,6 +16,7 @@ mod fcgi;
 mod fcgi_admit;
 mod fcgi_compress;
 mod fcgi_error;
+mod https_redirect;
 mod inbuf;
 mod lua_timers;
 pub mod net;
@@ -186,13 +187,17 @@ impl<'a> Worker<'a> {
             poll,
             listeners,
             conns: Slab::with_capacity(1024),
-            timers: Timers::new(
-                t.read_idle,
-                t.write_idle,
-                t.keepalive_idle,
-                LINGER,
-                &backend_timeouts,
-            ),
+            timers: {
+                let mut timers = Timers::new(
+                    t.read_idle,
+                    t.write_idle,
+                    t.keepalive_idle,
+                    LINGER,
+                    &backend_timeouts,
+                );
+                timers.set_handshake(t.handshake);
+                timers
+            },
             date: DateCache::new(),
             site: setup.site,
             error_log: setup.error_log,
@@ -413,7 +418,10 @@ impl<'a> Worker<'a> {
                 return;
             };
             match listener.accept() {
-                Ok((mut stream, peer)) => {
+                Ok((stream, peer)) => {
+                    let Some(mut stream) = tls_wrap(self.config, index, stream) else {
+                        continue;
+                    };
                     if !self.per_ip.opened(&peer.ip) {
                         self.per_ip.closed(&peer.ip);
                         self.refuse(&mut stream, &peer.ip);
@@ -459,6 +467,12 @@ impl<'a> Worker<'a> {
     /// nginx's limit_conn answers), with no slab entry or linger. What the client already sent
     /// is read first, so the close does not reset the connection over unread bytes.
     fn refuse(&mut self, stream: &mut Stream, ip: &str) {
+        if stream.is_tls() {
+            // No 503 can reach a TLS client before a handshake, and a flood must not cost
+            // handshakes: the connection just closes.
+            tracing::debug!(client = %ip, "over limits.connections_per_ip: closed (TLS)");
+            return;
+        }
         tracing::debug!(client = %ip, "over limits.connections_per_ip: 503");
         let mut sink = [0u8; 4096];
         let _ = stream.read(&mut sink);
@@ -565,5 +579,23 @@ impl<'a> Worker<'a> {
 
     fn slot(&self) -> Option<&WorkerSlot> {
         self.board.as_ref().and_then(|(b, i)| b.worker(*i))
+    }
+}
+
+/// A connection accepted on a `tls = true` listener becomes a TLS stream; others pass through.
+/// None (the connection is dropped) if rustls cannot make a session.
+fn tls_wrap(config: &Config, listener: usize, stream: Stream) -> Option<Stream> {
+    if config.tls.kind(listener) != crate::config::ListenKind::Tls {
+        return Some(stream);
+    }
+    let (Stream::Tcp(tcp), Some(server)) = (stream, &config.tls.server) else {
+        return None;
+    };
+    match crate::tls::TlsStream::new(tcp, server.0.clone()) {
+        Ok(s) => Some(Stream::Tls(Box::new(s))),
+        Err(e) => {
+            tracing::error!("TLS session: {e}");
+            None
+        }
     }
 }

@@ -80,6 +80,8 @@ pub struct ClientFacts<'a> {
     pub ip: &'a str,
     /// The Host used when the client sent none (the local address).
     pub local: String,
+    /// Whether the client connection is TLS (X-Forwarded-Proto, Forwarded proto).
+    pub https: bool,
 }
 
 /// The client's request body on its way to the upstream.
@@ -208,7 +210,7 @@ impl ProxyExchange {
                 host: t.host.as_deref(),
                 headers: &t.headers,
                 client_ip: client.ip,
-                proto: "http",
+                proto: if client.https { "https" } else { "http" },
                 default_host: &client.local,
                 keep_upstream,
             },

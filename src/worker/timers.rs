@@ -25,7 +25,9 @@ impl Kind {
     pub const KEEPALIVE: Kind = Kind(2);
     /// A closing connection whose unread input is drained before the final close.
     pub const LINGER: Kind = Kind(3);
-    const FIXED: usize = 4;
+    /// A TLS client that has not finished its handshake (`timeouts.handshake`).
+    pub const HANDSHAKE: Kind = Kind(4);
+    const FIXED: usize = 5;
 
     /// Connecting to FastCGI backend `b` (its index in the config).
     pub fn backend_connect(b: usize) -> Kind {
@@ -88,7 +90,8 @@ impl Timers {
         linger: Duration,
         backends: &[(Duration, Duration)],
     ) -> Timers {
-        let mut durations = vec![read, write, keepalive, linger];
+        // The handshake timeout starts as the read timeout; `set_handshake` sets its own.
+        let mut durations = vec![read, write, keepalive, linger, read];
         for (connect, read) in backends {
             durations.push(*connect);
             durations.push(*read);
@@ -103,6 +106,12 @@ impl Timers {
             granularity,
             next_gen: 1,
         }
+    }
+
+    /// Sets the TLS handshake timeout (before any connection is armed with it).
+    pub fn set_handshake(&mut self, d: Duration) {
+        self.durations[Kind::HANDSHAKE.0] = d;
+        self.granularity[Kind::HANDSHAKE.0] = (d / 8).min(Duration::from_secs(1));
     }
 
     /// Arms `kind` for the connection at `token`, replacing whatever it had armed.

@@ -1,0 +1,136 @@
+//! Config tests of HTTPS: listen tables, `tls = {...}`, `timeouts.handshake`.
+
+use super::{errors, load_ok, TempDir};
+use crate::config::ListenKind;
+use std::time::Duration;
+
+fn write_cert(dir: &TempDir, stem: &str, names: &[&str]) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("params");
+    let cert = params.self_signed(&key).expect("cert");
+    dir.write(&format!("{stem}.pem"), &cert.pem());
+    dir.write(&format!("{stem}.key"), &key.serialize_pem());
+}
+
+#[test]
+fn listen_tables_set_what_each_listener_speaks() {
+    let dir = TempDir::new();
+    write_cert(&dir, "a", &["a.test"]);
+    let l = load_ok(
+        &dir,
+        r#"server {
+  root = "www",
+  listen = { "127.0.0.1:8080", { "127.0.0.1:8443", tls = true }, { "127.0.0.1:8081", redirect_to_https = true } },
+  tls = { certificates = { { cert = "a.pem", key = "a.key" } }, min_version = "1.3" },
+  timeouts = { handshake = 3 },
+}"#,
+    );
+    let c = &l.config;
+    assert_eq!(c.listen.len(), 3);
+    assert_eq!(
+        c.tls.listen,
+        [
+            ListenKind::Plain,
+            ListenKind::Tls,
+            ListenKind::RedirectToHttps
+        ]
+    );
+    assert_eq!(c.tls.min_version, crate::tls::MinVersion::Tls13);
+    assert!(c.tls.server.is_some());
+    assert_eq!(c.tls.certificates[0].names, ["a.test"]);
+    assert_eq!(c.timeouts.handshake, Duration::from_secs(3));
+    assert_eq!(
+        c.tls.https_port(&c.listen),
+        Some(8443),
+        "the redirect goes to the TLS listener"
+    );
+}
+
+#[test]
+fn the_handshake_timeout_defaults_to_ten_seconds_and_plain_configs_have_no_tls() {
+    let dir = TempDir::new();
+    let l = load_ok(
+        &dir,
+        r#"server { root = "www", listen = { "127.0.0.1:8080" } }"#,
+    );
+    assert_eq!(l.config.timeouts.handshake, Duration::from_secs(10));
+    assert_eq!(l.config.tls.kind(0), ListenKind::Plain);
+    assert!(l.config.tls.server.is_none());
+}
+
+#[test]
+fn tls_mistakes_are_reported_at_their_line() {
+    let dir = TempDir::new();
+    write_cert(&dir, "a", &["a.test"]);
+    let e = errors(
+        &dir,
+        "server {\n  root = \"www\",\n  listen = { { \"127.0.0.1:8443\", tsl = true } },\n}\n",
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("site.lua:3:") && m.contains("unknown key 'tsl'")),
+        "{e:?}"
+    );
+    let e = errors(
+        &dir,
+        "server {\n  root = \"www\",\n  listen = { { \"127.0.0.1:8443\", tls = true } },\n}\n",
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("site.lua:3:") && m.contains("no tls = {")),
+        "{e:?}"
+    );
+    let e = errors(
+        &dir,
+        "server {\n  root = \"www\",\n  listen = { { \"127.0.0.1:80\", redirect_to_https = true } },\n}\n",
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("redirect_to_https needs a listen entry with tls = true")),
+        "{e:?}"
+    );
+    let e = errors(
+        &dir,
+        "server {\n  root = \"www\",\n  listen = { { \"127.0.0.1:8443\", tls = true } },\n  tls = { certificates = { { cert = \"a.pem\", key = \"a.key\" } },\n    min_version = \"1.1\" },\n}\n",
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("site.lua:5:") && m.contains("\"1.2\" or \"1.3\"")),
+        "{e:?}"
+    );
+    let e = errors(
+        &dir,
+        "server {\n  root = \"www\",\n  listen = { { \"unix:run/s.sock\", tls = true } },\n  tls = { certificates = { { cert = \"a.pem\", key = \"a.key\" } } },\n}\n",
+    );
+    assert!(e.iter().any(|m| m.contains("need a TCP address")), "{e:?}");
+    let e = errors(
+        &dir,
+        "server {\n  root = \"www\",\n  listen = { { \"127.0.0.1:8443\", tls = true } },\n  tls = { certificates = {\n    { cert = \"a.pem\", key = \"nokey.key\" } } },\n}\n",
+    );
+    assert!(
+        e.iter().any(|m| m.starts_with("site.lua:5:")
+            && m.contains("cannot read")
+            && m.contains("nokey.key")),
+        "{e:?}"
+    );
+    let e = errors(
+        &dir,
+        "server {\n  root = \"www\",\n  listen = { { \"127.0.0.1:8443\", tls = true }, \"127.0.0.1:8443\" },\n  tls = { certificates = { { cert = \"a.pem\", key = \"a.key\" } } },\n}\n",
+    );
+    assert!(e.iter().any(|m| m.contains("given twice")), "{e:?}");
+}
+
+#[test]
+fn a_single_listen_table_needs_no_list_around_it() {
+    let dir = TempDir::new();
+    write_cert(&dir, "a", &["a.test"]);
+    let l = load_ok(
+        &dir,
+        r#"server { root = "www", listen = { "127.0.0.1:8443", tls = true },
+  tls = { certificates = { { cert = "a.pem", key = "a.key" } } } }"#,
+    );
+    assert_eq!(l.config.listen.len(), 1);
+    assert_eq!(l.config.tls.listen, [ListenKind::Tls]);
+}

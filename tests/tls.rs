@@ -1,0 +1,803 @@
+//! HTTPS end to end: the real luahttpd on TLS listeners, talked to by a rustls client. Every
+//! certificate is made here with rcgen (ECDSA P-256); no private key is checked in.
+
+mod admin_common;
+mod common;
+mod fcgi_common;
+
+use common::{Server, TempDir};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind, StreamOwned};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A certificate made for a test: PEM texts and the DER the server should present.
+struct Made {
+    cert_pem: String,
+    key_pem: String,
+    der: Vec<u8>,
+}
+
+fn make_cert(names: &[&str], expired: bool) -> Made {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("params");
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
+    let cert = params.self_signed(&key).expect("self-signed");
+    Made {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        der: cert.der().to_vec(),
+    }
+}
+
+fn write_cert(dir: &TempDir, stem: &str, m: &Made) {
+    dir.write(&format!("{stem}.pem"), m.cert_pem.as_bytes());
+    dir.write(&format!("{stem}.key"), m.key_pem.as_bytes());
+}
+
+/// Accepts any certificate (the tests compare the one served with the one expected) but
+/// checks the handshake signatures, so the key really is the certificate's.
+#[derive(Debug)]
+struct AnyCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn client(versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut c = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(c)
+}
+
+fn any_version() -> Arc<ClientConfig> {
+    client(&[&rustls::version::TLS13, &rustls::version::TLS12])
+}
+
+type Tls = StreamOwned<ClientConnection, TcpStream>;
+
+/// A finished handshake to `addr`; `sni` None sends no server name (an IP is given instead).
+fn handshake(addr: &str, sni: Option<&str>, cfg: &Arc<ClientConfig>) -> Result<Tls, String> {
+    let name = match sni {
+        Some(n) => ServerName::try_from(n.to_string()).map_err(|e| e.to_string())?,
+        None => ServerName::try_from("127.0.0.1".to_string()).map_err(|e| e.to_string())?,
+    };
+    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let conn = ClientConnection::new(cfg.clone(), name).map_err(|e| e.to_string())?;
+    let mut s = StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).map_err(|e| e.to_string())?;
+    }
+    Ok(s)
+}
+
+struct Resp {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// Sends `request` (which should say Connection: close) and reads to the end.
+fn exchange(s: &mut Tls, request: &str) -> Result<Resp, String> {
+    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    s.flush().map_err(|e| e.to_string())?;
+    let mut all = Vec::new();
+    match s.read_to_end(&mut all) {
+        Ok(_) => {}
+        // A close without close_notify after a whole response is still a whole response.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !all.is_empty() => {}
+        Err(e) => return Err(format!("read: {e} after {} bytes", all.len())),
+    }
+    let end = common::find(&all, b"\r\n\r\n").ok_or("no head end")?;
+    let head = String::from_utf8_lossy(&all[..end]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status")?;
+    Ok(Resp {
+        status,
+        head,
+        body: all[end + 4..].to_vec(),
+    })
+}
+
+fn get(addr: &str, sni: Option<&str>, cfg: &Arc<ClientConfig>, target: &str) -> Resp {
+    let mut s = handshake(addr, sni, cfg).expect("handshake");
+    let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    exchange(&mut s, &req).expect("exchange")
+}
+
+/// Every address the server logged as listening, in config order.
+fn addrs(s: &Server) -> Vec<String> {
+    s.log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| {
+            l.find("listening on ")
+                .map(|i| l[i + 13..].trim().to_string())
+        })
+        .collect()
+}
+
+/// A site in a fresh directory: www/ with a few files and certificate "a" for localhost and
+/// *.example.test, "b" for other.test.
+fn site() -> (TempDir, Made, Made) {
+    let dir = TempDir::new("tls");
+    dir.write("www/index.html", b"hello over tls\n");
+    dir.write("www/big.bin", &big());
+    let a = make_cert(&["localhost", "*.example.test"], false);
+    let b = make_cert(&["other.test"], false);
+    write_cert(&dir, "a", &a);
+    write_cert(&dir, "b", &b);
+    (dir, a, b)
+}
+
+fn big() -> Vec<u8> {
+    (0..1_300_000u32).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+const TLS_BLOCK: &str = r#"tls = { certificates = { { cert = "a.pem", key = "a.key" }, { cert = "b.pem", key = "b.key" } } }"#;
+
+fn start(extra: &str) -> (Server, Made, Made) {
+    let (dir, a, b) = site();
+    let config = format!(
+        "server {{ listen = {{ {{ \"127.0.0.1:0\", tls = true }} }}, workers = 2, root = \"www\", \
+         error_log = \"stderr\", {TLS_BLOCK}{extra} }}\n"
+    );
+    (Server::start_config(dir, &config), a, b)
+}
+
+#[test]
+fn get_head_range_and_conditional_over_https() {
+    let (s, _, _) = start("");
+    let c = any_version();
+    let r = get(&s.addr, Some("localhost"), &c, "/index.html");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.body, b"hello over tls\n");
+    let etag = r.header("etag").expect("etag");
+
+    let mut t = handshake(&s.addr, Some("localhost"), &c).unwrap();
+    let h = exchange(
+        &mut t,
+        "HEAD /index.html HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(h.status, 200);
+    assert_eq!(h.header("content-length").as_deref(), Some("15"));
+    assert!(h.body.is_empty());
+
+    let mut t = handshake(&s.addr, Some("localhost"), &c).unwrap();
+    let r = exchange(
+        &mut t,
+        "GET /big.bin HTTP/1.1\r\nHost: localhost\r\nRange: bytes=1000-1999\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 206, "{}", r.head);
+    assert_eq!(r.body, &big()[1000..2000]);
+
+    let mut t = handshake(&s.addr, Some("localhost"), &c).unwrap();
+    let req = format!(
+        "GET /index.html HTTP/1.1\r\nHost: localhost\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n"
+    );
+    let r = exchange(&mut t, &req).unwrap();
+    assert_eq!(r.status, 304, "{}", r.head);
+
+    // A file larger than any socket buffer arrives whole (read and encrypted in chunks).
+    let r = get(&s.addr, Some("localhost"), &c, "/big.bin");
+    assert_eq!(r.status, 200);
+    assert!(r.body == big(), "big.bin differs ({} bytes)", r.body.len());
+}
+
+#[test]
+fn keep_alive_requests_share_one_tls_connection() {
+    let (s, _, _) = start("");
+    let mut t = handshake(&s.addr, Some("localhost"), &any_version()).unwrap();
+    assert_eq!(t.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    for i in 0..3 {
+        t.write_all(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while common::find(&got, b"hello over tls\n").is_none() {
+            let n = t.read(&mut buf).unwrap();
+            assert!(n > 0, "closed during request {i}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200 "), "request {i}");
+    }
+}
+
+#[test]
+fn sni_chooses_the_certificate_by_its_names() {
+    let (s, a, b) = start("");
+    let c = any_version();
+    let served = |sni: Option<&str>| {
+        let t = handshake(&s.addr, sni, &c).unwrap();
+        t.conn.peer_certificates().unwrap()[0].as_ref().to_vec()
+    };
+    assert!(served(Some("other.test")) == b.der, "other.test → b");
+    assert!(served(Some("localhost")) == a.der, "localhost → a");
+    assert!(served(Some("www.example.test")) == a.der, "wildcard → a");
+    assert!(
+        served(Some("unknown.test")) == a.der,
+        "unknown name → default"
+    );
+    assert!(served(None) == a.der, "no SNI → default");
+}
+
+#[test]
+fn tls_1_2_and_1_3_and_min_version() {
+    let (s, _, _) = start("");
+    let t12 = handshake(
+        &s.addr,
+        Some("localhost"),
+        &client(&[&rustls::version::TLS12]),
+    )
+    .unwrap();
+    assert_eq!(
+        t12.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let t13 = handshake(
+        &s.addr,
+        Some("localhost"),
+        &client(&[&rustls::version::TLS13]),
+    )
+    .unwrap();
+    assert_eq!(
+        t13.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    drop(s);
+
+    let (dir, _, _) = site();
+    let config = "server { listen = { { \"127.0.0.1:0\", tls = true } }, root = \"www\", \
+         error_log = \"stderr\", tls = { min_version = \"1.3\", certificates = { { cert = \"a.pem\", key = \"a.key\" } } } }\n";
+    let s = Server::start_config(dir, config);
+    let e = handshake(
+        &s.addr,
+        Some("localhost"),
+        &client(&[&rustls::version::TLS12]),
+    );
+    assert!(e.is_err(), "a TLS 1.2 client got through min_version 1.3");
+    assert!(handshake(
+        &s.addr,
+        Some("localhost"),
+        &client(&[&rustls::version::TLS13])
+    )
+    .is_ok());
+}
+
+#[test]
+fn sessions_resume_with_tickets_on_any_worker() {
+    let (s, _, _) = start("");
+    for versions in [
+        &[&rustls::version::TLS13][..],
+        &[&rustls::version::TLS12][..],
+    ] {
+        let c = client(versions);
+        // The first connection is full; it brings the tickets (read with the response).
+        let mut t = handshake(&s.addr, Some("localhost"), &c).unwrap();
+        assert_eq!(t.conn.handshake_kind(), Some(HandshakeKind::Full));
+        exchange(
+            &mut t,
+            "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        // The next ones resume, whichever of the two workers takes them.
+        for i in 0..6 {
+            let mut t = handshake(&s.addr, Some("localhost"), &c).unwrap();
+            assert_eq!(
+                t.conn.handshake_kind(),
+                Some(HandshakeKind::Resumed),
+                "connection {i} ({:?}) was not resumed",
+                t.conn.protocol_version()
+            );
+            let r = exchange(
+                &mut t,
+                "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            )
+            .unwrap();
+            assert_eq!(r.status, 200);
+        }
+    }
+}
+
+#[test]
+fn plain_http_on_the_tls_port_gets_nginx_400_and_close() {
+    let (s, _, _) = start("");
+    let mut c = TcpStream::connect(&s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    assert!(
+        text.contains("The plain HTTP request was sent to HTTPS port"),
+        "{text}"
+    );
+    assert!(text.contains("Connection: close\r\n"), "{text}");
+}
+
+#[test]
+fn a_stalled_handshake_is_cut_by_timeouts_handshake() {
+    let (s, _, _) = start(", timeouts = { handshake = 1, read_idle = 30 }");
+    // Nothing sent at all, and half a ClientHello: both are cut after about one second.
+    for first in [
+        &b""[..],
+        &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+    ] {
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(first).unwrap();
+        let t = Instant::now();
+        let mut buf = [0u8; 64];
+        let n = c.read(&mut buf).unwrap_or(0);
+        let took = t.elapsed();
+        assert_eq!(n, 0, "expected a close");
+        assert!(
+            took >= Duration::from_millis(700) && took < Duration::from_secs(4),
+            "closed after {took:?}"
+        );
+    }
+    // A finished handshake is then under read_idle (30 s), not the handshake timeout.
+    let mut t = handshake(&s.addr, Some("localhost"), &any_version()).unwrap();
+    std::thread::sleep(Duration::from_millis(1600));
+    let r = exchange(
+        &mut t,
+        "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_bad_client_hello_closes_at_once_and_logs_nothing_above_debug() {
+    let (s, _, _) = start("");
+    for garbage in [
+        &b"\x16\x03\x01\x00\x05hello"[..],
+        &b"\x01\x02\x03\x04 not tls at all"[..],
+    ] {
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(garbage).unwrap();
+        let t = Instant::now();
+        let mut all = Vec::new();
+        let _ = c.read_to_end(&mut all);
+        assert!(t.elapsed() < Duration::from_secs(2), "not closed at once");
+        // At most a TLS alert record, never an HTTP answer.
+        assert!(all.is_empty() || all[0] == 0x15, "{all:?}");
+    }
+    // The server still serves, and said nothing about the garbage.
+    assert_eq!(
+        get(&s.addr, Some("localhost"), &any_version(), "/").status,
+        200
+    );
+    let log = s.log_text();
+    assert!(!log.contains("ERROR"), "{log}");
+    assert!(!log.contains("TLS connection refused"), "{log}");
+}
+
+#[test]
+fn redirect_to_https_and_req_scheme() {
+    let (dir, _, _) = site();
+    let config = format!(
+        "server {{ listen = {{ {{ \"127.0.0.1:0\", redirect_to_https = true }}, {{ \"127.0.0.2:0\", tls = true }} }}, \
+         root = \"www\", error_log = \"stderr\", {TLS_BLOCK} }}\n\
+         route(function(req) if req.path == \"/scheme\" then return respond(200, req.scheme) end end)\n"
+    );
+    let s = Server::start_config(dir, &config);
+    // The log reader thread may still be on its way to the second "listening on" line.
+    common::wait_for("both listeners logged", Duration::from_secs(10), || {
+        addrs(&s).len() == 2
+    });
+    let a = addrs(&s);
+    let tls_port = a[1].rsplit(':').next().unwrap().to_string();
+    let r = common::raw(
+        &a[0],
+        b"GET /some/path?x=1 HTTP/1.1\r\nHost: site.test:8080\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://site.test:{tls_port}/some/path?x=1").as_str())
+    );
+    let r = get(&a[1], Some("localhost"), &any_version(), "/scheme");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"https");
+}
+
+#[test]
+fn fastcgi_sees_https_on_and_the_tls_port() {
+    let dir = fcgi_common::site_dir();
+    let a = make_cert(&["localhost"], false);
+    write_cert(&dir, "a", &a);
+    let extra = r#"listen = { { "127.0.0.1:0", tls = true } }, tls = { certificates = { { cert = "a.pem", key = "a.key" } } }"#;
+    let o = fcgi_common::Opts {
+        server_extra: extra,
+        ..Default::default()
+    };
+    let config = fcgi_common::config_text(dir.path(), &o);
+    let f = fcgi_common::Fcgi::start_in(dir, &config);
+    let r = get(
+        f.addr(),
+        Some("localhost"),
+        &any_version(),
+        "/t.php?mode=params",
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    let body = if r
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        dechunk(&r.body)
+    } else {
+        r.body.clone()
+    };
+    let p: serde_json::Value = serde_json::from_slice(&body).expect("json params");
+    let port = f.addr().rsplit(':').next().unwrap();
+    assert_eq!(p["HTTPS"], "on", "{p}");
+    assert_eq!(p["REQUEST_SCHEME"], "https", "{p}");
+    assert_eq!(p["SERVER_PORT"], port, "{p}");
+}
+
+#[test]
+fn certificates_swap_by_reload_under_load_with_no_failed_request() {
+    let (s, a, _) = start("");
+    let addr = s.addr.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut loops = Vec::new();
+    for _ in 0..2 {
+        let (addr, stop, ok, failures) = (addr.clone(), stop.clone(), ok.clone(), failures.clone());
+        loops.push(std::thread::spawn(move || {
+            let c = any_version();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let r = handshake(&addr, Some("localhost"), &c).and_then(|mut t| {
+                    exchange(
+                        &mut t,
+                        "GET /index.html HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                    )
+                });
+                match r {
+                    Ok(r) if r.status == 200 && r.body == b"hello over tls\n" => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(r) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("status {}", r.status)),
+                    Err(e) => failures.lock().unwrap().push(e),
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // New files under the same names, config text unchanged.
+    let fresh = make_cert(&["localhost", "*.example.test"], false);
+    write_cert(&s.dir, "a", &fresh);
+    s.signal(libc::SIGUSR1);
+    let c = any_version();
+    common::wait_for("the new certificate", Duration::from_secs(20), || {
+        let t = handshake(&addr, Some("localhost"), &c).unwrap();
+        t.conn.peer_certificates().unwrap()[0].as_ref() == fresh.der.as_slice()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    for l in loops {
+        l.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert!(ok.load(Ordering::SeqCst) > 10, "too few requests ran");
+    assert!(a.der != fresh.der);
+    assert!(
+        s.log_text().contains("generation 2 runs"),
+        "{}",
+        s.log_text()
+    );
+}
+
+#[test]
+fn a_bad_certificate_makes_the_reload_fail_and_the_old_one_serves_on() {
+    let (s, a, _) = start("");
+    let other = make_cert(&["localhost"], false);
+    // The key of another certificate: a mismatch.
+    s.dir.write("a.key", other.key_pem.as_bytes());
+    s.signal(libc::SIGUSR1);
+    common::wait_for("reload failed", Duration::from_secs(20), || {
+        s.log_text().contains("reload failed")
+    });
+    let log = s.log_text();
+    assert!(
+        log.contains("a.key") && log.contains("does not belong"),
+        "{log}"
+    );
+    let t = handshake(&s.addr, Some("localhost"), &any_version()).unwrap();
+    assert!(t.conn.peer_certificates().unwrap()[0].as_ref() == a.der.as_slice());
+}
+
+fn check(dir: &TempDir, certs: &str) -> (bool, String) {
+    let conf = dir.write(
+        "site.lua",
+        format!(
+            "server {{\n  listen = {{ {{ \"127.0.0.1:0\", tls = true }} }},\n  root = \"www\",\n  tls = {{ certificates = {{\n    {certs}\n  }} }},\n}}\n"
+        )
+        .as_bytes(),
+    );
+    let out = Command::new(common::bin())
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn check_reports_missing_mismatched_expired_and_soon_expiring_certificates() {
+    let (dir, _, b) = site();
+    let (ok, text) = check(&dir, r#"{ cert = "a.pem", key = "a.key" },"#);
+    assert!(ok, "{text}");
+    assert!(text.contains("Syntax OK"), "{text}");
+
+    let (ok, text) = check(&dir, r#"{ cert = "missing.pem", key = "a.key" },"#);
+    assert!(!ok);
+    assert!(
+        text.contains("site.lua:5:") && text.contains("missing.pem"),
+        "{text}"
+    );
+
+    dir.write("wrong.key", b.key_pem.as_bytes());
+    let (ok, text) = check(&dir, r#"{ cert = "a.pem", key = "wrong.key" },"#);
+    assert!(!ok);
+    assert!(
+        text.contains("site.lua:5:") && text.contains("does not belong"),
+        "{text}"
+    );
+
+    write_cert(&dir, "old", &make_cert(&["localhost"], true));
+    let (ok, text) = check(&dir, r#"{ cert = "old.pem", key = "old.key" },"#);
+    assert!(!ok);
+    assert!(
+        text.contains("expired on") && text.contains("2021"),
+        "{text}"
+    );
+
+    let (ok, text) = check(
+        &dir,
+        r#"{ cert = "a.pem", key = "a.key", names = { "nothere.test" } },"#,
+    );
+    assert!(!ok);
+    assert!(
+        text.contains("does not cover the name 'nothere.test'"),
+        "{text}"
+    );
+
+    // Ending within 14 days: a warning with the date, not an error.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let soon = time_in_days(5);
+    params.not_after = rcgen::date_time_ymd(soon.0, soon.1, soon.2);
+    let cert = params.self_signed(&key).unwrap();
+    dir.write("soon.pem", cert.pem().as_bytes());
+    dir.write("soon.key", key.serialize_pem().as_bytes());
+    let (ok, text) = check(&dir, r#"{ cert = "soon.pem", key = "soon.key" },"#);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("site.lua:5: warning: certificate") && text.contains("expires in"),
+        "{text}"
+    );
+}
+
+/// (year, month, day) of today + `days`, from the system clock (civil-from-days).
+fn time_in_days(days: i64) -> (i32, u8, u8) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let z = secs / 86_400 + days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
+    (y, m, d)
+}
+
+/// A whole chunked body decoded (no extensions or trailers: the server sends none).
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = common::find(b, b"\r\n").expect("chunk size line");
+        let size_text = String::from_utf8_lossy(&b[..line_end]).into_owned();
+        let size = usize::from_str_radix(size_text.trim(), 16).expect("chunk size");
+        b = &b[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+#[test]
+fn certificates_lists_names_issuer_and_expiry_and_follows_a_reload() {
+    let (dir, _, _) = site();
+    let config = format!(
+        "server {{ listen = {{ {{ \"127.0.0.1:0\", tls = true }} }}, root = \"www\", \
+         error_log = \"stderr\", admin = \"admin.sock\", {TLS_BLOCK} }}\n"
+    );
+    let s = Server::start_config(dir, &config);
+    let sock = s.dir.path().join("admin.sock");
+    let rows = admin_common::eval_ok(&sock, "certificates()");
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["default"], true);
+    assert_eq!(
+        rows[0]["names"],
+        serde_json::json!(["localhost", "*.example.test"])
+    );
+    assert_eq!(rows[1]["names"], serde_json::json!(["other.test"]));
+    assert!(rows[0]["cert"].as_str().unwrap().ends_with("/a.pem"));
+    // rcgen's default subject and issuer: "CN=rcgen self signed cert".
+    assert!(
+        rows[0]["issuer"].as_str().unwrap().contains("rcgen"),
+        "{rows:?}"
+    );
+    assert!(rows[0]["expires"].as_str().unwrap().ends_with("GMT"));
+    assert!(rows[0]["days_left"].as_i64().unwrap() > 300, "{rows:?}");
+
+    // Same config text, a certificate ending in 5 days: reload() picks it up.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["soon.test".to_string()]).unwrap();
+    let soon = time_in_days(5);
+    params.not_after = rcgen::date_time_ymd(soon.0, soon.1, soon.2);
+    let cert = params.self_signed(&key).unwrap();
+    s.dir.write("b.pem", cert.pem().as_bytes());
+    s.dir.write("b.key", key.serialize_pem().as_bytes());
+    admin_common::eval_ok(&sock, "reload()");
+    let rows = admin_common::eval_ok(&sock, "certificates()");
+    assert_eq!(rows[1]["names"], serde_json::json!(["soon.test"]), "{rows}");
+    let left = rows[1]["days_left"].as_i64().unwrap();
+    assert!((3..=5).contains(&left), "{rows}");
+    let t = handshake(&s.addr, Some("soon.test"), &any_version()).unwrap();
+    assert!(t.conn.peer_certificates().unwrap()[0].as_ref() == cert.der().as_ref());
+}
+
+#[test]
+fn the_static_file_path_under_tls_is_said_at_start_and_ktls_is_skipped_loudly() {
+    if luahttpd::tls::ktls::available() {
+        eprintln!("NOTE: this kernel offers kTLS, which luahttpd does not use yet");
+    } else {
+        eprintln!(
+            "SKIPPED (kTLS): this kernel lists no tls ULP in /proc/sys/net/ipv4/tcp_available_ulp; \
+             only the user-space path (tested above with big.bin) can run here"
+        );
+    }
+    let (s, _, _) = start("");
+    common::wait_for("the kTLS line", Duration::from_secs(5), || {
+        s.log_text().contains("kTLS: ")
+    });
+}
+
+#[test]
+fn a_ticket_from_one_worker_resumes_on_the_other() {
+    // One connection per worker: while the first is held, the second must go to the other
+    // worker (a full worker stops accepting), and both resume the first connection's tickets.
+    let (s, _, _) = start(", limits = { connections = 1 }");
+    for versions in [
+        &[&rustls::version::TLS13][..],
+        &[&rustls::version::TLS12][..],
+    ] {
+        let c = client(versions);
+        let mut first = handshake(&s.addr, Some("localhost"), &c).unwrap();
+        exchange(
+            &mut first,
+            "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        drop(first);
+        // Give the worker a moment to close it, so its slot is free again.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut held = Vec::new();
+        for i in 0..2 {
+            let mut t = handshake(&s.addr, Some("localhost"), &c)
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            assert_eq!(
+                t.conn.handshake_kind(),
+                Some(HandshakeKind::Resumed),
+                "connection {i} ({:?}) was not resumed",
+                t.conn.protocol_version()
+            );
+            // A request proves a worker took it (not just the listen queue).
+            t.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let n = t.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200 "), "connection {i}");
+            held.push(t);
+        }
+        drop(held);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
