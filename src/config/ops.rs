@@ -144,20 +144,21 @@ pub(super) fn listen_tables(v: &Value, base: &Path, problem: Problem<'_>) -> Vec
                 (Value::String(k), Value::Boolean(b))
                     if k.to_str().is_ok_and(|k| k == "proxy_protocol") =>
                 {
-                    if b {
-                        // A bad address is reported with the address list.
-                        if let Ok(a) = listen::parse(&addr, base, listen::Use::Listen) {
-                            marked.push(a);
-                        }
+                    // A bad address is reported with the address list.
+                    match listen::parse(&addr, base, listen::Use::Listen) {
+                        Ok(a) if b => marked.push(a),
+                        _ => {}
                     }
                 }
-                (Value::String(k), v) if k.to_str().is_ok_and(|k| k == "proxy_protocol") => problem(
-                    &["listen", "proxy_protocol"],
-                    format!(
+                (Value::String(k), v) if k.to_str().is_ok_and(|k| k == "proxy_protocol") => {
+                    problem(
+                        &["listen", "proxy_protocol"],
+                        format!(
                         "listen entry {i} ('{addr}'): proxy_protocol must be true or false, got {}",
                         v.type_name()
                     ),
-                ),
+                    )
+                }
                 // The address and the other keys (tls, redirect_to_https) are read, and
                 // unknown keys reported, by tls::listen_entries.
                 _ => {}
