@@ -134,3 +134,26 @@ fn a_single_listen_table_needs_no_list_around_it() {
     assert_eq!(l.config.listen.len(), 1);
     assert_eq!(l.config.tls.listen, [ListenKind::Tls]);
 }
+
+#[test]
+fn print_writes_tls_back_as_a_config_that_loads_the_same() {
+    let dir = TempDir::new();
+    write_cert(&dir, "a", &["a.test", "*.a.test"]);
+    let l = load_ok(
+        &dir,
+        r#"server { root = "www",
+  listen = { { "127.0.0.1:8443", tls = true }, { "127.0.0.1:8080", redirect_to_https = true } },
+  tls = { certificates = { { cert = "a.pem", key = "a.key", names = { "a.test" } } },
+          min_version = "1.3", session_tickets = false },
+  timeouts = { handshake = 2.5 } }"#,
+    );
+    let text = crate::config::print(&l.config);
+    let again = load_ok(&dir, &text);
+    let (a, b) = (&l.config, &again.config);
+    assert_eq!(a.listen, b.listen, "{text}");
+    assert_eq!(a.tls.listen, b.tls.listen, "{text}");
+    assert_eq!(a.tls.min_version, b.tls.min_version);
+    assert_eq!(a.tls.session_tickets, b.tls.session_tickets);
+    assert_eq!(a.tls.certificates, b.tls.certificates);
+    assert_eq!(a.timeouts.handshake, b.timeouts.handshake);
+}

@@ -1,10 +1,14 @@
-//! Session tickets whose keys every worker shares, so a client resumes on any worker.
+//! Session tickets whose keys every worker shares, so a client resumes on any worker, and
+//! which roll and are erased, as rustls asks of a ticketer.
 //!
-//! One master secret is drawn in the watcher before it forks (see [`init`]); every worker
-//! inherits it. The key of each period of [`PERIOD`] seconds is derived from the master with
-//! HKDF, so the keys rotate on the clock without the workers talking to each other, and a
-//! ticket is accepted for the period it was made in and the next one. A ticket is
-//! `period (8 bytes, big endian) · nonce (12) · AES-256-GCM(state)`.
+//! A chain of secrets, one per period of [`PERIOD`] seconds: the first is drawn in the watcher
+//! when it loads a config with TLS, before any worker is forked (see [`init`]); each next one
+//! is HKDF of the one before, and the key of a period is HKDF of its secret. Every process
+//! moves its own copy of the chain forward on the clock and keeps only the current and the
+//! previous secret, so the workers agree on the keys without talking to each other, a ticket
+//! is accepted in the period it was made in and the next one, and a memory dump of a process
+//! cannot open tickets older than that (the watcher's copy moves on at each config load).
+//! A ticket is `period (8 bytes, big endian) · nonce (12) · AES-256-GCM(state)`.
 
 // aws-lc-rs offers ring's API, so the same code runs on either provider.
 #[cfg(feature = "aws-lc-rs")]
@@ -16,26 +20,77 @@ use self::crypto::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE
 use self::crypto::hkdf::{Salt, HKDF_SHA256};
 use self::crypto::rand::{SecureRandom, SystemRandom};
 use rustls::server::ProducesTickets;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard};
 
 /// How long one ticket key is used to make tickets, in seconds; it is accepted for twice that.
 pub const PERIOD: u64 = 3600;
 
-static MASTER: OnceLock<[u8; 32]> = OnceLock::new();
-
-/// Draws the master secret, once per server run. Called by the watcher while loading a config
-/// with TLS, before any worker is forked, so that all of them share it.
-pub fn init() {
-    let _ = master();
+/// The chain's state in this process: the secrets of `period` and of the period before.
+struct Chain {
+    period: u64,
+    current: [u8; 32],
+    previous: Option<[u8; 32]>,
 }
 
-fn master() -> &'static [u8; 32] {
-    MASTER.get_or_init(|| {
-        let mut m = [0u8; 32];
-        // Without a working random source no TLS is possible at all: rustls would fail first.
-        let _ = SystemRandom::new().fill(&mut m);
-        m
-    })
+/// Locked only by the one thread of a process, never across a fork.
+static CHAIN: Mutex<Option<Chain>> = Mutex::new(None);
+
+fn chain() -> MutexGuard<'static, Option<Chain>> {
+    CHAIN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Draws the chain's first secret, once per server run, or moves the chain to now. Called by
+/// the watcher at each load of a config with TLS, before any worker is forked, so all of
+/// them share the chain and the watcher keeps nothing older than the last load.
+pub fn init() {
+    let mut c = chain();
+    match c.as_mut() {
+        Some(chain) => chain.advance(now_period()),
+        None => {
+            let mut first = [0u8; 32];
+            // Without a working random source no TLS is possible at all: rustls fails first.
+            let _ = SystemRandom::new().fill(&mut first);
+            *c = Some(Chain {
+                period: now_period(),
+                current: first,
+                previous: None,
+            });
+        }
+    }
+}
+
+impl Chain {
+    /// Moves to `now`, overwriting what is older than the previous period. A clock that went
+    /// back leaves the chain where it is (it cannot go back).
+    fn advance(&mut self, now: u64) {
+        while self.period < now {
+            let next = step(&self.current);
+            self.previous = Some(self.current);
+            self.current = next;
+            self.period += 1;
+        }
+    }
+
+    fn secret(&self, period: u64) -> Option<&[u8; 32]> {
+        if period == self.period {
+            Some(&self.current)
+        } else if period.checked_add(1) == Some(self.period) {
+            self.previous.as_ref()
+        } else {
+            None
+        }
+    }
+}
+
+/// The next secret of the chain.
+fn step(secret: &[u8; 32]) -> [u8; 32] {
+    let mut next = [0u8; 32];
+    let prk = Salt::new(HKDF_SHA256, b"luahttpd ticket chain").extract(secret);
+    let info = [b"next".as_slice()];
+    if let Ok(okm) = prk.expand(&info, HKDF_SHA256) {
+        let _ = okm.fill(&mut next);
+    }
+    next
 }
 
 /// The ticketer every worker uses.
@@ -49,13 +104,30 @@ fn now_period() -> u64 {
         / PERIOD
 }
 
-fn key_for(period: u64) -> Option<LessSafeKey> {
-    let prk = Salt::new(HKDF_SHA256, b"luahttpd session tickets").extract(master());
+/// The AEAD key of `period` from its secret.
+fn key_for(secret: &[u8; 32], period: u64) -> Option<LessSafeKey> {
+    let prk = Salt::new(HKDF_SHA256, b"luahttpd session tickets").extract(secret);
     let info = period.to_be_bytes();
     let info = [info.as_slice()];
     let okm = prk.expand(&info, &AES_256_GCM).ok()?;
     let unbound: UnboundKey = okm.into();
     Some(LessSafeKey::new(unbound))
+}
+
+/// The chain moved to now, and its current period with that period's key.
+fn current_key() -> Option<(u64, LessSafeKey)> {
+    let mut c = chain();
+    let chain = c.as_mut()?;
+    chain.advance(now_period());
+    Some((chain.period, key_for(&chain.current, chain.period)?))
+}
+
+/// The key of `period`, if the chain still holds its secret.
+fn key_of(period: u64) -> Option<LessSafeKey> {
+    let mut c = chain();
+    let chain = c.as_mut()?;
+    chain.advance(now_period());
+    key_for(chain.secret(period)?, period)
 }
 
 impl ProducesTickets for SharedTickets {
@@ -68,8 +140,7 @@ impl ProducesTickets for SharedTickets {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        let period = now_period();
-        let key = key_for(period)?;
+        let (period, key) = current_key()?;
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new().fill(&mut nonce).ok()?;
         let mut out = Vec::with_capacity(8 + NONCE_LEN + plain.len() + 16);
@@ -89,12 +160,7 @@ impl ProducesTickets for SharedTickets {
     fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
         let (period, rest) = cipher.split_first_chunk::<8>()?;
         let (nonce, sealed) = rest.split_first_chunk::<NONCE_LEN>()?;
-        let p = u64::from_be_bytes(*period);
-        let now = now_period();
-        if p != now && p.checked_add(1) != Some(now) {
-            return None;
-        }
-        let key = key_for(p)?;
+        let key = key_of(u64::from_be_bytes(*period))?;
         let mut body = sealed.to_vec();
         let plain = key
             .open_in_place(
@@ -113,6 +179,7 @@ mod tests {
 
     #[test]
     fn a_ticket_opens_again_and_a_changed_one_does_not() {
+        init();
         let t = SharedTickets;
         let c = t.encrypt(b"session state").unwrap();
         assert_eq!(t.decrypt(&c).unwrap(), b"session state");
@@ -124,5 +191,42 @@ mod tests {
         old[..8].copy_from_slice(&(now_period() - 2).to_be_bytes());
         assert!(t.decrypt(&old).is_none());
         assert!(t.decrypt(b"short").is_none());
+    }
+
+    #[test]
+    fn two_copies_of_a_chain_agree_and_forget_what_is_older_than_one_period() {
+        let start = Chain {
+            period: 100,
+            current: [7u8; 32],
+            previous: None,
+        };
+        // A worker forked at period 100 and one forked after the watcher moved to 101.
+        let mut early = Chain { ..start };
+        let mut late = Chain {
+            period: 100,
+            current: [7u8; 32],
+            previous: None,
+        };
+        late.advance(101);
+        early.advance(103);
+        late.advance(103);
+        assert_eq!(early.current, late.current);
+        assert_eq!(early.secret(102), late.secret(102));
+        assert!(early.secret(102).is_some());
+        assert!(early.secret(101).is_none(), "two periods back must be gone");
+        assert!(early.secret(104).is_none());
+        // The clock going back does not move the chain back.
+        early.advance(90);
+        assert_eq!(early.period, 103);
+        // A jump far ahead (an idle worker) still ends with the same two secrets as a copy
+        // that moved period by period, so it opens the tickets the busy one just made.
+        early.advance(200);
+        for p in 104..=200 {
+            late.advance(p);
+        }
+        assert_eq!(early.secret(199), late.secret(199));
+        assert_eq!(early.secret(200), late.secret(200));
+        assert!(early.secret(198).is_none());
+        assert_ne!(step(&[1u8; 32]), step(&[2u8; 32]));
     }
 }
