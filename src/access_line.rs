@@ -58,8 +58,6 @@ pub struct PendingLine {
     /// When the request started (unix ms, wrapping: 32 bits keep a connection small, and
     /// any duration below 49 days fits), for `$request_time`.
     started_ms: u32,
-    /// The upstream that answered a proxied request and its time to the response head.
-    upstream: Option<Box<(String, Option<Duration>)>>,
 }
 
 /// What a line says about the request.
@@ -243,10 +241,22 @@ impl PendingLine {
 
     /// Records the upstream that answered a proxied request and its time to the response
     /// head (None: no head came), for the line's upstream fields.
+    ///
+    /// Kept after the holes as a trailer (address, time in ms as u32 LE or `u32::MAX`, the
+    /// address length as u16 LE, then `TRAILER`), so a connection pays nothing for it.
     pub fn add_upstream(&mut self, addr: &str, time: Option<Duration>) {
-        if self.is_pending() {
-            self.upstream = Some(Box::new((addr.to_string(), time)));
+        if !self.is_pending() || upstream_of(&self.buf).is_some() {
+            return;
         }
+        let addr = &addr.as_bytes()[..addr.len().min(usize::from(u16::MAX))];
+        let ms = time.map_or(u32::MAX, |t| {
+            u32::try_from(t.as_millis()).unwrap_or(u32::MAX - 1)
+        });
+        self.buf.extend_from_slice(addr);
+        self.buf.extend_from_slice(&ms.to_le_bytes());
+        self.buf
+            .extend_from_slice(&(addr.len() as u16).to_le_bytes());
+        self.buf.push(TRAILER);
     }
 
     /// The request the next line is about started at `now_ms` (unix ms).
@@ -263,7 +273,10 @@ impl PendingLine {
         let took = Duration::from_millis(u64::from((now_ms as u32).wrapping_sub(self.started_ms)));
         let out = access.line();
         let mut from = 0;
-        let (text, holes) = self.buf.split_at((self.text as usize).min(self.buf.len()));
+        let upstream = upstream_of(&self.buf);
+        let end = upstream.as_ref().map_or(self.buf.len(), |u| u.at);
+        let (text, holes) = self.buf[..end].split_at((self.text as usize).min(end));
+        let upstream = upstream.map(|u| (u.addr, u.time));
         for h in holes.chunks_exact(5) {
             let at = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
             let at = at.min(text.len());
@@ -281,25 +294,23 @@ impl PendingLine {
                 Late::Time => {
                     let _ = write!(out, "{}.{:03}", took.as_secs(), took.subsec_millis());
                 }
-                Late::Upstream | Late::UpstreamJson => match self.upstream.as_deref() {
+                Late::Upstream | Late::UpstreamJson => match upstream {
                     Some((_, Some(t))) => {
                         let _ = write!(out, "{:.3}", t.as_secs_f64());
                     }
                     _ if late == Late::Upstream => out.push(b'-'),
                     _ => {}
                 },
-                Late::UpstreamAddr | Late::UpstreamAddrJson => match self.upstream.as_deref() {
-                    Some((addr, _)) if late == Late::UpstreamAddr => {
-                        push_escaped(out, addr.as_bytes())
-                    }
-                    Some((addr, _)) => crate::json_text::push_escaped(out, addr.as_bytes()),
+                Late::UpstreamAddr | Late::UpstreamAddrJson => match upstream {
+                    Some((addr, _)) if late == Late::UpstreamAddr => push_escaped(out, addr),
+                    Some((addr, _)) => crate::json_text::push_escaped(out, addr),
                     None if late == Late::UpstreamAddr => out.push(b'-'),
                     None => {}
                 },
                 Late::UpstreamSuffix => {
-                    if let Some((addr, time)) = self.upstream.as_deref() {
+                    if let Some((addr, time)) = upstream {
                         out.extend_from_slice(b" upstream=");
-                        push_escaped(out, addr.as_bytes());
+                        push_escaped(out, addr);
                         match time {
                             Some(t) => {
                                 let _ = write!(out, " upstream_time={:.3}", t.as_secs_f64());
@@ -314,15 +325,41 @@ impl PendingLine {
         access.line_done();
         self.buf.clear();
         self.text = 0;
-        self.upstream = None;
     }
 
     /// Takes the buffer back (nothing pending after this).
     pub fn take_buffer(&mut self) -> Vec<u8> {
         self.text = 0;
-        self.upstream = None;
         std::mem::take(&mut self.buf)
     }
+}
+
+/// The last byte of a line buffer that holds an upstream trailer (hole kinds are below it and
+/// a line's text ends in a newline).
+const TRAILER: u8 = 0xFF;
+
+/// An upstream trailer read back.
+struct UpstreamTrailer<'a> {
+    /// Where the trailer starts (the holes end there).
+    at: usize,
+    addr: &'a [u8],
+    time: Option<Duration>,
+}
+
+fn upstream_of(buf: &[u8]) -> Option<UpstreamTrailer<'_>> {
+    let (&last, rest) = buf.split_last()?;
+    if last != TRAILER || rest.len() < 6 {
+        return None;
+    }
+    let n = rest.len();
+    let len = usize::from(u16::from_le_bytes([rest[n - 2], rest[n - 1]]));
+    let ms = u32::from_le_bytes([rest[n - 6], rest[n - 5], rest[n - 4], rest[n - 3]]);
+    let at = (n - 6).checked_sub(len)?;
+    Some(UpstreamTrailer {
+        at,
+        addr: &rest[at..n - 6],
+        time: (ms != u32::MAX).then(|| Duration::from_millis(u64::from(ms))),
+    })
 }
 
 /// Writes the line of a connection refused before any request was read (no request line):
@@ -390,7 +427,6 @@ mod tests {
         as_user.user = Some("al ice");
         line.start(Vec::new(), &fmt, as_user);
         line.finish(&mut log, 1, 0);
-        write_refusal(&mut log, &fmt, ("9.9.9.9", 2), "D", 503, 77);
         line.start(
             Vec::new(),
             &fmt,
@@ -398,6 +434,7 @@ mod tests {
         );
         line.add_upstream("127.0.0.1:3000", Some(Duration::from_millis(12)));
         line.finish(&mut log, 0, 0);
+        write_refusal(&mut log, &fmt, ("9.9.9.9", 2), "D", 503, 77);
         log.flush();
         let text = std::fs::read_to_string(&path).unwrap();
         let _ = std::fs::remove_dir_all(&dir);

@@ -222,11 +222,15 @@ mod tests {
             ),
             (
                 "listen = { { proxy_protocol = true } }",
-                "without an address",
+                "starts with its address",
             ),
             (
-                "listen = { { '127.0.0.1:1', tls = true } }",
-                "unknown key 'tls'",
+                "listen = { { '127.0.0.1:1', proxy_protocol = 1 } }",
+                "proxy_protocol must be true or false",
+            ),
+            (
+                "listen = { { '127.0.0.1:1', bogus = true } }",
+                "unknown key 'bogus'",
             ),
         ] {
             let err = load(&format!("server {{ root = '.',\n {src} }}")).expect_err(src);

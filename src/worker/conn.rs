@@ -218,7 +218,7 @@ pub struct Conn {
     phase: Phase,
     ending: Ending,
     out: Out,
-    served: u64,
+    served: u32,
     /// Bytes of the request in flight (head and announced body), for the scoreboard.
     bytes_in: u64,
     /// Whether the scoreboard was told a request started that it has not seen finish.
@@ -850,7 +850,7 @@ impl Conn {
 
     fn respond(&mut self, ctx: &mut Ctx<'_>, req: Request) {
         self.input.consume(req.head_len);
-        self.served += 1;
+        self.served = self.served.saturating_add(1);
         self.bytes_in = req.head_len as u64
             + match req.body {
                 BodyFraming::Length(n) => n,
@@ -873,7 +873,7 @@ impl Conn {
         let mut close = !req.keep_alive
             || self.ending != Ending::KeepAlive
             || ctx.draining
-            || self.served >= ctx.limits.keepalive_requests;
+            || u64::from(self.served) >= ctx.limits.keepalive_requests;
         let dispatch = Dispatch {
             router: ctx.router.as_deref_mut(),
             site: ctx.site,
@@ -1137,8 +1137,8 @@ impl Conn {
             self.drain_before_close();
         } else {
             self.input.consume(e.head_len);
-            self.served += 1;
-            close = self.served >= ctx.limits.keepalive_requests;
+            self.served = self.served.saturating_add(1);
+            close = u64::from(self.served) >= ctx.limits.keepalive_requests;
         }
         let mut reply = Reply::error(e.status);
         let listener = ctx
