@@ -573,7 +573,7 @@ impl Conn {
                 _ => None,
             };
             if let Some(x) = driven {
-                let step = x.drive(&mut self.input, &mut self.out, &mut ctx.env());
+                let step = x.drive(&mut self.input, &mut self.out, &self.stream, &mut ctx.env());
                 if !matches!(step, Step::Idle) {
                     progress = true;
                 }

@@ -17,6 +17,7 @@ mod out;
 mod peer;
 mod per_ip;
 mod proxy;
+mod splice;
 mod spool;
 pub mod timers;
 
