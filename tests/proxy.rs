@@ -389,6 +389,16 @@ fn websocket_upgrade_is_spliced_both_ways() {
         got.extend_from_slice(&tmp[..n]);
     }
     assert_eq!(got, frames);
+    // 4 MiB each way at once (a writer thread, so neither side waits on the other): the
+    // upstream-to-client direction is spliced through a pipe, with backpressure.
+    let data = pattern(4 * 1024 * 1024);
+    let mut w = c.s.try_clone().unwrap();
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || w.write_all(&sent).unwrap());
+    let mut back = vec![0u8; data.len()];
+    c.s.read_exact(&mut back).unwrap();
+    writer.join().unwrap();
+    assert!(back == data, "the tunnel changed bytes");
     c.s.shutdown(std::net::Shutdown::Write).unwrap();
     assert!(c.closed());
 }

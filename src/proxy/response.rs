@@ -104,6 +104,13 @@ pub fn parse(
     max_head: usize,
     head_request: bool,
 ) -> Result<Option<ResponseHead>, ResponseError> {
+    // A response starts with "HTTP/1." and nothing else: no leading empty lines (httparse
+    // skips them; RFC 9112 allows that before a request only), so a start that cannot become
+    // one is refused at once, whatever follows (the same answer for every prefix).
+    let n = buf.len().min(7);
+    if buf[..n] != b"HTTP/1."[..n] {
+        return Err(ResponseError::Version);
+    }
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     let mut config = httparse::ParserConfig::default();
@@ -116,11 +123,6 @@ pub fn parse(
         Ok(httparse::Status::Partial) => {
             if buf.len() >= max_head {
                 return Err(ResponseError::TooLarge);
-            }
-            // A start that cannot become "HTTP/1." is refused at once, not after max_head.
-            let n = buf.len().min(7);
-            if buf[..n] != b"HTTP/1."[..n] {
-                return Err(ResponseError::Version);
             }
             return Ok(None);
         }
@@ -332,6 +334,12 @@ mod tests {
         assert_eq!(err("ICY 200 OK\r\n\r\n"), ResponseError::Version);
         assert_eq!(
             parse(b"SSH-2.0", 8192, false).unwrap_err(),
+            ResponseError::Version
+        );
+        // Leading empty lines are no response (httparse would skip them).
+        assert_eq!(err("\r\nHTTP/1.1 200 OK\r\n\r\n"), ResponseError::Version);
+        assert_eq!(
+            parse(b"\n", 8192, false).unwrap_err(),
             ResponseError::Version
         );
         assert_eq!(err("HTTP/1.1 099 Low\r\n\r\n"), ResponseError::Status);

@@ -641,7 +641,7 @@ impl Conn {
                 _ => None,
             };
             if let Some(x) = upstream {
-                let step = x.drive(&mut self.input, &mut self.out, &mut ctx.env());
+                let step = x.drive(&mut self.input, &mut self.out, &self.stream, &mut ctx.env());
                 if !matches!(step, Step::Idle) {
                     progress = true;
                 }

@@ -8,6 +8,7 @@ use super::fcgi::{Env, Exchange, Step};
 use super::inbuf::InBuf;
 use super::out::Out;
 use crate::http::request::Request;
+use crate::transport::Stream;
 use std::time::Duration;
 
 /// A backend exchange as its connection sees it.
@@ -30,8 +31,15 @@ pub trait Exchanging {
     fn body_pending(&self) -> bool;
     /// The backend-side timeout fired.
     fn timed_out(&mut self, env: &mut Env<'_>) -> Step;
-    /// Moves bytes as far as possible between client, exchange and backend.
-    fn drive(&mut self, input: &mut InBuf, out: &mut Out, env: &mut Env<'_>) -> Step;
+    /// Moves bytes as far as possible between client, exchange and backend. `client` is the
+    /// client's socket, written directly only by a proxy tunnel's splice once `out` is empty.
+    fn drive(
+        &mut self,
+        input: &mut InBuf,
+        out: &mut Out,
+        client: &Stream,
+        env: &mut Env<'_>,
+    ) -> Step;
     /// On client disconnect or worker exit: let go of the backend.
     fn cancel(&mut self, env: &mut Env<'_>);
     /// Whether a client EOF before the response is complete ends the exchange (the proxy,
@@ -88,7 +96,7 @@ impl Exchanging for Exchange {
     fn timed_out(&mut self, env: &mut Env<'_>) -> Step {
         Exchange::timed_out(self, env)
     }
-    fn drive(&mut self, input: &mut InBuf, out: &mut Out, env: &mut Env<'_>) -> Step {
+    fn drive(&mut self, input: &mut InBuf, out: &mut Out, _: &Stream, env: &mut Env<'_>) -> Step {
         Exchange::drive(self, input, out, env)
     }
     fn cancel(&mut self, env: &mut Env<'_>) {
@@ -127,7 +135,7 @@ impl Exchanging for CgiRun {
     fn timed_out(&mut self, env: &mut Env<'_>) -> Step {
         CgiRun::timed_out(self, env)
     }
-    fn drive(&mut self, input: &mut InBuf, out: &mut Out, env: &mut Env<'_>) -> Step {
+    fn drive(&mut self, input: &mut InBuf, out: &mut Out, _: &Stream, env: &mut Env<'_>) -> Step {
         CgiRun::drive(self, input, out, env)
     }
     fn cancel(&mut self, env: &mut Env<'_>) {

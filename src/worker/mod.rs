@@ -26,6 +26,7 @@ mod per_ip;
 mod proxy;
 mod real_peer;
 mod respond_hook;
+mod splice;
 mod spool;
 pub mod timers;
 mod vhost;

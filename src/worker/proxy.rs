@@ -26,6 +26,7 @@ use super::fcgi::{Env, RequestBody, Step};
 use super::fcgi_error::ExchangeError;
 use super::inbuf::InBuf;
 use super::out::Out;
+use super::splice::{Moved, Pipe};
 use super::timers::{Kind, Slot};
 use crate::http::body::BodyReader;
 use crate::http::request::{BodyFraming, Method, Request, Version};
@@ -168,6 +169,10 @@ pub struct ProxyExchange {
     /// The address of the last attempt, and the time to its response head.
     last_addr: Option<usize>,
     head_after: Option<Duration>,
+    /// A tunnel's pipe for splicing upstream bytes to the client (None: copied).
+    pipe: Option<Pipe>,
+    /// The upstream closed a tunnel while the pipe still held bytes for the client.
+    tunnel_eof: bool,
 }
 
 impl ProxyExchange {
@@ -242,6 +247,8 @@ impl ProxyExchange {
             started: env.now,
             last_addr: None,
             head_after: None,
+            pipe: None,
+            tunnel_eof: false,
             req,
         })
     }
@@ -726,6 +733,62 @@ impl ProxyExchange {
     }
 }
 
+impl ProxyExchange {
+    /// A tunnel's upstream → client direction with splice, once the output queue (the 101
+    /// head, bytes that came with it) is out: upstream socket → pipe → client socket.
+    fn splice_tunnel(
+        &mut self,
+        out: &Out,
+        client: &Stream,
+        env: &mut Env<'_>,
+    ) -> io::Result<Read_> {
+        let (Some(pipe), Link::Connected(w)) = (&mut self.pipe, &mut self.link) else {
+            return Ok(Read_::Idle);
+        };
+        let mut progress = false;
+        loop {
+            if out.pending() {
+                break;
+            }
+            if pipe.held() > 0 {
+                match pipe.drain_to(client)? {
+                    Moved::Bytes(_) => progress = true,
+                    _ => break,
+                }
+                if pipe.held() > 0 {
+                    // The client's socket is full: its writable event comes back here.
+                    break;
+                }
+            }
+            if self.tunnel_eof {
+                return Ok(Read_::Eof);
+            }
+            if !w.readable {
+                break;
+            }
+            match pipe.fill_from(&w.sock)? {
+                Moved::Bytes(_) => {
+                    progress = true;
+                    env.timers
+                        .arm(&mut self.timer, self.kinds.read, env.key, env.now);
+                }
+                Moved::WouldBlock => w.readable = false,
+                Moved::Eof => {
+                    self.tunnel_eof = true;
+                    if pipe.held() == 0 {
+                        return Ok(Read_::Eof);
+                    }
+                }
+            }
+        }
+        Ok(if progress {
+            Read_::Progress
+        } else {
+            Read_::Idle
+        })
+    }
+}
+
 fn pass(out: &mut Out, to: ToClient, data: &[u8]) {
     if data.is_empty() {
         return;
@@ -818,7 +881,13 @@ impl Exchanging for ProxyExchange {
         }
     }
 
-    fn drive(&mut self, input: &mut InBuf, out: &mut Out, env: &mut Env<'_>) -> Step {
+    fn drive(
+        &mut self,
+        input: &mut InBuf,
+        out: &mut Out,
+        client: &Stream,
+        env: &mut Env<'_>,
+    ) -> Step {
         let mut progress = false;
         if matches!(self.link, Link::None) {
             match self.start(env) {
@@ -885,7 +954,21 @@ impl Exchanging for ProxyExchange {
             env.timers
                 .arm(&mut self.timer, self.kinds.read, env.key, env.now);
         }
-        match self.read_upstream(out, env) {
+        let tunnel = matches!(self.response, Response::Tunnel);
+        if tunnel && self.pipe.is_none() && client.can_sendfile() {
+            // Where the client's stream takes kernel-side writes (not TLS): zero-copy.
+            self.pipe = Pipe::new().ok();
+        }
+        let read = if tunnel && self.pipe.is_some() {
+            match self.splice_tunnel(out, client, env) {
+                Ok(r) => Ok(r),
+                // The client's side failed: the tunnel ends, which closes both.
+                Err(_) => Ok(Read_::Eof),
+            }
+        } else {
+            self.read_upstream(out, env)
+        };
+        match read {
             Ok(Read_::Progress) => progress = true,
             Ok(Read_::Idle) => {}
             Ok(Read_::Done) => {
