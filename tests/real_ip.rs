@@ -85,6 +85,11 @@ fn forwarded_for_from_a_trusted_peer_gives_the_rightmost_untrusted_address() {
         "10.9.9.9"
     );
     assert_eq!(who(f.addr(), "X-Forwarded-For: not-an-ip\r\n"), "127.0.0.1");
+    // Two header lines are one list: the last line holds the nearest hop.
+    let two = "X-Forwarded-For: 198.51.100.1\r\nX-Forwarded-For: 203.0.113.9, 10.0.0.2\r\n";
+    assert_eq!(who(f.addr(), two), "203.0.113.9");
+    let two = "X-Forwarded-For: 198.51.100.1, 10.0.0.3\r\nX-Forwarded-For: 10.0.0.2\r\n";
+    assert_eq!(who(f.addr(), two), "198.51.100.1");
     // Per request: the next request on the same connection without the header is the peer.
     let mut c = Client::connect(f.addr());
     c.send(format!("GET /who HTTP/1.1\r\nHost: t\r\n{xff}\r\n").as_bytes());
