@@ -178,3 +178,28 @@ fn proxy_protocol_from_an_untrusted_peer_keeps_the_socket_address() {
     let r = over_proxy(&p, &v2_tcp4([192, 0, 2, 7], 4444), "/who").expect("v2");
     assert_eq!(r.text(), own);
 }
+
+#[test]
+fn a_proxy_header_may_arrive_in_pieces_and_is_bounded_by_the_head_timeout() {
+    let f = start(&format!("{PROXY_LISTEN}, timeouts = {{ read_idle = 1 }}"));
+    let p = proxy_listener(&f);
+    // v2 split inside the signature and inside the address block, then the request.
+    let h = v2_tcp4([198, 51, 100, 4], 7);
+    let mut c = Client::connect(&p);
+    for piece in [&h[..5], &h[5..18], &h[18..]] {
+        c.send(piece);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.send(b"GET /who HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_eq!(c.response(false).text(), "198.51.100.4");
+    // Half a header and silence: closed by the head timeout, unanswered.
+    let mut c = Client::connect(&p);
+    c.send(b"PROXY TCP4 192.0.2.1 ");
+    let t0 = std::time::Instant::now();
+    assert!(c.try_response(false).is_none());
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+}
