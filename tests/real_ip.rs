@@ -85,6 +85,11 @@ fn forwarded_for_from_a_trusted_peer_gives_the_rightmost_untrusted_address() {
         "10.9.9.9"
     );
     assert_eq!(who(f.addr(), "X-Forwarded-For: not-an-ip\r\n"), "127.0.0.1");
+    // Two header lines are one list: the last line holds the nearest hop.
+    let two = "X-Forwarded-For: 198.51.100.1\r\nX-Forwarded-For: 203.0.113.9, 10.0.0.2\r\n";
+    assert_eq!(who(f.addr(), two), "203.0.113.9");
+    let two = "X-Forwarded-For: 198.51.100.1, 10.0.0.3\r\nX-Forwarded-For: 10.0.0.2\r\n";
+    assert_eq!(who(f.addr(), two), "198.51.100.1");
     // Per request: the next request on the same connection without the header is the peer.
     let mut c = Client::connect(f.addr());
     c.send(format!("GET /who HTTP/1.1\r\nHost: t\r\n{xff}\r\n").as_bytes());
@@ -172,4 +177,29 @@ fn proxy_protocol_from_an_untrusted_peer_keeps_the_socket_address() {
     assert_eq!(r.text(), own);
     let r = over_proxy(&p, &v2_tcp4([192, 0, 2, 7], 4444), "/who").expect("v2");
     assert_eq!(r.text(), own);
+}
+
+#[test]
+fn a_proxy_header_may_arrive_in_pieces_and_is_bounded_by_the_head_timeout() {
+    let f = start(&format!("{PROXY_LISTEN}, timeouts = {{ read_idle = 1 }}"));
+    let p = proxy_listener(&f);
+    // v2 split inside the signature and inside the address block, then the request.
+    let h = v2_tcp4([198, 51, 100, 4], 7);
+    let mut c = Client::connect(&p);
+    for piece in [&h[..5], &h[5..18], &h[18..]] {
+        c.send(piece);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.send(b"GET /who HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_eq!(c.response(false).text(), "198.51.100.4");
+    // Half a header and silence: closed by the head timeout, unanswered.
+    let mut c = Client::connect(&p);
+    c.send(b"PROXY TCP4 192.0.2.1 ");
+    let t0 = std::time::Instant::now();
+    assert!(c.try_response(false).is_none());
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
 }

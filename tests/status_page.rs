@@ -302,3 +302,35 @@ fn json_and_the_status_decision() {
     // Without status_path the default rules still own the path.
     assert_eq!(request(&s, "/server-status").status, 404);
 }
+
+#[test]
+fn the_repl_status_shows_the_same_responses_by_class() {
+    let s = Server::start(
+        r#"status_path = "/server-status", admin = "admin.sock""#,
+        &[("a.txt", b"x")],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(request(&s, "/a.txt").status, 200);
+    assert_eq!(request(&s, "/missing").status, 404);
+    let (page, _) = metrics(&s, "/server-status");
+    let out = std::process::Command::new(bin())
+        .arg("repl")
+        .arg(s.dir.path().join("admin.sock"))
+        .args(["-e", "status()", "--json"])
+        .output()
+        .expect("run the repl client");
+    assert!(out.status.success(), "{out:?}");
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let r = &st["totals"]["responses"];
+    // The status page's own response counts once it started, after the page was made.
+    assert_eq!(
+        r["2xx"].as_f64(),
+        Some(page.get("luahttpd_responses_total{class=2xx}") + 1.0),
+        "{st}"
+    );
+    assert_eq!(
+        r["4xx"].as_f64(),
+        Some(page.get("luahttpd_responses_total{class=4xx}")),
+        "{st}"
+    );
+}

@@ -140,6 +140,13 @@ impl Watcher {
                 "bytes_in": totals.bytes_in,
                 "bytes_out": totals.bytes_out,
                 "respawns": totals.respawns,
+                "responses": {
+                    "1xx": totals.statuses[0],
+                    "2xx": totals.statuses[1],
+                    "3xx": totals.statuses[2],
+                    "4xx": totals.statuses[3],
+                    "5xx": totals.statuses[4],
+                },
             },
         })
     }

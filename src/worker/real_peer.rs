@@ -69,7 +69,25 @@ pub(super) fn for_request(
         return;
     }
     let origin = real.as_ref().map_or(*socket_peer, |r| r.origin);
-    let xff = req.header("x-forwarded-for");
+    // Several header lines are one list in order (RFC 9110 §5.3): the nearest proxy's entry is
+    // at the end of the last line.
+    let mut lines = req
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"x-forwarded-for"))
+        .map(|(_, v)| v);
+    let first = lines.next();
+    let joined: Option<Vec<u8>> = match lines.next() {
+        None => None,
+        Some(second) => {
+            let mut all = first.unwrap_or_default().to_vec();
+            for v in std::iter::once(second).chain(lines) {
+                all.push(b',');
+                all.extend_from_slice(v);
+            }
+            Some(all)
+        }
+    };
+    let xff = joined.as_deref().or(first);
     match real_ip::from_forwarded_for(trusted, &origin.ip, xff) {
         Some(ip) => {
             let r = real.get_or_insert_with(|| {
