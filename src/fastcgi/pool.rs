@@ -35,6 +35,9 @@ pub struct Upstream {
     max_requests: Option<u32>,
     /// Requests this worker began on the current process (reset when it is seen to go).
     served: u32,
+    /// The connection of a process that served its last request, kept until the process
+    /// closes it: until it is gone it may still accept a new connection, then drop it unread.
+    retiring: Option<Stream>,
 }
 
 /// One `fastcgi "name" {}` as a worker uses it.
@@ -155,6 +158,7 @@ impl Pool {
                             idle: Vec::new(),
                             max_requests: if partition { max_requests(d) } else { None },
                             served: 0,
+                            retiring: None,
                         })
                         .collect(),
                     keepalive: d.keepalive && (!spawned || partition),
@@ -309,17 +313,42 @@ impl Pool {
     /// Keeps a connection whose request completed cleanly, for the next request; except
     /// after a process's last request (PHP_FCGI_MAX_REQUESTS): php-cgi sends END_REQUEST and
     /// then exits, and a request written on that connection in between would be lost. The
-    /// next request connects fresh and waits in the listen queue across the respawn.
+    /// next request connects fresh and waits in the listen queue across the respawn, but
+    /// only once the process closed this connection (`take_retiring`): a backend still
+    /// running could accept the new connection and exit with the request unread.
     pub fn release(&mut self, b: usize, u: usize, stream: Stream) {
         let keep = self.backends.get(b).is_some_and(|x| x.keepalive);
         if let Some(up) = self.upstream(b, u) {
             if up.max_requests.is_some_and(|m| up.served >= m) {
                 up.served = 0;
+                up.retiring = Some(stream);
                 return;
             }
             if keep && up.idle.len() < MAX_IDLE {
                 up.idle.push(stream);
             }
+        }
+    }
+
+    /// The last connection of upstream `u`'s process (see `release`), if the process has not
+    /// closed it yet: the caller waits for its end before connecting, so that the connection
+    /// reaches the respawned process, not one that is exiting. The wait counts as a request
+    /// in flight until `retired`.
+    pub fn take_retiring(&mut self, b: usize, u: usize) -> Option<Stream> {
+        let up = self.upstream(b, u)?;
+        let stream = up.retiring.take().filter(still_open)?;
+        up.active += 1;
+        Some(stream)
+    }
+
+    /// Ends a wait that `take_retiring` began (the process closed its last connection, or
+    /// the wait was given up); a connection waiting for room is woken.
+    pub fn retired(&mut self, b: usize, u: usize) {
+        if let Some(up) = self.upstream(b, u) {
+            up.active = up.active.saturating_sub(1);
+        }
+        if let Some(key) = self.backends.get_mut(b).and_then(|x| x.waiting.pop_front()) {
+            self.wake.push(key);
         }
     }
 
@@ -356,7 +385,7 @@ pub fn max_requests(def: &FastcgiDef) -> Option<u32> {
 
 /// Whether an idle backend connection is still open: a non-blocking peek sees EOF or an
 /// error on one the backend closed (php-cgi closes after PHP_FCGI_MAX_REQUESTS).
-fn still_open(stream: &Stream) -> bool {
+pub fn still_open(stream: &Stream) -> bool {
     use nix::sys::socket::{recv, MsgFlags};
     use std::os::fd::AsRawFd;
     let mut b = [0u8; 1];

@@ -1160,3 +1160,71 @@ fn a_queued_request_gets_504_at_the_read_timeout_and_leaves_the_queue() {
     f.h.token = 0;
     f.h.close(a);
 }
+/// One POST answered by `backend` on a connection the worker has just made: 200.
+fn post_answered(h: &mut Harness, c: &mut Conn, client: &mut Client, backend: &mut Backend) {
+    assert_eq!(h.backend_ready(c), Verdict::Open);
+    assert!(has_stdin_end(&backend.received()), "the request went out");
+    backend.send(&stdout_and_end(b"Content-Length: 2\r\n\r\nok"));
+    assert_eq!(h.backend_ready(c), Verdict::Open);
+    assert_eq!(c.exchange_phase(), None);
+    assert_eq!(client.responses()[0].status, 200);
+}
+
+#[test]
+fn a_process_past_its_last_request_gets_no_connection_until_it_closed_its_own() {
+    // A spawned process sends END_REQUEST for its PHP_FCGI_MAX_REQUESTS-th request, then
+    // exits; until it is gone it may still accept (a threaded backend does). A POST written
+    // on a connection it accepted is lost unanswered, and cannot be retried once written: so
+    // the worker connects again only after the old connection closed (the process exited).
+    let dir = Dir::new();
+    // Process 0 of a spawned backend listens on <socket>-0; nothing is spawned here.
+    let listener = UnixListener::bind(dir.0.join("p.sock-0")).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let mut backend = Backend {
+        listener,
+        conn: None,
+    };
+    let conf = format!(
+        "fastcgi \"b\" {{ spawn = {{ \"/bin/true\" }}, socket = \"unix:{}\", prefix = \"/app/\", \
+         check_local = false, env = {{ PHP_FCGI_MAX_REQUESTS = \"1\" }}, connect_timeout = 1, \
+         read_timeout = {} }}",
+        dir.0.join("p.sock").display(),
+        BACKEND_READ.as_secs()
+    );
+    let mut h = Harness::new("", &conf, &files());
+    let (mut c, mut client) = h.open();
+    let post = b"POST /app/x HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n";
+    client.send(post);
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    assert!(backend.accept());
+    post_answered(&mut h, &mut c, &mut client, &mut backend);
+    // The process answered its last request and has not exited yet.
+    let exiting = backend.conn.take();
+    client.send(post);
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    assert_eq!(c.exchange_phase(), Some(ExchangePhase::Queued));
+    assert!(
+        !backend.accept(),
+        "no connection while the old process may still take it"
+    );
+    assert_eq!(
+        h.pool.backends[0].upstreams[0].active, 1,
+        "the process is busy"
+    );
+    // It exits: its connection closes, and only then does the worker connect.
+    drop(exiting);
+    assert_eq!(h.backend_ready(&mut c), Verdict::Open);
+    assert!(backend.accept(), "connected once the old process was gone");
+    post_answered(&mut h, &mut c, &mut client, &mut backend);
+    // A process that keeps its last connection open (its limit is not the one counted) is
+    // waited for only until connect_timeout; then the worker connects as usual.
+    let _still_running = backend.conn.take();
+    client.send(post);
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    assert!(!backend.accept());
+    assert_eq!(h.advance(&mut c, Duration::from_secs(1)), Verdict::Open);
+    assert!(backend.accept(), "connected after connect_timeout");
+    post_answered(&mut h, &mut c, &mut client, &mut backend);
+    assert_eq!(h.pool.backends[0].upstreams[0].active, 0);
+    h.close(c);
+}

@@ -4,7 +4,8 @@
 //! Buffering (the whole body → memory or a temporary file, before a process is taken: always
 //!           for chunked, to learn CONTENT_LENGTH; for Content-Length unless the backend has
 //!           `request_buffering = false`, so a slow upload never pins a process)
-//!    → Queued (Link::Queued: every process busy) → Connecting (Link::Connecting)
+//!    → Queued (Link::Queued: every process busy; Link::Retiring: a process past its last
+//!      request has not closed its connection yet) → Connecting (Link::Connecting)
 //!    → Sending (Link::Connected): PARAMS, STDIN (streamed from the client, or the spool)
 //!    → ReceivingHead (Response::Head) → StreamingBody (Response::Body: chunked on 1.1
 //!      without Content-Length, close-delimited on 1.0), with backpressure both ways
@@ -174,6 +175,10 @@ enum Link {
     Connecting(Wire),
     /// Connected: request records go out (sending), response records come in.
     Connected(Wire),
+    /// Holding the last connection of a process that served its PHP_FCGI_MAX_REQUESTS
+    /// until the process closes it: only then is the new connection made, so the exiting
+    /// process cannot accept it and drop the request unread (`Pool::take_retiring`).
+    Retiring(Wire),
 }
 
 /// A connection to one upstream (address) of the backend.
@@ -367,7 +372,7 @@ impl Exchange {
 
     /// Records readiness of the backend socket.
     pub fn backend_ready(&mut self, readable: bool, writable: bool) {
-        if let Link::Connecting(w) | Link::Connected(w) = &mut self.link {
+        if let Link::Connecting(w) | Link::Connected(w) | Link::Retiring(w) = &mut self.link {
             w.readable |= readable;
             w.writable |= writable;
         }
@@ -380,7 +385,7 @@ impl Exchange {
             (Link::None, _) if matches!(self.body, BodyIn::Spooling { .. }) => {
                 ExchangePhase::Buffering
             }
-            (Link::None | Link::Queued, _) => ExchangePhase::Queued,
+            (Link::None | Link::Queued | Link::Retiring(_), _) => ExchangePhase::Queued,
             (Link::Connecting(_), _) => ExchangePhase::Connecting,
             (Link::Connected(_), _) if !self.stdin_ended || self.to_pos < self.to_backend.len() => {
                 ExchangePhase::Sending
@@ -421,6 +426,12 @@ impl Exchange {
 
     /// The backend-side timeout fired.
     pub fn timed_out(&mut self, env: &mut Env<'_>) -> Step {
+        if let Link::Retiring(_) = self.link {
+            // The process kept its last connection open past connect_timeout: it is not
+            // exiting after all (its limit is not the one counted), so connect as usual.
+            self.end_retiring(env);
+            return Step::Progress;
+        }
         let what = match self.phase() {
             ExchangePhase::Queued => "waiting for a free process",
             ExchangePhase::Connecting => "connect",
@@ -457,6 +468,14 @@ impl Exchange {
         }
         if matches!(self.body, BodyIn::Spooling { .. }) {
             return if progress { Step::Progress } else { Step::Idle };
+        }
+        if let Link::Retiring(w) = &mut self.link {
+            if !w.readable || crate::fastcgi::pool::still_open(&w.sock) {
+                w.readable = false;
+                return if progress { Step::Progress } else { Step::Idle };
+            }
+            // The process closed its last connection: it is gone, connect afresh.
+            self.end_retiring(env);
         }
         if matches!(self.link, Link::None | Link::Queued) {
             match self.start(env) {
@@ -628,6 +647,26 @@ impl Exchange {
                 Err(NoUpstream::Unavailable) => return Err(ExchangeError::NoAddress),
             };
             self.tried.push(u);
+            if let Some(mut sock) = env.pool.take_retiring(self.backend, u) {
+                if matches!(self.link, Link::Queued) {
+                    env.pool.unwait(self.backend, env.key);
+                }
+                if let Err(e) = sock.register(env.registry, env.token) {
+                    env.pool.retired(self.backend, u);
+                    return Err(ExchangeError::Register(e));
+                }
+                // Registering reports a close that happened meanwhile.
+                self.link = Link::Retiring(Wire {
+                    upstream: u,
+                    sock,
+                    reused: false,
+                    readable: false,
+                    writable: false,
+                });
+                let kind = Kind::backend_connect(self.backend);
+                env.timers.arm(&mut self.timer, kind, env.key, env.now);
+                return Ok(());
+            }
             match env.pool.connect(self.backend, u) {
                 Ok(c) => {
                     if matches!(self.link, Link::Queued) {
@@ -1070,8 +1109,16 @@ impl Exchange {
             Link::Connecting(w) | Link::Connected(w) => {
                 env.pool.end(self.backend, w.upstream, failed)
             }
+            Link::Retiring(w) => env.pool.retired(self.backend, w.upstream),
         }
         env.timers.disarm(&mut self.timer);
+    }
+
+    /// Ends the wait for an exiting process (its last connection closed, or the wait timed
+    /// out): the next `start` connects afresh, to the same address if it is still the best.
+    fn end_retiring(&mut self, env: &mut Env<'_>) {
+        self.finish_upstream(env, false);
+        self.tried.pop();
     }
 
     /// Ends the request on its upstream, keeping the connection when it ended cleanly.
