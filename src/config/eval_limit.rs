@@ -1,32 +1,11 @@
-//! A wall-clock limit on evaluating a config file, for the watcher's reload.
+//! A wall-clock limit on evaluating a config file, for the watcher's reload: tests of
+//! `config::load_file_within`.
 //!
 //! The watcher only evaluates a reloaded file that a forked checker has just evaluated within
-//! its limit (src/watcher/config_check.rs); this hook is the second line of defence, for a file
-//! changed in between. It fires every `EVERY` instructions, so one long C call (a pattern
-//! match) is not interrupted: that is the checker's job.
-
-use mlua::{HookTriggers, Lua, VmState};
-use std::time::{Duration, Instant};
-
-/// Instructions between two looks at the clock.
-const EVERY: u32 = 10_000;
-
-/// Makes evaluation in `lua` fail once `limit` has passed from now.
-pub(super) fn install(lua: &Lua, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    lua.set_hook(
-        HookTriggers::new().every_nth_instruction(EVERY),
-        move |_lua, _debug| {
-            if Instant::now() >= deadline {
-                Err(mlua::Error::runtime(format!(
-                    "evaluating the config took longer than {limit:?}"
-                )))
-            } else {
-                Ok(VmState::Continue)
-            }
-        },
-    );
-}
+//! its limit (src/watcher/config_check.rs); the limit is the second line of defence, for a file
+//! changed in between. It is the route budget's hook (`script::limit_evaluation`), which looks
+//! at the clock every thousand-odd instructions in every Lua thread, so one long C call (a
+//! pattern match) is not interrupted: that is the checker's job.
 
 #[cfg(test)]
 mod tests {

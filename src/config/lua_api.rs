@@ -160,15 +160,20 @@ fn run(
         done: false,
     }));
     let lua = Lua::new();
-    if let Some(limit) = limit {
-        super::eval_limit::install(&lua, limit);
-    }
-    let result =
-        install(&lua, &state).and_then(|()| lua.load(&*text).set_name(format!("@{name}")).exec());
+    let result = install(&lua, &state).and_then(|()| {
+        if let Some(limit) = limit {
+            crate::script::limit_evaluation(&lua, limit);
+        }
+        lua.load(&*text).set_name(format!("@{name}")).exec()
+    });
+    let overran = limit.is_some() && crate::script::end_evaluation_limit(&lua);
     // The state lives on for the route function: workers set their own hooks.
     lua.remove_hook();
     if let Err(e) = result {
-        let err = lua_error(&e, &state.borrow());
+        let mut err = lua_error(&e, &state.borrow());
+        if let (true, Some(limit)) = (overran, limit) {
+            err.message = format!("evaluating the config took longer than {limit:?}");
+        }
         let mut st = state.borrow_mut();
         st.done = true;
         st.errors.push(err);

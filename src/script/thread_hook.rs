@@ -33,6 +33,22 @@ pub fn carry_budget(lua: &Lua) -> mlua::Result<()> {
     install(lua, &budget)
 }
 
+/// Starts a wall-clock limit on what `lua` runs from now (a config file being evaluated for a
+/// reload), through the same budget and hook that carry the route limits, so coroutines the
+/// file makes are limited too; [`end_evaluation_limit`] ends it. Needs [`carry_budget`] first.
+pub fn limit_evaluation(lua: &Lua, limit: std::time::Duration) {
+    shared(lua).start(&super::RouterLimits {
+        instructions: u64::MAX,
+        deadline: limit,
+        memory: usize::MAX,
+    });
+}
+
+/// Ends [`limit_evaluation`]; whether the limit stopped the evaluation.
+pub fn end_evaluation_limit(lua: &Lua) -> bool {
+    shared(lua).finish().is_some()
+}
+
 /// See [`carry_budget`]; `budget` is the state's shared budget.
 pub(super) fn install(lua: &Lua, budget: &Rc<Budget>) -> mlua::Result<()> {
     let p = Rc::as_ptr(budget).cast_mut().cast::<c_void>();
