@@ -23,7 +23,7 @@ fn backend_pids(path: &std::path::Path) -> Vec<i64> {
 
 #[test]
 fn a_changed_backend_is_restarted_only_after_its_request_in_flight_ends() {
-    let dir = site("reload-backend-busy", &[("t.php", b"")]);
+    let dir = site("reload-backend-busy", &[("t.php", b""), ("a.txt", b"a")]);
     let root = dir.path().to_path_buf();
     let config = |env: &str| {
         config_text(
@@ -44,7 +44,7 @@ fn a_changed_backend_is_restarted_only_after_its_request_in_flight_ends() {
     // A keep-alive connection holds the old worker: the changed backend's processes are
     // restarted only once the old generation has drained.
     let mut old = s.connect();
-    old.send(b"GET /t.php?mode=pid HTTP/1.1\r\nHost: x\r\n\r\n");
+    old.send(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(old.response(false).status, 200);
 
     std::fs::write(root.join("site.lua"), config("2")).unwrap();
@@ -53,7 +53,10 @@ fn a_changed_backend_is_restarted_only_after_its_request_in_flight_ends() {
     // drained.
     let mut c = Client::connect(&s.addr);
     let t0 = Instant::now();
-    c.send(b"POST /t.php?mode=slowhead&ms=4000 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab");
+    c.send(
+        b"POST /t.php?mode=slowhead&ms=4000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+          Content-Length: 2\r\n\r\nab",
+    );
     // The old worker drains once its last connection closes: while the POST runs.
     std::thread::sleep(Duration::from_millis(1000));
     drop(old);
@@ -73,5 +76,9 @@ fn a_changed_backend_is_restarted_only_after_its_request_in_flight_ends() {
         let now = backend_pids(&path);
         now.len() == 1 && now != before
     });
-    assert_eq!(s.get("/t.php?mode=pid").status, 200);
+    let r = common::raw(
+        &s.addr,
+        b"GET /t.php?mode=pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
 }

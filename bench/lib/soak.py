@@ -695,11 +695,15 @@ def backstop_kills(h):
         if not m:
             continue
         t = log_time(line)
-        out[int(m.group(1))] = (t - h.wall_offset) if t is not None else None
+        out[int(m.group(1) or m.group(2))] = (t - h.wall_offset) if t is not None else None
     return out
 
 
-BACKSTOP_RE = re.compile(r"worker \d+ \(pid (\d+)\) was killed by the route backstop")
+# The watcher names the backstop for a worker of the current generation; one of an older
+# generation (draining after a reload) is logged as killed by SIGALRM, which only the backstop
+# sends.
+BACKSTOP_RE = re.compile(r"worker \d+ \(pid (\d+)\) was killed by the route backstop"
+                         r"|worker of generation \d+ \(pid (\d+)\) was killed by SIGALRM")
 
 
 def log_time(line):

@@ -435,7 +435,23 @@ impl Conn {
     /// sending a request right now (wrk and browsers send the next request the moment a
     /// response ends); it gets the linger time to do so, then closes.
     pub fn drain(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
-        self.close_after_response();
+        // A response whose head already went out told the client keep-alive: closing once it
+        // is out would race the client's next request (a POST it cannot retry), so such a
+        // connection waits the linger time for it instead, as an idle one does (`run`).
+        let head_out = match &self.phase {
+            Phase::Responding {
+                handler: Handler::Queued,
+                ..
+            } => true,
+            Phase::Responding {
+                handler: Handler::FastCgi(x),
+                ..
+            } => x.phase() == super::fcgi::ExchangePhase::StreamingBody,
+            _ => false,
+        };
+        if !head_out {
+            self.close_after_response();
+        }
         if self.is_idle() {
             ctx.timers
                 .arm(&mut self.timer, Kind::LINGER, ctx.token, ctx.now);
@@ -683,7 +699,15 @@ impl Conn {
                     self.log_done(ctx);
                     self.request_finished(ctx);
                     progress = true;
-                    if self.ending != Ending::KeepAlive || ctx.draining {
+                    if self.ending == Ending::KeepAlive && ctx.draining {
+                        // The head said keep-alive and the drain began after it went out: the
+                        // client may be sending its next request right now, and a POST it
+                        // loses to our close cannot be retried. Wait for it the linger time,
+                        // as `drain` does for an idle connection; it is answered with close.
+                        self.next_request(ctx);
+                        ctx.timers
+                            .arm(&mut self.timer, Kind::LINGER, ctx.token, ctx.now);
+                    } else if self.ending != Ending::KeepAlive {
                         if self.ending != Ending::Drain && self.input.is_empty() {
                             return Verdict::Close;
                         }

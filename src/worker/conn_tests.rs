@@ -834,17 +834,80 @@ fn a_graceful_stop_lets_the_response_in_flight_finish_then_closes() {
     assert_eq!(h.ready(&mut c), Verdict::Open);
     assert_eq!(h.drain(&mut c), Verdict::Open);
     let mut got = Vec::new();
-    let verdict = loop {
+    // Its head said keep-alive, so once it is out the connection waits the linger time for
+    // a next request (the test after this one), then closes.
+    let mut verdict = Verdict::Open;
+    for _ in 0..100_000 {
         got.extend_from_slice(&client.read_all().0);
-        let v = h.ready(&mut c);
-        if v == Verdict::Close {
-            break v;
+        verdict = h.ready(&mut c);
+        if verdict == Verdict::Close
+            || parse_responses(&got)
+                .first()
+                .is_some_and(|r| r.body.len() >= big.len())
+        {
+            break;
         }
-    };
+    }
     got.extend_from_slice(&client.read_all().0);
+    if verdict == Verdict::Open {
+        verdict = h.advance(&mut c, LINGER);
+    }
     assert_eq!(verdict, Verdict::Close);
     let r = parse_responses(&got);
     assert_eq!(r[0].body.len(), big.len(), "the whole body went out");
+}
+
+#[test]
+fn a_request_sent_right_after_a_keepalive_response_finished_in_a_drain_is_answered() {
+    let big = vec![b'y'; 4 << 20];
+    let mut h = Harness::new("", "", &[("big.bin", &big), ("b.txt", b"BB")]);
+    let (mut c, mut client) = h.open();
+    client.send(&get("/big.bin"));
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    // The drain begins while the response, whose head said keep-alive, is going out.
+    assert_eq!(h.drain(&mut c), Verdict::Open);
+    let mut got = Vec::new();
+    for _ in 0..100_000 {
+        if parse_responses(&got)
+            .first()
+            .is_some_and(|r| r.body.len() >= big.len())
+        {
+            break;
+        }
+        got.extend_from_slice(&client.read_all().0);
+        assert_eq!(
+            h.ready(&mut c),
+            Verdict::Open,
+            "closed after a keep-alive response"
+        );
+    }
+    let r = parse_responses(&got);
+    assert_eq!(r[0].header("connection"), None, "{}", r[0].head);
+    // The client, told keep-alive, sends its next request (a POST it could not retry): it is
+    // answered, and told the connection closes.
+    client.send(&get("/b.txt"));
+    assert_eq!(h.ready(&mut c), Verdict::Close);
+    let r = client.responses();
+    assert_eq!(r[0].body, b"BB");
+    assert_eq!(r[0].header("connection"), Some("close"));
+    // A client that sends nothing is closed after the linger time.
+    let mut h = Harness::new("", "", &[("big.bin", &big)]);
+    let (mut c, mut client) = h.open();
+    client.send(&get("/big.bin"));
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    assert_eq!(h.drain(&mut c), Verdict::Open);
+    let mut got = Vec::new();
+    for _ in 0..100_000 {
+        if parse_responses(&got)
+            .first()
+            .is_some_and(|r| r.body.len() >= big.len())
+        {
+            break;
+        }
+        got.extend_from_slice(&client.read_all().0);
+        assert_eq!(h.ready(&mut c), Verdict::Open);
+    }
+    assert_eq!(h.advance(&mut c, LINGER), Verdict::Close);
 }
 
 #[test]
