@@ -76,6 +76,8 @@ pub struct Limits {
     /// separately, so an address may hold up to this times `workers` in all; over it, a new
     /// connection gets 503 and is closed.
     pub connections_per_ip: usize,
+    /// Wall-clock time a route call may take, its waits (`sleep`) included; past it → 504.
+    pub lua_wall: Duration,
 }
 
 /// Timeouts (`server { timeouts = {...} }`).

@@ -49,6 +49,7 @@ const LIMIT_KEYS: &[&str] = &[
     "keepalive_requests",
     "body_bytes",
     "connections_per_ip",
+    "lua_wall",
 ];
 /// Keys of `server { timeouts = {...} }`.
 const TIMEOUT_KEYS: &[&str] = &["read_idle", "write_idle", "keepalive_idle", "graceful"];
@@ -89,6 +90,7 @@ pub(super) fn default_limits() -> Limits {
         keepalive_requests: 1000,
         body_bytes: 16 * 1024 * 1024,
         connections_per_ip: 0,
+        lua_wall: Duration::from_secs(30),
     }
 }
 
@@ -878,6 +880,11 @@ fn limits(r: &mut Report, v: &Value) -> Limits {
     if let Some(v) = f.get("connections_per_ip") {
         if let Some(n) = integer(r, &["limits", "connections_per_ip"], v, 0, 10_000_000) {
             l.connections_per_ip = n as usize;
+        }
+    }
+    if let Some(v) = f.get("lua_wall") {
+        if let Some(d) = seconds(r, &["limits", "lua_wall"], v, false) {
+            l.lua_wall = d;
         }
     }
     l

@@ -105,6 +105,8 @@ pub struct Ctx<'a> {
     pub slot: Option<&'a WorkerSlot>,
     /// The worker's free buffers, lent to connections while they need one.
     pub bufs: &'a mut Bufs,
+    /// When to resume route calls that wait (`sleep`).
+    pub lua_wakes: &'a mut super::lua_wait::Wakes,
     /// Wall-clock time of this loop iteration, in unix milliseconds.
     pub now_ms: u64,
 }
@@ -152,6 +154,20 @@ enum Handler {
     Queued,
     /// A FastCGI exchange produces it as the backend answers.
     FastCgi(Box<Exchange>),
+    /// The route function waits (`sleep`): nothing is decided yet.
+    Lua(Box<LuaWait>),
+}
+
+/// A request whose route call is suspended.
+struct LuaWait {
+    req: Request,
+    ticket: crate::script::Ticket,
+    /// When the wait ends.
+    until: Instant,
+    /// When `limits.lua_wall` ends the route with a 504.
+    wall: Instant,
+    /// Whether the connection closes after the response (decided when the request came).
+    close: bool,
 }
 
 /// How the connection ends once the response in flight is out. It only moves towards the
@@ -266,7 +282,10 @@ impl Conn {
             Phase::Responding { handler, .. } => {
                 match std::mem::replace(handler, Handler::Queued) {
                     Handler::FastCgi(x) => Some(x),
-                    Handler::Queued => None,
+                    other => {
+                        *handler = other;
+                        None
+                    }
                 }
             }
             _ => None,
@@ -377,6 +396,20 @@ impl Conn {
     /// short, before the connection closes.
     pub fn abort(&mut self, ctx: &mut Ctx<'_>) {
         self.request_finished(ctx);
+        if let Phase::Responding {
+            handler: Handler::Lua(w),
+            ..
+        } = &self.phase
+        {
+            // The client left while its route waited: the wait is cancelled.
+            if let Some(r) = ctx.router.as_deref_mut() {
+                r.cancel_route(w.ticket);
+            }
+            if !self.log_line.is_pending() && ctx.access.is_some() {
+                let req = w.req.clone();
+                self.log_start(ctx, Some(&req), 499);
+            }
+        }
         if let Some(mut x) = self.take_exchange() {
             if !self.log_line.is_pending() && ctx.access.is_some() {
                 let status = x.status().unwrap_or(499);
@@ -572,6 +605,19 @@ impl Conn {
                 }
             }
 
+            // The client left while its route waits: the wait is cancelled (abort).
+            if self.read_eof
+                && matches!(
+                    self.phase,
+                    Phase::Responding {
+                        handler: Handler::Lua(_),
+                        ..
+                    }
+                )
+            {
+                return Verdict::Close;
+            }
+
             // A queued reply whose output is out: the request is done once its body is read.
             if let Phase::Responding {
                 handler: Handler::Queued,
@@ -753,7 +799,7 @@ impl Conn {
                 ctx.now_ms,
             );
         }
-        let mut close = !req.keep_alive
+        let close = !req.keep_alive
             || self.ending != Ending::KeepAlive
             || ctx.draining
             || self.served >= ctx.limits.keepalive_requests;
@@ -773,9 +819,106 @@ impl Conn {
                 .get(self.listener)
                 .map_or("", String::as_str),
         };
-        let reply = match dispatch::route(dispatch, &req, &client) {
+        let routed = dispatch::route(dispatch, &req, &client);
+        let wall = ctx.now + ctx.limits.lua_wall;
+        self.carry_out(ctx, req, routed, close, wall);
+    }
+
+    /// Whether this connection's route call waits on `ticket`.
+    pub fn waits_on(&self, ticket: crate::script::Ticket) -> bool {
+        matches!(&self.phase, Phase::Responding { handler: Handler::Lua(w), .. } if w.ticket == ticket)
+    }
+
+    /// The wait of the route call ended (or `limits.lua_wall` passed): resume it.
+    pub fn lua_wake(&mut self, ctx: &mut Ctx<'_>, ticket: crate::script::Ticket) -> Verdict {
+        if !self.waits_on(ticket) {
+            return Verdict::Open;
+        }
+        let w = match &mut self.phase {
+            Phase::Responding { handler, .. } => {
+                match std::mem::replace(handler, Handler::Queued) {
+                    Handler::Lua(w) => w,
+                    other => {
+                        *handler = other;
+                        return Verdict::Open;
+                    }
+                }
+            }
+            _ => return Verdict::Open,
+        };
+        let LuaWait {
+            req,
+            ticket,
+            until,
+            wall,
+            close,
+        } = *w;
+        let routed = if ctx.now >= wall {
+            if let Some(r) = ctx.router.as_deref_mut() {
+                r.cancel_route(ticket);
+            }
+            tracing::error!(
+                "route: the route function ran longer than limits.lua_wall ({:?}, waits included); request: {} {} from {}:{}",
+                ctx.limits.lua_wall,
+                req.method.as_str(),
+                req.target,
+                &*self.peer.ip,
+                self.peer.port
+            );
+            Routed::Reply(Reply::error(504))
+        } else if ctx.now < until {
+            Routed::Wait { ticket, until }
+        } else {
+            let dispatch = Dispatch {
+                router: ctx.router.as_deref_mut(),
+                site: ctx.site,
+                other_sites: ctx.other_sites,
+                pool: ctx.pool,
+                config: ctx.config,
+                now: ctx.now,
+            };
+            let client = Client {
+                ip: &self.peer.ip,
+                port: self.peer.port,
+                listener: ctx
+                    .listener_names
+                    .get(self.listener)
+                    .map_or("", String::as_str),
+            };
+            dispatch::resume(dispatch, &req, &client, ticket)
+        };
+        self.carry_out(ctx, req, routed, close, wall);
+        self.run(ctx)
+    }
+
+    /// Carries out where dispatch sent a request: a backend, a wait, or a reply.
+    fn carry_out(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: Request,
+        routed: Routed,
+        close: bool,
+        wall: Instant,
+    ) {
+        let mut close = close;
+        let reply = match routed {
             Routed::FastCgi(target, extra) => {
                 self.start_fastcgi(ctx, req, target, close, extra);
+                return;
+            }
+            Routed::Wait { ticket, until } => {
+                // Nothing to answer yet; the connection's own timeouts do not run meanwhile
+                // (the wall-clock limit does).
+                ctx.timers.disarm(&mut self.timer);
+                ctx.lua_wakes.push(until.min(wall), ctx.token, ticket);
+                let w = LuaWait {
+                    req,
+                    ticket,
+                    until,
+                    wall,
+                    close,
+                };
+                self.start_responding(Handler::Lua(Box::new(w)), None);
                 return;
             }
             Routed::Reply(reply) => reply,

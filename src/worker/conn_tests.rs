@@ -62,6 +62,7 @@ struct Harness {
     stderr: StderrLimit,
     other_sites: OtherSites,
     bufs: Bufs,
+    lua_wakes: super::lua_wait::Wakes,
     now: Instant,
     /// Whether the worker is in a graceful stop.
     draining: bool,
@@ -109,6 +110,7 @@ impl Harness {
             stderr: StderrLimit::default(),
             other_sites: OtherSites::default(),
             bufs: Bufs::default(),
+            lua_wakes: Default::default(),
             now: Instant::now(),
             draining: false,
             config,
@@ -136,6 +138,7 @@ impl Harness {
             slot: None,
             now_ms: 0,
             bufs: &mut self.bufs,
+            lua_wakes: &mut self.lua_wakes,
         }
     }
 

@@ -8,7 +8,7 @@ use crate::fastcgi::rules::{self, Target};
 use crate::http::request::Request;
 use crate::log::push_escaped;
 use crate::reply::{Body, Reply};
-use crate::script::{Decision, RouteRequest, Router};
+use crate::script::{Decision, Outcome, RouteRequest, Router, Ticket};
 use crate::static_files::open::Lookup;
 use crate::static_files::{self, Site};
 use std::time::Instant;
@@ -45,6 +45,13 @@ pub enum Routed {
     FastCgi(Target, FcgiExtra),
     /// An answer made here (static file, in-memory reply, redirect, refusal).
     Reply(Reply),
+    /// The route function waits (`sleep`) until `until`.
+    Wait {
+        /// The suspended call.
+        ticket: Ticket,
+        /// When to resume it.
+        until: Instant,
+    },
 }
 
 /// What a route decision adds to a FastCGI request.
@@ -98,8 +105,18 @@ impl OtherSites {
 }
 
 /// Where a request goes: the route function's decision, else the default rules (a
-/// FastCGI prefix or extension, else a static file).
+/// FastCGI prefix or extension, else a static file). The route may wait (`sleep`):
+/// `Routed::Wait`, then [`resume`] it when its time has come.
 pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
+    routed(ctx, req, client, None)
+}
+
+/// Continues a route call that waited (`Routed::Wait`), as [`route`] does.
+pub fn resume(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>, ticket: Ticket) -> Routed {
+    routed(ctx, req, client, Some(ticket))
+}
+
+fn routed(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>, ticket: Option<Ticket>) -> Routed {
     let decision = match ctx.router {
         Some(router) => {
             let rr = RouteRequest {
@@ -118,7 +135,14 @@ pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
                         .deadline
                         .saturating_add(super::backstop::BOUND),
                 );
-                router.route(&rr)
+                match ticket {
+                    None => router.start_route(&rr),
+                    Some(t) => router.resume_route(t, &rr),
+                }
+            };
+            let routed = match routed {
+                Outcome::Done(r) => r,
+                Outcome::Wait { ticket, until } => return Routed::Wait { ticket, until },
             };
             match routed {
                 Ok(d) => d,

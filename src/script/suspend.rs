@@ -1,0 +1,193 @@
+//! The route as a coroutine (issue 13): a route call runs in a Lua thread, and `sleep(s)` yields
+//! it; the worker keeps serving other connections and resumes it when the time has come.
+//!
+//! [`Router::start_route`] runs a call until it ends ([`Outcome::Done`]) or waits
+//! ([`Outcome::Wait`], with a [`Ticket`] and the time to resume); [`Router::resume_route`]
+//! continues it, [`Router::cancel_route`] drops it (the client left, or `limits.lua_wall`
+//! passed). Waiting does not count against the call's instruction budget or its 50 ms: the
+//! budget is paused with the call and resumed with it. Threads of finished calls are reused.
+
+use std::time::{Duration, Instant};
+
+use mlua::{Lua, MultiValue, Thread, ThreadStatus, Value};
+
+use super::limits::Paused;
+use super::{Decision, RouteError, RouteErrorKind, RouteRequest, Router};
+
+/// Registry name of the value `sleep` yields first, so a yield is known for a sleep.
+const SLEEP_TOKEN: &str = "luahttpd.sleep";
+/// Longest `sleep`; `limits.lua_wall` ends a route sooner anyway.
+const MAX_SLEEP: f64 = 3600.0;
+/// Finished threads kept for reuse.
+const POOL: usize = 64;
+
+const SLEEP_LUA: &str = r#"
+local yield, type, error, token = coroutine.yield, type, error, ...
+return function(s)
+  if type(s) ~= "number" or s ~= s or s < 0 then
+    error("sleep needs a number of seconds >= 0", 2)
+  end
+  yield(token, s)
+end
+"#;
+
+/// A suspended route call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket {
+    index: usize,
+    gen: u64,
+}
+
+/// How a route call went.
+pub enum Outcome {
+    /// It ended: a decision, or the error.
+    Done(Result<Decision, RouteError>),
+    /// It waits until `until`; resume it with the ticket then.
+    Wait {
+        /// The call.
+        ticket: Ticket,
+        /// When to resume it.
+        until: Instant,
+    },
+}
+
+struct Suspended {
+    thread: Thread,
+    paused: Paused,
+    gen: u64,
+}
+
+/// The suspended calls of a router.
+#[derive(Default)]
+pub(super) struct Waiting {
+    calls: slab::Slab<Suspended>,
+    next_gen: u64,
+    pool: Vec<Thread>,
+}
+
+/// Defines the global `sleep` in the config state, unless the config defined one. Must run
+/// before the sandbox replaces the globals (a state sandboxed already gets no `sleep`).
+pub(super) fn install_sleep(lua: &Lua) -> mlua::Result<()> {
+    if lua
+        .named_registry_value::<Value>(super::sandbox::MARK)
+        .is_ok_and(|v| !v.is_nil())
+    {
+        return Ok(());
+    }
+    let g = lua.globals();
+    if !g.get::<Value>("sleep")?.is_nil() {
+        return Ok(());
+    }
+    let token = lua.create_table()?;
+    lua.set_named_registry_value(SLEEP_TOKEN, &token)?;
+    let sleep: mlua::Function = lua
+        .load(SLEEP_LUA)
+        .set_name("=luahttpd sleep")
+        .call(token)?;
+    g.set("sleep", sleep)
+}
+
+impl Router {
+    /// Starts the route call for `req` in a coroutine.
+    pub fn start_route(&mut self, req: &RouteRequest<'_>) -> Outcome {
+        let thread = match self.waiting.pool.pop() {
+            Some(t) if t.reset(self.func.clone()).is_ok() => t,
+            _ => match self.lua.create_thread(self.func.clone()) {
+                Ok(t) => t,
+                Err(e) => return Outcome::Done(Err(RouteError::from_lua(RouteErrorKind::Lua, &e))),
+            },
+        };
+        let r = {
+            let _entered = self.current.enter(req);
+            self.budget.start(&self.limits);
+            thread.resume::<MultiValue>(())
+        };
+        self.after_run(thread, r)
+    }
+
+    /// Continues a suspended call (`sleep` returns). A stale ticket is an error.
+    pub fn resume_route(&mut self, ticket: Ticket, req: &RouteRequest<'_>) -> Outcome {
+        let Some(s) = self.take(ticket) else {
+            return Outcome::Done(Err(RouteError::new(
+                RouteErrorKind::Lua,
+                None,
+                "internal: resumed a route call that no longer waits".into(),
+            )));
+        };
+        let r = {
+            let _entered = self.current.enter(req);
+            self.budget.resume(&self.limits, s.paused);
+            s.thread.resume::<MultiValue>(())
+        };
+        self.after_run(s.thread, r)
+    }
+
+    /// Drops a suspended call (its client left, or its wall-clock time ran out).
+    pub fn cancel_route(&mut self, ticket: Ticket) {
+        let _ = self.take(ticket);
+    }
+
+    /// How many route calls wait.
+    pub fn waiting_routes(&self) -> usize {
+        self.waiting.calls.len()
+    }
+
+    fn take(&mut self, ticket: Ticket) -> Option<Suspended> {
+        match self.waiting.calls.get(ticket.index) {
+            Some(s) if s.gen == ticket.gen => Some(self.waiting.calls.remove(ticket.index)),
+            _ => None,
+        }
+    }
+
+    fn after_run(&mut self, thread: Thread, r: mlua::Result<MultiValue>) -> Outcome {
+        if thread.status() == ThreadStatus::Resumable {
+            if let Ok(values) = &r {
+                if let Some(secs) = self.sleep_request(values) {
+                    let paused = self.budget.pause();
+                    self.waiting.next_gen += 1;
+                    let gen = self.waiting.next_gen;
+                    let index = self.waiting.calls.insert(Suspended {
+                        thread,
+                        paused,
+                        gen,
+                    });
+                    let until = Instant::now() + Duration::from_secs_f64(secs.min(MAX_SLEEP));
+                    return Outcome::Wait {
+                        ticket: Ticket { index, gen },
+                        until,
+                    };
+                }
+            }
+            let trip = self.budget.finish();
+            return Outcome::Done(self.conclude((
+                Err(mlua::Error::runtime(
+                    "the route function yielded something other than sleep (a coroutine.yield \
+                     outside its own coroutine)",
+                )),
+                trip,
+            )));
+        }
+        let trip = self.budget.finish();
+        let finished = thread.status() == ThreadStatus::Finished && r.is_ok();
+        let value = r.map(|v| v.into_iter().next().unwrap_or(Value::Nil));
+        let out = self.conclude((value, trip));
+        if finished && self.waiting.pool.len() < POOL {
+            self.waiting.pool.push(thread);
+        }
+        Outcome::Done(out)
+    }
+
+    /// The seconds of a `sleep` yield.
+    fn sleep_request(&self, values: &MultiValue) -> Option<f64> {
+        let token: mlua::Table = self.lua.named_registry_value(SLEEP_TOKEN).ok()?;
+        let mut it = values.iter();
+        match (it.next(), it.next()) {
+            (Some(Value::Table(t)), Some(n)) if t.to_pointer() == token.to_pointer() => match n {
+                Value::Integer(i) => Some(*i as f64),
+                Value::Number(f) => Some(*f),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
