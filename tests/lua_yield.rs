@@ -111,3 +111,104 @@ fn a_client_leaving_mid_wait_cancels_the_route() {
     let text = read_all(send(&s.addr, "/sleep"));
     assert!(text.contains("slept 2"), "{text}");
 }
+
+const BODY_ROUTE: &str = r#"
+route(function(req)
+  if req.path == "/echo" then
+    local b, err = req:body()
+    if not b then return respond(413, "refused: " .. err) end
+    return respond(200, "got " .. #b .. ": " .. b:sub(1, 20))
+  elseif req.path == "/small" then
+    local b, err = req:body(5)
+    return respond(200, tostring(b) .. " " .. tostring(err))
+  elseif req.path == "/form" then
+    local f = req:form()
+    return respond(200, (f.name or "?") .. "|" .. (f.city or "?"))
+  elseif req.path:find("%.php$") then
+    local b = req:body()
+    if b and b:find("forbidden") then return deny(403) end
+    return nil
+  end
+end)
+"#;
+
+fn start_body(extra: &str) -> Server {
+    let dir = TempDir::new("lua-body");
+    std::fs::create_dir_all(dir.path().join("www")).expect("mkdir www");
+    let config = format!(
+        "server {{ listen = \"127.0.0.1:0\", workers = 1, root = \"www\", error_log = \"stderr\", \
+         limits = {{ lua_body_bytes = 1000 }} }}\n{extra}{BODY_ROUTE}"
+    );
+    Server::start_config(dir, &config)
+}
+
+fn post(s: &Server, path: &str, headers: &str, body: &[u8]) -> Response {
+    let mut c = s.connect();
+    let mut req = format!("POST {path} HTTP/1.1\r\nHost: t\r\n{headers}\r\n").into_bytes();
+    req.extend_from_slice(body);
+    c.send(&req);
+    c.response(false)
+}
+
+#[test]
+fn req_body_reads_content_length_and_chunked_bodies_within_the_limit() {
+    let s = start_body("");
+    let r = post(&s, "/echo", "Content-Length: 11\r\n", b"hello world");
+    assert_eq!(r.text(), "got 11: hello world");
+    let r = post(
+        &s,
+        "/echo",
+        "Transfer-Encoding: chunked\r\n",
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    assert_eq!(r.text(), "got 11: hello world");
+    // No body at all: the empty string.
+    assert_eq!(s.get("/echo").text(), "got 0: ");
+    // Over limits.lua_body_bytes (1000), and over the route's own max.
+    let big = vec![b'x'; 1500];
+    let r = post(&s, "/echo", "Content-Length: 1500\r\n", &big);
+    assert_eq!(r.text(), "refused: too large");
+    let r = post(&s, "/small", "Content-Length: 6\r\n", b"123456");
+    assert_eq!(r.text(), "nil too large");
+    let r = post(
+        &s,
+        "/echo",
+        "Transfer-Encoding: chunked\r\n",
+        format!("5dc\r\n{}\r\n0\r\n\r\n", "y".repeat(1500)).as_bytes(),
+    );
+    assert_eq!(r.text(), "refused: too large");
+    // A body sent in two parts, the route waiting in between.
+    let mut c = s.connect();
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nfirst");
+    std::thread::sleep(Duration::from_millis(200));
+    c.send(b"-half");
+    assert_eq!(c.response(false).text(), "got 10: first-half");
+    // Expect: 100-continue gets its go-ahead when the route asks for the body.
+    let mut c = s.connect();
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
+    let mut buf = [0u8; 64];
+    let n = c.stream.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 100 Continue"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    c.send(b"abc");
+    assert_eq!(c.response(false).text(), "got 3: abc");
+}
+
+#[test]
+fn req_form_decodes_an_urlencoded_body() {
+    let s = start_body("");
+    let body = b"name=Ada+Lovelace&city=London%21&name=second";
+    let r = post(
+        &s,
+        "/form",
+        &format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ),
+        body,
+    );
+    assert_eq!(r.text(), "Ada Lovelace|London!");
+}

@@ -50,6 +50,7 @@ const LIMIT_KEYS: &[&str] = &[
     "body_bytes",
     "connections_per_ip",
     "lua_wall",
+    "lua_body_bytes",
 ];
 /// Keys of `server { timeouts = {...} }`.
 const TIMEOUT_KEYS: &[&str] = &["read_idle", "write_idle", "keepalive_idle", "graceful"];
@@ -91,6 +92,7 @@ pub(super) fn default_limits() -> Limits {
         body_bytes: 16 * 1024 * 1024,
         connections_per_ip: 0,
         lua_wall: Duration::from_secs(30),
+        lua_body_bytes: 1024 * 1024,
     }
 }
 
@@ -880,6 +882,11 @@ fn limits(r: &mut Report, v: &Value) -> Limits {
     if let Some(v) = f.get("connections_per_ip") {
         if let Some(n) = integer(r, &["limits", "connections_per_ip"], v, 0, 10_000_000) {
             l.connections_per_ip = n as usize;
+        }
+    }
+    if let Some(v) = f.get("lua_body_bytes") {
+        if let Some(n) = integer(r, &["limits", "lua_body_bytes"], v, 0, 1 << 30) {
+            l.lua_body_bytes = n as u64;
         }
     }
     if let Some(v) = f.get("lua_wall") {

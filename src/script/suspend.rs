@@ -16,6 +16,44 @@ use super::{Decision, RouteError, RouteErrorKind, RouteRequest, Router};
 
 /// Registry name of the value `sleep` yields first, so a yield is known for a sleep.
 const SLEEP_TOKEN: &str = "luahttpd.sleep";
+/// Registry name of the value `req:body` yields first.
+const BODY_TOKEN: &str = "luahttpd.body";
+/// Registry name of the body function (made once, before the sandbox).
+const BODY_FN: &str = "luahttpd.body.fn";
+
+const BODY_LUA: &str = r#"
+local yield, type, error, token = coroutine.yield, type, error, ...
+return function(max)
+  if max ~= nil and (type(max) ~= "number" or max ~= max or max < 0) then
+    error("req:body(max): max must be a number of bytes >= 0", 3)
+  end
+  return yield(token, max)
+end
+"#;
+
+/// The function behind `req:body(max)`: yields to the worker, which resumes it with the body
+/// (or nil and a reason). Made before the sandbox hides `coroutine`.
+pub(super) fn body_function(lua: &Lua) -> mlua::Result<mlua::Function> {
+    if let Some(f) = lua.named_registry_value::<Option<mlua::Function>>(BODY_FN)? {
+        return Ok(f);
+    }
+    if lua
+        .named_registry_value::<Value>(super::sandbox::MARK)
+        .is_ok_and(|v| !v.is_nil())
+    {
+        // Sandboxed before a Router was built: no coroutine library left to yield with.
+        return lua.create_function(|_, _: MultiValue| -> mlua::Result<()> {
+            Err(mlua::Error::runtime(
+                "req:body is not available: the state was sandboxed before its Router was built",
+            ))
+        });
+    }
+    let token = lua.create_table()?;
+    lua.set_named_registry_value(BODY_TOKEN, &token)?;
+    let f: mlua::Function = lua.load(BODY_LUA).set_name("=luahttpd body").call(token)?;
+    lua.set_named_registry_value(BODY_FN, &f)?;
+    Ok(f)
+}
 /// Longest `sleep`; `limits.lua_wall` ends a route sooner anyway.
 const MAX_SLEEP: f64 = 3600.0;
 /// Finished threads kept for reuse.
@@ -49,6 +87,23 @@ pub enum Outcome {
         /// When to resume it.
         until: Instant,
     },
+    /// It waits for the request body (`req:body(max)`); resume it with [`Resume::Body`].
+    Body {
+        /// The call.
+        ticket: Ticket,
+        /// The most bytes it wants (None: the `limits.lua_body_bytes` ceiling).
+        max: Option<u64>,
+    },
+}
+
+/// What a suspended call gets when it goes on.
+pub enum Resume {
+    /// `sleep` returns.
+    Nothing,
+    /// `req:body` returns the body.
+    Body(Vec<u8>),
+    /// `req:body` returns nil and this reason ("too large", "bad body").
+    NoBody(&'static str),
 }
 
 struct Suspended {
@@ -74,6 +129,7 @@ pub(super) fn install_sleep(lua: &Lua) -> mlua::Result<()> {
     {
         return Ok(());
     }
+    body_function(lua)?;
     let g = lua.globals();
     if !g.get::<Value>("sleep")?.is_nil() {
         return Ok(());
@@ -106,7 +162,12 @@ impl Router {
     }
 
     /// Continues a suspended call (`sleep` returns). A stale ticket is an error.
-    pub fn resume_route(&mut self, ticket: Ticket, req: &RouteRequest<'_>) -> Outcome {
+    pub fn resume_route(
+        &mut self,
+        ticket: Ticket,
+        req: &RouteRequest<'_>,
+        with: Resume,
+    ) -> Outcome {
         let Some(s) = self.take(ticket) else {
             return Outcome::Done(Err(RouteError::new(
                 RouteErrorKind::Lua,
@@ -117,7 +178,21 @@ impl Router {
         let r = {
             let _entered = self.current.enter(req);
             self.budget.resume(&self.limits, s.paused);
-            s.thread.resume::<MultiValue>(())
+            let args = match with {
+                Resume::Nothing => Ok(MultiValue::new()),
+                Resume::Body(b) => self
+                    .lua
+                    .create_string(b)
+                    .map(|s| MultiValue::from_iter([Value::String(s)])),
+                Resume::NoBody(why) => self
+                    .lua
+                    .create_string(why)
+                    .map(|s| MultiValue::from_iter([Value::Nil, Value::String(s)])),
+            };
+            match args {
+                Ok(a) => s.thread.resume::<MultiValue>(a),
+                Err(e) => Err(e),
+            }
         };
         self.after_run(s.thread, r)
     }
@@ -142,20 +217,14 @@ impl Router {
     fn after_run(&mut self, thread: Thread, r: mlua::Result<MultiValue>) -> Outcome {
         if thread.status() == ThreadStatus::Resumable {
             if let Ok(values) = &r {
+                if let Some(max) = self.body_request(values) {
+                    let ticket = self.suspend(thread);
+                    return Outcome::Body { ticket, max };
+                }
                 if let Some(secs) = self.sleep_request(values) {
-                    let paused = self.budget.pause();
-                    self.waiting.next_gen += 1;
-                    let gen = self.waiting.next_gen;
-                    let index = self.waiting.calls.insert(Suspended {
-                        thread,
-                        paused,
-                        gen,
-                    });
+                    let ticket = self.suspend(thread);
                     let until = Instant::now() + Duration::from_secs_f64(secs.min(MAX_SLEEP));
-                    return Outcome::Wait {
-                        ticket: Ticket { index, gen },
-                        until,
-                    };
+                    return Outcome::Wait { ticket, until };
                 }
             }
             let trip = self.budget.finish();
@@ -175,6 +244,32 @@ impl Router {
             self.waiting.pool.push(thread);
         }
         Outcome::Done(out)
+    }
+
+    fn suspend(&mut self, thread: Thread) -> Ticket {
+        let paused = self.budget.pause();
+        self.waiting.next_gen += 1;
+        let gen = self.waiting.next_gen;
+        let index = self.waiting.calls.insert(Suspended {
+            thread,
+            paused,
+            gen,
+        });
+        Ticket { index, gen }
+    }
+
+    /// The `max` of a `req:body` yield (Some(None): no max given).
+    fn body_request(&self, values: &MultiValue) -> Option<Option<u64>> {
+        let token: mlua::Table = self.lua.named_registry_value(BODY_TOKEN).ok()?;
+        let mut it = values.iter();
+        match (it.next(), it.next()) {
+            (Some(Value::Table(t)), max) if t.to_pointer() == token.to_pointer() => match max {
+                Some(Value::Integer(i)) => Some(Some((*i).max(0) as u64)),
+                Some(Value::Number(f)) => Some(Some(f.max(0.0) as u64)),
+                _ => Some(None),
+            },
+            _ => None,
+        }
     }
 
     /// The seconds of a `sleep` yield.

@@ -168,6 +168,16 @@ struct LuaWait {
     wall: Instant,
     /// Whether the connection closes after the response (decided when the request came).
     close: bool,
+    /// `req:body(max)` waits for the body: the most bytes it takes (else a sleep waits).
+    body: Option<u64>,
+}
+
+/// Input a connection buffers for a `req:body` of at most `ceiling` bytes (chunked framing
+/// included, generously).
+fn body_read_max(limits: &Limits, ceiling: u64) -> usize {
+    let c = usize::try_from(ceiling).unwrap_or(usize::MAX / 4);
+    c.saturating_mul(2)
+        .saturating_add(limits.header_bytes + READ_AHEAD)
 }
 
 /// How the connection ends once the response in flight is out. It only moves towards the
@@ -618,6 +628,14 @@ impl Conn {
                 return Verdict::Close;
             }
 
+            // A route waiting in req:body: resume it once the body is in the buffer.
+            if let Some(with) = self.lua_body_ready(ctx.limits) {
+                if self.lua_continue(ctx, with) == Verdict::Close {
+                    return Verdict::Close;
+                }
+                progress = true;
+            }
+
             // A queued reply whose output is out: the request is done once its body is read.
             if let Phase::Responding {
                 handler: Handler::Queued,
@@ -646,7 +664,13 @@ impl Conn {
             }
 
             if self.readable && !self.read_eof && self.wants_input(ctx.limits) {
-                let max = ctx.limits.header_bytes + READ_AHEAD;
+                let max = match &self.phase {
+                    Phase::Responding {
+                        handler: Handler::Lua(w),
+                        ..
+                    } if w.body.is_some() => body_read_max(ctx.limits, w.body.unwrap_or(0)),
+                    _ => ctx.limits.header_bytes + READ_AHEAD,
+                };
                 match self.input.read_from(&mut self.stream, max, ctx.bufs) {
                     Ok(Filled::Eof) => {
                         self.read_eof = true;
@@ -665,7 +689,11 @@ impl Conn {
                                 discard: Some(_),
                                 ..
                             }
-                        ) || self.exchange().is_some_and(|x| x.wants_client_input());
+                        ) || self.exchange().is_some_and(|x| x.wants_client_input())
+                            || matches!(
+                                &self.phase,
+                                Phase::Responding { handler: Handler::Lua(w), .. } if w.body.is_some()
+                            );
                         if body {
                             ctx.timers
                                 .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
@@ -746,6 +774,7 @@ impl Conn {
             Phase::Responding { handler, discard } => {
                 discard.is_some()
                     || matches!(handler, Handler::FastCgi(x) if x.wants_client_input())
+                    || matches!(handler, Handler::Lua(w) if w.body.is_some())
                     || buffered < limits.header_bytes
             }
             Phase::Linger => true,
@@ -846,13 +875,26 @@ impl Conn {
             }
             _ => return Verdict::Open,
         };
+        let wait = *w;
+        if ctx.now < wait.wall && (wait.body.is_some() || ctx.now < wait.until) {
+            // Early (or a body wait's wall-clock entry): keep waiting.
+            let (until, wall, ticket) = (wait.until, wait.wall, wait.ticket);
+            if wait.body.is_none() {
+                ctx.lua_wakes.push(until.min(wall), ctx.token, ticket);
+            } else {
+                ctx.lua_wakes.push(wall, ctx.token, ticket);
+            }
+            self.start_responding(Handler::Lua(Box::new(wait)), None);
+            return Verdict::Open;
+        }
         let LuaWait {
             req,
             ticket,
             until,
             wall,
             close,
-        } = *w;
+            body: _,
+        } = wait;
         let routed = if ctx.now >= wall {
             if let Some(r) = ctx.router.as_deref_mut() {
                 r.cancel_route(ticket);
@@ -885,10 +927,95 @@ impl Conn {
                     .get(self.listener)
                     .map_or("", String::as_str),
             };
-            dispatch::resume(dispatch, &req, &client, ticket)
+            dispatch::resume(
+                dispatch,
+                &req,
+                &client,
+                ticket,
+                crate::script::Resume::Nothing,
+            )
         };
         self.carry_out(ctx, req, routed, close, wall);
         self.run(ctx)
+    }
+
+    /// What a route waiting in `req:body` gets, once the body is there (or cannot be).
+    fn lua_body_ready(&self, limits: &Limits) -> Option<crate::script::Resume> {
+        use crate::script::Resume;
+        let Phase::Responding {
+            handler: Handler::Lua(w),
+            ..
+        } = &self.phase
+        else {
+            return None;
+        };
+        let max = w.body?;
+        let ceiling = max.min(limits.lua_body_bytes);
+        let input = self.input.data();
+        match w.req.body {
+            BodyFraming::None => Some(Resume::Body(Vec::new())),
+            BodyFraming::Length(n) if n > ceiling => Some(Resume::NoBody("too large")),
+            BodyFraming::Length(n) => {
+                let n = n as usize;
+                (input.len() >= n).then(|| Resume::Body(input[..n].to_vec()))
+            }
+            BodyFraming::Chunked => {
+                let mut reader = BodyReader::new(BodyFraming::Chunked, ceiling).ok()?;
+                let mut out = Vec::new();
+                match reader.feed(input, &mut |b| out.extend_from_slice(b)) {
+                    Ok(f) if f.done => Some(Resume::Body(out)),
+                    Ok(_) if input.len() >= body_read_max(limits, ceiling) => {
+                        Some(Resume::NoBody("too large"))
+                    }
+                    Ok(_) => None,
+                    Err(BodyError::TooLarge { .. }) => Some(Resume::NoBody("too large")),
+                    Err(_) => Some(Resume::NoBody("bad body")),
+                }
+            }
+        }
+    }
+
+    /// Resumes the route waiting in `req:body` with what it gets.
+    fn lua_continue(&mut self, ctx: &mut Ctx<'_>, with: crate::script::Resume) -> Verdict {
+        let w = match &mut self.phase {
+            Phase::Responding { handler, .. } => {
+                match std::mem::replace(handler, Handler::Queued) {
+                    Handler::Lua(w) => w,
+                    other => {
+                        *handler = other;
+                        return Verdict::Open;
+                    }
+                }
+            }
+            _ => return Verdict::Open,
+        };
+        let LuaWait {
+            req,
+            ticket,
+            wall,
+            close,
+            ..
+        } = *w;
+        ctx.timers.disarm(&mut self.timer);
+        let dispatch = Dispatch {
+            router: ctx.router.as_deref_mut(),
+            site: ctx.site,
+            other_sites: ctx.other_sites,
+            pool: ctx.pool,
+            config: ctx.config,
+            now: ctx.now,
+        };
+        let client = Client {
+            ip: &self.peer.ip,
+            port: self.peer.port,
+            listener: ctx
+                .listener_names
+                .get(self.listener)
+                .map_or("", String::as_str),
+        };
+        let routed = dispatch::resume(dispatch, &req, &client, ticket, with);
+        self.carry_out(ctx, req, routed, close, wall);
+        Verdict::Open
     }
 
     /// Carries out where dispatch sent a request: a backend, a wait, or a reply.
@@ -917,6 +1044,32 @@ impl Conn {
                     until,
                     wall,
                     close,
+                    body: None,
+                };
+                self.start_responding(Handler::Lua(Box::new(w)), None);
+                return;
+            }
+            Routed::Body { ticket, max } => {
+                let mut req = req;
+                let ceiling = max.unwrap_or(u64::MAX).min(ctx.limits.lua_body_bytes);
+                // The client waits for a go-ahead before it sends the body; once given, no
+                // later handler gives it again.
+                if req.expect_continue && req.body != BodyFraming::None {
+                    self.out.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    req.expect_continue = false;
+                }
+                // The body must arrive within the read timeout, and the whole route within
+                // limits.lua_wall (the wake entry).
+                ctx.timers
+                    .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
+                ctx.lua_wakes.push(wall, ctx.token, ticket);
+                let w = LuaWait {
+                    req,
+                    ticket,
+                    until: wall,
+                    wall,
+                    close,
+                    body: Some(ceiling),
                 };
                 self.start_responding(Handler::Lua(Box::new(w)), None);
                 return;

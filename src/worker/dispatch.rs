@@ -8,7 +8,7 @@ use crate::fastcgi::rules::{self, Target};
 use crate::http::request::Request;
 use crate::log::push_escaped;
 use crate::reply::{Body, Reply};
-use crate::script::{Decision, Outcome, RouteRequest, Router, Ticket};
+use crate::script::{Decision, Outcome, Resume, RouteRequest, Router, Ticket};
 use crate::static_files::open::Lookup;
 use crate::static_files::{self, Site};
 use std::time::Instant;
@@ -45,6 +45,13 @@ pub enum Routed {
     FastCgi(Target, FcgiExtra),
     /// An answer made here (static file, in-memory reply, redirect, refusal).
     Reply(Reply),
+    /// The route function waits for the request body (`req:body(max)`).
+    Body {
+        /// The suspended call.
+        ticket: Ticket,
+        /// The most bytes it wants.
+        max: Option<u64>,
+    },
     /// The route function waits (`sleep`) until `until`.
     Wait {
         /// The suspended call.
@@ -112,11 +119,22 @@ pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
 }
 
 /// Continues a route call that waited (`Routed::Wait`), as [`route`] does.
-pub fn resume(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>, ticket: Ticket) -> Routed {
-    routed(ctx, req, client, Some(ticket))
+pub fn resume(
+    ctx: Dispatch<'_>,
+    req: &Request,
+    client: &Client<'_>,
+    ticket: Ticket,
+    with: Resume,
+) -> Routed {
+    routed(ctx, req, client, Some((ticket, with)))
 }
 
-fn routed(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>, ticket: Option<Ticket>) -> Routed {
+fn routed(
+    ctx: Dispatch<'_>,
+    req: &Request,
+    client: &Client<'_>,
+    ticket: Option<(Ticket, Resume)>,
+) -> Routed {
     let decision = match ctx.router {
         Some(router) => {
             let rr = RouteRequest {
@@ -137,12 +155,13 @@ fn routed(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>, ticket: Option<
                 );
                 match ticket {
                     None => router.start_route(&rr),
-                    Some(t) => router.resume_route(t, &rr),
+                    Some((t, with)) => router.resume_route(t, &rr, with),
                 }
             };
             let routed = match routed {
                 Outcome::Done(r) => r,
                 Outcome::Wait { ticket, until } => return Routed::Wait { ticket, until },
+                Outcome::Body { ticket, max } => return Routed::Body { ticket, max },
             };
             match routed {
                 Ok(d) => d,
