@@ -400,7 +400,7 @@ fn a_route_run_as_a_coroutine_is_stopped() {
     match r.start_route(&rr) {
         Outcome::Done(Err(e)) => assert_eq!(e.kind, RouteErrorKind::Instructions, "{e}"),
         Outcome::Done(Ok(d)) => panic!("decided {d:?}"),
-        Outcome::Wait { .. } | Outcome::Body { .. } => panic!("waits"),
+        Outcome::Wait { .. } | Outcome::Body { .. } | Outcome::Http { .. } => panic!("waits"),
     }
     assert!(started.elapsed() < Duration::from_secs(20));
 }

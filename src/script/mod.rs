@@ -37,7 +37,7 @@ pub use error::{RouteError, RouteErrorKind};
 pub use limits::{RouterLimits, HOOK_EVERY};
 pub use respond_hook::{hook_only_route, RESPOND_HOOK, RESPOND_HOOK_AT};
 pub use sandbox::prepare_sandbox;
-pub use suspend::{Outcome, Resume, Ticket};
+pub use suspend::{HttpReply, HttpSpec, Outcome, Resume, Ticket};
 pub use thread_hook::carry_budget;
 pub use timers::{has_timers, TIMERS};
 

@@ -18,6 +18,51 @@ use super::{Decision, RouteError, RouteErrorKind, RouteRequest, Router};
 const SLEEP_TOKEN: &str = "luahttpd.sleep";
 /// Registry name of the value `req:body` yields first.
 const BODY_TOKEN: &str = "luahttpd.body";
+/// Registry name of the value `http.request` yields first.
+const HTTP_TOKEN: &str = "luahttpd.http";
+
+const HTTP_LUA: &str = r#"
+local yield, type, error, token = coroutine.yield, type, error, ...
+return { request = function(opts)
+  if type(opts) ~= "table" then
+    error("http.request expects a table: http.request{ url = 'http://127.0.0.1:8080/x' }", 2)
+  end
+  return yield(token, opts)
+end }
+"#;
+
+/// An `http.request` to make.
+#[derive(Debug, Clone)]
+pub struct HttpSpec {
+    /// Method.
+    pub method: String,
+    /// The address to connect to.
+    pub addr: std::net::SocketAddr,
+    /// The Host header.
+    pub host: String,
+    /// Path and query.
+    pub path: String,
+    /// Extra header lines.
+    pub headers: Vec<(String, String)>,
+    /// The request body.
+    pub body: Vec<u8>,
+    /// Time allowed for the whole exchange.
+    pub timeout: Duration,
+    /// Largest response body taken.
+    pub max_body: u64,
+}
+
+/// An `http.request` response.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    /// Status code.
+    pub status: u16,
+    /// Header fields in order.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
 /// Registry name of the body function (made once, before the sandbox).
 const BODY_FN: &str = "luahttpd.body.fn";
 
@@ -87,6 +132,14 @@ pub enum Outcome {
         /// When to resume it.
         until: Instant,
     },
+    /// It waits for an `http.request` (or its options were wrong: resume it at once with
+    /// the error as [`Resume::Http`]).
+    Http {
+        /// The call.
+        ticket: Ticket,
+        /// What to send.
+        spec: Result<HttpSpec, String>,
+    },
     /// It waits for the request body (`req:body(max)`); resume it with [`Resume::Body`].
     Body {
         /// The call.
@@ -104,6 +157,8 @@ pub enum Resume {
     Body(Vec<u8>),
     /// `req:body` returns nil and this reason ("too large", "bad body").
     NoBody(&'static str),
+    /// `http.request` returns `{ status, headers, body }`, or nil and the error.
+    Http(Result<HttpReply, String>),
 }
 
 struct Suspended {
@@ -131,6 +186,12 @@ pub(super) fn install_sleep(lua: &Lua) -> mlua::Result<()> {
     }
     body_function(lua)?;
     let g = lua.globals();
+    if g.get::<Value>("http")?.is_nil() {
+        let token = lua.create_table()?;
+        lua.set_named_registry_value(HTTP_TOKEN, &token)?;
+        let http: mlua::Table = lua.load(HTTP_LUA).set_name("=luahttpd http").call(token)?;
+        g.set("http", http)?;
+    }
     if !g.get::<Value>("sleep")?.is_nil() {
         return Ok(());
     }
@@ -188,6 +249,13 @@ impl Router {
                     .lua
                     .create_string(why)
                     .map(|s| MultiValue::from_iter([Value::Nil, Value::String(s)])),
+                Resume::Http(Err(e)) => self
+                    .lua
+                    .create_string(e)
+                    .map(|s| MultiValue::from_iter([Value::Nil, Value::String(s)])),
+                Resume::Http(Ok(r)) => {
+                    http_reply_table(&self.lua, r).map(|t| MultiValue::from_iter([Value::Table(t)]))
+                }
             };
             match args {
                 Ok(a) => s.thread.resume::<MultiValue>(a),
@@ -217,6 +285,10 @@ impl Router {
     fn after_run(&mut self, thread: Thread, r: mlua::Result<MultiValue>) -> Outcome {
         if thread.status() == ThreadStatus::Resumable {
             if let Ok(values) = &r {
+                if let Some(spec) = self.http_request(values) {
+                    let ticket = self.suspend(thread);
+                    return Outcome::Http { ticket, spec };
+                }
                 if let Some(max) = self.body_request(values) {
                     let ticket = self.suspend(thread);
                     return Outcome::Body { ticket, max };
@@ -258,6 +330,20 @@ impl Router {
         Ticket { index, gen }
     }
 
+    /// The request of an `http.request` yield.
+    fn http_request(&self, values: &MultiValue) -> Option<Result<HttpSpec, String>> {
+        let token: mlua::Table = self.lua.named_registry_value(HTTP_TOKEN).ok()?;
+        let mut it = values.iter();
+        match (it.next(), it.next()) {
+            (Some(Value::Table(t)), Some(Value::Table(opts)))
+                if t.to_pointer() == token.to_pointer() =>
+            {
+                Some(http_spec(opts).map_err(|e| format!("http.request: {e}")))
+            }
+            _ => None,
+        }
+    }
+
     /// The `max` of a `req:body` yield (Some(None): no max given).
     fn body_request(&self, values: &MultiValue) -> Option<Option<u64>> {
         let token: mlua::Table = self.lua.named_registry_value(BODY_TOKEN).ok()?;
@@ -285,4 +371,136 @@ impl Router {
             _ => None,
         }
     }
+}
+
+fn http_reply_table(lua: &Lua, r: HttpReply) -> mlua::Result<mlua::Table> {
+    let t = lua.create_table()?;
+    t.set("status", r.status)?;
+    let h = lua.create_table()?;
+    for (n, v) in r.headers {
+        let key = n.to_ascii_lowercase();
+        let joined = match h.raw_get::<Option<String>>(key.as_str())? {
+            Some(prev) => format!("{prev}, {v}"),
+            None => v,
+        };
+        h.raw_set(key, joined)?;
+    }
+    t.set("headers", h)?;
+    t.set("body", lua.create_string(&r.body)?)?;
+    Ok(t)
+}
+
+/// The options of `http.request{ method, url, headers, body, timeout }`.
+fn http_spec(o: &mlua::Table) -> Result<HttpSpec, String> {
+    let get = |k: &str| o.get::<Value>(k).map_err(|e| e.to_string());
+    if !get("upstream")?.is_nil() {
+        return Err(
+            "upstream = \"name\" is not available yet (the reverse proxy's upstreams); give url"
+                .into(),
+        );
+    }
+    let url = match get("url")? {
+        Value::String(s) => s.to_str().map_err(|e| e.to_string())?.to_string(),
+        _ => {
+            return Err(
+                "url is required: http.request{ url = \"http://127.0.0.1:8080/path\" }".into(),
+            )
+        }
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// URLs are supported (no TLS yet)")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (ip, rest) = v6.split_once(']').ok_or("bad [IPv6] address")?;
+        let port = match rest.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| "bad port")?,
+            None => 80,
+        };
+        (ip.to_string(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| "bad port")?),
+            None => (authority.to_string(), 80),
+        }
+    };
+    let ip: std::net::IpAddr = if host.eq_ignore_ascii_case("localhost") {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    } else {
+        host.parse().map_err(|_| {
+            format!("'{host}' is not an IP address (names are not looked up: a lookup would block the worker)")
+        })?
+    };
+    let body = match get("body")? {
+        Value::Nil => Vec::new(),
+        Value::String(s) => s.as_bytes().to_vec(),
+        other => return Err(format!("body must be a string, not {}", other.type_name())),
+    };
+    let method = match get("method")? {
+        Value::Nil if body.is_empty() => "GET".to_string(),
+        Value::Nil => "POST".to_string(),
+        Value::String(s) => {
+            let m = s.to_str().map_err(|e| e.to_string())?.to_ascii_uppercase();
+            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(format!("bad method '{m}'"));
+            }
+            m
+        }
+        other => {
+            return Err(format!(
+                "method must be a string, not {}",
+                other.type_name()
+            ))
+        }
+    };
+    let mut headers = Vec::new();
+    match get("headers")? {
+        Value::Nil => {}
+        Value::Table(t) => {
+            for pair in t.pairs::<String, String>() {
+                let (n, v) = pair.map_err(|_| "headers must map names to strings")?;
+                let bad_name = n.is_empty() || !n.bytes().all(crate::http::chunked::is_tchar);
+                if bad_name || v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                    return Err(format!("bad header '{n}'"));
+                }
+                if n.eq_ignore_ascii_case("host") || n.eq_ignore_ascii_case("connection") {
+                    continue;
+                }
+                headers.push((n, v));
+            }
+        }
+        other => {
+            return Err(format!(
+                "headers must be a table, not {}",
+                other.type_name()
+            ))
+        }
+    }
+    let timeout = match get("timeout")? {
+        Value::Nil => 10.0,
+        Value::Integer(n) => n as f64,
+        Value::Number(f) => f,
+        other => {
+            return Err(format!(
+                "timeout must be seconds, not {}",
+                other.type_name()
+            ))
+        }
+    };
+    if timeout.is_nan() || timeout <= 0.0 {
+        return Err("timeout must be > 0 seconds".into());
+    }
+    Ok(HttpSpec {
+        method,
+        addr: std::net::SocketAddr::new(ip, port),
+        host: authority.to_string(),
+        path: path.to_string(),
+        headers,
+        body,
+        timeout: Duration::from_secs_f64(timeout.min(3600.0)),
+        max_body: 1024 * 1024,
+    })
 }

@@ -170,6 +170,16 @@ struct LuaWait {
     close: bool,
     /// `req:body(max)` waits for the body: the most bytes it takes (else a sleep waits).
     body: Option<u64>,
+    /// `http.request` waits for this call (until `until`, its timeout).
+    http: Option<HttpWait>,
+}
+
+/// An `http.request` of a waiting route.
+enum HttpWait {
+    /// Under way on the connection's backend token.
+    Running(Box<super::lua_http::Call>),
+    /// Failed before it started (bad options, connect error): resumed at the next wake.
+    Failed(String),
 }
 
 /// Input a connection buffers for a `req:body` of at most `ceiling` bytes (chunked framing
@@ -452,6 +462,9 @@ impl Conn {
     pub fn backend_ready(&mut self, ctx: &mut Ctx<'_>, readable: bool, writable: bool) -> Verdict {
         if let Some(x) = self.exchange_mut() {
             x.backend_ready(readable, writable);
+        }
+        if self.lua_http_ready(ctx) == Verdict::Close {
+            return Verdict::Close;
         }
         self.run(ctx)
     }
@@ -894,7 +907,16 @@ impl Conn {
             wall,
             close,
             body: _,
+            http,
         } = wait;
+        let with = match http {
+            None => crate::script::Resume::Nothing,
+            Some(HttpWait::Failed(e)) => crate::script::Resume::Http(Err(e)),
+            Some(HttpWait::Running(mut call)) => {
+                call.stop(ctx.registry);
+                crate::script::Resume::Http(Err("timeout".into()))
+            }
+        };
         let routed = if ctx.now >= wall {
             if let Some(r) = ctx.router.as_deref_mut() {
                 r.cancel_route(ticket);
@@ -927,16 +949,30 @@ impl Conn {
                     .get(self.listener)
                     .map_or("", String::as_str),
             };
-            dispatch::resume(
-                dispatch,
-                &req,
-                &client,
-                ticket,
-                crate::script::Resume::Nothing,
-            )
+            dispatch::resume(dispatch, &req, &client, ticket, with)
         };
         self.carry_out(ctx, req, routed, close, wall);
         self.run(ctx)
+    }
+
+    /// The socket of a route's `http.request` is ready: drive it; resume the route once done.
+    fn lua_http_ready(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        let Phase::Responding {
+            handler: Handler::Lua(w),
+            ..
+        } = &mut self.phase
+        else {
+            return Verdict::Open;
+        };
+        let Some(HttpWait::Running(call)) = &mut w.http else {
+            return Verdict::Open;
+        };
+        let Some(result) = call.drive() else {
+            return Verdict::Open;
+        };
+        call.stop(ctx.registry);
+        w.http = None;
+        self.lua_continue(ctx, crate::script::Resume::Http(result))
     }
 
     /// What a route waiting in `req:body` gets, once the body is there (or cannot be).
@@ -1045,6 +1081,7 @@ impl Conn {
                     wall,
                     close,
                     body: None,
+                    http: None,
                 };
                 self.start_responding(Handler::Lua(Box::new(w)), None);
                 return;
@@ -1070,6 +1107,33 @@ impl Conn {
                     wall,
                     close,
                     body: Some(ceiling),
+                    http: None,
+                };
+                self.start_responding(Handler::Lua(Box::new(w)), None);
+                return;
+            }
+            Routed::Http { ticket, spec } => {
+                ctx.timers.disarm(&mut self.timer);
+                let (http, until) = match spec {
+                    Err(e) => (HttpWait::Failed(e), ctx.now),
+                    Ok(mut spec) => {
+                        spec.max_body = ctx.limits.lua_body_bytes;
+                        let token = mio::Token(BACKEND_BASE + ctx.token);
+                        match super::lua_http::Call::start(&spec, ctx.registry, token) {
+                            Ok(call) => (HttpWait::Running(Box::new(call)), ctx.now + spec.timeout),
+                            Err(e) => (HttpWait::Failed(format!("connect: {e}")), ctx.now),
+                        }
+                    }
+                };
+                ctx.lua_wakes.push(until.min(wall), ctx.token, ticket);
+                let w = LuaWait {
+                    req,
+                    ticket,
+                    until,
+                    wall,
+                    close,
+                    body: None,
+                    http: Some(http),
                 };
                 self.start_responding(Handler::Lua(Box::new(w)), None);
                 return;

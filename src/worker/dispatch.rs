@@ -45,6 +45,14 @@ pub enum Routed {
     FastCgi(Target, FcgiExtra),
     /// An answer made here (static file, in-memory reply, redirect, refusal).
     Reply(Reply),
+    /// The route function waits for an `http.request` (or must be told its options were
+    /// wrong).
+    Http {
+        /// The suspended call.
+        ticket: Ticket,
+        /// What to send.
+        spec: Result<crate::script::HttpSpec, String>,
+    },
     /// The route function waits for the request body (`req:body(max)`).
     Body {
         /// The suspended call.
@@ -162,6 +170,7 @@ fn routed(
                 Outcome::Done(r) => r,
                 Outcome::Wait { ticket, until } => return Routed::Wait { ticket, until },
                 Outcome::Body { ticket, max } => return Routed::Body { ticket, max },
+                Outcome::Http { ticket, spec } => return Routed::Http { ticket, spec },
             };
             match routed {
                 Ok(d) => d,

@@ -11,6 +11,7 @@ mod fcgi;
 mod fcgi_admit;
 mod fcgi_error;
 mod inbuf;
+mod lua_http;
 mod lua_timers;
 pub mod lua_wait;
 pub mod net;
