@@ -212,3 +212,39 @@ fn req_form_decodes_an_urlencoded_body() {
     );
     assert_eq!(r.text(), "Ada Lovelace|London!");
 }
+
+#[test]
+fn limit_conn_counts_requests_in_flight_and_gives_them_back() {
+    let dir = TempDir::new("lua-limit-conn");
+    std::fs::create_dir_all(dir.path().join("www")).expect("mkdir www");
+    let config = r#"server { listen = "127.0.0.1:0", workers = 2, root = "www", error_log = "stderr" }
+shared "conns" { size = "64k" }
+route(function(req)
+  if req.path == "/count" then return respond(200, tostring(shared.conns:get("limit_conn:all"))) end
+  if req.path ~= "/slow" then return nil end
+  local d = limit_conn{ zone = "conns", key = "all", max = 2 }
+  if d then return d end
+  sleep(0.5)
+  return respond(200, "ok")
+end)
+"#;
+    let s = Server::start_config(dir, config);
+    let started: Vec<TcpStream> = (0..3).map(|_| send(&s.addr, "/slow")).collect();
+    let answers: Vec<String> = started.into_iter().map(read_all).collect();
+    let ok = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 200"))
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 503"))
+        .count();
+    assert_eq!((ok, refused), (2, 1), "{answers:?}");
+    // All given back, also by a client that left mid-wait.
+    let c = send(&s.addr, "/slow");
+    std::thread::sleep(Duration::from_millis(100));
+    drop(c);
+    wait_for("the counts given back", Duration::from_secs(3), || {
+        s.get("/count").text() == "0"
+    });
+}

@@ -89,6 +89,8 @@ pub struct Router {
     timers: Vec<timers::Timer>,
     /// Route calls suspended in `sleep` (and later other waits), with their threads.
     waiting: suspend::Waiting,
+    /// `limit_conn` counts taken by the last call, to release at the request's end.
+    releases: suspend::Releases,
 }
 
 /// Least heap growth between two full collections the router runs itself.
@@ -113,6 +115,13 @@ impl Router {
         let backends: HashSet<String> = backends.into_iter().map(Into::into).collect();
         lua.set_app_data(BackendNames(backends.clone()));
         suspend::install_sleep(lua)?;
+        let releases = suspend::Releases::default();
+        if lua
+            .named_registry_value::<Value>(sandbox::MARK)
+            .is_ok_and(|v| v.is_nil())
+        {
+            suspend::install_releases(lua, &releases)?;
+        }
         prepare_sandbox(lua)?;
         let current = Rc::new(Current::new());
         let func = req::wrap(lua, &current, func)?;
@@ -131,6 +140,7 @@ impl Router {
             hook,
             timers: Vec::new(),
             waiting: suspend::Waiting::default(),
+            releases,
         };
         router.collect_if_due();
         Ok(router)

@@ -504,3 +504,30 @@ fn http_spec(o: &mlua::Table) -> Result<HttpSpec, String> {
         max_body: 1024 * 1024,
     })
 }
+
+/// `limit_conn` counts to release when the request ends: (zone name, key).
+pub(super) type Releases = std::rc::Rc<std::cell::RefCell<Vec<(String, Vec<u8>)>>>;
+
+/// Defines `__at_request_end(zone, key)` (used by lua/limit.lua's `limit_conn`): the count of
+/// `key` in shared dict `zone` is decremented when the request in flight ends.
+pub(super) fn install_releases(lua: &Lua, releases: &Releases) -> mlua::Result<()> {
+    let r = releases.clone();
+    let f = lua.create_function(move |_, (zone, key): (String, mlua::String)| {
+        r.borrow_mut().push((zone, key.as_bytes().to_vec()));
+        Ok(())
+    })?;
+    // A Lua wrapper, so the sandbox keeps it (it drops C functions from the globals).
+    let wrap: mlua::Function = lua
+        .load("local f = ... return function(z, k) return f(z, k) end")
+        .set_name("=luahttpd release")
+        .call(f)?;
+    lua.globals().set("__at_request_end", wrap)
+}
+
+impl Router {
+    /// The `limit_conn` counts the last route call (or resume) took, to release when its
+    /// request ends.
+    pub fn take_releases(&mut self) -> Vec<(String, Vec<u8>)> {
+        std::mem::take(&mut *self.releases.borrow_mut())
+    }
+}

@@ -404,10 +404,27 @@ impl Conn {
     }
 
     /// Counts the request in flight as done in the scoreboard (once).
-    fn request_finished(&mut self, ctx: &Ctx<'_>) {
+    fn request_finished(&mut self, ctx: &mut Ctx<'_>) {
         if std::mem::take(&mut self.in_request) {
             if let Some(slot) = ctx.slot {
                 slot.request_done(self.bytes_in, self.out.body_sent);
+            }
+        }
+        // The `limit_conn` counts the request held (kept by the worker, so a connection
+        // stays small).
+        for (zone, key) in ctx.lua_wakes.release(ctx.token) {
+            if let Some(z) = crate::shared::zone(&zone) {
+                let _ = z.incr(&key, &crate::shared::Val::Int(-1), None, None);
+            }
+        }
+    }
+
+    /// Keeps the `limit_conn` counts the route just took, to release at the request's end.
+    fn hold_releases(&mut self, ctx: &mut Ctx<'_>) {
+        if let Some(r) = ctx.router.as_deref_mut() {
+            let taken = r.take_releases();
+            if !taken.is_empty() {
+                ctx.lua_wakes.hold(ctx.token, taken);
             }
         }
     }
@@ -862,6 +879,7 @@ impl Conn {
                 .map_or("", String::as_str),
         };
         let routed = dispatch::route(dispatch, &req, &client);
+        self.hold_releases(ctx);
         let wall = ctx.now + ctx.limits.lua_wall;
         self.carry_out(ctx, req, routed, close, wall);
     }
@@ -951,6 +969,7 @@ impl Conn {
             };
             dispatch::resume(dispatch, &req, &client, ticket, with)
         };
+        self.hold_releases(ctx);
         self.carry_out(ctx, req, routed, close, wall);
         self.run(ctx)
     }
@@ -1050,6 +1069,7 @@ impl Conn {
                 .map_or("", String::as_str),
         };
         let routed = dispatch::resume(dispatch, &req, &client, ticket, with);
+        self.hold_releases(ctx);
         self.carry_out(ctx, req, routed, close, wall);
         Verdict::Open
     }

@@ -12,16 +12,31 @@ use std::time::Instant;
 
 use crate::script::Ticket;
 
-/// When to resume which waiting route calls.
+/// When to resume which waiting route calls; and the `limit_conn` counts each connection's
+/// request in flight holds (released when it ends).
 #[derive(Default)]
 pub struct Wakes {
     heap: BinaryHeap<Reverse<(Instant, usize, Ticket)>>,
+    held: std::collections::HashMap<usize, Vec<(String, Vec<u8>)>>,
 }
 
 impl Wakes {
     /// Resume `ticket` of the connection at `key` at `at`.
     pub fn push(&mut self, at: Instant, key: usize, ticket: Ticket) {
         self.heap.push(Reverse((at, key, ticket)));
+    }
+
+    /// Keeps counts (shared dict name, key) that the request of connection `key` holds.
+    pub fn hold(&mut self, key: usize, counts: Vec<(String, Vec<u8>)>) {
+        self.held.entry(key).or_default().extend(counts);
+    }
+
+    /// The counts the request of connection `key` held, now given back.
+    pub fn release(&mut self, key: usize) -> Vec<(String, Vec<u8>)> {
+        if self.held.is_empty() {
+            return Vec::new();
+        }
+        self.held.remove(&key).unwrap_or_default()
     }
 
     /// The next due time.
