@@ -22,3 +22,27 @@ function limit_req(o)
   end
   return nil
 end
+
+-- limit_conn{ zone = "conn", key = req.remote_addr, max = 10, status = 503 }
+-- Requests in flight per key, the way nginx's limit_conn counts them: the count is taken here
+-- and given back when the request ends (its response sent, or its connection gone). Past
+-- `max`, a `status` decision (503 like nginx, or 429). A worker killed mid-request leaves its
+-- counts taken; they expire with the key's TTL (`ttl`, default 60 s after its creation).
+function limit_conn(o)
+  if type(o) ~= "table" then error("limit_conn expects a table: limit_conn{ zone, key, max }", 2) end
+  local zone = shared[o.zone]
+  local max = tonumber(o.max)
+  if not max or max < 1 then error("limit_conn: max must be a number >= 1", 2) end
+  if o.key == nil then error("limit_conn: key is required (e.g. req.remote_addr)", 2) end
+  local key = "limit_conn:" .. tostring(o.key)
+  local n = zone:incr(key, 1, 0, tonumber(o.ttl) or 60)
+  if not n then return nil end
+  if n > max then
+    zone:incr(key, -1)
+    local status = o.status or 503
+    if status ~= 429 and status ~= 503 then error("limit_conn: status must be 429 or 503", 2) end
+    return respond(status, "Too Many Connections\n", { ["Retry-After"] = "1" })
+  end
+  __at_request_end(o.zone, key)
+  return nil
+end

@@ -91,6 +91,10 @@ pub struct Limits {
     /// separately, so an address may hold up to this times `workers` in all; over it, a new
     /// connection gets 503 and is closed.
     pub connections_per_ip: usize,
+    /// Wall-clock time a route call may take, its waits (`sleep`) included; past it → 504.
+    pub lua_wall: Duration,
+    /// Ceiling (and default) of `req:body(max)` in bytes; over it → `nil, "too large"`.
+    pub lua_body_bytes: u64,
 }
 
 /// Timeouts (`server { timeouts = {...} }`).

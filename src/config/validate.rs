@@ -67,6 +67,8 @@ const LIMIT_KEYS: &[&str] = &[
     "keepalive_requests",
     "body_bytes",
     "connections_per_ip",
+    "lua_wall",
+    "lua_body_bytes",
 ];
 /// Keys of `server { timeouts = {...} }`.
 const TIMEOUT_KEYS: &[&str] = &[
@@ -113,6 +115,8 @@ pub(super) fn default_limits() -> Limits {
         keepalive_requests: 1000,
         body_bytes: 16 * 1024 * 1024,
         connections_per_ip: 0,
+        lua_wall: Duration::from_secs(30),
+        lua_body_bytes: 1024 * 1024,
     }
 }
 
@@ -945,6 +949,16 @@ fn limits(r: &mut Report, v: &Value) -> Limits {
     if let Some(v) = f.get("connections_per_ip") {
         if let Some(n) = integer(r, &["limits", "connections_per_ip"], v, 0, 10_000_000) {
             l.connections_per_ip = n as usize;
+        }
+    }
+    if let Some(v) = f.get("lua_body_bytes") {
+        if let Some(n) = integer(r, &["limits", "lua_body_bytes"], v, 0, 1 << 30) {
+            l.lua_body_bytes = n as u64;
+        }
+    }
+    if let Some(v) = f.get("lua_wall") {
+        if let Some(d) = seconds(r, &["limits", "lua_wall"], v, false) {
+            l.lua_wall = d;
         }
     }
     l

@@ -59,6 +59,14 @@ pub(super) struct Budget {
     at: RefCell<Option<String>>,
 }
 
+/// What a suspended call had used of its budget.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Paused {
+    used: u64,
+    work: u64,
+    left: Option<Duration>,
+}
+
 /// The app-data handle through which the sandbox's `pcall` sees whether a limit tripped.
 #[derive(Clone)]
 pub(super) struct SharedBudget(pub(super) Rc<Budget>);
@@ -82,6 +90,30 @@ impl Budget {
         self.tripped
             .take()
             .map(|t| (t, self.at.borrow_mut().take()))
+    }
+
+    /// Suspends the current call (a route that yields to wait): what it used so far, and the
+    /// deadline time left, which waiting does not spend.
+    pub(super) fn pause(&self) -> Paused {
+        let left = self
+            .deadline
+            .get()
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        self.active.set(false);
+        Paused {
+            used: self.used.get(),
+            work: self.work.get(),
+            left,
+        }
+    }
+
+    /// Continues a call suspended by [`Budget::pause`].
+    pub(super) fn resume(&self, limits: &RouterLimits, p: Paused) {
+        self.start(limits);
+        self.used.set(p.used);
+        self.work.set(p.work);
+        self.deadline
+            .set(p.left.and_then(|l| Instant::now().checked_add(l)));
     }
 
     /// Whether a limit tripped during the current call.

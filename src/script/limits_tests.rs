@@ -380,3 +380,27 @@ fn coroutines_made_at_config_time_are_stopped() {
     assert_eq!(e.kind, RouteErrorKind::Instructions, "{e}");
     assert_eq!(respond_body(call(&mut r).unwrap()), "fine");
 }
+
+/// The route as a coroutine (`start_route`) carries the budget too.
+#[test]
+fn a_route_run_as_a_coroutine_is_stopped() {
+    let mut r = router_with(
+        "route(function(req) if req.path == '/bad' then while true do end end return respond(200, 'fine') end)",
+        budget_only(),
+    );
+    let req = request(BAD);
+    let rr = RouteRequest {
+        req: &req,
+        remote_addr: "127.0.0.1",
+        remote_port: 1,
+        listener: "l",
+        scheme: "http",
+    };
+    let started = Instant::now();
+    match r.start_route(&rr) {
+        Outcome::Done(Err(e)) => assert_eq!(e.kind, RouteErrorKind::Instructions, "{e}"),
+        Outcome::Done(Ok(d)) => panic!("decided {d:?}"),
+        Outcome::Wait { .. } | Outcome::Body { .. } | Outcome::Http { .. } => panic!("waits"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+}

@@ -26,6 +26,7 @@ mod pattern;
 mod req;
 mod respond_hook;
 mod sandbox;
+mod suspend;
 #[cfg(test)]
 mod tests;
 mod thread_hook;
@@ -36,6 +37,7 @@ pub use error::{RouteError, RouteErrorKind};
 pub use limits::{RouterLimits, HOOK_EVERY};
 pub use respond_hook::{hook_only_route, RESPOND_HOOK, RESPOND_HOOK_AT};
 pub use sandbox::prepare_sandbox;
+pub use suspend::{HttpReply, HttpSpec, Outcome, Resume, Ticket};
 pub use thread_hook::{carry_budget, end_evaluation_limit, limit_evaluation};
 pub use timers::{has_timers, TIMERS};
 
@@ -90,6 +92,10 @@ pub struct Router {
     hook: Option<respond_hook::Hook>,
     /// This worker's `every` timers (set by `start_timers`).
     timers: Vec<timers::Timer>,
+    /// Route calls suspended in `sleep` (and later other waits), with their threads.
+    waiting: suspend::Waiting,
+    /// `limit_conn` counts taken by the last call, to release at the request's end.
+    releases: suspend::Releases,
 }
 
 /// Least heap growth between two full collections the router runs itself.
@@ -113,6 +119,14 @@ impl Router {
         let func: Function = lua.registry_value(route)?;
         let backends: HashSet<String> = backends.into_iter().map(Into::into).collect();
         lua.set_app_data(BackendNames(backends.clone()));
+        suspend::install_sleep(lua)?;
+        let releases = suspend::Releases::default();
+        if lua
+            .named_registry_value::<Value>(sandbox::MARK)
+            .is_ok_and(|v| v.is_nil())
+        {
+            suspend::install_releases(lua, &releases)?;
+        }
         prepare_sandbox(lua)?;
         let current = Rc::new(Current::new());
         let func = req::wrap(lua, &current, func)?;
@@ -131,6 +145,8 @@ impl Router {
             gc_at: 0,
             hook,
             timers: Vec::new(),
+            waiting: suspend::Waiting::default(),
+            releases,
         };
         router.collect_if_due();
         Ok(router)
@@ -186,6 +202,14 @@ impl Router {
             let trip = self.budget.finish();
             (r, trip)
         };
+        self.conclude(result)
+    }
+
+    /// A finished route call's result (and the limit that stopped it) as a decision or error.
+    fn conclude(
+        &mut self,
+        result: (mlua::Result<Value>, Option<(Trip, Option<String>)>),
+    ) -> Result<Decision, RouteError> {
         self.collect_if_due();
         match result {
             (_, Some((trip, at))) => {

@@ -122,6 +122,25 @@ pub(super) fn wrap(lua: &Lua, cur: &Rc<Current>, route: Function) -> mlua::Resul
         Ok((next, t, Value::Nil))
     })?;
     let protect: Function = lua.named_registry_value(super::sandbox::PROTECT)?;
+    let body = super::suspend::body_function(lua)?;
+    let form_decode = lua.create_function(|lua, s: mlua::String| {
+        let t = lua.create_table()?;
+        for part in s.as_bytes().split(|&b| b == b'&') {
+            if part.is_empty() {
+                continue;
+            }
+            let (k, v) = match part.iter().position(|&b| b == b'=') {
+                Some(i) => (&part[..i], &part[i + 1..]),
+                None => (part, &b""[..]),
+            };
+            let k = lua.create_string(args::decode(k))?;
+            // The first value of a name, as req:arg.
+            if t.raw_get::<Value>(&k)?.is_nil() {
+                t.raw_set(k, lua.create_string(args::decode(v))?)?;
+            }
+        }
+        Ok(t)
+    })?;
     lua.load(REQ_LUA).set_name("=luahttpd req").call((
         fetch,
         header,
@@ -129,6 +148,8 @@ pub(super) fn wrap(lua: &Lua, cur: &Rc<Current>, route: Function) -> mlua::Resul
         header_pairs,
         route,
         protect,
+        body,
+        form_decode,
     ))
 }
 

@@ -12,7 +12,7 @@ use super::pattern;
 
 const SANDBOX_LUA: &str = include_str!("sandbox.lua");
 /// Registry key marking a state already sandboxed.
-const MARK: &str = "luahttpd.script.sandboxed";
+pub(super) const MARK: &str = "luahttpd.script.sandboxed";
 /// Registry key of the sandbox's `protect(table, name)`: makes `rawset` refuse that table.
 pub(super) const PROTECT: &str = "luahttpd.script.protect";
 

@@ -114,6 +114,8 @@ pub struct Ctx<'a> {
     pub board: Option<&'a Scoreboard>,
     /// The worker's free buffers, lent to connections while they need one.
     pub bufs: &'a mut Bufs,
+    /// When to resume route calls that wait (`sleep`).
+    pub lua_wakes: &'a mut super::lua_wait::Wakes,
     /// Wall-clock time of this loop iteration, in unix milliseconds.
     pub now_ms: u64,
 }
@@ -166,6 +168,8 @@ enum Handler {
     Cgi(Box<CgiRun>),
     /// An HTTP proxy exchange produces it as the upstream answers.
     Proxy(Box<ProxyExchange>),
+    /// The route function waits (`sleep`): nothing is decided yet.
+    Lua(Box<LuaWait>),
 }
 
 impl Handler {
@@ -175,7 +179,7 @@ impl Handler {
             Handler::FastCgi(x) => Some(&**x),
             Handler::Cgi(x) => Some(&**x),
             Handler::Proxy(x) => Some(&**x),
-            Handler::Queued => None,
+            Handler::Queued | Handler::Lua(_) => None,
         }
     }
 
@@ -184,9 +188,41 @@ impl Handler {
             Handler::FastCgi(x) => Some(&mut **x),
             Handler::Cgi(x) => Some(&mut **x),
             Handler::Proxy(x) => Some(&mut **x),
-            Handler::Queued => None,
+            Handler::Queued | Handler::Lua(_) => None,
         }
     }
+}
+
+/// A request whose route call is suspended.
+struct LuaWait {
+    req: Request,
+    ticket: crate::script::Ticket,
+    /// When the wait ends.
+    until: Instant,
+    /// When `limits.lua_wall` ends the route with a 504.
+    wall: Instant,
+    /// Whether the connection closes after the response (decided when the request came).
+    close: bool,
+    /// `req:body(max)` waits for the body: the most bytes it takes (else a sleep waits).
+    body: Option<u64>,
+    /// `http.request` waits for this call (until `until`, its timeout).
+    http: Option<HttpWait>,
+}
+
+/// An `http.request` of a waiting route.
+enum HttpWait {
+    /// Under way on the connection's backend token.
+    Running(Box<super::lua_http::Call>),
+    /// Failed before it started (bad options, connect error): resumed at the next wake.
+    Failed(String),
+}
+
+/// Input a connection buffers for a `req:body` of at most `ceiling` bytes (chunked framing
+/// included, generously).
+fn body_read_max(limits: &Limits, ceiling: u64) -> usize {
+    let c = usize::try_from(ceiling).unwrap_or(usize::MAX / 4);
+    c.saturating_mul(2)
+        .saturating_add(limits.header_bytes + READ_AHEAD)
 }
 
 /// How the connection ends once the response in flight is out. It only moves towards the
@@ -345,7 +381,10 @@ impl Conn {
                     Handler::FastCgi(x) => Some(x),
                     Handler::Cgi(x) => Some(x),
                     Handler::Proxy(x) => Some(x),
-                    Handler::Queued => None,
+                    other => {
+                        *handler = other;
+                        None
+                    }
                 }
             }
             _ => None,
@@ -460,10 +499,27 @@ impl Conn {
     }
 
     /// Counts the request in flight as done in the scoreboard (once).
-    fn request_finished(&mut self, ctx: &Ctx<'_>) {
+    fn request_finished(&mut self, ctx: &mut Ctx<'_>) {
         if std::mem::take(&mut self.in_request) {
             if let Some(slot) = ctx.slot {
                 slot.request_done(self.bytes_in, self.out.payload_sent());
+            }
+        }
+        // The `limit_conn` counts the request held (kept by the worker, so a connection
+        // stays small).
+        for (zone, key) in ctx.lua_wakes.release(ctx.token) {
+            if let Some(z) = crate::shared::zone(&zone) {
+                let _ = z.incr(&key, &crate::shared::Val::Int(-1), None, None);
+            }
+        }
+    }
+
+    /// Keeps the `limit_conn` counts the route just took, to release at the request's end.
+    fn hold_releases(&mut self, ctx: &mut Ctx<'_>) {
+        if let Some(r) = ctx.router.as_deref_mut() {
+            let taken = r.take_releases();
+            if !taken.is_empty() {
+                ctx.lua_wakes.hold(ctx.token, taken);
             }
         }
     }
@@ -472,6 +528,20 @@ impl Conn {
     /// short, before the connection closes.
     pub fn abort(&mut self, ctx: &mut Ctx<'_>) {
         self.request_finished(ctx);
+        if let Phase::Responding {
+            handler: Handler::Lua(w),
+            ..
+        } = &self.phase
+        {
+            // The client left while its route waited: the wait is cancelled.
+            if let Some(r) = ctx.router.as_deref_mut() {
+                r.cancel_route(w.ticket);
+            }
+            if !self.log_line.is_pending() && ctx.access.is_some() {
+                let req = w.req.clone();
+                self.log_start(ctx, Some(&req), 499);
+            }
+        }
         if let Some(mut x) = self.take_exchange() {
             if !self.log_line.is_pending() {
                 let status = x.status().unwrap_or(499);
@@ -505,6 +575,9 @@ impl Conn {
     pub fn backend_ready(&mut self, ctx: &mut Ctx<'_>, readable: bool, writable: bool) -> Verdict {
         if let Some(x) = self.exchange_mut() {
             x.backend_ready(readable, writable);
+        }
+        if self.lua_http_ready(ctx) == Verdict::Close {
+            return Verdict::Close;
         }
         self.run(ctx)
     }
@@ -683,6 +756,27 @@ impl Conn {
                 }
             }
 
+            // The client left while its route waits: the wait is cancelled (abort).
+            if self.read_eof
+                && matches!(
+                    self.phase,
+                    Phase::Responding {
+                        handler: Handler::Lua(_),
+                        ..
+                    }
+                )
+            {
+                return Verdict::Close;
+            }
+
+            // A route waiting in req:body: resume it once the body is in the buffer.
+            if let Some(with) = self.lua_body_ready(ctx.limits) {
+                if self.lua_continue(ctx, with) == Verdict::Close {
+                    return Verdict::Close;
+                }
+                progress = true;
+            }
+
             // A queued reply whose output is out: the request is done once its body is read.
             if let Phase::Responding {
                 handler: Handler::Queued,
@@ -719,7 +813,13 @@ impl Conn {
             }
 
             if self.readable && !self.read_eof && self.wants_input(ctx.limits) {
-                let max = ctx.limits.header_bytes + READ_AHEAD;
+                let max = match &self.phase {
+                    Phase::Responding {
+                        handler: Handler::Lua(w),
+                        ..
+                    } if w.body.is_some() => body_read_max(ctx.limits, w.body.unwrap_or(0)),
+                    _ => ctx.limits.header_bytes + READ_AHEAD,
+                };
                 match self.input.read_from(&mut self.stream, max, ctx.bufs) {
                     Ok(Filled::Eof) => {
                         self.read_eof = true;
@@ -740,7 +840,11 @@ impl Conn {
                             }
                         ) || self
                             .exchange()
-                            .is_some_and(|x| x.wants_client_input() && !x.is_tunnel());
+                            .is_some_and(|x| x.wants_client_input() && !x.is_tunnel())
+                            || matches!(
+                                &self.phase,
+                                Phase::Responding { handler: Handler::Lua(w), .. } if w.body.is_some()
+                            );
                         if body {
                             ctx.timers
                                 .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
@@ -838,6 +942,7 @@ impl Conn {
             Phase::Responding { handler, discard } => {
                 discard.is_some()
                     || handler.upstream().is_some_and(|x| x.wants_client_input())
+                    || matches!(handler, Handler::Lua(w) if w.body.is_some())
                     || buffered < limits.header_bytes
             }
             Phase::Linger => true,
@@ -888,13 +993,13 @@ impl Conn {
             &req,
             &ctx.config.ops.trusted_proxies,
         );
-        let peer = real_peer::client(&self.real, &self.peer);
         if let Some(slot) = ctx.slot {
+            let peer = real_peer::client(&self.real, &self.peer);
             let host = req.host.as_deref().unwrap_or("");
             slot.request_started(req.method.as_str(), host, &req.path, &peer.ip, ctx.now_ms);
         }
         let mut user = None;
-        let mut close = !req.keep_alive
+        let close = !req.keep_alive
             || self.ending != Ending::KeepAlive
             || ctx.draining
             || u64::from(self.served) >= ctx.limits.keepalive_requests;
@@ -908,19 +1013,223 @@ impl Conn {
             board: ctx.board,
             user: &mut user,
         };
-        let client = Client {
+        let client = self.client_of(ctx.listener_names, ctx.config);
+        let routed = dispatch::route(dispatch, &req, &client);
+        self.hold_releases(ctx);
+        let wall = ctx.now + ctx.limits.lua_wall;
+        self.carry_out(ctx, req, routed, close, wall, user);
+    }
+
+    /// Who asked, as dispatch and the route function see it (the real client, the listener).
+    fn client_of<'a>(&'a self, listener_names: &'a [String], config: &Config) -> Client<'a> {
+        let peer = real_peer::client(&self.real, &self.peer);
+        let listener = usize::from(self.listener);
+        Client {
             ip: &peer.ip,
             port: peer.port,
-            listener: ctx
-                .listener_names
-                .get(usize::from(self.listener))
-                .map_or("", String::as_str),
+            listener: listener_names.get(listener).map_or("", String::as_str),
             https: self.stream.is_tls(),
-            redirect_to_https: (ctx.config.tls.kind(usize::from(self.listener))
+            redirect_to_https: (config.tls.kind(listener)
                 == crate::config::ListenKind::RedirectToHttps)
-                .then(|| super::https_redirect::port(ctx.config, ctx.listener_names)),
+                .then(|| super::https_redirect::port(config, listener_names)),
+        }
+    }
+
+    /// Whether this connection's route call waits on `ticket`.
+    pub fn waits_on(&self, ticket: crate::script::Ticket) -> bool {
+        matches!(&self.phase, Phase::Responding { handler: Handler::Lua(w), .. } if w.ticket == ticket)
+    }
+
+    /// The wait of the route call ended (or `limits.lua_wall` passed): resume it.
+    pub fn lua_wake(&mut self, ctx: &mut Ctx<'_>, ticket: crate::script::Ticket) -> Verdict {
+        if !self.waits_on(ticket) {
+            return Verdict::Open;
+        }
+        let w = match &mut self.phase {
+            Phase::Responding { handler, .. } => {
+                match std::mem::replace(handler, Handler::Queued) {
+                    Handler::Lua(w) => w,
+                    other => {
+                        *handler = other;
+                        return Verdict::Open;
+                    }
+                }
+            }
+            _ => return Verdict::Open,
         };
-        let reply = match dispatch::route(dispatch, &req, &client) {
+        let wait = *w;
+        if ctx.now < wait.wall && (wait.body.is_some() || ctx.now < wait.until) {
+            // Early (or a body wait's wall-clock entry): keep waiting.
+            let (until, wall, ticket) = (wait.until, wait.wall, wait.ticket);
+            if wait.body.is_none() {
+                ctx.lua_wakes.push(until.min(wall), ctx.token, ticket);
+            } else {
+                ctx.lua_wakes.push(wall, ctx.token, ticket);
+            }
+            self.start_responding(Handler::Lua(Box::new(wait)), None);
+            return Verdict::Open;
+        }
+        let LuaWait {
+            req,
+            ticket,
+            until,
+            wall,
+            close,
+            body: _,
+            http,
+        } = wait;
+        let with = match http {
+            None => crate::script::Resume::Nothing,
+            Some(HttpWait::Failed(e)) => crate::script::Resume::Http(Err(e)),
+            Some(HttpWait::Running(mut call)) => {
+                call.stop(ctx.registry);
+                crate::script::Resume::Http(Err("timeout".into()))
+            }
+        };
+        // A resumed route passes the site's auth rules again, which name the user to log.
+        let mut user = None;
+        let routed = if ctx.now >= wall {
+            if let Some(r) = ctx.router.as_deref_mut() {
+                r.cancel_route(ticket);
+            }
+            tracing::error!(
+                "route: the route function ran longer than limits.lua_wall ({:?}, waits included); request: {} {} from {}:{}",
+                ctx.limits.lua_wall,
+                req.method.as_str(),
+                req.target,
+                &*self.peer.ip,
+                self.peer.port
+            );
+            Routed::Reply(Reply::error(504))
+        } else if ctx.now < until {
+            Routed::Wait { ticket, until }
+        } else {
+            let dispatch = Dispatch {
+                router: ctx.router.as_deref_mut(),
+                site: ctx.site,
+                other_sites: ctx.other_sites,
+                pool: ctx.pool,
+                config: ctx.config,
+                now: ctx.now,
+                board: ctx.board,
+                user: &mut user,
+            };
+            let client = self.client_of(ctx.listener_names, ctx.config);
+            dispatch::resume(dispatch, &req, &client, ticket, with)
+        };
+        self.hold_releases(ctx);
+        self.carry_out(ctx, req, routed, close, wall, user);
+        self.run(ctx)
+    }
+
+    /// The socket of a route's `http.request` is ready: drive it; resume the route once done.
+    fn lua_http_ready(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        let Phase::Responding {
+            handler: Handler::Lua(w),
+            ..
+        } = &mut self.phase
+        else {
+            return Verdict::Open;
+        };
+        let Some(HttpWait::Running(call)) = &mut w.http else {
+            return Verdict::Open;
+        };
+        let Some(result) = call.drive() else {
+            return Verdict::Open;
+        };
+        call.stop(ctx.registry);
+        w.http = None;
+        self.lua_continue(ctx, crate::script::Resume::Http(result))
+    }
+
+    /// What a route waiting in `req:body` gets, once the body is there (or cannot be).
+    fn lua_body_ready(&self, limits: &Limits) -> Option<crate::script::Resume> {
+        use crate::script::Resume;
+        let Phase::Responding {
+            handler: Handler::Lua(w),
+            ..
+        } = &self.phase
+        else {
+            return None;
+        };
+        let max = w.body?;
+        let ceiling = max.min(limits.lua_body_bytes);
+        let input = self.input.data();
+        match w.req.body {
+            BodyFraming::None => Some(Resume::Body(Vec::new())),
+            BodyFraming::Length(n) if n > ceiling => Some(Resume::NoBody("too large")),
+            BodyFraming::Length(n) => {
+                let n = n as usize;
+                (input.len() >= n).then(|| Resume::Body(input[..n].to_vec()))
+            }
+            BodyFraming::Chunked => {
+                let mut reader = BodyReader::new(BodyFraming::Chunked, ceiling).ok()?;
+                let mut out = Vec::new();
+                match reader.feed(input, &mut |b| out.extend_from_slice(b)) {
+                    Ok(f) if f.done => Some(Resume::Body(out)),
+                    Ok(_) if input.len() >= body_read_max(limits, ceiling) => {
+                        Some(Resume::NoBody("too large"))
+                    }
+                    Ok(_) => None,
+                    Err(BodyError::TooLarge { .. }) => Some(Resume::NoBody("too large")),
+                    Err(_) => Some(Resume::NoBody("bad body")),
+                }
+            }
+        }
+    }
+
+    /// Resumes the route waiting in `req:body` with what it gets.
+    fn lua_continue(&mut self, ctx: &mut Ctx<'_>, with: crate::script::Resume) -> Verdict {
+        let w = match &mut self.phase {
+            Phase::Responding { handler, .. } => {
+                match std::mem::replace(handler, Handler::Queued) {
+                    Handler::Lua(w) => w,
+                    other => {
+                        *handler = other;
+                        return Verdict::Open;
+                    }
+                }
+            }
+            _ => return Verdict::Open,
+        };
+        let LuaWait {
+            req,
+            ticket,
+            wall,
+            close,
+            ..
+        } = *w;
+        ctx.timers.disarm(&mut self.timer);
+        let mut user = None;
+        let dispatch = Dispatch {
+            router: ctx.router.as_deref_mut(),
+            site: ctx.site,
+            other_sites: ctx.other_sites,
+            pool: ctx.pool,
+            config: ctx.config,
+            now: ctx.now,
+            board: ctx.board,
+            user: &mut user,
+        };
+        let client = self.client_of(ctx.listener_names, ctx.config);
+        let routed = dispatch::resume(dispatch, &req, &client, ticket, with);
+        self.hold_releases(ctx);
+        self.carry_out(ctx, req, routed, close, wall, user);
+        Verdict::Open
+    }
+
+    /// Carries out where dispatch sent a request: a backend, a wait, or a reply.
+    fn carry_out(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: Request,
+        routed: Routed,
+        close: bool,
+        wall: Instant,
+        user: Option<String>,
+    ) {
+        let mut close = close;
+        let reply = match routed {
             Routed::FastCgi(target, extra) => {
                 self.start_fastcgi(ctx, req, target, close, extra);
                 return;
@@ -931,6 +1240,75 @@ impl Conn {
             }
             Routed::Proxy(target) => {
                 self.start_proxy(ctx, req, target, close);
+                return;
+            }
+            Routed::Wait { ticket, until } => {
+                // Nothing to answer yet; the connection's own timeouts do not run meanwhile
+                // (the wall-clock limit does).
+                ctx.timers.disarm(&mut self.timer);
+                ctx.lua_wakes.push(until.min(wall), ctx.token, ticket);
+                let w = LuaWait {
+                    req,
+                    ticket,
+                    until,
+                    wall,
+                    close,
+                    body: None,
+                    http: None,
+                };
+                self.start_responding(Handler::Lua(Box::new(w)), None);
+                return;
+            }
+            Routed::Body { ticket, max } => {
+                let mut req = req;
+                let ceiling = max.unwrap_or(u64::MAX).min(ctx.limits.lua_body_bytes);
+                // The client waits for a go-ahead before it sends the body; once given, no
+                // later handler gives it again.
+                if req.expect_continue && req.body != BodyFraming::None {
+                    self.out.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    req.expect_continue = false;
+                }
+                // The body must arrive within the read timeout, and the whole route within
+                // limits.lua_wall (the wake entry).
+                ctx.timers
+                    .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
+                ctx.lua_wakes.push(wall, ctx.token, ticket);
+                let w = LuaWait {
+                    req,
+                    ticket,
+                    until: wall,
+                    wall,
+                    close,
+                    body: Some(ceiling),
+                    http: None,
+                };
+                self.start_responding(Handler::Lua(Box::new(w)), None);
+                return;
+            }
+            Routed::Http { ticket, spec } => {
+                ctx.timers.disarm(&mut self.timer);
+                let (http, until) = match spec {
+                    Err(e) => (HttpWait::Failed(e), ctx.now),
+                    Ok(mut spec) => {
+                        spec.max_body = ctx.limits.lua_body_bytes;
+                        let token = mio::Token(BACKEND_BASE + ctx.token);
+                        match super::lua_http::Call::start(&spec, ctx.registry, token) {
+                            Ok(call) => (HttpWait::Running(Box::new(call)), ctx.now + spec.timeout),
+                            Err(e) => (HttpWait::Failed(format!("connect: {e}")), ctx.now),
+                        }
+                    }
+                };
+                ctx.lua_wakes.push(until.min(wall), ctx.token, ticket);
+                let w = LuaWait {
+                    req,
+                    ticket,
+                    until,
+                    wall,
+                    close,
+                    body: None,
+                    http: Some(http),
+                };
+                self.start_responding(Handler::Lua(Box::new(w)), None);
                 return;
             }
             Routed::Reply(reply) => reply,

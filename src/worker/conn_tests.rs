@@ -63,6 +63,7 @@ struct Harness {
     stderr: StderrLimit,
     other_sites: OtherSites,
     bufs: Bufs,
+    lua_wakes: super::lua_wait::Wakes,
     now: Instant,
     /// Whether the worker is in a graceful stop.
     draining: bool,
@@ -114,6 +115,7 @@ impl Harness {
             stderr: StderrLimit::default(),
             other_sites: OtherSites::default(),
             bufs: Bufs::default(),
+            lua_wakes: Default::default(),
             now: Instant::now(),
             draining: false,
             token: 0,
@@ -144,6 +146,7 @@ impl Harness {
             slot: None,
             now_ms: 0,
             bufs: &mut self.bufs,
+            lua_wakes: &mut self.lua_wakes,
         }
     }
 

@@ -9,7 +9,7 @@ use crate::http::request::Request;
 use crate::log::push_escaped;
 use crate::proxy::{self, ProxyTarget};
 use crate::reply::{Body, Reply};
-use crate::script::{Decision, RouteRequest, Router};
+use crate::script::{Decision, Outcome, Resume, RouteRequest, Router, Ticket};
 use crate::static_files::open::Lookup;
 use crate::static_files::{self, Site};
 use std::time::Instant;
@@ -58,6 +58,28 @@ pub enum Routed {
     Reply(Reply),
     /// To a CGI script (src/worker/cgi_admit.rs).
     Cgi(super::cgi_admit::CgiTarget),
+    /// The route function waits for an `http.request` (or must be told its options were
+    /// wrong).
+    Http {
+        /// The suspended call.
+        ticket: Ticket,
+        /// What to send.
+        spec: Result<crate::script::HttpSpec, String>,
+    },
+    /// The route function waits for the request body (`req:body(max)`).
+    Body {
+        /// The suspended call.
+        ticket: Ticket,
+        /// The most bytes it wants.
+        max: Option<u64>,
+    },
+    /// The route function waits (`sleep`) until `until`.
+    Wait {
+        /// The suspended call.
+        ticket: Ticket,
+        /// When to resume it.
+        until: Instant,
+    },
 }
 
 /// What a route decision adds to a FastCGI request.
@@ -132,8 +154,29 @@ fn status_page(
 
 /// Where a request goes: first its site (a `site "host" {}` its Host names, else
 /// `server{}`'s own), then the route function's decision, else the default rules (a FastCGI
-/// prefix or extension, else a static file).
+/// prefix or extension, else a static file). The route may wait (`sleep`, `req:body`,
+/// `http.request`): `Routed::Wait`/`Body`/`Http`, then [`resume`] it when its time has come.
 pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
+    route_with(ctx, req, client, None)
+}
+
+/// Continues a route call that waited, as [`route`] does.
+pub fn resume(
+    ctx: Dispatch<'_>,
+    req: &Request,
+    client: &Client<'_>,
+    ticket: Ticket,
+    with: Resume,
+) -> Routed {
+    route_with(ctx, req, client, Some((ticket, with)))
+}
+
+fn route_with(
+    ctx: Dispatch<'_>,
+    req: &Request,
+    client: &Client<'_>,
+    ticket: Option<(Ticket, Resume)>,
+) -> Routed {
     if let Some(port) = client.redirect_to_https {
         return Routed::Reply(super::https_redirect::reply(req, port));
     }
@@ -141,7 +184,7 @@ pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
         return status_page(ctx.board, ctx.config, req);
     }
     let Some(i) = ctx.other_sites.pick_vhost(ctx.config, req.host.as_deref()) else {
-        return route_site(ctx, req, client, None);
+        return route_site(ctx, req, client, None, ticket);
     };
     let def = &ctx.config.sites[i];
     let mut site = match ctx.other_sites.take_vhost(i, ctx.config) {
@@ -161,7 +204,7 @@ pub fn route(ctx: Dispatch<'_>, req: &Request, client: &Client<'_>) -> Routed {
         user: &mut *ctx.user,
         board: ctx.board,
     };
-    let routed = route_site(inner, req, client, Some(def));
+    let routed = route_site(inner, req, client, Some(def), ticket);
     let routed = super::vhost::finish(routed, def, &site);
     ctx.other_sites.put_vhost(i, site);
     routed
@@ -173,6 +216,7 @@ fn route_site(
     req: &Request,
     client: &Client<'_>,
     vhost: Option<&crate::config::VhostDef>,
+    ticket: Option<(Ticket, Resume)>,
 ) -> Routed {
     *ctx.user = None;
     match super::auth_check::check(ctx.config, req, client.ip) {
@@ -197,7 +241,16 @@ fn route_site(
                         .deadline
                         .saturating_add(super::backstop::BOUND),
                 );
-                router.route(&rr)
+                match ticket {
+                    None => router.start_route(&rr),
+                    Some((t, with)) => router.resume_route(t, &rr, with),
+                }
+            };
+            let routed = match routed {
+                Outcome::Done(r) => r,
+                Outcome::Wait { ticket, until } => return Routed::Wait { ticket, until },
+                Outcome::Body { ticket, max } => return Routed::Body { ticket, max },
+                Outcome::Http { ticket, spec } => return Routed::Http { ticket, spec },
             };
             match routed {
                 Ok(d) => d,

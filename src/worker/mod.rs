@@ -18,7 +18,9 @@ mod fcgi_compress;
 mod fcgi_error;
 mod https_redirect;
 mod inbuf;
+mod lua_http;
 mod lua_timers;
+pub mod lua_wait;
 pub mod net;
 mod out;
 mod peer;
@@ -128,6 +130,8 @@ struct Worker<'a> {
     now_ms: u64,
     bufs: bufs::Bufs,
     per_ip: PerIp,
+    /// When to resume route calls that wait.
+    lua_wakes: lua_wait::Wakes,
 }
 
 /// Runs a worker until it is told to stop; returns the exit code.
@@ -239,6 +243,7 @@ impl<'a> Worker<'a> {
             now_ms: now_ms(),
             bufs: bufs::Bufs::default(),
             per_ip: PerIp::new(setup.config.limits.connections_per_ip),
+            lua_wakes: lua_wait::Wakes::default(),
         })
     }
 
@@ -252,6 +257,9 @@ impl<'a> Worker<'a> {
                 timeout = timeout.min(d.saturating_duration_since(now));
             }
             if let Accepting::Backoff(at) = self.accepting {
+                timeout = timeout.min(at.saturating_duration_since(now));
+            }
+            if let Some(at) = self.lua_wakes.next() {
                 timeout = timeout.min(at.saturating_duration_since(now));
             }
             if let Some(at) = self.router.as_ref().and_then(|r| r.next_timer()) {
@@ -300,6 +308,14 @@ impl<'a> Worker<'a> {
             self.expire_timers(now);
             if let Some(r) = self.router.as_mut() {
                 lua_timers::run_due(r, now);
+            }
+            while let Some((key, ticket)) = self.lua_wakes.pop_due(now) {
+                let waits = self.conns.get(key).is_some_and(|c| c.waits_on(ticket));
+                if waits {
+                    self.on_conn(key, now, |c, ctx| c.lua_wake(ctx, ticket));
+                } else if let Some(r) = self.router.as_mut() {
+                    r.cancel_route(ticket);
+                }
             }
             if let Accepting::Backoff(at) = self.accepting {
                 if now >= at {
@@ -369,6 +385,7 @@ impl<'a> Worker<'a> {
             listener_names: &self.listener_names,
             other_sites: &mut self.other_sites,
             bufs: &mut self.bufs,
+            lua_wakes: &mut self.lua_wakes,
         };
         if f(conn, &mut ctx) == Verdict::Close {
             conn.abort(&mut ctx);
