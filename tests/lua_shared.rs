@@ -217,6 +217,12 @@ fn the_repl_reads_and_writes_and_data_survives_a_reload() {
         err.contains("shared 'c'") && err.contains("changed size"),
         "{err}"
     );
+    // The forked checker refuses it (its verdict is the "running configuration stays"
+    // failure), rather than the watcher finding out after evaluating the file itself.
+    assert!(
+        err.contains("reload failed, the running configuration stays"),
+        "{err}"
+    );
     assert_eq!(body(&s, "/count"), "4");
     let _ = config_text;
 }

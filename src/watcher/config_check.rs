@@ -7,6 +7,9 @@
 //! writes its verdict to a pipe, while the watcher goes on with its loop. Past `CHECK_LIMIT`
 //! of wall-clock time the checker is SIGKILLed and the reload fails with that reason.
 //!
+//! The check includes what only the running server can tell: a shared zone that changed size
+//! (`shared::check_config`, against the zones the checker inherited).
+//!
 //! Only a verdict comes back: the loaded configuration holds a Lua state (the route function
 //! and its upvalues), which cannot cross a process boundary. On "ok" the watcher evaluates the
 //! file itself, as before, now with a wall-clock hook as a second line of defence (the file
@@ -197,8 +200,13 @@ fn checker(watcher_pid: Pid, file: PathBuf, write: OwnedFd) -> ! {
                 crate::config::load_file(&file)
             }
         });
+    // The zones this checker inherited are the running ones: a resized zone fails here, as
+    // it would when the watcher maps the new generation, not after the watcher evaluated it.
     let answer = match result {
-        Ok(_) => "ok\n".to_string(),
+        Ok(loaded) => match crate::shared::check_config(&loaded.config.shared) {
+            Ok(()) => "ok\n".to_string(),
+            Err(e) => format!("error\n{e}"),
+        },
         Err(errors) => format!("error\n{errors}"),
     };
     let mut out = File::from(write);
