@@ -6,8 +6,14 @@
 //! class when a request finishes, by connection state when a connection changes state).
 //! Totals are the watcher's retired part plus the live slots, read consistently
 //! ([`Scoreboard::consistent`]), so they never go backwards across respawns and reloads.
+//!
+//! Backends are both kinds that have scoreboard proc slots: FastCGI addresses
+//! (`luahttpd_backend_*`, JSON `backends`) and HTTP upstream addresses (`luahttpd_upstream_*`,
+//! JSON `upstreams`), each with the state the REPL's `backends()` shows.
 
-use crate::admin::scoreboard::{now_ms, ProcState, Scoreboard, ServerView, CONN_STATES};
+use crate::admin::scoreboard::{
+    now_ms, ProcState, Scoreboard, ServerView, CONN_STATES, PROXY_DRAINED, PROXY_UNHEALTHY,
+};
 use crate::config::Config;
 use crate::fastcgi::pool::{proc_index, upstream_addrs};
 use crate::json_text::push_quoted;
@@ -54,12 +60,13 @@ pub fn reply(board: Option<&Scoreboard>, config: &Config, format: Format) -> Rep
     let now = now_ms();
     let view = board.consistent(now);
     let backends = backends(board, config, now);
+    let upstreams = upstreams(board, config, now);
     let (body, ctype) = match format {
         Format::Prometheus => (
-            prometheus(&view, &backends).into_bytes(),
+            prometheus(&view, &backends, &upstreams).into_bytes(),
             "text/plain; version=0.0.4; charset=utf-8",
         ),
-        Format::Json => (json(&view, &backends), "application/json"),
+        Format::Json => (json(&view, &backends, &upstreams), "application/json"),
     };
     let mut r = Reply::new(200, Body::Bytes(body));
     r.header("Content-Type", ctype);
@@ -102,6 +109,48 @@ fn backends(board: &Scoreboard, config: &Config, now: u64) -> Vec<Backend> {
     out
 }
 
+/// What an HTTP upstream address's proc slot says: drained (by the REPL), unhealthy (its
+/// health check fails), down (left out after failures) or up, as `backends()` shows it.
+pub fn upstream_state(flags: u8, disabled_for_ms: u64) -> &'static str {
+    if flags & PROXY_DRAINED != 0 {
+        "drained"
+    } else if flags & PROXY_UNHEALTHY != 0 {
+        "unhealthy"
+    } else if disabled_for_ms > 0 {
+        "down"
+    } else {
+        "up"
+    }
+}
+
+/// One row per HTTP upstream address (`upstream "name" { address = … }`), from its proc slot.
+fn upstreams(board: &Scoreboard, config: &Config, now: u64) -> Vec<Backend> {
+    let index = crate::proxy::pool::proc_index(config);
+    let mut out = Vec::new();
+    for (u, def) in config.upstreams.iter().enumerate() {
+        for (a, addr) in def.address.iter().enumerate() {
+            let Some(snap) = index
+                .index(u, a)
+                .and_then(|i| board.proc(i))
+                .map(|p| p.snapshot(now))
+            else {
+                continue;
+            };
+            let state = upstream_state(snap.flags, snap.disabled_for_ms);
+            out.push(Backend {
+                name: def.name.clone(),
+                address: crate::proxy::pool::addr_text(&addr.addr),
+                state,
+                up: state == "up",
+                active: snap.active,
+                total: snap.total,
+                errors: snap.errors,
+            });
+        }
+    }
+    out
+}
+
 /// A backend metric: name, type, help, value.
 type Metric = (
     &'static str,
@@ -123,7 +172,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn prometheus(v: &ServerView, backends: &[Backend]) -> String {
+fn prometheus(v: &ServerView, backends: &[Backend], upstreams: &[Backend]) -> String {
     let mut o = String::with_capacity(4096);
     let t = &v.totals;
     family(
@@ -279,10 +328,51 @@ fn prometheus(v: &ServerView, backends: &[Backend]) -> String {
             }
         }
     }
+    if !upstreams.is_empty() {
+        let metrics: [Metric; 4] = [
+            (
+                "luahttpd_upstream_active",
+                "gauge",
+                "Requests in flight at an HTTP upstream address.",
+                |b| u64::from(b.active),
+            ),
+            (
+                "luahttpd_upstream_requests_total",
+                "counter",
+                "Requests sent to an HTTP upstream address.",
+                |b| b.total,
+            ),
+            (
+                "luahttpd_upstream_errors_total",
+                "counter",
+                "Failures talking to an HTTP upstream address.",
+                |b| b.errors,
+            ),
+            (
+                "luahttpd_upstream_up",
+                "gauge",
+                "1 if an HTTP upstream address is neither drained, unhealthy nor left out.",
+                |b| u64::from(b.up),
+            ),
+        ];
+        for (name, kind, help, value) in metrics {
+            family(&mut o, name, kind, help);
+            for b in upstreams {
+                let _ = writeln!(
+                    o,
+                    "{name}{{upstream=\"{}\",address=\"{}\",state=\"{}\"}} {}",
+                    label(&b.name),
+                    label(&b.address),
+                    b.state,
+                    value(b)
+                );
+            }
+        }
+    }
     o
 }
 
-fn json(v: &ServerView, backends: &[Backend]) -> Vec<u8> {
+fn json(v: &ServerView, backends: &[Backend], upstreams: &[Backend]) -> Vec<u8> {
     let t = &v.totals;
     let mut o = Vec::with_capacity(2048);
     let _ = write!(
@@ -341,17 +431,27 @@ fn json(v: &ServerView, backends: &[Backend]) -> Vec<u8> {
             w.requests
         );
     }
-    o.extend_from_slice(b"],\"backends\":[");
-    for (n, b) in backends.iter().enumerate() {
+    o.extend_from_slice(b"],\"backends\":");
+    json_rows(&mut o, backends);
+    o.extend_from_slice(b",\"upstreams\":");
+    json_rows(&mut o, upstreams);
+    o.extend_from_slice(b"}\n");
+    o
+}
+
+/// A JSON array of backend rows.
+fn json_rows(o: &mut Vec<u8>, rows: &[Backend]) {
+    o.push(b'[');
+    for (n, b) in rows.iter().enumerate() {
         if n > 0 {
             o.push(b',');
         }
         o.extend_from_slice(b"{\"name\":");
-        push_quoted(&mut o, &b.name);
+        push_quoted(o, &b.name);
         o.extend_from_slice(b",\"address\":");
-        push_quoted(&mut o, &b.address);
+        push_quoted(o, &b.address);
         let _ = write!(
-            Text(&mut o),
+            Text(o),
             ",\"state\":\"{}\",\"up\":{},\"active\":{},\"total\":{},\"errors\":{}}}",
             b.state,
             b.up,
@@ -360,8 +460,7 @@ fn json(v: &ServerView, backends: &[Backend]) -> Vec<u8> {
             b.errors
         );
     }
-    o.extend_from_slice(b"]}\n");
-    o
+    o.push(b']');
 }
 
 /// `write!` into a byte buffer.

@@ -3,6 +3,7 @@
 //! backwards across a worker's respawn and a reload.
 
 mod common;
+mod proxy_common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -333,4 +334,50 @@ fn the_repl_status_shows_the_same_responses_by_class() {
         Some(page.get("luahttpd_responses_total{class=4xx}")),
         "{st}"
     );
+}
+
+#[test]
+fn proxy_upstream_addresses_are_on_the_page() {
+    let up = proxy_common::Upstream::start("u1");
+    let s = Server::start_config(
+        {
+            let d = TempDir::new("status-upstream");
+            std::fs::create_dir_all(d.path().join("www")).unwrap();
+            d
+        },
+        &format!(
+            "server {{ {BASE}, status_path = \"/server-status\" }}\n\
+             upstream \"app\" {{ address = \"{}\" }}\n\
+             route(function(req)\n  if req.path == '/api/name' then return proxy('app', {{ path = '/name' }}) end\nend)\n",
+            up.addr
+        ),
+    );
+    let series = |m: &str| format!("{m}{{address={},state=up,upstream=app}}", up.addr);
+    let (before, _) = metrics(&s, "/server-status");
+    assert_eq!(before.types["luahttpd_upstream_requests_total"], "counter");
+    assert_eq!(before.get(&series("luahttpd_upstream_up")), 1.0);
+    assert_eq!(before.get(&series("luahttpd_upstream_requests_total")), 0.0);
+    // No FastCGI backend here, so none of its families.
+    assert!(!before.types.contains_key("luahttpd_backend_up"));
+
+    for _ in 0..3 {
+        let r = request(&s, "/api/name");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), "u1");
+    }
+    let (after, _) = metrics(&s, "/server-status");
+    assert_eq!(after.get(&series("luahttpd_upstream_requests_total")), 3.0);
+    assert_eq!(after.get(&series("luahttpd_upstream_errors_total")), 0.0);
+    assert_eq!(after.get(&series("luahttpd_upstream_active")), 0.0);
+
+    let r = request(&s, "/server-status?format=json");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+    let rows = v["upstreams"].as_array().expect("upstreams");
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(rows[0]["name"], "app");
+    assert_eq!(rows[0]["address"], up.addr.as_str());
+    assert_eq!(rows[0]["state"], "up");
+    assert_eq!(rows[0]["up"], true);
+    assert_eq!(rows[0]["total"], 3);
+    assert_eq!(v["backends"].as_array().map(Vec::len), Some(0), "{v}");
 }

@@ -44,15 +44,7 @@ impl Watcher {
                     .map(|p| p.snapshot(now));
                 let flags = snap.as_ref().map_or(0, |s| s.flags);
                 let disabled = snap.as_ref().map_or(0, |s| s.disabled_for_ms);
-                let state = if flags & PROXY_DRAINED != 0 {
-                    "drained"
-                } else if flags & PROXY_UNHEALTHY != 0 {
-                    "unhealthy"
-                } else if disabled > 0 {
-                    "down"
-                } else {
-                    "up"
-                };
+                let state = crate::status_page::upstream_state(flags, disabled);
                 let health = match (&def.health, flags & PROXY_UNHEALTHY != 0) {
                     (None, _) => "-",
                     (Some(_), true) => "failing",
