@@ -1,11 +1,14 @@
 //! `access_log_format`: `"combined"`, `"json"` or a template with `$name` fields, compiled
 //! once when the config loads into a list of parts that `access_line.rs` renders per request.
 //!
-//! Fields (nginx's names): `$remote_addr`, `$remote_port`, `$time_local`, `$request`,
-//! `$request_method`, `$request_uri`, `$status`, `$body_bytes_sent`, `$request_time`,
-//! `$http_<name>` (a request header, `_` for `-`), `$upstream_addr`,
-//! `$upstream_response_time` (empty: luahttpd has no proxy yet), `$tls_version` (empty: no TLS
-//! yet). `${name}` delimits a name followed by letters. Values are escaped for the format:
+//! Fields (nginx's names): `$remote_addr`, `$remote_port`, `$remote_user`, `$time_local`,
+//! `$request`, `$request_method`, `$request_uri`, `$status`, `$body_bytes_sent`,
+//! `$request_time`, `$http_<name>` (a request header, `_` for `-`), `$upstream_addr` and
+//! `$upstream_response_time` (set for proxied requests only: `Exchanging::upstream`),
+//! `$tls_version` (rendered absent by `access_line.rs` for now). `combined` is
+//! `$remote_addr - $remote_user [...]` plus, for a proxied request only, a trailing
+//! ` upstream=ADDR upstream_time=SECONDS` (`Field::UpstreamSuffix`, which no template can name).
+//! `${name}` delimits a name followed by letters. Values are escaped for the format:
 //! `"json"` escapes for JSON strings (any byte, see `json_text.rs`), the others as the combined
 //! format does (`"` and `\` with a backslash, other non-printable bytes as `\xHH`). A value
 //! that is absent (a missing header, no upstream, no TLS) is `-`, or empty in JSON.
@@ -46,11 +49,11 @@ pub enum Field {
     RequestTime,
     /// A request header (lower case name).
     Header(String),
-    /// The upstream's address (none yet).
+    /// The HTTP upstream's address (proxied requests only).
     UpstreamAddr,
-    /// The upstream's response time (none yet).
+    /// The HTTP upstream's time to the response head (proxied requests only).
     UpstreamResponseTime,
-    /// The TLS version of the connection (none yet).
+    /// The TLS version of the connection (`access_line.rs` renders it absent for now).
     TlsVersion,
     /// The combined format's last part: ` upstream=ADDR upstream_time=SECONDS` for a proxied
     /// request, nothing otherwise (no `$name`: only `combined` has it).

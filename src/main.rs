@@ -85,7 +85,12 @@ fn main() -> ExitCode {
             } else {
                 " (no line editor)"
             };
-            println!("features: lua 5.4 (vendored), epoll, signalfd, sendfile, fastcgi, admin repl{editor}, privileges (user/group/chroot), status page, PROXY protocol");
+            let provider = if cfg!(feature = "ring") {
+                "ring"
+            } else {
+                "aws-lc-rs"
+            };
+            println!("features: lua 5.4 (vendored), epoll, signalfd, sendfile, fastcgi, cgi, reverse proxy (http/1.1 upstreams), tls (rustls, {provider}), admin repl{editor}, privileges (user/group/chroot), status page, PROXY protocol");
             println!(
                 "profile: {}",
                 if cfg!(debug_assertions) {

@@ -107,9 +107,9 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
-/// Listen entries written as tables, `{ "addr", proxy_protocol = true }`: each is replaced in
-/// place by its address string (so the address list is read as before), and the addresses
-/// marked are returned, parsed as `listen` addresses.
+/// The `proxy_protocol` key of listen entries written as tables, `{ "addr", proxy_protocol =
+/// true }`: the addresses marked are returned, parsed as `listen` addresses. The value is left
+/// as it is; `tls::listen_entries` reads the addresses and the other keys of the same entries.
 pub(super) fn listen_tables(v: &Value, base: &Path, problem: Problem<'_>) -> Vec<ListenAddr> {
     let mut marked = Vec::new();
     let Value::Table(list) = v else {

@@ -11,8 +11,11 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// A kind of timeout, each with its own queue and duration: the four fixed kinds, then two per
-/// FastCGI backend (connect and read), whose durations the config sets per backend.
+/// A kind of timeout, each with its own queue and duration: the five fixed kinds (read, write,
+/// keep-alive, linger, handshake), then pairs whose durations the config sets: one (connect,
+/// read) pair per FastCGI backend, two pairs per HTTP upstream ((connect, read), (send, send):
+/// `proxy::Kinds`), then one pair whose read kind is the CGI run's limit
+/// (`cgi_admit::timer_kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kind(usize);
 
