@@ -508,4 +508,15 @@ mod tests {
         assert_eq!(Format::from_query(Some("a=1&format=json")), Format::Json);
         assert_eq!(Format::from_query(None), Format::Prometheus);
     }
+
+    #[test]
+    fn an_upstream_address_state_puts_a_drain_before_health_before_back_off() {
+        assert_eq!(upstream_state(0, 0), "up");
+        assert_eq!(upstream_state(0, 500), "down");
+        assert_eq!(upstream_state(PROXY_UNHEALTHY, 500), "unhealthy");
+        assert_eq!(
+            upstream_state(PROXY_DRAINED | PROXY_UNHEALTHY, 500),
+            "drained"
+        );
+    }
 }
