@@ -801,3 +801,33 @@ fn a_ticket_from_one_worker_resumes_on_the_other() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Review items 2 and 4: over TLS a CGI script gets HTTPS=on, and the respond hook's
+/// `req.scheme` is "https" for static and CGI responses alike.
+#[test]
+fn cgi_gets_https_on_and_the_respond_hook_sees_https() {
+    let (dir, _, _) = site();
+    dir.write(
+        "cgi-bin/env.sh",
+        b"#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\nContent-Length: 15\\r\\n\\r\\n'\nprintf 'https=%-8s\\n' \"$HTTPS\"\n",
+    );
+    let config = format!(
+        "server {{ listen = {{ {{ \"127.0.0.1:0\", tls = true }} }}, workers = 1, root = \"www\", \
+         error_log = \"stderr\", {TLS_BLOCK} }}\n\
+         cgi {{ prefix = \"/cgi-bin/\", root = \"cgi-bin\", interpreters = {{ [\".sh\"] = \"/bin/sh\" }} }}\n\
+         respond_hook(function(req, res) res.headers[\"X-Scheme\"] = req.scheme end)\n"
+    );
+    let s = Server::start_config(dir, &config);
+    let r = get(&s.addr, Some("localhost"), &any_version(), "/index.html");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.header("x-scheme").as_deref(), Some("https"));
+    let r = get(
+        &s.addr,
+        Some("localhost"),
+        &any_version(),
+        "/cgi-bin/env.sh",
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.header("x-scheme").as_deref(), Some("https"));
+    assert_eq!(String::from_utf8_lossy(&r.body), "https=on      \n");
+}

@@ -658,18 +658,7 @@ impl Conn {
                     let version = x.request().version;
                     let mut reply = Reply::error(status);
                     // The backend's failure (502/503/504) passes the respond hook too.
-                    let listener = ctx
-                        .listener_names
-                        .get(usize::from(self.listener))
-                        .map_or("", String::as_str);
-                    super::respond_hook::on_reply(
-                        ctx.router.as_deref_mut(),
-                        Some(x.request()),
-                        &self.peer.ip,
-                        self.peer.port,
-                        listener,
-                        &mut reply,
-                    );
+                    self.hook_reply(ctx, Some(x.request()), &mut reply);
                     self.send_reply(ctx, head_only, version, reply, close, None);
                 }
             }
@@ -1314,18 +1303,7 @@ impl Conn {
             Routed::Reply(reply) => reply,
         };
         let mut reply = reply;
-        let listener = ctx
-            .listener_names
-            .get(usize::from(self.listener))
-            .map_or("", String::as_str);
-        super::respond_hook::on_reply(
-            ctx.router.as_deref_mut(),
-            Some(&req),
-            &self.peer.ip,
-            self.peer.port,
-            listener,
-            &mut reply,
-        );
+        self.hook_reply(ctx, Some(&req), &mut reply);
         let mut discard = None;
         match req.body {
             BodyFraming::None => {}
@@ -1411,9 +1389,10 @@ impl Conn {
         close: bool,
     ) {
         let local = self.stream.local();
-        let admitted =
-            super::cgi_admit::admit(req, target, ctx.config, ctx.site, local, &self.peer);
-        let (facts, cmd, body) = match admitted {
+        // REMOTE_ADDR is the real client (PROXY header, trusted X-Forwarded-For), as FastCGI's.
+        let peer = real_peer::client(&self.real, &self.peer);
+        let admitted = super::cgi_admit::admit(req, target, ctx.config, ctx.site, local, peer);
+        let (mut facts, cmd, body) = match admitted {
             Ok(admitted) => admitted,
             Err(refused) => {
                 let (req, status) = *refused;
@@ -1421,6 +1400,7 @@ impl Conn {
                 return;
             }
         };
+        facts.https = self.stream.is_tls();
         if facts.req.expect_continue && facts.req.body != BodyFraming::None {
             self.out.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
@@ -1471,6 +1451,8 @@ impl Conn {
         let peer = real_peer::client(&self.real, &self.peer);
         let client = ClientFacts {
             ip: &peer.ip,
+            port: peer.port,
+            server_addr: (local.clone(), port),
             local: if port == 0 {
                 local
             } else {
@@ -1506,18 +1488,7 @@ impl Conn {
         self.log_start(ctx, Some(req), status);
         let head_only = req.method == Method::Head;
         let mut reply = Reply::error(status);
-        let listener = ctx
-            .listener_names
-            .get(usize::from(self.listener))
-            .map_or("", String::as_str);
-        super::respond_hook::on_reply(
-            ctx.router.as_deref_mut(),
-            Some(req),
-            &self.peer.ip,
-            self.peer.port,
-            listener,
-            &mut reply,
-        );
+        self.hook_reply(ctx, Some(req), &mut reply);
         self.send_reply(ctx, head_only, req.version, reply, close || has_body, None);
     }
 
@@ -1543,18 +1514,7 @@ impl Conn {
             close = u64::from(self.served) >= ctx.limits.keepalive_requests;
         }
         let mut reply = Reply::error(e.status);
-        let listener = ctx
-            .listener_names
-            .get(usize::from(self.listener))
-            .map_or("", String::as_str);
-        super::respond_hook::on_reply(
-            ctx.router.as_deref_mut(),
-            None,
-            &self.peer.ip,
-            self.peer.port,
-            listener,
-            &mut reply,
-        );
+        self.hook_reply(ctx, None, &mut reply);
         self.send_reply(ctx, e.head_method, e.version, reply, close, None);
     }
 
@@ -1600,6 +1560,25 @@ impl Conn {
             self.close_after_response();
         }
         self.start_responding(Handler::Queued, discard);
+    }
+
+    /// Runs the respond hook on a whole reply, with the real client and the connection's
+    /// scheme as the route function saw them.
+    fn hook_reply(&self, ctx: &mut Ctx<'_>, req: Option<&Request>, reply: &mut Reply) {
+        let listener = ctx
+            .listener_names
+            .get(usize::from(self.listener))
+            .map_or("", String::as_str);
+        let peer = real_peer::client(&self.real, &self.peer);
+        super::respond_hook::on_reply(
+            ctx.router.as_deref_mut(),
+            req,
+            &peer.ip,
+            peer.port,
+            listener,
+            self.stream.is_tls(),
+            reply,
+        );
     }
 
     /// Starts the access-log line of a response (`req` None: a refused head, whose first
