@@ -189,6 +189,11 @@ impl CgiRun {
         self.status
     }
 
+    /// Whether the script's head went to the client.
+    pub fn head_sent(&self) -> bool {
+        matches!(self.response, Response::Body(_))
+    }
+
     /// Whether the client connection closes after this response.
     pub fn closes_client(&self) -> bool {
         self.close_client

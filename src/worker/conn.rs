@@ -482,10 +482,8 @@ impl Conn {
                 handler: Handler::Queued,
                 ..
             } => true,
-            Phase::Responding {
-                handler: Handler::FastCgi(x),
-                ..
-            } => x.phase() == super::fcgi::ExchangePhase::StreamingBody,
+            // FastCGI, CGI and proxy alike (a tunnel closes when it ends anyway).
+            Phase::Responding { .. } => self.exchange().is_some_and(|x| x.head_sent()),
             _ => false,
         };
         if !head_out {

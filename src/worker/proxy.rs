@@ -839,6 +839,10 @@ impl Exchanging for ProxyExchange {
         &self.req
     }
 
+    fn head_sent(&self) -> bool {
+        ProxyExchange::head_sent(self)
+    }
+
     fn status(&self) -> Option<u16> {
         self.status
     }
