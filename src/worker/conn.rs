@@ -1226,7 +1226,7 @@ impl Conn {
                 return;
             }
             Routed::Proxy(target) => {
-                self.start_proxy(ctx, req, target, close);
+                self.start_proxy(ctx, req, target, close, user);
                 return;
             }
             Routed::Wait { ticket, until } => {
@@ -1424,7 +1424,14 @@ impl Conn {
     }
 
     /// Hands the request to an HTTP upstream (or answers 413 first).
-    fn start_proxy(&mut self, ctx: &mut Ctx<'_>, req: Request, t: ProxyTarget, close: bool) {
+    fn start_proxy(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: Request,
+        t: ProxyTarget,
+        close: bool,
+        user: Option<String>,
+    ) {
         let body = match req.body {
             BodyFraming::None => RequestBody::None,
             BodyFraming::Length(n) if n > ctx.limits.body_bytes => {
@@ -1457,6 +1464,7 @@ impl Conn {
                 format!("{local}:{port}")
             },
             https: self.stream.is_tls(),
+            user,
         };
         let kinds = Kinds::of(ctx.config.fastcgi.len(), t.upstream);
         let env = ctx.env();

@@ -86,6 +86,8 @@ pub struct ClientFacts<'a> {
     pub local: String,
     /// Whether the client connection is TLS (X-Forwarded-Proto, Forwarded proto).
     pub https: bool,
+    /// The user an `auth` rule authenticated (the access log's `$remote_user`).
+    pub user: Option<String>,
 }
 
 /// The client's request body on its way to the upstream.
@@ -181,6 +183,8 @@ pub struct ProxyExchange {
     server_addr: (String, u16),
     /// Whether the client connection is TLS (the respond hook's `req.scheme`).
     https: bool,
+    /// The user an `auth` rule authenticated, for the access log.
+    user: Option<String>,
 }
 
 impl ProxyExchange {
@@ -260,6 +264,7 @@ impl ProxyExchange {
             remote: (client.ip.to_string(), client.port),
             server_addr: client.server_addr,
             https: client.https,
+            user: client.user,
             req,
         })
     }
@@ -841,6 +846,10 @@ impl Exchanging for ProxyExchange {
 
     fn head_sent(&self) -> bool {
         ProxyExchange::head_sent(self)
+    }
+
+    fn remote_user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     fn status(&self) -> Option<u16> {
