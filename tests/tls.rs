@@ -831,3 +831,31 @@ fn cgi_gets_https_on_and_the_respond_hook_sees_https() {
     assert_eq!(r.header("x-scheme").as_deref(), Some("https"));
     assert_eq!(String::from_utf8_lossy(&r.body), "https=on      \n");
 }
+
+/// Review item 7: `$tls_version` in the access log names the connection's version (nginx's
+/// `$ssl_protocol` spelling).
+#[test]
+fn the_access_log_names_the_tls_version() {
+    let (s, _, _) =
+        start(r#", access_log = "access.log", access_log_format = "$request_uri $tls_version""#);
+    let r = get(
+        &s.addr,
+        Some("localhost"),
+        &client(&[&rustls::version::TLS12]),
+        "/index.html?v12",
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    let r = get(
+        &s.addr,
+        Some("localhost"),
+        &client(&[&rustls::version::TLS13]),
+        "/index.html?v13",
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    let log = s.dir.path().join("access.log");
+    common::wait_for("both lines logged", Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines().any(|l| l == "/index.html?v12 TLSv1.2")
+            && text.lines().any(|l| l == "/index.html?v13 TLSv1.3")
+    });
+}

@@ -1625,6 +1625,7 @@ impl Conn {
             subject,
             status,
             user,
+            tls_version: self.stream.tls_version(),
         };
         self.log_line
             .start(buf, &ctx.config.ops.access_log_format, facts);
