@@ -657,7 +657,8 @@ impl Conn {
                     let mut reply = Reply::error(status);
                     // The backend's failure (502/503/504) passes the respond hook too.
                     self.hook_reply(ctx, Some(x.request()), &mut reply);
-                    self.send_reply(ctx, head_only, version, reply, close, None);
+                    let host = x.request().host.as_deref();
+                    self.send_reply(ctx, head_only, version, reply, close, None, host);
                 }
             }
             Step::Abort(e) => {
@@ -1322,7 +1323,8 @@ impl Conn {
         }
         self.log_start_as(ctx, Some(&req), reply.status, user.as_deref());
         let head_only = req.method == Method::Head;
-        self.send_reply(ctx, head_only, req.version, reply, close, discard);
+        let host = req.host.as_deref();
+        self.send_reply(ctx, head_only, req.version, reply, close, discard, host);
     }
 
     /// Hands the request to a FastCGI backend (or answers 404/411/413 first).
@@ -1373,7 +1375,7 @@ impl Conn {
                 tracing::error!("fastcgi: cannot start an exchange: {e}");
                 self.drain_before_close();
                 let reply = Reply::error(500);
-                self.send_reply(ctx, false, Version::Http11, reply, true, None);
+                self.send_reply(ctx, false, Version::Http11, reply, true, None, None);
             }
         }
     }
@@ -1418,7 +1420,7 @@ impl Conn {
                 tracing::error!("cgi: cannot start a run: {e}");
                 self.drain_before_close();
                 let reply = Reply::error(500);
-                self.send_reply(ctx, false, Version::Http11, reply, true, None);
+                self.send_reply(ctx, false, Version::Http11, reply, true, None, None);
             }
         }
     }
@@ -1479,7 +1481,7 @@ impl Conn {
                 tracing::error!("proxy: cannot start an exchange: {e}");
                 self.drain_before_close();
                 let reply = Reply::error(500);
-                self.send_reply(ctx, false, Version::Http11, reply, true, None);
+                self.send_reply(ctx, false, Version::Http11, reply, true, None, None);
             }
         }
     }
@@ -1495,7 +1497,16 @@ impl Conn {
         let head_only = req.method == Method::Head;
         let mut reply = Reply::error(status);
         self.hook_reply(ctx, Some(req), &mut reply);
-        self.send_reply(ctx, head_only, req.version, reply, close || has_body, None);
+        let (version, host) = (req.version, req.host.as_deref());
+        self.send_reply(
+            ctx,
+            head_only,
+            version,
+            reply,
+            close || has_body,
+            None,
+            host,
+        );
     }
 
     fn refuse(&mut self, ctx: &mut Ctx<'_>, e: RequestError) {
@@ -1521,11 +1532,13 @@ impl Conn {
         }
         let mut reply = Reply::error(e.status);
         self.hook_reply(ctx, None, &mut reply);
-        self.send_reply(ctx, e.head_method, e.version, reply, close, None);
+        self.send_reply(ctx, e.head_method, e.version, reply, close, None, None);
     }
 
-    /// Queues a whole reply; `close` says whether the connection closes after it, and
-    /// `discard` drops the request's unwanted body meanwhile.
+    /// Queues a whole reply; `close` says whether the connection closes after it,
+    /// `discard` drops the request's unwanted body meanwhile, and `host` (the request's Host)
+    /// picks the site whose error page goes out.
+    #[allow(clippy::too_many_arguments)]
     fn send_reply(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -1534,9 +1547,12 @@ impl Conn {
         reply: Reply,
         close: bool,
         discard: Option<BodyReader>,
+        host: Option<&str>,
     ) {
-        // The site's own page for an error status (static, FastCGI, refusals alike).
-        let reply = crate::static_files::extras::error_page(ctx.site, reply, ctx.now);
+        // The site's own page for an error status (static, FastCGI, refusals alike), from
+        // the root of the site the Host names.
+        let reply =
+            super::vhost::error_page(ctx.other_sites, ctx.config, ctx.site, host, reply, ctx.now);
         // The Connection field tells the truth: an ending decided earlier also closes.
         let close = close || self.ending != Ending::KeepAlive;
         let no_body = status::forbids_body(reply.status);
