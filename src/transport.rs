@@ -84,6 +84,14 @@ impl Stream {
         }
     }
 
+    /// The listener is `proxy_protocol = true`: on TLS, the PROXY header is read in clear
+    /// before the handshake (a load balancer sends it ahead of the ClientHello).
+    pub fn expect_proxy_header(&mut self) {
+        if let Stream::Tls(s) = self {
+            s.expect_clear_header();
+        }
+    }
+
     /// Whether a TLS handshake is still to finish (the handshake timeout runs meanwhile).
     pub fn handshaking(&self) -> bool {
         match self {

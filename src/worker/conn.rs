@@ -298,6 +298,7 @@ impl Conn {
     /// The listener expects a PROXY protocol header before the first request.
     pub fn expect_proxy_header(&mut self) {
         self.real = Some(real_peer::awaiting(self.peer));
+        self.stream.expect_proxy_header();
     }
 
     /// Reads the PROXY header if one is awaited: Ok(true) when it was read now, Ok(false)
