@@ -84,6 +84,8 @@ pub struct Facts<'a> {
     pub status: u16,
     /// The user an `auth` rule or `basic_auth` helper authenticated.
     pub user: Option<&'a str>,
+    /// The connection's TLS version (`TLSv1.3`), None on plain HTTP.
+    pub tls_version: Option<&'a str>,
 }
 
 /// Appends a value escaped for the format.
@@ -210,7 +212,10 @@ impl PendingLine {
                     None
                 }
                 Field::TlsVersion => {
-                    push_absent(line, esc);
+                    match facts.tls_version {
+                        Some(v) => push_value(line, esc, v.as_bytes()),
+                        None => push_absent(line, esc),
+                    }
                     None
                 }
                 Field::BodyBytesSent => Some(Late::Body),
@@ -380,6 +385,7 @@ pub fn write_refusal(
         subject: Subject::Nothing,
         status,
         user: None,
+        tls_version: None,
     };
     line.start(Vec::new(), format, facts);
     line.finish(access, bytes as u64, 0);
@@ -411,6 +417,7 @@ mod tests {
             subject,
             status,
             user: None,
+            tls_version: None,
         };
         line.start(
             Vec::new(),
@@ -446,5 +453,28 @@ mod tests {
              1.2.3.4 - - [D] \"GET /a?\\\"x HTTP/1.1\" 502 - \"-\" \"ua\" upstream=127.0.0.1:3000 upstream_time=0.012\n\
              9.9.9.9 - - [D] \"\" 503 77 \"-\" \"-\"\n"
         );
+    }
+
+    #[test]
+    fn tls_version_is_the_connections_or_absent() {
+        let req = crate::http::request::parse(b"GET /t HTTP/1.1\r\nHost: h\r\n\r\n", 8192)
+            .unwrap()
+            .unwrap();
+        let fmt = LogFormat::parse("[$tls_version]").unwrap();
+        let mut line = PendingLine::default();
+        for (v, want) in [(Some("TLSv1.3"), "[TLSv1.3]\n"), (None, "[-]\n")] {
+            let facts = Facts {
+                peer_ip: "1.2.3.4",
+                peer_port: 1,
+                clf_date: "D",
+                subject: Subject::Request(&req),
+                status: 200,
+                user: None,
+                tls_version: v,
+            };
+            line.start(Vec::new(), &fmt, facts);
+            assert_eq!(String::from_utf8_lossy(&line.buf), want);
+            line.take_buffer();
+        }
     }
 }

@@ -69,6 +69,29 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// The negotiated TLS version as nginx's `$ssl_protocol` names it (`TLSv1.3`); None on a
+    /// plain connection or before the handshake.
+    pub fn tls_version(&self) -> Option<&'static str> {
+        match self {
+            Stream::Tls(s) => s.version().map(|v| match v {
+                rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+                rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+                rustls::ProtocolVersion::TLSv1_1 => "TLSv1.1",
+                rustls::ProtocolVersion::TLSv1_0 => "TLSv1",
+                _ => "TLS",
+            }),
+            _ => None,
+        }
+    }
+
+    /// The listener is `proxy_protocol = true`: on TLS, the PROXY header is read in clear
+    /// before the handshake (a load balancer sends it ahead of the ClientHello).
+    pub fn expect_proxy_header(&mut self) {
+        if let Stream::Tls(s) = self {
+            s.expect_clear_header();
+        }
+    }
+
     /// Whether a TLS handshake is still to finish (the handshake timeout runs meanwhile).
     pub fn handshaking(&self) -> bool {
         match self {

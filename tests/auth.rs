@@ -3,6 +3,7 @@
 //! timing, REMOTE_USER and the access log, allow/deny lists, and `-t` on a bad file.
 
 mod common;
+mod proxy_common;
 
 use base64::Engine;
 use common::{raw, wait_for, Server, TempDir, BASE};
@@ -306,4 +307,37 @@ fn basic_auth_helper_mistakes_are_config_errors() {
     );
     assert!(err.contains("site.lua:3: basic_auth: users file"), "{err}");
     assert!(err.contains("unknown key 'extra'"), "{err}");
+}
+
+/// Review item 6: a proxied request behind an `auth` rule logs its user as `$remote_user`,
+/// as FastCGI and CGI requests do.
+#[test]
+fn a_proxied_request_logs_its_authenticated_user() {
+    let up = proxy_common::Upstream::start("app");
+    let dir = TempDir::new("auth-proxy");
+    dir.write("htpasswd", htpasswd().as_bytes());
+    std::fs::create_dir_all(dir.path().join("www")).expect("mkdir www");
+    let config = format!(
+        "server {{ {BASE}, workers = 1, access_log = \"access.log\",\n\
+           auth = {{ {{ prefix = \"/name\", realm = \"Proxied\", users = \"htpasswd\" }} }},\n\
+         }}\n\
+         upstream \"app\" {{ address = \"{}\", prefix = \"/name\" }}\n",
+        up.addr
+    );
+    let s = Server::start_config(dir, &config);
+    assert_eq!(get_as(&s, "/name", None).status, 401);
+    let r = get_as(&s, "/name", Some(&basic("five", "pw-sha256")));
+    assert_eq!(r.status, 200, "{}", s.log_text());
+    assert_eq!(r.body, b"app");
+    let log = s.dir.path().join("access.log");
+    wait_for(
+        "the proxied user in the access log",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.starts_with("127.0.0.1 - five [") && l.contains("GET /name "))
+        },
+    );
 }

@@ -4,6 +4,7 @@
 
 mod common;
 mod fcgi_common;
+mod proxy_common;
 
 use common::*;
 use fcgi_common::{config_text, site_dir, Fcgi, Opts};
@@ -109,4 +110,45 @@ fn fastcgi_responses_and_backend_errors_pass_the_hook() {
     let r = f.server.get("/t.php?mode=diehead");
     assert_eq!(r.status, 502);
     assert_eq!(r.header("x-hooked"), Some("502 /t.php"));
+}
+
+/// Review item 2: CGI and proxied responses pass the hook too, and the hook's `req` names the
+/// real client (a trusted X-Forwarded-For), not the socket's peer. Item 4: CGI's REMOTE_ADDR is
+/// that client as well.
+#[test]
+fn cgi_and_proxied_responses_pass_the_hook_with_the_real_client() {
+    let up = proxy_common::Upstream::start("app");
+    let dir = TempDir::new("lua-hook-backends");
+    dir.write("www/a.txt", b"static\n");
+    dir.write(
+        "cgi-bin/who.sh",
+        b"#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"remote=$REMOTE_ADDR\"\n",
+    );
+    let config = format!(
+        "server {{ {BASE}, trusted_proxies = {{ \"127.0.0.1\" }} }}\n\
+         cgi {{ prefix = \"/cgi-bin/\", root = \"cgi-bin\", interpreters = {{ [\".sh\"] = \"/bin/sh\" }} }}\n\
+         upstream \"app\" {{ address = \"{}\" }}\n\
+         route(function(req)\n  if req.path == \"/api/name\" then return proxy(\"app\", {{ path = \"/name\" }}) end\nend)\n\
+         respond_hook(function(req, res)\n  res.headers[\"X-Who\"] = tostring(res.status) .. \" \" .. req.remote_addr .. \" \" .. req.scheme\nend)\n",
+        up.addr
+    );
+    let s = Server::start_config(dir, &config);
+    let xff = "X-Forwarded-For: 203.0.113.9\r\n";
+    let ask = |target: &str| {
+        raw(
+            &s.addr,
+            format!("GET {target} HTTP/1.1\r\nHost: t\r\n{xff}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    };
+    let r = ask("/a.txt");
+    assert_eq!(r.header("x-who"), Some("200 203.0.113.9 http"));
+    let r = ask("/cgi-bin/who.sh");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-who"), Some("200 203.0.113.9 http"));
+    assert!(r.text().contains("remote=203.0.113.9"), "{}", r.text());
+    let r = ask("/api/name");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "app");
+    assert_eq!(r.header("x-who"), Some("200 203.0.113.9 http"));
 }

@@ -801,3 +801,122 @@ fn a_ticket_from_one_worker_resumes_on_the_other() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Review items 2 and 4: over TLS a CGI script gets HTTPS=on, and the respond hook's
+/// `req.scheme` is "https" for static and CGI responses alike.
+#[test]
+fn cgi_gets_https_on_and_the_respond_hook_sees_https() {
+    let (dir, _, _) = site();
+    dir.write(
+        "cgi-bin/env.sh",
+        b"#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\nContent-Length: 15\\r\\n\\r\\n'\nprintf 'https=%-8s\\n' \"$HTTPS\"\n",
+    );
+    let config = format!(
+        "server {{ listen = {{ {{ \"127.0.0.1:0\", tls = true }} }}, workers = 1, root = \"www\", \
+         error_log = \"stderr\", {TLS_BLOCK} }}\n\
+         cgi {{ prefix = \"/cgi-bin/\", root = \"cgi-bin\", interpreters = {{ [\".sh\"] = \"/bin/sh\" }} }}\n\
+         respond_hook(function(req, res) res.headers[\"X-Scheme\"] = req.scheme end)\n"
+    );
+    let s = Server::start_config(dir, &config);
+    let r = get(&s.addr, Some("localhost"), &any_version(), "/index.html");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.header("x-scheme").as_deref(), Some("https"));
+    let r = get(
+        &s.addr,
+        Some("localhost"),
+        &any_version(),
+        "/cgi-bin/env.sh",
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.header("x-scheme").as_deref(), Some("https"));
+    assert_eq!(String::from_utf8_lossy(&r.body), "https=on      \n");
+}
+
+/// Review item 7: `$tls_version` in the access log names the connection's version (nginx's
+/// `$ssl_protocol` spelling).
+#[test]
+fn the_access_log_names_the_tls_version() {
+    let (s, _, _) =
+        start(r#", access_log = "access.log", access_log_format = "$request_uri $tls_version""#);
+    let r = get(
+        &s.addr,
+        Some("localhost"),
+        &client(&[&rustls::version::TLS12]),
+        "/index.html?v12",
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    let r = get(
+        &s.addr,
+        Some("localhost"),
+        &client(&[&rustls::version::TLS13]),
+        "/index.html?v13",
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    let log = s.dir.path().join("access.log");
+    common::wait_for("both lines logged", Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines().any(|l| l == "/index.html?v12 TLSv1.2")
+            && text.lines().any(|l| l == "/index.html?v13 TLSv1.3")
+    });
+}
+
+/// A handshake after a PROXY v1 header sent in clear: in its own segment, or in one segment
+/// with the ClientHello (`together`), as load balancers send it.
+fn handshake_after_proxy_header(addr: &str, header: &[u8], together: bool) -> Result<Tls, String> {
+    let name = ServerName::try_from("localhost".to_string()).map_err(|e| e.to_string())?;
+    let mut tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    tcp.set_nodelay(true).ok();
+    let mut conn = ClientConnection::new(any_version(), name).map_err(|e| e.to_string())?;
+    if together {
+        let mut first = header.to_vec();
+        conn.write_tls(&mut first).map_err(|e| e.to_string())?;
+        tcp.write_all(&first).map_err(|e| e.to_string())?;
+    } else {
+        tcp.write_all(header).map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut s = StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).map_err(|e| e.to_string())?;
+    }
+    Ok(s)
+}
+
+/// Review item 1: a `tls = true, proxy_protocol = true` listener reads the PROXY header in
+/// clear before the ClientHello, then serves HTTPS with the header's client as the real one.
+#[test]
+fn a_proxied_tls_listener_reads_the_proxy_header_before_the_handshake() {
+    let (dir, _, _) = site();
+    let config = format!(
+        "server {{ listen = {{ \"127.0.0.1:0\", {{ \"127.0.0.2:0\", tls = true, proxy_protocol = true }} }}, workers = 1, \
+         root = \"www\", error_log = \"stderr\", {TLS_BLOCK} }}\n\
+         route(function(req) if req.path == \"/who\" then return respond(200, req.remote_addr .. \" \" .. req.scheme) end end)\n"
+    );
+    let s = Server::start_config(dir, &config);
+    // The server is known ready on the plain listener; the log may still be on its way to
+    // the second "listening on" line.
+    common::wait_for("both listeners logged", Duration::from_secs(10), || {
+        addrs(&s).len() == 2
+    });
+    let addr = addrs(&s)[1].clone();
+    let header = b"PROXY TCP4 192.0.2.1 127.0.0.2 5555 443\r\n";
+    for together in [false, true] {
+        let mut t = handshake_after_proxy_header(&addr, header, together)
+            .unwrap_or_else(|e| panic!("handshake (together: {together}): {e}"));
+        let r = exchange(
+            &mut t,
+            "GET /who HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .expect("exchange");
+        assert_eq!(r.status, 200, "{}", r.head);
+        assert_eq!(r.body, b"192.0.2.1 https", "together: {together}");
+    }
+    // No header: the connection is refused, never served.
+    assert!(handshake(&s.addr, Some("localhost"), &any_version())
+        .and_then(|mut t| exchange(
+            &mut t,
+            "GET /who HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        ))
+        .is_err());
+}

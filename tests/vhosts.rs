@@ -189,3 +189,25 @@ fn a_site_without_a_route_uses_the_server_route() {
         b"hello from two"
     );
 }
+
+/// Review item 5: a site's error page comes from its own root, not `server{}`'s; a site
+/// without the page file gets the built-in page, never the main site's.
+#[test]
+fn a_site_s_error_page_comes_from_its_own_root() {
+    let dir = dir();
+    dir.write("www/404.html", b"main not found");
+    dir.write("one/404.html", b"one not found");
+    let config = format!(
+        "server {{ {BASE}, workers = 1, error_pages = {{ [404] = \"/404.html\" }} }}\n{SITES}"
+    );
+    let s = Server::start_config(dir, &config);
+    let r = get(&s, Some("example.com"), "/nope");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body, b"one not found");
+    let r = get(&s, Some("unknown.test"), "/nope");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body, b"main not found");
+    let r = get(&s, Some("other.test"), "/nope");
+    assert_eq!(r.status, 404);
+    assert_ne!(r.body, b"main not found");
+}

@@ -54,6 +54,9 @@ pub struct TlsStream {
     /// The socket returned EOF (or the peer sent close_notify).
     eof: bool,
     close_notified: bool,
+    /// On a `proxy_protocol` listener: the PROXY header a load balancer sends in clear
+    /// before the ClientHello is still to come (see [`TlsStream::read`]).
+    clear_header: bool,
 }
 
 impl std::fmt::Debug for TlsStream {
@@ -100,7 +103,13 @@ impl TlsStream {
             unacked: 0,
             eof: false,
             close_notified: false,
+            clear_header: false,
         })
+    }
+
+    /// The listener is `proxy_protocol = true`: a PROXY header comes in clear first.
+    pub fn expect_clear_header(&mut self) {
+        self.clear_header = true;
     }
 
     /// The TCP socket underneath.
@@ -130,7 +139,23 @@ impl TlsStream {
 
     /// Reads plaintext, driving the handshake on the way. Fills `buf` as far as the socket
     /// and rustls allow, so a short read means the socket is drained (as for plain TCP).
+    ///
+    /// On a PROXY listener the header comes first, in clear: it is handed out as it is (the
+    /// connection parses it as on a plain listener), and TLS starts at the byte after it.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.clear_header {
+            let (got, whole) = self.read_clear_header(buf)?;
+            if !whole {
+                return Ok(got);
+            }
+            // The ClientHello may have come in the same segment: read on, or no readiness
+            // edge would ever report it (a short read says the socket is drained).
+            return match self.read(&mut buf[got..]) {
+                Ok(n) => Ok(got + n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(got),
+                Err(e) => Err(e),
+            };
+        }
         if self.state == State::Fresh {
             self.sniff()?;
         }
@@ -192,6 +217,40 @@ impl TlsStream {
         } else {
             Err(io::Error::from(io::ErrorKind::WouldBlock))
         }
+    }
+
+    /// Hands out the PROXY header once it is whole. It is peeked at, not read, until then,
+    /// so not one byte of the ClientHello behind it is taken from the socket: rustls and the
+    /// plain-HTTP sniff see the stream from there as on a listener without the header.
+    /// Something that is not a header is handed out whole for the connection to refuse.
+    /// Ok((bytes handed out, whether they are a whole header)).
+    fn read_clear_header(&mut self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+        use nix::sys::socket::{recv, MsgFlags};
+        let seen = match recv(self.tcp.as_raw_fd(), buf, MsgFlags::MSG_PEEK) {
+            Ok(0) => {
+                self.eof = true;
+                return Ok((0, false));
+            }
+            Ok(n) => n,
+            Err(e) => return Err(io::Error::from(e)),
+        };
+        let (take, whole) = match crate::proxy_protocol::parse(&buf[..seen]) {
+            Ok(Some((_, n))) => (n, true),
+            // More is to come; the next bytes make the socket readable again.
+            Ok(None) if seen < buf.len() => return Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            Ok(None) | Err(_) => (seen, false),
+        };
+        self.clear_header = false;
+        let mut got = 0;
+        while got < take {
+            match self.tcp.read(&mut buf[got..take]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((got, whole && got == take))
     }
 
     /// Looks at the first byte without taking it: a TLS record starts with 0x16 (handshake);

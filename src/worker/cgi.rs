@@ -189,6 +189,11 @@ impl CgiRun {
         self.status
     }
 
+    /// Whether the script's head went to the client.
+    pub fn head_sent(&self) -> bool {
+        matches!(self.response, Response::Body(_))
+    }
+
     /// Whether the client connection closes after this response.
     pub fn closes_client(&self) -> bool {
         self.close_client
@@ -422,7 +427,7 @@ impl CgiRun {
             server_port: f.server_addr.1,
             remote_addr: &f.remote.0,
             remote_port: f.remote.1,
-            https: false,
+            https: f.https,
             content_length: self.content_length,
             server_software: &f.server_software,
             extra: &f.extra,
@@ -693,6 +698,23 @@ impl CgiRun {
             (Framing::None, Some(n)) if self.head_only => HeadFraming::Length(n),
             _ => HeadFraming::Unframed,
         };
+        // The respond hook sees a script's head as a FastCGI one (README: every response).
+        let hooked = super::respond_hook::on_backend_head(
+            env.router.as_deref_mut(),
+            &self.facts.req,
+            super::respond_hook::BackendClient {
+                remote: &self.facts.remote,
+                server_addr: &self.facts.server_addr,
+                https: self.facts.https,
+            },
+            head.status,
+            &head.headers,
+            &self.facts.extra_headers,
+        );
+        let (headers, overrides) = match &hooked {
+            Some((h, o)) => (&h[..], &o[..]),
+            None => (&head.headers[..], &self.facts.extra_headers[..]),
+        };
         let mut h = Vec::with_capacity(256 + head.headers.len());
         write_head(
             &mut h,
@@ -700,8 +722,8 @@ impl CgiRun {
                 status: head.status,
                 date: env.date,
                 server: env.server_name,
-                headers: &head.headers,
-                overrides: &self.facts.extra_headers,
+                headers,
+                overrides,
                 framing,
                 connection: connection_field(self.close_client, self.version),
             },

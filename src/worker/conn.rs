@@ -298,6 +298,7 @@ impl Conn {
     /// The listener expects a PROXY protocol header before the first request.
     pub fn expect_proxy_header(&mut self) {
         self.real = Some(real_peer::awaiting(self.peer));
+        self.stream.expect_proxy_header();
     }
 
     /// Reads the PROXY header if one is awaited: Ok(true) when it was read now, Ok(false)
@@ -482,10 +483,8 @@ impl Conn {
                 handler: Handler::Queued,
                 ..
             } => true,
-            Phase::Responding {
-                handler: Handler::FastCgi(x),
-                ..
-            } => x.phase() == super::fcgi::ExchangePhase::StreamingBody,
+            // FastCGI, CGI and proxy alike (a tunnel closes when it ends anyway).
+            Phase::Responding { .. } => self.exchange().is_some_and(|x| x.head_sent()),
             _ => false,
         };
         if !head_out {
@@ -658,19 +657,9 @@ impl Conn {
                     let version = x.request().version;
                     let mut reply = Reply::error(status);
                     // The backend's failure (502/503/504) passes the respond hook too.
-                    let listener = ctx
-                        .listener_names
-                        .get(usize::from(self.listener))
-                        .map_or("", String::as_str);
-                    super::respond_hook::on_reply(
-                        ctx.router.as_deref_mut(),
-                        Some(x.request()),
-                        &self.peer.ip,
-                        self.peer.port,
-                        listener,
-                        &mut reply,
-                    );
-                    self.send_reply(ctx, head_only, version, reply, close, None);
+                    self.hook_reply(ctx, Some(x.request()), &mut reply);
+                    let host = x.request().host.as_deref();
+                    self.send_reply(ctx, head_only, version, reply, close, None, host);
                 }
             }
             Step::Abort(e) => {
@@ -1239,7 +1228,7 @@ impl Conn {
                 return;
             }
             Routed::Proxy(target) => {
-                self.start_proxy(ctx, req, target, close);
+                self.start_proxy(ctx, req, target, close, user);
                 return;
             }
             Routed::Wait { ticket, until } => {
@@ -1314,18 +1303,7 @@ impl Conn {
             Routed::Reply(reply) => reply,
         };
         let mut reply = reply;
-        let listener = ctx
-            .listener_names
-            .get(usize::from(self.listener))
-            .map_or("", String::as_str);
-        super::respond_hook::on_reply(
-            ctx.router.as_deref_mut(),
-            Some(&req),
-            &self.peer.ip,
-            self.peer.port,
-            listener,
-            &mut reply,
-        );
+        self.hook_reply(ctx, Some(&req), &mut reply);
         let mut discard = None;
         match req.body {
             BodyFraming::None => {}
@@ -1346,7 +1324,8 @@ impl Conn {
         }
         self.log_start_as(ctx, Some(&req), reply.status, user.as_deref());
         let head_only = req.method == Method::Head;
-        self.send_reply(ctx, head_only, req.version, reply, close, discard);
+        let host = req.host.as_deref();
+        self.send_reply(ctx, head_only, req.version, reply, close, discard, host);
     }
 
     /// Hands the request to a FastCGI backend (or answers 404/411/413 first).
@@ -1397,7 +1376,7 @@ impl Conn {
                 tracing::error!("fastcgi: cannot start an exchange: {e}");
                 self.drain_before_close();
                 let reply = Reply::error(500);
-                self.send_reply(ctx, false, Version::Http11, reply, true, None);
+                self.send_reply(ctx, false, Version::Http11, reply, true, None, None);
             }
         }
     }
@@ -1411,9 +1390,10 @@ impl Conn {
         close: bool,
     ) {
         let local = self.stream.local();
-        let admitted =
-            super::cgi_admit::admit(req, target, ctx.config, ctx.site, local, &self.peer);
-        let (facts, cmd, body) = match admitted {
+        // REMOTE_ADDR is the real client (PROXY header, trusted X-Forwarded-For), as FastCGI's.
+        let peer = real_peer::client(&self.real, &self.peer);
+        let admitted = super::cgi_admit::admit(req, target, ctx.config, ctx.site, local, peer);
+        let (mut facts, cmd, body) = match admitted {
             Ok(admitted) => admitted,
             Err(refused) => {
                 let (req, status) = *refused;
@@ -1421,6 +1401,7 @@ impl Conn {
                 return;
             }
         };
+        facts.https = self.stream.is_tls();
         if facts.req.expect_continue && facts.req.body != BodyFraming::None {
             self.out.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
@@ -1440,13 +1421,20 @@ impl Conn {
                 tracing::error!("cgi: cannot start a run: {e}");
                 self.drain_before_close();
                 let reply = Reply::error(500);
-                self.send_reply(ctx, false, Version::Http11, reply, true, None);
+                self.send_reply(ctx, false, Version::Http11, reply, true, None, None);
             }
         }
     }
 
     /// Hands the request to an HTTP upstream (or answers 413 first).
-    fn start_proxy(&mut self, ctx: &mut Ctx<'_>, req: Request, t: ProxyTarget, close: bool) {
+    fn start_proxy(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: Request,
+        t: ProxyTarget,
+        close: bool,
+        user: Option<String>,
+    ) {
         let body = match req.body {
             BodyFraming::None => RequestBody::None,
             BodyFraming::Length(n) if n > ctx.limits.body_bytes => {
@@ -1471,12 +1459,15 @@ impl Conn {
         let peer = real_peer::client(&self.real, &self.peer);
         let client = ClientFacts {
             ip: &peer.ip,
+            port: peer.port,
+            server_addr: (local.clone(), port),
             local: if port == 0 {
                 local
             } else {
                 format!("{local}:{port}")
             },
             https: self.stream.is_tls(),
+            user,
         };
         let kinds = Kinds::of(ctx.config.fastcgi.len(), t.upstream);
         let env = ctx.env();
@@ -1491,7 +1482,7 @@ impl Conn {
                 tracing::error!("proxy: cannot start an exchange: {e}");
                 self.drain_before_close();
                 let reply = Reply::error(500);
-                self.send_reply(ctx, false, Version::Http11, reply, true, None);
+                self.send_reply(ctx, false, Version::Http11, reply, true, None, None);
             }
         }
     }
@@ -1506,19 +1497,17 @@ impl Conn {
         self.log_start(ctx, Some(req), status);
         let head_only = req.method == Method::Head;
         let mut reply = Reply::error(status);
-        let listener = ctx
-            .listener_names
-            .get(usize::from(self.listener))
-            .map_or("", String::as_str);
-        super::respond_hook::on_reply(
-            ctx.router.as_deref_mut(),
-            Some(req),
-            &self.peer.ip,
-            self.peer.port,
-            listener,
-            &mut reply,
+        self.hook_reply(ctx, Some(req), &mut reply);
+        let (version, host) = (req.version, req.host.as_deref());
+        self.send_reply(
+            ctx,
+            head_only,
+            version,
+            reply,
+            close || has_body,
+            None,
+            host,
         );
-        self.send_reply(ctx, head_only, req.version, reply, close || has_body, None);
     }
 
     fn refuse(&mut self, ctx: &mut Ctx<'_>, e: RequestError) {
@@ -1543,23 +1532,14 @@ impl Conn {
             close = u64::from(self.served) >= ctx.limits.keepalive_requests;
         }
         let mut reply = Reply::error(e.status);
-        let listener = ctx
-            .listener_names
-            .get(usize::from(self.listener))
-            .map_or("", String::as_str);
-        super::respond_hook::on_reply(
-            ctx.router.as_deref_mut(),
-            None,
-            &self.peer.ip,
-            self.peer.port,
-            listener,
-            &mut reply,
-        );
-        self.send_reply(ctx, e.head_method, e.version, reply, close, None);
+        self.hook_reply(ctx, None, &mut reply);
+        self.send_reply(ctx, e.head_method, e.version, reply, close, None, None);
     }
 
-    /// Queues a whole reply; `close` says whether the connection closes after it, and
-    /// `discard` drops the request's unwanted body meanwhile.
+    /// Queues a whole reply; `close` says whether the connection closes after it,
+    /// `discard` drops the request's unwanted body meanwhile, and `host` (the request's Host)
+    /// picks the site whose error page goes out.
+    #[allow(clippy::too_many_arguments)]
     fn send_reply(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -1568,9 +1548,12 @@ impl Conn {
         reply: Reply,
         close: bool,
         discard: Option<BodyReader>,
+        host: Option<&str>,
     ) {
-        // The site's own page for an error status (static, FastCGI, refusals alike).
-        let reply = crate::static_files::extras::error_page(ctx.site, reply, ctx.now);
+        // The site's own page for an error status (static, FastCGI, refusals alike), from
+        // the root of the site the Host names.
+        let reply =
+            super::vhost::error_page(ctx.other_sites, ctx.config, ctx.site, host, reply, ctx.now);
         // The Connection field tells the truth: an ending decided earlier also closes.
         let close = close || self.ending != Ending::KeepAlive;
         let no_body = status::forbids_body(reply.status);
@@ -1600,6 +1583,25 @@ impl Conn {
             self.close_after_response();
         }
         self.start_responding(Handler::Queued, discard);
+    }
+
+    /// Runs the respond hook on a whole reply, with the real client and the connection's
+    /// scheme as the route function saw them.
+    fn hook_reply(&self, ctx: &mut Ctx<'_>, req: Option<&Request>, reply: &mut Reply) {
+        let listener = ctx
+            .listener_names
+            .get(usize::from(self.listener))
+            .map_or("", String::as_str);
+        let peer = real_peer::client(&self.real, &self.peer);
+        super::respond_hook::on_reply(
+            ctx.router.as_deref_mut(),
+            req,
+            &peer.ip,
+            peer.port,
+            listener,
+            self.stream.is_tls(),
+            reply,
+        );
     }
 
     /// Starts the access-log line of a response (`req` None: a refused head, whose first
@@ -1640,6 +1642,7 @@ impl Conn {
             subject,
             status,
             user,
+            tls_version: self.stream.tls_version(),
         };
         self.log_line
             .start(buf, &ctx.config.ops.access_log_format, facts);

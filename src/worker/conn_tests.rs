@@ -89,11 +89,15 @@ impl Harness {
             KEEPALIVE_IDLE.as_secs(),
         );
         let config = config::load_source_for_tests(&src);
-        let backends: Vec<_> = config
+        let mut backends: Vec<_> = config
             .fastcgi
             .iter()
             .map(|d| (d.connect_timeout, d.read_timeout))
             .collect();
+        // Upstreams' timer kinds follow, as the worker sets them up (src/worker/mod.rs).
+        for u in &config.upstreams {
+            backends.extend(super::proxy::Kinds::durations(u));
+        }
         let t = &config.timeouts;
         let timers = Timers::new(
             t.read_idle,
@@ -1293,4 +1297,109 @@ fn a_process_past_its_last_request_gets_no_connection_until_it_closed_its_own() 
     post_answered(&mut h, &mut c, &mut client, &mut backend);
     assert_eq!(h.pool.backends[0].upstreams[0].active, 0);
     h.close(c);
+}
+
+/// An HTTP upstream the test drives by hand: a TCP listener on loopback and the connection
+/// the worker opens to it.
+struct HttpUpstream {
+    listener: std::net::TcpListener,
+    conn: Option<std::net::TcpStream>,
+}
+
+impl HttpUpstream {
+    /// An upstream `app` proxied at /api/, and its definition.
+    fn new() -> (HttpUpstream, String) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let conf = format!(
+            "upstream \"app\" {{ address = \"{}\", prefix = \"/api/\" }}",
+            listener.local_addr().unwrap()
+        );
+        (
+            HttpUpstream {
+                listener,
+                conn: None,
+            },
+            conf,
+        )
+    }
+
+    fn accept(&mut self) -> bool {
+        // The worker's non-blocking connect to loopback completes at once, or nearly.
+        for _ in 0..1000 {
+            if let Ok((s, _)) = self.listener.accept() {
+                s.set_nonblocking(true).unwrap();
+                self.conn = Some(s);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    fn received(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        if let Some(s) = &mut self.conn {
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+        }
+        out
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        if let Some(s) = &mut self.conn {
+            s.write_all(bytes).unwrap();
+        }
+    }
+}
+
+/// Review item 3 (LIFECYCLE rule 15 for every exchange): a drain that begins while a proxied
+/// response is streaming, its head having said keep-alive, lets the response end and answers
+/// the request the client sends right after, instead of closing on it.
+#[test]
+fn a_drain_during_a_proxied_keepalive_response_answers_the_next_request() {
+    let (mut up, conf) = HttpUpstream::new();
+    let mut h = Harness::new("", &conf, &files());
+    let (mut c, mut client) = h.open();
+    client.send(&get("/api/x"));
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    assert!(up.accept(), "the worker connected to the upstream");
+    let mut asked = Vec::new();
+    for _ in 0..100 {
+        assert_eq!(h.backend_ready(&mut c), Verdict::Open);
+        asked.extend_from_slice(&up.received());
+        if asked.ends_with(b"\r\n\r\n") {
+            break;
+        }
+    }
+    assert!(asked.starts_with(b"GET /api/x HTTP/1.1\r\n"), "{asked:?}");
+    up.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello");
+    assert_eq!(h.backend_ready(&mut c), Verdict::Open);
+    let (partial, _) = client.read_all();
+    assert!(partial.starts_with(b"HTTP/1.1 200 OK\r\n"), "{partial:?}");
+    // The drain begins while the body is on its way.
+    assert_eq!(h.drain(&mut c), Verdict::Open);
+    up.send(b"world");
+    assert_eq!(
+        h.backend_ready(&mut c),
+        Verdict::Open,
+        "closed after a keep-alive head"
+    );
+    let (rest, _) = client.read_all();
+    let mut all = partial;
+    all.extend_from_slice(&rest);
+    let r = parse_responses(&all);
+    assert_eq!(r[0].body, b"helloworld");
+    assert_eq!(r[0].header("connection"), None, "{}", r[0].head);
+    // The next request, sent as the head allowed, is answered and told the connection closes.
+    client.send(&get("/b.txt"));
+    assert_eq!(h.ready(&mut c), Verdict::Close);
+    let r = client.responses();
+    assert_eq!(r[0].body, b"BB");
+    assert_eq!(r[0].header("connection"), Some("close"));
 }

@@ -23,6 +23,9 @@ pub trait Exchanging {
     fn owns_timer(&self, gen: u64) -> bool;
     /// Whether the client's input is still wanted (body, or tunnel bytes).
     fn wants_client_input(&self) -> bool;
+    /// Whether the response head went to the client (a drain then lets the response end
+    /// as its head said: LIFECYCLE rule 15).
+    fn head_sent(&self) -> bool;
     /// Records readiness of the backend socket.
     fn backend_ready(&mut self, readable: bool, writable: bool);
     /// The Content-Length body bytes not yet taken from the client (None for other bodies).
@@ -72,6 +75,9 @@ impl Exchanging for Exchange {
     fn request(&self) -> &Request {
         Exchange::request(self)
     }
+    fn head_sent(&self) -> bool {
+        Exchange::phase(self) == super::fcgi::ExchangePhase::StreamingBody
+    }
     fn status(&self) -> Option<u16> {
         Exchange::status(self)
     }
@@ -110,6 +116,9 @@ impl Exchanging for Exchange {
 impl Exchanging for CgiRun {
     fn request(&self) -> &Request {
         CgiRun::request(self)
+    }
+    fn head_sent(&self) -> bool {
+        CgiRun::head_sent(self)
     }
     fn status(&self) -> Option<u16> {
         CgiRun::status(self)

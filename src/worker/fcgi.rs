@@ -938,8 +938,11 @@ impl Exchange {
         let hooked = super::respond_hook::on_backend_head(
             env.router.as_deref_mut(),
             &self.facts.req,
-            &self.facts.remote,
-            &self.facts.server_addr,
+            super::respond_hook::BackendClient {
+                remote: &self.facts.remote,
+                server_addr: &self.facts.server_addr,
+                https: self.facts.https,
+            },
             head.status,
             &head.headers,
             &self.facts.extra_headers,

@@ -20,7 +20,6 @@
 //! shows). A kept connection the upstream closed while idle is replaced once, before any
 //! response byte, for an idempotent request or one with no body taken yet.
 
-use super::bufs::Bufs;
 use super::exchange::Exchanging;
 use super::fcgi::{Env, RequestBody, Step};
 use super::fcgi_error::ExchangeError;
@@ -79,10 +78,16 @@ impl Kinds {
 pub struct ClientFacts<'a> {
     /// The client's address.
     pub ip: &'a str,
+    /// The client's port (the respond hook's `req.remote_port`).
+    pub port: u16,
+    /// The local address and port the request came in on (the respond hook's listener).
+    pub server_addr: (String, u16),
     /// The Host used when the client sent none (the local address).
     pub local: String,
     /// Whether the client connection is TLS (X-Forwarded-Proto, Forwarded proto).
     pub https: bool,
+    /// The user an `auth` rule authenticated (the access log's `$remote_user`).
+    pub user: Option<String>,
 }
 
 /// The client's request body on its way to the upstream.
@@ -173,6 +178,13 @@ pub struct ProxyExchange {
     pipe: Option<Pipe>,
     /// The upstream closed a tunnel while the pipe still held bytes for the client.
     tunnel_eof: bool,
+    /// The real client and the listener's address, for the respond hook.
+    remote: (String, u16),
+    server_addr: (String, u16),
+    /// Whether the client connection is TLS (the respond hook's `req.scheme`).
+    https: bool,
+    /// The user an `auth` rule authenticated, for the access log.
+    user: Option<String>,
 }
 
 impl ProxyExchange {
@@ -249,6 +261,10 @@ impl ProxyExchange {
             head_after: None,
             pipe: None,
             tunnel_eof: false,
+            remote: (client.ip.to_string(), client.port),
+            server_addr: client.server_addr,
+            https: client.https,
+            user: client.user,
             req,
         })
     }
@@ -460,14 +476,7 @@ impl ProxyExchange {
             progress = true;
             env.timers
                 .arm(&mut self.timer, self.kinds.read, env.key, env.now);
-            let r = self.consume(
-                &data[..n],
-                out,
-                env.bufs,
-                env.date,
-                env.server_name,
-                env.now,
-            );
+            let r = self.consume(&data[..n], out, env);
             env.bufs.give_backend(data);
             if r? {
                 return Ok(Read_::Done);
@@ -485,10 +494,7 @@ impl ProxyExchange {
         &mut self,
         data: &[u8],
         out: &mut Out,
-        bufs: &mut Bufs,
-        date: &str,
-        server: &str,
-        now: Instant,
+        env: &mut Env<'_>,
     ) -> Result<bool, ExchangeError> {
         let Response::Head(buf) = &mut self.response else {
             return Ok(self.body_bytes(data, out));
@@ -520,21 +526,14 @@ impl ProxyExchange {
                     "101 to a request that asked for no upgrade".into(),
                 ));
             }
-            self.head_after = Some(now.saturating_duration_since(self.started));
-            self.send_head(&head, out, bufs, date, server);
+            self.head_after = Some(env.now.saturating_duration_since(self.started));
+            self.send_head(&head, out, env);
             break rest;
         };
         Ok(self.body_bytes(&rest, out))
     }
 
-    fn send_head(
-        &mut self,
-        h: &ResponseHead,
-        out: &mut Out,
-        bufs: &mut Bufs,
-        date: &str,
-        server: &str,
-    ) {
+    fn send_head(&mut self, h: &ResponseHead, out: &mut Out, env: &mut Env<'_>) {
         let version = self.req.version;
         let head_only = self.req.method == Method::Head;
         self.status = Some(h.status);
@@ -571,6 +570,23 @@ impl ProxyExchange {
             self.close_client = true;
         }
         let lines = headers::response_lines(h);
+        // The respond hook sees a proxied head as a FastCGI one (README: every response).
+        let hooked = super::respond_hook::on_backend_head(
+            env.router.as_deref_mut(),
+            &self.req,
+            super::respond_hook::BackendClient {
+                remote: &self.remote,
+                server_addr: &self.server_addr,
+                https: self.https,
+            },
+            h.status,
+            &lines,
+            &[],
+        );
+        let (lines, overrides) = match &hooked {
+            Some((l, o)) => (&l[..], &o[..]),
+            None => (&lines[..], &[][..]),
+        };
         let connection = if h.status == 101 {
             Connection::Default
         } else {
@@ -581,15 +597,15 @@ impl ProxyExchange {
             &mut buf,
             &Head {
                 status: h.status,
-                date,
-                server,
-                headers: &lines,
-                overrides: &[],
+                date: env.date,
+                server: env.server_name,
+                headers: lines,
+                overrides,
                 framing,
                 connection,
             },
         );
-        out.start(bufs);
+        out.start(env.bufs);
         out.push_head(&buf);
         self.response = if h.status == 101 {
             self.close_client = true;
@@ -826,6 +842,14 @@ fn compact(buf: &mut Vec<u8>, pos: &mut usize) {
 impl Exchanging for ProxyExchange {
     fn request(&self) -> &Request {
         &self.req
+    }
+
+    fn head_sent(&self) -> bool {
+        ProxyExchange::head_sent(self)
+    }
+
+    fn remote_user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     fn status(&self) -> Option<u16> {

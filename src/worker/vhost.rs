@@ -106,3 +106,31 @@ fn add_missing(reply: &mut Reply, headers: &[(String, String)]) {
         }
     }
 }
+
+/// The page for an error status (`error_pages`), found beneath the root of the site `host`
+/// names (a virtual host's own root, else `server{}`'s), so a site's errors look like it.
+pub(super) fn error_page(
+    other: &mut OtherSites,
+    config: &Config,
+    main: &mut Site,
+    host: Option<&str>,
+    reply: Reply,
+    now: std::time::Instant,
+) -> Reply {
+    use crate::static_files::extras::error_page as page;
+    if reply.status < 400 || config.static_opts.error_pages.is_empty() {
+        return reply;
+    }
+    let Some(i) = other.pick_vhost(config, host) else {
+        return page(main, reply, now);
+    };
+    match other.take_vhost(i, config) {
+        Ok(mut site) => {
+            let reply = page(&mut site, reply, now);
+            other.put_vhost(i, site);
+            reply
+        }
+        // Its root cannot be opened: dispatch said so already; the built-in page goes out.
+        Err(_) => reply,
+    }
+}
