@@ -5,7 +5,7 @@
 //! `$request`, `$request_method`, `$request_uri`, `$status`, `$body_bytes_sent`,
 //! `$request_time`, `$http_<name>` (a request header, `_` for `-`), `$upstream_addr` and
 //! `$upstream_response_time` (set for proxied requests only: `Exchanging::upstream`),
-//! `$tls_version` (rendered absent by `access_line.rs` for now). `combined` is
+//! `$tls_version` (`TLSv1.2`/`TLSv1.3`, from the connection's stream; absent on plain HTTP). `combined` is
 //! `$remote_addr - $remote_user [...]` plus, for a proxied request only, a trailing
 //! ` upstream=ADDR upstream_time=SECONDS` (`Field::UpstreamSuffix`, which no template can name).
 //! `${name}` delimits a name followed by letters. Values are escaped for the format:
