@@ -413,8 +413,11 @@ write_conf_luahttpd() {
   mkdir -p "$dir"
   variant_limits "$variant"
   [[ $variant == route ]] && route=$(render luahttpd-route.lua)
-  local listen_opts="" tls=""
-  local dir=$TMP/$inst modules="" route="" servers="" keepalive="" shared=""
+  [[ $variant == proxy ]] && route=$(render luahttpd-proxy.lua ORIGIN_PORT="$ORIGIN_PORT")
+  if [[ $variant == tls ]]; then
+    listen="{ { \"127.0.0.1:$port\", tls = true } }"
+    tls="tls = { certificates = { { cert = \"$TMP/tls/cert.pem\", key = \"$TMP/tls/key.pem\" } }, min_version = \"$TLS_VERSION\" },"
+  fi
   if (( WITH_PHP )) && [[ $variant == plain ]]; then
     php=$(render luahttpd-php.lua PHP_CGI="$PHP_CGI" PHP_PROCS="$PHP_PROCS" DIR="$dir" \
       PHP_MAX_REQUESTS="$PHP_MAX_REQUESTS" PHP_KEEPALIVE="$keep")
@@ -428,7 +431,6 @@ write_conf_nginx() {
   local inst=$1 port=$2 variant=$3 user_line="" upstream="" php_location="" keep_conn="off" i
   local dir=$TMP/$inst modules="" route="" servers="" keepalive="" shared=""
   local listen_opts="" tls=""
-  local dir=$TMP/$inst modules="" route="" servers="" keepalive=""
   mkdir -p "$dir/logs" "$dir/tmp"
   variant_limits "$variant"
   if [[ $variant == route ]] && (( ${ROUTE_OK[nginx]:-0} )); then
@@ -625,9 +627,9 @@ start_helpers() {
     # The origin every proxy instance forwards to: luahttpd serving the same files.
     alloc_port; ORIGIN_PORT=$ALLOCATED_PORT; PORT[origin]=$ORIGIN_PORT
     mkdir -p "$TMP/origin"
-    render luahttpd.lua PORT="$ORIGIN_PORT" WORKERS="$WORKERS" WWW="$WWW" DIR="$TMP/origin" \
-      KEEPALIVE_REQUESTS="$KEEPALIVE_REQUESTS" MAX_CONNECTIONS="$MAX_CONNECTIONS" \
-      IDLE_TIMEOUT="$IDLE_TIMEOUT" PHP="" ROUTE="" >"$TMP/origin/site.lua"
+    render luahttpd.lua LISTEN="\"127.0.0.1:$ORIGIN_PORT\"" TLS="" WORKERS="$WORKERS" WWW="$WWW" \
+      DIR="$TMP/origin" KEEPALIVE_REQUESTS="$KEEPALIVE_REQUESTS" MAX_CONNECTIONS="$MAX_CONNECTIONS" \
+      IDLE_TIMEOUT="$IDLE_TIMEOUT" PHP="" ROUTE="" GZIP_LEVEL="$GZIP_LEVEL" >"$TMP/origin/site.lua"
     ERRLOG[origin]=$TMP/origin/error.log
     OUTLOG[origin]=$TMP/origin/stdout.log
     start_bg "${OUTLOG[origin]}" "$LUAHTTPD_BIN" -c "$TMP/origin/site.lua"
@@ -897,7 +899,7 @@ for i in "${INSTANCES[@]}"; do
   wait_ready "$i"; check_content "$i"
   if [[ $i == *-route ]]; then
     if (( ${ROUTE_OK[${i%-route}]} )); then check_route "${i%-route}"; fi
-  elif (( WITH_PHP )) && [[ $i != *-idle && $i != *-proxy ]]; then
+  elif (( WITH_PHP )) && [[ $i != *-idle && $i != *-proxy && $i != *-tls ]]; then
     check_php "$i"
   fi
 done
