@@ -1014,7 +1014,7 @@ table_line() {
 }
 for sc in "${WRK_SCENARIOS[@]}"; do
   "scenario_$sc"
-  for s in "${SERVER_LIST[@]}"; do MEDIAN[$sc|$s]=$(median <<<"${RESULTS[$sc|$s]}"); done
+  for s in "${SERVER_LIST[@]}"; do MEDIAN[$sc|$s]=$(median <<<"${RESULTS[$sc|$s]:-}"); done
   table_line "$SC_TITLE" RESULTS "$sc"
   table_line "  per CPU-second" CPURESULTS "$sc"
 done
