@@ -12,13 +12,33 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A fresh directory under the temp dir, removed on drop.
+/// Waits until nothing answers on `addr` any more. Other tests of this process fork children;
+/// one forked while a listener of ours was open holds a copy of it until its exec closes it
+/// (close-on-exec), and the address answers until then, which `spawn_proc` would take for a
+/// running backend.
+fn wait_until_refused(addr: &ListenAddr) {
+    let t = Instant::now();
+    while answers(addr) {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{addr:?} still answers"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
+        // The time too: process ids repeat across runs (and PID namespaces), and a socket left
+        // by an earlier run's spawned child could still answer under a reused name.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let p = std::env::temp_dir().join(format!(
-            "lh-spawn-{}-{}",
+            "lh-spawn-{}-{}-{nanos}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
@@ -148,15 +168,21 @@ fn child_gets_socket_on_fd0_clean_fds_env_and_signals() {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm");
     assert_eq!(comm.trim(), "sleep");
 
-    let fds: BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("fd dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(
-        fds,
-        ["0", "1", "2"].map(String::from).into_iter().collect(),
-        "only stdio may be open in the child"
-    );
+    // Right after exec the dynamic loader of `sleep` briefly opens ld.so.cache and libraries;
+    // a descriptor leaked through the exec stays open for good, so look until it settles.
+    let stdio: BTreeSet<String> = ["0", "1", "2"].map(String::from).into_iter().collect();
+    let t = Instant::now();
+    let fds = loop {
+        let fds: BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fd dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        if fds == stdio || t.elapsed() > Duration::from_secs(2) {
+            break fds;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(fds, stdio, "only stdio may be open in the child");
     let fd0 = std::fs::read_link(format!("/proc/{pid}/fd/0")).expect("fd 0");
     assert!(fd0.to_string_lossy().starts_with("socket:["), "{fd0:?}");
     let fd1 = std::fs::read_link(format!("/proc/{pid}/fd/1")).expect("fd 1");
@@ -216,6 +242,7 @@ fn shell_child_sees_the_same_contract() {
         .expect("port")
         .port();
     let addr = ListenAddr::Tcp(format!("127.0.0.1:{port}").parse().expect("addr"));
+    wait_until_refused(&addr);
     let pid = match spawn_proc(&d, 0, &addr, &mut None) {
         Ok(SpawnOutcome::Spawned { pid }) => pid,
         other => panic!("expected a spawned child, got {other:?}"),
@@ -300,6 +327,7 @@ fn stale_socket_is_replaced_but_other_files_are_not() {
     let path = dir.0.join("php.sock-0");
     drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
     assert!(path.exists(), "a stale socket file is left behind");
+    wait_until_refused(&ListenAddr::Unix(path.clone()));
     let d = def(
         &["/bin/sleep", "30"],
         ListenAddr::Unix(dir.0.join("php.sock")),
