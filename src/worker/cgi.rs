@@ -356,34 +356,16 @@ impl CgiRun {
                 Ok(fed.consumed > 0)
             }
             BodyIn::Spooling { reader, spool } => {
-                if input.is_empty() {
-                    return Ok(false);
-                }
-                let mut write_err = None;
-                let fed = reader
-                    .feed(input.data(), &mut |data| {
-                        if write_err.is_none() {
-                            if let Err(e) = spool.write_all(data) {
-                                write_err = Some(e);
-                            }
-                        }
-                    })
-                    .map_err(ExchangeError::Body)?;
-                input.consume(fed.consumed);
-                if let Some(e) = write_err {
-                    return Err(ExchangeError::Spool(e));
-                }
-                if fed.done {
-                    let len = reader.received();
-                    if let BodyIn::Spooling { mut spool, .. } =
+                let (progress, whole) = super::spool::fill(spool, reader, input)?;
+                if let Some(len) = whole {
+                    if let BodyIn::Spooling { spool, .. } =
                         std::mem::replace(&mut self.body, BodyIn::None)
                     {
-                        spool.rewind().map_err(ExchangeError::Spool)?;
                         self.content_length = Some(len);
                         self.body = BodyIn::Spooled { spool, left: len };
                     }
                 }
-                Ok(fed.consumed > 0)
+                Ok(progress)
             }
             BodyIn::Spooled { spool, left } => {
                 let room = TO_CHILD_MAX.saturating_sub(self.to_child.len() - self.to_pos);

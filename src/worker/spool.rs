@@ -98,6 +98,39 @@ fn unlinked_file(dir: &std::path::Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Reads the body bytes `input` holds through `reader` into `spool`, consuming them: whether
+/// any were taken, and the body's whole length once it is complete (the spool rewound for
+/// reading then). One path for every handler that holds a body whole (FastCGI, CGI).
+pub fn fill(
+    spool: &mut Spool,
+    reader: &mut crate::http::body::BodyReader,
+    input: &mut super::inbuf::InBuf,
+) -> Result<(bool, Option<u64>), super::fcgi_error::ExchangeError> {
+    use super::fcgi_error::ExchangeError;
+    if input.is_empty() {
+        return Ok((false, None));
+    }
+    let mut write_err = None;
+    let fed = reader
+        .feed(input.data(), &mut |data| {
+            if write_err.is_none() {
+                if let Err(e) = spool.write_all(data) {
+                    write_err = Some(e);
+                }
+            }
+        })
+        .map_err(ExchangeError::Body)?;
+    input.consume(fed.consumed);
+    if let Some(e) = write_err {
+        return Err(ExchangeError::Spool(e));
+    }
+    if !fed.done {
+        return Ok((fed.consumed > 0, None));
+    }
+    spool.rewind().map_err(ExchangeError::Spool)?;
+    Ok((fed.consumed > 0, Some(reader.received())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
