@@ -987,23 +987,11 @@ impl Conn {
             let host = req.host.as_deref().unwrap_or("");
             slot.request_started(req.method.as_str(), host, &req.path, &peer.ip, ctx.now_ms);
         }
-        let mut user = None;
         let close = !req.keep_alive
             || self.ending != Ending::KeepAlive
             || ctx.draining
             || u64::from(self.served) >= ctx.limits.keepalive_requests;
-        let dispatch = Dispatch {
-            router: ctx.router.as_deref_mut(),
-            site: ctx.site,
-            other_sites: ctx.other_sites,
-            pool: ctx.pool,
-            config: ctx.config,
-            now: ctx.now,
-            board: ctx.board,
-            user: &mut user,
-        };
-        let client = self.client_of(ctx.listener_names, ctx.config);
-        let routed = dispatch::route(dispatch, &req, &client);
+        let (routed, user) = self.dispatch(ctx, &req, None);
         self.hold_releases(ctx);
         let wall = ctx.now + ctx.limits.lua_wall;
         self.carry_out(ctx, req, routed, close, wall, user);
@@ -1024,6 +1012,47 @@ impl Conn {
         }
     }
 
+    /// Where dispatch sends `req`: a first route call, or the resumption of a waiting one;
+    /// with the user an auth rule authenticated.
+    fn dispatch(
+        &self,
+        ctx: &mut Ctx<'_>,
+        req: &Request,
+        resume: Option<(crate::script::Ticket, crate::script::Resume)>,
+    ) -> (Routed, Option<String>) {
+        let mut user = None;
+        let dispatch = Dispatch {
+            router: ctx.router.as_deref_mut(),
+            site: ctx.site,
+            other_sites: ctx.other_sites,
+            pool: ctx.pool,
+            config: ctx.config,
+            now: ctx.now,
+            board: ctx.board,
+            user: &mut user,
+        };
+        let client = self.client_of(ctx.listener_names, ctx.config);
+        let routed = match resume {
+            None => dispatch::route(dispatch, req, &client),
+            Some((ticket, with)) => dispatch::resume(dispatch, req, &client, ticket, with),
+        };
+        (routed, user)
+    }
+
+    /// Takes the suspended route call out of the handler (None: the connection has none).
+    fn take_lua_wait(&mut self) -> Option<Box<LuaWait>> {
+        let Phase::Responding { handler, .. } = &mut self.phase else {
+            return None;
+        };
+        match std::mem::replace(handler, Handler::Queued) {
+            Handler::Lua(w) => Some(w),
+            other => {
+                *handler = other;
+                None
+            }
+        }
+    }
+
     /// Whether this connection's route call waits on `ticket`.
     pub fn waits_on(&self, ticket: crate::script::Ticket) -> bool {
         matches!(&self.phase, Phase::Responding { handler: Handler::Lua(w), .. } if w.ticket == ticket)
@@ -1034,17 +1063,8 @@ impl Conn {
         if !self.waits_on(ticket) {
             return Verdict::Open;
         }
-        let w = match &mut self.phase {
-            Phase::Responding { handler, .. } => {
-                match std::mem::replace(handler, Handler::Queued) {
-                    Handler::Lua(w) => w,
-                    other => {
-                        *handler = other;
-                        return Verdict::Open;
-                    }
-                }
-            }
-            _ => return Verdict::Open,
+        let Some(w) = self.take_lua_wait() else {
+            return Verdict::Open;
         };
         let wait = *w;
         if ctx.now < wait.wall && (wait.body.is_some() || ctx.now < wait.until) {
@@ -1076,8 +1096,7 @@ impl Conn {
             }
         };
         // A resumed route passes the site's auth rules again, which name the user to log.
-        let mut user = None;
-        let routed = if ctx.now >= wall {
+        let (routed, user) = if ctx.now >= wall {
             if let Some(r) = ctx.router.as_deref_mut() {
                 r.cancel_route(ticket);
             }
@@ -1089,22 +1108,11 @@ impl Conn {
                 &*self.peer.ip,
                 self.peer.port
             );
-            Routed::Reply(Reply::error(504))
+            (Routed::Reply(Reply::error(504)), None)
         } else if ctx.now < until {
-            Routed::Wait { ticket, until }
+            (Routed::Wait { ticket, until }, None)
         } else {
-            let dispatch = Dispatch {
-                router: ctx.router.as_deref_mut(),
-                site: ctx.site,
-                other_sites: ctx.other_sites,
-                pool: ctx.pool,
-                config: ctx.config,
-                now: ctx.now,
-                board: ctx.board,
-                user: &mut user,
-            };
-            let client = self.client_of(ctx.listener_names, ctx.config);
-            dispatch::resume(dispatch, &req, &client, ticket, with)
+            self.dispatch(ctx, &req, Some((ticket, with)))
         };
         self.hold_releases(ctx);
         self.carry_out(ctx, req, routed, close, wall, user);
@@ -1169,17 +1177,8 @@ impl Conn {
 
     /// Resumes the route waiting in `req:body` with what it gets.
     fn lua_continue(&mut self, ctx: &mut Ctx<'_>, with: crate::script::Resume) -> Verdict {
-        let w = match &mut self.phase {
-            Phase::Responding { handler, .. } => {
-                match std::mem::replace(handler, Handler::Queued) {
-                    Handler::Lua(w) => w,
-                    other => {
-                        *handler = other;
-                        return Verdict::Open;
-                    }
-                }
-            }
-            _ => return Verdict::Open,
+        let Some(w) = self.take_lua_wait() else {
+            return Verdict::Open;
         };
         let LuaWait {
             req,
@@ -1189,19 +1188,7 @@ impl Conn {
             ..
         } = *w;
         ctx.timers.disarm(&mut self.timer);
-        let mut user = None;
-        let dispatch = Dispatch {
-            router: ctx.router.as_deref_mut(),
-            site: ctx.site,
-            other_sites: ctx.other_sites,
-            pool: ctx.pool,
-            config: ctx.config,
-            now: ctx.now,
-            board: ctx.board,
-            user: &mut user,
-        };
-        let client = self.client_of(ctx.listener_names, ctx.config);
-        let routed = dispatch::resume(dispatch, &req, &client, ticket, with);
+        let (routed, user) = self.dispatch(ctx, &req, Some((ticket, with)));
         self.hold_releases(ctx);
         self.carry_out(ctx, req, routed, close, wall, user);
         Verdict::Open
