@@ -27,7 +27,7 @@ use crate::fastcgi::cgi_head::{self, CgiHead};
 use crate::fastcgi::params::{self, ParamsInput};
 use crate::http::body::BodyReader;
 use crate::http::request::{BodyFraming, Method, Request, Version};
-use crate::http::response::{connection_field, write_head, Framing as HeadFraming, Head};
+use crate::http::response::Framing as HeadFraming;
 use mio::unix::SourceFd;
 use mio::Interest;
 use std::io::{self, Write};
@@ -681,37 +681,15 @@ impl CgiRun {
             _ => HeadFraming::Unframed,
         };
         // The respond hook sees a script's head as a FastCGI one (README: every response).
-        let hooked = super::respond_hook::on_backend_head(
-            env.router.as_deref_mut(),
-            &self.facts.req,
-            super::respond_hook::BackendClient {
-                remote: &self.facts.remote,
-                server_addr: &self.facts.server_addr,
-                https: self.facts.https,
-            },
-            head.status,
-            &head.headers,
-            &self.facts.extra_headers,
+        super::fcgi::push_backend_head(
+            &self.facts,
+            head,
+            framing,
+            self.close_client,
+            self.version,
+            out,
+            env,
         );
-        let (headers, overrides) = match &hooked {
-            Some((h, o)) => (&h[..], &o[..]),
-            None => (&head.headers[..], &self.facts.extra_headers[..]),
-        };
-        let mut h = Vec::with_capacity(256 + head.headers.len());
-        write_head(
-            &mut h,
-            &Head {
-                status: head.status,
-                date: env.date,
-                server: env.server_name,
-                headers,
-                overrides,
-                framing,
-                connection: connection_field(self.close_client, self.version),
-            },
-        );
-        out.start(env.bufs);
-        out.push_head(&h);
     }
 
     fn body_bytes(&mut self, bytes: &[u8], out: &mut Out) {

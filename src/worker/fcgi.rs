@@ -917,38 +917,15 @@ impl Exchange {
         if !self.keepalive_client {
             self.close_client = true;
         }
-        let hooked = super::respond_hook::on_backend_head(
-            env.router.as_deref_mut(),
-            &self.facts.req,
-            super::respond_hook::BackendClient {
-                remote: &self.facts.remote,
-                server_addr: &self.facts.server_addr,
-                https: self.facts.https,
-            },
-            head.status,
-            &head.headers,
-            &self.facts.extra_headers,
+        push_backend_head(
+            &self.facts,
+            head,
+            framing,
+            self.close_client,
+            self.version,
+            out,
+            env,
         );
-        let (headers, overrides) = match &hooked {
-            Some((h, o)) => (&h[..], &o[..]),
-            None => (&head.headers[..], &self.facts.extra_headers[..]),
-        };
-        let mut h = Vec::with_capacity(256 + head.headers.len());
-        write_head(
-            &mut h,
-            &Head {
-                status: head.status,
-                date: env.date,
-                server: env.server_name,
-                headers,
-                // A route decision's headers replace the backend's of the same name.
-                overrides,
-                framing,
-                connection: connection_field(self.close_client, self.version),
-            },
-        );
-        out.start(env.bufs);
-        out.push_head(&h);
     }
 
     /// Body bytes from the backend: through the encoder when the response is coded.
@@ -1156,4 +1133,49 @@ fn compact(buf: &mut Vec<u8>, pos: &mut usize) {
         buf.drain(..*pos);
         *pos = 0;
     }
+}
+
+/// Writes a backend's response head (FastCGI or CGI) into `out`, after the respond hook had
+/// its say; a route decision's headers (`facts.extra_headers`) replace the backend's of the
+/// same name.
+pub(super) fn push_backend_head(
+    facts: &Facts,
+    head: &CgiHead,
+    framing: HeadFraming,
+    close_client: bool,
+    version: Version,
+    out: &mut Out,
+    env: &mut Env<'_>,
+) {
+    let hooked = super::respond_hook::on_backend_head(
+        env.router.as_deref_mut(),
+        &facts.req,
+        super::respond_hook::BackendClient {
+            remote: &facts.remote,
+            server_addr: &facts.server_addr,
+            https: facts.https,
+        },
+        head.status,
+        &head.headers,
+        &facts.extra_headers,
+    );
+    let (headers, overrides) = match &hooked {
+        Some((h, o)) => (&h[..], &o[..]),
+        None => (&head.headers[..], &facts.extra_headers[..]),
+    };
+    let mut h = Vec::with_capacity(256 + head.headers.len());
+    write_head(
+        &mut h,
+        &Head {
+            status: head.status,
+            date: env.date,
+            server: env.server_name,
+            headers,
+            overrides,
+            framing,
+            connection: connection_field(close_client, version),
+        },
+    );
+    out.start(env.bufs);
+    out.push_head(&h);
 }
