@@ -12,8 +12,15 @@
 //! JSON `upstreams`), each with the state the REPL's `backends()` shows.
 
 use crate::admin::scoreboard::{
-    now_ms, ProcState, Scoreboard, ServerView, CONN_STATES, PROXY_DRAINED, PROXY_UNHEALTHY,
+    now_ms, ProcState, Scoreboard, ServerView, State, WorkerSnapshot, CONN_STATES, PROXY_DRAINED,
+    PROXY_UNHEALTHY,
 };
+
+/// Whether a worker slot holds a worker: one still starting counts (the watcher claims its
+/// slot before the fork, with pid 0 until the worker writes its own).
+fn occupied(w: &WorkerSnapshot) -> bool {
+    w.state != State::Empty || w.pid != 0
+}
 use crate::config::Config;
 use crate::fastcgi::pool::{proc_index, upstream_addrs};
 use crate::json_text::push_quoted;
@@ -211,7 +218,7 @@ fn prometheus(v: &ServerView, backends: &[Backend], upstreams: &[Backend]) -> St
         "gauge",
         "Open client connections by state.",
     );
-    let live: Vec<_> = v.workers.iter().filter(|w| w.pid != 0).collect();
+    let live: Vec<_> = v.workers.iter().filter(|w| occupied(w)).collect();
     for (i, st) in CONN_STATES.iter().enumerate() {
         let n: u64 = live.iter().map(|w| u64::from(w.conn_states[i])).sum();
         let _ = writeln!(o, "luahttpd_connections{{state=\"{}\"}} {n}", st.name());
@@ -229,7 +236,7 @@ fn prometheus(v: &ServerView, backends: &[Backend], upstreams: &[Backend]) -> St
         "gauge",
         "Time since each worker's event loop last turned.",
     );
-    for (slot, w) in v.workers.iter().enumerate().filter(|(_, w)| w.pid != 0) {
+    for (slot, w) in v.workers.iter().enumerate().filter(|(_, w)| occupied(w)) {
         let _ = writeln!(
             o,
             "luahttpd_worker_heartbeat_age_seconds{{slot=\"{slot}\",pid=\"{}\",generation=\"{}\",state=\"{}\"}} {:.3}",
@@ -394,7 +401,7 @@ fn json(v: &ServerView, backends: &[Backend], upstreams: &[Backend]) -> Vec<u8> 
         .workers
         .iter()
         .enumerate()
-        .filter(|(_, w)| w.pid != 0)
+        .filter(|(_, w)| occupied(w))
         .collect();
     for (i, st) in CONN_STATES.iter().enumerate() {
         let n: u64 = live.iter().map(|(_, w)| u64::from(w.conn_states[i])).sum();
@@ -518,5 +525,23 @@ mod tests {
             upstream_state(PROXY_DRAINED | PROXY_UNHEALTHY, 500),
             "drained"
         );
+    }
+
+    #[test]
+    fn a_worker_still_starting_is_counted() {
+        let config = crate::config::load_source_for_tests("server { root = '.' }");
+        let sb = Scoreboard::new(2, 0).unwrap();
+        sb.worker(0).unwrap().claim(77, 1, now_ms());
+        // As the watcher claims a slot before the fork: pid unknown yet, state Starting.
+        sb.worker(1).unwrap().claim(0, 1, now_ms());
+        let r = reply(Some(&sb), &config, Format::Prometheus);
+        let Body::Bytes(text) = r.body else { panic!() };
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("\nluahttpd_workers 2\n"), "{text}");
+        let r = reply(Some(&sb), &config, Format::Json);
+        let Body::Bytes(body) = r.body else { panic!() };
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["workers"].as_array().map(Vec::len), Some(2), "{v}");
+        assert_eq!(v["workers"][1]["state"], "starting");
     }
 }

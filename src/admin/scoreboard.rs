@@ -971,7 +971,7 @@ pub struct RequestSnapshot {
 pub struct WorkerSnapshot {
     /// What the worker last said it was doing.
     pub state: State,
-    /// Its pid (0 if the slot is free).
+    /// Its pid (0 if the slot is free, or while its worker is starting).
     pub pid: u32,
     /// Its config generation.
     pub generation: u32,
