@@ -1022,6 +1022,35 @@ fn config_and_help() {
     assert_eq!(admin.ok("status().generation"), 1);
 }
 
+#[test]
+fn help_lists_shared_and_every_shared_dict_method() {
+    let s = start("workers = 1", &[]);
+    let path = sock(&s);
+    let mut admin = Admin::connect(&path);
+    let help = admin.ok("help()");
+    let help = help.as_str().expect("help() is text");
+    let lines: Vec<&str> = help.lines().collect();
+    let has_line = |start: &str| lines.iter().any(|l| l.starts_with(start));
+    assert!(has_line("shared() "), "shared() missing from:\n{help}");
+    for m in [
+        "get",
+        "set",
+        "add",
+        "replace",
+        "incr",
+        "delete",
+        "ttl",
+        "keys",
+        "flush",
+        "free_space",
+        "leaky_bucket",
+    ] {
+        let start = format!("shared.NAME:{m}(");
+        assert!(has_line(&start), "{start} missing from:\n{help}");
+    }
+    assert!(help.contains(":expire("), "expire missing from:\n{help}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The command-line client
 // ---------------------------------------------------------------------------------------------

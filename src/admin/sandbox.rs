@@ -342,6 +342,18 @@ reload()                 evaluate the config file again; answers once the new ge
 reopen_logs()            reopen the error and access logs (as SIGHUP)
 config()                 the running configuration, normalised
 certificates()           the TLS certificates loaded: files, names, issuer, expiry
+shared()                 one row per shared dict zone: name, size, entries, capacity, fill
+shared.NAME:get(k)       value and remaining TTL (nil: no expiry), or nil when absent
+shared.NAME:set(k, v, ttl)  store (v = nil deletes); true, and whether an entry was evicted
+shared.NAME:add(k, v, ttl)  as set, only if k is absent (else nil, \"exists\")
+shared.NAME:replace(k, v, ttl)  as set, only if k is present (else nil, \"not found\")
+shared.NAME:incr(k, step, init, ttl)  add step atomically; init (and ttl) for an absent k
+shared.NAME:delete(k)    remove k; whether it was there
+shared.NAME:ttl(k)       remaining seconds (0: never expires); :expire(k, ttl) sets it
+shared.NAME:keys(max)    up to max keys (default 1024, 0: all)
+shared.NAME:flush()      remove every entry
+shared.NAME:free_space() bytes free for new entries
+shared.NAME:leaky_bucket(k, rate, burst)  nil (admitted) or seconds until room (limit_req)
 print(...)               printed lines are shown before the chunk's value
 help()                   this text";
 
