@@ -150,3 +150,188 @@ fn many_routes_waiting_on_a_slow_upstream_leave_plain_requests_fast() {
     }
     assert_eq!(ok, n);
 }
+
+// ---------------------------------------------------------------------------------------------
+// http.request{ upstream = "name" }: the reverse proxy's upstream blocks and their pool
+// ---------------------------------------------------------------------------------------------
+
+/// An upstream that keeps connections open: answers every request on a connection (after
+/// `delay`) with "<name> <connection number> <request line>"; counts the connections it took.
+struct KeptUpstream {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+}
+
+fn kept_upstream(name: &'static str, delay: Duration) -> KeptUpstream {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            std::thread::spawn(move || {
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = pending.drain(..end + 4).collect();
+                        let head = String::from_utf8_lossy(&head).into_owned();
+                        let line = head.lines().next().unwrap_or("").to_string();
+                        let host = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Host: "))
+                            .unwrap_or("-")
+                            .to_string();
+                        std::thread::sleep(delay);
+                        let body = format!("{name} {n} {line} host={host}");
+                        let close = head.contains("Connection: close");
+                        let r = write!(
+                            c,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if r.is_err() || close {
+                            return;
+                        }
+                    }
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => pending.extend_from_slice(&buf[..k]),
+                    }
+                }
+            });
+        }
+    });
+    KeptUpstream { port, connections }
+}
+
+fn start_upstreams(a: u16, b: u16, slow: u16, dead: [u16; 2]) -> Server {
+    let dir = TempDir::new("lua-http-upstream");
+    std::fs::create_dir_all(dir.path().join("www")).expect("mkdir www");
+    let [d1, d2] = dead;
+    let config = format!(
+        r#"server {{ listen = "127.0.0.1:0", workers = 1, root = "www", error_log = "stderr" }}
+upstream "live" {{ address = {{ "127.0.0.1:{a}", "127.0.0.1:{b}" }}, keepalive = 8 }}
+upstream "solo" {{ address = {{ "127.0.0.1:{a}" }}, keepalive = 0 }}
+upstream "half" {{ address = {{ "127.0.0.1:{d1}", "127.0.0.1:{b}" }} }}
+upstream "dead" {{ address = {{ "127.0.0.1:{d1}", "127.0.0.1:{d2}" }} }}
+upstream "slow" {{ address = {{ "127.0.0.1:{slow}" }}, read_timeout = 0.4 }}
+route(function(req)
+  local name = req.path:match("^/up/(%a+)$")
+  if not name then return nil end
+  local r, err = http.request{{ upstream = name, path = "/p?q=1",
+                                headers = req:arg("host") and {{ Host = req:arg("host") }} or nil,
+                                timeout = tonumber(req:arg("t") or "5") }}
+  if not r then return respond(502, "error: " .. err) end
+  return respond(200, r.status .. " " .. r.body)
+end)
+"#
+    );
+    Server::start_config(dir, &config)
+}
+
+#[test]
+fn http_request_to_an_upstream_balances_and_keeps_its_connections() {
+    let a = kept_upstream("a", Duration::ZERO);
+    let b = kept_upstream("b", Duration::ZERO);
+    let s = start_upstreams(a.port, b.port, dead_port(), [dead_port(), dead_port()]);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..10 {
+        let r = s.get("/up/live");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let text = r.text();
+        assert!(
+            text.ends_with(" GET /p?q=1 HTTP/1.1 host=live"),
+            "path, query and Host (the upstream's name): {text}"
+        );
+        seen.insert(text.split(' ').nth(1).unwrap().to_string());
+    }
+    assert_eq!(
+        seen,
+        ["a", "b"].iter().map(|s| s.to_string()).collect(),
+        "round robin over both addresses"
+    );
+    // One worker, requests one after the other: each address served all on one connection.
+    assert_eq!(
+        a.connections.load(Ordering::SeqCst),
+        1,
+        "kept connection to a"
+    );
+    assert_eq!(
+        b.connections.load(Ordering::SeqCst),
+        1,
+        "kept connection to b"
+    );
+    // keepalive = 0: a connection per call. A Host header replaces the name.
+    let before = a.connections.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        let r = s.get("/up/solo?host=app.example");
+        assert!(r.text().ends_with("host=app.example"), "{}", r.text());
+    }
+    assert_eq!(a.connections.load(Ordering::SeqCst), before + 3);
+    // An unknown upstream is the call's error, naming the defined ones.
+    let r = s.get("/up/nosuch");
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("no upstream 'nosuch'"), "{}", r.text());
+    assert!(r.text().contains("live"), "{}", r.text());
+}
+
+#[test]
+fn http_request_skips_a_dead_address_and_fails_when_all_are_dead() {
+    let b = kept_upstream("b", Duration::ZERO);
+    let d1 = dead_port();
+    let s = start_upstreams(dead_port(), b.port, dead_port(), [d1, dead_port()]);
+    for _ in 0..8 {
+        let r = s.get("/up/half");
+        assert_eq!(r.status, 200, "the live address serves: {}", r.text());
+        assert!(r.text().starts_with("200 b "), "{}", r.text());
+    }
+    // Round robin tried the dead address every other request until its third failure in a
+    // row took it out (passive health): 3 attempts, not 4.
+    let attempts = format!("http.request upstream 'half' 127.0.0.1:{d1}");
+    wait_for("the error log", Duration::from_secs(2), || {
+        s.log_text().contains("failures in a row; out for")
+    });
+    let log = s.log_text();
+    assert_eq!(log.matches(&attempts).count(), 3, "{log}");
+    for _ in 0..3 {
+        let r = s.get("/up/dead");
+        assert_eq!(r.status, 502);
+        assert!(
+            r.text()
+                .starts_with("error: connect: no address of upstream 'dead' answered"),
+            "{}",
+            r.text()
+        );
+    }
+}
+
+#[test]
+fn http_request_to_an_upstream_ends_at_its_read_timeout() {
+    let slow = kept_upstream("slow", Duration::from_secs(3));
+    let s = start_upstreams(
+        dead_port(),
+        dead_port(),
+        slow.port,
+        [dead_port(), dead_port()],
+    );
+    let t = Instant::now();
+    let r = s.get("/up/slow");
+    assert_eq!(r.text(), "error: timeout");
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "read_timeout 0.4 s, call timeout 5 s: {took:?}"
+    );
+    // The call's own timeout, shorter than read_timeout, ends it too.
+    let t = Instant::now();
+    assert_eq!(s.get("/up/slow?t=0.2").text(), "error: timeout");
+    assert!(
+        t.elapsed() < Duration::from_millis(390),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(s.get("/plain").status, 404);
+}

@@ -19,6 +19,7 @@
 mod args;
 mod decision;
 mod error;
+mod http_spec;
 mod limits;
 #[cfg(test)]
 mod limits_tests;
@@ -34,6 +35,7 @@ mod timers;
 
 pub use decision::{auth_decision, fastcgi_decision, install_decisions, Decision, DecisionValue};
 pub use error::{RouteError, RouteErrorKind};
+pub use http_spec::HttpTarget;
 pub use limits::{RouterLimits, HOOK_EVERY};
 pub use respond_hook::{hook_only_route, RESPOND_HOOK, RESPOND_HOOK_AT};
 pub use sandbox::prepare_sandbox;

@@ -36,8 +36,8 @@ end }
 pub struct HttpSpec {
     /// Method.
     pub method: String,
-    /// The address to connect to.
-    pub addr: std::net::SocketAddr,
+    /// Where it goes: a plain address, or an upstream block.
+    pub target: super::HttpTarget,
     /// The Host header.
     pub host: String,
     /// Path and query.
@@ -338,7 +338,7 @@ impl Router {
             (Some(Value::Table(t)), Some(Value::Table(opts)))
                 if t.to_pointer() == token.to_pointer() =>
             {
-                Some(http_spec(opts).map_err(|e| format!("http.request: {e}")))
+                Some(super::http_spec::parse(opts).map_err(|e| format!("http.request: {e}")))
             }
             _ => None,
         }
@@ -388,121 +388,6 @@ fn http_reply_table(lua: &Lua, r: HttpReply) -> mlua::Result<mlua::Table> {
     t.set("headers", h)?;
     t.set("body", lua.create_string(&r.body)?)?;
     Ok(t)
-}
-
-/// The options of `http.request{ method, url, headers, body, timeout }`.
-fn http_spec(o: &mlua::Table) -> Result<HttpSpec, String> {
-    let get = |k: &str| o.get::<Value>(k).map_err(|e| e.to_string());
-    if !get("upstream")?.is_nil() {
-        return Err(
-            "upstream = \"name\" is not available yet (the reverse proxy's upstreams); give url"
-                .into(),
-        );
-    }
-    let url = match get("url")? {
-        Value::String(s) => s.to_str().map_err(|e| e.to_string())?.to_string(),
-        _ => {
-            return Err(
-                "url is required: http.request{ url = \"http://127.0.0.1:8080/path\" }".into(),
-            )
-        }
-    };
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// URLs are supported (no TLS yet)")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (ip, rest) = v6.split_once(']').ok_or("bad [IPv6] address")?;
-        let port = match rest.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| "bad port")?,
-            None => 80,
-        };
-        (ip.to_string(), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| "bad port")?),
-            None => (authority.to_string(), 80),
-        }
-    };
-    let ip: std::net::IpAddr = if host.eq_ignore_ascii_case("localhost") {
-        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
-    } else {
-        host.parse().map_err(|_| {
-            format!("'{host}' is not an IP address (names are not looked up: a lookup would block the worker)")
-        })?
-    };
-    let body = match get("body")? {
-        Value::Nil => Vec::new(),
-        Value::String(s) => s.as_bytes().to_vec(),
-        other => return Err(format!("body must be a string, not {}", other.type_name())),
-    };
-    let method = match get("method")? {
-        Value::Nil if body.is_empty() => "GET".to_string(),
-        Value::Nil => "POST".to_string(),
-        Value::String(s) => {
-            let m = s.to_str().map_err(|e| e.to_string())?.to_ascii_uppercase();
-            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
-                return Err(format!("bad method '{m}'"));
-            }
-            m
-        }
-        other => {
-            return Err(format!(
-                "method must be a string, not {}",
-                other.type_name()
-            ))
-        }
-    };
-    let mut headers = Vec::new();
-    match get("headers")? {
-        Value::Nil => {}
-        Value::Table(t) => {
-            for pair in t.pairs::<String, String>() {
-                let (n, v) = pair.map_err(|_| "headers must map names to strings")?;
-                let bad_name = n.is_empty() || !n.bytes().all(crate::http::chunked::is_tchar);
-                if bad_name || v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                    return Err(format!("bad header '{n}'"));
-                }
-                if n.eq_ignore_ascii_case("host") || n.eq_ignore_ascii_case("connection") {
-                    continue;
-                }
-                headers.push((n, v));
-            }
-        }
-        other => {
-            return Err(format!(
-                "headers must be a table, not {}",
-                other.type_name()
-            ))
-        }
-    }
-    let timeout = match get("timeout")? {
-        Value::Nil => 10.0,
-        Value::Integer(n) => n as f64,
-        Value::Number(f) => f,
-        other => {
-            return Err(format!(
-                "timeout must be seconds, not {}",
-                other.type_name()
-            ))
-        }
-    };
-    if timeout.is_nan() || timeout <= 0.0 {
-        return Err("timeout must be > 0 seconds".into());
-    }
-    Ok(HttpSpec {
-        method,
-        addr: std::net::SocketAddr::new(ip, port),
-        host: authority.to_string(),
-        path: path.to_string(),
-        headers,
-        body,
-        timeout: Duration::from_secs_f64(timeout.min(3600.0)),
-        max_body: 1024 * 1024,
-    })
 }
 
 /// `limit_conn` counts to release when the request ends: (zone name, key).

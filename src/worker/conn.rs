@@ -209,6 +209,31 @@ struct LuaWait {
     http: Option<HttpWait>,
 }
 
+impl LuaWait {
+    /// When to wake the route: its wait's end, `limits.lua_wall`, or an upstream call's
+    /// connect or read timeout.
+    fn next_wake(&self) -> Instant {
+        let call = match &self.http {
+            Some(HttpWait::Running(c)) => c.deadline(),
+            _ => None,
+        };
+        let at = self.until.min(self.wall);
+        call.map_or(at, |d| at.min(d))
+    }
+}
+
+impl Ctx<'_> {
+    /// What an `http.request` call needs of the worker.
+    fn call_env(&mut self) -> super::lua_http::CallEnv<'_> {
+        super::lua_http::CallEnv {
+            upstreams: self.upstreams,
+            registry: self.registry,
+            token: Token(BACKEND_BASE + self.token),
+            now: self.now,
+        }
+    }
+}
+
 /// An `http.request` of a waiting route.
 enum HttpWait {
     /// Under way on the connection's backend token.
@@ -530,9 +555,12 @@ impl Conn {
         if let Phase::Responding {
             handler: Handler::Lua(w),
             ..
-        } = &self.phase
+        } = &mut self.phase
         {
             // The client left while its route waited: the wait is cancelled.
+            if let Some(HttpWait::Running(call)) = &mut w.http {
+                call.give_up(&mut ctx.call_env());
+            }
             if let Some(r) = ctx.router.as_deref_mut() {
                 r.cancel_route(w.ticket);
             }
@@ -1066,12 +1094,26 @@ impl Conn {
         let Some(w) = self.take_lua_wait() else {
             return Verdict::Open;
         };
-        let wait = *w;
+        let mut wait = *w;
+        if ctx.now < wait.wall && ctx.now < wait.until {
+            if let Some(HttpWait::Running(call)) = &mut wait.http {
+                // The upstream's connect or read timeout: the next address, or the end.
+                if call.deadline().is_some_and(|d| ctx.now >= d) {
+                    if let Some(result) = call.expired(&mut ctx.call_env()) {
+                        call.stop(ctx.registry);
+                        wait.http = None;
+                        self.start_responding(Handler::Lua(Box::new(wait)), None);
+                        self.lua_continue(ctx, crate::script::Resume::Http(result));
+                        return self.run(ctx);
+                    }
+                }
+            }
+        }
         if ctx.now < wait.wall && (wait.body.is_some() || ctx.now < wait.until) {
             // Early (or a body wait's wall-clock entry): keep waiting.
-            let (until, wall, ticket) = (wait.until, wait.wall, wait.ticket);
+            let (wall, ticket) = (wait.wall, wait.ticket);
             if wait.body.is_none() {
-                ctx.lua_wakes.push(until.min(wall), ctx.token, ticket);
+                ctx.lua_wakes.push(wait.next_wake(), ctx.token, ticket);
             } else {
                 ctx.lua_wakes.push(wall, ctx.token, ticket);
             }
@@ -1091,7 +1133,7 @@ impl Conn {
             None => crate::script::Resume::Nothing,
             Some(HttpWait::Failed(e)) => crate::script::Resume::Http(Err(e)),
             Some(HttpWait::Running(mut call)) => {
-                call.stop(ctx.registry);
+                call.give_up(&mut ctx.call_env());
                 crate::script::Resume::Http(Err("timeout".into()))
             }
         };
@@ -1131,7 +1173,12 @@ impl Conn {
         let Some(HttpWait::Running(call)) = &mut w.http else {
             return Verdict::Open;
         };
-        let Some(result) = call.drive() else {
+        let before = call.deadline();
+        let Some(result) = call.drive(&mut ctx.call_env()) else {
+            // A connect done moves the deadline to the (maybe shorter) read timeout.
+            if call.deadline() < before {
+                ctx.lua_wakes.push(w.next_wake(), ctx.token, w.ticket);
+            }
             return Verdict::Open;
         };
         call.stop(ctx.registry);
@@ -1267,14 +1314,14 @@ impl Conn {
                     Err(e) => (HttpWait::Failed(e), ctx.now),
                     Ok(mut spec) => {
                         spec.max_body = ctx.limits.lua_body_bytes;
-                        let token = mio::Token(BACKEND_BASE + ctx.token);
-                        match super::lua_http::Call::start(&spec, ctx.registry, token) {
+                        let client = real_peer::client(&self.real, &self.peer).ip.clone();
+                        let mut env = ctx.call_env();
+                        match super::lua_http::Call::start(&spec, &mut env, &client, &req) {
                             Ok(call) => (HttpWait::Running(Box::new(call)), ctx.now + spec.timeout),
-                            Err(e) => (HttpWait::Failed(format!("connect: {e}")), ctx.now),
+                            Err(e) => (HttpWait::Failed(e), ctx.now),
                         }
                     }
                 };
-                ctx.lua_wakes.push(until.min(wall), ctx.token, ticket);
                 let w = LuaWait {
                     req,
                     ticket,
@@ -1284,6 +1331,7 @@ impl Conn {
                     body: None,
                     http: Some(http),
                 };
+                ctx.lua_wakes.push(w.next_wake(), ctx.token, ticket);
                 self.start_responding(Handler::Lua(Box::new(w)), None);
                 return;
             }
