@@ -145,7 +145,11 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if cli.print {
-        print!("{}", config::print(&loaded.config));
+        print!(
+            "{}{}",
+            config::print(&loaded.config),
+            config::print_lua_hooks(&loaded.lua)
+        );
         return ExitCode::SUCCESS;
     }
     let code = watcher::serve(loaded, RunOptions { daemon: cli.daemon });

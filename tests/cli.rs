@@ -179,6 +179,66 @@ fn print_flag_prints_a_config_that_checks_again() {
 }
 
 #[test]
+fn print_flag_shows_shared_zones_timers_the_respond_hook_and_lua_limits() {
+    let dir = TempDir::new("cli");
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    let conf = dir.write(
+        "site.lua",
+        br#"server { listen = '127.0.0.1:8080', root = 'www',
+         limits = { lua_body_bytes = 4096, lua_wall = 2.5 } }
+shared "flags" { size = "64k" }
+shared "rl" { size = 131072 }
+every(0.5, function() end, { worker = "one" })
+every(2, function() end)
+at_worker_start(function() end)
+respond_hook(function(req, res) end)
+"#,
+    );
+    let (code, out, err) = run(&["-p", "-c", conf.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        "lua_body_bytes = 4096",
+        "lua_wall = 2.5",
+        "shared \"flags\" { size = 65536 }",
+        "shared \"rl\" { size = 131072 }",
+        "-- every(0.5, function, { worker = \"one\" }) at ",
+        "-- every(2, function) at ",
+        "-- at_worker_start(function) at ",
+        "-- respond_hook(function) at ",
+    ] {
+        assert!(out.contains(want), "{want} missing from:\n{out}");
+    }
+    assert!(
+        out.contains("site.lua:5"),
+        "where the timer was given:\n{out}"
+    );
+    // Without them, no such lines.
+    let plain = dir.write(
+        "plain.lua",
+        b"server { listen = '127.0.0.1:8080', root = 'www' }\n",
+    );
+    let (_, out2, _) = run(&["-p", "-c", plain.to_str().unwrap()]);
+    assert!(
+        !out2.contains("-- every(") && !out2.contains("respond_hook"),
+        "{out2}"
+    );
+    assert!(
+        out2.contains("lua_wall = 30"),
+        "the default lua_wall:\n{out2}"
+    );
+    // The printed config checks again, zones and limits included.
+    let printed = dir.write("printed.lua", out.as_bytes());
+    let (code, _, err) = run(&["-t", "-c", printed.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (_, again, _) = run(&["-p", "-c", printed.to_str().unwrap()]);
+    assert!(
+        again.contains("shared \"flags\" { size = 65536 }"),
+        "{again}"
+    );
+    assert!(again.contains("lua_wall = 2.5"), "{again}");
+}
+
+#[test]
 fn version_and_help() {
     let (code, out, _) = run(&["--version"]);
     assert_eq!(code, 0);

@@ -33,6 +33,7 @@ pub use identity::{resolve as resolve_run_as, RunAs};
 pub use ops::Ops;
 pub use print::print;
 pub use shared::SharedDef;
+pub use timers::print as print_lua_hooks;
 pub use upstream::{Balance, HashKey, Health, UpstreamAddr, UpstreamDef};
 pub use validate::tls::{ListenKind, ServerHandle, Tls};
 pub use vhost::{normalise_host, Picker, VhostDef};

@@ -103,8 +103,14 @@ pub fn print(config: &Config) -> String {
         "limits",
         &format!(
             "{{ connections = {}, header_bytes = {}, keepalive_requests = {}, body_bytes = {}, \
-             connections_per_ip = {} }}",
-            l.connections, l.header_bytes, l.keepalive_requests, l.body_bytes, l.connections_per_ip
+             connections_per_ip = {}, lua_body_bytes = {}, lua_wall = {} }}",
+            l.connections,
+            l.header_bytes,
+            l.keepalive_requests,
+            l.body_bytes,
+            l.connections_per_ip,
+            l.lua_body_bytes,
+            seconds(l.lua_wall)
         ),
     );
     let t = &config.timeouts;
@@ -141,6 +147,10 @@ pub fn print(config: &Config) -> String {
     for def in &config.upstreams {
         o.push('\n');
         super::upstream::print(&mut o, def);
+    }
+    for def in &config.shared {
+        o.push('\n');
+        super::shared::print(&mut o, def);
     }
     if config.has_route {
         o.push_str("\n-- route(function(req) ... end) is set in the original config; a Lua function cannot be printed.\n");

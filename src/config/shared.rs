@@ -89,3 +89,12 @@ fn parse_size(v: &Value) -> Option<usize> {
         _ => None,
     }
 }
+
+/// `-p`: the zone as it reads back.
+pub(super) fn print(o: &mut String, def: &SharedDef) {
+    o.push_str(&format!(
+        "shared {} {{ size = {} }}\n",
+        super::print::lua_string(&def.name),
+        def.size
+    ));
+}

@@ -84,3 +84,35 @@ fn worker_option(t: &Table) -> Result<bool, String> {
     }
     Ok(one)
 }
+
+/// `-p`: what a config runs outside the route function, which a printed config cannot carry
+/// (Lua functions): its `every` timers, `at_worker_start` functions and `respond_hook`, each
+/// with where it was given, as comments.
+pub fn print(lua: &Lua) -> String {
+    let mut lines = Vec::new();
+    if let Ok(Some(list)) = lua.named_registry_value::<Option<Table>>(crate::script::TIMERS) {
+        for e in list.sequence_values::<Table>().flatten() {
+            let kind: String = e.get("kind").unwrap_or_default();
+            let at: String = e.get("at").unwrap_or_default();
+            if kind == "every" {
+                let period: f64 = e.get("period").unwrap_or_default();
+                let one: bool = e.get("one").unwrap_or_default();
+                let opts = if one { ", { worker = \"one\" }" } else { "" };
+                lines.push(format!("-- every({period}, function{opts}) at {at}"));
+            } else {
+                lines.push(format!("-- at_worker_start(function) at {at}"));
+            }
+        }
+    }
+    if let Ok(Some(at)) = lua.named_registry_value::<Option<String>>(crate::script::RESPOND_HOOK_AT)
+    {
+        lines.push(format!("-- respond_hook(function) at {at}"));
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\n-- Set in the original config (a Lua function cannot be printed):\n{}\n",
+        lines.join("\n")
+    )
+}
