@@ -59,25 +59,20 @@ local maintenance = respond(503, page, {
 local healthy = respond(200, "ok\n", { ["cache-control"] = "no-store" })
 local no_php = deny(404)
 
--- Is the flag there? The route sandbox has no io (and the config helpers such as exists()
--- refuse to run while serving), so a request cannot look at a file by itself. What a config
--- captured in a local before route() stays usable from its own route function: the config
--- is trusted code. io.open is captured here and called at most once a second per worker, so
--- a busy server does one open() per second, and the flag applies within a second.
+-- Is the flag there? A timer looks once a second, in one worker, and writes the answer into a
+-- shared dict that every worker's route reads, so a busy server does one open() per second
+-- in all, and the flag applies within a second. fs.read is the request-time read-only file
+-- helper (a small local file: fine in a timer); no io is captured from the config.
 -- (Without this, the alternative is deciding at config time with exists(flag), which takes a
 -- reload (SIGUSR1, or reload() in the admin REPL) to change.)
 local flag = os.getenv("MAINTENANCE_FLAG") or "/tmp/luahttpd-maintenance"
-local io_open, os_time = io.open, os.time
-local checked_at, flag_up = nil, false
+shared "appliance" { size = "64k" }
+every(1, function()
+  local _, err = fs.read(flag, 0)           -- read nothing, just look
+  shared.appliance:set("maintenance", err == nil or err == "too large")
+end, { worker = "one" })
 local function in_maintenance()
-  local now = os_time()
-  if now ~= checked_at then
-    checked_at = now
-    local f = io_open(flag, "r")
-    flag_up = f ~= nil
-    if f then f:close() end
-  end
-  return flag_up
+  return shared.appliance:get("maintenance") == true
 end
 
 route(function(req)

@@ -19,6 +19,7 @@
 mod args;
 mod decision;
 mod error;
+mod fs_read;
 mod http_spec;
 mod limits;
 #[cfg(test)]
@@ -35,6 +36,7 @@ mod timers;
 
 pub use decision::{auth_decision, fastcgi_decision, install_decisions, Decision, DecisionValue};
 pub use error::{RouteError, RouteErrorKind};
+pub use fs_read::remember_config_dir;
 pub use http_spec::HttpTarget;
 pub use limits::{RouterLimits, HOOK_EVERY};
 pub use respond_hook::{hook_only_route, RESPOND_HOOK, RESPOND_HOOK_AT};
@@ -128,6 +130,7 @@ impl Router {
             .is_ok_and(|v| v.is_nil())
         {
             suspend::install_releases(lua, &releases)?;
+            fs_read::install(lua)?;
         }
         prepare_sandbox(lua)?;
         let current = Rc::new(Current::new());

@@ -396,6 +396,8 @@ impl Watcher {
                 return 1;
             }
         };
+        // fs.read's relative paths: beneath the config's folder, even inside a jail.
+        crate::script::remember_config_dir(&self.loaded.config.file);
         // Everything outside is open: into the jail and down to the configured user.
         let config = &mut self.loaded.config;
         if let Err(e) = privileges::enter(config.user.as_ref(), config.chroot.as_deref()) {
