@@ -1314,7 +1314,7 @@ impl Conn {
                     Err(e) => (HttpWait::Failed(e), ctx.now),
                     Ok(mut spec) => {
                         spec.max_body = ctx.limits.lua_body_bytes;
-                        let client = real_peer::client(&self.real, &self.peer).ip.clone();
+                        let client = real_peer::client(&self.real, &self.peer).ip;
                         let mut env = ctx.call_env();
                         match super::lua_http::Call::start(&spec, &mut env, &client, &req) {
                             Ok(call) => (HttpWait::Running(Box::new(call)), ctx.now + spec.timeout),
