@@ -1539,10 +1539,12 @@ impl Conn {
     ) {
         // The site's own page for an error status (static, FastCGI, refusals alike), from
         // the root of the site the Host names.
-        let reply =
+        let mut reply =
             super::vhost::error_page(ctx.other_sites, ctx.config, ctx.site, host, reply, ctx.now);
+        // A file coded as it goes has no length: chunked, or close-delimited for HTTP/1.0.
+        let streamed = crate::compress::stream::set_framing(&mut reply.body, version);
         // The Connection field tells the truth: an ending decided earlier also closes.
-        let close = close || self.ending != Ending::KeepAlive;
+        let close = close || self.ending != Ending::KeepAlive || streamed == Some(false);
         let no_body = status::forbids_body(reply.status);
         write_head(
             self.out.start(ctx.bufs),
@@ -1552,10 +1554,11 @@ impl Conn {
                 server: ctx.server_name,
                 headers: &reply.headers,
                 overrides: &reply.overrides,
-                framing: if no_body {
-                    Framing::Unframed
-                } else {
-                    Framing::Length(reply.body.len())
+                framing: match streamed {
+                    _ if no_body => Framing::Unframed,
+                    Some(true) => Framing::Chunked,
+                    Some(false) => Framing::Unframed,
+                    None => Framing::Length(reply.body.len()),
                 },
                 connection: connection_field(close, version),
             },

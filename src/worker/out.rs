@@ -43,12 +43,14 @@ pub struct Out {
     /// Chunk framing queued as body (sizes, CRLFs, the last chunk), which the access log and
     /// the scoreboard leave out, as nginx's `$body_bytes_sent` does.
     framing: u64,
+    /// A file being compressed as it goes (read, coded and queued a chunk at a time).
+    coder: Option<Box<crate::compress::stream::FileCoder>>,
 }
 
 impl Out {
     /// Whether anything is still queued.
     pub fn pending(&self) -> bool {
-        self.pos < self.buf.len() || self.left > 0 || !self.parts.is_empty()
+        self.pos < self.buf.len() || self.left > 0 || !self.parts.is_empty() || self.coder.is_some()
     }
 
     /// The head buffer to write a new response head into (cleared, unless an interim response
@@ -65,6 +67,7 @@ impl Out {
         self.file = None;
         self.left = 0;
         self.parts.clear();
+        self.coder = None;
         self.body_sent = 0;
         self.framing = 0;
         &mut self.buf
@@ -90,6 +93,7 @@ impl Out {
         self.buf.clear();
         self.left = 0;
         self.parts.clear();
+        self.coder = None;
         self.release_if_done(bufs);
     }
 
@@ -168,6 +172,7 @@ impl Out {
                 }
                 self.parts.push_back(Part::Bytes(trailer));
             }
+            Body::Coded(c) => self.coder = Some(c),
         }
     }
 
@@ -177,7 +182,7 @@ impl Out {
             if self.pos < self.buf.len() {
                 // MSG_MORE lets the kernel put the head and the start of the file in one
                 // segment; the sendfile that follows ends the cork.
-                let more = self.left > 0 || !self.parts.is_empty();
+                let more = self.left > 0 || !self.parts.is_empty() || self.coder.is_some();
                 match stream.send(&self.buf[self.pos..], more) {
                     Ok(n) => {
                         self.pos += n;
@@ -223,11 +228,44 @@ impl Out {
                         self.left = len;
                     }
                 }
+            } else if self.coder.is_some() {
+                self.next_coded()?;
             } else {
                 self.file = None;
                 return Ok(Flush::Done);
             }
         }
+    }
+}
+
+impl Out {
+    /// Queues the coded file's next piece, framed; its end (and last chunk) once it is whole.
+    fn next_coded(&mut self) -> io::Result<()> {
+        let Some(c) = self.coder.as_mut() else {
+            return Ok(());
+        };
+        let chunked = c.chunked;
+        match c.next_piece() {
+            Ok(Some(bytes)) if bytes.is_empty() => {}
+            Ok(Some(bytes)) if chunked => {
+                self.push_framing(format!("{:x}\r\n", bytes.len()).as_bytes());
+                self.push_body(&bytes);
+                self.push_framing(b"\r\n");
+            }
+            Ok(Some(bytes)) => self.push_body(&bytes),
+            Ok(None) => {
+                self.coder = None;
+                if chunked {
+                    self.push_framing(b"0\r\n\r\n");
+                }
+            }
+            Err(e) => {
+                // No last chunk: closing shows the client the truncation.
+                self.coder = None;
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 }
 
