@@ -936,13 +936,10 @@ impl Exchange {
     /// Feeds the encoder (if any) and frames what it gives; `flush` at the end of a read, so
     /// a streamed response reaches the client without waiting for more input.
     fn coded_bytes(&mut self, bytes: &[u8], flush: bool, out: &mut Out) {
-        let Some(enc) = self.encoder.as_mut() else {
-            return self.frame_body(bytes, out);
-        };
-        if self.head_only {
+        if self.head_only && self.encoder.is_some() {
             return;
         }
-        match enc.write(bytes, flush) {
+        match super::fcgi_compress::code(&mut self.encoder, bytes, flush) {
             Ok(coded) => self.frame_body(&coded, out),
             Err(e) => self.coding_failed(e),
         }
@@ -987,12 +984,10 @@ impl Exchange {
     }
 
     fn end_body(&mut self, out: &mut Out) {
-        if let Some(enc) = self.encoder.take() {
-            match enc.finish() {
-                Ok(tail) if !self.head_only => self.frame_body(&tail, out),
-                Ok(_) => {}
-                Err(e) => self.coding_failed(e),
-            }
+        match super::fcgi_compress::finish(&mut self.encoder) {
+            Ok(tail) if !self.head_only => self.frame_body(&tail, out),
+            Ok(_) => {}
+            Err(e) => self.coding_failed(e),
         }
         let Response::Body(framing) = &self.response else {
             return;
