@@ -1,0 +1,150 @@
+//! Per-site rules against the real binary: a `site{}` block's own `auth` and `access` beside
+//! `server{}`'s, checked by `-t` and shown by `-p`; `dotfiles = true | false` as well as
+//! `"allow" | "deny"`.
+
+mod common;
+
+use base64::Engine;
+use common::{raw, Response, Server, TempDir, BASE};
+use std::process::Command;
+
+fn get(s: &Server, host: &str, path: &str, auth: Option<(&str, &str)>) -> Response {
+    let auth = auth.map_or(String::new(), |(u, p)| {
+        let b = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        format!("Authorization: Basic {b}\r\n")
+    });
+    raw(
+        &s.addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+}
+
+fn dir() -> TempDir {
+    let dir = TempDir::new("site-rules");
+    let hash = luahttpd::auth::apr1::hash(b"secret", b"s4ltS4lt");
+    dir.write("a.htpasswd", format!("alice:{hash}\n").as_bytes());
+    for root in ["www", "a", "b"] {
+        for f in [
+            "admin/x.txt",
+            "lan/x.txt",
+            "internal/x.txt",
+            "open.txt",
+            ".env",
+        ] {
+            dir.write(&format!("{root}/{f}"), format!("{root} {f}").as_bytes());
+        }
+    }
+    dir
+}
+
+const CONFIG: &str = r#"
+site "a.test" {
+  root = "a",
+  auth = { { prefix = "/admin/", realm = "Site A", users = "a.htpasswd" } },
+  access = { { prefix = "/lan/", deny = { "127.0.0.0/8", "::1" } } },
+  dotfiles = true,
+}
+site "b.test" { root = "b" }
+"#;
+
+fn config() -> String {
+    format!(
+        "server {{ {BASE}, workers = 1, dotfiles = false, \
+         access = {{ {{ prefix = \"/internal/\", deny = {{ \"all\" }} }} }} }}\n{CONFIG}"
+    )
+}
+
+#[test]
+fn a_site_has_its_own_auth_and_access_beside_the_server_s() {
+    let s = Server::start_config(dir(), &config());
+    // Site a: its auth prefix asks for a user of its file.
+    let r = get(&s, "a.test", "/admin/x.txt", None);
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"Site A\", charset=\"UTF-8\"")
+    );
+    assert_eq!(
+        get(&s, "a.test", "/admin/x.txt", Some(("alice", "wrong"))).status,
+        401
+    );
+    let r = get(&s, "a.test", "/admin/x.txt", Some(("alice", "secret")));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "a admin/x.txt");
+    // Its network rule refuses loopback under /lan/.
+    assert_eq!(get(&s, "a.test", "/lan/x.txt", None).status, 403);
+    assert_eq!(get(&s, "a.test", "/open.txt", None).status, 200);
+    // The server's own rule still holds on the site.
+    assert_eq!(get(&s, "a.test", "/internal/x.txt", None).status, 403);
+
+    // Site b and the server's own site have none of site a's rules.
+    for host in ["b.test", "unknown.test"] {
+        let r = get(&s, host, "/admin/x.txt", None);
+        assert_eq!(r.status, 200, "{host}");
+        assert_eq!(get(&s, host, "/lan/x.txt", None).status, 200, "{host}");
+        assert_eq!(get(&s, host, "/internal/x.txt", None).status, 403, "{host}");
+    }
+}
+
+#[test]
+fn dotfiles_takes_true_and_false() {
+    let s = Server::start_config(dir(), &config());
+    // server{} says dotfiles = false: denied (404), in site b too (it inherits).
+    assert_eq!(get(&s, "unknown.test", "/.env", None).status, 404);
+    assert_eq!(get(&s, "b.test", "/.env", None).status, 404);
+    // Site a says dotfiles = true.
+    let r = get(&s, "a.test", "/.env", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "a .env");
+}
+
+fn run(args: &[&str], conf: &std::path::Path) -> (bool, String) {
+    let o = Command::new(common::bin())
+        .args(args)
+        .arg(conf)
+        .output()
+        .expect("run luahttpd");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text)
+}
+
+#[test]
+fn check_reports_bad_site_rules_and_print_shows_them() {
+    let d = dir();
+    let conf = d.write("site.lua", config().as_bytes());
+    let (ok, text) = run(&["-p", "-c"], &conf);
+    assert!(ok, "{text}");
+    assert!(text.contains("dotfiles = \"deny\""), "{text}");
+    assert!(text.contains("dotfiles = \"allow\""), "{text}");
+    assert!(
+        text.contains("auth = { { prefix = \"/admin/\", realm = \"Site A\", users = "),
+        "{text}"
+    );
+    assert!(
+        text.contains("access = { { prefix = \"/lan/\", allow = {  }, deny = { \"127.0.0.0/8\", \"::1/128\" } } }"),
+        "{text}"
+    );
+
+    // A site's rules are checked as the server's are: a missing file, a bad network, a
+    // dotfiles value that is neither.
+    let bad = format!(
+        "server {{ {BASE} }}\n\
+         site \"a.test\" {{ root = \"a\",\n\
+           auth = {{ {{ prefix = \"/x/\", realm = \"X\", users = \"missing.htpasswd\" }} }},\n\
+           access = {{ {{ prefix = \"/y/\", allow = {{ \"10.0.0.0/33\" }} }} }},\n\
+           dotfiles = \"maybe\" }}\n"
+    );
+    let conf = d.write("bad.lua", bad.as_bytes());
+    let (ok, text) = run(&["-t", "-c"], &conf);
+    assert!(!ok, "{text}");
+    assert!(text.contains("bad.lua:3"), "{text}");
+    assert!(text.contains("missing.htpasswd"), "{text}");
+    assert!(text.contains("bad.lua:4"), "{text}");
+    assert!(text.contains("10.0.0.0/33"), "{text}");
+    assert!(text.contains("dotfiles must be"), "{text}");
+}
