@@ -3,6 +3,8 @@
 //! `"allow" | "deny"`.
 
 mod common;
+mod fcgi_common;
+mod proxy_common;
 
 use base64::Engine;
 use common::{raw, Response, Server, TempDir, BASE};
@@ -147,4 +149,91 @@ fn check_reports_bad_site_rules_and_print_shows_them() {
     assert!(text.contains("bad.lua:4"), "{text}");
     assert!(text.contains("10.0.0.0/33"), "{text}");
     assert!(text.contains("dotfiles must be"), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Headers on backend responses: server{}'s `headers` rules and a site's `headers`, on FastCGI,
+// CGI and proxied answers below 400, never replacing what the backend sent.
+
+const HEADERS_SERVER: &str =
+    r#"headers = { ["/"] = { ["X-Frame-Options"] = "DENY" }, [".sh"] = { ["X-Script"] = "yes" } }"#;
+
+fn header_site(root: &str) -> String {
+    format!("site \"a.test\" {{ root = \"{root}\", headers = {{ [\"X-Site\"] = \"a\" }} }}\n")
+}
+
+#[test]
+fn site_and_server_headers_reach_cgi_and_proxied_responses() {
+    let up = proxy_common::Upstream::start("up");
+    let d = TempDir::new("site-headers");
+    d.write("www/index.html", b"main");
+    d.write(
+        "cgi-bin/ok.sh",
+        b"printf 'Content-Type: text/plain\\r\\nX-Frame-Options: SAMEORIGIN\\r\\n\\r\\nok'\n",
+    );
+    d.write(
+        "cgi-bin/missing.sh",
+        b"printf 'Status: 404 Not Found\\r\\nContent-Type: text/plain\\r\\n\\r\\nno'\n",
+    );
+    let config = format!(
+        "server {{ {BASE}, workers = 1, {HEADERS_SERVER} }}\n\
+         cgi {{ root = \"cgi-bin\", interpreters = {{ [\".sh\"] = \"/bin/sh\" }} }}\n\
+         upstream \"app\" {{ address = \"{}\", prefix = \"/name\" }}\n{}",
+        up.addr,
+        header_site("www")
+    );
+    let s = Server::start_config(d, &config);
+
+    let r = get(&s, "a.test", "/cgi-bin/ok.sh", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The script's own X-Frame-Options stays, and is not doubled.
+    assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
+    assert_eq!(
+        r.header_list
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("x-frame-options"))
+            .count(),
+        1
+    );
+    assert_eq!(r.header("x-script"), Some("yes"));
+    assert_eq!(r.header("x-site"), Some("a"));
+    // Another host: the server's rules only.
+    let r = get(&s, "other.test", "/cgi-bin/ok.sh", None);
+    assert_eq!(r.header("x-site"), None);
+    assert_eq!(r.header("x-script"), Some("yes"));
+    // An error status gets none (nginx's add_header without `always`).
+    let r = get(&s, "a.test", "/cgi-bin/missing.sh", None);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("x-site"), None);
+    assert_eq!(r.header("x-frame-options"), None);
+
+    let r = get(&s, "a.test", "/name", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("x-site"), Some("a"));
+    assert_eq!(r.header("x-script"), None);
+}
+
+#[test]
+fn site_and_server_headers_reach_fastcgi_responses() {
+    let dir = fcgi_common::site_dir();
+    let mut config = fcgi_common::config_text(
+        dir.path(),
+        &fcgi_common::Opts {
+            server_extra: HEADERS_SERVER,
+            ..Default::default()
+        },
+    );
+    config.push_str(&header_site("www"));
+    let f = fcgi_common::Fcgi::start_in(dir, &config);
+    let mut c = fcgi_common::Conn::connect(f.addr());
+    c.send(b"GET /t.php HTTP/1.1\r\nHost: a.test\r\n\r\n");
+    let r = c.response(false);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("x-site"), Some("a"));
+    c.send(b"GET /t.php HTTP/1.1\r\nHost: b.test\r\n\r\n");
+    let r = c.response(false);
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("x-site"), None);
 }

@@ -1338,6 +1338,8 @@ impl Conn {
         let peer = real_peer::client(&self.real, &self.peer);
         let mut facts = fcgi_admit::facts(req, t, extra, ctx.config, self.stream.local(), peer);
         facts.https = self.stream.is_tls();
+        facts.site_headers =
+            super::site_headers::for_request(ctx.other_sites, ctx.config, &facts.req);
         // The keep-alive or head timeout of this connection does not bound the exchange: the
         // read timeout does while the body arrives, the backend's timeouts do after.
         ctx.timers.disarm(&mut self.timer);
@@ -1389,6 +1391,8 @@ impl Conn {
             }
         };
         facts.https = self.stream.is_tls();
+        facts.site_headers =
+            super::site_headers::for_request(ctx.other_sites, ctx.config, &facts.req);
         if facts.req.expect_continue && facts.req.body != BodyFraming::None {
             self.out.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
@@ -1455,6 +1459,7 @@ impl Conn {
             },
             https: self.stream.is_tls(),
             user,
+            site_headers: super::site_headers::for_request(ctx.other_sites, ctx.config, &req),
         };
         let kinds = Kinds::of(ctx.config.fastcgi.len(), t.upstream);
         let env = ctx.env();

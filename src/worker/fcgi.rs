@@ -236,6 +236,9 @@ pub struct Facts {
     pub compress: Option<super::fcgi_compress::Offer>,
     /// Whether the client connection is TLS (HTTPS=on, REQUEST_SCHEME=https).
     pub https: bool,
+    /// The site's header lines added to a response below 400 that lacks them
+    /// (worker::site_headers).
+    pub site_headers: Vec<u8>,
 }
 
 /// One request's exchange with a backend.
@@ -1158,6 +1161,9 @@ pub(super) fn push_backend_head(
         Some((h, o)) => (&h[..], &o[..]),
         None => (&head.headers[..], &facts.extra_headers[..]),
     };
+    let added =
+        super::site_headers::add_missing(head.status, headers, overrides, &facts.site_headers);
+    let headers = added.as_deref().unwrap_or(headers);
     let mut h = Vec::with_capacity(256 + head.headers.len());
     write_head(
         &mut h,
