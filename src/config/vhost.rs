@@ -112,7 +112,7 @@ pub(super) fn dotfiles(r: &mut Report, v: &Value) -> Option<Dotfiles> {
         Some(other) => {
             r.at(
                 &["dotfiles"],
-                format!("dotfiles must be \"allow\", \"deny\", true or false, got '{other}'"),
+                format!("dotfiles must be \"allow\" or \"deny\", got '{other}'"),
             );
             None
         }

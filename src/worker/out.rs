@@ -15,7 +15,13 @@ const COPY_CHUNK: usize = 16 * 1024;
 
 enum Part {
     Bytes(Vec<u8>),
-    Range { offset: u64, len: u64 },
+    Range {
+        offset: u64,
+        len: u64,
+    },
+    /// A file being compressed as it goes (read, coded and queued a chunk at a time); kept
+    /// here rather than in a field of its own, so a connection stays small.
+    Coded(Box<crate::compress::stream::FileCoder>),
 }
 
 /// What a flush achieved.
@@ -43,14 +49,12 @@ pub struct Out {
     /// Chunk framing queued as body (sizes, CRLFs, the last chunk), which the access log and
     /// the scoreboard leave out, as nginx's `$body_bytes_sent` does.
     framing: u64,
-    /// A file being compressed as it goes (read, coded and queued a chunk at a time).
-    coder: Option<Box<crate::compress::stream::FileCoder>>,
 }
 
 impl Out {
     /// Whether anything is still queued.
     pub fn pending(&self) -> bool {
-        self.pos < self.buf.len() || self.left > 0 || !self.parts.is_empty() || self.coder.is_some()
+        self.pos < self.buf.len() || self.left > 0 || !self.parts.is_empty()
     }
 
     /// The head buffer to write a new response head into (cleared, unless an interim response
@@ -67,7 +71,6 @@ impl Out {
         self.file = None;
         self.left = 0;
         self.parts.clear();
-        self.coder = None;
         self.body_sent = 0;
         self.framing = 0;
         &mut self.buf
@@ -93,7 +96,6 @@ impl Out {
         self.buf.clear();
         self.left = 0;
         self.parts.clear();
-        self.coder = None;
         self.release_if_done(bufs);
     }
 
@@ -172,7 +174,7 @@ impl Out {
                 }
                 self.parts.push_back(Part::Bytes(trailer));
             }
-            Body::Coded(c) => self.coder = Some(c),
+            Body::Coded(c) => self.parts.push_back(Part::Coded(c)),
         }
     }
 
@@ -182,7 +184,7 @@ impl Out {
             if self.pos < self.buf.len() {
                 // MSG_MORE lets the kernel put the head and the start of the file in one
                 // segment; the sendfile that follows ends the cork.
-                let more = self.left > 0 || !self.parts.is_empty() || self.coder.is_some();
+                let more = self.left > 0 || !self.parts.is_empty();
                 match stream.send(&self.buf[self.pos..], more) {
                     Ok(n) => {
                         self.pos += n;
@@ -227,9 +229,8 @@ impl Out {
                         self.offset = offset;
                         self.left = len;
                     }
+                    Part::Coded(c) => self.next_coded(c)?,
                 }
-            } else if self.coder.is_some() {
-                self.next_coded()?;
             } else {
                 self.file = None;
                 return Ok(Flush::Done);
@@ -240,30 +241,22 @@ impl Out {
 
 impl Out {
     /// Queues the coded file's next piece, framed; its end (and last chunk) once it is whole.
-    fn next_coded(&mut self) -> io::Result<()> {
-        let Some(c) = self.coder.as_mut() else {
-            return Ok(());
-        };
+    fn next_coded(&mut self, mut c: Box<crate::compress::stream::FileCoder>) -> io::Result<()> {
         let chunked = c.chunked;
-        match c.next_piece() {
-            Ok(Some(bytes)) if bytes.is_empty() => {}
-            Ok(Some(bytes)) if chunked => {
-                self.push_framing(format!("{:x}\r\n", bytes.len()).as_bytes());
-                self.push_body(&bytes);
-                self.push_framing(b"\r\n");
-            }
-            Ok(Some(bytes)) => self.push_body(&bytes),
-            Ok(None) => {
-                self.coder = None;
-                if chunked {
-                    self.push_framing(b"0\r\n\r\n");
+        // An error drops the coder: no last chunk, and closing shows the client the truncation.
+        match c.next_piece()? {
+            Some(bytes) => {
+                if !bytes.is_empty() && chunked {
+                    self.push_framing(format!("{:x}\r\n", bytes.len()).as_bytes());
+                    self.push_body(&bytes);
+                    self.push_framing(b"\r\n");
+                } else if !bytes.is_empty() {
+                    self.push_body(&bytes);
                 }
+                self.parts.push_front(Part::Coded(c));
             }
-            Err(e) => {
-                // No last chunk: closing shows the client the truncation.
-                self.coder = None;
-                return Err(e);
-            }
+            None if chunked => self.push_framing(b"0\r\n\r\n"),
+            None => {}
         }
         Ok(())
     }
