@@ -40,13 +40,16 @@ pub enum Body {
         /// The closing boundary.
         trailer: Vec<u8>,
     },
+    /// A file compressed while it is sent (its coded length is unknown: chunked on HTTP/1.1,
+    /// close-delimited on HTTP/1.0).
+    Coded(Box<crate::compress::stream::FileCoder>),
 }
 
 impl Body {
-    /// The body's length in bytes.
+    /// The body's length in bytes (0 for a coded stream, whose length is not known).
     pub fn len(&self) -> u64 {
         match self {
-            Body::Empty => 0,
+            Body::Empty | Body::Coded(_) => 0,
             Body::Bytes(b) => b.len() as u64,
             Body::Shared { len, .. } => *len as u64,
             Body::File { len, .. } => *len,

@@ -371,3 +371,98 @@ fn dotfiles_deny_keeps_hidden_scripts_from_running() {
     let r = s.get("/cgi-bin/ok.sh");
     assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
 }
+
+/// A server with `compress = true` and the scripts of `server`.
+fn compressing_server(scripts: &[(&str, &str)]) -> Server {
+    let dir = TempDir::new("cgi-gz");
+    std::fs::create_dir_all(dir.path().join("www")).expect("mkdir www");
+    for (name, src) in scripts {
+        dir.write(&format!("cgi-bin/{name}"), src.as_bytes());
+    }
+    let config = format!(
+        "server {{ {BASE}, workers = 1, compress = true }}\n\
+         cgi {{ root = \"cgi-bin\", interpreters = {{ [\".sh\"] = \"/bin/sh\" }} }}\n"
+    );
+    Server::start_config(dir, &config)
+}
+
+fn gunzip(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(b)
+        .read_to_end(&mut out)
+        .expect("valid gzip");
+    out
+}
+
+const TEXT: &str = "#!/bin/sh\n\
+printf 'Content-Type: text/plain\\r\\nETag: \"t1\"\\r\\n\\r\\n'\n\
+i=0\nwhile [ $i -lt 3000 ]; do echo \"line $i of the script's output\"; i=$((i+1)); done\n";
+
+#[test]
+fn output_is_compressed_as_fastcgi_output_is() {
+    let s = compressing_server(&[
+        ("text.sh", TEXT),
+        (
+            "png.sh",
+            "printf 'Content-Type: image/png\\n\\n'\n/usr/bin/head -c 5000 /dev/zero\n",
+        ),
+        (
+            "dies.sh",
+            "printf 'Content-Type: text/plain\\n\\n'\n/usr/bin/head -c 20000 /dev/zero\nkill -9 $$\n",
+        ),
+    ]);
+    let want: String = (0..3000)
+        .map(|i| format!("line {i} of the script's output\n"))
+        .collect();
+    let r = raw(
+        &s.addr,
+        b"GET /cgi-bin/text.sh HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(r.header("etag"), Some("\"t1-gzip\""));
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert!(r.body.ends_with(b"0\r\n\r\n"), "the last chunk is there");
+    let coded = dechunk(&r.body);
+    assert!(coded.len() < want.len() / 4, "{}", coded.len());
+    assert_eq!(String::from_utf8(gunzip(&coded)).unwrap(), want);
+
+    // zstd to HTTP/1.0: close-delimited.
+    let mut c = std::net::TcpStream::connect(&s.addr).expect("connect");
+    c.write_all(b"GET /cgi-bin/text.sh HTTP/1.0\r\nHost: x\r\nAccept-Encoding: zstd\r\n\r\n")
+        .expect("send");
+    let all = read_all(&mut c);
+    let head_end = find(&all, b"\r\n\r\n").expect("head") + 4;
+    let head = String::from_utf8_lossy(&all[..head_end]).to_lowercase();
+    assert!(head.contains("content-encoding: zstd"), "{head}");
+    assert_eq!(
+        zstd::stream::decode_all(&all[head_end..]).unwrap(),
+        want.as_bytes()
+    );
+
+    // Without Accept-Encoding, or of a type not listed: as the script wrote it.
+    let r = raw(
+        &s.addr,
+        b"GET /cgi-bin/text.sh HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(String::from_utf8(dechunk(&r.body)).unwrap(), want);
+    let r = raw(
+        &s.addr,
+        b"GET /cgi-bin/png.sh HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(dechunk(&r.body).len(), 5000);
+
+    // A script killed mid-body: no last chunk, so the truncation shows.
+    let r = raw(
+        &s.addr,
+        b"GET /cgi-bin/dies.sh HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert!(
+        !r.body.ends_with(b"0\r\n\r\n"),
+        "a cut body must not look whole"
+    );
+}

@@ -369,3 +369,97 @@ fn fastcgi_compression_keeps_worker_memory_bounded() {
         "worker RSS grew from {before} KiB to {after} KiB"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Static files above compress.max_size: coded while they stream, never held whole.
+
+/// 3 MiB of log-like text (compressible, not trivially).
+fn big_text() -> Vec<u8> {
+    let mut v = Vec::with_capacity(3 * 1024 * 1024 + 100);
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut i = 0u64;
+    while v.len() < 3 * 1024 * 1024 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(format!("{i} GET /item/{} 200 {}\n", x % 100_000, x % 977).as_bytes());
+        i += 1;
+    }
+    v.truncate(3 * 1024 * 1024);
+    v
+}
+
+/// Peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = s.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_file_above_max_size_is_compressed_as_it_streams() {
+    let body = big_text();
+    let files: Vec<(&str, &[u8])> = vec![("big.txt", &body), ("app.js", b"x")];
+    // A debug build codes slowly: the 5 s keep-alive clock, read before the pass that sends
+    // the whole body to this fast client, would run out as soon as the body is out.
+    let s = Server::start(
+        "workers = 1, timeouts = { keepalive_idle = 120 }, \
+         compress = { encodings = { \"gzip\", \"zstd\" }, level = 1 }",
+        &files,
+    );
+    let workers = s.worker_pids();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    // Warm the worker up (file cache, encoder code) before taking its peak.
+    let mut c = fcgi_common::Conn::connect(&s.addr);
+    c.send(
+        b"GET /big.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-9\r\nAccept-Encoding: gzip\r\n\r\n",
+    );
+    let r = c.response(false);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.body, &body[..10]);
+    let before = peak_rss_kib(workers[0]);
+
+    c.send(b"GET /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
+    let g = c.response(false);
+    assert_eq!(g.status, 200);
+    assert_eq!(g.header("content-encoding"), Some("gzip"));
+    assert_eq!(g.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(g.header("content-length"), None);
+    assert_eq!(g.framing, fcgi_common::Framing::Chunked);
+    assert!(g.complete);
+    assert!(g.body.len() < body.len() / 2, "{}", g.body.len());
+    assert_eq!(gunzip(&g.body), body, "the body decompresses byte-exact");
+    let etag = g.header("etag").expect("etag").to_string();
+    assert!(etag.ends_with("-gzip\""), "{etag}");
+    let after = peak_rss_kib(workers[0]);
+    // Coding it whole would hold the 3 MiB file (and its coded copy) at once.
+    assert!(
+        after.saturating_sub(before) < 1536,
+        "worker peak RSS grew from {before} KiB to {after} KiB"
+    );
+
+    // The connection is kept: the variant ETag validates, HEAD gets the head alone.
+    c.send(format!("GET /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nIf-None-Match: {etag}\r\n\r\n").as_bytes());
+    let r = c.response(false);
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("etag"), Some(etag.as_str()));
+    c.send(b"HEAD /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
+    let r = c.response(true);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    // Without Accept-Encoding: the identity file, with its length.
+    c.send(b"GET /big.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.response(false);
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(r.body.len(), body.len());
+
+    // zstd to an HTTP/1.0 client: close-delimited.
+    let mut c = fcgi_common::Conn::connect(&s.addr);
+    c.send(b"GET /big.txt HTTP/1.0\r\nHost: t\r\nAccept-Encoding: zstd\r\n\r\n");
+    let z = c.response(false);
+    assert_eq!(z.header("content-encoding"), Some("zstd"));
+    assert_eq!(z.framing, fcgi_common::Framing::Close);
+    assert_eq!(zstd::stream::decode_all(&z.body[..]).unwrap(), body);
+}

@@ -4,6 +4,7 @@
 pub mod accept;
 pub mod cache;
 pub mod encoder;
+pub mod stream;
 
 pub use accept::negotiate;
 

@@ -984,11 +984,13 @@ fn dotfiles_key() {
     assert_eq!(c.dotfiles, Dotfiles::Allow);
     let c = load_ok(&dir, "server { root = 'www', dotfiles = 'deny' }").config;
     assert_eq!(c.dotfiles, Dotfiles::Deny);
-    let errs = errors(&dir, "server { root = 'www',\n dotfiles = false }");
-    assert_eq!(
-        errs,
-        vec!["site.lua:2: dotfiles must be a string, got boolean false"]
-    );
+    // The spelling: true / false are "allow" / "deny".
+    let c = load_ok(&dir, "server { root = 'www', dotfiles = false }").config;
+    assert_eq!(c.dotfiles, Dotfiles::Deny);
+    let c = load_ok(&dir, "server { root = 'www', dotfiles = true }").config;
+    assert_eq!(c.dotfiles, Dotfiles::Allow);
+    let errs = errors(&dir, "server { root = 'www',\n dotfiles = 1 }");
+    assert_eq!(errs, vec!["site.lua:2: dotfiles must be a string, got 1"]);
     let errs = errors(&dir, "server { root = 'www',\n dotfiles = 'hide' }");
     assert_eq!(
         errs,

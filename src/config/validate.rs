@@ -576,14 +576,8 @@ pub(super) fn server(
         }
     }
     if let Some(v) = fields.get("dotfiles") {
-        match string(r, &["dotfiles"], v).as_deref() {
-            Some("allow") => cfg.dotfiles = Dotfiles::Allow,
-            Some("deny") => cfg.dotfiles = Dotfiles::Deny,
-            Some(other) => r.at(
-                &["dotfiles"],
-                format!("dotfiles must be \"allow\" or \"deny\", got '{other}'"),
-            ),
-            None => {}
+        if let Some(d) = super::vhost::dotfiles(r, v) {
+            cfg.dotfiles = d;
         }
     }
     if let Some(v) = fields.get("server_name") {

@@ -14,7 +14,7 @@ use super::{ConfigError, Dotfiles};
 
 /// Keys of `site "name" {...}`.
 pub(super) const VHOST_KEYS: &[&str] = &[
-    "root", "index", "aliases", "route", "headers", "mime", "dotfiles", "fastcgi",
+    "root", "index", "aliases", "route", "headers", "mime", "dotfiles", "fastcgi", "auth", "access",
 ];
 
 /// A validated `site` block.
@@ -40,6 +40,10 @@ pub struct VhostDef {
     pub fastcgi: Option<Vec<String>>,
     /// Whether the site has its own route function.
     pub has_route: bool,
+    /// Basic auth per path prefix for this site, beside `server{}`'s (`auth`).
+    pub auth: Vec<super::AuthRule>,
+    /// Client networks per path prefix for this site, beside `server{}`'s (`access`).
+    pub access: Vec<super::AccessRule>,
 }
 
 impl VhostDef {
@@ -97,6 +101,25 @@ fn host_name(s: &str) -> Result<String, String> {
     }
 }
 
+/// `dotfiles = "allow" | "deny"`, or `true` / `false` (the spelling) for the same.
+pub(super) fn dotfiles(r: &mut Report, v: &Value) -> Option<Dotfiles> {
+    if let Value::Boolean(b) = v {
+        return Some(if *b { Dotfiles::Allow } else { Dotfiles::Deny });
+    }
+    match validate::string(r, &["dotfiles"], v).as_deref() {
+        Some("allow") => Some(Dotfiles::Allow),
+        Some("deny") => Some(Dotfiles::Deny),
+        Some(other) => {
+            r.at(
+                &["dotfiles"],
+                format!("dotfiles must be \"allow\" or \"deny\", got '{other}'"),
+            );
+            None
+        }
+        None => None,
+    }
+}
+
 /// Validates `site name {...}`; the route function, if any, comes back beside the site.
 pub(super) fn vhost(
     name: &str,
@@ -115,6 +138,8 @@ pub(super) fn vhost(
         headers: Vec::new(),
         fastcgi: None,
         has_route: false,
+        auth: Vec::new(),
+        access: Vec::new(),
     };
     let mut rep = Report {
         site,
@@ -149,15 +174,13 @@ pub(super) fn vhost(
         def.index = validate::string_list(r, &["index"], v);
     }
     if let Some(v) = fields.get("dotfiles") {
-        match validate::string(r, &["dotfiles"], v).as_deref() {
-            Some("allow") => def.dotfiles = Some(Dotfiles::Allow),
-            Some("deny") => def.dotfiles = Some(Dotfiles::Deny),
-            Some(other) => r.at(
-                &["dotfiles"],
-                format!("dotfiles must be \"allow\" or \"deny\", got '{other}'"),
-            ),
-            None => {}
-        }
+        def.dotfiles = dotfiles(r, v);
+    }
+    if let Some(v) = fields.get("auth") {
+        def.auth = super::auth::auth_rules(r, v, base);
+    }
+    if let Some(v) = fields.get("access") {
+        def.access = super::auth::access_rules(r, v);
     }
     if let Some(v) = fields.get("mime") {
         def.mime = validate::mime(r, v);
@@ -386,6 +409,7 @@ pub(super) fn print(o: &mut String, sites: &[VhostDef]) {
         if let Some(f) = &s.fastcgi {
             field(o, "fastcgi", &list(f));
         }
+        super::auth::print(o, &s.auth, &s.access);
         if s.has_route {
             o.push_str("  -- route = function(req) ... end is set in the original config.\n");
         }
@@ -409,6 +433,8 @@ mod tests {
             headers: Vec::new(),
             fastcgi: None,
             has_route: false,
+            auth: Vec::new(),
+            access: Vec::new(),
         }
     }
 

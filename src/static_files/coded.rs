@@ -36,7 +36,7 @@ fn compressible(site: &Site, f: &CachedFile, content_type: &str) -> bool {
     site.opts
         .compress
         .as_ref()
-        .is_some_and(|c| f.size >= c.min_size && f.size <= c.max_size && c.compresses(content_type))
+        .is_some_and(|c| f.size >= c.min_size && c.compresses(content_type))
 }
 
 /// Decides the coding of `f` (found at `req.path`) for `req` and builds the coded reply.
@@ -95,6 +95,10 @@ pub fn choose(
                 .as_ref()
                 .is_some_and(|c| c.encodings.contains(&coding));
         if fly {
+            if let Some(r) = crate::compress::stream::large_file(req, site, f, content_type, coding)
+            {
+                return Coded::Reply(r);
+            }
             return match on_the_fly_variant(req, site, f, coding) {
                 Some(bytes) => Coded::Reply(coded_reply(
                     req,
@@ -247,7 +251,7 @@ fn read_whole(file: &std::fs::File, size: u64) -> Option<Rc<[u8]>> {
 }
 
 /// A 200 (or 304/412) of a coded representation with its own validators.
-fn coded_reply(
+pub(crate) fn coded_reply(
     req: &Request,
     body: Body,
     etag: &str,

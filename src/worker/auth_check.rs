@@ -8,7 +8,7 @@
 //! remembered, so every guess pays the full hash.
 
 use crate::auth::basic;
-use crate::config::{AccessRule, AuthRule, Config};
+use crate::config::{AccessRule, AuthRule, Config, VhostDef};
 use crate::http::request::Request;
 use crate::reply::Reply;
 use sha2::{Digest, Sha256};
@@ -33,23 +33,37 @@ thread_local! {
     static VERIFIED: RefCell<HashMap<[u8; 32], Instant>> = RefCell::new(HashMap::new());
 }
 
-/// The rule with the longest prefix that `path` starts with.
-fn longest<'a, T>(rules: &'a [T], path: &str, prefix: impl Fn(&T) -> &str) -> Option<&'a T> {
-    rules
+/// The rule with the longest prefix that `path` starts with, of the server's and then the
+/// site's rules (the site's wins a tie: `max_by_key` keeps the last maximum).
+fn longest<'a, T>(
+    server: &'a [T],
+    site: &'a [T],
+    path: &str,
+    prefix: impl Fn(&T) -> &str,
+) -> Option<&'a T> {
+    server
         .iter()
+        .chain(site)
         .filter(|r| path.starts_with(prefix(r)))
         .max_by_key(|r| prefix(r).len())
 }
 
-/// Applies `access` then `auth` to `req` from the client at `ip`.
-pub fn check(config: &Config, req: &Request, ip: &str) -> Gate {
-    if let Some(rule) = longest(&config.access, &req.path, |r: &AccessRule| &r.prefix) {
+/// Applies `access` then `auth` to `req` from the client at `ip`: `server{}`'s rules and,
+/// for a request of a `site{}`, the site's own beside them.
+pub fn check(config: &Config, vhost: Option<&VhostDef>, req: &Request, ip: &str) -> Gate {
+    let (site_access, site_auth) = match vhost {
+        Some(v) => (&v.access[..], &v.auth[..]),
+        None => (&[][..], &[][..]),
+    };
+    if let Some(rule) = longest(&config.access, site_access, &req.path, |r: &AccessRule| {
+        &r.prefix
+    }) {
         if !rule.admits(ip) {
             tracing::info!("access: {ip} refused for {}", rule.prefix);
             return Gate::Refuse(Reply::error(403));
         }
     }
-    let Some(rule) = longest(&config.auth, &req.path, |r: &AuthRule| &r.prefix) else {
+    let Some(rule) = longest(&config.auth, site_auth, &req.path, |r: &AuthRule| &r.prefix) else {
         return Gate::Pass(None);
     };
     check_rule(rule, req, ip)

@@ -122,6 +122,8 @@ pub struct CgiRun {
     content_length: Option<u64>,
     timer: Slot,
     kind: Kind,
+    /// The response body's encoder, when compression applies (as for FastCGI).
+    encoder: Option<crate::compress::encoder::Encoder>,
 }
 
 impl CgiRun {
@@ -171,6 +173,7 @@ impl CgiRun {
             content_length,
             timer: Slot::new(now),
             kind,
+            encoder: None,
         })
     }
 
@@ -566,6 +569,10 @@ impl CgiRun {
                 Err(nix::errno::Errno::EAGAIN) => {
                     pipe.ready = false;
                     env.bufs.give_backend(data);
+                    // The script paused: what the encoder holds goes out now.
+                    if self.encoder.is_some() {
+                        self.coded_bytes(&[], true, out);
+                    }
                     break;
                 }
                 Err(nix::errno::Errno::EINTR) => {
@@ -628,6 +635,13 @@ impl CgiRun {
         if !exit.success() {
             tracing::info!("cgi {}: the script ended with {exit:?}", self.script());
         }
+        match super::fcgi_compress::finish(&mut self.encoder) {
+            Ok(tail) => self.frame_body(&tail, out),
+            Err(e) => {
+                tracing::error!("cgi {}: compressing the output: {e}", self.script());
+                return self.failed(env, ExchangeError::Closed { mid_response: true });
+            }
+        }
         if framing == Framing::Chunked {
             out.push_body(b"0\r\n\r\n");
         }
@@ -648,8 +662,9 @@ impl CgiRun {
         buf.extend_from_slice(bytes);
         match cgi_head::parse(buf) {
             Ok(None) => Ok(()),
-            Ok(Some(head)) => {
+            Ok(Some(mut head)) => {
                 let rest = buf.split_off(head.head_len.min(buf.len()));
+                self.encoder = super::fcgi_compress::plan(self.facts.compress.as_ref(), &mut head);
                 self.send_head(&head, out, env);
                 self.body_bytes(&rest, out);
                 Ok(())
@@ -693,6 +708,26 @@ impl CgiRun {
     }
 
     fn body_bytes(&mut self, bytes: &[u8], out: &mut Out) {
+        self.coded_bytes(bytes, false, out);
+    }
+
+    /// Body bytes through the encoder (shared with FastCGI) when the output is coded. An
+    /// encoder failure cuts the response: no more bytes and the connection closes.
+    fn coded_bytes(&mut self, bytes: &[u8], flush: bool, out: &mut Out) {
+        if self.head_only && self.encoder.is_some() {
+            return;
+        }
+        match super::fcgi_compress::code(&mut self.encoder, bytes, flush) {
+            Ok(coded) => self.frame_body(&coded, out),
+            Err(e) => {
+                tracing::error!("cgi {}: compressing the output: {e}", self.script());
+                self.response = Response::Body(Framing::None);
+                self.close_client = true;
+            }
+        }
+    }
+
+    fn frame_body(&mut self, bytes: &[u8], out: &mut Out) {
         if bytes.is_empty() {
             return;
         }

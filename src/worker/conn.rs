@@ -1386,6 +1386,8 @@ impl Conn {
         let peer = real_peer::client(&self.real, &self.peer);
         let mut facts = fcgi_admit::facts(req, t, extra, ctx.config, self.stream.local(), peer);
         facts.https = self.stream.is_tls();
+        facts.site_headers =
+            super::site_headers::for_request(ctx.other_sites, ctx.config, &facts.req);
         // The keep-alive or head timeout of this connection does not bound the exchange: the
         // read timeout does while the body arrives, the backend's timeouts do after.
         ctx.timers.disarm(&mut self.timer);
@@ -1437,6 +1439,8 @@ impl Conn {
             }
         };
         facts.https = self.stream.is_tls();
+        facts.site_headers =
+            super::site_headers::for_request(ctx.other_sites, ctx.config, &facts.req);
         if facts.req.expect_continue && facts.req.body != BodyFraming::None {
             self.out.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
@@ -1503,6 +1507,7 @@ impl Conn {
             },
             https: self.stream.is_tls(),
             user,
+            site_headers: super::site_headers::for_request(ctx.other_sites, ctx.config, &req),
         };
         let kinds = Kinds::of(ctx.config.fastcgi.len(), t.upstream);
         let env = ctx.env();
@@ -1587,10 +1592,12 @@ impl Conn {
     ) {
         // The site's own page for an error status (static, FastCGI, refusals alike), from
         // the root of the site the Host names.
-        let reply =
+        let mut reply =
             super::vhost::error_page(ctx.other_sites, ctx.config, ctx.site, host, reply, ctx.now);
+        // A file coded as it goes has no length: chunked, or close-delimited for HTTP/1.0.
+        let streamed = crate::compress::stream::set_framing(&mut reply.body, version);
         // The Connection field tells the truth: an ending decided earlier also closes.
-        let close = close || self.ending != Ending::KeepAlive;
+        let close = close || self.ending != Ending::KeepAlive || streamed == Some(false);
         let no_body = status::forbids_body(reply.status);
         write_head(
             self.out.start(ctx.bufs),
@@ -1600,10 +1607,11 @@ impl Conn {
                 server: ctx.server_name,
                 headers: &reply.headers,
                 overrides: &reply.overrides,
-                framing: if no_body {
-                    Framing::Unframed
-                } else {
-                    Framing::Length(reply.body.len())
+                framing: match streamed {
+                    _ if no_body => Framing::Unframed,
+                    Some(true) => Framing::Chunked,
+                    Some(false) => Framing::Unframed,
+                    None => Framing::Length(reply.body.len()),
                 },
                 connection: connection_field(close, version),
             },

@@ -219,7 +219,7 @@ fn route_site(
     ticket: Option<(Ticket, Resume)>,
 ) -> Routed {
     *ctx.user = None;
-    match super::auth_check::check(ctx.config, req, client.ip) {
+    match super::auth_check::check(ctx.config, vhost, req, client.ip) {
         super::auth_check::Gate::Pass(user) => *ctx.user = user,
         super::auth_check::Gate::Refuse(reply) => return Routed::Reply(reply),
     }

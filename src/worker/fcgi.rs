@@ -236,6 +236,9 @@ pub struct Facts {
     pub compress: Option<super::fcgi_compress::Offer>,
     /// Whether the client connection is TLS (HTTPS=on, REQUEST_SCHEME=https).
     pub https: bool,
+    /// The site's header lines added to a response below 400 that lacks them
+    /// (worker::site_headers).
+    pub site_headers: Vec<u8>,
 }
 
 /// One request's exchange with a backend.
@@ -936,13 +939,10 @@ impl Exchange {
     /// Feeds the encoder (if any) and frames what it gives; `flush` at the end of a read, so
     /// a streamed response reaches the client without waiting for more input.
     fn coded_bytes(&mut self, bytes: &[u8], flush: bool, out: &mut Out) {
-        let Some(enc) = self.encoder.as_mut() else {
-            return self.frame_body(bytes, out);
-        };
-        if self.head_only {
+        if self.head_only && self.encoder.is_some() {
             return;
         }
-        match enc.write(bytes, flush) {
+        match super::fcgi_compress::code(&mut self.encoder, bytes, flush) {
             Ok(coded) => self.frame_body(&coded, out),
             Err(e) => self.coding_failed(e),
         }
@@ -987,12 +987,10 @@ impl Exchange {
     }
 
     fn end_body(&mut self, out: &mut Out) {
-        if let Some(enc) = self.encoder.take() {
-            match enc.finish() {
-                Ok(tail) if !self.head_only => self.frame_body(&tail, out),
-                Ok(_) => {}
-                Err(e) => self.coding_failed(e),
-            }
+        match super::fcgi_compress::finish(&mut self.encoder) {
+            Ok(tail) if !self.head_only => self.frame_body(&tail, out),
+            Ok(_) => {}
+            Err(e) => self.coding_failed(e),
         }
         let Response::Body(framing) = &self.response else {
             return;
@@ -1163,6 +1161,9 @@ pub(super) fn push_backend_head(
         Some((h, o)) => (&h[..], &o[..]),
         None => (&head.headers[..], &facts.extra_headers[..]),
     };
+    let added =
+        super::site_headers::add_missing(head.status, headers, overrides, &facts.site_headers);
+    let headers = added.as_deref().unwrap_or(headers);
     let mut h = Vec::with_capacity(256 + head.headers.len());
     write_head(
         &mut h,

@@ -93,6 +93,7 @@ pub fn facts(
         extra_headers,
         compress: super::fcgi_compress::offer(&req, config.static_opts.compress.as_ref()),
         https: false,
+        site_headers: Vec::new(),
         req,
     }
 }

@@ -84,6 +84,38 @@ pub fn plan(offer: Option<&Offer>, head: &mut CgiHead) -> Option<Encoder> {
     Some(encoder)
 }
 
+/// Runs a backend's body bytes through the response's encoder, if it has one (FastCGI and CGI
+/// alike): what goes to the framing. `flush` at the end of a read, so a streamed response
+/// reaches the client without waiting for more input. On an error the encoder is dropped and
+/// the caller cuts the response (no last chunk), which shows the client the truncation.
+pub fn code<'a>(
+    encoder: &mut Option<Encoder>,
+    bytes: &'a [u8],
+    flush: bool,
+) -> std::io::Result<std::borrow::Cow<'a, [u8]>> {
+    let Some(enc) = encoder.as_mut() else {
+        return Ok(std::borrow::Cow::Borrowed(bytes));
+    };
+    if bytes.is_empty() && !flush {
+        return Ok(std::borrow::Cow::Borrowed(&[]));
+    }
+    match enc.write(bytes, flush) {
+        Ok(coded) => Ok(std::borrow::Cow::Owned(coded)),
+        Err(e) => {
+            *encoder = None;
+            Err(e)
+        }
+    }
+}
+
+/// Ends the encoder, if any: the coded stream's last bytes (trailer, checksum).
+pub fn finish(encoder: &mut Option<Encoder>) -> std::io::Result<Vec<u8>> {
+    match encoder.take() {
+        Some(e) => e.finish(),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// `"x"` → `"x-gzip"`, `W/"x"` → `W/"x-gzip"`; anything else as it is.
 fn variant_etag(value: &[u8], coding: Coding) -> Vec<u8> {
     match value.strip_suffix(b"\"") {
@@ -174,5 +206,23 @@ mod tests {
         }
         let mut h = head(200, "Content-Type: text/html\r\n", None);
         assert!(plan(None, &mut h).is_none());
+    }
+
+    #[test]
+    fn code_and_finish_pass_through_without_an_encoder() {
+        let mut none = None;
+        assert_eq!(&*code(&mut none, b"abc", true).unwrap(), b"abc");
+        assert!(finish(&mut none).unwrap().is_empty());
+        let mut h = head(200, "Content-Type: text/plain\r\n", None);
+        let mut enc = plan(Some(&gzip()), &mut h);
+        let mut out = code(&mut enc, b"hello hello hello", true)
+            .unwrap()
+            .into_owned();
+        out.extend(finish(&mut enc).unwrap());
+        assert!(enc.is_none());
+        let mut back = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&out[..]), &mut back)
+            .unwrap();
+        assert_eq!(back, "hello hello hello");
     }
 }

@@ -28,6 +28,7 @@ mod per_ip;
 mod proxy;
 mod real_peer;
 mod respond_hook;
+mod site_headers;
 mod splice;
 mod spool;
 pub mod timers;

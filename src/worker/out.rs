@@ -15,7 +15,13 @@ const COPY_CHUNK: usize = 16 * 1024;
 
 enum Part {
     Bytes(Vec<u8>),
-    Range { offset: u64, len: u64 },
+    Range {
+        offset: u64,
+        len: u64,
+    },
+    /// A file being compressed as it goes (read, coded and queued a chunk at a time); kept
+    /// here rather than in a field of its own, so a connection stays small.
+    Coded(Box<crate::compress::stream::FileCoder>),
 }
 
 /// What a flush achieved.
@@ -168,6 +174,7 @@ impl Out {
                 }
                 self.parts.push_back(Part::Bytes(trailer));
             }
+            Body::Coded(c) => self.parts.push_back(Part::Coded(c)),
         }
     }
 
@@ -222,12 +229,36 @@ impl Out {
                         self.offset = offset;
                         self.left = len;
                     }
+                    Part::Coded(c) => self.next_coded(c)?,
                 }
             } else {
                 self.file = None;
                 return Ok(Flush::Done);
             }
         }
+    }
+}
+
+impl Out {
+    /// Queues the coded file's next piece, framed; its end (and last chunk) once it is whole.
+    fn next_coded(&mut self, mut c: Box<crate::compress::stream::FileCoder>) -> io::Result<()> {
+        let chunked = c.chunked;
+        // An error drops the coder: no last chunk, and closing shows the client the truncation.
+        match c.next_piece()? {
+            Some(bytes) => {
+                if !bytes.is_empty() && chunked {
+                    self.push_framing(format!("{:x}\r\n", bytes.len()).as_bytes());
+                    self.push_body(&bytes);
+                    self.push_framing(b"\r\n");
+                } else if !bytes.is_empty() {
+                    self.push_body(&bytes);
+                }
+                self.parts.push_front(Part::Coded(c));
+            }
+            None if chunked => self.push_framing(b"0\r\n\r\n"),
+            None => {}
+        }
+        Ok(())
     }
 }
 

@@ -88,6 +88,9 @@ pub struct ClientFacts<'a> {
     pub https: bool,
     /// The user an `auth` rule authenticated (the access log's `$remote_user`).
     pub user: Option<String>,
+    /// The site's header lines for a response below 400 that lacks them
+    /// (worker::site_headers).
+    pub site_headers: Vec<u8>,
 }
 
 /// The client's request body on its way to the upstream.
@@ -185,6 +188,8 @@ pub struct ProxyExchange {
     https: bool,
     /// The user an `auth` rule authenticated, for the access log.
     user: Option<String>,
+    /// The site's header lines for a response below 400 (worker::site_headers).
+    site_headers: Vec<u8>,
 }
 
 impl ProxyExchange {
@@ -265,6 +270,7 @@ impl ProxyExchange {
             server_addr: client.server_addr,
             https: client.https,
             user: client.user,
+            site_headers: client.site_headers,
             req,
         })
     }
@@ -587,6 +593,9 @@ impl ProxyExchange {
             Some((l, o)) => (&l[..], &o[..]),
             None => (&lines[..], &[][..]),
         };
+        let added =
+            super::site_headers::add_missing(h.status, lines, overrides, &self.site_headers);
+        let lines = added.as_deref().unwrap_or(lines);
         let connection = if h.status == 101 {
             Connection::Default
         } else {
