@@ -92,6 +92,15 @@ impl Stream {
         }
     }
 
+    /// The start of a plain HTTP request that a TLS listener answered 400 (once; None
+    /// otherwise), for its access-log line.
+    pub fn take_plain_http_head(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Stream::Tls(s) => s.take_plain_http_head(),
+            _ => None,
+        }
+    }
+
     /// Whether a TLS handshake is still to finish (the handshake timeout runs meanwhile).
     pub fn handshaking(&self) -> bool {
         match self {

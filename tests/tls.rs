@@ -920,3 +920,114 @@ fn a_proxied_tls_listener_reads_the_proxy_header_before_the_handshake() {
         ))
         .is_err());
 }
+
+/// Issue 11, access lines: a plain HTTP request on the TLS port gets its access line as nginx
+/// writes it (status 400, the request line, the size of the 400 page, the user agent); a head
+/// that does not parse is logged by its first line; a failed handshake gets no access line,
+/// and nothing above debug in the error log. (The harness's readiness probe is a plain
+/// `GET / HTTP/1.1` too, so it has a line of its own.)
+#[test]
+fn plain_http_on_the_tls_port_is_logged_and_a_failed_handshake_is_not() {
+    let (s, _, _) = start(r#", access_log = "access.log""#);
+    let log = s.dir.path().join("access.log");
+    let lines = || -> Vec<String> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let line_with = |what: &str| -> String {
+        let t = Instant::now();
+        loop {
+            if let Some(l) = lines().into_iter().find(|l| l.contains(what)) {
+                return l;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "no access line with {what}: {:?}",
+                lines()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let plain = |bytes: &[u8]| {
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(bytes).unwrap();
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).unwrap();
+        let text = String::from_utf8_lossy(&all).into_owned();
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+        let (_, body) = text.split_once("\r\n\r\n").expect("a head end");
+        body.len()
+    };
+    let page = plain(b"GET /plain?q=1 HTTP/1.1\r\nHost: localhost\r\nUser-Agent: probe/1\r\n\r\n");
+    let line = line_with("/plain?q=1");
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    assert!(
+        line.contains(&format!(
+            "\"GET /plain?q=1 HTTP/1.1\" 400 {page} \"-\" \"probe/1\""
+        )),
+        "{line}"
+    );
+    plain(b"GARBAGE /x HTTP/9\x01\r\n\r\n");
+    let line = line_with("GARBAGE");
+    assert!(line.contains("\"GARBAGE /x HTTP/9\\x01\" 400 "), "{line}");
+
+    let before = s.log_text().len();
+    for garbage in [
+        &b"\x16\x03\x01\x00\x05hello"[..],
+        &b"\x01\x02\x03\x04 not tls at all"[..],
+    ] {
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(garbage).unwrap();
+        let _ = c.read_to_end(&mut Vec::new());
+    }
+    let r = get(&s.addr, Some("localhost"), &any_version(), "/index.html");
+    assert_eq!(r.status, 200);
+    line_with("\"GET /index.html HTTP/1.1\" 200 ");
+    // The probe, the two plain requests and the good one: nothing for the failed handshakes.
+    let all = lines();
+    let probes = all
+        .iter()
+        .filter(|l| l.contains("\"GET / HTTP/1.1\" 400 "))
+        .count();
+    assert_eq!(all.len(), probes + 3, "{all:?}");
+    let after = s.log_text();
+    let after = after.get(before..).unwrap_or("");
+    for level in [" INFO ", " WARN ", " ERROR "] {
+        assert!(!after.contains(level), "logged above debug: {after}");
+    }
+}
+
+/// Issue 11: `max_version`, `ciphers` and `prefer_server_ciphers` reach the handshake. The
+/// rustls client lists AES-128-GCM before ChaCha20, so only the server's order picks ChaCha20.
+#[test]
+fn max_version_and_the_server_s_cipher_order_are_what_the_client_gets() {
+    let (dir, _, _) = site();
+    let config = "server { listen = { { \"127.0.0.1:0\", tls = true } }, root = \"www\", \
+         error_log = \"stderr\", tls = { certificates = { { cert = \"a.pem\", key = \"a.key\" } }, \
+         max_version = \"1.2\", prefer_server_ciphers = true, \
+         ciphers = \"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256\" } }\n";
+    let s = Server::start_config(dir, config);
+    let e = handshake(
+        &s.addr,
+        Some("localhost"),
+        &client(&[&rustls::version::TLS13]),
+    );
+    assert!(
+        e.is_err(),
+        "a TLS 1.3-only client got through max_version 1.2"
+    );
+    let t = handshake(&s.addr, Some("localhost"), &any_version()).unwrap();
+    assert_eq!(
+        t.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    assert_eq!(
+        t.conn.negotiated_cipher_suite().map(|c| c.suite()),
+        Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256)
+    );
+}

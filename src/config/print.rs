@@ -207,14 +207,18 @@ fn tls(t: &super::Tls) -> String {
             list(c.names.iter().map(|n| lua_string(n)))
         )
     });
-    let min = match t.min_version {
-        crate::tls::MinVersion::Tls12 => "1.2",
-        crate::tls::MinVersion::Tls13 => "1.3",
-    };
+    let ciphers = t
+        .ciphers
+        .iter()
+        .map(|c| lua_string(crate::tls::suites::name(*c)));
     format!(
-        "{{ certificates = {}, min_version = {}, session_tickets = {} }}",
+        "{{ certificates = {}, min_version = {}, max_version = {}, ciphers = {}, \
+         prefer_server_ciphers = {}, session_tickets = {} }}",
         list(certs),
-        lua_string(min),
+        lua_string(t.min_version.name()),
+        lua_string(t.max_version.name()),
+        list(ciphers),
+        t.prefer_server_ciphers,
         t.session_tickets
     )
 }

@@ -1,7 +1,8 @@
 //! HTTPS in the config: `listen` entries written as tables (`{ "*:443", tls = true }`,
 //! `{ "*:80", redirect_to_https = true }`) and `server { tls = {...} }`: certificates (read,
 //! parsed, matched with their keys and checked against their names here, so `-t` and a reload
-//! catch a bad one), `min_version`, `session_tickets`.
+//! catch a bad one), `min_version`, `max_version`, `ciphers`, `prefer_server_ciphers`,
+//! `session_tickets`.
 //!
 //! A child of `validate` (declared there) so it shares its helpers and `Report`.
 
@@ -13,10 +14,17 @@ use mlua::Value;
 use super::super::ListenAddr;
 use super::listen;
 use super::{addresses, boolean, got, path_value, record, string, string_list, Report};
-use crate::tls::{server, Certificate, MinVersion};
+use crate::tls::{server, suites, Certificate, MinVersion};
 
 /// Keys of `server { tls = {...} }`.
-const TLS_KEYS: &[&str] = &["certificates", "min_version", "session_tickets"];
+const TLS_KEYS: &[&str] = &[
+    "certificates",
+    "min_version",
+    "max_version",
+    "ciphers",
+    "prefer_server_ciphers",
+    "session_tickets",
+];
 /// Keys of one entry of `tls.certificates`.
 const CERT_KEYS: &[&str] = &["cert", "key", "names"];
 /// Keys of a `listen` entry written as a table, besides its address at [1].
@@ -61,6 +69,12 @@ pub struct Tls {
     pub certificates: Vec<Certificate>,
     /// The lowest version offered.
     pub min_version: MinVersion,
+    /// The highest version offered.
+    pub max_version: MinVersion,
+    /// The cipher suites in the server's order (`ciphers`); empty: the provider's.
+    pub ciphers: Vec<rustls::CipherSuite>,
+    /// The server's order of suites wins over the client's.
+    pub prefer_server_ciphers: bool,
     /// Whether session tickets are issued (keys shared by all workers, rotated hourly).
     pub session_tickets: bool,
     /// The server configuration, when some listener speaks TLS.
@@ -75,6 +89,9 @@ impl Default for Tls {
             listen: Vec::new(),
             certificates: Vec::new(),
             min_version: MinVersion::Tls12,
+            max_version: MinVersion::Tls13,
+            ciphers: Vec::new(),
+            prefer_server_ciphers: false,
             session_tickets: true,
             server: None,
             warnings: Vec::new(),
@@ -281,15 +298,28 @@ pub(super) fn settings(
     let Some(f) = record(r, &["tls"], v, TLS_KEYS, "tls") else {
         return t;
     };
-    if let Some(v) = f.get("min_version") {
-        match string(r, &["tls", "min_version"], v).as_deref() {
-            Some("1.2") => t.min_version = MinVersion::Tls12,
-            Some("1.3") => t.min_version = MinVersion::Tls13,
-            Some(other) => r.at(
-                &["tls", "min_version"],
-                format!("tls.min_version must be \"1.2\" or \"1.3\", got '{other}'"),
+    if let Some(v) = version(r, &f, "min_version") {
+        t.min_version = v;
+    }
+    if let Some(v) = version(r, &f, "max_version") {
+        t.max_version = v;
+    }
+    if t.max_version < t.min_version {
+        r.at(
+            &["tls", "max_version"],
+            format!(
+                "tls.max_version \"{}\" is below min_version \"{}\": no version is left to offer",
+                t.max_version.name(),
+                t.min_version.name()
             ),
-            None => {}
+        );
+    }
+    if let Some(v) = f.get("ciphers") {
+        t.ciphers = ciphers(r, v);
+    }
+    if let Some(v) = f.get("prefer_server_ciphers") {
+        if let Some(b) = boolean(r, &["tls", "prefer_server_ciphers"], v) {
+            t.prefer_server_ciphers = b;
         }
     }
     if let Some(v) = f.get("session_tickets") {
@@ -319,12 +349,70 @@ pub(super) fn settings(
     if any_tls && !t.certificates.is_empty() {
         // Drawn here, in the watcher, before any worker is forked: all of them share it.
         crate::tls::tickets::init();
-        match server::build(&t.certificates, t.min_version, t.session_tickets) {
+        let opts = server::Options {
+            min_version: t.min_version,
+            max_version: t.max_version,
+            ciphers: t.ciphers.clone(),
+            prefer_server_ciphers: t.prefer_server_ciphers,
+            session_tickets: t.session_tickets,
+        };
+        match server::build(&t.certificates, &opts) {
             Ok(s) => t.server = Some(ServerHandle(s)),
             Err(e) => r.at(&["tls"], format!("tls: {e}")),
         }
     }
     t
+}
+
+/// `tls.min_version` or `tls.max_version`, if given and right.
+fn version(
+    r: &mut Report,
+    f: &std::collections::BTreeMap<String, Value>,
+    key: &str,
+) -> Option<MinVersion> {
+    let v = f.get(key)?;
+    let text = string(r, &["tls", key], v)?;
+    let got = MinVersion::from_name(&text);
+    if got.is_none() {
+        r.at(
+            &["tls", key],
+            format!("tls.{key} must be \"1.2\" or \"1.3\", got '{text}'"),
+        );
+    }
+    got
+}
+
+/// `tls.ciphers`: a list of suite names, or one string of them separated by colons (as
+/// nginx's `ssl_ciphers` and Mozilla's generator write it), in the server's order.
+fn ciphers(r: &mut Report, v: &Value) -> Vec<rustls::CipherSuite> {
+    let path = &["tls", "ciphers"];
+    let names: Vec<String> = match v {
+        Value::String(_) => string(r, path, v)
+            .unwrap_or_default()
+            .split(':')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        _ => string_list(r, path, v).unwrap_or_default(),
+    };
+    let mut out = Vec::new();
+    for n in &names {
+        match suites::by_name(n) {
+            Some(s) if !out.contains(&s) => out.push(s),
+            Some(_) => {}
+            None => r.at(
+                path,
+                format!(
+                    "tls.ciphers: '{n}' is not a suite rustls offers (it has: {})",
+                    suites::known()
+                ),
+            ),
+        }
+    }
+    if out.is_empty() && !names.is_empty() {
+        r.at(path, "tls.ciphers names no suite");
+    }
+    out
 }
 
 fn certificates(

@@ -157,3 +157,72 @@ fn print_writes_tls_back_as_a_config_that_loads_the_same() {
     assert_eq!(a.tls.certificates, b.tls.certificates);
     assert_eq!(a.timeouts.handshake, b.timeouts.handshake);
 }
+
+#[test]
+fn max_version_ciphers_and_server_order_load_and_print_back() {
+    let dir = TempDir::new();
+    write_cert(&dir, "a", &["a.test"]);
+    let l = load_ok(
+        &dir,
+        r#"server { root = "www",
+  listen = { { "127.0.0.1:8443", tls = true } },
+  tls = { certificates = { { cert = "a.pem", key = "a.key" } }, max_version = "1.2",
+          ciphers = "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256",
+          prefer_server_ciphers = true } }"#,
+    );
+    let t = &l.config.tls;
+    assert_eq!(t.max_version, crate::tls::MinVersion::Tls12);
+    assert_eq!(
+        t.ciphers,
+        [
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        ]
+    );
+    assert!(t.prefer_server_ciphers);
+    let server = &t.server.as_ref().expect("a server config").0;
+    assert!(server.ignore_client_order);
+    // The TLS 1.2 suites are the two named, in that order; TLS 1.3 (not named) keeps all.
+    let suites: Vec<_> = server
+        .crypto_provider()
+        .cipher_suites
+        .iter()
+        .map(|s| s.suite())
+        .collect();
+    assert_eq!(&suites[..2], &t.ciphers[..], "{suites:?}");
+    assert_eq!(suites.len(), 5, "{suites:?}");
+    let text = crate::config::print(&l.config);
+    let again = load_ok(&dir, &text);
+    assert_eq!(again.config.tls.max_version, t.max_version, "{text}");
+    assert_eq!(again.config.tls.ciphers, t.ciphers, "{text}");
+    assert!(again.config.tls.prefer_server_ciphers, "{text}");
+}
+
+#[test]
+fn a_max_version_below_min_and_an_unknown_suite_are_errors_at_their_line() {
+    let dir = TempDir::new();
+    write_cert(&dir, "a", &["a.test"]);
+    let e = errors(
+        &dir,
+        "server {\n  root = \"www\",\n  listen = { { \"127.0.0.1:8443\", tls = true } },\n  tls = { certificates = { { cert = \"a.pem\", key = \"a.key\" } },\n    min_version = \"1.3\",\n    max_version = \"1.2\" },\n}\n",
+    );
+    assert!(
+        e.iter().any(|m| m.starts_with("site.lua:6:")
+            && m.contains("max_version \"1.2\" is below min_version \"1.3\"")),
+        "{e:?}"
+    );
+    let e = errors(
+        &dir,
+        "server {\n  root = \"www\",\n  listen = { { \"127.0.0.1:8443\", tls = true } },\n  tls = { certificates = { { cert = \"a.pem\", key = \"a.key\" } },\n    max_version = \"1.4\",\n    ciphers = { \"TLS_AES_128_GCM_SHA256\", \"DHE-RSA-AES128-GCM-SHA256\" } },\n}\n",
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("site.lua:5:") && m.contains("\"1.2\" or \"1.3\", got '1.4'")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|m| m.starts_with("site.lua:6:")
+            && m.contains("'DHE-RSA-AES128-GCM-SHA256' is not a suite rustls offers")),
+        "{e:?}"
+    );
+}

@@ -7,8 +7,9 @@ pub mod ktls;
 pub mod resolver;
 pub mod server;
 pub mod stream;
+pub mod suites;
 pub mod tickets;
 
 pub use certs::{CertError, Certificate};
-pub use server::MinVersion;
+pub use server::{MinVersion, Options, Version};
 pub use stream::TlsStream;

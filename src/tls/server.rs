@@ -7,8 +7,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::ServerConfig;
 use std::sync::Arc;
 
-/// The lowest TLS version offered (`tls.min_version`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A TLS version the server offers: the lowest (`tls.min_version`) or the highest
+/// (`tls.max_version`). Ordered, older first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum MinVersion {
     /// TLS 1.2 and 1.3 (Mozilla "intermediate").
     Tls12,
@@ -32,24 +33,104 @@ pub fn provider() -> CryptoProvider {
 #[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
 compile_error!("build with one crypto provider: the \"ring\" (default) or \"aws-lc-rs\" feature");
 
+/// A TLS version by its config name ("1.2", "1.3").
+pub type Version = MinVersion;
+
+impl MinVersion {
+    /// The config's name of the version.
+    pub fn name(self) -> &'static str {
+        match self {
+            MinVersion::Tls12 => "1.2",
+            MinVersion::Tls13 => "1.3",
+        }
+    }
+
+    /// The version named `name` in the config.
+    pub fn from_name(name: &str) -> Option<MinVersion> {
+        match name {
+            "1.2" => Some(MinVersion::Tls12),
+            "1.3" => Some(MinVersion::Tls13),
+            _ => None,
+        }
+    }
+
+    fn protocol(self) -> &'static rustls::SupportedProtocolVersion {
+        match self {
+            MinVersion::Tls12 => &rustls::version::TLS12,
+            MinVersion::Tls13 => &rustls::version::TLS13,
+        }
+    }
+}
+
+/// What the config says about the protocol, beside the certificates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// The lowest version offered.
+    pub min_version: Version,
+    /// The highest version offered (not below `min_version`: the config checks).
+    pub max_version: Version,
+    /// The cipher suites, in the server's order of preference; empty: the provider's.
+    pub ciphers: Vec<rustls::CipherSuite>,
+    /// Pick the first suite of the server's order the client offers, not the client's first
+    /// (nginx's `ssl_prefer_server_ciphers`).
+    pub prefer_server_ciphers: bool,
+    /// Whether session tickets are issued (keys shared by all workers).
+    pub session_tickets: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            min_version: MinVersion::Tls12,
+            max_version: MinVersion::Tls13,
+            ciphers: Vec::new(),
+            prefer_server_ciphers: false,
+            session_tickets: true,
+        }
+    }
+}
+
+/// The provider limited to `ciphers` in that order. A version none of them belongs to keeps
+/// all its suites, as nginx's `ssl_ciphers` leaves TLS 1.3 alone.
+fn with_ciphers(mut p: CryptoProvider, ciphers: &[rustls::CipherSuite]) -> CryptoProvider {
+    if ciphers.is_empty() {
+        return p;
+    }
+    let all = std::mem::take(&mut p.cipher_suites);
+    let is13 = |s: &rustls::SupportedCipherSuite| s.tls13().is_some();
+    let named13 = all.iter().any(|s| is13(s) && ciphers.contains(&s.suite()));
+    let named12 = all.iter().any(|s| !is13(s) && ciphers.contains(&s.suite()));
+    for c in ciphers {
+        if let Some(s) = all.iter().find(|s| s.suite() == *c) {
+            p.cipher_suites.push(*s);
+        }
+    }
+    for s in &all {
+        if (is13(s) && !named13) || (!is13(s) && !named12) {
+            p.cipher_suites.push(*s);
+        }
+    }
+    p
+}
+
 /// A server configuration: SNI over `certs` (the first is the default), ALPN `http/1.1`,
-/// session tickets shared by all workers when `tickets` is set.
-pub fn build(
-    certs: &[Certificate],
-    min: MinVersion,
-    tickets: bool,
-) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let versions: &[&'static rustls::SupportedProtocolVersion] = match min {
-        MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        MinVersion::Tls13 => &[&rustls::version::TLS13],
-    };
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
-        .with_protocol_versions(versions)?
+/// the versions and suites of `opts`, session tickets shared by all workers when asked for.
+pub fn build(certs: &[Certificate], opts: &Options) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> =
+        [MinVersion::Tls13, MinVersion::Tls12]
+            .into_iter()
+            .filter(|v| (opts.min_version..=opts.max_version).contains(v))
+            .map(MinVersion::protocol)
+            .collect();
+    let provider = with_ciphers(provider(), &opts.ciphers);
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&versions)?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver::new(certs)));
+    config.ignore_client_order = opts.prefer_server_ciphers;
     // Room for "h2" later: it goes in front once the server speaks it.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    if tickets {
+    if opts.session_tickets {
         config.ticketer = Arc::new(SharedTickets);
     } else {
         config.send_tls13_tickets = 0;

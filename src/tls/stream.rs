@@ -16,7 +16,10 @@ const PLAIN_CHUNK: usize = 16 * 1024;
 
 /// What nginx answers a plain HTTP request on an HTTPS port (its wording, our Server name is
 /// left out on purpose: the answer does not depend on the config).
-const PLAIN_HTTP_BODY: &str = "<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>The plain HTTP request was sent to HTTPS port</center>\r\n</body>\r\n</html>\r\n";
+pub const PLAIN_HTTP_BODY: &str = "<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>The plain HTTP request was sent to HTTPS port</center>\r\n</body>\r\n</html>\r\n";
+
+/// At most this much of a plain HTTP request is kept for its access-log line.
+const PLAIN_HEAD_KEPT: usize = 4096;
 
 /// Where a TLS connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +60,9 @@ pub struct TlsStream {
     /// On a `proxy_protocol` listener: the PROXY header a load balancer sends in clear
     /// before the ClientHello is still to come (see [`TlsStream::read`]).
     clear_header: bool,
+    /// The start of a plain HTTP request answered 400, until the connection takes it for
+    /// its access-log line (see [`TlsStream::take_plain_http_head`]).
+    plain_head: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for TlsStream {
@@ -104,6 +110,7 @@ impl TlsStream {
             eof: false,
             close_notified: false,
             clear_header: false,
+            plain_head: None,
         })
     }
 
@@ -130,6 +137,12 @@ impl TlsStream {
     /// The server name the client asked for (SNI), once the ClientHello arrived.
     pub fn server_name(&self) -> Option<&str> {
         self.tls.server_name()
+    }
+
+    /// The first bytes (up to 4 KiB) of a plain HTTP request this stream answered with
+    /// nginx's 400, once: the connection logs it as nginx does. None on a TLS connection.
+    pub fn take_plain_http_head(&mut self) -> Option<Vec<u8>> {
+        self.plain_head.take()
     }
 
     /// The negotiated version, once known.
@@ -277,12 +290,17 @@ impl TlsStream {
     fn answer_plain_http(&mut self) {
         tracing::debug!("plain HTTP request on a TLS port: 400");
         let mut sink = [0u8; 4096];
+        let mut head = Vec::new();
         for _ in 0..16 {
             match self.tcp.read(&mut sink) {
-                Ok(n) if n > 0 => {}
+                Ok(n) if n > 0 => {
+                    let keep = n.min(PLAIN_HEAD_KEPT - head.len());
+                    head.extend_from_slice(&sink[..keep]);
+                }
                 _ => break,
             }
         }
+        self.plain_head = Some(head);
         let answer = format!(
             "HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PLAIN_HTTP_BODY}",
             PLAIN_HTTP_BODY.len()
@@ -379,8 +397,7 @@ mod tests {
         let provider = super::super::server::provider();
         let loaded = super::super::certs::load(&c, &k, &[], &provider).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
-        let server =
-            super::super::server::build(&[loaded], super::super::MinVersion::Tls12, true).unwrap();
+        let server = super::super::server::build(&[loaded], &Default::default()).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert.der().clone()).unwrap();
         let client = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
@@ -479,5 +496,10 @@ mod tests {
             answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
             "{answer}"
         );
+        assert_eq!(
+            s.take_plain_http_head().as_deref(),
+            Some(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..])
+        );
+        assert_eq!(s.take_plain_http_head(), None, "handed out once");
     }
 }

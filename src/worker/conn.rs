@@ -869,7 +869,10 @@ impl Conn {
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.readable = false,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => return Verdict::Close,
+                    Err(_) => {
+                        self.log_plain_http(ctx);
+                        return Verdict::Close;
+                    }
                 }
             }
 
@@ -1689,6 +1692,49 @@ impl Conn {
         };
         self.log_line
             .start(buf, &ctx.config.ops.access_log_format, facts);
+    }
+
+    /// A plain HTTP request on a TLS port, which the TLS stream answered with nginx's 400
+    /// page: logged as nginx logs it (status 400, the request when its head parsed, else its
+    /// first line, and the page's size). A failed handshake has no head and logs nothing.
+    fn log_plain_http(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(head) = self.stream.take_plain_http_head() else {
+            return;
+        };
+        if let Some(slot) = ctx.slot {
+            slot.response_status(400);
+        }
+        let Some(access) = ctx.access.as_deref_mut() else {
+            return;
+        };
+        let req = request::parse(&head, ctx.limits.header_bytes)
+            .ok()
+            .flatten();
+        let subject = match &req {
+            Some(r) => Subject::Request(r),
+            None => Subject::Refused(&head),
+        };
+        let peer = real_peer::client(&self.real, &self.peer);
+        let facts = Facts {
+            peer_ip: &peer.ip,
+            peer_port: peer.port,
+            clf_date: ctx.date.clf(),
+            subject,
+            status: 400,
+            user: None,
+            tls_version: None,
+        };
+        self.log_line.request_started(ctx.now_ms);
+        let buf = if self.log_line.holds_buffer() {
+            Vec::new()
+        } else {
+            ctx.bufs.take_bytes()
+        };
+        self.log_line
+            .start(buf, &ctx.config.ops.access_log_format, facts);
+        let page = crate::tls::stream::PLAIN_HTTP_BODY.len() as u64;
+        self.log_line.finish(access, page, ctx.now_ms);
+        ctx.bufs.give_bytes(self.log_line.take_buffer());
     }
 
     /// Adds the upstream of a proxied request to the pending access-log line.
