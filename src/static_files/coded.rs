@@ -208,6 +208,10 @@ fn on_the_fly_variant(
     coding: Coding,
 ) -> Option<Rc<[u8]>> {
     let c = site.opts.compress.as_ref()?;
+    // Larger files stream (compress::stream); never read one whole here.
+    if f.size > c.max_size {
+        return None;
+    }
     if let Some(v) = site.variants.get(&req.path, coding, &f.etag) {
         return match v {
             Variant::Coded(b) => Some(b),
