@@ -171,11 +171,11 @@ fn collect(input: &ParamsInput) -> Result<Pairs, ParamsError> {
 /// query, because applications (PHP routers) expect REQUEST_URI to start with '/'.
 fn request_uri(req: &Request) -> String {
     if req.target.starts_with('/') || req.is_asterisk_form() {
-        return req.target.clone();
+        return req.target.to_string();
     }
     match &req.query {
         Some(q) => format!("{}?{}", req.raw_path, q),
-        None => req.raw_path.clone(),
+        None => req.raw_path.to_string(),
     }
 }
 

@@ -102,7 +102,7 @@ pub fn request_differential(data: &[u8]) {
                         (
                             &r.body,
                             &r.keep_alive,
-                            &r.host,
+                            &r.host.as_deref().map(str::to_owned),
                             &r.host_port,
                             &r.expect_continue
                         ),
@@ -329,14 +329,14 @@ fn oracle(req: &httparse::Request<'_, '_>, head: &[u8]) -> Expected {
                 soft.push(400);
             }
             match host::parse(a.as_bytes()) {
-                Ok((name, port)) if !name.is_empty() => (h, p) = (Some(name), port),
+                Ok((name, port)) if !name.is_empty() => (h, p) = (Some(name.into_owned()), port),
                 _ => soft.push(400),
             }
         }
         None => {
             if let Ok((name, port)) = header_host {
                 if !name.is_empty() {
-                    (h, p) = (Some(name), port);
+                    (h, p) = (Some(name.into_owned()), port);
                 }
             }
         }

@@ -17,7 +17,7 @@ pub fn host(data: &[u8]) {
         return;
     };
     if data.is_empty() {
-        assert_eq!((host.as_str(), port), ("", None));
+        assert_eq!((&*host, port), ("", None));
         return;
     }
     assert!(!host.is_empty());
@@ -36,7 +36,7 @@ pub fn host(data: &[u8]) {
         );
     }
     // The normalised form is accepted and gives itself back.
-    let mut again = host.clone().into_bytes();
+    let mut again = host.as_bytes().to_vec();
     if let Some(p) = port {
         again.extend_from_slice(format!(":{p}").as_bytes());
     }

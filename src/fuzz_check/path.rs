@@ -54,7 +54,7 @@ pub fn path(data: &[u8]) {
     };
     check_beneath(&p);
     // Decoding what we would encode gives the path back (and only once: `%25` stays `%`).
-    assert_eq!(decode(&encode(&p)).as_deref(), Ok(p.as_str()));
+    assert_eq!(decode(&encode(&p)).as_deref(), Ok(&*p));
     if !raw.contains('%') {
         assert_eq!(p, remove_dot_segments(&raw));
     }

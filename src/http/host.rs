@@ -4,6 +4,7 @@
 //! an IPv4 address or a reg-name of unreserved, pct-encoded and sub-delims characters. IPv4
 //! addresses are valid reg-names, so they need no separate rule.
 
+use std::borrow::Cow;
 use std::net::Ipv6Addr;
 
 /// Whether `b` may appear unescaped in a reg-name (unreserved or sub-delims).
@@ -44,9 +45,9 @@ fn parse_port(rest: &[u8]) -> Result<Option<u16>, ()> {
 /// (`:80`) is refused.
 // The `()` error is the given interface: every failure means the same 400.
 #[allow(clippy::result_unit_err)]
-pub fn parse(value: &[u8]) -> Result<(String, Option<u16>), ()> {
+pub fn parse(value: &[u8]) -> Result<(Cow<'_, str>, Option<u16>), ()> {
     if value.is_empty() {
-        return Ok((String::new(), None));
+        return Ok((Cow::Borrowed(""), None));
     }
     if value[0] == b'[' {
         let close = memchr::memchr(b']', value).ok_or(())?;
@@ -59,7 +60,7 @@ pub fn parse(value: &[u8]) -> Result<(String, Option<u16>), ()> {
         host.push('[');
         host.push_str(&text.to_ascii_lowercase());
         host.push(']');
-        return Ok((host, port));
+        return Ok((Cow::Owned(host), port));
     }
     let end = memchr::memchr(b':', value).unwrap_or(value.len());
     let name = &value[..end];
@@ -83,10 +84,14 @@ pub fn parse(value: &[u8]) -> Result<(String, Option<u16>), ()> {
         }
     }
     let port = parse_port(&value[end..])?;
-    // Only ASCII bytes were accepted above.
-    let host = std::str::from_utf8(name)
-        .map_err(|_| ())?
-        .to_ascii_lowercase();
+    // Only ASCII bytes were accepted above; most hosts are lowercase already, and are then
+    // borrowed rather than copied.
+    let host = std::str::from_utf8(name).map_err(|_| ())?;
+    let host = if name.iter().any(u8::is_ascii_uppercase) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    };
     Ok((host, port))
 }
 
@@ -95,7 +100,8 @@ mod tests {
     use super::*;
 
     fn ok(v: &str) -> (String, Option<u16>) {
-        parse(v.as_bytes()).unwrap_or_else(|_| panic!("refused {v:?}"))
+        let (host, port) = parse(v.as_bytes()).unwrap_or_else(|_| panic!("refused {v:?}"));
+        (host.into_owned(), port)
     }
 
     #[test]

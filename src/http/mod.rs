@@ -12,3 +12,4 @@ pub mod range;
 pub mod request;
 pub mod response;
 pub mod status;
+pub mod text;

@@ -6,6 +6,8 @@
 //! segment. So nothing that reaches the file system can climb above the document root, however
 //! it was spelled on the wire.
 
+use std::borrow::Cow;
+
 /// Why a path was refused (always 400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathError {
@@ -43,18 +45,19 @@ fn check_byte(b: u8) -> Result<(), PathError> {
 }
 
 /// Decodes `raw` (the path part of an origin-form target) once and removes dot segments.
-/// The result starts with '/'; a trailing slash is kept.
-pub fn decode(raw: &str) -> Result<String, PathError> {
+/// The result starts with '/'; a trailing slash is kept. Borrowed when nothing changed (the
+/// common case: no escapes, no dot segments), so the request head allocates nothing for it.
+pub fn decode(raw: &str) -> Result<Cow<'_, str>, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
-    let decoded: String = if memchr::memchr(b'%', bytes).is_none() {
+    let decoded: Cow<'_, str> = if memchr::memchr(b'%', bytes).is_none() {
         // Fast path: nothing to decode, only check for control bytes.
         for &b in bytes {
             check_byte(b)?;
         }
-        raw.to_owned()
+        Cow::Borrowed(raw)
     } else {
         let mut out = Vec::with_capacity(bytes.len());
         let mut i = 0;
@@ -78,12 +81,12 @@ pub fn decode(raw: &str) -> Result<String, PathError> {
                 i += 1;
             }
         }
-        String::from_utf8(out).map_err(|_| PathError::NotUtf8)?
+        Cow::Owned(String::from_utf8(out).map_err(|_| PathError::NotUtf8)?)
     };
     if memchr::memmem::find(decoded.as_bytes(), b"/.").is_none() {
         return Ok(decoded);
     }
-    Ok(remove_dot_segments(&decoded))
+    Ok(Cow::Owned(remove_dot_segments(&decoded)))
 }
 
 /// Removes `.` and `..` segments from an absolute path; `..` never climbs above '/'.

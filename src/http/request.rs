@@ -18,6 +18,7 @@
 use std::mem::MaybeUninit;
 
 use super::chunked::is_tchar;
+use super::text::Text;
 use super::{host, path};
 
 /// The most header fields accepted in a request head; more is answered with 431.
@@ -112,23 +113,25 @@ pub enum BodyFraming {
     Chunked,
 }
 
-/// A parsed request head. Header values are kept as bytes in one owned copy of the head.
+/// A parsed request head. Header values are kept as bytes in one owned copy of the head (the
+/// field offsets behind them); the target's parts and the host are `Text`, held inline when
+/// short, so a typical head costs one allocation.
 #[derive(Debug, Clone)]
 pub struct Request {
     pub method: Method,
     pub version: Version,
     /// The request target exactly as received (for the access log and REQUEST_URI).
-    pub target: String,
+    pub target: Text,
     /// The path part of the target, still percent-encoded (absolute-form reduced to its path).
-    pub raw_path: String,
+    pub raw_path: Text,
     /// The query string without '?', if there was a '?'.
-    pub query: Option<String>,
+    pub query: Option<Text>,
     /// The path decoded once with dot segments removed; always starts with '/'.
-    pub path: String,
+    pub path: Text,
     /// The host (lowercased, without port) from absolute-form or Host; None on HTTP/1.0 without
     /// Host, and when Host is empty (allowed by RFC 9112 §3.2 for an origin-form target).
     /// IPv6 literals keep their brackets.
-    pub host: Option<String>,
+    pub host: Option<Text>,
     /// The port from the absolute-form authority or the Host header, when given.
     pub host_port: Option<u16>,
     /// Body framing.
@@ -139,10 +142,15 @@ pub struct Request {
     pub expect_continue: bool,
     /// Length in bytes of the head in the input buffer (up to and including the empty line).
     pub head_len: usize,
+    /// The head's bytes (a Host rewritten from an absolute-form target appended), then from
+    /// `fields_at` the field table: per field (name_start, name_end, value_start, value_end)
+    /// as four little-endian u32 offsets into `head`. One allocation holds both.
     head: Vec<u8>,
-    /// (name_start, name_end, value_start, value_end) offsets into `head`.
-    fields: Vec<(u32, u32, u32, u32)>,
+    fields_at: usize,
 }
+
+/// The bytes of one field table entry.
+const FIELD_ENTRY: usize = 16;
 
 impl Request {
     /// The value of the first header named `name` (ASCII case-insensitive).
@@ -155,10 +163,12 @@ impl Request {
 
     /// Every header as (name as received, value).
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.fields.iter().map(move |&(ns, ne, vs, ve)| {
+        let table = self.head.get(self.fields_at..).unwrap_or_default();
+        table.chunks_exact(FIELD_ENTRY).map(move |e| {
+            let at = |i: usize| u32::from_le_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]) as usize;
             (
-                &self.head[ns as usize..ne as usize],
-                &self.head[vs as usize..ve as usize],
+                self.head.get(at(0)..at(4)).unwrap_or_default(),
+                self.head.get(at(8)..at(12)).unwrap_or_default(),
             )
         })
     }
@@ -253,7 +263,9 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Request>, RequestErro
     // One pass over the fields: record offsets, pick out the ones we interpret.
     let base = buf.as_ptr() as usize;
     let offset = |p: *const u8| (p as usize - base) as u32;
-    let mut fields = Vec::with_capacity(req.headers.len());
+    // On the stack: the table is copied behind the head in its one allocation at the end.
+    let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let mut nfields = 0usize;
     let mut hosts = 0u32;
     let mut host_value: &[u8] = b"";
     let mut host_field: Option<usize> = None;
@@ -269,12 +281,16 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Request>, RequestErro
         let value = h.value;
         let ns = offset(name.as_ptr());
         let vs = offset(value.as_ptr());
-        fields.push((ns, ns + name.len() as u32, vs, vs + value.len() as u32));
+        // httparse gives at most MAX_HEADERS fields (the slots above).
+        if let Some(f) = fields.get_mut(nfields) {
+            *f = (ns, ns + name.len() as u32, vs, vs + value.len() as u32);
+            nfields += 1;
+        }
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => {
                 hosts += 1;
                 host_value = value;
-                host_field = Some(fields.len() - 1);
+                host_field = nfields.checked_sub(1);
             }
             6 if name.eq_ignore_ascii_case(b"expect") => {
                 let mut any = false;
@@ -353,9 +369,9 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Request>, RequestErro
     }
     let form = split_target(target, method).ok_or_else(|| soft(400, "invalid request target"))?;
     let decoded = if form.raw_path == "*" {
-        String::from("/")
+        Text::from("/")
     } else {
-        path::decode(form.raw_path).map_err(|_| soft(400, "invalid request path"))?
+        Text::from(path::decode(form.raw_path).map_err(|_| soft(400, "invalid request path"))?)
     };
 
     if hosts > 1 {
@@ -376,10 +392,10 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Request>, RequestErro
             if h.is_empty() {
                 return Err(soft(400, "empty authority in request target"));
             }
-            (Some(h), p)
+            (Some(Text::from(h)), p)
         }
         None if header_host.is_empty() => (None, None),
-        None => (Some(header_host), header_port),
+        None => (Some(Text::from(header_host)), header_port),
     };
 
     if expect_other {
@@ -388,19 +404,29 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Request>, RequestErro
     // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored.
     let expect_continue = expect_continue && version == Version::Http11;
 
-    let mut head = head.to_vec();
-    if let Some(authority) = form.authority {
-        // RFC 9112 §3.2.2: the target's authority wins over Host; rewrite Host to it so that
-        // every view of the request (req.host, SERVER_NAME, HTTP_HOST, req.headers) agrees.
-        set_host(&mut head, &mut fields, host_field, authority.as_bytes());
+    // One allocation: the head, a Host rewritten from the target, the field table.
+    let extra = form.authority.map_or(0, |a| a.len() + 4 + FIELD_ENTRY);
+    let mut owned = Vec::with_capacity(head_len + extra + nfields * FIELD_ENTRY);
+    owned.extend_from_slice(head);
+    let table = &mut fields[..nfields];
+    // RFC 9112 §3.2.2: the target's authority wins over Host; rewrite Host to it so that
+    // every view of the request (req.host, SERVER_NAME, HTTP_HOST, req.headers) agrees.
+    let added = form
+        .authority
+        .and_then(|a| set_host(&mut owned, table, host_field, a.as_bytes()));
+    let fields_at = owned.len();
+    for &(ns, ne, vs, ve) in table.iter().chain(added.iter()) {
+        for v in [ns, ne, vs, ve] {
+            owned.extend_from_slice(&v.to_le_bytes());
+        }
     }
 
     Ok(Some(Request {
         method,
         version,
-        target: target.to_owned(),
-        raw_path: form.raw_path.to_owned(),
-        query: form.query.map(str::to_owned),
+        target: Text::from(target),
+        raw_path: Text::from(form.raw_path),
+        query: form.query.map(Text::from),
         path: decoded,
         host,
         host_port,
@@ -408,19 +434,19 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Request>, RequestErro
         keep_alive,
         expect_continue,
         head_len,
-        head,
-        fields,
+        head: owned,
+        fields_at,
     }))
 }
 
-/// Points the Host field at `value`, appended to the owned head copy (the field is added when
-/// the request had no Host, as HTTP/1.0 may).
+/// Points the Host field at `value`, appended to the owned head copy; when the request had no
+/// Host (as HTTP/1.0 may), the field to add is returned.
 fn set_host(
     head: &mut Vec<u8>,
-    fields: &mut Vec<(u32, u32, u32, u32)>,
+    fields: &mut [(u32, u32, u32, u32)],
     field: Option<usize>,
     value: &[u8],
-) {
+) -> Option<(u32, u32, u32, u32)> {
     let ns = head.len() as u32;
     if field.is_none() {
         head.extend_from_slice(b"Host");
@@ -432,8 +458,9 @@ fn set_host(
         Some(f) => {
             f.2 = vs;
             f.3 = ve;
+            None
         }
-        None => fields.push((ns, vs, vs, ve)),
+        None => Some((ns, vs, vs, ve)),
     }
 }
 

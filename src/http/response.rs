@@ -4,7 +4,6 @@
 
 use super::request::Version;
 use super::status;
-use std::io::Write;
 
 /// How the body that follows the head is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,20 +59,22 @@ pub struct Head<'a> {
     pub connection: Connection,
 }
 
-/// Appends the head to `buf`, ending with the empty line.
+/// Appends the head to `buf`, ending with the empty line. Written with byte copies and
+/// [`push_decimal`], not `write!`: the formatting machinery was a tenth of a static
+/// response's CPU cost.
 pub fn write_head(buf: &mut Vec<u8>, h: &Head<'_>) {
-    let _ = write!(
-        buf,
-        "HTTP/1.1 {} {}\r\n",
-        h.status,
-        status::reason(h.status)
-    );
+    buf.reserve(160 + h.date.len() + h.server.len() + h.headers.len() + h.overrides.len());
+    buf.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(buf, u64::from(h.status));
+    buf.push(b' ');
+    buf.extend_from_slice(status::reason(h.status).as_bytes());
+    buf.extend_from_slice(b"\r\n");
     let overridden = |name: &str| !h.overrides.is_empty() && has_header_line(h.overrides, name);
     if !overridden("date") {
-        let _ = write!(buf, "Date: {}\r\n", h.date);
+        push_line(buf, b"Date: ", h.date.as_bytes());
     }
     if !overridden("server") {
-        let _ = write!(buf, "Server: {}\r\n", h.server);
+        push_line(buf, b"Server: ", h.server.as_bytes());
     }
     if h.overrides.is_empty() {
         buf.extend_from_slice(h.headers);
@@ -87,7 +88,9 @@ pub fn write_head(buf: &mut Vec<u8>, h: &Head<'_>) {
     }
     match h.framing {
         Framing::Length(n) => {
-            let _ = write!(buf, "Content-Length: {n}\r\n");
+            buf.extend_from_slice(b"Content-Length: ");
+            push_decimal(buf, n);
+            buf.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         Framing::Unframed => {}
@@ -98,6 +101,28 @@ pub fn write_head(buf: &mut Vec<u8>, h: &Head<'_>) {
         Connection::Default => {}
     }
     buf.extend_from_slice(b"\r\n");
+}
+
+/// Appends `name` (with its ": "), `value` and CRLF.
+fn push_line(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    buf.extend_from_slice(name);
+    buf.extend_from_slice(value);
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal ASCII.
+pub fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[at..]);
 }
 
 /// The name of a `name: value` line.
@@ -128,6 +153,15 @@ mod tests {
             overrides,
             framing: Framing::Length(12),
             connection: Connection::Default,
+        }
+    }
+
+    #[test]
+    fn decimals_are_written_as_format_would() {
+        for n in [0, 7, 10, 200, 1024, 65_535, u64::MAX] {
+            let mut buf = b"x".to_vec();
+            push_decimal(&mut buf, n);
+            assert_eq!(buf, format!("x{n}").into_bytes());
         }
     }
 

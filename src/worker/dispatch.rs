@@ -315,7 +315,7 @@ fn route_site(
                 Some(pi) if req.path.ends_with(pi.as_str()) => {
                     req.path[..req.path.len() - pi.len()].to_string()
                 }
-                _ => req.path.clone(),
+                _ => req.path.to_string(),
             };
             let target = Target {
                 backend: b,

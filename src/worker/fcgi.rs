@@ -716,8 +716,8 @@ impl Exchange {
         let host = f
             .req
             .host
-            .clone()
-            .unwrap_or_else(|| f.server_addr.0.clone());
+            .as_deref()
+            .map_or_else(|| f.server_addr.0.clone(), str::to_owned);
         let input = ParamsInput {
             req: &f.req,
             script_name: &f.script_name,

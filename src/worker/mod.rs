@@ -457,16 +457,25 @@ impl<'a> Worker<'a> {
                             slot.conn_opened();
                         }
                     }
+                    // Read at once, as lighttpd does: a client that connects and sends at once
+                    // (most do) is answered in this pass, and one that closes after it never
+                    // costs an epoll_ctl or a wakeup. A request not there yet costs one
+                    // EAGAIN read; registering afterwards reports whatever arrived since (the
+                    // kernel checks readiness when the socket is added).
+                    let fresh = Ready {
+                        readable: true,
+                        writable: true,
+                        read_closed: false,
+                    };
+                    self.on_conn(key, now, |c, ctx| c.ready(ctx, fresh));
+                    let Some(conn) = self.conns.get_mut(key) else {
+                        continue;
+                    };
                     if let Err(e) = conn.stream_mut().register(self.poll.registry(), Token(key)) {
                         tracing::error!("register connection: {e}");
                         self.close(key);
                         continue;
                     }
-                    // No read yet: under connection-per-request load most requests are not
-                    // there at accept (a read would say EAGAIN), and one that is shows up in
-                    // the next poll, since registering reports a readable socket at once. This
-                    // pass only starts the head timeout.
-                    self.on_conn(key, now, |c, ctx| c.ready(ctx, Ready::default()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

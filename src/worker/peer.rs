@@ -23,12 +23,42 @@ impl PeerIp {
         };
         let _ = match addr.ip() {
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => write!(ip, "{v4}"),
+                Some(v4) => {
+                    ip.push_v4(v4.octets());
+                    Ok(())
+                }
                 None => write!(ip, "{v6}"),
             },
-            IpAddr::V4(v4) => write!(ip, "{v4}"),
+            IpAddr::V4(v4) => {
+                ip.push_v4(v4.octets());
+                Ok(())
+            }
         };
         ip
+    }
+
+    /// Writes a dotted quad by hand: `Display` through the formatter cost about a thousand
+    /// instructions, a tenth of a connection-per-request's work.
+    fn push_v4(&mut self, octets: [u8; 4]) {
+        let mut at = 0;
+        for (i, o) in octets.into_iter().enumerate() {
+            if i > 0 {
+                self.bytes[at] = b'.';
+                at += 1;
+            }
+            if o >= 100 {
+                self.bytes[at] = b'0' + o / 100;
+                at += 1;
+            }
+            if o >= 10 {
+                self.bytes[at] = b'0' + o / 10 % 10;
+                at += 1;
+            }
+            self.bytes[at] = b'0' + o % 10;
+            at += 1;
+        }
+        // At most 15 bytes, within MAX.
+        self.len = at as u8;
     }
 
     /// The text.
@@ -109,6 +139,10 @@ mod tests {
         assert_eq!(&*PeerIp::of(&mapped), "10.0.0.1");
         let v4: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         assert_eq!(PeerIp::of(&v4).to_string(), "127.0.0.1");
+        for text in ["0.0.0.0", "255.255.255.255", "10.20.100.9", "192.168.1.254"] {
+            let a: SocketAddr = format!("{text}:1").parse().unwrap();
+            assert_eq!(PeerIp::of(&a).as_str(), text);
+        }
         assert_eq!(PeerIp::from("unix").as_str(), "unix");
         assert_eq!(PeerIp::from(&*"x".repeat(50)).len(), MAX);
     }
