@@ -25,7 +25,9 @@ mod limits;
 #[cfg(test)]
 mod limits_tests;
 mod pattern;
+mod pattern_fast;
 mod req;
+mod req_raw;
 mod respond_hook;
 mod sandbox;
 mod suspend;

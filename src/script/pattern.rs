@@ -19,7 +19,7 @@ const MAX_DEPTH: usize = 200;
 /// Captures per pattern (Lua's `LUA_MAXCAPTURES`).
 const MAX_CAPTURES: usize = 32;
 /// The characters that make a pattern more than a plain string.
-const SPECIALS: &[u8] = b"^$*+?.([%-";
+pub(super) const SPECIALS: &[u8] = b"^$*+?.([%-";
 
 /// The meter: told how many steps were taken; an `Err` stops the match with that error.
 pub(crate) type Meter = Rc<dyn Fn(u64) -> mlua::Result<()>>;
@@ -439,7 +439,7 @@ fn class(c: u8, cl: u8) -> bool {
 }
 
 /// Lua 5.4's `posrelatI` minus one: a 0-based start from a 1-based, possibly negative, index.
-fn start_index(init: Option<i64>, len: usize) -> usize {
+pub(super) fn start_index(init: Option<i64>, len: usize) -> usize {
     let len_i = len as i64;
     match init.unwrap_or(1) {
         i if i > 0 => usize::try_from(i - 1).unwrap_or(usize::MAX),
@@ -449,7 +449,7 @@ fn start_index(init: Option<i64>, len: usize) -> usize {
     }
 }
 
-fn find_plain(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub(super) fn find_plain(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() {
         return Some(0);
     }

@@ -1,10 +1,10 @@
 //! The read-only `req` object a route function receives.
 //!
 //! Cost matters (every request pays it), so nothing is copied up front: `req` and `req.headers`
-//! are two empty Lua tables made once per `Router` (see `req.lua`). Each call gives them fresh
-//! caches; a field is computed from the current [`RouteRequest`] by Rust on its first read in
-//! the call and is a plain table read after that. A `req` kept in an upvalue and read in a later
-//! call sees that later call's request; reading an uncached field outside any call is an error.
+//! are two empty Lua tables made once per `Router` (see `req.lua`), whose `__index` is Rust
+//! (`req_raw`): a field is computed from the current [`RouteRequest`] at each read, with no
+//! per-call state to reset. A `req` kept in an upvalue and read in a later call sees that later
+//! call's request; reading a field outside any call is an error.
 
 use std::cell::Cell;
 use std::marker::PhantomData;
@@ -12,6 +12,7 @@ use std::rc::Rc;
 
 use mlua::{Function, Lua, Value};
 
+use super::req_raw::{self, Accessor};
 use super::{args, RouteRequest};
 
 /// The request of the call in progress, if any.
@@ -54,6 +55,17 @@ impl Current {
         }
     }
 
+    /// Runs `f` on the current request; None outside a call.
+    pub(super) fn with_raw<R>(&self, f: impl FnOnce(&RouteRequest<'_>) -> R) -> Option<R> {
+        let p = self.ptr.get();
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: as in `with`.
+        let req: &RouteRequest<'_> = unsafe { &*p };
+        Some(f(req))
+    }
+
     /// Runs `f` on the current request; an error outside a call.
     fn with<R>(&self, f: impl FnOnce(&RouteRequest<'_>) -> mlua::Result<R>) -> mlua::Result<R> {
         let p = self.ptr.get();
@@ -76,34 +88,10 @@ const REQ_LUA: &str = include_str!("req.lua");
 /// Wraps the route function: the returned function takes no argument, builds the call's `req`
 /// view and calls `route(req)`.
 pub(super) fn wrap(lua: &Lua, cur: &Rc<Current>, route: Function) -> mlua::Result<Function> {
-    let c = cur.clone();
-    let fetch = lua.create_function(move |lua, key: Value| {
-        let Value::String(key) = key else {
-            return Ok((Value::Nil, None));
-        };
-        let key = key.as_bytes();
-        c.with(|r| field(lua, r, &key))
-    })?;
-    let c = cur.clone();
-    let header = lua.create_function(move |lua, key: Value| {
-        let Value::String(key) = key else {
-            return Ok(Value::Nil);
-        };
-        let key = key.as_bytes();
-        c.with(|r| header(lua, r, &key))
-    })?;
-    let c = cur.clone();
-    let arg = lua.create_function(move |lua, name: mlua::String| {
-        c.with(|r| {
-            let Some(q) = r.req.query.as_deref() else {
-                return Ok(Value::Nil);
-            };
-            match args::arg(q, &name.as_bytes()) {
-                Some(v) => lua.create_string(v).map(Value::String),
-                None => Ok(Value::Nil),
-            }
-        })
-    })?;
+    let extra = lua.create_table()?;
+    let index = req_raw::function(lua, cur, Accessor::Field, &extra)?;
+    let header_index = req_raw::function(lua, cur, Accessor::Header, &extra)?;
+    let arg = req_raw::function(lua, cur, Accessor::Arg, &extra)?;
     let c = cur.clone();
     let header_pairs = lua.create_function(move |lua, ()| {
         let t = lua.create_table()?;
@@ -142,9 +130,10 @@ pub(super) fn wrap(lua: &Lua, cur: &Rc<Current>, route: Function) -> mlua::Resul
         Ok(t)
     })?;
     lua.load(REQ_LUA).set_name("=luahttpd req").call((
-        fetch,
-        header,
+        index,
+        header_index,
         arg,
+        extra,
         header_pairs,
         route,
         protect,
@@ -153,57 +142,11 @@ pub(super) fn wrap(lua: &Lua, cur: &Rc<Current>, route: Function) -> mlua::Resul
     ))
 }
 
-fn opt_str(lua: &Lua, s: Option<&str>) -> mlua::Result<Value> {
-    match s {
-        Some(s) => lua.create_string(s).map(Value::String),
-        None => Ok(Value::Nil),
-    }
-}
-
-/// `req.<key>`, or (nil, message) for a field that does not exist.
-fn field(lua: &Lua, r: &RouteRequest<'_>, key: &[u8]) -> mlua::Result<(Value, Option<String>)> {
-    let q = r.req;
-    let v = match key {
-        b"path" => Value::String(lua.create_string(&q.path)?),
-        b"method" => Value::String(lua.create_string(q.method.as_str())?),
-        b"host" => opt_str(lua, q.host.as_deref())?,
-        b"query" => opt_str(lua, q.query.as_deref())?,
-        b"raw_path" => Value::String(lua.create_string(&q.raw_path)?),
-        b"uri" => Value::String(lua.create_string(&q.target)?),
-        b"version" => Value::String(lua.create_string(q.version.as_str())?),
-        b"scheme" => Value::String(lua.create_string(r.scheme)?),
-        b"remote_addr" => Value::String(lua.create_string(r.remote_addr)?),
-        b"remote_port" => Value::Integer(i64::from(r.remote_port)),
-        b"listener" => Value::String(lua.create_string(r.listener)?),
-        other => {
-            let msg = format!(
-                "req has no field '{}' (fields: method, path, raw_path, query, uri, version, \
-                 host, scheme, remote_addr, remote_port, listener, headers, arg)",
-                String::from_utf8_lossy(other)
-            );
-            return Ok((Value::Nil, Some(msg)));
-        }
-    };
-    Ok((v, None))
-}
-
-/// `req.headers[key]`: case-insensitive, repeated headers joined with ", ".
-fn header(lua: &Lua, r: &RouteRequest<'_>, key: &[u8]) -> mlua::Result<Value> {
-    let mut found = r
-        .req
-        .headers()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(key))
-        .map(|(_, v)| v);
-    let Some(first) = found.next() else {
-        return Ok(Value::Nil);
-    };
-    let Some(second) = found.next() else {
-        return lua.create_string(first).map(Value::String);
-    };
-    let mut joined = [first, b", ", second].concat();
-    for v in found {
-        joined.extend_from_slice(b", ");
-        joined.extend_from_slice(v);
-    }
-    lua.create_string(joined).map(Value::String)
+/// The error for `req.<key>` when there is no such field.
+pub(super) fn unknown_field(key: &[u8]) -> String {
+    format!(
+        "req has no field '{}' (fields: method, path, raw_path, query, uri, version, host, \
+         scheme, remote_addr, remote_port, listener, headers, arg)",
+        String::from_utf8_lossy(key)
+    )
 }

@@ -62,6 +62,7 @@ pub fn prepare_sandbox(lua: &Lua) -> mlua::Result<()> {
     let meter: pattern::Meter = Rc::new(move |n| b.charge(n));
     let metered = lua.create_table()?;
     pattern::install(lua, &metered, meter)?;
+    super::pattern_fast::install(lua, &metered, budget.clone())?;
     let charge = lua.create_function(move |_, n: Value| {
         let n = match n {
             Value::Integer(i) => u64::try_from(i).unwrap_or(0),

@@ -121,8 +121,7 @@ impl UserData for Dicts {
 impl UserData for Dict {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
         m.add_method("get", |lua, d, key: Value| {
-            let key = key_of(&key)?;
-            match d.zone.get(&key) {
+            match with_key(&key, |k| d.zone.get(k))? {
                 Ok(Some((v, ttl))) => Ok((to_lua(lua, v)?, ttl.map_or(Value::Nil, Value::Number))),
                 Ok(None) => Ok((Value::Nil, Value::Nil)),
                 Err(e) => Ok((Value::Nil, Value::String(lua.create_string(e.message())?))),
@@ -153,14 +152,13 @@ impl UserData for Dict {
         m.add_method(
             "incr",
             |lua, d, (key, step, init, ttl): (Value, Value, Value, Option<f64>)| {
-                let key = key_of(&key)?;
                 let step = num_of(&step, "incr: step")?;
                 let init = if init.is_nil() {
                     None
                 } else {
                     Some(num_of(&init, "incr: initial value")?)
                 };
-                match d.zone.incr(&key, &step, init.as_ref(), ttl) {
+                match with_key(&key, |k| d.zone.incr(k, &step, init.as_ref(), ttl))? {
                     Ok((v, s)) => Ok((to_lua(lua, v)?, Value::Boolean(s.evicted))),
                     Err(e) => fail(lua, e),
                 }
@@ -229,6 +227,14 @@ fn fail(lua: &Lua, e: OpError) -> mlua::Result<(Value, Value)> {
 
 fn op_err(e: OpError) -> mlua::Error {
     mlua::Error::runtime(format!("shared dict: {}", e.message()))
+}
+
+/// Runs `f` on the key `v` without copying a string key (the per-request `incr` and `get`).
+fn with_key<R>(v: &Value, f: impl FnOnce(&[u8]) -> R) -> mlua::Result<R> {
+    match v {
+        Value::String(s) => Ok(f(&s.as_bytes())),
+        other => Ok(f(&key_of(other)?)),
+    }
 }
 
 /// A key: a string, or a number (as its decimal text, like Lua's tostring).

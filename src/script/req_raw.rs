@@ -1,0 +1,324 @@
+//! The `__index` of `req` and `req.headers`, and `req:arg(name)`, as raw Lua C functions.
+//!
+//! Every route reads a few fields per request, and an mlua callback costs far more than the
+//! field itself (argument and result conversion, a protected frame, error boxing), as did a
+//! per-call cache in Lua that had to be emptied at each call. As raw C `__index` functions a
+//! read is one metamethod call, one comparison and one string push, and nothing is kept
+//! between calls. Each function carries the router's [`Current`] in a userdata upvalue that
+//! holds a strong count on it (its `__gc` gives it back), so the pointer stays valid for as
+//! long as Lua can call the function.
+//!
+//! Lua errors are `longjmp`s: nothing with a destructor may be alive in these frames while a
+//! Lua API function that can raise (a string push meeting the memory limit) runs. Owned
+//! buffers are therefore held in `ManuallyDrop` across the push and freed after it; only an
+//! out-of-memory error, which ends the call anyway, leaks that one buffer.
+
+use std::ffi::{c_char, c_int};
+use std::mem::ManuallyDrop;
+use std::rc::Rc;
+
+use mlua::{ffi, Function, Lua};
+
+use super::req::Current;
+use super::{args, RouteRequest};
+
+/// Which accessor [`function`] makes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Accessor {
+    /// `__index(req, key)` → the field's value; a key that is no field is looked up in the
+    /// `extra` table (`headers`, `arg`, `body`, `form`); neither is an error.
+    Field,
+    /// `__index(headers, name)` → the header's value (repeated ones joined with ", ") or nil.
+    Header,
+    /// `arg(req, name)` → the query argument's decoded value or nil.
+    Arg,
+}
+
+/// Makes the accessor `which` over `cur`; `extra` is the table of [`Accessor::Field`]'s
+/// non-field keys (unused by the others).
+pub(super) fn function(
+    lua: &Lua,
+    cur: &Rc<Current>,
+    which: Accessor,
+    extra: &mlua::Table,
+) -> mlua::Result<Function> {
+    let f: ffi::lua_CFunction = match which {
+        Accessor::Field => field_fn,
+        Accessor::Header => header_fn,
+        Accessor::Arg => arg_fn,
+    };
+    closure(lua, cur.clone(), f, extra)
+}
+
+/// A C closure of `f` with two upvalues: a userdata holding a strong count on `rc` (given back
+/// by its `__gc`; read it with [`upvalue`]) and `second`.
+pub(super) fn closure<T: 'static>(
+    lua: &Lua,
+    rc: Rc<T>,
+    f: ffi::lua_CFunction,
+    second: impl mlua::IntoLua,
+) -> mlua::Result<Function> {
+    let raw = Rc::into_raw(rc);
+    // SAFETY: runs in mlua's protected call on the main state (an allocation error unwinds
+    // to it; then `raw` keeps its count and leaks, harmlessly). The userdata is exactly one
+    // pointer, written before anything else can see it; its metatable's `__gc` is `gc_fn`,
+    // which takes the count back. Stack: +1 userdata, +1 table, ±0 setfield, -1 setmetatable,
+    // then the closure takes it and `second` (the argument mlua pushed first): one value
+    // left, the function.
+    unsafe {
+        lua.exec_raw::<Function>(second, |l| {
+            let p =
+                ffi::lua_newuserdatauv(l, std::mem::size_of::<*const T>(), 0).cast::<*const T>();
+            p.write(raw);
+            ffi::lua_createtable(l, 0, 1);
+            ffi::lua_pushcfunction(l, gc_fn::<T>);
+            ffi::lua_setfield(l, -2, c"__gc".as_ptr());
+            ffi::lua_setmetatable(l, -2);
+            ffi::lua_rotate(l, -2, 1);
+            ffi::lua_pushcclosure(l, f, 2);
+        })
+    }
+}
+
+/// `__gc` of the upvalue: gives back the strong count taken by [`closure`].
+unsafe extern "C-unwind" fn gc_fn<T>(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: Lua calls `__gc` with the userdata made by `closure::<T>` (its metatable is not
+    // reachable from Lua code), which holds a pointer from `Rc::into_raw`, or null once taken.
+    unsafe {
+        let p = ffi::lua_touserdata(l, 1).cast::<*const T>();
+        if !p.is_null() && !(*p).is_null() {
+            drop(Rc::from_raw(*p));
+            *p = std::ptr::null();
+        }
+    }
+    0
+}
+
+/// The `Rc` target held by upvalue 1 of a [`closure`] (None if it was already collected).
+///
+/// # Safety
+/// `l` is running a C function made by [`closure::<T>`], and the reference is not used after
+/// it returns.
+pub(super) unsafe fn upvalue<'a, T>(l: *mut ffi::lua_State) -> Option<&'a T> {
+    // SAFETY: upvalue 1 is the userdata of `closure`, whose pointer holds a strong count
+    // until its `__gc`, which cannot run while the closure, which references it, runs.
+    unsafe {
+        let p = ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)).cast::<*const T>();
+        if p.is_null() || (*p).is_null() {
+            return None;
+        }
+        Some(&**p)
+    }
+}
+
+/// The request of the call in progress, through the function's upvalue; None outside a call.
+///
+/// # Safety
+/// `l` is running a C function made by [`function`].
+unsafe fn with_request<R>(
+    l: *mut ffi::lua_State,
+    f: impl FnOnce(&RouteRequest<'_>) -> R,
+) -> Option<R> {
+    // SAFETY: per this function's contract, `l` runs a closure over a `Current`.
+    let cur = unsafe { upvalue::<Current>(l) }?;
+    cur.with_raw(f)
+}
+
+/// Raises "req is only available during a route call".
+///
+/// # Safety
+/// `l` is running a C function; nothing with a destructor is alive in the caller's frame.
+unsafe fn outside(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: per the contract; the message is static.
+    unsafe {
+        push(l, b"req is only available during a route call");
+        ffi::lua_error(l)
+    }
+}
+
+/// Pushes `s` as a Lua string (may raise a memory error).
+///
+/// # Safety
+/// `l` is a running state with a free stack slot (a C function has LUA_MINSTACK).
+unsafe fn push(l: *mut ffi::lua_State, s: &[u8]) {
+    // SAFETY: per the contract; Lua copies the bytes.
+    unsafe {
+        ffi::lua_pushlstring(l, s.as_ptr().cast::<c_char>(), s.len());
+    }
+}
+
+/// Pushes an owned buffer, freed after the push (see the module doc).
+///
+/// # Safety
+/// As [`push`].
+unsafe fn push_owned(l: *mut ffi::lua_State, v: Vec<u8>) {
+    let v = ManuallyDrop::new(v);
+    // SAFETY: per the contract.
+    unsafe { push(l, &v) };
+    drop(ManuallyDrop::into_inner(v));
+}
+
+/// Argument 2 as bytes when it is a string (numbers converted only with `coerce`), else None.
+///
+/// # Safety
+/// `l` is running a C function.
+unsafe fn string_arg<'a>(l: *mut ffi::lua_State, coerce: bool) -> Option<&'a [u8]> {
+    // SAFETY: argument 2 stays on the stack (so its bytes stay alive) until the function
+    // returns, and the slice is used only before that.
+    unsafe {
+        let t = ffi::lua_type(l, 2);
+        if t != ffi::LUA_TSTRING && !(coerce && t == ffi::LUA_TNUMBER) {
+            return None;
+        }
+        let mut len = 0usize;
+        let p = ffi::lua_tolstring(l, 2, &mut len);
+        if p.is_null() {
+            return None;
+        }
+        Some(std::slice::from_raw_parts(p.cast::<u8>(), len))
+    }
+}
+
+/// A field's value, or which kind it is.
+enum Field<'r> {
+    Str(&'r [u8]),
+    Int(i64),
+    Nil,
+    Unknown,
+}
+
+fn field<'r>(r: &'r RouteRequest<'_>, key: &[u8]) -> Field<'r> {
+    let q = r.req;
+    let opt = |s: Option<&'r String>| s.map_or(Field::Nil, |s| Field::Str(s.as_bytes()));
+    match key {
+        b"path" => Field::Str(q.path.as_bytes()),
+        b"method" => Field::Str(q.method.as_str().as_bytes()),
+        b"host" => opt(q.host.as_ref()),
+        b"query" => opt(q.query.as_ref()),
+        b"raw_path" => Field::Str(q.raw_path.as_bytes()),
+        b"uri" => Field::Str(q.target.as_bytes()),
+        b"version" => Field::Str(q.version.as_str().as_bytes()),
+        b"scheme" => Field::Str(r.scheme.as_bytes()),
+        b"remote_addr" => Field::Str(r.remote_addr.as_bytes()),
+        b"remote_port" => Field::Int(i64::from(r.remote_port)),
+        b"listener" => Field::Str(r.listener.as_bytes()),
+        _ => Field::Unknown,
+    }
+}
+
+unsafe extern "C-unwind" fn field_fn(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: called by Lua as a C function made by `function` (a metamethod: the table, the
+    // key); every push has a free slot (at most three values, LUA_MINSTACK is 20), and
+    // nothing with a destructor is alive when one raises (`with_request`'s closure only
+    // pushes borrowed bytes; the message is pushed by `push_owned`).
+    unsafe {
+        let key = string_arg(l, false);
+        let pushed = key.and_then(|key| {
+            with_request(l, |r| match field(r, key) {
+                Field::Str(s) => {
+                    push(l, s);
+                    true
+                }
+                Field::Int(n) => {
+                    ffi::lua_pushinteger(l, n);
+                    true
+                }
+                Field::Nil => {
+                    ffi::lua_pushnil(l);
+                    true
+                }
+                Field::Unknown => false,
+            })
+        });
+        match pushed {
+            Some(true) => return 1,
+            // A key that is no field: `headers`, `arg`, ... (usable outside a call too).
+            Some(false) | None => {
+                ffi::lua_pushvalue(l, 2);
+                if ffi::lua_rawget(l, ffi::lua_upvalueindex(2)) != ffi::LUA_TNIL || key.is_none() {
+                    return 1;
+                }
+                ffi::lua_pop(l, 1);
+            }
+        }
+        if pushed.is_none() {
+            return outside(l);
+        }
+        ffi::luaL_where(l, 1);
+        push_owned(
+            l,
+            super::req::unknown_field(key.unwrap_or_default()).into_bytes(),
+        );
+        ffi::lua_concat(l, 2);
+        ffi::lua_error(l)
+    }
+}
+
+/// `req.headers[key]`, before it becomes a Lua string.
+enum Header<'r> {
+    Absent,
+    One(&'r [u8]),
+    /// Repeated headers, joined with ", ".
+    Joined(Vec<u8>),
+}
+
+/// `req.headers[key]`: case-insensitive, repeated headers joined with ", ".
+fn header<'r>(r: &'r RouteRequest<'_>, key: &[u8]) -> Header<'r> {
+    let mut found = r
+        .req
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v);
+    let Some(first) = found.next() else {
+        return Header::Absent;
+    };
+    let Some(second) = found.next() else {
+        return Header::One(first);
+    };
+    let mut joined = [first, b", ", second].concat();
+    for v in found {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(v);
+    }
+    Header::Joined(joined)
+}
+
+unsafe extern "C-unwind" fn header_fn(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as `field_fn`; a joined value is pushed through `push_owned`, a single one from
+    // the request head, which the closure borrows.
+    unsafe {
+        let Some(key) = string_arg(l, false) else {
+            ffi::lua_pushnil(l);
+            return 1;
+        };
+        let pushed = with_request(l, |r| match header(r, key) {
+            Header::Absent => ffi::lua_pushnil(l),
+            Header::One(v) => push(l, v),
+            Header::Joined(v) => push_owned(l, v),
+        });
+        match pushed {
+            Some(()) => 1,
+            None => outside(l),
+        }
+    }
+}
+
+unsafe extern "C-unwind" fn arg_fn(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as `field_fn`; a decoded value is pushed through `push_owned`.
+    unsafe {
+        let Some(name) = string_arg(l, true) else {
+            push(l, b"req:arg(name): name must be a string");
+            ffi::lua_error(l)
+        };
+        let pushed = with_request(l, |r| {
+            match r.req.query.as_deref().and_then(|q| args::arg(q, name)) {
+                Some(v) => push_owned(l, v),
+                None => ffi::lua_pushnil(l),
+            }
+        });
+        match pushed {
+            Some(()) => 1,
+            None => outside(l),
+        }
+    }
+}
