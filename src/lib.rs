@@ -26,6 +26,10 @@ pub mod shared;
 pub mod sockets;
 pub mod static_files;
 pub mod status_page;
+#[cfg(feature = "tls")]
+pub mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls/absent.rs"]
 pub mod tls;
 pub mod transport;
 pub mod watcher;

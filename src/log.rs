@@ -188,14 +188,28 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ErrorLogWriter {
 /// Installs the tracing subscriber that writes to the error log. `RUST_LOG` overrides the
 /// default level (info). Called once, before any fork, and never spawns a thread.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(ErrorLogWriter)
         .with_ansi(false)
-        .with_target(false)
+        .with_target(false);
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(filter)
         .try_init();
+}
+
+/// The filter `RUST_LOG` asks for: comma-separated `level` and `target=level` directives
+/// (`debug`, `luahttpd::worker=trace,info`); unset, empty or unreadable means `info`.
+pub fn log_filter(spec: Option<&str>) -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let info = || Targets::new().with_default(LevelFilter::INFO);
+    match spec.map(str::trim) {
+        None | Some("") => info(),
+        Some(s) => s.parse().unwrap_or_else(|_| info()),
+    }
 }
 
 /// A worker's access log: lines are buffered and written in batches.
@@ -285,6 +299,29 @@ mod tests {
         let mut out = Vec::new();
         push_escaped(&mut out, b"a\"b\\c\n\xff");
         assert_eq!(out, b"a\\\"b\\\\c\\x0a\\xff");
+    }
+
+    #[test]
+    fn rust_log_takes_levels_and_targets() {
+        use tracing_subscriber::filter::LevelFilter;
+        assert_eq!(log_filter(None).default_level(), Some(LevelFilter::INFO));
+        assert_eq!(
+            log_filter(Some("")).default_level(),
+            Some(LevelFilter::INFO)
+        );
+        assert_eq!(
+            log_filter(Some("debug")).default_level(),
+            Some(LevelFilter::DEBUG)
+        );
+        let t = log_filter(Some("luahttpd::worker=trace,warn"));
+        assert_eq!(t.default_level(), Some(LevelFilter::WARN));
+        assert!(t.would_enable("luahttpd::worker::conn", &tracing::Level::TRACE));
+        assert!(!t.would_enable("luahttpd::watcher", &tracing::Level::INFO));
+        // Garbage is not a silent "off": the default level stays.
+        assert_eq!(
+            log_filter(Some("=no=")).default_level(),
+            Some(LevelFilter::INFO)
+        );
     }
 
     #[test]

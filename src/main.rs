@@ -85,12 +85,19 @@ fn main() -> ExitCode {
             } else {
                 " (no line editor)"
             };
-            let provider = if cfg!(feature = "ring") {
-                "ring"
+            let tls = if cfg!(feature = "ring") {
+                "tls (rustls, ring)"
+            } else if cfg!(feature = "aws-lc-rs") {
+                "tls (rustls, aws-lc-rs)"
             } else {
-                "aws-lc-rs"
+                "no tls"
             };
-            println!("features: lua 5.4 (vendored), epoll, signalfd, sendfile, fastcgi, cgi, reverse proxy (http/1.1 upstreams), tls (rustls, {provider}), admin repl{editor}, privileges (user/group/chroot), status page, PROXY protocol");
+            let codings = if cfg!(feature = "zstd") {
+                "zstd, gzip"
+            } else {
+                "gzip"
+            };
+            println!("features: lua 5.4 (vendored), epoll, signalfd, sendfile, fastcgi, cgi, reverse proxy (http/1.1 upstreams), {tls}, compression ({codings}), admin repl{editor}, privileges (user/group/chroot), status page, PROXY protocol");
             println!(
                 "profile: {}",
                 if cfg!(debug_assertions) {

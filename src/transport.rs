@@ -14,6 +14,9 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+// Without the `tls` feature the TLS variant holds an uninhabited stand-in (tls/absent.rs).
+#[cfg(not(feature = "tls"))]
+use crate::tls as rustls;
 
 /// A connected, non-blocking byte stream.
 #[derive(Debug)]

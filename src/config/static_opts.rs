@@ -88,7 +88,11 @@ pub const DEFAULT_TYPES: &[&str] = &[
 impl Default for Compress {
     fn default() -> Self {
         Compress {
-            encodings: vec![Coding::Zstd, Coding::Gzip],
+            encodings: if cfg!(feature = "zstd") {
+                vec![Coding::Zstd, Coding::Gzip]
+            } else {
+                vec![Coding::Gzip]
+            },
             types: DEFAULT_TYPES.iter().map(|s| s.to_string()).collect(),
             min_size: 256,
             max_size: 1024 * 1024,

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use super::*;
 
+#[path = "no_feature_tests.rs"]
+mod no_feature_tests;
+#[cfg(feature = "tls")]
 #[path = "tls_tests.rs"]
 mod tls_tests;
 

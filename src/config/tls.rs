@@ -14,6 +14,8 @@ use mlua::Value;
 use super::super::ListenAddr;
 use super::listen;
 use super::{addresses, boolean, got, path_value, record, string, string_list, Report};
+#[cfg(not(feature = "tls"))]
+use crate::tls as rustls;
 use crate::tls::{server, suites, Certificate, MinVersion};
 
 /// Keys of `server { tls = {...} }`.
@@ -264,6 +266,9 @@ fn entry_kind(r: &mut Report, e: &mlua::Table) -> Option<(Value, ListenKind)> {
         (false, true) => ListenKind::RedirectToHttps,
         (false, false) => ListenKind::Plain,
     };
+    if kind == ListenKind::Tls && !cfg!(feature = "tls") {
+        r.at(&["listen", "tls"], "this build has no TLS (feature `tls`)");
+    }
     Some((addr, kind))
 }
 
@@ -280,6 +285,13 @@ pub(super) fn settings(
     };
     let any_tls = t.listen.contains(&ListenKind::Tls);
     let any_redirect = t.listen.contains(&ListenKind::RedirectToHttps);
+    if !cfg!(feature = "tls") {
+        // The listen entries said so already; `tls = {...}` alone is refused here.
+        if v.is_some() {
+            r.at(&["tls"], "this build has no TLS (feature `tls`)");
+        }
+        return t;
+    }
     let Some(v) = v else {
         if any_tls {
             r.at(

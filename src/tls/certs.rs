@@ -138,7 +138,8 @@ pub fn load(
     let Some(leaf) = chain.first() else {
         return Err(CertError::NoCertificate(cert.into()));
     };
-    let info = describe(leaf).map_err(|e| CertError::BadCertificate(cert.into(), e))?;
+    let info = super::der::facts(leaf.as_ref())
+        .map_err(|e| CertError::BadCertificate(cert.into(), e.to_string()))?;
     let der = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| CertError::BadKey(key.into(), e.to_string()))?;
     let signing = provider
@@ -176,39 +177,6 @@ pub fn load(
         issuer: info.issuer,
         not_after: info.not_after,
         key: Arc::new(certified),
-    })
-}
-
-/// What a leaf certificate says about itself.
-struct Info {
-    dns_names: Vec<String>,
-    issuer: String,
-    not_after: i64,
-}
-
-fn describe(der: &CertificateDer<'_>) -> Result<Info, String> {
-    use x509_parser::extensions::GeneralName;
-    let (_, x) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| e.to_string())?;
-    let mut dns_names = Vec::new();
-    if let Ok(Some(san)) = x.subject_alternative_name() {
-        for g in &san.value.general_names {
-            if let GeneralName::DNSName(d) = g {
-                dns_names.push(d.to_ascii_lowercase());
-            }
-        }
-    }
-    if dns_names.is_empty() {
-        // Old certificates name their host only in the subject's CN.
-        for cn in x.subject().iter_common_name() {
-            if let Ok(s) = cn.as_str() {
-                dns_names.push(s.to_ascii_lowercase());
-            }
-        }
-    }
-    Ok(Info {
-        dns_names,
-        issuer: x.issuer().to_string(),
-        not_after: x.validity().not_after.timestamp(),
     })
 }
 

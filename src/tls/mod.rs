@@ -3,6 +3,7 @@
 //! config or the worker; they call in.
 
 pub mod certs;
+pub mod der;
 pub mod ktls;
 pub mod resolver;
 pub mod server;

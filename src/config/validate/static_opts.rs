@@ -82,6 +82,11 @@ fn compress(r: &mut Report, v: &Value) -> Option<Compress> {
                              precompressed = true)"
                         ),
                     ),
+                    Some(Coding::Zstd) if !cfg!(feature = "zstd") => r.at_value(
+                        &path,
+                        s,
+                        "compress.encodings: this build has no zstd (feature `zstd`)",
+                    ),
                     Some(c) if out.contains(&c) => {
                         r.at_value(&path, s, format!("compress.encodings: '{s}' given twice"))
                     }
