@@ -9,6 +9,7 @@
 //!   connect_timeout = 2, read_timeout = 60, send_timeout = 60,
 //!   health = { path = "/healthz", interval = 5, fails = 3, passes = 2 },
 //!   prefix = "/app/",
+//!   via = true,                       -- optional: `Via: 1.1 luahttpd` both ways
 //! }
 //! ```
 
@@ -19,7 +20,7 @@ use mlua::Value;
 
 use super::listen;
 use super::site::Site;
-use super::validate::{got, has_control, integer, name, record, seconds, string, Report};
+use super::validate::{boolean, got, has_control, integer, name, record, seconds, string, Report};
 use super::{ConfigError, ListenAddr};
 
 /// Keys of `upstream "name" {...}`.
@@ -33,6 +34,7 @@ pub(super) const UPSTREAM_KEYS: &[&str] = &[
     "send_timeout",
     "health",
     "prefix",
+    "via",
 ];
 /// Keys of `health = {...}`.
 const HEALTH_KEYS: &[&str] = &["path", "interval", "fails", "passes"];
@@ -106,6 +108,8 @@ pub struct UpstreamDef {
     pub health: Option<Health>,
     /// URL prefix proxied here without a route decision (`prefix`).
     pub prefix: Option<String>,
+    /// Whether `Via` is added to the request and the response (RFC 9110 §7.6.3).
+    pub via: bool,
 }
 
 impl UpstreamDef {
@@ -133,6 +137,7 @@ pub(super) fn upstream(
         send_timeout: Duration::from_secs(60),
         health: None,
         prefix: None,
+        via: false,
     };
     let mut rep = Report {
         site,
@@ -214,6 +219,11 @@ pub(super) fn upstream(
             } else {
                 def.prefix = Some(p);
             }
+        }
+    }
+    if let Some(v) = f.get("via") {
+        if let Some(b) = boolean(r, &["via"], v) {
+            def.via = b;
         }
     }
     (def, rep.finish())
@@ -515,6 +525,9 @@ pub(super) fn print(o: &mut String, def: &UpstreamDef) {
     }
     if let Some(p) = &def.prefix {
         let _ = writeln!(o, "  prefix = {},", q(p));
+    }
+    if def.via {
+        o.push_str("  via = true,\n");
     }
     o.push_str("}\n");
 }

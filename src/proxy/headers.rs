@@ -2,8 +2,6 @@
 //! hop-by-hop fields removed both ways (RFC 9110 §7.6.1, with those `Connection` names), the
 //! forwarding fields set, the framing fields written by the proxy itself.
 
-use std::io::Write;
-
 use super::response::ResponseHead;
 use crate::http::request::{BodyFraming, Request};
 
@@ -35,6 +33,24 @@ pub struct Forward<'a> {
     pub default_host: &'a str,
     /// Whether the upstream connection is to be kept for another request.
     pub keep_upstream: bool,
+    /// Whether `Via` gets this proxy's entry (the upstream's `via = true`).
+    pub via: bool,
+}
+
+/// This proxy's pseudonym in `Via` entries (RFC 9110 §7.6.3).
+pub const VIA_NAME: &str = "luahttpd";
+
+/// Appends a `Via` line naming this proxy for a message received as HTTP/1.`minor`: after
+/// the message's own Via lines, so the list keeps its order (one list across lines, RFC 9110
+/// §5.3).
+pub fn put_via(buf: &mut Vec<u8>, minor: u8) {
+    buf.extend_from_slice(if minor == 0 {
+        b"Via: 1.0 "
+    } else {
+        b"Via: 1.1 "
+    });
+    buf.extend_from_slice(VIA_NAME.as_bytes());
+    buf.extend_from_slice(b"\r\n");
 }
 
 /// Whether the request asks for a protocol upgrade (`Connection: upgrade` and `Upgrade`).
@@ -68,16 +84,20 @@ fn is_hop_by_hop(name: &[u8], listed: &[&[u8]]) -> bool {
         || listed.iter().any(|l| name.eq_ignore_ascii_case(l))
 }
 
-/// Appends the upstream request head for `req` to `buf`.
+/// Appends the upstream request head for `req` to `buf`. Written with plain appends (no
+/// formatting machinery, no allocation of its own beyond `buf`): it runs once per request.
 pub fn write_request(buf: &mut Vec<u8>, req: &Request, f: &Forward<'_>) {
     let target: &str = if req.is_asterisk_form() {
         "*"
     } else {
         f.path.unwrap_or(&req.raw_path)
     };
-    let _ = write!(buf, "{} {target}", req.method.as_str());
+    buf.extend_from_slice(req.method.as_str().as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(target.as_bytes());
     if let (Some(q), false) = (&req.query, req.is_asterisk_form()) {
-        let _ = write!(buf, "?{q}");
+        buf.push(b'?');
+        buf.extend_from_slice(q.as_bytes());
     }
     buf.extend_from_slice(b" HTTP/1.1\r\n");
     let client_host = req.header("host").filter(|h| !h.is_empty());
@@ -93,8 +113,8 @@ pub fn write_request(buf: &mut Vec<u8>, req: &Request, f: &Forward<'_>) {
             .iter()
             .any(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes()))
     };
-    let mut xff: Option<Vec<u8>> = None;
-    let mut forwarded: Option<Vec<u8>> = None;
+    let mut has_xff = false;
+    let mut has_forwarded = false;
     for (name, value) in req.headers() {
         if is_hop_by_hop(name, &listed)
             || name.eq_ignore_ascii_case(b"host")
@@ -105,52 +125,59 @@ pub fn write_request(buf: &mut Vec<u8>, req: &Request, f: &Forward<'_>) {
         {
             continue;
         }
-        // Several lines of a list field are one list (RFC 9110 §5.3): appended in order.
-        let list = if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-            &mut xff
+        // Several lines of a list field are one list (RFC 9110 §5.3): appended in order,
+        // below.
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            has_xff = true;
         } else if name.eq_ignore_ascii_case(b"forwarded") {
-            &mut forwarded
+            has_forwarded = true;
         } else {
             put(buf, name, value);
-            continue;
-        };
-        let l = list.get_or_insert_with(Vec::new);
-        if !l.is_empty() {
-            l.extend_from_slice(b", ");
         }
-        l.extend_from_slice(value);
     }
     for (name, value) in f.headers {
         put(buf, name.as_bytes(), value.as_bytes());
     }
-    let mut x = xff.unwrap_or_default();
-    if !x.is_empty() {
-        x.extend_from_slice(b", ");
+    buf.extend_from_slice(b"X-Forwarded-For: ");
+    if has_xff {
+        push_list(buf, req, b"x-forwarded-for");
     }
-    x.extend_from_slice(f.client_ip.as_bytes());
-    put(buf, b"X-Forwarded-For", &x);
+    buf.extend_from_slice(f.client_ip.as_bytes());
+    buf.extend_from_slice(b"\r\n");
     put(buf, b"X-Forwarded-Proto", f.proto.as_bytes());
     put(buf, b"X-Forwarded-Host", client_host.unwrap_or(host));
-    let mut fw = forwarded.unwrap_or_default();
-    if !fw.is_empty() {
-        fw.extend_from_slice(b", ");
+    buf.extend_from_slice(b"Forwarded: ");
+    if has_forwarded {
+        push_list(buf, req, b"forwarded");
     }
-    let node = if f.client_ip.contains(':') {
-        format!("\"[{}]\"", f.client_ip)
+    buf.extend_from_slice(b"for=");
+    if f.client_ip.contains(':') {
+        buf.extend_from_slice(b"\"[");
+        buf.extend_from_slice(f.client_ip.as_bytes());
+        buf.extend_from_slice(b"]\"");
     } else {
-        f.client_ip.to_string()
-    };
-    let _ = write!(fw, "for={node};proto={}", f.proto);
-    if let Some(h) = client_host.filter(|h| h.iter().all(|&b| b.is_ascii_graphic() && b != b'"')) {
-        fw.extend_from_slice(b";host=\"");
-        fw.extend_from_slice(h);
-        fw.push(b'"');
+        buf.extend_from_slice(f.client_ip.as_bytes());
     }
-    put(buf, b"Forwarded", &fw);
+    buf.extend_from_slice(b";proto=");
+    buf.extend_from_slice(f.proto.as_bytes());
+    if let Some(h) = client_host.filter(|h| h.iter().all(|&b| b.is_ascii_graphic() && b != b'"')) {
+        buf.extend_from_slice(b";host=\"");
+        buf.extend_from_slice(h);
+        buf.push(b'"');
+    }
+    buf.extend_from_slice(b"\r\n");
+    if f.via {
+        put_via(
+            buf,
+            u8::from(req.version != crate::http::request::Version::Http10),
+        );
+    }
     match req.body {
         BodyFraming::None => {}
         BodyFraming::Length(n) => {
-            let _ = write!(buf, "Content-Length: {n}\r\n");
+            buf.extend_from_slice(b"Content-Length: ");
+            push_decimal(buf, n);
+            buf.extend_from_slice(b"\r\n");
         }
         BodyFraming::Chunked => buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
     }
@@ -165,19 +192,46 @@ pub fn write_request(buf: &mut Vec<u8>, req: &Request, f: &Forward<'_>) {
     buf.extend_from_slice(b"\r\n");
 }
 
+/// Appends every value of the list field `name`, each followed by ", ".
+fn push_list(buf: &mut Vec<u8>, req: &Request, name: &[u8]) {
+    for v in values(req, name).filter(|v| !v.is_empty()) {
+        buf.extend_from_slice(v);
+        buf.extend_from_slice(b", ");
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
 /// The upstream's response fields to pass to the client, as lines ending in CRLF: without
 /// hop-by-hop fields, framing (the proxy frames the body itself), Date and Server (the
 /// proxy's own go out). For a 101 the `Upgrade` field passes, with `Connection: upgrade`.
 pub fn response_lines(head: &ResponseHead) -> Vec<u8> {
-    let listed = connection_tokens(
-        head.fields
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
-            .map(|(_, v)| v.as_slice()),
-    );
     let mut out = Vec::with_capacity(256);
-    for (name, value) in &head.fields {
-        let name = name.as_slice();
+    response_lines_into(&mut out, head);
+    out
+}
+
+/// As [`response_lines`], appended to `out` (a buffer the caller reuses).
+pub fn response_lines_into(out: &mut Vec<u8>, head: &ResponseHead) {
+    let listed = connection_tokens(
+        head.fields()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+            .map(|(_, v)| v),
+    );
+    for (name, value) in head.fields() {
         if is_hop_by_hop(name, &listed)
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"date")
@@ -185,15 +239,14 @@ pub fn response_lines(head: &ResponseHead) -> Vec<u8> {
         {
             continue;
         }
-        put(&mut out, name, value);
+        put(out, name, value);
     }
     if head.status == 101 {
         if let Some(u) = head.field("upgrade") {
-            put(&mut out, b"Upgrade", u);
+            put(out, b"Upgrade", u);
         }
         out.extend_from_slice(b"Connection: upgrade\r\n");
     }
-    out
 }
 
 fn put(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -229,6 +282,7 @@ mod tests {
             proto: "http",
             default_host: "127.0.0.1:8080",
             keep_upstream: true,
+            via: false,
         }
     }
 
@@ -310,6 +364,32 @@ Content-Length: 3\r\nAccept: */*\r\n\r\n";
             1,
             "{s}"
         );
+    }
+
+    #[test]
+    fn via_is_appended_after_the_clients_own() {
+        let raw = b"GET / HTTP/1.0\r\nHost: h\r\nVia: 1.1 edge\r\n\r\n";
+        let req = parse(raw, 8192).unwrap().unwrap();
+        let mut buf = Vec::new();
+        write_request(
+            &mut buf,
+            &req,
+            &Forward {
+                via: true,
+                ..fwd(&[])
+            },
+        );
+        let s = text(&buf);
+        let edge = s
+            .find("Via: 1.1 edge\r\n")
+            .expect("the client's Via passes");
+        let ours = s
+            .find("Via: 1.0 luahttpd\r\n")
+            .expect("ours, as received (1.0)");
+        assert!(edge < ours, "{s}");
+        let mut buf = Vec::new();
+        write_request(&mut buf, &req, &fwd(&[]));
+        assert!(!text(&buf).contains("luahttpd"), "off by default");
     }
 
     #[test]

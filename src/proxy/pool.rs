@@ -14,6 +14,8 @@ use crate::admin::scoreboard::{
 };
 use crate::config::{Balance, Config, HashKey, ListenAddr, UpstreamDef};
 use crate::transport::Stream;
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
 
 /// How long an address stays out after `fails` passive failures in a row.
 pub const PASSIVE_BACKOFF: Duration = Duration::from_secs(10);
@@ -56,6 +58,9 @@ impl AddrState {
 struct Idle {
     addr: usize,
     stream: Stream,
+    /// The poll token it is still registered with (kept by the proxy exchange, so reusing it
+    /// costs no epoll_ctl when the same client connection asks again); None: deregistered.
+    token: Option<Token>,
 }
 
 /// One upstream.
@@ -165,10 +170,11 @@ impl Upstreams {
     pub fn pick(&mut self, u: usize, now: Instant, tried: &[usize], key: &[u8]) -> Option<usize> {
         self.refresh(u);
         let up = self.list.get_mut(u)?;
-        let candidates: Vec<usize> = (0..up.addrs.len())
-            .filter(|i| !tried.contains(i) && up.addrs[*i].usable(now))
-            .collect();
-        if candidates.is_empty() {
+        // No list of candidates is built (this runs once per request): they are counted,
+        // then walked again.
+        let ok = |addrs: &[AddrState], i: usize| !tried.contains(&i) && addrs[i].usable(now);
+        let n = (0..up.addrs.len()).filter(|&i| ok(&up.addrs, i)).count();
+        if n == 0 {
             return (0..up.addrs.len())
                 .filter(|i| {
                     let a = &up.addrs[*i];
@@ -176,14 +182,26 @@ impl Upstreams {
                 })
                 .min_by_key(|i| up.addrs[*i].down_until);
         }
+        if n == 1 {
+            return (0..up.addrs.len()).find(|&i| ok(&up.addrs, i));
+        }
+        let candidates = |addrs: &[AddrState]| {
+            (0..addrs.len())
+                .filter(|&i| ok(addrs, i))
+                .collect::<Vec<usize>>()
+        };
         Some(match &up.def.balance {
-            Balance::RoundRobin => smooth_round_robin(&mut up.addrs, &candidates),
+            Balance::RoundRobin => {
+                let c = candidates(&up.addrs);
+                smooth_round_robin(&mut up.addrs, &c)
+            }
             Balance::LeastConn => {
+                let c = candidates(&up.addrs);
                 up.turn = up.turn.wrapping_add(1);
-                let n = candidates.len();
-                let mut best = candidates[up.turn % n];
+                let n = c.len();
+                let mut best = c[up.turn % n];
                 for k in 0..n {
-                    let i = candidates[(up.turn + k) % n];
+                    let i = c[(up.turn + k) % n];
                     let (a, b) = (&up.addrs[i], &up.addrs[best]);
                     // active/weight smaller, compared without division.
                     if u64::from(a.active) * u64::from(b.weight)
@@ -207,11 +225,11 @@ impl Upstreams {
                     }
                     point -= u64::from(a.weight);
                 }
-                let n = up.addrs.len();
-                (0..n)
-                    .map(|k| (start + k) % n)
-                    .find(|i| candidates.contains(i))
-                    .unwrap_or(candidates[0])
+                let len = up.addrs.len();
+                (0..len)
+                    .map(|k| (start + k) % len)
+                    .find(|&i| ok(&up.addrs, i))
+                    .unwrap_or(0)
             }
         })
     }
@@ -231,12 +249,17 @@ impl Upstreams {
     }
 
     /// A connection to address `a` of upstream `u`: a kept one that is still open, else a
-    /// new non-blocking connect.
+    /// new non-blocking connect. Its stream is registered with no poll (kept connections
+    /// still registered, see [`Upstreams::connect_registered`], are left to that).
     pub fn connect(&mut self, u: usize, a: usize) -> std::io::Result<Conn> {
         let Some(up) = self.list.get_mut(u) else {
             return Err(std::io::Error::other("no such upstream"));
         };
-        while let Some(pos) = up.idle.iter().rposition(|c| c.addr == a) {
+        while let Some(pos) = up
+            .idle
+            .iter()
+            .rposition(|c| c.addr == a && c.token.is_none())
+        {
             let idle = up.idle.remove(pos);
             if still_open(&idle.stream) {
                 return Ok(Conn {
@@ -245,12 +268,62 @@ impl Upstreams {
                 });
             }
         }
+        Ok(Conn {
+            stream: Self::dial(up, a)?,
+            reused: false,
+        })
+    }
+
+    fn dial(up: &Upstream, a: usize) -> std::io::Result<Stream> {
         let addr = up
             .addrs
             .get(a)
             .ok_or_else(|| std::io::Error::other("no such address"))?;
+        Stream::connect(&addr.addr)
+    }
+
+    /// As [`Upstreams::connect`], with the stream registered for events on `token`: a kept
+    /// connection last used with `token` costs no system call, one used with another token a
+    /// re-registration (a deregister and register otherwise). `peek` checks that a kept
+    /// connection is still open first (one `recv`); without it, the caller must be able to
+    /// send the request again on a fresh connection when the kept one turns out closed.
+    pub fn connect_registered(
+        &mut self,
+        u: usize,
+        a: usize,
+        registry: &Registry,
+        token: Token,
+        peek: bool,
+    ) -> std::io::Result<Conn> {
+        let Some(up) = self.list.get_mut(u) else {
+            return Err(std::io::Error::other("no such upstream"));
+        };
+        // This client connection's own kept connection first: it needs no re-registration.
+        while let Some(pos) = up
+            .idle
+            .iter()
+            .rposition(|c| c.addr == a && c.token == Some(token))
+            .or_else(|| up.idle.iter().rposition(|c| c.addr == a))
+        {
+            let mut idle = up.idle.remove(pos);
+            if peek && !still_open(&idle.stream) {
+                continue;
+            }
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            match idle.token {
+                Some(t) if t == token => {}
+                Some(_) => Source::reregister(&mut idle.stream, registry, token, interest)?,
+                None => idle.stream.register(registry, token)?,
+            }
+            return Ok(Conn {
+                stream: idle.stream,
+                reused: true,
+            });
+        }
+        let mut stream = Self::dial(up, a)?;
+        stream.register(registry, token)?;
         Ok(Conn {
-            stream: Stream::connect(&addr.addr)?,
+            stream,
             reused: false,
         })
     }
@@ -311,8 +384,20 @@ impl Upstreams {
     }
 
     /// Keeps an idle connection for the next request to address `a`, within `keepalive`
-    /// (the oldest goes when full).
+    /// (the oldest goes when full). The stream must be deregistered from the poll.
     pub fn release(&mut self, u: usize, a: usize, stream: Stream) {
+        self.keep(u, a, stream, None);
+    }
+
+    /// As [`Upstreams::release`] for a stream still registered with `token` (for
+    /// [`Upstreams::connect_registered`]). Until it is taken again its events, if any (the
+    /// upstream closing it), reach whoever holds `token` then, who must take them as hints
+    /// only: a read or write that would block, a connect still under way.
+    pub fn release_registered(&mut self, u: usize, a: usize, stream: Stream, token: Token) {
+        self.keep(u, a, stream, Some(token));
+    }
+
+    fn keep(&mut self, u: usize, a: usize, stream: Stream, token: Option<Token>) {
         let Some(up) = self.list.get_mut(u) else {
             return;
         };
@@ -322,7 +407,11 @@ impl Upstreams {
         if up.idle.len() >= up.def.keepalive {
             up.idle.remove(0);
         }
-        up.idle.push(Idle { addr: a, stream });
+        up.idle.push(Idle {
+            addr: a,
+            stream,
+            token,
+        });
     }
 
     /// Applies the shared state of address `a` (REPL drain, active health): a drained or

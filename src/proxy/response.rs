@@ -72,8 +72,11 @@ pub struct ResponseHead {
     pub minor: u8,
     /// The head's length in the input (up to and including the empty line).
     pub head_len: usize,
-    /// Every field, in order, as (name, value).
-    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Every field, in order: name and (trimmed) value as offsets into `raw` (two
+    /// allocations per head instead of two per field).
+    spans: Vec<[u32; 4]>,
+    /// The head's bytes.
+    raw: Vec<u8>,
     /// Body framing.
     pub framing: BodyFraming,
     /// The Content-Length value, even where the body is None (a HEAD answer passes it on).
@@ -90,10 +93,17 @@ impl ResponseHead {
 
     /// The value of the first field named `name` (ASCII case-insensitive).
     pub fn field(&self, name: &str) -> Option<&[u8]> {
-        self.fields
-            .iter()
+        self.fields()
             .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v.as_slice())
+            .map(|(_, v)| v)
+    }
+
+    /// Every field, in order, as (name, value).
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.spans.iter().map(|&[ns, ne, vs, ve]| {
+            let at = |a: u32, b: u32| self.raw.get(a as usize..b as usize).unwrap_or(&[]);
+            (at(ns, ne), at(vs, ve))
+        })
     }
 }
 
@@ -145,7 +155,9 @@ pub fn parse(
     if !(100..=599).contains(&status) {
         return Err(ResponseError::Status);
     }
-    let mut fields = Vec::with_capacity(resp.headers.len());
+    let mut spans = Vec::with_capacity(resp.headers.len());
+    // Where a slice of `buf` starts in it (httparse's fields and their trimmed values are).
+    let offset = |part: &[u8]| (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize) as u32;
     let mut length: Option<u64> = None;
     let mut te = false;
     let mut te_chunked_last = false;
@@ -187,7 +199,8 @@ pub fn parse(
                 keep_alive_token |= t.eq_ignore_ascii_case(b"keep-alive");
             }
         }
-        fields.push((name.to_vec(), value.to_vec()));
+        let (n, v) = (offset(name), offset(value));
+        spans.push([n, n + name.len() as u32, v, v + value.len() as u32]);
     }
     if te && !te_chunked_last {
         return Err(ResponseError::BadTransferEncoding);
@@ -210,7 +223,8 @@ pub fn parse(
         status,
         minor,
         head_len,
-        fields,
+        spans,
+        raw: buf[..head_len].to_vec(),
         framing,
         content_length: length,
         keep_alive,

@@ -232,7 +232,8 @@ impl Watcher {
             // FastCGI addresses, then the HTTP upstreams' (after them in the same layout).
             pool::proc_index(config)
                 .total()
-                .max(crate::proxy::pool::proc_index(config).end()),
+                .max(crate::proxy::pool::proc_index(config).end())
+                + upstream_view::UPSTREAM_SPARE_SLOTS,
         )
         .map_err(|e| format!("scoreboard: {e}"))?;
         let slots = (0..config.workers)

@@ -216,7 +216,7 @@ impl Watcher {
         let old_generation: Vec<WorkerSlot> = std::mem::take(&mut self.slots);
         self.old.extend(old_generation);
         let old_loaded = std::mem::replace(&mut self.loaded, loaded);
-        self.upstreams_reloaded(&old_loaded.config.upstreams);
+        self.upstreams_reloaded(&old_loaded.config);
         self.slots = free
             .into_iter()
             .map(|board_slot| WorkerSlot {
@@ -332,7 +332,7 @@ impl Watcher {
         }
         self.old.extend(failed);
         let tried = std::mem::replace(&mut self.loaded, p.old_loaded);
-        self.upstreams_reloaded(&tried.config.upstreams);
+        self.upstreams_reloaded(&tried.config);
         if p.backends_changed {
             self.backends.revert_reload();
         }

@@ -7,23 +7,48 @@ use crate::admin::scoreboard::{now_ms, PROXY_DRAINED, PROXY_UNHEALTHY};
 use crate::proxy::pool::{addr_text, proc_index};
 use serde_json::{json, Value};
 
+/// Scoreboard proc slots mapped beyond the start config's needs, so HTTP upstream addresses
+/// a reload adds have counters and flags too (64 bytes each).
+pub const UPSTREAM_SPARE_SLOTS: usize = 256;
+
 impl Watcher {
     /// After the config changed (a reload, or its revert): when the upstreams differ from
-    /// `before`, the health checks start over for the current ones and every upstream slot's
-    /// drained and unhealthy flags are cleared (an address's slot may now be another's).
-    pub(super) fn upstreams_reloaded(&mut self, before: &[crate::config::UpstreamDef]) {
-        let same = before.len() == self.config().upstreams.len()
+    /// `before`'s, the health checks start over for the current ones and every upstream
+    /// slot's drained and unhealthy flags are cleared; a slot that now stands for another
+    /// address than it did (one added, removed or moved) has its counters reset, so the
+    /// address starts from zero rather than with another's figures. The scoreboard keeps
+    /// [`UPSTREAM_SPARE_SLOTS`] spare slots for addresses a reload adds.
+    pub(super) fn upstreams_reloaded(&mut self, before: &crate::config::Config) {
+        let same = before.upstreams.len() == self.config().upstreams.len()
             && before
+                .upstreams
                 .iter()
                 .zip(&self.config().upstreams)
                 .all(|(a, b)| a.name == b.name && a.address == b.address && a.health == b.health);
         if same {
             return;
         }
+        let owners = |config: &crate::config::Config| {
+            let index = proc_index(config);
+            let mut at = std::collections::HashMap::new();
+            for (u, def) in config.upstreams.iter().enumerate() {
+                for (a, addr) in def.address.iter().enumerate() {
+                    if let Some(i) = index.index(u, a) {
+                        at.insert(i, (def.name.clone(), addr_text(&addr.addr)));
+                    }
+                }
+            }
+            at
+        };
+        let (old, new) = (owners(before), owners(self.config()));
         let base = crate::fastcgi::pool::proc_index(self.config()).end();
         for i in base..self.board.proc_capacity() {
             if let Some(p) = self.board.proc(i) {
-                p.set_flag(PROXY_DRAINED | PROXY_UNHEALTHY, false);
+                if new.contains_key(&i) && old.get(&i) != new.get(&i) {
+                    p.reset();
+                } else {
+                    p.set_flag(PROXY_DRAINED | PROXY_UNHEALTHY, false);
+                }
             }
         }
         self.health = super::health::Health::new(self.config(), std::time::Instant::now());

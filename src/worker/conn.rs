@@ -1495,7 +1495,15 @@ impl Conn {
             ctx.timers
                 .arm(&mut self.timer, Kind::READ, ctx.token, ctx.now);
         }
-        let (local, port) = self.stream.local();
+        // The listener's address costs a getsockname and two strings: only for a request
+        // without Host (the upstream's Host then) or a respond hook (`req.server_addr`).
+        let needs_local = req.header("host").is_none_or(|h| h.is_empty())
+            || ctx.router.as_deref().is_some_and(|r| r.has_respond_hook());
+        let (local, port) = if needs_local {
+            self.stream.local()
+        } else {
+            (String::new(), 0)
+        };
         // The real client (PROXY header or a trusted X-Forwarded-For) is who X-Forwarded-For
         // names next.
         let peer = real_peer::client(&self.real, &self.peer);

@@ -493,8 +493,17 @@ impl Exchange {
             if !w.writable {
                 return if progress { Step::Progress } else { Step::Idle };
             }
-            if let Err(e) = w.sock.connected() {
-                return self.connect_failed(e, env);
+            match w.sock.connected() {
+                Ok(()) => {}
+                // Readiness can be stale (a kept upstream connection's event, see
+                // proxy::pool::Upstreams::release_registered): still under way.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    if let Link::Connecting(w) = &mut self.link {
+                        w.writable = false;
+                    }
+                    return if progress { Step::Progress } else { Step::Idle };
+                }
+                Err(e) => return self.connect_failed(e, env),
             }
             if let Link::Connecting(w) = std::mem::replace(&mut self.link, Link::None) {
                 self.link = Link::Connected(w);

@@ -129,6 +129,12 @@ impl Out {
         self.body_sent.saturating_sub(self.framing)
     }
 
+    /// Counts body bytes the handler wrote to the client's stream itself (a proxy tunnel's
+    /// splice), so the access log and the scoreboard see them.
+    pub fn sent_beside(&mut self, n: u64) {
+        self.body_sent += n;
+    }
+
     /// Queues body bytes.
     pub fn push_body(&mut self, bytes: &[u8]) {
         self.compact();

@@ -119,6 +119,52 @@ struct Wire {
     writable: bool,
 }
 
+/// The addresses an exchange tried, without an allocation for the first few.
+#[derive(Default)]
+struct Tried {
+    inline: [usize; 4],
+    len: usize,
+    more: Vec<usize>,
+}
+
+impl Tried {
+    fn as_slice(&self) -> &[usize] {
+        if self.more.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.more
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
+    fn push(&mut self, a: usize) {
+        if self.more.is_empty() && self.len < self.inline.len() {
+            self.inline[self.len] = a;
+            self.len += 1;
+        } else {
+            if self.more.is_empty() {
+                self.more.extend_from_slice(&self.inline[..self.len]);
+            }
+            self.more.push(a);
+        }
+    }
+
+    fn pop(&mut self) {
+        if self.more.is_empty() {
+            self.len = self.len.saturating_sub(1);
+        } else {
+            self.more.pop();
+            if self.more.is_empty() {
+                // Every address tried went back: start over inline.
+                self.len = 0;
+            }
+        }
+    }
+}
+
 /// How the upstream frames the response body.
 enum UpBody {
     None,
@@ -152,10 +198,11 @@ pub struct ProxyExchange {
     req: Request,
     upstream: usize,
     kinds: Kinds,
-    /// The request head, kept to resend on a retry.
+    /// The request head until the first attempt moves it into `to_up` (where a retry finds
+    /// it again: see `start`).
     head: Vec<u8>,
     hash_key: Vec<u8>,
-    tried: Vec<usize>,
+    tried: Tried,
     stale_retry_used: bool,
     link: Link,
     to_up: Vec<u8>,
@@ -172,6 +219,8 @@ pub struct ProxyExchange {
     close_client: bool,
     keepalive_client: bool,
     upgrade: bool,
+    /// Whether Via gets this proxy's entry both ways (`via = true`).
+    via: bool,
     timer: Slot,
     started: Instant,
     /// The address of the last attempt, and the time to its response head.
@@ -181,6 +230,9 @@ pub struct ProxyExchange {
     pipe: Option<Pipe>,
     /// The upstream closed a tunnel while the pipe still held bytes for the client.
     tunnel_eof: bool,
+    /// A tunnel's pipe for splicing client bytes to the upstream (None: copied through the
+    /// connection's input buffer).
+    pipe_up: Option<Pipe>,
     /// The real client and the listener's address, for the respond hook.
     remote: (String, u16),
     server_addr: (String, u16),
@@ -217,11 +269,9 @@ impl ProxyExchange {
                 chunked: true,
             },
         };
-        let keep_upstream = env
-            .upstreams
-            .list
-            .get(t.upstream)
-            .is_some_and(|u| u.def.keepalive > 0);
+        let def = env.upstreams.list.get(t.upstream).map(|u| &u.def);
+        let keep_upstream = def.is_some_and(|d| d.keepalive > 0);
+        let via = def.is_some_and(|d| d.via);
         let upgrade = headers::wants_upgrade(&req);
         let mut head = Vec::with_capacity(512);
         headers::write_request(
@@ -235,6 +285,7 @@ impl ProxyExchange {
                 proto: if client.https { "https" } else { "http" },
                 default_host: &client.local,
                 keep_upstream,
+                via,
             },
         );
         let hash_key = env
@@ -246,7 +297,7 @@ impl ProxyExchange {
             kinds,
             head,
             hash_key,
-            tried: Vec::new(),
+            tried: Tried::default(),
             stale_retry_used: false,
             link: Link::None,
             to_up: Vec::new(),
@@ -260,12 +311,14 @@ impl ProxyExchange {
             close_client: false,
             keepalive_client,
             upgrade,
+            via,
             timer: Slot::new(env.now),
             started: env.now,
             last_addr: None,
             head_after: None,
             pipe: None,
             tunnel_eof: false,
+            pipe_up: None,
             remote: (client.ip.to_string(), client.port),
             server_addr: client.server_addr,
             https: client.https,
@@ -285,6 +338,11 @@ impl ProxyExchange {
 
     fn reused(&self) -> bool {
         matches!(&self.link, Link::Connecting(w) | Link::Connected(w) if w.reused)
+    }
+
+    /// Whether a request body is still to be taken from the client.
+    fn body_may_come(&self) -> bool {
+        matches!(self.body, BodyIn::Reading { .. })
     }
 
     /// Whether the whole request (head and body) went out.
@@ -330,10 +388,12 @@ impl ProxyExchange {
     /// Picks an address and connects (a kept connection is ready at once).
     fn start(&mut self, env: &mut Env<'_>) -> Result<(), ExchangeError> {
         loop {
-            let Some(a) = env
-                .upstreams
-                .pick(self.upstream, env.now, &self.tried, &self.hash_key)
-            else {
+            let Some(a) = env.upstreams.pick(
+                self.upstream,
+                env.now,
+                self.tried.as_slice(),
+                &self.hash_key,
+            ) else {
                 return Err(if self.tried.is_empty() {
                     ExchangeError::NoAddress
                 } else {
@@ -345,17 +405,25 @@ impl ProxyExchange {
             };
             self.tried.push(a);
             self.last_addr = Some(a);
-            match env.upstreams.connect(self.upstream, a) {
+            // A stale kept connection is retried fresh (`may_retry`) when that is safe, so
+            // only a request that cannot be sent twice pays for the check before reuse.
+            let peek = !self.req.method.is_idempotent() || self.body_may_come();
+            let token = env.token;
+            match env
+                .upstreams
+                .connect_registered(self.upstream, a, env.registry, token, peek)
+            {
                 Ok(c) => {
-                    let mut sock = c.stream;
-                    sock.register(env.registry, env.token)
-                        .map_err(ExchangeError::Register)?;
+                    let sock = c.stream;
                     env.upstreams.begin(self.upstream, a);
                     let wire = Wire {
                         addr: a,
                         sock,
                         reused: c.reused,
-                        readable: c.reused,
+                        // A peeked kept connection had nothing to read, and what comes
+                        // later raises an event; one not peeked is read at once, so a stale
+                        // one shows its EOF.
+                        readable: c.reused && !peek,
                         writable: c.reused,
                     };
                     let kind = if c.reused {
@@ -365,8 +433,11 @@ impl ProxyExchange {
                         self.link = Link::Connecting(wire);
                         self.kinds.connect
                     };
-                    self.to_up.clear();
-                    self.to_up.extend_from_slice(&self.head);
+                    // The queue is the head alone until a body byte is taken, and no retry
+                    // comes after that: a retry sends it again from the start.
+                    if !self.head.is_empty() {
+                        self.to_up = std::mem::take(&mut self.head);
+                    }
                     self.to_pos = 0;
                     self.sent_any = false;
                     env.timers.arm(&mut self.timer, kind, env.key, env.now);
@@ -505,6 +576,21 @@ impl ProxyExchange {
         let Response::Head(buf) = &mut self.response else {
             return Ok(self.body_bytes(data, out));
         };
+        if buf.is_empty() {
+            // The usual case, a whole final head in one read: parsed where it was read, no
+            // copy. Anything else (partial, interim, refused) takes the path below.
+            let head_only = self.req.method == Method::Head;
+            if let Ok(Some(head)) = response::parse(data, MAX_RESPONSE_HEAD, head_only) {
+                if !head.is_interim() && (head.status != 101 || self.upgrade) {
+                    self.head_after = Some(env.now.saturating_duration_since(self.started));
+                    self.send_head(&head, out, env);
+                    return Ok(self.body_bytes(&data[head.head_len..], out));
+                }
+            }
+        }
+        let Response::Head(buf) = &mut self.response else {
+            return Ok(false);
+        };
         buf.extend_from_slice(data);
         let rest = loop {
             let Response::Head(buf) = &mut self.response else {
@@ -575,7 +661,12 @@ impl ProxyExchange {
         if !self.keepalive_client {
             self.close_client = true;
         }
-        let lines = headers::response_lines(h);
+        // Both head buffers come from the worker's free list (one request's worth each).
+        let mut fields = env.bufs.take_bytes();
+        headers::response_lines_into(&mut fields, h);
+        if self.via {
+            headers::put_via(&mut fields, h.minor);
+        }
         // The respond hook sees a proxied head as a FastCGI one (README: every response).
         let hooked = super::respond_hook::on_backend_head(
             env.router.as_deref_mut(),
@@ -586,12 +677,12 @@ impl ProxyExchange {
                 https: self.https,
             },
             h.status,
-            &lines,
+            &fields,
             &[],
         );
         let (lines, overrides) = match &hooked {
             Some((l, o)) => (&l[..], &o[..]),
-            None => (&lines[..], &[][..]),
+            None => (&fields[..], &[][..]),
         };
         let added =
             super::site_headers::add_missing(h.status, lines, overrides, &self.site_headers);
@@ -601,7 +692,7 @@ impl ProxyExchange {
         } else {
             connection_field(self.close_client, version)
         };
-        let mut buf = Vec::with_capacity(256 + lines.len());
+        let mut buf = env.bufs.take_bytes();
         write_head(
             &mut buf,
             &Head {
@@ -616,6 +707,8 @@ impl ProxyExchange {
         );
         out.start(env.bufs);
         out.push_head(&buf);
+        env.bufs.give_bytes(buf);
+        env.bufs.give_bytes(fields);
         self.response = if h.status == 101 {
             self.close_client = true;
             Response::Tunnel
@@ -684,7 +777,7 @@ impl ProxyExchange {
             ..
         } = &self.response
         {
-            out.push_body(b"0\r\n\r\n");
+            out.push_framing(b"0\r\n\r\n");
         }
         let keep = clean && self.reusable && self.request_out();
         if let Link::Connecting(w) | Link::Connected(w) =
@@ -692,9 +785,10 @@ impl ProxyExchange {
         {
             env.upstreams.end(self.upstream, w.addr, false, env.now);
             if keep {
-                let mut sock = w.sock;
-                let _ = sock.deregister(env.registry);
-                env.upstreams.release(self.upstream, w.addr, sock);
+                // Left registered: the next request of this client connection takes it
+                // without an epoll_ctl (pool::Upstreams::release_registered).
+                env.upstreams
+                    .release_registered(self.upstream, w.addr, w.sock, env.token);
             }
         }
         env.timers.disarm(&mut self.timer);
@@ -763,7 +857,7 @@ impl ProxyExchange {
     /// head, bytes that came with it) is out: upstream socket → pipe → client socket.
     fn splice_tunnel(
         &mut self,
-        out: &Out,
+        out: &mut Out,
         client: &Stream,
         env: &mut Env<'_>,
     ) -> io::Result<Read_> {
@@ -777,7 +871,10 @@ impl ProxyExchange {
             }
             if pipe.held() > 0 {
                 match pipe.drain_to(client)? {
-                    Moved::Bytes(_) => progress = true,
+                    Moved::Bytes(n) => {
+                        out.sent_beside(n as u64);
+                        progress = true;
+                    }
                     _ => break,
                 }
                 if pipe.held() > 0 {
@@ -814,6 +911,47 @@ impl ProxyExchange {
     }
 }
 
+impl ProxyExchange {
+    /// A tunnel's client → upstream direction with splice: what the up pipe holds goes
+    /// first; once it, the input buffer and the upstream queue are empty, client socket →
+    /// pipe → upstream socket (bytes the connection read into its buffer meanwhile follow
+    /// through the queue, in order). Ok(true) on progress; Err when the tunnel ends (client
+    /// EOF, or a socket failed).
+    fn splice_up(&mut self, input: &InBuf, client: &Stream, env: &mut Env<'_>) -> Result<bool, ()> {
+        let (Some(pipe), Link::Connected(w)) = (&mut self.pipe_up, &mut self.link) else {
+            return Ok(false);
+        };
+        let mut progress = false;
+        loop {
+            if pipe.held() > 0 {
+                if !w.writable {
+                    break;
+                }
+                match pipe.drain_to(&w.sock).map_err(|_| ())? {
+                    Moved::Bytes(_) => {
+                        progress = true;
+                        env.timers
+                            .arm(&mut self.timer, self.kinds.send, env.key, env.now);
+                    }
+                    _ => w.writable = false,
+                }
+                if pipe.held() > 0 {
+                    break;
+                }
+            }
+            if !input.is_empty() || self.to_pos < self.to_up.len() {
+                break;
+            }
+            match pipe.fill_from(client).map_err(|_| ())? {
+                Moved::Bytes(_) => progress = true,
+                Moved::WouldBlock => break,
+                Moved::Eof => return Err(()),
+            }
+        }
+        Ok(progress)
+    }
+}
+
 fn pass(out: &mut Out, to: ToClient, data: &[u8]) {
     if data.is_empty() {
         return;
@@ -821,14 +959,27 @@ fn pass(out: &mut Out, to: ToClient, data: &[u8]) {
     match to {
         ToClient::Raw => out.push_body(data),
         ToClient::Chunked => {
-            let mut size = Vec::with_capacity(12);
-            let _ = write!(size, "{:x}\r\n", data.len());
-            out.push_body(&size);
+            // Framing is not body: `$body_bytes_sent` counts the data only.
+            let mut size = [0u8; 20];
+            let n = chunk_size_line(&mut size, data.len());
+            out.push_framing(&size[..n]);
             out.push_body(data);
-            out.push_body(b"\r\n");
+            out.push_framing(b"\r\n");
         }
         ToClient::Nothing => {}
     }
+}
+
+/// Writes `len` in hex and CRLF into `buf`; returns the length written.
+fn chunk_size_line(buf: &mut [u8; 20], len: usize) -> usize {
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, b) in buf[..digits].iter_mut().enumerate() {
+        let shift = 4 * (digits - 1 - i);
+        *b = b"0123456789abcdef"[(len >> shift) & 0xf];
+    }
+    buf[digits] = b'\r';
+    buf[digits + 1] = b'\n';
+    digits + 2
 }
 
 enum Read_ {
@@ -932,8 +1083,17 @@ impl Exchanging for ProxyExchange {
             if !w.writable {
                 return if progress { Step::Progress } else { Step::Idle };
             }
-            if let Err(e) = w.sock.connected() {
-                return self.connect_failed(e, env);
+            match w.sock.connected() {
+                Ok(()) => {}
+                // A stale event (a kept connection's, pool::Upstreams::release_registered):
+                // still under way.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    if let Link::Connecting(w) = &mut self.link {
+                        w.writable = false;
+                    }
+                    return if progress { Step::Progress } else { Step::Idle };
+                }
+                Err(e) => return self.connect_failed(e, env),
             }
             if let Link::Connecting(w) = std::mem::replace(&mut self.link, Link::None) {
                 self.link = Link::Connected(w);
@@ -942,7 +1102,19 @@ impl Exchanging for ProxyExchange {
                 .arm(&mut self.timer, self.kinds.send, env.key, env.now);
             progress = true;
         }
+        match self.splice_up(input, client, env) {
+            Ok(true) => progress = true,
+            Ok(false) => {}
+            // The client closed the tunnel (or either socket failed): it ends.
+            Err(()) => {
+                self.complete(out, env, false);
+                return Step::Done;
+            }
+        }
+        // Bytes read into the input buffer came after what the up pipe holds.
+        let up_held = self.pipe_up.as_ref().is_some_and(|p| p.held() > 0);
         match self.take_input(input) {
+            _ if up_held => {}
             Ok(true) => progress = true,
             Ok(false) => {}
             Err(e) => return self.failed(env, e, false),
@@ -989,8 +1161,10 @@ impl Exchanging for ProxyExchange {
         }
         let tunnel = matches!(self.response, Response::Tunnel);
         if tunnel && self.pipe.is_none() && client.can_sendfile() {
-            // Where the client's stream takes kernel-side writes (not TLS): zero-copy.
+            // Where the client's stream takes kernel-side writes (not TLS): zero-copy, both
+            // ways.
             self.pipe = Pipe::new().ok();
+            self.pipe_up = Pipe::new().ok();
         }
         let read = if tunnel && self.pipe.is_some() {
             match self.splice_tunnel(out, client, env) {
@@ -1035,5 +1209,44 @@ impl Exchanging for ProxyExchange {
 
     fn upstream(&self, env: &Env<'_>) -> Option<(String, Option<Duration>)> {
         self.upstream_note(env).map(|(a, d)| (a.to_string(), d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_size_lines_are_lower_hex() {
+        let mut b = [0u8; 20];
+        for (len, want) in [
+            (0usize, "0\r\n"),
+            (1, "1\r\n"),
+            (15, "f\r\n"),
+            (16, "10\r\n"),
+            (1000, "3e8\r\n"),
+            (65536, "10000\r\n"),
+            (usize::MAX, "ffffffffffffffff\r\n"),
+        ] {
+            let n = chunk_size_line(&mut b, len);
+            assert_eq!(&b[..n], want.as_bytes());
+        }
+    }
+
+    #[test]
+    fn tried_spills_past_four_and_pops_back() {
+        let mut t = Tried::default();
+        assert!(t.is_empty());
+        for a in 0..6 {
+            t.push(a * 10);
+        }
+        assert_eq!(t.as_slice(), &[0, 10, 20, 30, 40, 50]);
+        t.pop();
+        assert_eq!(t.as_slice(), &[0, 10, 20, 30, 40]);
+        let mut t = Tried::default();
+        t.push(7);
+        t.push(8);
+        t.pop();
+        assert_eq!(t.as_slice(), &[7]);
     }
 }
