@@ -189,12 +189,12 @@ enum Field<'r> {
 
 fn field<'r>(r: &'r RouteRequest<'_>, key: &[u8]) -> Field<'r> {
     let q = r.req;
-    let opt = |s: Option<&'r String>| s.map_or(Field::Nil, |s| Field::Str(s.as_bytes()));
+    let opt = |s: Option<&'r str>| s.map_or(Field::Nil, |s| Field::Str(s.as_bytes()));
     match key {
         b"path" => Field::Str(q.path.as_bytes()),
         b"method" => Field::Str(q.method.as_str().as_bytes()),
-        b"host" => opt(q.host.as_ref()),
-        b"query" => opt(q.query.as_ref()),
+        b"host" => opt(q.host.as_deref()),
+        b"query" => opt(q.query.as_deref()),
         b"raw_path" => Field::Str(q.raw_path.as_bytes()),
         b"uri" => Field::Str(q.target.as_bytes()),
         b"version" => Field::Str(q.version.as_str().as_bytes()),
