@@ -38,8 +38,35 @@ impl std::fmt::Display for NoTls {
 pub const NO_TLS: &str = "this build has no TLS (feature `tls`)";
 
 pub use certs::Certificate;
-pub use server::MinVersion;
+pub use server::{MinVersion, Options, Version};
 pub use stream::TlsStream;
+
+#[path = "version.rs"]
+pub mod version;
+
+/// Stands for rustls's cipher suite (none can be named in this build).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CipherSuite {}
+
+/// Cipher suite names (none known in this build).
+pub mod suites {
+    use super::CipherSuite;
+
+    /// No suite has a name here.
+    pub fn by_name(_name: &str) -> Option<CipherSuite> {
+        None
+    }
+
+    /// Unreachable: no suite exists.
+    pub fn name(suite: CipherSuite) -> &'static str {
+        match suite {}
+    }
+
+    /// The suites there are: none.
+    pub fn known() -> String {
+        String::from("none (this build has no TLS)")
+    }
+}
 
 /// Certificates (none can be loaded).
 pub mod certs {
@@ -100,13 +127,22 @@ pub mod server {
     use super::{Certificate, NoTls, ServerConfig};
     use std::sync::Arc;
 
-    /// The lowest TLS version offered (`tls.min_version`), kept so the config parses the same.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum MinVersion {
-        /// TLS 1.2 and 1.3.
-        Tls12,
-        /// TLS 1.3 only.
-        Tls13,
+    pub use super::version::{MinVersion, Version};
+    use super::CipherSuite;
+
+    /// What the config says about the protocol (parsed as in a TLS build, then refused).
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Options {
+        /// The lowest version offered.
+        pub min_version: Version,
+        /// The highest version offered.
+        pub max_version: Version,
+        /// The cipher suites (none can be named here).
+        pub ciphers: Vec<CipherSuite>,
+        /// nginx's `ssl_prefer_server_ciphers`.
+        pub prefer_server_ciphers: bool,
+        /// Whether session tickets are issued.
+        pub session_tickets: bool,
     }
 
     /// Stands for rustls's crypto provider (there is none in this build).
@@ -119,11 +155,7 @@ pub mod server {
     }
 
     /// Always fails: there is no TLS.
-    pub fn build(
-        _certs: &[Certificate],
-        _min: MinVersion,
-        _tickets: bool,
-    ) -> Result<Arc<ServerConfig>, NoTls> {
+    pub fn build(_certs: &[Certificate], _opts: &Options) -> Result<Arc<ServerConfig>, NoTls> {
         Err(NoTls)
     }
 }
@@ -145,6 +177,9 @@ pub mod stream {
     use super::{NoTls, ProtocolVersion, ServerConfig};
     use std::io;
     use std::sync::Arc;
+
+    /// The body of the 400 a TLS port answers plain HTTP with (never sent in this build).
+    pub const PLAIN_HTTP_BODY: &str = "";
 
     /// Where a TLS connection is in its life (kept for the transport's match).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +241,10 @@ pub mod stream {
         }
         /// Unreachable.
         pub fn shutdown_write(&mut self) {
+            match *self {}
+        }
+        /// Unreachable.
+        pub fn take_plain_http_head(&mut self) -> Option<Vec<u8>> {
             match *self {}
         }
     }

@@ -10,6 +10,7 @@ pub mod server;
 pub mod stream;
 pub mod suites;
 pub mod tickets;
+pub mod version;
 
 pub use certs::{CertError, Certificate};
 pub use server::{MinVersion, Options, Version};

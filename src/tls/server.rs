@@ -7,15 +7,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::ServerConfig;
 use std::sync::Arc;
 
-/// A TLS version the server offers: the lowest (`tls.min_version`) or the highest
-/// (`tls.max_version`). Ordered, older first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum MinVersion {
-    /// TLS 1.2 and 1.3 (Mozilla "intermediate").
-    Tls12,
-    /// TLS 1.3 only (Mozilla "modern").
-    Tls13,
-}
+pub use super::version::{MinVersion, Version};
 
 /// The crypto provider: ring (see README, "HTTPS", for why not aws-lc-rs), or aws-lc-rs when
 /// built with that feature instead.
@@ -33,27 +25,7 @@ pub fn provider() -> CryptoProvider {
 #[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
 compile_error!("build with one crypto provider: the \"ring\" (default) or \"aws-lc-rs\" feature");
 
-/// A TLS version by its config name ("1.2", "1.3").
-pub type Version = MinVersion;
-
 impl MinVersion {
-    /// The config's name of the version.
-    pub fn name(self) -> &'static str {
-        match self {
-            MinVersion::Tls12 => "1.2",
-            MinVersion::Tls13 => "1.3",
-        }
-    }
-
-    /// The version named `name` in the config.
-    pub fn from_name(name: &str) -> Option<MinVersion> {
-        match name {
-            "1.2" => Some(MinVersion::Tls12),
-            "1.3" => Some(MinVersion::Tls13),
-            _ => None,
-        }
-    }
-
     fn protocol(self) -> &'static rustls::SupportedProtocolVersion {
         match self {
             MinVersion::Tls12 => &rustls::version::TLS12,
