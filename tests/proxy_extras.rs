@@ -227,3 +227,46 @@ fn addresses_a_reload_adds_get_scoreboard_slots() {
         "{page}"
     );
 }
+
+/// An origin that closes kept connections after 1 s idle: after a pause every connection in the
+/// proxy's pool is stale, and each request must still get its 200 (a stale kept connection is
+/// retried, and the retry checks the next kept one before using it), never a 502.
+#[test]
+fn kept_connections_the_upstream_closed_while_idle_cost_no_request() {
+    let odir = TempDir::new("proxy-extras-origin");
+    std::fs::create_dir_all(odir.path().join("www")).unwrap();
+    std::fs::write(odir.path().join("www/f.txt"), b"file\n").unwrap();
+    let origin = Server::start_config(
+        odir,
+        r#"server { listen = "127.0.0.1:0", workers = 1, root = "www", error_log = "stderr",
+  timeouts = { keepalive_idle = 1 } }
+route(function(req) if req.path == "/slow" then sleep(0.3) return respond(200, "slow\n") end end)
+"#,
+    );
+    let srv = start(&format!(
+        r#"upstream "app" {{ address = "{}", keepalive = 8 }}"#,
+        origin.addr
+    ));
+    // Four requests at once: four upstream connections, all kept afterwards.
+    let mut clients: Vec<TcpStream> = (0..4).map(|_| conn(&srv)).collect();
+    for c in &mut clients {
+        c.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+    }
+    for c in &mut clients {
+        let mut buf = Vec::new();
+        let r = read_response(c, &mut buf, false).expect("a response to /slow");
+        assert_eq!(r.0, 200);
+    }
+    // The origin closes all four while they wait in the pool.
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut s = conn(&srv);
+    let mut buf = Vec::new();
+    for i in 0..6 {
+        s.write_all(b"GET /f.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let r = read_response(&mut s, &mut buf, false).expect("a response");
+        assert_eq!(r.0, 200, "request {i} after the pause");
+        assert_eq!(r.2, b"file\n");
+    }
+}

@@ -405,9 +405,12 @@ impl ProxyExchange {
             };
             self.tried.push(a);
             self.last_addr = Some(a);
-            // A stale kept connection is retried fresh (`may_retry`) when that is safe, so
-            // only a request that cannot be sent twice pays for the check before reuse.
-            let peek = !self.req.method.is_idempotent() || self.body_may_come();
+            // A stale kept connection is retried (`may_retry`) when that is safe, so only a
+            // request that cannot be sent twice pays for the check before reuse. The retry
+            // checks too: the upstream may have closed every kept connection while idle, and
+            // a second stale one must not turn into a 502.
+            let peek =
+                self.stale_retry_used || !self.req.method.is_idempotent() || self.body_may_come();
             let token = env.token;
             match env
                 .upstreams
