@@ -1,11 +1,15 @@
 //! Route limits end to end: the backstop that kills a worker stuck in code the limits cannot
 //! interrupt, and a worker's memory over many routed requests (issue 8, defects 2-4).
 
+mod admin_common;
 mod common;
 
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
+use serde_json::Value;
 
 fn config(rest: &str) -> String {
     format!("server {{ {BASE} }}\n{rest}")
@@ -176,4 +180,97 @@ end)
             "line {i} lost: {text}"
         );
     }
+}
+
+/// The only worker's `workers()` row.
+fn worker_row(s: &Server) -> Value {
+    let rows = admin_common::workers(&s.dir.path().join("admin.sock"));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    rows[0].clone()
+}
+
+/// `workers()` tells a Lua call past its limits (`lua_ms`) from a row whose current request is
+/// only the one started last (issue 9: the soak counted a worker "busy on /adv/pcall for
+/// 3.2 s" whose route had answered 500 within milliseconds; another request of that worker was
+/// still in flight, so the slot kept showing /adv/pcall with its elapsed time growing).
+#[test]
+fn workers_shows_when_lua_runs_not_only_the_last_request() {
+    let dir = TempDir::new("limits-lua-ms");
+    std::fs::create_dir_all(dir.path().join("www")).expect("mkdir www");
+    // Bigger than every socket buffer of a loopback connection: a client that reads none of
+    // it keeps the request in flight.
+    let big = std::fs::File::create(dir.path().join("www/big.bin")).expect("big.bin");
+    big.set_len(64 << 20).expect("set_len");
+    let s = Server::start_config(
+        dir,
+        &format!(
+            "server {{ {}, admin = \"admin.sock\" }}\n{}",
+            BASE.replace("workers = 2", "workers = 1"),
+            r#"
+route(function(req)
+  if req.path == "/adv/pcall" then
+    while true do pcall(function() while true do end end) end
+  end
+  if req.path == "/stuck" then
+    local mt = {}
+    local obj = setmetatable({}, mt)
+    mt.__close = function() while true do end end
+    local x <close> = obj
+    while true do end
+  end
+end)
+"#
+        ),
+    );
+
+    // A request in flight on one connection, a budget-stopped route on another.
+    let mut slow = TcpStream::connect(&s.addr).expect("connect");
+    slow.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    wait_for("the slow request in flight", Duration::from_secs(5), || {
+        worker_row(&s)["request"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("/big.bin"))
+    });
+    let started = Instant::now();
+    assert_eq!(s.get("/adv/pcall").status, 500);
+    let answered = started.elapsed();
+    std::thread::sleep(Duration::from_millis(1500));
+    let row = worker_row(&s);
+    // The slot still names /adv/pcall, in flight for longer than the backstop's bound...
+    assert!(
+        row["request"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("/adv/pcall")),
+        "{row}"
+    );
+    let elapsed = row["elapsed_ms"].as_u64().expect("elapsed_ms");
+    assert!(elapsed >= 1400, "{row}");
+    // ...though its route answered long ago and no Lua runs.
+    assert!(answered < Duration::from_millis(1000), "{answered:?}");
+    assert_eq!(row["lua_ms"], Value::Null, "{row}");
+    drop(slow);
+
+    // A call the limits cannot stop: lua_ms counts it until the backstop kills the worker.
+    let before = s.worker_pids();
+    let mut c = s.connect();
+    c.send(b"GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut seen = 0;
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until && seen == 0 {
+        let row = worker_row(&s);
+        if row["request"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("/stuck"))
+        {
+            seen = row["lua_ms"].as_u64().unwrap_or(0);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(seen > 0, "lua_ms never showed the stuck call");
+    let _ = c.try_response(false);
+    wait_for("a respawned worker", Duration::from_secs(10), || {
+        let now = s.worker_pids();
+        now.len() == before.len() && now != before
+    });
 }

@@ -127,6 +127,7 @@ class Stats:
         self.stalled = []                     # (pid, state, heartbeat_ms)
         self.hung = []                        # (t, pid, ports) of workers seen busy on /adv/
         self.adv_suspects = []                # (t, pid, ports) of workers seen on /adv/ past its limit
+        self.adv_stale = []                   # (pid, req, elapsed) rows naming /adv/ past the bound, no Lua running
         self.timeline = []                    # (t, fault) of every fault, for the examples
 
     def response(self, status):
@@ -484,6 +485,16 @@ def admin_loop(h):
             for row in v:
                 req = row.get("request") or ""
                 el = row.get("elapsed_ms")
+                # The row's request is the one its worker started last; it stays there, its
+                # elapsed time growing, while any other request of that worker is in flight (a
+                # stalled backend, a slow reader), long after its route answered. Only lua_ms
+                # (the Lua call running now) says the route is still running.
+                if "lua_ms" in row:
+                    lua = row.get("lua_ms")
+                    if "/adv/" in req and isinstance(el, (int, float)) and el > bound and \
+                            not isinstance(lua, (int, float)):
+                        st.adv_stale.append((row.get("pid"), req, el))
+                    el = lua if isinstance(lua, (int, float)) else None
                 if ("/adv/" in req and isinstance(el, (int, float)) and el > ADV_SUSPECT_MS
                         and row.get("pid")):
                     # past the route's own limits: the backstop may kill this worker, and
@@ -860,6 +871,13 @@ def report(h, start, end, elapsed, final):
               f"(worker, request) incidents in {len(st.busy)} observations")
         for (pid, req), el in sorted(incidents.items(), key=lambda x: -x[1])[:8]:
             print(f"    worker {pid}: {req}, seen busy for {el:.0f} ms")
+        stale = {}
+        for pid, req, el in st.adv_stale:
+            stale[(pid, req)] = max(el, stale.get((pid, req), 0))
+        if stale:
+            print(f"rows naming /adv/ past {s.adv_bound_ms} ms with no Lua running (lua_ms null: the route had "
+                  f"answered, another request of the worker was in flight; not counted above): "
+                  + ", ".join(f"worker {p} {el:.0f} ms" for (p, _), el in sorted(stale.items(), key=lambda x: -x[1])[:8]))
         stalls = {}
         for pid, state, hb, req in st.stalled:
             stalls[pid] = max(hb, stalls.get(pid, 0))

@@ -268,6 +268,10 @@ pub struct WorkerSlot {
     statuses: [AtomicU64; 5],
     /// Open connections by what they do: [`CONN_STATES`] order.
     conn_states: [AtomicU32; 4],
+    /// When the Lua call running now (route, timer, response hook) started, unix ms; 0 when
+    /// none runs. The current request's start says nothing about Lua: it is the request started
+    /// last, and stays while any other request of the worker is in flight.
+    lua_since_ms: AtomicU64,
     req: RequestArea,
 }
 
@@ -722,6 +726,18 @@ impl WorkerSlot {
         self.heartbeat_ms.store(now_ms, Ordering::Relaxed);
     }
 
+    /// A Lua call (route, timer, response hook) starts at `now_ms`.
+    #[inline]
+    pub fn lua_started(&self, now_ms: u64) {
+        self.lua_since_ms.store(now_ms.max(1), Ordering::Relaxed);
+    }
+
+    /// The Lua call begun by [`WorkerSlot::lua_started`] returned.
+    #[inline]
+    pub fn lua_done(&self) {
+        self.lua_since_ms.store(0, Ordering::Relaxed);
+    }
+
     /// A client connection was accepted.
     #[inline]
     pub fn conn_opened(&self) {
@@ -873,6 +889,7 @@ impl WorkerSlot {
         let started_ms = self.started_ms.load(Ordering::Relaxed);
         let heartbeat_ms = self.heartbeat_ms.load(Ordering::Relaxed);
         let in_flight = self.in_flight.load(Ordering::Relaxed);
+        let lua_since = self.lua_since_ms.load(Ordering::Relaxed);
         let raw = self.read_request();
         let request_torn = raw.is_none();
         let request = raw.filter(|r| r.start_ms != 0).map(|r| {
@@ -905,6 +922,7 @@ impl WorkerSlot {
             conn_states: std::array::from_fn(|i| self.conn_states[i].load(Ordering::Relaxed)),
             request,
             request_torn,
+            lua_ms: (lua_since != 0).then(|| now_ms.saturating_sub(lua_since)),
         }
     }
 
@@ -922,6 +940,7 @@ impl WorkerSlot {
         self.bytes_in.store(0, Ordering::Relaxed);
         self.bytes_out.store(0, Ordering::Relaxed);
         self.in_flight.store(0, Ordering::Relaxed);
+        self.lua_since_ms.store(0, Ordering::Relaxed);
         for a in &self.statuses {
             a.store(0, Ordering::Relaxed);
         }
@@ -1001,6 +1020,8 @@ pub struct WorkerSnapshot {
     pub request: Option<RequestSnapshot>,
     /// Whether the request text could not be copied (it changed under every try).
     pub request_torn: bool,
+    /// How long the Lua call running now has run (ms), None when the worker runs no Lua.
+    pub lua_ms: Option<u64>,
 }
 
 /// Counters of the whole server. The watcher keeps one as the retired part (folded from

@@ -183,6 +183,7 @@ impl Watcher {
                 "request": request,
                 "client": client,
                 "elapsed_ms": elapsed,
+                "lua_ms": snap.lua_ms,
             }));
         }
         Value::Array(rows)

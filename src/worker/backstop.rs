@@ -5,8 +5,35 @@
 //! and again lost every line between its once-a-second flushes, so a log rotation seemed not to
 //! take effect), then lets the default action end the worker by SIGALRM; the watcher logs the
 //! request from the scoreboard slot and respawns.
+//!
+//! Every Lua call the worker makes is armed here, so the arming also tells the scoreboard slot
+//! that Lua runs (`WorkerSlot::lua_started`): `workers()` shows it as `lua_ms`, the only sure
+//! sign of a call past its limits (the slot's current request is just the one started last).
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
+
+use crate::admin::scoreboard::{now_ms, Scoreboard};
+
+thread_local! {
+    /// This worker's scoreboard and slot, set once by [`report_to`].
+    static SLOT: RefCell<Option<(Rc<Scoreboard>, usize)>> = const { RefCell::new(None) };
+}
+
+/// From now on, armed calls are reported in slot `i` of `board`.
+pub(super) fn report_to(board: Rc<Scoreboard>, i: usize) {
+    SLOT.with(|s| *s.borrow_mut() = Some((board, i)));
+}
+
+/// Runs `f` on the registered slot, if any.
+fn on_slot(f: impl FnOnce(&crate::admin::scoreboard::WorkerSlot)) {
+    SLOT.with(|s| {
+        if let Some(w) = s.borrow().as_ref().and_then(|(b, i)| b.worker(*i)) {
+            f(w);
+        }
+    });
+}
 
 /// How far past its deadline a route call may run before the worker is killed.
 pub const BOUND: Duration = Duration::from_millis(1000);
@@ -45,11 +72,13 @@ pub(super) struct Armed(());
 impl Drop for Armed {
     fn drop(&mut self) {
         set(Duration::ZERO);
+        on_slot(|w| w.lua_done());
     }
 }
 
-/// Arms the timer to fire `after` from now.
+/// Arms the timer to fire `after` from now, around one Lua call (reported in the slot).
 pub(super) fn arm(after: Duration) -> Armed {
+    on_slot(|w| w.lua_started(now_ms()));
     set(after);
     Armed(())
 }

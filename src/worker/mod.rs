@@ -239,6 +239,7 @@ impl<'a> Worker<'a> {
                     // Set up and about to poll: this is what a reload waits for.
                     s.set_state(WorkerState::Idle);
                 }
+                backstop::report_to(b.clone(), slot);
                 (b, slot)
             }),
             now_ms: now_ms(),
