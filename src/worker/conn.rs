@@ -1607,8 +1607,11 @@ impl Conn {
             super::vhost::error_page(ctx.other_sites, ctx.config, ctx.site, host, reply, ctx.now);
         // A file coded as it goes has no length: chunked, or close-delimited for HTTP/1.0.
         let streamed = crate::compress::stream::set_framing(&mut reply.body, version);
-        // The Connection field tells the truth: an ending decided earlier also closes.
-        let close = close || self.ending != Ending::KeepAlive || streamed == Some(false);
+        // The Connection field tells the truth: an ending decided earlier also closes. A
+        // close-delimited body (HTTP/1.0) needs the close; a HEAD has no body to delimit, so
+        // its connection stays for the next request, as after any other HEAD.
+        let close_delimited = streamed == Some(false) && !head_only;
+        let close = close || self.ending != Ending::KeepAlive || close_delimited;
         let no_body = status::forbids_body(reply.status);
         write_head(
             self.out.start(ctx.bufs),
