@@ -1391,6 +1391,8 @@ impl Conn {
         facts.https = self.stream.is_tls();
         facts.site_headers =
             super::site_headers::for_request(ctx.other_sites, ctx.config, &facts.req);
+        let compress = super::vhost::compress_for(ctx.other_sites, ctx.config, &facts.req);
+        facts.compress = super::fcgi_compress::offer(&facts.req, compress);
         // The keep-alive or head timeout of this connection does not bound the exchange: the
         // read timeout does while the body arrives, the backend's timeouts do after.
         ctx.timers.disarm(&mut self.timer);
@@ -1444,6 +1446,8 @@ impl Conn {
         facts.https = self.stream.is_tls();
         facts.site_headers =
             super::site_headers::for_request(ctx.other_sites, ctx.config, &facts.req);
+        let compress = super::vhost::compress_for(ctx.other_sites, ctx.config, &facts.req);
+        facts.compress = super::fcgi_compress::offer(&facts.req, compress);
         if facts.req.expect_continue && facts.req.body != BodyFraming::None {
             self.out.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
