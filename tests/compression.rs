@@ -463,3 +463,92 @@ fn a_file_above_max_size_is_compressed_as_it_streams() {
     assert_eq!(z.framing, fcgi_common::Framing::Close);
     assert_eq!(zstd::stream::decode_all(&z.body[..]).unwrap(), body);
 }
+
+/// The fields of a raw head (names lowercased), without Date (it may tick between two
+/// answers) and Connection (the GET asked to close, the HEAD's connection stays).
+fn head_fields(head: &str) -> Vec<(String, String)> {
+    head.split("\r\n")
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_string()))
+        .filter(|(n, _)| n != "date" && n != "connection")
+        .collect()
+}
+
+#[test]
+fn head_of_a_streamed_file_has_the_get_head_and_no_body() {
+    use std::io::Write;
+    let body = big_text();
+    let files: Vec<(&str, &[u8])> = vec![("big.txt", &body), ("app.js", b"x")];
+    let s = Server::start(
+        "compress = { encodings = { \"gzip\", \"zstd\" }, level = 1 }",
+        &files,
+    );
+    // HTTP/1.1: GET and HEAD heads alike; the HEAD pipelined before a small GET, so any body
+    // byte it sent would show between its head and the next status line.
+    for coding in ["gzip", "zstd"] {
+        let get = format!("GET /big.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: {coding}\r\n");
+        let g = raw(
+            &s.addr,
+            format!("{get}Connection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(g.status, 200);
+        assert_eq!(g.header("transfer-encoding"), Some("chunked"));
+        let head_req = get.replacen("GET", "HEAD", 1);
+        let mut t = std::net::TcpStream::connect(&s.addr).unwrap();
+        t.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        t.write_all(
+            format!("{head_req}\r\nGET /app.js HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        t.read_to_end(&mut all).unwrap();
+        let text = String::from_utf8_lossy(&all).to_string();
+        let end = text.find("\r\n\r\n").expect("a head") + 4;
+        let (h, rest) = text.split_at(end);
+        assert!(
+            rest.starts_with("HTTP/1.1 200"),
+            "bytes after the HEAD's head: {:?}",
+            &rest[..rest.len().min(40)]
+        );
+        assert!(
+            rest.ends_with("\r\n\r\nx"),
+            "the next answer is whole: {rest:?}"
+        );
+        let want: Vec<(String, String)> = g
+            .header_list
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+            .filter(|(n, _)| n != "date" && n != "connection")
+            .collect();
+        assert_eq!(head_fields(h), want, "{coding}");
+    }
+
+    // HTTP/1.0 keep-alive: a GET is close-delimited, but a HEAD has no body to delimit, so
+    // the connection is kept for the next request.
+    let mut t = std::net::TcpStream::connect(&s.addr).unwrap();
+    t.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    t.write_all(
+        b"HEAD /big.txt HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\nAccept-Encoding: gzip\r\n\r\n\
+          GET /app.js HTTP/1.0\r\nHost: t\r\n\r\n",
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    t.read_to_end(&mut all).unwrap();
+    let text = String::from_utf8_lossy(&all).to_string();
+    let end = text.find("\r\n\r\n").expect("a head") + 4;
+    let (h, rest) = text.split_at(end);
+    assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+    assert!(h.contains("Content-Encoding: gzip"), "{h}");
+    assert!(
+        h.to_ascii_lowercase().contains("connection: keep-alive"),
+        "{h}"
+    );
+    assert!(
+        rest.starts_with("HTTP/1.1 200") && rest.ends_with("\r\n\r\nx"),
+        "{rest:?}"
+    );
+}

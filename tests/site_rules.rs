@@ -237,3 +237,223 @@ fn site_and_server_headers_reach_fastcgi_responses() {
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
     assert_eq!(r.header("x-site"), None);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A site's own `compress`, `error_pages`, path-rule `headers` and `expires`, in place of
+// `server{}`'s for its requests; a site that sets none of them gets `server{}`'s.
+
+/// A compressible page, well above compress.min_size.
+fn page() -> String {
+    "<p>a page of text that compresses well, well, well, well, well</p>\n".repeat(20)
+}
+
+/// Roots a/ and b/ with a compressible page, and each root's own error page.
+fn statics_dir() -> TempDir {
+    let d = TempDir::new("site-statics");
+    let page = page();
+    for root in ["www", "a", "b"] {
+        d.write(&format!("{root}/page.html"), page.as_bytes());
+        d.write(&format!("{root}/s.txt"), b"plain");
+        d.write(
+            &format!("{root}/e/site404.html"),
+            format!("{root} site page").as_bytes(),
+        );
+        d.write(
+            &format!("{root}/e/server404.html"),
+            format!("{root} server page").as_bytes(),
+        );
+    }
+    d
+}
+
+fn statics_server(server_extra: &str, sites: &str) -> Server {
+    let d = statics_dir();
+    let config = format!(
+        "server {{ {BASE}, workers = 1, {server_extra} }}\n\
+         {sites}\n\
+         site \"b.test\" {{ root = \"b\" }}\n"
+    );
+    Server::start_config(d, &config)
+}
+
+fn get_ae(s: &Server, host: &str, path: &str, accept: &str) -> Response {
+    raw(
+        &s.addr,
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: {accept}\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+}
+
+#[test]
+fn a_site_has_its_own_compress() {
+    // The server does not compress; a.test does, b.test falls back to the server's (off).
+    let s = statics_server(
+        "",
+        "site \"a.test\" { root = \"a\", compress = { encodings = { \"gzip\" } } }",
+    );
+    let a = get_ae(&s, "a.test", "/page.html", "gzip");
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("content-encoding"), Some("gzip"));
+    let b = get_ae(&s, "b.test", "/page.html", "gzip");
+    assert_eq!(b.header("content-encoding"), None);
+    let main = get_ae(&s, "other.test", "/page.html", "gzip");
+    assert_eq!(main.header("content-encoding"), None);
+
+    // The server compresses; `compress = false` turns it off for a.test alone.
+    let s = statics_server(
+        "compress = { encodings = { \"gzip\" } }",
+        "site \"a.test\" { root = \"a\", compress = false }",
+    );
+    let a = get_ae(&s, "a.test", "/page.html", "gzip");
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("content-encoding"), None);
+    assert_eq!(a.body, page().as_bytes());
+    let b = get_ae(&s, "b.test", "/page.html", "gzip");
+    assert_eq!(b.header("content-encoding"), Some("gzip"));
+}
+
+#[test]
+fn a_site_has_its_own_error_pages() {
+    let s = statics_server(
+        "error_pages = { [404] = \"/e/server404.html\" }",
+        "site \"a.test\" { root = \"a\", error_pages = { [404] = \"/e/site404.html\" } }",
+    );
+    let a = get(&s, "a.test", "/missing", None);
+    assert_eq!(a.status, 404);
+    assert_eq!(a.text(), "a site page");
+    // b.test sets none: the server's page, from b.test's own root.
+    let b = get(&s, "b.test", "/missing", None);
+    assert_eq!(b.status, 404);
+    assert_eq!(b.text(), "b server page");
+
+    // Only a site sets error pages: the server's own site keeps the built-in page.
+    let s = statics_server(
+        "",
+        "site \"a.test\" { root = \"a\", error_pages = { [404] = \"/e/site404.html\" } }",
+    );
+    assert_eq!(get(&s, "a.test", "/missing", None).text(), "a site page");
+    let main = get(&s, "other.test", "/missing", None);
+    assert_eq!(main.status, 404);
+    assert!(!main.text().contains("page"), "{}", main.text());
+}
+
+#[test]
+fn a_site_has_its_own_header_rules() {
+    let s = statics_server(
+        "headers = { [\"/\"] = { [\"X-Frame-Options\"] = \"DENY\" } }",
+        "site \"a.test\" { root = \"a\", headers = { [\".txt\"] = { [\"X-Txt\"] = \"a\" } } }",
+    );
+    let a = get(&s, "a.test", "/s.txt", None);
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("x-txt"), Some("a"));
+    assert_eq!(
+        a.header("x-frame-options"),
+        None,
+        "the site's rules replace the server's"
+    );
+    let a = get(&s, "a.test", "/page.html", None);
+    assert_eq!(a.header("x-txt"), None);
+    let b = get(&s, "b.test", "/s.txt", None);
+    assert_eq!(b.header("x-frame-options"), Some("DENY"));
+    assert_eq!(b.header("x-txt"), None);
+}
+
+#[test]
+fn a_site_has_its_own_expires() {
+    let s = statics_server(
+        "expires = { [\".txt\"] = \"30d\" }",
+        "site \"a.test\" { root = \"a\", expires = { [\".txt\"] = \"1h\" } }",
+    );
+    let a = get(&s, "a.test", "/s.txt", None);
+    assert_eq!(a.header("cache-control"), Some("max-age=3600"));
+    assert!(a.header("expires").is_some());
+    let b = get(&s, "b.test", "/s.txt", None);
+    assert_eq!(b.header("cache-control"), Some("max-age=2592000"));
+}
+
+#[test]
+fn a_site_without_its_own_statics_gets_all_the_server_s() {
+    let s = statics_server(
+        "compress = { encodings = { \"gzip\" } }, \
+         error_pages = { [404] = \"/e/server404.html\" }, \
+         headers = { [\"/\"] = { [\"X-Frame-Options\"] = \"DENY\" } }, \
+         expires = { [\".html\"] = \"2h\" }",
+        "",
+    );
+    let b = get_ae(&s, "b.test", "/page.html", "gzip");
+    assert_eq!(b.status, 200);
+    assert_eq!(b.header("content-encoding"), Some("gzip"));
+    assert_eq!(b.header("x-frame-options"), Some("DENY"));
+    assert_eq!(b.header("cache-control"), Some("max-age=7200"));
+    assert_eq!(get(&s, "b.test", "/nope", None).text(), "b server page");
+}
+
+#[test]
+fn bad_site_statics_fail_the_check_with_their_line_and_print_shows_them() {
+    let d = statics_dir();
+    let good = format!(
+        "server {{ {BASE} }}\n\
+         site \"a.test\" {{ root = \"a\", compress = {{ encodings = {{ \"gzip\" }}, level = 2 }},\n\
+           error_pages = {{ [404] = \"/e/site404.html\" }},\n\
+           headers = {{ [\"/x/\"] = {{ [\"X-A\"] = \"1\" }} }}, expires = {{ [\".css\"] = \"1h\" }} }}\n"
+    );
+    let conf = d.write("good.lua", good.as_bytes());
+    let (ok, text) = run(&["-p", "-c"], &conf);
+    assert!(ok, "{text}");
+    let site = &text[text.find("site \"a.test\"").expect("the site printed")..];
+    assert!(site.contains("level = 2"), "{site}");
+    assert!(
+        site.contains("error_pages = { [404] = \"/e/site404.html\" }"),
+        "{site}"
+    );
+    assert!(
+        site.contains("headers = { [\"/x/\"] = { [\"X-A\"] = { \"1\" } } }"),
+        "{site}"
+    );
+    assert!(site.contains("expires = { [\".css\"] = 3600 }"), "{site}");
+    // What -p wrote loads back.
+    let printed = d.write("printed.lua", text.as_bytes());
+    let (ok, again) = run(&["-t", "-c"], &printed);
+    assert!(ok, "{again}");
+
+    let bad = format!(
+        "server {{ {BASE} }}\n\
+         site \"a.test\" {{ root = \"a\",\n\
+           compress = {{ level = 12 }},\n\
+           error_pages = {{ [200] = \"/e/x.html\" }},\n\
+           headers = {{ [\"/x/\"] = {{ [\"Content-Length\"] = \"1\" }} }},\n\
+           expires = {{ [\"x\"] = \"1h\" }} }}\n"
+    );
+    let conf = d.write("bad.lua", bad.as_bytes());
+    let (ok, text) = run(&["-t", "-c"], &conf);
+    assert!(!ok, "{text}");
+    for line in ["bad.lua:3", "bad.lua:4", "bad.lua:5", "bad.lua:6"] {
+        assert!(text.contains(line), "{line} missing in: {text}");
+    }
+    assert!(text.contains("site 'a.test'"), "{text}");
+}
+
+#[test]
+fn a_site_s_compress_applies_to_its_fastcgi_responses() {
+    let dir = fcgi_common::site_dir();
+    let mut config = fcgi_common::config_text(dir.path(), &fcgi_common::Opts::default());
+    config
+        .push_str("site \"a.test\" { root = \"www\", compress = { encodings = { \"gzip\" } } }\n");
+    let f = fcgi_common::Fcgi::start_in(dir, &config);
+    let mut c = fcgi_common::Conn::connect(f.addr());
+    for (host, coded) in [("a.test", Some("gzip")), ("b.test", None)] {
+        c.send(
+            format!(
+                "GET /t.php?mode=huge&bytes=5000 HTTP/1.1\r\nHost: {host}\r\n\
+                 Accept-Encoding: gzip\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        let r = c.response(false);
+        assert_eq!(r.status, 200, "{host}");
+        assert_eq!(r.header("content-encoding"), coded, "{host}");
+    }
+}

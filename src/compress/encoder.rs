@@ -6,6 +6,13 @@
 use crate::config::static_opts::Coding;
 use std::io::Write;
 
+/// The zstd window of a stream, as a power of two: 128 KiB. The library's default for level 3
+/// is 2 MiB (1 << 21), held per response whatever the body's size; text gains little from
+/// matches further back, and any decoder takes a window this small (RFC 8878 asks decoders
+/// for 8 MiB).
+#[cfg(feature = "zstd")]
+pub const ZSTD_WINDOW_LOG: u32 = 17;
+
 /// An encoder in progress.
 pub enum Encoder {
     /// gzip through flate2.
@@ -36,9 +43,11 @@ impl Encoder {
                 flate2::Compression::new(level),
             ))),
             #[cfg(feature = "zstd")]
-            Coding::Zstd => zstd::stream::write::Encoder::new(Vec::new(), zstd_level)
-                .ok()
-                .map(Encoder::Zstd),
+            Coding::Zstd => {
+                let mut e = zstd::stream::write::Encoder::new(Vec::new(), zstd_level).ok()?;
+                e.window_log(ZSTD_WINDOW_LOG).ok()?;
+                Some(Encoder::Zstd(e))
+            }
             // The config refuses `encodings = { "zstd" }` in such a build.
             #[cfg(not(feature = "zstd"))]
             Coding::Zstd => None,
@@ -127,6 +136,51 @@ mod tests {
         let out = encode_all(Coding::Zstd, 6, 3, &input).unwrap();
         assert!(out.len() < input.len() / 10);
         assert_eq!(zstd::stream::decode_all(&out[..]).unwrap(), input);
+    }
+
+    /// What a zstd compression context of `level` holds after coding 1 MiB of text as a
+    /// stream, with the window bounded or the library's own.
+    #[cfg(feature = "zstd")]
+    fn zstd_context_bytes(level: i32, window_log: Option<u32>) -> usize {
+        use zstd::zstd_safe::{CCtx, CParameter, InBuffer, OutBuffer};
+        let mut cx = CCtx::create();
+        cx.set_parameter(CParameter::CompressionLevel(level))
+            .unwrap();
+        if let Some(w) = window_log {
+            cx.set_parameter(CParameter::WindowLog(w)).unwrap();
+        }
+        let input: Vec<u8> = sample().into_iter().cycle().take(1 << 20).collect();
+        let mut out = vec![0u8; 1 << 21];
+        let mut inb = InBuffer::around(&input);
+        let mut outb = OutBuffer::around(&mut out[..]);
+        while inb.pos() < input.len() {
+            cx.compress_stream(&mut outb, &mut inb).unwrap();
+        }
+        cx.sizeof()
+    }
+
+    #[cfg(feature = "zstd")]
+    #[test]
+    fn zstd_stream_memory_is_bounded_by_the_window() {
+        let bounded = zstd_context_bytes(3, Some(ZSTD_WINDOW_LOG));
+        let default = zstd_context_bytes(3, None);
+        eprintln!("zstd level 3 context: {bounded} B bounded, {default} B default");
+        // README gives these figures: about 1.7 MB with the 128 KiB window at level 3 (the
+        // rest is its hash and chain tables and stream buffers), against about 3.7 MB with
+        // the default 2 MiB window.
+        assert!(bounded < default / 2, "{bounded} vs {default}");
+        assert!(bounded < 1_900_000, "{bounded}");
+        // The encoder the server uses has the bounded window: its frames decode with a
+        // decoder limited to it.
+        let input: Vec<u8> = sample().into_iter().cycle().take(600_000).collect();
+        let mut e = Encoder::new(Coding::Zstd, 6, 3).unwrap();
+        let mut out = e.write(&input, false).unwrap();
+        out.extend(e.finish().unwrap());
+        let mut d = zstd::stream::read::Decoder::new(&out[..]).unwrap();
+        d.window_log_max(ZSTD_WINDOW_LOG).unwrap();
+        let mut back = Vec::new();
+        d.read_to_end(&mut back).unwrap();
+        assert_eq!(back, input);
     }
 
     #[cfg(feature = "zstd")]

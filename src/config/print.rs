@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-mod static_opts;
+pub(super) mod static_opts;
 
 use super::listen;
 use super::{Config, Dotfiles, FastcgiDef, ListenAddr, LogTarget};

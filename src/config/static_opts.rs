@@ -187,7 +187,42 @@ pub struct StaticOptions {
     pub dir_listing: DirListing,
 }
 
+/// Header rules: each path rule with the lines it adds.
+pub type HeaderRules = Vec<(PathMatch, Vec<(String, String)>)>;
+
+/// The static-file extras a `site "name" {}` sets for itself; each one it leaves out (None)
+/// is `server{}`'s.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SiteStatics {
+    /// `compress` (Some(None): `compress = false`, off for this site alone).
+    pub compress: Option<Option<Compress>>,
+    /// `error_pages`.
+    pub error_pages: Option<BTreeMap<u16, String>>,
+    /// `headers` in the path-rule shape (`["/prefix/"] = { ... }`).
+    pub headers: Option<HeaderRules>,
+    /// `expires`.
+    pub expires: Option<Vec<(PathMatch, Duration)>>,
+}
+
 impl StaticOptions {
+    /// These options with what `site` sets in place of the same keys.
+    pub fn overlaid(&self, site: &SiteStatics) -> StaticOptions {
+        let mut o = self.clone();
+        if let Some(c) = &site.compress {
+            o.compress = c.clone();
+        }
+        if let Some(e) = &site.error_pages {
+            o.error_pages = e.clone();
+        }
+        if let Some(h) = &site.headers {
+            o.headers = h.clone();
+        }
+        if let Some(e) = &site.expires {
+            o.expires = e.clone();
+        }
+        o
+    }
+
     /// The expiry for `path`: a matching suffix rule, else the longest matching prefix.
     pub fn expiry(&self, path: &str) -> Option<Duration> {
         let suffix = self

@@ -16,6 +16,7 @@ use std::time::Duration;
 use mlua::{Table, Value};
 
 mod static_opts;
+pub(super) use static_opts::{is_rule_table as is_rule_headers, read_site as read_site_statics};
 #[path = "tls.rs"]
 pub(super) mod tls;
 

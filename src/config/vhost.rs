@@ -14,7 +14,19 @@ use super::{ConfigError, Dotfiles};
 
 /// Keys of `site "name" {...}`.
 pub(super) const VHOST_KEYS: &[&str] = &[
-    "root", "index", "aliases", "route", "headers", "mime", "dotfiles", "fastcgi", "auth", "access",
+    "root",
+    "index",
+    "aliases",
+    "route",
+    "headers",
+    "mime",
+    "dotfiles",
+    "fastcgi",
+    "auth",
+    "access",
+    "compress",
+    "error_pages",
+    "expires",
 ];
 
 /// A validated `site` block.
@@ -44,6 +56,9 @@ pub struct VhostDef {
     pub auth: Vec<super::AuthRule>,
     /// Client networks per path prefix for this site, beside `server{}`'s (`access`).
     pub access: Vec<super::AccessRule>,
+    /// `compress`, `error_pages`, `expires` and path-rule `headers` of this site, in place of
+    /// `server{}`'s for its requests (each key it leaves out is `server{}`'s).
+    pub statics: super::static_opts::SiteStatics,
 }
 
 impl VhostDef {
@@ -140,6 +155,7 @@ pub(super) fn vhost(
         has_route: false,
         auth: Vec::new(),
         access: Vec::new(),
+        statics: Default::default(),
     };
     let mut rep = Report {
         site,
@@ -185,7 +201,13 @@ pub(super) fn vhost(
     if let Some(v) = fields.get("mime") {
         def.mime = validate::mime(r, v);
     }
-    if let Some(v) = fields.get("headers") {
+    def.statics = validate::read_site_statics(r, &fields);
+    // `headers` of the path-rule shape was read into `statics`; the flat shape is the site's
+    // lines on every answer.
+    if let Some(v) = fields
+        .get("headers")
+        .filter(|v| !validate::is_rule_headers(v))
+    {
         let entries = validate::string_keyed(
             r,
             "headers",
@@ -409,6 +431,7 @@ pub(super) fn print(o: &mut String, sites: &[VhostDef]) {
         if let Some(f) = &s.fastcgi {
             field(o, "fastcgi", &list(f));
         }
+        super::print::static_opts::print_site(o, &s.statics);
         super::auth::print(o, &s.auth, &s.access);
         if s.has_route {
             o.push_str("  -- route = function(req) ... end is set in the original config.\n");
@@ -435,6 +458,7 @@ mod tests {
             has_route: false,
             auth: Vec::new(),
             access: Vec::new(),
+            statics: Default::default(),
         }
     }
 

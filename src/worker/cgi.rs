@@ -17,6 +17,7 @@
 
 use super::cgi_procs::{self, Exit};
 use super::fcgi::{Env, Facts, RequestBody, Step};
+use super::fcgi_compress::{CodedBody, Framing};
 use super::fcgi_error::ExchangeError;
 use super::inbuf::InBuf;
 use super::out::Out;
@@ -27,10 +28,9 @@ use crate::fastcgi::cgi_head::{self, CgiHead};
 use crate::fastcgi::params::{self, ParamsInput};
 use crate::http::body::BodyReader;
 use crate::http::request::{BodyFraming, Method, Request, Version};
-use crate::http::response::Framing as HeadFraming;
 use mio::unix::SourceFd;
 use mio::Interest;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -91,15 +91,8 @@ enum BodyIn {
 /// Where the response is.
 enum Response {
     Head(Vec<u8>),
-    Body(Framing),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Length(u64),
-    Chunked,
-    Close,
-    None,
+    /// The head went out; the body is framed and coded as FastCGI's is.
+    Body(CodedBody),
 }
 
 /// One CGI run.
@@ -122,8 +115,6 @@ pub struct CgiRun {
     content_length: Option<u64>,
     timer: Slot,
     kind: Kind,
-    /// The response body's encoder, when compression applies (as for FastCGI).
-    encoder: Option<crate::compress::encoder::Encoder>,
 }
 
 impl CgiRun {
@@ -173,7 +164,6 @@ impl CgiRun {
             content_length,
             timer: Slot::new(now),
             kind,
-            encoder: None,
         })
     }
 
@@ -570,7 +560,7 @@ impl CgiRun {
                     pipe.ready = false;
                     env.bufs.give_backend(data);
                     // The script paused: what the encoder holds goes out now.
-                    if self.encoder.is_some() {
+                    if matches!(&self.response, Response::Body(b) if b.is_coded()) {
                         self.coded_bytes(&[], true, out);
                     }
                     break;
@@ -619,7 +609,7 @@ impl CgiRun {
         self.proc = Proc::Gone;
         let framing = match &self.response {
             Response::Head(_) => return self.failed(env, ExchangeError::NoHead),
-            Response::Body(f) => *f,
+            Response::Body(b) => b.framing,
         };
         let whole = match framing {
             Framing::Length(left) => left == 0,
@@ -635,15 +625,14 @@ impl CgiRun {
         if !exit.success() {
             tracing::info!("cgi {}: the script ended with {exit:?}", self.script());
         }
-        match super::fcgi_compress::finish(&mut self.encoder) {
-            Ok(tail) => self.frame_body(&tail, out),
-            Err(e) => {
-                tracing::error!("cgi {}: compressing the output: {e}", self.script());
-                return self.failed(env, ExchangeError::Closed { mid_response: true });
-            }
-        }
-        if framing == Framing::Chunked {
-            out.push_body(b"0\r\n\r\n");
+        // The length was checked above: only an encoder failure is left to cut the body.
+        let ended = match &mut self.response {
+            Response::Body(b) => b.end(out),
+            Response::Head(_) => Ok(false),
+        };
+        if let Err(e) = ended {
+            tracing::error!("cgi {}: compressing the output: {e}", self.script());
+            return self.failed(env, ExchangeError::Closed { mid_response: true });
         }
         env.timers.disarm(&mut self.timer);
         Step::Done
@@ -664,8 +653,8 @@ impl CgiRun {
             Ok(None) => Ok(()),
             Ok(Some(mut head)) => {
                 let rest = buf.split_off(head.head_len.min(buf.len()));
-                self.encoder = super::fcgi_compress::plan(self.facts.compress.as_ref(), &mut head);
-                self.send_head(&head, out, env);
+                let encoder = super::fcgi_compress::plan(self.facts.compress.as_ref(), &mut head);
+                self.send_head(&head, encoder, out, env);
                 self.body_bytes(&rest, out);
                 Ok(())
             }
@@ -673,28 +662,20 @@ impl CgiRun {
         }
     }
 
-    fn send_head(&mut self, head: &CgiHead, out: &mut Out, env: &mut Env<'_>) {
-        let no_body = crate::http::status::forbids_body(head.status);
-        let body_framing = if self.head_only || no_body {
-            Framing::None
-        } else if let Some(n) = head.content_length {
-            Framing::Length(n)
-        } else if self.version == Version::Http11 {
-            Framing::Chunked
-        } else {
-            Framing::Close
-        };
+    fn send_head(
+        &mut self,
+        head: &CgiHead,
+        encoder: Option<crate::compress::encoder::Encoder>,
+        out: &mut Out,
+        env: &mut Env<'_>,
+    ) {
+        let body_framing = Framing::choose(head, self.head_only, self.version);
         if body_framing == Framing::Close || !self.keepalive_client {
             self.close_client = true;
         }
         self.status = Some(head.status);
-        self.response = Response::Body(body_framing);
-        let framing = match (body_framing, head.content_length) {
-            (Framing::Length(n), _) => HeadFraming::Length(n),
-            (Framing::Chunked, _) => HeadFraming::Chunked,
-            (Framing::None, Some(n)) if self.head_only => HeadFraming::Length(n),
-            _ => HeadFraming::Unframed,
-        };
+        let framing = body_framing.head(head, self.head_only);
+        self.response = Response::Body(CodedBody::new(body_framing, encoder));
         // The respond hook sees a script's head as a FastCGI one (README: every response).
         super::fcgi::push_backend_head(
             &self.facts,
@@ -711,47 +692,18 @@ impl CgiRun {
         self.coded_bytes(bytes, false, out);
     }
 
-    /// Body bytes through the encoder (shared with FastCGI) when the output is coded. An
-    /// encoder failure cuts the response: no more bytes and the connection closes.
+    /// Body bytes through the encoder (`fcgi_compress::CodedBody`, shared with FastCGI) when
+    /// the output is coded. An encoder failure cuts the response: no more bytes and the
+    /// connection closes.
     fn coded_bytes(&mut self, bytes: &[u8], flush: bool, out: &mut Out) {
-        if self.head_only && self.encoder.is_some() {
-            return;
-        }
-        match super::fcgi_compress::code(&mut self.encoder, bytes, flush) {
-            Ok(coded) => self.frame_body(&coded, out),
-            Err(e) => {
-                tracing::error!("cgi {}: compressing the output: {e}", self.script());
-                self.response = Response::Body(Framing::None);
-                self.close_client = true;
-            }
-        }
-    }
-
-    fn frame_body(&mut self, bytes: &[u8], out: &mut Out) {
-        if bytes.is_empty() {
-            return;
-        }
-        let Response::Body(framing) = &mut self.response else {
+        let Response::Body(body) = &mut self.response else {
             return;
         };
-        match framing {
-            Framing::None => {}
-            Framing::Close => out.push_body(bytes),
-            Framing::Chunked => {
-                let mut size = Vec::with_capacity(12);
-                let _ = write!(size, "{:x}\r\n", bytes.len());
-                out.push_body(&size);
-                out.push_body(bytes);
-                out.push_body(b"\r\n");
-            }
-            Framing::Length(left) => {
-                // More than announced: send what was announced, then close.
-                let n = (*left).min(bytes.len() as u64) as usize;
-                out.push_body(&bytes[..n]);
-                *left -= n as u64;
-                if n < bytes.len() {
-                    self.close_client = true;
-                }
+        match body.push(bytes, flush, out) {
+            Ok(over) => self.close_client |= over,
+            Err(e) => {
+                tracing::error!("cgi {}: compressing the output: {e}", self.script());
+                self.close_client = true;
             }
         }
     }

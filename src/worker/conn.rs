@@ -1391,6 +1391,8 @@ impl Conn {
         facts.https = self.stream.is_tls();
         facts.site_headers =
             super::site_headers::for_request(ctx.other_sites, ctx.config, &facts.req);
+        let compress = super::vhost::compress_for(ctx.other_sites, ctx.config, &facts.req);
+        facts.compress = super::fcgi_compress::offer(&facts.req, compress);
         // The keep-alive or head timeout of this connection does not bound the exchange: the
         // read timeout does while the body arrives, the backend's timeouts do after.
         ctx.timers.disarm(&mut self.timer);
@@ -1444,6 +1446,8 @@ impl Conn {
         facts.https = self.stream.is_tls();
         facts.site_headers =
             super::site_headers::for_request(ctx.other_sites, ctx.config, &facts.req);
+        let compress = super::vhost::compress_for(ctx.other_sites, ctx.config, &facts.req);
+        facts.compress = super::fcgi_compress::offer(&facts.req, compress);
         if facts.req.expect_continue && facts.req.body != BodyFraming::None {
             self.out.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
@@ -1607,8 +1611,11 @@ impl Conn {
             super::vhost::error_page(ctx.other_sites, ctx.config, ctx.site, host, reply, ctx.now);
         // A file coded as it goes has no length: chunked, or close-delimited for HTTP/1.0.
         let streamed = crate::compress::stream::set_framing(&mut reply.body, version);
-        // The Connection field tells the truth: an ending decided earlier also closes.
-        let close = close || self.ending != Ending::KeepAlive || streamed == Some(false);
+        // The Connection field tells the truth: an ending decided earlier also closes. A
+        // close-delimited body (HTTP/1.0) needs the close; a HEAD has no body to delimit, so
+        // its connection stays for the next request, as after any other HEAD.
+        let close_delimited = streamed == Some(false) && !head_only;
+        let close = close || self.ending != Ending::KeepAlive || close_delimited;
         let no_body = status::forbids_body(reply.status);
         write_head(
             self.out.start(ctx.bufs),

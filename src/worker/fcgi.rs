@@ -25,6 +25,7 @@
 //! only close the client connection, which makes the truncation visible.
 
 use super::bufs::Bufs;
+use super::fcgi_compress::{CodedBody, Framing};
 use super::fcgi_error::ExchangeError;
 use super::inbuf::InBuf;
 use super::out::Out;
@@ -196,18 +197,8 @@ struct Wire {
 enum Response {
     /// Receiving the CGI head: the bytes so far.
     Head(Vec<u8>),
-    /// The head went to the client; the body streams with this framing.
-    Body(Framing),
-}
-
-/// How the response body is framed to the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Length(u64),
-    Chunked,
-    Close,
-    /// No body (HEAD, 204, 304): backend bytes are dropped.
-    None,
+    /// The head went to the client; the body streams, framed and coded (shared with CGI).
+    Body(CodedBody),
 }
 
 /// Facts about the request the params and the response need.
@@ -273,8 +264,6 @@ pub struct Exchange {
     version: Version,
     /// CONTENT_LENGTH: the body's length (for a chunked body, known once it is spooled).
     content_length: Option<u64>,
-    /// The response body's encoder, when the response is compressed (fcgi_compress.rs).
-    encoder: Option<crate::compress::encoder::Encoder>,
 }
 
 impl Exchange {
@@ -332,7 +321,6 @@ impl Exchange {
             keepalive_client,
             version,
             content_length,
-            encoder: None,
         })
     }
 
@@ -874,7 +862,7 @@ impl Exchange {
                 }
             }
         }
-        if self.encoder.is_some() && self.head_sent() {
+        if matches!(&self.response, Response::Body(b) if b.is_coded()) {
             self.coded_bytes(&[], true, out);
         }
         Ok(false)
@@ -895,8 +883,8 @@ impl Exchange {
             Ok(None) => Ok(()),
             Ok(Some(mut head)) => {
                 let rest = buf.split_off(head.head_len.min(buf.len()));
-                self.encoder = super::fcgi_compress::plan(self.facts.compress.as_ref(), &mut head);
-                self.send_head(&head, out, env);
+                let encoder = super::fcgi_compress::plan(self.facts.compress.as_ref(), &mut head);
+                self.send_head(&head, encoder, out, env);
                 self.body_bytes(&rest, out);
                 Ok(())
             }
@@ -904,28 +892,20 @@ impl Exchange {
         }
     }
 
-    fn send_head(&mut self, head: &CgiHead, out: &mut Out, env: &mut Env<'_>) {
-        let no_body = crate::http::status::forbids_body(head.status);
-        let body_framing = if self.head_only || no_body {
-            Framing::None
-        } else if let Some(n) = head.content_length {
-            Framing::Length(n)
-        } else if self.version == Version::Http11 {
-            Framing::Chunked
-        } else {
-            Framing::Close
-        };
+    fn send_head(
+        &mut self,
+        head: &CgiHead,
+        encoder: Option<crate::compress::encoder::Encoder>,
+        out: &mut Out,
+        env: &mut Env<'_>,
+    ) {
+        let body_framing = Framing::choose(head, self.head_only, self.version);
         if body_framing == Framing::Close {
             self.close_client = true;
         }
         self.status = Some(head.status);
-        self.response = Response::Body(body_framing);
-        let framing = match (body_framing, head.content_length) {
-            (Framing::Length(n), _) => HeadFraming::Length(n),
-            (Framing::Chunked, _) => HeadFraming::Chunked,
-            (Framing::None, Some(n)) if self.head_only => HeadFraming::Length(n),
-            _ => HeadFraming::Unframed,
-        };
+        let framing = body_framing.head(head, self.head_only);
+        self.response = Response::Body(CodedBody::new(body_framing, encoder));
         if !self.keepalive_client {
             self.close_client = true;
         }
@@ -945,14 +925,15 @@ impl Exchange {
         self.coded_bytes(bytes, false, out);
     }
 
-    /// Feeds the encoder (if any) and frames what it gives; `flush` at the end of a read, so
-    /// a streamed response reaches the client without waiting for more input.
+    /// Feeds the encoder (if any) and frames what it gives (`fcgi_compress::CodedBody`,
+    /// shared with CGI); `flush` at the end of a read, so a streamed response reaches the
+    /// client without waiting for more input.
     fn coded_bytes(&mut self, bytes: &[u8], flush: bool, out: &mut Out) {
-        if self.head_only && self.encoder.is_some() {
+        let Response::Body(body) = &mut self.response else {
             return;
-        }
-        match super::fcgi_compress::code(&mut self.encoder, bytes, flush) {
-            Ok(coded) => self.frame_body(&coded, out),
+        };
+        match body.push(bytes, flush, out) {
+            Ok(over) => self.close_client |= over,
             Err(e) => self.coding_failed(e),
         }
     }
@@ -961,54 +942,17 @@ impl Exchange {
     /// connection closes, which shows the client the truncation.
     fn coding_failed(&mut self, e: io::Error) {
         tracing::error!("compressing a FastCGI response: {e}");
-        self.encoder = None;
-        self.response = Response::Body(Framing::None);
         self.close_client = true;
     }
 
-    fn frame_body(&mut self, bytes: &[u8], out: &mut Out) {
-        if bytes.is_empty() {
-            return;
-        }
-        let Response::Body(framing) = &mut self.response else {
-            return;
-        };
-        match framing {
-            Framing::None => {}
-            Framing::Close => out.push_body(bytes),
-            Framing::Chunked => {
-                let mut size = Vec::with_capacity(12);
-                let _ = write!(size, "{:x}\r\n", bytes.len());
-                out.push_framing(&size);
-                out.push_body(bytes);
-                out.push_framing(b"\r\n");
-            }
-            Framing::Length(left) => {
-                // More than announced: send what was announced, then close.
-                let n = (*left).min(bytes.len() as u64) as usize;
-                out.push_body(&bytes[..n]);
-                *left -= n as u64;
-                if n < bytes.len() {
-                    self.close_client = true;
-                }
-            }
-        }
-    }
-
     fn end_body(&mut self, out: &mut Out) {
-        match super::fcgi_compress::finish(&mut self.encoder) {
-            Ok(tail) if !self.head_only => self.frame_body(&tail, out),
-            Ok(_) => {}
-            Err(e) => self.coding_failed(e),
-        }
-        let Response::Body(framing) = &self.response else {
+        let Response::Body(body) = &mut self.response else {
             return;
         };
-        match *framing {
-            Framing::Chunked => out.push_framing(b"0\r\n\r\n"),
-            // Fewer bytes than announced: only closing shows the client the truncation.
-            Framing::Length(left) if left > 0 => self.close_client = true,
-            _ => {}
+        // Fewer bytes than announced: only closing shows the client the truncation.
+        match body.end(out) {
+            Ok(short) => self.close_client |= short,
+            Err(e) => self.coding_failed(e),
         }
     }
 

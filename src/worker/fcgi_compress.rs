@@ -4,6 +4,7 @@
 //! body streams. The framing becomes chunked (HTTP/1.1) or close-delimited (HTTP/1.0), since
 //! the coded length is not known up front.
 
+use super::out::Out;
 use crate::compress::encoder::Encoder;
 use crate::config::static_opts::{Coding, Compress};
 use crate::fastcgi::cgi_head::CgiHead;
@@ -88,7 +89,7 @@ pub fn plan(offer: Option<&Offer>, head: &mut CgiHead) -> Option<Encoder> {
 /// alike): what goes to the framing. `flush` at the end of a read, so a streamed response
 /// reaches the client without waiting for more input. On an error the encoder is dropped and
 /// the caller cuts the response (no last chunk), which shows the client the truncation.
-pub fn code<'a>(
+fn code<'a>(
     encoder: &mut Option<Encoder>,
     bytes: &'a [u8],
     flush: bool,
@@ -109,7 +110,7 @@ pub fn code<'a>(
 }
 
 /// Ends the encoder, if any: the coded stream's last bytes (trailer, checksum).
-pub fn finish(encoder: &mut Option<Encoder>) -> std::io::Result<Vec<u8>> {
+fn finish(encoder: &mut Option<Encoder>) -> std::io::Result<Vec<u8>> {
     match encoder.take() {
         Some(e) => e.finish(),
         None => Ok(Vec::new()),
@@ -127,6 +128,135 @@ fn variant_etag(value: &[u8], coding: Coding) -> Vec<u8> {
             v
         }
         _ => value.to_vec(),
+    }
+}
+
+/// How a backend's response body is framed to the client (FastCGI and CGI alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length` bytes still to send.
+    Length(u64),
+    /// Chunked (HTTP/1.1, no length known).
+    Chunked,
+    /// Delimited by closing the connection (HTTP/1.0, no length known).
+    Close,
+    /// No body (HEAD, 204, 304): backend bytes are dropped.
+    None,
+}
+
+impl Framing {
+    /// The framing of a response of `head` (after `plan`, so a coded one has no length) to
+    /// a client of `version`.
+    pub fn choose(head: &CgiHead, head_only: bool, version: crate::http::request::Version) -> Self {
+        if head_only || crate::http::status::forbids_body(head.status) {
+            Framing::None
+        } else if let Some(n) = head.content_length {
+            Framing::Length(n)
+        } else if version == crate::http::request::Version::Http11 {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        }
+    }
+
+    /// What the response head says of this framing (a HEAD answer keeps the backend's
+    /// length).
+    pub fn head(self, head: &CgiHead, head_only: bool) -> crate::http::response::Framing {
+        use crate::http::response::Framing as H;
+        match (self, head.content_length) {
+            (Framing::Length(n), _) => H::Length(n),
+            (Framing::Chunked, _) => H::Chunked,
+            (Framing::None, Some(n)) if head_only => H::Length(n),
+            _ => H::Unframed,
+        }
+    }
+}
+
+/// A backend's response body on its way to the client: its framing and, when it is coded,
+/// its encoder. One value for FastCGI and CGI, so both code and frame a body the same way.
+pub struct CodedBody {
+    /// The framing; `None` once the body is cut.
+    pub framing: Framing,
+    encoder: Option<Encoder>,
+}
+
+impl CodedBody {
+    /// A body framed as `framing`, coded through `encoder` if any (from `plan`).
+    pub fn new(framing: Framing, encoder: Option<Encoder>) -> CodedBody {
+        CodedBody { framing, encoder }
+    }
+
+    /// Whether the body goes through an encoder.
+    pub fn is_coded(&self) -> bool {
+        self.encoder.is_some()
+    }
+
+    /// Codes (if coded) and frames backend body bytes into `out`; `flush` at the end of a
+    /// read, so a streamed response reaches the client without waiting for more input.
+    /// Ok(true): more bytes than announced came, so the client connection must close. An
+    /// encoder error cuts the body (nothing more goes out, no last chunk): the caller logs it
+    /// and closes, which shows the client the truncation.
+    pub fn push(&mut self, bytes: &[u8], flush: bool, out: &mut Out) -> std::io::Result<bool> {
+        if self.framing == Framing::None {
+            // HEAD, 204, 304 or a cut body: nothing is coded or sent.
+            return Ok(false);
+        }
+        match code(&mut self.encoder, bytes, flush) {
+            Ok(coded) => Ok(self.frame(&coded, out)),
+            Err(e) => {
+                self.framing = Framing::None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends the body: the encoder's last bytes, then the last chunk when chunked. Ok(true):
+    /// fewer bytes than announced went out, so only closing shows the client the truncation.
+    pub fn end(&mut self, out: &mut Out) -> std::io::Result<bool> {
+        match finish(&mut self.encoder) {
+            Ok(tail) => {
+                let over = self.frame(&tail, out);
+                match self.framing {
+                    Framing::Chunked => {
+                        out.push_framing(b"0\r\n\r\n");
+                        Ok(over)
+                    }
+                    Framing::Length(left) => Ok(over || left > 0),
+                    _ => Ok(over),
+                }
+            }
+            Err(e) => {
+                self.framing = Framing::None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Frames bytes ready to go; true when more came than announced (the rest is dropped).
+    fn frame(&mut self, bytes: &[u8], out: &mut Out) -> bool {
+        if bytes.is_empty() {
+            return false;
+        }
+        match &mut self.framing {
+            Framing::None => false,
+            Framing::Close => {
+                out.push_body(bytes);
+                false
+            }
+            Framing::Chunked => {
+                out.push_framing(format!("{:x}\r\n", bytes.len()).as_bytes());
+                out.push_body(bytes);
+                out.push_framing(b"\r\n");
+                false
+            }
+            Framing::Length(left) => {
+                // More than announced: send what was announced, then close.
+                let n = (*left).min(bytes.len() as u64) as usize;
+                out.push_body(&bytes[..n]);
+                *left -= n as u64;
+                n < bytes.len()
+            }
+        }
     }
 }
 

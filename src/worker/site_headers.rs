@@ -1,6 +1,7 @@
 //! A site's response headers on backend responses (FastCGI, CGI, proxy), as nginx's
 //! `add_header` puts its lines on every 2xx/3xx answer: `server{}`'s `headers` path rules
-//! that match the request and the `site{}`'s own `headers`. A line the backend (or a route
+//! that match the request (or the `site{}`'s own rules in their place) and the `site{}`'s own
+//! flat `headers` lines. A line the backend (or a route
 //! decision) already sent is left alone, as `worker::vhost` does for answers made here.
 
 use super::dispatch::OtherSites;
@@ -11,18 +12,23 @@ use crate::http::request::Request;
 /// the site its Host names; empty when none apply.
 pub fn for_request(other: &mut OtherSites, config: &Config, req: &Request) -> Vec<u8> {
     let mut out = Vec::new();
-    for (rule, lines) in &config.static_opts.headers {
+    let def = other
+        .pick_vhost(config, req.host.as_deref())
+        .and_then(|i| config.sites.get(i));
+    // A site's own path rules replace `server{}`'s, as for its static answers.
+    let rules = def
+        .and_then(|d| d.statics.headers.as_ref())
+        .unwrap_or(&config.static_opts.headers);
+    for (rule, lines) in rules {
         if rule.matches(&req.path) {
             for (name, value) in lines {
                 push(&mut out, name, value);
             }
         }
     }
-    if let Some(i) = other.pick_vhost(config, req.host.as_deref()) {
-        if let Some(def) = config.sites.get(i) {
-            for (name, value) in &def.headers {
-                push(&mut out, name, value);
-            }
+    if let Some(def) = def {
+        for (name, value) in &def.headers {
+            push(&mut out, name, value);
         }
     }
     out

@@ -39,9 +39,10 @@ impl OtherSites {
             dotfiles: def.dotfiles.unwrap_or(config.dotfiles),
             mime: MimeTable::new(&mime),
             cache: Default::default(),
-            // The server's compression, error pages, headers and listings apply to every site
-            // (a site's own `headers` are added by `worker::vhost::finish`).
-            opts: std::rc::Rc::new(config.static_opts.clone()),
+            // The server's compression, error pages, header and expiry rules, unless the site
+            // sets its own; listings are the server's (a site's flat `headers` lines are added
+            // by `worker::vhost::finish`).
+            opts: std::rc::Rc::new(config.static_opts.overlaid(&def.statics)),
             variants: Default::default(),
         })
     }
@@ -118,7 +119,14 @@ pub(super) fn error_page(
     now: std::time::Instant,
 ) -> Reply {
     use crate::static_files::extras::error_page as page;
-    if reply.status < 400 || config.static_opts.error_pages.is_empty() {
+    let any_pages = !config.static_opts.error_pages.is_empty()
+        || config.sites.iter().any(|s| {
+            s.statics
+                .error_pages
+                .as_ref()
+                .is_some_and(|p| !p.is_empty())
+        });
+    if reply.status < 400 || !any_pages {
         return reply;
     }
     let Some(i) = other.pick_vhost(config, host) else {
@@ -132,5 +140,21 @@ pub(super) fn error_page(
         }
         // Its root cannot be opened: dispatch said so already; the built-in page goes out.
         Err(_) => reply,
+    }
+}
+
+/// The compression of the site `req`'s Host names: its own `compress`, else `server{}`'s.
+pub fn compress_for<'c>(
+    other: &mut OtherSites,
+    config: &'c Config,
+    req: &crate::http::request::Request,
+) -> Option<&'c crate::config::static_opts::Compress> {
+    let own = other
+        .pick_vhost(config, req.host.as_deref())
+        .and_then(|i| config.sites.get(i))
+        .and_then(|def| def.statics.compress.as_ref());
+    match own {
+        Some(c) => c.as_ref(),
+        None => config.static_opts.compress.as_ref(),
     }
 }

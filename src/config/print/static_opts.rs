@@ -2,11 +2,46 @@
 //! loads back to the same `StaticOptions`.
 
 use super::{field, list, lua_string};
-use crate::config::static_opts::{PathMatch, StaticOptions};
+use crate::config::static_opts::{Compress, PathMatch, SiteStatics, StaticOptions};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Writes the extras' keys of a `server{}` (or site) block.
 pub(in crate::config) fn print(o: &mut String, s: &StaticOptions) {
-    let compress = match &s.compress {
+    field(o, "compress", &compress(s.compress.as_ref()));
+    field(o, "precompressed", &s.precompressed.to_string());
+    field(o, "error_pages", &error_pages(&s.error_pages));
+    field(o, "headers", &headers(&s.headers));
+    field(o, "expires", &expires(&s.expires));
+    let d = &s.dir_listing;
+    let listing = if d.prefixes.is_empty() {
+        "false".to_string()
+    } else {
+        let mut items: Vec<String> = d.prefixes.iter().map(|p| lua_string(p)).collect();
+        items.push(format!("dotfiles = {}", d.dotfiles));
+        list(items.into_iter())
+    };
+    field(o, "dir_listing", &listing);
+}
+
+/// Writes the keys a `site{}` sets of its own (the others are `server{}`'s).
+pub(in crate::config) fn print_site(o: &mut String, s: &SiteStatics) {
+    if let Some(c) = &s.compress {
+        field(o, "compress", &compress(c.as_ref()));
+    }
+    if let Some(e) = &s.error_pages {
+        field(o, "error_pages", &error_pages(e));
+    }
+    if let Some(h) = &s.headers {
+        field(o, "headers", &headers(h));
+    }
+    if let Some(e) = &s.expires {
+        field(o, "expires", &expires(e));
+    }
+}
+
+fn compress(c: Option<&Compress>) -> String {
+    match c {
         None => "false".to_string(),
         Some(c) => format!(
             "{{ encodings = {}, types = {}, min_size = {}, max_size = {}, level = {}, \
@@ -19,19 +54,15 @@ pub(in crate::config) fn print(o: &mut String, s: &StaticOptions) {
             c.zstd_level,
             c.cache_bytes
         ),
-    };
-    field(o, "compress", &compress);
-    field(o, "precompressed", &s.precompressed.to_string());
-    field(
-        o,
-        "error_pages",
-        &list(
-            s.error_pages
-                .iter()
-                .map(|(k, v)| format!("[{k}] = {}", lua_string(v))),
-        ),
-    );
-    let headers = s.headers.iter().map(|(m, lines)| {
+    }
+}
+
+fn error_pages(e: &BTreeMap<u16, String>) -> String {
+    list(e.iter().map(|(k, v)| format!("[{k}] = {}", lua_string(v))))
+}
+
+fn headers(h: &[(PathMatch, Vec<(String, String)>)]) -> String {
+    list(h.iter().map(|(m, lines)| {
         // Repeated names become one list, in their order.
         let mut names: Vec<&str> = Vec::new();
         for (n, _) in lines {
@@ -47,26 +78,14 @@ pub(in crate::config) fn print(o: &mut String, s: &StaticOptions) {
             format!("[{}] = {}", lua_string(n), list(values))
         });
         format!("[{}] = {}", key(m), list(fields))
-    });
-    field(o, "headers", &list(headers));
-    field(
-        o,
-        "expires",
-        &list(
-            s.expires
-                .iter()
-                .map(|(m, d)| format!("[{}] = {}", key(m), d.as_secs())),
-        ),
-    );
-    let d = &s.dir_listing;
-    let listing = if d.prefixes.is_empty() {
-        "false".to_string()
-    } else {
-        let mut items: Vec<String> = d.prefixes.iter().map(|p| lua_string(p)).collect();
-        items.push(format!("dotfiles = {}", d.dotfiles));
-        list(items.into_iter())
-    };
-    field(o, "dir_listing", &listing);
+    }))
+}
+
+fn expires(e: &[(PathMatch, Duration)]) -> String {
+    list(
+        e.iter()
+            .map(|(m, d)| format!("[{}] = {}", key(m), d.as_secs())),
+    )
 }
 
 fn key(m: &PathMatch) -> String {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use mlua::{Table, Value};
 
 use super::{boolean, got, has_control, integer, record, string, string_list, Report};
-use crate::config::static_opts::{Coding, Compress, DirListing, PathMatch, StaticOptions};
+use crate::config::static_opts::{
+    Coding, Compress, DirListing, PathMatch, SiteStatics, StaticOptions,
+};
 
 /// Keys of `compress = {...}`.
 const COMPRESS_KEYS: &[&str] = &[
@@ -55,6 +57,46 @@ pub(in crate::config) fn read(r: &mut Report, fields: &BTreeMap<String, Value>) 
     }
     if let Some(v) = fields.get("dir_listing") {
         o.dir_listing = dir_listing(r, v);
+    }
+    o
+}
+
+/// Whether a `headers` table is of the path-rule shape (`["/prefix/"]` or `[".suffix"]` keys,
+/// each a table), as against a site's flat `["Name"] = "value"` lines.
+pub(in crate::config) fn is_rule_table(v: &Value) -> bool {
+    let Value::Table(t) = v else {
+        return false;
+    };
+    let mut any = false;
+    for (k, _) in t.pairs::<Value, Value>().filter_map(Result::ok) {
+        let rule = matches!(&k, Value::String(s)
+            if s.to_str().is_ok_and(|s| s.starts_with('/') || s.starts_with('.')));
+        if !rule {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
+/// Reads what a `site{}` block sets of `compress`, `error_pages`, `expires` and the rule
+/// shape of `headers`, validated as at server level.
+pub(in crate::config) fn read_site(
+    r: &mut Report,
+    fields: &BTreeMap<String, Value>,
+) -> SiteStatics {
+    let mut o = SiteStatics::default();
+    if let Some(v) = fields.get("compress") {
+        o.compress = Some(compress(r, v));
+    }
+    if let Some(v) = fields.get("error_pages") {
+        o.error_pages = Some(error_pages(r, v));
+    }
+    if let Some(v) = fields.get("headers").filter(|v| is_rule_table(v)) {
+        o.headers = Some(headers(r, v));
+    }
+    if let Some(v) = fields.get("expires") {
+        o.expires = Some(expires(r, v));
     }
     o
 }
