@@ -269,7 +269,9 @@ mod tests {
             .contains("unknown field $nope"));
         assert!(LogFormat::parse("${status").is_err());
         assert!(LogFormat::parse("a\nb").is_err());
-        assert!(LogFormat::parse(&"$request_time ".repeat(5)).is_err());
+        // The limit of late fields (6: room for every late field once) holds exactly.
+        assert!(LogFormat::parse(&"$request_time ".repeat(MAX_LATE + 1)).is_err());
+        assert!(LogFormat::parse(&"$request_time ".repeat(MAX_LATE)).is_ok());
         assert!(LogFormat::parse(&"$request_time ".repeat(4)).is_ok());
         assert_eq!(LogFormat::parse("json").unwrap().escape, Escape::Json);
         assert_eq!(LogFormat::parse("combined").unwrap(), LogFormat::combined());
