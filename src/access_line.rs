@@ -30,6 +30,8 @@ enum Late {
     UpstreamAddrJson = 6,
     /// The combined format's ` upstream=… upstream_time=…`, absent: nothing.
     UpstreamSuffix = 7,
+    /// `$bytes_received`: what the client sent through a tunnel, 0 without one.
+    BytesReceived = 8,
 }
 
 impl Late {
@@ -42,6 +44,7 @@ impl Late {
             4 => Late::UpstreamJson,
             5 => Late::UpstreamAddr,
             6 => Late::UpstreamAddrJson,
+            8 => Late::BytesReceived,
             _ => Late::UpstreamSuffix,
         }
     }
@@ -221,6 +224,7 @@ impl PendingLine {
                 Field::BodyBytesSent => Some(Late::Body),
                 Field::BodyBytesClf => Some(Late::BodyClf),
                 Field::RequestTime => Some(Late::Time),
+                Field::BytesReceived => Some(Late::BytesReceived),
                 Field::UpstreamResponseTime if esc == Escape::Json => Some(Late::UpstreamJson),
                 Field::UpstreamResponseTime => Some(Late::Upstream),
                 Field::UpstreamAddr if esc == Escape::Json => Some(Late::UpstreamAddrJson),
@@ -244,12 +248,14 @@ impl PendingLine {
         }
     }
 
-    /// Records the upstream that answered a proxied request and its time to the response
-    /// head (None: no head came), for the line's upstream fields.
+    /// Records the upstream that answered a proxied request, its time to the response
+    /// head (None: no head came) and the bytes the client sent through its tunnel (0 without
+    /// one), for the line's upstream fields and `$bytes_received`.
     ///
-    /// Kept after the holes as a trailer (address, time in ms as u32 LE or `u32::MAX`, the
-    /// address length as u16 LE, then `TRAILER`), so a connection pays nothing for it.
-    pub fn add_upstream(&mut self, addr: &str, time: Option<Duration>) {
+    /// Kept after the holes as a trailer (address, the received count as u64 LE, time in ms
+    /// as u32 LE or `u32::MAX`, the address length as u16 LE, then `TRAILER`), so a
+    /// connection pays nothing for it.
+    pub fn add_upstream(&mut self, addr: &str, time: Option<Duration>, received: u64) {
         if !self.is_pending() || upstream_of(&self.buf).is_some() {
             return;
         }
@@ -258,6 +264,7 @@ impl PendingLine {
             u32::try_from(t.as_millis()).unwrap_or(u32::MAX - 1)
         });
         self.buf.extend_from_slice(addr);
+        self.buf.extend_from_slice(&received.to_le_bytes());
         self.buf.extend_from_slice(&ms.to_le_bytes());
         self.buf
             .extend_from_slice(&(addr.len() as u16).to_le_bytes());
@@ -281,6 +288,7 @@ impl PendingLine {
         let upstream = upstream_of(&self.buf);
         let end = upstream.as_ref().map_or(self.buf.len(), |u| u.at);
         let (text, holes) = self.buf[..end].split_at((self.text as usize).min(end));
+        let received = upstream.as_ref().map_or(0, |u| u.received);
         let upstream = upstream.map(|u| (u.addr, u.time));
         for h in holes.chunks_exact(5) {
             let at = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
@@ -298,6 +306,9 @@ impl PendingLine {
                 }
                 Late::Time => {
                     let _ = write!(out, "{}.{:03}", took.as_secs(), took.subsec_millis());
+                }
+                Late::BytesReceived => {
+                    let _ = write!(out, "{received}");
                 }
                 Late::Upstream | Late::UpstreamJson => match upstream {
                     Some((_, Some(t))) => {
@@ -349,21 +360,25 @@ struct UpstreamTrailer<'a> {
     at: usize,
     addr: &'a [u8],
     time: Option<Duration>,
+    received: u64,
 }
 
 fn upstream_of(buf: &[u8]) -> Option<UpstreamTrailer<'_>> {
     let (&last, rest) = buf.split_last()?;
-    if last != TRAILER || rest.len() < 6 {
+    if last != TRAILER || rest.len() < 14 {
         return None;
     }
     let n = rest.len();
     let len = usize::from(u16::from_le_bytes([rest[n - 2], rest[n - 1]]));
     let ms = u32::from_le_bytes([rest[n - 6], rest[n - 5], rest[n - 4], rest[n - 3]]);
-    let at = (n - 6).checked_sub(len)?;
+    let mut recv = [0u8; 8];
+    recv.copy_from_slice(&rest[n - 14..n - 6]);
+    let at = (n - 14).checked_sub(len)?;
     Some(UpstreamTrailer {
         at,
-        addr: &rest[at..n - 6],
+        addr: &rest[at..n - 14],
         time: (ms != u32::MAX).then(|| Duration::from_millis(u64::from(ms))),
+        received: u64::from_le_bytes(recv),
     })
 }
 
@@ -439,7 +454,7 @@ mod tests {
             &fmt,
             facts("1.2.3.4", Subject::Request(&req), 502),
         );
-        line.add_upstream("127.0.0.1:3000", Some(Duration::from_millis(12)));
+        line.add_upstream("127.0.0.1:3000", Some(Duration::from_millis(12)), 0);
         line.finish(&mut log, 0, 0);
         write_refusal(&mut log, &fmt, ("9.9.9.9", 2), "D", 503, 77);
         log.flush();
@@ -476,5 +491,37 @@ mod tests {
             assert_eq!(String::from_utf8_lossy(&line.buf), want);
             line.take_buffer();
         }
+    }
+
+    #[test]
+    fn bytes_received_is_the_tunnels_count_or_zero() {
+        let dir = std::env::temp_dir().join(format!("lh-recv-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("a.log");
+        let mut log = AccessLog::new(LogFile::open(&path).unwrap());
+        let req = crate::http::request::parse(b"GET /ws HTTP/1.1\r\nHost: h\r\n\r\n", 8192)
+            .unwrap()
+            .unwrap();
+        let fmt =
+            LogFormat::parse("$status $body_bytes_sent $bytes_received $upstream_addr").unwrap();
+        let facts = |status| Facts {
+            peer_ip: "1.2.3.4",
+            peer_port: 1,
+            clf_date: "D",
+            subject: Subject::Request(&req),
+            status,
+            user: None,
+            tls_version: None,
+        };
+        let mut line = PendingLine::default();
+        line.start(Vec::new(), &fmt, facts(101));
+        line.add_upstream("u:1", Some(Duration::from_millis(1)), 123_456_789_012);
+        line.finish(&mut log, 42, 0);
+        line.start(Vec::new(), &fmt, facts(200));
+        line.finish(&mut log, 7, 0);
+        log.flush();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(text, "101 42 123456789012 u:1\n200 7 0 -\n");
     }
 }

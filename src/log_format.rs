@@ -3,7 +3,8 @@
 //!
 //! Fields (nginx's names): `$remote_addr`, `$remote_port`, `$remote_user`, `$time_local`,
 //! `$request`, `$request_method`, `$request_uri`, `$status`, `$body_bytes_sent`,
-//! `$request_time`, `$http_<name>` (a request header, `_` for `-`), `$upstream_addr` and
+//! `$request_time`, `$bytes_received` (bytes the client sent through an upgrade tunnel after
+//! the `101`, 0 for any other request), `$http_<name>` (a request header, `_` for `-`), `$upstream_addr` and
 //! `$upstream_response_time` (set for proxied requests only: `Exchanging::upstream`),
 //! `$tls_version` (`TLSv1.2`/`TLSv1.3`, from the connection's stream; absent on plain HTTP). `combined` is
 //! `$remote_addr - $remote_user [...]` plus, for a proxied request only, a trailing
@@ -47,6 +48,9 @@ pub enum Field {
     BodyBytesClf,
     /// Seconds from the request head to the end of the response, with milliseconds.
     RequestTime,
+    /// Bytes the client sent through an upgrade tunnel (0 when there was none), known when
+    /// the exchange ends.
+    BytesReceived,
     /// A request header (lower case name).
     Header(String),
     /// The HTTP upstream's address (proxied requests only).
@@ -68,6 +72,7 @@ impl Field {
             Field::BodyBytesSent
                 | Field::BodyBytesClf
                 | Field::RequestTime
+                | Field::BytesReceived
                 | Field::UpstreamAddr
                 | Field::UpstreamResponseTime
                 | Field::UpstreamSuffix
@@ -85,7 +90,7 @@ pub enum Part {
 }
 
 /// Most fields known only at the end of a response that one format may hold.
-pub const MAX_LATE: usize = 4;
+pub const MAX_LATE: usize = 6;
 
 /// A compiled format.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +105,7 @@ pub struct LogFormat {
 
 const COMBINED: &str =
     "$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\"";
-const JSON: &str = "{\"remote_addr\":\"$remote_addr\",\"time_local\":\"$time_local\",\"request\":\"$request\",\"status\":$status,\"body_bytes_sent\":$body_bytes_sent,\"request_time\":$request_time,\"http_referer\":\"$http_referer\",\"http_user_agent\":\"$http_user_agent\",\"upstream_addr\":\"$upstream_addr\",\"tls_version\":\"$tls_version\"}";
+const JSON: &str = "{\"remote_addr\":\"$remote_addr\",\"time_local\":\"$time_local\",\"request\":\"$request\",\"status\":$status,\"body_bytes_sent\":$body_bytes_sent,\"request_time\":$request_time,\"bytes_received\":$bytes_received,\"http_referer\":\"$http_referer\",\"http_user_agent\":\"$http_user_agent\",\"upstream_addr\":\"$upstream_addr\",\"tls_version\":\"$tls_version\"}";
 
 impl Default for LogFormat {
     fn default() -> Self {
@@ -161,6 +166,7 @@ fn field(name: &str) -> Result<Field, String> {
         "status" => Field::Status,
         "body_bytes_sent" => Field::BodyBytesSent,
         "request_time" => Field::RequestTime,
+        "bytes_received" => Field::BytesReceived,
         "upstream_addr" => Field::UpstreamAddr,
         "upstream_response_time" => Field::UpstreamResponseTime,
         "tls_version" => Field::TlsVersion,
@@ -170,7 +176,7 @@ fn field(name: &str) -> Result<Field, String> {
                 return Err(format!(
                     "unknown field ${n} (known: $remote_addr, $remote_port, $remote_user, $time_local, \
                      $request, $request_method, $request_uri, $status, $body_bytes_sent, \
-                     $request_time, $http_<name>, $upstream_addr, $upstream_response_time, \
+                     $request_time, $bytes_received, $http_<name>, $upstream_addr, $upstream_response_time, \
                      $tls_version)"
                 ))
             }
@@ -225,7 +231,8 @@ fn template(s: &str, escape: Escape) -> Result<LogFormat, String> {
     if f.late_fields() > MAX_LATE {
         return Err(format!(
             "access_log_format has more than {MAX_LATE} fields known only at the end of a \
-             response ($body_bytes_sent, $request_time, $upstream_response_time)"
+             response ($body_bytes_sent, $request_time, $bytes_received, $upstream_addr, \
+             $upstream_response_time)"
         ));
     }
     Ok(f)
@@ -234,6 +241,14 @@ fn template(s: &str, escape: Escape) -> Result<LogFormat, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_has_both_directions_of_a_tunnel() {
+        let f = LogFormat::parse("json").unwrap();
+        assert!(f.parts.contains(&Part::Field(Field::BodyBytesSent)));
+        assert!(f.parts.contains(&Part::Field(Field::BytesReceived)));
+        assert!(f.late_fields() <= MAX_LATE);
+    }
 
     #[test]
     fn templates_compile_into_parts() {
@@ -254,7 +269,9 @@ mod tests {
             .contains("unknown field $nope"));
         assert!(LogFormat::parse("${status").is_err());
         assert!(LogFormat::parse("a\nb").is_err());
-        assert!(LogFormat::parse(&"$request_time ".repeat(5)).is_err());
+        // The limit of late fields (6: room for every late field once) holds exactly.
+        assert!(LogFormat::parse(&"$request_time ".repeat(MAX_LATE + 1)).is_err());
+        assert!(LogFormat::parse(&"$request_time ".repeat(MAX_LATE)).is_ok());
         assert!(LogFormat::parse(&"$request_time ".repeat(4)).is_ok());
         assert_eq!(LogFormat::parse("json").unwrap().escape, Escape::Json);
         assert_eq!(LogFormat::parse("combined").unwrap(), LogFormat::combined());

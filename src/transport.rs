@@ -61,6 +61,23 @@ impl Stream {
         }
     }
 
+    /// Where a non-blocking connect stands after a writable event: Ok(true) once connected,
+    /// the connect's error if it failed, or Ok(false) with `writable` cleared while it is
+    /// still under way. A backend socket's writable event can be stale: an idle kept
+    /// connection, still registered with a token (`proxy::pool::Upstreams::release_registered`),
+    /// wakes whoever holds that token now, so a FastCGI or proxy exchange connecting on it
+    /// waits for the next event instead of taking the hint as a connect.
+    pub fn connect_progress(&self, writable: &mut bool) -> io::Result<bool> {
+        match self.connected() {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                *writable = false;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether file bytes may be written to this stream with `sendfile` (false where the bytes
     /// must pass through user space, as TLS will).
     pub fn can_sendfile(&self) -> bool {
@@ -301,5 +318,39 @@ mod tests {
         a.shutdown_write();
         assert_eq!(b.read(&mut buf).unwrap(), 0);
         assert_eq!(a.local(), ("unix".to_string(), 0));
+    }
+
+    /// Polls `connect_progress` until it settles (a loopback connect does at once or nearly).
+    fn settle(s: &Stream) -> io::Result<bool> {
+        for _ in 0..200 {
+            let mut writable = true;
+            match s.connect_progress(&mut writable) {
+                Ok(false) => {
+                    assert!(!writable, "still under way clears writable");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Ok(true) => {
+                    assert!(writable);
+                    return Ok(true);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    #[test]
+    fn connect_progress_says_connected_or_the_connects_error() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ok = Stream::connect(&ListenAddr::Tcp(l.local_addr().unwrap())).unwrap();
+        assert!(settle(&ok).unwrap());
+        let gone = l.local_addr().unwrap();
+        drop(l);
+        // The refusal may come at once or through connect_progress.
+        let err = match Stream::connect(&ListenAddr::Tcp(gone)) {
+            Ok(refused) => settle(&refused).unwrap_err(),
+            Err(e) => e,
+        };
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
     }
 }

@@ -126,6 +126,72 @@ fn a_tunnel_is_logged_when_it_ends_with_the_bytes_the_client_got() {
     );
 }
 
+#[test]
+fn a_tunnels_line_has_both_directions_bytes() {
+    let up = Upstream::start("a");
+    let dir = TempDir::new("proxy-extras");
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    let config = format!(
+        r#"server {{ listen = "127.0.0.1:0", workers = 1, root = "www", error_log = "stderr",
+  access_log = "access.log",
+  access_log_format = "$request_uri $status sent=$body_bytes_sent received=$bytes_received" }}
+upstream "app" {{ address = "{}" }}
+route(function(req) return proxy("app") end)
+"#,
+        up.addr
+    );
+    let srv = Server::start_config(dir, &config);
+    let mut s = conn(&srv);
+    let mut buf = Vec::new();
+    s.write_all(
+        b"GET /ws-sink HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .unwrap();
+    let r = read_response(&mut s, &mut buf, true).unwrap();
+    assert_eq!(r.0, 101);
+    assert!(buf.is_empty());
+    // 2 MiB + 5 up; the upstream answers a dot per KiB, so 2048 come down once it has
+    // them all (the last 5 bytes get none).
+    let data = pattern(2 * 1024 * 1024 + 5);
+    s.write_all(&data).unwrap();
+    let mut dots = vec![0u8; 2048];
+    s.read_exact(&mut dots).unwrap();
+    assert!(dots.iter().all(|b| *b == b'.'));
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let lines = log_lines(&srv, 1);
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("/ws-sink "))
+        .expect("the tunnel's line");
+    assert_eq!(
+        line,
+        &format!(
+            "/ws-sink 101 sent={} received={}",
+            2048 + rest.len(),
+            data.len()
+        )
+    );
+    // A request without a tunnel received nothing through one.
+    let mut s = conn(&srv);
+    let mut buf = Vec::new();
+    s.write_all(b"GET /name HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut s, &mut buf, false).unwrap();
+    assert_eq!(r.0, 200);
+    let path = srv.dir.path().join("access.log");
+    wait_for("the /name line", Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.lines().any(|l| l.starts_with("/name "))
+    });
+    let lines = log_lines(&srv, 1);
+    assert!(
+        lines.iter().any(|l| l == "/name 200 sent=1 received=0"),
+        "{lines:?}"
+    );
+}
+
 fn rows(admin: &mut Admin) -> Vec<Value> {
     match admin.ok("backends()") {
         Value::Array(a) => a,

@@ -82,3 +82,57 @@ fn a_changed_backend_is_restarted_only_after_its_request_in_flight_ends() {
     );
     assert_eq!(r.status, 200);
 }
+
+fn backend_rows(path: &std::path::Path, name: &str) -> Vec<Value> {
+    match eval_ok(path, "backends()") {
+        Value::Array(rows) => rows.into_iter().filter(|r| r["name"] == name).collect(),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn a_backend_a_reload_adds_is_listed_with_its_counters() {
+    let dir = site("reload-backend-add", &[("t.php", b""), ("u.cgi", b"")]);
+    let root = dir.path().to_path_buf();
+    let backend = |name: &str, ext: &str| {
+        format!(
+            "fastcgi \"{name}\" {{ spawn = \"{}\", procs = 1, socket = \"unix:{}/{name}.sock\", \
+             extensions = {{ \"{ext}\" }} }}\n",
+            env!("CARGO_BIN_EXE_luahttpd-fcgi-test"),
+            root.display()
+        )
+    };
+    let s = Server::start_config(dir, &config_text("workers = 1", &backend("t", ".php")));
+    let path = sock(&s);
+    let get = |target: &str| {
+        common::raw(
+            &s.addr,
+            format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    assert_eq!(get("/t.php?mode=pid").status, 200);
+
+    // The added backend comes first, so every slot of the start layout now stands for
+    // another address than before.
+    let both = format!("{}{}", backend("u", ".cgi"), backend("t", ".php"));
+    std::fs::write(root.join("site.lua"), config_text("workers = 1", &both)).unwrap();
+    assert_eq!(eval_ok(&path, "reload()")["ok"], true);
+    wait_for("u spawned", Duration::from_secs(5), || {
+        backend_rows(&path, "u")
+            .first()
+            .is_some_and(|r| r["state"] == "up")
+    });
+    for _ in 0..3 {
+        assert_eq!(get("/u.cgi?mode=pid").status, 200);
+    }
+    assert_eq!(get("/t.php?mode=pid").status, 200);
+    wait_for("the counters", Duration::from_secs(5), || {
+        let u = backend_rows(&path, "u");
+        let t = backend_rows(&path, "t");
+        u.len() == 1 && t.len() == 1 && u[0]["total"] == 3 && u[0]["active"] == 0
+    });
+    // t's figures did not move to u's slot: u counts only its own.
+    let u = backend_rows(&path, "u");
+    assert_eq!(u[0]["errors"], 0, "{u:?}");
+    assert_eq!(backend_rows(&path, "t").len(), 1);
+}

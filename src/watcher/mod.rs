@@ -17,6 +17,7 @@ mod listeners;
 mod notify;
 mod pidfile;
 mod privileges;
+mod proc_slots;
 mod reload;
 mod signals;
 mod upstream_view;

@@ -7,19 +7,21 @@ use crate::admin::scoreboard::{now_ms, PROXY_DRAINED, PROXY_UNHEALTHY};
 use crate::proxy::pool::{addr_text, proc_index};
 use serde_json::{json, Value};
 
-/// Scoreboard proc slots mapped beyond the start config's needs, so HTTP upstream addresses
-/// a reload adds have counters and flags too (64 bytes each).
+/// Scoreboard proc slots mapped beyond the start config's needs, so FastCGI and HTTP upstream
+/// addresses a reload adds have counters (and upstreams their flags) too (64 bytes each).
 pub const UPSTREAM_SPARE_SLOTS: usize = 256;
 
 impl Watcher {
-    /// After the config changed (a reload, or its revert): when the upstreams differ from
-    /// `before`'s, the health checks start over for the current ones and every upstream
-    /// slot's drained and unhealthy flags are cleared; a slot that now stands for another
-    /// address than it did (one added, removed or moved) has its counters reset, so the
-    /// address starts from zero rather than with another's figures. The scoreboard keeps
+    /// After the config changed (a reload, or its revert): slots that now stand for another
+    /// address are reset (`proc_slots.rs`); when the upstreams or where their slots start
+    /// differ from `before`'s, the health checks start over for the current ones and every
+    /// upstream slot's drained and unhealthy flags are cleared. The scoreboard keeps
     /// [`UPSTREAM_SPARE_SLOTS`] spare slots for addresses a reload adds.
     pub(super) fn upstreams_reloaded(&mut self, before: &crate::config::Config) {
+        self.reset_moved_slots(before);
+        let base = crate::fastcgi::pool::proc_index(self.config()).end();
         let same = before.upstreams.len() == self.config().upstreams.len()
+            && crate::fastcgi::pool::proc_index(before).end() == base
             && before
                 .upstreams
                 .iter()
@@ -28,27 +30,9 @@ impl Watcher {
         if same {
             return;
         }
-        let owners = |config: &crate::config::Config| {
-            let index = proc_index(config);
-            let mut at = std::collections::HashMap::new();
-            for (u, def) in config.upstreams.iter().enumerate() {
-                for (a, addr) in def.address.iter().enumerate() {
-                    if let Some(i) = index.index(u, a) {
-                        at.insert(i, (def.name.clone(), addr_text(&addr.addr)));
-                    }
-                }
-            }
-            at
-        };
-        let (old, new) = (owners(before), owners(self.config()));
-        let base = crate::fastcgi::pool::proc_index(self.config()).end();
         for i in base..self.board.proc_capacity() {
             if let Some(p) = self.board.proc(i) {
-                if new.contains_key(&i) && old.get(&i) != new.get(&i) {
-                    p.reset();
-                } else {
-                    p.set_flag(PROXY_DRAINED | PROXY_UNHEALTHY, false);
-                }
+                p.set_flag(PROXY_DRAINED | PROXY_UNHEALTHY, false);
             }
         }
         self.health = super::health::Health::new(self.config(), std::time::Instant::now());

@@ -1756,7 +1756,7 @@ impl Conn {
     fn log_upstream(&mut self, ctx: &mut Ctx<'_>, x: &dyn Exchanging) {
         if ctx.access.is_some() {
             if let Some((addr, time)) = x.upstream(&ctx.env()) {
-                self.log_line.add_upstream(&addr, time);
+                self.log_line.add_upstream(&addr, time, x.bytes_received());
             }
         }
     }

@@ -58,6 +58,10 @@ pub trait Exchanging {
     fn upstream(&self, _env: &Env<'_>) -> Option<(String, Option<Duration>)> {
         None
     }
+    /// Bytes the client sent through an upgrade tunnel (`$bytes_received`), 0 without one.
+    fn bytes_received(&self) -> u64 {
+        0
+    }
     /// The extra params of the request (FastCGI and CGI).
     fn extra_params(&self) -> &[(String, String)] {
         &[]

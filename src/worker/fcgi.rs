@@ -477,20 +477,14 @@ impl Exchange {
                 Err(e) => return self.failed(env, e),
             }
         }
-        if let Link::Connecting(w) = &self.link {
+        if let Link::Connecting(w) = &mut self.link {
             if !w.writable {
                 return if progress { Step::Progress } else { Step::Idle };
             }
-            match w.sock.connected() {
-                Ok(()) => {}
-                // Readiness can be stale (a kept upstream connection's event, see
-                // proxy::pool::Upstreams::release_registered): still under way.
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                    if let Link::Connecting(w) = &mut self.link {
-                        w.writable = false;
-                    }
-                    return if progress { Step::Progress } else { Step::Idle };
-                }
+            // The event may be stale (Stream::connect_progress): then wait for the next.
+            match w.sock.connect_progress(&mut w.writable) {
+                Ok(true) => {}
+                Ok(false) => return if progress { Step::Progress } else { Step::Idle },
                 Err(e) => return self.connect_failed(e, env),
             }
             if let Link::Connecting(w) = std::mem::replace(&mut self.link, Link::None) {

@@ -233,6 +233,9 @@ pub struct ProxyExchange {
     /// A tunnel's pipe for splicing client bytes to the upstream (None: copied through the
     /// connection's input buffer).
     pipe_up: Option<Pipe>,
+    /// Bytes taken from the client after a 101, whichever way they went (`$bytes_received`;
+    /// the other direction is the connection's payload count, `$body_bytes_sent`).
+    tunnel_in: u64,
     /// The real client and the listener's address, for the respond hook.
     remote: (String, u16),
     server_addr: (String, u16),
@@ -319,6 +322,7 @@ impl ProxyExchange {
             pipe: None,
             tunnel_eof: false,
             pipe_up: None,
+            tunnel_in: 0,
             remote: (client.ip.to_string(), client.port),
             server_addr: client.server_addr,
             https: client.https,
@@ -472,6 +476,7 @@ impl ProxyExchange {
             compact(&mut self.to_up, &mut self.to_pos);
             self.to_up.extend_from_slice(&input.data()[..n]);
             input.consume(n);
+            self.tunnel_in += n as u64;
             return Ok(true);
         }
         let BodyIn::Reading { reader, chunked } = &mut self.body else {
@@ -946,7 +951,10 @@ impl ProxyExchange {
                 break;
             }
             match pipe.fill_from(client).map_err(|_| ())? {
-                Moved::Bytes(_) => progress = true,
+                Moved::Bytes(n) => {
+                    self.tunnel_in += n as u64;
+                    progress = true;
+                }
                 Moved::WouldBlock => break,
                 Moved::Eof => return Err(()),
             }
@@ -1082,20 +1090,14 @@ impl Exchanging for ProxyExchange {
                 Err(e) => return self.failed(env, e, false),
             }
         }
-        if let Link::Connecting(w) = &self.link {
+        if let Link::Connecting(w) = &mut self.link {
             if !w.writable {
                 return if progress { Step::Progress } else { Step::Idle };
             }
-            match w.sock.connected() {
-                Ok(()) => {}
-                // A stale event (a kept connection's, pool::Upstreams::release_registered):
-                // still under way.
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                    if let Link::Connecting(w) = &mut self.link {
-                        w.writable = false;
-                    }
-                    return if progress { Step::Progress } else { Step::Idle };
-                }
+            // The event may be stale (Stream::connect_progress): then wait for the next.
+            match w.sock.connect_progress(&mut w.writable) {
+                Ok(true) => {}
+                Ok(false) => return if progress { Step::Progress } else { Step::Idle },
                 Err(e) => return self.connect_failed(e, env),
             }
             if let Link::Connecting(w) = std::mem::replace(&mut self.link, Link::None) {
@@ -1212,6 +1214,10 @@ impl Exchanging for ProxyExchange {
 
     fn upstream(&self, env: &Env<'_>) -> Option<(String, Option<Duration>)> {
         self.upstream_note(env).map(|(a, d)| (a.to_string(), d))
+    }
+
+    fn bytes_received(&self) -> u64 {
+        self.tunnel_in
     }
 }
 

@@ -4,7 +4,8 @@
 //! Paths: `/echo` (the request body back, Content-Length), `/head` (the request head back as
 //! the body), `/big?n=N` (N pattern bytes, Content-Length), `/chunked?n=N` (N pattern bytes,
 //! chunked, in 1000-byte chunks), `/close?n=N` (close-delimited), `/name` (the upstream's
-//! name), `/ws` (101, then echoes bytes), `/sleep` (never answers), `/die-mid` (head of 1000
+//! name), `/ws` (101, then echoes bytes), `/ws-sink` (101, then one `.` back per KiB
+//! received, so the two directions of a tunnel differ in size), `/sleep` (never answers), `/die-mid` (head of 1000
 //! bytes, 10 sent, then close), `/smuggle` (a second response glued after a complete one),
 //! `/bad?kind=…` (cl-cl, cl-te, te-gzip, bare-lf, http2, bad-chunk), `/status?code=N`,
 //! `/healthz` (200 unless the upstream is set unhealthy).
@@ -265,6 +266,26 @@ fn serve(
                 let n = query(&req.target, "n").unwrap_or(0);
                 let _ = s.write_all(b"HTTP/1.1 200 X\r\nConnection: close\r\n\r\n");
                 let _ = s.write_all(&pattern(n));
+                break;
+            }
+            "/ws-sink" => {
+                let _ = s.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                );
+                let mut got = buf.len();
+                let mut acked = 0;
+                let mut tmp = [0u8; 4096];
+                loop {
+                    let dots = vec![b'.'; got / 1024 - acked];
+                    acked = got / 1024;
+                    if !dots.is_empty() && s.write_all(&dots).is_err() {
+                        break;
+                    }
+                    match s.read(&mut tmp) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n,
+                    }
+                }
                 break;
             }
             "/ws" => {
