@@ -274,3 +274,49 @@ end)
         now.len() == before.len() && now != before
     });
 }
+
+/// The backstop's timer is left armed after a call (armed lazily, not twice per call): its
+/// spare alarm in an idle worker, or during a later quick call, kills no one, and a call that
+/// runs away after many quick ones (the timer still due for an earlier call's end) is killed.
+#[test]
+fn the_lazily_armed_backstop_spares_quick_calls_and_still_kills_a_stuck_one() {
+    let s = start(
+        r#"
+route(function(req)
+  if req.path == "/stuck" then
+    local mt = {}
+    local obj = setmetatable({}, mt)
+    mt.__close = function() while true do end end
+    local x <close> = obj
+    while true do end
+  end
+  return respond(200, "ok\n")
+end)
+"#,
+    );
+    let before = s.worker_pids();
+    for _ in 0..20 {
+        assert_eq!(s.get("/ok").text(), "ok\n");
+    }
+    // Past deadline + bound of the last call: its alarm went off in an idle worker.
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1300) {
+        assert_eq!(s.get("/ok").text(), "ok\n", "quick calls across an alarm");
+    }
+    assert_eq!(s.worker_pids(), before, "no worker killed by a spare alarm");
+    assert!(!s.log_text().contains("killed by the route backstop"));
+    let mut c = s.connect();
+    c.send(b"GET /stuck HTTP/1.1\r\nHost: example.com\r\n\r\n");
+    let _ = c.try_response(false);
+    wait_for("the backstop log line", Duration::from_secs(10), || {
+        s.log_text()
+            .lines()
+            .any(|l| l.contains("killed by the route backstop") && l.contains("GET /stuck"))
+    });
+    wait_for("a respawned worker", Duration::from_secs(10), || {
+        let now = s.worker_pids();
+        now.len() == before.len() && now != before
+    });
+    assert_eq!(s.get("/ok").text(), "ok\n");
+}

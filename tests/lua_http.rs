@@ -335,3 +335,117 @@ fn http_request_to_an_upstream_ends_at_its_read_timeout() {
     );
     assert_eq!(s.get("/plain").status, 404);
 }
+
+/// An upstream that accepts and never reads: its receive buffer (small, set before the
+/// accept) fills, then the request's sending stalls.
+fn never_reading_upstream() -> u16 {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    setsockopt(&l, sockopt::RcvBuf, &4096).unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    port
+}
+
+/// An upstream that never accepts: a backlog of 0, filled by connections of its own, so
+/// the kernel drops further SYNs and a connect to it hangs.
+fn never_accepting_upstream() -> (u16, TcpListener, Vec<TcpStream>) {
+    use nix::sys::socket::{listen, Backlog};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    listen(&l, Backlog::new(0).unwrap()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut fill = Vec::new();
+    for _ in 0..8 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(c) => fill.push(c),
+            Err(_) => break,
+        }
+    }
+    // Proof that the queue is full: one more connect times out.
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err(),
+        "the backlog did not fill"
+    );
+    (addr.port(), l, fill)
+}
+
+fn start_stalling(stall: u16, unaccepting: u16) -> Server {
+    let dir = TempDir::new("lua-http-stall");
+    std::fs::create_dir_all(dir.path().join("www")).expect("mkdir www");
+    let config = format!(
+        r#"server {{ listen = "127.0.0.1:0", workers = 1, root = "www", error_log = "stderr" }}
+upstream "stall" {{ address = {{ "127.0.0.1:{stall}" }}, send_timeout = 0.4, read_timeout = 30 }}
+upstream "stall_long" {{ address = {{ "127.0.0.1:{stall}" }}, send_timeout = 30, read_timeout = 30 }}
+upstream "unaccepting" {{ address = {{ "127.0.0.1:{unaccepting}" }}, connect_timeout = 0.3 }}
+local big = string.rep("x", 4 * 1024 * 1024)
+route(function(req)
+  local r, err
+  if req.path == "/up/stall" then
+    r, err = http.request{{ upstream = "stall", path = "/", body = big, timeout = 20 }}
+  elseif req.path == "/up/stall_long" then
+    r, err = http.request{{ upstream = "stall_long", path = "/", body = big, timeout = 20,
+                            send_timeout = 0.3 }}
+  elseif req.path == "/url/stall" then
+    r, err = http.request{{ url = "http://127.0.0.1:{stall}/", body = big, timeout = 20,
+                            send_timeout = 0.3 }}
+  elseif req.path == "/up/unaccepting" then
+    r, err = http.request{{ upstream = "unaccepting", path = "/", timeout = 20 }}
+  elseif req.path == "/plain" then
+    return respond(200, "plain")
+  else
+    return nil
+  end
+  if not r then return respond(502, "error: " .. err) end
+  return respond(200, tostring(r.status))
+end)
+"#
+    );
+    Server::start_config(dir, &config)
+}
+
+/// Asserts that `path` ends in a 502 whose text starts with `prefix`, within `lo..hi`.
+fn ends_in(s: &Server, path: &str, prefix: &str, lo: Duration, hi: Duration) -> String {
+    let t = Instant::now();
+    let r = s.get(path);
+    let took = t.elapsed();
+    assert_eq!(r.status, 502, "{path}: {}", r.text());
+    assert!(r.text().starts_with(prefix), "{path}: {}", r.text());
+    assert!(took >= lo && took < hi, "{path}: took {took:?}");
+    r.text()
+}
+
+#[test]
+fn http_request_to_a_peer_that_stops_reading_ends_at_send_timeout() {
+    let stall = never_reading_upstream();
+    let s = start_stalling(stall, dead_port());
+    let lo = Duration::from_millis(250);
+    let hi = Duration::from_secs(4);
+    // The upstream's send_timeout (0.4 s), not its read_timeout (30 s) nor the call's 20 s.
+    let text = ends_in(&s, "/up/stall", "error: timeout: ", lo, hi);
+    assert!(text.contains("send_timeout"), "{text}");
+    // A send_timeout in the call replaces the upstream's 30 s.
+    ends_in(&s, "/up/stall_long", "error: timeout: ", lo, hi);
+    // And bounds a plain url call's sending.
+    ends_in(&s, "/url/stall", "error: timeout: ", lo, hi);
+    assert_eq!(s.get("/plain").text(), "plain");
+}
+
+#[test]
+fn http_request_to_an_upstream_that_never_accepts_ends_at_its_connect_timeout() {
+    let (port, _listener, _fill) = never_accepting_upstream();
+    let s = start_stalling(dead_port(), port);
+    let text = ends_in(
+        &s,
+        "/up/unaccepting",
+        "error: connect: no address of upstream 'unaccepting' answered",
+        Duration::from_millis(250),
+        Duration::from_secs(3),
+    );
+    assert!(text.contains("timed out"), "{text}");
+    assert_eq!(s.get("/plain").text(), "plain");
+}

@@ -18,7 +18,7 @@ pub enum HttpTarget {
     Upstream(String),
 }
 
-/// The options of `http.request{ method, url | upstream, path, headers, body, timeout }`.
+/// The options of `http.request{ method, url | upstream, path, headers, body, timeout, send_timeout }`.
 pub(super) fn parse(o: &mlua::Table) -> Result<HttpSpec, String> {
     let get = |k: &str| o.get::<Value>(k).map_err(|e| e.to_string());
     let upstream = match get("upstream")? {
@@ -121,20 +121,8 @@ pub(super) fn parse(o: &mlua::Table) -> Result<HttpSpec, String> {
             ))
         }
     }
-    let timeout = match get("timeout")? {
-        Value::Nil => 10.0,
-        Value::Integer(n) => n as f64,
-        Value::Number(f) => f,
-        other => {
-            return Err(format!(
-                "timeout must be seconds, not {}",
-                other.type_name()
-            ))
-        }
-    };
-    if timeout.is_nan() || timeout <= 0.0 {
-        return Err("timeout must be > 0 seconds".into());
-    }
+    let timeout = seconds(get("timeout")?, "timeout")?.unwrap_or(10.0);
+    let send_timeout = seconds(get("send_timeout")?, "send_timeout")?;
     Ok(HttpSpec {
         method,
         target,
@@ -143,8 +131,23 @@ pub(super) fn parse(o: &mlua::Table) -> Result<HttpSpec, String> {
         headers,
         body,
         timeout: Duration::from_secs_f64(timeout.min(3600.0)),
+        send_timeout: send_timeout.map(|t| Duration::from_secs_f64(t.min(3600.0))),
         max_body: 1024 * 1024,
     })
+}
+
+/// A time option in seconds (None when absent); it must be > 0.
+fn seconds(v: Value, name: &str) -> Result<Option<f64>, String> {
+    let t = match v {
+        Value::Nil => return Ok(None),
+        Value::Integer(n) => n as f64,
+        Value::Number(f) => f,
+        other => return Err(format!("{name} must be seconds, not {}", other.type_name())),
+    };
+    if t.is_nan() || t <= 0.0 {
+        return Err(format!("{name} must be > 0 seconds"));
+    }
+    Ok(Some(t))
 }
 
 /// `http://IP[:port]/path` → the address, the Host (the authority as written) and the path.
@@ -221,5 +224,18 @@ mod tests {
         assert!(e.contains("path goes with upstream"), "{e}");
         let e = spec("{}").unwrap_err();
         assert!(e.contains("url or upstream is required"), "{e}");
+    }
+
+    #[test]
+    fn timeouts_are_positive_seconds() {
+        let s = spec(r#"{ url = "http://127.0.0.1:9/" }"#).unwrap();
+        assert_eq!((s.timeout, s.send_timeout), (Duration::from_secs(10), None));
+        let s = spec(r#"{ upstream = "a", timeout = 2, send_timeout = 0.5 }"#).unwrap();
+        assert_eq!(s.timeout, Duration::from_secs(2));
+        assert_eq!(s.send_timeout, Some(Duration::from_millis(500)));
+        let e = spec(r#"{ upstream = "a", send_timeout = 0 }"#).unwrap_err();
+        assert!(e.contains("send_timeout must be > 0"), "{e}");
+        let e = spec(r#"{ upstream = "a", send_timeout = "1" }"#).unwrap_err();
+        assert!(e.contains("send_timeout must be seconds"), "{e}");
     }
 }

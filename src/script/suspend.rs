@@ -48,6 +48,9 @@ pub struct HttpSpec {
     pub body: Vec<u8>,
     /// Time allowed for the whole exchange.
     pub timeout: Duration,
+    /// `send_timeout`: the longest the peer may take no request bytes while the request is
+    /// being sent (None: the upstream's `send_timeout`, or for a `url` only `timeout`).
+    pub send_timeout: Option<Duration>,
     /// Largest response body taken.
     pub max_body: u64,
 }

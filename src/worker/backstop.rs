@@ -1,10 +1,18 @@
 //! The backstop for a route call the limits cannot interrupt (one huge `table.sort`, a C
-//! function that runs long inside one call): a real-time interval timer armed for the call's
-//! deadline plus [`BOUND`]. Its SIGALRM is not blocked; its handler (`install`) writes the
-//! access-log lines the worker still buffers (they would die with it: a worker killed again
-//! and again lost every line between its once-a-second flushes, so a log rotation seemed not to
-//! take effect), then lets the default action end the worker by SIGALRM; the watcher logs the
-//! request from the scoreboard slot and respawns.
+//! function that runs long inside one call): a real-time interval timer that fires no later
+//! than the call's deadline plus [`BOUND`]. Its SIGALRM is not blocked; its handler
+//! (`install`) writes the access-log lines the worker still buffers (they would die with it: a
+//! worker killed again and again lost every line between its once-a-second flushes, so a log
+//! rotation seemed not to take effect), then ends the worker by SIGALRM's default action; the
+//! watcher logs the request from the scoreboard slot and respawns.
+//!
+//! The timer is armed lazily and left armed: two `setitimer` calls around every route call
+//! were most of what the backstop cost. [`arm`] records the call's end ([`CALL_END`]) and sets
+//! the timer only when it is not already due by then; the handler ends the worker only when a
+//! call is running past its end, re-arms for the running call's end when it came early, and
+//! otherwise leaves the timer off. So a call that runs away is still interrupted at its end (or
+//! within a clock tick of it), and a worker that stops calling Lua sees at most one spare
+//! SIGALRM (restarted syscalls, `SA_RESTART`; the poll loop takes its `EINTR`).
 //!
 //! Every Lua call the worker makes is armed here, so the arming also tells the scoreboard slot
 //! that Lua runs (`WorkerSlot::lua_started`): `workers()` shows it as `lua_ms`, the only sure
@@ -12,6 +20,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
 use crate::admin::scoreboard::{now_ms, Scoreboard};
@@ -38,16 +47,23 @@ fn on_slot(f: impl FnOnce(&crate::admin::scoreboard::WorkerSlot)) {
 /// How far past its deadline a route call may run before the worker is killed.
 pub const BOUND: Duration = Duration::from_millis(1000);
 
+/// When the running call must have ended (CLOCK_MONOTONIC nanoseconds; 0: no call runs).
+static CALL_END: AtomicU64 = AtomicU64::new(0);
+/// When the armed timer fires (same clock; 0: not armed).
+static TIMER_AT: AtomicU64 = AtomicU64::new(0);
+
 /// Installs the SIGALRM handler: buffered access-log lines, then death by SIGALRM. Once per
 /// worker, before any route call.
 pub(super) fn install() {
-    // SAFETY: the handler only calls async-signal-safe functions (write, raise, through
-    // `write_pending_access_lines` and below); SA_RESETHAND restores the default action on
-    // entry and SA_NODEFER leaves SIGALRM unblocked, so the raise ends the process at once.
+    // SAFETY: the handler only calls async-signal-safe functions (clock_gettime, setitimer,
+    // sigaction, write, raise, through `write_pending_access_lines` and below) and atomics;
+    // SA_NODEFER leaves SIGALRM unblocked inside it, so its raise (after restoring the default
+    // action) ends the process at once. SA_RESTART: a spare alarm restarts the syscalls it
+    // interrupts.
     unsafe {
         let mut act: libc::sigaction = std::mem::zeroed();
         act.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        act.sa_flags = libc::SA_RESETHAND | libc::SA_NODEFER;
+        act.sa_flags = libc::SA_NODEFER | libc::SA_RESTART;
         libc::sigemptyset(&mut act.sa_mask);
         if libc::sigaction(libc::SIGALRM, &act, std::ptr::null_mut()) != 0 {
             tracing::error!(
@@ -59,34 +75,91 @@ pub(super) fn install() {
 }
 
 extern "C" fn on_alarm(_sig: libc::c_int) {
+    TIMER_AT.store(0, SeqCst);
+    // Read after clearing TIMER_AT: an `arm` that stored its end before this load is seen
+    // here, and one after it sees the timer off and sets it (both orders SeqCst).
+    let end = CALL_END.load(SeqCst);
+    if end == 0 {
+        return;
+    }
+    let now = now_nanos();
+    if now < end {
+        // Early: the timer was due for an earlier call's end. Wait for this one's.
+        TIMER_AT.store(end, SeqCst);
+        set_raw(Duration::from_nanos(end - now));
+        return;
+    }
     crate::log::write_pending_access_lines();
-    // SAFETY: raise is async-signal-safe; the disposition is the default again (SA_RESETHAND).
+    // SAFETY: sigaction and raise are async-signal-safe; with the default action restored and
+    // SIGALRM not blocked (SA_NODEFER), the raise ends the process by SIGALRM, which the
+    // watcher reads as the backstop.
     unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(libc::SIGALRM, &act, std::ptr::null_mut());
         libc::raise(libc::SIGALRM);
     }
 }
 
-/// An armed timer; dropping it disarms it.
+/// CLOCK_MONOTONIC in nanoseconds (at least 1, so 0 can mean "none").
+fn now_nanos() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write; clock_gettime is async-signal-safe (the
+    // handler calls this too) and CLOCK_MONOTONIC always exists on Linux.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+        .max(1)
+}
+
+/// A call under the backstop; dropping it ends the call (the timer may stay armed).
 pub(super) struct Armed(());
 
 impl Drop for Armed {
     fn drop(&mut self) {
-        set(Duration::ZERO);
+        CALL_END.store(0, SeqCst);
         on_slot(|w| w.lua_done());
     }
 }
 
-/// Arms the timer to fire `after` from now, around one Lua call (reported in the slot).
+/// A call starts that must end within `after` from now (reported in the slot as running Lua).
 pub(super) fn arm(after: Duration) -> Armed {
     on_slot(|w| w.lua_started(now_ms()));
-    set(after);
+    let end = now_nanos().saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX));
+    CALL_END.store(end, SeqCst);
+    let at = TIMER_AT.load(SeqCst);
+    // Armed for this end or earlier: the handler re-arms for this call if it comes early.
+    if at == 0 || at > end {
+        TIMER_AT.store(end, SeqCst);
+        set(after);
+    }
     Armed(())
 }
 
 fn set(after: Duration) {
+    if set_raw(after) != 0 {
+        tracing::error!(
+            "setitimer: {} (the route backstop is not armed)",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Sets the timer to fire once, `after` from now (no logging: the handler calls it too).
+fn set_raw(after: Duration) -> libc::c_int {
+    let secs = after.as_secs();
     let value = libc::timeval {
-        tv_sec: libc::time_t::try_from(after.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_usec: libc::suseconds_t::from(after.subsec_micros() as i32),
+        tv_sec: libc::time_t::try_from(secs).unwrap_or(libc::time_t::MAX),
+        // A zero value would disarm the timer: at least a microsecond.
+        tv_usec: libc::suseconds_t::from(after.subsec_micros() as i32)
+            .max(libc::suseconds_t::from(secs == 0)),
     };
     let t = libc::itimerval {
         it_interval: libc::timeval {
@@ -96,12 +169,7 @@ fn set(after: Duration) {
         it_value: value,
     };
     // SAFETY: `t` is a valid itimerval for the duration of the call and the old value is not
-    // requested (null). setitimer has no other memory effects.
-    let rc = unsafe { libc::setitimer(libc::ITIMER_REAL, &t, std::ptr::null_mut()) };
-    if rc != 0 {
-        tracing::error!(
-            "setitimer: {} (the route backstop is not armed)",
-            std::io::Error::last_os_error()
-        );
-    }
+    // requested (null). setitimer has no other memory effects; it is a plain syscall, so the
+    // SIGALRM handler may call it.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &t, std::ptr::null_mut()) }
 }

@@ -1178,8 +1178,15 @@ impl Conn {
         };
         let before = call.deadline();
         let Some(result) = call.drive(&mut ctx.call_env()) else {
-            // A connect done moves the deadline to the (maybe shorter) read timeout.
-            if call.deadline() < before {
+            // A connect done moves the deadline to the (maybe shorter) send or read timeout,
+            // or gives a `url` call with `send_timeout` one; a later one needs no new wake
+            // (an early wake waits again until `next_wake`).
+            let sooner = match (before, call.deadline()) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(b), Some(d)) => d < b,
+            };
+            if sooner {
                 ctx.lua_wakes.push(w.next_wake(), ctx.token, w.ticket);
             }
             return Verdict::Open;

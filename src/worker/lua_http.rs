@@ -6,8 +6,9 @@
 //! (no DNS: a lookup would block the worker) and a fresh connection per call. With
 //! `upstream = "name"` the reverse proxy's pool (`proxy::pool::Upstreams`) picks the address
 //! (its balancing; passive health: a failed connect tries the next address and counts against
-//! the failed one), its `connect_timeout` and `read_timeout` apply (the worker wakes the call
-//! at [`Call::deadline`]), and a complete, framed response leaves the connection in the pool
+//! the failed one), its `connect_timeout`, `send_timeout` and `read_timeout` apply (the worker
+//! wakes the call at [`Call::deadline`]; a `send_timeout` given in the call replaces the
+//! upstream's, and bounds a `url` call's sending too), and a complete, framed response leaves the connection in the pool
 //! for the next request, proxied or `http.request`, when the upstream has `keepalive`.
 
 use std::io::{self, Read};
@@ -244,6 +245,7 @@ struct Via {
     keep: bool,
     idempotent: bool,
     connect_timeout: Duration,
+    send_timeout: Duration,
     read_timeout: Duration,
     /// When the connect under way, or the wait for the upstream's next bytes, times out.
     deadline: Instant,
@@ -316,6 +318,10 @@ pub struct Call {
     via: Option<Via>,
     max_body: u64,
     head_request: bool,
+    /// The longest the peer may take no request bytes while the request is being sent.
+    send_timeout: Option<Duration>,
+    /// While sending: when `send_timeout` ends the call (moved by each byte sent).
+    send_deadline: Instant,
 }
 
 impl Call {
@@ -371,6 +377,7 @@ impl Call {
                         "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
                     ),
                     connect_timeout: def.connect_timeout,
+                    send_timeout: def.send_timeout,
                     read_timeout: def.read_timeout,
                     deadline: env.now,
                     open: false,
@@ -400,7 +407,12 @@ impl Call {
         }
         out.extend_from_slice(&spec.body);
         let head_request = spec.method == "HEAD";
+        let send_timeout = spec
+            .send_timeout
+            .or_else(|| via.as_ref().map(|v| v.send_timeout));
         Ok(Call {
+            send_timeout,
+            send_deadline: env.now + send_timeout.unwrap_or_default(),
             connected: via.as_ref().is_some_and(|v| v.reused),
             sock: Some(sock),
             out,
@@ -412,10 +424,19 @@ impl Call {
         })
     }
 
-    /// When the upstream's connect or read timeout ends the attempt under way (None for a
-    /// plain `url` call: only its own `timeout` bounds it).
+    /// When the connect, send or read timeout ends the attempt under way (None for a plain
+    /// `url` call without `send_timeout`, or past its sending: only its own `timeout` bounds
+    /// it).
     pub fn deadline(&self) -> Option<Instant> {
+        if self.sending() && self.send_timeout.is_some() {
+            return Some(self.send_deadline);
+        }
         self.via.as_ref().map(|v| v.deadline)
+    }
+
+    /// Connected, with request bytes still to send: `send_timeout` applies, not `read_timeout`.
+    fn sending(&self) -> bool {
+        self.connected && self.sent < self.out.len()
     }
 
     /// Moves the call on after socket readiness; Some once it ended.
@@ -443,6 +464,28 @@ impl Call {
     /// moves on to the next address (None while that one is under way); a wait for the
     /// response ends the call with "timeout".
     pub fn expired(&mut self, env: &mut CallEnv<'_>) -> Option<Result<HttpReply, String>> {
+        if let Some(t) = self.send_timeout.filter(|_| self.sending()) {
+            if env.now < self.send_deadline {
+                return None;
+            }
+            // A peer that stopped reading the request (its buffers full): nginx's
+            // proxy_send_timeout, between two successful writes.
+            let msg = format!(
+                "timeout: the upstream took no request bytes for send_timeout ({}s; {} of {} sent)",
+                t.as_secs_f64(),
+                self.sent,
+                self.out.len()
+            );
+            if let Some(via) = &mut self.via {
+                tracing::warn!(
+                    "http.request upstream '{}' {}: {msg}",
+                    via.name,
+                    env.upstreams.addr_text(via.u, via.addr)
+                );
+                via.end(env, true);
+            }
+            return Some(Err(msg));
+        }
         let via = self.via.as_mut()?;
         if env.now < via.deadline {
             return None;
@@ -532,6 +575,7 @@ impl Call {
         let sock = via.open(env)?;
         self.sock = Some(sock);
         self.connected = via.reused;
+        self.send_deadline = env.now + self.send_timeout.unwrap_or_default();
         self.sent = 0;
         self.parser = Parser::new(self.max_body, self.head_request);
         Ok(())
@@ -553,6 +597,7 @@ impl Call {
             match sock.connected() {
                 Ok(()) => {
                     self.connected = true;
+                    self.send_deadline = now + self.send_timeout.unwrap_or_default();
                     if let Some(v) = &mut self.via {
                         v.deadline = now + v.read_timeout;
                     }
@@ -568,6 +613,7 @@ impl Call {
                 Ok(n) => {
                     self.sent += n;
                     progress = true;
+                    self.send_deadline = now + self.send_timeout.unwrap_or_default();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
