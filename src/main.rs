@@ -1,78 +1,37 @@
 //! The `luahttpd` command line: serve, check (`-t`) or print (`-p`) a configuration, or talk
 //! to a running server's admin socket (`repl`).
 
-use clap::{Parser, Subcommand};
+mod cli;
+
+use cli::{Cli, Command};
 use luahttpd::admin::client::{self as repl, ReplOptions};
 use luahttpd::config::{self, Loaded};
 use luahttpd::watcher::{self, RunOptions};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// A lighttpd-style web server whose configuration and routing are Lua.
-#[derive(Debug, Parser)]
-#[command(
-    name = "luahttpd",
-    version,
-    about,
-    disable_version_flag = true,
-    args_conflicts_with_subcommands = true
-)]
-struct Cli {
-    /// Print the version and exit (as lighttpd and nginx).
-    #[arg(short = 'v', long = "version")]
-    version: bool,
-    /// Print the version and the build's features and exit.
-    #[arg(short = 'V')]
-    build_info: bool,
-    /// The site's Lua configuration (without it: the embedded default, lua/default.lua).
-    #[arg(short = 'c', long = "config", value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Check the configuration and exit: "Syntax OK" and 0, or every problem and 1.
-    #[arg(short = 't', long = "test")]
-    test: bool,
-    /// Print the normalised configuration and exit.
-    #[arg(short = 'p', long = "print", conflicts_with = "test")]
-    print: bool,
-    /// Signal the running server named by the config's pid_file: reload, stop (fast), quit
-    /// (graceful) or reopen (the logs).
-    #[arg(short = 's', value_name = "SIGNAL")]
-    signal: Option<String>,
-    /// Detach into the background once the server runs (like `daemon = true`).
-    #[arg(short = 'd', long = "daemon")]
-    daemon: bool,
-    /// A subcommand instead of serving.
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Talk to a running server through its admin socket: Lua chunks evaluated by the watcher.
-    Repl {
-        /// The admin socket (the config's admin socket path).
-        #[arg(value_name = "SOCKET")]
-        socket: PathBuf,
-        /// Run this one chunk, print its value and exit (1 if it failed).
-        #[arg(short = 'e', long = "eval", value_name = "CHUNK")]
-        eval: Option<String>,
-        /// Print values as raw JSON, one line each, for scripts.
-        #[arg(long = "json")]
-        json: bool,
-    },
-}
-
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match cli::parse(std::env::args_os().skip(1)) {
         Ok(c) => c,
         Err(e) => {
             if let Some(file) = config_without_c(&e) {
                 eprintln!("luahttpd: unexpected argument '{file}': did you mean -c {file}?");
-                return ExitCode::from(2);
+            } else {
+                eprintln!(
+                    "error: {e}\n\n{}\n\nFor more information, try '--help'.",
+                    cli::USAGE
+                );
             }
-            e.exit()
+            return ExitCode::from(2);
         }
     };
+    if cli.help {
+        print!("{}", cli::HELP);
+        return ExitCode::SUCCESS;
+    }
+    if let Some(Command::ReplHelp) = cli.command {
+        print!("{}", cli::REPL_HELP);
+        return ExitCode::SUCCESS;
+    }
     if let Some(Command::Repl { socket, eval, json }) = cli.command {
         let code = repl::run(&ReplOptions { socket, eval, json });
         return ExitCode::from(code.clamp(0, 255) as u8);
@@ -163,25 +122,14 @@ fn main() -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-/// `luahttpd site.lua`: a config file given where a subcommand was expected.
-fn config_without_c(e: &clap::Error) -> Option<String> {
-    use clap::error::ErrorKind;
-    if !matches!(
-        e.kind(),
-        ErrorKind::InvalidSubcommand | ErrorKind::UnknownArgument
-    ) {
+/// `luahttpd site.lua`: a config file given where an option was expected.
+fn config_without_c(e: &cli::CliError) -> Option<String> {
+    let cli::CliError::UnexpectedArgument(stray) = e else {
         return None;
-    }
-    let mut args = std::env::args().skip(1);
-    let mut stray = None;
-    while let Some(a) = args.next() {
-        if matches!(a.as_str(), "-c" | "--config" | "-s") {
-            args.next();
-        } else if !a.starts_with('-') && stray.is_none() {
-            stray = Some(a);
-        }
-    }
-    stray.filter(|a| a.ends_with(".lua") || std::path::Path::new(a).is_file())
+    };
+    Some(stray)
+        .filter(|a| a.ends_with(".lua") || std::path::Path::new(a).is_file())
+        .cloned()
 }
 
 fn load(cli: &Cli) -> Result<Loaded, ExitCode> {
