@@ -1196,8 +1196,21 @@ fn a_request_finding_the_process_busy_is_queued_then_served_on_the_kept_connecti
     f.h.close(a);
 }
 
+/// Runs `c`'s expired timers at the harness's clock (and no other connection's).
+fn run_timers_of(h: &mut Harness, c: &mut Conn) {
+    while let Some((_, gen)) = h.timers.pop_expired(h.now) {
+        if c.owns_timer(gen) {
+            let mut ctx = h.ctx();
+            assert_eq!(c.on_timer(&mut ctx, gen), Verdict::Open);
+        }
+    }
+}
+
+/// The spawned backend's connect timeout (the default: `FcgiCase::spawned` sets none).
+const BACKEND_CONNECT: Duration = Duration::from_secs(2);
+
 #[test]
-fn a_queued_request_gets_504_at_the_read_timeout_and_leaves_the_queue() {
+fn a_queued_request_gets_504_after_the_read_and_connect_timeouts_and_leaves_the_queue() {
     let mut f = FcgiCase::spawned();
     let (mut a, mut ca) = (f.c, f.client);
     let (mut b, mut cb) = f.h.open();
@@ -1208,14 +1221,15 @@ fn a_queued_request_gets_504_at_the_read_timeout_and_leaves_the_queue() {
     cb.send(&get("/app/b"));
     assert_eq!(f.h.ready(&mut b), Verdict::Open);
     assert_eq!(b.exchange_phase(), Some(ExchangePhase::Queued));
-    // Only B's timer is run: A is left waiting for its backend.
-    f.h.now += BACKEND_READ + Duration::from_secs(1);
-    while let Some((_, gen)) = f.h.timers.pop_expired(f.h.now) {
-        if b.owns_timer(gen) {
-            let mut ctx = f.h.ctx();
-            assert_eq!(b.on_timer(&mut ctx, gen), Verdict::Open);
-        }
-    }
+    // Only B's timer is run: A is left waiting for its backend. Past the read timeout B still
+    // waits (the holder may have been connecting when B queued: its own read timeout is later).
+    f.h.now += BACKEND_READ + Duration::from_millis(100);
+    run_timers_of(&mut f.h, &mut b);
+    assert!(cb.responses().is_empty(), "no answer within the grace");
+    assert_eq!(b.exchange_phase(), Some(ExchangePhase::Queued));
+    // The connect timeout once more, then the 504.
+    f.h.now += BACKEND_CONNECT;
+    run_timers_of(&mut f.h, &mut b);
     let r = cb.responses();
     assert_eq!(r[0].status, 504);
     assert_eq!(b.exchange_phase(), None);
@@ -1230,6 +1244,57 @@ fn a_queued_request_gets_504_at_the_read_timeout_and_leaves_the_queue() {
     f.h.token = 0;
     f.h.close(a);
 }
+
+#[test]
+fn a_request_queued_while_the_holder_connects_outlasts_the_holder_s_read_timeout() {
+    // The soak's race: A takes the only process and is still connecting (its read timeout
+    // starts once connected) when B queues. A's backend never answers; B must not give up
+    // before A's read timeout frees the process, and is then served.
+    let mut f = FcgiCase::spawned();
+    let (mut a, mut ca) = (f.c, f.client);
+    let (mut b, mut cb) = f.h.open();
+    ca.send(&get("/app/a"));
+    assert_eq!(f.h.ready(&mut a), Verdict::Open);
+    assert_eq!(a.exchange_phase(), Some(ExchangePhase::Connecting));
+    f.h.token = 1;
+    cb.send(&get("/app/b"));
+    assert_eq!(f.h.ready(&mut b), Verdict::Open);
+    assert_eq!(b.exchange_phase(), Some(ExchangePhase::Queued));
+    // A connects a little later and sends its request.
+    f.h.now += Duration::from_millis(50);
+    f.h.token = 0;
+    assert!(f.backend.accept());
+    assert_eq!(f.h.backend_ready(&mut a), Verdict::Open);
+    assert!(has_stdin_end(&f.backend.received()));
+    // B's read timeout passes first (it was armed first): B keeps waiting.
+    f.h.now += BACKEND_READ - Duration::from_millis(20);
+    f.h.token = 1;
+    run_timers_of(&mut f.h, &mut b);
+    assert!(cb.responses().is_empty(), "B gave up before A's timeout");
+    // A's read timeout: 504 for A, and the process is free for B.
+    f.h.now += Duration::from_millis(40);
+    f.h.token = 0;
+    run_timers_of(&mut f.h, &mut a);
+    assert_eq!(ca.responses()[0].status, 504);
+    assert_eq!(f.h.pool.take_wakeups(), vec![1]);
+    f.h.token = 1;
+    let mut ctx = f.h.ctx();
+    assert_eq!(b.resume(&mut ctx), Verdict::Open);
+    assert!(f.backend.accept(), "B connects to the freed process");
+    assert_eq!(f.h.backend_ready(&mut b), Verdict::Open);
+    let sent = f.backend.received();
+    assert!(sent.windows(6).any(|w| w == b"/app/b"), "{sent:?}");
+    f.backend
+        .send(&stdout_and_end(b"Content-Length: 1\r\n\r\nb"));
+    assert_eq!(f.h.backend_ready(&mut b), Verdict::Open);
+    let r = cb.responses();
+    assert_eq!(r[0].status, 200);
+    assert_eq!(r[0].body, b"b");
+    f.h.close(b);
+    f.h.token = 0;
+    f.h.close(a);
+}
+
 /// One POST answered by `backend` on a connection the worker has just made: 200.
 fn post_answered(h: &mut Harness, c: &mut Conn, client: &mut Client, backend: &mut Backend) {
     assert_eq!(h.backend_ready(c), Verdict::Open);

@@ -171,7 +171,7 @@ enum Link {
     /// again, or the connection was let go of.
     None,
     /// Queued in the pool until a process of the backend has room.
-    Queued,
+    Queued(QueueWait),
     /// A non-blocking connect to an upstream is under way.
     Connecting(Wire),
     /// Connected: request records go out (sending), response records come in.
@@ -180,6 +180,18 @@ enum Link {
     /// until the process closes it: only then is the new connection made, so the exiting
     /// process cannot accept it and drop the request unread (`Pool::take_retiring`).
     Retiring(Wire),
+}
+
+/// How far a queued exchange's wait has gone. It waits the backend's read timeout, then its
+/// connect timeout once more: the exchange holding the process may have been still connecting
+/// when this one queued, and its read timeout starts only once it is connected, so a wait of
+/// the read timeout alone could end a moment before the holder's own timeout frees the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueueWait {
+    /// Within the backend's read timeout from the moment it queued.
+    ReadTimeout,
+    /// The read timeout passed; the connect timeout runs once more before the 504.
+    ConnectGrace,
 }
 
 /// A connection to one upstream (address) of the backend.
@@ -376,7 +388,7 @@ impl Exchange {
             (Link::None, _) if matches!(self.body, BodyIn::Spooling { .. }) => {
                 ExchangePhase::Buffering
             }
-            (Link::None | Link::Queued | Link::Retiring(_), _) => ExchangePhase::Queued,
+            (Link::None | Link::Queued(_) | Link::Retiring(_), _) => ExchangePhase::Queued,
             (Link::Connecting(_), _) => ExchangePhase::Connecting,
             (Link::Connected(_), _) if !self.stdin_ended || self.to_pos < self.to_backend.len() => {
                 ExchangePhase::Sending
@@ -423,6 +435,12 @@ impl Exchange {
             self.end_retiring(env);
             return Step::Progress;
         }
+        if let Link::Queued(QueueWait::ReadTimeout) = self.link {
+            self.link = Link::Queued(QueueWait::ConnectGrace);
+            let kind = Kind::backend_connect(self.backend);
+            env.timers.arm(&mut self.timer, kind, env.key, env.now);
+            return Step::Idle;
+        }
         let what = match self.phase() {
             ExchangePhase::Queued => "waiting for a free process",
             ExchangePhase::Connecting => "connect",
@@ -468,9 +486,9 @@ impl Exchange {
             // The process closed its last connection: it is gone, connect afresh.
             self.end_retiring(env);
         }
-        if matches!(self.link, Link::None | Link::Queued) {
+        if matches!(self.link, Link::None | Link::Queued(_)) {
             match self.start(env) {
-                Ok(()) if matches!(self.link, Link::Queued) => {
+                Ok(()) if matches!(self.link, Link::Queued(_)) => {
                     return if progress { Step::Progress } else { Step::Idle };
                 }
                 Ok(()) => progress = true,
@@ -609,22 +627,21 @@ impl Exchange {
                 Ok(u) => u,
                 Err(NoUpstream::Busy) => {
                     // Every process is serving: queue until one is free (bounded by the
-                    // backend's read timeout).
+                    // backend's read and connect timeouts, `QueueWait`). A wait woken for a
+                    // process another request took first queues again with its deadline kept.
                     env.pool.wait(self.backend, env.key);
-                    self.link = Link::Queued;
-                    env.timers.arm_once(
-                        &mut self.timer,
-                        Kind::backend_read(self.backend),
-                        env.key,
-                        env.now,
-                    );
+                    if !matches!(self.link, Link::Queued(_)) {
+                        self.link = Link::Queued(QueueWait::ReadTimeout);
+                        let kind = Kind::backend_read(self.backend);
+                        env.timers.arm(&mut self.timer, kind, env.key, env.now);
+                    }
                     return Ok(());
                 }
                 Err(NoUpstream::Unavailable) => return Err(ExchangeError::NoAddress),
             };
             self.tried.push(u);
             if let Some(mut sock) = env.pool.take_retiring(self.backend, u) {
-                if matches!(self.link, Link::Queued) {
+                if matches!(self.link, Link::Queued(_)) {
                     env.pool.unwait(self.backend, env.key);
                 }
                 if let Err(e) = sock.register(env.registry, env.token) {
@@ -645,7 +662,7 @@ impl Exchange {
             }
             match env.pool.connect(self.backend, u) {
                 Ok(c) => {
-                    if matches!(self.link, Link::Queued) {
+                    if matches!(self.link, Link::Queued(_)) {
                         env.pool.unwait(self.backend, env.key);
                     }
                     let mut stream = c.stream;
@@ -1011,7 +1028,7 @@ impl Exchange {
     fn finish_upstream(&mut self, env: &mut Env<'_>, failed: bool) {
         match std::mem::replace(&mut self.link, Link::None) {
             Link::None => {}
-            Link::Queued => env.pool.unwait(self.backend, env.key),
+            Link::Queued(_) => env.pool.unwait(self.backend, env.key),
             // Dropping the wire closes its socket.
             Link::Connecting(w) | Link::Connected(w) => {
                 env.pool.end(self.backend, w.upstream, failed)
