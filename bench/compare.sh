@@ -711,7 +711,7 @@ check_route() {
 # ---------------------------------------------------------------------------
 # Measuring
 
-declare -A RESULTS CPURESULTS NON2XX SOCKERR STUCK
+declare -A RESULTS CPURESULTS USERUS SYSUS WRKUS NON2XX SOCKERR STUCK
 WRK_RUN=0
 
 # php_queued NAME: connections waiting in the listen queues of NAME's php-cgi
@@ -732,21 +732,31 @@ php_queued() {
 
 # run_wrk NAME SCENARIO: one wrk run; prints requests/s and records errors.
 run_wrk() {
-  local name=$1 sc=$2 out rps non2xx sock stuck=0 rc=0 INST ticks0 ticks1 reqs
+  local name=$1 sc=$2 out rps non2xx sock stuck=0 rc=0 INST split0 split1 reqs wrk_cpu
   instance_of "$name" "$sc"
   "scenario_$sc"
   WRK_RUN=$((WRK_RUN + 1))
   out=$TMP/wrk/$WRK_RUN.$name.$sc.txt
-  ticks0=$(tree_ticks "$INST")
-  timeout $((DURATION_S + 30)) \
+  split0=$(tree_split "$INST")
+  # In a subshell of its own, `times` says the CPU wrk itself used (its second line:
+  # children's user and sys): on a 2-core machine wrk's cost per request bounds req/s.
+  wrk_cpu=$( (timeout $((DURATION_S + 30)) \
     wrk -t"$THREADS" -c"$SC_CONNS" -d"${DURATION_S}s" "${SC_HEADERS[@]}" \
-    "$(url "$INST")$SC_PATH" >"$out" 2>&1 || rc=$?
-  ticks1=$(tree_ticks "$INST")
+    "$(url "$INST")$SC_PATH" >"$out" 2>&1 || echo "rc=$?" >"$out.rc"; times) | tail -n 1)
+  [[ -f $out.rc ]] && rc=$(sed 's/rc=//' "$out.rc")
+  split1=$(tree_split "$INST")
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
   reqs=$(awk '/ requests in / {print $1; exit}' "$out")
-  # requests per CPU-second of the server's whole process tree during the run
-  RUN_RPCPU=$(awk -v n="${reqs:-0}" -v t=$((ticks1 - ticks0)) -v hz="$CLK_TCK" \
-    'BEGIN { if (t > 0) printf "%.0f", n / (t / hz); else print 0 }')
+  # requests per CPU-second of the server's whole process tree during the run, and the
+  # microseconds of CPU per request: the server's user and sys, and wrk's user + sys
+  read -r RUN_RPCPU RUN_USER_US RUN_SYS_US RUN_WRK_US < <(awk -v n="${reqs:-0}" -v hz="$CLK_TCK" \
+    -v a="$split0" -v b="$split1" -v w="$wrk_cpu" 'function secs(t,  m) {
+      # times prints 0m1.234s
+      m = t; sub(/m.*/, "", m); sub(/^[0-9]+m/, "", t); sub(/s$/, "", t); return m * 60 + t }
+    BEGIN { split(a, x, " "); split(b, y, " "); split(w, z, " ")
+      u = (y[1] - x[1]) / hz; s = (y[2] - x[2]) / hz; wc = secs(z[1]) + secs(z[2])
+      if (n > 0 && u + s > 0) printf "%.0f %.2f %.2f %.2f\n", n / (u + s), u * 1e6 / n, s * 1e6 / n, wc * 1e6 / n
+      else print "0 0 0 0" }')
   non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
   sock=$(awk '/Socket errors:/ {gsub(",", ""); print $4 + $6 + $8 + $10}' "$out")
   non2xx=${non2xx:-0}; sock=${sock:-0}
@@ -784,6 +794,8 @@ tree_roots() {
 }
 # shellcheck disable=SC2046  # the roots are numbers, split on purpose
 tree_ticks() { python3 "$PROCTREE" cpu $(tree_roots "$1"); }
+# shellcheck disable=SC2046
+tree_split() { python3 "$PROCTREE" cpu-split $(tree_roots "$1"); }
 # shellcheck disable=SC2046
 tree_rss() { python3 "$PROCTREE" rss $(tree_roots "$1"); }
 
@@ -828,6 +840,12 @@ median() { tr ' ' '\n' | awk 'NF {v[n++] = $1} END {
   if (n == 0) { print "0"; exit }
   for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
   if (n % 2) printf "%.0f\n", v[int(n / 2)]; else printf "%.0f\n", (v[n / 2 - 1] + v[n / 2]) / 2 }'; }
+
+# median_f: as median, with two decimals (microsecond figures).
+median_f() { tr ' ' '\n' | awk 'NF {v[n++] = $1} END {
+  if (n == 0) { print "0"; exit }
+  for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+  if (n % 2) printf "%.2f\n", v[int(n / 2)]; else printf "%.2f\n", (v[n / 2 - 1] + v[n / 2]) / 2 }'; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
@@ -971,6 +989,9 @@ for ((r = 1; r <= ROUNDS && ${#WRK_SCENARIOS[@]} > 0; r++)); do
       run_wrk "$s" "$sc"
       RESULTS[$sc|$s]="${RESULTS[$sc|$s]:-} $RUN_RPS"
       CPURESULTS[$sc|$s]="${CPURESULTS[$sc|$s]:-} $RUN_RPCPU"
+      USERUS[$sc|$s]="${USERUS[$sc|$s]:-} $RUN_USER_US"
+      SYSUS[$sc|$s]="${SYSUS[$sc|$s]:-} $RUN_SYS_US"
+      WRKUS[$sc|$s]="${WRKUS[$sc|$s]:-} $RUN_WRK_US"
       printf 'round %d/%d  %-14s %-9s %10.0f req/s %10.0f req/CPU-s%s\n' "$r" "$ROUNDS" "$sc" "$s" "$RUN_RPS" "$RUN_RPCPU" "$RUN_NOTE"
     done
   done
@@ -1032,6 +1053,23 @@ for sc in "${WRK_SCENARIOS[@]}"; do
   table_line "  per CPU-second" CPURESULTS "$sc"
 done
 (( plain_route )) && echo "* ran its plain config: no Lua module (see below)"
+
+# Where a request's CPU goes, per scenario and server (median of the rounds, microseconds):
+# the server's user and kernel time, and wrk's own (user + sys). With wrk on the same two
+# cores, req/s is bounded by server + wrk per request, so a server's lead in req/s is
+# smaller than its lead in CPU.
+echo
+echo "== CPU per request, microseconds (median): server user + server sys; wrk (user + sys)"
+for sc in "${WRK_SCENARIOS[@]}"; do
+  "scenario_$sc"
+  line=$(printf '%-18s' "$sc")
+  for s in "${SERVER_LIST[@]}"; do
+    [[ -n ${USERUS[$sc|$s]:-} ]] || continue
+    line+=$(printf '  %s %s+%s; wrk %s' "$s" "$(median_f <<<"${USERUS[$sc|$s]}")" \
+      "$(median_f <<<"${SYSUS[$sc|$s]}")" "$(median_f <<<"${WRKUS[$sc|$s]}")")
+  done
+  echo "$line"
+done
 (( plain_gzip )) && echo "! did not send gzip (lighttpd: is lighttpd-mod-deflate installed?): not comparable"
 
 if (( WITH_IDLE )); then

@@ -5,6 +5,7 @@ connection) and by the soak harness (fds and RSS growth).
 
     proctree.py pids PID...   every pid of the trees rooted at PID..., one per line
     proctree.py cpu PID...    user + sys clock ticks of every process of those trees
+    proctree.py cpu-split PID...  the same as two figures: user ticks, then sys ticks
     proctree.py rss PID...    the sum of the RSS (bytes) of every process of those trees
     proctree.py hz            clock ticks per second (for cpu)
 
@@ -61,13 +62,18 @@ def tree(roots):
     return seen
 
 
-def cpu_ticks(pid):
-    """utime + stime + cutime + cstime of one process, in clock ticks (0 if gone)."""
+def cpu_split(pid):
+    """(utime + cutime, stime + cstime) of one process, in clock ticks ((0, 0) if gone)."""
     f = _stat_fields(pid)
     if f is None:
-        return 0
+        return 0, 0
     # after the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
-    return int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    return int(f[11]) + int(f[13]), int(f[12]) + int(f[14])
+
+
+def cpu_ticks(pid):
+    """utime + stime + cutime + cstime of one process, in clock ticks (0 if gone)."""
+    return sum(cpu_split(pid))
 
 
 def rss_bytes(pid):
@@ -89,7 +95,7 @@ def fd_count(pid):
 
 
 def main(argv):
-    if len(argv) < 2 or argv[1] not in ("pids", "cpu", "rss", "hz"):
+    if len(argv) < 2 or argv[1] not in ("pids", "cpu", "cpu-split", "rss", "hz"):
         print(__doc__.strip(), file=sys.stderr)
         return 2
     if argv[1] == "hz":
@@ -106,6 +112,9 @@ def main(argv):
             print(p)
     elif argv[1] == "cpu":
         print(sum(cpu_ticks(p) for p in pids))
+    elif argv[1] == "cpu-split":
+        split = [cpu_split(p) for p in pids]
+        print(sum(u for u, _ in split), sum(s for _, s in split))
     else:
         print(sum(rss_bytes(p) for p in pids))
     return 0
