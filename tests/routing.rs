@@ -1153,7 +1153,10 @@ type ExampleRun<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<&'a str>);
 fn check_flag_accepts_the_bundled_routing_examples() {
     let root = env!("CARGO_MANIFEST_DIR");
     let examples = format!("{root}/examples");
-    let runs: [ExampleRun; 5] = [
+    // gateway.lua's admin socket, in a folder that exists (the check refuses a missing one).
+    let admin_dir = TempDir::new("gateway-check");
+    let admin_sock = admin_dir.path().join("gw.sock").display().to_string();
+    let runs: [ExampleRun; 7] = [
         // routing.lua finds its folder from EXAMPLES_DIR, or from $PWD in the source tree.
         (
             "examples/routing.lua",
@@ -1180,6 +1183,23 @@ fn check_flag_accepts_the_bundled_routing_examples() {
             vec![
                 ("LISTEN", "127.0.0.1:8080 [::1]:8080"),
                 ("PHP_CGI", "/nonexistent/php-cgi"),
+            ],
+            vec![],
+        ),
+        // The rate-limited API gateway (issue 13): its root is examples/www; UPSTREAM,
+        // PORT and ADMIN_SOCKET are optional (the check binds nothing and calls nothing, so
+        // an upstream address nobody answers on is fine).
+        (
+            "examples/gateway.lua",
+            vec![],
+            vec!["PORT", "UPSTREAM", "ADMIN_SOCKET"],
+        ),
+        (
+            "examples/gateway.lua",
+            vec![
+                ("PORT", "18080"),
+                ("UPSTREAM", "http://127.0.0.1:9"),
+                ("ADMIN_SOCKET", &admin_sock),
             ],
             vec![],
         ),

@@ -376,7 +376,10 @@ impl Zone {
             _ => return Err(OpError::NotANumber),
         };
         let elapsed = now.saturating_sub(last) as f64 / 1000.0;
-        let excess = (excess - rate * elapsed).max(0.0) + 1.0;
+        // nginx's order (ngx_http_limit_req_lookup): add this request, then clamp at 0. Clamping
+        // first and adding after made a drained bucket admit only `burst` at once where a new
+        // key admits `1 + burst` (tests/lua_gaps.rs, limit_req after draining).
+        let excess = (excess - rate * elapsed + 1.0).max(0.0);
         if excess > burst {
             return Ok(Some((excess - burst) / rate.max(1e-9)));
         }

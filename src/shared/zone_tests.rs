@@ -154,3 +154,23 @@ fn the_leaky_bucket_admits_rate_plus_burst() {
     std::thread::sleep(Duration::from_millis(150));
     assert_eq!(z.leaky_bucket(b"ip", 10.0, 2.0).unwrap(), None);
 }
+
+#[test]
+fn a_drained_bucket_admits_rate_plus_burst_again() {
+    let z = zone();
+    // rate 10/s, burst 2: 1 + 2 at once, then refused.
+    for _ in 0..3 {
+        assert_eq!(z.leaky_bucket(b"ip", 10.0, 2.0).unwrap(), None);
+    }
+    assert!(z.leaky_bucket(b"ip", 10.0, 2.0).unwrap().is_some());
+    // Long enough to drain it: as many at once as a new key gets (nginx adds, then clamps).
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..3 {
+        assert_eq!(
+            z.leaky_bucket(b"ip", 10.0, 2.0).unwrap(),
+            None,
+            "request {i}"
+        );
+    }
+    assert!(z.leaky_bucket(b"ip", 10.0, 2.0).unwrap().is_some());
+}
