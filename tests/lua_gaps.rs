@@ -114,8 +114,8 @@ fn the_shared_dict_api_through_lua_in_a_route() {
     // ttl(): remaining seconds, 0 for no expiry, nil + "not found" when absent.
     let t: f64 = q("/ttl?k=t").split(' ').next().unwrap().parse().unwrap();
     assert!(t > 90.0 && t <= 100.0, "{t}");
-    // (A float: Lua prints it "0.0"; it equals 0.)
-    assert_eq!(q("/ttl?k=a"), "0.0 nil");
+    // An integer 0, as README documents it (not the float 0.0).
+    assert_eq!(q("/ttl?k=a"), "0 nil");
     assert_eq!(q("/ttl?k=nope"), "nil not found");
     assert_eq!(q("/get?k=nope"), "nil nil");
 

@@ -185,7 +185,9 @@ impl UserData for Dict {
         });
         m.add_method("ttl", |lua, d, key: Value| {
             match d.zone.ttl(&key_of(&key)?) {
-                Ok(Some(t)) => Ok((Value::Number(t.unwrap_or(0.0)), Value::Nil)),
+                // A key that never expires says 0, an integer as the README writes it.
+                Ok(Some(Some(t))) => Ok((Value::Number(t), Value::Nil)),
+                Ok(Some(None)) => Ok((Value::Integer(0), Value::Nil)),
                 Ok(None) => fail(lua, OpError::NotFound),
                 Err(e) => fail(lua, e),
             }
