@@ -21,7 +21,7 @@ use super::exchange::Exchanging;
 use super::fcgi::{Env, Exchange, RequestBody, StderrLimit, Step};
 use super::fcgi_admit;
 use super::inbuf::{Filled, InBuf};
-use super::out::{Flush, Out};
+use super::out::{Flush, Out, PASS_BUDGET};
 use super::peer::Peer;
 use super::proxy::{ClientFacts, Kinds, ProxyExchange};
 use super::real_peer::{self, ProxyHeader, RealPeer};
@@ -116,6 +116,9 @@ pub struct Ctx<'a> {
     pub bufs: &'a mut Bufs,
     /// When to resume route calls that wait (`sleep`).
     pub lua_wakes: &'a mut super::lua_wait::Wakes,
+    /// Connections that stopped sending on their pass budget with the socket still writable:
+    /// the worker runs them again after the others (`Flush::Yield`).
+    pub again: &'a mut Vec<usize>,
     /// Wall-clock time of this loop iteration, in unix milliseconds.
     pub now_ms: u64,
 }
@@ -731,8 +734,14 @@ impl Conn {
             }
 
             if self.out.pending() && self.writable {
-                match self.out.flush(&mut self.stream) {
+                match self.out.flush(&mut self.stream, PASS_BUDGET) {
                     Ok(Flush::Done) => progress = true,
+                    Ok(Flush::Yield) => {
+                        // Still writable, so no event will come: the worker runs this
+                        // connection again once the others had their turn.
+                        ctx.again.push(ctx.token);
+                        return Verdict::Open;
+                    }
                     Ok(Flush::Blocked) => {
                         self.writable = false;
                         ctx.timers

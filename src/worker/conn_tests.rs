@@ -64,6 +64,7 @@ struct Harness {
     other_sites: OtherSites,
     bufs: Bufs,
     lua_wakes: super::lua_wait::Wakes,
+    again: Vec<usize>,
     now: Instant,
     /// Whether the worker is in a graceful stop.
     draining: bool,
@@ -120,6 +121,7 @@ impl Harness {
             other_sites: OtherSites::default(),
             bufs: Bufs::default(),
             lua_wakes: Default::default(),
+            again: Vec::new(),
             now: Instant::now(),
             draining: false,
             token: 0,
@@ -151,6 +153,7 @@ impl Harness {
             now_ms: 0,
             bufs: &mut self.bufs,
             lua_wakes: &mut self.lua_wakes,
+            again: &mut self.again,
         }
     }
 

@@ -133,6 +133,8 @@ struct Worker<'a> {
     per_ip: PerIp,
     /// When to resume route calls that wait.
     lua_wakes: lua_wait::Wakes,
+    /// Connections to run again: they spent their send budget (`Flush::Yield`).
+    again: Vec<usize>,
 }
 
 /// Runs a worker until it is told to stop; returns the exit code.
@@ -246,6 +248,7 @@ impl<'a> Worker<'a> {
             bufs: bufs::Bufs::default(),
             per_ip: PerIp::new(setup.config.limits.connections_per_ip),
             lua_wakes: lua_wait::Wakes::default(),
+            again: Vec::new(),
         })
     }
 
@@ -266,6 +269,10 @@ impl<'a> Worker<'a> {
             }
             if let Some(at) = self.router.as_ref().and_then(|r| r.next_timer()) {
                 timeout = timeout.min(at.saturating_duration_since(now));
+            }
+            if !self.again.is_empty() {
+                // Connections that yielded their pass: look for events, but do not wait.
+                timeout = Duration::ZERO;
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -308,6 +315,10 @@ impl<'a> Worker<'a> {
                 }
             }
             self.expire_timers(now);
+            // Those that yielded last pass go on now, after every connection that had an event.
+            for key in std::mem::take(&mut self.again) {
+                self.on_conn(key, now, |c, ctx| c.resume(ctx));
+            }
             if let Some(r) = self.router.as_mut() {
                 lua_timers::run_due(r, now);
             }
@@ -388,6 +399,7 @@ impl<'a> Worker<'a> {
             other_sites: &mut self.other_sites,
             bufs: &mut self.bufs,
             lua_wakes: &mut self.lua_wakes,
+            again: &mut self.again,
         };
         if f(conn, &mut ctx) == Verdict::Close {
             conn.abort(&mut ctx);

@@ -8,8 +8,12 @@ use std::fs::File;
 use std::io;
 use std::rc::Rc;
 
-/// The largest sendfile call, so one fast client cannot monopolise the worker's loop.
+/// The largest sendfile call.
 const SENDFILE_CHUNK: usize = 1 << 20;
+/// The most body bytes one flush sends before it yields: a client that reads as fast as the
+/// worker sends (loopback, a fast LAN) never fills its socket, so without a bound one large
+/// file would be sent in a single pass while the worker's other connections wait.
+pub const PASS_BUDGET: u64 = 8 << 20;
 /// The largest read of a file range for a stream that cannot take `sendfile`.
 const COPY_CHUNK: usize = 16 * 1024;
 
@@ -31,6 +35,9 @@ pub enum Flush {
     Done,
     /// The socket is full; wait for a writable event.
     Blocked,
+    /// The pass's budget is spent with the socket still writable: run again after the
+    /// worker's other connections (no writable event will come for it).
+    Yield,
 }
 
 /// The output queue of one connection (reused across its requests).
@@ -184,9 +191,13 @@ impl Out {
         }
     }
 
-    /// Sends as much as the stream takes.
-    pub fn flush(&mut self, stream: &mut Stream) -> io::Result<Flush> {
+    /// Sends as much as the stream takes, up to `budget` body bytes.
+    pub fn flush(&mut self, stream: &mut Stream, budget: u64) -> io::Result<Flush> {
+        let start = self.body_sent;
         loop {
+            if self.body_sent - start >= budget && self.pending() {
+                return Ok(Flush::Yield);
+            }
             if self.pos < self.buf.len() {
                 // MSG_MORE lets the kernel put the head and the start of the file in one
                 // segment; the sendfile that follows ends the cork.
@@ -278,4 +289,68 @@ fn copy_range(stream: &mut Stream, file: &File, offset: u64, count: usize) -> io
         return Ok(0);
     }
     stream.send(&chunk[..n], n < count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn a_flush_yields_once_its_budget_is_spent_and_the_next_one_goes_on() {
+        // A file of three sendfile chunks to a client that reads as fast as it can: a pass
+        // stops at its budget with the socket still writable, and nothing is lost or repeated.
+        let len = 3 * SENDFILE_CHUNK;
+        let data: Vec<u8> = (0..len as u32).map(|i| (i % 251) as u8).collect();
+        let path = std::env::temp_dir().join(format!("luahttpd-out-{}", std::process::id()));
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&data)
+            .unwrap();
+        let file = Rc::new(File::open(&path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut client = client;
+            client.read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut a = Stream::Tcp(mio::net::TcpStream::from_std(server));
+        let mut out = Out::default();
+        out.push_head(b"HTTP/1.1 200 OK\r\n\r\n");
+        out.set_body(Body::File {
+            file,
+            offset: 0,
+            len: len as u64,
+        });
+        let budget = SENDFILE_CHUNK as u64;
+        let mut yields = 0;
+        loop {
+            let before = out.body_sent;
+            match out.flush(&mut a, budget).unwrap() {
+                Flush::Done => break,
+                Flush::Yield => {
+                    yields += 1;
+                    assert!(
+                        out.body_sent - before >= budget,
+                        "yielded before the budget"
+                    );
+                }
+                Flush::Blocked => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        }
+        assert!(yields >= 1, "a fast reader never made a pass yield");
+        assert_eq!(out.body_sent, len as u64);
+        drop(a);
+        let got = reader.join().unwrap();
+        assert_eq!(&got[..19], b"HTTP/1.1 200 OK\r\n\r\n");
+        assert!(
+            got[19..] == data[..],
+            "nothing lost or repeated across the yields"
+        );
+    }
 }
