@@ -39,8 +39,20 @@ pub struct CachedFile {
     pub bytes: Option<Rc<[u8]>>,
     /// Position of the index name when the path named a directory.
     pub index_pos: Option<usize>,
+    /// The Content-Type, found in the site's MIME table on first use and kept with the entry
+    /// (the entry's name and the site's table do not change while it lives): the suffix
+    /// lookup cost a keep-alive request about 640 of its 8,400 instructions (callgrind).
+    content_type: std::cell::OnceCell<Box<str>>,
     identity: (u64, u64, i64, i64, i64, i64),
     checked: Instant,
+}
+
+impl CachedFile {
+    /// The file's Content-Type: `find` (the MIME table's lookup) runs on the entry's first
+    /// use only.
+    pub fn content_type(&self, find: impl FnOnce() -> String) -> &str {
+        self.content_type.get_or_init(|| find().into_boxed_str())
+    }
 }
 
 /// A lookup result: a served file, or what to answer instead.
@@ -173,6 +185,7 @@ fn entry(
         last_modified: crate::http::date::format(mtime),
         bytes,
         index_pos,
+        content_type: std::cell::OnceCell::new(),
         identity: identity(st),
         checked: now,
     }

@@ -108,14 +108,14 @@ fn serve_file(req: &Request, site: &mut Site, now: Instant) -> Reply {
                 Some(index_name) => index_name.as_str(),
                 None => req.path.as_str(),
             };
+            let content_type = f.content_type(|| site.mime.lookup(name).to_string());
             if site.opts.compress.is_none() && !site.opts.precompressed {
-                return file_reply(req, &f, site.mime.lookup(name));
+                return file_reply(req, &f, content_type);
             }
-            let content_type = site.mime.lookup(name).to_string();
-            match coded::choose(req, site, &f, &content_type, now) {
+            match coded::choose(req, site, &f, content_type, now) {
                 coded::Coded::Reply(r) => r,
                 coded::Coded::Identity { vary } => {
-                    let mut r = file_reply(req, &f, &content_type);
+                    let mut r = file_reply(req, &f, content_type);
                     if vary {
                         r.header("Vary", "Accept-Encoding");
                     }
