@@ -10,7 +10,8 @@
 --
 -- appliance.htpasswd holds one demo user, admin:admin (an apr1 hash, as `htpasswd -m` makes);
 -- replace it (`htpasswd -B appliance.htpasswd admin` for bcrypt) before anything else. Basic
--- auth sends the password in clear on every request: on a network, put this behind TLS.
+-- auth sends the password in clear on every request: on a network, put this behind TLS
+-- (examples/appliance-tls.lua is this config over HTTPS).
 --
 --   LISTEN   listen addresses, separated by spaces (default 127.0.0.1:8080)
 

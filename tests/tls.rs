@@ -1031,3 +1031,79 @@ fn max_version_and_the_server_s_cipher_order_are_what_the_client_gets() {
         Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256)
     );
 }
+
+/// Issue 15: examples/appliance-tls.lua, the appliance with CGI and Basic auth over HTTPS, runs
+/// as shipped with a certificate made here: the plain port redirects, the TLS port asks for
+/// the user, then runs the script with it.
+#[test]
+fn the_appliance_tls_example_runs_its_scripts_behind_basic_auth_over_https() {
+    let dir = TempDir::new("tls-appliance");
+    let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    for f in [
+        "appliance.htpasswd",
+        "cgi-bin/status.sh",
+        "cgi-bin/status.lua",
+        "www/index.html",
+    ] {
+        let data = std::fs::read(format!("{ex}/{f}")).expect("example file");
+        dir.write(f, &data);
+    }
+    write_cert(&dir, "tls/appliance", &make_cert(&["localhost"], false));
+    let config = std::fs::read_to_string(format!("{ex}/appliance-tls.lua")).expect("example");
+    let s = Server::start_with(dir, &config, |cmd| {
+        // Two different addresses: the config refuses the same `IP:0` twice.
+        cmd.env("LISTEN", "127.0.0.1:0")
+            .env("LISTEN_TLS", "127.0.0.2:0");
+    });
+    common::wait_for("both listeners logged", Duration::from_secs(10), || {
+        addrs(&s).len() == 2
+    });
+    let a = addrs(&s);
+    let tls_port = a[1].rsplit(':').next().unwrap().to_string();
+
+    // Plain HTTP: a redirect before auth, never the script (nor a 401 that would invite a
+    // password in clear).
+    let r = common::raw(
+        &a[0],
+        b"GET /cgi-bin/status.sh?x=1 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic YWRtaW46YWRtaW4=\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://localhost:{tls_port}/cgi-bin/status.sh?x=1").as_str())
+    );
+    assert!(!r.text().contains("user:"), "{}", r.text());
+
+    let c = any_version();
+    let r = get(&a[1], Some("localhost"), &c, "/cgi-bin/status.sh");
+    assert_eq!(r.status, 401, "{}", r.head);
+    assert_eq!(
+        r.header("www-authenticate").as_deref(),
+        Some("Basic realm=\"Appliance\", charset=\"UTF-8\"")
+    );
+    // A wrong password is refused too.
+    let mut t = handshake(&a[1], Some("localhost"), &c).expect("handshake");
+    let r = exchange(
+        &mut t,
+        "GET /cgi-bin/status.sh HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic YWRtaW46bm9wZQ==\r\nConnection: close\r\n\r\n",
+    )
+    .expect("exchange");
+    assert_eq!(r.status, 401);
+    // admin:admin, with a body.
+    let mut t = handshake(&a[1], Some("localhost"), &c).expect("handshake");
+    let r = exchange(
+        &mut t,
+        "POST /cgi-bin/status.sh?x=1 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic YWRtaW46YWRtaW4=\r\n\
+         Content-Length: 2\r\nConnection: close\r\n\r\nhi",
+    )
+    .expect("exchange");
+    assert_eq!(r.status, 200, "{}\n{}", r.head, s.log_text());
+    let text = String::from_utf8_lossy(&dechunk(&r.body)).into_owned();
+    assert!(text.contains("user:    admin\n"), "{text}");
+    assert!(text.contains("method:  POST\n"), "{text}");
+    assert!(text.contains("query:   x=1\n"), "{text}");
+    assert!(text.contains("body:    hi\n"), "{text}");
+    // The static pages need no user.
+    let r = get(&a[1], Some("localhost"), &c, "/");
+    assert_eq!(r.status, 200, "{}", r.head);
+}

@@ -222,7 +222,14 @@ fn run(
     config.route_auth = route_auth;
     let (site_defs, site_routes): (Vec<_>, Vec<_>) = sites.into_iter().unzip();
     let names: Vec<String> = config.fastcgi.iter().map(|d| d.name.clone()).collect();
-    let errors = super::vhost::check_all(&site_defs, config.default_site.as_deref(), &names, &main);
+    let upstream_names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+    let errors = super::vhost::check_all(
+        &site_defs,
+        config.default_site.as_deref(),
+        &names,
+        &upstream_names,
+        &main,
+    );
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }

@@ -36,7 +36,7 @@ pub use shared::SharedDef;
 pub use timers::print as print_lua_hooks;
 pub use upstream::{Balance, HashKey, Health, UpstreamAddr, UpstreamDef};
 pub use validate::tls::{ListenKind, ServerHandle, Tls};
-pub use vhost::{normalise_host, Picker, VhostDef};
+pub use vhost::{normalise_host, Picker, SiteProxy, VhostDef};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -55,7 +55,9 @@ site "one.test" {
   headers = { ["X-Site"] = "one" },
   mime = { [".x"] = "text/x" },
   dotfiles = "deny",
+  proxy = { ["/app/"] = "app", ["/"] = "app" },
 }
+upstream "app" { address = "127.0.0.1:9" }
 cgi {
   prefix = "/scripts",
   root = "cgi-bin",
@@ -92,6 +94,50 @@ fn a_full_config_loads_and_prints_back_the_same() {
     assert_eq!(strip(&print(&again.config)), strip(&printed));
     assert!(printed.contains("cgi {"), "{printed}");
     assert!(printed.contains("site \"one.test\" {"), "{printed}");
+    assert!(
+        printed.contains("proxy = { [\"/\"] = \"app\", [\"/app/\"] = \"app\" }"),
+        "{printed}"
+    );
+}
+
+#[test]
+fn a_site_s_proxy_rules_name_known_upstreams_at_their_lines() {
+    let d = Dir::new();
+    let e = errors(d.load(
+        "site.lua",
+        "server { root = \"www\" }\n\
+         upstream \"app\" { address = \"127.0.0.1:9\" }\n\
+         site \"ok.test\" {\n  root = \"one\",\n  proxy = {\n    [\"/a/\"] = \"app\",\n    [\"/b/\"] = \"ap\",\n    [\"c\"] = \"app\",\n    [\"/d/\"] = 1,\n  },\n}\n\
+         site \"two.test\" { root = \"one\", proxy = \"app\" }\n",
+    ));
+    assert!(
+        e.contains(
+            "site.lua:8: site 'ok.test': proxy: prefix must be a URL path starting with '/', got 'c'"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains("site.lua:9: site 'ok.test': proxy./d/ must be a string"),
+        "{e}"
+    );
+    assert!(
+        e.contains("site.lua:12: site 'two.test': proxy must be a table"),
+        "{e}"
+    );
+    // Names are checked once every block is read (an upstream may come after the site).
+    let e = errors(d.load(
+        "names.lua",
+        "server { root = \"www\" }\n\
+         site \"ok.test\" {\n  root = \"one\",\n  proxy = {\n    [\"/a/\"] = \"app\",\n    [\"/b/\"] = \"ap\",\n  },\n}\n\
+         upstream \"app\" { address = \"127.0.0.1:9\" }\n",
+    ));
+    assert!(
+        e.contains(
+            "names.lua:6: site 'ok.test': proxy: unknown upstream 'ap' for '/b/'; did you mean 'app'?"
+        ),
+        "{e}"
+    );
+    assert!(!e.contains("'/a/'"), "{e}");
 }
 
 #[test]

@@ -22,6 +22,7 @@ pub(super) const VHOST_KEYS: &[&str] = &[
     "mime",
     "dotfiles",
     "fastcgi",
+    "proxy",
     "auth",
     "access",
     "compress",
@@ -50,6 +51,9 @@ pub struct VhostDef {
     pub headers: Vec<(String, String)>,
     /// The FastCGI backends whose `prefix`/`extensions` rules apply here (None: all).
     pub fastcgi: Option<Vec<String>>,
+    /// The site's own proxy rules (`proxy = { ["/app/"] = "name" }`), in place of the
+    /// upstreams' `prefix` rules for its requests (None: those rules).
+    pub proxy: Option<Vec<SiteProxy>>,
     /// Whether the site has its own route function.
     pub has_route: bool,
     /// Basic auth per path prefix for this site, beside `server{}`'s (`auth`).
@@ -59,6 +63,18 @@ pub struct VhostDef {
     /// `compress`, `error_pages`, `expires` and path-rule `headers` of this site, in place of
     /// `server{}`'s for its requests (each key it leaves out is `server{}`'s).
     pub statics: super::static_opts::SiteStatics,
+}
+
+/// One entry of a site's `proxy` table: requests under `prefix` go to upstream `upstream`
+/// unchanged, as an upstream's own `prefix` sends them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteProxy {
+    /// The URL prefix (starts with '/'); `/app/` also takes `/app`.
+    pub prefix: String,
+    /// The upstream's name (checked to exist once every block is read).
+    pub upstream: String,
+    /// `file:line` of the entry, for the unknown-upstream message.
+    pub defined_at: String,
 }
 
 impl VhostDef {
@@ -152,6 +168,7 @@ pub(super) fn vhost(
         mime: BTreeMap::new(),
         headers: Vec::new(),
         fastcgi: None,
+        proxy: None,
         has_route: false,
         auth: Vec::new(),
         access: Vec::new(),
@@ -238,6 +255,9 @@ pub(super) fn vhost(
     if let Some(v) = fields.get("fastcgi") {
         def.fastcgi = validate::string_list(r, &["fastcgi"], v);
     }
+    if let Some(v) = fields.get("proxy") {
+        def.proxy = Some(proxy_rules(r, v));
+    }
     let route = match fields.get("route") {
         Some(Value::Function(f)) => {
             def.has_route = true;
@@ -255,12 +275,51 @@ pub(super) fn vhost(
     (def, route, rep.finish())
 }
 
+/// `proxy = { ["/app/"] = "app", ... }`: URL prefixes (the shape of an upstream's `prefix`)
+/// to upstream names, sorted by prefix; the names are checked in `check_all`.
+fn proxy_rules(r: &mut Report, v: &Value) -> Vec<SiteProxy> {
+    let entries = validate::string_keyed(
+        r,
+        "proxy",
+        v,
+        "a table of [\"/prefix/\"] = \"upstream name\"",
+        "URL prefixes like \"/app/\"",
+    );
+    let mut out = Vec::new();
+    for (prefix, val) in entries {
+        let path = ["proxy", prefix.as_str()];
+        if !prefix.starts_with('/') || validate::has_control(&prefix) || prefix.contains(' ') {
+            r.at(
+                &path,
+                format!("proxy: prefix must be a URL path starting with '/', got '{prefix}'"),
+            );
+            continue;
+        }
+        let Some(upstream) = validate::string(r, &path, &val) else {
+            continue;
+        };
+        let site = r.site;
+        let defined_at = match site.line_of(&path, Some(&upstream)) {
+            Some(line) => format!("{}:{line}", site.file),
+            None => site.file.clone(),
+        };
+        out.push(SiteProxy {
+            prefix,
+            upstream,
+            defined_at,
+        });
+    }
+    out.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+    out
+}
+
 /// Checks that need every site and the backends: unique names, `default_site` and the
-/// backends a site names existing.
+/// backends and upstreams a site names existing.
 pub(super) fn check_all(
     sites: &[VhostDef],
     default_site: Option<&str>,
     backends: &[String],
+    upstreams: &[&str],
     main: &str,
 ) -> Vec<ConfigError> {
     let mut errors = Vec::new();
@@ -295,6 +354,22 @@ pub(super) fn check_all(
                 errors.push(err(
                     &s.defined_at,
                     format!("site '{}': fastcgi: unknown backend '{b}'", s.name),
+                ));
+            }
+        }
+        for p in s.proxy.iter().flatten() {
+            if !upstreams.contains(&p.upstream.as_str()) {
+                let hint = match super::suggest::did_you_mean(&p.upstream, upstreams) {
+                    Some(m) => format!("; did you mean '{m}'?"),
+                    None if upstreams.is_empty() => " (no upstream is defined)".to_string(),
+                    None => format!(" (defined: {})", upstreams.join(", ")),
+                };
+                errors.push(err(
+                    &p.defined_at,
+                    format!(
+                        "site '{}': proxy: unknown upstream '{}' for '{}'{hint}",
+                        s.name, p.upstream, p.prefix
+                    ),
                 ));
             }
         }
@@ -431,6 +506,13 @@ pub(super) fn print(o: &mut String, sites: &[VhostDef]) {
         if let Some(f) = &s.fastcgi {
             field(o, "fastcgi", &list(f));
         }
+        if let Some(p) = &s.proxy {
+            field(
+                o,
+                "proxy",
+                &map(&mut p.iter().map(|r| (&r.prefix, &r.upstream))),
+            );
+        }
         super::print::static_opts::print_site(o, &s.statics);
         super::auth::print(o, &s.auth, &s.access);
         if s.has_route {
@@ -455,6 +537,7 @@ mod tests {
             mime: BTreeMap::new(),
             headers: Vec::new(),
             fastcgi: None,
+            proxy: None,
             has_route: false,
             auth: Vec::new(),
             access: Vec::new(),

@@ -19,13 +19,20 @@ pub struct Target {
 /// The backend target for a decoded path, by the config's rules in order: prefixes first
 /// (an app owns its whole mount), then extensions. For a path ending in '/', `index` names
 /// that carry a backend's extension are tried as scripts when `exists` says they exist.
+/// Only the rules of backends `allows` admits count (a site's `fastcgi` list): a backend
+/// left out must not hide another's rule, or a site whose list leaves out the `/app/`
+/// backend would serve `/app/x.php` as a static file, its source.
 pub fn match_path(
     config: &Config,
     path: &str,
     index: &[String],
     exists: impl Fn(&str) -> bool,
+    allows: impl Fn(usize) -> bool,
 ) -> Option<Target> {
     for (b, def) in config.fastcgi.iter().enumerate() {
+        if !allows(b) {
+            continue;
+        }
         if let Some(prefix) = &def.prefix {
             let mount = prefix.trim_end_matches('/');
             if path == mount || path.starts_with(prefix.as_str()) || prefix == "/" {
@@ -42,7 +49,7 @@ pub fn match_path(
     if path.ends_with('/') {
         for name in index {
             let candidate = format!("{path}{name}");
-            if let Some(t) = match_extension(config, &candidate) {
+            if let Some(t) = match_extension(config, &candidate, &allows) {
                 if exists(&candidate) {
                     return Some(t);
                 }
@@ -50,10 +57,10 @@ pub fn match_path(
         }
         return None;
     }
-    match_extension(config, path)
+    match_extension(config, path, &allows)
 }
 
-fn match_extension(config: &Config, path: &str) -> Option<Target> {
+fn match_extension(config: &Config, path: &str, allows: &impl Fn(usize) -> bool) -> Option<Target> {
     // Each segment end is a candidate script end: the first that carries an extension wins,
     // so /a.php/b.php runs /a.php with PATH_INFO=/b.php, as lighttpd and PHP expect.
     let ends = path
@@ -64,10 +71,11 @@ fn match_extension(config: &Config, path: &str) -> Option<Target> {
     for end in ends {
         let script = &path[..end];
         for (b, def) in config.fastcgi.iter().enumerate() {
-            if def
-                .extensions
-                .iter()
-                .any(|e| ends_with_ignore_case(script, e))
+            if allows(b)
+                && def
+                    .extensions
+                    .iter()
+                    .any(|e| ends_with_ignore_case(script, e))
             {
                 let rest = &path[end..];
                 return Some(Target {
@@ -123,34 +131,46 @@ mod tests {
     #[test]
     fn extensions_split_script_and_path_info() {
         let c = config();
-        let t = match_path(&c, "/env.php/foo/bar", &[], |_| true).unwrap();
+        let t = match_path(&c, "/env.php/foo/bar", &[], |_| true, |_| true).unwrap();
         assert_eq!((t.backend, t.script_name.as_str()), (0, "/env.php"));
         assert_eq!(t.path_info.as_deref(), Some("/foo/bar"));
         assert!(t.check_local);
-        let t = match_path(&c, "/a/x.PHP", &[], |_| true).unwrap();
+        let t = match_path(&c, "/a/x.PHP", &[], |_| true, |_| true).unwrap();
         assert_eq!((t.script_name.as_str(), t.path_info), ("/a/x.PHP", None));
-        assert!(match_path(&c, "/a.php.txt", &[], |_| true).is_none());
-        assert!(match_path(&c, "/dir.php.d/x", &[], |_| true).is_none());
+        assert!(match_path(&c, "/a.php.txt", &[], |_| true, |_| true).is_none());
+        assert!(match_path(&c, "/dir.php.d/x", &[], |_| true, |_| true).is_none());
     }
 
     #[test]
     fn prefix_mounts_an_app() {
         let c = config();
-        let t = match_path(&c, "/app/users/1", &[], |_| true).unwrap();
+        let t = match_path(&c, "/app/users/1", &[], |_| true, |_| true).unwrap();
         assert_eq!((t.backend, t.script_name.as_str()), (1, "/app"));
         assert_eq!(t.path_info.as_deref(), Some("/users/1"));
         assert!(!t.check_local);
-        let t = match_path(&c, "/app", &[], |_| true).unwrap();
+        let t = match_path(&c, "/app", &[], |_| true, |_| true).unwrap();
         assert_eq!(t.path_info, None);
-        assert!(match_path(&c, "/application", &[], |_| true).is_none());
+        assert!(match_path(&c, "/application", &[], |_| true, |_| true).is_none());
+    }
+
+    #[test]
+    fn a_backend_left_out_does_not_hide_another_s_rule() {
+        let c = config();
+        // Without "app" (index 1), /app/x.php is "php"'s script, not a static file.
+        let t = match_path(&c, "/app/x.php", &[], |_| true, |b| b == 0).unwrap();
+        assert_eq!((t.backend, t.script_name.as_str()), (0, "/app/x.php"));
+        assert!(match_path(&c, "/app/x", &[], |_| true, |b| b == 0).is_none());
+        assert!(match_path(&c, "/x.php", &[], |_| true, |b| b == 1).is_none());
+        let index = vec!["index.php".to_string()];
+        assert!(match_path(&c, "/", &index, |_| true, |_| false).is_none());
     }
 
     #[test]
     fn index_scripts_for_directories() {
         let c = config();
         let index = vec!["index.php".to_string(), "index.html".to_string()];
-        let t = match_path(&c, "/", &index, |p| p == "/index.php").unwrap();
+        let t = match_path(&c, "/", &index, |p| p == "/index.php", |_| true).unwrap();
         assert_eq!(t.script_name, "/index.php");
-        assert!(match_path(&c, "/", &index, |_| false).is_none());
+        assert!(match_path(&c, "/", &index, |_| false, |_| true).is_none());
     }
 }

@@ -27,10 +27,14 @@ pub fn match_prefix(config: &crate::config::Config, path: &str) -> Option<usize>
         .iter()
         .enumerate()
         .filter_map(|(i, u)| u.prefix.as_deref().map(|p| (i, p)))
-        .filter(|(_, p)| {
-            let mount = p.trim_end_matches('/');
-            path.starts_with(p) || path == mount || *p == "/"
-        })
+        .filter(|(_, p)| mounts(p, path))
         .max_by_key(|(_, p)| p.len())
         .map(|(i, _)| i)
+}
+
+/// Whether `prefix` (an upstream's `prefix`, or a key of a site's `proxy`) takes `path`:
+/// `/app/` takes `/app/…` and `/app` itself; `/` takes everything.
+pub fn mounts(prefix: &str, path: &str) -> bool {
+    let mount = prefix.trim_end_matches('/');
+    path.starts_with(prefix) || path == mount || prefix == "/"
 }

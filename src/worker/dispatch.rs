@@ -7,7 +7,7 @@ use crate::fastcgi::pool::Pool;
 use crate::fastcgi::rules::{self, Target};
 use crate::http::request::Request;
 use crate::log::push_escaped;
-use crate::proxy::{self, ProxyTarget};
+use crate::proxy::ProxyTarget;
 use crate::reply::{Body, Reply};
 use crate::script::{Decision, Outcome, Resume, RouteRequest, Router, Ticket};
 use crate::static_files::open::Lookup;
@@ -386,7 +386,7 @@ fn route_site(
         }
         return routed;
     }
-    if let Some(u) = proxy::match_prefix(ctx.config, &req.path) {
+    if let Some(u) = super::vhost::proxy_prefix(ctx.config, vhost, &req.path) {
         return Routed::Proxy(ProxyTarget {
             upstream: u,
             ..ProxyTarget::default()
@@ -394,12 +394,17 @@ fn route_site(
     }
     if !ctx.config.fastcgi.is_empty() {
         let site = &*ctx.site;
-        let target = rules::match_path(ctx.config, &req.path, &site.index, |p| {
-            matches!(site.root.lookup(p, &[]), Lookup::File(..))
-        });
-        if let Some(t) =
-            target.filter(|t| super::vhost::allows_backend(ctx.config, vhost, t.backend))
-        {
+        // Only the backends the site lets in are matched at all: a filter after the match
+        // let a left-out backend's rule (an `/app/` prefix) hide another's (`.php`), and the
+        // script went out as a static file.
+        let target = rules::match_path(
+            ctx.config,
+            &req.path,
+            &site.index,
+            |p| matches!(site.root.lookup(p, &[]), Lookup::File(..)),
+            |b| super::vhost::allows_backend(ctx.config, vhost, b),
+        );
+        if let Some(t) = target {
             let extra = FcgiExtra {
                 params: auth_params,
                 ..FcgiExtra::default()

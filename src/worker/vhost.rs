@@ -65,6 +65,24 @@ pub fn allows_backend(config: &Config, vhost: Option<&VhostDef>, b: usize) -> bo
     }
 }
 
+/// The upstream whose default rule takes `path` in `vhost`: the site's own `proxy` entries
+/// when it has them (the longest prefix), else the upstreams' `prefix` rules, as in
+/// `server{}`'s own site.
+pub fn proxy_prefix(config: &Config, vhost: Option<&VhostDef>, path: &str) -> Option<usize> {
+    let Some(rules) = vhost.and_then(|v| v.proxy.as_ref()) else {
+        return crate::proxy::match_prefix(config, path);
+    };
+    let rule = rules
+        .iter()
+        .filter(|r| crate::proxy::mounts(&r.prefix, path))
+        .max_by_key(|r| r.prefix.len())?;
+    // The name was checked at load; a config without it cannot be running.
+    config
+        .upstreams
+        .iter()
+        .position(|u| u.name == rule.upstream)
+}
+
 /// What site `def` changes in `routed`: its headers on replies made here, its root as
 /// SCRIPT_FILENAME and DOCUMENT_ROOT of a FastCGI request (checked to exist beneath it when
 /// the backend says `check_local`).
