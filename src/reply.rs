@@ -108,6 +108,16 @@ impl Reply {
         self
     }
 
+    /// Appends header lines already formatted (each ending in CRLF, with no NUL), such as a
+    /// cached file's.
+    pub fn header_lines(&mut self, lines: &[u8]) -> &mut Self {
+        if self.headers.capacity() == 0 {
+            self.headers.reserve(HEADERS_ROOM.max(lines.len()));
+        }
+        self.headers.extend_from_slice(lines);
+        self
+    }
+
     /// Adds a route decision's header line (see `overrides`).
     pub fn override_header(&mut self, name: &str, value: &str) -> &mut Self {
         write_line(&mut self.overrides, name, value);

@@ -43,6 +43,9 @@ pub struct CachedFile {
     /// (the entry's name and the site's table do not change while it lives): the suffix
     /// lookup cost a keep-alive request about 640 of its 8,400 instructions (callgrind).
     content_type: std::cell::OnceCell<Box<str>>,
+    /// The header lines of a whole-file 200 (type, validators, `Accept-Ranges`), written on
+    /// first use: four lines formatted per request cost about 300 instructions.
+    full_lines: std::cell::OnceCell<Box<[u8]>>,
     identity: (u64, u64, i64, i64, i64, i64),
     checked: Instant,
 }
@@ -52,6 +55,18 @@ impl CachedFile {
     /// use only.
     pub fn content_type(&self, find: impl FnOnce() -> String) -> &str {
         self.content_type.get_or_init(|| find().into_boxed_str())
+    }
+
+    /// The header lines of a whole-file 200 with this Content-Type, rendered once.
+    pub fn full_lines(&self, content_type: &str) -> &[u8] {
+        self.full_lines.get_or_init(|| {
+            let mut r = crate::reply::Reply::new(200, crate::reply::Body::Empty);
+            r.header("Content-Type", content_type)
+                .header("ETag", &self.etag)
+                .header("Last-Modified", &self.last_modified)
+                .header("Accept-Ranges", "bytes");
+            r.headers.into_boxed_slice()
+        })
     }
 }
 
@@ -186,6 +201,7 @@ fn entry(
         bytes,
         index_pos,
         content_type: std::cell::OnceCell::new(),
+        full_lines: std::cell::OnceCell::new(),
         identity: identity(st),
         checked: now,
     }

@@ -148,8 +148,8 @@ fn file_reply(req: &Request, f: &CachedFile, content_type: &str) -> Reply {
                 end: f.size.saturating_sub(1),
             };
             let mut r = Reply::new(200, part(f, whole, f.size));
-            r.header("Content-Type", content_type);
-            r
+            r.header_lines(f.full_lines(content_type));
+            return r;
         }
         RangeDecision::Partial(ranges) if ranges.len() == 1 => {
             let mut r = Reply::new(206, part(f, ranges[0], ranges[0].end - ranges[0].start + 1));
