@@ -61,7 +61,8 @@ pub struct Compress {
     /// Smallest body compressed, in bytes (a known-length body below it goes as it is).
     pub min_size: u64,
     /// Largest static file compressed on the fly (whole, then cached); larger ones go as they
-    /// are unless a precompressed sibling exists. FastCGI bodies stream and have no limit.
+    /// are unless a precompressed sibling exists. FastCGI, CGI and proxied bodies stream and
+    /// have no limit.
     pub max_size: u64,
     /// gzip level, 1–9.
     pub level: u32,

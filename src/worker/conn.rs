@@ -1539,6 +1539,12 @@ impl Conn {
             https: self.stream.is_tls(),
             user,
             site_headers: super::site_headers::for_request(ctx.other_sites, ctx.config, &req),
+            // The site's compression, as for FastCGI and CGI (None when the site does not
+            // compress or the client takes no coding).
+            compress: super::fcgi_compress::offer(
+                &req,
+                super::vhost::compress_for(ctx.other_sites, ctx.config, &req),
+            ),
         };
         let kinds = Kinds::of(ctx.config.fastcgi.len(), t.upstream);
         let env = ctx.env();

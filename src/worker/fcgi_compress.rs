@@ -1,8 +1,8 @@
-//! Compression of a FastCGI response: whether its head allows it, and the head rewritten for
-//! the coded body (Content-Encoding, Vary, the ETag of the variant). Sans-IO; the exchange
-//! feeds the body through the returned encoder, which keeps memory bounded however long the
-//! body streams. The framing becomes chunked (HTTP/1.1) or close-delimited (HTTP/1.0), since
-//! the coded length is not known up front.
+//! Compression of a backend's response (FastCGI, CGI, HTTP proxy): whether its head allows
+//! it, and the head rewritten for the coded body (Content-Encoding, Vary, the ETag of the
+//! variant). Sans-IO; the exchange feeds the body through `CodedBody`, whose encoder keeps
+//! memory bounded however long the body streams. The framing becomes chunked (HTTP/1.1) or
+//! close-delimited (HTTP/1.0), since the coded length is not known up front.
 
 use super::out::Out;
 use crate::compress::encoder::Encoder;
@@ -36,57 +36,89 @@ pub fn offer(req: &crate::http::request::Request, settings: Option<&Compress>) -
 /// the encoder its body goes through.
 pub fn plan(offer: Option<&Offer>, head: &mut CgiHead) -> Option<Encoder> {
     let offer = offer?;
+    let mut out = Vec::new();
+    if !plan_lines(
+        offer,
+        head.status,
+        head.content_length,
+        &head.headers,
+        &mut out,
+    ) {
+        return None;
+    }
+    let encoder = offer.encoder()?;
+    head.headers = out;
+    head.content_length = None;
+    Some(encoder)
+}
+
+impl Offer {
+    /// A fresh encoder for the negotiated coding at the configured level.
+    pub fn encoder(&self) -> Option<Encoder> {
+        Encoder::new(self.coding, self.settings.level, self.settings.zstd_level)
+    }
+}
+
+/// Decides for a response of `status` whose forwarded header lines (`Name: value\r\n`, no
+/// framing fields) are `lines` and whose backend announced `content_length`: true when its
+/// body is to be coded, and then `into` gets the lines rewritten for the coded variant (the
+/// ETag of the variant, Content-Encoding, Vary). The one rule for FastCGI, CGI and proxied
+/// responses; the caller drops the backend's Content-Length (the coded length is unknown).
+pub fn plan_lines(
+    offer: &Offer,
+    status: u16,
+    content_length: Option<u64>,
+    lines_in: &[u8],
+    into: &mut Vec<u8>,
+) -> bool {
     let s = &offer.settings;
     // 200-203 only: a 206 is a range of identity bytes, 204/304 have no body.
-    if !(200..=203).contains(&head.status) {
-        return None;
+    if !(200..=203).contains(&status) {
+        return false;
     }
-    if head.content_length.is_some_and(|n| n < s.min_size) {
-        return None;
+    if content_length.is_some_and(|n| n < s.min_size) {
+        return false;
     }
     let mut content_type = None;
-    for (name, value) in lines(&head.headers) {
+    for (name, value) in lines(lines_in) {
         if name.eq_ignore_ascii_case(b"content-encoding")
             || name.eq_ignore_ascii_case(b"content-range")
         {
-            return None; // already coded, or a part
+            return false; // already coded, or a part
         }
         if name.eq_ignore_ascii_case(b"cache-control")
             && value
                 .split(|&b| b == b',')
                 .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-transform"))
         {
-            return None; // RFC 9111 §5.2.2.6
+            return false; // RFC 9111 §5.2.2.6
         }
         if name.eq_ignore_ascii_case(b"content-type") {
             content_type = std::str::from_utf8(value).ok();
         }
     }
     if !content_type.is_some_and(|t| s.compresses(t)) {
-        return None;
+        return false;
     }
-    let encoder = Encoder::new(offer.coding, s.level, s.zstd_level)?;
-    let mut out = Vec::with_capacity(head.headers.len() + 64);
-    for (name, value) in lines(&head.headers) {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
+    into.reserve(lines_in.len() + 64);
+    for (name, value) in lines(lines_in) {
+        into.extend_from_slice(name);
+        into.extend_from_slice(b": ");
         if name.eq_ignore_ascii_case(b"etag") {
-            out.extend_from_slice(&variant_etag(value, offer.coding));
+            into.extend_from_slice(&variant_etag(value, offer.coding));
         } else {
-            out.extend_from_slice(value);
+            into.extend_from_slice(value);
         }
-        out.extend_from_slice(b"\r\n");
+        into.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"Content-Encoding: ");
-    out.extend_from_slice(offer.coding.token().as_bytes());
-    out.extend_from_slice(b"\r\nVary: Accept-Encoding\r\n");
-    head.headers = out;
-    head.content_length = None;
-    Some(encoder)
+    into.extend_from_slice(b"Content-Encoding: ");
+    into.extend_from_slice(offer.coding.token().as_bytes());
+    into.extend_from_slice(b"\r\nVary: Accept-Encoding\r\n");
+    true
 }
 
-/// Runs a backend's body bytes through the response's encoder, if it has one (FastCGI and CGI
-/// alike): what goes to the framing. `flush` at the end of a read, so a streamed response
+/// Runs a backend's body bytes through the response's encoder, if it has one (FastCGI, CGI
+/// and proxy alike): what goes to the framing. `flush` at the end of a read, so a streamed response
 /// reaches the client without waiting for more input. On an error the encoder is dropped and
 /// the caller cuts the response (no last chunk), which shows the client the truncation.
 fn code<'a>(
@@ -131,7 +163,8 @@ fn variant_etag(value: &[u8], coding: Coding) -> Vec<u8> {
     }
 }
 
-/// How a backend's response body is framed to the client (FastCGI and CGI alike).
+/// How a backend's response body is framed to the client (FastCGI and CGI alike; a coded
+/// proxied body is `Chunked` or `Close`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
     /// `Content-Length` bytes still to send.
@@ -173,7 +206,8 @@ impl Framing {
 }
 
 /// A backend's response body on its way to the client: its framing and, when it is coded,
-/// its encoder. One value for FastCGI and CGI, so both code and frame a body the same way.
+/// its encoder. One value for FastCGI, CGI and the proxy's coded bodies, so all code and
+/// frame a body the same way.
 pub struct CodedBody {
     /// The framing; `None` once the body is cut.
     pub framing: Framing,

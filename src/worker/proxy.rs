@@ -6,7 +6,10 @@
 //!      is, chunked re-chunked), with backpressure
 //!    → ReceivingHead (Response::Head): 1xx skipped (100 relayed to a client that expects it)
 //!    → StreamingBody (Response::Body): Content-Length passed, chunked decoded and
-//!      re-chunked, close-delimited chunked to an HTTP/1.1 client
+//!      re-chunked, close-delimited chunked to an HTTP/1.1 client; or, when `compress` and
+//!      Accept-Encoding allow it (`fcgi_compress::plan_lines`, the FastCGI rules), coded on
+//!      the fly through a `fcgi_compress::CodedBody`, chunked (HTTP/1.1) or close-delimited
+//!      (HTTP/1.0), the upstream's Content-Length dropped
 //!    → done: the connection goes back to the pool when the response was framed, complete,
 //!      with nothing after it, and the upstream keeps it
 //!    or, after a 101 to an upgrade request: Tunnel (bytes both ways until one side closes,
@@ -22,6 +25,7 @@
 
 use super::exchange::Exchanging;
 use super::fcgi::{Env, RequestBody, Step};
+use super::fcgi_compress::{self, CodedBody, Offer};
 use super::fcgi_error::ExchangeError;
 use super::inbuf::InBuf;
 use super::out::Out;
@@ -91,6 +95,8 @@ pub struct ClientFacts<'a> {
     /// The site's header lines for a response below 400 that lacks them
     /// (worker::site_headers).
     pub site_headers: Vec<u8>,
+    /// The coding the response may get (the site's `compress` and Accept-Encoding allow one).
+    pub compress: Option<Offer>,
 }
 
 /// The client's request body on its way to the upstream.
@@ -174,7 +180,6 @@ enum UpBody {
 }
 
 /// How the body goes to the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ToClient {
     /// As the bytes come (Content-Length, or close-delimited to HTTP/1.0).
     Raw,
@@ -182,6 +187,10 @@ enum ToClient {
     Chunked,
     /// Dropped (HEAD, 204, 304).
     Nothing,
+    /// Compressed on the fly and framed by the coded body itself: chunked (HTTP/1.1) or
+    /// close-delimited (HTTP/1.0), the upstream's Content-Length dropped. Boxed: an encoder
+    /// is large and most responses have none.
+    Coded(Box<CodedBody>),
 }
 
 enum Response {
@@ -245,6 +254,8 @@ pub struct ProxyExchange {
     user: Option<String>,
     /// The site's header lines for a response below 400 (worker::site_headers).
     site_headers: Vec<u8>,
+    /// The coding the response may get (fcgi_compress::offer).
+    compress: Option<Offer>,
 }
 
 impl ProxyExchange {
@@ -328,6 +339,7 @@ impl ProxyExchange {
             https: client.https,
             user: client.user,
             site_headers: client.site_headers,
+            compress: client.compress,
             req,
         })
     }
@@ -567,6 +579,9 @@ impl ProxyExchange {
                 return Ok(Read_::Done);
             }
         }
+        if progress {
+            self.flush_coded(out);
+        }
         Ok(if progress {
             Read_::Progress
         } else {
@@ -639,41 +654,51 @@ impl ProxyExchange {
         self.status = Some(h.status);
         self.reusable &= h.keep_alive;
         let no_body = crate::http::status::forbids_body(h.status) || h.status == 101;
-        let (up, to_client, framing) = match h.framing {
+        // Both head buffers come from the worker's free list (one request's worth each).
+        let mut fields = env.bufs.take_bytes();
+        headers::response_lines_into(&mut fields, h);
+        if self.via {
+            headers::put_via(&mut fields, h.minor);
+        }
+        // Never a tunnel: after a 101 the bytes are no body.
+        let coded = if h.status == 101 {
+            None
+        } else {
+            self.plan_coding(h, head_only, &mut fields, env)
+        };
+        let (up, to_client, framing) = match (h.framing, coded) {
             _ if h.status == 101 => (UpBody::None, ToClient::Nothing, Framing::Unframed),
-            UpFraming::None => {
+            // A coded HEAD answer: the coded head (Content-Encoding, Vary, the variant's
+            // ETag) without a length (the coded one is unknown), and no body.
+            (_, Some(_)) if head_only => (UpBody::None, ToClient::Nothing, Framing::Unframed),
+            (f, Some(body)) => {
+                let framing = if body.framing == fcgi_compress::Framing::Chunked {
+                    Framing::Chunked
+                } else {
+                    self.close_client = true;
+                    Framing::Unframed
+                };
+                (up_body(f), ToClient::Coded(body), framing)
+            }
+            (UpFraming::None, None) => {
                 let f = match h.content_length {
                     Some(n) if head_only && !no_body => Framing::Length(n),
                     _ => Framing::Unframed,
                 };
                 (UpBody::None, ToClient::Nothing, f)
             }
-            UpFraming::Length(n) => (UpBody::Length(n), ToClient::Raw, Framing::Length(n)),
-            UpFraming::Chunked | UpFraming::Close => {
-                let up = if h.framing == UpFraming::Close {
-                    UpBody::Close
-                } else {
-                    match BodyReader::new(crate::http::request::BodyFraming::Chunked, u64::MAX) {
-                        Ok(r) => UpBody::Chunked(r),
-                        Err(_) => UpBody::Close,
-                    }
-                };
+            (UpFraming::Length(n), None) => (UpBody::Length(n), ToClient::Raw, Framing::Length(n)),
+            (f @ (UpFraming::Chunked | UpFraming::Close), None) => {
                 if version == Version::Http11 {
-                    (up, ToClient::Chunked, Framing::Chunked)
+                    (up_body(f), ToClient::Chunked, Framing::Chunked)
                 } else {
                     self.close_client = true;
-                    (up, ToClient::Raw, Framing::Unframed)
+                    (up_body(f), ToClient::Raw, Framing::Unframed)
                 }
             }
         };
         if !self.keepalive_client {
             self.close_client = true;
-        }
-        // Both head buffers come from the worker's free list (one request's worth each).
-        let mut fields = env.bufs.take_bytes();
-        headers::response_lines_into(&mut fields, h);
-        if self.via {
-            headers::put_via(&mut fields, h.minor);
         }
         // The respond hook sees a proxied head as a FastCGI one (README: every response).
         let hooked = super::respond_hook::on_backend_head(
@@ -729,6 +754,7 @@ impl ProxyExchange {
     /// connection is not reused (and they are never sent to anyone).
     fn body_bytes(&mut self, data: &[u8], out: &mut Out) -> bool {
         let mut extra = false;
+        let mut coding_error = None;
         let done = match &mut self.response {
             Response::Head(_) => false,
             Response::Tunnel => {
@@ -736,7 +762,11 @@ impl ProxyExchange {
                 false
             }
             Response::Body { up, to_client } => {
-                let to = *to_client;
+                let mut sink = |d: &[u8]| {
+                    if let Err(e) = pass(out, to_client, d) {
+                        coding_error.get_or_insert(e);
+                    }
+                };
                 match up {
                     UpBody::None => {
                         extra = !data.is_empty();
@@ -744,33 +774,34 @@ impl ProxyExchange {
                     }
                     UpBody::Length(left) => {
                         let n = (*left).min(data.len() as u64) as usize;
-                        pass(out, to, &data[..n]);
+                        sink(&data[..n]);
                         *left -= n as u64;
                         extra = n < data.len();
                         *left == 0
                     }
-                    UpBody::Chunked(reader) => {
-                        match reader.feed(data, &mut |d| pass(out, to, d)) {
-                            Ok(fed) => {
-                                extra = fed.consumed < data.len();
-                                fed.done
-                            }
-                            Err(_) => {
-                                // Bad chunked framing after the head went out: only closing
-                                // shows the client the truncation.
-                                self.close_client = true;
-                                self.reusable = false;
-                                return true;
-                            }
+                    UpBody::Chunked(reader) => match reader.feed(data, &mut sink) {
+                        Ok(fed) => {
+                            extra = fed.consumed < data.len();
+                            fed.done
                         }
-                    }
+                        Err(_) => {
+                            // Bad chunked framing after the head went out: only closing
+                            // shows the client the truncation.
+                            self.close_client = true;
+                            self.reusable = false;
+                            return true;
+                        }
+                    },
                     UpBody::Close => {
-                        pass(out, to, data);
+                        sink(data);
                         false
                     }
                 }
             }
         };
+        if let Some(e) = coding_error {
+            self.coding_failed(e);
+        }
         if extra {
             tracing::warn!("upstream sent bytes after the response end; connection dropped");
             self.reusable = false;
@@ -778,14 +809,81 @@ impl ProxyExchange {
         done
     }
 
+    /// Whether the response is to be coded (the site's `compress` and the client's
+    /// Accept-Encoding allow it, and the head passes the FastCGI rules): then `fields` holds
+    /// the head's lines rewritten for the coded variant, and the body's framing and encoder
+    /// come back (a HEAD answer: no encoder, no body).
+    fn plan_coding(
+        &self,
+        h: &ResponseHead,
+        head_only: bool,
+        fields: &mut Vec<u8>,
+        env: &mut Env<'_>,
+    ) -> Option<Box<CodedBody>> {
+        let offer = self.compress.as_ref()?;
+        let mut coded = env.bufs.take_bytes();
+        let body =
+            if fcgi_compress::plan_lines(offer, h.status, h.content_length, fields, &mut coded) {
+                if head_only {
+                    Some(CodedBody::new(fcgi_compress::Framing::None, None))
+                } else {
+                    let framing = if self.req.version == Version::Http11 {
+                        fcgi_compress::Framing::Chunked
+                    } else {
+                        fcgi_compress::Framing::Close
+                    };
+                    offer.encoder().map(|e| CodedBody::new(framing, Some(e)))
+                }
+            } else {
+                None
+            };
+        if body.is_some() {
+            std::mem::swap(fields, &mut coded);
+        }
+        env.bufs.give_bytes(coded);
+        body.map(Box::new)
+    }
+
+    /// Flushes the encoder at the end of a read burst, so a slowly streamed response reaches
+    /// the client without waiting for more of it.
+    fn flush_coded(&mut self, out: &mut Out) {
+        if let Response::Body {
+            to_client: ToClient::Coded(body),
+            ..
+        } = &mut self.response
+        {
+            if let Err(e) = body.push(&[], true, out) {
+                self.coding_failed(e);
+            }
+        }
+    }
+
+    /// The encoder failed: the coded body is cut (nothing more goes out, no last chunk) and
+    /// the client connection closes, which shows the truncation. The upstream's response is
+    /// still read to its end, so its connection may be kept.
+    fn coding_failed(&mut self, e: io::Error) {
+        tracing::error!("compressing a proxied response: {e}");
+        self.close_client = true;
+    }
+
     /// The response is complete: ends the client's body and keeps or drops the connection.
     fn complete(&mut self, out: &mut Out, env: &mut Env<'_>, clean: bool) {
-        if let Response::Body {
-            to_client: ToClient::Chunked,
-            ..
-        } = &self.response
-        {
-            out.push_framing(b"0\r\n\r\n");
+        match &mut self.response {
+            Response::Body {
+                to_client: ToClient::Chunked,
+                ..
+            } => out.push_framing(b"0\r\n\r\n"),
+            Response::Body {
+                to_client: ToClient::Coded(body),
+                ..
+            } => {
+                // The encoder's last bytes, then the last chunk (when chunked).
+                match body.end(out) {
+                    Ok(short) => self.close_client |= short,
+                    Err(e) => self.coding_failed(e),
+                }
+            }
+            _ => {}
         }
         let keep = clean && self.reusable && self.request_out();
         if let Link::Connecting(w) | Link::Connected(w) =
@@ -963,9 +1061,24 @@ impl ProxyExchange {
     }
 }
 
-fn pass(out: &mut Out, to: ToClient, data: &[u8]) {
+/// How the upstream's body framing is read.
+fn up_body(f: UpFraming) -> UpBody {
+    match f {
+        UpFraming::None => UpBody::None,
+        UpFraming::Length(n) => UpBody::Length(n),
+        UpFraming::Chunked => match BodyReader::new(BodyFraming::Chunked, u64::MAX) {
+            Ok(r) => UpBody::Chunked(r),
+            Err(_) => UpBody::Close,
+        },
+        UpFraming::Close => UpBody::Close,
+    }
+}
+
+/// Body bytes to the client as `to` frames them; Err when the encoder of a coded body failed
+/// (the body is cut then: nothing more of it goes out).
+fn pass(out: &mut Out, to: &mut ToClient, data: &[u8]) -> io::Result<()> {
     if data.is_empty() {
-        return;
+        return Ok(());
     }
     match to {
         ToClient::Raw => out.push_body(data),
@@ -978,7 +1091,12 @@ fn pass(out: &mut Out, to: ToClient, data: &[u8]) {
             out.push_framing(b"\r\n");
         }
         ToClient::Nothing => {}
+        // Never more than announced: a coded body is chunked or close-delimited.
+        ToClient::Coded(body) => {
+            body.push(data, false, out)?;
+        }
     }
+    Ok(())
 }
 
 /// Writes `len` in hex and CRLF into `buf`; returns the length written.
