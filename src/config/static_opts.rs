@@ -60,9 +60,9 @@ pub struct Compress {
     pub types: Vec<String>,
     /// Smallest body compressed, in bytes (a known-length body below it goes as it is).
     pub min_size: u64,
-    /// Largest static file compressed on the fly (whole, then cached); larger ones go as they
-    /// are unless a precompressed sibling exists. FastCGI, CGI and proxied bodies stream and
-    /// have no limit.
+    /// Largest static file compressed whole and kept in the variant cache; larger ones are
+    /// compressed as they stream, never cached (a precompressed sibling is served as it is).
+    /// FastCGI, CGI and proxied bodies stream and have no limit.
     pub max_size: u64,
     /// gzip level, 1–9.
     pub level: u32,
