@@ -6,9 +6,8 @@ mod common;
 mod proxy_common;
 
 use common::{Server, TempDir};
-use proxy_common::{pattern, read_response, Resp, Upstream};
+use proxy_common::{header, pattern, Client as C, Upstream};
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -41,54 +40,11 @@ fn one(addr: &str) -> String {
     )
 }
 
-struct C {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl C {
-    fn new(srv: &Server) -> C {
-        let s = TcpStream::connect(&srv.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        C { s, buf: Vec::new() }
-    }
-    fn send(&mut self, b: &[u8]) {
-        self.s.write_all(b).unwrap();
-    }
-    fn resp(&mut self) -> Resp {
-        self.try_resp(false).expect("a complete response")
-    }
-    fn try_resp(&mut self, head: bool) -> Option<Resp> {
-        read_response(&mut self.s, &mut self.buf, head)
-    }
-    fn get(&mut self, path: &str) -> Resp {
-        self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
-        self.resp()
-    }
-    /// Whether the server closes the connection (EOF or reset) within 5 s.
-    fn closed(&mut self) -> bool {
-        let _ = self.s.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut tmp = [0u8; 4096];
-        loop {
-            match self.s.read(&mut tmp) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-                Err(_) => return false,
-            }
-        }
-    }
-}
-
-fn header<'a>(r: &'a Resp, name: &str) -> Option<&'a str> {
-    r.1.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
 #[test]
 fn forwards_with_path_headers_and_forwarding_fields() {
     let up = Upstream::start("a");
     let srv = start(&one(&up.addr));
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     c.send(
         b"GET /api/head?q=1 HTTP/1.1\r\nHost: example.test\r\nConnection: keep-alive, X-Hop\r\n\
           X-Hop: secret\r\nX-Forwarded-For: 10.1.1.1\r\nX-Route: client\r\nTE: trailers\r\n\r\n",
@@ -138,7 +94,7 @@ fn bodies_of_0_1k_and_50m_go_both_ways_byte_exact() {
         r#"upstream "app" {{ address = "{}", read_timeout = 30 }}"#,
         up.addr
     ));
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     for n in [0usize, 1024, 50 * 1024 * 1024] {
         let body = pattern(n);
         c.send(
@@ -165,7 +121,7 @@ fn bodies_of_0_1k_and_50m_go_both_ways_byte_exact() {
 fn chunked_goes_both_ways_and_close_delimited_becomes_chunked() {
     let up = Upstream::start("a");
     let srv = start(&one(&up.addr));
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     let body = pattern(70_000);
     let mut req =
         b"PUT /api/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
@@ -192,7 +148,7 @@ fn chunked_goes_both_ways_and_close_delimited_becomes_chunked() {
     // Still the same client connection: it goes on.
     assert_eq!(c.get("/api/name").2, b"a");
     // HTTP/1.0 gets a close-delimited body.
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     c.send(b"GET /api/chunked?n=2500 HTTP/1.0\r\nHost: t\r\n\r\n");
     let r = c.resp();
     assert_eq!(header(&r, "transfer-encoding"), None);
@@ -203,7 +159,7 @@ fn chunked_goes_both_ways_and_close_delimited_becomes_chunked() {
 fn pipelined_requests_are_answered_in_order() {
     let up = Upstream::start("a");
     let srv = start(&one(&up.addr));
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     c.send(
         b"GET /api/big?n=10 HTTP/1.1\r\nHost: t\r\n\r\nGET /api/name HTTP/1.1\r\nHost: t\r\n\r\n\
           POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nxyzGET /static.txt HTTP/1.1\r\nHost: t\r\n\r\n",
@@ -218,7 +174,7 @@ fn pipelined_requests_are_answered_in_order() {
 fn head_and_304_carry_no_body() {
     let up = Upstream::start("a");
     let srv = start(&one(&up.addr));
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     c.send(b"HEAD /api/big?n=100 HTTP/1.1\r\nHost: t\r\n\r\n");
     let r = c.try_resp(true).unwrap();
     assert_eq!(header(&r, "content-length"), Some("100"));
@@ -237,30 +193,30 @@ fn failures_answer_502_504_or_close() {
     let dead_addr = dead.local_addr().unwrap().to_string();
     drop(dead);
     let srv = start(&one(&dead_addr));
-    assert_eq!(C::new(&srv).get("/api/name").0, 502, "refused connect");
+    assert_eq!(C::new(&srv.addr).get("/api/name").0, 502, "refused connect");
     drop(srv);
 
     let up = Upstream::start("a");
     let srv = start(&one(&up.addr));
     let t = Instant::now();
     assert_eq!(
-        C::new(&srv).get("/api/sleep").0,
+        C::new(&srv.addr).get("/api/sleep").0,
         504,
         "no head in read_timeout"
     );
     assert!(t.elapsed() < Duration::from_secs(5));
     for kind in ["cl-cl", "cl-te", "te-gzip", "bare-lf", "http2", "junk"] {
-        let r = C::new(&srv).get(&format!("/api/bad?kind={kind}"));
+        let r = C::new(&srv.addr).get(&format!("/api/bad?kind={kind}"));
         assert_eq!(r.0, 502, "{kind}");
     }
     // Bad chunked framing after the head: the client connection closes (truncation shows).
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     c.send(b"GET /api/bad?kind=bad-chunk HTTP/1.1\r\nHost: t\r\n\r\n");
     assert!(c
         .try_resp(false)
         .is_none_or(|r| r.0 == 200 && r.2.is_empty()));
     // Death mid-body: what arrived, then the client connection closes.
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     c.send(b"GET /api/die-mid HTTP/1.1\r\nHost: t\r\n\r\n");
     let mut got = Vec::new();
     let _ = c.s.read_to_end(&mut got);
@@ -276,7 +232,7 @@ fn failures_answer_502_504_or_close() {
 fn a_smuggled_response_never_reaches_the_next_request() {
     let up = Upstream::start("a");
     let srv = start(&one(&up.addr));
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     let r = c.get("/api/smuggle");
     assert_eq!((r.0, r.2.as_slice()), (200, &b"ok"[..]));
     let r = c.get("/api/name");
@@ -300,7 +256,7 @@ fn connect_failure_moves_to_the_next_address() {
         up.addr
     ));
     for _ in 0..6 {
-        let r = C::new(&srv).get("/api/name");
+        let r = C::new(&srv.addr).get("/api/name");
         assert_eq!((r.0, r.2.as_slice()), (200, &b"live"[..]));
     }
 }
@@ -312,7 +268,7 @@ fn balancing_spreads_as_configured() {
     let count = |srv: &Server, n: usize| {
         let mut seen = std::collections::HashMap::new();
         for _ in 0..n {
-            let r = C::new(srv).get("/api/name");
+            let r = C::new(&srv.addr).get("/api/name");
             *seen.entry(String::from_utf8(r.2).unwrap()).or_insert(0) += 1;
         }
         seen
@@ -355,7 +311,7 @@ fn prefix_routes_without_a_decision_and_logs_the_upstream() {
 upstream "app" {{ address = "{}" }}"#,
         up.addr, up.addr
     ));
-    let r = C::new(&srv).get("/head?x");
+    let r = C::new(&srv.addr).get("/head?x");
     assert_eq!(r.0, 200);
     assert!(String::from_utf8_lossy(&r.2).starts_with("GET /head?x HTTP/1.1\r\n"));
     let log_path = srv.dir.path().join("access.log");
@@ -369,7 +325,7 @@ upstream "app" {{ address = "{}" }}"#,
 fn websocket_upgrade_is_spliced_both_ways() {
     let up = Upstream::start("a");
     let srv = start(&one(&up.addr));
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     c.send(
         b"GET /api/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -407,7 +363,7 @@ fn websocket_upgrade_is_spliced_both_ways() {
 fn expect_100_continue_goes_end_to_end() {
     let up = Upstream::start("a");
     let srv = start(&one(&up.addr));
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     c.send(
         b"POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
     );
@@ -422,7 +378,7 @@ fn expect_100_continue_goes_end_to_end() {
 fn an_upstream_closing_a_kept_connection_costs_no_request() {
     let up = Upstream::start("a");
     let srv = start(&one(&up.addr));
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     assert_eq!(c.get("/api/bye").2, b"bye");
     std::thread::sleep(Duration::from_millis(100));
     let r = c.get("/api/name");
@@ -442,7 +398,7 @@ fn a_client_leaving_closes_its_upstream_connection() {
         r#"upstream "app" {{ address = "{}", read_timeout = 30 }}"#,
         up.addr
     ));
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     c.send(b"GET /api/hold HTTP/1.1\r\nHost: t\r\n\r\n");
     common::wait_for("the upstream request", Duration::from_secs(5), || {
         up.requests.load(Ordering::SeqCst) == 1
@@ -459,7 +415,7 @@ fn a_client_leaving_closes_its_upstream_connection() {
 fn a_graceful_stop_lets_a_tunnel_run_until_it_ends() {
     let up = Upstream::start("a");
     let mut srv = start(&one(&up.addr));
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     c.send(b"GET /api/ws HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
     assert_eq!(c.try_resp(true).unwrap().0, 101);
     srv.signal(3); // SIGQUIT: graceful stop
@@ -489,7 +445,7 @@ fn luahttpd_itself_as_the_upstream_serves_a_50m_file_byte_exact() {
         r#"upstream "app" {{ address = "{}", read_timeout = 30 }}"#,
         origin.addr
     ));
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     let r = c.get("/api/big.bin");
     assert_eq!(r.0, 200);
     assert!(
@@ -534,7 +490,7 @@ fn a_client_that_does_not_read_holds_bounded_memory() {
     let worker = srv.worker_pids()[0];
     let n = 50 * 1024 * 1024;
     let before = rss_kib(worker);
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     c.send(format!("GET /api/big?n={n} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
     // The upstream has written all it can; the proxy must not have buffered it.
     std::thread::sleep(Duration::from_millis(1500));

@@ -9,7 +9,7 @@ mod common;
 mod proxy_common;
 
 use common::{Server, TempDir};
-use proxy_common::{read_response, Resp};
+use proxy_common::{header, Client, Resp};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -239,49 +239,31 @@ end)
     Server::start_config(dir, &config)
 }
 
-struct C {
-    s: TcpStream,
-    buf: Vec<u8>,
+/// A client with a 30 s read timeout (20 MiB bodies through a debug build take a while).
+fn client(srv: &Server) -> Client {
+    Client::with_timeout(&srv.addr, Duration::from_secs(30))
 }
 
-impl C {
-    fn new(srv: &Server) -> C {
-        let s = TcpStream::connect(&srv.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        C { s, buf: Vec::new() }
-    }
-    fn send(&mut self, b: &[u8]) {
-        self.s.write_all(b).unwrap();
-    }
-    /// One request on this connection; `extra` are header lines (each ending in CRLF).
+/// Requests with extra header lines (each ending in CRLF), on the common client.
+trait Ask {
+    fn req(&mut self, method: &str, path: &str, version: &str, extra: &str) -> Resp;
+    fn get_with(&mut self, path: &str, extra: &str) -> Resp;
+    fn get_host(&mut self, path: &str, host: &str, extra: &str) -> Resp;
+}
+
+impl Ask for Client {
     fn req(&mut self, method: &str, path: &str, version: &str, extra: &str) -> Resp {
         self.send(format!("{method} {path} {version}\r\nHost: test\r\n{extra}\r\n").as_bytes());
-        read_response(&mut self.s, &mut self.buf, method == "HEAD").expect("a complete response")
+        self.try_resp(method == "HEAD")
+            .expect("a complete response")
     }
-    fn get(&mut self, path: &str, extra: &str) -> Resp {
+    fn get_with(&mut self, path: &str, extra: &str) -> Resp {
         self.req("GET", path, "HTTP/1.1", extra)
     }
     fn get_host(&mut self, path: &str, host: &str, extra: &str) -> Resp {
         self.send(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n").as_bytes());
-        read_response(&mut self.s, &mut self.buf, false).expect("a complete response")
+        self.resp()
     }
-    /// Whether the server closes the connection (EOF or reset) within 5 s.
-    fn closed(&mut self) -> bool {
-        let _ = self.s.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut tmp = [0u8; 4096];
-        loop {
-            match self.s.read(&mut tmp) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-                Err(_) => return false,
-            }
-        }
-    }
-}
-
-fn header<'a>(r: &'a Resp, name: &str) -> Option<&'a str> {
-    r.1.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 fn varies(r: &Resp) -> bool {
@@ -315,10 +297,10 @@ fn gzip_and_zstd_bodies_decode_to_the_upstream_bytes() {
     let up = TextUpstream::start();
     let pc = proxy_common::Upstream::start("pc");
     let srv = start(&up, &pc.addr, "{ level = 6 }");
-    let mut c = C::new(&srv);
+    let mut c = client(&srv);
     let body = text(100_000);
 
-    let r = c.get("/text?n=100000", "Accept-Encoding: gzip\r\n");
+    let r = c.get_with("/text?n=100000", "Accept-Encoding: gzip\r\n");
     assert_eq!(r.0, 200);
     assert_eq!(header(&r, "content-encoding"), Some("gzip"), "{:?}", r.1);
     assert!(varies(&r), "{:?}", r.1);
@@ -337,7 +319,7 @@ fn gzip_and_zstd_bodies_decode_to_the_upstream_bytes() {
     assert!(r.2.len() < body.len() / 3, "{} coded bytes", r.2.len());
     assert!(gunzip(&r.2) == body, "gzip body not byte-exact");
 
-    let r = c.get("/text?n=100000", "Accept-Encoding: zstd\r\n");
+    let r = c.get_with("/text?n=100000", "Accept-Encoding: zstd\r\n");
     assert_eq!(header(&r, "content-encoding"), Some("zstd"), "{:?}", r.1);
     assert!(varies(&r));
     assert_eq!(header(&r, "etag"), Some("\"t1-zstd\""));
@@ -351,7 +333,7 @@ fn gzip_and_zstd_bodies_decode_to_the_upstream_bytes() {
         ("zstd;q=0, *", "gzip"),
         ("identity;q=0, gzip", "gzip"),
     ] {
-        let r = c.get("/text?n=100000", &format!("Accept-Encoding: {ae}\r\n"));
+        let r = c.get_with("/text?n=100000", &format!("Accept-Encoding: {ae}\r\n"));
         assert_eq!(header(&r, "content-encoding"), Some(want), "{ae}");
         let plain = if want == "gzip" {
             gunzip(&r.2)
@@ -362,15 +344,15 @@ fn gzip_and_zstd_bodies_decode_to_the_upstream_bytes() {
     }
 
     // Chunked and close-delimited upstream bodies are coded the same way.
-    let r = c.get("/chunked?n=54321", "Accept-Encoding: gzip\r\n");
+    let r = c.get_with("/chunked?n=54321", "Accept-Encoding: gzip\r\n");
     assert_eq!(header(&r, "content-encoding"), Some("gzip"));
     assert!(gunzip(&r.2) == text(54321), "chunked upstream");
-    let r = c.get("/close?n=54321", "Accept-Encoding: zstd\r\n");
+    let r = c.get_with("/close?n=54321", "Accept-Encoding: zstd\r\n");
     assert_eq!(header(&r, "content-encoding"), Some("zstd"));
     assert!(unzstd(&r.2) == text(54321), "close-delimited upstream");
 
     // HTTP/1.0: close-delimited, the connection closes after it.
-    let mut c10 = C::new(&srv);
+    let mut c10 = client(&srv);
     let r = c10.req(
         "GET",
         "/text?n=100000",
@@ -383,7 +365,7 @@ fn gzip_and_zstd_bodies_decode_to_the_upstream_bytes() {
     assert!(gunzip(&r.2) == body, "HTTP/1.0 body not byte-exact");
 
     // The keep-alive connection still answers.
-    let r = c.get("/text?n=300", "");
+    let r = c.get_with("/text?n=300", "");
     assert_identity(&r, &text(300), "after coded responses");
 }
 
@@ -392,39 +374,39 @@ fn what_must_not_be_coded_passes_as_it_is() {
     let up = TextUpstream::start();
     let pc = proxy_common::Upstream::start("pc");
     let srv = start(&up, &pc.addr, "{ min_size = 256 }");
-    let mut c = C::new(&srv);
+    let mut c = client(&srv);
     let gz = "Accept-Encoding: gzip, zstd\r\n";
 
-    assert_identity(&c.get("/png?n=5000", gz), &text(5000), "image/png");
-    assert_identity(&c.get("/text?n=100", gz), &text(100), "below min_size");
+    assert_identity(&c.get_with("/png?n=5000", gz), &text(5000), "image/png");
+    assert_identity(&c.get_with("/text?n=100", gz), &text(100), "below min_size");
     assert_identity(
-        &c.get("/text?n=5000", ""),
+        &c.get_with("/text?n=5000", ""),
         &text(5000),
         "no Accept-Encoding",
     );
     assert_identity(
-        &c.get("/text?n=5000", "Accept-Encoding: identity\r\n"),
+        &c.get_with("/text?n=5000", "Accept-Encoding: identity\r\n"),
         &text(5000),
         "identity",
     );
     // Nothing acceptable, not even identity: identity anyway, not a 406.
     assert_identity(
-        &c.get("/text?n=5000", "Accept-Encoding: identity;q=0\r\n"),
+        &c.get_with("/text?n=5000", "Accept-Encoding: identity;q=0\r\n"),
         &text(5000),
         "identity;q=0",
     );
     assert_identity(
-        &c.get("/text?n=5000", "Accept-Encoding: gzip;q=0, zstd;q=0\r\n"),
+        &c.get_with("/text?n=5000", "Accept-Encoding: gzip;q=0, zstd;q=0\r\n"),
         &text(5000),
         "every coding q=0",
     );
     assert_identity(
-        &c.get("/text?n=5000", "Accept-Encoding: gzip;q=2\r\n"),
+        &c.get_with("/text?n=5000", "Accept-Encoding: gzip;q=2\r\n"),
         &text(5000),
         "malformed",
     );
     assert_identity(
-        &c.get("/notransform?n=5000", gz),
+        &c.get_with("/notransform?n=5000", gz),
         &text(5000),
         "no-transform",
     );
@@ -433,7 +415,7 @@ fn what_must_not_be_coded_passes_as_it_is() {
     assert_identity(&r, &text(5000), "site with compress = false");
 
     // A Range request: the upstream's 206 of identity bytes.
-    let r = c.get(
+    let r = c.get_with(
         "/text?n=5000",
         "Accept-Encoding: gzip\r\nRange: bytes=100-1099\r\n",
     );
@@ -444,7 +426,7 @@ fn what_must_not_be_coded_passes_as_it_is() {
     assert!(r.2 == text(5000)[100..1100], "range bytes");
 
     // Already coded by the upstream: passed as it is (not coded twice).
-    let r = c.get("/coded?n=5000", gz);
+    let r = c.get_with("/coded?n=5000", gz);
     assert_eq!(header(&r, "content-encoding"), Some("gzip"));
     assert!(
         r.2 == gzip(&text(5000)),
@@ -453,7 +435,7 @@ fn what_must_not_be_coded_passes_as_it_is() {
     assert!(gunzip(&r.2) == text(5000));
 
     // A 304 has no body and no coding.
-    let r = c.get(
+    let r = c.get_with(
         "/text?n=5000",
         "Accept-Encoding: gzip\r\nIf-None-Match: \"t1\"\r\n",
     );
@@ -462,7 +444,7 @@ fn what_must_not_be_coded_passes_as_it_is() {
     assert!(r.2.is_empty());
 
     // The connection is still in step.
-    assert_identity(&c.get("/text?n=700", ""), &text(700), "after all that");
+    assert_identity(&c.get_with("/text?n=700", ""), &text(700), "after all that");
 }
 
 #[test]
@@ -470,21 +452,21 @@ fn head_gets_the_coded_head_and_no_body() {
     let up = TextUpstream::start();
     let pc = proxy_common::Upstream::start("pc");
     let srv = start(&up, &pc.addr, "true");
-    let mut c = C::new(&srv);
+    let mut c = client(&srv);
     // Pipelined: a HEAD, then a GET; any body byte after the HEAD's head would be taken
     // for the GET's response.
     c.send(
         b"HEAD /text?n=50000 HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n\
           GET /text?n=300 HTTP/1.1\r\nHost: t\r\n\r\n",
     );
-    let r = read_response(&mut c.s, &mut c.buf, true).expect("HEAD answer");
+    let r = c.try_resp(true).expect("HEAD answer");
     assert_eq!(r.0, 200);
     assert_eq!(header(&r, "content-encoding"), Some("gzip"), "{:?}", r.1);
     assert!(varies(&r));
     assert_eq!(header(&r, "etag"), Some("\"t1-gzip\""));
     assert_eq!(header(&r, "content-length"), None, "{:?}", r.1);
     assert!(r.2.is_empty());
-    let r = read_response(&mut c.s, &mut c.buf, false).expect("GET answer");
+    let r = c.try_resp(false).expect("GET answer");
     assert_identity(&r, &text(300), "the GET after the HEAD");
     // A chunked upstream's HEAD too.
     let r = c.req(
@@ -498,7 +480,7 @@ fn head_gets_the_coded_head_and_no_body() {
     let r = c.req("HEAD", "/text?n=50000", "HTTP/1.1", "");
     assert_eq!(header(&r, "content-encoding"), None);
     assert_eq!(header(&r, "content-length"), Some("50000"));
-    assert_identity(&c.get("/text?n=300", ""), &text(300), "last");
+    assert_identity(&c.get_with("/text?n=300", ""), &text(300), "last");
 }
 
 #[test]
@@ -506,17 +488,17 @@ fn the_upstream_connection_is_kept_across_coded_responses() {
     let up = TextUpstream::start();
     let pc = proxy_common::Upstream::start("pc");
     let srv = start(&up, &pc.addr, "true");
-    let mut c = C::new(&srv);
+    let mut c = client(&srv);
     for ae in ["gzip", "zstd", "gzip"] {
-        let r = c.get("/text?n=80000", &format!("Accept-Encoding: {ae}\r\n"));
+        let r = c.get_with("/text?n=80000", &format!("Accept-Encoding: {ae}\r\n"));
         assert_eq!(header(&r, "content-encoding"), Some(ae));
     }
-    let r = c.get("/chunked?n=80000", "Accept-Encoding: gzip\r\n");
+    let r = c.get_with("/chunked?n=80000", "Accept-Encoding: gzip\r\n");
     assert!(gunzip(&r.2) == text(80000));
     // Whatever the client's framing: an HTTP/1.0 client's close-delimited coded body ends
     // with its connection, the upstream's response ended at its length, so the upstream
     // connection goes back to the pool.
-    let mut c10 = C::new(&srv);
+    let mut c10 = client(&srv);
     let r = c10.req(
         "GET",
         "/text?n=80000",
@@ -525,8 +507,8 @@ fn the_upstream_connection_is_kept_across_coded_responses() {
     );
     assert!(gunzip(&r.2) == text(80000));
     assert!(c10.closed());
-    let mut c2 = C::new(&srv);
-    let r = c2.get("/text?n=80000", "Accept-Encoding: zstd\r\n");
+    let mut c2 = client(&srv);
+    let r = c2.get_with("/text?n=80000", "Accept-Encoding: zstd\r\n");
     assert!(unzstd(&r.2) == text(80000));
     assert_eq!(up.requests.load(Ordering::SeqCst), 6);
     assert_eq!(
@@ -541,7 +523,7 @@ fn an_upstream_dying_mid_body_leaves_the_coded_body_visibly_cut() {
     let up = TextUpstream::start();
     let pc = proxy_common::Upstream::start("pc");
     let srv = start(&up, &pc.addr, "true");
-    let mut c = C::new(&srv);
+    let mut c = client(&srv);
     c.send(b"GET /die?n=200000 HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
     let mut got = Vec::new();
     let _ = c.s.read_to_end(&mut got);
@@ -565,7 +547,7 @@ fn a_websocket_tunnel_is_never_coded() {
     let up = TextUpstream::start();
     let pc = proxy_common::Upstream::start("pc");
     let srv = start(&up, &pc.addr, "true");
-    let mut c = C::new(&srv);
+    let mut c = client(&srv);
     c.send(
         b"GET /pc/ws HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     );
@@ -608,10 +590,10 @@ fn a_20_mib_coded_body_streams_with_bounded_worker_memory() {
         "{ encodings = { \"gzip\", \"zstd\" }, level = 1 }",
     );
     let worker = srv.worker_pids()[0];
-    let mut c = C::new(&srv);
+    let mut c = client(&srv);
     // Warm up: an encoder of each coding has been made once.
     for ae in ["gzip", "zstd"] {
-        let r = c.get("/huge?n=300000", &format!("Accept-Encoding: {ae}\r\n"));
+        let r = c.get_with("/huge?n=300000", &format!("Accept-Encoding: {ae}\r\n"));
         assert_eq!(header(&r, "content-encoding"), Some(ae));
     }
     let n = 20 * 1024 * 1024;
@@ -626,10 +608,10 @@ fn a_20_mib_coded_body_streams_with_bounded_worker_memory() {
     );
     std::thread::sleep(Duration::from_millis(1500));
     let during = rss_kib(worker, "VmRSS:");
-    let r = read_response(&mut c.s, &mut c.buf, false).expect("the 20 MiB response");
+    let r = c.try_resp(false).expect("the 20 MiB response");
     assert_eq!(header(&r, "content-encoding"), Some("gzip"));
     assert!(gunzip(&r.2) == body, "20 MiB gzip body not byte-exact");
-    let r = c.get(&format!("/huge?n={n}"), "Accept-Encoding: zstd\r\n");
+    let r = c.get_with(&format!("/huge?n={n}"), "Accept-Encoding: zstd\r\n");
     assert_eq!(header(&r, "content-encoding"), Some("zstd"));
     assert!(unzstd(&r.2) == body, "20 MiB zstd body not byte-exact");
     let after = rss_kib(worker, "VmHWM:");

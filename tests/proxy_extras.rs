@@ -8,7 +8,7 @@ mod proxy_common;
 
 use admin_common::{config_text, site, sock, Admin};
 use common::{wait_for, Server, TempDir};
-use proxy_common::{pattern, read_response, Resp, Upstream};
+use proxy_common::{header, pattern, read_response, Upstream};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -32,10 +32,6 @@ fn conn(srv: &Server) -> TcpStream {
     let s = TcpStream::connect(&srv.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     s
-}
-
-fn header<'a>(r: &'a Resp, name: &str) -> Option<&'a str> {
-    r.1.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 #[test]

@@ -10,7 +10,7 @@ mod common;
 mod proxy_common;
 
 use common::{wait_for, Server, TempDir};
-use proxy_common::{pattern, read_response, Resp, Upstream};
+use proxy_common::{pattern, read_response, Client as C, Resp, Upstream};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,46 +36,9 @@ end)
     Server::start_config(dir, &config)
 }
 
-/// A client connection with its read buffer.
-struct C {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl C {
-    fn new(srv: &Server) -> C {
-        let s = TcpStream::connect(&srv.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        C { s, buf: Vec::new() }
-    }
-    fn send(&mut self, b: &[u8]) {
-        self.s.write_all(b).unwrap();
-    }
-    fn resp(&mut self) -> Resp {
-        read_response(&mut self.s, &mut self.buf, false).expect("a complete response")
-    }
-    fn get(&mut self, path: &str) -> Resp {
-        self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
-        self.resp()
-    }
-    /// Whether the server closes the connection (EOF or reset) within `within`.
-    fn closed_within(&mut self, within: Duration) -> bool {
-        let _ = self.s.set_read_timeout(Some(within));
-        let mut tmp = [0u8; 4096];
-        loop {
-            match self.s.read(&mut tmp) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-                Err(_) => return false,
-            }
-        }
-    }
-}
-
 /// One request on a fresh connection.
 fn get(srv: &Server, path: &str) -> Resp {
-    C::new(srv).get(path)
+    C::new(&srv.addr).get(path)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -235,7 +198,7 @@ upstream "ok" {{ address = "{}" }}"#,
         up.addr
     ));
     let n = 16 * 1024 * 1024;
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     let mut w = c.s.try_clone().unwrap();
     w.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
     let t = Instant::now();
@@ -311,14 +274,14 @@ fn a_post_sent_to_an_upstream_that_closes_unanswered_is_not_resent() {
         c.resp()
     };
     // On a fresh upstream connection.
-    let r = post(&mut C::new(&srv));
+    let r = post(&mut C::new(&srv.addr));
     assert_eq!(r.0, 502);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(posts.load(Ordering::SeqCst), 1, "the POST was sent again");
     assert_eq!(conns.load(Ordering::SeqCst), 1);
     // On a kept one (a GET left it idle in the pool): taken, the POST goes out on it, and
     // its close is not mistaken for a stale kept connection to retry on.
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     assert_eq!(c.get("/u/up/x").2, b"got");
     assert_eq!(conns.load(Ordering::SeqCst), 2);
     let r = post(&mut c);
@@ -422,7 +385,7 @@ fn a_unix_socket_upstream_serves_byte_exact_bodies() {
         r#"upstream "sock" {{ address = "unix:{}", keepalive = 4 }}"#,
         path.display()
     ));
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     let n = 1024 * 1024 + 7;
     let r = c.get(&format!("/u/sock/big?n={n}"));
     assert_eq!(r.0, 200);
@@ -457,7 +420,7 @@ fn hash_on_a_header_keeps_each_value_on_one_address_and_spreads_values() {
         a.addr, b.addr
     ));
     let name = |user: &str| {
-        let mut c = C::new(&srv);
+        let mut c = C::new(&srv.addr);
         c.send(format!("GET /u/app/name HTTP/1.1\r\nHost: t\r\nX-User: {user}\r\n\r\n").as_bytes());
         let r = c.resp();
         assert_eq!(r.0, 200);
@@ -490,16 +453,16 @@ fn a_client_leaving_after_a_complete_response_leaves_the_upstream_connection_kep
     // A large response (the client still reading when the upstream is done) and a small one,
     // each client closing at once after the last byte.
     let n = 1024 * 1024;
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     let r = c.get(&format!("/u/app/big?n={n}"));
     assert!(r.0 == 200 && r.2 == pattern(n));
     drop(c);
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     assert_eq!(c.get("/u/app/name").2, b"a");
     drop(c);
     // A client that leaves without reading, once the upstream's whole response (100 KB, less
     // than the proxy holds for a client) has reached the proxy.
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     c.send(b"GET /u/app/big?n=100000 HTTP/1.1\r\nHost: t\r\n\r\n");
     wait_for("the upstream request", Duration::from_secs(5), || {
         up.requests.load(Ordering::SeqCst) == 3
@@ -550,7 +513,7 @@ fn an_idle_tunnel_is_closed_after_its_idle_timeout_on_both_sides() {
     let srv = start(&format!(
         r#"upstream "ws" {{ address = "{addr}", read_timeout = 1, send_timeout = 1 }}"#
     ));
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     c.send(
         b"GET /u/ws/chat HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
     );
@@ -646,7 +609,7 @@ fn a_slowly_read_50m_upload_holds_bounded_worker_memory() {
     let worker = srv.worker_pids()[0];
     let before = rss_kib(worker);
     let n = 50 * 1024 * 1024;
-    let mut c = C::new(&srv);
+    let mut c = C::new(&srv.addr);
     let mut w = c.s.try_clone().unwrap();
     w.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
     let writer = std::thread::spawn(move || {

@@ -362,6 +362,66 @@ fn serve(
 pub type Resp = (u16, Vec<(String, String)>, Vec<u8>);
 
 /// Reads one response from `c` decoding chunked bodies (the shared client reads to EOF).
+/// A client connection to the server under test, with what it read beyond the last response.
+pub struct Client {
+    /// The socket.
+    pub s: TcpStream,
+    /// Bytes read and not yet taken by a response.
+    pub buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connects to `addr` with a 15 s read timeout.
+    pub fn new(addr: &str) -> Client {
+        Client::with_timeout(addr, Duration::from_secs(15))
+    }
+    /// Connects to `addr` with the given read timeout.
+    pub fn with_timeout(addr: &str, timeout: Duration) -> Client {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(timeout)).unwrap();
+        Client { s, buf: Vec::new() }
+    }
+    /// Writes raw bytes.
+    pub fn send(&mut self, b: &[u8]) {
+        self.s.write_all(b).unwrap();
+    }
+    /// The next complete response (of a GET).
+    pub fn resp(&mut self) -> Resp {
+        self.try_resp(false).expect("a complete response")
+    }
+    /// The next response, if one completes; `head` for the answer to a HEAD.
+    pub fn try_resp(&mut self, head: bool) -> Option<Resp> {
+        read_response(&mut self.s, &mut self.buf, head)
+    }
+    /// `GET path` with `Host: test`, and its response.
+    pub fn get(&mut self, path: &str) -> Resp {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+        self.resp()
+    }
+    /// Whether the server closes the connection (EOF or reset) within 5 s.
+    pub fn closed(&mut self) -> bool {
+        self.closed_within(Duration::from_secs(5))
+    }
+    /// Whether the server closes the connection (EOF or reset) within `within`.
+    pub fn closed_within(&mut self, within: Duration) -> bool {
+        let _ = self.s.set_read_timeout(Some(within));
+        let mut tmp = [0u8; 4096];
+        loop {
+            match self.s.read(&mut tmp) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// The value of a response's header field (names are lower-case in `Resp`).
+pub fn header<'a>(r: &'a Resp, name: &str) -> Option<&'a str> {
+    r.1.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
 pub fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, head_request: bool) -> Option<Resp> {
     let end = loop {
         if let Some(i) = find(buf, b"\r\n\r\n") {
