@@ -39,33 +39,38 @@ pub struct CachedFile {
     pub bytes: Option<Rc<[u8]>>,
     /// Position of the index name when the path named a directory.
     pub index_pos: Option<usize>,
-    /// The Content-Type, found in the site's MIME table on first use and kept with the entry
-    /// (the entry's name and the site's table do not change while it lives): the suffix
-    /// lookup cost a keep-alive request about 640 of its 8,400 instructions (callgrind).
-    content_type: std::cell::OnceCell<Box<str>>,
-    /// The header lines of a whole-file 200 (type, validators, `Accept-Ranges`), written on
-    /// first use: four lines formatted per request cost about 300 instructions.
-    full_lines: std::cell::OnceCell<Box<[u8]>>,
+    /// The Content-Type and header lines, rendered on first use and kept with the entry.
+    rendered: std::cell::OnceCell<Rendered>,
     identity: (u64, u64, i64, i64, i64, i64),
     checked: Instant,
 }
 
-impl CachedFile {
-    /// The file's Content-Type: `find` (the MIME table's lookup) runs on the entry's first
-    /// use only.
-    pub fn content_type(&self, find: impl FnOnce() -> String) -> &str {
-        self.content_type.get_or_init(|| find().into_boxed_str())
-    }
+/// What a cache entry renders once and keeps (the entry's name and its site's MIME table do
+/// not change while it lives): per request, the suffix lookup cost about 640 of a keep-alive
+/// request's 8,400 instructions and the four header lines about 300 (callgrind).
+#[derive(Debug)]
+pub struct Rendered {
+    /// The Content-Type.
+    pub content_type: Box<str>,
+    /// The header lines of a whole-file 200: type, validators, `Accept-Ranges`.
+    pub full_lines: Box<[u8]>,
+}
 
-    /// The header lines of a whole-file 200 with this Content-Type, rendered once.
-    pub fn full_lines(&self, content_type: &str) -> &[u8] {
-        self.full_lines.get_or_init(|| {
+impl CachedFile {
+    /// The entry's rendered type and lines; `find` (the MIME table's lookup) runs on the
+    /// entry's first use only.
+    pub fn rendered(&self, find: impl FnOnce() -> String) -> &Rendered {
+        self.rendered.get_or_init(|| {
+            let content_type = find();
             let mut r = crate::reply::Reply::new(200, crate::reply::Body::Empty);
-            r.header("Content-Type", content_type)
+            r.header("Content-Type", &content_type)
                 .header("ETag", &self.etag)
                 .header("Last-Modified", &self.last_modified)
                 .header("Accept-Ranges", "bytes");
-            r.headers.into_boxed_slice()
+            Rendered {
+                content_type: content_type.into_boxed_str(),
+                full_lines: r.headers.into_boxed_slice(),
+            }
         })
     }
 }
@@ -200,8 +205,7 @@ fn entry(
         last_modified: crate::http::date::format(mtime),
         bytes,
         index_pos,
-        content_type: std::cell::OnceCell::new(),
-        full_lines: std::cell::OnceCell::new(),
+        rendered: std::cell::OnceCell::new(),
         identity: identity(st),
         checked: now,
     }

@@ -12,7 +12,7 @@ use crate::http::conditional::{self, Precondition, Validators};
 use crate::http::range::{self, ByteRange, RangeDecision};
 use crate::http::request::{Method, Request};
 use crate::reply::{Body, Reply};
-use cache::{CachedFile, FileCache, Found};
+use cache::{CachedFile, FileCache, Found, Rendered};
 use mime::MimeTable;
 use open::Root;
 use std::rc::Rc;
@@ -108,14 +108,14 @@ fn serve_file(req: &Request, site: &mut Site, now: Instant) -> Reply {
                 Some(index_name) => index_name.as_str(),
                 None => req.path.as_str(),
             };
-            let content_type = f.content_type(|| site.mime.lookup(name).to_string());
+            let rendered = f.rendered(|| site.mime.lookup(name).to_string());
             if site.opts.compress.is_none() && !site.opts.precompressed {
-                return file_reply(req, &f, content_type);
+                return file_reply(req, &f, rendered);
             }
-            match coded::choose(req, site, &f, content_type, now) {
+            match coded::choose(req, site, &f, &rendered.content_type, now) {
                 coded::Coded::Reply(r) => r,
                 coded::Coded::Identity { vary } => {
-                    let mut r = file_reply(req, &f, content_type);
+                    let mut r = file_reply(req, &f, rendered);
                     if vary {
                         r.header("Vary", "Accept-Encoding");
                     }
@@ -126,7 +126,8 @@ fn serve_file(req: &Request, site: &mut Site, now: Instant) -> Reply {
     }
 }
 
-fn file_reply(req: &Request, f: &CachedFile, content_type: &str) -> Reply {
+fn file_reply(req: &Request, f: &CachedFile, rendered: &Rendered) -> Reply {
+    let content_type = &*rendered.content_type;
     let v = Validators {
         etag: &f.etag,
         last_modified: f.mtime,
@@ -148,7 +149,7 @@ fn file_reply(req: &Request, f: &CachedFile, content_type: &str) -> Reply {
                 end: f.size.saturating_sub(1),
             };
             let mut r = Reply::new(200, part(f, whole, f.size));
-            r.header_lines(f.full_lines(content_type));
+            r.header_lines(&rendered.full_lines);
             return r;
         }
         RangeDecision::Partial(ranges) if ranges.len() == 1 => {

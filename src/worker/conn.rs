@@ -46,6 +46,11 @@ use crate::transport::Stream;
 use mio::{Registry, Token};
 use std::time::Instant;
 
+/// The most passes of a connection's loop in one run before it yields (LIFECYCLE rule 17):
+/// a keep-alive request takes a few, so only a long pipelined burst or a backend that keeps
+/// the exchange busy reaches it.
+const MAX_PASSES: u32 = 64;
+
 /// A body we do not want is read and dropped up to this size; a larger one closes the
 /// connection after the response instead (and lingering close drops what still arrives).
 const DISCARD_MAX: u64 = 64 * 1024;
@@ -121,6 +126,13 @@ pub struct Ctx<'a> {
     pub again: &'a mut Vec<usize>,
     /// Wall-clock time of this loop iteration, in unix milliseconds.
     pub now_ms: u64,
+}
+
+/// What a backend's (FastCGI, CGI, proxied) answer to `req` may be coded with: its site's
+/// compression and the client's Accept-Encoding (None: sent as it is).
+fn compress_offer(ctx: &mut Ctx<'_>, req: &Request) -> Option<super::fcgi_compress::Offer> {
+    let settings = super::vhost::compress_for(ctx.other_sites, ctx.config, req);
+    super::fcgi_compress::offer(req, settings)
 }
 
 impl Ctx<'_> {
@@ -708,6 +720,18 @@ impl Conn {
         Verdict::Open
     }
 
+    /// Ends a run that spent its budget with work left: the worker runs the connection again
+    /// after the others (it may still be writable or hold input, so no event would come).
+    fn yield_run(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        if self.writable && self.timer.kind() == Some(Kind::WRITE) {
+            // The socket takes bytes: the write timeout, armed when it was last full, must
+            // not cut a client that keeps up.
+            ctx.timers.disarm(&mut self.timer);
+        }
+        ctx.again.push(ctx.token);
+        Verdict::Open
+    }
+
     /// Runs the state machine, then gives back the buffers this pass left empty: an idle
     /// connection holds none.
     fn run(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
@@ -721,7 +745,16 @@ impl Conn {
     }
 
     fn run_inner(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        // Body bytes this run sent, and its passes of the loop: both are bounded, so that one
+        // connection (pipelined requests, a fast backend, a fast reader) cannot hold the
+        // worker's loop; past either, the run yields (LIFECYCLE rule 17).
+        let mut sent: u64 = 0;
+        let mut passes: u32 = 0;
         loop {
+            passes += 1;
+            if sent >= PASS_BUDGET || passes > MAX_PASSES {
+                return self.yield_run(ctx);
+            }
             let mut progress = false;
 
             // TLS records held back by a full socket (handshake messages) go first.
@@ -734,14 +767,12 @@ impl Conn {
             }
 
             if self.out.pending() && self.writable {
-                match self.out.flush(&mut self.stream, PASS_BUDGET) {
+                let before = self.out.body_sent;
+                let flushed = self.out.flush(&mut self.stream, PASS_BUDGET - sent);
+                sent += self.out.body_sent.saturating_sub(before);
+                match flushed {
                     Ok(Flush::Done) => progress = true,
-                    Ok(Flush::Yield) => {
-                        // Still writable, so no event will come: the worker runs this
-                        // connection again once the others had their turn.
-                        ctx.again.push(ctx.token);
-                        return Verdict::Open;
-                    }
+                    Ok(Flush::Yield) => return self.yield_run(ctx),
                     Ok(Flush::Blocked) => {
                         self.writable = false;
                         ctx.timers
@@ -1407,8 +1438,7 @@ impl Conn {
         facts.https = self.stream.is_tls();
         facts.site_headers =
             super::site_headers::for_request(ctx.other_sites, ctx.config, &facts.req);
-        let compress = super::vhost::compress_for(ctx.other_sites, ctx.config, &facts.req);
-        facts.compress = super::fcgi_compress::offer(&facts.req, compress);
+        facts.compress = compress_offer(ctx, &facts.req);
         // The keep-alive or head timeout of this connection does not bound the exchange: the
         // read timeout does while the body arrives, the backend's timeouts do after.
         ctx.timers.disarm(&mut self.timer);
@@ -1462,8 +1492,7 @@ impl Conn {
         facts.https = self.stream.is_tls();
         facts.site_headers =
             super::site_headers::for_request(ctx.other_sites, ctx.config, &facts.req);
-        let compress = super::vhost::compress_for(ctx.other_sites, ctx.config, &facts.req);
-        facts.compress = super::fcgi_compress::offer(&facts.req, compress);
+        facts.compress = compress_offer(ctx, &facts.req);
         if facts.req.expect_continue && facts.req.body != BodyFraming::None {
             self.out.push_head(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
@@ -1541,10 +1570,7 @@ impl Conn {
             site_headers: super::site_headers::for_request(ctx.other_sites, ctx.config, &req),
             // The site's compression, as for FastCGI and CGI (None when the site does not
             // compress or the client takes no coding).
-            compress: super::fcgi_compress::offer(
-                &req,
-                super::vhost::compress_for(ctx.other_sites, ctx.config, &req),
-            ),
+            compress: compress_offer(ctx, &req),
         };
         let kinds = Kinds::of(ctx.config.fastcgi.len(), t.upstream);
         let env = ctx.env();

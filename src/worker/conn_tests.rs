@@ -344,6 +344,38 @@ fn pipelined_requests_are_answered_in_order() {
 }
 
 #[test]
+fn a_long_pipelined_burst_yields_to_other_connections_and_then_goes_on_in_order() {
+    // Rule 17: one run of a connection's loop is bounded; what is left runs again from the
+    // worker's `again` list, in order, nothing lost.
+    let mut h = Harness::new("limits = { keepalive_requests = 1000 }", "", &files());
+    let (mut c, mut client) = h.open();
+    let mut burst = Vec::new();
+    for i in 0..200 {
+        burst.extend_from_slice(&get(if i % 2 == 0 { "/a.txt" } else { "/b.txt" }));
+    }
+    client.send(&burst);
+    assert_eq!(h.ready(&mut c), Verdict::Open);
+    let first = client.responses().len();
+    assert!(first > 0 && first < 200, "one run answered {first} of 200");
+    assert_eq!(h.again, vec![h.token], "the connection is to run again");
+    let mut runs = 1;
+    while !h.again.is_empty() {
+        h.again.clear();
+        runs += 1;
+        let mut ctx = h.ctx();
+        assert_eq!(c.resume(&mut ctx), Verdict::Open);
+        assert!(runs < 100, "the burst never ended");
+    }
+    let rest: Vec<Vec<u8>> = client.responses().into_iter().map(|r| r.body).collect();
+    assert_eq!(first + rest.len(), 200, "every request answered once");
+    for (i, b) in rest.iter().enumerate() {
+        let want: &[u8] = if (first + i) % 2 == 0 { b"AAAA" } else { b"BB" };
+        assert_eq!(b, want, "response {} in order", first + i);
+    }
+    assert!(runs > 2, "200 requests took {runs} runs");
+}
+
+#[test]
 fn a_request_split_at_every_byte_is_answered_once_whole() {
     let mut h = Harness::new("", "", &files());
     let (mut c, mut client) = h.open();

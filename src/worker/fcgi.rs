@@ -785,8 +785,13 @@ impl Exchange {
         env: &mut Env<'_>,
     ) -> Result<ReadOutcome, ExchangeError> {
         let mut progress = false;
+        // Backend bytes taken in this call: a compressed body (or a HEAD's dropped one) adds
+        // little or nothing to the output, so the output bound alone would let one call take
+        // a whole large body; the connection's run is bounded in passes (LIFECYCLE rule 17)
+        // and goes on later, the socket still marked readable.
+        let mut taken = 0;
         loop {
-            if !self.head_only && out.buffered() >= TO_CLIENT_MAX {
+            if (!self.head_only && out.buffered() >= TO_CLIENT_MAX) || taken >= TO_CLIENT_MAX {
                 break;
             }
             let Link::Connected(w) = &mut self.link else {
@@ -817,6 +822,7 @@ impl Exchange {
                 }
             };
             progress = true;
+            taken += n;
             env.timers.arm(
                 &mut self.timer,
                 Kind::backend_read(self.backend),

@@ -316,7 +316,11 @@ impl<'a> Worker<'a> {
             }
             self.expire_timers(now);
             // Those that yielded last pass go on now, after every connection that had an event.
-            for key in std::mem::take(&mut self.again) {
+            // A connection that yielded and then had an event too is listed twice: run it once.
+            let mut again = std::mem::take(&mut self.again);
+            again.sort_unstable();
+            again.dedup();
+            for key in again {
                 self.on_conn(key, now, |c, ctx| c.resume(ctx));
             }
             if let Some(r) = self.router.as_mut() {

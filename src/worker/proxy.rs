@@ -541,8 +541,13 @@ impl ProxyExchange {
 
     fn read_upstream(&mut self, out: &mut Out, env: &mut Env<'_>) -> Result<Read_, ExchangeError> {
         let mut progress = false;
+        // Upstream bytes taken in this call: a compressed body's output stays small while its
+        // input may be huge (zeros, logs), so the output bound alone would let one call code
+        // hundreds of MB; the connection's run is bounded in passes (LIFECYCLE rule 17) and
+        // goes on later, the socket still marked readable.
+        let mut taken = 0;
         loop {
-            if out.buffered() >= TO_CLIENT_MAX {
+            if out.buffered() >= TO_CLIENT_MAX || taken >= TO_CLIENT_MAX {
                 break;
             }
             let Link::Connected(w) = &mut self.link else {
@@ -571,6 +576,7 @@ impl ProxyExchange {
                 }
             };
             progress = true;
+            taken += n;
             env.timers
                 .arm(&mut self.timer, self.kinds.read, env.key, env.now);
             let r = self.consume(&data[..n], out, env);
@@ -825,7 +831,10 @@ impl ProxyExchange {
         let body =
             if fcgi_compress::plan_lines(offer, h.status, h.content_length, fields, &mut coded) {
                 if head_only {
-                    Some(CodedBody::new(fcgi_compress::Framing::None, None))
+                    // The head a GET would get: coded only if an encoder can be made.
+                    offer
+                        .encoder()
+                        .map(|_| CodedBody::new(fcgi_compress::Framing::None, None))
                 } else {
                     let framing = if self.req.version == Version::Http11 {
                         fcgi_compress::Framing::Chunked
