@@ -929,7 +929,7 @@ for i in "${INSTANCES[@]}"; do
   wait_ready "$i"; check_content "$i"
   if [[ $i == *-route ]]; then
     if (( ${ROUTE_OK[${i%-route}]} )); then check_route "${i%-route}"; fi
-  elif (( WITH_PHP )) && [[ $i != *-idle && $i != *-proxy && $i != *-tls ]]; then
+  elif (( WITH_PHP )) && [[ $i != *-idle && $i != *-proxy && $i != *-tls && $i != *-route10 ]]; then
     check_php "$i"
   fi
 done
@@ -959,6 +959,10 @@ if (( WARMUP > 0 )); then
     if (( WITH_ROUTE )); then
       timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
         "http://127.0.0.1:${PORT[$s-route]}/1k.bin" >/dev/null 2>&1 || true
+    fi
+    if (( WITH_ROUTE10 )) && [[ $s == luahttpd ]]; then
+      timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
+        "http://127.0.0.1:${PORT[$s-route10]}/1k.bin" >/dev/null 2>&1 || true
     fi
     if (( WITH_PHP )); then
       timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$PHP_CONNECTIONS" -d"${WARMUP}s" \

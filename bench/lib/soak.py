@@ -491,14 +491,16 @@ def admin_loop(h):
                 el = row.get("elapsed_ms")
                 # The row's request is the one its worker started last; it stays there, its
                 # elapsed time growing, while any other request of that worker is in flight (a
-                # stalled backend, a slow reader), long after its route answered. Only lua_ms
-                # (the Lua call running now) says the route is still running.
-                if "lua_ms" in row:
-                    lua = row.get("lua_ms")
-                    if "/adv/" in req and isinstance(el, (int, float)) and el > bound and \
-                            not isinstance(lua, (int, float)):
-                        st.adv_stale.append((row.get("pid"), req, el))
-                    el = lua if isinstance(lua, (int, float)) else None
+                # stalled backend, a slow reader, a connection lingering in a drain), long after
+                # its route answered. Only lua_ms (the Lua call running now) says the route is
+                # still running. The REPL's JSON leaves out a field whose value is nil, so a
+                # row without lua_ms is a worker running no Lua (these rows are luahttpd's
+                # workers(): the other servers' probes give no list).
+                lua = row.get("lua_ms")
+                if "/adv/" in req and isinstance(el, (int, float)) and el > bound and \
+                        not isinstance(lua, (int, float)):
+                    st.adv_stale.append((row.get("pid"), req, el))
+                el = lua if isinstance(lua, (int, float)) else None
                 if ("/adv/" in req and isinstance(el, (int, float)) and el > ADV_SUSPECT_MS
                         and row.get("pid")):
                     # past the route's own limits: the backstop may kill this worker, and
