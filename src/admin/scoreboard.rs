@@ -307,9 +307,6 @@ pub struct ProcSlot {
 pub const PROXY_DRAINED: u8 = 1;
 /// Proc slot flag: the watcher's active health checks took the address out.
 pub const PROXY_UNHEALTHY: u8 = 2;
-/// Proc slot flag, spawned FastCGI processes: the watcher is replacing this process (a reload
-/// changed its definition); workers start no request on it until the flag is cleared.
-pub const FCGI_REPLACING: u8 = 4;
 
 const HEADER_SIZE: usize = std::mem::size_of::<Header>();
 const SERVER_SIZE: usize = std::mem::size_of::<ServerArea>();
@@ -1128,23 +1125,6 @@ impl ProcSlot {
     #[inline]
     pub fn flags(&self) -> u8 {
         self.flags.load(Ordering::Relaxed)
-    }
-
-    /// The watcher marks the process as being replaced, then says whether no request is in
-    /// flight on it. With [`ProcSlot::replacing_after_start`] on the worker's side (count,
-    /// then look) this is Dekker's order: a worker either sees the mark and backs off, or its
-    /// request is counted here, so a process is never stopped under a request just begun.
-    pub fn mark_replacing_and_idle(&self) -> bool {
-        self.flags.fetch_or(FCGI_REPLACING, Ordering::SeqCst);
-        std::sync::atomic::fence(Ordering::SeqCst);
-        self.active.load(Ordering::SeqCst) == 0
-    }
-
-    /// Whether the process is being replaced, read by a worker after it counted its request
-    /// ([`ProcSlot::request_started`]): then it must take the request back and not send it.
-    pub fn replacing_after_start(&self) -> bool {
-        std::sync::atomic::fence(Ordering::SeqCst);
-        self.flags.load(Ordering::SeqCst) & FCGI_REPLACING != 0
     }
 
     /// Forgets requests in flight: for when the process was respawned (its connections died

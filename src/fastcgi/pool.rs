@@ -73,13 +73,6 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// Whether the watcher marked the process of proc slot `slot` as being replaced.
-fn replacing(board: Option<&Scoreboard>, slot: Option<usize>) -> bool {
-    let flag = crate::admin::scoreboard::FCGI_REPLACING;
-    slot.and_then(|i| board?.proc(i))
-        .is_some_and(|p| p.flags() & flag != 0)
-}
-
 /// The scoreboard's proc slot layout for a config: one slot per address of every backend, in
 /// config order.
 pub fn proc_index(config: &Config) -> ProcIndex {
@@ -189,17 +182,11 @@ impl Pool {
     /// The enabled upstream of backend `b` with room and the fewest requests in flight,
     /// skipping those in `exclude` (already tried for this request).
     pub fn pick(&mut self, b: usize, now: Instant, exclude: &[usize]) -> Result<usize, NoUpstream> {
-        let board = self.board.clone();
         let backend = self.backends.get_mut(b).ok_or(NoUpstream::Unavailable)?;
         let mut best: Option<(usize, u32)> = None;
         let mut busy = false;
         for (i, u) in backend.upstreams.iter_mut().enumerate() {
             if exclude.contains(&i) {
-                continue;
-            }
-            if replacing(board.as_deref(), u.slot) {
-                // The watcher is replacing this process: wait for it as for a busy one.
-                busy = true;
                 continue;
             }
             if let Some(t) = u.disabled_until {
@@ -269,43 +256,15 @@ impl Pool {
         })
     }
 
-    /// Counts a request starting on upstream `u`. False when the watcher began replacing
-    /// its process since the pick (it marks, then counts; this counts, then looks): the
-    /// request is taken back (`end`) and must not be sent.
-    pub fn begin(&mut self, b: usize, u: usize) -> bool {
+    /// Counts a request starting on upstream `u`.
+    pub fn begin(&mut self, b: usize, u: usize) {
         if let Some(up) = self.upstream(b, u) {
             up.active += 1;
             up.total += 1;
             up.served = up.served.saturating_add(1);
         }
-        let replacing = self.proc_slot(b, u).is_some_and(|p| {
+        if let Some(p) = self.proc_slot(b, u) {
             p.request_started();
-            p.replacing_after_start()
-        });
-        if replacing {
-            if let Some(up) = self.upstream(b, u) {
-                up.active = up.active.saturating_sub(1);
-                up.total = up.total.saturating_sub(1);
-                up.served = up.served.saturating_sub(1);
-            }
-            if let Some(p) = self.proc_slot(b, u) {
-                p.request_finished();
-            }
-        }
-        !replacing
-    }
-
-    /// Whether some connection waits for a process of a backend with room.
-    pub fn has_waiters(&self) -> bool {
-        self.backends.iter().any(|b| !b.waiting.is_empty())
-    }
-
-    /// Wakes every waiting connection to pick again (they queue again, deadlines kept, if
-    /// still no process has room): for processes whose replacement ended, which no request's
-    /// end announces.
-    pub fn wake_all(&mut self) {
-        for b in &mut self.backends {
-            self.wake.extend(b.waiting.drain(..));
         }
     }
 

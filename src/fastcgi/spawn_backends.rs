@@ -369,53 +369,32 @@ impl Backends {
     /// backend's `read_timeout`: a request still running then has failed anyway).
     pub fn restart_idle(&mut self, now: Instant, idle: impl Fn(&str, usize) -> bool) {
         for b in &mut self.backends {
-            for p in &mut b.procs {
-                if p.restart_pending.is_some() && p.pid.is_none() {
+            for (i, p) in b.procs.iter_mut().enumerate() {
+                let Some(deadline) = p.restart_pending else {
+                    continue;
+                };
+                let Some(pid) = p.pid else {
                     // Gone meanwhile: its respawn uses the new definition already.
                     p.restart_pending = None;
+                    continue;
+                };
+                let quiet = idle(&b.def.name, i);
+                if !quiet && now < deadline {
+                    continue;
                 }
-            }
-            // One process of a backend at a time, so the others serve while it is replaced:
-            // the workers start nothing on it (`replacing`), and it stops once idle.
-            let Some(i) = replacing_of(b) else {
-                continue;
-            };
-            let p = &mut b.procs[i];
-            let (Some(deadline), Some(pid)) = (p.restart_pending, p.pid) else {
-                // Already stopping: its exit and respawn end the replacement.
-                continue;
-            };
-            let quiet = idle(&b.def.name, i);
-            if !quiet && now < deadline {
-                continue;
-            }
-            if !quiet {
-                tracing::warn!(
-                    "fastcgi '{}' proc {i}: requests still in flight after {:?}; \
-                     restarting it anyway",
-                    b.def.name,
-                    b.def.read_timeout
-                );
-            }
-            p.restart_pending = None;
-            p.restarting = true;
-            let _ = kill(pid, Signal::SIGTERM);
-            // The next process's wait for its requests starts with its turn.
-            let next = now + b.def.read_timeout;
-            for q in &mut b.procs {
-                if q.restart_pending.is_some() {
-                    q.restart_pending = Some(next);
+                if !quiet {
+                    tracing::warn!(
+                        "fastcgi '{}' proc {i}: requests still in flight after {:?}; \
+                         restarting it anyway",
+                        b.def.name,
+                        b.def.read_timeout
+                    );
                 }
+                p.restart_pending = None;
+                p.restarting = true;
+                let _ = kill(pid, Signal::SIGTERM);
             }
         }
-    }
-
-    /// The processes the workers must start no request on, by backend name and index: the
-    /// one of each backend being replaced (waiting for its requests to end, or stopping).
-    pub fn replacing(&self) -> impl Iterator<Item = (&str, usize)> {
-        self.backends
-            .iter()
-            .filter_map(|b| replacing_of(b).map(|i| (b.def.name.as_str(), i)))
     }
 
     /// When `respawn_due` next has work, if ever.
@@ -592,72 +571,10 @@ fn describe_exit(status: &WaitStatus) -> String {
     }
 }
 
-/// The process of `b` being replaced, if any: the one stopping for its restart, else the
-/// first still to be restarted.
-fn replacing_of(b: &Backend) -> Option<usize> {
-    b.procs.iter().position(|p| p.restarting).or_else(|| {
-        b.procs
-            .iter()
-            .position(|p| p.restart_pending.is_some() && p.pid.is_some())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-
-    #[test]
-    fn a_changed_backend_is_replaced_one_process_at_a_time_each_once_idle() {
-        let t0 = Instant::now();
-        let mut b = fake(t0);
-        let mut changed = def("php");
-        changed.env.insert("X".to_string(), "1".to_string());
-        b.backends[0].replace_with = Some(changed);
-        b.finish_reload();
-        let replacing = |b: &Backends| -> Vec<(String, usize)> {
-            b.replacing().map(|(n, i)| (n.to_string(), i)).collect()
-        };
-        // Both are to be restarted; only the first is being replaced (the other serves).
-        assert_eq!(replacing(&b), [("php".to_string(), 0)]);
-        // Busy: nothing stops, and only the process being replaced is asked.
-        b.restart_idle(t0, |_, i| {
-            assert_eq!(i, 0, "asked about proc {i}");
-            false
-        });
-        assert!(!b.backends[0].procs[0].restarting);
-        // Idle: it stops, and stays the one being replaced until it has exited.
-        let t1 = t0 + Duration::from_millis(500);
-        b.restart_idle(t1, |_, _| true);
-        assert!(b.backends[0].procs[0].restarting);
-        assert_eq!(replacing(&b), [("php".to_string(), 0)]);
-        b.restart_idle(t1, |_, i| panic!("asked about proc {i} while proc 0 stops"));
-        // The next one's wait starts with its turn, not with the reload.
-        assert_eq!(
-            b.backends[0].procs[1].restart_pending,
-            Some(t1 + Duration::from_secs(1))
-        );
-        let pid0 = b.backends[0].procs[0].pid.unwrap();
-        assert!(b.on_exit(
-            pid0,
-            &WaitStatus::Signaled(pid0, Signal::SIGTERM, false),
-            t1
-        ));
-        assert_eq!(replacing(&b), [("php".to_string(), 1)]);
-        let t2 = t1 + Duration::from_millis(10);
-        b.restart_idle(t2, |_, i| {
-            assert_eq!(i, 1);
-            true
-        });
-        let pid1 = b.backends[0].procs[1].pid.unwrap();
-        assert!(b.on_exit(
-            pid1,
-            &WaitStatus::Signaled(pid1, Signal::SIGTERM, false),
-            t2
-        ));
-        assert!(replacing(&b).is_empty(), "done: no process is marked");
-        assert!(!b.restarts_pending());
-    }
 
     #[test]
     fn backoff_is_immediate_after_a_long_life() {

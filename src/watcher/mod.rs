@@ -122,8 +122,6 @@ struct Watcher {
     started_at: Instant,
     /// A confirmed reload changed FastCGI backends: apply once the old generation is gone.
     backends_after_drain: bool,
-    /// Some spawned FastCGI process carries the scoreboard's `FCGI_REPLACING` mark.
-    replacing_marked: bool,
     /// Active health checks of the HTTP upstreams.
     health: health::Health,
     /// Admin chunks waiting in `reload()` for the outcome of the reload under way.
@@ -274,7 +272,6 @@ impl Watcher {
             admin,
             started_at: now,
             backends_after_drain: false,
-            replacing_marked: false,
             health,
             reload_waiters: Vec::new(),
             reload_answered: Vec::new(),

@@ -375,52 +375,22 @@ impl Watcher {
     /// Restarts changed backends' processes that have no request in flight (the scoreboard's
     /// count of the current generation's workers), so a reload cuts no request.
     pub(super) fn restart_idle_backends(&mut self, now: Instant) {
-        self.mark_replacing();
         if !self.backends.restarts_pending() {
             return;
         }
         let config = &self.loaded.config;
         let index = crate::fastcgi::pool::proc_index(config);
         let board = &self.board;
+        let at = crate::admin::scoreboard::now_ms();
         self.backends.restart_idle(now, |name, i| {
             let Some(b) = config.fastcgi.iter().position(|d| d.name == name) else {
                 return true;
             };
-            // Marked first, then counted (the workers count, then look): no request can
-            // begin on it unseen between the count and the SIGTERM.
             index
                 .index(b, i)
                 .and_then(|slot| board.proc(slot))
-                .is_none_or(|p| p.mark_replacing_and_idle())
+                .is_none_or(|p| p.snapshot(at).active == 0)
         });
-        self.mark_replacing();
-    }
-
-    /// Puts the scoreboard's `FCGI_REPLACING` mark on exactly the processes being replaced
-    /// (`SpawnedBackends::replacing`), so the workers start no request on them, and takes it
-    /// off once a replacement ended (the old process exited; the new one takes what waits in
-    /// the listen queue).
-    fn mark_replacing(&mut self) {
-        let replacing: Vec<(String, usize)> = self
-            .backends
-            .replacing()
-            .map(|(n, i)| (n.to_string(), i))
-            .collect();
-        if replacing.is_empty() && !self.replacing_marked {
-            return;
-        }
-        let config = &self.loaded.config;
-        let index = crate::fastcgi::pool::proc_index(config);
-        for (b, def) in config.fastcgi.iter().enumerate() {
-            let procs = if def.spawn.is_some() { def.procs } else { 0 };
-            for u in 0..procs {
-                let on = replacing.iter().any(|(n, i)| *n == def.name && *i == u);
-                if let Some(p) = index.index(b, u).and_then(|slot| self.board.proc(slot)) {
-                    p.set_flag(crate::admin::scoreboard::FCGI_REPLACING, on);
-                }
-            }
-        }
-        self.replacing_marked = !replacing.is_empty();
     }
 
     /// Backend changes of a reload wait until no worker of an older generation uses them.

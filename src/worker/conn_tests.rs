@@ -1231,46 +1231,6 @@ fn a_request_finding_the_process_busy_is_queued_then_served_on_the_kept_connecti
     f.h.close(a);
 }
 
-#[test]
-fn a_process_the_watcher_is_replacing_gets_no_request_until_its_mark_is_gone() {
-    let mut f = FcgiCase::spawned();
-    let board = std::rc::Rc::new(crate::admin::scoreboard::Scoreboard::new(1, 1).unwrap());
-    f.h.pool = Pool::new(&f.h.config, 0, 1, Some(board.clone()));
-    let slot = board.proc(0).unwrap();
-    let mark = crate::admin::scoreboard::FCGI_REPLACING;
-    slot.set_flag(mark, true);
-    let (mut a, mut ca) = (f.c, f.client);
-    ca.send(&get("/app/a"));
-    assert_eq!(f.h.ready(&mut a), Verdict::Open);
-    assert_eq!(a.exchange_phase(), Some(ExchangePhase::Queued));
-    assert!(
-        !f.backend.accept(),
-        "no connection to a process being replaced"
-    );
-    // The worker's periodic look changes nothing while the mark is on.
-    f.h.pool.wake_all();
-    assert_eq!(f.h.pool.take_wakeups(), vec![0]);
-    let mut ctx = f.h.ctx();
-    assert_eq!(a.resume(&mut ctx), Verdict::Open);
-    assert_eq!(a.exchange_phase(), Some(ExchangePhase::Queued));
-    assert!(!f.backend.accept());
-    // The replacement ended: the next look finds room.
-    slot.set_flag(mark, false);
-    f.h.pool.wake_all();
-    assert_eq!(f.h.pool.take_wakeups(), vec![0]);
-    let mut ctx = f.h.ctx();
-    assert_eq!(a.resume(&mut ctx), Verdict::Open);
-    assert!(f.backend.accept(), "connected once the mark is gone");
-    assert_eq!(f.h.backend_ready(&mut a), Verdict::Open);
-    f.backend
-        .send(&stdout_and_end(b"Content-Length: 1\r\n\r\na"));
-    assert_eq!(f.h.backend_ready(&mut a), Verdict::Open);
-    let r = ca.responses();
-    assert_eq!(r[0].status, 200);
-    assert_eq!(slot.snapshot(0).active, 0, "the request is counted out");
-    f.h.close(a);
-}
-
 /// Runs `c`'s expired timers at the harness's clock (and no other connection's).
 fn run_timers_of(h: &mut Harness, c: &mut Conn) {
     while let Some((_, gen)) = h.timers.pop_expired(h.now) {

@@ -626,7 +626,15 @@ impl Exchange {
             let u = match env.pool.pick(self.backend, env.now, &self.tried) {
                 Ok(u) => u,
                 Err(NoUpstream::Busy) => {
-                    self.queue(env);
+                    // Every process is serving: queue until one is free (bounded by the
+                    // backend's read and connect timeouts, `QueueWait`). A wait woken for a
+                    // process another request took first queues again with its deadline kept.
+                    env.pool.wait(self.backend, env.key);
+                    if !matches!(self.link, Link::Queued(_)) {
+                        self.link = Link::Queued(QueueWait::ReadTimeout);
+                        let kind = Kind::backend_read(self.backend);
+                        env.timers.arm(&mut self.timer, kind, env.key, env.now);
+                    }
                     return Ok(());
                 }
                 Err(NoUpstream::Unavailable) => return Err(ExchangeError::NoAddress),
@@ -661,13 +669,7 @@ impl Exchange {
                     stream
                         .register(env.registry, env.token)
                         .map_err(ExchangeError::Register)?;
-                    if !env.pool.begin(self.backend, u) {
-                        // The watcher began replacing this process since the pick: nothing is
-                        // sent on it (dropping the stream closes it); wait as for a busy one.
-                        self.tried.pop();
-                        self.queue(env);
-                        return Ok(());
-                    }
+                    env.pool.begin(self.backend, u);
                     let wire = Wire {
                         upstream: u,
                         sock: stream,
@@ -700,18 +702,6 @@ impl Exchange {
                     env.pool.disable(self.backend, u, env.now);
                 }
             }
-        }
-    }
-
-    /// Every process is serving (or being replaced): queue until one is free, bounded by the
-    /// backend's read and connect timeouts (`QueueWait`). A wait woken for a process another
-    /// request took first queues again with its deadline kept.
-    fn queue(&mut self, env: &mut Env<'_>) {
-        env.pool.wait(self.backend, env.key);
-        if !matches!(self.link, Link::Queued(_)) {
-            self.link = Link::Queued(QueueWait::ReadTimeout);
-            let kind = Kind::backend_read(self.backend);
-            env.timers.arm(&mut self.timer, kind, env.key, env.now);
         }
     }
 

@@ -65,9 +65,6 @@ use timers::Timers;
 const LINGER: Duration = Duration::from_secs(2);
 /// How long accepting pauses when the process runs out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// How often connections waiting for a FastCGI process look again while any waits: a
-/// process being replaced after a reload frees its room without a request ending.
-const WAITER_POLL: Duration = Duration::from_millis(100);
 
 const SIGNAL: Token = Token(usize::MAX - 1);
 /// Listener i has token LISTENER_BASE + i; connections have their slab key, and the backend
@@ -138,8 +135,6 @@ struct Worker<'a> {
     lua_wakes: lua_wait::Wakes,
     /// Connections to run again: they spent their send budget (`Flush::Yield`).
     again: Vec<usize>,
-    /// When connections waiting for a FastCGI process were last woken to look again.
-    waiters_polled: Instant,
 }
 
 /// Runs a worker until it is told to stop; returns the exit code.
@@ -254,7 +249,6 @@ impl<'a> Worker<'a> {
             per_ip: PerIp::new(setup.config.limits.connections_per_ip),
             lua_wakes: lua_wait::Wakes::default(),
             again: Vec::new(),
-            waiters_polled: Instant::now(),
         })
     }
 
@@ -279,9 +273,6 @@ impl<'a> Worker<'a> {
             if !self.again.is_empty() {
                 // Connections that yielded their pass: look for events, but do not wait.
                 timeout = Duration::ZERO;
-            }
-            if self.pool.has_waiters() {
-                timeout = timeout.min(WAITER_POLL);
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -325,13 +316,6 @@ impl<'a> Worker<'a> {
             }
             self.expire_timers(now);
             // Those that yielded last pass go on now, after every connection that had an event.
-            // A process whose replacement ended frees room no request's end announces: while
-            // requests wait for one, they look again this often.
-            if self.pool.has_waiters() && now.duration_since(self.waiters_polled) >= WAITER_POLL {
-                self.waiters_polled = now;
-                self.pool.wake_all();
-                self.wake_waiters(now);
-            }
             // A connection that yielded and then had an event too is listed twice: run it once.
             let mut again = std::mem::take(&mut self.again);
             again.sort_unstable();
