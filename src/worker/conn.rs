@@ -121,8 +121,8 @@ pub struct Ctx<'a> {
     pub bufs: &'a mut Bufs,
     /// When to resume route calls that wait (`sleep`).
     pub lua_wakes: &'a mut super::lua_wait::Wakes,
-    /// Connections that stopped sending on their pass budget with the socket still writable:
-    /// the worker runs them again after the others (`Flush::Yield`).
+    /// Connections whose run spent its budget with work left (`Conn::yield_run`): the
+    /// worker runs them again after the others.
     pub again: &'a mut Vec<usize>,
     /// Wall-clock time of this loop iteration, in unix milliseconds.
     pub now_ms: u64,

@@ -10,9 +10,10 @@ use std::rc::Rc;
 
 /// The largest sendfile call.
 const SENDFILE_CHUNK: usize = 1 << 20;
-/// The most body bytes one flush sends before it yields: a client that reads as fast as the
-/// worker sends (loopback, a fast LAN) never fills its socket, so without a bound one large
-/// file would be sent in a single pass while the worker's other connections wait.
+/// The most body bytes one run of a connection sends before it yields (`Conn::run_inner`
+/// counts across its flushes and passes what is left as each flush's budget): a client that
+/// reads as fast as the worker sends (loopback, a fast LAN) never fills its socket, so
+/// without a bound one large file would be sent in a single pass while the others wait.
 pub const PASS_BUDGET: u64 = 8 << 20;
 /// The largest read of a file range for a stream that cannot take `sendfile`.
 const COPY_CHUNK: usize = 16 * 1024;
