@@ -305,16 +305,7 @@ fn over_max_procs_is_503() {
 #[test]
 fn the_appliance_example_runs_its_scripts_behind_basic_auth() {
     let dir = TempDir::new("cgi-example");
-    let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
-    for f in [
-        "appliance.htpasswd",
-        "cgi-bin/status.sh",
-        "cgi-bin/status.lua",
-        "www/index.html",
-    ] {
-        let data = std::fs::read(format!("{ex}/{f}")).expect("example file");
-        dir.write(f, &data);
-    }
+    let ex = common::copy_appliance_files(&dir);
     let config = std::fs::read_to_string(format!("{ex}/appliance-cgi.lua")).expect("example");
     let s = Server::start_with(dir, &config, |cmd| {
         cmd.env("LISTEN", "127.0.0.1:0");

@@ -90,18 +90,6 @@ end)
     assert_eq!(s.get("/ok").text(), "ok\n");
 }
 
-fn rss_kb(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// A 10 KB body built once and answered per request: the workers' RSS stays flat (it grew
 /// ~10 KB per request before: 5.3 GB after 1.38 M requests).
 #[test]
@@ -125,9 +113,9 @@ route(function(req) return respond(200, body) end)
     };
     ask(2_000);
     let pids = s.worker_pids();
-    let before: u64 = pids.iter().map(|p| rss_kb(*p)).sum();
+    let before: u64 = pids.iter().map(|p| common::rss_kib(*p)).sum();
     ask(40_000);
-    let after: u64 = pids.iter().map(|p| rss_kb(*p)).sum();
+    let after: u64 = pids.iter().map(|p| common::rss_kib(*p)).sum();
     // 40,000 × 10 KB = 400 MB if the bodies were kept; allow GC slack.
     assert!(
         after < before + 16 * 1024,

@@ -467,19 +467,6 @@ fn luahttpd_itself_as_the_upstream_serves_a_50m_file_byte_exact() {
     assert_eq!(c.get("/api/small.txt").2, b"small");
 }
 
-/// VmRSS of a process in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_client_that_does_not_read_holds_bounded_memory() {
     let up = Upstream::start("a");
@@ -489,12 +476,12 @@ fn a_client_that_does_not_read_holds_bounded_memory() {
     ));
     let worker = srv.worker_pids()[0];
     let n = 50 * 1024 * 1024;
-    let before = rss_kib(worker);
+    let before = common::rss_kib(worker);
     let mut c = C::new(&srv.addr);
     c.send(format!("GET /api/big?n={n} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
     // The upstream has written all it can; the proxy must not have buffered it.
     std::thread::sleep(Duration::from_millis(1500));
-    let during = rss_kib(worker);
+    let during = common::rss_kib(worker);
     assert!(
         during < before + 8 * 1024,
         "worker RSS grew from {before} KiB to {during} KiB while the client read nothing"

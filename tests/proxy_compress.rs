@@ -567,19 +567,6 @@ fn a_websocket_tunnel_is_never_coded() {
     assert!(back == msg, "tunnel bytes as they are");
 }
 
-/// VmRSS and VmHWM of a process in KiB.
-fn rss_kib(pid: i32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_20_mib_coded_body_streams_with_bounded_worker_memory() {
     let up = TextUpstream::start();
@@ -600,21 +587,21 @@ fn a_20_mib_coded_body_streams_with_bounded_worker_memory() {
     let body = text(n);
     // Each coded body is 4-5 MB: holding one whole would show, within 3 MiB of growth (about
     // 0.5 MiB measured: the encoder's window, the proxy's 256 KiB of output, buffers).
-    let before = rss_kib(worker, "VmHWM:");
+    let before = common::status_kib(worker, "VmHWM:");
     // A client that reads nothing for a while: the upstream is read only while the coded
     // output waits below the proxy's limit.
     c.send(
         format!("GET /huge?n={n} HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n").as_bytes(),
     );
     std::thread::sleep(Duration::from_millis(1500));
-    let during = rss_kib(worker, "VmRSS:");
+    let during = common::status_kib(worker, "VmRSS:");
     let r = c.try_resp(false).expect("the 20 MiB response");
     assert_eq!(header(&r, "content-encoding"), Some("gzip"));
     assert!(gunzip(&r.2) == body, "20 MiB gzip body not byte-exact");
     let r = c.get_with(&format!("/huge?n={n}"), "Accept-Encoding: zstd\r\n");
     assert_eq!(header(&r, "content-encoding"), Some("zstd"));
     assert!(unzstd(&r.2) == body, "20 MiB zstd body not byte-exact");
-    let after = rss_kib(worker, "VmHWM:");
+    let after = common::status_kib(worker, "VmHWM:");
     assert!(
         after.saturating_sub(before) < 3 * 1024,
         "worker peak RSS grew from {before} KiB to {after} KiB over two 20 MiB bodies"

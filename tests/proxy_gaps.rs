@@ -545,19 +545,6 @@ fn an_idle_tunnel_is_closed_after_its_idle_timeout_on_both_sides() {
     assert_eq!(get(&srv, "/plain").2, b"plain");
 }
 
-/// VmRSS of a process in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 // 9. A large upload read very slowly by the upstream: the worker's memory stays bounded.
 #[test]
 fn a_slowly_read_50m_upload_holds_bounded_worker_memory() {
@@ -607,7 +594,7 @@ fn a_slowly_read_50m_upload_holds_bounded_worker_memory() {
     ));
     assert_eq!(get(&srv, "/plain").2, b"plain");
     let worker = srv.worker_pids()[0];
-    let before = rss_kib(worker);
+    let before = common::rss_kib(worker);
     let n = 50 * 1024 * 1024;
     let mut c = C::new(&srv.addr);
     let mut w = c.s.try_clone().unwrap();
@@ -623,7 +610,7 @@ fn a_slowly_read_50m_upload_holds_bounded_worker_memory() {
     let t = Instant::now();
     while t.elapsed() < Duration::from_millis(2500) {
         std::thread::sleep(Duration::from_millis(100));
-        most = most.max(rss_kib(worker));
+        most = most.max(common::rss_kib(worker));
     }
     assert!(
         most < before + 8 * 1024,

@@ -1038,16 +1038,7 @@ fn max_version_and_the_server_s_cipher_order_are_what_the_client_gets() {
 #[test]
 fn the_appliance_tls_example_runs_its_scripts_behind_basic_auth_over_https() {
     let dir = TempDir::new("tls-appliance");
-    let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
-    for f in [
-        "appliance.htpasswd",
-        "cgi-bin/status.sh",
-        "cgi-bin/status.lua",
-        "www/index.html",
-    ] {
-        let data = std::fs::read(format!("{ex}/{f}")).expect("example file");
-        dir.write(f, &data);
-    }
+    let ex = common::copy_appliance_files(&dir);
     write_cert(&dir, "tls/appliance", &make_cert(&["localhost"], false));
     let config = std::fs::read_to_string(format!("{ex}/appliance-tls.lua")).expect("example");
     let s = Server::start_with(dir, &config, |cmd| {

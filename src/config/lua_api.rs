@@ -297,11 +297,7 @@ fn unknown_backends(decisions: &[(String, Site)], defs: &[FastcgiDef]) -> Vec<Co
         .iter()
         .filter(|(name, _)| !names.contains(&name.as_str()))
         .map(|(name, site)| {
-            let hint = match super::suggest::did_you_mean(name, &names) {
-                Some(s) => format!("; did you mean '{s}'?"),
-                None if names.is_empty() => " (no fastcgi backend is defined)".to_string(),
-                None => format!(" (defined: {})", names.join(", ")),
-            };
+            let hint = super::suggest::unknown_name_hint(name, &names, "fastcgi backend");
             site.error(format!("fastcgi: unknown backend '{name}'{hint}"))
         })
         .collect()

@@ -13,6 +13,16 @@ pub(super) fn did_you_mean<'a>(word: &str, known: &[&'a str]) -> Option<&'a str>
     best.map(|(_, k)| k)
 }
 
+/// What follows "unknown <kind> 'name'" in an error: the closest defined name, else every
+/// defined one, else that none of `kind` is defined (`kind` as in "no upstream is defined").
+pub(super) fn unknown_name_hint(word: &str, defined: &[&str], kind: &str) -> String {
+    match did_you_mean(word, defined) {
+        Some(s) => format!("; did you mean '{s}'?"),
+        None if defined.is_empty() => format!(" (no {kind} is defined)"),
+        None => format!(" (defined: {})", defined.join(", ")),
+    }
+}
+
 /// Optimal-string-alignment distance (Levenshtein plus adjacent transpositions), on chars.
 fn distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
@@ -43,6 +53,22 @@ fn distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_name_gets_the_closest_else_the_list_else_none_defined() {
+        assert_eq!(
+            unknown_name_hint("ap", &["app", "db"], "upstream"),
+            "; did you mean 'app'?"
+        );
+        assert_eq!(
+            unknown_name_hint("zzzz", &["app", "db"], "upstream"),
+            " (defined: app, db)"
+        );
+        assert_eq!(
+            unknown_name_hint("app", &[], "upstream"),
+            " (no upstream is defined)"
+        );
+    }
 
     #[test]
     fn distances() {

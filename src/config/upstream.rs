@@ -377,11 +377,7 @@ pub(super) fn unknown_upstreams(
         .iter()
         .filter(|(n, _)| !names.contains(&n.as_str()))
         .map(|(n, site)| {
-            let hint = match super::suggest::did_you_mean(n, &names) {
-                Some(s) => format!("; did you mean '{s}'?"),
-                None if names.is_empty() => " (no upstream is defined)".to_string(),
-                None => format!(" (defined: {})", names.join(", ")),
-            };
+            let hint = super::suggest::unknown_name_hint(n, &names, "upstream");
             site.error(format!("proxy: unknown upstream '{n}'{hint}"))
         })
         .collect()

@@ -359,11 +359,7 @@ pub(super) fn check_all(
         }
         for p in s.proxy.iter().flatten() {
             if !upstreams.contains(&p.upstream.as_str()) {
-                let hint = match super::suggest::did_you_mean(&p.upstream, upstreams) {
-                    Some(m) => format!("; did you mean '{m}'?"),
-                    None if upstreams.is_empty() => " (no upstream is defined)".to_string(),
-                    None => format!(" (defined: {})", upstreams.join(", ")),
-                };
+                let hint = super::suggest::unknown_name_hint(&p.upstream, upstreams, "upstream");
                 errors.push(err(
                     &p.defined_at,
                     format!(

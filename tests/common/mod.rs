@@ -345,6 +345,40 @@ impl Client {
     }
 }
 
+/// Copies the files the appliance examples (examples/appliance-cgi.lua, appliance-tls.lua) use
+/// beside them into `dir`; the examples folder's path.
+pub fn copy_appliance_files(dir: &TempDir) -> &'static str {
+    let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    for f in [
+        "appliance.htpasswd",
+        "cgi-bin/status.sh",
+        "cgi-bin/status.lua",
+        "www/index.html",
+    ] {
+        let data = std::fs::read(format!("{ex}/{f}")).expect("example file");
+        dir.write(f, &data);
+    }
+    ex
+}
+
+/// A `/proc/PID/status` figure in KiB (`key` such as "VmRSS:" or "VmHWM:"; 0 if unreadable).
+pub fn status_kib(pid: i32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// VmRSS of a process in KiB (0 if unreadable).
+pub fn rss_kib(pid: i32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
