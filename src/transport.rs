@@ -2,9 +2,10 @@
 //!
 //! [`Stream`] hides which kind of socket carries the bytes: code above it reads, writes, shuts
 //! down, polls and asks whether file bytes may go out with `sendfile`, and never matches on the
-//! variant. A TLS stream is one more variant (crate::tls::TlsStream): it answers `false` to
-//! [`Stream::can_sendfile`] and encrypts in `send`, which may take bytes and still say
-//! WouldBlock: a caller offers the same bytes again after a WouldBlock (`worker::out` does).
+//! variant. A TLS stream is one more variant (crate::tls::TlsStream): while rustls encrypts it
+//! answers `false` to [`Stream::can_sendfile`] and encrypts in `send`, which may take bytes and
+//! still say WouldBlock: a caller offers the same bytes again after a WouldBlock (`worker::out`
+//! does). Once the kernel encrypts (kTLS) it takes `sendfile` as a plain socket does.
 
 use crate::config::ListenAddr;
 use mio::event::Source;
@@ -79,9 +80,18 @@ impl Stream {
     }
 
     /// Whether file bytes may be written to this stream with `sendfile` (false where the bytes
-    /// must pass through user space, as TLS will).
+    /// must pass through user space: TLS that rustls encrypts).
     pub fn can_sendfile(&self) -> bool {
-        !matches!(self, Stream::Tls(_))
+        match self {
+            Stream::Tls(s) => s.is_kernel(),
+            _ => true,
+        }
+    }
+
+    /// Whether bytes may be moved to and from this stream with `splice` (plain sockets only:
+    /// a kTLS socket's reads carry record types that `splice` cannot report).
+    pub fn can_splice(&self) -> bool {
+        !self.is_tls()
     }
 
     /// Whether this is a TLS stream (`req.scheme` "https", HTTPS=on).
@@ -145,7 +155,7 @@ impl Stream {
     /// head and the start of its body can share a segment. Never raises SIGPIPE.
     pub fn send(&mut self, buf: &[u8], more: bool) -> io::Result<usize> {
         if let Stream::Tls(s) = self {
-            return s.send(buf);
+            return s.send(buf, more);
         }
         let mut flags = MsgFlags::MSG_NOSIGNAL;
         if more {
@@ -156,7 +166,7 @@ impl Stream {
 
     /// Sends `count` bytes of `file` from `offset` with `sendfile`; the bytes sent.
     pub fn sendfile(&mut self, file: &File, offset: u64, count: usize) -> io::Result<usize> {
-        if self.is_tls() {
+        if !self.can_sendfile() {
             return Err(io::Error::from(io::ErrorKind::Unsupported));
         }
         let mut off = offset as i64;

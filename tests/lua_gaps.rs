@@ -540,3 +540,31 @@ end)
     admitted("drained, 3rd");
     refused("drained, 4th");
 }
+
+/// A body the route read with `req:body()` is in the connection's buffer already: answering
+/// with `respond()` keeps the connection however long the body was (only a body nobody read,
+/// over 64 KiB, closes, since it would still have to come in).
+#[test]
+fn a_big_body_read_by_the_route_keeps_the_connection_alive() {
+    let s = start(
+        1,
+        "",
+        "route(function(req) if req.path == \"/echo\" then return respond(200, req:body()) end end)\n",
+    );
+    let mut c = Client::connect(&s.addr);
+    for n in [100usize, 70_000, 600_000] {
+        let body: Vec<u8> = (0..n).map(|i| (i * 13 % 256) as u8).collect();
+        c.send(format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\n\r\n").as_bytes());
+        c.send(&body);
+        let r = c.response(false);
+        assert_eq!(r.status, 200, "{n}");
+        assert!(r.body == body, "{n}: the echo differs");
+        assert_eq!(r.header("connection"), None, "{n}: closed after the body");
+    }
+    // An unread body over 64 KiB still closes.
+    let n = 100_000;
+    c.send(format!("POST /other HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\n\r\n").as_bytes());
+    let r = c.response(false);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("connection"), Some("close"));
+}

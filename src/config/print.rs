@@ -213,13 +213,14 @@ fn tls(t: &super::Tls) -> String {
         .map(|c| lua_string(crate::tls::suites::name(*c)));
     format!(
         "{{ certificates = {}, min_version = {}, max_version = {}, ciphers = {}, \
-         prefer_server_ciphers = {}, session_tickets = {} }}",
+         prefer_server_ciphers = {}, session_tickets = {}, ktls = {} }}",
         list(certs),
         lua_string(t.min_version.name()),
         lua_string(t.max_version.name()),
         list(ciphers),
         t.prefer_server_ciphers,
-        t.session_tickets
+        t.session_tickets,
+        t.ktls
     )
 }
 

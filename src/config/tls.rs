@@ -2,7 +2,7 @@
 //! `{ "*:80", redirect_to_https = true }`) and `server { tls = {...} }`: certificates (read,
 //! parsed, matched with their keys and checked against their names here, so `-t` and a reload
 //! catch a bad one), `min_version`, `max_version`, `ciphers`, `prefer_server_ciphers`,
-//! `session_tickets`.
+//! `session_tickets`, `ktls`.
 //!
 //! A child of `validate` (declared there) so it shares its helpers and `Report`.
 
@@ -26,6 +26,7 @@ const TLS_KEYS: &[&str] = &[
     "ciphers",
     "prefer_server_ciphers",
     "session_tickets",
+    "ktls",
 ];
 /// Keys of one entry of `tls.certificates`.
 const CERT_KEYS: &[&str] = &["cert", "key", "names"];
@@ -79,6 +80,9 @@ pub struct Tls {
     pub prefer_server_ciphers: bool,
     /// Whether session tickets are issued (keys shared by all workers, rotated hourly).
     pub session_tickets: bool,
+    /// Whether connections move to kernel TLS after the handshake where the kernel offers
+    /// it (`ktls`, default on).
+    pub ktls: bool,
     /// The server configuration, when some listener speaks TLS.
     pub server: Option<ServerHandle>,
     /// `file:line: warning: ...` lines (a certificate about to expire), printed at load.
@@ -95,6 +99,7 @@ impl Default for Tls {
             ciphers: Vec::new(),
             prefer_server_ciphers: false,
             session_tickets: true,
+            ktls: true,
             server: None,
             warnings: Vec::new(),
         }
@@ -339,6 +344,11 @@ pub(super) fn settings(
             t.session_tickets = b;
         }
     }
+    if let Some(v) = f.get("ktls") {
+        if let Some(b) = boolean(r, &["tls", "ktls"], v) {
+            t.ktls = b;
+        }
+    }
     match f.get("certificates") {
         Some(v) => t.certificates = certificates(r, v, base, &mut t.warnings),
         None => r.at(
@@ -367,6 +377,7 @@ pub(super) fn settings(
             ciphers: t.ciphers.clone(),
             prefer_server_ciphers: t.prefer_server_ciphers,
             session_tickets: t.session_tickets,
+            ktls: t.ktls,
         };
         match server::build(&t.certificates, &opts) {
             Ok(s) => t.server = Some(ServerHandle(s)),

@@ -169,7 +169,12 @@ pub mod tickets {
 /// Kernel TLS (nothing to say).
 pub mod ktls {
     /// Nothing to log.
-    pub fn log_once() {}
+    pub fn log_once(_enabled: bool) {}
+
+    /// No TLS, so no kTLS either.
+    pub fn available() -> bool {
+        false
+    }
 }
 
 /// The TLS stream (never made).
@@ -236,7 +241,11 @@ pub mod stream {
             match *self {}
         }
         /// Unreachable.
-        pub fn send(&mut self, _buf: &[u8]) -> io::Result<usize> {
+        pub fn send(&mut self, _buf: &[u8], _more: bool) -> io::Result<usize> {
+            match *self {}
+        }
+        /// Unreachable.
+        pub fn is_kernel(&self) -> bool {
             match *self {}
         }
         /// Unreachable.

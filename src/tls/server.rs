@@ -48,6 +48,8 @@ pub struct Options {
     pub prefer_server_ciphers: bool,
     /// Whether session tickets are issued (keys shared by all workers).
     pub session_tickets: bool,
+    /// Whether connections move to kTLS after the handshake (where the kernel offers it).
+    pub ktls: bool,
 }
 
 impl Default for Options {
@@ -58,6 +60,7 @@ impl Default for Options {
             ciphers: Vec::new(),
             prefer_server_ciphers: false,
             session_tickets: true,
+            ktls: true,
         }
     }
 }
@@ -102,6 +105,9 @@ pub fn build(certs: &[Certificate], opts: &Options) -> Result<Arc<ServerConfig>,
     config.ignore_client_order = opts.prefer_server_ciphers;
     // Room for "h2" later: it goes in front once the server speaks it.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The keys may leave rustls only where they go to the kernel (`stream::TlsStream` reads
+    // this flag as "move to kTLS after the handshake").
+    config.enable_secret_extraction = opts.ktls && super::ktls::available();
     if opts.session_tickets {
         config.ticketer = Arc::new(SharedTickets);
     } else {

@@ -5,8 +5,15 @@
 //! rustls, and its answers written at once; nothing ever blocks. What rustls has to send but
 //! the socket does not take waits in rustls until [`TlsStream::flush`] runs on the next
 //! writable event.
+//!
+//! With kTLS ([`super::ktls`]) the stream changes engine once the handshake is done: rustls
+//! reads the handshake one record at a time (so nothing after it is taken from the socket),
+//! sends its last records, gives up the keys, and from then on the kernel encrypts and
+//! decrypts: `send` and `sendfile` write plain bytes, `read` gets plain bytes, and the rustls
+//! connection and its buffers are gone.
 
-use rustls::{ServerConfig, ServerConnection};
+use super::ktls::{self, RecordCut};
+use rustls::{ProtocolVersion, ServerConfig, ServerConnection};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -45,10 +52,29 @@ pub enum TlsFailure {
     Protocol(rustls::Error),
 }
 
+/// Who encrypts.
+enum Engine {
+    /// rustls, in user space (always during the handshake).
+    User {
+        tls: Box<ServerConnection>,
+        /// Set when this connection is to move to the kernel after its handshake: rustls
+        /// then reads one record at a time.
+        cut: Option<RecordCut>,
+    },
+    /// The kernel (kTLS), after the handshake; what rustls negotiated is kept for logs and
+    /// routing.
+    Kernel {
+        version: ProtocolVersion,
+        server_name: Option<String>,
+        /// Plaintext rustls had decrypted before it gave up the keys, handed out first.
+        early: Vec<u8>,
+    },
+}
+
 /// A server-side TLS connection.
 pub struct TlsStream {
     tcp: mio::net::TcpStream,
-    tls: ServerConnection,
+    engine: Engine,
     state: State,
     /// Plaintext rustls took whose records are not all on the socket yet. `send` said
     /// WouldBlock for it; the caller offers the same bytes again (as `worker::out` does),
@@ -97,14 +123,20 @@ fn failure(e: TlsFailure) -> io::Error {
 }
 
 impl TlsStream {
-    /// A fresh server connection on an accepted socket.
+    /// A fresh server connection on an accepted socket. It moves to kTLS after the
+    /// handshake when the config allows secret extraction (`server::build` allows it where
+    /// `tls.ktls` is on and the kernel offers the ULP).
     pub fn new(
         tcp: mio::net::TcpStream,
         config: Arc<ServerConfig>,
     ) -> Result<TlsStream, rustls::Error> {
+        let cut = config.enable_secret_extraction.then(RecordCut::default);
         Ok(TlsStream {
             tcp,
-            tls: ServerConnection::new(config)?,
+            engine: Engine::User {
+                tls: Box::new(ServerConnection::new(config)?),
+                cut,
+            },
             state: State::Fresh,
             unacked: 0,
             eof: false,
@@ -136,7 +168,15 @@ impl TlsStream {
 
     /// The server name the client asked for (SNI), once the ClientHello arrived.
     pub fn server_name(&self) -> Option<&str> {
-        self.tls.server_name()
+        match &self.engine {
+            Engine::User { tls, .. } => tls.server_name(),
+            Engine::Kernel { server_name, .. } => server_name.as_deref(),
+        }
+    }
+
+    /// Whether the kernel encrypts this connection (kTLS), so `sendfile` may write to it.
+    pub fn is_kernel(&self) -> bool {
+        matches!(self.engine, Engine::Kernel { .. })
     }
 
     /// The first bytes (up to 4 KiB) of a plain HTTP request this stream answered with
@@ -147,7 +187,10 @@ impl TlsStream {
 
     /// The negotiated version, once known.
     pub fn version(&self) -> Option<rustls::ProtocolVersion> {
-        self.tls.protocol_version()
+        match &self.engine {
+            Engine::User { tls, .. } => tls.protocol_version(),
+            Engine::Kernel { version, .. } => Some(*version),
+        }
     }
 
     /// Reads plaintext, driving the handshake on the way. Fills `buf` as far as the socket
@@ -176,11 +219,37 @@ impl TlsStream {
             return Err(io::Error::from(io::ErrorKind::ConnectionAborted));
         }
         let mut filled = 0;
+        if !self.is_kernel() {
+            match self.read_user(buf) {
+                Ok(n) => filled = n,
+                // The handshake ended in this call and the kernel took over: read on there.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.is_kernel() => {}
+                Err(e) => return Err(e),
+            }
+            if !self.is_kernel() || self.eof || filled == buf.len() {
+                return Ok(filled);
+            }
+        }
+        match self.read_kernel(&mut buf[filled..]) {
+            Ok(n) => Ok(filled + n),
+            // What was read goes up first; a socket error is met again on the next call.
+            Err(_) if filled > 0 => Ok(filled),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `read` while rustls decrypts. Ok(0) is the end of the stream; WouldBlock once the
+    /// socket is drained with nothing read (or the kernel took over, see `try_switch`).
+    fn read_user(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut filled = 0;
         loop {
             if filled == buf.len() {
                 break;
             }
-            match self.tls.reader().read(&mut buf[filled..]) {
+            let Engine::User { tls, cut } = &mut self.engine else {
+                break;
+            };
+            match tls.reader().read(&mut buf[filled..]) {
                 Ok(0) => {
                     // close_notify: a clean end of the stream.
                     self.eof = true;
@@ -202,14 +271,18 @@ impl TlsStream {
             if self.eof {
                 break;
             }
-            match self.tls.read_tls(&mut self.tcp) {
+            let got = match cut {
+                Some(cut) => tls.read_tls(&mut CutReader(cut, &self.tcp)),
+                None => tls.read_tls(&mut self.tcp),
+            };
+            match got {
                 Ok(0) => self.eof = true,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            if let Err(e) = self.tls.process_new_packets() {
+            if let Err(e) = tls.process_new_packets() {
                 // Garbage or a failed handshake: rustls queued an alert; send it and give up.
                 // Logged at debug only: scanners do this all day.
                 tracing::debug!("TLS connection refused: {e}");
@@ -217,11 +290,16 @@ impl TlsStream {
                 self.state = State::Failed;
                 return Err(failure(TlsFailure::Protocol(e)));
             }
-            if self.state == State::Handshaking && !self.tls.is_handshaking() {
+            if self.state == State::Handshaking && !tls.is_handshaking() {
                 self.state = State::Established;
             }
-            // Handshake answers and tickets go out now; what the socket refuses waits.
+            // Handshake answers and tickets go out now; what the socket refuses waits. Once
+            // they are out, a kTLS connection changes engine (in `flush`) before one more
+            // byte is read.
             self.flush()?;
+            if self.is_kernel() {
+                break;
+            }
         }
         if filled > 0 {
             Ok(filled)
@@ -229,6 +307,123 @@ impl TlsStream {
             Ok(0)
         } else {
             Err(io::Error::from(io::ErrorKind::WouldBlock))
+        }
+    }
+
+    /// `read` once the kernel decrypts: what rustls left first, then records from the
+    /// socket. An alert ends the stream (close_notify cleanly); a post-handshake handshake
+    /// message (a TLS 1.3 KeyUpdate), which the kernel cannot follow here, fails it.
+    fn read_kernel(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Engine::Kernel { early, .. } = &mut self.engine else {
+            return Err(io::Error::from(io::ErrorKind::WouldBlock));
+        };
+        let mut filled = early.len().min(buf.len());
+        if filled > 0 {
+            buf[..filled].copy_from_slice(&early[..filled]);
+            early.drain(..filled);
+            if early.is_empty() {
+                *early = Vec::new();
+            }
+        }
+        let fd = self.tcp.as_raw_fd();
+        while filled < buf.len() && !self.eof {
+            match ktls::recv(fd, &mut buf[filled..]) {
+                Ok(ktls::Record::Data(0)) | Ok(ktls::Record::Alert(_, 0)) => self.eof = true,
+                Ok(ktls::Record::Data(n)) => filled += n,
+                Ok(other) => {
+                    tracing::debug!("kTLS: {other:?} after the handshake; closing");
+                    self.state = State::Failed;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if filled > 0 => {
+                    tracing::debug!("kTLS read: {e}");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if filled > 0 {
+            Ok(filled)
+        } else if self.state == State::Failed {
+            Err(io::Error::from(io::ErrorKind::ConnectionAborted))
+        } else if self.eof {
+            Ok(0)
+        } else {
+            Err(io::Error::from(io::ErrorKind::WouldBlock))
+        }
+    }
+
+    /// Moves an established connection to the kernel, if it is to go there and everything
+    /// rustls had to send is out. Ok(true) once the kernel encrypts. Before the keys leave
+    /// rustls a refusal loses nothing (the connection stays in user space); after, a
+    /// refused key fails the connection.
+    fn try_switch(&mut self) -> io::Result<bool> {
+        let Engine::User {
+            tls,
+            cut: cut @ Some(_),
+        } = &mut self.engine
+        else {
+            return Ok(self.is_kernel());
+        };
+        let ready = self.state == State::Established
+            && !self.close_notified
+            && !tls.wants_write()
+            && cut.as_ref().is_some_and(RecordCut::at_boundary);
+        if !ready {
+            return Ok(false);
+        }
+        let (Some(suite), Some(version)) = (tls.negotiated_cipher_suite(), tls.protocol_version())
+        else {
+            return Ok(false);
+        };
+        let fd = self.tcp.as_raw_fd();
+        if !ktls::takes(suite.suite()) {
+            *cut = None;
+            return Ok(false);
+        }
+        if let Err(e) = ktls::attach(fd) {
+            tracing::debug!("{e}");
+            *cut = None;
+            return Ok(false);
+        }
+        // Plaintext rustls decrypted already (only when the switch had to wait for the
+        // socket) is handed out before what the kernel reads.
+        let mut early = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match tls.reader().read(&mut chunk) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => early.extend_from_slice(&chunk[..n]),
+                Err(_) => break,
+            }
+        }
+        let server_name = tls.server_name().map(str::to_owned);
+        let kernel = Engine::Kernel {
+            version,
+            server_name,
+            early,
+        };
+        let Engine::User { tls, .. } = std::mem::replace(&mut self.engine, kernel) else {
+            return Ok(true);
+        };
+        // The buffered connection gives up its keys without a `KernelConnection`, so a TLS
+        // 1.3 KeyUpdate cannot be followed: it fails the connection (`read_kernel`).
+        let secrets = tls.dangerous_extract_secrets();
+        let done = secrets
+            .map_err(ktls::KtlsError::Secrets)
+            .and_then(|s| ktls::install(fd, version, suite.suite(), s));
+        match done {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                tracing::debug!("{e}");
+                self.state = State::Failed;
+                Err(io::Error::other(e))
+            }
         }
     }
 
@@ -311,9 +506,13 @@ impl TlsStream {
     }
 
     /// Writes the records rustls holds. Ok(true): all out; Ok(false): the socket is full.
+    /// With everything out, a connection bound for kTLS moves there (`try_switch`).
     pub fn flush(&mut self) -> io::Result<bool> {
-        while self.tls.wants_write() {
-            match self.tls.write_tls(&mut NoSignal(&self.tcp)) {
+        let Engine::User { tls, .. } = &mut self.engine else {
+            return Ok(true);
+        };
+        while tls.wants_write() {
+            match tls.write_tls(&mut NoSignal(&self.tcp)) {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -321,13 +520,15 @@ impl TlsStream {
                 Err(e) => return Err(e),
             }
         }
+        self.try_switch()?;
         Ok(true)
     }
 
     /// Encrypts up to one record of `buf` and sends it. Ok(n) only once the records of those
     /// n bytes are on the socket; WouldBlock otherwise, and the caller must offer the same
-    /// bytes again (see `unacked`).
-    pub fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
+    /// bytes again (see `unacked`). Under kTLS the kernel takes plain bytes as a socket does,
+    /// `more` (MSG_MORE) letting it fill a record with what follows.
+    pub fn send(&mut self, buf: &[u8], more: bool) -> io::Result<usize> {
         if !self.flush()? {
             return Err(io::Error::from(io::ErrorKind::WouldBlock));
         }
@@ -340,8 +541,19 @@ impl TlsStream {
             // Nothing is answered before a request arrived, which needs the handshake done.
             return Err(io::Error::from(io::ErrorKind::NotConnected));
         }
+        let tls = match &mut self.engine {
+            Engine::User { tls, .. } => tls,
+            Engine::Kernel { .. } => {
+                use nix::sys::socket::{send, MsgFlags};
+                let mut flags = MsgFlags::MSG_NOSIGNAL;
+                if more {
+                    flags |= MsgFlags::from_bits_retain(libc::MSG_MORE);
+                }
+                return send(self.tcp.as_raw_fd(), buf, flags).map_err(io::Error::from);
+            }
+        };
         let take = buf.len().min(PLAIN_CHUNK);
-        let n = self.tls.writer().write(&buf[..take])?;
+        let n = tls.writer().write(&buf[..take])?;
         if self.flush()? {
             Ok(n)
         } else {
@@ -359,9 +571,24 @@ impl TlsStream {
     fn notify_close(&mut self) {
         if self.state == State::Established && !self.close_notified {
             self.close_notified = true;
-            self.tls.send_close_notify();
-            let _ = self.flush();
+            match &mut self.engine {
+                Engine::User { tls, .. } => {
+                    tls.send_close_notify();
+                    let _ = self.flush();
+                }
+                Engine::Kernel { .. } => ktls::send_close_notify(self.tcp.as_raw_fd()),
+            }
         }
+    }
+}
+
+/// Feeds rustls from the socket through a [`RecordCut`]: whole records only.
+struct CutReader<'a>(&'a mut RecordCut, &'a mio::net::TcpStream);
+
+impl Read for CutReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut tcp = self.1;
+        self.0.read(&mut tcp, buf)
     }
 }
 
@@ -381,6 +608,13 @@ mod tests {
     /// A server config over a fresh self-signed certificate for "localhost", and a client
     /// config that trusts it.
     fn configs() -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
+        configs_for(&rustls::version::TLS13)
+    }
+
+    /// As [`configs`], the client offering `version` only.
+    fn configs_for(
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
             .unwrap()
@@ -401,7 +635,7 @@ mod tests {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert.der().clone()).unwrap();
         let client = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(&[version])
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
@@ -458,7 +692,7 @@ mod tests {
         let (mut pos, mut blocked) = (0, 0);
         while pos < body.len() {
             assert!(Instant::now() < deadline, "stuck at {pos}");
-            match s.send(&body[pos..]) {
+            match s.send(&body[pos..], false) {
                 Ok(n) => pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     blocked += 1;
@@ -475,6 +709,91 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         client.join().unwrap();
+    }
+
+    /// Drives the server side until `want` plaintext bytes arrived.
+    fn read_some(s: &mut TlsStream, want: usize, deadline: Instant) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while got.len() < want {
+            assert!(Instant::now() < deadline, "no request: {got:?}");
+            match s.read(&mut buf) {
+                Ok(0) => panic!("eof after {got:?}"),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        got
+    }
+
+    /// kTLS end to end in one process, both versions: the request written by the client
+    /// in the same flight as its Finished is read by the kernel (rustls read only the
+    /// handshake), a response goes out by `send` and a file by `sendfile`, and the close is
+    /// a clean close_notify. Skipped, loudly, where the kernel has no tls ULP.
+    #[test]
+    fn the_kernel_takes_over_after_the_handshake() {
+        if !ktls::available() {
+            eprintln!(
+                "SKIPPED (kTLS): this kernel lists no tls ULP in \
+                 /proc/sys/net/ipv4/tcp_available_ulp; the kernel path cannot run here"
+            );
+            return;
+        }
+        let file_bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        let dir = std::env::temp_dir().join(format!("luahttpd-ktls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.bin");
+        std::fs::write(&path, &file_bytes).unwrap();
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let (server_cfg, client_cfg) = configs_for(version);
+            assert!(server_cfg.enable_secret_extraction);
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let expect = file_bytes.clone();
+            let client = std::thread::spawn(move || {
+                let tcp = std::net::TcpStream::connect(addr).unwrap();
+                tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let name = ServerName::try_from("localhost").unwrap();
+                let conn = rustls::ClientConnection::new(client_cfg, name).unwrap();
+                let mut s = rustls::StreamOwned::new(conn, tcp);
+                s.write_all(b"GET /f.bin").unwrap();
+                let mut got = Vec::new();
+                s.read_to_end(&mut got)
+                    .expect("a clean close_notify at the end");
+                assert_eq!(&got[..6], b"head\r\n");
+                assert!(got[6..] == expect[..], "the file bytes differ");
+            });
+            let (tcp, _) = listener.accept().unwrap();
+            tcp.set_nonblocking(true).unwrap();
+            let mut s =
+                TlsStream::new(mio::net::TcpStream::from_std(tcp), server_cfg.clone()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            assert_eq!(read_some(&mut s, 10, deadline), b"GET /f.bin");
+            assert!(s.is_kernel(), "{version:?}: still in user space");
+            assert_eq!(s.version(), Some(version.version));
+            assert_eq!(s.server_name(), Some("localhost"));
+            let mut stream = crate::transport::Stream::Tls(Box::new(s));
+            assert!(stream.can_sendfile() && !stream.can_splice());
+            assert_eq!(stream.send(b"head\r\n", true).unwrap(), 6);
+            let file = std::fs::File::open(&path).unwrap();
+            let mut off = 0;
+            while off < file_bytes.len() {
+                assert!(Instant::now() < deadline, "sendfile stuck at {off}");
+                match stream.sendfile(&file, off as u64, file_bytes.len() - off) {
+                    Ok(n) => off += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(e) => panic!("sendfile: {e}"),
+                }
+            }
+            stream.shutdown_write();
+            client.join().unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

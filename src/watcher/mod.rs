@@ -301,7 +301,7 @@ impl Watcher {
             w.loaded.config.root.display()
         );
         if w.loaded.config.tls.server.is_some() {
-            crate::tls::ktls::log_once();
+            crate::tls::ktls::log_once(w.loaded.config.tls.ktls);
         }
         Ok(w)
     }

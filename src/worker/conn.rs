@@ -1398,14 +1398,17 @@ impl Conn {
                 close = true;
                 self.drain_before_close();
             }
-            // A body up to DISCARD_MAX is dropped as it arrives; a larger one closes.
-            framing => match BodyReader::new(framing, DISCARD_MAX) {
-                Ok(reader) => discard = Some(reader),
-                Err(_) => {
-                    close = true;
-                    self.drain_before_close();
+            // A body up to DISCARD_MAX is dropped as it arrives; a larger one closes, unless
+            // it is in the buffer already (read by `req:body`): dropping that costs nothing.
+            framing => {
+                match BodyReader::new(framing, DISCARD_MAX.max(self.input.data().len() as u64)) {
+                    Ok(reader) => discard = Some(reader),
+                    Err(_) => {
+                        close = true;
+                        self.drain_before_close();
+                    }
                 }
-            },
+            }
         }
         self.log_start_as(ctx, Some(&req), reply.status, user.as_deref());
         let head_only = req.method == Method::Head;

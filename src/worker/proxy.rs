@@ -1292,9 +1292,9 @@ impl Exchanging for ProxyExchange {
                 .arm(&mut self.timer, self.kinds.read, env.key, env.now);
         }
         let tunnel = matches!(self.response, Response::Tunnel);
-        if tunnel && self.pipe.is_none() && client.can_sendfile() {
-            // Where the client's stream takes kernel-side writes (not TLS): zero-copy, both
-            // ways.
+        if tunnel && self.pipe.is_none() && client.can_splice() {
+            // Where the client's stream takes kernel-side reads and writes (not TLS):
+            // zero-copy, both ways.
             self.pipe = Pipe::new().ok();
             self.pipe_up = Pipe::new().ok();
         }
