@@ -1304,3 +1304,30 @@ fn the_appliance_tls_example_runs_its_scripts_behind_basic_auth_over_https() {
     let r = get(&a[1], Some("localhost"), &c, "/");
     assert_eq!(r.status, 200, "{}", r.head);
 }
+
+/// `tls.ktls` is a boolean, checked by `-t` at its line like every key.
+#[test]
+fn tls_ktls_must_be_a_boolean() {
+    let (dir, _, _) = site();
+    for (value, ok) in [("\"yes\"", false), ("false", true), ("true", true)] {
+        let conf = dir.write(
+            "site.lua",
+            format!(
+                "server {{\n  listen = {{ {{ \"127.0.0.1:0\", tls = true }} }},\n  root = \"www\",\n  \
+                 tls = {{ certificates = {{ {{ cert = \"a.pem\", key = \"a.key\" }} }},\n    \
+                 ktls = {value} }},\n}}\n"
+            )
+            .as_bytes(),
+        );
+        let out = Command::new(common::bin())
+            .args(["-t", "-c"])
+            .arg(&conf)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.success(), ok, "ktls = {value}: {text}");
+        if !ok {
+            assert!(text.contains("site.lua:5") && text.contains("ktls"), "{text}");
+        }
+    }
+}
