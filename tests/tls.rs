@@ -1327,7 +1327,10 @@ fn tls_ktls_must_be_a_boolean() {
         let text = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.success(), ok, "ktls = {value}: {text}");
         if !ok {
-            assert!(text.contains("site.lua:5") && text.contains("ktls"), "{text}");
+            assert!(
+                text.contains("site.lua:5") && text.contains("ktls"),
+                "{text}"
+            );
         }
     }
 }

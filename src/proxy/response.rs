@@ -144,10 +144,8 @@ pub fn parse(
         return Err(ResponseError::TooLarge);
     }
     let head = &buf[..head_len];
-    for nl in memchr::memchr_iter(b'\n', head) {
-        if nl == 0 || head[nl - 1] != b'\r' {
-            return Err(ResponseError::BareLf);
-        }
+    if !every_lf_ends_a_crlf(head) {
+        return Err(ResponseError::BareLf);
     }
     let (Some(minor), Some(status)) = (resp.version, resp.code) else {
         return Err(ResponseError::Malformed);
@@ -165,10 +163,10 @@ pub fn parse(
     let mut keep_alive_token = false;
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
-        let value = trim(h.value);
-        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-            return Err(ResponseError::Malformed);
-        }
+        // httparse refused control bytes (but HTAB) and DEL in values already, and cut the
+        // whitespace around them: scanning each value again here was 8% of a proxied 1 KiB
+        // request's instructions.
+        let value = h.value;
         if name.eq_ignore_ascii_case(b"content-length") {
             // A list "5, 5" of one value is one value (RFC 9110 §8.6); anything else conflicts.
             for part in value.split(|&b| b == b',') {
@@ -231,6 +229,21 @@ pub fn parse(
     }))
 }
 
+/// Whether each LF in `head` follows a CR: one branch-free pass over (byte, next byte) pairs,
+/// which the compiler vectorises (a memchr per line cost ten calls per head).
+fn every_lf_ends_a_crlf(head: &[u8]) -> bool {
+    if head.first() == Some(&b'\n') {
+        return false;
+    }
+    let Some(rest) = head.get(1..) else {
+        return true;
+    };
+    let bare = head.iter().zip(rest).fold(false, |bare, (&prev, &cur)| {
+        bare | ((cur == b'\n') & (prev != b'\r'))
+    });
+    !bare
+}
+
 fn parse_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return None;
@@ -283,6 +296,19 @@ mod tests {
         assert!(!h.keep_alive);
         let h = ok("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n");
         assert_eq!(h.framing, BodyFraming::Length(7));
+    }
+
+    #[test]
+    fn control_bytes_in_a_value_are_refused_and_blanks_around_it_cut() {
+        for bad in ["a\x01b", "a\x7fb", "a\x00b", "a\rb", "\x1b[0m"] {
+            let head = format!("HTTP/1.1 200 OK\r\nX-A: {bad}\r\nContent-Length: 0\r\n\r\n");
+            assert_eq!(err(&head), ResponseError::Malformed, "{bad:?}");
+        }
+        let h = ok("HTTP/1.1 200 OK\r\nX-A: \t a\tb \t\r\nContent-Length:  3 \r\n\r\n");
+        assert_eq!(h.field("x-a"), Some(&b"a\tb"[..]));
+        assert_eq!(h.framing, BodyFraming::Length(3));
+        let h = ok("HTTP/1.1 200 OK\r\nX-A: café\r\n\r\n");
+        assert_eq!(h.field("x-a"), Some("café".as_bytes()));
     }
 
     #[test]
@@ -341,6 +367,10 @@ mod tests {
         );
         assert_eq!(
             err("HTTP/1.1 200 OK\r\nContent-Length: 0\n\r\n"),
+            ResponseError::BareLf
+        );
+        assert_eq!(
+            err("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\n"),
             ResponseError::BareLf
         );
         assert_eq!(err("HTTP/2 200 OK\r\n\r\n"), ResponseError::Version);
