@@ -642,6 +642,18 @@ mod tests {
         (server, Arc::new(client))
     }
 
+    /// A client TLS stream to "localhost" at `addr` (the handshake runs on first use).
+    fn client_stream(
+        addr: std::net::SocketAddr,
+        cfg: Arc<rustls::ClientConfig>,
+    ) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(cfg, name).unwrap();
+        rustls::StreamOwned::new(conn, tcp)
+    }
+
     /// A 1 MiB response through a 4 KiB send buffer to a slow reader: `send` says WouldBlock
     /// over and over with records waiting, and the caller's retries (as `worker::out` makes
     /// them) must deliver every byte exactly once.
@@ -653,11 +665,7 @@ mod tests {
         let body: Vec<u8> = (0..1_048_576u32).map(|i| (i % 253) as u8).collect();
         let expect = body.clone();
         let client = std::thread::spawn(move || {
-            let tcp = std::net::TcpStream::connect(addr).unwrap();
-            tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-            let name = ServerName::try_from("localhost").unwrap();
-            let conn = rustls::ClientConnection::new(client_cfg, name).unwrap();
-            let mut s = rustls::StreamOwned::new(conn, tcp);
+            let mut s = client_stream(addr, client_cfg);
             s.write_all(b"GET").unwrap();
             let mut got = Vec::new();
             let mut buf = [0u8; 4096];
@@ -754,11 +762,7 @@ mod tests {
             let addr = listener.local_addr().unwrap();
             let expect = file_bytes.clone();
             let client = std::thread::spawn(move || {
-                let tcp = std::net::TcpStream::connect(addr).unwrap();
-                tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-                let name = ServerName::try_from("localhost").unwrap();
-                let conn = rustls::ClientConnection::new(client_cfg, name).unwrap();
-                let mut s = rustls::StreamOwned::new(conn, tcp);
+                let mut s = client_stream(addr, client_cfg);
                 s.write_all(b"GET /f.bin").unwrap();
                 let mut got = Vec::new();
                 s.read_to_end(&mut got)
