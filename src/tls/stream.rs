@@ -286,8 +286,9 @@ impl TlsStream {
                 // Garbage or a failed handshake: rustls queued an alert; send it and give up.
                 // Logged at debug only: scanners do this all day.
                 tracing::debug!("TLS connection refused: {e}");
-                let _ = self.flush();
+                // Failed first, so the flush that sends the alert cannot move it to kTLS.
                 self.state = State::Failed;
+                let _ = self.flush();
                 return Err(failure(TlsFailure::Protocol(e)));
             }
             if self.state == State::Handshaking && !tls.is_handshaking() {
