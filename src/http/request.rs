@@ -155,27 +155,90 @@ const FIELD_ENTRY: usize = 16;
 impl Request {
     /// The value of the first header named `name` (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        let name = name.as_bytes();
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.header_values(name.as_bytes()).next()
+    }
+
+    /// The values of every header named `name` (ASCII case-insensitive), in order. A field
+    /// whose name has another length is skipped before its bytes are looked at.
+    pub fn header_values<'a, 'n>(&'a self, name: &'n [u8]) -> HeaderValues<'a, 'n> {
+        HeaderValues {
+            head: &self.head,
+            table: self.head.get(self.fields_at..).unwrap_or_default(),
+            name,
+        }
     }
 
     /// Every header as (name as received, value).
-    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let table = self.head.get(self.fields_at..).unwrap_or_default();
-        table.chunks_exact(FIELD_ENTRY).map(move |e| {
-            let at = |i: usize| u32::from_le_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]) as usize;
-            (
-                self.head.get(at(0)..at(4)).unwrap_or_default(),
-                self.head.get(at(8)..at(12)).unwrap_or_default(),
-            )
-        })
+    pub fn headers(&self) -> Headers<'_> {
+        Headers {
+            head: &self.head,
+            table: self.head.get(self.fields_at..).unwrap_or_default(),
+        }
     }
 
     /// Whether the target was the asterisk-form `*` (only with OPTIONS). `path` is then "/".
     pub fn is_asterisk_form(&self) -> bool {
         self.raw_path == "*"
+    }
+}
+
+/// One entry of the field table behind the head: the offsets of a name and of its value.
+#[inline]
+fn entry<'a>(head: &'a [u8], e: &[u8; FIELD_ENTRY]) -> (&'a [u8], &'a [u8]) {
+    let at = |i: usize| u32::from_le_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]) as usize;
+    (
+        head.get(at(0)..at(4)).unwrap_or_default(),
+        head.get(at(8)..at(12)).unwrap_or_default(),
+    )
+}
+
+/// The iterator of [`Request::headers`].
+pub struct Headers<'a> {
+    head: &'a [u8],
+    /// The field entries not looked at yet.
+    table: &'a [u8],
+}
+
+impl<'a> Iterator for Headers<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let (e, rest) = self.table.split_first_chunk::<FIELD_ENTRY>()?;
+        self.table = rest;
+        Some(entry(self.head, e))
+    }
+}
+
+/// The iterator of [`Request::header_values`].
+pub struct HeaderValues<'a, 'n> {
+    head: &'a [u8],
+    /// The field entries not looked at yet.
+    table: &'a [u8],
+    name: &'n [u8],
+}
+
+impl<'a> Iterator for HeaderValues<'a, '_> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        while let Some((e, rest)) = self.table.split_first_chunk::<FIELD_ENTRY>() {
+            self.table = rest;
+            let at = |i: usize| u32::from_le_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]) as usize;
+            let (start, end) = (at(0), at(4));
+            if end.wrapping_sub(start) != self.name.len() {
+                continue;
+            }
+            match self.head.get(start..end) {
+                Some(n) if n.eq_ignore_ascii_case(self.name) => {}
+                _ => continue,
+            }
+            if let Some(v) = self.head.get(at(8)..at(12)) {
+                return Some(v);
+            }
+        }
+        None
     }
 }
 

@@ -86,6 +86,8 @@ pub struct Router {
     lua: Lua,
     /// The route function wrapped by `req.lua`: takes no argument.
     func: Function,
+    /// The route function and `req`, for the route coroutine (`start_route`).
+    direct: suspend::Direct,
     current: Rc<Current>,
     budget: Rc<Budget>,
     backends: HashSet<String>,
@@ -136,7 +138,9 @@ impl Router {
         }
         prepare_sandbox(lua)?;
         let current = Rc::new(Current::new());
-        let func = req::wrap(lua, &current, func)?;
+        let (wrapped, req_object) = req::wrap(lua, &current, func.clone())?;
+        let direct = suspend::Direct::new(lua, &func, &req_object)?;
+        let func = wrapped;
         let hook = respond_hook::Hook::from_registry(lua, &current)?;
         lua.gc_collect()?;
         lua.set_memory_limit(limits.memory)?;
@@ -144,6 +148,7 @@ impl Router {
         let mut router = Router {
             lua: lua.clone(),
             func,
+            direct,
             current,
             budget,
             backends,

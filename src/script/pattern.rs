@@ -21,6 +21,20 @@ const MAX_CAPTURES: usize = 32;
 /// The characters that make a pattern more than a plain string.
 pub(super) const SPECIALS: &[u8] = b"^$*+?.([%-";
 
+/// Whether a byte is one of [`SPECIALS`] (one load instead of ten comparisons).
+pub(super) fn is_special(c: u8) -> bool {
+    const TABLE: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < SPECIALS.len() {
+            t[SPECIALS[i] as usize] = true;
+            i += 1;
+        }
+        t
+    };
+    TABLE[usize::from(c)]
+}
+
 /// The meter: told how many steps were taken; an `Err` stops the match with that error.
 pub(crate) type Meter = Rc<dyn Fn(u64) -> mlua::Result<()>>;
 
@@ -493,7 +507,7 @@ fn find_aux(
         return Ok(out);
     }
     let plain = plain.is_some_and(|v| !matches!(v, Value::Nil | Value::Boolean(false)));
-    if find && (plain || !pat.iter().any(|c| SPECIALS.contains(c))) {
+    if find && (plain || !pat.iter().any(|&c| is_special(c))) {
         // The plain search is one memmem: charge it by the bytes it may look at.
         meter((src.len() - init) as u64 / 16)?;
         match find_plain(&src[init..], &pat) {

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use mlua::{ffi, Function, Lua, Table};
 
 use super::limits::Budget;
-use super::pattern::{find_plain, start_index, Matcher, SPECIALS};
+use super::pattern::{find_plain, is_special, start_index, Matcher};
 use super::req_raw;
 
 /// Replaces `metered.find` (the mlua version) with the fast path over it.
@@ -21,6 +21,7 @@ pub(super) fn install(lua: &Lua, metered: &Table, budget: Rc<Budget>) -> mlua::R
 }
 
 /// What a fast `find` found.
+#[derive(Debug, PartialEq, Eq)]
 enum Found {
     At(usize, usize),
     Nothing,
@@ -35,7 +36,7 @@ fn find(src: &[u8], pat: &[u8], init: Option<i64>, budget: &Budget) -> Found {
         return Found::Nothing;
     }
     let meter = |n| budget.charge(n);
-    if !pat.iter().any(|c| SPECIALS.contains(c)) {
+    if !pat.iter().any(|&c| is_special(c)) {
         if meter((src.len() - init) as u64 / 16).is_err() {
             return Found::Slow;
         }
@@ -44,9 +45,18 @@ fn find(src: &[u8], pat: &[u8], init: Option<i64>, budget: &Budget) -> Found {
             None => Found::Nothing,
         };
     }
+    if let Some(lit) = Literal::of(pat) {
+        return lit.find(src, init, budget);
+    }
     if pat.contains(&b'(') {
         return Found::Slow;
     }
+    find_matched(src, pat, init, budget)
+}
+
+/// [`find`] through the matcher (`init` already 0-based and at most `src.len()`).
+fn find_matched(src: &[u8], pat: &[u8], init: usize, budget: &Budget) -> Found {
+    let meter = |n| budget.charge(n);
     let anchor = pat.first() == Some(&b'^');
     let pstart = usize::from(anchor);
     let mut m = Matcher::new(src, pat, &meter);
@@ -70,6 +80,114 @@ fn find(src: &[u8], pat: &[u8], init: Option<i64>, budget: &Budget) -> Found {
     match m.settle() {
         Ok(()) => Found::Nothing,
         Err(_) => Found::Slow,
+    }
+}
+
+/// Longest escaped literal [`Literal::of`] decodes (longer ones go to the matcher).
+const LITERAL_MAX: usize = 64;
+
+/// A pattern that matches one fixed string: literal bytes and escaped punctuation (`%.`), with
+/// an optional `^` in front and `$` at the end, as route code writes a prefix or suffix test
+/// (`"^/api/"`, `"%.php$"`). Found by a comparison instead of the matcher, which tries every
+/// position of the subject for an unanchored pattern.
+struct Literal<'p> {
+    start: bool,
+    end: bool,
+    /// The pattern's bytes between the anchors when it has no escape.
+    plain: &'p [u8],
+    /// Else the decoded bytes, `len` of them.
+    len: usize,
+    buf: [u8; LITERAL_MAX],
+}
+
+impl<'p> Literal<'p> {
+    /// The literal `pat` stands for; None if any part of it is more than a literal byte.
+    fn of(pat: &'p [u8]) -> Option<Literal<'p>> {
+        let (start, mut body) = match pat.split_first() {
+            Some((b'^', rest)) => (true, rest),
+            _ => (false, pat),
+        };
+        let mut end = false;
+        if let Some((b'$', rest)) = body.split_last() {
+            // `%$` is a literal dollar, `%%$` a literal percent sign and the anchor.
+            let escapes = rest.iter().rev().take_while(|&&c| c == b'%').count();
+            if escapes % 2 == 0 {
+                end = true;
+                body = rest;
+            }
+        }
+        let mut lit = Literal {
+            start,
+            end,
+            plain: body,
+            len: 0,
+            buf: [0; LITERAL_MAX],
+        };
+        let mut escaped = false;
+        let mut i = 0;
+        while i < body.len() {
+            let mut c = body[i];
+            if c == b'%' {
+                // `%` and a letter or digit is a class (`%d`, `%a`, `%b`, `%f`, `%1`).
+                c = *body.get(i + 1)?;
+                if c.is_ascii_alphanumeric() {
+                    return None;
+                }
+                if !escaped {
+                    // The bytes before the first escape, copied once.
+                    escaped = true;
+                    lit.buf.get_mut(..i)?.copy_from_slice(&body[..i]);
+                    lit.len = i;
+                }
+                i += 1;
+            } else if is_special(c) || c == b')' {
+                return None;
+            }
+            if escaped {
+                *lit.buf.get_mut(lit.len)? = c;
+                lit.len += 1;
+            }
+            i += 1;
+        }
+        if escaped {
+            lit.plain = &[];
+        }
+        Some(lit)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.len > 0 {
+            &self.buf[..self.len]
+        } else {
+            self.plain
+        }
+    }
+
+    /// Where the literal is in `src` from `init` (0-based, at most `src.len()`), charged as
+    /// the matcher's steps would be: one per literal byte compared, and for a search through
+    /// the subject as much as a plain search.
+    fn find(&self, src: &[u8], init: usize, budget: &Budget) -> Found {
+        let lit = self.bytes();
+        let hay = &src[init..];
+        let steps = lit.len() as u64 + 1;
+        let steps = if self.start {
+            steps
+        } else {
+            steps + hay.len() as u64 / 16
+        };
+        if budget.charge(steps).is_err() {
+            return Found::Slow;
+        }
+        let at = match (self.start, self.end) {
+            (true, true) => (hay == lit).then_some(0),
+            (true, false) => hay.starts_with(lit).then_some(0),
+            (false, true) => hay.ends_with(lit).then(|| hay.len() - lit.len()),
+            (false, false) => find_plain(hay, lit),
+        };
+        match at {
+            Some(i) => Found::At(init + i + 1, init + i + lit.len()),
+            None => Found::Nothing,
+        }
     }
 }
 
@@ -160,9 +278,66 @@ mod tests {
             (r#"table.concat({("x1"):find("()%d")}, ",")"#, "2,2,2"),
             (r#"table.concat({string.find(12345, "3")}, ",")"#, "3,3"),
             (r#"table.concat({("abc"):find("b", 1.0)}, ",")"#, "2,2"),
+            (r#"("/index.html"):find("%.php$")"#, "nil"),
+            (r#"table.concat({("/a.php"):find("%.php$")}, ",")"#, "3,6"),
+            (r#"table.concat({("/a.php.x"):find("%.php")}, ",")"#, "3,6"),
+            (
+                r#"table.concat({("admin.x"):find("^admin%.")}, ",")"#,
+                "1,6",
+            ),
+            (r#"("xadmin.x"):find("^admin%.")"#, "nil"),
+            (r#"table.concat({("ab"):find("^ab$")}, ",")"#, "1,2"),
+            (r#"("abc"):find("^ab$")"#, "nil"),
+            (r#"table.concat({("abc"):find("^bc", 2)}, ",")"#, "2,3"),
+            (r#"table.concat({("abc"):find("$")}, ",")"#, "4,3"),
+            (r#"table.concat({("abc"):find("^")}, ",")"#, "1,0"),
+            (r#"table.concat({("a$"):find("a%$")}, ",")"#, "1,2"),
+            (r#"table.concat({("a%"):find("a%%$")}, ",")"#, "1,2"),
+            (r#"("a%b"):find("a%%$")"#, "nil"),
+            (r#"table.concat({("x^y"):find("x^y")}, ",")"#, "1,3"),
+            (r#"table.concat({("a]b"):find("^a]")}, ",")"#, "1,2"),
+            (r#"table.concat({("a.b"):find("^a%.b$")}, ",")"#, "1,3"),
+            (r#"table.concat({("abcbc"):find("bc$", 3)}, ",")"#, "4,5"),
+            (r#"("abc"):find("bc$", 3)"#, "nil"),
         ];
         for (expr, want) in cases {
             assert_eq!(run(expr), want, "{expr}");
+        }
+    }
+
+    #[test]
+    fn literal_patterns_find_what_the_matcher_finds() {
+        use super::{find_matched, Literal};
+        let budget = super::Budget::default();
+        let subjects = [
+            "",
+            "a",
+            "/api/x",
+            "/x/api/",
+            "a.php",
+            "/a.php.php",
+            "admin.x",
+            "%$",
+            "a$b$",
+        ];
+        let patterns = [
+            "^/api/", "/api/", "%.php$", "%.php", "^a%.php$", "^", "$", "^$", "a%$", "%$$", "%%$",
+            "%%%$", "^admin%.", "b%$", "p$", "^%/", "]",
+        ];
+        for src in subjects {
+            for pat in patterns {
+                let lit = Literal::of(pat.as_bytes()).expect(pat);
+                for init in 0..=src.len() {
+                    let fast = lit.find(src.as_bytes(), init, &budget);
+                    let slow = find_matched(src.as_bytes(), pat.as_bytes(), init, &budget);
+                    assert_eq!(fast, slow, "{src:?}:find({pat:?}, {})", init + 1);
+                }
+            }
+        }
+        for pat in [
+            "%d", "a.b", "a*", "(a)", "a)", "%", "[a]", "a-", "x^y", "%f[a]", "$%$",
+        ] {
+            assert!(Literal::of(pat.as_bytes()).is_none(), "{pat}");
         }
     }
 

@@ -1,7 +1,8 @@
 -- The `req` object: built once per Router, reused by every call. Its fields and its headers are
 -- read by Rust `__index` functions (script/req_raw.rs) from the request of the call in
--- progress: nothing is copied up front and nothing is kept from one call to the next.
-local index, header_index, arg, extra, header_pairs, route, protect, body, form_decode = ...
+-- progress: nothing is copied up front and no value is kept from one call to the next (the
+-- field function keeps the last Lua string of each field, only to push it again unchanged).
+local index, header_index, arg, header_pairs, route, protect, body, form_decode = ...
 local setmetatable, error = setmetatable, error
 
 local function read_only(what)
@@ -23,16 +24,17 @@ local function form_method(_, max)
   return form_decode(b)
 end
 
--- What `req` has besides the request fields.
-extra.headers = headers
-extra.arg = arg
-extra.body = body_method
-extra.form = form_method
+-- What `req` has besides the request fields, in `fields` itself (one table lookup, no call); a
+-- key not there goes to `index`. `fields` is reachable only through req_mt.
+local fields = setmetatable({ headers = headers, arg = arg, body = body_method, form = form_method },
+                            { __index = index })
 
-local req_mt = { __index = index, __newindex = read_only("req"), __metatable = false,
+local req_mt = { __index = fields, __newindex = read_only("req"), __metatable = false,
                  __tostring = function() return "req" end }
 local req = protect(setmetatable({}, req_mt), "req")
 
+-- The wrapper (for calls through mlua) and `req` (for the route coroutine, which is resumed
+-- with route(req) directly).
 return function(...)
   return route(req, ...)
-end
+end, req

@@ -86,12 +86,16 @@ impl Current {
 const REQ_LUA: &str = include_str!("req.lua");
 
 /// Wraps the route function: the returned function takes no argument, builds the call's `req`
-/// view and calls `route(req)`.
-pub(super) fn wrap(lua: &Lua, cur: &Rc<Current>, route: Function) -> mlua::Result<Function> {
-    let extra = lua.create_table()?;
-    let index = req_raw::function(lua, cur, Accessor::Field, &extra)?;
-    let header_index = req_raw::function(lua, cur, Accessor::Header, &extra)?;
-    let arg = req_raw::function(lua, cur, Accessor::Arg, &extra)?;
+/// view and calls `route(req)`. Also returns that `req` object.
+pub(super) fn wrap(
+    lua: &Lua,
+    cur: &Rc<Current>,
+    route: Function,
+) -> mlua::Result<(Function, mlua::Table)> {
+    let strings = req_raw::string_cache(lua)?;
+    let index = req_raw::function(lua, cur, Accessor::Field, &strings)?;
+    let header_index = req_raw::function(lua, cur, Accessor::Header, &strings)?;
+    let arg = req_raw::function(lua, cur, Accessor::Arg, &strings)?;
     let c = cur.clone();
     let header_pairs = lua.create_function(move |lua, ()| {
         let t = lua.create_table()?;
@@ -133,7 +137,6 @@ pub(super) fn wrap(lua: &Lua, cur: &Rc<Current>, route: Function) -> mlua::Resul
         index,
         header_index,
         arg,
-        extra,
         header_pairs,
         route,
         protect,

@@ -25,8 +25,9 @@ use super::{args, RouteRequest};
 /// Which accessor [`function`] makes.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Accessor {
-    /// `__index(req, key)` → the field's value; a key that is no field is looked up in the
-    /// `extra` table (`headers`, `arg`, `body`, `form`); neither is an error.
+    /// `__index(fields, key)` → the field's value (`headers`, `arg`, `body` and `form` are
+    /// found in the `fields` table of `req.lua` before this runs); a string key that is no
+    /// field is an error, any other key nil.
     Field,
     /// `__index(headers, name)` → the header's value (repeated ones joined with ", ") or nil.
     Header,
@@ -34,20 +35,38 @@ pub(super) enum Accessor {
     Arg,
 }
 
-/// Makes the accessor `which` over `cur`; `extra` is the table of [`Accessor::Field`]'s
-/// non-field keys (unused by the others).
+/// Slots of the string cache, one per string field (see [`string_cache`]).
+const FIELD_SLOTS: usize = 10;
+
+/// The table in which [`Accessor::Field`] keeps the last Lua string it pushed for each field
+/// (array slots 1..=[`FIELD_SLOTS`]). A request's host, method and path are mostly those of
+/// the request before: pushing the kept string again, after comparing its bytes, spares
+/// interning a new one (hashing it and looking it up in the state's string table, or
+/// allocating it). Only the strings are kept, never which request they came from.
+pub(super) fn string_cache(lua: &Lua) -> mlua::Result<mlua::Table> {
+    let t = lua.create_table_with_capacity(FIELD_SLOTS, 0)?;
+    for i in 1..=FIELD_SLOTS {
+        // Filled, so that every slot is in the array part from the start: setting one later
+        // allocates nothing.
+        t.raw_set(i, false)?;
+    }
+    Ok(t)
+}
+
+/// Makes the accessor `which` over `cur`; `strings` is [`Accessor::Field`]'s [`string_cache`]
+/// (unused by the others).
 pub(super) fn function(
     lua: &Lua,
     cur: &Rc<Current>,
     which: Accessor,
-    extra: &mlua::Table,
+    strings: &mlua::Table,
 ) -> mlua::Result<Function> {
     let f: ffi::lua_CFunction = match which {
         Accessor::Field => field_fn,
         Accessor::Header => header_fn,
         Accessor::Arg => arg_fn,
     };
-    closure(lua, cur.clone(), f, extra)
+    closure(lua, cur.clone(), f, strings)
 }
 
 /// A C closure of `f` with two upvalues: a userdata holding a strong count on `rc` (given back
@@ -181,7 +200,8 @@ unsafe fn string_arg<'a>(l: *mut ffi::lua_State, coerce: bool) -> Option<&'a [u8
 
 /// A field's value, or which kind it is.
 enum Field<'r> {
-    Str(&'r [u8]),
+    /// A string, and its slot in the string cache.
+    Str(&'r [u8], ffi::lua_Integer),
     Int(i64),
     Nil,
     Unknown,
@@ -189,34 +209,63 @@ enum Field<'r> {
 
 fn field<'r>(r: &'r RouteRequest<'_>, key: &[u8]) -> Field<'r> {
     let q = r.req;
-    let opt = |s: Option<&'r str>| s.map_or(Field::Nil, |s| Field::Str(s.as_bytes()));
+    let opt = |s: Option<&'r str>, slot| s.map_or(Field::Nil, |s| Field::Str(s.as_bytes(), slot));
     match key {
-        b"path" => Field::Str(q.path.as_bytes()),
-        b"method" => Field::Str(q.method.as_str().as_bytes()),
-        b"host" => opt(q.host.as_deref()),
-        b"query" => opt(q.query.as_deref()),
-        b"raw_path" => Field::Str(q.raw_path.as_bytes()),
-        b"uri" => Field::Str(q.target.as_bytes()),
-        b"version" => Field::Str(q.version.as_str().as_bytes()),
-        b"scheme" => Field::Str(r.scheme.as_bytes()),
-        b"remote_addr" => Field::Str(r.remote_addr.as_bytes()),
+        b"path" => Field::Str(q.path.as_bytes(), 1),
+        b"method" => Field::Str(q.method.as_str().as_bytes(), 2),
+        b"host" => opt(q.host.as_deref(), 3),
+        b"query" => opt(q.query.as_deref(), 4),
+        b"raw_path" => Field::Str(q.raw_path.as_bytes(), 5),
+        b"uri" => Field::Str(q.target.as_bytes(), 6),
+        b"version" => Field::Str(q.version.as_str().as_bytes(), 7),
+        b"scheme" => Field::Str(r.scheme.as_bytes(), 8),
+        b"remote_addr" => Field::Str(r.remote_addr.as_bytes(), 9),
         b"remote_port" => Field::Int(i64::from(r.remote_port)),
-        b"listener" => Field::Str(r.listener.as_bytes()),
+        b"listener" => Field::Str(r.listener.as_bytes(), 10),
         _ => Field::Unknown,
+    }
+}
+
+/// Pushes `s` through slot `slot` of the string cache at stack index `cache` (see
+/// [`string_cache`]): the kept string when its bytes are `s`, else a new one, then kept.
+///
+/// # Safety
+/// As [`push`], with two free slots; `cache` is the index of a [`string_cache`] table (an
+/// upvalue index, so pushes do not move it) and `slot` one of its slots.
+unsafe fn push_cached(l: *mut ffi::lua_State, cache: c_int, slot: ffi::lua_Integer, s: &[u8]) {
+    // SAFETY: per the contract. The kept string's bytes are read while it is on the stack.
+    // Setting a slot of the table's array part allocates nothing and raises nothing.
+    unsafe {
+        if ffi::lua_rawgeti(l, cache, slot) == ffi::LUA_TSTRING {
+            let mut len = 0usize;
+            let p = ffi::lua_tolstring(l, -1, &mut len);
+            if !p.is_null() && std::slice::from_raw_parts(p.cast::<u8>(), len) == s {
+                return;
+            }
+        }
+        ffi::lua_pop(l, 1);
+        push(l, s);
+        ffi::lua_pushvalue(l, -1);
+        ffi::lua_rawseti(l, cache, slot);
     }
 }
 
 unsafe extern "C-unwind" fn field_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: called by Lua as a C function made by `function` (a metamethod: the table, the
-    // key); every push has a free slot (at most three values, LUA_MINSTACK is 20), and
-    // nothing with a destructor is alive when one raises (`with_request`'s closure only
-    // pushes borrowed bytes; the message is pushed by `push_owned`).
+    // key; upvalue 2 the string cache); every push has a free slot (at most three values,
+    // LUA_MINSTACK is 20), and nothing with a destructor is alive when one raises
+    // (`with_request`'s closure only pushes borrowed bytes; the message is pushed by
+    // `push_owned`).
     unsafe {
-        let key = string_arg(l, false);
-        let pushed = key.and_then(|key| {
+        let Some(key) = string_arg(l, false) else {
+            // `req[1]`, `req[true]`: no such field, and not worth an error.
+            ffi::lua_pushnil(l);
+            return 1;
+        };
+        let pushed = {
             with_request(l, |r| match field(r, key) {
-                Field::Str(s) => {
-                    push(l, s);
+                Field::Str(s, slot) => {
+                    push_cached(l, ffi::lua_upvalueindex(2), slot, s);
                     true
                 }
                 Field::Int(n) => {
@@ -229,26 +278,14 @@ unsafe extern "C-unwind" fn field_fn(l: *mut ffi::lua_State) -> c_int {
                 }
                 Field::Unknown => false,
             })
-        });
+        };
         match pushed {
             Some(true) => return 1,
-            // A key that is no field: `headers`, `arg`, ... (usable outside a call too).
-            Some(false) | None => {
-                ffi::lua_pushvalue(l, 2);
-                if ffi::lua_rawget(l, ffi::lua_upvalueindex(2)) != ffi::LUA_TNIL || key.is_none() {
-                    return 1;
-                }
-                ffi::lua_pop(l, 1);
-            }
-        }
-        if pushed.is_none() {
-            return outside(l);
+            None => return outside(l),
+            Some(false) => {}
         }
         ffi::luaL_where(l, 1);
-        push_owned(
-            l,
-            super::req::unknown_field(key.unwrap_or_default()).into_bytes(),
-        );
+        push_owned(l, super::req::unknown_field(key).into_bytes());
         ffi::lua_concat(l, 2);
         ffi::lua_error(l)
     }
@@ -264,11 +301,7 @@ enum Header<'r> {
 
 /// `req.headers[key]`: case-insensitive, repeated headers joined with ", ".
 fn header<'r>(r: &'r RouteRequest<'_>, key: &[u8]) -> Header<'r> {
-    let mut found = r
-        .req
-        .headers()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(key))
-        .map(|(_, v)| v);
+    let mut found = r.req.header_values(key);
     let Some(first) = found.next() else {
         return Header::Absent;
     };

@@ -192,7 +192,7 @@ impl Hook {
         let Some(f) = lua.named_registry_value::<Option<Function>>(RESPOND_HOOK)? else {
             return Ok(None);
         };
-        let func = super::req::wrap(lua, current, f.clone())?;
+        let (func, _) = super::req::wrap(lua, current, f.clone())?;
         let head = Rc::new(RefCell::new(Head::default()));
         let res = lua.create_userdata(Res(head.clone()))?;
         res.set_user_value(lua.create_userdata(Headers(head.clone()))?)?;

@@ -9,7 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use mlua::{Lua, MultiValue, Thread, ThreadStatus, Value};
+use std::ffi::c_int;
+
+use mlua::{ffi, Lua, MultiValue, RegistryKey, Thread, ThreadStatus, Value};
 
 use super::limits::Paused;
 use super::{Decision, RouteError, RouteErrorKind, RouteRequest, Router};
@@ -165,9 +167,15 @@ pub enum Resume {
 }
 
 struct Suspended {
-    thread: Thread,
+    thread: Routine,
     paused: Paused,
     gen: u64,
+}
+
+/// A route thread: the mlua handle, which keeps it alive, and its raw state.
+struct Routine {
+    thread: Thread,
+    raw: *mut ffi::lua_State,
 }
 
 /// The suspended calls of a router.
@@ -175,7 +183,41 @@ struct Suspended {
 pub(super) struct Waiting {
     calls: slab::Slab<Suspended>,
     next_gen: u64,
-    pool: Vec<Thread>,
+    /// Finished threads, their stacks empty.
+    pool: Vec<Routine>,
+}
+
+/// What [`Router::start_route`] resumes directly through the C API, without mlua's
+/// conversions: the route function and the `req` object (registry references) and the main
+/// thread (the `from` of `lua_resume`).
+pub(super) struct Direct {
+    main: *mut ffi::lua_State,
+    route: RegistryKey,
+    req: RegistryKey,
+}
+
+impl Direct {
+    /// `route` is the config's route function, `req` the object `req.lua` made for it.
+    pub(super) fn new(
+        lua: &Lua,
+        route: &mlua::Function,
+        req: &mlua::Table,
+    ) -> mlua::Result<Direct> {
+        let mut main = std::ptr::null_mut();
+        // SAFETY: runs in mlua's protected call; it pushes one value (the main thread, at a
+        // fixed registry index) and reads it; mlua's stack guard drops it.
+        unsafe {
+            lua.exec_raw::<()>((), |l| {
+                ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, ffi::LUA_RIDX_MAINTHREAD);
+                main = ffi::lua_tothread(l, -1);
+            })?;
+        }
+        Ok(Direct {
+            main,
+            route: lua.create_registry_value(route)?,
+            req: lua.create_registry_value(req)?,
+        })
+    }
 }
 
 /// Defines the global `sleep` in the config state, unless the config defined one. Must run
@@ -207,22 +249,118 @@ pub(super) fn install_sleep(lua: &Lua) -> mlua::Result<()> {
     g.set("sleep", sleep)
 }
 
+/// A new route thread with an empty stack.
+fn new_routine(lua: &Lua, f: &mlua::Function) -> mlua::Result<Routine> {
+    let thread = lua.create_thread(f.clone())?;
+    let mut raw = std::ptr::null_mut();
+    // SAFETY: runs in mlua's protected call with the thread pushed as its argument; it only
+    // reads that value, and empties the new thread's stack (the function mlua put there), so
+    // the thread is as a finished one: status LUA_OK, nothing on its stack.
+    unsafe {
+        lua.exec_raw::<()>(&thread, |l| {
+            raw = ffi::lua_tothread(l, -1);
+            ffi::lua_settop(raw, 0);
+        })?;
+    }
+    if raw.is_null() {
+        return Err(mlua::Error::runtime(
+            "internal: a route thread without a state",
+        ));
+    }
+    Ok(Routine { thread, raw })
+}
+
 impl Router {
     /// Starts the route call for `req` in a coroutine.
+    ///
+    /// The coroutine is a pooled thread resumed through the C API: `route(req)` pushed from
+    /// the registry, `lua_resume`, and a nil result (fall through, most requests) read without
+    /// making any mlua value. A decision, a yield or an error is converted as mlua would.
     pub fn start_route(&mut self, req: &RouteRequest<'_>) -> Outcome {
-        let thread = match self.waiting.pool.pop() {
-            Some(t) if t.reset(self.func.clone()).is_ok() => t,
-            _ => match self.lua.create_thread(self.func.clone()) {
+        let t = match self.waiting.pool.pop() {
+            Some(t) => t,
+            None => match new_routine(&self.lua, &self.func) {
                 Ok(t) => t,
                 Err(e) => return Outcome::Done(Err(RouteError::from_lua(RouteErrorKind::Lua, &e))),
             },
         };
-        let r = {
+        let mut nres: c_int = 0;
+        let status = {
             let _entered = self.current.enter(req);
             self.budget.start(&self.limits);
-            thread.resume::<MultiValue>(())
+            // SAFETY: `t.raw` is alive (its `Thread` holds it) and, taken from the pool or
+            // just made, finished with an empty stack: a valid coroutine to start. The two
+            // pushes have room (an empty thread has LUA_MINSTACK free slots) and do not raise
+            // (raw reads of registry slots that `direct`'s keys keep). `main` is the state's
+            // main thread, alive as long as `self.lua`. Nothing here has a destructor in the
+            // frames a Lua error could skip: lua_resume catches every error of the coroutine.
+            unsafe {
+                ffi::lua_rawgeti(
+                    t.raw,
+                    ffi::LUA_REGISTRYINDEX,
+                    ffi::lua_Integer::from(self.direct.route.id()),
+                );
+                ffi::lua_rawgeti(
+                    t.raw,
+                    ffi::LUA_REGISTRYINDEX,
+                    ffi::lua_Integer::from(self.direct.req.id()),
+                );
+                ffi::lua_resume(t.raw, self.direct.main, 1, &mut nres)
+            }
         };
-        self.after_run(thread, r)
+        // The error, made while the call's request and budget still hold: emptying the dead
+        // coroutine's stack runs its pending `__close` handlers, as mlua's resume did.
+        let failed = match status {
+            ffi::LUA_OK | ffi::LUA_YIELD => None,
+            code => {
+                let _entered = self.current.enter(req);
+                Some(error_of(&self.lua, t.raw, code))
+            }
+        };
+        match status {
+            ffi::LUA_OK => {
+                // SAFETY: the coroutine returned: its `nres` results are its whole stack.
+                let first_nil =
+                    unsafe { nres == 0 || ffi::lua_type(t.raw, -nres) == ffi::LUA_TNIL };
+                let value = if first_nil {
+                    Ok(Value::Nil)
+                } else {
+                    // SAFETY: keeps the first result only, then moves it to the main thread
+                    // inside mlua's protected call (which has made room for it), where mlua
+                    // reads it as a Value.
+                    unsafe {
+                        ffi::lua_settop(t.raw, 1);
+                        self.lua
+                            .exec_raw::<Value>((), |l| ffi::lua_xmove(t.raw, l, 1))
+                    }
+                };
+                // SAFETY: empties the finished thread's stack for its next call.
+                unsafe { ffi::lua_settop(t.raw, 0) };
+                let trip = self.budget.finish();
+                let out = self.conclude((value, trip));
+                if self.waiting.pool.len() < POOL {
+                    self.waiting.pool.push(t);
+                }
+                Outcome::Done(out)
+            }
+            ffi::LUA_YIELD => {
+                let n = nres;
+                // SAFETY: the `n` yielded values are on the top of the coroutine's stack;
+                // they are moved to the main thread (room made first) for mlua to read.
+                let values = unsafe {
+                    self.lua.exec_raw::<MultiValue>((), |l| {
+                        if ffi::lua_checkstack(l, n) != 0 {
+                            ffi::lua_xmove(t.raw, l, n);
+                        }
+                    })
+                };
+                self.after_run(t, values)
+            }
+            _ => {
+                let e = failed.unwrap_or_else(|| mlua::Error::runtime("internal: no error"));
+                self.after_run(t, Err(e))
+            }
+        }
     }
 
     /// Continues a suspended call (`sleep` returns). A stale ticket is an error.
@@ -261,7 +399,7 @@ impl Router {
                 }
             };
             match args {
-                Ok(a) => s.thread.resume::<MultiValue>(a),
+                Ok(a) => s.thread.thread.resume::<MultiValue>(a),
                 Err(e) => Err(e),
             }
         };
@@ -285,8 +423,8 @@ impl Router {
         }
     }
 
-    fn after_run(&mut self, thread: Thread, r: mlua::Result<MultiValue>) -> Outcome {
-        if thread.status() == ThreadStatus::Resumable {
+    fn after_run(&mut self, thread: Routine, r: mlua::Result<MultiValue>) -> Outcome {
+        if thread.thread.status() == ThreadStatus::Resumable {
             if let Ok(values) = &r {
                 if let Some(spec) = self.http_request(values) {
                     let ticket = self.suspend(thread);
@@ -312,7 +450,7 @@ impl Router {
             )));
         }
         let trip = self.budget.finish();
-        let finished = thread.status() == ThreadStatus::Finished && r.is_ok();
+        let finished = thread.thread.status() == ThreadStatus::Finished && r.is_ok();
         let value = r.map(|v| v.into_iter().next().unwrap_or(Value::Nil));
         let out = self.conclude((value, trip));
         if finished && self.waiting.pool.len() < POOL {
@@ -321,7 +459,7 @@ impl Router {
         Outcome::Done(out)
     }
 
-    fn suspend(&mut self, thread: Thread) -> Ticket {
+    fn suspend(&mut self, thread: Routine) -> Ticket {
         let paused = self.budget.pause();
         self.waiting.next_gen += 1;
         let gen = self.waiting.next_gen;
@@ -374,6 +512,72 @@ impl Router {
             _ => None,
         }
     }
+}
+
+/// The error a coroutine ended with (`code`, its error object on top of its stack), as mlua's
+/// `Thread::resume` makes it: an error raised by a Rust callback as it was, a memory error as
+/// `MemoryError`, any other value as a `RuntimeError` of its text and the coroutine's
+/// traceback.
+fn error_of(lua: &Lua, co: *mut ffi::lua_State, code: c_int) -> mlua::Error {
+    if code == ffi::LUA_ERRMEM {
+        // As mlua: no traceback, nothing more allocated (the state is at its limit).
+        close_dead(lua, co);
+        return mlua::Error::MemoryError("not enough memory".into());
+    }
+    // SAFETY: the coroutine stopped with an error, whose object is on top of its stack; a
+    // copy (room for it made first: a dead coroutine's frame has none left) is moved to the
+    // main thread inside mlua's protected call (which made room for one value), and mlua
+    // reads it (a Rust callback's error becomes `Value::Error`).
+    let value = unsafe {
+        lua.exec_raw::<Value>((), |l| {
+            if ffi::lua_checkstack(co, 1) != 0 {
+                ffi::lua_pushvalue(co, -1);
+                ffi::lua_xmove(co, l, 1);
+            }
+        })
+    };
+    match value {
+        Ok(Value::Error(e)) => {
+            close_dead(lua, co);
+            return *e;
+        }
+        Err(e) => {
+            close_dead(lua, co);
+            return e;
+        }
+        Ok(_) => {}
+    }
+    // SAFETY: as above; then, as mlua does, the text of the error object (luaL_tolstring,
+    // which may call its `__tostring`: inside the protected call) with the coroutine's
+    // traceback (luaL_traceback needs LUA_TRACEBACK_STACK free slots: checked), leaving
+    // the one string.
+    let text = unsafe {
+        lua.exec_raw::<mlua::String>((), |l| {
+            ffi::lua_xmove(co, l, 1);
+            let s = ffi::luaL_tolstring(l, -1, std::ptr::null_mut());
+            if ffi::lua_checkstack(l, ffi::LUA_TRACEBACK_STACK) != 0 {
+                ffi::luaL_traceback(l, co, s, 0);
+                ffi::lua_remove(l, -2);
+            }
+            ffi::lua_remove(l, -2);
+        })
+    };
+    let e = match text {
+        Ok(t) => mlua::Error::RuntimeError(t.to_string_lossy()),
+        Err(e) => e,
+    };
+    close_dead(lua, co);
+    e
+}
+
+/// Empties a coroutine that ended with an error, which closes its pending to-be-closed
+/// variables (their `__close` runs), as mlua's `Thread::resume` does when it leaves.
+fn close_dead(lua: &Lua, co: *mut ffi::lua_State) {
+    // SAFETY: `co` is a dead coroutine, not running; lua_settop on it may call `__close`
+    // handlers, which may raise: with no handler of its own, Lua rethrows such an error in
+    // the main thread, where mlua's protected call catches it (the error is dropped: the
+    // call failed already).
+    let _ = unsafe { lua.exec_raw::<()>((), |_| ffi::lua_settop(co, 0)) };
 }
 
 fn http_reply_table(lua: &Lua, r: HttpReply) -> mlua::Result<mlua::Table> {
