@@ -143,6 +143,8 @@ pub mod server {
         pub prefer_server_ciphers: bool,
         /// Whether session tickets are issued.
         pub session_tickets: bool,
+        /// Whether connections would move to kTLS.
+        pub ktls: bool,
     }
 
     /// Stands for rustls's crypto provider (there is none in this build).

@@ -7,8 +7,9 @@
 //! layout built from rustls's secrets (a pure function, unit-tested), `recvmsg` with the
 //! record type of a non-data record, and close_notify sent as an alert record. The switch
 //! itself (when, and what must be true first) is in `stream.rs`. Without the `tls` ULP (this
-//! machine's own kernel), or with `tls.ktls = false`, nothing here runs and file bytes are
-//! read and encrypted in user space in 16 KiB records (`worker::out`).
+//! machine's own kernel), or with `tls.ktls = false`, no connection moves (only the probe
+//! runs, where kTLS is on) and file bytes are read and encrypted in user space in 16 KiB
+//! records (`worker::out`).
 
 use rustls::{CipherSuite, ConnectionTrafficSecrets, ProtocolVersion};
 use std::io;
@@ -35,21 +36,40 @@ const CONTENT_ALERT: u8 = 21;
 const CONTENT_HANDSHAKE: u8 = 22;
 const CONTENT_APPLICATION_DATA: u8 = 23;
 
-/// Whether the running kernel offers the `tls` upper-layer protocol and takes the keys of
-/// at least one cipher. Found out once per process, in the watcher at the first config load
-/// (before any worker is forked, so all of them know): the ULP list, then one loopback
-/// connection per cipher given dummy keys ([`probe`]), which also makes the kernel load its
-/// crypto modules before the first client waits on it.
+/// What the running kernel was found to offer (once per process, see [`available`]).
+#[derive(Debug, Clone)]
+enum Offer {
+    /// Attaching the `tls` ULP to a loopback socket failed (the kernel has no kTLS, or its
+    /// module is not loaded and this process may not load it).
+    NoUlp(String),
+    /// The ULP attaches, but the kernel took TLS 1.3 keys of no cipher.
+    NoCipher,
+    /// kTLS works for the ciphers not in [`REFUSED`].
+    Yes,
+}
+
+/// Whether the running kernel has the `tls` upper-layer protocol and takes the keys of at
+/// least one cipher. Found out once per process, in the watcher at the first config load
+/// (before any worker is forked, so all of them know): one loopback connection per cipher,
+/// the ULP attached and dummy keys given ([`probe`]). Attaching loads the kernel's `tls`
+/// module where this process may (CAP_NET_ADMIN: the watcher starting as root), which
+/// `tcp_available_ulp` does not list until it is loaded; the keys load its crypto modules,
+/// before the first client waits on them.
 pub fn available() -> bool {
-    static OFFERED: OnceLock<bool> = OnceLock::new();
-    *OFFERED.get_or_init(|| {
-        let listed = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp")
-            .is_ok_and(|s| s.split_whitespace().any(|u| u == "tls"));
-        if !listed {
-            return false;
-        }
-        let refused = probe();
+    matches!(offer(), Offer::Yes)
+}
+
+fn offer() -> &'static Offer {
+    static OFFER: OnceLock<Offer> = OnceLock::new();
+    OFFER.get_or_init(|| {
+        let (refused, no_ulp) = probe();
         REFUSED.fetch_or(refused, Ordering::Relaxed);
+        if refused == ALL_BULK {
+            return match no_ulp {
+                Some(e) => Offer::NoUlp(e),
+                None => Offer::NoCipher,
+            };
+        }
         if refused != 0 {
             tracing::info!(
                 "kTLS: the kernel takes no keys for {}; connections with those stay in user space",
@@ -61,20 +81,31 @@ pub fn available() -> bool {
                     .join(", ")
             );
         }
-        refused != ALL_BULK
+        Offer::Yes
     })
 }
 
-/// The kernel ciphers [`available`] found refused, as [`Bulk`] bits.
-fn probe() -> u8 {
+/// The kernel ciphers found refused, as [`Bulk`] bits, and the error of a ULP that would not
+/// attach (None once it attached for some cipher).
+fn probe() -> (u8, Option<String>) {
     let mut refused = 0;
+    let mut no_ulp = None;
+    let mut attached = false;
     for b in [Bulk::Aes128Gcm, Bulk::Aes256Gcm, Bulk::Chacha20Poly1305] {
-        if let Err(e) = probe_one(b) {
-            tracing::debug!("kTLS probe of {}: {e}", b.name());
-            refused |= b as u8;
+        match probe_one(b) {
+            Ok(()) => attached = true,
+            Err(KtlsError::Ulp(e)) => {
+                refused |= b as u8;
+                no_ulp.get_or_insert(e.to_string());
+            }
+            Err(e) => {
+                tracing::debug!("kTLS probe of {}: {e}", b.name());
+                attached = true;
+                refused |= b as u8;
+            }
         }
     }
-    refused
+    (refused, if attached { None } else { no_ulp })
 }
 
 /// Gives a fresh loopback connection dummy keys of cipher `b`, both directions.
@@ -100,21 +131,25 @@ fn probe_one(b: Bulk) -> Result<(), KtlsError> {
 
 /// Says at start-up which path static files over TLS take, so a missing kTLS is not silent.
 pub fn log_once(enabled: bool) {
-    if available() && enabled {
-        tracing::info!(
+    const USER: &str =
+        "static files over TLS are read and encrypted in user space in 16 KiB records";
+    if !enabled {
+        tracing::info!("kTLS: off (tls.ktls = false); {USER}");
+        return;
+    }
+    match offer() {
+        Offer::Yes => tracing::info!(
             "kTLS: on (the kernel's tls ULP); after each handshake the kernel encrypts, and static \
              files over TLS go out with sendfile"
-        );
-    } else if available() {
-        tracing::info!(
-            "kTLS: off (tls.ktls = false); static files over TLS are read and encrypted in user \
-             space in 16 KiB records"
-        );
-    } else {
-        tracing::info!(
-            "kTLS: the kernel lists no tls ULP (/proc/sys/net/ipv4/tcp_available_ulp); static \
-             files over TLS are read and encrypted in user space in 16 KiB records"
-        );
+        ),
+        Offer::NoCipher => tracing::info!(
+            "kTLS: the kernel has the tls ULP but took the TLS 1.3 keys of no cipher (a kernel \
+             before 5.1?); {USER}"
+        ),
+        Offer::NoUlp(e) => tracing::info!(
+            "kTLS: the kernel has no tls ULP (TCP_ULP \"tls\": {e}; `modprobe tls` if it is a \
+             module); {USER}"
+        ),
     }
 }
 
@@ -208,11 +243,13 @@ pub fn attach(fd: RawFd) -> Result<(), KtlsError> {
 /// `struct tls12_crypto_info_*` for one direction, as the bytes the kernel reads: version
 /// and cipher type (host order), then the explicit IV, key, salt and record sequence number
 /// (big-endian). For AES-GCM the first 4 of rustls's 12 IV bytes are the salt, the other 8
-/// the IV; ChaCha20-Poly1305 takes all 12 as its IV and has no salt.
+/// the IV; ChaCha20-Poly1305 takes all 12 as its IV and has no salt. `tx`: the direction we
+/// send (see [`tls12_gcm_send_iv`]).
 fn crypto_info(
     version: ProtocolVersion,
     seq: u64,
     secrets: &ConnectionTrafficSecrets,
+    tx: bool,
 ) -> Result<Vec<u8>, KtlsError> {
     let version = match version {
         ProtocolVersion::TLSv1_2 => TLS_1_2_VERSION,
@@ -231,7 +268,32 @@ fn crypto_info(
         }
         _ => return Err(KtlsError::Unsupported("this cipher")),
     };
+    if tx && version == TLS_1_2_VERSION && cipher != TLS_CIPHER_CHACHA20_POLY1305 {
+        let iv: [u8; 12] = iv
+            .try_into()
+            .map_err(|_| KtlsError::Unsupported("an IV not of 12 bytes"))?;
+        return layout(version, cipher, key, &tls12_gcm_send_iv(iv, seq), seq);
+    }
     layout(version, cipher, key, iv, seq)
+}
+
+/// The IV the kernel is given to send TLS 1.2 AES-GCM records after rustls sent `seq` of
+/// them. rustls makes the nonce of record s as salt ‖ (E xor s), E being the last 8 bytes of
+/// its IV; the kernel uses salt ‖ E′ for its first record and adds 1 per record (TLS 1.2 GCM
+/// is the one case it does not xor with the sequence number). Given E itself, its first
+/// record would repeat the nonce of our Finished, under the same key: fatal for GCM. Every
+/// E xor s with s < seq lies in [E & !m, E | m] for m = seq rounded up to a power of two,
+/// less one, so the kernel starts just above that range (2^64 records before it could wrap
+/// back into it). The explicit nonce travels in each record, so the peer needs nothing.
+fn tls12_gcm_send_iv(iv: [u8; 12], seq: u64) -> [u8; 12] {
+    let mut explicit = [0u8; 8];
+    explicit.copy_from_slice(&iv[4..]);
+    let e = u64::from_be_bytes(explicit);
+    let m = seq.checked_next_power_of_two().map_or(u64::MAX, |p| p - 1);
+    let start = (e | m).wrapping_add(1);
+    let mut out = iv;
+    out[4..].copy_from_slice(&start.to_be_bytes());
+    out
 }
 
 /// The bytes of the kernel's struct for `cipher` (see [`crypto_info`]).
@@ -273,11 +335,11 @@ pub fn install(
     suite: CipherSuite,
     secrets: rustls::ExtractedSecrets,
 ) -> Result<(), KtlsError> {
-    for (opt, name, (seq, s)) in [
-        (TLS_TX, "TLS_TX", secrets.tx),
-        (TLS_RX, "TLS_RX", secrets.rx),
+    for (opt, name, tx, (seq, s)) in [
+        (TLS_TX, "TLS_TX", true, secrets.tx),
+        (TLS_RX, "TLS_RX", false, secrets.rx),
     ] {
-        let info = crypto_info(version, seq, &s)?;
+        let info = crypto_info(version, seq, &s, tx)?;
         if let Err(err) = set_keys(fd, opt, info) {
             if let Some(b) = bulk(suite) {
                 if REFUSED.fetch_or(b as u8, Ordering::Relaxed) & b as u8 == 0 {
@@ -515,21 +577,60 @@ mod tests {
             key: rustls::crypto::cipher::AeadKey::from([9u8; 32]),
             iv: rustls::crypto::cipher::Iv::from(IV),
         };
-        let info = crypto_info(ProtocolVersion::TLSv1_2, 3, &s).unwrap();
+        let info = crypto_info(ProtocolVersion::TLSv1_2, 3, &s, true).unwrap();
         assert_eq!(
             &info[0..4],
             &[&0x0303u16.to_ne_bytes()[..], &54u16.to_ne_bytes()].concat()[..]
         );
-        assert!(crypto_info(ProtocolVersion::TLSv1_1, 3, &s).is_err());
+        assert!(crypto_info(ProtocolVersion::TLSv1_1, 3, &s, true).is_err());
+        // ChaCha20 is xored with the sequence number by the kernel too: its IV goes as it is.
+        assert_eq!(&info[4..16], &IV);
+    }
+
+    /// TLS 1.2 AES-GCM: the kernel's nonces (its first explicit IV, then +1 per record) never
+    /// meet one rustls used (E xor s for every s it sent), whatever E and the count sent.
+    #[test]
+    fn tls12_gcm_send_nonces_never_repeat_rustls_s() {
+        for e in [
+            0u64,
+            1,
+            0x00ff,
+            0x1234_5678_9abc_def0,
+            u64::MAX - 3,
+            u64::MAX,
+        ] {
+            for seq in [1u64, 2, 3, 4, 5, 7, 8, 9, 1000, 1 << 20] {
+                let mut iv = [7u8; 12];
+                iv[4..].copy_from_slice(&e.to_be_bytes());
+                let out = tls12_gcm_send_iv(iv, seq);
+                assert_eq!(&out[..4], &iv[..4], "the salt stays");
+                let mut k = [0u8; 8];
+                k.copy_from_slice(&out[4..]);
+                let start = u64::from_be_bytes(k);
+                let used: std::collections::HashSet<u64> = (0..seq).map(|s| e ^ s).collect();
+                for i in 0..4096u64 {
+                    let n = start.wrapping_add(i);
+                    assert!(
+                        !used.contains(&n),
+                        "e {e:#x}, seq {seq}: kernel record {i} repeats"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
     fn only_the_kernel_s_ciphers_are_taken() {
-        assert!(takes(CipherSuite::TLS13_AES_128_GCM_SHA256));
-        assert!(takes(
-            CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
-        ));
-        assert!(!takes(CipherSuite::TLS_RSA_WITH_AES_128_CBC_SHA));
+        // `bulk`, not `takes`: what this kernel refused (REFUSED, process-wide) is not asked.
+        assert_eq!(
+            bulk(CipherSuite::TLS13_AES_128_GCM_SHA256),
+            Some(Bulk::Aes128Gcm)
+        );
+        assert_eq!(
+            bulk(CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256),
+            Some(Bulk::Chacha20Poly1305)
+        );
+        assert_eq!(bulk(CipherSuite::TLS_RSA_WITH_AES_128_CBC_SHA), None);
     }
 
     #[test]

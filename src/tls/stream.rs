@@ -328,27 +328,45 @@ impl TlsStream {
         }
         let fd = self.tcp.as_raw_fd();
         while filled < buf.len() && !self.eof {
-            match ktls::recv(fd, &mut buf[filled..]) {
+            // An alert is two bytes: with less room, take the next record into a scratch
+            // buffer and keep what does not fit for the next read.
+            let mut scratch = [0u8; 2];
+            let small = buf.len() - filled < scratch.len();
+            let to: &mut [u8] = if small {
+                &mut scratch
+            } else {
+                &mut buf[filled..]
+            };
+            match ktls::recv(fd, to) {
                 Ok(ktls::Record::Data(0)) | Ok(ktls::Record::Alert(_, 0)) => self.eof = true,
+                Ok(ktls::Record::Data(n)) if small => {
+                    let fit = n.min(buf.len() - filled);
+                    buf[filled..filled + fit].copy_from_slice(&scratch[..fit]);
+                    filled += fit;
+                    if let Engine::Kernel { early, .. } = &mut self.engine {
+                        early.extend_from_slice(&scratch[fit..n]);
+                    }
+                }
                 Ok(ktls::Record::Data(n)) => filled += n,
+                // A warning (user_canceled before its close_notify): read on.
+                Ok(ktls::Record::Alert(1, _)) => {}
                 Ok(other) => {
+                    // A fatal alert or a KeyUpdate: the connection is over. What came before
+                    // it is dropped with it, as rustls drops it in user space, so the caller
+                    // closes now rather than on an event that may never come.
                     tracing::debug!("kTLS: {other:?} after the handshake; closing");
                     self.state = State::Failed;
-                    break;
+                    return Err(io::Error::from(io::ErrorKind::ConnectionAborted));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if filled > 0 => {
-                    tracing::debug!("kTLS read: {e}");
-                    break;
-                }
+                // A record that fails to decrypt (EBADMSG) or a reset, data read before it or
+                // not: only EPOLLERR would report it again, so it is reported now.
                 Err(e) => return Err(e),
             }
         }
         if filled > 0 {
             Ok(filled)
-        } else if self.state == State::Failed {
-            Err(io::Error::from(io::ErrorKind::ConnectionAborted))
         } else if self.eof {
             Ok(0)
         } else {
@@ -564,9 +582,16 @@ impl TlsStream {
     }
 
     /// Sends close_notify (once) and shuts the TCP write side.
+    ///
+    /// Under kTLS only close_notify is sent, not the TCP FIN: the kernel may still hold the
+    /// end of a record it accepted while the socket was full, and sends it when there is
+    /// room, which a FIN queued now would cut off (the close afterwards does send it). The
+    /// client ends on close_notify as on a FIN.
     pub fn shutdown_write(&mut self) {
         self.notify_close();
-        let _ = self.tcp.shutdown(std::net::Shutdown::Write);
+        if !self.is_kernel() {
+            let _ = self.tcp.shutdown(std::net::Shutdown::Write);
+        }
     }
 
     fn notify_close(&mut self) {
@@ -746,8 +771,8 @@ mod tests {
     fn the_kernel_takes_over_after_the_handshake() {
         if !ktls::available() {
             eprintln!(
-                "SKIPPED (kTLS): this kernel lists no tls ULP in \
-                 /proc/sys/net/ipv4/tcp_available_ulp; the kernel path cannot run here"
+                "SKIPPED (kTLS): this kernel has no tls ULP (TCP_ULP \"tls\" does not attach); the \
+                 kernel path cannot run here"
             );
             return;
         }

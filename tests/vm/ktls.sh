@@ -57,7 +57,7 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for m in $names; do insmod /mods/\$m.ko 2>/dev/null; done
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose host /mnt
 mount --bind /mnt/lib/modules /lib/modules; ln -sf /bin/busybox /sbin/modprobe
-modprobe tls
+
 mount -t proc proc /mnt/proc; mount -t sysfs sys /mnt/sys; mount -t devtmpfs dev /mnt/dev
 mount -t tmpfs tmp /mnt/tmp; mkdir -p /mnt/dev/pts /mnt/dev/shm
 mount -t devpts pts /mnt/dev/pts; mount -t tmpfs shm /mnt/dev/shm
