@@ -97,7 +97,15 @@ impl ServerCertVerifier for AnyCert {
 }
 
 fn client(versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    client_over(rustls::crypto::ring::default_provider(), versions)
+}
+
+/// A client of `versions` over `provider`, ALPN http/1.1, any certificate accepted.
+fn client_over(
+    provider: CryptoProvider,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    let provider = Arc::new(provider);
     let mut c = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .expect("versions")
@@ -751,15 +759,7 @@ fn client_with_suite(
 ) -> Arc<ClientConfig> {
     let mut p = rustls::crypto::ring::default_provider();
     p.cipher_suites.retain(|s| s.suite() == suite);
-    let provider = Arc::new(p);
-    let mut c = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[version])
-        .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
-        .with_no_client_auth();
-    c.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(c)
+    client_over(p, &[version])
 }
 
 /// One response with a Content-Length body from a keep-alive connection; `pending` holds what

@@ -302,6 +302,11 @@ impl TlsStream {
                 break;
             }
         }
+        self.read_outcome(filled)
+    }
+
+    /// What a read that got `filled` bytes says: them, the end of the stream, or WouldBlock.
+    fn read_outcome(&self, filled: usize) -> io::Result<usize> {
         if filled > 0 {
             Ok(filled)
         } else if self.eof {
@@ -365,13 +370,7 @@ impl TlsStream {
                 Err(e) => return Err(e),
             }
         }
-        if filled > 0 {
-            Ok(filled)
-        } else if self.eof {
-            Ok(0)
-        } else {
-            Err(io::Error::from(io::ErrorKind::WouldBlock))
-        }
+        self.read_outcome(filled)
     }
 
     /// Moves an established connection to the kernel, if it is to go there and everything
