@@ -24,6 +24,7 @@ pub mod reply;
 pub mod script;
 pub mod shared;
 pub mod sockets;
+pub mod sort_compact;
 pub mod static_files;
 pub mod status_page;
 #[cfg(feature = "tls")]

@@ -448,7 +448,7 @@ pub fn complete(functions: &[String], line: &str, pos: usize) -> (usize, Vec<Str
             }
         })
         .collect();
-    out.sort();
+    crate::sort_compact::sort(&mut out);
     out.dedup();
     (start, out)
 }

@@ -329,7 +329,7 @@ impl Link {
         // Answers for its chunks go nowhere; new chunks run in the next evaluator.
         self.queue.retain(|m| matches!(m, ToEvaluator::Eval { .. }));
         let mut ids: Vec<u64> = self.started.drain().map(|(id, _)| id).collect();
-        ids.sort_unstable();
+        crate::sort_compact::sort(&mut ids);
         ids.into_iter()
             .map(|id| LinkEvent::Done(id, protocol::error_response(why)))
             .collect()

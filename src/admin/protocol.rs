@@ -613,7 +613,7 @@ fn convert_table(t: &mlua::Table, depth: usize, path: &mut HashSet<usize>) -> Va
             (rank, name, v)
         })
         .collect();
-    keyed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    crate::sort_compact::sort_by(&mut keyed, |a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
     let mut m = Map::new();
     for (_, name, v) in keyed {
         let converted = convert(v, depth + 1, path);

@@ -63,7 +63,7 @@ fn supplementary(user: &str, gid: Gid) -> Result<Vec<u32>, String> {
     let list = nix::unistd::getgrouplist(&name, gid)
         .map_err(|e| format!("user '{user}': cannot list its groups: {e}"))?;
     let mut ids: Vec<u32> = list.into_iter().map(Gid::as_raw).collect();
-    ids.sort_unstable();
+    crate::sort_compact::sort(&mut ids);
     ids.dedup();
     Ok(ids)
 }

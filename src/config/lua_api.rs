@@ -861,7 +861,7 @@ fn lua_error(e: &mlua::Error, st: &Eval) -> ConfigError {
     let text = lua_error_text(e);
     // Known file names first: a name may itself contain ':'.
     let mut names: Vec<&str> = st.sources.keys().map(String::as_str).collect();
-    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    crate::sort_compact::sort_by_key(&mut names, |n| std::cmp::Reverse(n.len()));
     for n in names {
         if let Some(rest) = text.strip_prefix(n).and_then(|r| r.strip_prefix(':')) {
             if let Some((line, msg)) = split_line(rest) {

@@ -159,7 +159,7 @@ impl Report<'_> {
 
     /// The problems in line order, so messages read top to bottom like the file.
     pub(super) fn finish(mut self) -> Vec<ConfigError> {
-        self.errors.sort_by_key(|e| e.line);
+        crate::sort_compact::sort_by_key(&mut self.errors, |e| e.line);
         self.errors
     }
 }

@@ -250,7 +250,7 @@ pub(super) fn vhost(
             }
             def.headers.push((name, val));
         }
-        def.headers.sort();
+        crate::sort_compact::sort(&mut def.headers);
     }
     if let Some(v) = fields.get("fastcgi") {
         def.fastcgi = validate::string_list(r, &["fastcgi"], v);
@@ -309,7 +309,7 @@ fn proxy_rules(r: &mut Report, v: &Value) -> Vec<SiteProxy> {
             defined_at,
         });
     }
-    out.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+    crate::sort_compact::sort_by(&mut out, |a, b| a.prefix.cmp(&b.prefix));
     out
 }
 

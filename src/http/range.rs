@@ -212,7 +212,7 @@ fn parse_digits(s: &[u8]) -> Option<u64> {
 
 /// Sorts `ranges` and merges overlapping or adjacent ones.
 fn coalesce(ranges: &mut Vec<ByteRange>) {
-    ranges.sort_unstable_by_key(|r| (r.start, r.end));
+    crate::sort_compact::sort_by_key(ranges, |r| (r.start, r.end));
     let mut out: Vec<ByteRange> = Vec::with_capacity(ranges.len());
     for r in ranges.drain(..) {
         match out.last_mut() {

@@ -596,7 +596,7 @@ fn string_map(
             }
         }
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    crate::sort_compact::sort_by(&mut out, |a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 

@@ -69,7 +69,9 @@ pub fn reply(req: &Request, site: &Site) -> Option<Reply> {
         });
     }
     // Folders first, then by name (bytewise: stable whatever the locale).
-    entries.sort_by(|a, b| b.dir.cmp(&a.dir).then_with(|| a.name.cmp(&b.name)));
+    crate::sort_compact::sort_by(&mut entries, |a, b| {
+        b.dir.cmp(&a.dir).then_with(|| a.name.cmp(&b.name))
+    });
     let json = req
         .query
         .as_deref()

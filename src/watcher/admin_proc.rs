@@ -84,7 +84,7 @@ pub(super) fn close_all_but(keep: &[RawFd]) {
         .filter(|fd| **fd > 2)
         .map(|fd| *fd as u32)
         .collect();
-    keep.sort_unstable();
+    crate::sort_compact::sort(&mut keep);
     keep.dedup();
     let mut from = 3u32;
     for k in keep.iter().copied().chain(std::iter::once(u32::MAX)) {

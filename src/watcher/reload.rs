@@ -339,7 +339,7 @@ impl Watcher {
         self.bound.retain(|b| !p.added.contains(&b.addr));
         self.bound.extend(p.removed);
         let order = &self.loaded.config.listen;
-        self.bound.sort_by_key(|b| {
+        crate::sort_compact::sort_by_key(&mut self.bound, |b| {
             order
                 .iter()
                 .position(|a| a == &b.addr)

@@ -196,7 +196,7 @@ fn entries(r: &mut Report, field: &str, v: &Value, what: &str) -> Vec<(Value, Va
         return Vec::new();
     };
     let mut out: Vec<(Value, Value)> = t.pairs::<Value, Value>().filter_map(Result::ok).collect();
-    out.sort_by_key(|(k, _)| key_text(k));
+    crate::sort_compact::sort_by_key(&mut out, |(k, _)| key_text(k));
     out
 }
 
@@ -309,14 +309,16 @@ fn headers(r: &mut Report, v: &Value) -> Vec<(PathMatch, Vec<(String, String)>)>
         out.push((m, lines));
     }
     // Prefixes from the shortest (so "/" comes first), then suffixes.
-    out.sort_by_key(|(m, _)| (matches!(m, PathMatch::Suffix(_)), m.key().len()));
+    crate::sort_compact::sort_by_key(&mut out, |(m, _)| {
+        (matches!(m, PathMatch::Suffix(_)), m.key().len())
+    });
     out
 }
 
 fn header_lines(r: &mut Report, rule: &str, t: &Table) -> Vec<(String, String)> {
     let mut lines = Vec::new();
     let mut pairs: Vec<(Value, Value)> = t.pairs::<Value, Value>().filter_map(Result::ok).collect();
-    pairs.sort_by_key(|(k, _)| key_text(k));
+    crate::sort_compact::sort_by_key(&mut pairs, |(k, _)| key_text(k));
     for (k, val) in pairs {
         let name = match &k {
             Value::String(s) => s.to_str().ok().map(|s| s.to_string()),
@@ -463,7 +465,7 @@ fn dir_listing(r: &mut Report, v: &Value) -> DirListing {
     if d.prefixes.is_empty() {
         d.prefixes.push("/".to_string());
     }
-    d.prefixes.sort();
+    crate::sort_compact::sort(&mut d.prefixes);
     d
 }
 
