@@ -9,16 +9,30 @@ use std::sync::Arc;
 
 pub use super::version::{MinVersion, Version};
 
-/// The crypto provider: ring (see README, "HTTPS", for why not aws-lc-rs), or aws-lc-rs when
-/// built with that feature instead.
-#[cfg(not(feature = "aws-lc-rs"))]
+/// The crypto provider as the server uses it: [`full_provider`] without its signature
+/// verification algorithms. A server that asks for no client certificate verifies no
+/// signature, and leaving them out leaves their code (webpki's and the provider's verifiers)
+/// out of the binary (README, "A smaller binary"). A client needs [`full_provider`].
 pub fn provider() -> CryptoProvider {
+    CryptoProvider {
+        signature_verification_algorithms: rustls::crypto::WebPkiSupportedAlgorithms {
+            all: &[],
+            mapping: &[],
+        },
+        ..full_provider()
+    }
+}
+
+/// The whole crypto provider: ring (see README, "HTTPS", for why not aws-lc-rs), or aws-lc-rs
+/// when built with that feature instead.
+#[cfg(not(feature = "aws-lc-rs"))]
+pub fn full_provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
-/// The crypto provider: aws-lc-rs (built with `--features aws-lc-rs`).
+/// The whole crypto provider: aws-lc-rs (built with `--features aws-lc-rs`).
 #[cfg(feature = "aws-lc-rs")]
-pub fn provider() -> CryptoProvider {
+pub fn full_provider() -> CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()
 }
 
