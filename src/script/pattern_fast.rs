@@ -89,9 +89,10 @@ const LITERAL_MAX: usize = 64;
 /// A pattern that matches one fixed string: literal bytes and escaped punctuation (`%.`), with
 /// an optional `^` in front and `$` at the end, as route code writes a prefix or suffix test
 /// (`"^/api/"`, `"%.php$"`). Found by a comparison instead of the matcher, which tries every
-/// position of the subject for an unanchored pattern. It is read once per call (route code
-/// passes the same constant every time), so it copies nothing: an escaped literal is compared
-/// through its escapes, and decoded into a buffer only for a search through the subject.
+/// position of the subject for an unanchored pattern. It is parsed again at every call (route
+/// code passes the same constant each time), so parsing copies nothing: an escaped literal is
+/// compared through its escapes, and decoded into a buffer only for a search through the
+/// subject.
 struct Literal<'p> {
     start: bool,
     end: bool,
