@@ -78,6 +78,22 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// CLOCK_MONOTONIC in milliseconds: the clock of [`WorkerSlot::lua_started`], shared by every
+/// process of the machine.
+pub fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write; CLOCK_MONOTONIC always exists on Linux.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1000)
+        .saturating_add(ts.tv_nsec as u64 / 1_000_000)
+}
+
 /// What a worker is doing, as it last said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -268,8 +284,9 @@ pub struct WorkerSlot {
     statuses: [AtomicU64; 5],
     /// Open connections by what they do: [`CONN_STATES`] order.
     conn_states: [AtomicU32; 4],
-    /// When the Lua call running now (route, timer, response hook) started, unix ms; 0 when
-    /// none runs. The current request's start says nothing about Lua: it is the request started
+    /// When the Lua call running now (route, timer, response hook) started, CLOCK_MONOTONIC ms
+    /// (the clock the worker reads for the call anyway; it is the same in every process); 0
+    /// when none runs. The current request's start says nothing about Lua: it is the request started
     /// last, and stays while any other request of the worker is in flight.
     lua_since_ms: AtomicU64,
     req: RequestArea,
@@ -726,10 +743,11 @@ impl WorkerSlot {
         self.heartbeat_ms.store(now_ms, Ordering::Relaxed);
     }
 
-    /// A Lua call (route, timer, response hook) starts at `now_ms`.
+    /// A Lua call (route, timer, response hook) starts at `mono_ms` (CLOCK_MONOTONIC ms, as
+    /// [`monotonic_ms`] reads it).
     #[inline]
-    pub fn lua_started(&self, now_ms: u64) {
-        self.lua_since_ms.store(now_ms.max(1), Ordering::Relaxed);
+    pub fn lua_started(&self, mono_ms: u64) {
+        self.lua_since_ms.store(mono_ms.max(1), Ordering::Relaxed);
     }
 
     /// The Lua call begun by [`WorkerSlot::lua_started`] returned.
@@ -922,7 +940,7 @@ impl WorkerSlot {
             conn_states: std::array::from_fn(|i| self.conn_states[i].load(Ordering::Relaxed)),
             request,
             request_torn,
-            lua_ms: (lua_since != 0).then(|| now_ms.saturating_sub(lua_since)),
+            lua_ms: (lua_since != 0).then(|| monotonic_ms().saturating_sub(lua_since)),
         }
     }
 

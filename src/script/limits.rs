@@ -74,11 +74,16 @@ pub(super) struct SharedBudget(pub(super) Rc<Budget>);
 impl Budget {
     /// Starts a call with these limits.
     pub(super) fn start(&self, limits: &RouterLimits) {
+        self.start_at(limits, Instant::now());
+    }
+
+    /// Starts a call with these limits that began at `now`: the caller's read of the clock,
+    /// which the worker also arms the backstop with, so a route call reads the clock once.
+    pub(super) fn start_at(&self, limits: &RouterLimits, now: Instant) {
         self.used.set(0);
         self.work.set(0);
         self.max.set(limits.instructions);
-        self.deadline
-            .set(Instant::now().checked_add(limits.deadline));
+        self.deadline.set(now.checked_add(limits.deadline));
         self.tripped.set(None);
         self.at.borrow_mut().take();
         self.active.set(true);
@@ -107,13 +112,12 @@ impl Budget {
         }
     }
 
-    /// Continues a call suspended by [`Budget::pause`].
-    pub(super) fn resume(&self, limits: &RouterLimits, p: Paused) {
-        self.start(limits);
+    /// Continues, at `now` (as [`Budget::start_at`]), a call suspended by [`Budget::pause`].
+    pub(super) fn resume_at(&self, limits: &RouterLimits, p: Paused, now: Instant) {
+        self.start_at(limits, now);
         self.used.set(p.used);
         self.work.set(p.work);
-        self.deadline
-            .set(p.left.and_then(|l| Instant::now().checked_add(l)));
+        self.deadline.set(p.left.and_then(|l| now.checked_add(l)));
     }
 
     /// Whether a limit tripped during the current call.

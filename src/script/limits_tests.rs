@@ -404,3 +404,73 @@ fn a_route_run_as_a_coroutine_is_stopped() {
     }
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+/// The route request of [`BAD`] for the coroutine calls below.
+fn with_bad<R>(f: impl FnOnce(&RouteRequest<'_>) -> R) -> R {
+    let req = request(BAD);
+    f(&RouteRequest {
+        req: &req,
+        remote_addr: "127.0.0.1",
+        remote_port: 1,
+        listener: "l",
+        scheme: "http",
+    })
+}
+
+/// `start_route_at` runs the deadline from the caller's clock read (the worker's one read per
+/// call, shared with the backstop), not from a read of its own: a call said to have begun
+/// longer ago than its deadline stops at its first check, and the same call begun now ends.
+#[test]
+fn the_deadline_runs_from_the_callers_clock_read() {
+    let limits = RouterLimits {
+        instructions: u64::MAX,
+        deadline: Duration::from_secs(10),
+        ..RouterLimits::default()
+    };
+    let src = "route(function(req) for i = 1, 5000 do end return respond(200, 'fine') end)";
+    let mut r = router_with(src, limits);
+    let long_ago = Instant::now()
+        .checked_sub(Duration::from_secs(11))
+        .expect("a monotonic clock 11 s after boot");
+    match with_bad(|rr| r.start_route_at(rr, long_ago)) {
+        Outcome::Done(Err(e)) => assert_eq!(e.kind, RouteErrorKind::Deadline, "{e}"),
+        Outcome::Done(Ok(d)) => panic!("decided {d:?}"),
+        _ => panic!("waits"),
+    }
+    match with_bad(|rr| r.start_route_at(rr, Instant::now())) {
+        Outcome::Done(Ok(d)) => assert_eq!(respond_body(d), "fine"),
+        Outcome::Done(Err(e)) => panic!("{e}"),
+        _ => panic!("waits"),
+    }
+}
+
+/// `resume_route_at` likewise: the deadline time a suspended call has left runs from the
+/// caller's clock read at its resumption.
+#[test]
+fn a_resumed_call_runs_its_deadline_from_the_callers_clock_read() {
+    let limits = RouterLimits {
+        instructions: u64::MAX,
+        deadline: Duration::from_secs(10),
+        ..RouterLimits::default()
+    };
+    let src =
+        "route(function(req) sleep(0) for i = 1, 5000 do end return respond(200, 'fine') end)";
+    let mut r = router_with(src, limits);
+    let long_ago = Instant::now()
+        .checked_sub(Duration::from_secs(11))
+        .expect("a monotonic clock 11 s after boot");
+    for (at, late) in [(long_ago, true), (Instant::now(), false)] {
+        let ticket = match with_bad(|rr| r.start_route(rr)) {
+            Outcome::Wait { ticket, .. } => ticket,
+            _ => panic!("the sleep did not wait"),
+        };
+        let at = if late { at } else { Instant::now() };
+        match with_bad(|rr| r.resume_route_at(ticket, rr, Resume::Nothing, at)) {
+            Outcome::Done(Err(e)) if late => assert_eq!(e.kind, RouteErrorKind::Deadline, "{e}"),
+            Outcome::Done(Ok(d)) if !late => assert_eq!(respond_body(d), "fine"),
+            Outcome::Done(Err(e)) => panic!("{e}"),
+            Outcome::Done(Ok(d)) => panic!("decided {d:?}"),
+            _ => panic!("waits again"),
+        }
+    }
+}

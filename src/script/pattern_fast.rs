@@ -89,15 +89,19 @@ const LITERAL_MAX: usize = 64;
 /// A pattern that matches one fixed string: literal bytes and escaped punctuation (`%.`), with
 /// an optional `^` in front and `$` at the end, as route code writes a prefix or suffix test
 /// (`"^/api/"`, `"%.php$"`). Found by a comparison instead of the matcher, which tries every
-/// position of the subject for an unanchored pattern.
+/// position of the subject for an unanchored pattern. It is parsed again at every call (route
+/// code passes the same constant each time), so parsing copies nothing: an escaped literal is
+/// compared through its escapes, and decoded into a buffer only for a search through the
+/// subject.
 struct Literal<'p> {
     start: bool,
     end: bool,
-    /// The pattern's bytes between the anchors when it has no escape.
-    plain: &'p [u8],
-    /// Else the decoded bytes, `len` of them.
+    /// The pattern's bytes between the anchors, escapes included.
+    body: &'p [u8],
+    /// Whether `body` has an escape (`%` and the byte it stands for).
+    escaped: bool,
+    /// The length of the string it stands for.
     len: usize,
-    buf: [u8; LITERAL_MAX],
 }
 
 impl<'p> Literal<'p> {
@@ -116,60 +120,58 @@ impl<'p> Literal<'p> {
                 body = rest;
             }
         }
-        let mut lit = Literal {
-            start,
-            end,
-            plain: body,
-            len: 0,
-            buf: [0; LITERAL_MAX],
-        };
+        let mut len = 0;
         let mut escaped = false;
         let mut i = 0;
         while i < body.len() {
-            let mut c = body[i];
+            let c = body[i];
             if c == b'%' {
                 // `%` and a letter or digit is a class (`%d`, `%a`, `%b`, `%f`, `%1`).
-                c = *body.get(i + 1)?;
-                if c.is_ascii_alphanumeric() {
+                if body.get(i + 1)?.is_ascii_alphanumeric() {
                     return None;
                 }
-                if !escaped {
-                    // The bytes before the first escape, copied once.
-                    escaped = true;
-                    lit.buf.get_mut(..i)?.copy_from_slice(&body[..i]);
-                    lit.len = i;
-                }
+                escaped = true;
                 i += 1;
             } else if is_special(c) || c == b')' {
                 return None;
             }
-            if escaped {
-                *lit.buf.get_mut(lit.len)? = c;
-                lit.len += 1;
-            }
+            len += 1;
             i += 1;
         }
-        if escaped {
-            lit.plain = &[];
+        if escaped && len > LITERAL_MAX {
+            return None;
         }
-        Some(lit)
+        Some(Literal {
+            start,
+            end,
+            body,
+            escaped,
+            len,
+        })
     }
 
-    fn bytes(&self) -> &[u8] {
-        if self.len > 0 {
-            &self.buf[..self.len]
-        } else {
-            self.plain
+    /// Whether `s` (of [`Literal::len`] bytes) is the string the literal stands for.
+    fn is(&self, s: &[u8]) -> bool {
+        if !self.escaped {
+            return s == self.body;
         }
+        let mut want = self.body.iter();
+        s.iter().all(|&c| {
+            let w = match want.next() {
+                Some(b'%') => want.next(),
+                w => w,
+            };
+            w == Some(&c)
+        })
     }
 
     /// Where the literal is in `src` from `init` (0-based, at most `src.len()`), charged as
     /// the matcher's steps would be: one per literal byte compared, and for a search through
     /// the subject as much as a plain search.
     fn find(&self, src: &[u8], init: usize, budget: &Budget) -> Found {
-        let lit = self.bytes();
         let hay = &src[init..];
-        let steps = lit.len() as u64 + 1;
+        let len = self.len;
+        let steps = len as u64 + 1;
         let steps = if self.start {
             steps
         } else {
@@ -179,13 +181,31 @@ impl<'p> Literal<'p> {
             return Found::Slow;
         }
         let at = match (self.start, self.end) {
-            (true, true) => (hay == lit).then_some(0),
-            (true, false) => hay.starts_with(lit).then_some(0),
-            (false, true) => hay.ends_with(lit).then(|| hay.len() - lit.len()),
-            (false, false) => find_plain(hay, lit),
+            (true, true) => (hay.len() == len && self.is(hay)).then_some(0),
+            (true, false) => hay.get(..len).is_some_and(|h| self.is(h)).then_some(0),
+            (false, true) => hay.len().checked_sub(len).filter(|&i| self.is(&hay[i..])),
+            (false, false) if !self.escaped => find_plain(hay, self.body),
+            (false, false) => {
+                let mut buf = [0u8; LITERAL_MAX];
+                let mut n = 0;
+                let mut bytes = self.body.iter();
+                while let Some(&c) = bytes.next() {
+                    let c = if c == b'%' {
+                        bytes.next().copied()
+                    } else {
+                        Some(c)
+                    };
+                    match (c, buf.get_mut(n)) {
+                        (Some(c), Some(slot)) => *slot = c,
+                        _ => return Found::Slow,
+                    }
+                    n += 1;
+                }
+                find_plain(hay, &buf[..n])
+            }
         };
         match at {
-            Some(i) => Found::At(init + i + 1, init + i + lit.len()),
+            Some(i) => Found::At(init + i + 1, init + i + len),
             None => Found::Nothing,
         }
     }

@@ -1,7 +1,8 @@
 -- The `req` object: built once per Router, reused by every call. Its fields and its headers are
 -- read by Rust `__index` functions (script/req_raw.rs) from the request of the call in
 -- progress: nothing is copied up front and no value is kept from one call to the next (the
--- field function keeps the last Lua string of each field, only to push it again unchanged).
+-- field and header functions keep the last Lua string of each field and of a few header values,
+-- only to push it again unchanged).
 local index, header_index, arg, header_pairs, route, protect, body, form_decode = ...
 local setmetatable, error = setmetatable, error
 

@@ -37,15 +37,20 @@ pub(super) enum Accessor {
 
 /// Slots of the string cache, one per string field (see [`string_cache`]).
 const FIELD_SLOTS: usize = 10;
+/// Slots after the fields' for header values, picked by the header's name (see
+/// [`header_slot`]).
+const HEADER_SLOTS: usize = 8;
 
 /// The table in which [`Accessor::Field`] keeps the last Lua string it pushed for each field
 /// (array slots 1..=[`FIELD_SLOTS`]). A request's host, method and path are mostly those of
 /// the request before: pushing the kept string again, after comparing its bytes, spares
 /// interning a new one (hashing it and looking it up in the state's string table, or
-/// allocating it). Only the strings are kept, never which request they came from.
+/// allocating it). Only the strings are kept, never which request they came from. The same
+/// holds for a header's value (`User-Agent`, `Accept`, a cookie: mostly the bytes a client sent
+/// before), in [`HEADER_SLOTS`] more slots.
 pub(super) fn string_cache(lua: &Lua) -> mlua::Result<mlua::Table> {
-    let t = lua.create_table_with_capacity(FIELD_SLOTS, 0)?;
-    for i in 1..=FIELD_SLOTS {
+    let t = lua.create_table_with_capacity(FIELD_SLOTS + HEADER_SLOTS, 0)?;
+    for i in 1..=FIELD_SLOTS + HEADER_SLOTS {
         // Filled, so that every slot is in the array part from the start: setting one later
         // allocates nothing.
         t.raw_set(i, false)?;
@@ -316,9 +321,21 @@ fn header<'r>(r: &'r RouteRequest<'_>, key: &[u8]) -> Header<'r> {
     Header::Joined(joined)
 }
 
+/// The string cache slot of the value of header `name` (any case): one of [`HEADER_SLOTS`] after
+/// the fields'. Two names may share a slot; the bytes are compared anyway, so that only costs
+/// the cache a miss.
+fn header_slot(name: &[u8]) -> ffi::lua_Integer {
+    let (first, last) = match (name.first(), name.last()) {
+        (Some(&f), Some(&l)) => (usize::from(f | 0x20), usize::from(l | 0x20)),
+        _ => (0, 0),
+    };
+    let mix = name.len().wrapping_mul(31) ^ first.wrapping_mul(7) ^ last;
+    (FIELD_SLOTS + 1 + mix % HEADER_SLOTS) as ffi::lua_Integer
+}
+
 unsafe extern "C-unwind" fn header_fn(l: *mut ffi::lua_State) -> c_int {
-    // SAFETY: as `field_fn`; a joined value is pushed through `push_owned`, a single one from
-    // the request head, which the closure borrows.
+    // SAFETY: as `field_fn` (upvalue 2 the string cache); a joined value is pushed through
+    // `push_owned`, a single one from the request head, which the closure borrows.
     unsafe {
         let Some(key) = string_arg(l, false) else {
             ffi::lua_pushnil(l);
@@ -326,7 +343,7 @@ unsafe extern "C-unwind" fn header_fn(l: *mut ffi::lua_State) -> c_int {
         };
         let pushed = with_request(l, |r| match header(r, key) {
             Header::Absent => ffi::lua_pushnil(l),
-            Header::One(v) => push(l, v),
+            Header::One(v) => push_cached(l, ffi::lua_upvalueindex(2), header_slot(key), v),
             Header::Joined(v) => push_owned(l, v),
         });
         match pushed {

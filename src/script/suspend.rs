@@ -277,6 +277,12 @@ impl Router {
     /// the registry, `lua_resume`, and a nil result (fall through, most requests) read without
     /// making any mlua value. A decision, a yield or an error is converted as mlua would.
     pub fn start_route(&mut self, req: &RouteRequest<'_>) -> Outcome {
+        self.start_route_at(req, Instant::now())
+    }
+
+    /// [`Router::start_route`] for a call that began at `now`, the caller's read of the clock
+    /// (the worker arms its backstop with the same one): the deadline runs from there.
+    pub fn start_route_at(&mut self, req: &RouteRequest<'_>, now: Instant) -> Outcome {
         let t = match self.waiting.pool.pop() {
             Some(t) => t,
             None => match new_routine(&self.lua, &self.func) {
@@ -287,7 +293,7 @@ impl Router {
         let mut nres: c_int = 0;
         let status = {
             let _entered = self.current.enter(req);
-            self.budget.start(&self.limits);
+            self.budget.start_at(&self.limits, now);
             // SAFETY: `t.raw` is alive (its `Thread` holds it) and, taken from the pool or
             // just made, finished with an empty stack: a valid coroutine to start. The two
             // pushes have room (an empty thread has LUA_MINSTACK free slots) and do not raise
@@ -370,6 +376,18 @@ impl Router {
         req: &RouteRequest<'_>,
         with: Resume,
     ) -> Outcome {
+        self.resume_route_at(ticket, req, with, Instant::now())
+    }
+
+    /// [`Router::resume_route`] at `now`, the caller's read of the clock (as
+    /// [`Router::start_route_at`]): the deadline time left runs from there.
+    pub fn resume_route_at(
+        &mut self,
+        ticket: Ticket,
+        req: &RouteRequest<'_>,
+        with: Resume,
+        now: Instant,
+    ) -> Outcome {
         let Some(s) = self.take(ticket) else {
             return Outcome::Done(Err(RouteError::new(
                 RouteErrorKind::Lua,
@@ -379,7 +397,7 @@ impl Router {
         };
         let r = {
             let _entered = self.current.enter(req);
-            self.budget.resume(&self.limits, s.paused);
+            self.budget.resume_at(&self.limits, s.paused, now);
             let args = match with {
                 Resume::Nothing => Ok(MultiValue::new()),
                 Resume::Body(b) => self

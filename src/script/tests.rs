@@ -307,6 +307,56 @@ fn headers_are_case_insensitive_and_joined() {
     );
 }
 
+/// Header values kept for the next request (the string cache) are pushed again only when the
+/// bytes are the same: one router, requests whose headers change, stay and share cache slots
+/// (more names than slots, so some collide), each answered with its own values.
+#[test]
+fn header_values_are_never_those_of_another_request() {
+    let names = [
+        "user-agent",
+        "accept",
+        "x-a",
+        "x-b",
+        "x-c",
+        "x-d",
+        "x-e",
+        "x-f",
+        "x-g",
+        "x-h",
+        "cookie",
+    ];
+    let expr = names
+        .iter()
+        .map(|n| format!("tostring(req.headers['{n}'])"))
+        .collect::<Vec<_>>()
+        .join(" .. '|' .. ");
+    let mut r = router(&format!(
+        "route(function(req) return respond(200, {expr}) end)"
+    ));
+    for round in 0..6 {
+        let mut head = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+        let mut want = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            // Some values stay from one request to the next, others change, some are absent.
+            match (i + round) % 3 {
+                0 => want.push(format!("{n}-same")),
+                1 => want.push(format!("{n}-{round}")),
+                _ => {
+                    want.push("nil".to_string());
+                    continue;
+                }
+            }
+            head.push_str(&format!("{n}: {}\r\n", want[i]));
+        }
+        head.push_str("\r\n");
+        assert_eq!(
+            respond_body(call_head(&mut r, &head).unwrap()),
+            want.join("|"),
+            "round {round}"
+        );
+    }
+}
+
 #[test]
 fn query_arguments_are_decoded() {
     let head =

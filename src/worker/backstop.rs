@@ -21,9 +21,10 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use crate::admin::scoreboard::{now_ms, Scoreboard};
+use crate::admin::scoreboard::Scoreboard;
 
 thread_local! {
     /// This worker's scoreboard and slot, set once by [`report_to`].
@@ -55,6 +56,8 @@ static TIMER_AT: AtomicU64 = AtomicU64::new(0);
 /// Installs the SIGALRM handler: buffered access-log lines, then death by SIGALRM. Once per
 /// worker, before any route call.
 pub(super) fn install() {
+    // The clock pair, read now rather than in the first call.
+    let _ = nanos_of(Instant::now());
     // SAFETY: the handler only calls async-signal-safe functions (clock_gettime, setitimer,
     // sigaction, write, raise, through `write_pending_access_lines` and below) and atomics;
     // SA_NODEFER leaves SIGALRM unblocked inside it, so its raise (after restoring the default
@@ -119,6 +122,18 @@ fn now_nanos() -> u64 {
         .max(1)
 }
 
+/// An [`Instant`] and CLOCK_MONOTONIC nanoseconds ([`now_nanos`]) read together, so that a
+/// caller's `Instant` converts to the handler's clock without a second clock read.
+static BASE: OnceLock<(Instant, u64)> = OnceLock::new();
+
+/// `t` in [`now_nanos`]'s clock. `Instant` is CLOCK_MONOTONIC on Linux too, so this is exact
+/// but for the few nanoseconds between the two reads of [`BASE`] (nothing against [`BOUND`]).
+fn nanos_of(t: Instant) -> u64 {
+    let &(at, nanos) = BASE.get_or_init(|| (Instant::now(), now_nanos()));
+    let since = u64::try_from(t.saturating_duration_since(at).as_nanos()).unwrap_or(u64::MAX);
+    nanos.saturating_add(since).max(1)
+}
+
 /// A call under the backstop; dropping it ends the call (the timer may stay armed).
 pub(super) struct Armed(());
 
@@ -131,8 +146,16 @@ impl Drop for Armed {
 
 /// A call starts that must end within `after` from now (reported in the slot as running Lua).
 pub(super) fn arm(after: Duration) -> Armed {
-    on_slot(|w| w.lua_started(now_ms()));
-    let end = now_nanos().saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX));
+    arm_at(Instant::now(), after)
+}
+
+/// [`arm`] for a call that starts at `now`, the caller's read of the clock, which it also
+/// starts the call's budget with (`Router::start_route_at`): one clock read per route call
+/// instead of three (this one, the slot's wall clock, the budget's).
+pub(super) fn arm_at(now: Instant, after: Duration) -> Armed {
+    let start = nanos_of(now);
+    on_slot(|w| w.lua_started(start / 1_000_000));
+    let end = start.saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX));
     CALL_END.store(end, SeqCst);
     let at = TIMER_AT.load(SeqCst);
     // Armed for this end or earlier: the handler re-arms for this call if it comes early.

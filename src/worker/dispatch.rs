@@ -234,16 +234,19 @@ fn route_site(
             };
             let routed = {
                 // The backstop kills the worker if one call outlives its deadline by BOUND
-                // inside a C function the hook cannot interrupt.
-                let _armed = super::backstop::arm(
+                // inside a C function the hook cannot interrupt. One clock read serves it and
+                // the call's budget.
+                let now = std::time::Instant::now();
+                let _armed = super::backstop::arm_at(
+                    now,
                     router
                         .limits()
                         .deadline
                         .saturating_add(super::backstop::BOUND),
                 );
                 match ticket {
-                    None => router.start_route(&rr),
-                    Some((t, with)) => router.resume_route(t, &rr, with),
+                    None => router.start_route_at(&rr, now),
+                    Some((t, with)) => router.resume_route_at(t, &rr, with, now),
                 }
             };
             let routed = match routed {
