@@ -51,20 +51,15 @@ fn main() -> ExitCode {
             } else {
                 "no tls"
             };
-            let codings = if cfg!(feature = "zstd") {
+            let codings = if cfg!(feature = "zstd-thin") {
+                "zstd-thin, gzip"
+            } else if cfg!(feature = "zstd") {
                 "zstd, gzip"
             } else {
                 "gzip"
             };
             println!("features: lua 5.4 (vendored), epoll, signalfd, sendfile, fastcgi, cgi, reverse proxy (http/1.1 upstreams), {tls}, compression ({codings}), admin repl{editor}, privileges (user/group/chroot), status page, PROXY protocol");
-            println!(
-                "profile: {}",
-                if cfg!(debug_assertions) {
-                    "debug"
-                } else {
-                    "release"
-                }
-            );
+            println!("profile: {}", env!("LUAHTTPD_PROFILE"));
         }
         return ExitCode::SUCCESS;
     }
