@@ -474,3 +474,30 @@ fn a_resumed_call_runs_its_deadline_from_the_callers_clock_read() {
         }
     }
 }
+
+/// The instruction limit is counted at the instruction, not approximately: a route that runs
+/// 15,000 instructions passes a limit of 20,000 and one that runs 25,000 is stopped. (The
+/// vendored Lua counts the instructions between two count-hook calls inline,
+/// vendor/lua-src/LUAHTTPD.md: a count off by a factor would fail one of the two.)
+#[test]
+fn the_instruction_limit_holds_at_its_count() {
+    let limits = RouterLimits {
+        instructions: 20_000,
+        deadline: Duration::from_secs(60),
+        ..RouterLimits::default()
+    };
+    for (n, stops) in [(15_000, false), (25_000, true), (15_000, false)] {
+        let src =
+            format!("route(function(req) for i = 1, {n} do end return respond(200, 'fine') end)");
+        let mut r = router_with(&src, limits);
+        match with_bad(|rr| r.start_route(rr)) {
+            Outcome::Done(Err(e)) if stops => {
+                assert_eq!(e.kind, RouteErrorKind::Instructions, "{e}")
+            }
+            Outcome::Done(Ok(d)) if !stops => assert_eq!(respond_body(d), "fine"),
+            Outcome::Done(Err(e)) => panic!("{n} loops: {e}"),
+            Outcome::Done(Ok(d)) => panic!("{n} loops not stopped: {d:?}"),
+            _ => panic!("waits"),
+        }
+    }
+}
