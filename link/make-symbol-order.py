@@ -11,14 +11,18 @@ How: a uprobe on every function of the binary (tracefs; run as root), a server s
 small static site, requests of the usual kinds, the first hit of each function per process
 read from the trace. The worker's functions come first, then what only the watcher ran.
 Several binaries may be given: their workers' lists come first, then their watchers'. The
-symbol names of the server's own crate carry a hash that changes with its cargo features, so
-the file holds the default build's names and then the minimal build's (std's are shared).
-Symbols that a build does not have are skipped by the linker, so a stale file costs only
-locality (a toolchain upgrade changes every hash); rerun this after large changes (it takes
-about ten seconds a binary):
+symbol names of the server's own crate (and of crates built for it, like mlua) carry a hash
+that changes with its cargo features, so the file holds the names of the three builds the
+README measures: default features, `zstd-thin`, and none. Symbols that a build does not have
+are skipped by the linker, so a stale file costs only locality; the hashes also change with
+the toolchain and with any dependency's version or source, so rerun this after a toolchain or
+Cargo.lock change and after large changes (about ten seconds a binary; the file is written
+anew, so the next small build relinks):
 
-    cargo build --profile small && CARGO_TARGET_DIR=target/minimal cargo build --profile small \\
-        --no-default-features && sudo link/make-symbol-order.py target/small/luahttpd \\
+    cargo build --profile small
+    CARGO_TARGET_DIR=target/thin cargo build --profile small --features zstd-thin
+    CARGO_TARGET_DIR=target/minimal cargo build --profile small --no-default-features
+    sudo link/make-symbol-order.py target/small/luahttpd target/thin/small/luahttpd \\
         target/minimal/small/luahttpd
 """
 
