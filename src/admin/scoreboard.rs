@@ -81,17 +81,23 @@ pub fn now_ms() -> u64 {
 /// CLOCK_MONOTONIC in milliseconds: the clock of [`WorkerSlot::lua_started`], shared by every
 /// process of the machine.
 pub fn monotonic_ms() -> u64 {
+    monotonic_nanos() / 1_000_000
+}
+
+/// CLOCK_MONOTONIC in nanoseconds. Async-signal-safe (the worker's backstop handler reads it).
+pub fn monotonic_nanos() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid timespec to write; CLOCK_MONOTONIC always exists on Linux.
+    // SAFETY: `ts` is a valid timespec to write; clock_gettime is async-signal-safe and
+    // CLOCK_MONOTONIC always exists on Linux.
     unsafe {
         libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
     }
     (ts.tv_sec as u64)
-        .saturating_mul(1000)
-        .saturating_add(ts.tv_nsec as u64 / 1_000_000)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// What a worker is doing, as it last said.

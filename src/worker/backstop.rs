@@ -105,21 +105,10 @@ extern "C" fn on_alarm(_sig: libc::c_int) {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds (at least 1, so 0 can mean "none").
+/// CLOCK_MONOTONIC in nanoseconds (at least 1, so 0 can mean "none"); the handler calls this
+/// too (it is async-signal-safe).
 fn now_nanos() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write; clock_gettime is async-signal-safe (the
-    // handler calls this too) and CLOCK_MONOTONIC always exists on Linux.
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
-    }
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-        .max(1)
+    crate::admin::scoreboard::monotonic_nanos().max(1)
 }
 
 /// An [`Instant`] and CLOCK_MONOTONIC nanoseconds ([`now_nanos`]) read together, so that a
