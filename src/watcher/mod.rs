@@ -189,6 +189,13 @@ impl Watcher {
         let mut check = config.clone();
         check.root = privileges::outside_root(config);
         Site::new(&check).map_err(|e| format!("root {}: {e}", check.root.display()))?;
+        if !crate::static_files::open::openat2_available() {
+            tracing::error!(
+                "this kernel refuses openat2 (it needs Linux 5.6 or later, and no seccomp filter \
+                 against it): every static file will be answered 403 Forbidden; FastCGI, CGI, \
+                 the proxy and Lua routes are not affected"
+            );
+        }
         let bound = listeners::bind_or_take(&config.listen, activation::take())?;
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
         poll.registry()
