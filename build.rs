@@ -20,9 +20,11 @@
 //!   binary came out the same, byte for byte).
 //! - `--symbol-ordering-file=link/symbol-order.txt` (only when the bundled LLD links): the
 //!   functions a worker runs from its fork through its first requests, in that order, are laid
-//!   out first and together, so an idle worker maps ~0.5 MB of code instead of ~1.7 MB (the
-//!   kernel maps 64 KiB around each fault). `link/make-symbol-order.py` writes the file; names
-//!   it has that a build lacks only cost locality.
+//!   out first and together, so an idle worker maps ~0.2-0.3 MB of code instead of ~1.8 MB
+//!   (the kernel maps 64 KiB around each fault). `link/make-symbol-order.py` writes the file;
+//!   names it has that a build lacks only cost locality.
+//!
+//! Every build also gets `LUAHTTPD_PROFILE`, the profile's name, for `luahttpd -V`.
 
 use std::env;
 use std::path::PathBuf;
