@@ -33,6 +33,12 @@ route(function(req)
     return respond(200, tostring(d:get("burn")))
   elseif req.path:sub(1, 5) == "/get/" then
     return respond(200, tostring(d:get(req.path:sub(6))))
+  elseif req.path == "/tamper" then
+    local raw_ok, raw_err = pcall(rawset, shared, "c", 1)
+    local set_ok = pcall(function() shared.c = 1 end)
+    local _, unknown = pcall(function() return shared.nope end)
+    return respond(200, table.concat({ tostring(raw_ok), tostring(raw_err), tostring(set_ok),
+      tostring(getmetatable(shared)), tostring(shared), tostring(unknown) }, "|"))
   end
 end)
 "#;
@@ -287,4 +293,26 @@ fn limit_req_answers_429_with_retry_after_past_rate_and_burst() {
     );
     assert_eq!(&statuses[5..], &[429, 429, 429], "{statuses:?}");
     assert_eq!(retry.as_deref(), Some("1"));
+}
+
+/// Route code can neither replace a dictionary (assignment, `rawset`) nor reach the table
+/// behind `shared`; an unknown name is an error that lists the defined ones; the dictionary
+/// still counts afterwards.
+#[test]
+fn route_code_cannot_replace_or_shadow_a_dictionary() {
+    let s = start(1);
+    let text = body(&s, "/tamper");
+    let parts: Vec<&str> = text.split('|').collect();
+    assert_eq!(parts.len(), 6, "{text}");
+    assert_eq!(parts[0], "false", "rawset was allowed: {text}");
+    assert!(parts[1].contains("read-only"), "{text}");
+    assert_eq!(parts[2], "false", "assignment was allowed: {text}");
+    assert_eq!(parts[3], "false", "the metatable is visible: {text}");
+    assert_eq!(parts[4], "shared dicts: c", "{text}");
+    assert!(
+        parts[5].contains("no shared dict 'nope'") && parts[5].contains("defined: c"),
+        "{text}"
+    );
+    assert_eq!(body(&s, "/hit"), "1");
+    assert_eq!(body(&s, "/count"), "1");
 }

@@ -159,6 +159,9 @@ for _, k in pairs({ "assert", "collectgarbage", "dofile", "error", "getmetatable
   builtin[k] = true
 end
 for k in pairs(decisions) do builtin[k] = true end
+-- The `shared` object (src/shared/lua_api.rs) is an empty table over a hidden one: rawset on
+-- it would shadow a dictionary for the worker's later requests.
+if type(G.shared) == "table" then protect(G.shared, "shared") end
 for k, v in next, G do
   if keep[k] == nil and not builtin[k]
      and not (type(v) == "function" and is_c_function(v)) then

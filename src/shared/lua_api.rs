@@ -2,18 +2,15 @@
 //!
 //! `shared.NAME` is a dictionary with the methods `get set add replace incr delete ttl expire
 //! keys flush free_space`; `shared()` lists the zones with their fill level. The object is a
-//! userdata: route code cannot replace a dictionary, and an unknown name is an error that lists
-//! the defined ones. Result conventions follow OpenResty's `ngx.shared.DICT` where they can:
+//! read-only table over a hidden one (see [`object`]): route code cannot replace a dictionary,
+//! and an unknown name is an error that lists the defined ones. Result conventions follow OpenResty's `ngx.shared.DICT` where they can:
 //! failures that depend on the data are `nil, "message"`, misuse (a table as value) is an error.
 
 use std::rc::Rc;
 
-use mlua::{AnyUserData, Lua, MetaMethod, MultiValue, Table, UserData, UserDataMethods, Value};
+use mlua::{Lua, MetaMethod, MultiValue, Table, UserData, UserDataMethods, Value};
 
 use super::zone::{OpError, Val, Zone, ENTRY_BYTES};
-
-/// The `shared` object: the zones it names.
-struct Dicts(Vec<(String, Rc<Zone>)>);
 
 /// One dictionary.
 struct Dict {
@@ -21,10 +18,13 @@ struct Dict {
     zone: Rc<Zone>,
 }
 
-/// Builds the `shared` object over `zones`.
+/// Builds the `shared` object over `zones`: an empty table whose metatable reads the
+/// dictionaries from a hidden table (`__index` a table, so `shared.NAME` is a lookup inside
+/// the VM, with no function call), refuses assignments, lists the zones when called, and hides
+/// itself (`__metatable`). An unknown name reaches the hidden table's own `__index`, an error
+/// that lists the defined names. Route code cannot `rawset` it either: the route sandbox
+/// protects it (script/sandbox.lua).
 pub fn object(lua: &Lua, zones: Vec<(String, Rc<Zone>)>) -> mlua::Result<Value> {
-    // The dictionaries are made once and kept in the object's user value, so `shared.NAME`
-    // costs a table lookup, not a userdata per access.
     let dicts = lua.create_table()?;
     for (name, zone) in &zones {
         let d = lua.create_userdata(Dict {
@@ -33,9 +33,70 @@ pub fn object(lua: &Lua, zones: Vec<(String, Rc<Zone>)>) -> mlua::Result<Value> 
         })?;
         dicts.raw_set(name.as_str(), d)?;
     }
-    let ud = lua.create_userdata(Dicts(zones))?;
-    ud.set_user_value(dicts)?;
-    Ok(Value::UserData(ud))
+    let names: Vec<String> = zones.iter().map(|(n, _)| n.clone()).collect();
+    let defined = if names.is_empty() {
+        "none is defined: shared \"name\" { size = \"1m\" }".to_string()
+    } else {
+        format!("defined: {}", names.join(", "))
+    };
+    let unknown = lua.create_function(move |_, (_, name): (Value, Value)| -> mlua::Result<()> {
+        let name = match &name {
+            Value::String(s) => s.to_string_lossy(),
+            _ => String::new(),
+        };
+        Err(mlua::Error::runtime(format!(
+            "no shared dict '{name}' ({defined})"
+        )))
+    })?;
+    let hidden = lua.create_table()?;
+    hidden.raw_set("__index", unknown)?;
+    hidden.raw_set("__metatable", false)?;
+    dicts.set_metatable(Some(hidden));
+
+    let mt = lua.create_table()?;
+    mt.raw_set("__index", dicts)?;
+    mt.raw_set(
+        "__newindex",
+        lua.create_function(|_, _: MultiValue| -> mlua::Result<()> {
+            Err(mlua::Error::runtime(
+                "shared dicts are defined in the config: shared \"name\" { size = \"1m\" }",
+            ))
+        })?,
+    )?;
+    let listed = zones.clone();
+    mt.raw_set(
+        "__call",
+        lua.create_function(move |lua, _: MultiValue| overview(lua, &listed))?,
+    )?;
+    let text = format!("shared dicts: {}", names.join(", "));
+    mt.raw_set(
+        "__tostring",
+        lua.create_function(move |_, _: MultiValue| Ok(text.clone()))?,
+    )?;
+    mt.raw_set("__metatable", false)?;
+    let shared = lua.create_table()?;
+    shared.set_metatable(Some(mt));
+    Ok(Value::Table(shared))
+}
+
+/// `shared()`: a row per zone with its fill level.
+fn overview(lua: &Lua, zones: &[(String, Rc<Zone>)]) -> mlua::Result<Table> {
+    let rows = lua.create_table()?;
+    for (name, z) in zones {
+        let f = z.fill().map_err(op_err)?;
+        let row = lua.create_table()?;
+        row.set("name", name.as_str())?;
+        row.set("size", z.size())?;
+        row.set("entries", f.live)?;
+        row.set("capacity", f.capacity)?;
+        row.set(
+            "fill",
+            format!("{:.1}%", f.live as f64 * 100.0 / f.capacity.max(1) as f64),
+        )?;
+        row.set("evictions", f.evictions)?;
+        rows.push(row)?;
+    }
+    Ok(rows)
 }
 
 /// Builds the `shared` object over the zones of this process named in `names`.
@@ -61,62 +122,6 @@ pub fn publish(lua: &Lua, names: &[String]) -> mlua::Result<()> {
 
 /// `limit_req` and friends, shipped in `lua/`.
 const LIMIT_LUA: &str = include_str!("../../lua/limit.lua");
-
-impl UserData for Dicts {
-    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
-        m.add_meta_function(MetaMethod::Index, |_, (ud, name): (AnyUserData, Value)| {
-            let dicts: Table = ud.user_value()?;
-            let found: Value = dicts.raw_get(name.clone())?;
-            if !found.is_nil() {
-                return Ok(found);
-            }
-            let name = match &name {
-                Value::String(s) => s.to_string_lossy(),
-                _ => String::new(),
-            };
-            let this = ud.borrow::<Dicts>()?;
-            let names: Vec<&str> = this.0.iter().map(|(n, _)| n.as_str()).collect();
-            Err(mlua::Error::runtime(format!(
-                "no shared dict '{name}' ({})",
-                if names.is_empty() {
-                    "none is defined: shared \"name\" { size = \"1m\" }".to_string()
-                } else {
-                    format!("defined: {}", names.join(", "))
-                }
-            )))
-        });
-        m.add_meta_method(
-            MetaMethod::NewIndex,
-            |_, _, _: MultiValue| -> mlua::Result<()> {
-                Err(mlua::Error::runtime(
-                    "shared dicts are defined in the config: shared \"name\" { size = \"1m\" }",
-                ))
-            },
-        );
-        m.add_meta_method(MetaMethod::Call, |lua, this, _: MultiValue| {
-            let rows = lua.create_table()?;
-            for (name, z) in &this.0 {
-                let f = z.fill().map_err(op_err)?;
-                let row = lua.create_table()?;
-                row.set("name", name.as_str())?;
-                row.set("size", z.size())?;
-                row.set("entries", f.live)?;
-                row.set("capacity", f.capacity)?;
-                row.set(
-                    "fill",
-                    format!("{:.1}%", f.live as f64 * 100.0 / f.capacity.max(1) as f64),
-                )?;
-                row.set("evictions", f.evictions)?;
-                rows.push(row)?;
-            }
-            Ok(rows)
-        });
-        m.add_meta_method(MetaMethod::ToString, |_, this, ()| {
-            let names: Vec<&str> = this.0.iter().map(|(n, _)| n.as_str()).collect();
-            Ok(format!("shared dicts: {}", names.join(", ")))
-        });
-    }
-}
 
 impl UserData for Dict {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
