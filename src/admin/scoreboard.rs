@@ -292,8 +292,8 @@ pub struct WorkerSlot {
     conn_states: [AtomicU32; 4],
     /// When the Lua call running now (route, timer, response hook) started, CLOCK_MONOTONIC ms
     /// (the clock the worker reads for the call anyway; it is the same in every process); 0
-    /// when none runs. The current request's start says nothing about Lua: it is the request started
-    /// last, and stays while any other request of the worker is in flight.
+    /// when none runs. The current request's start says nothing about Lua: it is the request
+    /// started last, and stays while any other request of the worker is in flight.
     lua_since_ms: AtomicU64,
     req: RequestArea,
 }

@@ -82,11 +82,7 @@ fn metamethods_called_from_c_are_counted() {
 /// out of: the clock is read before it runs, so a loop of them meets the deadline.
 #[test]
 fn a_huge_empty_rep_is_checked_before_it_runs() {
-    let limits = RouterLimits {
-        instructions: u64::MAX,
-        deadline: Duration::from_millis(20),
-        ..RouterLimits::default()
-    };
+    let limits = deadline_only(Duration::from_millis(20));
     let started = Instant::now();
     let e = fails_then_recovers_with(
         "while true do string.rep('', 1e6) end",
@@ -113,11 +109,7 @@ fn coroutines_are_not_reachable() {
 /// Loops of C calls are charged by their size and stop at the limit.
 #[test]
 fn loops_of_big_c_calls_stop_at_the_deadline() {
-    let limits = RouterLimits {
-        instructions: u64::MAX,
-        deadline: Duration::from_millis(50),
-        ..RouterLimits::default()
-    };
+    let limits = deadline_only(Duration::from_millis(50));
     for (prep, body) in [
         (
             "local t = {} for i = 1, 100000 do t[i] = (i * 7919) % 100003 end",
@@ -335,11 +327,7 @@ fn loops_inside_coroutines_are_stopped() {
         }
     }
     // The deadline applies inside a coroutine too.
-    let limits = RouterLimits {
-        instructions: u64::MAX,
-        deadline: Duration::from_millis(50),
-        ..RouterLimits::default()
-    };
+    let limits = deadline_only(Duration::from_millis(50));
     let src = format!(
         "{co}route(function(req)\n  if req.path == '/bad' then\nco.wrap(function() while true do end end)()\n  end\n  return respond(200, 'fine')\nend)"
     );
@@ -422,11 +410,7 @@ fn with_bad<R>(f: impl FnOnce(&RouteRequest<'_>) -> R) -> R {
 /// longer ago than its deadline stops at its first check, and the same call begun now ends.
 #[test]
 fn the_deadline_runs_from_the_callers_clock_read() {
-    let limits = RouterLimits {
-        instructions: u64::MAX,
-        deadline: Duration::from_secs(10),
-        ..RouterLimits::default()
-    };
+    let limits = deadline_only(Duration::from_secs(10));
     let src = "route(function(req) for i = 1, 5000 do end return respond(200, 'fine') end)";
     let mut r = router_with(src, limits);
     let long_ago = Instant::now()
@@ -448,11 +432,7 @@ fn the_deadline_runs_from_the_callers_clock_read() {
 /// caller's clock read at its resumption.
 #[test]
 fn a_resumed_call_runs_its_deadline_from_the_callers_clock_read() {
-    let limits = RouterLimits {
-        instructions: u64::MAX,
-        deadline: Duration::from_secs(10),
-        ..RouterLimits::default()
-    };
+    let limits = deadline_only(Duration::from_secs(10));
     let src =
         "route(function(req) sleep(0) for i = 1, 5000 do end return respond(200, 'fine') end)";
     let mut r = router_with(src, limits);

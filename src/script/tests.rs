@@ -109,6 +109,15 @@ pub(super) fn fails_then_recovers_with(
     e
 }
 
+/// Limits with only a deadline: no instruction cap, the default memory.
+pub(super) fn deadline_only(deadline: Duration) -> RouterLimits {
+    RouterLimits {
+        instructions: u64::MAX,
+        deadline,
+        ..RouterLimits::default()
+    }
+}
+
 pub(super) const BAD: &str = "GET /bad HTTP/1.1\r\nHost: example.com\r\n\r\n";
 
 #[test]
@@ -483,11 +492,7 @@ fn runaway_loop_is_stopped_by_the_instruction_budget() {
 
 #[test]
 fn deadline_is_enforced() {
-    let limits = RouterLimits {
-        instructions: u64::MAX,
-        deadline: Duration::from_millis(5),
-        ..RouterLimits::default()
-    };
+    let limits = deadline_only(Duration::from_millis(5));
     let e = fails_then_recovers_with(
         "local s = ''\n    while true do s = string.upper(string.sub('abcdef' .. s, 1, 8)) end",
         BAD,

@@ -3,8 +3,9 @@
 //! `shared.NAME` is a dictionary with the methods `get set add replace incr delete ttl expire
 //! keys flush free_space`; `shared()` lists the zones with their fill level. The object is a
 //! read-only table over a hidden one (see [`object`]): route code cannot replace a dictionary,
-//! and an unknown name is an error that lists the defined ones. Result conventions follow OpenResty's `ngx.shared.DICT` where they can:
-//! failures that depend on the data are `nil, "message"`, misuse (a table as value) is an error.
+//! and an unknown name is an error that lists the defined ones. Result conventions follow
+//! OpenResty's `ngx.shared.DICT` where they can: failures that depend on the data are
+//! `nil, "message"`, misuse (a table as value) is an error.
 
 use std::rc::Rc;
 
