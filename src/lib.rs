@@ -17,6 +17,7 @@ pub mod json_text;
 pub mod log;
 pub mod log_format;
 pub mod log_handoff;
+pub mod lua_raw;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod real_ip;

@@ -11,12 +11,12 @@ use mlua::{ffi, Function, Lua, Table};
 
 use super::limits::Budget;
 use super::pattern::{find_plain, is_special, start_index, Matcher};
-use super::req_raw;
+use crate::lua_raw;
 
 /// Replaces `metered.find` (the mlua version) with the fast path over it.
 pub(super) fn install(lua: &Lua, metered: &Table, budget: Rc<Budget>) -> mlua::Result<()> {
     let slow: Function = metered.raw_get("find")?;
-    let fast = req_raw::closure(lua, budget, find_fn, slow)?;
+    let fast = lua_raw::closure(lua, budget, find_fn, slow)?;
     metered.raw_set("find", fast)
 }
 
@@ -243,7 +243,7 @@ unsafe extern "C-unwind" fn find_fn(l: *mut ffi::lua_State) -> c_int {
             init,
             bytes(l, 1),
             bytes(l, 2),
-            req_raw::upvalue::<Budget>(l),
+            lua_raw::upvalue::<Budget>(l),
         ) {
             (Some(init), Some(src), Some(pat), Some(budget)) => find(src, pat, init, budget),
             _ => Found::Slow,

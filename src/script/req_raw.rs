@@ -8,19 +8,17 @@
 //! holds a strong count on it (its `__gc` gives it back), so the pointer stays valid for as
 //! long as Lua can call the function.
 //!
-//! Lua errors are `longjmp`s: nothing with a destructor may be alive in these frames while a
-//! Lua API function that can raise (a string push meeting the memory limit) runs. Owned
-//! buffers are therefore held in `ManuallyDrop` across the push and freed after it; only an
-//! out-of-memory error, which ends the call anyway, leaks that one buffer.
+//! The rules for raw functions (no destructor alive across a call that can raise) are in
+//! [`crate::lua_raw`].
 
-use std::ffi::{c_char, c_int};
-use std::mem::ManuallyDrop;
+use std::ffi::c_int;
 use std::rc::Rc;
 
 use mlua::{ffi, Function, Lua};
 
 use super::req::Current;
 use super::{args, RouteRequest};
+use crate::lua_raw::{closure, push, push_owned, upvalue};
 
 /// Which accessor [`function`] makes.
 #[derive(Debug, Clone, Copy)]
@@ -74,67 +72,6 @@ pub(super) fn function(
     closure(lua, cur.clone(), f, strings)
 }
 
-/// A C closure of `f` with two upvalues: a userdata holding a strong count on `rc` (given back
-/// by its `__gc`; read it with [`upvalue`]) and `second`.
-pub(super) fn closure<T: 'static>(
-    lua: &Lua,
-    rc: Rc<T>,
-    f: ffi::lua_CFunction,
-    second: impl mlua::IntoLua,
-) -> mlua::Result<Function> {
-    let raw = Rc::into_raw(rc);
-    // SAFETY: runs in mlua's protected call on the main state (an allocation error unwinds
-    // to it; then `raw` keeps its count and leaks, harmlessly). The userdata is exactly one
-    // pointer, written before anything else can see it; its metatable's `__gc` is `gc_fn`,
-    // which takes the count back. Stack: +1 userdata, +1 table, ±0 setfield, -1 setmetatable,
-    // then the closure takes it and `second` (the argument mlua pushed first): one value
-    // left, the function.
-    unsafe {
-        lua.exec_raw::<Function>(second, |l| {
-            let p =
-                ffi::lua_newuserdatauv(l, std::mem::size_of::<*const T>(), 0).cast::<*const T>();
-            p.write(raw);
-            ffi::lua_createtable(l, 0, 1);
-            ffi::lua_pushcfunction(l, gc_fn::<T>);
-            ffi::lua_setfield(l, -2, c"__gc".as_ptr());
-            ffi::lua_setmetatable(l, -2);
-            ffi::lua_rotate(l, -2, 1);
-            ffi::lua_pushcclosure(l, f, 2);
-        })
-    }
-}
-
-/// `__gc` of the upvalue: gives back the strong count taken by [`closure`].
-unsafe extern "C-unwind" fn gc_fn<T>(l: *mut ffi::lua_State) -> c_int {
-    // SAFETY: Lua calls `__gc` with the userdata made by `closure::<T>` (its metatable is not
-    // reachable from Lua code), which holds a pointer from `Rc::into_raw`, or null once taken.
-    unsafe {
-        let p = ffi::lua_touserdata(l, 1).cast::<*const T>();
-        if !p.is_null() && !(*p).is_null() {
-            drop(Rc::from_raw(*p));
-            *p = std::ptr::null();
-        }
-    }
-    0
-}
-
-/// The `Rc` target held by upvalue 1 of a [`closure`] (None if it was already collected).
-///
-/// # Safety
-/// `l` is running a C function made by [`closure::<T>`], and the reference is not used after
-/// it returns.
-pub(super) unsafe fn upvalue<'a, T>(l: *mut ffi::lua_State) -> Option<&'a T> {
-    // SAFETY: upvalue 1 is the userdata of `closure`, whose pointer holds a strong count
-    // until its `__gc`, which cannot run while the closure, which references it, runs.
-    unsafe {
-        let p = ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)).cast::<*const T>();
-        if p.is_null() || (*p).is_null() {
-            return None;
-        }
-        Some(&**p)
-    }
-}
-
 /// The request of the call in progress, through the function's upvalue; None outside a call.
 ///
 /// # Safety
@@ -158,28 +95,6 @@ unsafe fn outside(l: *mut ffi::lua_State) -> c_int {
         push(l, b"req is only available during a route call");
         ffi::lua_error(l)
     }
-}
-
-/// Pushes `s` as a Lua string (may raise a memory error).
-///
-/// # Safety
-/// `l` is a running state with a free stack slot (a C function has LUA_MINSTACK).
-unsafe fn push(l: *mut ffi::lua_State, s: &[u8]) {
-    // SAFETY: per the contract; Lua copies the bytes.
-    unsafe {
-        ffi::lua_pushlstring(l, s.as_ptr().cast::<c_char>(), s.len());
-    }
-}
-
-/// Pushes an owned buffer, freed after the push (see the module doc).
-///
-/// # Safety
-/// As [`push`].
-unsafe fn push_owned(l: *mut ffi::lua_State, v: Vec<u8>) {
-    let v = ManuallyDrop::new(v);
-    // SAFETY: per the contract.
-    unsafe { push(l, &v) };
-    drop(ManuallyDrop::into_inner(v));
 }
 
 /// Argument 2 as bytes when it is a string (numbers converted only with `coerce`), else None.

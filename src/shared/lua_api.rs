@@ -9,15 +9,10 @@
 
 use std::rc::Rc;
 
-use mlua::{Lua, MetaMethod, MultiValue, Table, UserData, UserDataMethods, Value};
+use mlua::{ffi, AnyUserData, Lua, MultiValue, Table, Value};
 
-use super::zone::{OpError, Val, Zone, ENTRY_BYTES};
-
-/// One dictionary.
-struct Dict {
-    name: String,
-    zone: Rc<Zone>,
-}
+use super::dict_raw;
+use super::zone::{Zone, ENTRY_BYTES};
 
 /// Builds the `shared` object over `zones`: an empty table whose metatable reads the
 /// dictionaries from a hidden table (`__index` a table, so `shared.NAME` is a lookup inside
@@ -28,11 +23,7 @@ struct Dict {
 pub fn object(lua: &Lua, zones: Vec<(String, Rc<Zone>)>) -> mlua::Result<Value> {
     let dicts = lua.create_table()?;
     for (name, zone) in &zones {
-        let d = lua.create_userdata(Dict {
-            name: name.clone(),
-            zone: zone.clone(),
-        })?;
-        dicts.raw_set(name.as_str(), d)?;
+        dicts.raw_set(name.as_str(), dict(lua, name, zone)?)?;
     }
     let names: Vec<String> = zones.iter().map(|(n, _)| n.clone()).collect();
     let defined = if names.is_empty() {
@@ -80,11 +71,41 @@ pub fn object(lua: &Lua, zones: Vec<(String, Rc<Zone>)>) -> mlua::Result<Value> 
     Ok(Value::Table(shared))
 }
 
+/// One dictionary: a `dict_raw` handle on `zone` with its hidden metatable.
+fn dict(lua: &Lua, name: &str, zone: &Rc<Zone>) -> mlua::Result<AnyUserData> {
+    let handle = dict_raw::new_handle(lua, zone)?;
+    let mt = lua.create_table()?;
+    dict_raw::fill_metatable(lua, &handle, &mt)?;
+    let text = format!(
+        "shared dict '{name}' ({} bytes, {} entries of {} bytes)",
+        zone.size(),
+        zone.capacity(),
+        ENTRY_BYTES
+    );
+    mt.raw_set(
+        "__tostring",
+        lua.create_function(move |_, _: MultiValue| Ok(text.clone()))?,
+    )?;
+    mt.raw_set("__metatable", false)?;
+    // SAFETY: runs in mlua's protected call; the two arguments are pushed in order, so the
+    // handle is at -2 when `lua_setmetatable` pops the table; the handle is popped too, which
+    // leaves nothing, the `()` asked for.
+    unsafe {
+        lua.exec_raw::<()>((&handle, mt), |l| {
+            ffi::lua_setmetatable(l, -2);
+            ffi::lua_pop(l, 1);
+        })?;
+    }
+    Ok(handle)
+}
+
 /// `shared()`: a row per zone with its fill level.
 fn overview(lua: &Lua, zones: &[(String, Rc<Zone>)]) -> mlua::Result<Table> {
     let rows = lua.create_table()?;
     for (name, z) in zones {
-        let f = z.fill().map_err(op_err)?;
+        let f = z
+            .fill()
+            .map_err(|e| mlua::Error::runtime(format!("shared dict: {}", e.message())))?;
         let row = lua.create_table()?;
         row.set("name", name.as_str())?;
         row.set("size", z.size())?;
@@ -123,172 +144,3 @@ pub fn publish(lua: &Lua, names: &[String]) -> mlua::Result<()> {
 
 /// `limit_req` and friends, shipped in `lua/`.
 const LIMIT_LUA: &str = include_str!("../../lua/limit.lua");
-
-impl UserData for Dict {
-    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
-        m.add_method("get", |lua, d, key: Value| {
-            match with_key(&key, |k| d.zone.get(k))? {
-                Ok(Some((v, ttl))) => Ok((to_lua(lua, v)?, ttl.map_or(Value::Nil, Value::Number))),
-                Ok(None) => Ok((Value::Nil, Value::Nil)),
-                Err(e) => Ok((Value::Nil, Value::String(lua.create_string(e.message())?))),
-            }
-        });
-        for (name, which) in [("set", 0u8), ("add", 1), ("replace", 2)] {
-            m.add_method(
-                name,
-                move |lua, d, (key, val, ttl): (Value, Value, Option<f64>)| {
-                    let key = key_of(&key)?;
-                    if which == 0 && val.is_nil() {
-                        d.zone.delete(&key).map_err(op_err)?;
-                        return Ok((Value::Boolean(true), Value::Boolean(false)));
-                    }
-                    let v = val_of(&val, name)?;
-                    let r = match which {
-                        0 => d.zone.set(&key, &v, ttl),
-                        1 => d.zone.add(&key, &v, ttl),
-                        _ => d.zone.replace(&key, &v, ttl),
-                    };
-                    match r {
-                        Ok(s) => Ok((Value::Boolean(true), Value::Boolean(s.evicted))),
-                        Err(e) => fail(lua, e),
-                    }
-                },
-            );
-        }
-        m.add_method(
-            "incr",
-            |lua, d, (key, step, init, ttl): (Value, Value, Value, Option<f64>)| {
-                let step = num_of(&step, "incr: step")?;
-                let init = if init.is_nil() {
-                    None
-                } else {
-                    Some(num_of(&init, "incr: initial value")?)
-                };
-                match with_key(&key, |k| d.zone.incr(k, &step, init.as_ref(), ttl))? {
-                    Ok((v, s)) => Ok((to_lua(lua, v)?, Value::Boolean(s.evicted))),
-                    Err(e) => fail(lua, e),
-                }
-            },
-        );
-        m.add_method(
-            "leaky_bucket",
-            |lua, d, (key, rate, burst): (Value, f64, Option<f64>)| {
-                if rate.is_nan() || rate <= 0.0 {
-                    return Err(mlua::Error::runtime("leaky_bucket: rate must be > 0"));
-                }
-                match d
-                    .zone
-                    .leaky_bucket(&key_of(&key)?, rate, burst.unwrap_or(0.0).max(0.0))
-                {
-                    Ok(None) => Ok((Value::Nil, Value::Nil)),
-                    Ok(Some(wait)) => Ok((Value::Number(wait), Value::Nil)),
-                    Err(e) => fail(lua, e),
-                }
-            },
-        );
-        m.add_method("delete", |_, d, key: Value| {
-            d.zone.delete(&key_of(&key)?).map_err(op_err)
-        });
-        m.add_method("ttl", |lua, d, key: Value| {
-            match d.zone.ttl(&key_of(&key)?) {
-                // A key that never expires says 0, an integer as the README writes it.
-                Ok(Some(Some(t))) => Ok((Value::Number(t), Value::Nil)),
-                Ok(Some(None)) => Ok((Value::Integer(0), Value::Nil)),
-                Ok(None) => fail(lua, OpError::NotFound),
-                Err(e) => fail(lua, e),
-            }
-        });
-        m.add_method("expire", |lua, d, (key, ttl): (Value, Option<f64>)| match d
-            .zone
-            .expire(&key_of(&key)?, ttl)
-        {
-            Ok(true) => Ok((Value::Boolean(true), Value::Nil)),
-            Ok(false) => fail(lua, OpError::NotFound),
-            Err(e) => fail(lua, e),
-        });
-        m.add_method("keys", |lua, d, max: Option<i64>| {
-            let max = usize::try_from(max.unwrap_or(1024)).unwrap_or(0);
-            let keys = d.zone.keys(max).map_err(op_err)?;
-            let t = lua.create_table_with_capacity(keys.len(), 0)?;
-            for k in keys {
-                t.push(lua.create_string(&k)?)?;
-            }
-            Ok(t)
-        });
-        m.add_method("flush", |_, d, ()| d.zone.flush().map_err(op_err));
-        m.add_method("free_space", |_, d, ()| d.zone.free_space().map_err(op_err));
-        m.add_meta_method(MetaMethod::ToString, |_, d, ()| {
-            Ok(format!(
-                "shared dict '{}' ({} bytes, {} entries of {} bytes)",
-                d.name,
-                d.zone.size(),
-                d.zone.capacity(),
-                ENTRY_BYTES
-            ))
-        });
-    }
-}
-
-fn fail(lua: &Lua, e: OpError) -> mlua::Result<(Value, Value)> {
-    Ok((Value::Nil, Value::String(lua.create_string(e.message())?)))
-}
-
-fn op_err(e: OpError) -> mlua::Error {
-    mlua::Error::runtime(format!("shared dict: {}", e.message()))
-}
-
-/// Runs `f` on the key `v` without copying a string key (the per-request `incr` and `get`).
-fn with_key<R>(v: &Value, f: impl FnOnce(&[u8]) -> R) -> mlua::Result<R> {
-    match v {
-        Value::String(s) => Ok(f(&s.as_bytes())),
-        other => Ok(f(&key_of(other)?)),
-    }
-}
-
-/// A key: a string, or a number (as its decimal text, like Lua's tostring).
-fn key_of(v: &Value) -> mlua::Result<Vec<u8>> {
-    match v {
-        Value::String(s) => Ok(s.as_bytes().to_vec()),
-        Value::Integer(n) => Ok(n.to_string().into_bytes()),
-        Value::Number(f) => Ok(f.to_string().into_bytes()),
-        other => Err(mlua::Error::runtime(format!(
-            "shared dict keys are strings, not {}",
-            other.type_name()
-        ))),
-    }
-}
-
-fn val_of(v: &Value, what: &str) -> mlua::Result<Val> {
-    Ok(match v {
-        Value::String(s) => Val::Str(s.as_bytes().to_vec()),
-        Value::Integer(n) => Val::Int(*n),
-        Value::Number(f) => Val::Float(*f),
-        Value::Boolean(b) => Val::Bool(*b),
-        other => {
-            return Err(mlua::Error::runtime(format!(
-                "{what}: shared dict values are strings, numbers or booleans, not {}",
-                other.type_name()
-            )))
-        }
-    })
-}
-
-fn num_of(v: &Value, what: &str) -> mlua::Result<Val> {
-    match v {
-        Value::Integer(n) => Ok(Val::Int(*n)),
-        Value::Number(f) => Ok(Val::Float(*f)),
-        other => Err(mlua::Error::runtime(format!(
-            "{what} must be a number, not {}",
-            other.type_name()
-        ))),
-    }
-}
-
-fn to_lua(lua: &Lua, v: Val) -> mlua::Result<Value> {
-    Ok(match v {
-        Val::Str(s) => Value::String(lua.create_string(&s)?),
-        Val::Int(n) => Value::Integer(n),
-        Val::Float(f) => Value::Number(f),
-        Val::Bool(b) => Value::Boolean(b),
-    })
-}

@@ -8,7 +8,10 @@
 //! changed is refused, as a running zone cannot be resized. `zone.rs` holds the table itself,
 //! `lua_api.rs` the Lua side (`shared.NAME:get(k)` …).
 
+mod dict_raw;
 pub mod lua_api;
+#[cfg(test)]
+mod lua_api_tests;
 pub mod zone;
 #[cfg(test)]
 mod zone_tests;

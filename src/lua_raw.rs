@@ -1,0 +1,121 @@
+//! Helpers for Lua functions written as raw C functions over `mlua::ffi`, for the per-request
+//! calls where an mlua callback costs far more than the work (`req`'s fields, `string.find`,
+//! the shared dictionaries' methods).
+//!
+//! Lua errors are `longjmp`s: nothing with a destructor may be alive in a raw function's frames
+//! while a Lua API function that can raise (a string push meeting the memory limit) runs. Owned
+//! buffers are therefore held in `ManuallyDrop` across the push and freed after it
+//! ([`push_owned`]); only an out-of-memory error, which ends the call anyway, leaks that one
+//! buffer.
+
+use std::ffi::{c_char, c_int};
+use std::mem::ManuallyDrop;
+use std::rc::Rc;
+
+use mlua::{ffi, Function, Lua};
+
+/// A C closure of `f` with two upvalues: a userdata holding a strong count on `rc` (given back
+/// by its `__gc`; read it with [`upvalue`]) and `second`.
+pub fn closure<T: 'static>(
+    lua: &Lua,
+    rc: Rc<T>,
+    f: ffi::lua_CFunction,
+    second: impl mlua::IntoLua,
+) -> mlua::Result<Function> {
+    let raw = Rc::into_raw(rc);
+    // SAFETY: runs in mlua's protected call on the main state (an allocation error unwinds
+    // to it; then `raw` keeps its count and leaks, harmlessly). The userdata is exactly one
+    // pointer, written before anything else can see it; its metatable's `__gc` is `gc_fn`,
+    // which takes the count back. Stack: +1 userdata, +1 table, ±0 setfield, -1 setmetatable,
+    // then the closure takes it and `second` (the argument mlua pushed first): one value
+    // left, the function.
+    unsafe {
+        lua.exec_raw::<Function>(second, |l| {
+            let p =
+                ffi::lua_newuserdatauv(l, std::mem::size_of::<*const T>(), 0).cast::<*const T>();
+            p.write(raw);
+            ffi::lua_createtable(l, 0, 1);
+            ffi::lua_pushcfunction(l, gc_fn::<T>);
+            ffi::lua_setfield(l, -2, c"__gc".as_ptr());
+            ffi::lua_setmetatable(l, -2);
+            ffi::lua_rotate(l, -2, 1);
+            ffi::lua_pushcclosure(l, f, 2);
+        })
+    }
+}
+
+/// `__gc` of a userdata holding one pointer from `Rc::into_raw` (or null): gives back that
+/// strong count (the upvalue of [`closure`], a shared dictionary's handle).
+///
+/// # Safety
+/// Only as the `__gc` of such a userdata, whose metatable Lua code cannot reach.
+pub unsafe extern "C-unwind" fn gc_fn<T>(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: Lua calls `__gc` with the userdata made by `closure::<T>` (its metatable is not
+    // reachable from Lua code), which holds a pointer from `Rc::into_raw`, or null once taken.
+    unsafe {
+        let p = ffi::lua_touserdata(l, 1).cast::<*const T>();
+        if !p.is_null() && !(*p).is_null() {
+            drop(Rc::from_raw(*p));
+            *p = std::ptr::null();
+        }
+    }
+    0
+}
+
+/// The `Rc` target held by upvalue 1 of a [`closure`] (None if it was already collected).
+///
+/// # Safety
+/// `l` is running a C function made by [`closure::<T>`], and the reference is not used after
+/// it returns.
+pub unsafe fn upvalue<'a, T>(l: *mut ffi::lua_State) -> Option<&'a T> {
+    // SAFETY: upvalue 1 is the userdata of `closure`, whose pointer holds a strong count
+    // until its `__gc`, which cannot run while the closure, which references it, runs.
+    unsafe {
+        let p = ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)).cast::<*const T>();
+        if p.is_null() || (*p).is_null() {
+            return None;
+        }
+        Some(&**p)
+    }
+}
+
+/// Pushes `s` as a Lua string (may raise a memory error).
+///
+/// # Safety
+/// `l` is a running state with a free stack slot (a C function has LUA_MINSTACK).
+pub unsafe fn push(l: *mut ffi::lua_State, s: &[u8]) {
+    // SAFETY: per the contract; Lua copies the bytes.
+    unsafe {
+        ffi::lua_pushlstring(l, s.as_ptr().cast::<c_char>(), s.len());
+    }
+}
+
+/// Pushes an owned buffer, freed after the push (see the module doc).
+///
+/// # Safety
+/// As [`push`].
+pub unsafe fn push_owned(l: *mut ffi::lua_State, v: Vec<u8>) {
+    let v = ManuallyDrop::new(v);
+    // SAFETY: per the contract.
+    unsafe { push(l, &v) };
+    drop(ManuallyDrop::into_inner(v));
+}
+
+/// Raises the concatenation of `parts` as a Lua error with the caller's position in front
+/// ("site.lua:7: …"), like `luaL_error`, without building the message in a Rust buffer.
+///
+/// # Safety
+/// `l` is running a C function with `parts.len() + 1` free stack slots (a C function has
+/// LUA_MINSTACK, 20); nothing with a destructor is alive in the caller's frames; the parts are
+/// copied before the error unwinds.
+pub unsafe fn raise(l: *mut ffi::lua_State, parts: &[&[u8]]) -> ! {
+    // SAFETY: per the contract; the concatenation leaves one value, the message.
+    unsafe {
+        ffi::luaL_where(l, 1);
+        for p in parts {
+            push(l, p);
+        }
+        ffi::lua_concat(l, parts.len() as c_int + 1);
+        ffi::lua_error(l)
+    }
+}

@@ -1,0 +1,518 @@
+//! The methods of a shared dictionary (`shared.NAME:incr(k, 1, 0)` …) as raw Lua C functions.
+//!
+//! A route that counts calls `incr` on every request; as an mlua userdata method each call cost
+//! about 1,900 instructions of dispatch (the userdata's type check, argument conversion, a
+//! protected frame) around a zone operation of about 400. Here a dictionary is a userdata of one
+//! pointer, a strong count on its [`Zone`] (given back by its `__gc`), and its metatable's
+//! `__index` is a table of C closures whose one upvalue is that userdata: a method checks that
+//! argument 1 is its own dictionary (a call without the colon is a clear error rather than a
+//! key taken for `self`) and reads the zone from it.
+//!
+//! The rules of [`crate::lua_raw`] hold: arguments are read and checked (raising on misuse)
+//! before anything is owned; the zone operation runs with only borrowed arguments or a copied
+//! value, which is freed before the results are pushed; owned results go through `push_owned`.
+
+use std::ffi::{c_int, CStr};
+use std::io::Write;
+use std::rc::Rc;
+
+use mlua::{ffi, AnyUserData, Function, Lua, Table};
+
+use super::zone::{OpError, Val, Zone, MAX_KEY};
+use crate::lua_raw::{gc_fn, push, push_owned, raise};
+
+/// Every method, by name.
+const METHODS: [(&str, ffi::lua_CFunction); 12] = [
+    ("get", get_fn),
+    ("set", store_fn::<SET>),
+    ("add", store_fn::<ADD>),
+    ("replace", store_fn::<REPLACE>),
+    ("incr", incr_fn),
+    ("leaky_bucket", leaky_bucket_fn),
+    ("delete", delete_fn),
+    ("ttl", ttl_fn),
+    ("expire", expire_fn),
+    ("keys", keys_fn),
+    ("flush", flush_fn),
+    ("free_space", free_space_fn),
+];
+
+/// Which store [`store_fn`] makes.
+const SET: u8 = 0;
+const ADD: u8 = 1;
+const REPLACE: u8 = 2;
+
+/// `keys()` without a maximum lists at most this many.
+const DEFAULT_KEYS: usize = 1024;
+
+/// A dictionary's handle: a userdata holding a strong count on `zone`, without its metatable
+/// yet (see [`metatable`]).
+pub(super) fn new_handle(lua: &Lua, zone: &Rc<Zone>) -> mlua::Result<AnyUserData> {
+    let raw = Rc::into_raw(zone.clone());
+    // SAFETY: runs in mlua's protected call (an allocation error unwinds to it; then `raw`
+    // keeps its count and leaks, harmlessly). The userdata is exactly one pointer, written
+    // before anything else can see it; it leaves one value, the userdata.
+    unsafe {
+        lua.exec_raw::<AnyUserData>((), |l| {
+            ffi::lua_newuserdatauv(l, std::mem::size_of::<*const Zone>(), 0)
+                .cast::<*const Zone>()
+                .write(raw);
+        })
+    }
+}
+
+/// Fills `mt`, the metatable `handle` is to get: the methods as `__index`, and the `__gc`
+/// that gives back the handle's count (set before the table becomes its metatable, as Lua
+/// asks of a finalizer).
+pub(super) fn fill_metatable(lua: &Lua, handle: &AnyUserData, mt: &Table) -> mlua::Result<()> {
+    let methods = lua.create_table_with_capacity(0, METHODS.len())?;
+    for (name, f) in METHODS {
+        // SAFETY: runs in mlua's protected call; the argument pushed, the handle, becomes the
+        // closure's one upvalue, which leaves one value, the function.
+        let method = unsafe {
+            lua.exec_raw::<Function>(handle, |l| {
+                ffi::lua_pushcclosure(l, f, 1);
+            })?
+        };
+        methods.raw_set(name, method)?;
+    }
+    mt.raw_set("__index", methods)?;
+    // SAFETY: `gc_fn::<Zone>` is the finalizer of exactly the userdata `new_handle` makes,
+    // and this metatable is hidden from Lua code (`__metatable`, set by the caller).
+    mt.raw_set("__gc", unsafe { lua.create_c_function(gc_fn::<Zone>)? })
+}
+
+/// The zone of the call, after checking that argument 1 is the dictionary (a call with `:`).
+///
+/// # Safety
+/// `l` is running a method made by [`fill_metatable`]; the reference is not used after it
+/// returns.
+unsafe fn this<'a>(l: *mut ffi::lua_State, method: &str) -> &'a Zone {
+    // SAFETY: per the contract, upvalue 1 is the handle: its block holds a pointer with a
+    // strong count until its `__gc`, which cannot run while a method referencing it runs.
+    unsafe {
+        let p = ffi::lua_touserdata(l, 1);
+        if p.is_null() || p != ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) {
+            raise(
+                l,
+                &[
+                    b"shared dict methods take a colon: shared.NAME:",
+                    method.as_bytes(),
+                    b"(...)",
+                ],
+            )
+        }
+        let z = *p.cast::<*const Zone>();
+        if z.is_null() {
+            raise(l, &[b"shared dict: closed"])
+        }
+        &*z
+    }
+}
+
+/// The type name of argument `i` ("nil", "table" …; an absent one is nil), for messages.
+///
+/// # Safety
+/// `l` is running a C function.
+unsafe fn type_name<'a>(l: *mut ffi::lua_State, i: c_int) -> &'a [u8] {
+    // SAFETY: Lua's type names are static C strings.
+    unsafe {
+        if ffi::lua_type(l, i) == ffi::LUA_TNONE {
+            return b"nil";
+        }
+        CStr::from_ptr(ffi::luaL_typename(l, i)).to_bytes()
+    }
+}
+
+/// Argument `i` as the bytes of a string, if it is one (no number coercion).
+///
+/// # Safety
+/// `l` is running a C function; the slice is used only while the argument is on the stack.
+unsafe fn str_arg<'a>(l: *mut ffi::lua_State, i: c_int) -> Option<&'a [u8]> {
+    // SAFETY: per the contract; a string argument is not converted, so its bytes stay put.
+    unsafe {
+        if ffi::lua_type(l, i) != ffi::LUA_TSTRING {
+            return None;
+        }
+        let mut len = 0usize;
+        let p = ffi::lua_tolstring(l, i, &mut len);
+        if p.is_null() {
+            return None;
+        }
+        Some(std::slice::from_raw_parts(p.cast::<u8>(), len))
+    }
+}
+
+/// A key: a string, or a number written as its decimal text (an integer as Lua writes it, a
+/// float as Rust does), the way earlier versions took it.
+// A value of one call's frame: boxing the text would cost an allocation per number key.
+#[allow(clippy::large_enum_variant)]
+enum Key<'a> {
+    Bytes(&'a [u8]),
+    /// A number's text; a text longer than [`MAX_KEY`] is cut at `MAX_KEY + 1` bytes, which the
+    /// zone refuses as it would the whole.
+    Text([u8; MAX_KEY + 1], usize),
+}
+
+impl Key<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Key::Bytes(b) => b,
+            Key::Text(buf, n) => &buf[..*n],
+        }
+    }
+}
+
+/// Argument 2 as a key; anything else raises.
+///
+/// # Safety
+/// As [`str_arg`]; nothing with a destructor is alive in the caller's frames.
+unsafe fn key_arg<'a>(l: *mut ffi::lua_State) -> Key<'a> {
+    // SAFETY: per the contract.
+    unsafe {
+        if let Some(b) = str_arg(l, 2) {
+            return Key::Bytes(b);
+        }
+        if ffi::lua_type(l, 2) != ffi::LUA_TNUMBER {
+            raise(l, &[b"shared dict keys are strings, not ", type_name(l, 2)])
+        }
+        let mut buf = [0u8; MAX_KEY + 1];
+        let mut w = &mut buf[..];
+        let written = if ffi::lua_isinteger(l, 2) != 0 {
+            write!(w, "{}", ffi::lua_tointeger(l, 2))
+        } else {
+            write!(w, "{}", ffi::lua_tonumber(l, 2))
+        };
+        let n = match written {
+            Ok(()) => MAX_KEY + 1 - w.len(),
+            Err(_) => MAX_KEY + 1,
+        };
+        Key::Text(buf, n)
+    }
+}
+
+/// Argument `i` as a number, integers kept as such (no string coercion), or None when nil or
+/// absent; anything else raises "`what` must be a number, not …".
+///
+/// # Safety
+/// As [`key_arg`].
+unsafe fn num_arg(l: *mut ffi::lua_State, i: c_int, what: &[u8]) -> Option<Val> {
+    // SAFETY: per the contract.
+    unsafe {
+        // Integers first: the common step and initial value cost two calls.
+        if ffi::lua_isinteger(l, i) != 0 {
+            return Some(Val::Int(ffi::lua_tointeger(l, i)));
+        }
+        match ffi::lua_type(l, i) {
+            ffi::LUA_TNIL | ffi::LUA_TNONE => None,
+            ffi::LUA_TNUMBER => Some(Val::Float(ffi::lua_tonumber(l, i))),
+            _ => raise(l, &[what, b" must be a number, not ", type_name(l, i)]),
+        }
+    }
+}
+
+/// Argument `i` as seconds (a number or a numeric string), or None when nil or absent;
+/// anything else raises.
+///
+/// # Safety
+/// As [`key_arg`].
+unsafe fn seconds_arg(l: *mut ffi::lua_State, i: c_int, what: &[u8]) -> Option<f64> {
+    // SAFETY: per the contract; `lua_tonumberx` converts a numeric string without changing
+    // the stack.
+    unsafe {
+        if ffi::lua_type(l, i) <= ffi::LUA_TNIL {
+            return None;
+        }
+        let mut ok = 0;
+        let n = ffi::lua_tonumberx(l, i, &mut ok);
+        if ok == 0 {
+            raise(l, &[what, b" must be a number, not ", type_name(l, i)])
+        }
+        Some(n)
+    }
+}
+
+/// Pushes `v` (a string through `push_owned`).
+///
+/// # Safety
+/// As `push`; nothing else with a destructor is alive in the caller's frames.
+unsafe fn push_val(l: *mut ffi::lua_State, v: Val) {
+    // SAFETY: per the contract.
+    unsafe {
+        match v {
+            Val::Str(s) => push_owned(l, s),
+            Val::Int(n) => ffi::lua_pushinteger(l, n),
+            Val::Float(f) => ffi::lua_pushnumber(l, f),
+            Val::Bool(b) => ffi::lua_pushboolean(l, c_int::from(b)),
+        }
+    }
+}
+
+/// Returns `nil, message`: a failure that depends on the data.
+///
+/// # Safety
+/// As `push`, with two free slots.
+unsafe fn fail(l: *mut ffi::lua_State, e: OpError) -> c_int {
+    // SAFETY: per the contract.
+    unsafe {
+        ffi::lua_pushnil(l);
+        push(l, e.message().as_bytes());
+    }
+    2
+}
+
+/// Raises "shared dict: message": a failure of the zone itself where the method has no
+/// `nil, message` result.
+///
+/// # Safety
+/// As [`raise`].
+unsafe fn op_error(l: *mut ffi::lua_State, e: OpError) -> ! {
+    // SAFETY: per the contract.
+    unsafe { raise(l, &[b"shared dict: ", e.message().as_bytes()]) }
+}
+
+/// `d:get(key)` → value and remaining seconds (nil: no expiry), or nil, or nil and a message.
+unsafe extern "C-unwind" fn get_fn(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: Lua calls it as a method made by `fill_metatable`; the key is borrowed from the stack
+    // for the zone operation; results are pushed after it, an owned string by `push_val`.
+    unsafe {
+        let zone = this(l, "get");
+        let key = key_arg(l);
+        match zone.get(key.bytes()) {
+            Ok(Some((v, ttl))) => {
+                push_val(l, v);
+                match ttl {
+                    Some(t) => ffi::lua_pushnumber(l, t),
+                    None => ffi::lua_pushnil(l),
+                }
+                2
+            }
+            Ok(None) => {
+                ffi::lua_pushnil(l);
+                ffi::lua_pushnil(l);
+                2
+            }
+            Err(e) => fail(l, e),
+        }
+    }
+}
+
+/// `d:set(key, value, ttl)`, `d:add(…)`, `d:replace(…)` → true and whether an entry was
+/// evicted for it, or nil and a message. `set` of nil deletes.
+unsafe extern "C-unwind" fn store_fn<const WHICH: u8>(l: *mut ffi::lua_State) -> c_int {
+    let name = match WHICH {
+        SET => "set",
+        ADD => "add",
+        _ => "replace",
+    };
+    // SAFETY: as `get_fn`. The copied value is dropped before anything is pushed.
+    unsafe {
+        let zone = this(l, name);
+        let ttl = seconds_arg(l, 4, b"ttl");
+        let key = key_arg(l);
+        let val = match ffi::lua_type(l, 3) {
+            ffi::LUA_TNIL | ffi::LUA_TNONE if WHICH == SET => None,
+            ffi::LUA_TSTRING => str_arg(l, 3).map(|s| Val::Str(s.to_vec())),
+            ffi::LUA_TNUMBER => num_arg(l, 3, name.as_bytes()),
+            ffi::LUA_TBOOLEAN => Some(Val::Bool(ffi::lua_toboolean(l, 3) != 0)),
+            _ => raise(
+                l,
+                &[
+                    name.as_bytes(),
+                    b": shared dict values are strings, numbers or booleans, not ",
+                    type_name(l, 3),
+                ],
+            ),
+        };
+        let Some(val) = val else {
+            if let Err(e) = zone.delete(key.bytes()) {
+                op_error(l, e)
+            }
+            ffi::lua_pushboolean(l, 1);
+            ffi::lua_pushboolean(l, 0);
+            return 2;
+        };
+        let stored = match WHICH {
+            SET => zone.set(key.bytes(), &val, ttl),
+            ADD => zone.add(key.bytes(), &val, ttl),
+            _ => zone.replace(key.bytes(), &val, ttl),
+        };
+        drop(val);
+        match stored {
+            Ok(s) => {
+                ffi::lua_pushboolean(l, 1);
+                ffi::lua_pushboolean(l, c_int::from(s.evicted));
+                2
+            }
+            Err(e) => fail(l, e),
+        }
+    }
+}
+
+/// `d:incr(key, step, init, ttl)` → the new value and whether an entry was evicted, or nil
+/// and a message.
+unsafe extern "C-unwind" fn incr_fn(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as `get_fn`; numbers are values, the key is borrowed.
+    unsafe {
+        let zone = this(l, "incr");
+        let Some(step) = num_arg(l, 3, b"incr: step") else {
+            raise(l, &[b"incr: step must be a number, not ", type_name(l, 3)])
+        };
+        let init = num_arg(l, 4, b"incr: initial value");
+        let ttl = seconds_arg(l, 5, b"incr: ttl");
+        let key = key_arg(l);
+        match zone.incr(key.bytes(), &step, init.as_ref(), ttl) {
+            Ok((v, s)) => {
+                push_val(l, v);
+                ffi::lua_pushboolean(l, c_int::from(s.evicted));
+                2
+            }
+            Err(e) => fail(l, e),
+        }
+    }
+}
+
+/// `d:leaky_bucket(key, rate, burst)` → nil when admitted, or the seconds until there is room;
+/// or nil and a message.
+unsafe extern "C-unwind" fn leaky_bucket_fn(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as `get_fn`.
+    unsafe {
+        let zone = this(l, "leaky_bucket");
+        let rate = seconds_arg(l, 3, b"leaky_bucket: rate").unwrap_or(f64::NAN);
+        if rate.is_nan() || rate <= 0.0 {
+            raise(l, &[b"leaky_bucket: rate must be > 0"])
+        }
+        let burst = seconds_arg(l, 4, b"leaky_bucket: burst").unwrap_or(0.0);
+        let key = key_arg(l);
+        match zone.leaky_bucket(key.bytes(), rate, burst.max(0.0)) {
+            Ok(None) => {
+                ffi::lua_pushnil(l);
+                ffi::lua_pushnil(l);
+                2
+            }
+            Ok(Some(wait)) => {
+                ffi::lua_pushnumber(l, wait);
+                ffi::lua_pushnil(l);
+                2
+            }
+            Err(e) => fail(l, e),
+        }
+    }
+}
+
+/// `d:delete(key)` → whether the key was there.
+unsafe extern "C-unwind" fn delete_fn(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as `get_fn`.
+    unsafe {
+        let zone = this(l, "delete");
+        let key = key_arg(l);
+        match zone.delete(key.bytes()) {
+            Ok(was) => {
+                ffi::lua_pushboolean(l, c_int::from(was));
+                1
+            }
+            Err(e) => op_error(l, e),
+        }
+    }
+}
+
+/// `d:ttl(key)` → the remaining seconds (0: no expiry), or nil and a message.
+unsafe extern "C-unwind" fn ttl_fn(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as `get_fn`.
+    unsafe {
+        let zone = this(l, "ttl");
+        let key = key_arg(l);
+        match zone.ttl(key.bytes()) {
+            Ok(Some(t)) => {
+                // A key that never expires says 0, an integer as the README writes it.
+                match t {
+                    Some(t) => ffi::lua_pushnumber(l, t),
+                    None => ffi::lua_pushinteger(l, 0),
+                }
+                ffi::lua_pushnil(l);
+                2
+            }
+            Ok(None) => fail(l, OpError::NotFound),
+            Err(e) => fail(l, e),
+        }
+    }
+}
+
+/// `d:expire(key, ttl)` → true, or nil and a message.
+unsafe extern "C-unwind" fn expire_fn(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as `get_fn`.
+    unsafe {
+        let zone = this(l, "expire");
+        let ttl = seconds_arg(l, 3, b"expire: ttl");
+        let key = key_arg(l);
+        match zone.expire(key.bytes(), ttl) {
+            Ok(true) => {
+                ffi::lua_pushboolean(l, 1);
+                ffi::lua_pushnil(l);
+                2
+            }
+            Ok(false) => fail(l, OpError::NotFound),
+            Err(e) => fail(l, e),
+        }
+    }
+}
+
+/// `d:keys(max)` → a list of at most `max` keys (default [`DEFAULT_KEYS`]).
+unsafe extern "C-unwind" fn keys_fn(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as `get_fn`. The list of keys is owned while the table is filled: only a memory
+    // error there leaks it (see `crate::lua_raw`).
+    unsafe {
+        let zone = this(l, "keys");
+        let max = if ffi::lua_type(l, 2) <= ffi::LUA_TNIL {
+            DEFAULT_KEYS
+        } else {
+            let mut ok = 0;
+            let n = ffi::lua_tointegerx(l, 2, &mut ok);
+            if ok == 0 {
+                raise(
+                    l,
+                    &[b"keys(max): max must be an integer, not ", type_name(l, 2)],
+                )
+            }
+            usize::try_from(n).unwrap_or(0)
+        };
+        let keys = match zone.keys(max) {
+            Ok(k) => std::mem::ManuallyDrop::new(k),
+            Err(e) => op_error(l, e),
+        };
+        ffi::lua_createtable(l, c_int::try_from(keys.len()).unwrap_or(0), 0);
+        for (i, k) in keys.iter().enumerate() {
+            push(l, k);
+            ffi::lua_rawseti(l, -2, i as ffi::lua_Integer + 1);
+        }
+        drop(std::mem::ManuallyDrop::into_inner(keys));
+        1
+    }
+}
+
+/// `d:flush()`: every entry gone.
+unsafe extern "C-unwind" fn flush_fn(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as `get_fn`.
+    unsafe {
+        let zone = this(l, "flush");
+        match zone.flush() {
+            Ok(()) => 0,
+            Err(e) => op_error(l, e),
+        }
+    }
+}
+
+/// `d:free_space()` → the number of free entries.
+unsafe extern "C-unwind" fn free_space_fn(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as `get_fn`.
+    unsafe {
+        let zone = this(l, "free_space");
+        match zone.free_space() {
+            Ok(n) => {
+                ffi::lua_pushinteger(l, n as ffi::lua_Integer);
+                1
+            }
+            Err(e) => op_error(l, e),
+        }
+    }
+}
