@@ -61,6 +61,9 @@ struct Idle {
     /// The poll token it is still registered with (kept by the proxy exchange, so reusing it
     /// costs no epoll_ctl when the same client connection asks again); None: deregistered.
     token: Option<Token>,
+    /// An event came for it while it was idle (the upstream closing it, most likely): whoever
+    /// takes it again with the same token must read it before waiting for one.
+    event: bool,
 }
 
 /// One upstream.
@@ -80,6 +83,10 @@ pub struct Conn {
     pub stream: Stream,
     /// Whether it was kept from an earlier request (it may have gone stale).
     pub reused: bool,
+    /// Whether bytes or an EOF may be waiting that no event will announce again (a kept
+    /// connection that had an event while idle): read it before waiting for one. A fresh or
+    /// re-registered stream is false: the poll reports what it has anew.
+    pub readable: bool,
 }
 
 /// A worker's upstreams.
@@ -265,12 +272,14 @@ impl Upstreams {
                 return Ok(Conn {
                     stream: idle.stream,
                     reused: true,
+                    readable: false,
                 });
             }
         }
         Ok(Conn {
             stream: Self::dial(up, a)?,
             reused: false,
+            readable: false,
         })
     }
 
@@ -315,9 +324,14 @@ impl Upstreams {
                 Some(_) => Source::reregister(&mut idle.stream, registry, token, interest)?,
                 None => idle.stream.register(registry, token)?,
             }
+            let readable = match idle.token {
+                Some(t) if t == token => idle.event,
+                _ => false,
+            };
             return Ok(Conn {
                 stream: idle.stream,
                 reused: true,
+                readable,
             });
         }
         let mut stream = Self::dial(up, a)?;
@@ -325,6 +339,7 @@ impl Upstreams {
         Ok(Conn {
             stream,
             reused: false,
+            readable: false,
         })
     }
 
@@ -397,6 +412,16 @@ impl Upstreams {
         self.keep(u, a, stream, Some(token));
     }
 
+    /// An event came for `token` while no exchange held it: marks the kept connections still
+    /// registered with it (see [`Conn::readable`]).
+    pub fn idle_event(&mut self, token: Token) {
+        for up in &mut self.list {
+            for c in up.idle.iter_mut().filter(|c| c.token == Some(token)) {
+                c.event = true;
+            }
+        }
+    }
+
     fn keep(&mut self, u: usize, a: usize, stream: Stream, token: Option<Token>) {
         let Some(up) = self.list.get_mut(u) else {
             return;
@@ -411,6 +436,7 @@ impl Upstreams {
             addr: a,
             stream,
             token,
+            event: false,
         });
     }
 

@@ -46,7 +46,7 @@ const REPLACE: u8 = 2;
 const DEFAULT_KEYS: usize = 1024;
 
 /// A dictionary's handle: a userdata holding a strong count on `zone`, without its metatable
-/// yet (see [`metatable`]).
+/// yet (see [`fill_metatable`]).
 pub(super) fn new_handle(lua: &Lua, zone: &Rc<Zone>) -> mlua::Result<AnyUserData> {
     let raw = Rc::into_raw(zone.clone());
     // SAFETY: runs in mlua's protected call (an allocation error unwinds to it; then `raw`

@@ -614,9 +614,17 @@ impl Conn {
     }
 
     /// Records readiness of the backend socket and runs the state machine.
-    pub fn backend_ready(&mut self, ctx: &mut Ctx<'_>, readable: bool, writable: bool) -> Verdict {
-        if let Some(x) = self.exchange_mut() {
-            x.backend_ready(readable, writable);
+    pub fn backend_ready(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        readable: bool,
+        writable: bool,
+        read_closed: bool,
+    ) -> Verdict {
+        match self.exchange_mut() {
+            Some(x) => x.backend_ready(readable, writable, read_closed),
+            // For a kept upstream connection still registered with this connection's token.
+            None => ctx.upstreams.idle_event(Token(BACKEND_BASE + ctx.token)),
         }
         if self.lua_http_ready(ctx) == Verdict::Close {
             return Verdict::Close;

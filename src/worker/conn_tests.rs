@@ -201,7 +201,7 @@ impl Harness {
     /// The backend socket of the connection is ready.
     fn backend_ready(&mut self, c: &mut Conn) -> Verdict {
         let mut ctx = self.ctx();
-        c.backend_ready(&mut ctx, true, true)
+        c.backend_ready(&mut ctx, true, true, false)
     }
 
     /// Moves the clock by `d` and fires what expired, as the worker's loop does.

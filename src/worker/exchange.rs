@@ -26,8 +26,9 @@ pub trait Exchanging {
     /// Whether the response head went to the client (a drain then lets the response end
     /// as its head said: LIFECYCLE rule 15).
     fn head_sent(&self) -> bool;
-    /// Records readiness of the backend socket.
-    fn backend_ready(&mut self, readable: bool, writable: bool);
+    /// Records readiness of the backend socket; `read_closed`: the event said the backend
+    /// shut its side (EPOLLRDHUP), which no later event repeats.
+    fn backend_ready(&mut self, readable: bool, writable: bool, read_closed: bool);
     /// The Content-Length body bytes not yet taken from the client (None for other bodies).
     fn body_left(&self) -> Option<u64>;
     /// Whether input may still arrive from the client for this exchange.
@@ -94,7 +95,7 @@ impl Exchanging for Exchange {
     fn wants_client_input(&self) -> bool {
         Exchange::wants_client_input(self)
     }
-    fn backend_ready(&mut self, readable: bool, writable: bool) {
+    fn backend_ready(&mut self, readable: bool, writable: bool, _read_closed: bool) {
         Exchange::backend_ready(self, readable, writable)
     }
     fn body_left(&self) -> Option<u64> {
@@ -136,7 +137,7 @@ impl Exchanging for CgiRun {
     fn wants_client_input(&self) -> bool {
         CgiRun::wants_client_input(self)
     }
-    fn backend_ready(&mut self, readable: bool, writable: bool) {
+    fn backend_ready(&mut self, readable: bool, writable: bool, _read_closed: bool) {
         CgiRun::backend_ready(self, readable, writable)
     }
     fn body_left(&self) -> Option<u64> {

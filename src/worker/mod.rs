@@ -298,10 +298,11 @@ impl<'a> Worker<'a> {
                     }
                     Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
                     Token(t) if t >= BACKEND_BASE => {
-                        let readable = event.is_readable() || event.is_read_closed();
+                        let read_closed = event.is_read_closed();
+                        let readable = event.is_readable() || read_closed;
                         let writable = event.is_writable() || event.is_write_closed();
                         self.on_conn(t - BACKEND_BASE, now, |c, ctx| {
-                            c.backend_ready(ctx, readable, writable)
+                            c.backend_ready(ctx, readable, writable, read_closed)
                         });
                     }
                     Token(key) => {

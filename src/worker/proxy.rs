@@ -123,6 +123,9 @@ struct Wire {
     reused: bool,
     readable: bool,
     writable: bool,
+    /// An event said the upstream shut its side: the connection is not kept, whatever the
+    /// response said (its EOF may sit unread behind the response, and no event repeats it).
+    peer_closed: bool,
 }
 
 /// The addresses an exchange tried, without an allocation for the first few.
@@ -439,11 +442,15 @@ impl ProxyExchange {
                         addr: a,
                         sock,
                         reused: c.reused,
-                        // A peeked kept connection had nothing to read, and what comes
-                        // later raises an event; one not peeked is read at once, so a stale
-                        // one shows its EOF.
-                        readable: c.reused && !peek,
+                        // A kept connection is read before the request goes out only when
+                        // it had an event while idle (the upstream closing it: its EOF sends
+                        // the request to the next one at once). Without one it has nothing
+                        // to read, and reading anyway cost an EAGAIN `recvfrom` on most
+                        // proxied requests; if the upstream closed it unseen, the request
+                        // sent to it raises an event (its RST), and `may_retry` goes on.
+                        readable: c.readable,
                         writable: c.reused,
+                        peer_closed: false,
                     };
                     let kind = if c.reused {
                         self.link = Link::Connected(wire);
@@ -899,7 +906,7 @@ impl ProxyExchange {
             std::mem::replace(&mut self.link, Link::None)
         {
             env.upstreams.end(self.upstream, w.addr, false, env.now);
-            if keep {
+            if keep && !w.peer_closed {
                 // Left registered: the next request of this client connection takes it
                 // without an epoll_ctl (pool::Upstreams::release_registered).
                 env.upstreams
@@ -1171,10 +1178,11 @@ impl Exchanging for ProxyExchange {
         }
     }
 
-    fn backend_ready(&mut self, readable: bool, writable: bool) {
+    fn backend_ready(&mut self, readable: bool, writable: bool, read_closed: bool) {
         if let Link::Connecting(w) | Link::Connected(w) = &mut self.link {
             w.readable |= readable;
             w.writable |= writable;
+            w.peer_closed |= read_closed;
         }
     }
 

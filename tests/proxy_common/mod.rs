@@ -2,7 +2,8 @@
 //! misbehaving paths in the spirit of `luahttpd-fcgi-test`.
 //!
 //! Paths: `/echo` (the request body back, Content-Length), `/head` (the request head back as
-//! the body), `/big?n=N` (N pattern bytes, Content-Length), `/chunked?n=N` (N pattern bytes,
+//! the body), `/bye` (a response, then close), `/bye-linger` (a response, then the write side
+//! shut and 10 s of reading), `/big?n=N` (N pattern bytes, Content-Length), `/chunked?n=N` (N pattern bytes,
 //! chunked, in 1000-byte chunks), `/close?n=N` (close-delimited), `/name` (the upstream's
 //! name), `/ws` (101, then echoes bytes), `/ws-sink` (101, then one `.` back per KiB
 //! received, so the two directions of a tunnel differ in size), `/sleep` (never answers), `/die-mid` (head of 1000
@@ -312,6 +313,17 @@ fn serve(
             "/bye" => {
                 // A complete response, then the connection closes without saying so.
                 respond(&mut s, 200, "", b"bye");
+                break;
+            }
+            "/bye-linger" => {
+                // A complete response, then a lingering close: the write side shut at once,
+                // the socket read (and discarded) for 10 s more, as Apache's and nginx's
+                // lingering closes do. A request sent on it meanwhile gets no answer.
+                respond(&mut s, 200, "", b"bye");
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut tmp = [0u8; 256];
+                while matches!(s.read(&mut tmp), Ok(n) if n > 0) {}
                 break;
             }
             "/hold" => {
