@@ -79,6 +79,34 @@ pub unsafe fn upvalue<'a, T>(l: *mut ffi::lua_State) -> Option<&'a T> {
     }
 }
 
+/// The bytes of the string (or number, converted in place) at stack index `i`; None for any
+/// other value.
+///
+/// # Safety
+/// `l` is running a C function; the slice is used only while the value is on the stack.
+pub unsafe fn to_bytes<'a>(l: *mut ffi::lua_State, i: c_int) -> Option<&'a [u8]> {
+    // SAFETY: per the contract; Lua keeps the string's bytes while it is on the stack.
+    unsafe {
+        let mut len = 0usize;
+        let p = ffi::lua_tolstring(l, i, &mut len);
+        (!p.is_null()).then(|| std::slice::from_raw_parts(p.cast::<u8>(), len))
+    }
+}
+
+/// The bytes of argument `i` when it is a string (a number is not converted), else None.
+///
+/// # Safety
+/// As [`to_bytes`].
+pub unsafe fn str_arg<'a>(l: *mut ffi::lua_State, i: c_int) -> Option<&'a [u8]> {
+    // SAFETY: per the contract; a string is not converted, so its bytes stay put.
+    unsafe {
+        if ffi::lua_type(l, i) != ffi::LUA_TSTRING {
+            return None;
+        }
+        to_bytes(l, i)
+    }
+}
+
 /// Pushes `s` as a Lua string (may raise a memory error).
 ///
 /// # Safety

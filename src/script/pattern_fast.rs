@@ -211,22 +211,6 @@ impl<'p> Literal<'p> {
     }
 }
 
-/// Argument `i` as bytes if it is a string (not a number).
-///
-/// # Safety
-/// `l` is running a C function; the slice is used only while the argument is on the stack.
-unsafe fn bytes<'a>(l: *mut ffi::lua_State, i: c_int) -> Option<&'a [u8]> {
-    // SAFETY: per the contract.
-    unsafe {
-        if ffi::lua_type(l, i) != ffi::LUA_TSTRING {
-            return None;
-        }
-        let mut len = 0usize;
-        let p = ffi::lua_tolstring(l, i, &mut len);
-        (!p.is_null()).then(|| std::slice::from_raw_parts(p.cast::<u8>(), len))
-    }
-}
-
 unsafe extern "C-unwind" fn find_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: called by Lua as the closure `install` made (upvalue 1: the budget, 2: the mlua
     // `find`). `find` returns a plain value (its matcher is dropped inside it), so nothing
@@ -241,8 +225,8 @@ unsafe extern "C-unwind" fn find_fn(l: *mut ffi::lua_State) -> c_int {
         };
         let found = match (
             init,
-            bytes(l, 1),
-            bytes(l, 2),
+            lua_raw::str_arg(l, 1),
+            lua_raw::str_arg(l, 2),
             lua_raw::upvalue::<Budget>(l),
         ) {
             (Some(init), Some(src), Some(pat), Some(budget)) => find(src, pat, init, budget),

@@ -18,7 +18,7 @@ use mlua::{ffi, Function, Lua};
 
 use super::req::Current;
 use super::{args, RouteRequest};
-use crate::lua_raw::{closure, push, push_owned, upvalue};
+use crate::lua_raw::{closure, push, push_owned, to_bytes, upvalue};
 
 /// Which accessor [`function`] makes.
 #[derive(Debug, Clone, Copy)]
@@ -109,12 +109,7 @@ unsafe fn string_arg<'a>(l: *mut ffi::lua_State, coerce: bool) -> Option<&'a [u8
         if t != ffi::LUA_TSTRING && !(coerce && t == ffi::LUA_TNUMBER) {
             return None;
         }
-        let mut len = 0usize;
-        let p = ffi::lua_tolstring(l, 2, &mut len);
-        if p.is_null() {
-            return None;
-        }
-        Some(std::slice::from_raw_parts(p.cast::<u8>(), len))
+        to_bytes(l, 2)
     }
 }
 

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use mlua::{ffi, AnyUserData, Function, Lua, Table};
 
 use super::zone::{OpError, Val, Zone, MAX_KEY};
-use crate::lua_raw::{gc_fn, push, push_owned, raise};
+use crate::lua_raw::{gc_fn, push, push_owned, raise, str_arg};
 
 /// Every method, by name.
 const METHODS: [(&str, ffi::lua_CFunction); 12] = [
@@ -124,25 +124,6 @@ unsafe fn type_name<'a>(l: *mut ffi::lua_State, i: c_int) -> &'a [u8] {
     }
 }
 
-/// Argument `i` as the bytes of a string, if it is one (no number coercion).
-///
-/// # Safety
-/// `l` is running a C function; the slice is used only while the argument is on the stack.
-unsafe fn str_arg<'a>(l: *mut ffi::lua_State, i: c_int) -> Option<&'a [u8]> {
-    // SAFETY: per the contract; a string argument is not converted, so its bytes stay put.
-    unsafe {
-        if ffi::lua_type(l, i) != ffi::LUA_TSTRING {
-            return None;
-        }
-        let mut len = 0usize;
-        let p = ffi::lua_tolstring(l, i, &mut len);
-        if p.is_null() {
-            return None;
-        }
-        Some(std::slice::from_raw_parts(p.cast::<u8>(), len))
-    }
-}
-
 /// A key: a string, or a number written as its decimal text (an integer as Lua writes it, a
 /// float as Rust does), the way earlier versions took it.
 // A value of one call's frame: boxing the text would cost an allocation per number key.
@@ -166,7 +147,8 @@ impl Key<'_> {
 /// Argument 2 as a key; anything else raises.
 ///
 /// # Safety
-/// As [`str_arg`]; nothing with a destructor is alive in the caller's frames.
+/// As [`str_arg`] (the slice lives as long as the argument); nothing with a destructor is
+/// alive in the caller's frames.
 unsafe fn key_arg<'a>(l: *mut ffi::lua_State) -> Key<'a> {
     // SAFETY: per the contract.
     unsafe {
@@ -211,12 +193,12 @@ unsafe fn num_arg(l: *mut ffi::lua_State, i: c_int, what: &[u8]) -> Option<Val> 
     }
 }
 
-/// Argument `i` as seconds (a number or a numeric string), or None when nil or absent;
-/// anything else raises.
+/// Argument `i` as a number the way Lua's `tonumber` takes it (a number or a numeric string:
+/// a ttl, a rate, a burst), or None when nil or absent; anything else raises.
 ///
 /// # Safety
 /// As [`key_arg`].
-unsafe fn seconds_arg(l: *mut ffi::lua_State, i: c_int, what: &[u8]) -> Option<f64> {
+unsafe fn tonumber_arg(l: *mut ffi::lua_State, i: c_int, what: &[u8]) -> Option<f64> {
     // SAFETY: per the contract; `lua_tonumberx` converts a numeric string without changing
     // the stack.
     unsafe {
@@ -308,7 +290,7 @@ unsafe extern "C-unwind" fn store_fn<const WHICH: u8>(l: *mut ffi::lua_State) ->
     // SAFETY: as `get_fn`. The copied value is dropped before anything is pushed.
     unsafe {
         let zone = this(l, name);
-        let ttl = seconds_arg(l, 4, b"ttl");
+        let ttl = tonumber_arg(l, 4, b"ttl");
         let key = key_arg(l);
         let val = match ffi::lua_type(l, 3) {
             ffi::LUA_TNIL | ffi::LUA_TNONE if WHICH == SET => None,
@@ -359,7 +341,7 @@ unsafe extern "C-unwind" fn incr_fn(l: *mut ffi::lua_State) -> c_int {
             raise(l, &[b"incr: step must be a number, not ", type_name(l, 3)])
         };
         let init = num_arg(l, 4, b"incr: initial value");
-        let ttl = seconds_arg(l, 5, b"incr: ttl");
+        let ttl = tonumber_arg(l, 5, b"incr: ttl");
         let key = key_arg(l);
         match zone.incr(key.bytes(), &step, init.as_ref(), ttl) {
             Ok((v, s)) => {
@@ -378,11 +360,11 @@ unsafe extern "C-unwind" fn leaky_bucket_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `get_fn`.
     unsafe {
         let zone = this(l, "leaky_bucket");
-        let rate = seconds_arg(l, 3, b"leaky_bucket: rate").unwrap_or(f64::NAN);
+        let rate = tonumber_arg(l, 3, b"leaky_bucket: rate").unwrap_or(f64::NAN);
         if rate.is_nan() || rate <= 0.0 {
             raise(l, &[b"leaky_bucket: rate must be > 0"])
         }
-        let burst = seconds_arg(l, 4, b"leaky_bucket: burst").unwrap_or(0.0);
+        let burst = tonumber_arg(l, 4, b"leaky_bucket: burst").unwrap_or(0.0);
         let key = key_arg(l);
         match zone.leaky_bucket(key.bytes(), rate, burst.max(0.0)) {
             Ok(None) => {
@@ -443,7 +425,7 @@ unsafe extern "C-unwind" fn expire_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `get_fn`.
     unsafe {
         let zone = this(l, "expire");
-        let ttl = seconds_arg(l, 3, b"expire: ttl");
+        let ttl = tonumber_arg(l, 3, b"expire: ttl");
         let key = key_arg(l);
         match zone.expire(key.bytes(), ttl) {
             Ok(true) => {
@@ -502,7 +484,7 @@ unsafe extern "C-unwind" fn flush_fn(l: *mut ffi::lua_State) -> c_int {
     }
 }
 
-/// `d:free_space()` → the number of free entries.
+/// `d:free_space()` → the bytes free for new entries (free or expired ones).
 unsafe extern "C-unwind" fn free_space_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `get_fn`.
     unsafe {

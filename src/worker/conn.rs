@@ -136,12 +136,18 @@ fn compress_offer(ctx: &mut Ctx<'_>, req: &Request) -> Option<super::fcgi_compre
 }
 
 impl Ctx<'_> {
+    /// The poll token of this connection's backend sockets.
+    fn backend_token(&self) -> Token {
+        Token(BACKEND_BASE + self.token)
+    }
+
     fn env(&mut self) -> Env<'_> {
+        let token = self.backend_token();
         Env {
             pool: self.pool,
             timers: self.timers,
             registry: self.registry,
-            token: Token(BACKEND_BASE + self.token),
+            token,
             key: self.token,
             now: self.now,
             stderr: self.stderr,
@@ -240,10 +246,11 @@ impl LuaWait {
 impl Ctx<'_> {
     /// What an `http.request` call needs of the worker.
     fn call_env(&mut self) -> super::lua_http::CallEnv<'_> {
+        let token = self.backend_token();
         super::lua_http::CallEnv {
             upstreams: self.upstreams,
             registry: self.registry,
-            token: Token(BACKEND_BASE + self.token),
+            token,
             now: self.now,
         }
     }
@@ -624,7 +631,10 @@ impl Conn {
         match self.exchange_mut() {
             Some(x) => x.backend_ready(readable, writable, read_closed),
             // For a kept upstream connection still registered with this connection's token.
-            None => ctx.upstreams.idle_event(Token(BACKEND_BASE + ctx.token)),
+            None => {
+                let token = ctx.backend_token();
+                ctx.upstreams.idle_event(token)
+            }
         }
         if self.lua_http_ready(ctx) == Verdict::Close {
             return Verdict::Close;

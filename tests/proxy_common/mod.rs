@@ -2,8 +2,8 @@
 //! misbehaving paths in the spirit of `luahttpd-fcgi-test`.
 //!
 //! Paths: `/echo` (the request body back, Content-Length), `/head` (the request head back as
-//! the body), `/bye` (a response, then close), `/bye-linger` (a response, then the write side
-//! shut and 10 s of reading), `/big?n=N` (N pattern bytes, Content-Length), `/chunked?n=N` (N pattern bytes,
+//! the body), `/bye` (a response, then close), `/bye-linger?after=MS` (a response, then the
+//! write side shut, at once or MS later, and 10 s of reading), `/big?n=N` (N pattern bytes, Content-Length), `/chunked?n=N` (N pattern bytes,
 //! chunked, in 1000-byte chunks), `/close?n=N` (close-delimited), `/name` (the upstream's
 //! name), `/ws` (101, then echoes bytes), `/ws-sink` (101, then one `.` back per KiB
 //! received, so the two directions of a tunnel differ in size), `/sleep` (never answers), `/die-mid` (head of 1000
@@ -320,6 +320,9 @@ fn serve(
                 // the socket read (and discarded) for 10 s more, as Apache's and nginx's
                 // lingering closes do. A request sent on it meanwhile gets no answer.
                 respond(&mut s, 200, "", b"bye");
+                if let Some(ms) = query(&req.target, "after") {
+                    std::thread::sleep(Duration::from_millis(ms as u64));
+                }
                 let _ = s.shutdown(std::net::Shutdown::Write);
                 let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
                 let mut tmp = [0u8; 256];
