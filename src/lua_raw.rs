@@ -12,7 +12,30 @@ use std::ffi::{c_char, c_int};
 use std::mem::ManuallyDrop;
 use std::rc::Rc;
 
-use mlua::{ffi, Function, Lua};
+use mlua::{ffi, Function, Lua, Table};
+
+extern "C-unwind" {
+    /// The vendored Lua's read-only flag (vendor/lua-src/LUAHTTPD.md).
+    fn luahttpd_setreadonly(l: *mut ffi::lua_State, idx: c_int);
+}
+
+/// Makes `t` refuse every store from now on: an assignment, to a present key or a new one,
+/// calls its metatable's `__newindex` (so a read-only table is given one that raises), and a
+/// raw set or a new metatable raises. Reads are plain table reads, with no `__index` hop: the
+/// sandbox's globals, its library tables and `shared` hold their data in themselves.
+///
+/// Rust code must not `raw_set` such a table: mlua calls `lua_rawset` outside a protected
+/// call when the state has no memory limit, and the refusal would then abort the process.
+pub fn set_readonly(lua: &Lua, t: &Table) -> mlua::Result<()> {
+    // SAFETY: runs in mlua's protected call with one argument pushed, the table, which the
+    // flag's setter reads at -1 (it cannot raise); popping it leaves nothing, the `()` asked.
+    unsafe {
+        lua.exec_raw::<()>(t, |l| {
+            luahttpd_setreadonly(l, -1);
+            ffi::lua_pop(l, 1);
+        })
+    }
+}
 
 /// A C closure of `f` with two upvalues: a userdata holding a strong count on `rc` (given back
 /// by its `__gc`; read it with [`upvalue`]) and `second`.
@@ -145,5 +168,46 @@ pub unsafe fn raise(l: *mut ffi::lua_State, parts: &[&[u8]]) -> ! {
         }
         ffi::lua_concat(l, parts.len() as c_int + 1);
         ffi::lua_error(l)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_readonly;
+    use mlua::Lua;
+
+    /// A read-only table keeps its data for reads and refuses every kind of store.
+    #[test]
+    fn a_read_only_table_refuses_every_store() {
+        let lua = Lua::new();
+        // mlua runs a raw set unprotected when no memory limit is set (see `set_readonly`).
+        lua.set_memory_limit(1 << 30).unwrap();
+        let t = lua.create_table().unwrap();
+        t.raw_set("a", 1).unwrap();
+        let mt = lua
+            .load("return { __newindex = function(_, k) error('no ' .. tostring(k)) end }")
+            .eval::<mlua::Table>()
+            .unwrap();
+        t.set_metatable(Some(mt));
+        set_readonly(&lua, &t).unwrap();
+        assert_eq!(t.get::<i64>("a").unwrap(), 1);
+        let e = t.raw_set("a", 2).unwrap_err().to_string();
+        assert!(e.contains("read-only table"), "{e}");
+        assert!(t.raw_set(1, 2).is_err());
+        let e = t.set("a", 2).unwrap_err().to_string();
+        assert!(e.contains("no a"), "{e}");
+        let f = lua
+            .load("return function(t) t.b = 1 end")
+            .eval::<mlua::Function>()
+            .unwrap();
+        let e = f.call::<()>(&t).unwrap_err().to_string();
+        assert!(e.contains("no b"), "{e}");
+        assert!(lua.load("local t = ... t[1] = 1").call::<()>(&t).is_err());
+        assert!(lua
+            .load("local t = ... setmetatable(t, nil)")
+            .call::<()>(&t)
+            .is_err());
+        assert_eq!(t.raw_get::<i64>("a").unwrap(), 1);
+        assert!(t.raw_get::<Option<i64>>("b").unwrap().is_none());
     }
 }

@@ -203,11 +203,24 @@ fn rawset_cannot_change_what_the_next_request_sees() {
             "{e}"
         );
     }
-    // pairs() does not hand out the table behind a library view.
-    let src = "route(function(req)\n  if req.path == '/bad' then\n    local _, t = pairs(string)\n    if t then rawset(t, 'find', function() return 'evil' end) end\n    for k in pairs(string) do end\n    return nil\n  end\n  return respond(200, tostring(('abc'):find('b')) .. type(string.upper) .. tostring(rawget(string, 'find')))\nend)";
+    // The table pairs() hands out is the read-only library itself.
+    let src = "route(function(req)\n  if req.path == '/bad' then\n    local _, t = pairs(string)\n    if t then rawset(t, 'find', function() return 'evil' end) end\n    for k in pairs(string) do end\n    return nil\n  end\n  return respond(200, tostring(('abc'):find('b')) .. type(string.upper) .. tostring(rawget(string, 'find') == string.find))\nend)";
     let mut r = router(src);
-    let _ = call_head(&mut r, BAD);
-    assert_eq!(respond_body(call(&mut r).unwrap()), "2functionnil");
+    let e = call_head(&mut r, BAD).unwrap_err();
+    assert!(e.message.contains("rawset: string is read-only"), "{e}");
+    assert_eq!(respond_body(call(&mut r).unwrap()), "2functiontrue");
+    // Stores from C functions (lua_seti, lua_setfield) reach the same refusal.
+    for (code, msg) in [
+        ("table.insert(string, 'x')", "cannot assign string.1"),
+        (
+            "table.insert(_G, 'x')",
+            "assignment to undeclared global '1'",
+        ),
+        ("table.move({1}, 1, 1, 1, table)", "cannot assign table.1"),
+    ] {
+        let e = fails_then_recovers(code, BAD, RouteErrorKind::Lua);
+        assert!(e.message.contains(msg), "{code}: {e}");
+    }
     // A global the config defined cannot be replaced, with or without rawset.
     let e = fails_then_recovers("string = {}", BAD, RouteErrorKind::Lua);
     assert!(e.message.contains("cannot assign global 'string'"), "{e}");

@@ -4,7 +4,7 @@
 -- their _ENV, so they see the sandbox from now on. Values a config captured in upvalues before
 -- this ran (e.g. `local io = io`) stay reachable to that code: the config is trusted, requests
 -- are not.
-local G, tripped, log, decisions, is_c_function, metered, charge = ...
+local G, tripped, log, decisions, is_c_function, metered, charge, readonly = ...
 
 local error, pairs, next, rawget, type, tostring, select = error, pairs, next, rawget, type, tostring, select
 local raw_pcall, raw_xpcall, raw_setmetatable, raw_collectgarbage = pcall, xpcall, setmetatable, collectgarbage
@@ -18,23 +18,22 @@ local function protect(t, name)
   return t
 end
 
--- Read-only view of a library table; pairs() still lists it. The view is an empty table (so
--- every write goes to __newindex) and the copy it reads is never handed out, not even by
--- pairs, so nothing a route does can change what the next request sees.
+-- Read-only copy of a library table. `readonly` sets the VM's read-only flag (src/lua_raw.rs,
+-- vendor/lua-src/LUAHTTPD.md): every assignment, to a present name too, goes to __newindex and
+-- rawset refuses, so nothing a route does can change what the next request sees, while a read
+-- is a plain table read (no __index hop).
 local function frozen(name, src, skip)
   local copy = {}
   for k, v in pairs(src) do
     if not (skip and skip[k]) then copy[k] = v end
   end
-  local function iter(_, k) return next(copy, k) end
-  return protect(raw_setmetatable({}, {
-    __index = copy,
+  raw_setmetatable(copy, {
     __newindex = function(_, k)
       error("cannot assign " .. name .. "." .. tostring(k) .. ": libraries are read-only in route", 2)
     end,
-    __pairs = function() return iter, nil, nil end,
     __metatable = false,
-  }), name), copy
+  })
+  return protect(readonly(copy), name)
 end
 
 local keep = {}
@@ -132,7 +131,7 @@ table_src.unpack = function(t, i, j)
   return unpack(t, i, j)
 end
 
-local string_view, string_copy = frozen("string", string_src, { dump = true })
+local string_view = frozen("string", string_src, { dump = true })
 keep.string = string_view
 keep.table = frozen("table", table_src)
 keep.math = frozen("math", G.math)
@@ -144,7 +143,7 @@ for k, v in pairs(decisions) do keep[k] = v end
 -- Methods on strings ("x":find) go through the string metatable: point it at the copy
 -- without dump, and hide it.
 local smt = getmetatable("")
-smt.__index = string_copy
+smt.__index = string_view
 smt.__metatable = false
 
 -- Globals the config defined itself (Lua functions, tables, strings, …) stay; the standard
@@ -169,17 +168,17 @@ for k, v in next, G do
   end
 end
 
--- The globals table stays the same table (config functions hold it as _ENV) but becomes an
--- empty view of `keep`: every assignment reaches __newindex, existing names included, and
--- rawset refuses it.
+-- The globals table stays the same table (config functions hold it as _ENV), refilled with
+-- `keep` and made read-only like the libraries: every assignment reaches __newindex,
+-- existing names included, and rawset refuses it.
 local names = {}
 for k in next, G do names[#names + 1] = k end
+raw_setmetatable(G, nil)
 for _, k in pairs(names) do G[k] = nil end
 keep._G = G
-local function globals_iter(_, k) return next(keep, k) end
+for k, v in next, keep do G[k] = v end
 
 raw_setmetatable(G, {
-  __index = keep,
   __newindex = function(_, k)
     if keep[k] ~= nil then
       error("cannot assign global '" .. tostring(k) .. "' in route: globals are read-only " ..
@@ -188,9 +187,8 @@ raw_setmetatable(G, {
     error("assignment to undeclared global '" .. tostring(k) ..
           "' (use a local; keep per-worker state in an upvalue of the config)", 2)
   end,
-  __pairs = function() return globals_iter, nil, nil end,
   __metatable = false,
 })
-protect(G, "_G")
+protect(readonly(G), "_G")
 
 return protect

@@ -2,7 +2,7 @@
 //!
 //! See [`prepare_sandbox`]. The Lua side is `sandbox.lua`, embedded.
 
-use mlua::{Lua, Value};
+use mlua::{Lua, Table, Value};
 
 use std::rc::Rc;
 
@@ -71,6 +71,10 @@ pub fn prepare_sandbox(lua: &Lua) -> mlua::Result<()> {
         };
         budget.touch(n)
     })?;
+    let readonly = lua.create_function(|lua, t: Table| {
+        crate::lua_raw::set_readonly(lua, &t)?;
+        Ok(t)
+    })?;
     let protect: mlua::Function = lua.load(SANDBOX_LUA).set_name("=luahttpd sandbox").call((
         g,
         tripped,
@@ -79,6 +83,7 @@ pub fn prepare_sandbox(lua: &Lua) -> mlua::Result<()> {
         is_c_function,
         metered,
         charge,
+        readonly,
     ))?;
     lua.set_named_registry_value(PROTECT, protect)?;
     lua.set_named_registry_value(MARK, true)

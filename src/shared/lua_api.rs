@@ -2,7 +2,7 @@
 //!
 //! `shared.NAME` is a dictionary with the methods `get set add replace incr delete ttl expire
 //! keys flush free_space`; `shared()` lists the zones with their fill level. The object is a
-//! read-only table over a hidden one (see [`object`]): route code cannot replace a dictionary,
+//! read-only table (see [`object`]): route code cannot replace a dictionary,
 //! and an unknown name is an error that lists the defined ones. Result conventions follow
 //! OpenResty's `ngx.shared.DICT` where they can: failures that depend on the data are
 //! `nil, "message"`, misuse (a table as value) is an error.
@@ -14,16 +14,15 @@ use mlua::{ffi, AnyUserData, Lua, MultiValue, Table, Value};
 use super::dict_raw;
 use super::zone::{Zone, ENTRY_BYTES};
 
-/// Builds the `shared` object over `zones`: an empty table whose metatable reads the
-/// dictionaries from a hidden table (`__index` a table, so `shared.NAME` is a lookup inside
-/// the VM, with no function call), refuses assignments, lists the zones when called, and hides
-/// itself (`__metatable`). An unknown name reaches the hidden table's own `__index`, an error
-/// that lists the defined names. Route code cannot `rawset` it either: the route sandbox
-/// protects it (script/sandbox.lua).
+/// Builds the `shared` object over `zones`: a table holding the dictionaries, made read-only
+/// by the VM's flag ([`crate::lua_raw::set_readonly`]: `shared.NAME` is one plain lookup, an
+/// assignment reaches `__newindex`, which refuses it, and `rawset` raises), whose metatable
+/// lists the zones when called and hides itself (`__metatable`). An unknown name reaches its
+/// `__index`, an error that lists the defined names.
 pub fn object(lua: &Lua, zones: Vec<(String, Rc<Zone>)>) -> mlua::Result<Value> {
-    let dicts = lua.create_table()?;
+    let shared = lua.create_table()?;
     for (name, zone) in &zones {
-        dicts.raw_set(name.as_str(), dict(lua, name, zone)?)?;
+        shared.raw_set(name.as_str(), dict(lua, name, zone)?)?;
     }
     let names: Vec<String> = zones.iter().map(|(n, _)| n.clone()).collect();
     let defined = if names.is_empty() {
@@ -40,13 +39,8 @@ pub fn object(lua: &Lua, zones: Vec<(String, Rc<Zone>)>) -> mlua::Result<Value> 
             "no shared dict '{name}' ({defined})"
         )))
     })?;
-    let hidden = lua.create_table()?;
-    hidden.raw_set("__index", unknown)?;
-    hidden.raw_set("__metatable", false)?;
-    dicts.set_metatable(Some(hidden));
-
     let mt = lua.create_table()?;
-    mt.raw_set("__index", dicts)?;
+    mt.raw_set("__index", unknown)?;
     mt.raw_set(
         "__newindex",
         lua.create_function(|_, _: MultiValue| -> mlua::Result<()> {
@@ -66,8 +60,8 @@ pub fn object(lua: &Lua, zones: Vec<(String, Rc<Zone>)>) -> mlua::Result<Value> 
         lua.create_function(move |_, _: MultiValue| Ok(text.clone()))?,
     )?;
     mt.raw_set("__metatable", false)?;
-    let shared = lua.create_table()?;
     shared.set_metatable(Some(mt));
+    crate::lua_raw::set_readonly(lua, &shared)?;
     Ok(Value::Table(shared))
 }
 

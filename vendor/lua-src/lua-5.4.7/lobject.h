@@ -733,6 +733,10 @@ typedef union Node {
 #define setrealasize(t)		((t)->flags &= cast_byte(~BITRAS))
 #define setnorealasize(t)	((t)->flags |= BITRAS)
 
+/* luahttpd: bit 6 of 'flags' marks a table that refuses every store (LUAHTTPD.md) */
+#define BITRO		(1 << 6)
+#define isreadonly(t)		((t)->flags & BITRO)
+
 
 typedef struct Table {
   CommonHeader;

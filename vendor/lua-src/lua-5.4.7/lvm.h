@@ -102,6 +102,20 @@ typedef enum {
 
 
 /*
+** luahttpd: 'luaV_fastget' and 'luaV_fastgeti' for a store. A read-only table takes the
+** path of a non-table ('slot' NULL, result 0), so 'luaV_finishset' calls its '__newindex'
+** for every key, present or not.
+*/
+#define luaV_fastset(L,t,k,slot,f) \
+  ((ttistable(t) && isreadonly(hvalue(t))) \
+   ? (slot = NULL, 0) : luaV_fastget(L,t,k,slot,f))
+
+#define luaV_fastseti(L,t,k,slot) \
+  ((ttistable(t) && isreadonly(hvalue(t))) \
+   ? (slot = NULL, 0) : luaV_fastgeti(L,t,k,slot))
+
+
+/*
 ** Finish a fast set operation (when fast get succeeds). In that case,
 ** 'slot' points to the place to put the value.
 */
