@@ -194,6 +194,7 @@ mod tests {
         let e = t.raw_set("a", 2).unwrap_err().to_string();
         assert!(e.contains("read-only table"), "{e}");
         assert!(t.raw_set(1, 2).is_err());
+        assert!(t.raw_seti(1, 2).is_err());
         let e = t.set("a", 2).unwrap_err().to_string();
         assert!(e.contains("no a"), "{e}");
         let f = lua
