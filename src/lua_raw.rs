@@ -68,11 +68,11 @@ pub fn closure<T: 'static>(
 }
 
 /// `__gc` of a userdata holding one pointer from `Rc::into_raw` (or null): gives back that
-/// strong count (the upvalue of [`closure`], a shared dictionary's handle).
+/// strong count (upvalue 1 of a [`closure`]).
 ///
 /// # Safety
 /// Only as the `__gc` of such a userdata, whose metatable Lua code cannot reach.
-pub unsafe extern "C-unwind" fn gc_fn<T>(l: *mut ffi::lua_State) -> c_int {
+unsafe extern "C-unwind" fn gc_fn<T>(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: Lua calls `__gc` with the userdata made by `closure::<T>` (its metatable is not
     // reachable from Lua code), which holds a pointer from `Rc::into_raw`, or null once taken.
     unsafe {

@@ -2,11 +2,12 @@
 //!
 //! A route that counts calls `incr` on every request; as an mlua userdata method each call cost
 //! about 1,900 instructions of dispatch (the userdata's type check, argument conversion, a
-//! protected frame) around a zone operation of about 400. Here a dictionary is a userdata of one
-//! pointer, a strong count on its [`Zone`] (given back by its `__gc`), and its metatable's
-//! `__index` is a table of C closures whose one upvalue is that userdata: a method checks that
-//! argument 1 is its own dictionary (a call without the colon is a clear error rather than a
-//! key taken for `self`) and reads the zone from it.
+//! protected frame) around a zone operation of about 400. Here a dictionary is a read-only
+//! table ([`crate::lua_raw::set_readonly`]) holding its methods, so `shared.NAME:incr` is two
+//! plain lookups: each method is a C closure over a strong count on the [`Zone`] (given back by
+//! its `__gc`) and over the dictionary's table, so a method checks that argument 1 is its own
+//! dictionary (a call without the colon is a clear error rather than a key taken for `self`)
+//! and reads the zone from its upvalue.
 //!
 //! The rules of [`crate::lua_raw`] hold: arguments are read and checked (raising on misuse)
 //! before anything is owned; the zone operation runs with only borrowed arguments or a copied
@@ -16,10 +17,10 @@ use std::ffi::{c_int, CStr};
 use std::io::Write;
 use std::rc::Rc;
 
-use mlua::{ffi, AnyUserData, Function, Lua, Table};
+use mlua::{ffi, Lua, Table};
 
 use super::zone::{OpError, Val, Zone, MAX_KEY};
-use crate::lua_raw::{gc_fn, push, push_owned, raise, str_arg};
+use crate::lua_raw::{closure, push, push_owned, raise, str_arg, upvalue};
 
 /// Every method, by name.
 const METHODS: [(&str, ffi::lua_CFunction); 12] = [
@@ -45,54 +46,25 @@ const REPLACE: u8 = 2;
 /// `keys()` without a maximum lists at most this many.
 const DEFAULT_KEYS: usize = 1024;
 
-/// A dictionary's handle: a userdata holding a strong count on `zone`, without its metatable
-/// yet (see [`fill_metatable`]).
-pub(super) fn new_handle(lua: &Lua, zone: &Rc<Zone>) -> mlua::Result<AnyUserData> {
-    let raw = Rc::into_raw(zone.clone());
-    // SAFETY: runs in mlua's protected call (an allocation error unwinds to it; then `raw`
-    // keeps its count and leaks, harmlessly). The userdata is exactly one pointer, written
-    // before anything else can see it; it leaves one value, the userdata.
-    unsafe {
-        lua.exec_raw::<AnyUserData>((), |l| {
-            ffi::lua_newuserdatauv(l, std::mem::size_of::<*const Zone>(), 0)
-                .cast::<*const Zone>()
-                .write(raw);
-        })
-    }
-}
-
-/// Fills `mt`, the metatable `handle` is to get: the methods as `__index`, and the `__gc`
-/// that gives back the handle's count (set before the table becomes its metatable, as Lua
-/// asks of a finalizer).
-pub(super) fn fill_metatable(lua: &Lua, handle: &AnyUserData, mt: &Table) -> mlua::Result<()> {
-    let methods = lua.create_table_with_capacity(0, METHODS.len())?;
+/// Fills `dict`, a dictionary's table (made read-only by the caller afterwards), with its
+/// methods: C closures over a strong count on `zone` and over `dict` itself (see [`this`]).
+pub(super) fn fill_methods(lua: &Lua, zone: &Rc<Zone>, dict: &Table) -> mlua::Result<()> {
     for (name, f) in METHODS {
-        // SAFETY: runs in mlua's protected call; the argument pushed, the handle, becomes the
-        // closure's one upvalue, which leaves one value, the function.
-        let method = unsafe {
-            lua.exec_raw::<Function>(handle, |l| {
-                ffi::lua_pushcclosure(l, f, 1);
-            })?
-        };
-        methods.raw_set(name, method)?;
+        dict.raw_set(name, closure(lua, zone.clone(), f, dict)?)?;
     }
-    mt.raw_set("__index", methods)?;
-    // SAFETY: `gc_fn::<Zone>` is the finalizer of exactly the userdata `new_handle` makes,
-    // and this metatable is hidden from Lua code (`__metatable`, set by the caller).
-    mt.raw_set("__gc", unsafe { lua.create_c_function(gc_fn::<Zone>)? })
+    Ok(())
 }
 
 /// The zone of the call, after checking that argument 1 is the dictionary (a call with `:`).
 ///
 /// # Safety
-/// `l` is running a method made by [`fill_metatable`]; the reference is not used after it
+/// `l` is running a method made by [`fill_methods`]; the reference is not used after it
 /// returns.
 unsafe fn this<'a>(l: *mut ffi::lua_State, method: &str) -> &'a Zone {
-    // SAFETY: per the contract, upvalue 1 is the handle: its block holds a pointer with a
-    // strong count until its `__gc`, which cannot run while a method referencing it runs.
+    // SAFETY: per the contract, upvalue 2 is the dictionary's table and upvalue 1 the
+    // `closure` userdata `upvalue` reads; an absent argument 1 compares unequal.
     unsafe {
-        let p = ffi::lua_touserdata(l, 1);
-        if p.is_null() || p != ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) {
+        if ffi::lua_rawequal(l, 1, ffi::lua_upvalueindex(2)) == 0 {
             raise(
                 l,
                 &[
@@ -102,11 +74,10 @@ unsafe fn this<'a>(l: *mut ffi::lua_State, method: &str) -> &'a Zone {
                 ],
             )
         }
-        let z = *p.cast::<*const Zone>();
-        if z.is_null() {
-            raise(l, &[b"shared dict: closed"])
+        match upvalue::<Zone>(l) {
+            Some(z) => z,
+            None => raise(l, &[b"shared dict: closed"]),
         }
-        &*z
     }
 }
 
@@ -255,7 +226,7 @@ unsafe fn op_error(l: *mut ffi::lua_State, e: OpError) -> ! {
 
 /// `d:get(key)` → value and remaining seconds (nil: no expiry), or nil, or nil and a message.
 unsafe extern "C-unwind" fn get_fn(l: *mut ffi::lua_State) -> c_int {
-    // SAFETY: Lua calls it as a method made by `fill_metatable`; the key is borrowed from the stack
+    // SAFETY: Lua calls it as a method made by `fill_methods`; the key is borrowed from the stack
     // for the zone operation; results are pushed after it, an owned string by `push_val`.
     unsafe {
         let zone = this(l, "get");

@@ -9,7 +9,7 @@
 
 use std::rc::Rc;
 
-use mlua::{ffi, AnyUserData, Lua, MultiValue, Table, Value};
+use mlua::{Lua, MultiValue, Table, Value};
 
 use super::dict_raw;
 use super::zone::{Zone, ENTRY_BYTES};
@@ -65,11 +65,12 @@ pub fn object(lua: &Lua, zones: Vec<(String, Rc<Zone>)>) -> mlua::Result<Value> 
     Ok(Value::Table(shared))
 }
 
-/// One dictionary: a `dict_raw` handle on `zone` with its hidden metatable.
-fn dict(lua: &Lua, name: &str, zone: &Rc<Zone>) -> mlua::Result<AnyUserData> {
-    let handle = dict_raw::new_handle(lua, zone)?;
+/// One dictionary: a read-only table of its methods (`dict_raw`) whose hidden metatable
+/// names it and refuses assignments.
+fn dict(lua: &Lua, name: &str, zone: &Rc<Zone>) -> mlua::Result<Table> {
+    let dict = lua.create_table()?;
+    dict_raw::fill_methods(lua, zone, &dict)?;
     let mt = lua.create_table()?;
-    dict_raw::fill_metatable(lua, &handle, &mt)?;
     let text = format!(
         "shared dict '{name}' ({} bytes, {} entries of {} bytes)",
         zone.size(),
@@ -80,17 +81,19 @@ fn dict(lua: &Lua, name: &str, zone: &Rc<Zone>) -> mlua::Result<AnyUserData> {
         "__tostring",
         lua.create_function(move |_, _: MultiValue| Ok(text.clone()))?,
     )?;
+    let refusal = format!(
+        "shared dict '{name}' is changed through its methods: shared.{name}:set(key, value)"
+    );
+    mt.raw_set(
+        "__newindex",
+        lua.create_function(move |_, _: MultiValue| -> mlua::Result<()> {
+            Err(mlua::Error::runtime(refusal.clone()))
+        })?,
+    )?;
     mt.raw_set("__metatable", false)?;
-    // SAFETY: runs in mlua's protected call; the two arguments are pushed in order, so the
-    // handle is at -2 when `lua_setmetatable` pops the table; the handle is popped too, which
-    // leaves nothing, the `()` asked for.
-    unsafe {
-        lua.exec_raw::<()>((&handle, mt), |l| {
-            ffi::lua_setmetatable(l, -2);
-            ffi::lua_pop(l, 1);
-        })?;
-    }
-    Ok(handle)
+    dict.set_metatable(Some(mt));
+    crate::lua_raw::set_readonly(lua, &dict)?;
+    Ok(dict)
 }
 
 /// `shared()`: a row per zone with its fill level.

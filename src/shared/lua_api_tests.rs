@@ -212,8 +212,15 @@ fn the_dictionary_is_hidden_and_read_only() {
         "false"
     );
     assert!(eval(&lua, "return tostring(shared.d)").starts_with("shared dict 'd' ("));
-    assert!(error_of(&lua, "shared.d.incr = print").contains("userdata"));
-    assert_eq!(eval(&lua, "return type(shared.d)"), "userdata");
+    assert!(error_of(&lua, "shared.d.incr = print")
+        .contains("shared dict 'd' is changed through its methods: shared.d:set(key, value)"));
+    assert!(error_of(&lua, "shared.d.other = 1").contains("is changed through its methods"));
+    assert!(error_of(&lua, "rawset(shared.d, 'incr', print)").contains("read-only"));
+    assert!(error_of(&lua, "setmetatable(shared.d, {})").contains("protected metatable"));
+    assert_eq!(eval(&lua, "return type(shared.d)"), "table");
+    // A method still works after the refused stores, and only on its own dictionary.
+    assert_eq!(eval(&lua, "return tostring(shared.d:incr('k', 1, 0))"), "1");
+    assert!(error_of(&lua, "shared.d.incr({}, 'k', 1, 0)").contains("take a colon"));
 }
 
 #[test]
