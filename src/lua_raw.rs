@@ -17,6 +17,92 @@ use mlua::{ffi, Function, Lua, Table};
 extern "C-unwind" {
     /// The vendored Lua's read-only flag (vendor/lua-src/LUAHTTPD.md).
     fn luahttpd_setreadonly(l: *mut ffi::lua_State, idx: c_int);
+    /// The vendored Lua's reader of `n` stack slots from `from` on (vendor/lua-src/LUAHTTPD.md).
+    fn luahttpd_args(l: *mut ffi::lua_State, from: c_int, n: c_int, out: *mut Arg);
+}
+
+/// One argument of a C function as [`args`] reads it: its type and, for a number, a string
+/// or a boolean, its value (`luahttpd_Arg` of the vendored `lua.h`, field for field).
+#[repr(C)]
+pub struct Arg {
+    kind: c_int,
+    isint: c_int,
+    i: ffi::lua_Integer,
+    n: ffi::lua_Number,
+    s: *const c_char,
+    len: usize,
+}
+
+impl Arg {
+    /// `ffi::LUA_T…`; `LUA_TNONE` for an argument past the last.
+    pub fn kind(&self) -> c_int {
+        self.kind
+    }
+
+    /// Nil or absent.
+    pub fn is_nil(&self) -> bool {
+        self.kind <= ffi::LUA_TNIL
+    }
+
+    /// An integer number's value (a float is not converted).
+    pub fn integer(&self) -> Option<ffi::lua_Integer> {
+        (self.isint != 0).then_some(self.i)
+    }
+
+    /// A number's value, an integer's as a float.
+    pub fn number(&self) -> Option<ffi::lua_Number> {
+        (self.kind == ffi::LUA_TNUMBER).then_some(self.n)
+    }
+
+    /// A boolean's truth (false for anything else).
+    pub fn boolean(&self) -> bool {
+        self.kind == ffi::LUA_TBOOLEAN && self.i != 0
+    }
+
+    /// A string's bytes (a number is not converted).
+    ///
+    /// # Safety
+    /// The slice is used only while the argument is on the stack (Lua keeps its bytes).
+    pub unsafe fn bytes<'a>(&self) -> Option<&'a [u8]> {
+        // SAFETY: per the contract; `s` and `len` are a Lua string's, set only for a string.
+        (self.kind == ffi::LUA_TSTRING)
+            .then(|| unsafe { std::slice::from_raw_parts(self.s.cast::<u8>(), self.len) })
+    }
+
+    /// The type's name for messages ("nil" for an absent argument).
+    ///
+    /// # Safety
+    /// `l` is a running state.
+    pub unsafe fn type_name<'a>(&self, l: *mut ffi::lua_State) -> &'a [u8] {
+        type_name_of(l, self.kind)
+    }
+}
+
+/// The name of the type `kind` (`ffi::LUA_T…`; "nil" for `LUA_TNONE`), for messages.
+///
+/// # Safety
+/// `l` is a running state.
+pub unsafe fn type_name_of<'a>(l: *mut ffi::lua_State, kind: c_int) -> &'a [u8] {
+    if kind == ffi::LUA_TNONE {
+        return b"nil";
+    }
+    // SAFETY: per the contract; Lua's type names are static C strings.
+    unsafe { std::ffi::CStr::from_ptr(ffi::lua_typename(l, kind)).to_bytes() }
+}
+
+/// Arguments `from` .. `from + N - 1` of the running C function, read in one call (a
+/// `lua_type` and a conversion each would cost about 30 instructions apiece).
+///
+/// # Safety
+/// `l` is running a C function; `from` is positive.
+pub unsafe fn args<const N: usize>(l: *mut ffi::lua_State, from: c_int) -> [Arg; N] {
+    let mut out = std::mem::MaybeUninit::<[Arg; N]>::uninit();
+    // SAFETY: `luahttpd_args` writes every field of the `N` entries (absent arguments as
+    // LUA_TNONE), which makes the array initialised; it reads the stack and never raises.
+    unsafe {
+        luahttpd_args(l, from, N as c_int, out.as_mut_ptr().cast::<Arg>());
+        out.assume_init()
+    }
 }
 
 /// Makes `t` refuse every store from now on: an assignment, to a present key or a new one,
@@ -173,8 +259,62 @@ pub unsafe fn raise(l: *mut ffi::lua_State, parts: &[&[u8]]) -> ! {
 
 #[cfg(test)]
 mod tests {
-    use super::set_readonly;
-    use mlua::Lua;
+    use super::{args, set_readonly};
+    use mlua::{ffi, Lua};
+    use std::ffi::c_int;
+
+    /// Describes arguments 1..=8 as `args` reads them, one word each.
+    unsafe extern "C-unwind" fn describe(l: *mut ffi::lua_State) -> c_int {
+        // SAFETY: Lua calls it as a C function; the slices are read while the arguments are on
+        // the stack, and the description is pushed as one string after they are no longer used.
+        unsafe {
+            let mut out = String::new();
+            for a in args::<8>(l, 1) {
+                let word = match (a.integer(), a.number(), a.bytes()) {
+                    (Some(i), _, _) => format!("int:{i}"),
+                    (None, Some(f), _) => format!("float:{f}"),
+                    (_, _, Some(b)) => format!("str:{}", String::from_utf8_lossy(b)),
+                    _ if a.kind() == ffi::LUA_TBOOLEAN => format!("bool:{}", a.boolean()),
+                    _ => format!(
+                        "{}{}",
+                        String::from_utf8_lossy(a.type_name(l)),
+                        if a.is_nil() { "!" } else { "" }
+                    ),
+                };
+                out.push_str(&word);
+                out.push(' ');
+            }
+            let out = std::mem::ManuallyDrop::new(out);
+            super::push(l, out.trim_end().as_bytes());
+            drop(std::mem::ManuallyDrop::into_inner(out));
+        }
+        1
+    }
+
+    /// `args` reads each kind of value as it is (no conversion) and an absent one as nil.
+    #[test]
+    fn args_reads_every_kind_without_converting() {
+        let lua = Lua::new();
+        // SAFETY: `describe` follows the rules of this module.
+        let f = unsafe { lua.create_c_function(describe) }.unwrap();
+        lua.globals().set("describe", f).unwrap();
+        let got: String = lua
+            .load("return describe(7, 2.5, '10', true, false, nil, {})")
+            .eval()
+            .unwrap();
+        assert_eq!(
+            got,
+            "int:7 float:2.5 str:10 bool:true bool:false nil! table nil!"
+        );
+        let got: String = lua
+            .load("return describe('a\\0b', 2^63, -0.0)")
+            .eval()
+            .unwrap();
+        assert!(
+            got.starts_with("str:a\u{0}b float:9223372036854776000 float:-0 nil!"),
+            "{got}"
+        );
+    }
 
     /// A read-only table keeps its data for reads and refuses every kind of store.
     #[test]

@@ -13,14 +13,14 @@
 //! before anything is owned; the zone operation runs with only borrowed arguments or a copied
 //! value, which is freed before the results are pushed; owned results go through `push_owned`.
 
-use std::ffi::{c_int, CStr};
+use std::ffi::c_int;
 use std::io::Write;
 use std::rc::Rc;
 
 use mlua::{ffi, Lua, Table};
 
 use super::zone::{OpError, Val, Zone, MAX_KEY};
-use crate::lua_raw::{closure, push, push_owned, raise, str_arg, upvalue};
+use crate::lua_raw::{args, closure, push, push_owned, raise, type_name_of, upvalue, Arg};
 
 /// Every method, by name.
 const METHODS: [(&str, ffi::lua_CFunction); 12] = [
@@ -81,20 +81,6 @@ unsafe fn this<'a>(l: *mut ffi::lua_State, method: &str) -> &'a Zone {
     }
 }
 
-/// The type name of argument `i` ("nil", "table" …; an absent one is nil), for messages.
-///
-/// # Safety
-/// `l` is running a C function.
-unsafe fn type_name<'a>(l: *mut ffi::lua_State, i: c_int) -> &'a [u8] {
-    // SAFETY: Lua's type names are static C strings.
-    unsafe {
-        if ffi::lua_type(l, i) == ffi::LUA_TNONE {
-            return b"nil";
-        }
-        CStr::from_ptr(ffi::luaL_typename(l, i)).to_bytes()
-    }
-}
-
 /// A key: a string, or a number written as its decimal text (an integer as Lua writes it, a
 /// float as Rust does), the way earlier versions took it.
 // A value of one call's frame: boxing the text would cost an allocation per number key.
@@ -115,26 +101,25 @@ impl Key<'_> {
     }
 }
 
-/// Argument 2 as a key; anything else raises.
+/// The key argument `a`; anything but a string or a number raises.
 ///
 /// # Safety
-/// As [`str_arg`] (the slice lives as long as the argument); nothing with a destructor is
+/// As [`Arg::bytes`] (the slice lives as long as the argument); nothing with a destructor is
 /// alive in the caller's frames.
-unsafe fn key_arg<'a>(l: *mut ffi::lua_State) -> Key<'a> {
+unsafe fn key_of<'a>(l: *mut ffi::lua_State, a: &Arg) -> Key<'a> {
     // SAFETY: per the contract.
     unsafe {
-        if let Some(b) = str_arg(l, 2) {
+        if let Some(b) = a.bytes() {
             return Key::Bytes(b);
         }
-        if ffi::lua_type(l, 2) != ffi::LUA_TNUMBER {
-            raise(l, &[b"shared dict keys are strings, not ", type_name(l, 2)])
-        }
+        let Some(f) = a.number() else {
+            raise(l, &[b"shared dict keys are strings, not ", a.type_name(l)])
+        };
         let mut buf = [0u8; MAX_KEY + 1];
         let mut w = &mut buf[..];
-        let written = if ffi::lua_isinteger(l, 2) != 0 {
-            write!(w, "{}", ffi::lua_tointeger(l, 2))
-        } else {
-            write!(w, "{}", ffi::lua_tonumber(l, 2))
+        let written = match a.integer() {
+            Some(n) => write!(w, "{n}"),
+            None => write!(w, "{f}"),
         };
         let n = match written {
             Ok(()) => MAX_KEY + 1 - w.len(),
@@ -144,42 +129,47 @@ unsafe fn key_arg<'a>(l: *mut ffi::lua_State) -> Key<'a> {
     }
 }
 
-/// Argument `i` as a number, integers kept as such (no string coercion), or None when nil or
-/// absent; anything else raises "`what` must be a number, not …".
+/// The argument `a` as a number, integers kept as such (no string coercion), or None when nil
+/// or absent; anything else raises "`what` must be a number, not …".
 ///
 /// # Safety
-/// As [`key_arg`].
-unsafe fn num_arg(l: *mut ffi::lua_State, i: c_int, what: &[u8]) -> Option<Val> {
+/// As [`key_of`].
+unsafe fn num_of(l: *mut ffi::lua_State, a: &Arg, what: &[u8]) -> Option<Val> {
     // SAFETY: per the contract.
     unsafe {
-        // Integers first: the common step and initial value cost two calls.
-        if ffi::lua_isinteger(l, i) != 0 {
-            return Some(Val::Int(ffi::lua_tointeger(l, i)));
+        if let Some(n) = a.integer() {
+            return Some(Val::Int(n));
         }
-        match ffi::lua_type(l, i) {
-            ffi::LUA_TNIL | ffi::LUA_TNONE => None,
-            ffi::LUA_TNUMBER => Some(Val::Float(ffi::lua_tonumber(l, i))),
-            _ => raise(l, &[what, b" must be a number, not ", type_name(l, i)]),
+        if let Some(f) = a.number() {
+            return Some(Val::Float(f));
         }
+        if !a.is_nil() {
+            raise(l, &[what, b" must be a number, not ", a.type_name(l)])
+        }
+        None
     }
 }
 
-/// Argument `i` as a number the way Lua's `tonumber` takes it (a number or a numeric string:
-/// a ttl, a rate, a burst), or None when nil or absent; anything else raises.
+/// The argument `a`, at stack index `i`, as a number the way Lua's `tonumber` takes it (a
+/// number or a numeric string: a ttl, a rate, a burst), or None when nil or absent; anything
+/// else raises.
 ///
 /// # Safety
-/// As [`key_arg`].
-unsafe fn tonumber_arg(l: *mut ffi::lua_State, i: c_int, what: &[u8]) -> Option<f64> {
+/// As [`key_of`].
+unsafe fn tonumber_of(l: *mut ffi::lua_State, a: &Arg, i: c_int, what: &[u8]) -> Option<f64> {
     // SAFETY: per the contract; `lua_tonumberx` converts a numeric string without changing
     // the stack.
     unsafe {
-        if ffi::lua_type(l, i) <= ffi::LUA_TNIL {
+        if a.is_nil() {
             return None;
+        }
+        if let Some(n) = a.number() {
+            return Some(n);
         }
         let mut ok = 0;
         let n = ffi::lua_tonumberx(l, i, &mut ok);
         if ok == 0 {
-            raise(l, &[what, b" must be a number, not ", type_name(l, i)])
+            raise(l, &[what, b" must be a number, not ", a.type_name(l)])
         }
         Some(n)
     }
@@ -230,7 +220,8 @@ unsafe extern "C-unwind" fn get_fn(l: *mut ffi::lua_State) -> c_int {
     // for the zone operation; results are pushed after it, an owned string by `push_val`.
     unsafe {
         let zone = this(l, "get");
-        let key = key_arg(l);
+        let [k] = args::<1>(l, 2);
+        let key = key_of(l, &k);
         match zone.get(key.bytes()) {
             Ok(Some((v, ttl))) => {
                 push_val(l, v);
@@ -261,19 +252,20 @@ unsafe extern "C-unwind" fn store_fn<const WHICH: u8>(l: *mut ffi::lua_State) ->
     // SAFETY: as `get_fn`. The copied value is dropped before anything is pushed.
     unsafe {
         let zone = this(l, name);
-        let ttl = tonumber_arg(l, 4, b"ttl");
-        let key = key_arg(l);
-        let val = match ffi::lua_type(l, 3) {
+        let [k, v, t] = args::<3>(l, 2);
+        let ttl = tonumber_of(l, &t, 4, b"ttl");
+        let key = key_of(l, &k);
+        let val = match v.kind() {
             ffi::LUA_TNIL | ffi::LUA_TNONE if WHICH == SET => None,
-            ffi::LUA_TSTRING => str_arg(l, 3).map(|s| Val::Str(s.to_vec())),
-            ffi::LUA_TNUMBER => num_arg(l, 3, name.as_bytes()),
-            ffi::LUA_TBOOLEAN => Some(Val::Bool(ffi::lua_toboolean(l, 3) != 0)),
+            ffi::LUA_TSTRING => v.bytes().map(|s| Val::Str(s.to_vec())),
+            ffi::LUA_TNUMBER => num_of(l, &v, name.as_bytes()),
+            ffi::LUA_TBOOLEAN => Some(Val::Bool(v.boolean())),
             _ => raise(
                 l,
                 &[
                     name.as_bytes(),
                     b": shared dict values are strings, numbers or booleans, not ",
-                    type_name(l, 3),
+                    v.type_name(l),
                 ],
             ),
         };
@@ -308,12 +300,13 @@ unsafe extern "C-unwind" fn incr_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `get_fn`; numbers are values, the key is borrowed.
     unsafe {
         let zone = this(l, "incr");
-        let Some(step) = num_arg(l, 3, b"incr: step") else {
-            raise(l, &[b"incr: step must be a number, not ", type_name(l, 3)])
+        let [k, s, i, t] = args::<4>(l, 2);
+        let Some(step) = num_of(l, &s, b"incr: step") else {
+            raise(l, &[b"incr: step must be a number, not ", s.type_name(l)])
         };
-        let init = num_arg(l, 4, b"incr: initial value");
-        let ttl = tonumber_arg(l, 5, b"incr: ttl");
-        let key = key_arg(l);
+        let init = num_of(l, &i, b"incr: initial value");
+        let ttl = tonumber_of(l, &t, 5, b"incr: ttl");
+        let key = key_of(l, &k);
         match zone.incr(key.bytes(), &step, init.as_ref(), ttl) {
             Ok((v, s)) => {
                 push_val(l, v);
@@ -331,12 +324,13 @@ unsafe extern "C-unwind" fn leaky_bucket_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `get_fn`.
     unsafe {
         let zone = this(l, "leaky_bucket");
-        let rate = tonumber_arg(l, 3, b"leaky_bucket: rate").unwrap_or(f64::NAN);
+        let [k, r, b] = args::<3>(l, 2);
+        let rate = tonumber_of(l, &r, 3, b"leaky_bucket: rate").unwrap_or(f64::NAN);
         if rate.is_nan() || rate <= 0.0 {
             raise(l, &[b"leaky_bucket: rate must be > 0"])
         }
-        let burst = tonumber_arg(l, 4, b"leaky_bucket: burst").unwrap_or(0.0);
-        let key = key_arg(l);
+        let burst = tonumber_of(l, &b, 4, b"leaky_bucket: burst").unwrap_or(0.0);
+        let key = key_of(l, &k);
         match zone.leaky_bucket(key.bytes(), rate, burst.max(0.0)) {
             Ok(None) => {
                 ffi::lua_pushnil(l);
@@ -358,7 +352,8 @@ unsafe extern "C-unwind" fn delete_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `get_fn`.
     unsafe {
         let zone = this(l, "delete");
-        let key = key_arg(l);
+        let [k] = args::<1>(l, 2);
+        let key = key_of(l, &k);
         match zone.delete(key.bytes()) {
             Ok(was) => {
                 ffi::lua_pushboolean(l, c_int::from(was));
@@ -374,7 +369,8 @@ unsafe extern "C-unwind" fn ttl_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `get_fn`.
     unsafe {
         let zone = this(l, "ttl");
-        let key = key_arg(l);
+        let [k] = args::<1>(l, 2);
+        let key = key_of(l, &k);
         match zone.ttl(key.bytes()) {
             Ok(Some(t)) => {
                 // A key that never expires says 0, an integer as the README writes it.
@@ -396,8 +392,9 @@ unsafe extern "C-unwind" fn expire_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `get_fn`.
     unsafe {
         let zone = this(l, "expire");
-        let ttl = tonumber_arg(l, 3, b"expire: ttl");
-        let key = key_arg(l);
+        let [k, t] = args::<2>(l, 2);
+        let ttl = tonumber_of(l, &t, 3, b"expire: ttl");
+        let key = key_of(l, &k);
         match zone.expire(key.bytes(), ttl) {
             Ok(true) => {
                 ffi::lua_pushboolean(l, 1);
@@ -424,7 +421,10 @@ unsafe extern "C-unwind" fn keys_fn(l: *mut ffi::lua_State) -> c_int {
             if ok == 0 {
                 raise(
                     l,
-                    &[b"keys(max): max must be an integer, not ", type_name(l, 2)],
+                    &[
+                        b"keys(max): max must be an integer, not ",
+                        type_name_of(l, ffi::lua_type(l, 2)),
+                    ],
                 )
             }
             usize::try_from(n).unwrap_or(0)

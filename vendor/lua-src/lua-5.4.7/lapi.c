@@ -949,6 +949,44 @@ LUA_API void luahttpd_setreadonly (lua_State *L, int idx) {
 }
 
 
+/*
+** luahttpd: what the stack slots 'from' .. 'from'+n-1 hold, in one call instead of a
+** 'lua_type' and a conversion each: the type (LUA_TNONE past the top), a number's value
+** (integer or float, as it is), a string's bytes (not converted; valid while the value is on
+** the stack), a boolean's truth (LUAHTTPD.md). Positive indices only; never raises.
+*/
+LUA_API void luahttpd_args (lua_State *L, int from, int n, luahttpd_Arg *out) {
+  StkId o = L->ci->func.p + from;
+  int k;
+  lua_lock(L);
+  api_check(L, from > 0, "luahttpd_args takes positive indices");
+  for (k = 0; k < n; k++, o++) {
+    luahttpd_Arg *a = &out[k];
+    const TValue *v;
+    a->isint = 0;
+    a->i = 0;
+    a->n = 0;
+    a->s = NULL;
+    a->len = 0;
+    if (o >= L->top.p) {  /* past the last argument */
+      a->type = LUA_TNONE;
+      continue;
+    }
+    v = s2v(o);
+    a->type = ttype(v);
+    switch (ttypetag(v)) {
+      case LUA_VNUMINT: a->isint = 1; a->i = ivalue(v); a->n = cast_num(ivalue(v)); break;
+      case LUA_VNUMFLT: a->n = fltvalue(v); break;
+      case LUA_VSHRSTR: case LUA_VLNGSTR:
+        a->s = getstr(tsvalue(v)); a->len = tsslen(tsvalue(v)); break;
+      case LUA_VTRUE: a->i = 1; break;
+      default: break;
+    }
+  }
+  lua_unlock(L);
+}
+
+
 LUA_API int lua_setmetatable (lua_State *L, int objindex) {
   TValue *obj;
   Table *mt;

@@ -284,6 +284,16 @@ LUA_API void  (lua_rawseti) (lua_State *L, int idx, lua_Integer n);
 LUA_API void  (lua_rawsetp) (lua_State *L, int idx, const void *p);
 LUA_API int   (lua_setmetatable) (lua_State *L, int objindex);
 LUA_API void  (luahttpd_setreadonly) (lua_State *L, int idx);  /* luahttpd */
+/* luahttpd: one stack slot as 'luahttpd_args' reads it */
+typedef struct luahttpd_Arg {
+  int type;  /* LUA_T*; LUA_TNONE past the top */
+  int isint;  /* a number that is an integer ('i') */
+  lua_Integer i;  /* that integer; 1 for true */
+  lua_Number n;  /* a number's value */
+  const char *s;  /* a string's bytes, 'len' of them */
+  size_t len;
+} luahttpd_Arg;
+LUA_API void  (luahttpd_args) (lua_State *L, int from, int n, luahttpd_Arg *out);  /* luahttpd */
 LUA_API int   (lua_setiuservalue) (lua_State *L, int idx, int n);
 
 
