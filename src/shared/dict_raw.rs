@@ -253,7 +253,12 @@ unsafe extern "C-unwind" fn store_fn<const WHICH: u8>(l: *mut ffi::lua_State) ->
     unsafe {
         let zone = this(l, name);
         let [k, v, t] = args::<3>(l, 2);
-        let ttl = tonumber_of(l, &t, 4, b"ttl");
+        let ttl_what: &[u8] = match WHICH {
+            SET => b"set: ttl",
+            ADD => b"add: ttl",
+            _ => b"replace: ttl",
+        };
+        let ttl = tonumber_of(l, &t, 4, ttl_what);
         let key = key_of(l, &k);
         let val = match v.kind() {
             ffi::LUA_TNIL | ffi::LUA_TNONE if WHICH == SET => None,

@@ -156,7 +156,15 @@ fn misuse_is_an_error_with_the_callers_position() {
         ),
         (
             "shared.d:set('k', 1, {})",
-            "t:1: ttl must be a number, not table",
+            "t:1: set: ttl must be a number, not table",
+        ),
+        (
+            "shared.d:add('k', 1, true)",
+            "t:1: add: ttl must be a number, not boolean",
+        ),
+        (
+            "shared.d:replace('k', 1, 'soon')",
+            "t:1: replace: ttl must be a number, not string",
         ),
         (
             "shared.d.incr('k', 1, 0)",
