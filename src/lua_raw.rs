@@ -123,6 +123,25 @@ pub fn set_readonly(lua: &Lua, t: &Table) -> mlua::Result<()> {
     }
 }
 
+/// Pushes a userdata holding `raw` (from `Rc::into_raw`), whose metatable's `__gc` is
+/// [`gc_fn`]: the handle [`upvalue`] reads.
+///
+/// # Safety
+/// `l` is a running state with three free slots, in a protected call (an allocation error
+/// before the userdata exists leaks `raw`'s count, harmlessly); the userdata is exactly one
+/// pointer, written before anything else can see it.
+unsafe fn push_handle<T>(l: *mut ffi::lua_State, raw: *const T) {
+    // SAFETY: per the contract. Stack: +1 userdata, +1 table, ±0 setfield, -1 setmetatable.
+    unsafe {
+        let p = ffi::lua_newuserdatauv(l, std::mem::size_of::<*const T>(), 0).cast::<*const T>();
+        p.write(raw);
+        ffi::lua_createtable(l, 0, 1);
+        ffi::lua_pushcfunction(l, gc_fn::<T>);
+        ffi::lua_setfield(l, -2, c"__gc".as_ptr());
+        ffi::lua_setmetatable(l, -2);
+    }
+}
+
 /// A C closure of `f` with two upvalues: a userdata holding a strong count on `rc` (given back
 /// by its `__gc`; read it with [`upvalue`]) and `second`.
 pub fn closure<T: 'static>(
@@ -132,23 +151,43 @@ pub fn closure<T: 'static>(
     second: impl mlua::IntoLua,
 ) -> mlua::Result<Function> {
     let raw = Rc::into_raw(rc);
-    // SAFETY: runs in mlua's protected call on the main state (an allocation error unwinds
-    // to it; then `raw` keeps its count and leaks, harmlessly). The userdata is exactly one
-    // pointer, written before anything else can see it; its metatable's `__gc` is `gc_fn`,
-    // which takes the count back. Stack: +1 userdata, +1 table, ±0 setfield, -1 setmetatable,
-    // then the closure takes it and `second` (the argument mlua pushed first): one value
-    // left, the function.
+    // SAFETY: runs in mlua's protected call on the main state, as `push_handle` asks. Stack:
+    // `second` (the argument mlua pushed), +1 the handle, rotated below it, then the closure
+    // takes both: one value left, the function.
     unsafe {
         lua.exec_raw::<Function>(second, |l| {
-            let p =
-                ffi::lua_newuserdatauv(l, std::mem::size_of::<*const T>(), 0).cast::<*const T>();
-            p.write(raw);
-            ffi::lua_createtable(l, 0, 1);
-            ffi::lua_pushcfunction(l, gc_fn::<T>);
-            ffi::lua_setfield(l, -2, c"__gc".as_ptr());
-            ffi::lua_setmetatable(l, -2);
+            push_handle(l, raw);
             ffi::lua_rotate(l, -2, 1);
             ffi::lua_pushcclosure(l, f, 2);
+        })
+    }
+}
+
+/// Sets each of `methods` into `table` by name: C closures as [`closure`] makes them, with
+/// `table` itself as the second upvalue, all over one handle (one strong count on `rc`). The
+/// stores are raw, so `table` may already have a metatable, but must not be read-only yet.
+pub fn set_methods<T: 'static>(
+    lua: &Lua,
+    rc: Rc<T>,
+    table: &Table,
+    methods: &[(&str, ffi::lua_CFunction)],
+) -> mlua::Result<()> {
+    let raw = Rc::into_raw(rc);
+    // SAFETY: runs in mlua's protected call on the main state, as `push_handle` asks. Stack:
+    // the table (the argument mlua pushed), +1 the handle; per method +1 the name, +1 the
+    // handle, +1 the table, -1 the closure taking both, -2 the raw set; then both popped,
+    // which leaves nothing, the `()` asked for.
+    unsafe {
+        lua.exec_raw::<()>(table, |l| {
+            push_handle(l, raw);
+            for (name, f) in methods {
+                push(l, name.as_bytes());
+                ffi::lua_pushvalue(l, -2);
+                ffi::lua_pushvalue(l, -4);
+                ffi::lua_pushcclosure(l, *f, 2);
+                ffi::lua_rawset(l, -4);
+            }
+            ffi::lua_pop(l, 2);
         })
     }
 }

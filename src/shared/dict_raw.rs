@@ -4,8 +4,8 @@
 //! about 1,900 instructions of dispatch (the userdata's type check, argument conversion, a
 //! protected frame) around a zone operation of about 400. Here a dictionary is a read-only
 //! table ([`crate::lua_raw::set_readonly`]) holding its methods, so `shared.NAME:incr` is two
-//! plain lookups: each method is a C closure over a strong count on the [`Zone`] (given back by
-//! its `__gc`) and over the dictionary's table, so a method checks that argument 1 is its own
+//! plain lookups: each method is a C closure over one shared handle, a strong count on the
+//! [`Zone`] (given back by its `__gc`), and over the dictionary's table, so a method checks that argument 1 is its own
 //! dictionary (a call without the colon is a clear error rather than a key taken for `self`)
 //! and reads the zone from its upvalue.
 //!
@@ -20,7 +20,7 @@ use std::rc::Rc;
 use mlua::{ffi, Lua, Table};
 
 use super::zone::{OpError, Val, Zone, MAX_KEY};
-use crate::lua_raw::{args, closure, push, push_owned, raise, type_name_of, upvalue, Arg};
+use crate::lua_raw::{args, push, push_owned, raise, set_methods, type_name_of, upvalue, Arg};
 
 /// Every method, by name.
 const METHODS: [(&str, ffi::lua_CFunction); 12] = [
@@ -46,23 +46,22 @@ const REPLACE: u8 = 2;
 /// `keys()` without a maximum lists at most this many.
 const DEFAULT_KEYS: usize = 1024;
 
-/// Fills `dict`, a dictionary's table (made read-only by the caller afterwards), with its
-/// methods: C closures over a strong count on `zone` and over `dict` itself (see [`this`]).
-pub(super) fn fill_methods(lua: &Lua, zone: &Rc<Zone>, dict: &Table) -> mlua::Result<()> {
-    for (name, f) in METHODS {
-        dict.raw_set(name, closure(lua, zone.clone(), f, dict)?)?;
-    }
-    Ok(())
+/// A dictionary's table (to be made read-only by the caller) holding its methods: C closures
+/// over one strong count on `zone` and over the table itself (see [`this`]).
+pub(super) fn methods_table(lua: &Lua, zone: &Rc<Zone>) -> mlua::Result<Table> {
+    let dict = lua.create_table_with_capacity(0, METHODS.len())?;
+    set_methods(lua, zone.clone(), &dict, &METHODS)?;
+    Ok(dict)
 }
 
 /// The zone of the call, after checking that argument 1 is the dictionary (a call with `:`).
 ///
 /// # Safety
-/// `l` is running a method made by [`fill_methods`]; the reference is not used after it
+/// `l` is running a method made by [`methods_table`]; the reference is not used after it
 /// returns.
 unsafe fn this<'a>(l: *mut ffi::lua_State, method: &str) -> &'a Zone {
     // SAFETY: per the contract, upvalue 2 is the dictionary's table and upvalue 1 the
-    // `closure` userdata `upvalue` reads; an absent argument 1 compares unequal.
+    // handle `upvalue` reads (`set_methods`); an absent argument 1 compares unequal.
     unsafe {
         if ffi::lua_rawequal(l, 1, ffi::lua_upvalueindex(2)) == 0 {
             raise(
@@ -216,7 +215,7 @@ unsafe fn op_error(l: *mut ffi::lua_State, e: OpError) -> ! {
 
 /// `d:get(key)` → value and remaining seconds (nil: no expiry), or nil, or nil and a message.
 unsafe extern "C-unwind" fn get_fn(l: *mut ffi::lua_State) -> c_int {
-    // SAFETY: Lua calls it as a method made by `fill_methods`; the key is borrowed from the stack
+    // SAFETY: Lua calls it as a method made by `methods_table`; the key is borrowed from the stack
     // for the zone operation; results are pushed after it, an owned string by `push_val`.
     unsafe {
         let zone = this(l, "get");

@@ -68,8 +68,7 @@ pub fn object(lua: &Lua, zones: Vec<(String, Rc<Zone>)>) -> mlua::Result<Value> 
 /// One dictionary: a read-only table of its methods (`dict_raw`) whose hidden metatable
 /// names it and refuses assignments.
 fn dict(lua: &Lua, name: &str, zone: &Rc<Zone>) -> mlua::Result<Table> {
-    let dict = lua.create_table()?;
-    dict_raw::fill_methods(lua, zone, &dict)?;
+    let dict = dict_raw::methods_table(lua, zone)?;
     let mt = lua.create_table()?;
     let text = format!(
         "shared dict '{name}' ({} bytes, {} entries of {} bytes)",
