@@ -1,6 +1,6 @@
 //! Helpers for Lua functions written as raw C functions over `mlua::ffi`, for the per-request
 //! calls where an mlua callback costs far more than the work (`req`'s fields, `string.find`,
-//! the shared dictionaries' methods).
+//! the shared dictionaries' methods). They read their arguments with [`args`].
 //!
 //! Lua errors are `longjmp`s: nothing with a destructor may be alive in a raw function's frames
 //! while a Lua API function that can raise (a string push meeting the memory limit) runs. Owned
@@ -90,8 +90,8 @@ pub unsafe fn type_name_of<'a>(l: *mut ffi::lua_State, kind: c_int) -> &'a [u8] 
     unsafe { std::ffi::CStr::from_ptr(ffi::lua_typename(l, kind)).to_bytes() }
 }
 
-/// Arguments `from` .. `from + N - 1` of the running C function, read in one call (a
-/// `lua_type` and a conversion each would cost about 30 instructions apiece).
+/// Arguments `from` .. `from + N - 1` of the running C function, read in one call: about 30
+/// instructions an argument, where a `lua_type` and a conversion cost about 55.
 ///
 /// # Safety
 /// `l` is running a C function; `from` is positive.
@@ -238,20 +238,6 @@ pub unsafe fn to_bytes<'a>(l: *mut ffi::lua_State, i: c_int) -> Option<&'a [u8]>
         let mut len = 0usize;
         let p = ffi::lua_tolstring(l, i, &mut len);
         (!p.is_null()).then(|| std::slice::from_raw_parts(p.cast::<u8>(), len))
-    }
-}
-
-/// The bytes of argument `i` when it is a string (a number is not converted), else None.
-///
-/// # Safety
-/// As [`to_bytes`].
-pub unsafe fn str_arg<'a>(l: *mut ffi::lua_State, i: c_int) -> Option<&'a [u8]> {
-    // SAFETY: per the contract; a string is not converted, so its bytes stay put.
-    unsafe {
-        if ffi::lua_type(l, i) != ffi::LUA_TSTRING {
-            return None;
-        }
-        to_bytes(l, i)
     }
 }
 

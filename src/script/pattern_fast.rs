@@ -218,15 +218,16 @@ unsafe extern "C-unwind" fn find_fn(l: *mut ffi::lua_State) -> c_int {
     // (LUA_MINSTACK free slots above the arguments).
     unsafe {
         let n = ffi::lua_gettop(l);
+        let [src, pat, start] = lua_raw::args::<3>(l, 1);
         let init = match n {
             2 => Some(None),
-            3 if ffi::lua_isinteger(l, 3) != 0 => Some(Some(ffi::lua_tointeger(l, 3))),
+            3 => start.integer().map(Some),
             _ => None,
         };
         let found = match (
             init,
-            lua_raw::str_arg(l, 1),
-            lua_raw::str_arg(l, 2),
+            src.bytes(),
+            pat.bytes(),
             lua_raw::upvalue::<Budget>(l),
         ) {
             (Some(init), Some(src), Some(pat), Some(budget)) => find(src, pat, init, budget),

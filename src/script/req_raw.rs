@@ -18,7 +18,7 @@ use mlua::{ffi, Function, Lua};
 
 use super::req::Current;
 use super::{args, RouteRequest};
-use crate::lua_raw::{closure, push, push_owned, to_bytes, upvalue};
+use crate::lua_raw::{self, closure, push, push_owned, to_bytes, upvalue};
 
 /// Which accessor [`function`] makes.
 #[derive(Debug, Clone, Copy)]
@@ -103,13 +103,14 @@ unsafe fn outside(l: *mut ffi::lua_State) -> c_int {
 /// `l` is running a C function.
 unsafe fn string_arg<'a>(l: *mut ffi::lua_State, coerce: bool) -> Option<&'a [u8]> {
     // SAFETY: argument 2 stays on the stack (so its bytes stay alive) until the function
-    // returns, and the slice is used only before that.
+    // returns, and the slice is used only before that; a number is converted in place.
     unsafe {
-        let t = ffi::lua_type(l, 2);
-        if t != ffi::LUA_TSTRING && !(coerce && t == ffi::LUA_TNUMBER) {
-            return None;
+        let [a] = lua_raw::args::<1>(l, 2);
+        match a.bytes() {
+            Some(b) => Some(b),
+            None if coerce && a.number().is_some() => to_bytes(l, 2),
+            None => None,
         }
-        to_bytes(l, 2)
     }
 }
 

@@ -377,6 +377,20 @@ fn query_arguments_are_decoded() {
     assert_eq!(eval_head("req:arg('sp ace')", head), "x");
     assert_eq!(eval_head("req:arg('none')", head), "nil");
     assert_eq!(eval_head("req:arg('q')", GET), "nil");
+    // A number names the argument by its text; any other type is an error.
+    let head = "GET /?1=one&2.5=x HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert_eq!(eval_head("req:arg(1)", head), "one");
+    assert_eq!(eval_head("req:arg(2.5)", head), "x");
+    assert_eq!(eval_head("req[1]", head), "nil");
+}
+
+#[test]
+fn an_argument_name_that_is_not_a_string_is_an_error() {
+    let e = fails_then_recovers("return respond(200, req:arg({}))", BAD, RouteErrorKind::Lua);
+    assert!(
+        e.message.contains("req:arg(name): name must be a string"),
+        "{e}"
+    );
 }
 
 #[test]

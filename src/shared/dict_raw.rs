@@ -128,6 +128,15 @@ unsafe fn key_of<'a>(l: *mut ffi::lua_State, a: &Arg) -> Key<'a> {
     }
 }
 
+/// Raises "`what` must be a number, not …" for the argument `a`.
+///
+/// # Safety
+/// As [`raise`].
+unsafe fn not_a_number(l: *mut ffi::lua_State, a: &Arg, what: &[u8]) -> ! {
+    // SAFETY: per the contract.
+    unsafe { raise(l, &[what, b" must be a number, not ", a.type_name(l)]) }
+}
+
 /// The argument `a` as a number, integers kept as such (no string coercion), or None when nil
 /// or absent; anything else raises "`what` must be a number, not …".
 ///
@@ -143,7 +152,7 @@ unsafe fn num_of(l: *mut ffi::lua_State, a: &Arg, what: &[u8]) -> Option<Val> {
             return Some(Val::Float(f));
         }
         if !a.is_nil() {
-            raise(l, &[what, b" must be a number, not ", a.type_name(l)])
+            not_a_number(l, a, what)
         }
         None
     }
@@ -168,7 +177,7 @@ unsafe fn tonumber_of(l: *mut ffi::lua_State, a: &Arg, i: c_int, what: &[u8]) ->
         let mut ok = 0;
         let n = ffi::lua_tonumberx(l, i, &mut ok);
         if ok == 0 {
-            raise(l, &[what, b" must be a number, not ", a.type_name(l)])
+            not_a_number(l, a, what)
         }
         Some(n)
     }
@@ -306,7 +315,7 @@ unsafe extern "C-unwind" fn incr_fn(l: *mut ffi::lua_State) -> c_int {
         let zone = this(l, "incr");
         let [k, s, i, t] = args::<4>(l, 2);
         let Some(step) = num_of(l, &s, b"incr: step") else {
-            raise(l, &[b"incr: step must be a number, not ", s.type_name(l)])
+            not_a_number(l, &s, b"incr: step")
         };
         let init = num_of(l, &i, b"incr: initial value");
         let ttl = tonumber_of(l, &t, 5, b"incr: ttl");
