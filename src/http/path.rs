@@ -52,39 +52,52 @@ pub fn decode(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
-    let decoded: Cow<'_, str> = if memchr::memchr(b'%', bytes).is_none() {
-        // Fast path: nothing to decode, only check for control bytes.
-        for &b in bytes {
-            check_byte(b)?;
+    // One pass over the common path (no escapes): control bytes refused, dot segments noticed.
+    // A '%' stops it and the path is decoded from the start, so errors come in byte order.
+    let mut prev = 0u8;
+    let mut dot_segment = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if b == b'%' {
+            escaped = true;
+            break;
         }
-        Cow::Borrowed(raw)
-    } else {
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            if b == b'%' {
-                let hi = bytes.get(i + 1).copied().and_then(hex_val);
-                let lo = bytes.get(i + 2).copied().and_then(hex_val);
-                match (hi, lo) {
-                    (Some(hi), Some(lo)) => {
-                        let d = (hi << 4) | lo;
-                        check_byte(d)?;
-                        out.push(d);
-                        i += 3;
-                    }
-                    _ => return Err(PathError::BadEscape),
+        check_byte(b)?;
+        dot_segment |= prev == b'/' && b == b'.';
+        prev = b;
+    }
+    if !escaped {
+        return Ok(if dot_segment {
+            Cow::Owned(remove_dot_segments(raw))
+        } else {
+            Cow::Borrowed(raw)
+        });
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hi = bytes.get(i + 1).copied().and_then(hex_val);
+            let lo = bytes.get(i + 2).copied().and_then(hex_val);
+            match (hi, lo) {
+                (Some(hi), Some(lo)) => {
+                    let d = (hi << 4) | lo;
+                    check_byte(d)?;
+                    out.push(d);
+                    i += 3;
                 }
-            } else {
-                check_byte(b)?;
-                out.push(b);
-                i += 1;
+                _ => return Err(PathError::BadEscape),
             }
+        } else {
+            check_byte(b)?;
+            out.push(b);
+            i += 1;
         }
-        Cow::Owned(String::from_utf8(out).map_err(|_| PathError::NotUtf8)?)
-    };
+    }
+    let decoded = String::from_utf8(out).map_err(|_| PathError::NotUtf8)?;
     if memchr::memmem::find(decoded.as_bytes(), b"/.").is_none() {
-        return Ok(decoded);
+        return Ok(Cow::Owned(decoded));
     }
     Ok(Cow::Owned(remove_dot_segments(&decoded)))
 }
