@@ -6,12 +6,16 @@
 //! watcher keeps the zones in a per-process registry (it has one thread; a forked child gets
 //! the registry's copy with the same mappings). A reload may add zones; a zone whose size
 //! changed is refused, as a running zone cannot be resized. `zone.rs` holds the table itself,
+//! `owner_lock.rs` its lock (a holder's death is detected and the lock taken over),
 //! `lua_api.rs` the Lua side (`shared.NAME:get(k)` …).
 
 mod dict_raw;
 pub mod lua_api;
 #[cfg(test)]
 mod lua_api_tests;
+mod owner_lock;
+#[cfg(test)]
+mod owner_lock_tests;
 pub mod zone;
 #[cfg(test)]
 mod zone_tests;
@@ -76,5 +80,24 @@ pub fn zone(name: &str) -> Option<Rc<Zone>> {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, zone)| zone.clone())
+    })
+}
+
+/// Marks every zone lock that `pid` holds as held by a dead process (the watcher, once `pid`
+/// has exited and before it is reaped, so the pid cannot belong to anyone else yet): the next
+/// locker takes it over and repairs the zone at once, whatever it can see of the process.
+/// How many locks it held.
+pub fn release_locks_of(pid: u32) -> usize {
+    ZONES.with(|z| {
+        z.borrow()
+            .iter()
+            .filter(|(name, zone)| {
+                let held = zone.release_dead_holder(pid);
+                if held {
+                    tracing::warn!("shared dict '{name}': process {pid} died holding its lock");
+                }
+                held
+            })
+            .count()
     })
 }

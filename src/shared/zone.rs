@@ -1,10 +1,11 @@
 //! One shared dictionary zone: a fixed-size region of shared memory holding a hash table of
-//! fixed-size entries, guarded by a robust process-shared mutex.
+//! fixed-size entries, guarded by an [`OwnerLock`] (a process-shared lock whose holder's death
+//! is detected).
 //!
 //! Layout (all offsets from the page-aligned base):
 //!
 //! ```text
-//! 0      Header: magic, total size, entry count, LRU tick, eviction count, the mutex
+//! 0      Header: magic, total size, entry count, LRU tick, eviction count, the lock
 //! 256    Index: `entries` × 40-byte Slot (state, key and value lengths, type, hash, expiry, last use)
 //! ...    Data:  `entries` × 472 bytes: the value (numbers as 8 aligned bytes), then the key
 //! ```
@@ -16,10 +17,10 @@
 //! list to keep consistent).
 //!
 //! Robust to a holder killed mid-operation: every write that spans more than one aligned store
-//! first marks its slot `WRITING` and marks it `LIVE` last; the next process to lock gets
-//! `EOWNERDEAD`, drops every `WRITING` slot (the interrupted write is lost, nothing else) and
-//! marks the mutex consistent. An `incr` of a number is one aligned 8-byte store, so a kill
-//! loses no increment that completed, and every completed one is seen.
+//! first marks its slot `WRITING` and marks it `LIVE` last; the next process to lock takes the
+//! lock over from the dead holder ([`Taken::FromDead`]) and drops every `WRITING` slot (the
+//! interrupted write is lost, nothing else). An `incr` of a number is one aligned 8-byte store,
+//! so a kill loses no increment that completed, and every completed one is seen.
 
 use std::ffi::c_void;
 use std::io;
@@ -28,6 +29,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 
 use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
+
+use super::owner_lock::{OwnerLock, Taken};
 
 /// Bytes before the index.
 const HEADER_BYTES: usize = 256;
@@ -65,7 +68,7 @@ struct Header {
     entries: u64,
     tick: u64,
     evictions: u64,
-    mutex: libc::pthread_mutex_t,
+    lock: OwnerLock,
 }
 
 #[repr(C)]
@@ -122,8 +125,6 @@ pub enum OpError {
     NotFound,
     /// `incr` of a value that is not a number.
     NotANumber,
-    /// The zone's lock cannot be taken (a recovery itself failed): nothing was done.
-    Unavailable,
 }
 
 impl OpError {
@@ -135,7 +136,6 @@ impl OpError {
             OpError::Exists => "exists",
             OpError::NotFound => "not found",
             OpError::NotANumber => "not a number",
-            OpError::Unavailable => "zone unavailable",
         }
     }
 }
@@ -167,7 +167,7 @@ pub struct Zone {
 
 impl Zone {
     /// Maps a zone of `size` bytes (clamped into [`MIN_SIZE`]..=[`MAX_SIZE`] by the config)
-    /// and initialises it, mutex included.
+    /// and initialises it (zero-filled: every slot empty, the lock free).
     pub fn map(size: usize) -> io::Result<Zone> {
         let len = size.max(HEADER_BYTES + WINDOW * ENTRY_BYTES);
         let entries = (len - HEADER_BYTES) / ENTRY_BYTES;
@@ -190,22 +190,11 @@ impl Zone {
         };
         let h = zone.header();
         // SAFETY: the region is ours alone (no fork since it was mapped), page-aligned and at
-        // least HEADER_BYTES long; the zero-filled slots are all EMPTY already. The mutex is
-        // initialised in place, once, before any process can lock it.
+        // least HEADER_BYTES long; the zero-filled slots are all EMPTY and the lock is free.
         unsafe {
             (*h).magic = MAGIC;
             (*h).size = len as u64;
             (*h).entries = entries as u64;
-            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
-            let m = std::ptr::addr_of_mut!((*h).mutex);
-            let ok = libc::pthread_mutexattr_init(&mut attr) == 0
-                && libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED) == 0
-                && libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST) == 0
-                && libc::pthread_mutex_init(m, &attr) == 0;
-            libc::pthread_mutexattr_destroy(&mut attr);
-            if !ok {
-                return Err(io::Error::other("pthread_mutex_init failed"));
-            }
         }
         Ok(zone)
     }
@@ -224,35 +213,35 @@ impl Zone {
         self.base.as_ptr().cast::<Header>()
     }
 
+    fn owner_lock(&self) -> &OwnerLock {
+        // SAFETY: the header lies at the mapping's start for as long as `self` keeps it; the
+        // lock word is only ever used through atomics.
+        unsafe { &*std::ptr::addr_of!((*self.header()).lock) }
+    }
+
+    /// Marks the lock as held by a dead process if `pid` holds it ([`OwnerLock::release_dead`]);
+    /// whether it did.
+    pub fn release_dead_holder(&self, pid: u32) -> bool {
+        self.owner_lock().release_dead(pid)
+    }
+
     /// Locks the zone; recovers it first if the last holder died holding the lock.
-    fn lock(&self) -> Result<Guard<'_>, OpError> {
-        let h = self.header();
-        // SAFETY: the mutex was initialised by `map` (process-shared, robust) and lives as long
-        // as the mapping, which `self` keeps.
-        let r = unsafe { libc::pthread_mutex_lock(std::ptr::addr_of_mut!((*h).mutex)) };
-        if r != 0 && r != libc::EOWNERDEAD {
-            tracing::error!(
-                "shared dict: lock failed: {}",
-                io::Error::from_raw_os_error(r)
-            );
-            return Err(OpError::Unavailable);
-        }
+    fn lock(&self) -> Guard<'_> {
+        let taken = self.owner_lock().lock();
         let g = Guard { zone: self };
-        if r == libc::EOWNERDEAD {
+        if taken == Taken::FromDead {
             g.recover();
-            // SAFETY: we hold the mutex (EOWNERDEAD means the lock was acquired).
-            unsafe { libc::pthread_mutex_consistent(std::ptr::addr_of_mut!((*h).mutex)) };
             tracing::warn!(
                 "shared dict: a process died holding a zone's lock; its interrupted write was dropped"
             );
         }
-        Ok(g)
+        g
     }
 
     /// The value of `key` and its remaining time to live (None: never expires).
     pub fn get(&self, key: &[u8]) -> Result<Option<(Val, Option<f64>)>, OpError> {
         check_key(key)?;
-        let g = self.lock()?;
+        let g = self.lock();
         let now = now_ms();
         Ok(g.find(key, hash(key), now).map(|i| {
             g.touch(i);
@@ -288,7 +277,7 @@ impl Zone {
             return Err(OpError::TooLarge);
         }
         let h = hash(key);
-        let g = self.lock()?;
+        let g = self.lock();
         let now = now_ms();
         let expires = expiry(ttl, now);
         match (g.find(key, h, now), mode) {
@@ -320,7 +309,7 @@ impl Zone {
             return Err(OpError::TooLarge);
         }
         let h = hash(key);
-        let g = self.lock()?;
+        let g = self.lock();
         let now = now_ms();
         if let Some(i) = g.find(key, h, now) {
             let old = g.value(i);
@@ -350,7 +339,7 @@ impl Zone {
             return Err(OpError::TooLarge);
         }
         let h = hash(key);
-        let g = self.lock()?;
+        let g = self.lock();
         let now = now_ms();
         // The state: excess requests (f64) and the time it was computed (ms), 16 bytes.
         let state = |excess: f64| {
@@ -391,7 +380,7 @@ impl Zone {
     /// Deletes `key`; whether it was there.
     pub fn delete(&self, key: &[u8]) -> Result<bool, OpError> {
         check_key(key)?;
-        let g = self.lock()?;
+        let g = self.lock();
         match g.find(key, hash(key), now_ms()) {
             Some(i) => {
                 g.slot(i).state.store(DEAD, Ordering::Release);
@@ -404,7 +393,7 @@ impl Zone {
     /// Remaining time to live of `key`: None when absent, Some(None) when it never expires.
     pub fn ttl(&self, key: &[u8]) -> Result<Option<Option<f64>>, OpError> {
         check_key(key)?;
-        let g = self.lock()?;
+        let g = self.lock();
         let now = now_ms();
         Ok(g.find(key, hash(key), now)
             .map(|i| ttl_of(g.slot(i).expires, now)))
@@ -413,7 +402,7 @@ impl Zone {
     /// Sets the time to live of a present `key` (0: never expires); whether it was there.
     pub fn expire(&self, key: &[u8], ttl: Option<f64>) -> Result<bool, OpError> {
         check_key(key)?;
-        let g = self.lock()?;
+        let g = self.lock();
         let now = now_ms();
         match g.find(key, hash(key), now) {
             Some(i) => {
@@ -430,7 +419,7 @@ impl Zone {
 
     /// Up to `max` live keys (0: all), in slot order.
     pub fn keys(&self, max: usize) -> Result<Vec<Vec<u8>>, OpError> {
-        let g = self.lock()?;
+        let g = self.lock();
         let now = now_ms();
         let mut out = Vec::new();
         for i in 0..self.entries {
@@ -446,7 +435,7 @@ impl Zone {
 
     /// Removes every entry.
     pub fn flush(&self) -> Result<(), OpError> {
-        let g = self.lock()?;
+        let g = self.lock();
         for i in 0..self.entries {
             g.slot(i).state.store(EMPTY, Ordering::Release);
         }
@@ -461,7 +450,7 @@ impl Zone {
 
     /// How full the zone is.
     pub fn fill(&self) -> Result<Fill, OpError> {
-        let g = self.lock()?;
+        let g = self.lock();
         let now = now_ms();
         let live = (0..self.entries).filter(|&i| g.is_live(i, now)).count();
         // SAFETY: read under the lock.
@@ -476,7 +465,7 @@ impl Zone {
     /// Takes the lock and never releases it, as a holder killed mid-operation would (tests).
     #[cfg(test)]
     pub(super) fn lock_and_die(&self, mark_writing: Option<&[u8]>) {
-        let g = self.lock().expect("lock");
+        let g = self.lock();
         if let Some(key) = mark_writing {
             if let Some(i) = g.find(key, hash(key), now_ms()) {
                 g.slot(i).state.store(WRITING, Ordering::Release);
@@ -502,16 +491,14 @@ enum Mode {
     Present,
 }
 
-/// The zone while its mutex is held.
+/// The zone while its lock is held.
 struct Guard<'a> {
     zone: &'a Zone,
 }
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        let h = self.zone.header();
-        // SAFETY: this guard exists only while the calling thread holds the mutex.
-        unsafe { libc::pthread_mutex_unlock(std::ptr::addr_of_mut!((*h).mutex)) };
+        self.zone.owner_lock().unlock();
     }
 }
 
@@ -530,7 +517,7 @@ impl Guard<'_> {
 
     fn slot(&self, i: usize) -> &Slot {
         // SAFETY: in bounds (slot_ptr) and aligned (8-byte fields at multiples of 40 from a
-        // page-aligned 256); other processes change it only under the mutex we hold.
+        // page-aligned 256); other processes change it only under the lock we hold.
         unsafe { &*self.slot_ptr(i) }
     }
 
@@ -547,7 +534,7 @@ impl Guard<'_> {
     fn key(&self, i: usize) -> &[u8] {
         let s = self.slot(i);
         // SAFETY: vlen + klen <= DATA_BYTES was checked when the entry was written; the bytes
-        // are read under the mutex.
+        // are read under the lock.
         unsafe {
             std::slice::from_raw_parts(self.data_ptr(i).add(s.vlen as usize), s.klen as usize)
         }
@@ -614,14 +601,14 @@ impl Guard<'_> {
         }
         self.slot(lru).state.store(DEAD, Ordering::Release);
         let hd = self.zone.header();
-        // SAFETY: header fields are written only under the mutex we hold.
+        // SAFETY: header fields are written only under the lock we hold.
         unsafe { (*hd).evictions += 1 };
         (lru, true)
     }
 
     fn next_tick(&self) -> u64 {
         let hd = self.zone.header();
-        // SAFETY: header fields are written only under the mutex we hold.
+        // SAFETY: header fields are written only under the lock we hold.
         unsafe {
             (*hd).tick += 1;
             (*hd).tick
@@ -638,7 +625,7 @@ impl Guard<'_> {
     fn write(&self, i: usize, h: u64, key: &[u8], val: &Val, expires: u64) {
         let t = self.next_tick();
         let sp = self.slot_ptr(i);
-        // SAFETY: we hold the mutex, so no other process reads or writes this slot; the
+        // SAFETY: we hold the lock, so no other process reads or writes this slot; the
         // lengths were checked against DATA_BYTES by the caller; the fence keeps the WRITING
         // mark before the data stores, the Release store keeps LIVE after them, so a kill at
         // any point leaves either WRITING (dropped by `recover`) or a complete entry.
@@ -683,7 +670,7 @@ impl Guard<'_> {
             _ => return,
         };
         // SAFETY: entry i holds a number of this type, so its data starts with 8 aligned bytes;
-        // one store cannot be torn by a kill; we hold the mutex.
+        // one store cannot be torn by a kill; we hold the lock.
         unsafe { self.data_ptr(i).cast::<u64>().write_volatile(bits) };
     }
 

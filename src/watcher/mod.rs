@@ -37,7 +37,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::signalfd::SignalFd;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use pidfile::PidFile;
 use std::os::fd::{AsRawFd, RawFd};
@@ -704,14 +704,24 @@ impl Watcher {
         self.signal_workers(Signal::SIGHUP);
     }
 
-    /// Collects every exited child without blocking.
+    /// Collects every exited child without blocking. Each is first looked at without being
+    /// reaped, so that the shared-dictionary locks it held are marked dead while its pid
+    /// cannot be anyone else's (`shared::release_locks_of`).
     fn reap(&mut self) {
         loop {
-            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            let exited = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+            let pid = match waitid(Id::All, exited) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(s) => match s.pid() {
+                    Some(pid) => pid,
+                    None => return,
+                },
+            };
+            crate::shared::release_locks_of(pid.as_raw() as u32);
+            let status = match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(s) => s,
             };
-            let Some(pid) = status.pid() else { continue };
             self.log_channels.remove(&pid);
             if let Some(c) = self.reload_check.as_mut().filter(|c| c.pid() == pid) {
                 // The config checker is no worker either.
