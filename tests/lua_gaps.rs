@@ -78,15 +78,17 @@ const ENTRIES_64K: u64 = 127;
 /// Probe window of a key (see the README's "Shared dictionaries").
 const WINDOW: u64 = 32;
 
-/// The zone's key hash (src/shared/zone.rs `hash`: FNV-1a 64, high bits mixed down), so the
-/// test can pick keys that compete for one place and check which of them is evicted.
+/// The zone's home slot of a key (src/shared/zone.rs `hash` and `home_slot`: FNV-1a 64,
+/// mixed, scaled into the table by a multiply), so the test can pick keys that compete for one
+/// place and check which of them is evicted.
 fn home_slot(key: &str, entries: u64) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in key.as_bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    (h ^ (h >> 29)) % entries
+    let h = (h ^ (h >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((u128::from(h) * u128::from(entries)) >> 64) as u64
 }
 
 #[test]

@@ -174,3 +174,30 @@ fn a_drained_bucket_admits_rate_plus_burst_again() {
     }
     assert!(z.leaky_bucket(b"ip", 10.0, 2.0).unwrap().is_some());
 }
+
+/// Keys that differ only at their end spread over the whole zone: it fills to most of its
+/// capacity before the first eviction (a poor home slot would crowd a few windows).
+#[test]
+fn keys_spread_over_the_zone_before_anything_is_evicted() {
+    for size in [MIN_SIZE, 8 * MIN_SIZE] {
+        let z = Zone::map(size).expect("map");
+        let mut stored = 0;
+        while !z
+            .set(
+                format!("hits:/path/{stored}").as_bytes(),
+                &Val::Int(1),
+                None,
+            )
+            .unwrap()
+            .evicted
+        {
+            stored += 1;
+        }
+        // About 88 % and 72 % here; a hash whose high bits ignore the key's end gives 4 %.
+        assert!(
+            stored * 100 >= z.capacity() * 60,
+            "first eviction after {stored} of {} entries",
+            z.capacity()
+        );
+    }
+}
