@@ -5,9 +5,9 @@
 //! protected frame) around a zone operation of about 400. Here a dictionary is a read-only
 //! table ([`crate::lua_raw::set_readonly`]) holding its methods, so `shared.NAME:incr` is two
 //! plain lookups: each method is a C closure over one shared handle, a strong count on the
-//! [`Zone`] (given back by its `__gc`), and over the dictionary's table, so a method checks that argument 1 is its own
-//! dictionary (a call without the colon is a clear error rather than a key taken for `self`)
-//! and reads the zone from its upvalue.
+//! [`Zone`] (given back by its `__gc`), and over the dictionary's table. One call into Lua
+//! ([`method_args`]) checks that argument 1 is that table (a call without the colon is a clear
+//! error rather than a key taken for `self`) and reads the handle and the other arguments.
 //!
 //! The rules of [`crate::lua_raw`] hold: arguments are read and checked (raising on misuse)
 //! before anything is owned; the zone operation runs with only borrowed arguments or a copied
@@ -20,7 +20,9 @@ use std::rc::Rc;
 use mlua::{ffi, Lua, Table};
 
 use super::zone::{OpError, Val, Zone, MAX_KEY};
-use crate::lua_raw::{args, push, push_owned, raise, set_methods, type_name_of, upvalue, Arg};
+use crate::lua_raw::{
+    method_args, push, push_owned, raise, set_methods, type_name_of, Arg, NotAMethodCall,
+};
 
 /// Every method, by name.
 const METHODS: [(&str, ffi::lua_CFunction); 12] = [
@@ -54,28 +56,26 @@ pub(super) fn methods_table(lua: &Lua, zone: &Rc<Zone>) -> mlua::Result<Table> {
     Ok(dict)
 }
 
-/// The zone of the call, after checking that argument 1 is the dictionary (a call with `:`).
+/// The zone of the call and its arguments 2 ..= N + 1, after checking that argument 1 is the
+/// dictionary (a call with `:`).
 ///
 /// # Safety
-/// `l` is running a method made by [`methods_table`]; the reference is not used after it
-/// returns.
-unsafe fn this<'a>(l: *mut ffi::lua_State, method: &str) -> &'a Zone {
-    // SAFETY: per the contract, upvalue 2 is the dictionary's table and upvalue 1 the
-    // handle `upvalue` reads (`set_methods`); an absent argument 1 compares unequal.
+/// `l` is running a method made by [`methods_table`]; the reference and the arguments are not
+/// used after it returns.
+unsafe fn this<'a, const N: usize>(l: *mut ffi::lua_State, method: &str) -> (&'a Zone, [Arg; N]) {
+    // SAFETY: per the contract, the function was set by `set_methods::<Zone>`.
     unsafe {
-        if ffi::lua_rawequal(l, 1, ffi::lua_upvalueindex(2)) == 0 {
-            raise(
+        match method_args::<Zone, N>(l) {
+            Ok(call) => call,
+            Err(NotAMethodCall::NoSelf) => raise(
                 l,
                 &[
                     b"shared dict methods take a colon: shared.NAME:",
                     method.as_bytes(),
                     b"(...)",
                 ],
-            )
-        }
-        match upvalue::<Zone>(l) {
-            Some(z) => z,
-            None => raise(l, &[b"shared dict: closed"]),
+            ),
+            Err(NotAMethodCall::Closed) => raise(l, &[b"shared dict: closed"]),
         }
     }
 }
@@ -105,12 +105,25 @@ impl Key<'_> {
 /// # Safety
 /// As [`Arg::bytes`] (the slice lives as long as the argument); nothing with a destructor is
 /// alive in the caller's frames.
+#[inline]
 unsafe fn key_of<'a>(l: *mut ffi::lua_State, a: &Arg) -> Key<'a> {
     // SAFETY: per the contract.
     unsafe {
-        if let Some(b) = a.bytes() {
-            return Key::Bytes(b);
+        match a.bytes() {
+            Some(b) => Key::Bytes(b),
+            None => number_key(l, a),
         }
+    }
+}
+
+/// [`key_of`] for anything but a string, out of line: a string key is the common case.
+///
+/// # Safety
+/// As [`key_of`].
+#[cold]
+unsafe fn number_key<'a>(l: *mut ffi::lua_State, a: &Arg) -> Key<'a> {
+    // SAFETY: per the contract.
+    unsafe {
         let Some(f) = a.number() else {
             raise(l, &[b"shared dict keys are strings, not ", a.type_name(l)])
         };
@@ -227,8 +240,7 @@ unsafe extern "C-unwind" fn get_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: Lua calls it as a method made by `methods_table`; the key is borrowed from the stack
     // for the zone operation; results are pushed after it, an owned string by `push_val`.
     unsafe {
-        let zone = this(l, "get");
-        let [k] = args::<1>(l, 2);
+        let (zone, [k]) = this::<1>(l, "get");
         let key = key_of(l, &k);
         match zone.get(key.bytes()) {
             Ok(Some((v, ttl))) => {
@@ -259,8 +271,7 @@ unsafe extern "C-unwind" fn store_fn<const WHICH: u8>(l: *mut ffi::lua_State) ->
     };
     // SAFETY: as `get_fn`. The copied value is dropped before anything is pushed.
     unsafe {
-        let zone = this(l, name);
-        let [k, v, t] = args::<3>(l, 2);
+        let (zone, [k, v, t]) = this::<3>(l, name);
         let ttl_what: &[u8] = match WHICH {
             SET => b"set: ttl",
             ADD => b"add: ttl",
@@ -312,8 +323,7 @@ unsafe extern "C-unwind" fn store_fn<const WHICH: u8>(l: *mut ffi::lua_State) ->
 unsafe extern "C-unwind" fn incr_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `get_fn`; numbers are values, the key is borrowed.
     unsafe {
-        let zone = this(l, "incr");
-        let [k, s, i, t] = args::<4>(l, 2);
+        let (zone, [k, s, i, t]) = this::<4>(l, "incr");
         let Some(step) = num_of(l, &s, b"incr: step") else {
             not_a_number(l, &s, b"incr: step")
         };
@@ -336,8 +346,7 @@ unsafe extern "C-unwind" fn incr_fn(l: *mut ffi::lua_State) -> c_int {
 unsafe extern "C-unwind" fn leaky_bucket_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `get_fn`.
     unsafe {
-        let zone = this(l, "leaky_bucket");
-        let [k, r, b] = args::<3>(l, 2);
+        let (zone, [k, r, b]) = this::<3>(l, "leaky_bucket");
         let rate = tonumber_of(l, &r, 3, b"leaky_bucket: rate").unwrap_or(f64::NAN);
         if rate.is_nan() || rate <= 0.0 {
             raise(l, &[b"leaky_bucket: rate must be > 0"])
@@ -364,8 +373,7 @@ unsafe extern "C-unwind" fn leaky_bucket_fn(l: *mut ffi::lua_State) -> c_int {
 unsafe extern "C-unwind" fn delete_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `get_fn`.
     unsafe {
-        let zone = this(l, "delete");
-        let [k] = args::<1>(l, 2);
+        let (zone, [k]) = this::<1>(l, "delete");
         let key = key_of(l, &k);
         match zone.delete(key.bytes()) {
             Ok(was) => {
@@ -381,8 +389,7 @@ unsafe extern "C-unwind" fn delete_fn(l: *mut ffi::lua_State) -> c_int {
 unsafe extern "C-unwind" fn ttl_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `get_fn`.
     unsafe {
-        let zone = this(l, "ttl");
-        let [k] = args::<1>(l, 2);
+        let (zone, [k]) = this::<1>(l, "ttl");
         let key = key_of(l, &k);
         match zone.ttl(key.bytes()) {
             Ok(Some(t)) => {
@@ -404,8 +411,7 @@ unsafe extern "C-unwind" fn ttl_fn(l: *mut ffi::lua_State) -> c_int {
 unsafe extern "C-unwind" fn expire_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `get_fn`.
     unsafe {
-        let zone = this(l, "expire");
-        let [k, t] = args::<2>(l, 2);
+        let (zone, [k, t]) = this::<2>(l, "expire");
         let ttl = tonumber_of(l, &t, 3, b"expire: ttl");
         let key = key_of(l, &k);
         match zone.expire(key.bytes(), ttl) {
@@ -425,7 +431,7 @@ unsafe extern "C-unwind" fn keys_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `get_fn`. The list of keys is owned while the table is filled: only a memory
     // error there leaks it (see `crate::lua_raw`).
     unsafe {
-        let zone = this(l, "keys");
+        let (zone, []) = this::<0>(l, "keys");
         let max = if ffi::lua_type(l, 2) <= ffi::LUA_TNIL {
             DEFAULT_KEYS
         } else {
@@ -460,7 +466,7 @@ unsafe extern "C-unwind" fn keys_fn(l: *mut ffi::lua_State) -> c_int {
 unsafe extern "C-unwind" fn flush_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `get_fn`.
     unsafe {
-        let zone = this(l, "flush");
+        let (zone, []) = this::<0>(l, "flush");
         match zone.flush() {
             Ok(()) => 0,
             Err(e) => op_error(l, e),
@@ -472,7 +478,7 @@ unsafe extern "C-unwind" fn flush_fn(l: *mut ffi::lua_State) -> c_int {
 unsafe extern "C-unwind" fn free_space_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `get_fn`.
     unsafe {
-        let zone = this(l, "free_space");
+        let (zone, []) = this::<0>(l, "free_space");
         match zone.free_space() {
             Ok(n) => {
                 ffi::lua_pushinteger(l, n as ffi::lua_Integer);

@@ -950,16 +950,11 @@ LUA_API void luahttpd_setreadonly (lua_State *L, int idx) {
 
 
 /*
-** luahttpd: what the stack slots 'from' .. 'from'+n-1 hold, in one call instead of a
-** 'lua_type' and a conversion each: the type (LUA_TNONE past the top), a number's value
-** (integer or float, as it is), a string's bytes (not converted; valid while the value is on
-** the stack), a boolean's truth (LUAHTTPD.md). Positive indices only; never raises.
+** luahttpd: what the 'n' stack slots from 'o' on hold (LUA_TNONE past the top), for
+** 'luahttpd_args' and 'luahttpd_method'.
 */
-LUA_API void luahttpd_args (lua_State *L, int from, int n, luahttpd_Arg *out) {
-  StkId o = L->ci->func.p + from;
+l_sinline void readargs (lua_State *L, StkId o, int n, luahttpd_Arg *out) {
   int k;
-  lua_lock(L);
-  api_check(L, from > 0, "luahttpd_args takes positive indices");
   for (k = 0; k < n; k++, o++) {
     luahttpd_Arg *a = &out[k];
     const TValue *v;
@@ -983,7 +978,43 @@ LUA_API void luahttpd_args (lua_State *L, int from, int n, luahttpd_Arg *out) {
       default: break;
     }
   }
+}
+
+
+/*
+** luahttpd: what the stack slots 'from' .. 'from'+n-1 hold, in one call instead of a
+** 'lua_type' and a conversion each: the type (LUA_TNONE past the top), a number's value
+** (integer or float, as it is), a string's bytes (not converted; valid while the value is on
+** the stack), a boolean's truth (LUAHTTPD.md). Positive indices only; never raises.
+*/
+LUA_API void luahttpd_args (lua_State *L, int from, int n, luahttpd_Arg *out) {
+  lua_lock(L);
+  api_check(L, from > 0, "luahttpd_args takes positive indices");
+  readargs(L, L->ci->func.p + from, n, out);
   lua_unlock(L);
+}
+
+
+/*
+** luahttpd: a method's call in one go. The running C closure's first upvalue's block (as
+** 'lua_touserdata(L, lua_upvalueindex(1))' gives it) when argument 1 is the table that is its
+** second upvalue (the call was 'obj:method(...)' on its own table), else NULL; and, as
+** 'luahttpd_args' reads them, arguments 2 .. n+1. Never raises.
+*/
+LUA_API void *luahttpd_method (lua_State *L, int n, luahttpd_Arg *out) {
+  StkId func = L->ci->func.p;
+  const TValue *fi = s2v(func);
+  void *up = NULL;
+  lua_lock(L);
+  readargs(L, func + 2, n, out);
+  if (ttisCclosure(fi) && clCvalue(fi)->nupvalues >= 2 && func + 1 < L->top.p) {
+    const TValue *self = s2v(func + 1);
+    const TValue *own = &clCvalue(fi)->upvalue[1];
+    if (ttistable(self) && ttistable(own) && hvalue(self) == hvalue(own))
+      up = touserdata(&clCvalue(fi)->upvalue[0]);
+  }
+  lua_unlock(L);
+  return up;
 }
 
 

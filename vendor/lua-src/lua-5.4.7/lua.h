@@ -294,6 +294,7 @@ typedef struct luahttpd_Arg {
   size_t len;
 } luahttpd_Arg;
 LUA_API void  (luahttpd_args) (lua_State *L, int from, int n, luahttpd_Arg *out);  /* luahttpd */
+LUA_API void *(luahttpd_method) (lua_State *L, int n, luahttpd_Arg *out);  /* luahttpd */
 LUA_API int   (lua_setiuservalue) (lua_State *L, int idx, int n);
 
 
