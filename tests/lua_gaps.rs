@@ -1,7 +1,8 @@
 //! Issue 13 behaviours that had no integration test of their own: the shared dict's whole API
 //! through Lua in a route (TTLs, expiry, LRU eviction in a full zone), an `http.request`
 //! response over its bound, a runaway `respond_hook`, `req:body()` before `proxy()`, a
-//! `{ worker = "one" }` timer across a SIGKILL of its worker, and `limit_req` draining.
+//! `{ worker = "one" }` timer across a SIGKILL of its worker and across a reload, and
+//! `limit_req` draining.
 
 mod common;
 mod proxy_common;
@@ -403,6 +404,8 @@ local pid
 at_worker_start(function() pid = fs.read("/proc/self/stat", 4096):match("^(%d+)") end)
 every(0.05, function() shared.t:incr("runs:" .. pid, 1, 0) end, { worker = "one" })
 route(function(req)
+  -- Keeps its worker busy, and so draining for that long after a reload.
+  if req.path == "/slow" then sleep(2.5) end
   local out = {}
   for _, k in ipairs(shared.t:keys(0)) do
     if k:sub(1, 5) == "runs:" then out[#out + 1] = k:sub(6) .. "=" .. shared.t:get(k) end
@@ -486,6 +489,77 @@ fn a_worker_one_timer_runs_in_one_process_and_again_in_one_after_a_kill() {
     let mut expected = vec![victim, fresh[0]];
     expected.sort();
     assert_eq!(ran, expected, "{d:?}");
+}
+
+/// Through a reload, the old generation's worker runs the timer until it starts draining and
+/// never after, even while a request keeps it alive; the new one runs it from then on, never
+/// both at once.
+#[test]
+fn a_worker_one_timer_moves_to_the_new_generation_at_a_reload_and_never_runs_twice() {
+    let s = start(1, "", ONE_TIMER);
+    wait_for("the timer's first run", Duration::from_secs(5), || {
+        !runs(&s).is_empty()
+    });
+    let old = s.worker_pids();
+    assert_eq!(old.len(), 1, "{old:?}");
+    let old = old[0];
+    // A request in its route keeps the old worker draining for 2.5 s after the reload.
+    let mut slow = TcpStream::connect(&s.addr).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    s.signal(libc::SIGUSR1);
+    // (The reload's config checker is a child of the watcher for a moment too.)
+    wait_for(
+        "the new generation's worker",
+        Duration::from_secs(5),
+        || s.worker_pids().iter().any(|p| *p != old),
+    );
+    // Who ran it in each 100 ms, while the old worker is still there, draining.
+    let mut samples = Vec::new();
+    let mut prev = runs(&s);
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = runs(&s);
+        samples.push(grew(&prev, &now));
+        prev = now;
+    }
+    assert!(alive(old), "the old worker still drains: {samples:?}");
+    let mut others: Vec<i32> = samples
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|p| *p != old)
+        .collect();
+    others.sort();
+    others.dedup();
+    assert_eq!(others.len(), 1, "one new process ran it: {samples:?}");
+    let new = others[0];
+    assert!(s.worker_pids().contains(&new), "{new} is a worker");
+    let last_old = samples.iter().rposition(|g| g.contains(&old));
+    let first_new = samples.iter().position(|g| g.contains(&new));
+    let first_new = first_new.unwrap_or_else(|| panic!("the new worker never ran it: {samples:?}"));
+    // One 100 ms window may hold the hand-over: the old one's last run and the new one's first.
+    assert!(
+        last_old.is_none_or(|o| o <= first_new),
+        "old {old} ran it after new {new} did: {samples:?}"
+    );
+    assert!(
+        samples[first_new + 1..].iter().all(|g| g == &vec![new]),
+        "only the new worker after the hand-over: {samples:?}"
+    );
+    assert!(
+        samples.len() - first_new >= 6,
+        "the hand-over was late: {samples:?}"
+    );
+    let mut body = String::new();
+    let _ = slow.read_to_string(&mut body);
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    wait_for("the old worker to leave", Duration::from_secs(5), || {
+        !alive(old)
+    });
 }
 
 // ---------------------------------------------------------------------------------------

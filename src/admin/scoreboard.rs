@@ -5,7 +5,7 @@
 //! `worker_slots` [`WorkerSlot`]s, then `proc_slots` [`ProcSlot`]s:
 //!
 //! ```text
-//! offset 0                      Header (64 bytes: magic, version, counts)
+//! offset 0                      Header (64 bytes: magic, version, counts, the timer lease)
 //! offset 64                     ServerArea (128 bytes: retired totals, reloads; watcher only)
 //! offset 192                    WorkerSlot[0 .. worker_slots]   448 bytes each (7 cache lines)
 //! offset 192 + 448 * workers    ProcSlot[0 .. proc_slots]        64 bytes each (1 cache line)
@@ -22,6 +22,10 @@
 //! * A proc slot mirrors one FastCGI backend address (what `fastcgi::pool::Upstream` counts per
 //!   worker) summed over all workers: every worker updates it with atomic RMWs; the watcher
 //!   writes its state and pid. [`ProcIndex`] maps (backend, address) to the slot.
+//! * The header's timer lease is the pid of the one process that runs the `{ worker = "one" }`
+//!   timers (0: none), taken and given back by compare-and-swap: a slot-0 worker takes it at
+//!   a due run, gives it back when it starts draining, and the watcher gives back the lease
+//!   of a child that exited before it reaps it (its pid cannot be reused meanwhile).
 //! * Retired counters live in the watcher only ([`Totals`]): when a worker is reaped the
 //!   watcher folds its slot into them and resets the slot ([`Scoreboard::retire`]), so
 //!   `retired + live slots` never goes backwards across respawns and reloads. The watcher
@@ -221,13 +225,17 @@ impl fmt::Display for ProcState {
     }
 }
 
-/// The first 64 bytes of the region: enough to recognise it in a core dump.
+/// The first 64 bytes of the region: enough to recognise it in a core dump, and the lease of
+/// the `{ worker = "one" }` timers.
 #[repr(C, align(64))]
 struct Header {
     magic: u64,
     version: u32,
     worker_slots: u32,
     proc_slots: u32,
+    /// The pid of the one process running the `{ worker = "one" }` timers, 0 for none: the
+    /// only field written after `new`, and only by compare-and-swap.
+    timer_lease: AtomicU32,
 }
 
 /// The current request of a worker: the part of its slot under the seqlock.
@@ -418,6 +426,7 @@ impl Scoreboard {
                 version: VERSION,
                 worker_slots: w,
                 proc_slots: p,
+                timer_lease: AtomicU32::new(0),
             });
         }
         Ok(Scoreboard {
@@ -445,13 +454,38 @@ impl Scoreboard {
 
     /// Whether the header still says what `new` wrote (a sanity check for the admin REPL).
     pub fn header_ok(&self) -> bool {
-        // SAFETY: the header is only written in `new`, before any other process or reference
-        // could see the region; afterwards it is read-only, so plain reads do not race.
-        let h = unsafe { &*self.base.cast::<Header>().as_ptr() };
+        let h = self.header();
         h.magic == MAGIC
             && h.version == VERSION
             && h.worker_slots as usize == self.worker_slots
             && h.proc_slots as usize == self.proc_slots
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the region lives as long as `self` and starts with the header `new` wrote;
+        // its plain fields are read-only afterwards, so plain reads do not race, and its one
+        // shared-mutable field is an atomic.
+        unsafe { &*self.base.cast::<Header>().as_ptr() }
+    }
+
+    /// Takes the lease of the `{ worker = "one" }` timers for `pid` if nobody holds it; whether
+    /// `pid` holds it now. One process runs them at a time, whichever generation it is of: a
+    /// new generation's candidate waits while the old one's still holds it.
+    pub fn take_timer_lease(&self, pid: u32) -> bool {
+        let lease = &self.header().timer_lease;
+        match lease.compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => true,
+            Err(holder) => holder == pid,
+        }
+    }
+
+    /// Gives the lease back if `pid` holds it (a worker that starts draining, or the watcher
+    /// for a child that exited); whether it did.
+    pub fn give_back_timer_lease(&self, pid: u32) -> bool {
+        let lease = &self.header().timer_lease;
+        lease
+            .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     /// All worker slots, by slot index.
@@ -1281,6 +1315,26 @@ mod tests {
             }
             ForkResult::Parent { child } => child,
         }
+    }
+
+    /// One holder at a time, seen by every process of the mapping; only the holder gives the
+    /// lease back.
+    #[test]
+    fn the_timer_lease_has_one_holder_across_processes() {
+        let sb = Scoreboard::new(2, 0).unwrap();
+        assert!(sb.take_timer_lease(100));
+        assert!(sb.take_timer_lease(100), "the holder keeps it");
+        let child = in_child(|| {
+            assert!(!sb.take_timer_lease(200), "held by 100");
+            assert!(!sb.give_back_timer_lease(200), "200 does not hold it");
+        });
+        wait_ok(child);
+        assert!(sb.give_back_timer_lease(100));
+        assert!(!sb.give_back_timer_lease(100), "given back once");
+        let child = in_child(|| assert!(sb.take_timer_lease(200)));
+        wait_ok(child);
+        assert!(!sb.take_timer_lease(100), "the child's take is seen here");
+        assert!(sb.header_ok());
     }
 
     fn wait_ok(pid: Pid) {

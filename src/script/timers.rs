@@ -15,6 +15,8 @@ pub const TIMERS: &str = "luahttpd.timers";
 /// One `every` timer of this worker.
 pub(super) struct Timer {
     period: Duration,
+    /// Given with `{ worker = "one" }`: runs only while this process holds the lease.
+    one: bool,
     next: Instant,
     func: Function,
     at: String,
@@ -57,7 +59,8 @@ pub fn has_timers(lua: &Lua) -> bool {
 impl Router {
     /// Runs the `at_worker_start` functions and arms this worker's `every` timers: all of them
     /// in every worker, those with `{ worker = "one" }` only in the worker of slot 0 (the same
-    /// slot across respawns). Errors are logged.
+    /// slot across respawns), which runs them while it holds their lease (the worker asks,
+    /// [`Router::timer_is_one`]). Errors are logged.
     pub fn start_timers(&mut self, worker_index: usize, now: Instant) {
         let (every, start) = match recorded(&self.lua) {
             Ok(r) => r,
@@ -72,10 +75,11 @@ impl Router {
         self.timers = every
             .into_iter()
             .filter(|(_, one, _, _)| !one || worker_index == 0)
-            .map(|(period, _, func, at)| {
+            .map(|(period, one, func, at)| {
                 let period = Duration::from_secs_f64(period);
                 Timer {
                     period,
+                    one,
                     next: now + period,
                     func,
                     at,
@@ -94,16 +98,36 @@ impl Router {
         self.timers.iter().position(|t| t.next <= now)
     }
 
+    /// Whether timer `i` was given with `{ worker = "one" }`.
+    pub fn timer_is_one(&self, i: usize) -> bool {
+        self.timers.get(i).is_some_and(|t| t.one)
+    }
+
     /// Runs timer `i` and schedules its next run (one period after this one was due, or after
     /// `now` when runs were missed: a slow worker skips runs instead of bunching them).
     pub fn run_timer(&mut self, i: usize, now: Instant) {
-        let Some(t) = self.timers.get_mut(i) else {
-            return;
-        };
+        if let Some((func, at)) = self.schedule_next(i, now) {
+            self.call_outside("every", &func, &at);
+        }
+    }
+
+    /// Schedules timer `i`'s next run without running it (a `{ worker = "one" }` timer whose
+    /// lease another process holds).
+    pub fn skip_timer(&mut self, i: usize, now: Instant) {
+        self.schedule_next(i, now);
+    }
+
+    /// Drops the `{ worker = "one" }` timers: a draining worker leaves them to the next
+    /// generation.
+    pub fn stop_one_timers(&mut self) {
+        self.timers.retain(|t| !t.one);
+    }
+
+    fn schedule_next(&mut self, i: usize, now: Instant) -> Option<(Function, String)> {
+        let t = self.timers.get_mut(i)?;
         let next = t.next + t.period;
         t.next = if next <= now { now + t.period } else { next };
-        let (func, at) = (t.func.clone(), t.at.clone());
-        self.call_outside("every", &func, &at);
+        Some((t.func.clone(), t.at.clone()))
     }
 
     /// Calls `func` with no argument under the route limits; logs a failure.

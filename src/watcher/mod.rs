@@ -705,8 +705,8 @@ impl Watcher {
     }
 
     /// Collects every exited child without blocking. Each is first looked at without being
-    /// reaped, so that the shared-dictionary locks it held are marked dead while its pid
-    /// cannot be anyone else's (`shared::release_locks_of`).
+    /// reaped, so that the shared-dictionary locks and the timer lease it held are given up
+    /// while its pid cannot be anyone else's (`shared::release_locks_of`).
     fn reap(&mut self) {
         loop {
             let exited = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
@@ -718,6 +718,7 @@ impl Watcher {
                 },
             };
             crate::shared::release_locks_of(pid.as_raw() as u32);
+            self.board.give_back_timer_lease(pid.as_raw() as u32);
             let status = match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(s) => s,

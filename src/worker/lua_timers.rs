@@ -1,17 +1,25 @@
 //! The worker's side of the config's `every` timers: run what is due, each call under the
-//! backstop like a route call (script::timers has the rest).
+//! backstop like a route call, a `{ worker = "one" }` timer only while this process holds
+//! the scoreboard's timer lease (script::timers has the rest).
 
 use std::time::Instant;
 
+use crate::admin::scoreboard::Scoreboard;
 use crate::script::Router;
 
-/// Runs every timer due at `now`.
-pub(super) fn run_due(router: &mut Router, now: Instant) {
+/// Runs every timer due at `now`. `board`: where the lease of the `{ worker = "one" }` timers
+/// is (none: this process is the only one that could run them).
+pub(super) fn run_due(router: &mut Router, board: Option<&Scoreboard>, now: Instant) {
     // Bounded: each run moves its timer's due time past `now`.
     for _ in 0..64 {
         let Some(i) = router.due_timer(now) else {
             return;
         };
+        if router.timer_is_one(i) && board.is_some_and(|b| !b.take_timer_lease(std::process::id()))
+        {
+            router.skip_timer(i, now);
+            continue;
+        }
         let _armed = super::backstop::arm(
             router
                 .limits()

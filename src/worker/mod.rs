@@ -325,7 +325,7 @@ impl<'a> Worker<'a> {
                 self.on_conn(key, now, |c, ctx| c.resume(ctx));
             }
             if let Some(r) = self.router.as_mut() {
-                lua_timers::run_due(r, now);
+                lua_timers::run_due(r, self.board.as_ref().map(|(b, _)| &**b), now);
             }
             while let Some((key, ticket)) = self.lua_wakes.pop_due(now) {
                 let waits = self.conns.get(key).is_some_and(|c| c.waits_on(ticket));
@@ -592,6 +592,13 @@ impl<'a> Worker<'a> {
     fn drain(&mut self) {
         self.draining = true;
         self.pause_accepting(Accepting::Stopped);
+        // The next generation's worker of slot 0 takes the `{ worker = "one" }` timers over.
+        if let Some(r) = self.router.as_mut() {
+            r.stop_one_timers();
+        }
+        if let Some((b, _)) = &self.board {
+            b.give_back_timer_lease(std::process::id());
+        }
         // Dropping our copies of the listeners: once every process has, the kernel refuses
         // new connections instead of queueing them for nobody.
         self.listeners.clear();
