@@ -122,7 +122,7 @@ fn a_holder_that_died_is_recovered_from() {
     z.0.set(b"half", &s("x"), None).unwrap();
     z.0.set(b"whole", &Val::Int(7), None).unwrap();
     let z2 = z.clone();
-    // A thread that exits holding the robust mutex, mid-write of "half".
+    // A thread that exits holding the zone lock, mid-write of "half".
     std::thread::spawn(move || z2.0.lock_and_die(Some(b"half")))
         .join()
         .unwrap();
