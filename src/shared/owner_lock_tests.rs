@@ -59,8 +59,8 @@ fn threads_exclude_each_other() {
     assert_eq!(c.lock.holder(), 0);
 }
 
-#[test]
-fn a_thread_that_ended_holding_it_is_taken_over() {
+/// A lock whose holder is a thread that has ended.
+fn held_by_an_ended_thread() -> Arc<OwnerLock> {
     let l = Arc::new(OwnerLock::new());
     let l2 = l.clone();
     std::thread::spawn(move || {
@@ -68,6 +68,12 @@ fn a_thread_that_ended_holding_it_is_taken_over() {
     })
     .join()
     .unwrap();
+    l
+}
+
+#[test]
+fn a_thread_that_ended_holding_it_is_taken_over() {
+    let l = held_by_an_ended_thread();
     assert_ne!(l.holder(), 0);
     let t = Instant::now();
     assert_eq!(l.lock(), Taken::FromDead);
@@ -171,13 +177,7 @@ fn a_live_holder_is_waited_for_however_long_it_holds() {
 
 #[test]
 fn two_waiters_on_a_dead_holder_take_it_over_once() {
-    let l = Arc::new(OwnerLock::new());
-    let l2 = l.clone();
-    std::thread::spawn(move || {
-        assert_eq!(l2.lock(), Taken::Free);
-    })
-    .join()
-    .unwrap();
+    let l = held_by_an_ended_thread();
     let waiters: Vec<_> = (0..2)
         .map(|_| {
             let l = l.clone();
