@@ -52,7 +52,7 @@ use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 compile_error!("the scoreboard needs lock-free 8-, 32- and 64-bit atomics");
 
 const MAGIC: u64 = u64::from_le_bytes(*b"LHSCORE\0");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// Most bytes kept of the request method.
 pub const METHOD_MAX: usize = 8;

@@ -20,6 +20,8 @@ mod https_redirect;
 mod inbuf;
 mod lua_http;
 mod lua_timers;
+#[cfg(test)]
+mod lua_timers_tests;
 pub mod lua_wait;
 pub mod net;
 mod out;
