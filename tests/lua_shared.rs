@@ -195,6 +195,14 @@ fn the_repl_reads_and_writes_and_data_survives_a_reload() {
         .filter_map(|k| k.as_str())
         .collect();
     assert!(keys.contains(&"hits") && keys.contains(&"note"), "{keys:?}");
+    // A dictionary names itself, not its twelve methods.
+    let shown = admin.ok("return shared.c");
+    assert!(
+        shown
+            .as_str()
+            .is_some_and(|t| t.starts_with("shared dict 'c' (")),
+        "{shown}"
+    );
     let overview = admin.ok("return shared()");
     let row = &overview.as_array().expect("rows")[0];
     assert_eq!(row["name"], "c", "{overview}");

@@ -66,9 +66,10 @@
 //! | empty table | `[]` |
 //! | any other table | object: keys as strings, sorted (integers numerically, before other keys, then by string), except that `slot`, `name`, `pid`, `generation`, `state` come first, in that order, when present |
 //! | function, userdata, thread, … | `"<function>"`, `"<userdata>"`, `"<thread>"`, … |
+//! | a table whose metatable has `__tostring` | the string it returns, as `print` shows it (`shared.sessions` → `"shared dict 'sessions' (…)"`); if it fails or returns no string, the rows above |
 //! | a table inside itself (a cycle), or nesting deeper than [`MAX_DEPTH`] | `"<…>"` |
 //!
-//! Metatables are ignored (`__pairs`, `__index`, `__tojson` do nothing). Objects keep their key
+//! Other metamethods are ignored (`__pairs`, `__index`, `__tojson` do nothing). Objects keep their key
 //! order on the wire (`serde_json` with `preserve_order`), so the client shows columns in the
 //! order the server chose.
 //!
@@ -546,6 +547,9 @@ fn convert(value: &mlua::Value, depth: usize, path: &mut HashSet<usize>) -> Valu
         L::Number(f) => float_to_json(*f),
         L::String(s) => Value::String(String::from_utf8_lossy(&s.as_bytes()).into_owned()),
         L::Table(t) => {
+            if let Some(shown) = shown_by_tostring(t) {
+                return Value::String(shown);
+            }
             let id = t.to_pointer() as usize;
             if depth >= MAX_DEPTH || path.contains(&id) {
                 return Value::from(ELIDED);
@@ -557,6 +561,15 @@ fn convert(value: &mlua::Value, depth: usize, path: &mut HashSet<usize>) -> Valu
         }
         other => Value::String(format!("<{}>", other.type_name())),
     }
+}
+
+/// What the value's own `__tostring` makes of it, if its metatable has one that answers with a
+/// string (a shared dictionary names itself this way, where its fields would be twelve
+/// functions).
+fn shown_by_tostring(t: &mlua::Table) -> Option<String> {
+    let f: mlua::Function = t.metatable()?.raw_get("__tostring").ok()?;
+    let s: mlua::String = f.call(t).ok()?;
+    Some(String::from_utf8_lossy(&s.as_bytes()).into_owned())
 }
 
 fn float_to_json(f: f64) -> Value {
@@ -810,6 +823,37 @@ mod tests {
         assert_eq!(eval(&lua, "coroutine.create(print)"), json!("<thread>"));
         assert_eq!(eval(&lua, "1, 'b'"), json!([1, "b"]));
         assert_eq!(eval(&lua, "x = 1"), Value::Null);
+        // A table that names itself with __tostring is shown by it, as print shows it; one
+        // whose __tostring fails or answers no string is shown by its fields.
+        assert_eq!(
+            eval(
+                &lua,
+                "setmetatable({a = 1}, {__tostring = function(t) return 'T' .. t.a end})"
+            ),
+            json!("T1")
+        );
+        assert_eq!(
+            eval(
+                &lua,
+                "{ d = setmetatable({}, {__tostring = function() return 'dict' end}) }"
+            ),
+            json!({"d": "dict"})
+        );
+        assert_eq!(
+            eval(
+                &lua,
+                "setmetatable({a = 1}, {__tostring = function() error('no') end})"
+            ),
+            json!({"a": 1})
+        );
+        assert_eq!(
+            eval(
+                &lua,
+                "setmetatable({a = 1}, {__tostring = function() return {} end})"
+            ),
+            json!({"a": 1})
+        );
+        assert_eq!(eval(&lua, "setmetatable({a = 1}, {})"), json!({"a": 1}));
     }
 
     #[test]
