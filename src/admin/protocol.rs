@@ -66,7 +66,7 @@
 //! | empty table | `[]` |
 //! | any other table | object: keys as strings, sorted (integers numerically, before other keys, then by string), except that `slot`, `name`, `pid`, `generation`, `state` come first, in that order, when present |
 //! | function, userdata, thread, … | `"<function>"`, `"<userdata>"`, `"<thread>"`, … |
-//! | a table whose metatable has `__tostring` | the string it returns, as `print` shows it (`shared.sessions` → `"shared dict 'sessions' (…)"`); if it fails or returns no string, the rows above |
+//! | a table whose metatable has `__tostring` | the string it returns, as `print` shows it (`shared.sessions` → `"shared dict 'sessions' (…)"`); if it fails or returns no string, the rows above; it runs in the evaluator before the answer is sent, so the chunk's 5 s limit bounds it (not its instruction count) |
 //! | a table inside itself (a cycle), or nesting deeper than [`MAX_DEPTH`] | `"<…>"` |
 //!
 //! Other metamethods are ignored (`__pairs`, `__index`, `__tojson` do nothing). Objects keep their key
