@@ -1,5 +1,6 @@
 //! The zone lock on its own: exclusion between threads and processes, and taking it over from
-//! a holder that died (a thread that ended, a forked process killed and not yet reaped).
+//! a holder that died (a thread that ended, a forked process killed and not yet reaped), also
+//! while signals keep cutting the waiter's sleeps short.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -221,4 +222,59 @@ fn a_lock_marked_dead_is_taken_over_at_once() {
     assert!(!l.release_dead(id), "free now");
     done_tx.send(()).unwrap();
     holder.join().unwrap();
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// A waiter whose sleeps are cut short by a signal every millisecond (EINTR, never a whole
+/// slice asleep in one go) still asks about its holder once a slice has passed by the clock,
+/// and takes the lock over from a holder that ended while it waited.
+#[test]
+fn a_waiter_interrupted_by_signals_still_takes_over_from_a_dead_holder() {
+    use std::os::unix::thread::JoinHandleExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // SAFETY: installs a handler that does nothing for SIGURG, whose default action is to be
+    // ignored, so no other test sees a difference; without SA_RESTART, a futex wait it
+    // interrupts returns EINTR.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGURG, &sa, std::ptr::null_mut()), 0);
+    }
+    let l = Arc::new(OwnerLock::new());
+    let (l2, locked) = (l.clone(), Arc::new(AtomicBool::new(false)));
+    let locked2 = locked.clone();
+    let holder = std::thread::spawn(move || {
+        assert_eq!(l2.lock(), Taken::Free);
+        locked2.store(true, Ordering::Release);
+        // Ends holding it while the waiter sleeps on it.
+        std::thread::sleep(Duration::from_millis(50));
+    });
+    while !locked.load(Ordering::Acquire) {
+        std::thread::yield_now();
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let done2 = done.clone();
+    let l3 = l.clone();
+    let waiter = std::thread::spawn(move || {
+        let taken = l3.lock();
+        done2.store(true, Ordering::Release);
+        taken
+    });
+    let t = Instant::now();
+    let id = waiter.as_pthread_t();
+    while !done.load(Ordering::Acquire) && t.elapsed() < Duration::from_secs(5) {
+        // SAFETY: the waiter thread has not been joined, so its pthread_t is valid.
+        unsafe { libc::pthread_kill(id, libc::SIGURG) };
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        done.load(Ordering::Acquire),
+        "still waiting after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(waiter.join().unwrap(), Taken::FromDead);
+    holder.join().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
