@@ -1,5 +1,6 @@
 //! `run_due` and the timer lease: a `{ worker = "one" }` timer runs only while this process
-//! holds the scoreboard's lease; the other timers run regardless.
+//! holds the scoreboard's lease; the other timers run regardless. (Through `run_due_with`,
+//! without the backstop: its alarm is process-wide and no handler is installed here.)
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mlua::Lua;
 
-use super::lua_timers::run_due;
+use super::lua_timers::run_due_with;
 use crate::admin::scoreboard::Scoreboard;
 use crate::script::{Router, RouterLimits, TIMERS};
 
@@ -51,7 +52,7 @@ fn a_one_timer_waits_for_the_lease_and_the_others_do_not() {
     assert!(board.take_timer_lease(other));
 
     let t1 = t0 + Duration::from_millis(15);
-    run_due(&mut r, Some(&board), t1);
+    run_due_with(&mut r, Some(&board), t1, |r, i| r.run_timer(i, t1));
     assert_eq!(
         (every.get(), one.get()),
         (1, 0),
@@ -65,18 +66,25 @@ fn a_one_timer_waits_for_the_lease_and_the_others_do_not() {
     // It gives the lease back (it drains): the next due run takes it.
     assert!(board.give_back_timer_lease(other));
     let t2 = t0 + Duration::from_millis(30);
-    run_due(&mut r, Some(&board), t2);
+    run_due_with(&mut r, Some(&board), t2, |r, i| r.run_timer(i, t2));
     assert_eq!((every.get(), one.get()), (2, 1));
     assert!(!board.take_timer_lease(other), "held by this process now");
     assert!(board.take_timer_lease(me));
 
     // Without a scoreboard this process is the only candidate.
-    run_due(&mut r, None, t0 + Duration::from_millis(45));
+    run_due_with(&mut r, None, t0 + Duration::from_millis(45), |r, i| {
+        r.run_timer(i, t0 + Duration::from_millis(45))
+    });
     assert_eq!((every.get(), one.get()), (3, 2));
 
     // A draining worker drops its `one` timers and keeps the others.
     r.stop_one_timers();
-    run_due(&mut r, Some(&board), t0 + Duration::from_millis(60));
+    run_due_with(
+        &mut r,
+        Some(&board),
+        t0 + Duration::from_millis(60),
+        |r, i| r.run_timer(i, t0 + Duration::from_millis(60)),
+    );
     assert_eq!((every.get(), one.get()), (4, 2));
 }
 
@@ -86,7 +94,12 @@ fn only_slot_0_arms_one_timers() {
     let t0 = Instant::now();
     r.start_timers(1, t0);
     let board = Scoreboard::new(2, 0).unwrap();
-    run_due(&mut r, Some(&board), t0 + Duration::from_millis(15));
+    run_due_with(
+        &mut r,
+        Some(&board),
+        t0 + Duration::from_millis(15),
+        |r, i| r.run_timer(i, t0 + Duration::from_millis(15)),
+    );
     assert_eq!((every.get(), one.get()), (1, 0));
     assert!(board.take_timer_lease(1), "slot 1 never took the lease");
 }
