@@ -41,6 +41,11 @@
 #   START_TIMEOUT=20  seconds to wait for a server to answer
 #   LUAHTTPD_BIN=...  use this binary instead of running cargo build --release
 #   KEEP_TMP=1        keep the temporary directory (configs, logs, wrk output)
+#   PIN=1             servers (and every process they start) on CPU 0, wrk on CPU 1
+#                     (taskset), each server with one worker: a one-core comparison
+#                     with the split of the two cores fixed (it did not remove the
+#                     run-to-run spread on the 2-core VM it was written on)
+#   WORKERS=2         workers of every server (default 2; 1 with PIN=1)
 #
 # See bench/README.md.
 set -euo pipefail
@@ -73,8 +78,13 @@ IDLE_OPEN_TIMEOUT=60   # seconds the holder may take to open IDLE_N connections
 IDLE_SETTLE=1          # seconds between the last connection and the RSS reading
 KEEP_TMP=${KEEP_TMP:-0}
 
+PIN=${PIN:-0}
+# wrk, pinned to the other CPU than the servers with PIN=1.
+WRK=(wrk)
+[[ $PIN == 1 ]] && WRK=(taskset -c 1 wrk)
+
 # Settings shared by all servers.
-WORKERS=2
+if [[ $PIN == 1 ]]; then WORKERS=${WORKERS:-1}; else WORKERS=${WORKERS:-2}; fi
 KEEPALIVE_REQUESTS=1000
 MAX_CONNECTIONS=10000
 IDLE_TIMEOUT=5   # keep-alive idle seconds: luahttpd's default, lighttpd's default
@@ -235,6 +245,7 @@ instance_of() {
 ensure_packages() {
   local missing=()
   command -v wrk >/dev/null || missing+=(wrk)
+  [[ $PIN == 1 ]] && { command -v taskset >/dev/null || missing+=(taskset); }
   command -v curl >/dev/null || missing+=(curl)
   command -v python3 >/dev/null || missing+=(python3)
   has_server nginx && ! command -v nginx >/dev/null && missing+=(nginx)
@@ -309,7 +320,11 @@ trap 'exit 143' TERM
 # tree can be killed by group id), output to LOGFILE; sets LAST_PID.
 start_bg() {
   local logfile=$1; shift
-  setsid "$@" >"$logfile" 2>&1 </dev/null &
+  if [[ $PIN == 1 ]]; then
+    setsid taskset -c 0 "$@" >"$logfile" 2>&1 </dev/null &
+  else
+    setsid "$@" >"$logfile" 2>&1 </dev/null &
+  fi
   LAST_PID=$!
   PIDS+=("$LAST_PID")
 }
@@ -741,7 +756,7 @@ run_wrk() {
   # In a subshell of its own, `times` says the CPU wrk itself used (its second line:
   # children's user and sys): on a 2-core machine wrk's cost per request bounds req/s.
   wrk_cpu=$( (timeout $((DURATION_S + 30)) \
-    wrk -t"$THREADS" -c"$SC_CONNS" -d"${DURATION_S}s" "${SC_HEADERS[@]}" \
+    "${WRK[@]}" -t"$THREADS" -c"$SC_CONNS" -d"${DURATION_S}s" "${SC_HEADERS[@]}" \
     "$(url "$INST")$SC_PATH" >"$out" 2>&1 || echo "rc=$?" >"$out.rc"; times) | tail -n 1)
   [[ -f $out.rc ]] && rc=$(sed 's/rc=//' "$out.rc")
   split1=$(tree_split "$INST")
@@ -936,6 +951,7 @@ done
 
 echo "servers: $(for i in "${INSTANCES[@]}"; do printf '%s=127.0.0.1:%s ' "$i" "${PORT[$i]}"; done)"
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION_S}s, $ROUNDS round(s), scenarios: ${SCENARIO_LIST[*]}"
+[[ $PIN == 1 ]] && echo "pinned: servers on CPU 0 with $WORKERS worker(s) each, wrk on CPU 1"
 if (( WITH_TLS )); then
   echo "tls_*: luahttpd-tls and nginx-tls, TLS $TLS_VERSION, one ECDSA P-256 certificate ($TMP/tls/cert.pem); lighttpd not run"
 fi
@@ -954,22 +970,22 @@ fi
 
 if (( WARMUP > 0 )); then
   for s in "${SERVER_LIST[@]}"; do
-    timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
+    timeout $((WARMUP + 30)) "${WRK[@]}" -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
       "http://127.0.0.1:${PORT[$s]}/1k.bin" >/dev/null 2>&1 || true
     if (( WITH_ROUTE )); then
-      timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
+      timeout $((WARMUP + 30)) "${WRK[@]}" -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
         "http://127.0.0.1:${PORT[$s-route]}/1k.bin" >/dev/null 2>&1 || true
     fi
     if (( WITH_ROUTE10 )) && [[ $s == luahttpd ]]; then
-      timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
+      timeout $((WARMUP + 30)) "${WRK[@]}" -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
         "http://127.0.0.1:${PORT[$s-route10]}/1k.bin" >/dev/null 2>&1 || true
     fi
     if (( WITH_PHP )); then
-      timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$PHP_CONNECTIONS" -d"${WARMUP}s" \
+      timeout $((WARMUP + 30)) "${WRK[@]}" -t"$THREADS" -c"$PHP_CONNECTIONS" -d"${WARMUP}s" \
         "http://127.0.0.1:${PORT[$s]}/hello.php" >/dev/null 2>&1 || true
     fi
     if (( WITH_TLS )) && tls_supported "$s"; then
-      timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
+      timeout $((WARMUP + 30)) "${WRK[@]}" -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
         "$(url "$s-tls")/1k.bin" >/dev/null 2>&1 || true
     fi
   done
