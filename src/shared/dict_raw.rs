@@ -448,10 +448,7 @@ unsafe extern "C-unwind" fn keys_fn(l: *mut ffi::lua_State) -> c_int {
             }
             usize::try_from(n).unwrap_or(0)
         };
-        let keys = match zone.keys(max) {
-            Ok(k) => std::mem::ManuallyDrop::new(k),
-            Err(e) => op_error(l, e),
-        };
+        let keys = std::mem::ManuallyDrop::new(zone.keys(max));
         ffi::lua_createtable(l, c_int::try_from(keys.len()).unwrap_or(0), 0);
         for (i, k) in keys.iter().enumerate() {
             push(l, k);
@@ -467,10 +464,8 @@ unsafe extern "C-unwind" fn flush_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `get_fn`.
     unsafe {
         let (zone, []) = this::<0>(l, "flush");
-        match zone.flush() {
-            Ok(()) => 0,
-            Err(e) => op_error(l, e),
-        }
+        zone.flush();
+        0
     }
 }
 
@@ -479,12 +474,7 @@ unsafe extern "C-unwind" fn free_space_fn(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: as `get_fn`.
     unsafe {
         let (zone, []) = this::<0>(l, "free_space");
-        match zone.free_space() {
-            Ok(n) => {
-                ffi::lua_pushinteger(l, n as ffi::lua_Integer);
-                1
-            }
-            Err(e) => op_error(l, e),
-        }
+        ffi::lua_pushinteger(l, zone.free_space() as ffi::lua_Integer);
+        1
     }
 }

@@ -99,9 +99,7 @@ fn dict(lua: &Lua, name: &str, zone: &Rc<Zone>) -> mlua::Result<Table> {
 fn overview(lua: &Lua, zones: &[(String, Rc<Zone>)]) -> mlua::Result<Table> {
     let rows = lua.create_table()?;
     for (name, z) in zones {
-        let f = z
-            .fill()
-            .map_err(|e| mlua::Error::runtime(format!("shared dict: {}", e.message())))?;
+        let f = z.fill();
         let row = lua.create_table()?;
         row.set("name", name.as_str())?;
         row.set("size", z.size())?;

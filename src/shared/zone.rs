@@ -418,7 +418,7 @@ impl Zone {
     }
 
     /// Up to `max` live keys (0: all), in slot order.
-    pub fn keys(&self, max: usize) -> Result<Vec<Vec<u8>>, OpError> {
+    pub fn keys(&self, max: usize) -> Vec<Vec<u8>> {
         let g = self.lock();
         let now = now_ms();
         let mut out = Vec::new();
@@ -430,36 +430,35 @@ impl Zone {
                 out.push(g.key(i).to_vec());
             }
         }
-        Ok(out)
+        out
     }
 
     /// Removes every entry.
-    pub fn flush(&self) -> Result<(), OpError> {
+    pub fn flush(&self) {
         let g = self.lock();
         for i in 0..self.entries {
             g.slot(i).state.store(EMPTY, Ordering::Release);
         }
-        Ok(())
     }
 
     /// Bytes free for new entries: free (or expired) entries × [`ENTRY_BYTES`].
-    pub fn free_space(&self) -> Result<usize, OpError> {
-        let f = self.fill()?;
-        Ok((f.capacity - f.live) * ENTRY_BYTES)
+    pub fn free_space(&self) -> usize {
+        let f = self.fill();
+        (f.capacity - f.live) * ENTRY_BYTES
     }
 
     /// How full the zone is.
-    pub fn fill(&self) -> Result<Fill, OpError> {
+    pub fn fill(&self) -> Fill {
         let g = self.lock();
         let now = now_ms();
         let live = (0..self.entries).filter(|&i| g.is_live(i, now)).count();
         // SAFETY: read under the lock.
         let evictions = unsafe { (*self.header()).evictions };
-        Ok(Fill {
+        Fill {
             capacity: self.entries,
             live,
             evictions,
-        })
+        }
     }
 
     /// Takes the lock and never releases it, as a holder killed mid-operation would (tests).
