@@ -40,6 +40,12 @@ fn router_with_timers() -> (Router, Rc<Cell<u32>>, Rc<Cell<u32>>) {
     (r, every, one)
 }
 
+/// Runs what is due `ms` after `t0`, each timer plainly.
+fn run_at(r: &mut Router, board: Option<&Scoreboard>, t0: Instant, ms: u64) {
+    let now = t0 + Duration::from_millis(ms);
+    run_due_with(r, board, now, |r, i| r.run_timer(i, now));
+}
+
 #[test]
 fn a_one_timer_waits_for_the_lease_and_the_others_do_not() {
     let (mut r, every, one) = router_with_timers();
@@ -51,40 +57,32 @@ fn a_one_timer_waits_for_the_lease_and_the_others_do_not() {
     let other = me + 1;
     assert!(board.take_timer_lease(other));
 
-    let t1 = t0 + Duration::from_millis(15);
-    run_due_with(&mut r, Some(&board), t1, |r, i| r.run_timer(i, t1));
+    run_at(&mut r, Some(&board), t0, 15);
     assert_eq!(
         (every.get(), one.get()),
         (1, 0),
         "skipped while another holds it"
     );
     assert!(
-        r.next_timer().is_some_and(|t| t > t1),
+        r.next_timer()
+            .is_some_and(|t| t > t0 + Duration::from_millis(15)),
         "the skipped run is rescheduled"
     );
 
     // It gives the lease back (it drains): the next due run takes it.
     assert!(board.give_back_timer_lease(other));
-    let t2 = t0 + Duration::from_millis(30);
-    run_due_with(&mut r, Some(&board), t2, |r, i| r.run_timer(i, t2));
+    run_at(&mut r, Some(&board), t0, 30);
     assert_eq!((every.get(), one.get()), (2, 1));
     assert!(!board.take_timer_lease(other), "held by this process now");
     assert!(board.take_timer_lease(me));
 
     // Without a scoreboard this process is the only candidate.
-    run_due_with(&mut r, None, t0 + Duration::from_millis(45), |r, i| {
-        r.run_timer(i, t0 + Duration::from_millis(45))
-    });
+    run_at(&mut r, None, t0, 45);
     assert_eq!((every.get(), one.get()), (3, 2));
 
     // A draining worker drops its `one` timers and keeps the others.
     r.stop_one_timers();
-    run_due_with(
-        &mut r,
-        Some(&board),
-        t0 + Duration::from_millis(60),
-        |r, i| r.run_timer(i, t0 + Duration::from_millis(60)),
-    );
+    run_at(&mut r, Some(&board), t0, 60);
     assert_eq!((every.get(), one.get()), (4, 2));
 }
 
@@ -94,12 +92,7 @@ fn only_slot_0_arms_one_timers() {
     let t0 = Instant::now();
     r.start_timers(1, t0);
     let board = Scoreboard::new(2, 0).unwrap();
-    run_due_with(
-        &mut r,
-        Some(&board),
-        t0 + Duration::from_millis(15),
-        |r, i| r.run_timer(i, t0 + Duration::from_millis(15)),
-    );
+    run_at(&mut r, Some(&board), t0, 15);
     assert_eq!((every.get(), one.get()), (1, 0));
     assert!(board.take_timer_lease(1), "slot 1 never took the lease");
 }
