@@ -262,3 +262,41 @@ fn a_string_result_survives_the_call() {
         Value::Nil
     ));
 }
+
+/// A method called after its dictionary's handle was finalized (a finalizer that runs later
+/// while the state closes) raises "closed" instead of touching a zone it no longer holds.
+#[test]
+fn a_method_called_after_the_handle_was_finalized_says_closed() {
+    let z = new_zone();
+    let lua = Lua::new();
+    let seen = Rc::new(std::cell::RefCell::new(None::<String>));
+    let record = {
+        let seen = seen.clone();
+        lua.create_function(move |_, msg: String| {
+            *seen.borrow_mut() = Some(msg);
+            Ok(())
+        })
+        .unwrap()
+    };
+    lua.globals().set("record", record).unwrap();
+    // Marked for finalization before the dictionary's handle exists: Lua finalizes the newest
+    // first, so this one runs after the handle's.
+    lua.load(
+        r#"late = setmetatable({}, {__gc = function()
+             local ok, err = pcall(function() return dict:get("k") end)
+             record(ok and "no error" or tostring(err))
+           end})"#,
+    )
+    .exec()
+    .unwrap();
+    let obj = object(&lua, vec![("d".to_string(), z.clone())]).expect("object");
+    lua.globals().set("shared", obj).unwrap();
+    lua.load("dict = shared.d; dict:set('k', 1)")
+        .exec()
+        .unwrap();
+    assert_eq!(Rc::strong_count(&z), 3, "ours, shared()'s and the handle's");
+    drop(lua);
+    let msg = seen.borrow().clone().expect("the late finalizer ran");
+    assert!(msg.contains("shared dict: closed"), "{msg}");
+    assert_eq!(Rc::strong_count(&z), 1, "every count given back");
+}
