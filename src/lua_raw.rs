@@ -8,7 +8,7 @@
 //! ([`push_owned`]); only an out-of-memory error, which ends the call anyway, leaks that one
 //! buffer.
 
-use std::ffi::{c_char, c_int};
+use std::ffi::{c_char, c_int, c_void};
 use std::mem::ManuallyDrop;
 use std::rc::Rc;
 
@@ -22,6 +22,117 @@ extern "C-unwind" {
     /// The vendored Lua's reader of a method's call: upvalue 1's block when argument 1 is
     /// upvalue 2, and arguments 2 ..= n + 1 (vendor/lua-src/LUAHTTPD.md).
     fn luahttpd_method(l: *mut ffi::lua_State, n: c_int, out: *mut Arg) -> *mut std::ffi::c_void;
+    /// The vendored Lua's lazy reader of read-only tables (vendor/lua-src/LUAHTTPD.md).
+    fn luahttpd_setlazy(l: *mut ffi::lua_State, f: Option<LazyReader>, ud: *mut c_void);
+    /// The auxiliary data of the state's lazy reader, null when none is set.
+    fn luahttpd_lazyud(l: *mut ffi::lua_State) -> *mut c_void;
+    /// The vendored Lua's cached string push (vendor/lua-src/LUAHTTPD.md).
+    fn luahttpd_pushcached(
+        l: *mut ffi::lua_State,
+        cache: *const c_void,
+        slot: ffi::lua_Integer,
+        s: *const c_char,
+        len: usize,
+    );
+}
+
+/// A state's reader of the string keys a read-only table lacks, called by the VM before the
+/// table's `__index` (vendor/lua-src/LUAHTTPD.md): `(ud, l, table, key, key_len)` pushes the
+/// value and returns 1, or pushes nothing, allocates nothing in Lua and returns 0 (then
+/// `__index` runs as always). It runs inside the reading function's frame, with one free
+/// stack slot and no pseudo-indices of its own (no upvalues); it may raise only as a push
+/// does (a memory error).
+pub type LazyReader = unsafe extern "C-unwind" fn(
+    ud: *mut c_void,
+    l: *mut ffi::lua_State,
+    table: *const c_void,
+    key: *const c_char,
+    len: usize,
+) -> c_int;
+
+/// Registry name of the userdata that owns the state's lazy reader's data.
+const LAZY_ANCHOR: &std::ffi::CStr = c"luahttpd.lua_raw.lazy_reader";
+
+/// Makes `f` the state's [`LazyReader`], with `target` as its data (the `ud` it gets) and
+/// `keep` held alive for as long as it is installed (the tables whose addresses it
+/// compares, so that no other table can take their address). Replaces the reader set
+/// before. The data lives in a userdata in the registry; its `__gc` uninstalls the reader
+/// first when it is still this one (during the state's close, finalizers that run after it
+/// then read the tables through their `__index`).
+pub fn set_lazy_reader<T: 'static>(
+    lua: &Lua,
+    f: LazyReader,
+    target: Rc<T>,
+    keep: &[&Table],
+) -> mlua::Result<()> {
+    let raw = Rc::into_raw(target);
+    let n = keep.len() as c_int;
+    let keep: Vec<Table> = keep.iter().map(|t| (*t).clone()).collect();
+    // SAFETY: runs in mlua's protected call on the main state with the `keep` tables pushed
+    // as its arguments (an allocation error before the userdata exists leaks `raw`'s count,
+    // harmlessly). Stack: the n tables, +1 the userdata, +1 its metatable, ±0 the field,
+    // -1 setmetatable, then each table set as a user value (+1 -1), the registry store pops
+    // the userdata, and the n arguments are popped: nothing left, the `()` asked for. The
+    // reader is installed after the userdata holds the count, so its data outlives it.
+    unsafe {
+        lua.exec_raw::<()>(
+            mlua::MultiValue::from_iter(keep.into_iter().map(mlua::Value::Table)),
+            |l| {
+                let p = ffi::lua_newuserdatauv(l, std::mem::size_of::<*const T>(), n)
+                    .cast::<*const T>();
+                p.write(raw);
+                ffi::lua_createtable(l, 0, 1);
+                ffi::lua_pushcfunction(l, lazy_gc_fn::<T>);
+                ffi::lua_setfield(l, -2, c"__gc".as_ptr());
+                ffi::lua_setmetatable(l, -2);
+                for i in 1..=n {
+                    ffi::lua_pushvalue(l, i);
+                    ffi::lua_setiuservalue(l, -2, i);
+                }
+                ffi::lua_setfield(l, ffi::LUA_REGISTRYINDEX, LAZY_ANCHOR.as_ptr());
+                luahttpd_setlazy(l, Some(f), raw.cast_mut().cast::<c_void>());
+                ffi::lua_settop(l, 0);
+            },
+        )
+    }
+}
+
+/// `__gc` of [`set_lazy_reader`]'s userdata: uninstalls the reader when its data is this
+/// userdata's, then gives back the strong count.
+///
+/// # Safety
+/// Only as the `__gc` of that userdata, whose metatable Lua code cannot reach.
+unsafe extern "C-unwind" fn lazy_gc_fn<T>(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: Lua calls `__gc` with the userdata made by `set_lazy_reader::<T>`, which holds
+    // a pointer from `Rc::into_raw`, or null once taken.
+    unsafe {
+        let p = ffi::lua_touserdata(l, 1).cast::<*const T>();
+        if !p.is_null() && !(*p).is_null() {
+            if luahttpd_lazyud(l) == (*p).cast_mut().cast::<c_void>() {
+                luahttpd_setlazy(l, None, std::ptr::null_mut());
+            }
+            drop(Rc::from_raw(*p));
+            *p = std::ptr::null();
+        }
+    }
+    0
+}
+
+/// Pushes `s` through slot `slot` of the table `cache` (from `lua_topointer`, alive): the
+/// string kept in that slot when its bytes are `s`, else a new one, then kept there. Spares
+/// interning (hashing and looking up) a string that is mostly the one pushed last time.
+///
+/// # Safety
+/// As [`push`] (one free slot); `cache` points to a live table, and `slot` is in its array
+/// part (else the string is pushed but not kept).
+pub unsafe fn push_cached(
+    l: *mut ffi::lua_State,
+    cache: *const c_void,
+    slot: ffi::lua_Integer,
+    s: &[u8],
+) {
+    // SAFETY: per the contract.
+    unsafe { luahttpd_pushcached(l, cache, slot, s.as_ptr().cast::<c_char>(), s.len()) }
 }
 
 /// One argument of a C function as [`args`] reads it: its type and, for a number, a string
@@ -321,9 +432,102 @@ pub unsafe fn raise(l: *mut ffi::lua_State, parts: &[&[u8]]) -> ! {
 
 #[cfg(test)]
 mod tests {
-    use super::{args, set_readonly};
+    use super::{args, set_lazy_reader, set_readonly};
     use mlua::{ffi, Lua};
-    use std::ffi::c_int;
+    use std::cell::{Cell, RefCell};
+    use std::ffi::{c_char, c_int, c_void};
+    use std::rc::Rc;
+
+    thread_local! {
+        /// The [`Probe`]s alive on this test's thread, by address.
+        static LIVE: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+        /// Calls of [`probe_reader`] with a probe that no longer exists.
+        static STALE: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// A lazy reader's data: it answers `answer` for any string key `table` lacks.
+    struct Probe {
+        answer: &'static [u8],
+        table: *const c_void,
+    }
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            let me = self as *const Probe as usize;
+            LIVE.with_borrow_mut(|l| l.retain(|&p| p != me));
+        }
+    }
+
+    unsafe extern "C-unwind" fn probe_reader(
+        ud: *mut c_void,
+        l: *mut ffi::lua_State,
+        table: *const c_void,
+        _key: *const c_char,
+        _len: usize,
+    ) -> c_int {
+        if !LIVE.with_borrow(|live| live.contains(&(ud as usize))) {
+            STALE.set(STALE.get() + 1);
+            return 0;
+        }
+        // SAFETY: a live probe (checked above); one free slot, as a lazy reader has.
+        unsafe {
+            let p = &*ud.cast::<Probe>();
+            if table != p.table {
+                return 0;
+            }
+            super::push(l, p.answer);
+        }
+        1
+    }
+
+    /// A read-only table whose `__index` answers "index".
+    fn lazy_table(lua: &Lua) -> mlua::Table {
+        let t: mlua::Table = lua
+            .load("return setmetatable({}, { __index = function() return 'index' end })")
+            .eval()
+            .unwrap();
+        set_readonly(lua, &t).unwrap();
+        t
+    }
+
+    fn install(lua: &Lua, answer: &'static [u8], t: &mlua::Table) {
+        let p = Rc::new(Probe {
+            answer,
+            table: t.to_pointer(),
+        });
+        LIVE.with_borrow_mut(|l| l.push(Rc::as_ptr(&p) as usize));
+        set_lazy_reader(lua, probe_reader, p, &[t]).unwrap();
+    }
+
+    /// The reader answers for its table only; a new one replaces it, and the old one's
+    /// finalizer leaves the new one installed; at close, finalizers that run after the
+    /// reader's own never reach its freed data.
+    #[test]
+    fn a_lazy_reader_answers_until_replaced_and_never_after_it_is_freed() {
+        let lua = Lua::new();
+        lua.set_memory_limit(1 << 30).unwrap();
+        let a = lazy_table(&lua);
+        install(&lua, b"A", &a);
+        assert_eq!(a.get::<String>("x").unwrap(), "A");
+        let plain: mlua::Table = lua.load("return {}").eval().unwrap();
+        assert!(plain.get::<Option<String>>("x").unwrap().is_none());
+        let b = lazy_table(&lua);
+        // Made before B's reader, so finalized after it when the state closes.
+        lua.load("local t = ... kept = setmetatable({}, { __gc = function() local _ = t.x end })")
+            .call::<()>(&b)
+            .unwrap();
+        install(&lua, b"B", &b);
+        assert_eq!(a.get::<String>("x").unwrap(), "index");
+        assert_eq!(b.get::<String>("x").unwrap(), "B");
+        lua.gc_collect().unwrap();
+        lua.gc_collect().unwrap();
+        assert_eq!(LIVE.with_borrow(|l| l.len()), 1, "A's probe was freed");
+        assert_eq!(b.get::<String>("x").unwrap(), "B");
+        drop((a, b, plain));
+        drop(lua);
+        assert_eq!(LIVE.with_borrow(|l| l.len()), 0);
+        assert_eq!(STALE.get(), 0, "a finalizer reached a freed reader");
+    }
 
     /// Describes arguments 1..=8 as `args` reads them, one word each.
     unsafe extern "C-unwind" fn describe(l: *mut ffi::lua_State) -> c_int {

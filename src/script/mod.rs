@@ -27,6 +27,8 @@ mod limits_tests;
 mod pattern;
 mod pattern_fast;
 mod req;
+#[cfg(test)]
+mod req_lazy_tests;
 mod req_raw;
 mod respond_hook;
 mod sandbox;
@@ -138,10 +140,11 @@ impl Router {
         }
         prepare_sandbox(lua)?;
         let current = Rc::new(Current::new());
-        let (wrapped, req_object) = req::wrap(lua, &current, func.clone())?;
+        let req_object = req::object(lua, &current)?;
+        let wrapped = req::wrap(lua, &req_object, func.clone())?;
         let direct = suspend::Direct::new(lua, &func, &req_object)?;
         let func = wrapped;
-        let hook = respond_hook::Hook::from_registry(lua, &current)?;
+        let hook = respond_hook::Hook::from_registry(lua, &req_object)?;
         lua.gc_collect()?;
         lua.set_memory_limit(limits.memory)?;
         let budget = limits::install(lua)?;

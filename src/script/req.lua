@@ -1,9 +1,9 @@
 -- The `req` object: built once per Router, reused by every call. Its fields and its headers are
--- read by Rust `__index` functions (script/req_raw.rs) from the request of the call in
--- progress: nothing is copied up front and no value is kept from one call to the next (the
+-- read by Rust (script/req_raw.rs: the state's lazy reader, else the `__index` functions)
+-- from the request of the call in progress: nothing is copied up front and no value is kept from one call to the next (the
 -- field and header functions keep the last Lua string of each field and of a few header values,
 -- only to push it again unchanged).
-local index, header_index, arg, header_pairs, route, protect, body, form_decode = ...
+local index, header_index, arg, header_pairs, protect, body, form_decode = ...
 local setmetatable, error = setmetatable, error
 
 local function read_only(what)
@@ -25,17 +25,13 @@ local function form_method(_, max)
   return form_decode(b)
 end
 
--- What `req` has besides the request fields, in `fields` itself (one table lookup, no call); a
--- key not there goes to `index`. `fields` is reachable only through req_mt.
-local fields = setmetatable({ headers = headers, arg = arg, body = body_method, form = form_method },
-                            { __index = index })
-
-local req_mt = { __index = fields, __newindex = read_only("req"), __metatable = false,
+-- What `req` has besides the request fields sits in `req` itself (read-only, so one table
+-- lookup); a request field is answered by the state's lazy reader (script/req_raw.rs) in the
+-- VM's read, and by `index` when the reader does not answer.
+local req_mt = { __index = index, __newindex = read_only("req"), __metatable = false,
                  __tostring = function() return "req" end }
-local req = protect(setmetatable({}, req_mt), "req")
+local req = protect(setmetatable({ headers = headers, arg = arg, body = body_method,
+                                   form = form_method }, req_mt), "req")
 
--- The wrapper (for calls through mlua) and `req` (for the route coroutine, which is resumed
--- with route(req) directly).
-return function(...)
-  return route(req, ...)
-end, req
+-- `req` and `req.headers` (for the lazy reader).
+return req, headers

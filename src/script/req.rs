@@ -85,13 +85,17 @@ impl Current {
 
 const REQ_LUA: &str = include_str!("req.lua");
 
-/// Wraps the route function: the returned function takes no argument, builds the call's `req`
-/// view and calls `route(req)`. Also returns that `req` object.
-pub(super) fn wrap(
-    lua: &Lua,
-    cur: &Rc<Current>,
-    route: Function,
-) -> mlua::Result<(Function, mlua::Table)> {
+/// `route` called with `req` in front of its arguments (the route function, or the respond
+/// hook called through mlua).
+pub(super) fn wrap(lua: &Lua, req: &mlua::Table, route: Function) -> mlua::Result<Function> {
+    lua.load("local route, req = ...\nreturn function(...) return route(req, ...) end")
+        .set_name("=luahttpd req wrapper")
+        .call((route, req))
+}
+
+/// The `req` object over `cur`, the view of the call in progress, made once per router (the
+/// route and the respond hook share it); it installs the state's lazy reader for it.
+pub(super) fn object(lua: &Lua, cur: &Rc<Current>) -> mlua::Result<mlua::Table> {
     let strings = req_raw::string_cache(lua)?;
     let index = req_raw::function(lua, cur, Accessor::Field, &strings)?;
     let header_index = req_raw::function(lua, cur, Accessor::Header, &strings)?;
@@ -133,16 +137,33 @@ pub(super) fn wrap(
         }
         Ok(t)
     })?;
-    lua.load(REQ_LUA).set_name("=luahttpd req").call((
-        index,
-        header_index,
-        arg,
-        header_pairs,
-        route,
-        protect,
-        body,
-        form_decode,
-    ))
+    let (req, headers): (mlua::Table, mlua::Table) =
+        lua.load(REQ_LUA).set_name("=luahttpd req").call((
+            index,
+            header_index,
+            arg,
+            header_pairs,
+            protect,
+            body,
+            form_decode,
+        ))?;
+    // Read-only: `req.headers = x` must reach `__newindex` although `headers` is in `req`,
+    // and the lazy reader answers only for read-only tables.
+    crate::lua_raw::set_readonly(lua, &req)?;
+    crate::lua_raw::set_readonly(lua, &headers)?;
+    let lazy = req_raw::Lazy {
+        cur: cur.clone(),
+        req: req.to_pointer(),
+        headers: headers.to_pointer(),
+        cache: strings.to_pointer(),
+    };
+    crate::lua_raw::set_lazy_reader(
+        lua,
+        req_raw::lazy_fn,
+        Rc::new(lazy),
+        &[&req, &headers, &strings],
+    )?;
+    Ok(req)
 }
 
 /// The error for `req.<key>` when there is no such field.

@@ -184,15 +184,13 @@ fn header_values(name: &str, v: Value) -> mlua::Result<Vec<String>> {
 }
 
 impl Hook {
-    /// The hook stored by the config in `lua`'s registry, if any, wrapped like the route.
-    pub(super) fn from_registry(
-        lua: &Lua,
-        current: &Rc<super::req::Current>,
-    ) -> mlua::Result<Option<Hook>> {
+    /// The hook stored by the config in `lua`'s registry, if any, wrapped like the route (over
+    /// the router's `req` object).
+    pub(super) fn from_registry(lua: &Lua, req: &mlua::Table) -> mlua::Result<Option<Hook>> {
         let Some(f) = lua.named_registry_value::<Option<Function>>(RESPOND_HOOK)? else {
             return Ok(None);
         };
-        let (func, _) = super::req::wrap(lua, current, f.clone())?;
+        let func = super::req::wrap(lua, req, f.clone())?;
         let head = Rc::new(RefCell::new(Head::default()));
         let res = lua.create_userdata(Res(head.clone()))?;
         res.set_user_value(lua.create_userdata(Headers(head.clone()))?)?;

@@ -1018,6 +1018,60 @@ LUA_API void *luahttpd_method (lua_State *L, int n, luahttpd_Arg *out) {
 }
 
 
+/*
+** luahttpd: sets the state's reader of read-only tables' missing string keys ('f' NULL:
+** none). 'luaV_finishget' calls it before the table's '__index'; it pushes one value and
+** returns 1, or pushes nothing and returns 0 (then '__index' runs as always). It runs
+** without a call frame of its own: it may push one value and raise, nothing else
+** (LUAHTTPD.md).
+*/
+LUA_API void luahttpd_setlazy (lua_State *L, luahttpd_Lazy f, void *ud) {
+  lua_lock(L);
+  G(L)->lazy = f;
+  G(L)->ud_lazy = ud;
+  lua_unlock(L);
+}
+
+
+/* luahttpd: the auxiliary data of the state's lazy reader (NULL when none is set) */
+LUA_API void *luahttpd_lazyud (lua_State *L) {
+  return G(L)->lazy != NULL ? G(L)->ud_lazy : NULL;
+}
+
+
+/*
+** luahttpd: pushes the string 's' through slot 'slot' of the array part of table 'cache'
+** (a pointer from 'lua_topointer' to a live table): the string kept there when its bytes
+** are 's', else a new one, which is then kept if the table has that slot (a slot of the
+** array part allocates nothing). One stack slot; it does not depend on the running
+** function, so a lazy reader may call it.
+*/
+LUA_API void luahttpd_pushcached (lua_State *L, const void *cache, lua_Integer slot,
+                                  const char *s, size_t len) {
+  Table *t = (Table *)cache;
+  TValue *o;
+  TString *ts;
+  lua_lock(L);
+  o = cast(TValue *, luaH_getint(t, slot));
+  if (ttisstring(o) && tsslen(tsvalue(o)) == len &&
+      (len == 0 || memcmp(getstr(tsvalue(o)), s, len) == 0)) {
+    setobj2s(L, L->top.p, o);
+    api_incr_top(L);
+    lua_unlock(L);
+    return;
+  }
+  ts = luaS_newlstr(L, s, len);
+  setsvalue2s(L, L->top.p, ts);
+  api_incr_top(L);
+  if (!isabstkey(o)) {  /* a slot the table has (else nothing is kept) */
+    setsvalue(L, o, ts);
+    luaC_barrierback(L, obj2gco(t), s2v(L->top.p - 1));
+  }
+  luaC_checkGC(L);
+  lua_unlock(L);
+}
+
+
 LUA_API int lua_setmetatable (lua_State *L, int objindex) {
   TValue *obj;
   Table *mt;

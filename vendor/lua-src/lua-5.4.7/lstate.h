@@ -300,6 +300,8 @@ typedef struct global_State {
   TString *strcache[STRCACHE_N][STRCACHE_M];  /* cache for strings in API */
   lua_WarnFunction warnf;  /* warning function */
   void *ud_warn;         /* auxiliary data to 'warnf' */
+  luahttpd_Lazy lazy;  /* luahttpd: reader of read-only tables' missing keys, or NULL */
+  void *ud_lazy;         /* luahttpd: auxiliary data to 'lazy' */
 } global_State;
 
 

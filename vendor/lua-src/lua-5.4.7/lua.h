@@ -295,6 +295,12 @@ typedef struct luahttpd_Arg {
 } luahttpd_Arg;
 LUA_API void  (luahttpd_args) (lua_State *L, int from, int n, luahttpd_Arg *out);  /* luahttpd */
 LUA_API void *(luahttpd_method) (lua_State *L, int n, luahttpd_Arg *out);  /* luahttpd */
+/* luahttpd: answers a read-only table's missing string key, or returns 0 (LUAHTTPD.md) */
+typedef int (*luahttpd_Lazy) (void *ud, lua_State *L, const void *t, const char *k, size_t len);
+LUA_API void  (luahttpd_setlazy) (lua_State *L, luahttpd_Lazy f, void *ud);  /* luahttpd */
+LUA_API void *(luahttpd_lazyud) (lua_State *L);  /* luahttpd */
+LUA_API void  (luahttpd_pushcached) (lua_State *L, const void *cache, lua_Integer slot,
+                                     const char *s, size_t len);  /* luahttpd */
 LUA_API int   (lua_setiuservalue) (lua_State *L, int idx, int n);
 
 

@@ -300,6 +300,25 @@ void luaV_finishget (lua_State *L, const TValue *t, TValue *key, StkId val,
     }
     else {  /* 't' is a table */
       lua_assert(isempty(slot));
+      /* luahttpd: a read-only table's missing string key may be answered by the state's
+         lazy reader, without a metamethod call (LUAHTTPD.md); it pushes the value onto the
+         stack slot above the top, which the 'EXTRA_STACK' slots guarantee, as for a
+         metamethod's arguments; a collection step there may run a finalizer, which may
+         move the stack, hence 'val' kept as an offset. A reader that returns 0 has pushed
+         and allocated nothing, so 't' and 'key' still hold. */
+      if (l_unlikely(isreadonly(hvalue(t))) && G(L)->lazy != NULL && ttisstring(key)) {
+        TString *ks = tsvalue(key);
+        ptrdiff_t res = savestack(L, val);
+        int got;
+        L->ci->top.p++;  /* the answer's slot, for the API's checks (within EXTRA_STACK) */
+        got = G(L)->lazy(G(L)->ud_lazy, L, hvalue(t), getstr(ks), tsslen(ks));
+        L->ci->top.p--;
+        if (got) {
+          L->top.p--;
+          setobj2s(L, restorestack(L, res), s2v(L->top.p));
+          return;
+        }
+      }
       tm = fasttm(L, hvalue(t)->metatable, TM_INDEX);  /* table's metamethod */
       if (tm == NULL) {  /* no metamethod? */
         setnilvalue(s2v(val));  /* result is nil */
