@@ -142,18 +142,33 @@ fn field<'r>(r: &'r RouteRequest<'_>, key: &[u8]) -> Field<'r> {
     }
 }
 
-/// Pushes `s` through slot `slot` of the string cache that is upvalue 2 of the running
-/// function (see [`string_cache`]).
+/// The string cache that is upvalue 2 of the running function (see [`string_cache`]).
 ///
 /// # Safety
-/// `l` is running a C function made by [`function`], with a free stack slot.
-unsafe fn push_through_upvalue(l: *mut ffi::lua_State, slot: ffi::lua_Integer, s: &[u8]) {
-    // SAFETY: per the contract, upvalue 2 is the string cache table, alive while the function
-    // (which holds it) runs; its slots are in its array part.
+/// `l` is running a C function made by [`function`]; the pointer is used only while it runs
+/// (the function holds the table).
+unsafe fn upvalue_cache(l: *mut ffi::lua_State) -> *const c_void {
+    // SAFETY: per the contract.
+    unsafe { ffi::lua_topointer(l, ffi::lua_upvalueindex(2)) }
+}
+
+/// Pushes a field's value, a string through `cache` (a live [`string_cache`]); false, with
+/// nothing pushed, for an unknown field.
+///
+/// # Safety
+/// `l` is a running state with a free stack slot; nothing with a destructor is alive in the
+/// caller's frames (a string push may raise a memory error).
+unsafe fn push_field(l: *mut ffi::lua_State, cache: *const c_void, f: Field<'_>) -> bool {
+    // SAFETY: per the contract; the cache's slots are in its array part.
     unsafe {
-        let cache = ffi::lua_topointer(l, ffi::lua_upvalueindex(2));
-        lua_raw::push_cached(l, cache, slot, s);
+        match f {
+            Field::Str(s, slot) => lua_raw::push_cached(l, cache, slot, s),
+            Field::Int(n) => ffi::lua_pushinteger(l, n),
+            Field::Nil => ffi::lua_pushnil(l),
+            Field::Unknown => return false,
+        }
     }
+    true
 }
 
 unsafe extern "C-unwind" fn field_fn(l: *mut ffi::lua_State) -> c_int {
@@ -169,21 +184,8 @@ unsafe extern "C-unwind" fn field_fn(l: *mut ffi::lua_State) -> c_int {
             return 1;
         };
         let pushed = {
-            with_request(l, |r| match field(r, key) {
-                Field::Str(s, slot) => {
-                    push_through_upvalue(l, slot, s);
-                    true
-                }
-                Field::Int(n) => {
-                    ffi::lua_pushinteger(l, n);
-                    true
-                }
-                Field::Nil => {
-                    ffi::lua_pushnil(l);
-                    true
-                }
-                Field::Unknown => false,
-            })
+            let cache = upvalue_cache(l);
+            with_request(l, |r| push_field(l, cache, field(r, key)))
         };
         match pushed {
             Some(true) => return 1,
@@ -242,9 +244,10 @@ unsafe extern "C-unwind" fn header_fn(l: *mut ffi::lua_State) -> c_int {
             ffi::lua_pushnil(l);
             return 1;
         };
+        let cache = upvalue_cache(l);
         let pushed = with_request(l, |r| match header(r, key) {
             Header::Absent => ffi::lua_pushnil(l),
-            Header::One(v) => push_through_upvalue(l, header_slot(key), v),
+            Header::One(v) => lua_raw::push_cached(l, cache, header_slot(key), v),
             Header::Joined(v) => push_owned(l, v),
         });
         match pushed {
@@ -307,21 +310,8 @@ pub(super) unsafe extern "C-unwind" fn lazy_fn(
         let lazy = &*ud.cast::<Lazy>();
         let key = std::slice::from_raw_parts(key.cast::<u8>(), len);
         let pushed = if table == lazy.req {
-            lazy.cur.with_raw(|r| match field(r, key) {
-                Field::Str(s, slot) => {
-                    lua_raw::push_cached(l, lazy.cache, slot, s);
-                    true
-                }
-                Field::Int(n) => {
-                    ffi::lua_pushinteger(l, n);
-                    true
-                }
-                Field::Nil => {
-                    ffi::lua_pushnil(l);
-                    true
-                }
-                Field::Unknown => false,
-            })
+            lazy.cur
+                .with_raw(|r| push_field(l, lazy.cache, field(r, key)))
         } else if table == lazy.headers {
             lazy.cur.with_raw(|r| match header(r, key) {
                 Header::Absent => {
