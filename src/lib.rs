@@ -18,6 +18,8 @@ pub mod log;
 pub mod log_format;
 pub mod log_handoff;
 pub mod lua_raw;
+#[cfg(test)]
+mod lua_vm_tests;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod real_ip;

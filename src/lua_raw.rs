@@ -23,7 +23,12 @@ extern "C-unwind" {
     /// upvalue 2, and arguments 2 ..= n + 1 (vendor/lua-src/LUAHTTPD.md).
     fn luahttpd_method(l: *mut ffi::lua_State, n: c_int, out: *mut Arg) -> *mut std::ffi::c_void;
     /// The vendored Lua's lazy reader of read-only tables (vendor/lua-src/LUAHTTPD.md).
-    fn luahttpd_setlazy(l: *mut ffi::lua_State, f: Option<LazyReader>, ud: *mut c_void);
+    fn luahttpd_setlazy(
+        l: *mut ffi::lua_State,
+        f: Option<LazyReader>,
+        ud: *mut c_void,
+        fields: *const LazyFields,
+    );
     /// The auxiliary data of the state's lazy reader, null when none is set.
     fn luahttpd_lazyud(l: *mut ffi::lua_State) -> *mut c_void;
     /// The vendored Lua's cached string push (vendor/lua-src/LUAHTTPD.md).
@@ -50,6 +55,50 @@ pub type LazyReader = unsafe extern "C-unwind" fn(
     len: usize,
 ) -> c_int;
 
+/// How many fields a [`LazyFields`] holds (`LUAHTTPD_FIELDS` in the vendored `lua.h`).
+pub const LAZY_FIELDS: usize = 5;
+
+/// String fields of one read-only table that the VM answers itself, before the state's
+/// [`LazyReader`] (vendor/lua-src/LUAHTTPD.md; `luahttpd_Fields` in `lua.h`): for a read of
+/// `key[i]` while `live` is nonzero, the string `s[i]` (`len[i]` bytes; null: nil), pushed
+/// through array slot `i + 1` of `cache` as [`push_cached`] does. Its owner sets the values
+/// for each call and clears `live` after it; the VM only reads it.
+#[repr(C)]
+pub struct LazyFields {
+    /// The read-only table ([`Table::to_pointer`]).
+    pub table: *const c_void,
+    /// The string cache ([`Table::to_pointer`] of a table whose array part has the slots).
+    pub cache: *const c_void,
+    /// Nonzero while the values below may be read.
+    pub live: c_int,
+    /// The field names: short strings ([`mlua::String::to_pointer`]), kept alive by the owner.
+    pub key: [*const c_void; LAZY_FIELDS],
+    /// The values' bytes; null: the field is nil.
+    pub s: [*const c_char; LAZY_FIELDS],
+    /// The values' lengths.
+    pub len: [usize; LAZY_FIELDS],
+}
+
+impl LazyFields {
+    /// No table, no field, not live.
+    pub fn new() -> LazyFields {
+        LazyFields {
+            table: std::ptr::null(),
+            cache: std::ptr::null(),
+            live: 0,
+            key: [std::ptr::null(); LAZY_FIELDS],
+            s: [std::ptr::null(); LAZY_FIELDS],
+            len: [0; LAZY_FIELDS],
+        }
+    }
+}
+
+impl Default for LazyFields {
+    fn default() -> LazyFields {
+        LazyFields::new()
+    }
+}
+
 /// Registry name of the userdata that owns the state's lazy reader's data.
 const LAZY_ANCHOR: &std::ffi::CStr = c"luahttpd.lua_raw.lazy_reader";
 
@@ -58,13 +107,17 @@ const LAZY_ANCHOR: &std::ffi::CStr = c"luahttpd.lua_raw.lazy_reader";
 /// compares, so that no other table can take their address). Replaces the reader set
 /// before. The data lives in a userdata in the registry; its `__gc` uninstalls the reader
 /// first when it is still this one (during the state's close, finalizers that run after it
-/// then read the tables through their `__index`).
+/// then read the tables through their `__index`). `fields`, if given, picks the
+/// [`LazyFields`] inside the data that the VM answers before calling `f`; their names must be
+/// held by something in `keep`, so that they stay the interned strings of those names.
 pub fn set_lazy_reader<T: 'static>(
     lua: &Lua,
     f: LazyReader,
     target: Rc<T>,
+    fields: Option<fn(&T) -> *const LazyFields>,
     keep: &[&Table],
 ) -> mlua::Result<()> {
+    let fields: *const LazyFields = fields.map_or(std::ptr::null(), |pick| pick(&target));
     let raw = Rc::into_raw(target);
     let n = keep.len() as c_int;
     let keep: Vec<Table> = keep.iter().map(|t| (*t).clone()).collect();
@@ -73,7 +126,8 @@ pub fn set_lazy_reader<T: 'static>(
     // harmlessly). Stack: the n tables, +1 the userdata, +1 its metatable, ±0 the field,
     // -1 setmetatable, then each table set as a user value (+1 -1), the registry store pops
     // the userdata, and the n arguments are popped: nothing left, the `()` asked for. The
-    // reader is installed after the userdata holds the count, so its data outlives it.
+    // reader is installed after the userdata holds the count, so its data (and `fields`, a
+    // part of it) outlives it.
     unsafe {
         lua.exec_raw::<()>(
             mlua::MultiValue::from_iter(keep.into_iter().map(mlua::Value::Table)),
@@ -90,7 +144,7 @@ pub fn set_lazy_reader<T: 'static>(
                     ffi::lua_setiuservalue(l, -2, i);
                 }
                 ffi::lua_setfield(l, ffi::LUA_REGISTRYINDEX, LAZY_ANCHOR.as_ptr());
-                luahttpd_setlazy(l, Some(f), raw.cast_mut().cast::<c_void>());
+                luahttpd_setlazy(l, Some(f), raw.cast_mut().cast::<c_void>(), fields);
                 ffi::lua_settop(l, 0);
             },
         )
@@ -109,7 +163,7 @@ unsafe extern "C-unwind" fn lazy_gc_fn<T>(l: *mut ffi::lua_State) -> c_int {
         let p = ffi::lua_touserdata(l, 1).cast::<*const T>();
         if !p.is_null() && !(*p).is_null() {
             if luahttpd_lazyud(l) == (*p).cast_mut().cast::<c_void>() {
-                luahttpd_setlazy(l, None, std::ptr::null_mut());
+                luahttpd_setlazy(l, None, std::ptr::null_mut(), std::ptr::null());
             }
             drop(Rc::from_raw(*p));
             *p = std::ptr::null();
@@ -496,7 +550,7 @@ mod tests {
             table: t.to_pointer(),
         });
         LIVE.with_borrow_mut(|l| l.push(Rc::as_ptr(&p) as usize));
-        set_lazy_reader(lua, probe_reader, p, &[t]).unwrap();
+        set_lazy_reader(lua, probe_reader, p, None, &[t]).unwrap();
     }
 
     /// The reader answers for its table only; a new one replaces it, and the old one's

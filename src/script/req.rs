@@ -6,7 +6,7 @@
 //! per-call state to reset. A `req` kept in an upvalue and read in a later call sees that later
 //! call's request; reading a field outside any call is an error.
 
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
 use std::marker::PhantomData;
 use std::rc::Rc;
 
@@ -14,11 +14,15 @@ use mlua::{Function, Lua, Value};
 
 use super::req_raw::{self, Accessor};
 use super::{args, RouteRequest};
+use crate::lua_raw::LazyFields;
 
 /// The request of the call in progress, if any.
 pub(super) struct Current {
     /// Null outside a call. Set only by [`Current::enter`], whose guard resets it.
     ptr: Cell<*const RouteRequest<'static>>,
+    /// The string fields of the request at `ptr`, which the VM reads itself (`req_raw::fill`);
+    /// not live while `ptr` is null. Written only by `enter` and its guard, when no Lua runs.
+    fields: UnsafeCell<LazyFields>,
 }
 
 /// Resets [`Current`] when the call ends (also on unwinding).
@@ -31,6 +35,9 @@ pub(super) struct Entered<'c> {
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
         self.cur.ptr.set(self.prev);
+        // SAFETY: `prev` is null or the request of an enclosing call, whose guard is still
+        // alive (guards drop in reverse order), so it still points to a live request.
+        self.cur.fill(unsafe { self.prev.as_ref() });
     }
 }
 
@@ -38,7 +45,28 @@ impl Current {
     pub(super) fn new() -> Current {
         Current {
             ptr: Cell::new(std::ptr::null()),
+            fields: UnsafeCell::new(LazyFields::new()),
         }
+    }
+
+    /// The fields the VM reads, for `lua_raw::set_lazy_reader`.
+    pub(super) fn lazy_fields(&self) -> *const LazyFields {
+        self.fields.get()
+    }
+
+    /// Names the table, cache and names of the fields the VM reads (once, when `req` is made).
+    fn bind_fields(&self, table: &mlua::Table, cache: &mlua::Table, names: &mlua::Table) {
+        // SAFETY: no Lua runs here and no reference to the fields exists (they are only ever
+        // reached through the raw pointer).
+        let f = unsafe { &mut *self.fields.get() };
+        req_raw::bind(f, table, cache, names);
+    }
+
+    /// Sets the fields' values to `req`'s, or makes them not live when None.
+    fn fill(&self, req: Option<&RouteRequest<'_>>) {
+        // SAFETY: as in `bind_fields`: called by `enter` and its guard, between Lua runs.
+        let f = unsafe { &mut *self.fields.get() };
+        req_raw::fill(f, req);
     }
 
     /// Makes `req` the current request until the returned guard is dropped. The guard borrows
@@ -48,6 +76,7 @@ impl Current {
         // Only the lifetime parameter changes; `with` never lets the `'static` escape.
         let p: *const RouteRequest<'static> = (req as *const RouteRequest<'_>).cast();
         self.ptr.set(p);
+        self.fill(Some(req));
         Entered {
             cur: self,
             prev,
@@ -151,6 +180,8 @@ pub(super) fn object(lua: &Lua, cur: &Rc<Current>) -> mlua::Result<mlua::Table> 
     // and the lazy reader answers only for read-only tables.
     crate::lua_raw::set_readonly(lua, &req)?;
     crate::lua_raw::set_readonly(lua, &headers)?;
+    let names = req_raw::field_names(lua)?;
+    cur.bind_fields(&req, &strings, &names);
     let lazy = req_raw::Lazy {
         cur: cur.clone(),
         req: req.to_pointer(),
@@ -161,7 +192,8 @@ pub(super) fn object(lua: &Lua, cur: &Rc<Current>) -> mlua::Result<mlua::Table> 
         lua,
         req_raw::lazy_fn,
         Rc::new(lazy),
-        &[&req, &headers, &strings],
+        Some(|l: &req_raw::Lazy| l.cur.lazy_fields()),
+        &[&req, &headers, &strings, &names],
     )?;
     Ok(req)
 }

@@ -174,3 +174,46 @@ unsafe extern "C-unwind" fn note_fn(l: *mut mlua::ffi::lua_State) -> std::ffi::c
     NOTES.with_borrow_mut(|n| n.push(s.unwrap_or_else(|| "(not a string)".into())));
     0
 }
+
+/// The fields the VM answers itself (`path`, `method`, `host`, `uri`, `remote_addr`) are
+/// each call's own, nil where the request has none, and raise once the call is over, as the
+/// fields read through `__index` do.
+#[test]
+fn fields_the_vm_answers_are_each_calls_own() {
+    let mut r = router(
+        "local kept\n\
+         route(function(req)\n\
+           kept = req\n\
+           return respond(200, table.concat({ req.path, req.method, tostring(req.host), \
+             req.uri, req.remote_addr, tostring(req.query), req.scheme }, ' '))\n\
+         end)\n\
+         function later() return kept.path end",
+    );
+    let cases = [
+        (
+            "GET /a?x=1 HTTP/1.1\r\nHost: one.example\r\n\r\n",
+            "/a GET one.example /a?x=1 192.0.2.7 x=1 http",
+        ),
+        (
+            "HEAD /b HTTP/1.0\r\n\r\n",
+            "/b HEAD nil /b 192.0.2.7 nil http",
+        ),
+        (
+            "POST /a HTTP/1.1\r\nHost: two.example\r\nContent-Length: 0\r\n\r\n",
+            "/a POST two.example /a 192.0.2.7 nil http",
+        ),
+    ];
+    for (head, want) in cases {
+        assert_eq!(
+            respond_body(call_head(&mut r, head).unwrap()),
+            want,
+            "{head:?}"
+        );
+    }
+    let later: Function = r.lua.globals().get("later").unwrap();
+    let e = later.call::<String>(()).unwrap_err().to_string();
+    assert!(
+        e.contains("req is only available during a route call"),
+        "{e}"
+    );
+}

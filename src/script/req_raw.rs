@@ -18,7 +18,7 @@ use mlua::{ffi, Function, Lua};
 
 use super::req::Current;
 use super::{args, RouteRequest};
-use crate::lua_raw::{self, closure, push, push_owned, to_bytes, upvalue};
+use crate::lua_raw::{self, closure, push, push_owned, to_bytes, upvalue, LazyFields, LAZY_FIELDS};
 
 /// Which accessor [`function`] makes.
 #[derive(Debug, Clone, Copy)]
@@ -123,23 +123,90 @@ enum Field<'r> {
     Unknown,
 }
 
-fn field<'r>(r: &'r RouteRequest<'_>, key: &[u8]) -> Field<'r> {
+/// `req`'s string fields: field `i` is [`string_field`] `i` and keeps its last Lua string in
+/// slot `i + 1` of the string cache. The first [`LAZY_FIELDS`], the ones routes read most,
+/// are set for the VM at each call ([`fill`]); the others are read by [`lazy_fn`].
+const STRING_FIELDS: [&str; FIELD_SLOTS] = [
+    "path",
+    "method",
+    "host",
+    "uri",
+    "remote_addr",
+    "query",
+    "raw_path",
+    "version",
+    "scheme",
+    "listener",
+];
+
+/// String field `i` of [`STRING_FIELDS`] for `r` (None: nil, or no such field).
+fn string_field<'r>(r: &'r RouteRequest<'_>, i: usize) -> Option<&'r str> {
     let q = r.req;
-    let opt = |s: Option<&'r str>, slot| s.map_or(Field::Nil, |s| Field::Str(s.as_bytes(), slot));
-    match key {
-        b"path" => Field::Str(q.path.as_bytes(), 1),
-        b"method" => Field::Str(q.method.as_str().as_bytes(), 2),
-        b"host" => opt(q.host.as_deref(), 3),
-        b"query" => opt(q.query.as_deref(), 4),
-        b"raw_path" => Field::Str(q.raw_path.as_bytes(), 5),
-        b"uri" => Field::Str(q.target.as_bytes(), 6),
-        b"version" => Field::Str(q.version.as_str().as_bytes(), 7),
-        b"scheme" => Field::Str(r.scheme.as_bytes(), 8),
-        b"remote_addr" => Field::Str(r.remote_addr.as_bytes(), 9),
-        b"remote_port" => Field::Int(i64::from(r.remote_port)),
-        b"listener" => Field::Str(r.listener.as_bytes(), 10),
-        _ => Field::Unknown,
+    match i {
+        0 => Some(&q.path),
+        1 => Some(q.method.as_str()),
+        2 => q.host.as_deref(),
+        3 => Some(&q.target),
+        4 => Some(r.remote_addr),
+        5 => q.query.as_deref(),
+        6 => Some(&q.raw_path),
+        7 => Some(q.version.as_str()),
+        8 => Some(r.scheme),
+        9 => Some(r.listener),
+        _ => None,
     }
+}
+
+fn field<'r>(r: &'r RouteRequest<'_>, key: &[u8]) -> Field<'r> {
+    if key == b"remote_port" {
+        return Field::Int(i64::from(r.remote_port));
+    }
+    match STRING_FIELDS.iter().position(|n| n.as_bytes() == key) {
+        Some(i) => string_field(r, i).map_or(Field::Nil, |s| {
+            Field::Str(s.as_bytes(), (i + 1) as ffi::lua_Integer)
+        }),
+        None => Field::Unknown,
+    }
+}
+
+/// The names of the first [`LAZY_FIELDS`] of [`STRING_FIELDS`] as Lua strings, in a table
+/// that keeps them (and so keeps them the interned strings of those names) for [`bind`].
+pub(super) fn field_names(lua: &Lua) -> mlua::Result<mlua::Table> {
+    let t = lua.create_table_with_capacity(LAZY_FIELDS, 0)?;
+    for name in &STRING_FIELDS[..LAZY_FIELDS] {
+        t.raw_push(lua.create_string(name)?)?;
+    }
+    Ok(t)
+}
+
+/// Makes `f` the string fields of `table`, named by [`field_names`]' `names`, kept in `cache`
+/// (a [`string_cache`]).
+pub(super) fn bind(
+    f: &mut LazyFields,
+    table: &mlua::Table,
+    cache: &mlua::Table,
+    names: &mlua::Table,
+) {
+    f.table = table.to_pointer();
+    f.cache = cache.to_pointer();
+    for (i, key) in f.key.iter_mut().enumerate() {
+        *key = names
+            .raw_get::<mlua::String>(i + 1)
+            .map_or(std::ptr::null(), |s| s.to_pointer());
+    }
+}
+
+/// Sets `f`'s values to `r`'s fields; with None, makes them not live.
+pub(super) fn fill(f: &mut LazyFields, r: Option<&RouteRequest<'_>>) {
+    let Some(r) = r else {
+        f.live = 0;
+        return;
+    };
+    for i in 0..LAZY_FIELDS {
+        (f.s[i], f.len[i]) =
+            string_field(r, i).map_or((std::ptr::null(), 0), |s| (s.as_ptr().cast(), s.len()));
+    }
+    f.live = 1;
 }
 
 /// The string cache that is upvalue 2 of the running function (see [`string_cache`]).
@@ -207,21 +274,33 @@ enum Header<'r> {
     Joined(Vec<u8>),
 }
 
+/// `req.headers[key]` (case-insensitive) when it needs no buffer: `Some(None)` when absent,
+/// `Some(Some(value))` when sent once; None when repeated (see [`header`]).
+fn single_header<'r>(r: &'r RouteRequest<'_>, key: &[u8]) -> Option<Option<&'r [u8]>> {
+    let mut found = r.req.header_values(key);
+    match (found.next(), found.next()) {
+        (None, _) => Some(None),
+        (Some(v), None) => Some(Some(v)),
+        (Some(_), Some(_)) => None,
+    }
+}
+
 /// `req.headers[key]`: case-insensitive, repeated headers joined with ", ".
 fn header<'r>(r: &'r RouteRequest<'_>, key: &[u8]) -> Header<'r> {
-    let mut found = r.req.header_values(key);
-    let Some(first) = found.next() else {
-        return Header::Absent;
-    };
-    let Some(second) = found.next() else {
-        return Header::One(first);
-    };
-    let mut joined = [first, b", ", second].concat();
-    for v in found {
-        joined.extend_from_slice(b", ");
-        joined.extend_from_slice(v);
+    match single_header(r, key) {
+        Some(None) => Header::Absent,
+        Some(Some(v)) => Header::One(v),
+        None => {
+            let mut joined = Vec::new();
+            for (i, v) in r.req.header_values(key).enumerate() {
+                if i > 0 {
+                    joined.extend_from_slice(b", ");
+                }
+                joined.extend_from_slice(v);
+            }
+            Header::Joined(joined)
+        }
     }
-    Header::Joined(joined)
 }
 
 /// The string cache slot of the value of header `name` (any case): one of [`HEADER_SLOTS`] after
@@ -313,16 +392,17 @@ pub(super) unsafe extern "C-unwind" fn lazy_fn(
             lazy.cur
                 .with_raw(|r| push_field(l, lazy.cache, field(r, key)))
         } else if table == lazy.headers {
-            lazy.cur.with_raw(|r| match header(r, key) {
-                Header::Absent => {
+            // A repeated header is left to `header_fn`, which joins it.
+            lazy.cur.with_raw(|r| match single_header(r, key) {
+                Some(None) => {
                     ffi::lua_pushnil(l);
                     true
                 }
-                Header::One(v) => {
+                Some(Some(v)) => {
                     lua_raw::push_cached(l, lazy.cache, header_slot(key), v);
                     true
                 }
-                Header::Joined(_) => false,
+                None => false,
             })
         } else {
             None

@@ -300,11 +300,11 @@ fn unknown_request_field_is_an_error() {
 
 #[test]
 fn headers_are_case_insensitive_and_joined() {
-    let head = "GET / HTTP/1.1\r\nHost: a\r\nX-Debug: yes\r\nAccept: a/b\r\naccept: c/d\r\n\r\n";
+    let head = "GET / HTTP/1.1\r\nHost: a\r\nX-Debug: yes\r\nAccept: a/b\r\naccept: c/d\r\nACCEPT: e/f\r\n\r\n";
     assert_eq!(eval_head(r#"req.headers["X-Debug"]"#, head), "yes");
     assert_eq!(eval_head(r#"req.headers["x-debug"]"#, head), "yes");
     assert_eq!(eval_head(r#"req.headers["X-DEBUG"]"#, head), "yes");
-    assert_eq!(eval_head("req.headers.accept", head), "a/b, c/d");
+    assert_eq!(eval_head("req.headers.accept", head), "a/b, c/d, e/f");
     assert_eq!(eval_head("req.headers.missing", head), "nil");
     assert_eq!(eval_head("req.headers[1]", head), "nil");
     let listed =
@@ -312,7 +312,7 @@ fn headers_are_case_insensitive_and_joined() {
                   table.sort(t) return table.concat(t, ';') end)()";
     assert_eq!(
         eval_head(listed, head),
-        "accept=a/b, c/d;host=a;x-debug=yes"
+        "accept=a/b, c/d, e/f;host=a;x-debug=yes"
     );
 }
 

@@ -1023,12 +1023,15 @@ LUA_API void *luahttpd_method (lua_State *L, int n, luahttpd_Arg *out) {
 ** none). 'luaV_finishget' calls it before the table's '__index'; it pushes one value and
 ** returns 1, or pushes nothing and returns 0 (then '__index' runs as always). It runs
 ** without a call frame of its own: it may push one value and raise, nothing else
-** (LUAHTTPD.md).
+** (LUAHTTPD.md). 'fields' (NULL: none) are answered first, by the VM itself; they, their
+** names and their tables must stay alive as long as 'ud'.
 */
-LUA_API void luahttpd_setlazy (lua_State *L, luahttpd_Lazy f, void *ud) {
+LUA_API void luahttpd_setlazy (lua_State *L, luahttpd_Lazy f, void *ud,
+                               const luahttpd_Fields *fields) {
   lua_lock(L);
   G(L)->lazy = f;
   G(L)->ud_lazy = ud;
+  G(L)->lazyfields = (f != NULL) ? fields : NULL;
   lua_unlock(L);
 }
 

@@ -378,6 +378,7 @@ LUA_API lua_State *lua_newstate (lua_Alloc f, void *ud) {
   g->ud_warn = NULL;
   g->lazy = NULL;  /* luahttpd */
   g->ud_lazy = NULL;
+  g->lazyfields = NULL;
   g->mainthread = L;
   g->seed = luai_makeseed(L);
   g->gcstp = GCSTPGC;  /* no GC while building state */

@@ -302,6 +302,7 @@ typedef struct global_State {
   void *ud_warn;         /* auxiliary data to 'warnf' */
   luahttpd_Lazy lazy;  /* luahttpd: reader of read-only tables' missing keys, or NULL */
   void *ud_lazy;         /* luahttpd: auxiliary data to 'lazy' */
+  const luahttpd_Fields *lazyfields;  /* luahttpd: fields answered before 'lazy', or NULL */
 } global_State;
 
 

@@ -297,7 +297,18 @@ LUA_API void  (luahttpd_args) (lua_State *L, int from, int n, luahttpd_Arg *out)
 LUA_API void *(luahttpd_method) (lua_State *L, int n, luahttpd_Arg *out);  /* luahttpd */
 /* luahttpd: answers a read-only table's missing string key, or returns 0 (LUAHTTPD.md) */
 typedef int (*luahttpd_Lazy) (void *ud, lua_State *L, const void *t, const char *k, size_t len);
-LUA_API void  (luahttpd_setlazy) (lua_State *L, luahttpd_Lazy f, void *ud);  /* luahttpd */
+/* luahttpd: string fields of one read-only table that the VM answers itself (LUAHTTPD.md) */
+#define LUAHTTPD_FIELDS 5
+typedef struct luahttpd_Fields {
+  const void *table;  /* the read-only table ('lua_topointer') */
+  const void *cache;  /* a table whose array slot i+1 keeps field i's last string */
+  int live;  /* 0: no field is answered here (outside a call) */
+  const void *key[LUAHTTPD_FIELDS];  /* the names: short strings ('lua_topointer'), kept alive */
+  const char *s[LUAHTTPD_FIELDS];  /* the values' bytes while 'live'; NULL: nil */
+  size_t len[LUAHTTPD_FIELDS];
+} luahttpd_Fields;
+LUA_API void  (luahttpd_setlazy) (lua_State *L, luahttpd_Lazy f, void *ud,
+                                  const luahttpd_Fields *fields);  /* luahttpd */
 LUA_API void *(luahttpd_lazyud) (lua_State *L);  /* luahttpd */
 LUA_API void  (luahttpd_pushcached) (lua_State *L, const void *cache, lua_Integer slot,
                                      const char *s, size_t len);  /* luahttpd */

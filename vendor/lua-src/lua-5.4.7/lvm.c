@@ -282,6 +282,48 @@ static int floatforloop (StkId ra) {
 
 
 /*
+** luahttpd: 'val = t[key]' for one of the state's 'lazyfields' (LUAHTTPD.md): the string
+** kept in the cache slot when its bytes are the value's, else a new one, then kept; 0 when
+** 'key' is none of them (or they are not live). A new string's allocation may run an
+** emergency collection, which moves no stack and runs no finalizer, so 'val' holds.
+*/
+static int lazyfield (lua_State *L, Table *t, TString *key, StkId val) {
+  const luahttpd_Fields *lf = G(L)->lazyfields;
+  int f;
+  const char *s;
+  size_t len;
+  TValue *o;
+  TString *ts;
+  Table *cache;
+  if (lf == NULL || !lf->live || lf->table != t || key->tt != LUA_VSHRSTR)
+    return 0;
+  for (f = 0; f < LUAHTTPD_FIELDS && lf->key[f] != key; f++) {}
+  if (f == LUAHTTPD_FIELDS)
+    return 0;
+  s = lf->s[f];
+  len = lf->len[f];
+  if (s == NULL) {
+    setnilvalue(s2v(val));
+    return 1;
+  }
+  cache = (Table *)lf->cache;
+  o = cast(TValue *, luaH_getint(cache, f + 1));
+  if (ttisstring(o) && tsslen(tsvalue(o)) == len &&
+      (len == 0 || memcmp(getstr(tsvalue(o)), s, len) == 0)) {
+    setobj2s(L, val, o);
+    return 1;
+  }
+  ts = luaS_newlstr(L, s, len);
+  setsvalue2s(L, val, ts);
+  if (!isabstkey(o)) {  /* a slot the table has (else nothing is kept) */
+    setsvalue(L, o, ts);
+    luaC_barrierback(L, obj2gco(cache), s2v(val));
+  }
+  return 1;
+}
+
+
+/*
 ** Finish the table access 'val = t[key]'.
 ** if 'slot' is NULL, 't' is not a table; otherwise, 'slot' points to
 ** t[k] entry (which must be empty).
@@ -308,6 +350,8 @@ void luaV_finishget (lua_State *L, const TValue *t, TValue *key, StkId val,
          and allocated nothing, so 't' and 'key' still hold. */
       if (l_unlikely(isreadonly(hvalue(t))) && G(L)->lazy != NULL && ttisstring(key)) {
         TString *ks = tsvalue(key);
+        if (lazyfield(L, hvalue(t), ks, val))
+          return;
         ptrdiff_t res = savestack(L, val);
         int got;
         L->ci->top.p++;  /* the answer's slot, for the API's checks (within EXTRA_STACK) */
@@ -1171,6 +1215,24 @@ void luaV_finishOp (lua_State *L) {
   i = *(pc++); \
 }
 
+/*
+** luahttpd: a method call on a string ('s:find(...)'), as 'luaV_finishget' would find it
+** when the string metatable's '__index' is a table that holds the short string 'key':
+** that entry; NULL for every other case, which 'luaV_finishget' then handles.
+*/
+l_sinline const TValue *strmethod (lua_State *L, TString *key) {
+  Table *mt = G(L)->mt[LUA_TSTRING];
+  const TValue *idx;
+  if (mt == NULL || key->tt != LUA_VSHRSTR)
+    return NULL;
+  idx = luaH_getshortstr(mt, G(L)->tmname[TM_INDEX]);
+  if (!ttistable(idx))
+    return NULL;
+  idx = luaH_getshortstr(hvalue(idx), key);
+  return isempty(idx) ? NULL : idx;
+}
+
+
 #define vmdispatch(o)	switch(o)
 #define vmcase(l)	case l:
 #define vmbreak		break
@@ -1191,8 +1253,14 @@ void luaV_execute (lua_State *L, CallInfo *ci) {
   cl = ci_func(ci);
   k = cl->p->k;
   pc = ci->u.l.savedpc;
-  if (l_unlikely(trap))
-    trap = luaG_tracecall(L);
+  if (l_unlikely(trap)) {
+    /* luahttpd: with only a count hook set, 'luaG_tracecall' of a function that is not
+       vararg keeps 'trap' on and sets 'L->oldpc' (line hooks only); see 'vmfetch' */
+    if (L->hookmask == LUA_MASKCOUNT && !cl->p->is_vararg)
+      ci->u.l.trap = 1;
+    else
+      trap = luaG_tracecall(L);
+  }
   base = ci->func.p + 1;
   /* main loop of interpreter */
   for (;;) {
@@ -1415,6 +1483,9 @@ void luaV_execute (lua_State *L, CallInfo *ci) {
         if (luaV_fastget(L, rb, key, slot, luaH_getstr)) {
           setobj2s(L, ra, slot);
         }
+        else if (ttisstring(rb) && (slot = strmethod(L, key)) != NULL) {  /* luahttpd */
+          setobj2s(L, ra, slot);
+        }
         else
           Protect(luaV_finishget(L, rb, rc, ra, slot));
         vmbreak;
@@ -1632,7 +1703,10 @@ void luaV_execute (lua_State *L, CallInfo *ci) {
         StkId ra = RA(i);
         int cond;
         TValue *rb = vRB(i);
-        Protect(cond = luaV_equalobj(L, s2v(ra), rb));
+        if (ttisshrstring(s2v(ra)) && ttisshrstring(rb))  /* luahttpd */
+          cond = eqshrstr(tsvalue(s2v(ra)), tsvalue(rb));
+        else
+          Protect(cond = luaV_equalobj(L, s2v(ra), rb));
         docondjump();
         vmbreak;
       }
@@ -1648,7 +1722,9 @@ void luaV_execute (lua_State *L, CallInfo *ci) {
         StkId ra = RA(i);
         TValue *rb = KB(i);
         /* basic types do not use '__eq'; we can use raw equality */
-        int cond = luaV_rawequalobj(s2v(ra), rb);
+        int cond = (ttisshrstring(s2v(ra)) && ttisshrstring(rb))  /* luahttpd */
+                   ? eqshrstr(tsvalue(s2v(ra)), tsvalue(rb))
+                   : luaV_rawequalobj(s2v(ra), rb);
         docondjump();
         vmbreak;
       }
