@@ -343,7 +343,14 @@ impl Router {
                 // SAFETY: empties the finished thread's stack for its next call.
                 unsafe { ffi::lua_settop(t.raw, 0) };
                 let trip = self.budget.finish();
-                let out = self.conclude((value, trip));
+                let out = match (first_nil, trip) {
+                    // Most requests: nil within the limits, with no value to convert or drop.
+                    (true, None) => {
+                        self.collect_if_due();
+                        Ok(Decision::FallThrough)
+                    }
+                    (_, trip) => self.conclude((value, trip)),
+                };
                 if self.waiting.pool.len() < POOL {
                     self.waiting.pool.push(t);
                 }
