@@ -147,6 +147,7 @@ pub(super) fn constructors(lua: &Lua) -> mlua::Result<Table> {
         "fastcgi",
         lua.create_function(|lua, (name, opts): (Value, Value)| fastcgi_decision(lua, name, opts))?,
     )?;
+    super::respond_fast::install(lua, &t)?;
     Ok(t)
 }
 
@@ -215,9 +216,8 @@ impl mlua::IntoLua for DecisionValue {
 pub fn auth_decision(lua: &Lua, rule: usize, inner: Value) -> mlua::Result<DecisionValue> {
     let then = match inner {
         Value::Nil => Decision::FallThrough,
-        Value::UserData(ud) => {
-            decision_of(&ud).ok_or_else(|| fail(lua, "basic_auth", "expects a decision or nil"))?
-        }
+        Value::UserData(ud) => decision_of(lua, &ud)
+            .ok_or_else(|| fail(lua, "basic_auth", "expects a decision or nil"))?,
         other => {
             return Err(fail(
                 lua,
@@ -241,8 +241,11 @@ pub fn auth_decision(lua: &Lua, rule: usize, inner: Value) -> mlua::Result<Decis
 /// decision built per request is then garbage the Lua collector sees at its real size (a
 /// 10 KB body copied into Rust looked like a 100-byte userdata, and millions piled up before
 /// a collection), and a body built once is shared, not copied, by every decision.
-pub(super) fn decision_of(ud: &mlua::AnyUserData) -> Option<Decision> {
-    let mut d = ud.borrow::<DecisionUd>().ok()?.0.clone();
+pub(super) fn decision_of(lua: &Lua, ud: &mlua::AnyUserData) -> Option<Decision> {
+    let Ok(held) = ud.borrow::<DecisionUd>() else {
+        return super::respond_fast::of(lua, ud);
+    };
+    let mut d = held.0.clone();
     if let Decision::Respond { body, .. } = &mut d {
         if let Ok(Some(s)) = ud.user_value::<Option<mlua::String>>() {
             *body = s.as_bytes().to_vec();

@@ -30,6 +30,7 @@ mod req;
 #[cfg(test)]
 mod req_lazy_tests;
 mod req_raw;
+mod respond_fast;
 mod respond_hook;
 mod sandbox;
 mod suspend;
@@ -106,6 +107,8 @@ pub struct Router {
     waiting: suspend::Waiting,
     /// `limit_conn` counts taken by the last call, to release at the request's end.
     releases: suspend::Releases,
+    /// The metatable of `respond`'s fast decisions (`respond_fast`), by address.
+    respond_mt: *const std::ffi::c_void,
 }
 
 /// Least heap growth between two full collections the router runs itself.
@@ -162,6 +165,7 @@ impl Router {
             timers: Vec::new(),
             waiting: suspend::Waiting::default(),
             releases,
+            respond_mt: respond_fast::metatable_pointer(lua),
         };
         router.collect_if_due();
         Ok(router)
@@ -170,8 +174,8 @@ impl Router {
     /// Runs a full collection once the heap has grown by [`GC_SLACK`] (or half of what it held
     /// after the last one) since the last.
     ///
-    /// Lua's own pacing does not bound a router's heap: each decision is a userdata with a
-    /// finalizer, which survives the cycle that finds it dead, so every cycle ends with the
+    /// Lua's own pacing does not bound a router's heap: each decision made through mlua is a
+    /// userdata with a finalizer (`respond`'s fast ones have none), which survives the cycle that finds it dead, so every cycle ends with the
     /// last cycle's garbage still counted as live, the next threshold doubles, and the heap
     /// grew to the memory limit (then innocent requests failed: an emergency collection runs
     /// no finalizers). A full collection runs the pending finalizers; the next one frees them.
@@ -286,7 +290,7 @@ impl Router {
                 ))
             }
         };
-        let Some(d) = decision_of(&ud) else {
+        let Some(d) = decision_of(&self.lua, &ud) else {
             return bad("the route function returned a userdata that is not a decision".into());
         };
         if let Decision::FastCgi { backend, .. } = &d {

@@ -328,7 +328,13 @@ impl Router {
                 // SAFETY: the coroutine returned: its `nres` results are its whole stack.
                 let first_nil =
                     unsafe { nres == 0 || ffi::lua_type(t.raw, -nres) == ffi::LUA_TNIL };
-                let value = if first_nil {
+                // SAFETY: the coroutine is finished (no API call runs on it); `-nres` is its
+                // first result.
+                let fast = match first_nil {
+                    true => None,
+                    false => unsafe { super::respond_fast::at(t.raw, -nres, self.respond_mt) },
+                };
+                let value = if first_nil || fast.is_some() {
                     Ok(Value::Nil)
                 } else {
                     // SAFETY: keeps the first result only, then moves it to the main thread
@@ -343,13 +349,17 @@ impl Router {
                 // SAFETY: empties the finished thread's stack for its next call.
                 unsafe { ffi::lua_settop(t.raw, 0) };
                 let trip = self.budget.finish();
-                let out = match (first_nil, trip) {
+                let out = match (first_nil, fast, trip) {
                     // Most requests: nil within the limits, with no value to convert or drop.
-                    (true, None) => {
+                    (true, _, None) => {
                         self.collect_if_due();
                         Ok(Decision::FallThrough)
                     }
-                    (_, trip) => self.conclude((value, trip)),
+                    (_, Some(d), None) => {
+                        self.collect_if_due();
+                        Ok(d)
+                    }
+                    (_, _, trip) => self.conclude((value, trip)),
                 };
                 if self.waiting.pool.len() < POOL {
                     self.waiting.pool.push(t);
