@@ -328,38 +328,20 @@ impl Router {
                 // SAFETY: the coroutine returned: its `nres` results are its whole stack.
                 let first_nil =
                     unsafe { nres == 0 || ffi::lua_type(t.raw, -nres) == ffi::LUA_TNIL };
-                // SAFETY: the coroutine is finished (no API call runs on it); `-nres` is its
-                // first result.
-                let fast = match first_nil {
-                    true => None,
-                    false => unsafe { super::respond_fast::at(t.raw, -nres, self.respond_mt) },
-                };
-                let value = if first_nil || fast.is_some() {
-                    Ok(Value::Nil)
+                let out = if first_nil {
+                    // SAFETY: empties the finished thread's stack for its next call.
+                    unsafe { ffi::lua_settop(t.raw, 0) };
+                    match self.budget.finish() {
+                        // Most requests: nil within the limits, no mlua value made.
+                        None => {
+                            self.collect_if_due();
+                            Ok(Decision::FallThrough)
+                        }
+                        trip => self.conclude((Ok(Value::Nil), trip)),
+                    }
                 } else {
-                    // SAFETY: keeps the first result only, then moves it to the main thread
-                    // inside mlua's protected call (which has made room for it), where mlua
-                    // reads it as a Value.
-                    unsafe {
-                        ffi::lua_settop(t.raw, 1);
-                        self.lua
-                            .exec_raw::<Value>((), |l| ffi::lua_xmove(t.raw, l, 1))
-                    }
-                };
-                // SAFETY: empties the finished thread's stack for its next call.
-                unsafe { ffi::lua_settop(t.raw, 0) };
-                let trip = self.budget.finish();
-                let out = match (first_nil, fast, trip) {
-                    // Most requests: nil within the limits, with no value to convert or drop.
-                    (true, _, None) => {
-                        self.collect_if_due();
-                        Ok(Decision::FallThrough)
-                    }
-                    (_, Some(d), None) => {
-                        self.collect_if_due();
-                        Ok(d)
-                    }
-                    (_, _, trip) => self.conclude((value, trip)),
+                    // SAFETY: as above; the results are still on the stack.
+                    unsafe { self.conclude_results(t.raw, nres) }
                 };
                 if self.waiting.pool.len() < POOL {
                     self.waiting.pool.push(t);
@@ -383,6 +365,43 @@ impl Router {
                 let e = failed.unwrap_or_else(|| mlua::Error::runtime("internal: no error"));
                 self.after_run(t, Err(e))
             }
+        }
+    }
+
+    /// The decision of a finished call whose first result is not nil: a fast `respond` read
+    /// off the stack, anything else converted by mlua; the thread's stack is emptied.
+    ///
+    /// # Safety
+    /// `raw` is a finished coroutine whose whole stack is its `nres` (at least 1) results.
+    #[inline(never)]
+    unsafe fn conclude_results(
+        &mut self,
+        raw: *mut ffi::lua_State,
+        nres: c_int,
+    ) -> Result<Decision, RouteError> {
+        // SAFETY: per the contract: no API call runs on the coroutine and `-nres` is its first
+        // result; the first result alone is moved to the main thread inside mlua's protected
+        // call (which has made room for it), where mlua reads it as a Value.
+        let (fast, value) = unsafe {
+            match super::respond_fast::at(raw, -nres, self.respond_mt) {
+                Some(d) => (Some(d), Ok(Value::Nil)),
+                None => {
+                    ffi::lua_settop(raw, 1);
+                    let v = self
+                        .lua
+                        .exec_raw::<Value>((), |l| ffi::lua_xmove(raw, l, 1));
+                    (None, v)
+                }
+            }
+        };
+        // SAFETY: empties the finished thread's stack for its next call.
+        unsafe { ffi::lua_settop(raw, 0) };
+        match (self.budget.finish(), fast) {
+            (None, Some(d)) => {
+                self.collect_if_due();
+                Ok(d)
+            }
+            (trip, _) => self.conclude((value, trip)),
         }
     }
 
