@@ -365,6 +365,24 @@ pub fn closure<T: 'static>(
     }
 }
 
+/// Hands the running C function's whole call (its `n` arguments) to the function that is its
+/// upvalue 2 and returns what that returns: a fast path's way out to the version it stands in
+/// for, which then raises its own errors.
+///
+/// # Safety
+/// `l` is running a C closure whose upvalue 2 is a function, with its `n` arguments as its
+/// whole stack and a free slot; nothing with a destructor is alive in the caller's frames.
+pub unsafe fn call_upvalue_2(l: *mut ffi::lua_State, n: c_int) -> c_int {
+    // SAFETY: per the contract: the function is pushed and moved below the arguments, and
+    // the call leaves only its results on the stack.
+    unsafe {
+        ffi::lua_pushvalue(l, ffi::lua_upvalueindex(2));
+        ffi::lua_rotate(l, 1, 1);
+        ffi::lua_callk(l, n, ffi::LUA_MULTRET, 0, None);
+        ffi::lua_gettop(l)
+    }
+}
+
 /// Sets each of `methods` into `table` by name: C closures as [`closure`] makes them, with
 /// `table` itself as the second upvalue, all over one handle (one strong count on `rc`). The
 /// stores are raw, so `table` may already have a metatable, but must not be read-only yet.

@@ -243,12 +243,7 @@ unsafe extern "C-unwind" fn find_fn(l: *mut ffi::lua_State) -> c_int {
                 ffi::lua_pushnil(l);
                 1
             }
-            Found::Slow => {
-                ffi::lua_pushvalue(l, ffi::lua_upvalueindex(2));
-                ffi::lua_rotate(l, 1, 1);
-                ffi::lua_callk(l, n, ffi::LUA_MULTRET, 0, None);
-                ffi::lua_gettop(l)
-            }
+            Found::Slow => lua_raw::call_upvalue_2(l, n),
         }
     }
 }

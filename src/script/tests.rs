@@ -43,15 +43,20 @@ pub(super) fn request(head: &str) -> Request {
 
 const GET: &str = "GET /index.html HTTP/1.1\r\nHost: example.com\r\n\r\n";
 
-pub(super) fn call_head(r: &mut Router, head: &str) -> Result<Decision, RouteError> {
-    let req = request(head);
-    r.route(&RouteRequest {
-        req: &req,
+/// `req` as the tests' client sends it: from 192.0.2.7:40000 to 127.0.0.1:8080, over http.
+pub(super) fn route_request(req: &Request) -> RouteRequest<'_> {
+    RouteRequest {
+        req,
         remote_addr: "192.0.2.7",
         remote_port: 40000,
         listener: "127.0.0.1:8080",
         scheme: "http",
-    })
+    }
+}
+
+pub(super) fn call_head(r: &mut Router, head: &str) -> Result<Decision, RouteError> {
+    let req = request(head);
+    r.route(&route_request(&req))
 }
 
 pub(super) fn call(r: &mut Router) -> Result<Decision, RouteError> {
@@ -580,6 +585,20 @@ fn bad_decisions_are_errors() {
         ("return static { roots = '/srv' }", "unknown field 'roots'"),
         ("return static '/srv'", "expects a table"),
         ("return respond(204, 'body')", "cannot have a body"),
+        // What respond_fast hands to the mlua `respond` raises there, at the caller's line.
+        ("return respond(99)", "respond: status must be in 200..599"),
+        (
+            "return respond(200, {})",
+            "respond: body must be a string, got table",
+        ),
+        (
+            "return respond(200.5, 'x')",
+            "respond: expects an integer status",
+        ),
+        (
+            "return respond(200, 'x', 5)",
+            "respond: headers must be a table, got integer",
+        ),
     ];
     for (body, want) in cases {
         let e = fails_then_recovers(body, BAD, RouteErrorKind::Lua);
@@ -703,13 +722,7 @@ end)"#,
     );
     let req =
         request("GET /static/style.css HTTP/1.1\r\nHost: example.com\r\nUser-Agent: bench\r\n\r\n");
-    let rr = RouteRequest {
-        req: &req,
-        remote_addr: "192.0.2.7",
-        remote_port: 40000,
-        listener: "127.0.0.1:8080",
-        scheme: "http",
-    };
+    let rr = route_request(&req);
     for (name, r) in [("local p", &mut r), ("req.path x3", &mut r2)] {
         assert_eq!(r.route(&rr).unwrap(), Decision::FallThrough);
         let ns = best_of(r, &rr);
@@ -723,13 +736,7 @@ end)"#,
 fn bench_parts() {
     let req =
         request("GET /static/style.css HTTP/1.1\r\nHost: example.com\r\nUser-Agent: bench\r\n\r\n");
-    let rr = RouteRequest {
-        req: &req,
-        remote_addr: "192.0.2.7",
-        remote_port: 40000,
-        listener: "127.0.0.1:8080",
-        scheme: "http",
-    };
+    let rr = route_request(&req);
     for (name, src) in [
         ("empty", "route(function(req) end)"),
         ("one field", "route(function(req) local p = req.path end)"),
