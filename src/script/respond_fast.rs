@@ -102,8 +102,9 @@ pub(super) fn of(lua: &Lua, v: &mlua::AnyUserData) -> Option<Decision> {
     let mt = metatable_pointer(lua);
     // SAFETY: runs in mlua's protected call with the userdata pushed as its argument (index
     // 1), which `at` reads and leaves; mlua drops it.
-    unsafe { lua.exec_raw::<()>(v, |l| out_of(l, mt)).ok()? };
-    FOUND.take()
+    let ran = unsafe { lua.exec_raw::<()>(v, |l| out_of(l, mt)) };
+    let found = FOUND.take();
+    ran.ok().and(found)
 }
 
 thread_local! {
