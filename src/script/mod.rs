@@ -175,7 +175,8 @@ impl Router {
     /// after the last one) since the last.
     ///
     /// Lua's own pacing does not bound a router's heap: each decision made through mlua is a
-    /// userdata with a finalizer (`respond`'s fast ones have none), which survives the cycle that finds it dead, so every cycle ends with the
+    /// userdata with a finalizer (`respond`'s fast ones have none), which survives the cycle
+    /// that finds it dead, so every cycle ends with the
     /// last cycle's garbage still counted as live, the next threshold doubles, and the heap
     /// grew to the memory limit (then innocent requests failed: an emergency collection runs
     /// no finalizers). A full collection runs the pending finalizers; the next one frees them.

@@ -100,26 +100,11 @@ pub(super) unsafe fn at(l: *mut ffi::lua_State, idx: c_int, mt: *const c_void) -
 /// The decision `v` holds when it is a fast one (for [`super::decision::decision_of`]).
 pub(super) fn of(lua: &Lua, v: &mlua::AnyUserData) -> Option<Decision> {
     let mt = metatable_pointer(lua);
+    let mut found = None;
     // SAFETY: runs in mlua's protected call with the userdata pushed as its argument (index
     // 1), which `at` reads and leaves; mlua drops it.
-    let ran = unsafe { lua.exec_raw::<()>(v, |l| out_of(l, mt)) };
-    let found = FOUND.take();
+    let ran = unsafe { lua.exec_raw::<()>(v, |l| found = at(l, 1, mt)) };
     ran.ok().and(found)
-}
-
-thread_local! {
-    /// [`of`]'s answer, out of the protected call.
-    static FOUND: std::cell::Cell<Option<Decision>> = const { std::cell::Cell::new(None) };
-}
-
-/// Keeps [`at`]'s answer for index 1 in [`FOUND`].
-///
-/// # Safety
-/// As [`at`], with the userdata at index 1.
-unsafe fn out_of(l: *mut ffi::lua_State, mt: *const c_void) {
-    // SAFETY: per the contract.
-    let d = unsafe { at(l, 1, mt) };
-    FOUND.set(d);
 }
 
 unsafe extern "C-unwind" fn respond_fn(l: *mut ffi::lua_State) -> c_int {

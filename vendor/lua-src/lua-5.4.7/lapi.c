@@ -1051,26 +1051,14 @@ LUA_API void *luahttpd_lazyud (lua_State *L) {
 */
 LUA_API void luahttpd_pushcached (lua_State *L, const void *cache, lua_Integer slot,
                                   const char *s, size_t len) {
-  Table *t = (Table *)cache;
-  TValue *o;
+  int made;
   TString *ts;
   lua_lock(L);
-  o = cast(TValue *, luaH_getint(t, slot));
-  if (ttisstring(o) && tsslen(tsvalue(o)) == len &&
-      (len == 0 || memcmp(getstr(tsvalue(o)), s, len) == 0)) {
-    setobj2s(L, L->top.p, o);
-    api_incr_top(L);
-    lua_unlock(L);
-    return;
-  }
-  ts = luaS_newlstr(L, s, len);
+  ts = luahttpd_keptstring(L, (Table *)cache, slot, s, len, &made);
   setsvalue2s(L, L->top.p, ts);
   api_incr_top(L);
-  if (!isabstkey(o)) {  /* a slot the table has (else nothing is kept) */
-    setsvalue(L, o, ts);
-    luaC_barrierback(L, obj2gco(t), s2v(L->top.p - 1));
-  }
-  luaC_checkGC(L);
+  if (made)
+    luaC_checkGC(L);
   lua_unlock(L);
 }
 

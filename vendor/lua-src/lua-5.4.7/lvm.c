@@ -282,42 +282,57 @@ static int floatforloop (StkId ra) {
 
 
 /*
-** luahttpd: 'val = t[key]' for one of the state's 'lazyfields' (LUAHTTPD.md): the string
-** kept in the cache slot when its bytes are the value's, else a new one, then kept; 0 when
-** 'key' is none of them (or they are not live). A new string's allocation may run an
-** emergency collection, which moves no stack and runs no finalizer, so 'val' holds.
+** luahttpd: the string 's' through slot 'slot' of the array part of table 'cache': the
+** string kept there when its bytes are 's', else a new one, then kept there if the table
+** has that slot ('*made' says which). Nothing allocates between the new string and its
+** store, so no collection can see it unreachable; a collection never resizes a table, so
+** the slot found first still holds.
+*/
+l_sinline TString *keptstring (lua_State *L, Table *cache, lua_Integer slot,
+                               const char *s, size_t len, int *made) {
+  TValue *o = cast(TValue *, luaH_getint(cache, slot));
+  TString *ts;
+  if (ttisstring(o) && tsslen(tsvalue(o)) == len &&
+      (len == 0 || memcmp(getstr(tsvalue(o)), s, len) == 0)) {
+    *made = 0;
+    return tsvalue(o);
+  }
+  ts = luaS_newlstr(L, s, len);
+  *made = 1;
+  if (!isabstkey(o)) {  /* a slot the table has (else nothing is kept) */
+    setsvalue(L, o, ts);
+    luaC_barrierback(L, obj2gco(cache), o);
+  }
+  return ts;
+}
+
+
+/* luahttpd: 'keptstring' for 'luahttpd_pushcached' (lapi.c) */
+TString *luahttpd_keptstring (lua_State *L, Table *cache, lua_Integer slot,
+                              const char *s, size_t len, int *made) {
+  return keptstring(L, cache, slot, s, len, made);
+}
+
+
+/*
+** luahttpd: 'val = t[key]' for one of the state's 'lazyfields' (LUAHTTPD.md), through
+** 'keptstring'; 0 when 'key' is none of them (or they are not live). A new
+** string's allocation may run an emergency collection, which moves no stack and runs no
+** finalizer, so 'val' holds.
 */
 static int lazyfield (lua_State *L, Table *t, TString *key, StkId val) {
   const luahttpd_Fields *lf = G(L)->lazyfields;
-  int f;
-  const char *s;
-  size_t len;
-  TValue *o;
-  TString *ts;
-  Table *cache;
+  int f, made;
   if (lf == NULL || !lf->live || lf->table != t || key->tt != LUA_VSHRSTR)
     return 0;
   for (f = 0; f < LUAHTTPD_FIELDS && lf->key[f] != key; f++) {}
   if (f == LUAHTTPD_FIELDS)
     return 0;
-  s = lf->s[f];
-  len = lf->len[f];
-  if (s == NULL) {
+  if (lf->s[f] == NULL)
     setnilvalue(s2v(val));
-    return 1;
-  }
-  cache = (Table *)lf->cache;
-  o = cast(TValue *, luaH_getint(cache, f + 1));
-  if (ttisstring(o) && tsslen(tsvalue(o)) == len &&
-      (len == 0 || memcmp(getstr(tsvalue(o)), s, len) == 0)) {
-    setobj2s(L, val, o);
-    return 1;
-  }
-  ts = luaS_newlstr(L, s, len);
-  setsvalue2s(L, val, ts);
-  if (!isabstkey(o)) {  /* a slot the table has (else nothing is kept) */
-    setsvalue(L, o, ts);
-    luaC_barrierback(L, obj2gco(cache), s2v(val));
+  else {
+    TString *ts = keptstring(L, (Table *)lf->cache, f + 1, lf->s[f], lf->len[f], &made);
+    setsvalue2s(L, val, ts);
   }
   return 1;
 }

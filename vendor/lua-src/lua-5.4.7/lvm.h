@@ -144,6 +144,9 @@ LUAI_FUNC void luaV_finishget (lua_State *L, const TValue *t, TValue *key,
 LUAI_FUNC void luaV_finishset (lua_State *L, const TValue *t, TValue *key,
                                TValue *val, const TValue *slot);
 LUAI_FUNC void luaV_finishOp (lua_State *L);
+/* luahttpd: a string kept in a cache table's array slot (lvm.c, LUAHTTPD.md) */
+LUAI_FUNC TString *luahttpd_keptstring (lua_State *L, Table *cache, lua_Integer slot,
+                                        const char *s, size_t len, int *made);
 LUAI_FUNC void luaV_execute (lua_State *L, CallInfo *ci);
 LUAI_FUNC void luaV_concat (lua_State *L, int total);
 LUAI_FUNC lua_Integer luaV_idiv (lua_State *L, lua_Integer x, lua_Integer y);
