@@ -726,7 +726,7 @@ check_route() {
 # ---------------------------------------------------------------------------
 # Measuring
 
-declare -A RESULTS CPURESULTS USERUS SYSUS WRKUS NON2XX SOCKERR STUCK
+declare -A RESULTS CPURESULTS USERUS SYSUS WRKUS NON2XX SOCKERR STUCK PAIR_RPS PAIR_CPU
 WRK_RUN=0
 
 # php_queued NAME: connections waiting in the listen queues of NAME's php-cgi
@@ -863,6 +863,15 @@ median_f() { tr ' ' '\n' | awk 'NF {v[n++] = $1} END {
   if (n % 2) printf "%.2f\n", v[int(n / 2)]; else printf "%.2f\n", (v[n / 2 - 1] + v[n / 2]) / 2 }'; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+# ratio4 A B: A / B to four places (a round's ratio, before the median); 0 when B is 0
+ratio4() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.4f", a / b; else print "0" }'; }
+# pair_base SCENARIO: the scenario this one's reported ratio is taken against, or nothing
+pair_base() {
+  case $1 in
+    route_1k | route10_1k) echo 1k_keepalive ;;
+    shared_incr) echo api_route ;;
+  esac
+}
 
 # order_for_round R: SERVER_LIST rotated by R-1, so each server takes its turn first.
 order_for_round() {
@@ -1000,19 +1009,40 @@ if (( WITH_IDLE )); then
   done
 fi
 
+# A scenario whose ratio to another is a reported figure (route_1k / 1k_keepalive,
+# ...) runs right after (or, in even rounds, right before) that base scenario on the
+# same server, so that both runs of a round see the same machine; its figure is the
+# median of the rounds' ratios (PAIR_RPS, PAIR_CPU), not the ratio of the medians.
+# Runs of different servers for one scenario stay within one group's length.
 for ((r = 1; r <= ROUNDS && ${#WRK_SCENARIOS[@]} > 0; r++)); do
   order_for_round "$r"
   for sc in "${WRK_SCENARIOS[@]}"; do
+    base=$(pair_base "$sc")
+    [[ -n $base ]] && has_scenario "$base" && continue
+    group=("$sc")
+    for p in "${WRK_SCENARIOS[@]}"; do [[ $(pair_base "$p") == "$sc" ]] && group+=("$p"); done
+    if (( r % 2 == 0 && ${#group[@]} > 1 )); then
+      rev=(); for ((i = ${#group[@]} - 1; i >= 0; i--)); do rev+=("${group[$i]}"); done; group=("${rev[@]}")
+    fi
     for s in "${ORDER[@]}"; do
-      [[ $sc == tls_* ]] && ! tls_supported "$s" && continue
-      [[ $sc == route10_1k && $s != luahttpd ]] && continue
-      run_wrk "$s" "$sc"
-      RESULTS[$sc|$s]="${RESULTS[$sc|$s]:-} $RUN_RPS"
-      CPURESULTS[$sc|$s]="${CPURESULTS[$sc|$s]:-} $RUN_RPCPU"
-      USERUS[$sc|$s]="${USERUS[$sc|$s]:-} $RUN_USER_US"
-      SYSUS[$sc|$s]="${SYSUS[$sc|$s]:-} $RUN_SYS_US"
-      WRKUS[$sc|$s]="${WRKUS[$sc|$s]:-} $RUN_WRK_US"
-      printf 'round %d/%d  %-14s %-9s %10.0f req/s %10.0f req/CPU-s%s\n' "$r" "$ROUNDS" "$sc" "$s" "$RUN_RPS" "$RUN_RPCPU" "$RUN_NOTE"
+      declare -A ROUND_RPS=() ROUND_CPU=()
+      for g in "${group[@]}"; do
+        [[ $g == tls_* ]] && ! tls_supported "$s" && continue
+        [[ $g == route10_1k && $s != luahttpd ]] && continue
+        run_wrk "$s" "$g"
+        RESULTS[$g|$s]="${RESULTS[$g|$s]:-} $RUN_RPS"
+        CPURESULTS[$g|$s]="${CPURESULTS[$g|$s]:-} $RUN_RPCPU"
+        USERUS[$g|$s]="${USERUS[$g|$s]:-} $RUN_USER_US"
+        SYSUS[$g|$s]="${SYSUS[$g|$s]:-} $RUN_SYS_US"
+        WRKUS[$g|$s]="${WRKUS[$g|$s]:-} $RUN_WRK_US"
+        ROUND_RPS[$g]=$RUN_RPS; ROUND_CPU[$g]=$RUN_RPCPU
+        printf 'round %d/%d  %-14s %-9s %10.0f req/s %10.0f req/CPU-s%s\n' "$r" "$ROUNDS" "$g" "$s" "$RUN_RPS" "$RUN_RPCPU" "$RUN_NOTE"
+      done
+      for g in "${group[@]}"; do
+        [[ $g == "$sc" || -z ${ROUND_RPS[$g]:-} ]] && continue
+        PAIR_RPS[$g|$s]="${PAIR_RPS[$g|$s]:-} $(ratio4 "${ROUND_RPS[$g]}" "${ROUND_RPS[$sc]}")"
+        PAIR_CPU[$g|$s]="${PAIR_CPU[$g|$s]:-} $(ratio4 "${ROUND_CPU[$g]}" "${ROUND_CPU[$sc]}")"
+      done
     done
   done
 done
@@ -1109,46 +1139,59 @@ if (( WITH_IDLE )); then
   fi
 fi
 
+# pair_line SERVER SCENARIO NOTE: a paired ratio (median of the rounds' ratios) in
+# req/s and in requests per CPU-second of the server
+pair_line() {
+  printf '%-9s %5s %5s   %-11s %s\n' "$1" "$(median_f <<<"${PAIR_RPS[$2|$1]:-}")" \
+    "$(median_f <<<"${PAIR_CPU[$2|$1]:-}")" "$(quartiles <<<"${PAIR_RPS[$2|$1]:-}")" "$3"
+}
+# quartiles: "Q1-Q3" of a list (the middle half of the rounds' ratios), "-" when empty
+quartiles() { tr ' ' '\n' | awk 'NF {v[n++] = $1} END {
+  if (n == 0) { print "-"; exit }
+  for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+  printf "%.2f-%.2f\n", v[int((n - 1) / 4)], v[int(3 * (n - 1) / 4 + 0.5)] }'; }
+pair_note="median of the rounds' ratios, each round's two runs back to back: req/s, requests per CPU-second, middle half of the req/s ratios"
+
 if has_scenario shared_incr; then
   echo
-  echo "== shared dict cost: shared_incr / api_route of the same server in this run (the issue aims at >= 0.90 and at least nginx's)"
+  echo "== shared dict cost: shared_incr / api_route of the same server (the issue aims at >= 0.90 and at least nginx's)"
+  echo "   $pair_note"
   for s in "${SERVER_LIST[@]}"; do
     if [[ $s == lighttpd ]]; then
-      printf '%-9s %5s   %s\n' "$s" "n/a" "mod_magnet has no shared dictionary"
+      printf '%-9s %5s %5s   %s\n' "$s" "n/a" "n/a" "mod_magnet has no shared dictionary"
     elif ! has_scenario api_route; then
-      printf '%-9s %5s   %s\n' "$s" "-" "api_route was not run"
+      printf '%-9s %5s %5s   %s\n' "$s" "-" "-" "api_route was not run"
     elif (( ${ROUTE_OK[$s]} )); then
-      printf '%-9s %5s   %s\n' "$s" "$(ratio "${MEDIAN[shared_incr|$s]}" "${MEDIAN[api_route|$s]}")" "one incr per request"
+      pair_line "$s" shared_incr "one incr per request"
     else
-      printf '%-9s %5s   %s\n' "$s" "n/a" "${ROUTE_WHY[$s]}"
+      printf '%-9s %5s %5s   %s\n' "$s" "n/a" "n/a" "${ROUTE_WHY[$s]}"
     fi
   done
 fi
 
-if (( WITH_ROUTE )); then
+if (( WITH_ROUTE )) && has_scenario route_1k; then
   echo
-  echo "== Lua routing cost: route_1k / 1k_keepalive of the same server in this run (1.00: free; luahttpd aims at >= 0.90)"
+  echo "== Lua routing cost: route_1k / 1k_keepalive of the same server (1.00: free; luahttpd aims at >= 0.95 and ahead of both)"
+  echo "   $pair_note"
   for s in "${SERVER_LIST[@]}"; do
     if ! has_scenario 1k_keepalive; then
-      r="-"; why="1k_keepalive was not run"
+      printf '%-9s %5s %5s   %s\n' "$s" "-" "-" "1k_keepalive was not run"
     elif (( ${ROUTE_OK[$s]} )); then
-      r=$(ratio "${MEDIAN[route_1k|$s]}" "${MEDIAN[1k_keepalive|$s]}"); why=$(route_how "$s")
+      pair_line "$s" route_1k "$(route_how "$s")"
     else
-      r="n/a"; why="${ROUTE_WHY[$s]}: route_1k ran the plain config"
+      printf '%-9s %5s %5s   %s\n' "$s" "n/a" "n/a" "${ROUTE_WHY[$s]}: route_1k ran the plain config"
     fi
-    printf '%-9s %5s   %s\n' "$s" "$r" "$why"
   done
 fi
 
 if (( WITH_ROUTE10 )) && has_server luahttpd; then
   echo
-  echo "== ten-test route cost: route10_1k / 1k_keepalive of luahttpd in this run (luahttpd aims at >= 0.90)"
+  echo "== ten-test route cost: route10_1k / 1k_keepalive of luahttpd (luahttpd aims at >= 0.90)"
+  echo "   $pair_note"
   if has_scenario 1k_keepalive; then
-    printf '%-9s %5s   %s\n' luahttpd "$(ratio "${MEDIAN[route10_1k|luahttpd]}" "${MEDIAN[1k_keepalive|luahttpd]}")" "req/s"
-    printf '%-9s %5s   %s\n' luahttpd "$(ratio "$(median <<<"${CPURESULTS[route10_1k|luahttpd]:-}")" \
-      "$(median <<<"${CPURESULTS[1k_keepalive|luahttpd]:-}")")" "requests per CPU-second"
+    pair_line luahttpd route10_1k "ten tests over req.path, req.host, req.headers[...] and req:arg"
   else
-    echo "luahttpd     -   1k_keepalive was not run"
+    echo "luahttpd     -     -   1k_keepalive was not run"
   fi
 fi
 

@@ -14,6 +14,7 @@
 #   lighttpd-mod-deflate                     mod_deflate, for js_gzip
 #   libnginx-mod-http-lua                    nginx's lua module, for route_1k
 #   python3                                  the idle-connection holder and the soak harness
+#   valgrind                                 bench/instructions.sh (callgrind counts)
 #
 # On a host with an init system, Debian's maintainer scripts may start the
 # nginx/lighttpd system services on install; the bench scripts never use or
@@ -41,8 +42,9 @@ declare -A PROBE=(
   [lighttpd-mod-deflate]="file:/usr/lib/lighttpd/mod_deflate.so"
   [libnginx-mod-http-lua]="file:/usr/lib/nginx/modules/ngx_http_lua_module.so"
   [python3]="cmd:python3"
+  [valgrind]="cmd:valgrind"
 )
-ORDER=(wrk curl iproute2 procps nginx lighttpd php-cgi lighttpd-modules-lua lighttpd-mod-deflate libnginx-mod-http-lua python3)
+ORDER=(wrk curl iproute2 procps nginx lighttpd php-cgi lighttpd-modules-lua lighttpd-mod-deflate libnginx-mod-http-lua python3 valgrind)
 
 present() {
   local probe=${PROBE[$1]}
@@ -79,7 +81,7 @@ echo "bench/install.sh: installing ${missing[*]}"
 essential=() optional=()
 for p in "${missing[@]}"; do
   case $p in
-    lighttpd-modules-lua|lighttpd-mod-deflate|libnginx-mod-http-lua) optional+=("$p") ;;
+    lighttpd-modules-lua|lighttpd-mod-deflate|libnginx-mod-http-lua|valgrind) optional+=("$p") ;;
     *) essential+=("$p") ;;
   esac
 done
@@ -89,7 +91,7 @@ fi
 rc=0
 for p in "${optional[@]}"; do
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$p" \
-    || { echo "bench/install.sh: could not install $p (route_1k runs that server's plain config)" >&2; }
+    || { echo "bench/install.sh: could not install $p (a Lua module: route_1k runs that server's plain config; valgrind: no bench/instructions.sh)" >&2; }
 done
 
 still=()
@@ -97,7 +99,7 @@ for p in "${ORDER[@]}"; do present "$p" || still+=("$p"); done
 if (( ${#still[@]} > 0 )); then
   echo "bench/install.sh: still missing after install: ${still[*]}" >&2
   for p in "${still[@]}"; do
-    case $p in lighttpd-modules-lua|libnginx-mod-http-lua) ;; *) rc=1 ;; esac
+    case $p in lighttpd-modules-lua|libnginx-mod-http-lua|valgrind) ;; *) rc=1 ;; esac
   done
 fi
 (( rc == 0 )) && echo "bench/install.sh: done"
