@@ -7,7 +7,7 @@
 # compare.sh's route_1k ratio is taken from req/s on a machine where wrk shares
 # the cores, and a route of a few thousand instructions moves req/s by less
 # than two runs of the same config differ; a count of instructions does not
-# move between runs (within about 20 a request here). It leaves out the
+# move between runs (within about 50 a request here). It leaves out the
 # kernel's time (the same system calls with and without the route: the route
 # makes none) and cache effects, so its plain/route ratio is lower than the
 # req/s one; what it shows is which route is cheaper, and by how much.
