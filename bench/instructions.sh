@@ -147,9 +147,10 @@ count() {
   (( i < 300 )) || { kill -TERM "$vp"; die "$s ($v) did not answer in 60 s"; }
   python3 "$SCRIPT_DIR/lib/keepalive_client.py" "$port" /1k.bin "$n" 1024 \
     || { kill -TERM "$vp"; die "$s ($v): a response was not the file"; }
-  kill -QUIT "$vp" 2>/dev/null || true   # nginx: graceful; the others exit on it or on TERM
-  sleep 1
-  kill -TERM "$vp" 2>/dev/null || true
+  # the graceful stop of each: nginx SIGQUIT, luahttpd and lighttpd SIGTERM
+  if [[ $s == nginx ]]; then kill -QUIT "$vp" 2>/dev/null || true; else kill -TERM "$vp" 2>/dev/null || true; fi
+  for ((i = 0; i < 100; i++)); do kill -0 "$vp" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$vp" 2>/dev/null || true
   wait "$vp" 2>/dev/null || true
   for f in "$d"/cg.*; do
     t=$(awk '/^(summary|totals):/ { print $2; exit }' "$f")
