@@ -78,10 +78,17 @@ fn each_site_proxies_the_same_prefix_to_its_own_upstream() {
     // A reload swaps the rules: a.test now goes to b and b.test to a.
     let config = proxy_config(&ua.addr, &ub.addr, &um.addr, "b", "a");
     s.dir.write("site.lua", config.as_bytes());
+    let old = s.worker_pids();
     s.signal(libc::SIGUSR1);
     wait_for("a.test proxied to b", Duration::from_secs(10), || {
         get(&s, "a.test", "/name").body == b"upstream b"
     });
+    // Until the old workers have stopped accepting, a new connection may still reach one of
+    // them and its old rules: the checks below are of the new generation alone.
+    wait_for("the old workers to exit", Duration::from_secs(10), || {
+        old.iter().all(|p| !common::alive(*p))
+    });
+    assert_eq!(body("a.test", "/name"), b"upstream b");
     assert_eq!(body("b.test", "/name"), b"upstream a");
     assert_eq!(body("unknown.test", "/name"), b"upstream main");
 }
