@@ -395,21 +395,9 @@ CONF_DIR=$SCRIPT_DIR/conf
 # bash 5.2 would expand & in ${var//pattern/replacement}; the configs are literal.
 shopt -u patsub_replacement 2>/dev/null || true
 
-# render TEMPLATE KEY=VALUE...: the template (a file under bench/conf/) with
-# every @KEY@ replaced by VALUE, on stdout. A placeholder left unreplaced is a
-# bug in this script, so it stops there.
-render() {
-  local name=$1 tmpl=$CONF_DIR/$1 text kv; shift
-  [[ -f $tmpl ]] || die "template $tmpl is missing"
-  text=$(<"$tmpl")
-  for kv in "$@"; do
-    text=${text//"@${kv%%=*}@"/"${kv#*=}"}
-  done
-  if [[ $text =~ @[A-Z_]+@ ]]; then
-    die "template $name: ${BASH_REMATCH[0]} was not given a value"
-  fi
-  printf '%s\n' "$text"
-}
+# render TEMPLATE KEY=VALUE...: bench/lib/render.sh
+# shellcheck source=lib/render.sh
+source "$SCRIPT_DIR/lib/render.sh"
 
 # variant_limits VARIANT: sets V_IDLE_TIMEOUT, V_MAX_CONNECTIONS, V_MAX_FDS.
 # The idle instances hold IDLE_N connections for longer than the default

@@ -12,8 +12,8 @@
 # makes none) and cache effects, so its plain/route ratio is lower than the
 # req/s one; what it shows is which route is cheaper, and by how much.
 #
-# Each server runs with one worker (luahttpd workers = 1 under
-# --trace-children, lighttpd -D, nginx master_process off), the access log
+# Each server runs from compare.sh's config templates (bench/conf/, through
+# bench/lib/render.sh) with one worker, under --trace-children, the access log
 # off, one client sending `GET /1k.bin` N times on one kept connection
 # (bench/lib/keepalive_client.py, which checks every response is the file).
 # A request's count is (Ir(N2) - Ir(N1)) / (N2 - N1) of the worker, the
@@ -38,6 +38,10 @@ N1=${N1:-200}
 N2=${N2:-1200}
 KEEP_TMP=${KEEP_TMP:-0}
 NGINX_MODULES=/usr/lib/nginx/modules
+CONF_DIR=$SCRIPT_DIR/conf
+shopt -u patsub_replacement 2>/dev/null || true
+# shellcheck source=lib/render.sh
+source "$SCRIPT_DIR/lib/render.sh"
 
 die() { echo "instructions.sh: $*" >&2; exit 1; }
 (( N2 > N1 && N1 > 0 )) || die "want 0 < N1 < N2 (got N1=$N1 N2=$N2)"
@@ -64,66 +68,39 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# conf SERVER VARIANT DIR PORT: writes DIR's config, prints the command line after valgrind's
+# conf SERVER VARIANT DIR PORT: writes DIR's config from compare.sh's templates (one worker,
+# keep-alive for every request of a run), prints the command line after valgrind's
 conf() {
-  local s=$1 v=$2 d=$3 port=$4
+  local s=$1 v=$2 d=$3 port=$4 route="" mods="" shared="" user="" m
+  local common=(WORKERS=1 WWW="$TMP/www" DIR="$d" PORT="$port" KEEPALIVE_REQUESTS=1000000
+    MAX_CONNECTIONS=1000 MAX_FDS=4096 IDLE_TIMEOUT=60 GZIP_LEVEL=6 PHP=)
   case $s in
     luahttpd)
-      {
-        printf 'server { listen = "127.0.0.1:%s", workers = 1, root = "%s", access_log = false,\n' "$port" "$TMP/www"
-        printf '  error_log = "%s/error.log", limits = { keepalive_requests = 1000000 } }\n' "$d"
-        [[ $v == route ]] && cat "$SCRIPT_DIR/conf/luahttpd-route.lua"
-      } >"$d/site.lua"
+      [[ $v == route ]] && route=$(render luahttpd-route.lua)
+      render luahttpd.lua "${common[@]}" LISTEN="\"127.0.0.1:$port\"" TLS= ROUTE="$route" >"$d/site.lua"
       echo "$LUAHTTPD_BIN -c $d/site.lua"
       ;;
     lighttpd)
-      {
-        printf 'server.document-root = "%s"\nserver.bind = "127.0.0.1"\nserver.port = %s\n' "$TMP/www" "$port"
-        printf 'server.errorlog = "%s/error.log"\nserver.event-handler = "linux-sysepoll"\n' "$d"
-        printf 'server.max-keep-alive-requests = 1000000\n'
-        printf 'mimetype.assign = ( ".bin" => "application/octet-stream" )\n'
-        if [[ $v == route ]]; then
-          cp "$SCRIPT_DIR/conf/lighttpd-route.lua" "$d/route.lua"
-          sed "s|@DIR@|$d|g" "$SCRIPT_DIR/conf/lighttpd-route.conf"
-        fi
-      } >"$d/lighttpd.conf"
+      if [[ $v == route ]]; then
+        render lighttpd-route.lua >"$d/route.lua"
+        route=$(render lighttpd-route.conf DIR="$d")
+      fi
+      render lighttpd.conf "${common[@]}" BACKEND='server.network-backend = "sendfile"' DEFLATE= \
+        ROUTE="$route" >"$d/lighttpd.conf"
       echo "lighttpd -D -f $d/lighttpd.conf"
       ;;
     nginx)
-      local mods="" route="" shared="" user=""
       if [[ $v == route ]]; then
-        mods="load_module $NGINX_MODULES/ndk_http_module.so; load_module $NGINX_MODULES/ngx_http_lua_module.so;"
-        route=$(cat "$SCRIPT_DIR/conf/nginx-route.conf")
+        for m in ndk_http_module ngx_http_lua_module; do
+          [[ -e $NGINX_MODULES/$m.so ]] && mods+="load_module $NGINX_MODULES/$m.so;"$'\n'
+        done
+        route=$(render nginx-route.conf)
         shared="lua_shared_dict bench 8m;"
       fi
       (( EUID == 0 )) && user="user $(id -un) $(id -gn);"
       mkdir -p "$d/tmp"
-      cat >"$d/nginx.conf" <<EOF
-$mods
-$user
-daemon off;
-master_process off;
-worker_processes 1;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 1024; }
-http {
-  $shared
-  access_log off;
-  sendfile on;
-  open_file_cache max=1000 inactive=20s;
-  open_file_cache_valid 1s;
-  keepalive_requests 1000000;
-  client_body_temp_path $d/tmp/b; proxy_temp_path $d/tmp/p; fastcgi_temp_path $d/tmp/f;
-  uwsgi_temp_path $d/tmp/u; scgi_temp_path $d/tmp/s;
-  types { application/octet-stream bin; }
-  server {
-    listen 127.0.0.1:$port;
-    root $TMP/www;
-$route
-  }
-}
-EOF
+      render nginx.conf "${common[@]}" MODULES="$mods" USER="$user" SHARED="$shared" UPSTREAM= \
+        LISTEN_OPTS= TLS= ROUTE="$route" >"$d/nginx.conf"
       echo "nginx -p $d -c $d/nginx.conf"
       ;;
   esac
