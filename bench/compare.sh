@@ -392,9 +392,6 @@ route_how() {
 # "idle" (static files only, with room and time for IDLE_N idle connections).
 
 CONF_DIR=$SCRIPT_DIR/conf
-# bash 5.2 would expand & in ${var//pattern/replacement}; the configs are literal.
-shopt -u patsub_replacement 2>/dev/null || true
-
 # render TEMPLATE KEY=VALUE...: bench/lib/render.sh
 # shellcheck source=lib/render.sh
 source "$SCRIPT_DIR/lib/render.sh"

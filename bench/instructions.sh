@@ -39,7 +39,6 @@ N2=${N2:-1200}
 KEEP_TMP=${KEEP_TMP:-0}
 NGINX_MODULES=/usr/lib/nginx/modules
 CONF_DIR=$SCRIPT_DIR/conf
-shopt -u patsub_replacement 2>/dev/null || true
 # shellcheck source=lib/render.sh
 source "$SCRIPT_DIR/lib/render.sh"
 

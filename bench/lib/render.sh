@@ -1,5 +1,9 @@
 # Sourced by compare.sh and instructions.sh, so that both run the servers from the same
 # templates under $CONF_DIR. Needs the caller's `die`.
+
+# bash 5.2 would expand & in ${var//pattern/replacement}; the configs are literal.
+shopt -u patsub_replacement 2>/dev/null || true
+
 # render TEMPLATE KEY=VALUE...: the template (a file under bench/conf/) with
 # every @KEY@ replaced by VALUE, on stdout. A placeholder left unreplaced is a
 # bug in the calling script, so it stops there.
