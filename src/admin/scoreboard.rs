@@ -9,6 +9,7 @@
 //! offset 64                     ServerArea (128 bytes: retired totals, reloads; watcher only)
 //! offset 192                    WorkerSlot[0 .. worker_slots]   448 bytes each (7 cache lines)
 //! offset 192 + 448 * workers    ProcSlot[0 .. proc_slots]        64 bytes each (1 cache line)
+//! then                          the restart gate: (1 + workers) rows of ceil(procs / 64) words
 //! ```
 //!
 //! Everything in the region is an atomic and all-zero bytes are a valid, meaningful value
@@ -22,6 +23,8 @@
 //! * A proc slot mirrors one FastCGI backend address (what `fastcgi::pool::Upstream` counts per
 //!   worker) summed over all workers: every worker updates it with atomic RMWs; the watcher
 //!   writes its state and pid. [`ProcIndex`] maps (backend, address) to the slot.
+//! * The restart gate (`proc_gate.rs`) lets the watcher stop a spawned FastCGI process for a
+//!   reload only when no worker has a request on it and none can begin one.
 //! * The header's timer lease is the pid of the one process that runs the `{ worker = "one" }`
 //!   timers (0: none), taken and given back by compare-and-swap: a slot-0 worker takes it at
 //!   a due run, gives it back when it starts draining, and the watcher gives back the lease
@@ -42,6 +45,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 
+mod proc_gate;
+
 // The slots are shared between processes through plain atomics: that is only sound if the
 // atomics are lock-free (a lock-based fallback would use a per-process lock).
 #[cfg(not(all(
@@ -52,7 +57,7 @@ use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 compile_error!("the scoreboard needs lock-free 8-, 32- and 64-bit atomics");
 
 const MAGIC: u64 = u64::from_le_bytes(*b"LHSCORE\0");
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 /// Most bytes kept of the request method.
 pub const METHOD_MAX: usize = 8;
@@ -403,6 +408,7 @@ impl Scoreboard {
                     .and_then(|b| a.checked_add(b))
             })
             .and_then(|n| n.checked_add(SLOTS_AT))
+            .and_then(|n| n.checked_add(proc_gate::gate_len(worker_slots, proc_slots)?))
             .ok_or_else(too_big)?;
         let length = NonZeroUsize::new(len).ok_or_else(too_big)?;
         // SAFETY: an anonymous mapping with no requested address cannot overlap or alias any
@@ -564,6 +570,7 @@ impl Scoreboard {
         retired.fold(&snap);
         self.store_totals(retired);
         slot.reset();
+        self.clear_holds(i);
         area.seq.store(s.wrapping_add(1), Ordering::Release);
         Some(snap)
     }
@@ -1350,7 +1357,8 @@ mod tests {
         assert_eq!(PROC_SLOT_SIZE, 64);
         let sb = Scoreboard::new(4, 3).unwrap();
         assert!(sb.header_ok());
-        assert_eq!(sb.mapped_len(), 64 + 128 + 4 * 448 + 3 * 64);
+        // The restart gate: a `closed` row and one row per worker, one word each.
+        assert_eq!(sb.mapped_len(), 64 + 128 + 4 * 448 + 3 * 64 + (1 + 4) * 8);
         assert_eq!(sb.workers().len(), 4);
         assert_eq!(sb.procs().len(), 3);
         for s in sb.workers() {

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 /// Idle connections kept per address.
 const MAX_IDLE: usize = 32;
+/// How soon a request waiting for a process the watcher closed for a restart looks again.
+const RESTART_RECHECK: Duration = Duration::from_millis(5);
 
 /// One address of a backend (a spawned proc or a configured address).
 #[derive(Debug)]
@@ -61,8 +63,11 @@ pub struct Pool {
     pub backends: Vec<Backend>,
     /// Waiting connections to wake because an upstream got room.
     wake: Vec<usize>,
-    /// Where the per-address counters are published for the admin REPL.
-    board: Option<Rc<Scoreboard>>,
+    /// Where the per-address counters are published for the admin REPL, and this worker's
+    /// slot there (its row of the restart gate).
+    board: Option<(Rc<Scoreboard>, usize)>,
+    /// When the waiting connections look again for a process closed for a restart.
+    recheck_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -126,7 +131,7 @@ impl Pool {
         config: &Config,
         worker: usize,
         workers: usize,
-        board: Option<Rc<Scoreboard>>,
+        board: Option<(Rc<Scoreboard>, usize)>,
     ) -> Pool {
         let index = proc_index(config);
         let workers = workers.max(1);
@@ -171,6 +176,7 @@ impl Pool {
             backends,
             wake: Vec::new(),
             board,
+            recheck_at: None,
         }
     }
 
@@ -270,7 +276,55 @@ impl Pool {
 
     fn proc_slot(&self, b: usize, u: usize) -> Option<&ProcSlot> {
         let i = self.backends.get(b)?.upstreams.get(u)?.slot?;
-        self.board.as_ref()?.proc(i)
+        self.board.as_ref()?.0.proc(i)
+    }
+
+    /// Takes upstream `u` of backend `b` for a request about to begin, before anything is
+    /// sent to it: a spawned process the watcher closed for a restart refuses (the request
+    /// then waits, and looks again within [`RESTART_RECHECK`]). Pair each `true` with `end`,
+    /// or `unadmit` if the request does not begin after all.
+    pub fn admit(&mut self, b: usize, u: usize, now: Instant) -> bool {
+        let Some((board, me, p)) = self.gated(b, u) else {
+            return true;
+        };
+        if board.hold_proc(me, p) {
+            return true;
+        }
+        self.recheck_at.get_or_insert(now + RESTART_RECHECK);
+        false
+    }
+
+    /// Gives back an `admit` whose request did not begin (its connect failed).
+    pub fn unadmit(&mut self, b: usize, u: usize) {
+        if let Some((board, me, p)) = self.gated(b, u) {
+            board.release_proc(me, p);
+        }
+    }
+
+    /// The scoreboard, this worker's slot and the proc slot of upstream `u`, when it is a
+    /// spawned process (one request at a time from each worker: what the gate's bits hold).
+    fn gated(&self, b: usize, u: usize) -> Option<(&Scoreboard, usize, usize)> {
+        let up = self.backends.get(b)?.upstreams.get(u)?;
+        let (board, me) = self.board.as_ref()?;
+        (up.capacity == Some(1)).then_some(())?;
+        Some((board, *me, up.slot?))
+    }
+
+    /// When [`Pool::recheck_due`] has work.
+    pub fn next_recheck(&self) -> Option<Instant> {
+        self.recheck_at
+    }
+
+    /// At [`Pool::next_recheck`]: every waiting connection runs again (those waiting for a
+    /// closed process look again; the others queue again with their deadlines).
+    pub fn recheck_due(&mut self, now: Instant) {
+        if self.recheck_at.is_none_or(|t| now < t) {
+            return;
+        }
+        self.recheck_at = None;
+        for backend in &mut self.backends {
+            self.wake.extend(backend.waiting.drain(..));
+        }
     }
 
     /// Counts a request ending on upstream `u`; `failed` counts an error. A connection
@@ -288,6 +342,7 @@ impl Pool {
                 p.error();
             }
         }
+        self.unadmit(b, u);
         if let Some(key) = self.backends.get_mut(b).and_then(|x| x.waiting.pop_front()) {
             self.wake.push(key);
         }

@@ -16,6 +16,9 @@
 //! - `next_wakeup()` also considers `backends.next_respawn()`; the loop calls
 //!   `backends.respawn_due(now)` in every phase, draining included: in-flight PHP requests
 //!   still need php-cgi replaced when it exits after PHP_FCGI_MAX_REQUESTS.
+//! - After a reload that changed a backend (`prepare_reload`, then `finish_reload` once the
+//!   old workers drained): `restart_idle(now, gate)` in every loop while `restarts_pending()`,
+//!   with the scoreboard's restart gate as the `ProcGate`.
 //! - Graceful stop: stop the backends only once the workers are gone (`stop()`, then wait for
 //!   `live() == 0` with a deadline, then `signal(SIGKILL)`); immediate stop: `stop()` along
 //!   with the workers. At exit: `cleanup()`.
@@ -34,6 +37,9 @@ pub const CRASH_WINDOW: Duration = Duration::from_secs(2);
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait before respawning a process that keeps crashing.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a process stopped for a restart has to exit on SIGTERM before SIGKILL (it has no
+/// request in flight, so php-cgi goes at once).
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// The respawn rule, as a pure function: given how long the process lived and how many times
 /// in a row it had crashed before, returns the new crash count and the delay before the
@@ -63,11 +69,35 @@ struct Proc {
     started: Instant,
     crashes: u32,
     respawn_at: Option<Instant>,
-    /// Stopped on purpose to restart with a new definition: respawned at once.
-    restarting: bool,
-    /// To be restarted with a new definition once no request is in flight on it, at the
-    /// latest at this deadline (`restart_idle`).
-    restart_pending: Option<Instant>,
+    /// Where its restart with a new definition stands (`restart_idle`).
+    restart: Restart,
+}
+
+/// A process's restart for a reload that changed its definition. The gate (`ProcGate`) is
+/// closed from the first `Waiting` check until the process was reaped, so no request begins
+/// on it meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restart {
+    /// No restart under way.
+    None,
+    /// Closed to new requests; stopped once none is in flight on it, at the latest at this
+    /// deadline (the backend's `read_timeout`: a request still running then has failed anyway).
+    Waiting(Instant),
+    /// SIGTERM sent; the exit is ours, respawned at once with the new definition. SIGKILL
+    /// follows at this deadline.
+    Stopping(Instant),
+    /// Reaped: the gate opens at the next `restart_idle` (new connections wait in the listen
+    /// queue the watcher keeps for the successor).
+    Exited,
+}
+
+/// The watcher's handle on the scoreboard's restart gate (src/admin/scoreboard/proc_gate.rs),
+/// by backend name and process index.
+pub trait ProcGate {
+    /// Closes process `i` of backend `name` to new requests; whether none is in flight on it.
+    fn close(&self, name: &str, i: usize) -> bool;
+    /// Opens process `i` of backend `name` again.
+    fn open(&self, name: &str, i: usize);
 }
 
 #[derive(Debug)]
@@ -149,8 +179,7 @@ impl Backends {
                     started: now,
                     crashes: 0,
                     respawn_at: None,
-                    restarting: false,
-                    restart_pending: None,
+                    restart: Restart::None,
                 };
                 match spawn_proc(def, i, &p.addr, &mut p.listener) {
                     Ok(outcome) => p.started_as(outcome, now),
@@ -245,13 +274,14 @@ impl Backends {
                     def.name
                 );
                 // php-cgi (PHP_FCGI_CHILDREN=0) dies at once on SIGTERM, with the request it
-                // runs: each process is restarted only once the workers have none in flight
-                // on it (`restart_idle`), so a POST is never cut by a reload.
+                // runs: each process is closed to new requests and restarted only once the
+                // workers have none in flight on it (`restart_idle`), so a POST is never cut
+                // by a reload. One already stopping keeps going: its respawn takes `b.def`.
                 let deadline = Instant::now() + def.read_timeout;
                 b.def = def;
                 for p in &mut b.procs {
-                    if p.pid.is_some() {
-                        p.restart_pending = Some(deadline);
+                    if p.pid.is_some() && matches!(p.restart, Restart::None | Restart::Waiting(_)) {
+                        p.restart = Restart::Waiting(deadline);
                     }
                 }
             }
@@ -302,6 +332,10 @@ impl Backends {
                 continue;
             };
             p.pid = None;
+            let intended = matches!(p.restart, Restart::Stopping(_));
+            if intended {
+                p.restart = Restart::Exited;
+            }
             if phase == Supervision::Stopped || b.retired {
                 // Expected: the server stops the processes, or a reload dropped this backend.
                 let why = if phase == Supervision::Stopped {
@@ -319,7 +353,6 @@ impl Backends {
             let lived = now.saturating_duration_since(p.started);
             // php-cgi exits with 0 on purpose after PHP_FCGI_MAX_REQUESTS, however soon under
             // load, and a restart for a reload is ours: only an abnormal exit counts as a crash.
-            let intended = std::mem::take(&mut p.restarting);
             let (crashes, delay) = if intended || matches!(status, WaitStatus::Exited(_, 0)) {
                 (0, Duration::ZERO)
             } else {
@@ -359,40 +392,55 @@ impl Backends {
         false
     }
 
-    /// Whether a process waits for its requests in flight to end before its restart.
+    /// Whether a restart for a reload is under way (the watcher then calls `restart_idle`
+    /// often).
     pub fn restarts_pending(&self) -> bool {
-        self.procs().any(|p| p.restart_pending.is_some())
+        self.procs().any(|p| p.restart != Restart::None)
     }
 
-    /// Restarts each process whose restart is pending once `idle(backend name, proc index)`
-    /// says no request is in flight on it (the scoreboard's count), or at its deadline (the
-    /// backend's `read_timeout`: a request still running then has failed anyway).
-    pub fn restart_idle(&mut self, now: Instant, idle: impl Fn(&str, usize) -> bool) {
+    /// Moves each restart on: a waiting process is closed at the `gate` and stopped once the
+    /// gate says no request is in flight on it, or at its deadline; a reaped one is opened
+    /// again.
+    pub fn restart_idle(&mut self, now: Instant, gate: &impl ProcGate) {
         for b in &mut self.backends {
             for (i, p) in b.procs.iter_mut().enumerate() {
-                let Some(deadline) = p.restart_pending else {
-                    continue;
-                };
-                let Some(pid) = p.pid else {
-                    // Gone meanwhile: its respawn uses the new definition already.
-                    p.restart_pending = None;
-                    continue;
-                };
-                let quiet = idle(&b.def.name, i);
-                if !quiet && now < deadline {
-                    continue;
+                match (p.restart, p.pid) {
+                    (Restart::None, _) | (Restart::Stopping(_), None) => {}
+                    (Restart::Stopping(kill_at), Some(pid)) => {
+                        if now >= kill_at {
+                            tracing::warn!(
+                                "fastcgi '{}' proc {i} (pid {pid}) ignored SIGTERM for {:?}; \
+                                 killing it",
+                                b.def.name,
+                                STOP_GRACE
+                            );
+                            let _ = kill(pid, Signal::SIGKILL);
+                            p.restart = Restart::Stopping(now + STOP_GRACE);
+                        }
+                    }
+                    (Restart::Waiting(_), None) | (Restart::Exited, _) => {
+                        // Gone (meanwhile, or by our signal): its respawn uses the new
+                        // definition.
+                        gate.open(&b.def.name, i);
+                        p.restart = Restart::None;
+                    }
+                    (Restart::Waiting(deadline), Some(pid)) => {
+                        let quiet = gate.close(&b.def.name, i);
+                        if !quiet && now < deadline {
+                            continue;
+                        }
+                        if !quiet {
+                            tracing::warn!(
+                                "fastcgi '{}' proc {i}: requests still in flight after {:?}; \
+                                 restarting it anyway",
+                                b.def.name,
+                                b.def.read_timeout
+                            );
+                        }
+                        p.restart = Restart::Stopping(now + STOP_GRACE);
+                        let _ = kill(pid, Signal::SIGTERM);
+                    }
                 }
-                if !quiet {
-                    tracing::warn!(
-                        "fastcgi '{}' proc {i}: requests still in flight after {:?}; \
-                         restarting it anyway",
-                        b.def.name,
-                        b.def.read_timeout
-                    );
-                }
-                p.restart_pending = None;
-                p.restarting = true;
-                let _ = kill(pid, Signal::SIGTERM);
             }
         }
     }
@@ -639,8 +687,7 @@ mod tests {
                 started: start,
                 crashes: 0,
                 respawn_at: None,
-                restarting: false,
-                restart_pending: None,
+                restart: Restart::None,
             })
             .collect();
         let mut ext = def("remote");
@@ -728,6 +775,112 @@ mod tests {
         assert_eq!(b.next_respawn(), at);
         b.stop();
         assert_eq!(b.next_respawn(), None);
+    }
+
+    /// A gate whose processes are busy or idle as the test says, recording what was asked.
+    #[derive(Default)]
+    struct FakeGate {
+        busy: std::cell::Cell<bool>,
+        log: std::cell::RefCell<Vec<String>>,
+    }
+
+    impl ProcGate for FakeGate {
+        fn close(&self, name: &str, i: usize) -> bool {
+            self.log.borrow_mut().push(format!("close {name} {i}"));
+            !self.busy.get()
+        }
+        fn open(&self, name: &str, i: usize) {
+            self.log.borrow_mut().push(format!("open {name} {i}"));
+        }
+    }
+
+    #[test]
+    fn a_restart_closes_the_gate_until_the_process_was_reaped() {
+        let t0 = Instant::now();
+        let mut b = fake(t0);
+        let mut changed = def("php");
+        changed.env.insert("NEW".into(), "1".into());
+        b.prepare_reload(&[changed, b.backends[1].def.clone()])
+            .unwrap();
+        b.finish_reload();
+        assert!(b.restarts_pending());
+        let gate = FakeGate::default();
+        gate.busy.set(true);
+        b.restart_idle(t0, &gate);
+        // Busy: closed, not stopped.
+        assert_eq!(*gate.log.borrow(), ["close php 0", "close php 1"]);
+        assert!(matches!(
+            b.backends[0].procs[0].restart,
+            Restart::Waiting(_)
+        ));
+        gate.busy.set(false);
+        gate.log.borrow_mut().clear();
+        b.restart_idle(t0, &gate);
+        assert_eq!(*gate.log.borrow(), ["close php 0", "close php 1"]);
+        assert!(matches!(
+            b.backends[0].procs[0].restart,
+            Restart::Stopping(_)
+        ));
+        // Still running: the gate stays shut, nothing more is asked.
+        gate.log.borrow_mut().clear();
+        b.restart_idle(t0, &gate);
+        assert!(gate.log.borrow().is_empty());
+        let p0 = Pid::from_raw(2_000_000_000);
+        assert!(b.on_exit(p0, &WaitStatus::Signaled(p0, Signal::SIGTERM, false), t0));
+        // Our own stop: respawned at once, not counted as a crash.
+        assert_eq!(b.backends[0].procs[0].respawn_at, Some(t0));
+        assert_eq!(b.backends[0].procs[0].crashes, 0);
+        b.restart_idle(t0, &gate);
+        assert_eq!(*gate.log.borrow(), ["open php 0"]);
+        assert_eq!(b.backends[0].procs[0].restart, Restart::None);
+        assert!(b.restarts_pending(), "proc 1 has not exited yet");
+        // Proc 1 ignores SIGTERM: SIGKILL after the grace, and the gate stays shut.
+        b.restart_idle(t0 + STOP_GRACE, &gate);
+        assert!(matches!(
+            b.backends[0].procs[1].restart,
+            Restart::Stopping(_)
+        ));
+        let p1 = Pid::from_raw(2_000_000_001);
+        assert!(b.on_exit(p1, &WaitStatus::Signaled(p1, Signal::SIGKILL, false), t0));
+        gate.log.borrow_mut().clear();
+        b.restart_idle(t0 + STOP_GRACE, &gate);
+        assert_eq!(*gate.log.borrow(), ["open php 1"]);
+        assert!(!b.restarts_pending());
+    }
+
+    #[test]
+    fn a_busy_process_is_restarted_at_its_deadline() {
+        let t0 = Instant::now();
+        let mut b = fake(t0);
+        let mut changed = def("php");
+        changed.env.insert("NEW".into(), "1".into());
+        b.prepare_reload(&[changed]).unwrap();
+        b.finish_reload();
+        let gate = FakeGate::default();
+        gate.busy.set(true);
+        b.restart_idle(t0, &gate);
+        assert!(matches!(
+            b.backends[0].procs[0].restart,
+            Restart::Waiting(_)
+        ));
+        // `def`'s read_timeout is 1 s.
+        b.restart_idle(Instant::now() + Duration::from_secs(2), &gate);
+        assert!(matches!(
+            b.backends[0].procs[0].restart,
+            Restart::Stopping(_)
+        ));
+        // A process that died by itself while waiting: the gate opens, its respawn is normal.
+        let mut b = fake(t0);
+        let mut changed = def("php");
+        changed.env.insert("NEW".into(), "2".into());
+        b.prepare_reload(&[changed]).unwrap();
+        b.finish_reload();
+        b.restart_idle(t0, &gate);
+        let p0 = Pid::from_raw(2_000_000_000);
+        assert!(b.on_exit(p0, &WaitStatus::Exited(p0, 0), t0));
+        gate.log.borrow_mut().clear();
+        b.restart_idle(t0, &gate);
+        assert_eq!(*gate.log.borrow(), ["open php 0", "close php 1"]);
     }
 
     #[test]

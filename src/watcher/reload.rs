@@ -372,25 +372,18 @@ impl Watcher {
         }
     }
 
-    /// Restarts changed backends' processes that have no request in flight (the scoreboard's
-    /// count of the current generation's workers), so a reload cuts no request.
+    /// Restarts changed backends' processes once no request is in flight on them, closing
+    /// each to new requests first (the scoreboard's restart gate), so a reload cuts no request.
     pub(super) fn restart_idle_backends(&mut self, now: Instant) {
         if !self.backends.restarts_pending() {
             return;
         }
-        let config = &self.loaded.config;
-        let index = crate::fastcgi::pool::proc_index(config);
-        let board = &self.board;
-        let at = crate::admin::scoreboard::now_ms();
-        self.backends.restart_idle(now, |name, i| {
-            let Some(b) = config.fastcgi.iter().position(|d| d.name == name) else {
-                return true;
-            };
-            index
-                .index(b, i)
-                .and_then(|slot| board.proc(slot))
-                .is_none_or(|p| p.snapshot(at).active == 0)
-        });
+        let gate = BoardGate {
+            config: &self.loaded.config,
+            index: crate::fastcgi::pool::proc_index(&self.loaded.config),
+            board: &self.board,
+        };
+        self.backends.restart_idle(now, &gate);
     }
 
     /// Backend changes of a reload wait until no worker of an older generation uses them.
@@ -398,6 +391,33 @@ impl Watcher {
         if self.backends_after_drain && self.old.is_empty() {
             self.backends_after_drain = false;
             self.backends.finish_reload();
+        }
+    }
+}
+
+/// The restart gate as `Backends` sees it: a process by backend name and index, at its proc
+/// slot in the current config's layout (the old workers have drained when restarts begin).
+struct BoardGate<'a> {
+    config: &'a crate::config::Config,
+    index: crate::admin::scoreboard::ProcIndex,
+    board: &'a crate::admin::scoreboard::Scoreboard,
+}
+
+impl BoardGate<'_> {
+    fn slot(&self, name: &str, i: usize) -> Option<usize> {
+        let b = self.config.fastcgi.iter().position(|d| d.name == name)?;
+        self.index.index(b, i)
+    }
+}
+
+impl crate::fastcgi::spawn_backends::ProcGate for BoardGate<'_> {
+    fn close(&self, name: &str, i: usize) -> bool {
+        self.slot(name, i).is_none_or(|p| self.board.close_proc(p))
+    }
+
+    fn open(&self, name: &str, i: usize) {
+        if let Some(p) = self.slot(name, i) {
+            self.board.open_proc(p);
         }
     }
 }

@@ -1231,6 +1231,53 @@ fn a_request_finding_the_process_busy_is_queued_then_served_on_the_kept_connecti
     f.h.close(a);
 }
 
+#[test]
+fn a_process_closed_for_a_restart_gets_no_request_until_it_opens() {
+    // A reload restarts the process: the watcher closes it at the scoreboard's gate and stops
+    // it once no worker holds it. A request arriving meanwhile waits, opening no connection
+    // the old process could accept and die with, and goes on once the gate opens.
+    let mut f = FcgiCase::spawned();
+    let board = std::rc::Rc::new(crate::admin::scoreboard::Scoreboard::new(1, 1).unwrap());
+    f.h.pool = Pool::new(&f.h.config, 0, 1, Some((board.clone(), 0)));
+    assert!(
+        board.close_proc(0),
+        "nothing in flight: the watcher may stop it"
+    );
+    let (mut a, mut ca) = (f.c, f.client);
+    ca.send(&get("/app/a"));
+    assert_eq!(f.h.ready(&mut a), Verdict::Open);
+    assert_eq!(a.exchange_phase(), Some(ExchangePhase::Queued));
+    assert!(!f.backend.accept(), "no connection to a closed process");
+    let at = f.h.pool.next_recheck().expect("a recheck is due");
+    // Still closed at the recheck: queued again, another recheck.
+    f.h.pool.recheck_due(at);
+    assert_eq!(f.h.pool.take_wakeups(), vec![0]);
+    let mut ctx = f.h.ctx();
+    assert_eq!(a.resume(&mut ctx), Verdict::Open);
+    assert_eq!(a.exchange_phase(), Some(ExchangePhase::Queued));
+    assert!(!f.backend.accept());
+    // The successor runs: the gate opens and the request goes out.
+    board.open_proc(0);
+    let at = f.h.pool.next_recheck().expect("rechecked again");
+    f.h.pool.recheck_due(at);
+    assert_eq!(f.h.pool.take_wakeups(), vec![0]);
+    let mut ctx = f.h.ctx();
+    assert_eq!(a.resume(&mut ctx), Verdict::Open);
+    assert!(f.backend.accept(), "connects once open");
+    assert_eq!(f.h.backend_ready(&mut a), Verdict::Open);
+    assert!(has_stdin_end(&f.backend.received()));
+    // In flight: the watcher must wait.
+    assert!(!board.close_proc(0), "held while the request runs");
+    board.open_proc(0);
+    f.backend
+        .send(&stdout_and_end(b"Content-Length: 1\r\n\r\na"));
+    assert_eq!(f.h.backend_ready(&mut a), Verdict::Open);
+    assert_eq!(ca.responses()[0].status, 200);
+    assert!(board.close_proc(0), "the answer gave the hold back");
+    assert_eq!(f.h.pool.next_recheck(), None);
+    f.h.close(a);
+}
+
 /// Runs `c`'s expired timers at the harness's clock (and no other connection's).
 fn run_timers_of(h: &mut Harness, c: &mut Conn) {
     while let Some((_, gen)) = h.timers.pop_expired(h.now) {

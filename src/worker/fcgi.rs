@@ -622,25 +622,36 @@ impl Exchange {
         if self.preamble.is_empty() {
             self.build_preamble(env)?;
         }
+        // Processes the watcher closed for a restart: passed over for now, waited for if no
+        // other has room.
+        let mut closed: Vec<usize> = Vec::new();
         loop {
-            let u = match env.pool.pick(self.backend, env.now, &self.tried) {
+            let picked = if closed.is_empty() {
+                env.pool.pick(self.backend, env.now, &self.tried)
+            } else {
+                let skip: Vec<usize> = self.tried.iter().chain(&closed).copied().collect();
+                env.pool.pick(self.backend, env.now, &skip)
+            };
+            let u = match picked {
                 Ok(u) => u,
                 Err(NoUpstream::Busy) => {
-                    // Every process is serving: queue until one is free (bounded by the
-                    // backend's read and connect timeouts, `QueueWait`). A wait woken for a
-                    // process another request took first queues again with its deadline kept.
-                    env.pool.wait(self.backend, env.key);
-                    if !matches!(self.link, Link::Queued(_)) {
-                        self.link = Link::Queued(QueueWait::ReadTimeout);
-                        let kind = Kind::backend_read(self.backend);
-                        env.timers.arm(&mut self.timer, kind, env.key, env.now);
-                    }
+                    self.queue(env);
+                    return Ok(());
+                }
+                Err(NoUpstream::Unavailable) if !closed.is_empty() => {
+                    self.queue(env);
                     return Ok(());
                 }
                 Err(NoUpstream::Unavailable) => return Err(ExchangeError::NoAddress),
             };
+            // Before anything reaches the process: see `Pool::admit`.
+            if !env.pool.admit(self.backend, u, env.now) {
+                closed.push(u);
+                continue;
+            }
             self.tried.push(u);
             if let Some(mut sock) = env.pool.take_retiring(self.backend, u) {
+                env.pool.unadmit(self.backend, u);
                 if matches!(self.link, Link::Queued(_)) {
                     env.pool.unwait(self.backend, env.key);
                 }
@@ -666,9 +677,10 @@ impl Exchange {
                         env.pool.unwait(self.backend, env.key);
                     }
                     let mut stream = c.stream;
-                    stream
-                        .register(env.registry, env.token)
-                        .map_err(ExchangeError::Register)?;
+                    if let Err(e) = stream.register(env.registry, env.token) {
+                        env.pool.unadmit(self.backend, u);
+                        return Err(ExchangeError::Register(e));
+                    }
                     env.pool.begin(self.backend, u);
                     let wire = Wire {
                         upstream: u,
@@ -695,6 +707,7 @@ impl Exchange {
                     return Ok(());
                 }
                 Err(e) => {
+                    env.pool.unadmit(self.backend, u);
                     tracing::warn!(
                         "fastcgi '{}': connect to address {u}: {e}; disabled for a while",
                         self.backend_name(env)
@@ -702,6 +715,18 @@ impl Exchange {
                     env.pool.disable(self.backend, u, env.now);
                 }
             }
+        }
+    }
+
+    /// Every process is serving, or closed for a restart: queue until one is free (bounded
+    /// by the backend's read and connect timeouts, `QueueWait`). A wait woken for a process
+    /// another request took first queues again with its deadline kept.
+    fn queue(&mut self, env: &mut Env<'_>) {
+        env.pool.wait(self.backend, env.key);
+        if !matches!(self.link, Link::Queued(_)) {
+            self.link = Link::Queued(QueueWait::ReadTimeout);
+            let kind = Kind::backend_read(self.backend);
+            env.timers.arm(&mut self.timer, kind, env.key, env.now);
         }
     }
 

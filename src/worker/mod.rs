@@ -219,7 +219,7 @@ impl<'a> Worker<'a> {
                 setup.config,
                 setup.index,
                 setup.config.workers,
-                setup.board.as_ref().map(|(b, _, _)| b.clone()),
+                setup.board.as_ref().map(|(b, slot, _)| (b.clone(), *slot)),
             ),
             upstreams: {
                 let mut u = crate::proxy::pool::Upstreams::new(setup.config);
@@ -267,6 +267,9 @@ impl<'a> Worker<'a> {
                 timeout = timeout.min(at.saturating_duration_since(now));
             }
             if let Some(at) = self.lua_wakes.next() {
+                timeout = timeout.min(at.saturating_duration_since(now));
+            }
+            if let Some(at) = self.pool.next_recheck() {
                 timeout = timeout.min(at.saturating_duration_since(now));
             }
             if let Some(at) = self.router.as_ref().and_then(|r| r.next_timer()) {
@@ -318,6 +321,8 @@ impl<'a> Worker<'a> {
                 }
             }
             self.expire_timers(now);
+            self.pool.recheck_due(now);
+            self.wake_waiters(now);
             // Those that yielded last pass go on now, after every connection that had an event.
             // A connection that yielded and then had an event too is listed twice: run it once.
             let mut again = std::mem::take(&mut self.again);
