@@ -141,7 +141,7 @@ fn a_backend_a_reload_adds_is_listed_with_its_counters() {
 fn post_once(addr: &str, body: &[u8]) -> Result<u16, String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
+    s.set_read_timeout(Some(Duration::from_secs(60)))
         .map_err(|e| e.to_string())?;
     let head = format!(
         "POST /t.php?mode=sha256 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
@@ -166,24 +166,32 @@ fn post_once(addr: &str, body: &[u8]) -> Result<u16, String> {
     Ok(status)
 }
 
-#[test]
-fn posts_running_through_changed_reloads_all_succeed() {
-    // The soak's failed POST: a changed reload restarts each process once the count of
-    // requests in flight on it read zero, and a worker could begin one between that read and
-    // the SIGTERM. Now the process is closed to new requests first (the scoreboard's gate):
-    // with POSTs arriving back to back at two workers sharing two processes, none is cut, and
-    // none waits for long, through several restarts.
-    let dir = site("reload-backend-posts", &[("t.php", b"")]);
+/// Four clients POST back to back while six reloads change backend "t" (`procs` processes,
+/// `workers` workers); every second reload also adds or drops a backend defined before it,
+/// which renumbers t's scoreboard slots, and every third is followed at once by another, so
+/// the restarts of one are still pending when the next begins. Every POST must succeed, none
+/// may wait long, and t's processes must each be restarted.
+fn posts_through_changed_reloads(tag: &str, workers: u32, procs: usize) {
+    let dir = site(tag, &[("t.php", b""), ("a.a", b"")]);
     let root = dir.path().to_path_buf();
-    let config = |env: usize| {
+    let backend = |name: &str, ext: &str, procs: usize, env: usize| {
+        format!(
+            "fastcgi \"{name}\" {{ spawn = \"{}\", procs = {procs}, \
+             socket = \"unix:{}/{name}.sock\", extensions = {{ \"{ext}\" }}, \
+             env = {{ V = \"{env}\" }} }}\n",
+            env!("CARGO_BIN_EXE_luahttpd-fcgi-test"),
+            root.display()
+        )
+    };
+    let config = |round: usize| {
+        let before = if round % 2 == 1 {
+            backend("a", ".a", 1, 0)
+        } else {
+            String::new()
+        };
         config_text(
-            "workers = 2",
-            &format!(
-                "fastcgi \"t\" {{ spawn = \"{}\", procs = 2, socket = \"unix:{}/t.sock\", \
-                 extensions = {{ \".php\" }}, env = {{ V = \"{env}\" }} }}\n",
-                env!("CARGO_BIN_EXE_luahttpd-fcgi-test"),
-                root.display()
-            ),
+            &format!("workers = {workers}"),
+            &format!("{before}{}", backend("t", ".php", procs, round)),
         )
     };
     let s = Server::start_config(dir, &config(0));
@@ -196,54 +204,75 @@ fn posts_running_through_changed_reloads_all_succeed() {
             let (addr, stop, done) = (s.addr.clone(), stop.clone(), done.clone());
             std::thread::spawn(move || {
                 let body = vec![b'a' + k as u8; 3000];
-                let (mut ok, mut failed, mut slowest) = (0u32, Vec::new(), Duration::ZERO);
+                let (mut failed, mut slowest) = (Vec::new(), Duration::ZERO);
                 while !stop.load(SeqCst) {
                     let t = Instant::now();
                     match post_once(&addr, &body) {
-                        Ok(200) => ok += 1,
+                        Ok(200) => {}
                         other => failed.push(format!("{other:?}")),
                     }
                     done.fetch_add(1, SeqCst);
                     slowest = slowest.max(t.elapsed());
                 }
-                (ok, failed, slowest)
+                (failed, slowest)
             })
         })
         .collect();
-    for round in 1..=6 {
-        // POSTs keep coming while each restart happens.
+    // POSTs keep coming while each restart happens.
+    let under_way = || {
         let start = done.load(SeqCst);
         wait_for("POSTs under way", Duration::from_secs(10), || {
             done.load(SeqCst) >= start + 50
         });
+    };
+    let mut round = 0;
+    while round < 6 {
+        under_way();
         let before = backend_pids(&path);
+        round += 1;
         std::fs::write(s.dir.path().join("site.lua"), config(round)).unwrap();
         assert_eq!(eval_ok(&path, "reload()")["ok"], true, "reload {round}");
-        wait_for("both processes restarted", Duration::from_secs(10), || {
+        if round % 3 == 1 {
+            round += 1;
+            std::fs::write(s.dir.path().join("site.lua"), config(round)).unwrap();
+            assert_eq!(eval_ok(&path, "reload()")["ok"], true, "reload {round}");
+        }
+        wait_for("t's processes restarted", Duration::from_secs(10), || {
             let now = backend_pids(&path);
-            now.len() == 2 && now.iter().all(|p| !before.contains(p))
+            now.len() == procs && now.iter().all(|p| !before.contains(p))
         });
     }
-    let start = done.load(SeqCst);
-    wait_for(
-        "POSTs after the last restart",
-        Duration::from_secs(10),
-        || done.load(SeqCst) >= start + 50,
-    );
+    under_way();
     stop.store(true, SeqCst);
-    let (mut ok, mut failed, mut slowest) = (0, Vec::new(), Duration::ZERO);
+    let (mut failed, mut slowest) = (Vec::new(), Duration::ZERO);
     for c in clients {
-        let (o, f, s) = c.join().unwrap();
-        ok += o;
+        let (f, s) = c.join().unwrap();
         failed.extend(f);
         slowest = slowest.max(s);
     }
+    let total = done.load(SeqCst);
     assert!(
         failed.is_empty(),
-        "{} of {} failed: {failed:?}",
-        failed.len(),
-        ok as usize + failed.len()
+        "{} of {total} failed: {failed:?}",
+        failed.len()
     );
-    assert!(ok >= 350, "only {ok} POSTs went through");
-    assert!(slowest < Duration::from_secs(3), "a POST took {slowest:?}");
+    // A request queued behind a closed process that is never opened again would wait its
+    // backend's timeouts (30 s and more) and fail.
+    assert!(slowest < Duration::from_secs(5), "a POST took {slowest:?}");
+}
+
+#[test]
+fn posts_running_through_changed_reloads_all_succeed() {
+    // The soak's failed POST: a changed reload restarted each process once the count of
+    // requests in flight on it read zero, and a worker could begin one between that read and
+    // the SIGTERM (5-9 of ~2,500 POSTs cut in each of five runs of this test). Now the
+    // process is closed to new requests first (the scoreboard's restart gate). Two workers,
+    // two processes: each worker has its own, kept alive between requests.
+    posts_through_changed_reloads("reload-posts-own", 2, 2);
+}
+
+#[test]
+fn posts_to_a_process_the_workers_share_survive_changed_reloads() {
+    // One process for two workers: they take turns on it, a connection each time.
+    posts_through_changed_reloads("reload-posts-shared", 2, 1);
 }

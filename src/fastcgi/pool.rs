@@ -54,6 +54,9 @@ pub struct Backend {
     disable_time: Duration,
     /// Connections (slab keys) waiting for an upstream with room.
     waiting: VecDeque<usize>,
+    /// A process of this backend refused a request for a restart: its waiting connections
+    /// run again at the pool's `recheck_at`.
+    recheck: bool,
 }
 
 /// Every backend of the config, in config order.
@@ -169,6 +172,7 @@ impl Pool {
                     keepalive: d.keepalive && (!spawned || partition),
                     disable_time: d.disable_time,
                     waiting: VecDeque::new(),
+                    recheck: false,
                 }
             })
             .collect();
@@ -291,6 +295,9 @@ impl Pool {
             return true;
         }
         self.recheck_at.get_or_insert(now + RESTART_RECHECK);
+        if let Some(backend) = self.backends.get_mut(b) {
+            backend.recheck = true;
+        }
         false
     }
 
@@ -315,14 +322,16 @@ impl Pool {
         self.recheck_at
     }
 
-    /// At [`Pool::next_recheck`]: every waiting connection runs again (those waiting for a
-    /// closed process look again; the others queue again with their deadlines).
+    /// At [`Pool::next_recheck`]: the waiting connections of each backend a closed process
+    /// refused run again (those that wait for it look again; the others queue again with their
+    /// deadlines).
     pub fn recheck_due(&mut self, now: Instant) {
         if self.recheck_at.is_none_or(|t| now < t) {
             return;
         }
         self.recheck_at = None;
-        for backend in &mut self.backends {
+        for backend in self.backends.iter_mut().filter(|b| b.recheck) {
+            backend.recheck = false;
             self.wake.extend(backend.waiting.drain(..));
         }
     }

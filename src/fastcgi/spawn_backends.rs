@@ -73,31 +73,42 @@ struct Proc {
     restart: Restart,
 }
 
-/// A process's restart for a reload that changed its definition. The gate (`ProcGate`) is
-/// closed from the first `Waiting` check until the process was reaped, so no request begins
-/// on it meanwhile.
+/// A process's restart for a reload that changed its definition. Its slot at the gate
+/// (`ProcGate`) is closed from the first settled `Waiting` check until the process was
+/// reaped, so no request begins on it meanwhile; each state keeps the slot it closed (None:
+/// none closed), so the slot opened is the one closed even if a later reload renumbered them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Restart {
     /// No restart under way.
     None,
-    /// Closed to new requests; stopped once none is in flight on it, at the latest at this
-    /// deadline (the backend's `read_timeout`: a request still running then has failed anyway).
-    Waiting(Instant),
+    /// To be stopped once no request is in flight on it, at the latest at `deadline` (the
+    /// backend's `read_timeout` from the reload).
+    Waiting {
+        deadline: Instant,
+        closed: Option<usize>,
+    },
     /// SIGTERM sent; the exit is ours, respawned at once with the new definition. SIGKILL
-    /// follows at this deadline.
-    Stopping(Instant),
+    /// follows at `kill_at`.
+    Stopping {
+        kill_at: Instant,
+        closed: Option<usize>,
+    },
     /// Reaped: the gate opens at the next `restart_idle` (new connections wait in the listen
     /// queue the watcher keeps for the successor).
-    Exited,
+    Exited { closed: Option<usize> },
 }
 
-/// The watcher's handle on the scoreboard's restart gate (src/admin/scoreboard/proc_gate.rs),
-/// by backend name and process index.
+/// The watcher's handle on the scoreboard's restart gate (src/admin/scoreboard/proc_gate.rs).
 pub trait ProcGate {
-    /// Closes process `i` of backend `name` to new requests; whether none is in flight on it.
-    fn close(&self, name: &str, i: usize) -> bool;
-    /// Opens process `i` of backend `name` again.
-    fn open(&self, name: &str, i: usize);
+    /// Whether every live worker numbers the proc slots as the current config does (no reload
+    /// under way, no older generation left): only then is a process closed and stopped.
+    fn settled(&self) -> bool;
+    /// The gate slot of process `i` of backend `name` (None: it has none, so no gate).
+    fn slot(&self, name: &str, i: usize) -> Option<usize>;
+    /// Closes `slot` to new requests; whether no worker holds it.
+    fn close(&self, slot: usize) -> bool;
+    /// Opens `slot` again.
+    fn open(&self, slot: usize);
 }
 
 #[derive(Debug)]
@@ -280,8 +291,17 @@ impl Backends {
                 let deadline = Instant::now() + def.read_timeout;
                 b.def = def;
                 for p in &mut b.procs {
-                    if p.pid.is_some() && matches!(p.restart, Restart::None | Restart::Waiting(_)) {
-                        p.restart = Restart::Waiting(deadline);
+                    match p.restart {
+                        Restart::None if p.pid.is_some() => {
+                            p.restart = Restart::Waiting {
+                                deadline,
+                                closed: None,
+                            };
+                        }
+                        Restart::Waiting { closed, .. } => {
+                            p.restart = Restart::Waiting { deadline, closed };
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -332,10 +352,13 @@ impl Backends {
                 continue;
             };
             p.pid = None;
-            let intended = matches!(p.restart, Restart::Stopping(_));
-            if intended {
-                p.restart = Restart::Exited;
-            }
+            let intended = match p.restart {
+                Restart::Stopping { closed, .. } => {
+                    p.restart = Restart::Exited { closed };
+                    true
+                }
+                _ => false,
+            };
             if phase == Supervision::Stopped || b.retired {
                 // Expected: the server stops the processes, or a reload dropped this backend.
                 let why = if phase == Supervision::Stopped {
@@ -361,8 +384,8 @@ impl Backends {
             p.crashes = crashes;
             p.respawn_at = Some(now + delay);
             if phase == Supervision::Draining {
-                // A terminal's Ctrl-C reaches php-cgi too while the workers drain: expected,
-                // but requests already accepted still need a process.
+                // php-cgi at PHP_FCGI_MAX_REQUESTS, or killed by someone, while the workers
+                // drain: requests already accepted still need a process.
                 tracing::info!(
                     "fastcgi '{}' proc {i} (pid {pid}) {} during the stop; respawned for the drain",
                     b.def.name,
@@ -398,15 +421,30 @@ impl Backends {
         self.procs().any(|p| p.restart != Restart::None)
     }
 
-    /// Moves each restart on: a waiting process is closed at the `gate` and stopped once the
-    /// gate says no request is in flight on it, or at its deadline; a reaped one is opened
-    /// again.
+    /// Moves each restart on: once the gate is settled, a waiting process is closed there and
+    /// stopped once no worker holds it, or at its deadline; a reaped one is opened again.
+    /// While a reload is under way a waiting process is opened and left alone: the workers of
+    /// two configs may number the slots differently.
     pub fn restart_idle(&mut self, now: Instant, gate: &impl ProcGate) {
+        let settled = gate.settled();
+        let open = |closed: Option<usize>| {
+            if let Some(slot) = closed {
+                gate.open(slot);
+            }
+        };
         for b in &mut self.backends {
             for (i, p) in b.procs.iter_mut().enumerate() {
                 match (p.restart, p.pid) {
-                    (Restart::None, _) | (Restart::Stopping(_), None) => {}
-                    (Restart::Stopping(kill_at), Some(pid)) => {
+                    (Restart::None, _) => {}
+                    (Restart::Exited { closed }, _)
+                    | (Restart::Stopping { closed, .. }, None)
+                    | (Restart::Waiting { closed, .. }, None) => {
+                        // Gone (by our signal, or meanwhile): its respawn uses the new
+                        // definition.
+                        open(closed);
+                        p.restart = Restart::None;
+                    }
+                    (Restart::Stopping { kill_at, closed }, Some(pid)) => {
                         if now >= kill_at {
                             tracing::warn!(
                                 "fastcgi '{}' proc {i} (pid {pid}) ignored SIGTERM for {:?}; \
@@ -415,17 +453,29 @@ impl Backends {
                                 STOP_GRACE
                             );
                             let _ = kill(pid, Signal::SIGKILL);
-                            p.restart = Restart::Stopping(now + STOP_GRACE);
+                            p.restart = Restart::Stopping {
+                                kill_at: now + STOP_GRACE,
+                                closed,
+                            };
                         }
                     }
-                    (Restart::Waiting(_), None) | (Restart::Exited, _) => {
-                        // Gone (meanwhile, or by our signal): its respawn uses the new
-                        // definition.
-                        gate.open(&b.def.name, i);
-                        p.restart = Restart::None;
+                    (Restart::Waiting { deadline, closed }, Some(_)) if !settled => {
+                        open(closed);
+                        p.restart = Restart::Waiting {
+                            deadline,
+                            closed: None,
+                        };
                     }
-                    (Restart::Waiting(deadline), Some(pid)) => {
-                        let quiet = gate.close(&b.def.name, i);
+                    (Restart::Waiting { deadline, closed }, Some(pid)) => {
+                        let slot = gate.slot(&b.def.name, i);
+                        if closed != slot {
+                            open(closed);
+                        }
+                        let quiet = slot.is_none_or(|s| gate.close(s));
+                        p.restart = Restart::Waiting {
+                            deadline,
+                            closed: slot,
+                        };
                         if !quiet && now < deadline {
                             continue;
                         }
@@ -437,7 +487,10 @@ impl Backends {
                                 b.def.read_timeout
                             );
                         }
-                        p.restart = Restart::Stopping(now + STOP_GRACE);
+                        p.restart = Restart::Stopping {
+                            kill_at: now + STOP_GRACE,
+                            closed: slot,
+                        };
                         let _ = kill(pid, Signal::SIGTERM);
                     }
                 }
@@ -777,110 +830,178 @@ mod tests {
         assert_eq!(b.next_respawn(), None);
     }
 
-    /// A gate whose processes are busy or idle as the test says, recording what was asked.
-    #[derive(Default)]
+    /// A gate whose processes are busy or idle, settled or not, and numbered from `base`, as
+    /// the test says; it records what was asked.
     struct FakeGate {
         busy: std::cell::Cell<bool>,
+        settled: std::cell::Cell<bool>,
+        base: std::cell::Cell<usize>,
         log: std::cell::RefCell<Vec<String>>,
     }
 
+    impl FakeGate {
+        fn new() -> FakeGate {
+            FakeGate {
+                busy: false.into(),
+                settled: true.into(),
+                base: 0.into(),
+                log: Default::default(),
+            }
+        }
+
+        fn take_log(&self) -> Vec<String> {
+            std::mem::take(&mut *self.log.borrow_mut())
+        }
+    }
+
     impl ProcGate for FakeGate {
-        fn close(&self, name: &str, i: usize) -> bool {
-            self.log.borrow_mut().push(format!("close {name} {i}"));
+        fn settled(&self) -> bool {
+            self.settled.get()
+        }
+        fn slot(&self, name: &str, i: usize) -> Option<usize> {
+            (name == "php").then(|| self.base.get() + i)
+        }
+        fn close(&self, slot: usize) -> bool {
+            self.log.borrow_mut().push(format!("close {slot}"));
             !self.busy.get()
         }
-        fn open(&self, name: &str, i: usize) {
-            self.log.borrow_mut().push(format!("open {name} {i}"));
+        fn open(&self, slot: usize) {
+            self.log.borrow_mut().push(format!("open {slot}"));
         }
+    }
+
+    /// `fake` after a reload that changed "php" and was confirmed, its old workers drained.
+    fn changed(t0: Instant) -> Backends {
+        let mut b = fake(t0);
+        let mut php = def("php");
+        php.env.insert("NEW".into(), "1".into());
+        let remote = b.backends[1].def.clone();
+        b.prepare_reload(&[php, remote]).unwrap();
+        b.finish_reload();
+        b
+    }
+
+    fn state(b: &Backends, i: usize) -> Restart {
+        b.backends[0].procs[i].restart
     }
 
     #[test]
     fn a_restart_closes_the_gate_until_the_process_was_reaped() {
         let t0 = Instant::now();
-        let mut b = fake(t0);
-        let mut changed = def("php");
-        changed.env.insert("NEW".into(), "1".into());
-        b.prepare_reload(&[changed, b.backends[1].def.clone()])
-            .unwrap();
-        b.finish_reload();
+        let mut b = changed(t0);
         assert!(b.restarts_pending());
-        let gate = FakeGate::default();
+        let gate = FakeGate::new();
         gate.busy.set(true);
         b.restart_idle(t0, &gate);
         // Busy: closed, not stopped.
-        assert_eq!(*gate.log.borrow(), ["close php 0", "close php 1"]);
+        assert_eq!(gate.take_log(), ["close 0", "close 1"]);
         assert!(matches!(
-            b.backends[0].procs[0].restart,
-            Restart::Waiting(_)
+            state(&b, 0),
+            Restart::Waiting {
+                closed: Some(0),
+                ..
+            }
         ));
         gate.busy.set(false);
-        gate.log.borrow_mut().clear();
         b.restart_idle(t0, &gate);
-        assert_eq!(*gate.log.borrow(), ["close php 0", "close php 1"]);
+        assert_eq!(gate.take_log(), ["close 0", "close 1"]);
         assert!(matches!(
-            b.backends[0].procs[0].restart,
-            Restart::Stopping(_)
+            state(&b, 0),
+            Restart::Stopping {
+                closed: Some(0),
+                ..
+            }
         ));
         // Still running: the gate stays shut, nothing more is asked.
-        gate.log.borrow_mut().clear();
         b.restart_idle(t0, &gate);
-        assert!(gate.log.borrow().is_empty());
+        assert!(gate.take_log().is_empty());
         let p0 = Pid::from_raw(2_000_000_000);
         assert!(b.on_exit(p0, &WaitStatus::Signaled(p0, Signal::SIGTERM, false), t0));
         // Our own stop: respawned at once, not counted as a crash.
         assert_eq!(b.backends[0].procs[0].respawn_at, Some(t0));
         assert_eq!(b.backends[0].procs[0].crashes, 0);
         b.restart_idle(t0, &gate);
-        assert_eq!(*gate.log.borrow(), ["open php 0"]);
-        assert_eq!(b.backends[0].procs[0].restart, Restart::None);
+        assert_eq!(gate.take_log(), ["open 0"]);
+        assert_eq!(state(&b, 0), Restart::None);
         assert!(b.restarts_pending(), "proc 1 has not exited yet");
         // Proc 1 ignores SIGTERM: SIGKILL after the grace, and the gate stays shut.
         b.restart_idle(t0 + STOP_GRACE, &gate);
         assert!(matches!(
-            b.backends[0].procs[1].restart,
-            Restart::Stopping(_)
+            state(&b, 1),
+            Restart::Stopping {
+                closed: Some(1),
+                ..
+            }
         ));
+        assert!(gate.take_log().is_empty());
         let p1 = Pid::from_raw(2_000_000_001);
         assert!(b.on_exit(p1, &WaitStatus::Signaled(p1, Signal::SIGKILL, false), t0));
-        gate.log.borrow_mut().clear();
         b.restart_idle(t0 + STOP_GRACE, &gate);
-        assert_eq!(*gate.log.borrow(), ["open php 1"]);
+        assert_eq!(gate.take_log(), ["open 1"]);
         assert!(!b.restarts_pending());
     }
 
     #[test]
-    fn a_busy_process_is_restarted_at_its_deadline() {
+    fn a_busy_process_is_restarted_at_its_deadline_and_a_dead_one_opens() {
         let t0 = Instant::now();
-        let mut b = fake(t0);
-        let mut changed = def("php");
-        changed.env.insert("NEW".into(), "1".into());
-        b.prepare_reload(&[changed]).unwrap();
-        b.finish_reload();
-        let gate = FakeGate::default();
+        let mut b = changed(t0);
+        let gate = FakeGate::new();
         gate.busy.set(true);
         b.restart_idle(t0, &gate);
-        assert!(matches!(
-            b.backends[0].procs[0].restart,
-            Restart::Waiting(_)
-        ));
+        assert!(matches!(state(&b, 0), Restart::Waiting { .. }));
         // `def`'s read_timeout is 1 s.
         b.restart_idle(Instant::now() + Duration::from_secs(2), &gate);
-        assert!(matches!(
-            b.backends[0].procs[0].restart,
-            Restart::Stopping(_)
-        ));
-        // A process that died by itself while waiting: the gate opens, its respawn is normal.
-        let mut b = fake(t0);
-        let mut changed = def("php");
-        changed.env.insert("NEW".into(), "2".into());
-        b.prepare_reload(&[changed]).unwrap();
-        b.finish_reload();
+        assert!(matches!(state(&b, 0), Restart::Stopping { .. }));
+        // A process that died by itself while waiting: its slot opens, its respawn is normal.
+        let mut b = changed(t0);
         b.restart_idle(t0, &gate);
+        gate.take_log();
         let p0 = Pid::from_raw(2_000_000_000);
         assert!(b.on_exit(p0, &WaitStatus::Exited(p0, 0), t0));
-        gate.log.borrow_mut().clear();
         b.restart_idle(t0, &gate);
-        assert_eq!(*gate.log.borrow(), ["open php 0", "close php 1"]);
+        assert_eq!(gate.take_log(), ["open 0", "close 1"]);
+        assert_eq!(state(&b, 0), Restart::None);
+    }
+
+    #[test]
+    fn a_reload_under_way_opens_the_gate_and_the_slot_closed_is_the_slot_opened() {
+        let t0 = Instant::now();
+        let mut b = changed(t0);
+        let gate = FakeGate::new();
+        gate.busy.set(true);
+        b.restart_idle(t0, &gate);
+        assert_eq!(gate.take_log(), ["close 0", "close 1"]);
+        // Another reload starts: workers of two layouts may run, so nothing stays closed and
+        // nothing is stopped, however idle.
+        gate.settled.set(false);
+        gate.busy.set(false);
+        b.restart_idle(t0, &gate);
+        assert_eq!(gate.take_log(), ["open 0", "open 1"]);
+        assert!(matches!(
+            state(&b, 0),
+            Restart::Waiting { closed: None, .. }
+        ));
+        b.restart_idle(t0, &gate);
+        assert!(gate.take_log().is_empty());
+        // It renumbered the slots (a backend added before "php"): closed at the new ones.
+        gate.settled.set(true);
+        gate.base.set(5);
+        gate.busy.set(true);
+        b.restart_idle(t0, &gate);
+        assert_eq!(gate.take_log(), ["close 5", "close 6"]);
+        // Renumbered again while closed: the old slot opens, the new one closes.
+        gate.base.set(7);
+        b.restart_idle(t0, &gate);
+        assert_eq!(gate.take_log(), ["open 5", "close 7", "open 6", "close 8"]);
+        gate.busy.set(false);
+        b.restart_idle(t0, &gate);
+        assert_eq!(gate.take_log(), ["close 7", "close 8"]);
+        // Stopped at slot 7; reaped after yet another renumbering: slot 7 is the one opened.
+        gate.base.set(0);
+        let p0 = Pid::from_raw(2_000_000_000);
+        assert!(b.on_exit(p0, &WaitStatus::Signaled(p0, Signal::SIGTERM, false), t0));
+        b.restart_idle(t0, &gate);
+        assert_eq!(gate.take_log(), ["open 7"]);
     }
 
     #[test]

@@ -382,6 +382,7 @@ impl Watcher {
             config: &self.loaded.config,
             index: crate::fastcgi::pool::proc_index(&self.loaded.config),
             board: &self.board,
+            settled: self.pending_reload.is_none() && self.old.is_empty(),
         };
         self.backends.restart_idle(now, &gate);
     }
@@ -396,29 +397,31 @@ impl Watcher {
 }
 
 /// The restart gate as `Backends` sees it: a process by backend name and index, at its proc
-/// slot in the current config's layout (the old workers have drained when restarts begin).
+/// slot in the current config's layout, which every live worker uses once no reload is under
+/// way and the older generations are gone (`settled`).
 struct BoardGate<'a> {
     config: &'a crate::config::Config,
     index: crate::admin::scoreboard::ProcIndex,
     board: &'a crate::admin::scoreboard::Scoreboard,
+    settled: bool,
 }
 
-impl BoardGate<'_> {
+impl crate::fastcgi::spawn_backends::ProcGate for BoardGate<'_> {
+    fn settled(&self) -> bool {
+        self.settled
+    }
+
     fn slot(&self, name: &str, i: usize) -> Option<usize> {
         let b = self.config.fastcgi.iter().position(|d| d.name == name)?;
         self.index.index(b, i)
     }
-}
 
-impl crate::fastcgi::spawn_backends::ProcGate for BoardGate<'_> {
-    fn close(&self, name: &str, i: usize) -> bool {
-        self.slot(name, i).is_none_or(|p| self.board.close_proc(p))
+    fn close(&self, slot: usize) -> bool {
+        self.board.close_proc(slot)
     }
 
-    fn open(&self, name: &str, i: usize) {
-        if let Some(p) = self.slot(name, i) {
-            self.board.open_proc(p);
-        }
+    fn open(&self, slot: usize) {
+        self.board.open_proc(slot);
     }
 }
 
