@@ -653,6 +653,45 @@ fn graceful_stop_finishes_the_request_and_stops_the_backends() {
 }
 
 #[test]
+fn a_terminal_s_ctrl_c_stops_gracefully_without_killing_the_backend_s_request() {
+    // Ctrl-C in a terminal sends SIGINT to the foreground process group: the watcher and its
+    // workers drain. A spawned backend dies on SIGINT (php-cgi, and the test backend), so it
+    // runs in its own group and the request it serves finishes.
+    let dir = site_dir();
+    let config = config_text(dir.path(), &Opts::default());
+    let backend_log = dir.path().join("backend.log");
+    let mut server = common::Server::start_with(dir, &config, |cmd| {
+        use std::os::unix::process::CommandExt;
+        // The server's own group, standing for the terminal's foreground group.
+        cmd.process_group(0);
+    });
+    let group = server.child.id() as i32;
+    let mut c = Conn::connect(&server.addr);
+    c.send(b"GET /t.php?mode=slowhead&ms=600 HTTP/1.1\r\nHost: test\r\n\r\n");
+    wait_for(
+        "the backend to get the request",
+        Duration::from_secs(3),
+        || !fcgi_common::backend_requests(&backend_log).is_empty(),
+    );
+    // SAFETY: kill(2) with a negative pid signals the group the server leads (its own, made
+    // by `process_group(0)`), never this test's.
+    assert_eq!(unsafe { libc::kill(-group, libc::SIGINT) }, 0);
+    let r = c.response(false);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "slow\n"),
+        "log:\n{}",
+        server.log_text()
+    );
+    let st = server
+        .wait_exit(Duration::from_secs(8))
+        .expect("the watcher exits");
+    let log = server.log_text();
+    assert_eq!(st.code(), Some(0), "log:\n{log}");
+    assert!(!log.contains("during the stop; respawned"), "{log}");
+}
+
+#[test]
 fn a_backend_exit_during_the_drain_is_respawned_for_requests_already_accepted() {
     // One process that exits after each request (as php-cgi at PHP_FCGI_MAX_REQUESTS, or one
     // that got the terminal's Ctrl-C); three slow requests accepted before the stop. The

@@ -33,10 +33,32 @@ fn killed_worker_is_respawned_and_requests_keep_succeeding() {
 
 #[test]
 fn sigint_lets_a_slow_download_finish_byte_exact_then_exits() {
+    slow_download_through_a_stop(false);
+}
+
+#[test]
+fn ctrl_c_in_a_terminal_lets_a_slow_download_finish_too() {
+    // The terminal sends SIGINT to its foreground process group: the watcher and the workers
+    // at once. The worker also gets the watcher's SIGQUIT; taking the two for a second
+    // Ctrl-C cut the download.
+    slow_download_through_a_stop(true);
+}
+
+/// A 20 MiB download read slowly while the server stops on SIGINT: to the watcher alone, or
+/// (`group`) to the process group the server leads, as a terminal's Ctrl-C.
+fn slow_download_through_a_stop(group: bool) {
     let data: Vec<u8> = (0..20 * 1024 * 1024u32)
         .map(|i| (i * 7 % 251) as u8)
         .collect();
-    let mut s = Server::start("workers = 1", &[("big.bin", &data)]);
+    let dir = common::TempDir::new("srv");
+    dir.write("www/big.bin", &data);
+    let config = format!("server {{ {}, workers = 1 }}\n", common::BASE);
+    let mut s = Server::start_with(dir, &config, |cmd| {
+        use std::os::unix::process::CommandExt;
+        if group {
+            cmd.process_group(0);
+        }
+    });
     let mut c = s.connect();
     c.send(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
     // Read the head and a little of the body, then stop the server mid-download.
@@ -47,7 +69,16 @@ fn sigint_lets_a_slow_download_finish_byte_exact_then_exits() {
         assert!(n > 0);
         got.extend_from_slice(&buf[..n]);
     }
-    s.signal(2);
+    if group {
+        // SAFETY: kill(2) with a negative pid signals the group the server leads (its own,
+        // made by `process_group(0)`), never this test's.
+        assert_eq!(
+            unsafe { libc::kill(-(s.child.id() as i32), libc::SIGINT) },
+            0
+        );
+    } else {
+        s.signal(2);
+    }
     // A new connection is refused or closed once the listeners are gone.
     std::thread::sleep(Duration::from_millis(200));
     // Keep reading slowly until the server closes.

@@ -414,7 +414,7 @@ fn child_exec(plan: &ChildPlan) -> ! {
     // SAFETY (whole block): every call is a system call, raw through syscall(2)
     // (rt_sigaction, rt_sigprocmask, close_range, setgroups, setres[ug]id, getres[ug]id;
     // the group list is the parent's prepared Vec) or through a wrapper POSIX lists as
-    // async-signal-safe (prctl, getppid, dup2, close, execve, write, _exit); nothing allocates
+    // async-signal-safe (prctl, getppid, setpgid, dup2, close, execve, write, _exit); nothing allocates
     // or locks. The pointers passed point at this frame's locals, sized for what the kernel
     // reads, or at the NULL-terminated arrays of the ExecImage, which the parent built before
     // fork and which stay valid in the child's copy of the address space.
@@ -477,14 +477,19 @@ fn child_exec(plan: &ChildPlan) -> ! {
                 fail(Stage::Verify);
             }
         }
-        // Die with the parent (no setsid: the backend belongs to this server). If the parent
-        // is already gone, the signal was missed: stop here.
+        // Die with the parent (no setsid: the backend stays in this server's session). If
+        // the parent is already gone, the signal was missed: stop here.
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
             fail(Stage::DeathSignal);
         }
         if libc::getppid() != plan.parent {
             libc::_exit(0);
         }
+        // Its own process group: a terminal's Ctrl-C goes to the foreground group, and
+        // php-cgi dies on SIGINT with the request it runs, while the workers' graceful stop
+        // waits for it. The watcher stops its backends itself once the workers drained. A
+        // failure (none is expected for our own child) only leaves it in the server's group.
+        libc::setpgid(0, 0);
         // FCGI_LISTENSOCK_FILENO. dup2 onto another number clears close-on-exec on fd 0.
         if libc::dup2(plan.listen_fd, 0) < 0 {
             fail(Stage::ListenFd);

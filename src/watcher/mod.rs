@@ -642,8 +642,9 @@ impl Watcher {
             grace
         );
         self.phase = Phase::Draining(Instant::now() + grace);
-        // The backends keep serving the drain; one that exits now (Ctrl-C in a terminal
-        // reaches php-cgi as well) is respawned, as requests already accepted need it.
+        // The backends keep serving the drain (each is in its own process group, so a
+        // terminal's Ctrl-C does not reach it); one that exits now (PHP_FCGI_MAX_REQUESTS)
+        // is respawned, as requests already accepted need it.
         self.backends.draining();
         // Close our copies of the listeners: once the workers close theirs, new connections
         // are refused instead of waiting in a queue nobody will serve.

@@ -573,10 +573,11 @@ impl<'a> Worker<'a> {
         loop {
             match self.signals.read_signal() {
                 Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    // A terminal's Ctrl-C reaches the worker as SIGINT together with the
+                    // watcher's SIGQUIT: the same stop, not a second one. A second Ctrl-C
+                    // makes the watcher send SIGTERM.
                     Ok(Signal::SIGINT) | Ok(Signal::SIGQUIT) if !self.draining => self.drain(),
-                    Ok(Signal::SIGINT) | Ok(Signal::SIGQUIT) | Ok(Signal::SIGTERM) => {
-                        return Some(self.exit(0))
-                    }
+                    Ok(Signal::SIGTERM) => return Some(self.exit(0)),
                     Ok(Signal::SIGHUP) => self.reopen_logs(),
                     Ok(Signal::SIGCHLD) => {
                         // A CGI process ended: its run learns the exit status.
