@@ -317,7 +317,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # start_bg LOGFILE CMD...: run CMD in its own session (so the whole process
-# tree can be killed by group id), output to LOGFILE; sets LAST_PID.
+# tree can be killed by group id; luahttpd's spawned FastCGI processes have
+# their own groups and die with their watcher), output to LOGFILE; sets LAST_PID.
 start_bg() {
   local logfile=$1; shift
   if [[ $PIN == 1 ]]; then

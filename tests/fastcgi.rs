@@ -673,6 +673,22 @@ fn a_terminal_s_ctrl_c_stops_gracefully_without_killing_the_backend_s_request() 
         Duration::from_secs(3),
         || !fcgi_common::backend_requests(&backend_log).is_empty(),
     );
+    // The backend leads its own group, and ignores SIGTTOU (a background job of the terminal
+    // writing to it under `stty tostop` would be stopped).
+    let pid = fcgi_common::backend_requests(&backend_log)[0].1;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .expect("SigIgn");
+    assert_ne!(ignored & (1 << (libc::SIGTTOU - 1)), 0, "{status}");
+    // SAFETY: getpgid only reads the process's group id.
+    assert_eq!(
+        unsafe { libc::getpgid(pid) },
+        pid,
+        "the backend's own group"
+    );
     // SAFETY: kill(2) with a negative pid signals the group the server leads (its own, made
     // by `process_group(0)`), never this test's.
     assert_eq!(unsafe { libc::kill(-group, libc::SIGINT) }, 0);

@@ -168,8 +168,8 @@ fn post_once(addr: &str, body: &[u8]) -> Result<u16, String> {
 
 /// Four clients POST back to back while six reloads change backend "t" (`procs` processes,
 /// `workers` workers); every second reload also adds or drops a backend defined before it,
-/// which renumbers t's scoreboard slots, and every third is followed at once by another, so
-/// the restarts of one are still pending when the next begins. Every POST must succeed, none
+/// which renumbers t's scoreboard slots, and every third is followed at once by another
+/// (whose start may find the first's restarts pending, as timing has it). Every POST must succeed, none
 /// may wait long, and t's processes must each be restarted.
 fn posts_through_changed_reloads(tag: &str, workers: u32, procs: usize) {
     let dir = site(tag, &[("t.php", b""), ("a.a", b"")]);

@@ -414,7 +414,7 @@ fn child_exec(plan: &ChildPlan) -> ! {
     // SAFETY (whole block): every call is a system call, raw through syscall(2)
     // (rt_sigaction, rt_sigprocmask, close_range, setgroups, setres[ug]id, getres[ug]id;
     // the group list is the parent's prepared Vec) or through a wrapper POSIX lists as
-    // async-signal-safe (prctl, getppid, setpgid, dup2, close, execve, write, _exit); nothing allocates
+    // async-signal-safe (prctl, getppid, setpgid, sigaction, dup2, close, execve, write, _exit); nothing allocates
     // or locks. The pointers passed point at this frame's locals, sized for what the kernel
     // reads, or at the NULL-terminated arrays of the ExecImage, which the parent built before
     // fork and which stay valid in the child's copy of the address space.
@@ -489,7 +489,13 @@ fn child_exec(plan: &ChildPlan) -> ! {
         // php-cgi dies on SIGINT with the request it runs, while the workers' graceful stop
         // waits for it. The watcher stops its backends itself once the workers drained. A
         // failure (none is expected for our own child) only leaves it in the server's group.
-        libc::setpgid(0, 0);
+        // Now a background job of the terminal, it would be stopped by SIGTTOU at its first
+        // write to a terminal stderr under `stty tostop`: that one signal stays ignored.
+        if libc::setpgid(0, 0) == 0 {
+            let mut ign: libc::sigaction = std::mem::zeroed();
+            ign.sa_sigaction = libc::SIG_IGN;
+            libc::sigaction(libc::SIGTTOU, &ign, std::ptr::null_mut());
+        }
         // FCGI_LISTENSOCK_FILENO. dup2 onto another number clears close-on-exec on fd 0.
         if libc::dup2(plan.listen_fd, 0) < 0 {
             fail(Stage::ListenFd);

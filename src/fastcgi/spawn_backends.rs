@@ -81,12 +81,10 @@ struct Proc {
 enum Restart {
     /// No restart under way.
     None,
-    /// To be stopped once no request is in flight on it, at the latest at `deadline` (the
-    /// backend's `read_timeout` from the reload).
-    Waiting {
-        deadline: Instant,
-        closed: Option<usize>,
-    },
+    /// To be stopped once no request is in flight on it; `closed`: the slot closed and the
+    /// deadline after which it is stopped anyway, the backend's `read_timeout` from the
+    /// closing (what was in flight then has had its time).
+    Waiting { closed: Option<(usize, Instant)> },
     /// SIGTERM sent; the exit is ours, respawned at once with the new definition. SIGKILL
     /// follows at `kill_at`.
     Stopping {
@@ -286,22 +284,12 @@ impl Backends {
                 );
                 // php-cgi (PHP_FCGI_CHILDREN=0) dies at once on SIGTERM, with the request it
                 // runs: each process is closed to new requests and restarted only once the
-                // workers have none in flight on it (`restart_idle`), so a POST is never cut
-                // by a reload. One already stopping keeps going: its respawn takes `b.def`.
-                let deadline = Instant::now() + def.read_timeout;
+                // workers have none in flight on it (`restart_idle`), so a POST is not cut by
+                // a reload. One already waiting or stopping goes on: its respawn takes `b.def`.
                 b.def = def;
                 for p in &mut b.procs {
-                    match p.restart {
-                        Restart::None if p.pid.is_some() => {
-                            p.restart = Restart::Waiting {
-                                deadline,
-                                closed: None,
-                            };
-                        }
-                        Restart::Waiting { closed, .. } => {
-                            p.restart = Restart::Waiting { deadline, closed };
-                        }
-                        _ => {}
+                    if p.restart == Restart::None && p.pid.is_some() {
+                        p.restart = Restart::Waiting { closed: None };
                     }
                 }
             }
@@ -436,12 +424,14 @@ impl Backends {
             for (i, p) in b.procs.iter_mut().enumerate() {
                 match (p.restart, p.pid) {
                     (Restart::None, _) => {}
-                    (Restart::Exited { closed }, _)
-                    | (Restart::Stopping { closed, .. }, None)
-                    | (Restart::Waiting { closed, .. }, None) => {
-                        // Gone (by our signal, or meanwhile): its respawn uses the new
-                        // definition.
+                    (Restart::Exited { closed }, _) | (Restart::Stopping { closed, .. }, None) => {
+                        // Gone by our signal: its respawn uses the new definition.
                         open(closed);
+                        p.restart = Restart::None;
+                    }
+                    (Restart::Waiting { closed }, None) => {
+                        // Gone meanwhile: its respawn uses the new definition.
+                        open(closed.map(|(slot, _)| slot));
                         p.restart = Restart::None;
                     }
                     (Restart::Stopping { kill_at, closed }, Some(pid)) => {
@@ -459,37 +449,44 @@ impl Backends {
                             };
                         }
                     }
-                    (Restart::Waiting { deadline, closed }, Some(_)) if !settled => {
-                        open(closed);
-                        p.restart = Restart::Waiting {
-                            deadline,
-                            closed: None,
+                    (Restart::Waiting { closed }, Some(_)) if b.retired || !settled => {
+                        // Dropped by a reload since (stopped as such), or a reload runs.
+                        open(closed.map(|(slot, _)| slot));
+                        p.restart = if b.retired {
+                            Restart::None
+                        } else {
+                            Restart::Waiting { closed: None }
                         };
                     }
-                    (Restart::Waiting { deadline, closed }, Some(pid)) => {
+                    (Restart::Waiting { closed }, Some(pid)) => {
                         let slot = gate.slot(&b.def.name, i);
-                        if closed != slot {
-                            open(closed);
-                        }
-                        let quiet = slot.is_none_or(|s| gate.close(s));
-                        p.restart = Restart::Waiting {
-                            deadline,
-                            closed: slot,
+                        // Closed anew (first, or at a slot renumbered): the deadline starts now.
+                        let closed = match (closed, slot) {
+                            (Some((was, deadline)), Some(slot)) if was == slot => {
+                                Some((slot, deadline))
+                            }
+                            (was, slot) => {
+                                open(was.map(|(slot, _)| slot));
+                                slot.map(|slot| (slot, now + b.def.read_timeout))
+                            }
                         };
-                        if !quiet && now < deadline {
+                        let quiet = closed.is_none_or(|(slot, _)| gate.close(slot));
+                        p.restart = Restart::Waiting { closed };
+                        let due = closed.is_some_and(|(_, deadline)| now >= deadline);
+                        if !quiet && !due {
                             continue;
                         }
                         if !quiet {
                             tracing::warn!(
-                                "fastcgi '{}' proc {i}: requests still in flight after {:?}; \
-                                 restarting it anyway",
+                                "fastcgi '{}' proc {i}: requests still in flight {:?} after it \
+                                 was closed for its restart; restarting it anyway",
                                 b.def.name,
                                 b.def.read_timeout
                             );
                         }
                         p.restart = Restart::Stopping {
                             kill_at: now + STOP_GRACE,
-                            closed: slot,
+                            closed: closed.map(|(slot, _)| slot),
                         };
                         let _ = kill(pid, Signal::SIGTERM);
                     }
@@ -898,8 +895,7 @@ mod tests {
         assert!(matches!(
             state(&b, 0),
             Restart::Waiting {
-                closed: Some(0),
-                ..
+                closed: Some((0, _))
             }
         ));
         gate.busy.set(false);
@@ -949,9 +945,25 @@ mod tests {
         gate.busy.set(true);
         b.restart_idle(t0, &gate);
         assert!(matches!(state(&b, 0), Restart::Waiting { .. }));
-        // `def`'s read_timeout is 1 s.
-        b.restart_idle(Instant::now() + Duration::from_secs(2), &gate);
-        assert!(matches!(state(&b, 0), Restart::Stopping { .. }));
+        // `def`'s read_timeout is 1 s, counted from the closing, not from the reload.
+        let t1 = t0 + Duration::from_secs(5);
+        let mut late = changed(t0);
+        late.restart_idle(t1, &gate);
+        late.restart_idle(t1 + Duration::from_millis(900), &gate);
+        assert!(matches!(state(&late, 0), Restart::Waiting { .. }));
+        late.restart_idle(t1 + Duration::from_millis(1000), &gate);
+        assert!(matches!(state(&late, 0), Restart::Stopping { .. }));
+        // Opened while a reload ran: closed again later, with a new deadline.
+        let mut reopened = changed(t0);
+        reopened.restart_idle(t0, &gate);
+        gate.settled.set(false);
+        reopened.restart_idle(t0, &gate);
+        gate.settled.set(true);
+        reopened.restart_idle(t1, &gate);
+        reopened.restart_idle(t1 + Duration::from_millis(900), &gate);
+        assert!(matches!(state(&reopened, 0), Restart::Waiting { .. }));
+        reopened.restart_idle(t1 + Duration::from_secs(1), &gate);
+        assert!(matches!(state(&reopened, 0), Restart::Stopping { .. }));
         // A process that died by itself while waiting: its slot opens, its respawn is normal.
         let mut b = changed(t0);
         b.restart_idle(t0, &gate);
@@ -977,10 +989,7 @@ mod tests {
         gate.busy.set(false);
         b.restart_idle(t0, &gate);
         assert_eq!(gate.take_log(), ["open 0", "open 1"]);
-        assert!(matches!(
-            state(&b, 0),
-            Restart::Waiting { closed: None, .. }
-        ));
+        assert!(matches!(state(&b, 0), Restart::Waiting { closed: None }));
         b.restart_idle(t0, &gate);
         assert!(gate.take_log().is_empty());
         // It renumbered the slots (a backend added before "php"): closed at the new ones.
@@ -1002,6 +1011,24 @@ mod tests {
         assert!(b.on_exit(p0, &WaitStatus::Signaled(p0, Signal::SIGTERM, false), t0));
         b.restart_idle(t0, &gate);
         assert_eq!(gate.take_log(), ["open 7"]);
+    }
+
+    #[test]
+    fn a_backend_dropped_while_its_restart_waits_opens_its_slot() {
+        let t0 = Instant::now();
+        let mut b = changed(t0);
+        let gate = FakeGate::new();
+        gate.busy.set(true);
+        b.restart_idle(t0, &gate);
+        assert_eq!(gate.take_log(), ["close 0", "close 1"]);
+        let remote = b.backends[1].def.clone();
+        b.prepare_reload(&[remote]).unwrap();
+        b.finish_reload();
+        // Its processes are stopped as a dropped backend's (SIGTERM, never respawned); its
+        // slots, which a backend of that name configured again would use, open.
+        b.restart_idle(t0, &gate);
+        assert_eq!(gate.take_log(), ["open 0", "open 1"]);
+        assert!(!b.restarts_pending());
     }
 
     #[test]

@@ -208,7 +208,17 @@ fn child_gets_socket_on_fd0_clean_fds_env_and_signals() {
     );
 
     assert_eq!(status_field(pid, "SigBlk:"), "0000000000000000");
-    assert_eq!(status_field(pid, "SigIgn:"), "0000000000000000");
+    // SAFETY: getpgid only reads the process's group id.
+    assert_eq!(
+        unsafe { libc::getpgid(pid.as_raw()) },
+        pid.as_raw(),
+        "its own process group"
+    );
+    // Default dispositions but SIGTTOU's: the child is a background job of a terminal.
+    assert_eq!(
+        status_field(pid, "SigIgn:"),
+        format!("{:016x}", 1u64 << (libc::SIGTTOU - 1))
+    );
     assert_eq!(
         status_field(pid, "PPid:"),
         std::process::id().to_string(),

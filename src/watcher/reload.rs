@@ -214,7 +214,10 @@ impl Watcher {
         self.generation += 1;
         let old_board_slots = self.slots.iter().map(|s| s.board_slot).collect();
         let old_generation: Vec<WorkerSlot> = std::mem::take(&mut self.slots);
-        self.old.extend(old_generation);
+        // Only running workers drain; a slot whose worker is gone (awaiting its respawn) was
+        // retired at the reap and would otherwise wait in `old` for an exit that never comes.
+        self.old
+            .extend(old_generation.into_iter().filter(|s| s.pid.is_some()));
         let old_loaded = std::mem::replace(&mut self.loaded, loaded);
         self.upstreams_reloaded(&old_loaded.config);
         self.slots = free
@@ -330,7 +333,8 @@ impl Watcher {
                 }),
             }
         }
-        self.old.extend(failed);
+        self.old
+            .extend(failed.into_iter().filter(|s| s.pid.is_some()));
         let tried = std::mem::replace(&mut self.loaded, p.old_loaded);
         self.upstreams_reloaded(&tried.config);
         if p.backends_changed {
