@@ -276,3 +276,51 @@ fn posts_to_a_process_the_workers_share_survive_changed_reloads() {
     // One process for two workers: they take turns on it, a connection each time.
     posts_through_changed_reloads("reload-posts-shared", 2, 1);
 }
+
+#[test]
+fn a_reload_while_a_worker_awaits_its_respawn_still_restarts_changed_backends() {
+    // A worker killed soon after its start is respawned after a back-off (100 ms). A reload
+    // in that window used to move its empty slot into the draining generation, where it
+    // waited for an exit that never came: the old generation never emptied, and a changed
+    // backend was never restarted.
+    let dir = site("reload-backend-backoff", &[("t.php", b"")]);
+    let root = dir.path().to_path_buf();
+    let config = |env: &str| {
+        config_text(
+            "workers = 1",
+            &format!(
+                "fastcgi \"t\" {{ spawn = \"{}\", procs = 1, socket = \"unix:{}/t.sock\", \
+                 extensions = {{ \".php\" }}, env = {{ V = \"{env}\" }} }}\n",
+                env!("CARGO_BIN_EXE_luahttpd-fcgi-test"),
+                root.display()
+            ),
+        )
+    };
+    let s = Server::start_config(dir, &config("1"));
+    let path = sock(&s);
+    let before = backend_pids(&path);
+    let worker = s
+        .worker_pids()
+        .into_iter()
+        .find(|p| {
+            !before.contains(&i64::from(*p))
+                && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "luahttpd")
+        })
+        .expect("the worker");
+    std::fs::write(root.join("site.lua"), config("2")).unwrap();
+    // SAFETY: kill(2) on the server's own worker.
+    assert_eq!(unsafe { libc::kill(worker, libc::SIGKILL) }, 0);
+    // Reaped at once; the reload comes within its back-off.
+    std::thread::sleep(Duration::from_millis(30));
+    s.signal(libc::SIGUSR1);
+    wait_for("t restarted", Duration::from_secs(10), || {
+        let now = backend_pids(&path);
+        now.len() == 1 && now != before
+    });
+    let r = common::raw(
+        &s.addr,
+        b"GET /t.php?mode=pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+}
