@@ -6,6 +6,7 @@
 pub mod access_line;
 pub mod admin;
 pub mod auth;
+pub mod beneath;
 pub mod cgi;
 pub mod compress;
 pub mod config;

@@ -1,7 +1,8 @@
 //! A kernel that refuses openat2 (older than Linux 5.6, or a seccomp filter against it): the
-//! server says so at start, answers static files 403 as it must then, and serves the rest.
-//! The refusal is made here with a seccomp filter installed in the server's process before
-//! exec (inherited by every process it forks).
+//! server says so at start and resolves paths beneath the root itself, with the same rules:
+//! files and symlinks inside are served, symlinks leading out are refused. The refusal is made
+//! here with a seccomp filter installed in the server's process before exec (inherited by
+//! every process it forks).
 
 mod common;
 
@@ -9,11 +10,20 @@ use common::*;
 
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn a_kernel_refusing_openat2_is_named_at_start_and_the_rest_still_serves() {
+fn a_kernel_refusing_openat2_still_serves_files_beneath_the_root_and_nothing_else() {
+    use std::os::unix::fs::symlink;
     use std::os::unix::process::CommandExt;
 
     let dir = TempDir::new("no-openat2");
     dir.write("www/a.txt", b"static\n");
+    dir.write("www/sub/index.html", b"index\n");
+    dir.write("secret.txt", b"secret\n");
+    let www = dir.path().join("www");
+    symlink("a.txt", www.join("in.txt")).unwrap();
+    symlink("sub", www.join("linked")).unwrap();
+    symlink("../secret.txt", www.join("out.txt")).unwrap();
+    symlink("sub/../../secret.txt", www.join("out2.txt")).unwrap();
+    symlink(dir.path().join("secret.txt"), www.join("abs.txt")).unwrap();
     let config = format!(
         "server {{ {BASE} }}\n\
          route(function(req) if req.path == \"/lua\" then return respond(200, \"lua ok\") end end)\n"
@@ -27,10 +37,30 @@ fn a_kernel_refusing_openat2_is_named_at_start_and_the_rest_still_serves() {
     });
     assert!(
         s.log_text().contains("this kernel refuses openat2"),
-        "no start-up error about openat2; log:\n{}",
+        "no start-up line about openat2; log:\n{}",
         s.log_text()
     );
-    assert_eq!(s.get("/a.txt").status, 403);
+    for (path, body) in [
+        ("/a.txt", "static\n"),
+        ("/in.txt", "static\n"),
+        ("/sub/", "index\n"),
+        ("/linked/index.html", "index\n"),
+    ] {
+        let r = s.get(path);
+        assert_eq!((r.status, r.text().as_str()), (200, body), "{path}");
+    }
+    assert_eq!(
+        s.get("/linked").status,
+        301,
+        "a directory without its slash"
+    );
+    for path in ["/out.txt", "/out2.txt", "/abs.txt"] {
+        let r = s.get(path);
+        assert_eq!(r.status, 403, "{path}: {}", r.text());
+        assert!(!r.text().contains("secret"), "{path}");
+    }
+    assert_eq!(s.get("/a.txt/").status, 404);
+    assert_eq!(s.get("/missing").status, 404);
     let lua = s.get("/lua");
     assert_eq!(lua.status, 200);
     assert_eq!(lua.text(), "lua ok");

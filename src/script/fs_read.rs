@@ -3,9 +3,10 @@
 //! without the config capturing `io`. (Not `read_file`: that name is the config-time helper,
 //! which the request-time sandbox removes.)
 //!
-//! A relative path is opened beneath the config file's folder with openat2(RESOLVE_BENEATH)
-//! through a handle the worker takes before any chroot ([`remember_config_dir`]): `..` or a
-//! symlink leading out of that folder fails in the kernel. An absolute path is opened as the
+//! A relative path is opened beneath the config file's folder (`crate::beneath`: openat2's
+//! RESOLVE_BENEATH, or the same rule walked in user space) through a handle the worker takes
+//! before any chroot ([`remember_config_dir`]): `..` or a symlink leading out of that folder
+//! fails. An absolute path is opened as the
 //! worker's user sees it (inside the jail with `chroot`). Only regular files; at most
 //! `max_bytes` (default [`DEFAULT_MAX`], ceiling [`CEILING`]); nothing is ever written. The read
 //! is a plain blocking read of a small local file, which is fine between requests (a timer) or
@@ -13,7 +14,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -109,7 +110,8 @@ pub fn read(path: &str, max: u64) -> Result<Vec<u8>, String> {
 
 /// O_NONBLOCK: opening a FIFO must not block the worker (it is refused after the open).
 fn open(path: &str) -> std::io::Result<File> {
-    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsFd;
     if path.starts_with('/') {
         return std::fs::OpenOptions::new()
             .read(true)
@@ -121,12 +123,9 @@ fn open(path: &str) -> std::io::Result<File> {
             "relative paths need the config's folder, which this process did not open",
         ));
     };
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    match openat2(dir.as_raw_fd(), path, how) {
-        // SAFETY: openat2 just returned this descriptor and nothing else owns it.
-        Ok(fd) => Ok(unsafe { File::from_raw_fd(fd) }),
+    let flags = OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
+    match crate::beneath::open(dir.as_fd(), path, flags) {
+        Ok(fd) => Ok(File::from(fd)),
         Err(nix::errno::Errno::EXDEV) => Err(std::io::Error::other(
             "outside the config's folder (relative paths stay beneath it)",
         )),

@@ -1,7 +1,7 @@
 //! A per-worker cache of open files, their validators and (for small files) their bytes.
 //!
 //! Like lighttpd's stat cache, an entry is trusted for one second and then checked against the
-//! file system again (a fresh openat2 beneath the root and fstat); a file replaced or changed
+//! file system again (a fresh open beneath the root and fstat); a file replaced or changed
 //! within that second may be served in its old version until the check. A hit costs no system
 //! call, and a small file's response goes out in one write together with its head.
 

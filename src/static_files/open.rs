@@ -1,14 +1,16 @@
 //! Opening a request path beneath the document root.
 //!
-//! Every open goes through openat2 with RESOLVE_BENEATH relative to a directory handle on the
-//! root: `..`, absolute symlinks and symlinks that climb out of the root fail in the kernel, so
-//! nothing outside the root is ever opened, whatever the path or the tree holds.
+//! Every open goes through `crate::beneath::open` relative to a directory handle on the root
+//! (openat2 with RESOLVE_BENEATH, or the same rule walked in user space on kernels without
+//! it): `..`, absolute symlinks and symlinks that climb out of the root fail, so nothing
+//! outside the root is ever opened, whatever the path or the tree holds.
 
+use crate::beneath;
 use nix::errno::Errno;
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::OFlag;
 use nix::sys::stat::{fstat, FileStat, SFlag};
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 /// A handle on the document root.
@@ -90,37 +92,31 @@ impl Root {
     }
 
     /// Opens the directory at a decoded path (starting with '/') beneath the root, for a
-    /// listing; the same RESOLVE_BENEATH rule as files.
+    /// listing; the same rule as files.
     pub fn open_dir(&self, path: &str) -> Result<OwnedFd, Errno> {
-        let how = OpenHow::new()
-            .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let fd = openat2(self.dir.as_raw_fd(), relative(path), how)?;
-        // SAFETY: openat2 just returned this descriptor and nothing else owns it.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        beneath::open(
+            self.dir.as_fd(),
+            relative(path),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        )
     }
 
     /// The metadata of what a root-relative path names, following symlinks only while they
     /// stay beneath the root (an entry whose link leads out gets an error, so a listing can
     /// leave it out). O_PATH: nothing is opened for reading.
     pub fn stat_beneath(&self, rel: &str) -> Result<FileStat, Errno> {
-        let how = OpenHow::new()
-            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let fd = openat2(self.dir.as_raw_fd(), rel, how)?;
-        // SAFETY: openat2 just returned this descriptor and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = beneath::open(self.dir.as_fd(), rel, OFlag::O_PATH)?;
         fstat(fd.as_raw_fd())
     }
 
     fn open_beneath(&self, rel: &str) -> Result<(File, FileStat), Errno> {
         // O_NONBLOCK so that opening a FIFO someone left in the root cannot block the worker.
-        let how = OpenHow::new()
-            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let fd = openat2(self.dir.as_raw_fd(), rel, how)?;
-        // SAFETY: openat2 just returned this descriptor and nothing else owns it.
-        let file = unsafe { File::from_raw_fd(fd) };
+        let fd = beneath::open(
+            self.dir.as_fd(),
+            rel,
+            OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
+        )?;
+        let file = File::from(fd);
         let st = fstat(file.as_raw_fd())?;
         Ok((file, st))
     }
@@ -137,18 +133,10 @@ fn relative(path: &str) -> &str {
 }
 
 /// Whether this kernel lets the process call openat2 (Linux 5.6 and later; a seccomp filter
-/// may refuse it too). Without it every static file is answered 403, so the watcher says so
-/// at start.
+/// may refuse it too). Without it paths are walked in user space (`crate::beneath`), a few
+/// system calls more per open, which the watcher says once at start.
 pub fn openat2_available() -> bool {
-    let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC);
-    match openat2(libc::AT_FDCWD, "/", how) {
-        Ok(fd) => {
-            // SAFETY: openat2 just returned this descriptor and nothing else owns it.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
-            true
-        }
-        Err(e) => !matches!(e, Errno::ENOSYS | Errno::EPERM),
-    }
+    beneath::has_openat2()
 }
 
 fn errno_lookup(e: Errno) -> Lookup {
@@ -182,16 +170,6 @@ mod tests {
         symlink("a.txt", base.join("root/in")).unwrap();
         let root = Root::open(&base.join("root")).unwrap();
         (base, root)
-    }
-
-    #[test]
-    fn this_kernel_has_openat2() {
-        // The tests' machines run Linux 5.6 or later; on one without, every static file test
-        // fails, and this one says why.
-        assert!(
-            openat2_available(),
-            "openat2 is missing: static files need Linux 5.6+"
-        );
     }
 
     #[test]

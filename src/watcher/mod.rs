@@ -190,10 +190,10 @@ impl Watcher {
         check.root = privileges::outside_root(config);
         Site::new(&check).map_err(|e| format!("root {}: {e}", check.root.display()))?;
         if !crate::static_files::open::openat2_available() {
-            tracing::error!(
-                "this kernel refuses openat2 (it needs Linux 5.6 or later, and no seccomp filter \
-                 against it): every static file will be answered 403 Forbidden; FastCGI, CGI, \
-                 the proxy and Lua routes are not affected"
+            tracing::info!(
+                "this kernel refuses openat2 (Linux 5.6 or later has it, unless a seccomp filter \
+                 is against it): paths beneath the root are resolved one component at a time \
+                 instead, with the same rules"
             );
         }
         let bound = listeners::bind_or_take(&config.listen, activation::take())?;

@@ -34,7 +34,7 @@ pub fn timer_kind(config: &Config) -> Kind {
 }
 
 /// Where a request under the CGI prefix goes: a script (found beneath the CGI root with the
-/// same openat2 rules as static files), else 404, or 403 when it cannot be run. None: not
+/// same beneath-the-root rule as static files), else 404, or 403 when it cannot be run. None: not
 /// under the prefix (or no `cgi{}`).
 pub fn route(
     config: &Config,
