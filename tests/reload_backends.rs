@@ -21,21 +21,24 @@ fn backend_pids(path: &std::path::Path) -> Vec<i64> {
     }
 }
 
+/// One worker and backend "t" (one process of the test backend, `.php`) with `V = env`.
+fn one_backend(root: &std::path::Path, env: &str) -> String {
+    config_text(
+        "workers = 1",
+        &format!(
+            "fastcgi \"t\" {{ spawn = \"{}\", procs = 1, socket = \"unix:{}/t.sock\", \
+             extensions = {{ \".php\" }}, env = {{ V = \"{env}\" }} }}\n",
+            env!("CARGO_BIN_EXE_luahttpd-fcgi-test"),
+            root.display()
+        ),
+    )
+}
+
 #[test]
 fn a_changed_backend_is_restarted_only_after_its_request_in_flight_ends() {
     let dir = site("reload-backend-busy", &[("t.php", b""), ("a.txt", b"a")]);
     let root = dir.path().to_path_buf();
-    let config = |env: &str| {
-        config_text(
-            "workers = 1",
-            &format!(
-                "fastcgi \"t\" {{ spawn = \"{}\", procs = 1, socket = \"unix:{}/t.sock\", \
-                 extensions = {{ \".php\" }}, env = {{ V = \"{env}\" }} }}\n",
-                env!("CARGO_BIN_EXE_luahttpd-fcgi-test"),
-                root.display()
-            ),
-        )
-    };
+    let config = |env: &str| one_backend(&root, env);
     let s = Server::start_config(dir, &config("1"));
     let path = sock(&s);
     let before = backend_pids(&path);
@@ -285,17 +288,7 @@ fn a_reload_while_a_worker_awaits_its_respawn_still_restarts_changed_backends() 
     // backend was never restarted.
     let dir = site("reload-backend-backoff", &[("t.php", b"")]);
     let root = dir.path().to_path_buf();
-    let config = |env: &str| {
-        config_text(
-            "workers = 1",
-            &format!(
-                "fastcgi \"t\" {{ spawn = \"{}\", procs = 1, socket = \"unix:{}/t.sock\", \
-                 extensions = {{ \".php\" }}, env = {{ V = \"{env}\" }} }}\n",
-                env!("CARGO_BIN_EXE_luahttpd-fcgi-test"),
-                root.display()
-            ),
-        )
-    };
+    let config = |env: &str| one_backend(&root, env);
     let s = Server::start_config(dir, &config("1"));
     let path = sock(&s);
     let before = backend_pids(&path);

@@ -945,25 +945,23 @@ mod tests {
         gate.busy.set(true);
         b.restart_idle(t0, &gate);
         assert!(matches!(state(&b, 0), Restart::Waiting { .. }));
-        // `def`'s read_timeout is 1 s, counted from the closing, not from the reload.
+        // `def`'s read_timeout is 1 s, counted from the closing (at t1), not from the reload.
         let t1 = t0 + Duration::from_secs(5);
-        let mut late = changed(t0);
-        late.restart_idle(t1, &gate);
-        late.restart_idle(t1 + Duration::from_millis(900), &gate);
-        assert!(matches!(state(&late, 0), Restart::Waiting { .. }));
-        late.restart_idle(t1 + Duration::from_millis(1000), &gate);
-        assert!(matches!(state(&late, 0), Restart::Stopping { .. }));
+        let stopped_only_at_the_deadline = |b: &mut Backends| {
+            b.restart_idle(t1, &gate);
+            b.restart_idle(t1 + Duration::from_millis(900), &gate);
+            assert!(matches!(state(b, 0), Restart::Waiting { .. }));
+            b.restart_idle(t1 + Duration::from_millis(1000), &gate);
+            assert!(matches!(state(b, 0), Restart::Stopping { .. }));
+        };
+        stopped_only_at_the_deadline(&mut changed(t0));
         // Opened while a reload ran: closed again later, with a new deadline.
         let mut reopened = changed(t0);
         reopened.restart_idle(t0, &gate);
         gate.settled.set(false);
         reopened.restart_idle(t0, &gate);
         gate.settled.set(true);
-        reopened.restart_idle(t1, &gate);
-        reopened.restart_idle(t1 + Duration::from_millis(900), &gate);
-        assert!(matches!(state(&reopened, 0), Restart::Waiting { .. }));
-        reopened.restart_idle(t1 + Duration::from_secs(1), &gate);
-        assert!(matches!(state(&reopened, 0), Restart::Stopping { .. }));
+        stopped_only_at_the_deadline(&mut reopened);
         // A process that died by itself while waiting: its slot opens, its respawn is normal.
         let mut b = changed(t0);
         b.restart_idle(t0, &gate);
