@@ -34,6 +34,19 @@ fn one_backend(root: &std::path::Path, env: &str) -> String {
     )
 }
 
+/// Waits until t's one process is another than `before`, which then answers.
+fn restarted_and_serving(s: &Server, path: &std::path::Path, before: &[i64]) {
+    wait_for("t restarted", Duration::from_secs(10), || {
+        let now = backend_pids(path);
+        now.len() == 1 && now != before
+    });
+    let r = common::raw(
+        &s.addr,
+        b"GET /t.php?mode=pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+}
+
 #[test]
 fn a_changed_backend_is_restarted_only_after_its_request_in_flight_ends() {
     let dir = site("reload-backend-busy", &[("t.php", b""), ("a.txt", b"a")]);
@@ -75,15 +88,7 @@ fn a_changed_backend_is_restarted_only_after_its_request_in_flight_ends() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("slow\n"), "{}", r.text());
     // Then the process is restarted with its new definition.
-    wait_for("t restarted", Duration::from_secs(5), || {
-        let now = backend_pids(&path);
-        now.len() == 1 && now != before
-    });
-    let r = common::raw(
-        &s.addr,
-        b"GET /t.php?mode=pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(r.status, 200);
+    restarted_and_serving(&s, &path, &before);
 }
 
 fn backend_rows(path: &std::path::Path, name: &str) -> Vec<Value> {
@@ -307,13 +312,5 @@ fn a_reload_while_a_worker_awaits_its_respawn_still_restarts_changed_backends() 
     // Reaped at once; the reload comes within its back-off.
     std::thread::sleep(Duration::from_millis(30));
     s.signal(libc::SIGUSR1);
-    wait_for("t restarted", Duration::from_secs(10), || {
-        let now = backend_pids(&path);
-        now.len() == 1 && now != before
-    });
-    let r = common::raw(
-        &s.addr,
-        b"GET /t.php?mode=pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(r.status, 200);
+    restarted_and_serving(&s, &path, &before);
 }

@@ -878,6 +878,16 @@ mod tests {
         b
     }
 
+    /// `changed`, its processes busy, after the first `restart_idle`: both closed, waiting.
+    fn closed_while_busy(t0: Instant) -> (Backends, FakeGate) {
+        let mut b = changed(t0);
+        let gate = FakeGate::new();
+        gate.busy.set(true);
+        b.restart_idle(t0, &gate);
+        assert_eq!(gate.take_log(), ["close 0", "close 1"]);
+        (b, gate)
+    }
+
     fn state(b: &Backends, i: usize) -> Restart {
         b.backends[0].procs[i].restart
     }
@@ -976,11 +986,7 @@ mod tests {
     #[test]
     fn a_reload_under_way_opens_the_gate_and_the_slot_closed_is_the_slot_opened() {
         let t0 = Instant::now();
-        let mut b = changed(t0);
-        let gate = FakeGate::new();
-        gate.busy.set(true);
-        b.restart_idle(t0, &gate);
-        assert_eq!(gate.take_log(), ["close 0", "close 1"]);
+        let (mut b, gate) = closed_while_busy(t0);
         // Another reload starts: workers of two layouts may run, so nothing stays closed and
         // nothing is stopped, however idle.
         gate.settled.set(false);
@@ -1014,11 +1020,7 @@ mod tests {
     #[test]
     fn a_backend_dropped_while_its_restart_waits_opens_its_slot() {
         let t0 = Instant::now();
-        let mut b = changed(t0);
-        let gate = FakeGate::new();
-        gate.busy.set(true);
-        b.restart_idle(t0, &gate);
-        assert_eq!(gate.take_log(), ["close 0", "close 1"]);
+        let (mut b, gate) = closed_while_busy(t0);
         let remote = b.backends[1].def.clone();
         b.prepare_reload(&[remote]).unwrap();
         b.finish_reload();
