@@ -35,9 +35,11 @@ const MAX_DEPTH: usize = 256;
 /// following symlinks only while they stay beneath it. Leaving it is `EXDEV`. For reading
 /// only: `flags` may not create, truncate or write.
 pub fn open(dir: BorrowedFd<'_>, rel: &str, flags: OFlag) -> Result<OwnedFd, Errno> {
-    debug_assert!(!flags.intersects(
-        OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_WRONLY | OFlag::O_RDWR | OFlag::O_TMPFILE
-    ));
+    // O_TMPFILE includes O_DIRECTORY's bit: it is checked whole.
+    debug_assert!(
+        !flags.intersects(OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_WRONLY | OFlag::O_RDWR)
+            && !flags.contains(OFlag::O_TMPFILE)
+    );
     let flags = flags | OFlag::O_CLOEXEC;
     if has_openat2() {
         let how = OpenHow::new()
@@ -289,6 +291,13 @@ mod tests {
         );
         assert_eq!(walk(r, "d/e/", OFlag::O_PATH).map(kind), Ok(SFlag::S_IFDIR));
         assert_eq!(walk(r, "out", OFlag::O_PATH).map(kind), Err(Errno::EXDEV));
+        // The way in the callers use, both kinds of open (a debug assertion once refused
+        // O_DIRECTORY, whose bit O_TMPFILE shares).
+        assert_eq!(
+            open(r, "de", OFlag::O_RDONLY | OFlag::O_DIRECTORY).map(kind),
+            Ok(SFlag::S_IFDIR)
+        );
+        assert_eq!(open(r, "in", OFlag::O_PATH).map(kind), Ok(SFlag::S_IFREG));
         assert_eq!(walk(r, "", OFlag::O_PATH).map(kind), Err(Errno::ENOENT));
         assert_eq!(
             walk(r, "/a.txt", OFlag::O_PATH).map(kind),
