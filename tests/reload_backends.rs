@@ -314,3 +314,36 @@ fn a_reload_while_a_worker_awaits_its_respawn_still_restarts_changed_backends() 
     s.signal(libc::SIGUSR1);
     restarted_and_serving(&s, &path, &before);
 }
+
+#[test]
+fn a_killed_worker_s_request_is_not_left_counted_on_its_process() {
+    // `backends()` and the status page show a spawned process's requests in flight from the
+    // workers' hold bits, which go with a reaped worker's slot; the proc slot's summed count
+    // kept a killed worker's request for good.
+    let dir = site("backend-active-kill", &[("t.php", b"")]);
+    let root = dir.path().to_path_buf();
+    let s = Server::start_config(dir, &one_backend(&root, "1"));
+    let path = sock(&s);
+    let backends = backend_pids(&path);
+    let active = || backend_rows(&path, "t")[0]["active"].as_u64();
+    let mut c = s.connect();
+    c.send(b"GET /t.php?mode=slowhead&ms=3000 HTTP/1.1\r\nHost: x\r\n\r\n");
+    wait_for("the request in flight", Duration::from_secs(5), || {
+        active() == Some(1)
+    });
+    let worker = s
+        .worker_pids()
+        .into_iter()
+        .find(|p| {
+            !backends.contains(&i64::from(*p))
+                && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "luahttpd")
+        })
+        .expect("the worker");
+    // SAFETY: kill(2) on the server's own worker.
+    assert_eq!(unsafe { libc::kill(worker, libc::SIGKILL) }, 0);
+    wait_for("nothing counted in flight", Duration::from_secs(5), || {
+        active() == Some(0)
+    });
+    drop(c);
+}

@@ -94,6 +94,18 @@ impl Scoreboard {
         }
     }
 
+    /// How many workers hold proc `p`: for a spawned process (one request at a time from each
+    /// worker), its requests in flight, exact even after a worker was killed in the middle of
+    /// one, which the proc slot's summed count never forgets.
+    pub fn proc_holders(&self, p: usize) -> u32 {
+        (0..self.worker_slots)
+            .filter(|&w| {
+                self.bit(1 + w, p)
+                    .is_some_and(|(hold, mask)| hold.load(SeqCst) & mask != 0)
+            })
+            .count() as u32
+    }
+
     /// Watcher, once worker slot `w`'s process was reaped: it holds nothing any more.
     pub(super) fn clear_holds(&self, w: usize) {
         for word in self.gate_row(1 + w) {
@@ -145,13 +157,17 @@ mod tests {
     #[test]
     fn a_reaped_worker_holds_nothing() {
         let b = Scoreboard::new(2, 4).unwrap();
-        assert!(b.hold_proc(1, 3));
+        assert!(b.hold_proc(1, 3) && b.hold_proc(0, 3));
+        assert_eq!(b.proc_holders(3), 2);
+        assert_eq!(b.proc_holders(2), 0);
+        b.release_proc(0, 3);
         assert!(!b.close_proc(3));
         b.retire(1, &mut Totals::default(), 0);
         assert!(
             b.close_proc(3),
             "the killed worker's hold went with its slot"
         );
+        assert_eq!(b.proc_holders(3), 0);
     }
 
     #[test]
