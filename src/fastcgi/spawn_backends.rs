@@ -86,14 +86,19 @@ enum Restart {
     /// closing (what was in flight then has had its time).
     Waiting { closed: Option<(usize, Instant)> },
     /// SIGTERM sent; the exit is ours, respawned at once with the new definition. SIGKILL
-    /// follows at `kill_at`.
+    /// follows at `kill_at`. `also`: the slot a reload since numbers it with, closed too,
+    /// since that generation's workers must not begin on it either.
     Stopping {
         kill_at: Instant,
         closed: Option<usize>,
+        also: Option<usize>,
     },
     /// Reaped: the gate opens at the next `restart_idle` (new connections wait in the listen
     /// queue the watcher keeps for the successor).
-    Exited { closed: Option<usize> },
+    Exited {
+        closed: Option<usize>,
+        also: Option<usize>,
+    },
 }
 
 /// The watcher's handle on the scoreboard's restart gate (src/admin/scoreboard/proc_gate.rs).
@@ -341,8 +346,8 @@ impl Backends {
             };
             p.pid = None;
             let intended = match p.restart {
-                Restart::Stopping { closed, .. } => {
-                    p.restart = Restart::Exited { closed };
+                Restart::Stopping { closed, also, .. } => {
+                    p.restart = Restart::Exited { closed, also };
                     true
                 }
                 _ => false,
@@ -424,9 +429,11 @@ impl Backends {
             for (i, p) in b.procs.iter_mut().enumerate() {
                 match (p.restart, p.pid) {
                     (Restart::None, _) => {}
-                    (Restart::Exited { closed }, _) | (Restart::Stopping { closed, .. }, None) => {
+                    (Restart::Exited { closed, also }, _)
+                    | (Restart::Stopping { closed, also, .. }, None) => {
                         // Gone by our signal: its respawn uses the new definition.
                         open(closed);
+                        open(also);
                         p.restart = Restart::None;
                     }
                     (Restart::Waiting { closed }, None) => {
@@ -434,7 +441,22 @@ impl Backends {
                         open(closed.map(|(slot, _)| slot));
                         p.restart = Restart::None;
                     }
-                    (Restart::Stopping { kill_at, closed }, Some(pid)) => {
+                    (
+                        Restart::Stopping {
+                            mut kill_at,
+                            closed,
+                            also,
+                        },
+                        Some(pid),
+                    ) => {
+                        // Renumbered by a reload while it stops: closed there too.
+                        let also = match (also, gate.slot(&b.def.name, i)) {
+                            (None, Some(now_slot)) if Some(now_slot) != closed => {
+                                gate.close(now_slot);
+                                Some(now_slot)
+                            }
+                            (also, _) => also,
+                        };
                         if now >= kill_at {
                             tracing::warn!(
                                 "fastcgi '{}' proc {i} (pid {pid}) ignored SIGTERM for {:?}; \
@@ -443,11 +465,13 @@ impl Backends {
                                 STOP_GRACE
                             );
                             let _ = kill(pid, Signal::SIGKILL);
-                            p.restart = Restart::Stopping {
-                                kill_at: now + STOP_GRACE,
-                                closed,
-                            };
+                            kill_at = now + STOP_GRACE;
                         }
+                        p.restart = Restart::Stopping {
+                            kill_at,
+                            closed,
+                            also,
+                        };
                     }
                     (Restart::Waiting { closed }, Some(_)) if b.retired || !settled => {
                         // Dropped by a reload since (stopped as such), or a reload runs.
@@ -487,6 +511,7 @@ impl Backends {
                         p.restart = Restart::Stopping {
                             kill_at: now + STOP_GRACE,
                             closed: closed.map(|(slot, _)| slot),
+                            also: None,
                         };
                         let _ = kill(pid, Signal::SIGTERM);
                     }
@@ -1009,12 +1034,18 @@ mod tests {
         gate.busy.set(false);
         b.restart_idle(t0, &gate);
         assert_eq!(gate.take_log(), ["close 7", "close 8"]);
-        // Stopped at slot 7; reaped after yet another renumbering: slot 7 is the one opened.
+        // Stopping at slot 7, renumbered by yet another reload: closed at its new slot too,
+        // and both open once it was reaped.
         gate.base.set(0);
+        gate.settled.set(false);
+        b.restart_idle(t0, &gate);
+        assert_eq!(gate.take_log(), ["close 0", "close 1"]);
+        b.restart_idle(t0, &gate);
+        assert!(gate.take_log().is_empty(), "closed there once");
         let p0 = Pid::from_raw(2_000_000_000);
         assert!(b.on_exit(p0, &WaitStatus::Signaled(p0, Signal::SIGTERM, false), t0));
         b.restart_idle(t0, &gate);
-        assert_eq!(gate.take_log(), ["open 7"]);
+        assert_eq!(gate.take_log(), ["open 7", "open 0"]);
     }
 
     #[test]
