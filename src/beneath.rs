@@ -56,7 +56,8 @@ pub fn open(dir: BorrowedFd<'_>, rel: &str, flags: OFlag) -> Result<OwnedFd, Err
     walk(dir, rel, flags)
 }
 
-/// Whether openat2 can be called here (probed once per process).
+/// Whether openat2 can be called here (probed once per process; the watcher asks at start,
+/// before it forks, and logs a refusal once).
 pub fn has_openat2() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {

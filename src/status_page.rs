@@ -86,17 +86,11 @@ fn backends(board: &Scoreboard, config: &Config, now: u64) -> Vec<Backend> {
     let mut out = Vec::new();
     for (b, def) in config.fastcgi.iter().enumerate() {
         for (u, addr) in upstream_addrs(def).iter().enumerate() {
-            let Some((i, snap)) = index
+            let Some(snap) = index
                 .index(b, u)
-                .and_then(|i| Some((i, board.proc(i)?.snapshot(now))))
+                .and_then(|i| board.fastcgi_snapshot(i, def.spawn.is_some(), now))
             else {
                 continue;
-            };
-            // Exact for a spawned process (a killed worker's request is not left counted).
-            let active = if def.spawn.is_some() {
-                board.proc_holders(i)
-            } else {
-                snap.active
             };
             let disabled = snap.disabled_for_ms > 0;
             let state = match (snap.state, def.spawn.is_some()) {
@@ -112,7 +106,7 @@ fn backends(board: &Scoreboard, config: &Config, now: u64) -> Vec<Backend> {
                 address: crate::fastcgi::spawn::describe(addr),
                 state,
                 up: matches!(state, "up" | "external"),
-                active,
+                active: snap.active,
                 total: snap.total,
                 errors: snap.errors,
             });

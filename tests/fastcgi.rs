@@ -667,7 +667,7 @@ fn a_terminal_s_ctrl_c_stops_gracefully_without_killing_the_backend_s_request() 
     });
     let group = server.child.id() as i32;
     let mut c = Conn::connect(&server.addr);
-    c.send(b"GET /t.php?mode=slowhead&ms=600 HTTP/1.1\r\nHost: test\r\n\r\n");
+    c.send(b"GET /t.php?mode=slowhead&ms=1500 HTTP/1.1\r\nHost: test\r\n\r\n");
     wait_for(
         "the backend to get the request",
         Duration::from_secs(3),

@@ -324,16 +324,17 @@ impl Pool {
 
     /// At [`Pool::next_recheck`]: the waiting connections of each backend a closed process
     /// refused run again (those that wait for it look again; the others queue again with their
-    /// deadlines).
-    pub fn recheck_due(&mut self, now: Instant) {
+    /// deadlines). Whether it was due (then `take_wakeups` has them).
+    pub fn recheck_due(&mut self, now: Instant) -> bool {
         if self.recheck_at.is_none_or(|t| now < t) {
-            return;
+            return false;
         }
         self.recheck_at = None;
         for backend in self.backends.iter_mut().filter(|b| b.recheck) {
             backend.recheck = false;
             self.wake.extend(backend.waiting.drain(..));
         }
+        true
     }
 
     /// Counts a request ending on upstream `u`; `failed` counts an error. A connection

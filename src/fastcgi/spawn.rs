@@ -414,8 +414,8 @@ fn child_exec(plan: &ChildPlan) -> ! {
     // SAFETY (whole block): every call is a system call, raw through syscall(2)
     // (rt_sigaction, rt_sigprocmask, close_range, setgroups, setres[ug]id, getres[ug]id;
     // the group list is the parent's prepared Vec) or through a wrapper POSIX lists as
-    // async-signal-safe (prctl, getppid, setpgid, sigaction, dup2, close, execve, write, _exit); nothing allocates
-    // or locks. The pointers passed point at this frame's locals, sized for what the kernel
+    // async-signal-safe (prctl, getppid, setpgid, sigaction, dup2, close, execve, write,
+    // _exit); nothing allocates or locks. The pointers passed point at this frame's locals, sized for what the kernel
     // reads, or at the NULL-terminated arrays of the ExecImage, which the parent built before
     // fork and which stay valid in the child's copy of the address space.
     unsafe {

@@ -6,8 +6,8 @@
 //! A relative path is opened beneath the config file's folder (`crate::beneath`: openat2's
 //! RESOLVE_BENEATH, or the same rule walked in user space) through a handle the worker takes
 //! before any chroot ([`remember_config_dir`]): `..` or a symlink leading out of that folder
-//! fails. An absolute path is opened as the
-//! worker's user sees it (inside the jail with `chroot`). Only regular files; at most
+//! fails. An absolute path is opened as the worker's user sees it (inside the jail with
+//! `chroot`). Only regular files; at most
 //! `max_bytes` (default [`DEFAULT_MAX`], ceiling [`CEILING`]); nothing is ever written. The read
 //! is a plain blocking read of a small local file, which is fine between requests (a timer) or
 //! once in a while in a route, not per request on a slow or network file system.

@@ -132,13 +132,6 @@ fn relative(path: &str) -> &str {
     }
 }
 
-/// Whether this kernel lets the process call openat2 (Linux 5.6 and later; a seccomp filter
-/// may refuse it too). Without it paths are walked in user space (`crate::beneath`), a few
-/// system calls more per open, which the watcher says once at start.
-pub fn openat2_available() -> bool {
-    beneath::has_openat2()
-}
-
 fn errno_lookup(e: Errno) -> Lookup {
     match e {
         Errno::ENOENT | Errno::ENOTDIR | Errno::ENAMETOOLONG => Lookup::NotFound,

@@ -198,13 +198,9 @@ impl Watcher {
         for (b, def) in config.fastcgi.iter().enumerate() {
             let states = self.backends.proc_states(&def.name);
             for (u, addr) in upstream_addrs(def).iter().enumerate() {
-                let i = index.index(b, u);
-                let snap = i.and_then(|i| self.board.proc(i)).map(|p| p.snapshot(now));
-                let active = match i {
-                    // Exact for a spawned process (a killed worker's request is not left counted).
-                    Some(i) if def.spawn.is_some() => self.board.proc_holders(i),
-                    _ => snap.as_ref().map_or(0, |s| s.active),
-                };
+                let snap = index
+                    .index(b, u)
+                    .and_then(|i| self.board.fastcgi_snapshot(i, def.spawn.is_some(), now));
                 let (pid, external) = states.get(u).copied().unwrap_or((None, true));
                 let state = if def.spawn.is_none() || external {
                     "external"
@@ -218,7 +214,7 @@ impl Watcher {
                     "pid": pid.map(|p| p.as_raw()),
                     "state": state,
                     "address": crate::fastcgi::spawn::describe(addr),
-                    "active": active,
+                    "active": snap.as_ref().map_or(0, |s| s.active),
                     "total": snap.as_ref().map_or(0, |s| s.total),
                     "errors": snap.as_ref().map_or(0, |s| s.errors),
                     "disabled_for_ms": snap.as_ref().map_or(0, |s| s.disabled_for_ms),

@@ -189,7 +189,7 @@ impl Watcher {
         let mut check = config.clone();
         check.root = privileges::outside_root(config);
         Site::new(&check).map_err(|e| format!("root {}: {e}", check.root.display()))?;
-        if !crate::static_files::open::openat2_available() {
+        if !crate::beneath::has_openat2() {
             tracing::info!(
                 "this kernel refuses openat2 (Linux 5.6 or later has it, unless a seccomp filter \
                  is against it): paths beneath the root are resolved one component at a time \

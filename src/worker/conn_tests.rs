@@ -1278,6 +1278,25 @@ fn a_process_closed_for_a_restart_gets_no_request_until_it_opens() {
     f.h.close(a);
 }
 
+#[test]
+fn a_failed_connect_gives_its_hold_on_the_process_back() {
+    // The hold taken before connecting (`Pool::admit`) goes back when no request begins:
+    // kept, it would make the watcher wait a whole read_timeout before a restart.
+    let mut f = FcgiCase::spawned();
+    let board = std::rc::Rc::new(crate::admin::scoreboard::Scoreboard::new(1, 1).unwrap());
+    f.h.pool = Pool::new(&f.h.config, 0, 1, Some((board.clone(), 0)));
+    std::fs::remove_file(f._dir.0.join("q.sock-0")).unwrap();
+    let (mut a, mut ca) = (f.c, f.client);
+    ca.send(&get("/app/a"));
+    assert_eq!(f.h.ready(&mut a), Verdict::Open);
+    assert_eq!(ca.responses()[0].status, 503);
+    assert!(
+        board.close_proc(0),
+        "no hold left behind by the failed connect"
+    );
+    f.h.close(a);
+}
+
 /// Runs `c`'s expired timers at the harness's clock (and no other connection's).
 fn run_timers_of(h: &mut Harness, c: &mut Conn) {
     while let Some((_, gen)) = h.timers.pop_expired(h.now) {

@@ -634,15 +634,12 @@ impl Exchange {
             };
             let u = match picked {
                 Ok(u) => u,
-                Err(NoUpstream::Busy) => {
+                // Busy, or only closed processes left: they come back.
+                Err(why) if why == NoUpstream::Busy || !closed.is_empty() => {
                     self.queue(env);
                     return Ok(());
                 }
-                Err(NoUpstream::Unavailable) if !closed.is_empty() => {
-                    self.queue(env);
-                    return Ok(());
-                }
-                Err(NoUpstream::Unavailable) => return Err(ExchangeError::NoAddress),
+                Err(_) => return Err(ExchangeError::NoAddress),
             };
             // Before anything reaches the process: see `Pool::admit`.
             if !env.pool.admit(self.backend, u, env.now) {

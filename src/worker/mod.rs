@@ -321,8 +321,9 @@ impl<'a> Worker<'a> {
                 }
             }
             self.expire_timers(now);
-            self.pool.recheck_due(now);
-            self.wake_waiters(now);
+            if self.pool.recheck_due(now) {
+                self.wake_waiters(now);
+            }
             // Those that yielded last pass go on now, after every connection that had an event.
             // A connection that yielded and then had an event too is listed twice: run it once.
             let mut again = std::mem::take(&mut self.again);

@@ -21,7 +21,7 @@
 //! summed count cannot tell). The process stays closed until it has been reaped; requests
 //! connecting after that wait in the listen queue the watcher keeps for its successor.
 
-use super::Scoreboard;
+use super::{ProcSnapshot, Scoreboard};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 /// Bytes of the gate for a region of `worker_slots` workers and `proc_slots` procs.
@@ -97,13 +97,23 @@ impl Scoreboard {
     /// How many workers hold proc `p`: for a spawned process (one request at a time from each
     /// worker), its requests in flight, exact even after a worker was killed in the middle of
     /// one, which the proc slot's summed count never forgets.
-    pub fn proc_holders(&self, p: usize) -> u32 {
+    fn proc_holders(&self, p: usize) -> u32 {
         (0..self.worker_slots)
             .filter(|&w| {
                 self.bit(1 + w, p)
                     .is_some_and(|(hold, mask)| hold.load(SeqCst) & mask != 0)
             })
             .count() as u32
+    }
+
+    /// Proc slot `p`'s snapshot as the REPL and the status page show a FastCGI address: for a
+    /// `spawned` process, `active` counted from the holds ([`Scoreboard::proc_holders`]).
+    pub fn fastcgi_snapshot(&self, p: usize, spawned: bool, now_ms: u64) -> Option<ProcSnapshot> {
+        let mut snap = self.proc(p)?.snapshot(now_ms);
+        if spawned {
+            snap.active = self.proc_holders(p);
+        }
+        Some(snap)
     }
 
     /// Watcher, once worker slot `w`'s process was reaped: it holds nothing any more.
