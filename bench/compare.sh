@@ -1138,6 +1138,55 @@ quartiles() { tr ' ' '\n' | awk 'NF {v[n++] = $1} END {
   printf "%.2f-%.2f\n", v[int((n - 1) / 4)], v[int(3 * (n - 1) / 4 + 0.5)] }'; }
 pair_note="median of the rounds' ratios, each round's two runs back to back: req/s, requests per CPU-second, middle half of the req/s ratios"
 
+# median_ci: "MEDIAN LO HI" of a list: its median and a distribution-free 95 %
+# interval for it (the sign-test interval: the k-th smallest and k-th largest
+# value, k the largest with P(Binomial(n, 1/2) < k) <= 0.025); LO and HI are "-"
+# below 6 values, where no such interval exists.
+median_ci() { tr ' ' '\n' | awk 'NF {v[n++] = $1} END {
+  if (n == 0) { print "- - -"; exit }
+  for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+  m = (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
+  # cdf = P(X <= j) for X ~ Binomial(n, 1/2), built up term by term
+  p = 0.5 ^ n; cdf = p; k = 0
+  for (j = 0; cdf <= 0.025 && j < n; ) { k = j + 1; j++; p = p * (n - j + 1) / j; cdf += p }
+  if (k < 1) printf "%.3f - -\n", m; else printf "%.3f %.3f %.3f\n", m, v[k - 1], v[n - k] }'; }
+
+# diffs A B: the element-wise differences of two lists of the same rounds (A - B)
+diffs() { awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x, " "); m = split(b, y, " ")
+  for (i = 1; i <= n && i <= m; i++) printf "%.4f ", x[i] - y[i]; print "" }'; }
+
+# pair_verdict SCENARIO TARGET: how sure a run is of luahttpd's paired ratio
+# (median and its 95 % interval, against TARGET) and of its lead over each
+# other server's paired ratio, round by round (both pairs of a round are runs of
+# the same few seconds): the median of the rounds' differences, its interval,
+# and in how many rounds luahttpd was ahead; in req/s, then in requests per
+# CPU-second. An interval that does not hold 0 is a lead (or a loss) the run
+# has shown; one that holds it is a lead within the noise of ROUNDS rounds.
+pair_verdict() {
+  local sc=$1 target=$2 s m lo hi ahead n d what
+  for what in "req/s PAIR_RPS" "CPU-s PAIR_CPU"; do
+    local -n pairs=${what#* }
+    what=${what% *}
+    [[ -n ${pairs[$sc|luahttpd]:-} ]] || continue
+    read -r m lo hi <<<"$(median_ci <<<"${pairs[$sc|luahttpd]}")"
+    printf '   %-5s luahttpd %s: median %.3f, 95%% interval %s-%s (%s rounds; target >= %s: %s)\n' "$what" "$sc" \
+      "$m" "$lo" "$hi" "$(wc -w <<<"${pairs[$sc|luahttpd]}")" "$target" \
+      "$(awk -v m="$m" -v lo="$lo" -v t="$target" 'BEGIN { if (lo != "-" && lo + 0 >= t) print "shown";
+        else if (m + 0 >= t) print "median at it, interval reaches below"; else print "missed" }')"
+    for s in "${SERVER_LIST[@]}"; do
+      [[ $s == luahttpd || -z ${pairs[$sc|$s]:-} ]] && continue
+      d=$(diffs "${pairs[$sc|luahttpd]}" "${pairs[$sc|$s]}")
+      read -r m lo hi <<<"$(median_ci <<<"$d")"
+      read -r ahead n <<<"$(awk '{ for (i = 1; i <= NF; i++) if ($i > 0) a++; print a + 0, NF }' <<<"$d")"
+      printf '   %-5s luahttpd - %s: median %+.3f, 95%% interval %s to %s, ahead in %s of %s rounds (%s)\n' \
+        "$what" "$s" "$m" "$lo" "$hi" "$ahead" "$n" \
+        "$(awk -v m="$m" -v lo="$lo" -v hi="$hi" 'BEGIN { if (lo != "-" && lo + 0 > 0) print "ahead, shown";
+          else if (hi != "-" && hi + 0 < 0) print "behind, shown"; else if (m + 0 > 0) print "ahead within the noise";
+          else print "not ahead" }')"
+    done
+  done
+}
+
 if has_scenario shared_incr; then
   echo
   echo "== shared dict cost: shared_incr / api_route of the same server (the issue aims at >= 0.90 and at least nginx's)"
@@ -1153,6 +1202,7 @@ if has_scenario shared_incr; then
       printf '%-9s %5s %5s   %s\n' "$s" "n/a" "n/a" "${ROUTE_WHY[$s]}"
     fi
   done
+  pair_verdict shared_incr 0.90
 fi
 
 if (( WITH_ROUTE )) && has_scenario route_1k; then
@@ -1168,6 +1218,7 @@ if (( WITH_ROUTE )) && has_scenario route_1k; then
       printf '%-9s %5s %5s   %s\n' "$s" "n/a" "n/a" "${ROUTE_WHY[$s]}: route_1k ran the plain config"
     fi
   done
+  pair_verdict route_1k 0.95
 fi
 
 if (( WITH_ROUTE10 )) && has_server luahttpd; then
