@@ -86,10 +86,7 @@ fn backends(board: &Scoreboard, config: &Config, now: u64) -> Vec<Backend> {
     let mut out = Vec::new();
     for (b, def) in config.fastcgi.iter().enumerate() {
         for (u, addr) in upstream_addrs(def).iter().enumerate() {
-            let Some(snap) = index
-                .index(b, u)
-                .and_then(|i| board.fastcgi_snapshot(i, def.spawn.is_some(), now))
-            else {
+            let Some(snap) = index.index(b, u).and_then(|i| board.proc_snapshot(i, now)) else {
                 continue;
             };
             let disabled = snap.disabled_for_ms > 0;
@@ -135,11 +132,7 @@ fn upstreams(board: &Scoreboard, config: &Config, now: u64) -> Vec<Backend> {
     let mut out = Vec::new();
     for (u, def) in config.upstreams.iter().enumerate() {
         for (a, addr) in def.address.iter().enumerate() {
-            let Some(snap) = index
-                .index(u, a)
-                .and_then(|i| board.proc(i))
-                .map(|p| p.snapshot(now))
-            else {
+            let Some(snap) = index.index(u, a).and_then(|i| board.proc_snapshot(i, now)) else {
                 continue;
             };
             let state = upstream_state(snap.flags, snap.disabled_for_ms);

@@ -172,3 +172,35 @@ fn a_reload_moves_the_upstream_and_restarts_its_checks() {
         row(&rows(&mut admin), &b.addr)["health"] == "passing"
     });
 }
+
+#[test]
+fn a_killed_worker_s_proxied_request_is_not_left_counted_on_its_address() {
+    // The workers count requests in flight in rows of their own, which go with a reaped
+    // worker's slot; one count summed over the workers kept a killed worker's request for good.
+    let hold = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = hold.local_addr().unwrap().to_string();
+    let text = config_text(
+        "workers = 2",
+        &format!(
+            "upstream \"app\" {{ address = {{ \"{addr}\" }} }}\n\
+             route(function(req) if req.path == '/slow' then return proxy('app') end end)\n"
+        ),
+    );
+    let srv = Server::start_config(site("proxy-admin-kill", &[]), &text);
+    let mut admin = Admin::connect(&sock(&srv));
+    let mut c = TcpStream::connect(&srv.addr).unwrap();
+    std::io::Write::write_all(&mut c, b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    // The upstream takes the request and never answers.
+    let (_held, _) = hold.accept().unwrap();
+    wait_for("the request in flight", Duration::from_secs(5), || {
+        row(&rows(&mut admin), &addr)["active"] == 1
+    });
+    for w in srv.worker_pids() {
+        // SAFETY: kill(2) on the server's own workers.
+        assert_eq!(unsafe { libc::kill(w, libc::SIGKILL) }, 0);
+    }
+    wait_for("nothing counted in flight", Duration::from_secs(5), || {
+        row(&rows(&mut admin), &addr)["active"] == 0
+    });
+    drop(c);
+}

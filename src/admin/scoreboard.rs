@@ -45,6 +45,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 
+mod proc_active;
 mod proc_gate;
 
 // The slots are shared between processes through plain atomics: that is only sound if the
@@ -329,7 +330,6 @@ fn conn_state_index(state: State) -> Option<usize> {
 /// busy in different workers do not share a line.
 #[repr(C, align(64))]
 pub struct ProcSlot {
-    active: AtomicU32,
     pid: AtomicU32,
     state: AtomicU8,
     /// HTTP upstream addresses only: [`PROXY_DRAINED`] (REPL) | [`PROXY_UNHEALTHY`] (checks).
@@ -409,6 +409,8 @@ impl Scoreboard {
             })
             .and_then(|n| n.checked_add(SLOTS_AT))
             .and_then(|n| n.checked_add(proc_gate::gate_len(worker_slots, proc_slots)?))
+            .and_then(|n| n.checked_next_multiple_of(64))
+            .and_then(|n| n.checked_add(proc_active::active_len(worker_slots, proc_slots)?))
             .ok_or_else(too_big)?;
         let length = NonZeroUsize::new(len).ok_or_else(too_big)?;
         // SAFETY: an anonymous mapping with no requested address cannot overlap or alias any
@@ -551,7 +553,9 @@ impl Scoreboard {
 
     /// A snapshot of every proc slot, by proc index.
     pub fn proc_snapshots(&self, now_ms: u64) -> Vec<ProcSnapshot> {
-        self.procs().iter().map(|s| s.snapshot(now_ms)).collect()
+        (0..self.proc_slots)
+            .filter_map(|p| self.proc_snapshot(p, now_ms))
+            .collect()
     }
 
     /// The watcher's step after reaping the worker of slot `i`: folds the slot's counters into
@@ -571,6 +575,7 @@ impl Scoreboard {
         self.store_totals(retired);
         slot.reset();
         self.clear_holds(i);
+        self.clear_active(i);
         area.seq.store(s.wrapping_add(1), Ordering::Release);
         Some(snap)
     }
@@ -1138,21 +1143,11 @@ impl Totals {
 impl ProcSlot {
     // ---- every worker ----
 
-    /// A request was sent to this address: `active` and `total` up by one.
+    /// A request was sent to this address: `total` up by one (its `active` count is the
+    /// worker's, [`Scoreboard::proc_started`]).
     #[inline]
-    pub fn request_started(&self) {
-        self.active.fetch_add(1, Ordering::Relaxed);
+    fn counted(&self) {
         self.total.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A request to this address ended (stops at 0 if unpaired).
-    #[inline]
-    pub fn request_finished(&self) {
-        let _ = self
-            .active
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                Some(v.saturating_sub(1))
-            });
     }
 
     /// A failure talking to this address.
@@ -1192,15 +1187,9 @@ impl ProcSlot {
         self.flags.load(Ordering::Relaxed)
     }
 
-    /// Forgets requests in flight: for when the process was respawned (its connections died
-    /// with it) or a worker died with requests counted here.
-    pub fn reset_active(&self) {
-        self.active.store(0, Ordering::Relaxed);
-    }
-
-    /// Zeroes the slot (when the proc index is reassigned after a reload).
+    /// Zeroes the slot (when the proc index is reassigned after a reload); the requests in
+    /// flight are the workers' to count down.
     pub fn reset(&self) {
-        self.active.store(0, Ordering::Relaxed);
         self.pid.store(0, Ordering::Relaxed);
         self.total.store(0, Ordering::Relaxed);
         self.errors.store(0, Ordering::Relaxed);
@@ -1210,15 +1199,16 @@ impl ProcSlot {
             .store(ProcState::Unknown as u8, Ordering::Release);
     }
 
-    /// A copy of the slot as of now.
-    pub fn snapshot(&self, now_ms: u64) -> ProcSnapshot {
+    /// A copy of the slot as of now, `active` 0: the workers hold that count, which
+    /// [`Scoreboard::proc_snapshot`] adds.
+    fn snapshot(&self, now_ms: u64) -> ProcSnapshot {
         let state =
             ProcState::from_u8(self.state.load(Ordering::Acquire)).unwrap_or(ProcState::Unknown);
         let disabled_until_ms = self.disabled_until_ms.load(Ordering::Relaxed);
         ProcSnapshot {
             state,
             pid: self.pid.load(Ordering::Relaxed),
-            active: self.active.load(Ordering::Relaxed),
+            active: 0,
             total: self.total.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             disabled_until_ms,
@@ -1357,8 +1347,13 @@ mod tests {
         assert_eq!(PROC_SLOT_SIZE, 64);
         let sb = Scoreboard::new(4, 3).unwrap();
         assert!(sb.header_ok());
-        // The restart gate: a `closed` row and one row per worker, one word each.
-        assert_eq!(sb.mapped_len(), 64 + 128 + 4 * 448 + 3 * 64 + (1 + 4) * 8);
+        // The restart gate: a `closed` row and one row per worker, one word each; then, on
+        // the next cache line, a row of in-flight counters per worker, 3 u32s padded to 64.
+        let gate_end = 64 + 128 + 4 * 448 + 3 * 64 + (1 + 4) * 8;
+        assert_eq!(
+            sb.mapped_len(),
+            (gate_end as usize).next_multiple_of(64) + 4 * 64
+        );
         assert_eq!(sb.workers().len(), 4);
         assert_eq!(sb.procs().len(), 3);
         for s in sb.workers() {
@@ -1607,15 +1602,17 @@ mod tests {
         let sb = &sb;
         let hammer = |w: u64| {
             in_child(move || {
-                let p = sb.proc(idx.index(1, 0).unwrap()).unwrap();
+                let i = idx.index(1, 0).unwrap();
+                let p = sb.proc(i).unwrap();
+                let me = w as usize - 1;
                 for k in 0..10_000u64 {
-                    p.request_started();
+                    sb.proc_started(me, i);
                     if k % 10 == 0 {
                         p.error();
                     }
-                    p.request_finished();
+                    sb.proc_finished(me, i);
                 }
-                p.request_started(); // one left in flight per child
+                sb.proc_started(me, i); // one left in flight per child
                 p.disable_until(1_000 + w);
             })
         };
@@ -1623,17 +1620,26 @@ mod tests {
         wait_ok(a);
         wait_ok(b);
         sb.proc(1).unwrap().set_state(ProcState::Up, 77);
-        let s = sb.proc(1).unwrap().snapshot(1_000);
+        let s = sb.proc_snapshot(1, 1_000).unwrap();
         assert_eq!(s.state, ProcState::Up);
         assert_eq!(s.pid, 77);
         assert_eq!((s.active, s.total, s.errors), (2, 20_002, 2_000));
         assert_eq!((s.disabled_until_ms, s.disabled_for_ms), (1_002, 2));
-        assert_eq!(sb.proc(0).unwrap().snapshot(0).total, 0);
-        sb.proc(1).unwrap().reset_active();
-        sb.proc(1).unwrap().request_finished(); // unpaired: stays at 0
-        assert_eq!(sb.proc(1).unwrap().snapshot(0).active, 0);
+        assert_eq!(sb.proc_snapshot(0, 0).unwrap().total, 0);
         sb.proc(1).unwrap().reset();
-        assert_eq!(sb.proc(1).unwrap().snapshot(0).state, ProcState::Unknown);
+        let s = sb.proc_snapshot(1, 0).unwrap();
+        assert_eq!((s.state, s.total), (ProcState::Unknown, 0));
+        assert_eq!(
+            s.active, 2,
+            "a reset leaves the workers' requests in flight counted"
+        );
+        sb.retire(0, &mut Totals::default(), 0);
+        sb.retire(1, &mut Totals::default(), 0);
+        assert_eq!(
+            sb.proc_active(1),
+            0,
+            "both children gone: nothing in flight"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A worker's view of its FastCGI backends: addresses, balancing by least active requests,
 //! addresses left out for a while after they refused, and idle kept-alive connections.
 
-use crate::admin::scoreboard::{ProcIndex, ProcSlot, Scoreboard};
+use crate::admin::scoreboard::{ProcIndex, Scoreboard};
 use crate::config::{Config, FastcgiDef, ListenAddr};
 use crate::transport::Stream;
 use std::collections::VecDeque;
@@ -273,14 +273,16 @@ impl Pool {
             up.total += 1;
             up.served = up.served.saturating_add(1);
         }
-        if let Some(p) = self.proc_slot(b, u) {
-            p.request_started();
+        if let Some((board, me, p)) = self.proc_slot(b, u) {
+            board.proc_started(me, p);
         }
     }
 
-    fn proc_slot(&self, b: usize, u: usize) -> Option<&ProcSlot> {
+    /// The scoreboard, this worker's slot and upstream `u`'s proc slot.
+    fn proc_slot(&self, b: usize, u: usize) -> Option<(&Scoreboard, usize, usize)> {
         let i = self.backends.get(b)?.upstreams.get(u)?.slot?;
-        self.board.as_ref()?.0.proc(i)
+        let (board, me) = self.board.as_ref()?;
+        Some((board, *me, i))
     }
 
     /// Takes upstream `u` of backend `b` for a request about to begin, before anything is
@@ -346,10 +348,12 @@ impl Pool {
                 up.errors += 1;
             }
         }
-        if let Some(p) = self.proc_slot(b, u) {
-            p.request_finished();
+        if let Some((board, me, p)) = self.proc_slot(b, u) {
+            board.proc_finished(me, p);
             if failed {
-                p.error();
+                if let Some(slot) = board.proc(p) {
+                    slot.error();
+                }
             }
         }
         self.unadmit(b, u);
@@ -368,7 +372,7 @@ impl Pool {
             up.disabled_until = Some(until);
             up.idle.clear();
         }
-        if let Some(p) = self.proc_slot(b, u) {
+        if let Some(p) = self.proc_slot(b, u).and_then(|(board, _, p)| board.proc(p)) {
             let ms = crate::admin::scoreboard::now_ms()
                 + until.saturating_duration_since(now).as_millis() as u64;
             p.disable_until(ms);

@@ -93,8 +93,9 @@ pub struct Conn {
 pub struct Upstreams {
     /// By config index.
     pub list: Vec<Upstream>,
-    /// The shared scoreboard and where each address has its proc slot.
-    board: Option<(Rc<Scoreboard>, ProcIndex)>,
+    /// The shared scoreboard, this worker's slot in it and where each address has its proc
+    /// slot.
+    board: Option<(Rc<Scoreboard>, usize, ProcIndex)>,
 }
 
 /// The scoreboard's proc slots of the HTTP upstreams: one per address, after the FastCGI
@@ -137,14 +138,21 @@ impl Upstreams {
         Upstreams { list, board: None }
     }
 
-    /// Publishes counters to the scoreboard and takes the drained and unhealthy flags from it.
-    pub fn attach_board(&mut self, board: Rc<Scoreboard>, index: ProcIndex) {
-        self.board = Some((board, index));
+    /// Publishes counters to the scoreboard (as worker slot `me`) and takes the drained and
+    /// unhealthy flags from it.
+    pub fn attach_board(&mut self, board: Rc<Scoreboard>, me: usize, index: ProcIndex) {
+        self.board = Some((board, me, index));
     }
 
     fn slot(&self, u: usize, a: usize) -> Option<&ProcSlot> {
-        let (board, index) = self.board.as_ref()?;
+        let (board, _, index) = self.board.as_ref()?;
         board.proc(index.index(u, a)?)
+    }
+
+    /// The scoreboard, this worker's slot and address `a`'s proc slot.
+    fn counted(&self, u: usize, a: usize) -> Option<(&Scoreboard, usize, usize)> {
+        let (board, me, index) = self.board.as_ref()?;
+        Some((board, *me, index.index(u, a)?))
     }
 
     /// Takes the shared flags of upstream `u`'s addresses from the scoreboard.
@@ -345,8 +353,8 @@ impl Upstreams {
 
     /// A request starts on address `a`.
     pub fn begin(&mut self, u: usize, a: usize) {
-        if let Some(slot) = self.slot(u, a) {
-            slot.request_started();
+        if let Some((board, me, p)) = self.counted(u, a) {
+            board.proc_started(me, p);
         }
         if let Some(s) = self.addr_mut(u, a) {
             s.active += 1;
@@ -358,11 +366,11 @@ impl Upstreams {
     /// `fails` in a row it is out for [`PASSIVE_BACKOFF`]. A success clears the count.
     pub fn end(&mut self, u: usize, a: usize, failed: bool, now: Instant) {
         let max = self.list.get(u).map_or(3, |up| up.def.max_fails());
-        if let Some(slot) = self.slot(u, a) {
-            slot.request_finished();
-            if failed {
-                slot.error();
-            }
+        if let Some((board, me, p)) = self.counted(u, a) {
+            board.proc_finished(me, p);
+        }
+        if let Some(slot) = self.slot(u, a).filter(|_| failed) {
+            slot.error();
         }
         let mut out_until = None;
         if let Some(s) = self.addr_mut(u, a) {

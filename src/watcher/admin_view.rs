@@ -200,7 +200,7 @@ impl Watcher {
             for (u, addr) in upstream_addrs(def).iter().enumerate() {
                 let snap = index
                     .index(b, u)
-                    .and_then(|i| self.board.fastcgi_snapshot(i, def.spawn.is_some(), now));
+                    .and_then(|i| self.board.proc_snapshot(i, now));
                 let (pid, external) = states.get(u).copied().unwrap_or((None, true));
                 let state = if def.spawn.is_none() || external {
                     "external"

@@ -49,8 +49,7 @@ impl Watcher {
             for (a, addr) in def.address.iter().enumerate() {
                 let snap = index
                     .index(u, a)
-                    .and_then(|i| self.board.proc(i))
-                    .map(|p| p.snapshot(now));
+                    .and_then(|i| self.board.proc_snapshot(i, now));
                 let flags = snap.as_ref().map_or(0, |s| s.flags);
                 let disabled = snap.as_ref().map_or(0, |s| s.disabled_for_ms);
                 let state = crate::status_page::upstream_state(flags, disabled);
@@ -107,9 +106,9 @@ impl Watcher {
                 addrs.join(", ")
             ));
         };
-        let slot = proc_index(config)
+        let (i, slot) = proc_index(config)
             .index(u, a)
-            .and_then(|i| self.board.proc(i))
+            .and_then(|i| Some((i, self.board.proc(i)?)))
             .ok_or_else(|| format!("{what}: no scoreboard slot for {address}"))?;
         slot.set_flag(PROXY_DRAINED, on);
         tracing::info!("admin: upstream '{upstream}' address {address} {what}ed");
@@ -117,7 +116,7 @@ impl Watcher {
             "name": upstream,
             "address": address,
             "state": if on { "drained" } else { "enabled" },
-            "active": slot.snapshot(now_ms()).active,
+            "active": self.board.proc_active(i),
         }))
     }
 }

@@ -223,8 +223,12 @@ impl<'a> Worker<'a> {
             ),
             upstreams: {
                 let mut u = crate::proxy::pool::Upstreams::new(setup.config);
-                if let Some((b, _, _)) = &setup.board {
-                    u.attach_board(b.clone(), crate::proxy::pool::proc_index(setup.config));
+                if let Some((b, slot, _)) = &setup.board {
+                    u.attach_board(
+                        b.clone(),
+                        *slot,
+                        crate::proxy::pool::proc_index(setup.config),
+                    );
                 }
                 u
             },

@@ -21,7 +21,7 @@
 //! summed count cannot tell). The process stays closed until it has been reaped; requests
 //! connecting after that wait in the listen queue the watcher keeps for its successor.
 
-use super::{ProcSnapshot, Scoreboard};
+use super::Scoreboard;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 /// Bytes of the gate for a region of `worker_slots` workers and `proc_slots` procs.
@@ -94,9 +94,8 @@ impl Scoreboard {
         }
     }
 
-    /// How many workers hold proc `p`: for a spawned process (one request at a time from each
-    /// worker), its requests in flight, exact even after a worker was killed in the middle of
-    /// one, which the proc slot's summed count never forgets.
+    /// How many workers hold proc `p`.
+    #[cfg(test)]
     fn proc_holders(&self, p: usize) -> u32 {
         (0..self.worker_slots)
             .filter(|&w| {
@@ -104,16 +103,6 @@ impl Scoreboard {
                     .is_some_and(|(hold, mask)| hold.load(SeqCst) & mask != 0)
             })
             .count() as u32
-    }
-
-    /// Proc slot `p`'s snapshot as the REPL and the status page show a FastCGI address: for a
-    /// `spawned` process, `active` counted from the holds ([`Scoreboard::proc_holders`]).
-    pub fn fastcgi_snapshot(&self, p: usize, spawned: bool, now_ms: u64) -> Option<ProcSnapshot> {
-        let mut snap = self.proc(p)?.snapshot(now_ms);
-        if spawned {
-            snap.active = self.proc_holders(p);
-        }
-        Some(snap)
     }
 
     /// Watcher, once worker slot `w`'s process was reaped: it holds nothing any more.
@@ -132,7 +121,7 @@ impl Scoreboard {
     }
 
     /// Where the gate starts: after the proc slots.
-    fn gate_at(&self) -> usize {
+    pub(super) fn gate_at(&self) -> usize {
         super::SLOTS_AT
             + self.worker_slots * super::WORKER_SLOT_SIZE
             + self.proc_slots * super::PROC_SLOT_SIZE
@@ -191,13 +180,12 @@ mod tests {
     }
 
     /// The Dekker pair under contention, across a fork as in the server: a child takes and
-    /// releases the proc in a loop, counting itself in the proc slot's `active` while it holds
+    /// releases the proc in a loop, counting itself in the proc's `active` while it holds
     /// it; the parent closes the proc and, each time it finds it idle, checks that no request
     /// is begun while it stays closed.
     #[test]
     fn no_request_begins_on_a_proc_found_idle() {
         let b = Scoreboard::new(2, 1).unwrap();
-        let slot = b.proc(0).unwrap();
         // SAFETY: the child only uses atomics in the shared mapping and the clock, then
         // `_exit`s: nothing that needs a lock another thread of the test harness may hold.
         let child = unsafe { libc::fork() };
@@ -207,9 +195,9 @@ mod tests {
             let mut begun = 0u32;
             while std::time::Instant::now() < end {
                 if b.hold_proc(1, 0) {
-                    slot.request_started();
+                    b.proc_started(1, 0);
                     begun += 1;
-                    slot.request_finished();
+                    b.proc_finished(1, 0);
                     b.release_proc(1, 0);
                 }
             }
@@ -223,11 +211,7 @@ mod tests {
             if b.close_proc(0) {
                 idle_found += 1;
                 for _ in 0..50 {
-                    assert_eq!(
-                        slot.snapshot(0).active,
-                        0,
-                        "a request began on a closed proc"
-                    );
+                    assert_eq!(b.proc_active(0), 0, "a request began on a closed proc");
                 }
             }
             b.open_proc(0);
