@@ -10,6 +10,8 @@
 //! offset 192                    WorkerSlot[0 .. worker_slots]   448 bytes each (7 cache lines)
 //! offset 192 + 448 * workers    ProcSlot[0 .. proc_slots]        64 bytes each (1 cache line)
 //! then                          the restart gate: (1 + workers) rows of ceil(procs / 64) words
+//! then, on a cache line         requests in flight: one row per worker slot, a u32 per proc
+//!                               slot, each row padded to 64 bytes
 //! ```
 //!
 //! Everything in the region is an atomic and all-zero bytes are a valid, meaningful value
@@ -20,9 +22,11 @@
 //!   written under a per-slot seqlock: the reader copies it and retries if the writer was
 //!   in the middle of it, and never blocks the writer; after a few failed tries it gives up
 //!   and reports the request as unavailable.
-//! * A proc slot mirrors one FastCGI backend address (what `fastcgi::pool::Upstream` counts per
-//!   worker) summed over all workers: every worker updates it with atomic RMWs; the watcher
-//!   writes its state and pid. [`ProcIndex`] maps (backend, address) to the slot.
+//! * A proc slot mirrors one FastCGI backend or HTTP upstream address (what
+//!   `fastcgi::pool::Upstream` counts per worker) summed over all workers: every worker adds
+//!   to its totals with atomic RMWs; the watcher writes its state and pid. [`ProcIndex`] maps
+//!   (backend, address) to the slot. Its requests in flight are counted per worker
+//!   (`proc_active.rs`), so a killed worker's requests go with its slot.
 //! * The restart gate (`proc_gate.rs`) lets the watcher stop a spawned FastCGI process for a
 //!   reload only when no worker has a request on it and none can begin one.
 //! * The header's timer lease is the pid of the one process that runs the `{ worker = "one" }`
@@ -58,7 +62,7 @@ mod proc_gate;
 compile_error!("the scoreboard needs lock-free 8-, 32- and 64-bit atomics");
 
 const MAGIC: u64 = u64::from_le_bytes(*b"LHSCORE\0");
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 
 /// Most bytes kept of the request method.
 pub const METHOD_MAX: usize = 8;
