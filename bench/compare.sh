@@ -1155,15 +1155,15 @@ median_ci() { tr ' ' '\n' | awk 'NF {v[n++] = $1} END {
 diffs() { awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x, " "); m = split(b, y, " ")
   for (i = 1; i <= n && i <= m; i++) printf "%.4f ", x[i] - y[i]; print "" }'; }
 
-# pair_verdict SCENARIO TARGET: how sure a run is of luahttpd's paired ratio
+# pair_verdict SCENARIO TARGET PEERS: how sure a run is of luahttpd's paired ratio
 # (median and its 95 % interval, against TARGET) and of its lead over each
-# other server's paired ratio, round by round (both pairs of a round are runs of
+# server of PEERS's paired ratio, round by round (both pairs of a round are runs of
 # the same few seconds): the median of the rounds' differences, its interval,
 # and in how many rounds luahttpd was ahead; in req/s, then in requests per
 # CPU-second. An interval that does not hold 0 is a lead (or a loss) the run
 # has shown; one that holds it is a lead within the noise of ROUNDS rounds.
 pair_verdict() {
-  local sc=$1 target=$2 s m lo hi ahead n d what
+  local sc=$1 target=$2 peers=$3 s m lo hi ahead n d what
   for what in "req/s PAIR_RPS" "CPU-s PAIR_CPU"; do
     local -n pairs=${what#* }
     what=${what% *}
@@ -1173,8 +1173,9 @@ pair_verdict() {
       "$m" "$lo" "$hi" "$(wc -w <<<"${pairs[$sc|luahttpd]}")" "$target" \
       "$(awk -v m="$m" -v lo="$lo" -v t="$target" 'BEGIN { if (lo != "-" && lo + 0 >= t) print "shown";
         else if (m + 0 >= t) print "median at it, interval reaches below"; else print "missed" }')"
-    for s in "${SERVER_LIST[@]}"; do
-      [[ $s == luahttpd || -z ${pairs[$sc|$s]:-} ]] && continue
+    for s in $peers; do
+      [[ -z ${pairs[$sc|$s]:-} ]] && continue
+      (( ${ROUTE_OK[$s]:-1} )) || continue   # its route instance ran the plain config
       d=$(diffs "${pairs[$sc|luahttpd]}" "${pairs[$sc|$s]}")
       read -r m lo hi <<<"$(median_ci <<<"$d")"
       read -r ahead n <<<"$(awk '{ for (i = 1; i <= NF; i++) if ($i > 0) a++; print a + 0, NF }' <<<"$d")"
@@ -1202,7 +1203,8 @@ if has_scenario shared_incr; then
       printf '%-9s %5s %5s   %s\n' "$s" "n/a" "n/a" "${ROUTE_WHY[$s]}"
     fi
   done
-  pair_verdict shared_incr 0.90
+  # lighttpd's runs of shared_incr take the branch without an incr: no peer
+  pair_verdict shared_incr 0.90 nginx
 fi
 
 if (( WITH_ROUTE )) && has_scenario route_1k; then
@@ -1218,7 +1220,7 @@ if (( WITH_ROUTE )) && has_scenario route_1k; then
       printf '%-9s %5s %5s   %s\n' "$s" "n/a" "n/a" "${ROUTE_WHY[$s]}: route_1k ran the plain config"
     fi
   done
-  pair_verdict route_1k 0.95
+  pair_verdict route_1k 0.95 "lighttpd nginx"
 fi
 
 if (( WITH_ROUTE10 )) && has_server luahttpd; then

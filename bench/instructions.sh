@@ -22,6 +22,7 @@
 # Environment (all optional):
 #   SERVERS="luahttpd lighttpd nginx"   servers to count (any subset)
 #   N1=200 N2=1200    the two request counts
+#   INCR=1            also count the shared dict's incr (0: not)
 #   LUAHTTPD_BIN=...  this binary instead of cargo build --release
 #   KEEP_TMP=1        keep the temporary directory (configs, callgrind files)
 #
@@ -36,6 +37,7 @@ REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 SERVERS=${SERVERS:-"luahttpd lighttpd nginx"}
 N1=${N1:-200}
 N2=${N2:-1200}
+INCR=${INCR:-1}
 KEEP_TMP=${KEEP_TMP:-0}
 NGINX_MODULES=/usr/lib/nginx/modules
 CONF_DIR=$SCRIPT_DIR/conf
@@ -105,10 +107,14 @@ conf() {
   esac
 }
 
+# The request each run sends over and over, and the body size every response must have.
+REQ_PATH=/1k.bin
+REQ_EXPECT=1024
+
 # count SERVER VARIANT N: the worker's instructions for a run with N requests
 count() {
   local s=$1 v=$2 n=$3 d port cmd vp i best=0 f t
-  d=$TMP/$s-$v-$n; mkdir -p "$d"
+  d=$TMP/$s-$v-$n-${REQ_PATH//\//_}; mkdir -p "$d"
   port=$(free_port)
   cmd=$(conf "$s" "$v" "$d" "$port")
   # shellcheck disable=SC2086 # cmd is a command line made above, without spaces in its words
@@ -121,7 +127,7 @@ count() {
     sleep 0.2
   done
   (( i < 300 )) || { kill -TERM "$vp"; die "$s ($v) did not answer in 60 s"; }
-  python3 "$SCRIPT_DIR/lib/keepalive_client.py" "$port" /1k.bin "$n" 1024 \
+  python3 "$SCRIPT_DIR/lib/keepalive_client.py" "$port" "$REQ_PATH" "$n" "$REQ_EXPECT" \
     || { kill -TERM "$vp"; die "$s ($v): a response was not the file"; }
   # the graceful stop of each: nginx SIGQUIT, luahttpd and lighttpd SIGTERM
   if [[ $s == nginx ]]; then kill -QUIT "$vp" 2>/dev/null || true; else kill -TERM "$vp" 2>/dev/null || true; fi
@@ -161,3 +167,20 @@ for s in $SERVERS; do
     printf '%-9s %9s %9s %12s %12s   %s\n' "$s" "$plain" "n/a" "n/a" "n/a" "no Lua module (bench/install.sh)"
   fi
 done
+
+# The shared dict's incr (compare.sh's shared_incr against api_route): the route's /api/
+# branch answering "api" with and without one incr of the shared dict before it, in the
+# servers that have one (luahttpd's shared.bench:incr, nginx's ngx.shared.bench:incr).
+if (( INCR )); then
+  echo
+  echo "the route's /api/ branch: GET /api/x (answers \"api\"), GET /api/incr (one shared dict incr first)"
+  printf '%-9s %9s %9s %12s\n' server "api/x" "api/incr" "incr cost"
+  REQ_EXPECT=3
+  for s in $SERVERS; do
+    [[ $s == lighttpd ]] && { printf '%-9s %9s %9s %12s   %s\n' "$s" n/a n/a n/a "mod_magnet has no shared dictionary"; continue; }
+    has_route "$s" || continue
+    REQ_PATH=/api/x; api=$(per_request "$s" route)
+    REQ_PATH=/api/incr; incr=$(per_request "$s" route)
+    printf '%-9s %9s %9s %12s\n' "$s" "$api" "$incr" "$((incr - api))"
+  done
+fi
