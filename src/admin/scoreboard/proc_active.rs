@@ -4,10 +4,10 @@
 //! A single summed counter per address cannot tell whose requests it holds: a worker killed
 //! in the middle of a request (the route backstop, the OOM killer, an operator's SIGKILL)
 //! never counts its requests down, and the address shows them in flight for good (the REPL's
-//! `backends()` and its `drain`/`enable` answers, the status page's `*_active` gauges). Here each worker
-//! writes only its own row, the watcher zeroes a row when it retires the worker's slot, and a
-//! reader sums the column. Rows are padded to 64 bytes, so the workers' increments never
-//! share a cache line the way one summed counter made every worker's did.
+//! `backends()` and its `drain`/`enable` answers, the status page's `*_active` gauges). Here
+//! each worker writes only its own row, the watcher zeroes a row when it retires the worker's
+//! slot, and a reader sums the column. Rows are padded to 64 bytes, so one worker's in-flight
+//! counts never share a cache line with another's (the slot's `total` still is shared).
 //!
 //! A reload that makes a slot stand for another address resets the slot's other figures; the
 //! counts stay, since each is given back by the worker that took it: a draining worker's
