@@ -317,9 +317,9 @@ fn a_reload_while_a_worker_awaits_its_respawn_still_restarts_changed_backends() 
 
 #[test]
 fn a_killed_worker_s_request_is_not_left_counted_on_its_process() {
-    // `backends()` and the status page show a spawned process's requests in flight from the
-    // workers' hold bits, which go with a reaped worker's slot; the proc slot's summed count
-    // kept a killed worker's request for good.
+    // `backends()` and the status page show requests in flight from the workers' own rows of
+    // counters, which go with a reaped worker's slot; the proc slot's summed count kept a
+    // killed worker's request for good.
     let dir = site("backend-active-kill", &[("t.php", b"")]);
     let root = dir.path().to_path_buf();
     let s = Server::start_config(dir, &one_backend(&root, "1"));
