@@ -1074,6 +1074,8 @@ table_line() {
     mark=""
     if [[ $local_sc == route_1k ]] && (( ! ${ROUTE_OK[$s]:-1} )); then mark="*"; plain_route=1; fi
     if [[ $local_sc == js_gzip ]] && (( ! ${GZIP_OK[$s]:-1} )); then mark="!"; plain_gzip=1; fi
+    # a server the scenario does not run (route10_1k is luahttpd's alone)
+    [[ -z ${from[$local_sc|$s]:-} ]] && MED[$s]=-
     line+=$(printf ' %10s' "${MED[$s]}$mark")
   done
   if has_server luahttpd; then
