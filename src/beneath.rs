@@ -42,18 +42,24 @@ pub fn open(dir: BorrowedFd<'_>, rel: &str, flags: OFlag) -> Result<OwnedFd, Err
     );
     let flags = flags | OFlag::O_CLOEXEC;
     if has_openat2() {
-        let how = OpenHow::new()
-            .flags(flags)
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        match openat2(dir.as_raw_fd(), rel, how) {
-            // SAFETY: openat2 just returned this descriptor and nothing else owns it.
-            Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        match kernel_open(dir, rel, flags) {
+            Ok(fd) => return Ok(fd),
             // Refused after the probe (a seccomp filter installed since): walk instead.
             Err(Errno::ENOSYS | Errno::EPERM) => {}
             Err(e) => return Err(e),
         }
     }
     walk(dir, rel, flags)
+}
+
+/// The rule in the kernel: openat2 with RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS.
+fn kernel_open(dir: BorrowedFd<'_>, rel: &str, flags: OFlag) -> Result<OwnedFd, Errno> {
+    let how = OpenHow::new()
+        .flags(flags)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = openat2(dir.as_raw_fd(), rel, how)?;
+    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Whether openat2 can be called here (probed once per process; the watcher asks at start,
@@ -259,13 +265,7 @@ mod tests {
             let walked = walk(r, path, OFlag::O_RDONLY | OFlag::O_CLOEXEC).map(read);
             assert_eq!(walked.as_deref().map_err(|e| *e), want, "walk {path}");
             if has_openat2() {
-                let how = OpenHow::new()
-                    .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
-                    .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-                let kernel = openat2(r.as_raw_fd(), path, how).map(|fd| {
-                    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
-                    read(unsafe { OwnedFd::from_raw_fd(fd) })
-                });
+                let kernel = kernel_open(r, path, OFlag::O_RDONLY | OFlag::O_CLOEXEC).map(read);
                 assert_eq!(kernel.as_deref().map_err(|e| *e), want, "openat2 {path}");
             }
         }

@@ -21,17 +21,33 @@ fn backend_pids(path: &std::path::Path) -> Vec<i64> {
     }
 }
 
+/// Backend `name`: `procs` processes of the test backend for files ending in `ext`, with
+/// `V = env`, its socket in `root`.
+fn backend_text(root: &std::path::Path, name: &str, ext: &str, procs: usize, env: &str) -> String {
+    format!(
+        "fastcgi \"{name}\" {{ spawn = \"{}\", procs = {procs}, \
+         socket = \"unix:{}/{name}.sock\", extensions = {{ \"{ext}\" }}, \
+         env = {{ V = \"{env}\" }} }}\n",
+        env!("CARGO_BIN_EXE_luahttpd-fcgi-test"),
+        root.display()
+    )
+}
+
 /// One worker and backend "t" (one process of the test backend, `.php`) with `V = env`.
 fn one_backend(root: &std::path::Path, env: &str) -> String {
-    config_text(
-        "workers = 1",
-        &format!(
-            "fastcgi \"t\" {{ spawn = \"{}\", procs = 1, socket = \"unix:{}/t.sock\", \
-             extensions = {{ \".php\" }}, env = {{ V = \"{env}\" }} }}\n",
-            env!("CARGO_BIN_EXE_luahttpd-fcgi-test"),
-            root.display()
-        ),
-    )
+    config_text("workers = 1", &backend_text(root, "t", ".php", 1, env))
+}
+
+/// The server's one worker (its children but the backend processes `backends`).
+fn the_worker(s: &Server, backends: &[i64]) -> i32 {
+    s.worker_pids()
+        .into_iter()
+        .find(|p| {
+            !backends.contains(&i64::from(*p))
+                && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "luahttpd")
+        })
+        .expect("the worker")
 }
 
 /// Waits until t's one process is another than `before`, which then answers.
@@ -182,24 +198,18 @@ fn post_once(addr: &str, body: &[u8]) -> Result<u16, String> {
 fn posts_through_changed_reloads(tag: &str, workers: u32, procs: usize) {
     let dir = site(tag, &[("t.php", b""), ("a.a", b"")]);
     let root = dir.path().to_path_buf();
-    let backend = |name: &str, ext: &str, procs: usize, env: usize| {
-        format!(
-            "fastcgi \"{name}\" {{ spawn = \"{}\", procs = {procs}, \
-             socket = \"unix:{}/{name}.sock\", extensions = {{ \"{ext}\" }}, \
-             env = {{ V = \"{env}\" }} }}\n",
-            env!("CARGO_BIN_EXE_luahttpd-fcgi-test"),
-            root.display()
-        )
-    };
     let config = |round: usize| {
         let before = if round % 2 == 1 {
-            backend("a", ".a", 1, 0)
+            backend_text(&root, "a", ".a", 1, "0")
         } else {
             String::new()
         };
         config_text(
             &format!("workers = {workers}"),
-            &format!("{before}{}", backend("t", ".php", procs, round)),
+            &format!(
+                "{before}{}",
+                backend_text(&root, "t", ".php", procs, &round.to_string())
+            ),
         )
     };
     let s = Server::start_config(dir, &config(0));
@@ -297,15 +307,7 @@ fn a_reload_while_a_worker_awaits_its_respawn_still_restarts_changed_backends() 
     let s = Server::start_config(dir, &config("1"));
     let path = sock(&s);
     let before = backend_pids(&path);
-    let worker = s
-        .worker_pids()
-        .into_iter()
-        .find(|p| {
-            !before.contains(&i64::from(*p))
-                && std::fs::read_to_string(format!("/proc/{p}/comm"))
-                    .is_ok_and(|c| c.trim() == "luahttpd")
-        })
-        .expect("the worker");
+    let worker = the_worker(&s, &before);
     std::fs::write(root.join("site.lua"), config("2")).unwrap();
     // SAFETY: kill(2) on the server's own worker.
     assert_eq!(unsafe { libc::kill(worker, libc::SIGKILL) }, 0);
@@ -331,15 +333,7 @@ fn a_killed_worker_s_request_is_not_left_counted_on_its_process() {
     wait_for("the request in flight", Duration::from_secs(5), || {
         active() == Some(1)
     });
-    let worker = s
-        .worker_pids()
-        .into_iter()
-        .find(|p| {
-            !backends.contains(&i64::from(*p))
-                && std::fs::read_to_string(format!("/proc/{p}/comm"))
-                    .is_ok_and(|c| c.trim() == "luahttpd")
-        })
-        .expect("the worker");
+    let worker = the_worker(&s, &backends);
     // SAFETY: kill(2) on the server's own worker.
     assert_eq!(unsafe { libc::kill(worker, libc::SIGKILL) }, 0);
     wait_for("nothing counted in flight", Duration::from_secs(5), || {

@@ -920,13 +920,9 @@ mod tests {
     #[test]
     fn a_restart_closes_the_gate_until_the_process_was_reaped() {
         let t0 = Instant::now();
-        let mut b = changed(t0);
-        assert!(b.restarts_pending());
-        let gate = FakeGate::new();
-        gate.busy.set(true);
-        b.restart_idle(t0, &gate);
+        assert!(changed(t0).restarts_pending());
         // Busy: closed, not stopped.
-        assert_eq!(gate.take_log(), ["close 0", "close 1"]);
+        let (mut b, gate) = closed_while_busy(t0);
         assert!(matches!(
             state(&b, 0),
             Restart::Waiting {
@@ -975,10 +971,7 @@ mod tests {
     #[test]
     fn a_busy_process_is_restarted_at_its_deadline_and_a_dead_one_opens() {
         let t0 = Instant::now();
-        let mut b = changed(t0);
-        let gate = FakeGate::new();
-        gate.busy.set(true);
-        b.restart_idle(t0, &gate);
+        let (b, gate) = closed_while_busy(t0);
         assert!(matches!(state(&b, 0), Restart::Waiting { .. }));
         // `def`'s read_timeout is 1 s, counted from the closing (at t1), not from the reload.
         let t1 = t0 + Duration::from_secs(5);

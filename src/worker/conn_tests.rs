@@ -1231,14 +1231,21 @@ fn a_request_finding_the_process_busy_is_queued_then_served_on_the_kept_connecti
     f.h.close(a);
 }
 
+/// `f`'s pool as worker slot 0 of a scoreboard with one proc slot (its process's), so the
+/// restart gate applies to it; the scoreboard, to close and open the process as the watcher.
+fn gated_pool(f: &mut FcgiCase) -> std::rc::Rc<crate::admin::scoreboard::Scoreboard> {
+    let board = std::rc::Rc::new(crate::admin::scoreboard::Scoreboard::new(1, 1).unwrap());
+    f.h.pool = Pool::new(&f.h.config, 0, 1, Some((board.clone(), 0)));
+    board
+}
+
 #[test]
 fn a_process_closed_for_a_restart_gets_no_request_until_it_opens() {
     // A reload restarts the process: the watcher closes it at the scoreboard's gate and stops
     // it once no worker holds it. A request arriving meanwhile waits, opening no connection
     // the old process could accept and die with, and goes on once the gate opens.
     let mut f = FcgiCase::spawned();
-    let board = std::rc::Rc::new(crate::admin::scoreboard::Scoreboard::new(1, 1).unwrap());
-    f.h.pool = Pool::new(&f.h.config, 0, 1, Some((board.clone(), 0)));
+    let board = gated_pool(&mut f);
     assert!(
         board.close_proc(0),
         "nothing in flight: the watcher may stop it"
@@ -1283,8 +1290,7 @@ fn a_failed_connect_gives_its_hold_on_the_process_back() {
     // The hold taken before connecting (`Pool::admit`) goes back when no request begins:
     // kept, it would make the watcher wait a whole read_timeout before a restart.
     let mut f = FcgiCase::spawned();
-    let board = std::rc::Rc::new(crate::admin::scoreboard::Scoreboard::new(1, 1).unwrap());
-    f.h.pool = Pool::new(&f.h.config, 0, 1, Some((board.clone(), 0)));
+    let board = gated_pool(&mut f);
     std::fs::remove_file(f._dir.0.join("q.sock-0")).unwrap();
     let (mut a, mut ca) = (f.c, f.client);
     ca.send(&get("/app/a"));

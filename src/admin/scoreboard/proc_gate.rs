@@ -47,9 +47,10 @@ impl Scoreboard {
         }
         let at = self.gate_at() + row * n * 8;
         // SAFETY: the gate lies inside the mapping (`new` counted `gate_len` bytes after the
-        // proc slots, before the in-flight rows, whose end is a multiple of 64 from the page-aligned base, so
-        // the words are aligned), row `row` < rows lies inside it, the words are atomics valid
-        // for any bytes (zero: open, not held) and the region outlives the borrow of `self`.
+        // proc slots, whose end is a multiple of 64 from the page-aligned base, so the words
+        // are aligned; the in-flight rows follow it), row `row` < rows lies inside it, the
+        // words are atomics valid for any bytes (zero: open, not held) and the region outlives
+        // the borrow of `self`.
         unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(at).cast::<AtomicU64>(), n) }
     }
 
