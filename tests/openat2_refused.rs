@@ -2,7 +2,7 @@
 //! server says so at start and resolves paths beneath the root itself, with the same rules:
 //! files and symlinks inside are served, symlinks leading out are refused. The refusal is made
 //! here with a seccomp filter installed in the server's process before exec (inherited by
-//! every process it forks).
+//! every process it forks), and once in a forked child after the probe found openat2.
 
 mod common;
 
@@ -64,6 +64,63 @@ fn a_kernel_refusing_openat2_still_serves_files_beneath_the_root_and_nothing_els
     let lua = s.get("/lua");
     assert_eq!(lua.status, 200);
     assert_eq!(lua.text(), "lua ok");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_refusal_after_the_probe_makes_the_open_walk_instead() {
+    // The probe found openat2 (in this process, before the fork), then a filter refused it
+    // (one installed later, as a sandbox may): `beneath::open` walks instead of failing.
+    use luahttpd::beneath;
+    use nix::fcntl::OFlag;
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::symlink;
+
+    let dir = TempDir::new("openat2-late");
+    dir.write("www/a.txt", b"static\n");
+    dir.write("secret.txt", b"secret\n");
+    symlink("../secret.txt", dir.path().join("www/out.txt")).unwrap();
+    let root = std::fs::File::open(dir.path().join("www")).unwrap();
+    if !beneath::has_openat2() {
+        eprintln!("SKIPPED: openat2 is refused here from the start (the other test covers it)");
+        return;
+    }
+    // SAFETY: the child makes system calls (prctl, openat, readlinkat, read) and allocates
+    // (glibc makes malloc usable in a forked child of a threaded process), prints nothing and
+    // leaves with `_exit`, touching no lock another thread of the harness may hold.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        let code = (|| {
+            if deny_openat2().is_err() {
+                return 2;
+            }
+            if !matches!(
+                beneath::open(root.as_fd(), "out.txt", OFlag::O_RDONLY),
+                Err(nix::errno::Errno::EXDEV)
+            ) {
+                return 3;
+            }
+            let Ok(fd) = beneath::open(root.as_fd(), "a.txt", OFlag::O_RDONLY) else {
+                return 4;
+            };
+            let mut text = String::new();
+            match std::fs::File::from(fd).read_to_string(&mut text) {
+                Ok(_) if text == "static\n" => 0,
+                _ => 5,
+            }
+        })();
+        // SAFETY: ends the forked child at once, without the harness's exit work.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child, with a valid pointer for its status.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child status {status} (2: no filter, 3: the link out opened, 4/5: a.txt not read)"
+    );
 }
 
 /// Installs a seccomp filter that answers openat2 (x86-64 number 437) with ENOSYS, as a kernel
